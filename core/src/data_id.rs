@@ -1,0 +1,293 @@
+//! Data IDs: dimension name → value labels for datasets and quanta.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::dimensions::{DimensionGroup, DimensionUniverse, FieldType};
+use crate::error::CoreError;
+
+/// The value of one dimension key: an integer (`exposure: 12`) or a string
+/// (`instrument: Cam`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum DataIdValue {
+    Int(i64),
+    Str(String),
+}
+
+impl DataIdValue {
+    pub fn as_int(&self) -> Option<i64> {
+        match self {
+            DataIdValue::Int(i) => Some(*i),
+            DataIdValue::Str(_) => None,
+        }
+    }
+
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            DataIdValue::Str(s) => Some(s),
+            DataIdValue::Int(_) => None,
+        }
+    }
+
+    /// Parses command-line text (`exposure=12`) according to the key's type.
+    pub fn parse_typed(text: &str, field_type: FieldType) -> Result<Self, String> {
+        match field_type {
+            FieldType::Int => text
+                .trim()
+                .parse()
+                .map(DataIdValue::Int)
+                .map_err(|_| format!("`{text}` is not an integer")),
+            _ => Ok(DataIdValue::Str(text.to_string())),
+        }
+    }
+}
+
+impl fmt::Display for DataIdValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DataIdValue::Int(i) => write!(f, "{i}"),
+            DataIdValue::Str(s) => f.write_str(s),
+        }
+    }
+}
+
+impl From<i64> for DataIdValue {
+    fn from(v: i64) -> Self {
+        DataIdValue::Int(v)
+    }
+}
+
+impl From<&str> for DataIdValue {
+    fn from(v: &str) -> Self {
+        DataIdValue::Str(v.to_string())
+    }
+}
+
+impl From<String> for DataIdValue {
+    fn from(v: String) -> Self {
+        DataIdValue::Str(v)
+    }
+}
+
+/// A data ID: `{instrument: Cam, exposure: 12, detector: 3}`.
+///
+/// Once standardized against a universe its keys are exactly a
+/// [`DimensionGroup`] in universe order, so two equal data IDs compare equal
+/// and hash alike.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct DataId {
+    entries: Vec<(String, DataIdValue)>,
+}
+
+impl DataId {
+    pub fn empty() -> Self {
+        Self::default()
+    }
+
+    /// Builds a data ID keeping the given order (use [`DataId::standardize`]
+    /// to validate it against a universe).
+    pub fn from_pairs<K: Into<String>, V: Into<DataIdValue>>(
+        pairs: impl IntoIterator<Item = (K, V)>,
+    ) -> Self {
+        Self {
+            entries: pairs
+                .into_iter()
+                .map(|(k, v)| (k.into(), v.into()))
+                .collect(),
+        }
+    }
+
+    /// Parses `k=v,k=v` command-line text, typing values by the universe.
+    pub fn parse_cli(text: &str, universe: &DimensionUniverse) -> Result<Self, CoreError> {
+        let mut entries = Vec::new();
+        for part in text.split(',').filter(|p| !p.trim().is_empty()) {
+            let (k, v) = part.split_once('=').ok_or_else(|| {
+                CoreError::BadDataId(format!("`{part}` is not of the form dimension=value"))
+            })?;
+            let k = k.trim();
+            let dim = universe.dimension(k)?;
+            let t = dim.key.as_ref().map(|k| k.field_type).unwrap_or(FieldType::String);
+            let value = DataIdValue::parse_typed(v.trim(), t)
+                .map_err(|e| CoreError::BadDataId(format!("{k}: {e}")))?;
+            entries.push((k.to_string(), value));
+        }
+        Ok(Self { entries })
+    }
+
+    /// Checks that the keys are exactly `group` (no more, no fewer) with
+    /// values of the right types, and puts them in universe order.
+    pub fn standardize(
+        &self,
+        group: &DimensionGroup,
+        universe: &DimensionUniverse,
+    ) -> Result<DataId, CoreError> {
+        for (k, _) in &self.entries {
+            if !group.contains(k) {
+                universe.dimension(k)?;
+                return Err(CoreError::BadDataId(format!(
+                    "{self}: `{k}` is not one of the dimensions {group}"
+                )));
+            }
+        }
+        let mut entries = Vec::with_capacity(group.len());
+        for dim in group.iter() {
+            let value = self.get(dim).ok_or_else(|| {
+                CoreError::BadDataId(format!("{self}: missing a value for `{dim}`"))
+            })?;
+            let ok = match (universe.key_type(dim), value) {
+                (FieldType::Int, DataIdValue::Int(_)) => true,
+                (FieldType::Int, DataIdValue::Str(_)) => false,
+                (_, DataIdValue::Str(_)) => true,
+                (_, DataIdValue::Int(_)) => false,
+            };
+            if !ok {
+                return Err(CoreError::BadDataId(format!(
+                    "{self}: `{dim}` must be {:?}, got `{value}`",
+                    universe.key_type(dim)
+                )));
+            }
+            entries.push((dim.to_string(), value.clone()));
+        }
+        Ok(DataId { entries })
+    }
+
+    pub fn get(&self, key: &str) -> Option<&DataIdValue> {
+        self.entries.iter().find(|(k, _)| k == key).map(|(_, v)| v)
+    }
+
+    pub fn insert(&mut self, key: impl Into<String>, value: impl Into<DataIdValue>) {
+        let key = key.into();
+        let value = value.into();
+        match self.entries.iter_mut().find(|(k, _)| *k == key) {
+            Some(slot) => slot.1 = value,
+            None => self.entries.push((key, value)),
+        }
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &DataIdValue)> {
+        self.entries.iter().map(|(k, v)| (k.as_str(), v))
+    }
+
+    pub fn keys(&self) -> impl Iterator<Item = &str> {
+        self.entries.iter().map(|(k, _)| k.as_str())
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The values for `group`'s dimensions, if all are present: the data ID
+    /// projected onto a smaller group (a quantum's data ID → an output's).
+    pub fn project(&self, group: &DimensionGroup) -> Option<DataId> {
+        let mut entries = Vec::with_capacity(group.len());
+        for dim in group.iter() {
+            entries.push((dim.to_string(), self.get(dim)?.clone()));
+        }
+        Some(DataId { entries })
+    }
+
+    /// An unambiguous text key (a JSON array of the values in key order),
+    /// used for uniqueness in the registry.
+    pub fn canonical_key(&self) -> String {
+        let values: Vec<&DataIdValue> = self.entries.iter().map(|(_, v)| v).collect();
+        serde_json::to_string(&values).expect("data ID values serialize")
+    }
+}
+
+impl fmt::Display for DataId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("{")?;
+        for (i, (k, v)) in self.entries.iter().enumerate() {
+            if i > 0 {
+                f.write_str(", ")?;
+            }
+            match v {
+                DataIdValue::Int(n) => write!(f, "{k}: {n}")?,
+                DataIdValue::Str(s) => write!(f, "{k}: {s:?}")?,
+            }
+        }
+        f.write_str("}")
+    }
+}
+
+impl Serialize for DataId {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(Some(self.entries.len()))?;
+        for (k, v) in &self.entries {
+            map.serialize_entry(k, v)?;
+        }
+        map.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for DataId {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = DataId;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a map of dimension names to int or string values")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<DataId, A::Error> {
+                let mut entries = Vec::new();
+                while let Some((k, v)) = map.next_entry::<String, DataIdValue>()? {
+                    entries.push((k, v));
+                }
+                Ok(DataId { entries })
+            }
+        }
+        deserializer.deserialize_map(Visitor)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn standardize_orders_checks_types_and_keys() {
+        let u = DimensionUniverse::default_universe();
+        let g = u.conform(&["exposure", "detector"]).unwrap();
+        let raw = DataId::from_pairs([
+            ("detector", DataIdValue::Int(3)),
+            ("exposure", DataIdValue::Int(12)),
+            ("instrument", DataIdValue::from("Cam")),
+        ]);
+        let std = raw.standardize(&g, &u).unwrap();
+        assert_eq!(std.to_string(), r#"{instrument: "Cam", detector: 3, exposure: 12}"#);
+        assert_eq!(std.canonical_key(), r#"["Cam",3,12]"#);
+
+        let wrong_type = DataId::from_pairs([
+            ("instrument", DataIdValue::from("Cam")),
+            ("exposure", DataIdValue::from("twelve")),
+            ("detector", DataIdValue::Int(3)),
+        ]);
+        assert!(wrong_type.standardize(&g, &u).is_err());
+        let missing = DataId::from_pairs([("instrument", "Cam")]);
+        assert!(missing.standardize(&g, &u).unwrap_err().to_string().contains("detector"));
+    }
+
+    #[test]
+    fn parse_cli_types_values() {
+        let u = DimensionUniverse::default_universe();
+        let d = DataId::parse_cli("instrument=Cam,exposure=3,detector=4", &u).unwrap();
+        assert_eq!(d.get("exposure"), Some(&DataIdValue::Int(3)));
+        assert!(DataId::parse_cli("exposure=x", &u).is_err());
+        assert!(DataId::parse_cli("nonsense=1", &u).is_err());
+    }
+
+    #[test]
+    fn json_round_trip() {
+        let d = DataId::from_pairs([("instrument", DataIdValue::from("Cam")), ("exposure", DataIdValue::Int(1))]);
+        let text = serde_json::to_string(&d).unwrap();
+        assert_eq!(text, r#"{"instrument":"Cam","exposure":1}"#);
+        assert_eq!(serde_json::from_str::<DataId>(&text).unwrap(), d);
+    }
+}

@@ -1,0 +1,23 @@
+//! The shared vocabulary of quanta, from the Gen3 Butler design: the
+//! [`DimensionUniverse`], [`DataId`]s, [`DatasetType`]s, [`DatasetRef`]s and
+//! collection kinds; later the pipeline definitions and the bundle and journal
+//! formats.
+//!
+//! Owns: types and their validation, and the byte formats that cross process
+//! boundaries. Must not: touch SQL, or the filesystem beyond reading and
+//! writing its own formats.
+
+pub mod data_id;
+pub mod dataset;
+pub mod dimensions;
+pub mod error;
+pub mod hash;
+
+pub use data_id::{DataId, DataIdValue};
+pub use dataset::{
+    validate_collection_name, validate_storage_class, CollectionType, DatasetRef, DatasetType,
+    StorageClass,
+};
+pub use dimensions::{DimensionElement, DimensionGroup, DimensionUniverse, FieldSpec, FieldType};
+pub use error::CoreError;
+pub use uuid::Uuid;
