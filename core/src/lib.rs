@@ -12,6 +12,7 @@ pub mod dataset;
 pub mod dimensions;
 pub mod error;
 pub mod hash;
+pub mod pipeline;
 
 pub use data_id::{DataId, DataIdValue};
 pub use dataset::{
