@@ -7,13 +7,20 @@
 //! boundaries. Must not: touch SQL, or the filesystem beyond reading and
 //! writing its own formats.
 
+pub mod bundle;
 pub mod data_id;
 pub mod dataset;
 pub mod dimensions;
 pub mod error;
 pub mod hash;
+pub mod journal;
 pub mod pipeline;
+pub mod time;
 
+pub use bundle::{
+    write_bundle, Bundle, BundleContents, BundleError, BundleHeader, BundleQuantum, BundleRef,
+    BundleWriteOptions, Cluster, BUNDLE_FORMAT_VERSION,
+};
 pub use data_id::{DataId, DataIdValue};
 pub use dataset::{
     validate_collection_name, validate_storage_class, CollectionType, DatasetRef, DatasetType,
@@ -21,4 +28,9 @@ pub use dataset::{
 };
 pub use dimensions::{DimensionElement, DimensionGroup, DimensionUniverse, FieldSpec, FieldType};
 pub use error::CoreError;
+pub use journal::{
+    journal_dir_for, list_journals, read_journal, JournalContents, JournalError, JournalHeader,
+    JournalRecord, JournalWriter, QuantumStatus, WrittenOutput,
+};
+pub use time::now_rfc3339;
 pub use uuid::Uuid;

@@ -1,1 +1,23 @@
-//! placeholder
+//! The POSIX file Datastore of quanta.
+//!
+//! Owns: where dataset files go ([`FileTemplate`]s, with path-safe encoding
+//! of every value), how in-memory datasets become bytes ([`Formatter`]s by
+//! storage class), and writing them atomically with size and BLAKE3 checksum
+//! ([`Datastore`], [`StoredFileInfo`]), plus ingest of existing files and
+//! verification.
+//!
+//! Must not: know collections, the Registry, or dimensions beyond filling
+//! template fields from a data ID.
+
+pub mod datastore;
+pub mod error;
+pub mod formatter;
+pub mod template;
+
+pub use datastore::{Datastore, DatastoreConfig, StoredFileInfo, TransferMode, TEMP_FILE_PREFIX};
+pub use error::{DatastoreError, FormatterError};
+pub use formatter::{BytesFormatter, Formatter, FormatterRegistry, InMemoryDataset, JsonFormatter};
+pub use template::{
+    encode_path_component, encode_run, validate_relative_path, FileTemplate, FileTemplates,
+    DEFAULT_TEMPLATE,
+};

@@ -1,1 +1,26 @@
-//! placeholder
+//! The full SQL Registry of quanta, on SQLite (rusqlite, bundled SQLite so
+//! every machine runs the same version).
+//!
+//! Owns: the schema (generated from the [`DimensionUniverse`](quanta_core::DimensionUniverse)),
+//! every insert (through methods, in batched transactions with prepared
+//! statements), collections and their search paths, the `--where` language
+//! compiled to parameterised SQL, read-only SQL access, and the provenance
+//! tables. Must not: know file formats or touch dataset files (that is the
+//! datastore's job), or build SQL from user text.
+
+pub mod collections;
+pub mod datasets;
+mod error;
+pub mod expr;
+pub mod query;
+pub mod records;
+mod registry;
+pub mod schema;
+
+pub use collections::CollectionRecord;
+pub use datasets::{DatastoreRecord, FoundDataset, InsertStats, NewDataset, OnConflict};
+pub use error::{RegistryError, Result};
+pub use query::Binds;
+pub use records::{parse_records_csv, parse_records_json, RecordSet};
+pub use registry::Registry;
+pub use schema::SCHEMA_VERSION;

@@ -1,0 +1,544 @@
+//! Repository commands: create, dimension records, dataset types, ingest,
+//! collections, queries and read-only SQL.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Subcommand};
+use quanta_butler::{Butler, IngestItem};
+use quanta_core::{CollectionType, DataId, DataIdValue, DatasetType, DimensionUniverse};
+use quanta_datastore::{DatastoreConfig, InMemoryDataset, TransferMode};
+use quanta_registry::{parse_records_csv, parse_records_json, Binds};
+use rusqlite::types::Value as SqlValue;
+
+use crate::output::{print_json, print_table};
+
+#[derive(Subcommand)]
+pub enum RepoCommand {
+    /// Create a new repository (a directory with a SQLite registry and a datastore).
+    Create {
+        repo: PathBuf,
+        /// A dimension universe YAML file (default: the built-in one, close to LSST's).
+        #[arg(long)]
+        universe: Option<PathBuf>,
+        /// A datastore configuration JSON file (templates, fsync).
+        #[arg(long)]
+        datastore_config: Option<PathBuf>,
+    },
+    /// Show a repository's dimension universe.
+    Universe { repo: PathBuf },
+}
+
+#[derive(Subcommand)]
+pub enum DimensionsCommand {
+    /// Insert dimension records from JSON (keyed by element) or CSV (one element, with --element); all or nothing.
+    Insert {
+        repo: PathBuf,
+        file: PathBuf,
+        /// The element of a CSV file's records.
+        #[arg(long)]
+        element: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum DatasetTypeCommand {
+    /// Register a dataset type.
+    Register {
+        repo: PathBuf,
+        name: String,
+        #[arg(long, value_delimiter = ',')]
+        dimensions: Vec<String>,
+        #[arg(long)]
+        storage_class: String,
+        /// Datasets of this type are calibrations, found by validity range.
+        #[arg(long)]
+        calibration: bool,
+    },
+    /// List dataset types.
+    List {
+        repo: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Args)]
+pub struct IngestArgs {
+    repo: PathBuf,
+    #[arg(long)]
+    run: String,
+    #[arg(long)]
+    dataset_type: String,
+    /// The data ID of the single FILE: k=v,k=v.
+    #[arg(long, requires = "file", conflicts_with = "manifest")]
+    data_id: Option<String>,
+    /// CSV (`path,dim1,dim2,...` header) or JSON lines (`{"path":..., "data_id":{...}}`);
+    /// relative paths are relative to the manifest's directory.
+    #[arg(long)]
+    manifest: Option<PathBuf>,
+    /// copy, move, link (hard link) or symlink.
+    #[arg(long, default_value = "copy")]
+    transfer: String,
+    file: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+pub enum CollectionCommand {
+    /// Create a collection.
+    Create {
+        repo: PathBuf,
+        name: String,
+        /// RUN, TAGGED, CHAINED or CALIBRATION.
+        #[arg(long = "type", default_value = "RUN")]
+        collection_type: String,
+        #[arg(long)]
+        doc: Option<String>,
+    },
+    /// Set the children of a CHAINED collection (created if missing), in search order.
+    Chain {
+        repo: PathBuf,
+        parent: String,
+        #[arg(required = true)]
+        children: Vec<String>,
+    },
+    /// Add datasets (by UUID) to a TAGGED collection.
+    Tag {
+        repo: PathBuf,
+        collection: String,
+        #[arg(required = true)]
+        ids: Vec<String>,
+    },
+    /// Certify calibration datasets (by UUID) into a CALIBRATION collection for [begin, end) (MJD).
+    Certify {
+        repo: PathBuf,
+        collection: String,
+        #[arg(long, allow_hyphen_values = true)]
+        begin: Option<f64>,
+        #[arg(long, allow_hyphen_values = true)]
+        end: Option<f64>,
+        #[arg(required = true)]
+        ids: Vec<String>,
+    },
+    /// List collections.
+    List {
+        repo: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Args)]
+pub struct QueryDatasetsArgs {
+    repo: PathBuf,
+    #[arg(long, value_delimiter = ',', required = true)]
+    collections: Vec<String>,
+    #[arg(long = "dataset-type", value_delimiter = ',')]
+    dataset_types: Vec<String>,
+    #[arg(long = "where", default_value = "")]
+    where_clause: String,
+    /// A bind parameter for the where clause: name=value.
+    #[arg(long = "bind")]
+    binds: Vec<String>,
+    /// Every match in every collection, not only the first along the search path.
+    #[arg(long)]
+    all: bool,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+pub struct QueryDataIdsArgs {
+    repo: PathBuf,
+    #[arg(long, value_delimiter = ',', required = true)]
+    dimensions: Vec<String>,
+    #[arg(long = "where", default_value = "")]
+    where_clause: String,
+    #[arg(long = "bind")]
+    binds: Vec<String>,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+pub struct GetArgs {
+    repo: PathBuf,
+    dataset_type: String,
+    /// k=v,k=v
+    #[arg(long)]
+    data_id: String,
+    #[arg(long, value_delimiter = ',', required = true)]
+    collections: Vec<String>,
+    /// Write the stored bytes to this file instead of printing.
+    #[arg(long, short)]
+    output: Option<PathBuf>,
+}
+
+pub fn repo(cmd: RepoCommand) -> Result<ExitCode> {
+    match cmd {
+        RepoCommand::Create {
+            repo,
+            universe,
+            datastore_config,
+        } => {
+            let universe = match universe {
+                Some(path) => {
+                    let text = std::fs::read_to_string(&path)
+                        .with_context(|| format!("reading {}", path.display()))?;
+                    DimensionUniverse::from_yaml(&text).with_context(|| path.display().to_string())?
+                }
+                None => DimensionUniverse::default_universe(),
+            };
+            let config = match datastore_config {
+                Some(path) => {
+                    let text = std::fs::read_to_string(&path)
+                        .with_context(|| format!("reading {}", path.display()))?;
+                    serde_json::from_str(&text).with_context(|| path.display().to_string())?
+                }
+                None => DatastoreConfig::default(),
+            };
+            Butler::create_repo(&repo, &universe, config)?;
+            println!("created repo {}", repo.display());
+        }
+        RepoCommand::Universe { repo } => {
+            let butler = Butler::open_read_only(&repo)?;
+            print!("{}", butler.universe().source());
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn dimensions(cmd: DimensionsCommand) -> Result<ExitCode> {
+    let DimensionsCommand::Insert { repo, file, element } = cmd;
+    let mut butler = Butler::open(&repo)?;
+    let text = std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
+    let source = file.display().to_string();
+    let is_csv = element.is_some() || file.extension().is_some_and(|e| e.eq_ignore_ascii_case("csv"));
+    let records = if is_csv {
+        let Some(element) = element else {
+            bail!("{source}: a CSV file holds records of one element; say which with --element");
+        };
+        let universe = butler.universe().clone();
+        let el = universe
+            .element(&element)
+            .with_context(|| format!("`{element}` is not an element of this repo's universe"))?;
+        parse_records_csv(&text, &source, el, &universe)?
+    } else {
+        parse_records_json(&text, &source)?
+    };
+    let n = butler
+        .registry_mut()
+        .insert_dimension_records(&records)
+        .with_context(|| source.clone())?;
+    println!("inserted {n} dimension records");
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn dataset_type(cmd: DatasetTypeCommand) -> Result<ExitCode> {
+    match cmd {
+        DatasetTypeCommand::Register {
+            repo,
+            name,
+            dimensions,
+            storage_class,
+            calibration,
+        } => {
+            let mut butler = Butler::open(&repo)?;
+            let group = butler.universe().conform(&dimensions)?;
+            let dt = DatasetType {
+                name,
+                dimensions: group,
+                storage_class,
+                is_calibration: calibration,
+            };
+            let created = butler.registry_mut().register_dataset_type(&dt)?;
+            println!("{} dataset type {dt}", if created { "registered" } else { "already registered:" });
+        }
+        DatasetTypeCommand::List { repo, json } => {
+            let butler = Butler::open_read_only(&repo)?;
+            let types = butler.registry().list_dataset_types()?;
+            if json {
+                print_json(&types)?;
+            } else {
+                let rows: Vec<Vec<String>> = types
+                    .iter()
+                    .map(|t| {
+                        vec![
+                            t.name.clone(),
+                            t.dimensions.to_string(),
+                            t.storage_class.clone(),
+                            if t.is_calibration { "yes".into() } else { String::new() },
+                        ]
+                    })
+                    .collect();
+                print_table(&["name", "dimensions", "storage class", "calibration"], &rows);
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Reads an ingest manifest: CSV with a `path,dim,...` header or JSON lines.
+fn read_manifest(path: &Path, universe: &DimensionUniverse) -> Result<Vec<IngestItem>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    let resolve = |p: &str| -> PathBuf {
+        let p = PathBuf::from(p);
+        if p.is_absolute() {
+            p
+        } else {
+            base.join(p)
+        }
+    };
+    let shown = path.display();
+    let mut items = Vec::new();
+    if text.trim_start().starts_with('{') {
+        #[derive(serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Line {
+            path: String,
+            data_id: DataId,
+        }
+        for (i, line) in text.lines().enumerate() {
+            if line.trim().is_empty() {
+                continue;
+            }
+            let parsed: Line = serde_json::from_str(line)
+                .with_context(|| format!("{shown}: line {}", i + 1))?;
+            items.push(IngestItem {
+                path: resolve(&parsed.path),
+                data_id: parsed.data_id,
+            });
+        }
+    } else {
+        let mut reader = csv::ReaderBuilder::new().trim(csv::Trim::All).from_reader(text.as_bytes());
+        let header: Vec<String> = reader.headers()?.iter().map(str::to_string).collect();
+        if header.first().map(String::as_str) != Some("path") {
+            bail!("{shown}: line 1: the first column must be `path`, then dimension names");
+        }
+        let mut types = Vec::new();
+        for (col, name) in header.iter().enumerate().skip(1) {
+            let dim = universe
+                .dimension(name)
+                .with_context(|| format!("{shown}: line 1, column {}", col + 1))?;
+            types.push(dim.key.as_ref().map(|k| k.field_type).unwrap_or(quanta_core::FieldType::String));
+        }
+        for (i, row) in reader.records().enumerate() {
+            let line = i + 2;
+            let row = row.with_context(|| format!("{shown}: line {line}"))?;
+            let mut data_id = DataId::empty();
+            for (col, cell) in row.iter().enumerate().skip(1) {
+                let value = DataIdValue::parse_typed(cell, types[col - 1])
+                    .map_err(|e| anyhow::anyhow!("{shown}: line {line}, column {}: {e}", col + 1))?;
+                data_id.insert(header[col].clone(), value);
+            }
+            items.push(IngestItem {
+                path: resolve(row.get(0).unwrap_or_default()),
+                data_id,
+            });
+        }
+    }
+    Ok(items)
+}
+
+pub fn ingest(args: IngestArgs) -> Result<ExitCode> {
+    let mut butler = Butler::open(&args.repo)?;
+    let mode: TransferMode = args.transfer.parse()?;
+    let items = match (&args.manifest, &args.file, &args.data_id) {
+        (Some(manifest), None, None) => read_manifest(manifest, butler.universe())?,
+        (None, Some(file), Some(data_id)) => vec![IngestItem {
+            path: file.clone(),
+            data_id: DataId::parse_cli(data_id, butler.universe())?,
+        }],
+        _ => bail!("give either FILE with --data-id, or --manifest FILE"),
+    };
+    let refs = butler.ingest(&args.run, &args.dataset_type, &items, mode)?;
+    println!("ingested {} {} datasets into {}", refs.len(), args.dataset_type, args.run);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn parse_uuid(text: &str) -> Result<quanta_core::Uuid> {
+    quanta_core::Uuid::parse_str(text).with_context(|| format!("`{text}` is not a dataset UUID"))
+}
+
+pub fn collection(cmd: CollectionCommand) -> Result<ExitCode> {
+    match cmd {
+        CollectionCommand::Create {
+            repo,
+            name,
+            collection_type,
+            doc,
+        } => {
+            let t: CollectionType = collection_type.parse()?;
+            let mut butler = Butler::open(&repo)?;
+            let created = butler.registry_mut().register_collection(&name, t, doc.as_deref())?;
+            println!("{} {t} collection {name}", if created { "created" } else { "already exists:" });
+        }
+        CollectionCommand::Chain { repo, parent, children } => {
+            let mut butler = Butler::open(&repo)?;
+            butler
+                .registry_mut()
+                .register_collection(&parent, CollectionType::Chained, None)?;
+            butler.registry_mut().set_collection_chain(&parent, &children)?;
+            println!("{parent} → {}", children.join(", "));
+        }
+        CollectionCommand::Tag { repo, collection, ids } => {
+            let mut butler = Butler::open(&repo)?;
+            let ids = ids.iter().map(|s| parse_uuid(s)).collect::<Result<Vec<_>>>()?;
+            let n = butler.registry_mut().associate(&collection, &ids)?;
+            println!("tagged {n} datasets into {collection}");
+        }
+        CollectionCommand::Certify {
+            repo,
+            collection,
+            begin,
+            end,
+            ids,
+        } => {
+            let mut butler = Butler::open(&repo)?;
+            let ids = ids.iter().map(|s| parse_uuid(s)).collect::<Result<Vec<_>>>()?;
+            butler.registry_mut().certify(
+                &collection,
+                &ids,
+                begin.unwrap_or(f64::NEG_INFINITY),
+                end.unwrap_or(f64::INFINITY),
+            )?;
+            println!("certified {} datasets into {collection}", ids.len());
+        }
+        CollectionCommand::List { repo, json } => {
+            let butler = Butler::open_read_only(&repo)?;
+            let collections = butler.registry().list_collections()?;
+            if json {
+                print_json(&collections)?;
+            } else {
+                let rows: Vec<Vec<String>> = collections
+                    .iter()
+                    .map(|c| vec![c.name.clone(), c.collection_type.to_string(), c.children.join(", ")])
+                    .collect();
+                print_table(&["name", "type", "children"], &rows);
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `name=value` binds: an integer, else a float, else a string.
+fn parse_binds(binds: &[String]) -> Result<Binds> {
+    let mut out = Binds::new();
+    for bind in binds {
+        let (name, value) = bind
+            .split_once('=')
+            .with_context(|| format!("--bind `{bind}`: expected name=value"))?;
+        let value = if let Ok(i) = value.parse::<i64>() {
+            SqlValue::Integer(i)
+        } else if let Ok(f) = value.parse::<f64>() {
+            SqlValue::Real(f)
+        } else {
+            SqlValue::Text(value.to_string())
+        };
+        out.insert(name.trim().to_string(), value);
+    }
+    Ok(out)
+}
+
+pub fn query_datasets(args: QueryDatasetsArgs) -> Result<ExitCode> {
+    let butler = Butler::open_read_only(&args.repo)?;
+    let binds = parse_binds(&args.binds)?;
+    let mut found = butler.registry().query_datasets(
+        &args.dataset_types,
+        &args.collections,
+        &args.where_clause,
+        &binds,
+        !args.all,
+    )?;
+    found.sort_by(|a, b| {
+        (&a.dataset_ref.dataset_type, &a.dataset_ref.data_id).cmp(&(&b.dataset_ref.dataset_type, &b.dataset_ref.data_id))
+    });
+    if args.json {
+        print_json(&found)?;
+    } else {
+        let rows: Vec<Vec<String>> = found
+            .iter()
+            .map(|f| {
+                vec![
+                    f.dataset_ref.dataset_type.clone(),
+                    f.dataset_ref.run.clone(),
+                    f.dataset_ref.id.to_string(),
+                    f.dataset_ref.data_id.to_string(),
+                    f.stored.as_ref().map(|s| s.path.clone()).unwrap_or_default(),
+                ]
+            })
+            .collect();
+        print_table(&["type", "run", "id", "data ID", "path"], &rows);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn query_data_ids(args: QueryDataIdsArgs) -> Result<ExitCode> {
+    let butler = Butler::open_read_only(&args.repo)?;
+    let binds = parse_binds(&args.binds)?;
+    let ids = butler
+        .registry()
+        .query_data_ids(&args.dimensions, &args.where_clause, &binds)?;
+    if args.json {
+        print_json(&ids)?;
+    } else {
+        let header: Vec<String> = ids
+            .first()
+            .map(|d| d.keys().map(str::to_string).collect())
+            .unwrap_or_else(|| butler.universe().conform(&args.dimensions).map(|g| g.names).unwrap_or_default());
+        let rows: Vec<Vec<String>> = ids
+            .iter()
+            .map(|d| d.iter().map(|(_, v)| v.to_string()).collect())
+            .collect();
+        let header_refs: Vec<&str> = header.iter().map(String::as_str).collect();
+        print_table(&header_refs, &rows);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn sql(repo: &Path, query: &str, json: bool) -> Result<ExitCode> {
+    let butler = Butler::open_read_only(repo)?;
+    let (columns, rows) = butler.registry().sql_read_only(query)?;
+    if json {
+        let objects: Vec<BTreeMap<&str, &serde_json::Value>> = rows
+            .iter()
+            .map(|row| columns.iter().map(String::as_str).zip(row).collect())
+            .collect();
+        print_json(&objects)?;
+    } else {
+        let rows: Vec<Vec<String>> = rows
+            .iter()
+            .map(|row| {
+                row.iter()
+                    .map(|v| match v {
+                        serde_json::Value::String(s) => s.clone(),
+                        serde_json::Value::Null => "NULL".into(),
+                        other => other.to_string(),
+                    })
+                    .collect()
+            })
+            .collect();
+        let header: Vec<&str> = columns.iter().map(String::as_str).collect();
+        print_table(&header, &rows);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn get(args: GetArgs) -> Result<ExitCode> {
+    let butler = Butler::open_read_only(&args.repo)?;
+    let data_id = DataId::parse_cli(&args.data_id, butler.universe())?;
+    if let Some(out) = args.output {
+        let bytes = butler.get_bytes(&args.dataset_type, &data_id, &args.collections)?;
+        std::fs::write(&out, bytes).with_context(|| format!("writing {}", out.display()))?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    match butler.get(&args.dataset_type, &data_id, &args.collections)? {
+        InMemoryDataset::Json(v) => print_json(&v)?,
+        InMemoryDataset::Bytes(b) => println!("{} bytes (use --output FILE to save them)", b.len()),
+        other => println!("a {} dataset (use --output FILE to save its bytes)", other.kind()),
+    }
+    Ok(ExitCode::SUCCESS)
+}

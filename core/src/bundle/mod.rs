@@ -1,0 +1,201 @@
+//! The bundle: one file holding everything a worker needs to run quanta with
+//! no database — header, task definitions, dataset types, the dimension
+//! records used, every quantum with its resolved input and predicted output
+//! refs and graph edges, and optional clusters for batch jobs.
+//!
+//! Owns: the in-memory bundle types, the byte format and its integrity
+//! checks. Must not: touch SQL, or know how a bundle's contents are chosen
+//! (that is preflight's job) or executed (the workers').
+//!
+//! # File layout (all integers little-endian)
+//!
+//! ```text
+//! preamble  32 B   magic "QUANTAB\0" | format version u32 | flags u32 (0)
+//!                  | file length u64 | xxh3-64 of the previous 24 bytes
+//! blocks           header, dimension records, quanta 0.., clusters — each a
+//!                  16 B block header (tag 'Q', kind, codec, 0, first quantum
+//!                  u32, count u32, raw payload length u32) + payload
+//!                  (postcard, zstd-compressed when codec = 1)
+//! index            one 40 B entry per block: kind u8, codec u8, 0 u16,
+//!                  first u32, count u32, raw length u32, offset u64,
+//!                  stored length u64, xxh3-64 of the stored block u64
+//! footer    40 B   index offset u64 | index length u64 | index xxh3-64
+//!                  | xxh3-64 of the previous 24 bytes | magic
+//! ```
+//!
+//! Every byte of the file is covered by a checksum, and the preamble records
+//! the file length, so truncation at any byte or a flipped byte anywhere is
+//! refused: at [`Bundle::open`] for the preamble, footer, index and header
+//! block, and when a block is read (or by [`Bundle::verify`]) for the others.
+//! [`Bundle::open`] reads only the preamble, footer, index and header block,
+//! with positioned reads, so opening a million-quantum bundle is cheap.
+//!
+//! On disk, data IDs are not serde maps (postcard cannot decode the untagged
+//! [`DataIdValue`](crate::DataIdValue)): each quanta block has its own string
+//! table, table of dimension-key groups, table of data IDs and table of
+//! datasets, and quanta refer to them by index. Configs, task definitions and
+//! dimension records are stored as JSON text.
+
+mod format;
+mod reader;
+mod writer;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+use uuid::Uuid;
+
+use crate::data_id::DataId;
+use crate::dataset::DatasetType;
+use crate::pipeline::TaskDef;
+
+pub use format::BUNDLE_FORMAT_VERSION;
+pub use reader::Bundle;
+pub use writer::write_bundle;
+
+/// Dimension records used by the quanta: element name → records (field name
+/// → value), as the registry returned them.
+pub type DimensionRecords = BTreeMap<String, Vec<serde_json::Map<String, serde_json::Value>>>;
+
+/// A connection name and the refs bound to it.
+pub type ConnectionRefs = Vec<(String, Vec<BundleRef>)>;
+
+/// What a bundle was made from and for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BundleHeader {
+    /// Must equal [`BUNDLE_FORMAT_VERSION`] when writing.
+    pub format_version: u32,
+    pub bundle_id: Uuid,
+    pub universe_digest: String,
+    pub pipeline_digest: String,
+    pub pipeline_yaml: String,
+    pub input_collections: Vec<String>,
+    pub output_run: String,
+    pub output_chain: Option<String>,
+    /// Absolute path of the datastore root.
+    pub datastore_root: String,
+    /// Datastore configuration as JSON text, opaque to core.
+    pub datastore_config: String,
+    pub clobber: bool,
+    pub skip_existing: bool,
+    /// RFC 3339 UTC.
+    pub created_at: String,
+    /// `user@host`.
+    pub created_by: String,
+    pub quanta_version: String,
+    pub command_line: Vec<String>,
+    /// Must equal the number of quanta when writing.
+    pub n_quanta: u64,
+    pub where_clause: String,
+}
+
+/// A named group of quanta run together by one batch job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cluster {
+    pub name: String,
+    /// Quantum indices.
+    pub quanta: Vec<u32>,
+}
+
+/// A resolved dataset as a worker needs it: enough to read an input or
+/// write a predicted output without asking a registry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BundleRef {
+    pub id: Uuid,
+    pub dataset_type: String,
+    pub data_id: DataId,
+    pub run: String,
+    /// Relative to the datastore root.
+    pub path: String,
+    pub size: Option<u64>,
+    pub checksum: Option<String>,
+}
+
+/// One quantum: a task applied to one data ID.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BundleQuantum {
+    pub id: Uuid,
+    /// Index into the bundle's tasks.
+    pub task: u32,
+    pub data_id: DataId,
+    pub inputs: ConnectionRefs,
+    pub prerequisites: ConnectionRefs,
+    pub outputs: ConnectionRefs,
+    /// Indices of the quanta whose outputs this one consumes, each smaller
+    /// than this quantum's own index (quanta are in topological order).
+    pub upstream: Vec<u32>,
+}
+
+/// Everything a bundle holds, in memory. Quantum `i` is `quanta[i]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BundleContents {
+    pub header: BundleHeader,
+    pub tasks: Vec<TaskDef>,
+    pub dataset_types: Vec<DatasetType>,
+    pub dimension_records: DimensionRecords,
+    pub clusters: Vec<Cluster>,
+    pub quanta: Vec<BundleQuantum>,
+}
+
+/// How [`write_bundle`] lays the file out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BundleWriteOptions {
+    /// zstd (level 3) per block; recorded per block, so readers need not be
+    /// told.
+    pub compress: bool,
+    /// Quanta per block: the unit a reader decodes to reach one quantum.
+    pub quanta_per_block: usize,
+}
+
+impl Default for BundleWriteOptions {
+    fn default() -> Self {
+        Self {
+            compress: true,
+            quanta_per_block: 1024,
+        }
+    }
+}
+
+/// Why a bundle could not be written or read. Every variant names the file.
+#[derive(Debug, Error)]
+pub enum BundleError {
+    #[error("bundle {path}: {what}: {source}")]
+    Io {
+        path: PathBuf,
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path} is not a quanta bundle ({reason})")]
+    NotABundle { path: PathBuf, reason: String },
+    #[error("bundle {path} is truncated (expected {expected} bytes, found {found})")]
+    Truncated {
+        path: PathBuf,
+        expected: String,
+        found: u64,
+    },
+    #[error("bundle {path} has format version {found}; this quanta reads version {supported}")]
+    UnsupportedVersion {
+        path: PathBuf,
+        found: u32,
+        supported: u32,
+    },
+    #[error("bundle {path}: {what} checksum mismatch (the file is damaged)")]
+    Checksum { path: PathBuf, what: String },
+    #[error("bundle {path}: {what} is corrupt: {detail}")]
+    Corrupt {
+        path: PathBuf,
+        what: String,
+        detail: String,
+    },
+    #[error("bundle {path}: quantum index {index} is out of range (the bundle has {n} quanta)")]
+    QuantumOutOfRange { path: PathBuf, index: u64, n: u64 },
+    /// The contents given to the writer are inconsistent; nothing was written.
+    #[error("cannot write bundle {path}: {detail}")]
+    Invalid { path: PathBuf, detail: String },
+}

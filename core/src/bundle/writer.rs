@@ -1,0 +1,302 @@
+//! Writing a bundle: validate the contents, lay out the blocks, and publish
+//! the file atomically (temporary file in the same directory, fsync, rename),
+//! so a reader never sees a half-written bundle under the final name.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io::{BufWriter, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use uuid::Uuid;
+
+use super::format::{
+    clusters_to_disk, encode_footer, encode_preamble, BlockKind, Codec, HeaderBlock, IndexEntry,
+    QuantaBlockBuilder, BLOCK_HEADER_LEN, BUNDLE_FORMAT_VERSION, MAX_BLOCK_RAW, PREAMBLE_LEN,
+    ZSTD_LEVEL,
+};
+use super::{BundleContents, BundleError, BundleRef, BundleWriteOptions};
+
+/// Writes `contents` to `path` (replacing any file there) and returns the
+/// file's size in bytes. Nothing appears at `path` unless the whole bundle
+/// was written and synced.
+pub fn write_bundle(
+    path: &Path,
+    contents: &BundleContents,
+    opts: &BundleWriteOptions,
+) -> Result<u64, BundleError> {
+    validate(path, contents, opts)?;
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let name = path.file_name().ok_or_else(|| BundleError::Invalid {
+        path: path.to_path_buf(),
+        detail: "the path has no file name".into(),
+    })?;
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    let tmp = dir.join(format!(
+        ".{}.tmp-{}-{nanos}",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+    let io = |what: &str, source| BundleError::Io {
+        path: path.to_path_buf(),
+        what: what.to_string(),
+        source,
+    };
+    let file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&tmp)
+        .map_err(|e| io(&format!("creating temporary file {}", tmp.display()), e))?;
+    let mut guard = RemoveOnDrop(Some(tmp.clone()));
+    let mut w = BlockWriter {
+        path,
+        out: BufWriter::new(file),
+        offset: 0,
+        index: Vec::new(),
+        compress: opts.compress,
+    };
+    let size = w.write_all(contents, opts)?;
+    let file = w
+        .out
+        .into_inner()
+        .map_err(|e| io("writing", e.into_error()))?;
+    file.write_all_at(&encode_preamble(size), 0)
+        .map_err(|e| io("writing the preamble", e))?;
+    file.sync_all().map_err(|e| io("syncing", e))?;
+    drop(file);
+    std::fs::rename(&tmp, path)
+        .map_err(|e| io(&format!("renaming {} into place", tmp.display()), e))?;
+    guard.0 = None; // published: nothing to clean up
+                    // Make the rename itself durable; a directory that cannot be opened for
+                    // syncing (some network filesystems) is not an error.
+    if let Ok(d) = File::open(&dir) {
+        let _ = d.sync_all();
+    }
+    Ok(size)
+}
+
+struct RemoveOnDrop(Option<PathBuf>);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        if let Some(p) = self.0.take() {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+/// Refuses contents that a reader would reject or misread, so that writing
+/// then reading always gives back what was written.
+fn validate(path: &Path, c: &BundleContents, opts: &BundleWriteOptions) -> Result<(), BundleError> {
+    let invalid = |detail: String| {
+        Err(BundleError::Invalid {
+            path: path.to_path_buf(),
+            detail,
+        })
+    };
+    if opts.quanta_per_block == 0 {
+        return invalid("quanta_per_block must be at least 1".into());
+    }
+    if c.header.format_version != BUNDLE_FORMAT_VERSION {
+        return invalid(format!(
+            "header.format_version is {}, this writer writes version {BUNDLE_FORMAT_VERSION}",
+            c.header.format_version
+        ));
+    }
+    let n = c.quanta.len();
+    if c.header.n_quanta != n as u64 {
+        return invalid(format!(
+            "header.n_quanta is {} but there are {n} quanta",
+            c.header.n_quanta
+        ));
+    }
+    if u32::try_from(n).is_err() {
+        return invalid(format!(
+            "{n} quanta is more than a bundle can index (2^32 - 1)"
+        ));
+    }
+    let mut seen: HashMap<Uuid, (&BundleRef, usize)> = HashMap::new();
+    for (i, q) in c.quanta.iter().enumerate() {
+        if q.task as usize >= c.tasks.len() {
+            return invalid(format!(
+                "quantum {i} names task {} but there are {} tasks",
+                q.task,
+                c.tasks.len()
+            ));
+        }
+        if let Some(&u) = q.upstream.iter().find(|&&u| u as usize >= i) {
+            return invalid(format!(
+                "quantum {i} lists upstream quantum {u}, which is not before it (quanta must be in topological order)"
+            ));
+        }
+        for (_, refs) in q.inputs.iter().chain(&q.prerequisites).chain(&q.outputs) {
+            for r in refs {
+                match seen.get(&r.id) {
+                    Some((first, j)) if *first != r => {
+                        return invalid(format!(
+                            "dataset {} differs between quantum {j} and quantum {i}: {} `{}` vs {} `{}`",
+                            r.id, first.data_id, first.path, r.data_id, r.path
+                        ));
+                    }
+                    Some(_) => {}
+                    None => {
+                        seen.insert(r.id, (r, i));
+                    }
+                }
+            }
+        }
+    }
+    for cl in &c.clusters {
+        if let Some(&q) = cl.quanta.iter().find(|&&q| q as usize >= n) {
+            return invalid(format!(
+                "cluster `{}` lists quantum {q} but there are {n} quanta",
+                cl.name
+            ));
+        }
+    }
+    Ok(())
+}
+
+struct BlockWriter<'p> {
+    path: &'p Path,
+    out: BufWriter<File>,
+    offset: u64,
+    index: Vec<IndexEntry>,
+    compress: bool,
+}
+
+impl BlockWriter<'_> {
+    fn io(&self, what: &str, source: std::io::Error) -> BundleError {
+        BundleError::Io {
+            path: self.path.to_path_buf(),
+            what: what.to_string(),
+            source,
+        }
+    }
+
+    fn invalid(&self, detail: String) -> BundleError {
+        BundleError::Invalid {
+            path: self.path.to_path_buf(),
+            detail,
+        }
+    }
+
+    fn put(&mut self, bytes: &[u8]) -> Result<(), BundleError> {
+        self.out
+            .write_all(bytes)
+            .map_err(|e| self.io("writing", e))?;
+        self.offset += bytes.len() as u64;
+        Ok(())
+    }
+
+    fn block(
+        &mut self,
+        kind: BlockKind,
+        first: u32,
+        count: u32,
+        raw: &[u8],
+    ) -> Result<(), BundleError> {
+        let raw_len = u32::try_from(raw.len())
+            .ok()
+            .filter(|&l| l <= MAX_BLOCK_RAW)
+            .ok_or_else(|| {
+                self.invalid(format!(
+                    "a {kind:?} block would be {} bytes, over the limit of {MAX_BLOCK_RAW}; use fewer quanta per block",
+                    raw.len()
+                ))
+            })?;
+        let compressed = if self.compress {
+            let c = zstd::bulk::compress(raw, ZSTD_LEVEL)
+                .map_err(|e| self.io("compressing a block", e))?;
+            // Incompressible payloads are stored raw; the codec is per block.
+            (c.len() < raw.len()).then_some(c)
+        } else {
+            None
+        };
+        let (codec, stored): (Codec, &[u8]) = match &compressed {
+            Some(c) => (Codec::Zstd, c),
+            None => (Codec::Raw, raw),
+        };
+        let mut entry = IndexEntry {
+            kind,
+            codec,
+            first,
+            count,
+            raw_len,
+            offset: self.offset,
+            length: (BLOCK_HEADER_LEN + stored.len()) as u64,
+            checksum: 0,
+        };
+        let header = entry.block_header();
+        let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+        hasher.update(&header);
+        hasher.update(stored);
+        entry.checksum = hasher.digest();
+        self.put(&header)?;
+        self.put(stored)?;
+        self.index.push(entry);
+        Ok(())
+    }
+
+    fn encode<T: serde::Serialize>(&self, what: &str, value: &T) -> Result<Vec<u8>, BundleError> {
+        postcard::to_stdvec(value).map_err(|e| self.invalid(format!("encoding {what}: {e}")))
+    }
+
+    fn json<T: serde::Serialize>(&self, what: &str, value: &T) -> Result<String, BundleError> {
+        serde_json::to_string(value)
+            .map_err(|e| self.invalid(format!("encoding {what} as JSON: {e}")))
+    }
+
+    /// Writes everything after the preamble; returns the total file size.
+    fn write_all(
+        &mut self,
+        c: &BundleContents,
+        opts: &BundleWriteOptions,
+    ) -> Result<u64, BundleError> {
+        // The real preamble, which records the final length, is written last.
+        self.put(&[0u8; PREAMBLE_LEN as usize])?;
+
+        let header = HeaderBlock {
+            header: Cow::Borrowed(&c.header),
+            tasks_json: self.json("the tasks", &c.tasks)?,
+            dataset_types_json: self.json("the dataset types", &c.dataset_types)?,
+        };
+        let raw = self.encode("the header", &header)?;
+        self.block(BlockKind::Header, 0, 0, &raw)?;
+
+        let raw = self.json("the dimension records", &c.dimension_records)?;
+        self.block(BlockKind::DimensionRecords, 0, 0, raw.as_bytes())?;
+
+        for (chunk_no, chunk) in c.quanta.chunks(opts.quanta_per_block).enumerate() {
+            // Both fit in u32: validate() checked the quantum count.
+            let first = (chunk_no * opts.quanta_per_block) as u32;
+            let mut b = QuantaBlockBuilder::new(first);
+            for q in chunk {
+                b.push(q).map_err(|e| self.invalid(e))?;
+            }
+            let raw = self.encode("a quanta block", &b.finish())?;
+            self.block(BlockKind::Quanta, first, chunk.len() as u32, &raw)?;
+        }
+
+        let raw = self.encode("the clusters", &clusters_to_disk(&c.clusters))?;
+        self.block(BlockKind::Clusters, 0, 0, &raw)?;
+
+        let mut index = Vec::with_capacity(self.index.len() * 40);
+        for e in &self.index {
+            e.encode(&mut index);
+        }
+        let index_offset = self.offset;
+        let index_sum = crate::hash::xxh3_64(&index);
+        self.put(&index)?;
+        self.put(&encode_footer(index_offset, index.len() as u64, index_sum))?;
+        self.out.flush().map_err(|e| self.io("writing", e))?;
+        Ok(self.offset)
+    }
+}

@@ -1,0 +1,784 @@
+//! Worker journals: one append-only file per worker recording, for each
+//! quantum it runs, when it started and how it finished. Written by workers,
+//! read by `merge` and `status`.
+//!
+//! Owns: the record types and the byte format. Must not: interpret records
+//! (that is merge's and status's job) or touch SQL.
+//!
+//! # Format
+//!
+//! A sequence of records, each `payload length u32 LE | xxh3-64 of the
+//! payload u64 LE | postcard payload`. The first record's payload is the
+//! journal magic, format version and a [`JournalHeader`]; every later one is
+//! a [`JournalRecord`].
+//!
+//! A record is written with one `write` call on a file opened for append, so
+//! a killed worker leaves at most one torn record, at the end. Readers
+//! ignore a torn or damaged tail with a warning. If damage is followed by
+//! valid records (a disk or copy fault, not a kill), reading still stops at
+//! the damage, with a warning saying valid records follow: after damage the
+//! reader cannot know that a checksum-valid run of bytes is a record the
+//! worker wrote rather than the inside of a damaged one, and a true prefix
+//! of what the worker wrote is the only result merge can rely on — quanta
+//! whose records are lost are simply not done and get run again.
+//! [`JournalWriter::open_append`] truncates a torn tail before appending,
+//! but refuses to append after mid-file damage, which would hide it.
+
+use std::borrow::Cow;
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+use uuid::Uuid;
+
+/// The journal format version this code writes and reads.
+pub const JOURNAL_FORMAT_VERSION: u32 = 1;
+const MAGIC: [u8; 8] = *b"QJOURNL\0";
+const RECORD_HEADER_LEN: usize = 12;
+/// The largest record payload accepted: bounds what a corrupt length can
+/// make a reader consider, and keeps log tails sane.
+pub const MAX_RECORD_LEN: u32 = 64 << 20;
+
+/// Who wrote a journal, for which bundle.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JournalHeader {
+    pub bundle_id: Uuid,
+    pub worker: String,
+    pub host: String,
+    pub pid: u32,
+    /// RFC 3339 UTC.
+    pub started_at: String,
+}
+
+/// How a quantum ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum QuantumStatus {
+    Succeeded,
+    Failed,
+    TimedOut,
+    OutOfMemory,
+    /// An upstream quantum failed, so this one was never attempted.
+    Blocked,
+}
+
+/// A dataset file a quantum wrote.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WrittenOutput {
+    pub dataset_id: Uuid,
+    /// Relative to the datastore root.
+    pub path: String,
+    pub size: u64,
+    pub checksum: String,
+}
+
+/// One journal entry after the header.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum JournalRecord {
+    Started {
+        /// Index in the bundle.
+        quantum: u32,
+        quantum_id: Uuid,
+        attempt: u32,
+        host: String,
+        pid: u32,
+        /// RFC 3339 UTC.
+        time: String,
+        /// The batch system's job, e.g. a Slurm job id and array index.
+        batch_job: Option<String>,
+    },
+    Finished {
+        quantum: u32,
+        quantum_id: Uuid,
+        attempt: u32,
+        status: QuantumStatus,
+        outputs: Vec<WrittenOutput>,
+        inputs_used: Vec<Uuid>,
+        started: String,
+        finished: String,
+        wall_seconds: f64,
+        cpu_seconds: f64,
+        peak_rss_bytes: u64,
+        exit_code: Option<i32>,
+        error: Option<String>,
+        log_tail: Vec<String>,
+    },
+}
+
+/// What [`read_journal`] found.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JournalContents {
+    pub header: JournalHeader,
+    pub records: Vec<JournalRecord>,
+    /// Set when the end of the file was not a whole valid record: the text
+    /// says where and why, for the caller to log.
+    pub torn_tail: Option<String>,
+}
+
+#[derive(Debug, Error)]
+pub enum JournalError {
+    #[error("journal {path}: {what}: {source}")]
+    Io {
+        path: PathBuf,
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path} is not a quanta journal ({reason})")]
+    NotAJournal { path: PathBuf, reason: String },
+    #[error("journal {path} has format version {found}; this quanta reads version {supported}")]
+    UnsupportedVersion {
+        path: PathBuf,
+        found: u32,
+        supported: u32,
+    },
+    #[error("journal {path} already exists; resume it with open_append instead")]
+    AlreadyExists { path: PathBuf },
+    #[error("journal {path} is damaged at byte {offset} ({detail}) and valid records follow; refusing to append after the damage — move the file aside")]
+    DamagedMiddle {
+        path: PathBuf,
+        offset: u64,
+        detail: String,
+    },
+    #[error("journal {path}: a record of {len} bytes is over the limit of {MAX_RECORD_LEN}")]
+    RecordTooLarge { path: PathBuf, len: usize },
+    #[error("journal {path}: encoding a record: {detail}")]
+    Encode { path: PathBuf, detail: String },
+    #[error("journal {path}: an earlier append failed and the file could not be restored; it is no longer writable through this writer")]
+    Poisoned { path: PathBuf },
+}
+
+#[derive(Serialize, Deserialize)]
+struct HeaderPayload<'a> {
+    magic: [u8; 8],
+    format_version: u32,
+    header: Cow<'a, JournalHeader>,
+}
+
+fn frame(payload: &[u8]) -> Vec<u8> {
+    let mut buf = Vec::with_capacity(RECORD_HEADER_LEN + payload.len());
+    buf.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    buf.extend_from_slice(&crate::hash::xxh3_64(payload).to_le_bytes());
+    buf.extend_from_slice(payload);
+    buf
+}
+
+/// Why the bytes at some offset are not a whole valid record.
+fn record_at(bytes: &[u8], off: usize) -> Result<(&[u8], usize), String> {
+    let rest = &bytes[off..];
+    if rest.len() < RECORD_HEADER_LEN {
+        return Err(format!(
+            "a partial record header ({} of {RECORD_HEADER_LEN} bytes)",
+            rest.len()
+        ));
+    }
+    let mut len4 = [0u8; 4];
+    len4.copy_from_slice(&rest[..4]);
+    let len = u32::from_le_bytes(len4);
+    if len == 0 || len > MAX_RECORD_LEN {
+        return Err(format!("an impossible record length {len}"));
+    }
+    let mut sum8 = [0u8; 8];
+    sum8.copy_from_slice(&rest[4..12]);
+    let end = RECORD_HEADER_LEN + len as usize;
+    if rest.len() < end {
+        return Err(format!(
+            "a partial record ({} of {len} payload bytes)",
+            rest.len() - RECORD_HEADER_LEN
+        ));
+    }
+    let payload = &rest[RECORD_HEADER_LEN..end];
+    if crate::hash::xxh3_64(payload) != u64::from_le_bytes(sum8) {
+        return Err("a record checksum mismatch".into());
+    }
+    Ok((payload, off + end))
+}
+
+fn decode_record(payload: &[u8]) -> Result<JournalRecord, String> {
+    match postcard::take_from_bytes::<JournalRecord>(payload) {
+        Ok((r, [])) => Ok(r),
+        Ok((_, rest)) => Err(format!("{} unexpected bytes after a record", rest.len())),
+        Err(e) => Err(format!("an undecodable record ({e})")),
+    }
+}
+
+/// The valid prefix of a journal and, if it does not reach the end, why.
+struct Scan {
+    header: JournalHeader,
+    records: Vec<JournalRecord>,
+    valid_end: usize,
+    damage: Option<Damage>,
+}
+
+struct Damage {
+    offset: usize,
+    detail: String,
+    /// Offset of the first valid record after the damage, if any.
+    valid_after: Option<usize>,
+}
+
+fn scan(path: &Path, bytes: &[u8]) -> Result<Scan, JournalError> {
+    let not_journal = |reason: String| JournalError::NotAJournal {
+        path: path.to_path_buf(),
+        reason,
+    };
+    if bytes.is_empty() {
+        return Err(not_journal("the file is empty".into()));
+    }
+    let (payload, mut off) =
+        record_at(bytes, 0).map_err(|d| not_journal(format!("first record: {d}")))?;
+    let hp: HeaderPayload = match postcard::take_from_bytes(payload) {
+        Ok((h, [])) => h,
+        Ok(_) | Err(_) => {
+            return Err(not_journal(
+                "the first record is not a journal header".into(),
+            ))
+        }
+    };
+    if hp.magic != MAGIC {
+        return Err(not_journal(
+            "the first record lacks the journal magic".into(),
+        ));
+    }
+    if hp.format_version != JOURNAL_FORMAT_VERSION {
+        return Err(JournalError::UnsupportedVersion {
+            path: path.to_path_buf(),
+            found: hp.format_version,
+            supported: JOURNAL_FORMAT_VERSION,
+        });
+    }
+    let mut records = Vec::new();
+    let mut damage = None;
+    while off < bytes.len() {
+        match record_at(bytes, off).and_then(|(p, next)| Ok((decode_record(p)?, next))) {
+            Ok((r, next)) => {
+                records.push(r);
+                off = next;
+            }
+            Err(detail) => {
+                let valid_after = (off + 1..bytes.len())
+                    .find(|&o| record_at(bytes, o).is_ok_and(|(p, _)| decode_record(p).is_ok()));
+                damage = Some(Damage {
+                    offset: off,
+                    detail,
+                    valid_after,
+                });
+                break;
+            }
+        }
+    }
+    Ok(Scan {
+        header: hp.header.into_owned(),
+        records,
+        valid_end: off,
+        damage,
+    })
+}
+
+fn damage_warning(path: &Path, len: usize, d: &Damage) -> String {
+    let ignored = len - d.offset;
+    match d.valid_after {
+        None => format!(
+            "journal {}: ignored a torn tail at byte {} ({}; {ignored} bytes)",
+            path.display(),
+            d.offset,
+            d.detail
+        ),
+        Some(v) => format!(
+            "journal {}: damaged at byte {} ({}); a valid record follows at byte {v} but reading stops at the damage ({ignored} bytes ignored)",
+            path.display(),
+            d.offset,
+            d.detail
+        ),
+    }
+}
+
+/// Reads a whole journal. A torn or damaged tail is reported in
+/// [`JournalContents::torn_tail`], never as an error; a file whose first
+/// record is not a valid journal header is an error.
+pub fn read_journal(path: &Path) -> Result<JournalContents, JournalError> {
+    let bytes = std::fs::read(path).map_err(|source| JournalError::Io {
+        path: path.to_path_buf(),
+        what: "reading".into(),
+        source,
+    })?;
+    let s = scan(path, &bytes)?;
+    let torn_tail = s
+        .damage
+        .as_ref()
+        .map(|d| damage_warning(path, bytes.len(), d));
+    Ok(JournalContents {
+        header: s.header,
+        records: s.records,
+        torn_tail,
+    })
+}
+
+/// Appends records to one worker's journal. One writer per file at a time:
+/// the format relies on a single appender (each worker has its own file).
+#[derive(Debug)]
+pub struct JournalWriter {
+    path: PathBuf,
+    file: File,
+    header: JournalHeader,
+    /// Length of the valid content; a failed append is cut back to it.
+    end: u64,
+    sync: bool,
+    poisoned: bool,
+    recovered: Option<String>,
+}
+
+impl JournalWriter {
+    /// Creates a new journal holding only `header`. The file appears
+    /// complete or not at all (written beside it, then renamed), so a worker
+    /// killed during creation leaves no headerless journal. Refuses to
+    /// replace an existing file.
+    pub fn create(path: &Path, header: &JournalHeader) -> Result<JournalWriter, JournalError> {
+        let io = |what: &str, source| JournalError::Io {
+            path: path.to_path_buf(),
+            what: what.to_string(),
+            source,
+        };
+        if path.exists() {
+            return Err(JournalError::AlreadyExists {
+                path: path.to_path_buf(),
+            });
+        }
+        let payload = postcard::to_stdvec(&HeaderPayload {
+            magic: MAGIC,
+            format_version: JOURNAL_FORMAT_VERSION,
+            header: Cow::Borrowed(header),
+        })
+        .map_err(|e| JournalError::Encode {
+            path: path.to_path_buf(),
+            detail: e.to_string(),
+        })?;
+        let buf = frame(&payload);
+        let mut tmp = path.as_os_str().to_owned();
+        tmp.push(format!(".tmp-{}", std::process::id()));
+        let tmp = PathBuf::from(tmp);
+        let result = (|| {
+            let mut f = OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(&tmp)
+                .map_err(|e| io("creating a temporary file", e))?;
+            f.write_all(&buf).map_err(|e| io("writing the header", e))?;
+            f.sync_all().map_err(|e| io("syncing the header", e))?;
+            std::fs::rename(&tmp, path).map_err(|e| io("renaming into place", e))
+        })();
+        if result.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        result?;
+        if let Some(dir) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            // Best effort: makes the new name durable where supported.
+            if let Ok(d) = File::open(dir) {
+                let _ = d.sync_all();
+            }
+        }
+        let file = OpenOptions::new()
+            .append(true)
+            .open(path)
+            .map_err(|e| io("opening for append", e))?;
+        Ok(JournalWriter {
+            path: path.to_path_buf(),
+            file,
+            header: header.clone(),
+            end: buf.len() as u64,
+            sync: false,
+            poisoned: false,
+            recovered: None,
+        })
+    }
+
+    /// Reopens an existing journal to append to it (a resumed worker). A
+    /// torn tail is cut off first (see [`JournalWriter::recovered_tail`]);
+    /// damage followed by valid records is refused.
+    pub fn open_append(path: &Path) -> Result<JournalWriter, JournalError> {
+        let io = |what: &str, source| JournalError::Io {
+            path: path.to_path_buf(),
+            what: what.to_string(),
+            source,
+        };
+        let bytes = std::fs::read(path).map_err(|e| io("reading", e))?;
+        let s = scan(path, &bytes)?;
+        let file = OpenOptions::new()
+            .append(true)
+            .open(path)
+            .map_err(|e| io("opening for append", e))?;
+        let mut recovered = None;
+        if let Some(d) = &s.damage {
+            if d.valid_after.is_some() {
+                return Err(JournalError::DamagedMiddle {
+                    path: path.to_path_buf(),
+                    offset: d.offset as u64,
+                    detail: d.detail.clone(),
+                });
+            }
+            file.set_len(s.valid_end as u64)
+                .map_err(|e| io("truncating the torn tail", e))?;
+            file.sync_all()
+                .map_err(|e| io("syncing after truncating", e))?;
+            recovered = Some(damage_warning(path, bytes.len(), d));
+        }
+        Ok(JournalWriter {
+            path: path.to_path_buf(),
+            file,
+            header: s.header,
+            end: s.valid_end as u64,
+            sync: false,
+            poisoned: false,
+            recovered,
+        })
+    }
+
+    /// With `sync`, every append is followed by `fdatasync`, so a record
+    /// survives a machine crash, not only a killed process.
+    pub fn with_sync(mut self, sync: bool) -> Self {
+        self.sync = sync;
+        self
+    }
+
+    pub fn header(&self) -> &JournalHeader {
+        &self.header
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The warning for a torn tail that [`JournalWriter::open_append`] cut
+    /// off, for the caller to log.
+    pub fn recovered_tail(&self) -> Option<&str> {
+        self.recovered.as_deref()
+    }
+
+    /// Appends one record with a single write. If the write fails, the file
+    /// is cut back to its last whole record so later appends stay readable.
+    pub fn append(&mut self, rec: &JournalRecord) -> Result<(), JournalError> {
+        if self.poisoned {
+            return Err(JournalError::Poisoned {
+                path: self.path.clone(),
+            });
+        }
+        let payload = postcard::to_stdvec(rec).map_err(|e| JournalError::Encode {
+            path: self.path.clone(),
+            detail: e.to_string(),
+        })?;
+        if payload.len() > MAX_RECORD_LEN as usize {
+            return Err(JournalError::RecordTooLarge {
+                path: self.path.clone(),
+                len: payload.len(),
+            });
+        }
+        let buf = frame(&payload);
+        let written = self.file.write_all(&buf).and_then(|()| {
+            if self.sync {
+                self.file.sync_data()
+            } else {
+                Ok(())
+            }
+        });
+        match written {
+            Ok(()) => {
+                self.end += buf.len() as u64;
+                Ok(())
+            }
+            Err(source) => {
+                if self.file.set_len(self.end).is_err() {
+                    self.poisoned = true;
+                }
+                Err(JournalError::Io {
+                    path: self.path.clone(),
+                    what: "appending a record".into(),
+                    source,
+                })
+            }
+        }
+    }
+}
+
+/// Where the journals of a bundle go by default: `<bundle path>.journals/`.
+pub fn journal_dir_for(bundle_path: &Path) -> PathBuf {
+    let mut s = bundle_path.as_os_str().to_owned();
+    s.push(".journals");
+    PathBuf::from(s)
+}
+
+/// The `*.journal` files in `dir`, sorted; none if `dir` does not exist.
+pub fn list_journals(dir: &Path) -> Result<Vec<PathBuf>, JournalError> {
+    let io = |source| JournalError::Io {
+        path: dir.to_path_buf(),
+        what: "listing journals".into(),
+        source,
+    };
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(io(e)),
+    };
+    let mut out = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(io)?;
+        let p = entry.path();
+        let is_journal = p.extension().is_some_and(|e| e == "journal")
+            && p.file_stem().is_some_and(|s| !s.is_empty());
+        if is_journal && entry.file_type().map_err(io)?.is_file() {
+            out.push(p);
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::FileExt;
+
+    fn header() -> JournalHeader {
+        JournalHeader {
+            bundle_id: Uuid::from_u128(0x1234),
+            worker: "w-007".into(),
+            host: "node12".into(),
+            pid: 4242,
+            started_at: "2024-05-01T12:00:00.000Z".into(),
+        }
+    }
+
+    fn started(q: u32) -> JournalRecord {
+        JournalRecord::Started {
+            quantum: q,
+            quantum_id: Uuid::from_u128(1000 + u128::from(q)),
+            attempt: 1,
+            host: "node12".into(),
+            pid: 4242,
+            time: crate::time::now_rfc3339(),
+            batch_job: Some(format!("1234_{q}")),
+        }
+    }
+
+    fn finished(q: u32, status: QuantumStatus) -> JournalRecord {
+        JournalRecord::Finished {
+            quantum: q,
+            quantum_id: Uuid::from_u128(1000 + u128::from(q)),
+            attempt: 1,
+            status,
+            outputs: vec![WrittenOutput {
+                dataset_id: Uuid::from_u128(5000 + u128::from(q)),
+                path: format!("run/calexp/{q}.json"),
+                size: 1024 + u64::from(q),
+                checksum: "ab".repeat(32),
+            }],
+            inputs_used: vec![Uuid::from_u128(7), Uuid::from_u128(8)],
+            started: "2024-05-01T12:00:00.000Z".into(),
+            finished: "2024-05-01T12:00:01.500Z".into(),
+            wall_seconds: 1.5,
+            cpu_seconds: 1.25,
+            peak_rss_bytes: 123_456_789,
+            exit_code: if status == QuantumStatus::Succeeded {
+                Some(0)
+            } else {
+                Some(3)
+            },
+            error: (status != QuantumStatus::Succeeded).then(|| "boom".to_string()),
+            log_tail: vec!["line 1".into(), "line 2 ✓".into()],
+        }
+    }
+
+    fn sample(dir: &Path) -> (PathBuf, Vec<JournalRecord>) {
+        let path = dir.join("w-007.journal");
+        let recs = vec![
+            started(0),
+            finished(0, QuantumStatus::Succeeded),
+            started(1),
+            finished(1, QuantumStatus::Failed),
+            finished(2, QuantumStatus::Blocked),
+        ];
+        let mut w = JournalWriter::create(&path, &header()).unwrap();
+        for r in &recs {
+            w.append(r).unwrap();
+        }
+        (path, recs)
+    }
+
+    #[test]
+    fn round_trip_every_record_kind() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, recs) = sample(dir.path());
+        let c = read_journal(&path).unwrap();
+        assert_eq!(c.header, header());
+        assert_eq!(c.records, recs);
+        assert_eq!(c.torn_tail, None);
+        // Creating over an existing journal would lose records.
+        assert!(matches!(
+            JournalWriter::create(&path, &header()),
+            Err(JournalError::AlreadyExists { .. })
+        ));
+    }
+
+    #[test]
+    fn truncation_at_every_byte_keeps_the_prefix() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, recs) = sample(dir.path());
+        let full = std::fs::read(&path).unwrap();
+        // Record boundaries, to know how many records a cut keeps.
+        let mut ends = vec![];
+        let mut off = 0;
+        while off < full.len() {
+            let (_, next) = record_at(&full, off).unwrap();
+            ends.push(next);
+            off = next;
+        }
+        let header_end = ends[0];
+        // Cut one file in place, longest first: rewriting a file per case is
+        // slow on ext4.
+        let cut_file = OpenOptions::new().write(true).open(&path).unwrap();
+        for cut in (0..full.len()).rev() {
+            cut_file.set_len(cut as u64).unwrap();
+            let r = read_journal(&path);
+            if cut < header_end {
+                assert!(
+                    matches!(r, Err(JournalError::NotAJournal { .. })),
+                    "cut {cut}: {r:?}"
+                );
+                continue;
+            }
+            let c = r.unwrap_or_else(|e| panic!("cut {cut}: {e}"));
+            let whole = ends[1..].iter().filter(|&&e| e <= cut).count();
+            assert_eq!(c.records, recs[..whole], "cut {cut}");
+            let on_boundary = ends.contains(&cut);
+            assert_eq!(
+                c.torn_tail.is_some(),
+                !on_boundary,
+                "cut {cut}: {:?}",
+                c.torn_tail
+            );
+            if let Some(w) = &c.torn_tail {
+                assert!(w.contains("torn tail"), "{w}");
+            }
+        }
+    }
+
+    #[test]
+    fn flipped_bytes_never_panic_and_keep_a_true_prefix() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, recs) = sample(dir.path());
+        let full = std::fs::read(&path).unwrap();
+        let (_, header_end) = record_at(&full, 0).unwrap();
+        let f = OpenOptions::new().write(true).open(&path).unwrap();
+        for pos in 0..full.len() {
+            f.write_all_at(&[full[pos] ^ 0x40], pos as u64).unwrap();
+            let r = read_journal(&path);
+            f.write_all_at(&full[pos..=pos], pos as u64).unwrap();
+            match r {
+                Err(JournalError::NotAJournal { .. }) => assert!(pos < header_end, "pos {pos}"),
+                Err(e) => panic!("pos {pos}: unexpected error {e}"),
+                Ok(c) => {
+                    assert!(pos >= header_end, "pos {pos}: damaged header accepted");
+                    assert!(c.records.len() < recs.len(), "pos {pos}: damage unnoticed");
+                    assert_eq!(c.records, recs[..c.records.len()], "pos {pos}");
+                    assert!(c.torn_tail.is_some(), "pos {pos}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn damage_in_the_middle_is_reported_and_blocks_append() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, recs) = sample(dir.path());
+        let mut bytes = std::fs::read(&path).unwrap();
+        let (_, h) = record_at(&bytes, 0).unwrap();
+        let (_, r1) = record_at(&bytes, h).unwrap();
+        bytes[r1 + RECORD_HEADER_LEN + 2] ^= 1; // payload of the second record
+        std::fs::write(&path, &bytes).unwrap();
+        let c = read_journal(&path).unwrap();
+        assert_eq!(c.records, recs[..1]);
+        let w = c.torn_tail.unwrap();
+        assert!(
+            w.contains("valid record follows") && w.contains(&format!("byte {r1}")),
+            "{w}"
+        );
+        assert!(matches!(
+            JournalWriter::open_append(&path),
+            Err(JournalError::DamagedMiddle { .. })
+        ));
+    }
+
+    #[test]
+    fn resume_truncates_a_torn_tail_and_continues() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, mut recs) = sample(dir.path());
+        // A worker killed mid-record leaves part of one.
+        let mut torn = frame(&postcard::to_stdvec(&started(9)).unwrap());
+        torn.truncate(torn.len() / 2);
+        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+        f.write_all(&torn).unwrap();
+        drop(f);
+        assert!(read_journal(&path).unwrap().torn_tail.is_some());
+
+        let mut w = JournalWriter::open_append(&path).unwrap().with_sync(true);
+        assert!(w.recovered_tail().unwrap().contains("torn tail"));
+        assert_eq!(w.header(), &header());
+        for r in [started(5), finished(5, QuantumStatus::TimedOut)] {
+            w.append(&r).unwrap();
+            recs.push(r);
+        }
+        drop(w);
+        // A third writer with nothing to recover.
+        let mut w = JournalWriter::open_append(&path).unwrap();
+        assert_eq!(w.recovered_tail(), None);
+        let r = finished(6, QuantumStatus::OutOfMemory);
+        w.append(&r).unwrap();
+        recs.push(r);
+
+        let c = read_journal(&path).unwrap();
+        assert_eq!(c.records, recs);
+        assert_eq!(c.torn_tail, None);
+    }
+
+    #[test]
+    fn not_a_journal_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("x.journal");
+        for content in [
+            &b""[..],
+            b"hello world, this is not a journal",
+            &frame(b"not a header"),
+        ] {
+            std::fs::write(&p, content).unwrap();
+            let e = read_journal(&p).unwrap_err();
+            assert!(matches!(e, JournalError::NotAJournal { .. }), "{e}");
+            assert!(e.to_string().contains("x.journal"), "{e}");
+            assert!(JournalWriter::open_append(&p).is_err());
+        }
+        assert!(matches!(
+            read_journal(&dir.path().join("missing.journal")),
+            Err(JournalError::Io { .. })
+        ));
+    }
+
+    #[test]
+    fn journal_dir_and_listing() {
+        assert_eq!(
+            journal_dir_for(Path::new("/a/b/run.qb")),
+            PathBuf::from("/a/b/run.qb.journals")
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let jd = journal_dir_for(&dir.path().join("run.qb"));
+        assert!(list_journals(&jd).unwrap().is_empty());
+        std::fs::create_dir(&jd).unwrap();
+        for name in ["w2.journal", "w1.journal", "notes.txt", "w3.journal.tmp-1"] {
+            std::fs::write(jd.join(name), b"").unwrap();
+        }
+        std::fs::create_dir(jd.join("d.journal")).unwrap();
+        assert_eq!(
+            list_journals(&jd).unwrap(),
+            vec![jd.join("w1.journal"), jd.join("w2.journal")]
+        );
+    }
+}

@@ -1,0 +1,789 @@
+//! The POSIX datastore: dataset files under one root directory, written
+//! atomically and never over an existing file unless asked, with size and
+//! BLAKE3 checksum recorded for every file.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use quanta_core::DatasetRef;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::error::DatastoreError;
+use crate::formatter::{Formatter, FormatterRegistry, InMemoryDataset, JsonFormatter};
+use crate::template::{validate_relative_path, FileTemplates, DEFAULT_TEMPLATE};
+
+/// Names of in-flight files start with this; one left behind belongs to a
+/// writer that died and can be deleted once no writer is running. Template
+/// paths never have a component starting with `.`, so it cannot clash.
+pub const TEMP_FILE_PREFIX: &str = ".tmp-";
+
+const WRITE_BUFFER_BYTES: usize = 64 * 1024;
+const COPY_BUFFER_BYTES: usize = 1024 * 1024;
+
+/// Datastore settings, stored in the repository configuration and in
+/// bundles so that workers write where the Butler expects.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct DatastoreConfig {
+    /// Template for dataset types without an override.
+    pub default_template: String,
+    /// Per-dataset-type templates (a component uses its parent's).
+    pub templates: BTreeMap<String, String>,
+    /// fsync each file and its directory before reporting it written. Off by
+    /// default: with it every small file costs two disk flushes, and merge
+    /// verifies sizes and checksums anyway, so a file lost or torn by a power
+    /// failure is caught there and its quantum rerun.
+    pub fsync: bool,
+}
+
+impl Default for DatastoreConfig {
+    fn default() -> Self {
+        Self {
+            default_template: DEFAULT_TEMPLATE.to_string(),
+            templates: BTreeMap::new(),
+            fsync: false,
+        }
+    }
+}
+
+impl DatastoreConfig {
+    /// Parses every template, reporting the first invalid one.
+    pub fn validate(&self) -> Result<(), DatastoreError> {
+        FileTemplates::new(&self.default_template, &self.templates).map(|_| ())
+    }
+}
+
+/// What the datastore knows about one written file; the Registry stores it
+/// and merge verifies it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct StoredFileInfo {
+    /// Relative to the datastore root, `/`-separated, with extension.
+    pub path: String,
+    /// Name of the formatter that reads the file back.
+    pub formatter: String,
+    pub size: u64,
+    /// BLAKE3 of the file contents, lowercase hex.
+    pub checksum: String,
+}
+
+/// How [`Datastore::ingest`] brings an existing file into the datastore.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TransferMode {
+    /// Copy; the source stays.
+    Copy,
+    /// Move; across filesystems this copies and then removes the source.
+    Move,
+    /// Hard link (same filesystem only).
+    Hardlink,
+    /// Symbolic link to the absolute, canonical source path.
+    Symlink,
+    /// Hard link where possible, else copy.
+    Auto,
+}
+
+impl TransferMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TransferMode::Copy => "copy",
+            TransferMode::Move => "move",
+            TransferMode::Hardlink => "hardlink",
+            TransferMode::Symlink => "symlink",
+            TransferMode::Auto => "auto",
+        }
+    }
+}
+
+impl fmt::Display for TransferMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for TransferMode {
+    type Err = DatastoreError;
+    fn from_str(s: &str) -> Result<Self, DatastoreError> {
+        match s.to_ascii_lowercase().as_str() {
+            "copy" => Ok(TransferMode::Copy),
+            "move" => Ok(TransferMode::Move),
+            "link" | "hardlink" => Ok(TransferMode::Hardlink),
+            "symlink" => Ok(TransferMode::Symlink),
+            "auto" => Ok(TransferMode::Auto),
+            _ => Err(DatastoreError::BadTransferMode(s.to_string())),
+        }
+    }
+}
+
+/// A file datastore rooted at one directory. `Send + Sync`: share it between
+/// threads behind an `Arc`.
+#[derive(Debug)]
+pub struct Datastore {
+    root: PathBuf,
+    config: DatastoreConfig,
+    templates: FileTemplates,
+    formatters: FormatterRegistry,
+    /// Temporary names are `.tmp-<pid>-<token>-<counter>`: the random token
+    /// keeps writers on different hosts sharing the root (same pid possible)
+    /// apart without a random draw per file.
+    pid: u32,
+    tmp_token: String,
+    tmp_counter: AtomicU64,
+}
+
+impl Datastore {
+    /// A datastore at `root` (made absolute; not created until the first
+    /// write) with the built-in formatters. Fails on invalid templates.
+    pub fn new(root: impl Into<PathBuf>, config: DatastoreConfig) -> Result<Self, DatastoreError> {
+        let root = root.into();
+        let root =
+            std::path::absolute(&root).map_err(|e| DatastoreError::io("resolve", &root, e))?;
+        let templates = FileTemplates::new(&config.default_template, &config.templates)?;
+        let token = uuid::Uuid::new_v4().simple().to_string();
+        Ok(Self {
+            root,
+            config,
+            templates,
+            formatters: FormatterRegistry::default(),
+            pid: std::process::id(),
+            tmp_token: token[..12].to_string(),
+            tmp_counter: AtomicU64::new(0),
+        })
+    }
+
+    /// Replaces the formatter registry (e.g. one with FITS added).
+    pub fn with_formatters(mut self, formatters: FormatterRegistry) -> Self {
+        self.formatters = formatters;
+        self
+    }
+
+    /// Adds one formatter to this datastore's registry.
+    pub fn register_formatter(
+        &mut self,
+        formatter: Arc<dyn Formatter>,
+    ) -> Result<(), DatastoreError> {
+        self.formatters.register(formatter)
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn config(&self) -> &DatastoreConfig {
+        &self.config
+    }
+
+    pub fn formatters(&self) -> &FormatterRegistry {
+        &self.formatters
+    }
+
+    pub fn templates(&self) -> &FileTemplates {
+        &self.templates
+    }
+
+    /// The relative path (`/`-separated, with extension) where `r` is stored
+    /// as `storage_class`.
+    pub fn path_for(&self, r: &DatasetRef, storage_class: &str) -> Result<String, DatastoreError> {
+        let formatter = self.formatters.for_storage_class(storage_class)?;
+        self.render_path(r, formatter.as_ref())
+    }
+
+    fn render_path(
+        &self,
+        r: &DatasetRef,
+        formatter: &dyn Formatter,
+    ) -> Result<String, DatastoreError> {
+        let mut path = self.templates.for_dataset_type(&r.dataset_type).render(r)?;
+        path.push('.');
+        path.push_str(formatter.extension());
+        validate_relative_path(&path)?;
+        Ok(path)
+    }
+
+    /// The absolute path of a relative datastore path, after checking that
+    /// it stays inside the root.
+    pub fn abs_path(&self, rel_path: &str) -> Result<PathBuf, DatastoreError> {
+        validate_relative_path(rel_path)?;
+        Ok(self.root.join(rel_path))
+    }
+
+    /// Writes `obj` as the file of `r`. Refuses to replace an existing file
+    /// (`AlreadyExists`) unless `clobber`.
+    pub fn write(
+        &self,
+        r: &DatasetRef,
+        storage_class: &str,
+        obj: &InMemoryDataset,
+        clobber: bool,
+    ) -> Result<StoredFileInfo, DatastoreError> {
+        let formatter = self.formatters.for_storage_class(storage_class)?;
+        let rel = self.render_path(r, formatter.as_ref())?;
+        self.write_with(&rel, formatter.name(), r, clobber, |out| {
+            formatter
+                .encode_to(obj, out)
+                .map_err(|source| DatastoreError::Encode {
+                    what: r.to_string(),
+                    formatter: formatter.name().to_string(),
+                    path: rel.clone(),
+                    source,
+                })
+        })
+    }
+
+    /// Writes `value` as JSON for `r` (storage class `Json`), serializing
+    /// straight to the file rather than through a `serde_json::Value`.
+    pub fn put_json<T: Serialize + ?Sized>(
+        &self,
+        r: &DatasetRef,
+        value: &T,
+        clobber: bool,
+    ) -> Result<StoredFileInfo, DatastoreError> {
+        let formatter = self
+            .formatters
+            .for_storage_class(JsonFormatter::STORAGE_CLASS)?;
+        let rel = self.render_path(r, formatter.as_ref())?;
+        if formatter.name() != JsonFormatter::NAME {
+            // Someone replaced the Json formatter: honour its encoding.
+            let v = serde_json::to_value(value).map_err(|e| DatastoreError::Encode {
+                what: r.to_string(),
+                formatter: formatter.name().to_string(),
+                path: rel.clone(),
+                source: e.into(),
+            })?;
+            return self.write(
+                r,
+                JsonFormatter::STORAGE_CLASS,
+                &InMemoryDataset::Json(v),
+                clobber,
+            );
+        }
+        self.write_with(&rel, formatter.name(), r, clobber, |out| {
+            serde_json::to_writer(out, value).map_err(|e| DatastoreError::Encode {
+                what: r.to_string(),
+                formatter: JsonFormatter::NAME.to_string(),
+                path: rel.clone(),
+                source: e.into(),
+            })
+        })
+    }
+
+    /// Writes already-encoded bytes at a relative path, recording `formatter`
+    /// as the one that reads them.
+    pub fn write_bytes_at(
+        &self,
+        rel_path: &str,
+        bytes: &[u8],
+        formatter: &str,
+        clobber: bool,
+    ) -> Result<StoredFileInfo, DatastoreError> {
+        validate_relative_path(rel_path)?;
+        self.write_with(rel_path, formatter, &"write_bytes_at", clobber, |out| {
+            out.write_all(bytes)
+                .map_err(|e| DatastoreError::io("write", rel_path, e))
+        })
+    }
+
+    /// The atomic write: fill a temporary file beside the destination while
+    /// hashing, optionally fsync, then move it into place. The destination
+    /// path only ever holds a complete file.
+    fn write_with(
+        &self,
+        rel: &str,
+        formatter: &str,
+        what: &dyn fmt::Display,
+        clobber: bool,
+        body: impl FnOnce(&mut HashingWriter<BufWriter<File>>) -> Result<(), DatastoreError>,
+    ) -> Result<StoredFileInfo, DatastoreError> {
+        let dest = self.root.join(rel);
+        let (tmp, file) = self.create_temp(&dest)?;
+        let mut out = HashingWriter::new(BufWriter::with_capacity(WRITE_BUFFER_BYTES, file));
+        if let Err(e) = body(&mut out) {
+            // A disk error surfaces through the formatter; name it as such.
+            return Err(match out.io_error.take() {
+                Some(io) => DatastoreError::io("write", tmp.path(), io),
+                None => e,
+            });
+        }
+        let HashingWriter {
+            inner,
+            hasher,
+            size,
+            ..
+        } = out;
+        let file = inner
+            .into_inner()
+            .map_err(|e| DatastoreError::io("write", tmp.path(), e.into_error()))?;
+        if self.config.fsync {
+            file.sync_all()
+                .map_err(|e| DatastoreError::io("fsync", tmp.path(), e))?;
+        }
+        drop(file);
+        self.publish(tmp, &dest, rel, what, clobber)?;
+        Ok(StoredFileInfo {
+            path: rel.to_string(),
+            formatter: formatter.to_string(),
+            size,
+            checksum: hasher.finalize().to_hex().to_string(),
+        })
+    }
+
+    fn temp_path(&self, dir: &Path) -> PathBuf {
+        let n = self.tmp_counter.fetch_add(1, Ordering::Relaxed);
+        dir.join(format!(
+            "{TEMP_FILE_PREFIX}{}-{}-{n}",
+            self.pid, self.tmp_token
+        ))
+    }
+
+    /// Creates a fresh temporary file in the destination's directory. The
+    /// directory is created only when the open fails for want of it, so a
+    /// write into an existing directory costs no extra system call.
+    fn create_temp(&self, dest: &Path) -> Result<(TempFile, File), DatastoreError> {
+        let dir = parent_of(dest);
+        let mut created_dir = false;
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let path = self.temp_path(dir);
+            match OpenOptions::new().write(true).create_new(true).open(&path) {
+                Ok(file) => return Ok((TempFile(Some(path)), file)),
+                Err(e) if e.kind() == io::ErrorKind::NotFound && !created_dir => {
+                    fs::create_dir_all(dir)
+                        .map_err(|e| DatastoreError::io("create directory", dir, e))?;
+                    created_dir = true;
+                }
+                // Only a leftover of a crashed writer with the same pid and
+                // token could be in the way; take the next number.
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists && attempts < 16 => continue,
+                Err(e) => return Err(DatastoreError::io("create temporary file", path, e)),
+            }
+        }
+    }
+
+    /// Moves a finished temporary file to `dest`. Without `clobber` the
+    /// hard link fails atomically if `dest` exists, so of two racing writers
+    /// exactly one wins; on filesystems without hard links this falls back
+    /// to check-then-rename, which has a small race window.
+    fn publish(
+        &self,
+        tmp: TempFile,
+        dest: &Path,
+        rel: &str,
+        what: &dyn fmt::Display,
+        clobber: bool,
+    ) -> Result<(), DatastoreError> {
+        let already_exists = || DatastoreError::AlreadyExists {
+            path: rel.to_string(),
+            what: what.to_string(),
+        };
+        if clobber {
+            fs::rename(tmp.path(), dest)
+                .map_err(|e| DatastoreError::io("rename into place", dest, e))?;
+            tmp.disarm();
+        } else {
+            match fs::hard_link(tmp.path(), dest) {
+                Ok(()) => drop(tmp),
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Err(already_exists()),
+                Err(link_err) => {
+                    tracing::debug!(path = %dest.display(), error = %link_err, "hard link failed; using rename");
+                    if dest.symlink_metadata().is_ok() {
+                        return Err(already_exists());
+                    }
+                    fs::rename(tmp.path(), dest)
+                        .map_err(|e| DatastoreError::io("rename into place", dest, e))?;
+                    tmp.disarm();
+                }
+            }
+        }
+        if self.config.fsync {
+            sync_dir(parent_of(dest))?;
+        }
+        Ok(())
+    }
+
+    /// Reads and decodes a file with the formatter recorded for it.
+    pub fn read(&self, info: &StoredFileInfo) -> Result<InMemoryDataset, DatastoreError> {
+        let formatter = self.formatter_named(info)?;
+        let bytes = self.read_bytes(&info.path)?;
+        decode(formatter.as_ref(), &info.path, &bytes)
+    }
+
+    /// Like [`Datastore::read`], but first checks the size and checksum of
+    /// the bytes read (no second read of the file).
+    pub fn read_verified(&self, info: &StoredFileInfo) -> Result<InMemoryDataset, DatastoreError> {
+        let formatter = self.formatter_named(info)?;
+        let bytes = self.read_bytes(&info.path)?;
+        check_size(info, bytes.len() as u64)?;
+        check_checksum(info, blake3::hash(&bytes).to_hex().as_str())?;
+        decode(formatter.as_ref(), &info.path, &bytes)
+    }
+
+    fn formatter_named(
+        &self,
+        info: &StoredFileInfo,
+    ) -> Result<&Arc<dyn Formatter>, DatastoreError> {
+        self.formatters
+            .by_name(&info.formatter)
+            .ok_or_else(|| DatastoreError::UnknownFormatter {
+                formatter: info.formatter.clone(),
+                path: info.path.clone(),
+            })
+    }
+
+    /// The raw bytes of a file.
+    pub fn read_bytes(&self, rel_path: &str) -> Result<Vec<u8>, DatastoreError> {
+        let abs = self.abs_path(rel_path)?;
+        fs::read(&abs).map_err(|e| match e.kind() {
+            io::ErrorKind::NotFound => DatastoreError::Missing {
+                path: rel_path.to_string(),
+            },
+            _ => DatastoreError::io("read", abs, e),
+        })
+    }
+
+    /// A JSON file deserialized straight into `T`.
+    pub fn get_json<T: DeserializeOwned>(&self, rel_path: &str) -> Result<T, DatastoreError> {
+        let bytes = self.read_bytes(rel_path)?;
+        serde_json::from_slice(&bytes).map_err(|e| DatastoreError::Decode {
+            formatter: JsonFormatter::NAME.to_string(),
+            path: rel_path.to_string(),
+            source: e.into(),
+        })
+    }
+
+    /// Checks that the file exists with the recorded size and checksum
+    /// (following a symlink to its target).
+    pub fn verify(&self, info: &StoredFileInfo) -> Result<(), DatastoreError> {
+        let abs = self.abs_path(&info.path)?;
+        let missing = || DatastoreError::Missing {
+            path: info.path.clone(),
+        };
+        let meta = fs::metadata(&abs).map_err(|e| match e.kind() {
+            io::ErrorKind::NotFound => missing(),
+            _ => DatastoreError::io("inspect", &abs, e),
+        })?;
+        if !meta.is_file() {
+            return Err(missing());
+        }
+        check_size(info, meta.len())?;
+        let (size, checksum) = hash_file(&abs)?;
+        // The file may have changed between stat and read.
+        check_size(info, size)?;
+        check_checksum(info, &checksum)
+    }
+
+    /// Size and BLAKE3 of a file in the datastore.
+    pub fn checksum(&self, rel_path: &str) -> Result<(u64, String), DatastoreError> {
+        let abs = self.abs_path(rel_path)?;
+        hash_file(&abs).map_err(|e| match e {
+            DatastoreError::Io { source, .. } if source.kind() == io::ErrorKind::NotFound => {
+                DatastoreError::Missing {
+                    path: rel_path.to_string(),
+                }
+            }
+            e => e,
+        })
+    }
+
+    /// Brings an existing file in as the file of `r`, at the path the
+    /// templates give, and records its size and checksum.
+    pub fn ingest(
+        &self,
+        src: &Path,
+        r: &DatasetRef,
+        storage_class: &str,
+        mode: TransferMode,
+        clobber: bool,
+    ) -> Result<StoredFileInfo, DatastoreError> {
+        let bad_source = |reason: String| DatastoreError::BadIngestSource {
+            source_path: src.to_path_buf(),
+            dataset: r.to_string(),
+            reason,
+        };
+        let formatter = self.formatters.for_storage_class(storage_class)?;
+        let rel = self.render_path(r, formatter.as_ref())?;
+        let dest = self.root.join(&rel);
+        match fs::metadata(src) {
+            Ok(m) if m.is_file() => {}
+            Ok(_) => return Err(bad_source("not a regular file".into())),
+            Err(e) => return Err(bad_source(e.to_string())),
+        }
+        let already_exists = || DatastoreError::AlreadyExists {
+            path: rel.clone(),
+            what: r.to_string(),
+        };
+        let hashed = |this: &Self| {
+            let (size, checksum) = hash_file(&dest)?;
+            if this.config.fsync {
+                sync_dir(parent_of(&dest))?;
+            }
+            Ok(StoredFileInfo {
+                path: rel.clone(),
+                formatter: formatter.name().to_string(),
+                size,
+                checksum,
+            })
+        };
+        let remove_source = || {
+            fs::remove_file(src).map_err(|e| DatastoreError::io("remove ingested source", src, e))
+        };
+
+        match mode {
+            TransferMode::Copy => self.copy_in(src, &rel, formatter.name(), r, clobber),
+            TransferMode::Hardlink | TransferMode::Auto | TransferMode::Move => {
+                match self.link_in(&dest, clobber, |tmp| fs::hard_link(src, tmp)) {
+                    Ok(()) => {
+                        if mode == TransferMode::Move {
+                            remove_source()?;
+                        }
+                        hashed(self)
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Err(already_exists()),
+                    Err(e) if mode == TransferMode::Hardlink => {
+                        Err(DatastoreError::io("hard link into place", &dest, e))
+                    }
+                    // Typically another filesystem or no hard-link support.
+                    Err(e) => {
+                        tracing::debug!(src = %src.display(), error = %e, "cannot hard link; copying");
+                        let info = self.copy_in(src, &rel, formatter.name(), r, clobber)?;
+                        if mode == TransferMode::Move {
+                            remove_source()?;
+                        }
+                        Ok(info)
+                    }
+                }
+            }
+            TransferMode::Symlink => {
+                let target = fs::canonicalize(src).map_err(|e| bad_source(e.to_string()))?;
+                match self.link_in(&dest, clobber, |tmp| symlink(&target, tmp)) {
+                    Ok(()) => hashed(self),
+                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Err(already_exists()),
+                    Err(e) => Err(DatastoreError::io("symlink into place", &dest, e)),
+                }
+            }
+        }
+    }
+
+    /// Copies `src` to `rel` through the atomic write, hashing on the way.
+    fn copy_in(
+        &self,
+        src: &Path,
+        rel: &str,
+        formatter: &str,
+        r: &DatasetRef,
+        clobber: bool,
+    ) -> Result<StoredFileInfo, DatastoreError> {
+        let mut input =
+            File::open(src).map_err(|e| DatastoreError::io("open ingest source", src, e))?;
+        self.write_with(rel, formatter, r, clobber, |out| {
+            let mut buf = vec![0u8; COPY_BUFFER_BYTES];
+            loop {
+                let n = match input.read(&mut buf) {
+                    Ok(0) => return Ok(()),
+                    Ok(n) => n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(DatastoreError::io("read ingest source", src, e)),
+                };
+                out.write_all(&buf[..n])
+                    .map_err(|e| DatastoreError::io("write copy of", src, e))?;
+            }
+        })
+    }
+
+    /// Creates `dest` with `make` (a link), which is atomic by itself; with
+    /// `clobber` the link is made at a temporary name and renamed over
+    /// `dest`. Creates the parent directory when needed.
+    fn link_in(
+        &self,
+        dest: &Path,
+        clobber: bool,
+        make: impl Fn(&Path) -> io::Result<()>,
+    ) -> io::Result<()> {
+        let dir = parent_of(dest);
+        let target = if clobber {
+            self.temp_path(dir)
+        } else {
+            dest.to_path_buf()
+        };
+        match make(&target) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                fs::create_dir_all(dir)?;
+                make(&target)?;
+            }
+            other => other?,
+        }
+        if clobber {
+            let tmp = TempFile(Some(target));
+            fs::rename(tmp.path(), dest)?;
+            tmp.disarm();
+        }
+        Ok(())
+    }
+
+    /// Whether a file (or symlink) exists at a relative path; `false` for a
+    /// path that is not a safe relative path.
+    pub fn exists(&self, rel_path: &str) -> bool {
+        self.abs_path(rel_path)
+            .map(|p| p.symlink_metadata().is_ok())
+            .unwrap_or(false)
+    }
+
+    /// Removes a file; `Ok(false)` if it was not there.
+    pub fn remove(&self, rel_path: &str) -> Result<bool, DatastoreError> {
+        let abs = self.abs_path(rel_path)?;
+        match fs::remove_file(&abs) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(DatastoreError::io("remove", abs, e)),
+        }
+    }
+}
+
+fn decode(
+    formatter: &dyn Formatter,
+    path: &str,
+    bytes: &[u8],
+) -> Result<InMemoryDataset, DatastoreError> {
+    formatter
+        .decode(bytes)
+        .map_err(|source| DatastoreError::Decode {
+            formatter: formatter.name().to_string(),
+            path: path.to_string(),
+            source,
+        })
+}
+
+fn check_size(info: &StoredFileInfo, actual: u64) -> Result<(), DatastoreError> {
+    if actual == info.size {
+        Ok(())
+    } else {
+        Err(DatastoreError::SizeMismatch {
+            path: info.path.clone(),
+            expected: info.size,
+            actual,
+        })
+    }
+}
+
+fn check_checksum(info: &StoredFileInfo, actual: &str) -> Result<(), DatastoreError> {
+    if actual.eq_ignore_ascii_case(&info.checksum) {
+        Ok(())
+    } else {
+        Err(DatastoreError::ChecksumMismatch {
+            path: info.path.clone(),
+            expected: info.checksum.clone(),
+            actual: actual.to_string(),
+        })
+    }
+}
+
+/// Streams a file through BLAKE3: size and hex digest.
+fn hash_file(path: &Path) -> Result<(u64, String), DatastoreError> {
+    let file = File::open(path).map_err(|e| DatastoreError::io("open", path, e))?;
+    let mut hasher = blake3::Hasher::new();
+    hasher
+        .update_reader(file)
+        .map_err(|e| DatastoreError::io("read", path, e))?;
+    Ok((hasher.count(), hasher.finalize().to_hex().to_string()))
+}
+
+fn parent_of(path: &Path) -> &Path {
+    // Datastore paths are root-joined relative paths, so always have one.
+    path.parent().unwrap_or(Path::new("."))
+}
+
+/// Makes a rename or link in `dir` durable.
+fn sync_dir(dir: &Path) -> Result<(), DatastoreError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| DatastoreError::io("fsync directory", dir, e))
+}
+
+#[cfg(unix)]
+fn symlink(target: &Path, link: &Path) -> io::Result<()> {
+    std::os::unix::fs::symlink(target, link)
+}
+
+#[cfg(not(unix))]
+fn symlink(_target: &Path, _link: &Path) -> io::Result<()> {
+    Err(io::Error::new(
+        io::ErrorKind::Unsupported,
+        "symlink ingest needs a Unix system",
+    ))
+}
+
+/// A temporary file removed on drop unless disarmed, so that no error path
+/// leaves it behind.
+struct TempFile(Option<PathBuf>);
+
+impl TempFile {
+    fn path(&self) -> &Path {
+        self.0.as_deref().unwrap_or(Path::new(""))
+    }
+
+    fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        if let Some(path) = self.0.take() {
+            if let Err(e) = fs::remove_file(&path) {
+                if e.kind() != io::ErrorKind::NotFound {
+                    tracing::warn!(path = %path.display(), error = %e, "could not remove temporary file");
+                }
+            }
+        }
+    }
+}
+
+/// Hashes and counts what goes through it; keeps the first write error so
+/// that it can be reported as a disk error rather than a formatter error.
+struct HashingWriter<W> {
+    inner: W,
+    hasher: blake3::Hasher,
+    size: u64,
+    io_error: Option<io::Error>,
+}
+
+impl<W> HashingWriter<W> {
+    fn new(inner: W) -> Self {
+        Self {
+            inner,
+            hasher: blake3::Hasher::new(),
+            size: 0,
+            io_error: None,
+        }
+    }
+
+    fn note<T>(&mut self, r: io::Result<T>) -> io::Result<T> {
+        if let Err(e) = &r {
+            if self.io_error.is_none() {
+                self.io_error = Some(io::Error::new(e.kind(), e.to_string()));
+            }
+        }
+        r
+    }
+}
+
+impl<W: Write> Write for HashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let r = self.inner.write(buf);
+        let n = self.note(r)?;
+        self.hasher.update(&buf[..n]);
+        self.size += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        let r = self.inner.flush();
+        self.note(r)
+    }
+}

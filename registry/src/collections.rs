@@ -1,0 +1,205 @@
+//! Collections: RUN, TAGGED, CHAINED (nested search paths) and CALIBRATION.
+
+use quanta_core::{validate_collection_name, CollectionType};
+use rusqlite::OptionalExtension;
+use serde::Serialize;
+
+use crate::error::{RegistryError, Result};
+use crate::registry::Registry;
+
+/// A collection as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CollectionRecord {
+    #[serde(skip)]
+    pub id: i64,
+    pub name: String,
+    #[serde(rename = "type")]
+    pub collection_type: CollectionType,
+    pub doc: Option<String>,
+    /// For CHAINED collections, the direct children in search order.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub children: Vec<String>,
+}
+
+fn parse_type(text: String) -> rusqlite::Result<CollectionType> {
+    text.parse().map_err(|_| {
+        rusqlite::Error::FromSqlConversionFailure(
+            0,
+            rusqlite::types::Type::Text,
+            format!("bad collection type {text}").into(),
+        )
+    })
+}
+
+impl Registry {
+    /// Registers a collection. Registering an existing one of the same type
+    /// is a no-op (returns `false`); of another type, an error.
+    pub fn register_collection(
+        &mut self,
+        name: &str,
+        collection_type: CollectionType,
+        doc: Option<&str>,
+    ) -> Result<bool> {
+        validate_collection_name(name)?;
+        if let Some(existing) = self.find_collection(name)? {
+            if existing.collection_type == collection_type {
+                return Ok(false);
+            }
+            return Err(RegistryError::CollectionConflict(name.to_string()));
+        }
+        self.conn.execute(
+            "INSERT INTO collection (name, type, doc) VALUES (?1, ?2, ?3)",
+            (name, collection_type.as_str(), doc),
+        )?;
+        Ok(true)
+    }
+
+    pub fn find_collection(&self, name: &str) -> Result<Option<CollectionRecord>> {
+        let row = self
+            .conn
+            .prepare_cached("SELECT id, name, type, doc FROM collection WHERE name = ?1")?
+            .query_row([name], |r| {
+                Ok(CollectionRecord {
+                    id: r.get(0)?,
+                    name: r.get(1)?,
+                    collection_type: parse_type(r.get(2)?)?,
+                    doc: r.get(3)?,
+                    children: Vec::new(),
+                })
+            })
+            .optional()?;
+        match row {
+            Some(mut record) => {
+                if record.collection_type == CollectionType::Chained {
+                    record.children = self.chain_children(record.id)?;
+                }
+                Ok(Some(record))
+            }
+            None => Ok(None),
+        }
+    }
+
+    pub fn collection(&self, name: &str) -> Result<CollectionRecord> {
+        self.find_collection(name)?
+            .ok_or_else(|| RegistryError::UnknownCollection(name.to_string()))
+    }
+
+    /// The collection, which must be of the given type.
+    pub fn collection_of_type(&self, name: &str, wanted: CollectionType) -> Result<CollectionRecord> {
+        let record = self.collection(name)?;
+        if record.collection_type != wanted {
+            return Err(RegistryError::WrongCollectionType {
+                name: name.to_string(),
+                actual: record.collection_type.to_string(),
+                wanted: wanted.to_string(),
+            });
+        }
+        Ok(record)
+    }
+
+    fn chain_children(&self, parent_id: i64) -> Result<Vec<String>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT c.name FROM collection_chain ch JOIN collection c ON c.id = ch.child_id \
+             WHERE ch.parent_id = ?1 ORDER BY ch.position",
+        )?;
+        let names = stmt
+            .query_map([parent_id], |r| r.get(0))?
+            .collect::<rusqlite::Result<Vec<String>>>()?;
+        Ok(names)
+    }
+
+    /// All collections, by name.
+    pub fn list_collections(&self) -> Result<Vec<CollectionRecord>> {
+        let names: Vec<String> = self
+            .conn
+            .prepare("SELECT name FROM collection ORDER BY name")?
+            .query_map([], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        names.iter().map(|n| self.collection(n)).collect()
+    }
+
+    /// Sets the children of a CHAINED collection (replacing any previous
+    /// chain), refusing unknown children and cycles.
+    pub fn set_collection_chain(&mut self, parent: &str, children: &[String]) -> Result<()> {
+        let parent_record = self.collection_of_type(parent, CollectionType::Chained)?;
+        let mut child_ids = Vec::with_capacity(children.len());
+        for child in children {
+            let record = self.collection(child)?;
+            if child == parent || self.flatten_names(child)?.iter().any(|n| n == parent) {
+                return Err(RegistryError::ChainCycle {
+                    parent: parent.to_string(),
+                    child: child.clone(),
+                });
+            }
+            child_ids.push(record.id);
+        }
+        let tx = self.conn.transaction()?;
+        tx.execute("DELETE FROM collection_chain WHERE parent_id = ?1", [parent_record.id])?;
+        {
+            let mut insert = tx.prepare(
+                "INSERT INTO collection_chain (parent_id, position, child_id) VALUES (?1, ?2, ?3)",
+            )?;
+            for (position, child_id) in child_ids.iter().enumerate() {
+                insert.execute((parent_record.id, position as i64, child_id))?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The names reachable from `name` through chains (including itself and
+    /// intermediate CHAINED collections), depth-first.
+    fn flatten_names(&self, name: &str) -> Result<Vec<String>> {
+        let mut out = Vec::new();
+        let mut stack = vec![name.to_string()];
+        while let Some(n) = stack.pop() {
+            if out.contains(&n) {
+                continue;
+            }
+            let record = self.collection(&n)?;
+            out.push(n);
+            for child in record.children.iter().rev() {
+                stack.push(child.clone());
+            }
+        }
+        Ok(out)
+    }
+
+    /// Resolves a search path of collection names into the ordered list of
+    /// non-CHAINED collections to search: CHAINED collections expand
+    /// depth-first in their order; a collection reached twice keeps its first
+    /// position (find-first semantics).
+    pub fn resolve_search_path(&self, names: &[String]) -> Result<Vec<CollectionRecord>> {
+        let mut out: Vec<CollectionRecord> = Vec::new();
+        let mut visiting = Vec::new();
+        for name in names {
+            self.expand_into(name, &mut out, &mut visiting)?;
+        }
+        Ok(out)
+    }
+
+    fn expand_into(
+        &self,
+        name: &str,
+        out: &mut Vec<CollectionRecord>,
+        visiting: &mut Vec<String>,
+    ) -> Result<()> {
+        if visiting.iter().any(|v| v == name) {
+            return Err(RegistryError::ChainCycle {
+                parent: visiting.last().cloned().unwrap_or_default(),
+                child: name.to_string(),
+            });
+        }
+        let record = self.collection(name)?;
+        if record.collection_type == CollectionType::Chained {
+            visiting.push(name.to_string());
+            for child in &record.children {
+                self.expand_into(child, out, visiting)?;
+            }
+            visiting.pop();
+        } else if !out.iter().any(|c| c.id == record.id) {
+            out.push(record);
+        }
+        Ok(())
+    }
+}

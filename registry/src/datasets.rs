@@ -1,0 +1,431 @@
+//! Dataset types, datasets, their collection membership and datastore
+//! records.
+
+use quanta_core::{
+    validate_storage_class, CollectionType, DataId, DataIdValue, DatasetRef, DatasetType,
+    DimensionGroup, Uuid,
+};
+use rusqlite::types::Value as SqlValue;
+use rusqlite::OptionalExtension;
+use serde::{Deserialize, Serialize};
+
+use crate::collections::CollectionRecord;
+use crate::error::{RegistryError, Result};
+use crate::registry::Registry;
+use crate::schema::quote;
+
+/// Where and how a dataset's file is stored, as the registry records it. The
+/// registry does not interpret these; the datastore does.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DatastoreRecord {
+    pub path: String,
+    pub formatter: String,
+    pub size: u64,
+    pub checksum: String,
+}
+
+/// A dataset to insert: its UUID (assigned by the caller: at preflight for
+/// pipeline outputs, at ingest otherwise), data ID and optional file record.
+#[derive(Debug, Clone)]
+pub struct NewDataset {
+    pub id: Uuid,
+    pub data_id: DataId,
+    pub stored: Option<DatastoreRecord>,
+}
+
+/// What to do when a dataset with the same UUID is already registered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnConflict {
+    Fail,
+    /// Keep the existing row (for idempotent merges). A *different* dataset
+    /// with the same type, run and data ID is still an error.
+    SkipExistingId,
+}
+
+/// Statistics of an insert.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct InsertStats {
+    pub inserted: usize,
+    pub skipped: usize,
+}
+
+/// A dataset found by a lookup or query, with its file record if any.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FoundDataset {
+    #[serde(flatten)]
+    pub dataset_ref: DatasetRef,
+    /// The collection it was found through (a RUN, TAGGED or CALIBRATION).
+    pub collection: String,
+    pub stored: Option<DatastoreRecord>,
+}
+
+pub(crate) fn uuid_from_blob(bytes: Vec<u8>) -> rusqlite::Result<Uuid> {
+    Uuid::from_slice(&bytes).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Blob, Box::new(e))
+    })
+}
+
+pub(crate) fn data_id_value_to_sql(v: &DataIdValue) -> SqlValue {
+    match v {
+        DataIdValue::Int(i) => SqlValue::Integer(*i),
+        DataIdValue::Str(s) => SqlValue::Text(s.clone()),
+    }
+}
+
+impl Registry {
+    /// Registers a dataset type; an identical existing definition is a no-op
+    /// (`false`), a conflicting one an error naming both.
+    pub fn register_dataset_type(&mut self, dataset_type: &DatasetType) -> Result<bool> {
+        DatasetType::validate_name(&dataset_type.name)?;
+        validate_storage_class(&dataset_type.storage_class)?;
+        let dims = self.universe.conform(&dataset_type.dimensions.names)?;
+        let normalized = DatasetType {
+            dimensions: dims,
+            ..dataset_type.clone()
+        };
+        if let Some(existing) = self.dataset_type(&normalized.name)? {
+            if existing == normalized {
+                return Ok(false);
+            }
+            return Err(RegistryError::DatasetTypeConflict {
+                name: normalized.name.clone(),
+                existing: existing.to_string(),
+                requested: normalized.to_string(),
+            });
+        }
+        self.conn.execute(
+            "INSERT INTO dataset_type (name, dimensions, storage_class, is_calibration) VALUES (?1, ?2, ?3, ?4)",
+            (
+                &normalized.name,
+                serde_json::to_string(&normalized.dimensions.names).expect("names serialize"),
+                &normalized.storage_class,
+                normalized.is_calibration,
+            ),
+        )?;
+        Ok(true)
+    }
+
+    pub fn dataset_type(&self, name: &str) -> Result<Option<DatasetType>> {
+        Ok(self
+            .conn
+            .prepare_cached(
+                "SELECT name, dimensions, storage_class, is_calibration FROM dataset_type WHERE name = ?1",
+            )?
+            .query_row([name], row_to_dataset_type)
+            .optional()?)
+    }
+
+    pub fn dataset_type_required(&self, name: &str) -> Result<DatasetType> {
+        self.dataset_type(name)?
+            .ok_or_else(|| RegistryError::UnknownDatasetType(name.to_string()))
+    }
+
+    pub fn list_dataset_types(&self) -> Result<Vec<DatasetType>> {
+        Ok(self
+            .conn
+            .prepare("SELECT name, dimensions, storage_class, is_calibration FROM dataset_type ORDER BY name")?
+            .query_map([], row_to_dataset_type)?
+            .collect::<rusqlite::Result<_>>()?)
+    }
+
+    pub(crate) fn dataset_type_id(&self, name: &str) -> Result<i64> {
+        self.conn
+            .prepare_cached("SELECT id FROM dataset_type WHERE name = ?1")?
+            .query_row([name], |r| r.get(0))
+            .optional()?
+            .ok_or_else(|| RegistryError::UnknownDatasetType(name.to_string()))
+    }
+
+    /// Inserts datasets of one type into a RUN, with their datastore records,
+    /// in one transaction (all or nothing). Data IDs are standardized and
+    /// checked against the dimension records through foreign keys.
+    pub fn insert_datasets(
+        &mut self,
+        run: &str,
+        dataset_type: &str,
+        datasets: &[NewDataset],
+        on_conflict: OnConflict,
+    ) -> Result<InsertStats> {
+        let run_record = self.collection_of_type(run, CollectionType::Run)?;
+        let dt = self.dataset_type_required(dataset_type)?;
+        let type_id = self.dataset_type_id(dataset_type)?;
+        let universe = self.universe.clone();
+        let now = quanta_core_now();
+        let dims = dt.dimensions.names.clone();
+        let skip = on_conflict == OnConflict::SkipExistingId;
+        let insert_sql = format!(
+            "INSERT INTO dataset (id, dataset_type_id, run_id, data_id, ingest_date{}) VALUES (?, ?, ?, ?, ?{}){}",
+            dims.iter().map(|d| format!(", {}", quote(d))).collect::<String>(),
+            ", ?".repeat(dims.len()),
+            if skip { " ON CONFLICT (id) DO NOTHING" } else { "" }
+        );
+        let record_sql = format!(
+            "INSERT INTO datastore_record (dataset_id, path, formatter, size, checksum) VALUES (?1, ?2, ?3, ?4, ?5){}",
+            if skip { " ON CONFLICT (dataset_id) DO NOTHING" } else { "" }
+        );
+        let tx = self.conn.transaction()?;
+        let mut stats = InsertStats::default();
+        {
+            let mut insert = tx.prepare(&insert_sql)?;
+            let mut insert_record = tx.prepare(&record_sql)?;
+            let mut params: Vec<SqlValue> = Vec::with_capacity(5 + dims.len());
+            for dataset in datasets {
+                let data_id = dataset.data_id.standardize(&dt.dimensions, &universe)?;
+                params.clear();
+                params.push(SqlValue::Blob(dataset.id.as_bytes().to_vec()));
+                params.push(SqlValue::Integer(type_id));
+                params.push(SqlValue::Integer(run_record.id));
+                params.push(SqlValue::Text(data_id.canonical_key()));
+                params.push(SqlValue::Text(now.clone()));
+                params.extend(data_id.iter().map(|(_, v)| data_id_value_to_sql(v)));
+                let changed = insert
+                    .execute(rusqlite::params_from_iter(params.iter()))
+                    .map_err(|e| explain_dataset_insert(e, dataset_type, &data_id, run))?;
+                if changed == 0 {
+                    stats.skipped += 1;
+                } else {
+                    stats.inserted += 1;
+                }
+                if let Some(stored) = &dataset.stored {
+                    insert_record.execute((
+                        dataset.id.as_bytes().as_slice(),
+                        &stored.path,
+                        &stored.formatter,
+                        stored.size as i64,
+                        &stored.checksum,
+                    ))?;
+                }
+            }
+        }
+        tx.commit()?;
+        Ok(stats)
+    }
+
+    /// Adds existing datasets to a TAGGED collection.
+    pub fn associate(&mut self, tagged: &str, ids: &[Uuid]) -> Result<usize> {
+        let collection = self.collection_of_type(tagged, CollectionType::Tagged)?;
+        let tx = self.conn.transaction()?;
+        let mut n = 0;
+        {
+            let mut stmt = tx.prepare(
+                "INSERT INTO dataset_tags (collection_id, dataset_id, dataset_type_id, data_id) \
+                 SELECT ?1, id, dataset_type_id, data_id FROM dataset WHERE id = ?2 \
+                 ON CONFLICT (collection_id, dataset_id) DO NOTHING",
+            )?;
+            for id in ids {
+                let changed = stmt.execute((collection.id, id.as_bytes().as_slice())).map_err(|e| {
+                    if e.to_string().contains("UNIQUE") {
+                        RegistryError::Conflict(format!(
+                            "{tagged} already holds another dataset of the same type and data ID as {id}"
+                        ))
+                    } else {
+                        e.into()
+                    }
+                })?;
+                if changed == 0 && !dataset_exists(&tx, id)? {
+                    return Err(RegistryError::Invalid(format!("no dataset {id}")));
+                }
+                n += changed;
+            }
+        }
+        tx.commit()?;
+        Ok(n)
+    }
+
+    /// Certifies datasets into a CALIBRATION collection for the validity
+    /// range `[begin, end)` (MJD; use infinities for open ends). Overlapping
+    /// ranges for the same dataset type and data ID are refused by the
+    /// database.
+    pub fn certify(&mut self, calibration: &str, ids: &[Uuid], begin: f64, end: f64) -> Result<()> {
+        let collection = self.collection_of_type(calibration, CollectionType::Calibration)?;
+        if begin.is_nan() || end.is_nan() || begin >= end {
+            return Err(RegistryError::Invalid(format!(
+                "validity range [{begin}, {end}) is empty"
+            )));
+        }
+        let tx = self.conn.transaction()?;
+        {
+            let mut stmt = tx.prepare(
+                "INSERT INTO dataset_calibs (collection_id, dataset_id, dataset_type_id, data_id, valid_begin, valid_end) \
+                 SELECT ?1, d.id, d.dataset_type_id, d.data_id, ?3, ?4 FROM dataset d \
+                 JOIN dataset_type t ON t.id = d.dataset_type_id WHERE d.id = ?2 AND t.is_calibration",
+            )?;
+            for id in ids {
+                let changed = stmt
+                    .execute((collection.id, id.as_bytes().as_slice(), begin, end))
+                    .map_err(|e| {
+                        if e.to_string().contains("overlap") {
+                            RegistryError::Conflict(format!(
+                                "certifying {id} in {calibration} for [{begin}, {end}): \
+                                 overlaps an existing validity range of the same dataset type and data ID"
+                            ))
+                        } else {
+                            e.into()
+                        }
+                    })?;
+                if changed == 0 {
+                    return Err(RegistryError::Invalid(format!(
+                        "{id} is not a dataset of a calibration dataset type"
+                    )));
+                }
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Finds one dataset by type and data ID, searching `collections` in
+    /// order (CHAINED expanded) and returning the first match. CALIBRATION
+    /// collections match only when `time` (MJD) is given and within the
+    /// validity range.
+    pub fn find_dataset(
+        &self,
+        dataset_type: &str,
+        data_id: &DataId,
+        collections: &[String],
+        time: Option<f64>,
+    ) -> Result<Option<FoundDataset>> {
+        let dt = self.dataset_type_required(dataset_type)?;
+        let data_id = data_id.standardize(&dt.dimensions, &self.universe)?;
+        let type_id = self.dataset_type_id(dataset_type)?;
+        let key = data_id.canonical_key();
+        for collection in self.resolve_search_path(collections)? {
+            let id: Option<Vec<u8>> = match collection.collection_type {
+                CollectionType::Run => self
+                    .conn
+                    .prepare_cached(
+                        "SELECT id FROM dataset WHERE dataset_type_id = ?1 AND run_id = ?2 AND data_id = ?3",
+                    )?
+                    .query_row((type_id, collection.id, &key), |r| r.get(0))
+                    .optional()?,
+                CollectionType::Tagged => self
+                    .conn
+                    .prepare_cached(
+                        "SELECT dataset_id FROM dataset_tags WHERE collection_id = ?1 AND dataset_type_id = ?2 AND data_id = ?3",
+                    )?
+                    .query_row((collection.id, type_id, &key), |r| r.get(0))
+                    .optional()?,
+                CollectionType::Calibration => match time {
+                    Some(t) => self
+                        .conn
+                        .prepare_cached(
+                            "SELECT dataset_id FROM dataset_calibs WHERE collection_id = ?1 AND dataset_type_id = ?2 \
+                             AND data_id = ?3 AND valid_begin <= ?4 AND ?4 < valid_end",
+                        )?
+                        .query_row((collection.id, type_id, &key, t), |r| r.get(0))
+                        .optional()?,
+                    None => None,
+                },
+                CollectionType::Chained => None,
+            };
+            if let Some(id) = id {
+                let id = uuid_from_blob(id)?;
+                return self.dataset_by_id(&id, Some(&collection));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Looks a dataset up by UUID.
+    pub fn dataset_by_id(
+        &self,
+        id: &Uuid,
+        via: Option<&CollectionRecord>,
+    ) -> Result<Option<FoundDataset>> {
+        let row = self
+            .conn
+            .prepare_cached(
+                "SELECT t.name, t.dimensions, c.name, d.data_id, r.path, r.formatter, r.size, r.checksum \
+                 FROM dataset d JOIN dataset_type t ON t.id = d.dataset_type_id \
+                 JOIN collection c ON c.id = d.run_id \
+                 LEFT JOIN datastore_record r ON r.dataset_id = d.id WHERE d.id = ?1",
+            )?
+            .query_row([id.as_bytes().as_slice()], |r| {
+                let dims: String = r.get(1)?;
+                let values: String = r.get(3)?;
+                let path: Option<String> = r.get(4)?;
+                let stored = match path {
+                    Some(path) => Some(DatastoreRecord {
+                        path,
+                        formatter: r.get(5)?,
+                        size: r.get::<_, i64>(6)? as u64,
+                        checksum: r.get(7)?,
+                    }),
+                    None => None,
+                };
+                Ok((r.get::<_, String>(0)?, dims, r.get::<_, String>(2)?, values, stored))
+            })
+            .optional()?;
+        let Some((type_name, dims, run, values, stored)) = row else {
+            return Ok(None);
+        };
+        let data_id = data_id_from_stored(&dims, &values)?;
+        Ok(Some(FoundDataset {
+            collection: via.map(|c| c.name.clone()).unwrap_or_else(|| run.clone()),
+            dataset_ref: DatasetRef {
+                id: *id,
+                dataset_type: type_name,
+                data_id,
+                run,
+            },
+            stored,
+        }))
+    }
+}
+
+fn dataset_exists(conn: &rusqlite::Connection, id: &Uuid) -> Result<bool> {
+    Ok(conn
+        .query_row("SELECT 1 FROM dataset WHERE id = ?1", [id.as_bytes().as_slice()], |_| Ok(()))
+        .optional()?
+        .is_some())
+}
+
+/// Rebuilds a data ID from the stored dimension names and canonical key.
+pub(crate) fn data_id_from_stored(dims_json: &str, values_json: &str) -> Result<DataId> {
+    let names: Vec<String> = serde_json::from_str(dims_json)
+        .map_err(|e| RegistryError::Invalid(format!("corrupt dataset type dimensions: {e}")))?;
+    let values: Vec<DataIdValue> = serde_json::from_str(values_json)
+        .map_err(|e| RegistryError::Invalid(format!("corrupt data ID: {e}")))?;
+    if names.len() != values.len() {
+        return Err(RegistryError::Invalid(format!(
+            "corrupt data ID {values_json} for dimensions {dims_json}"
+        )));
+    }
+    Ok(DataId::from_pairs(names.into_iter().zip(values)))
+}
+
+fn row_to_dataset_type(r: &rusqlite::Row<'_>) -> rusqlite::Result<DatasetType> {
+    let dims: String = r.get(1)?;
+    let names: Vec<String> = serde_json::from_str(&dims).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(1, rusqlite::types::Type::Text, Box::new(e))
+    })?;
+    Ok(DatasetType {
+        name: r.get(0)?,
+        dimensions: DimensionGroup { names },
+        storage_class: r.get(2)?,
+        is_calibration: r.get(3)?,
+    })
+}
+
+fn explain_dataset_insert(e: rusqlite::Error, dataset_type: &str, data_id: &DataId, run: &str) -> RegistryError {
+    let text = e.to_string();
+    if text.contains("UNIQUE") || text.contains("PRIMARY KEY") {
+        RegistryError::Conflict(format!(
+            "{dataset_type} {data_id} already exists in RUN {run} (or its UUID is already registered)"
+        ))
+    } else if text.contains("FOREIGN KEY") {
+        RegistryError::Conflict(format!(
+            "{dataset_type} {data_id}: a dimension record of this data ID does not exist (insert it with `quanta dimensions insert`)"
+        ))
+    } else {
+        e.into()
+    }
+}
+
+fn quanta_core_now() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    secs.to_string()
+}

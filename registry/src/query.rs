@@ -1,0 +1,388 @@
+//! Set-based queries: data IDs and datasets constrained by a `--where`
+//! expression, compiled to one parameterised SQL statement each.
+//!
+//! The builder joins the dimension tables a query needs: those of the
+//! requested dimensions, and, for implied dimensions (`band`) or metadata
+//! (`exposure.exposure_time`) that the expression mentions, the elements
+//! that lead to them (exposure → physical_filter → band).
+
+use std::collections::{BTreeMap, HashMap};
+
+use quanta_core::{CollectionType, DataId, DataIdValue, DatasetRef, DimensionUniverse, FieldType};
+use rusqlite::types::Value as SqlValue;
+
+use crate::datasets::{data_id_from_stored, uuid_from_blob, DatastoreRecord, FoundDataset};
+use crate::error::{RegistryError, Result};
+use crate::expr::{self, ColumnResolver, Identifier, ResolvedColumn};
+use crate::registry::Registry;
+use crate::schema::{key_column, quote};
+
+/// Values for `:name` bind parameters of a `--where` expression.
+pub type Binds = HashMap<String, SqlValue>;
+
+/// Incrementally joins dimension tables and tracks, for every dimension
+/// whose value the query knows, the SQL expression that yields it.
+struct QueryBuilder<'u> {
+    universe: &'u DimensionUniverse,
+    from: Vec<String>,
+    conditions: Vec<String>,
+    params: Vec<SqlValue>,
+    values: BTreeMap<String, String>,
+    aliases: BTreeMap<String, String>,
+}
+
+impl<'u> QueryBuilder<'u> {
+    fn new(universe: &'u DimensionUniverse) -> Self {
+        Self {
+            universe,
+            from: Vec::new(),
+            conditions: Vec::new(),
+            params: Vec::new(),
+            values: BTreeMap::new(),
+            aliases: BTreeMap::new(),
+        }
+    }
+
+    /// Joins an element's table (once), tying its required dimensions to the
+    /// values already known and making its key and implied values known.
+    fn ensure_element(&mut self, name: &str) -> std::result::Result<String, String> {
+        if let Some(alias) = self.aliases.get(name) {
+            return Ok(alias.clone());
+        }
+        let element = self
+            .universe
+            .element(name)
+            .ok_or_else(|| format!("unknown dimension element `{name}`"))?;
+        if !element.has_records {
+            return Err(format!("`{name}` has no records of its own"));
+        }
+        for dim in &element.required_closure {
+            self.dimension_value(dim)?;
+        }
+        let alias = format!("t{}", self.aliases.len());
+        self.from.push(format!("{} AS {alias}", quote(name)));
+        for dim in &element.required_closure {
+            let v = self.values[dim].clone();
+            self.conditions.push(format!("{alias}.{} = {v}", quote(dim)));
+        }
+        if let Some(key) = key_column(element) {
+            let column = format!("{alias}.{}", quote(key));
+            match self.values.get(name) {
+                Some(v) => self.conditions.push(format!("{column} = {v}")),
+                None => {
+                    self.values.insert(name.to_string(), column);
+                }
+            }
+        }
+        for dim in &element.implies {
+            let column = format!("{alias}.{}", quote(dim));
+            match self.values.get(dim) {
+                Some(v) => self.conditions.push(format!("{column} = {v}")),
+                None => {
+                    self.values.insert(dim.clone(), column);
+                }
+            }
+        }
+        self.aliases.insert(name.to_string(), alias.clone());
+        Ok(alias)
+    }
+
+    /// The SQL expression for a dimension's value, joining what is needed to
+    /// reach it: first through elements whose values are known and imply it,
+    /// then, for a dimension unrelated to the query so far, its own table.
+    fn dimension_value(&mut self, dim: &str) -> std::result::Result<String, String> {
+        if let Some(v) = self.values.get(dim) {
+            return Ok(v.clone());
+        }
+        self.universe
+            .dimension(dim)
+            .map_err(|_| format!("unknown dimension `{dim}`"))?;
+        if let Some(path) = self.implication_path(dim) {
+            for element in path {
+                self.ensure_element(&element)?;
+            }
+            if let Some(v) = self.values.get(dim) {
+                return Ok(v.clone());
+            }
+        }
+        let element = self.universe.dimension(dim).map_err(|e| e.to_string())?;
+        if element.has_records {
+            self.ensure_element(dim)?;
+            return Ok(self.values[dim].clone());
+        }
+        // A dimension without records (band): reach it through any element
+        // that implies it.
+        let implier = self
+            .universe
+            .elements()
+            .iter()
+            .find(|e| e.implies.iter().any(|i| i == dim) && e.has_records)
+            .map(|e| e.name.clone())
+            .ok_or_else(|| format!("no element provides values for `{dim}`"))?;
+        self.ensure_element(&implier)?;
+        Ok(self.values[dim].clone())
+    }
+
+    /// A chain of elements, starting from one whose value is known, through
+    /// `implies` links, whose last element implies `target`.
+    fn implication_path(&self, target: &str) -> Option<Vec<String>> {
+        let mut queue: std::collections::VecDeque<Vec<String>> = self
+            .values
+            .keys()
+            .filter(|d| self.universe.element(d).is_some_and(|e| e.has_records))
+            .map(|d| vec![d.clone()])
+            .collect();
+        let mut seen: Vec<String> = self.values.keys().cloned().collect();
+        while let Some(path) = queue.pop_front() {
+            let last = self.universe.element(path.last()?)?;
+            if last.implies.iter().any(|i| i == target) {
+                return Some(path);
+            }
+            for next in &last.implies {
+                if seen.contains(next) {
+                    continue;
+                }
+                seen.push(next.clone());
+                if self.universe.element(next).is_some_and(|e| e.has_records) {
+                    let mut longer = path.clone();
+                    longer.push(next.clone());
+                    queue.push_back(longer);
+                }
+            }
+        }
+        None
+    }
+
+    fn resolve_identifier(&mut self, ident: &Identifier) -> std::result::Result<ResolvedColumn, String> {
+        match &ident.element {
+            None => {
+                let element = self.universe.dimension(&ident.name).map_err(|_| {
+                    format!("unknown dimension `{}` (metadata fields are written element.field)", ident.name)
+                })?;
+                let field_type = element.key.as_ref().map(|k| k.field_type).unwrap_or(FieldType::String);
+                Ok(ResolvedColumn {
+                    sql: self.dimension_value(&ident.name)?,
+                    field_type,
+                })
+            }
+            Some(element_name) => {
+                let element = self
+                    .universe
+                    .element(element_name)
+                    .ok_or_else(|| format!("unknown dimension element `{element_name}`"))?;
+                if key_column(element) == Some(ident.name.as_str()) {
+                    return Ok(ResolvedColumn {
+                        sql: self.dimension_value(element_name)?,
+                        field_type: self.universe.key_type(element_name),
+                    });
+                }
+                if element.required_closure.contains(&ident.name) || element.implies.contains(&ident.name) {
+                    self.ensure_element(element_name)?;
+                    return Ok(ResolvedColumn {
+                        sql: self.dimension_value(&ident.name)?,
+                        field_type: self.universe.key_type(&ident.name),
+                    });
+                }
+                let field = element.metadata.iter().find(|f| f.name == ident.name).ok_or_else(|| {
+                    format!(
+                        "`{}` is not a field of `{element_name}` (fields: {})",
+                        ident.name,
+                        element
+                            .record_fields(self.universe)
+                            .iter()
+                            .map(|f| f.name.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )
+                })?;
+                let alias = self.ensure_element(element_name)?;
+                Ok(ResolvedColumn {
+                    sql: format!("{alias}.{}", quote(&field.name)),
+                    field_type: field.field_type,
+                })
+            }
+        }
+    }
+
+    /// Parses and compiles `where_text`, joining what it references, and
+    /// adds it to the conditions.
+    fn add_where(&mut self, where_text: &str, binds: &Binds) -> Result<()> {
+        let Some(parsed) = expr::parse(where_text)? else {
+            return Ok(());
+        };
+        // Resolve every identifier first (joins happen here, in a stable
+        // order), then compile against the memoized resolutions.
+        let mut resolved: Vec<(Identifier, std::result::Result<ResolvedColumn, String>)> = Vec::new();
+        for ident in parsed.identifiers() {
+            let r = self.resolve_identifier(&ident);
+            resolved.push((ident, r));
+        }
+        struct Memo<'a>(&'a [(Identifier, std::result::Result<ResolvedColumn, String>)]);
+        impl ColumnResolver for Memo<'_> {
+            fn resolve(&self, ident: &Identifier) -> std::result::Result<ResolvedColumn, String> {
+                self.0
+                    .iter()
+                    .find(|(i, _)| i.element == ident.element && i.name == ident.name)
+                    .map(|(_, r)| r.clone())
+                    .unwrap_or_else(|| Err(format!("unresolved identifier `{}`", ident.name)))
+            }
+        }
+        let compiled = expr::compile(&parsed, &Memo(&resolved), binds)?;
+        self.conditions.push(format!("({})", compiled.sql));
+        self.params.extend(compiled.params);
+        Ok(())
+    }
+
+    fn where_sql(&self) -> String {
+        if self.conditions.is_empty() {
+            String::new()
+        } else {
+            format!(" WHERE {}", self.conditions.join(" AND "))
+        }
+    }
+}
+
+fn sql_to_data_id_value(v: SqlValue) -> Result<DataIdValue> {
+    match v {
+        SqlValue::Integer(i) => Ok(DataIdValue::Int(i)),
+        SqlValue::Text(s) => Ok(DataIdValue::Str(s)),
+        other => Err(RegistryError::Invalid(format!("unexpected data ID value {other:?}"))),
+    }
+}
+
+impl Registry {
+    /// Distinct data IDs over `dimensions` (plus the dimensions they
+    /// require) that have records and satisfy `where_text`, in key order.
+    pub fn query_data_ids(&self, dimensions: &[String], where_text: &str, binds: &Binds) -> Result<Vec<DataId>> {
+        let group = self.universe.conform(dimensions)?;
+        let mut builder = QueryBuilder::new(&self.universe);
+        for dim in group.iter() {
+            builder.dimension_value(dim).map_err(RegistryError::Invalid)?;
+        }
+        builder.add_where(where_text, binds)?;
+        let columns: Vec<String> = group.iter().map(|d| builder.values[d].clone()).collect();
+        let sql = format!(
+            "SELECT DISTINCT {} FROM {}{} ORDER BY {}",
+            columns.join(", "),
+            builder.from.join(", "),
+            builder.where_sql(),
+            (1..=columns.len()).map(|i| i.to_string()).collect::<Vec<_>>().join(", ")
+        );
+        tracing::debug!(%sql, "query_data_ids");
+        let mut stmt = self.conn.prepare(&sql)?;
+        let mut rows = stmt.query(rusqlite::params_from_iter(builder.params.iter()))?;
+        let mut out = Vec::new();
+        while let Some(row) = rows.next()? {
+            let mut data_id = DataId::empty();
+            for (i, dim) in group.iter().enumerate() {
+                data_id.insert(dim, sql_to_data_id_value(row.get(i)?)?);
+            }
+            out.push(data_id);
+        }
+        Ok(out)
+    }
+
+    /// Datasets of the given types (all registered types when empty) in
+    /// `collections` matching `where_text`. With `find_first`, only the first
+    /// dataset of each type and data ID along the search path is returned
+    /// (CALIBRATION collections are then skipped: they need a time).
+    pub fn query_datasets(
+        &self,
+        dataset_types: &[String],
+        collections: &[String],
+        where_text: &str,
+        binds: &Binds,
+        find_first: bool,
+    ) -> Result<Vec<FoundDataset>> {
+        let types = if dataset_types.is_empty() {
+            self.list_dataset_types()?
+        } else {
+            dataset_types
+                .iter()
+                .map(|t| self.dataset_type_required(t))
+                .collect::<Result<Vec<_>>>()?
+        };
+        let search_path = self.resolve_search_path(collections)?;
+        let mut out = Vec::new();
+        for dt in &types {
+            let type_id = self.dataset_type_id(&dt.name)?;
+            // rank → dataset; keyed by data ID for find-first.
+            let mut best: BTreeMap<String, (usize, FoundDataset)> = BTreeMap::new();
+            for (rank, collection) in search_path.iter().enumerate() {
+                if find_first && collection.collection_type == CollectionType::Calibration {
+                    continue;
+                }
+                let mut builder = QueryBuilder::new(&self.universe);
+                builder.from.push("dataset AS d".into());
+                builder.from.push("collection AS run".into());
+                builder.conditions.push("run.id = d.run_id".into());
+                builder.conditions.push("d.dataset_type_id = ?".into());
+                builder.params.push(SqlValue::Integer(type_id));
+                match collection.collection_type {
+                    CollectionType::Run => {
+                        builder.conditions.push("d.run_id = ?".into());
+                        builder.params.push(SqlValue::Integer(collection.id));
+                    }
+                    CollectionType::Tagged => {
+                        builder.from.push("dataset_tags AS m".into());
+                        builder.conditions.push("m.dataset_id = d.id AND m.collection_id = ?".into());
+                        builder.params.push(SqlValue::Integer(collection.id));
+                    }
+                    CollectionType::Calibration => {
+                        builder.from.push("dataset_calibs AS m".into());
+                        builder.conditions.push("m.dataset_id = d.id AND m.collection_id = ?".into());
+                        builder.params.push(SqlValue::Integer(collection.id));
+                    }
+                    CollectionType::Chained => continue,
+                }
+                for dim in dt.dimensions.iter() {
+                    builder.values.insert(dim.to_string(), format!("d.{}", quote(dim)));
+                }
+                builder.add_where(where_text, binds)?;
+                let sql = format!(
+                    "SELECT DISTINCT d.id, d.data_id, run.name, r.path, r.formatter, r.size, r.checksum \
+                     FROM {} LEFT JOIN datastore_record r ON r.dataset_id = d.id{} ORDER BY d.data_id",
+                    builder.from.join(", "),
+                    builder.where_sql()
+                );
+                tracing::debug!(%sql, "query_datasets");
+                let dims_json = serde_json::to_string(&dt.dimensions.names).expect("names serialize");
+                let mut stmt = self.conn.prepare_cached(&sql)?;
+                let mut rows = stmt.query(rusqlite::params_from_iter(builder.params.iter()))?;
+                while let Some(row) = rows.next()? {
+                    let key: String = row.get(1)?;
+                    if find_first && best.contains_key(&key) {
+                        continue;
+                    }
+                    let path: Option<String> = row.get(3)?;
+                    let stored = match path {
+                        Some(path) => Some(DatastoreRecord {
+                            path,
+                            formatter: row.get(4)?,
+                            size: row.get::<_, i64>(5)? as u64,
+                            checksum: row.get(6)?,
+                        }),
+                        None => None,
+                    };
+                    let found = FoundDataset {
+                        dataset_ref: DatasetRef {
+                            id: uuid_from_blob(row.get(0)?)?,
+                            dataset_type: dt.name.clone(),
+                            data_id: data_id_from_stored(&dims_json, &key)?,
+                            run: row.get(2)?,
+                        },
+                        collection: collection.name.clone(),
+                        stored,
+                    };
+                    if find_first {
+                        best.insert(key, (rank, found));
+                    } else {
+                        out.push(found);
+                    }
+                }
+            }
+            out.extend(best.into_values().map(|(_, f)| f));
+        }
+        Ok(out)
+    }
+}

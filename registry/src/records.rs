@@ -1,0 +1,252 @@
+//! Dimension records: parsing the files users write (JSON keyed by element,
+//! or CSV for one element) and inserting them all-or-nothing.
+
+use std::collections::BTreeMap;
+
+use quanta_core::{DimensionElement, FieldSpec, FieldType};
+use rusqlite::types::Value as SqlValue;
+use serde_json::{Map, Value};
+
+use crate::error::{RegistryError, Result};
+use crate::registry::Registry;
+use crate::schema::{key_column, quote};
+
+/// Records to insert, by element name. Each record is a JSON object with the
+/// universe's field names.
+pub type RecordSet = BTreeMap<String, Vec<Map<String, Value>>>;
+
+/// Parses `{"instrument": [{...}], "detector": [...]}`.
+pub fn parse_records_json(text: &str, source: &str) -> Result<RecordSet> {
+    serde_json::from_str(text).map_err(|e| {
+        RegistryError::Records(format!(
+            "{source}: line {}, column {}: {e}",
+            e.line(),
+            e.column()
+        ))
+    })
+}
+
+/// Parses a CSV file with a header row of field names, all for `element`.
+/// Values are typed by the element's field types; an empty cell is null.
+pub fn parse_records_csv(
+    text: &str,
+    source: &str,
+    element: &DimensionElement,
+    universe: &quanta_core::DimensionUniverse,
+) -> Result<RecordSet> {
+    let fields = element.record_fields(universe);
+    let mut reader = csv::ReaderBuilder::new().trim(csv::Trim::All).from_reader(text.as_bytes());
+    let header: Vec<String> = reader
+        .headers()
+        .map_err(|e| RegistryError::Records(format!("{source}: {e}")))?
+        .iter()
+        .map(str::to_string)
+        .collect();
+    let mut types = Vec::new();
+    for (col, name) in header.iter().enumerate() {
+        let spec = fields.iter().find(|f| &f.name == name).ok_or_else(|| {
+            RegistryError::Records(format!(
+                "{source}: line 1, column {}: `{name}` is not a field of `{}` (fields: {})",
+                col + 1,
+                element.name,
+                field_names(&fields)
+            ))
+        })?;
+        types.push(spec.field_type);
+    }
+    let mut records = Vec::new();
+    for (i, row) in reader.records().enumerate() {
+        let line = i + 2;
+        let row = row.map_err(|e| RegistryError::Records(format!("{source}: line {line}: {e}")))?;
+        let mut record = Map::new();
+        for (col, cell) in row.iter().enumerate() {
+            let value = if cell.is_empty() {
+                Value::Null
+            } else {
+                parse_cell(cell, types[col]).map_err(|msg| {
+                    RegistryError::Records(format!(
+                        "{source}: line {line}, column {} (`{}`): {msg}",
+                        col + 1,
+                        header[col]
+                    ))
+                })?
+            };
+            record.insert(header[col].clone(), value);
+        }
+        records.push(record);
+    }
+    Ok(BTreeMap::from([(element.name.clone(), records)]))
+}
+
+fn parse_cell(cell: &str, t: FieldType) -> std::result::Result<Value, String> {
+    match t {
+        FieldType::Int => cell
+            .parse::<i64>()
+            .map(Value::from)
+            .map_err(|_| format!("`{cell}` is not an integer")),
+        FieldType::Float => cell
+            .parse::<f64>()
+            .ok()
+            .and_then(serde_json::Number::from_f64)
+            .map(Value::Number)
+            .ok_or_else(|| format!("`{cell}` is not a number")),
+        FieldType::Bool => match cell.to_ascii_lowercase().as_str() {
+            "true" | "1" => Ok(Value::Bool(true)),
+            "false" | "0" => Ok(Value::Bool(false)),
+            _ => Err(format!("`{cell}` is not a boolean")),
+        },
+        FieldType::String => Ok(Value::String(cell.to_string())),
+    }
+}
+
+fn field_names(fields: &[FieldSpec]) -> String {
+    fields.iter().map(|f| f.name.as_str()).collect::<Vec<_>>().join(", ")
+}
+
+fn to_sql(value: &Value, spec: &FieldSpec) -> std::result::Result<SqlValue, String> {
+    Ok(match (value, spec.field_type) {
+        (Value::Null, _) => SqlValue::Null,
+        (Value::Number(n), FieldType::Int) => {
+            SqlValue::Integer(n.as_i64().ok_or_else(|| format!("`{n}` is not an integer"))?)
+        }
+        (Value::Number(n), FieldType::Float) => {
+            SqlValue::Real(n.as_f64().ok_or_else(|| format!("`{n}` is not a number"))?)
+        }
+        (Value::Bool(b), FieldType::Bool) => SqlValue::Integer(*b as i64),
+        (Value::String(s), FieldType::String) => SqlValue::Text(s.clone()),
+        (other, t) => return Err(format!("expected {t:?}, got {other}")),
+    })
+}
+
+/// Renders a record's identifying fields for error messages.
+fn describe(element: &str, index: usize, record: &Map<String, Value>) -> String {
+    format!("{element} record #{} {}", index + 1, Value::Object(record.clone()))
+}
+
+impl Registry {
+    /// Inserts dimension records, parents before children (universe order),
+    /// all in one transaction: either every record is inserted or none is.
+    /// A missing parent record or a duplicate is reported with the record
+    /// that caused it. Returns the number of records inserted.
+    pub fn insert_dimension_records(&mut self, records: &RecordSet) -> Result<usize> {
+        for name in records.keys() {
+            match self.universe.element(name) {
+                Some(e) if e.has_records => {}
+                Some(_) => {
+                    return Err(RegistryError::Records(format!(
+                        "`{name}` has no records of its own (its values come from the element that implies it)"
+                    )))
+                }
+                None => {
+                    return Err(RegistryError::Records(format!(
+                        "`{name}` is not an element of this repo's dimension universe"
+                    )))
+                }
+            }
+        }
+        let universe = self.universe.clone();
+        let tx = self.conn.transaction()?;
+        let mut inserted = 0;
+        for element in universe.elements() {
+            let Some(rows) = records.get(&element.name) else {
+                continue;
+            };
+            let fields = element.record_fields(&universe);
+            let sql = format!(
+                "INSERT INTO {} ({}) VALUES ({})",
+                quote(&element.name),
+                fields.iter().map(|f| quote(&f.name)).collect::<Vec<_>>().join(", "),
+                vec!["?"; fields.len()].join(", ")
+            );
+            let mut stmt = tx.prepare(&sql)?;
+            let key_fields = element.required_closure.len() + usize::from(element.key.is_some());
+            for (i, record) in rows.iter().enumerate() {
+                for name in record.keys() {
+                    if !fields.iter().any(|f| &f.name == name) {
+                        return Err(RegistryError::Records(format!(
+                            "{}: `{name}` is not a field of `{}` (fields: {})",
+                            describe(&element.name, i, record),
+                            element.name,
+                            field_names(&fields)
+                        )));
+                    }
+                }
+                let mut values = Vec::with_capacity(fields.len());
+                for (j, spec) in fields.iter().enumerate() {
+                    let value = record.get(&spec.name).unwrap_or(&Value::Null);
+                    if j < key_fields && value.is_null() {
+                        return Err(RegistryError::Records(format!(
+                            "{}: missing the key field `{}`",
+                            describe(&element.name, i, record),
+                            spec.name
+                        )));
+                    }
+                    values.push(to_sql(value, spec).map_err(|msg| {
+                        RegistryError::Records(format!(
+                            "{}: field `{}`: {msg}",
+                            describe(&element.name, i, record),
+                            spec.name
+                        ))
+                    })?);
+                }
+                if let Err(e) = stmt.execute(rusqlite::params_from_iter(values.iter())) {
+                    let why = diagnose_insert_failure(&tx, &universe, element, record, &e);
+                    return Err(RegistryError::Records(format!(
+                        "{}: {why}; nothing was inserted",
+                        describe(&element.name, i, record)
+                    )));
+                }
+                inserted += 1;
+            }
+        }
+        tx.commit()?;
+        Ok(inserted)
+    }
+}
+
+/// Turns SQLite's terse constraint errors into which parent is missing or
+/// which key is duplicated.
+fn diagnose_insert_failure(
+    conn: &rusqlite::Connection,
+    universe: &quanta_core::DimensionUniverse,
+    element: &DimensionElement,
+    record: &Map<String, Value>,
+    err: &rusqlite::Error,
+) -> String {
+    let text = err.to_string();
+    if text.contains("UNIQUE") || text.contains("PRIMARY KEY") {
+        return "a record with the same key already exists".to_string();
+    }
+    if text.contains("FOREIGN KEY") {
+        for dim in element.required_closure.iter().chain(&element.implies) {
+            let Some(target) = universe.element(dim) else { continue };
+            if !target.has_records {
+                continue;
+            }
+            let Some(key) = key_column(target) else { continue };
+            let Some(value) = record.get(dim).filter(|v| !v.is_null()) else {
+                continue;
+            };
+            let mut cond = vec![format!("{} = ?", quote(key))];
+            let mut params = vec![to_sql(value, &FieldSpec { name: dim.clone(), field_type: universe.key_type(dim) })
+                .unwrap_or(SqlValue::Null)];
+            for r in &target.required_closure {
+                cond.push(format!("{} = ?", quote(r)));
+                params.push(
+                    record
+                        .get(r)
+                        .and_then(|v| to_sql(v, &FieldSpec { name: r.clone(), field_type: universe.key_type(r) }).ok())
+                        .unwrap_or(SqlValue::Null),
+                );
+            }
+            let sql = format!("SELECT 1 FROM {} WHERE {}", quote(dim), cond.join(" AND "));
+            let exists = conn
+                .query_row(&sql, rusqlite::params_from_iter(params.iter()), |_| Ok(()))
+                .is_ok();
+            if !exists {
+                return format!("its {dim} `{value}` does not exist (insert the {dim} record first)");
+            }
+        }
+    }
+    text
+}

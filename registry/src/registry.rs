@@ -1,0 +1,215 @@
+//! Opening, creating and checking a registry database.
+
+use std::path::{Path, PathBuf};
+
+use quanta_core::DimensionUniverse;
+use rusqlite::{Connection, OpenFlags, OptionalExtension};
+
+use crate::error::{RegistryError, Result};
+use crate::schema::{full_ddl, SCHEMA_VERSION};
+
+/// The full SQL Registry of a repository, on SQLite.
+///
+/// All writes go through methods (in this crate's modules); arbitrary SQL is
+/// only ever run on a separate read-only connection ([`Registry::sql_read_only`]).
+pub struct Registry {
+    pub(crate) conn: Connection,
+    pub(crate) universe: DimensionUniverse,
+    path: PathBuf,
+}
+
+const APPLICATION_ID: i32 = 0x5155_4e54; // "QUNT"
+
+fn tune(conn: &Connection) -> Result<()> {
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    conn.pragma_update(None, "temp_store", "MEMORY")?;
+    conn.pragma_update(None, "cache_size", -65536)?; // 64 MiB
+    conn.busy_timeout(std::time::Duration::from_secs(30))?;
+    conn.set_prepared_statement_cache_capacity(64);
+    Ok(())
+}
+
+impl Registry {
+    /// Creates a new registry database at `path` (which must not exist).
+    pub fn create(path: &Path, universe: &DimensionUniverse) -> Result<Self> {
+        if path.exists() {
+            return Err(RegistryError::Invalid(format!(
+                "{}: already exists; refusing to overwrite a registry",
+                path.display()
+            )));
+        }
+        let mut conn = Connection::open(path)?;
+        tune(&conn)?;
+        conn.pragma_update(None, "application_id", APPLICATION_ID)?;
+        let tx = conn.transaction()?;
+        for stmt in full_ddl(universe) {
+            tx.execute_batch(&stmt)?;
+        }
+        let mut meta = tx.prepare("INSERT INTO quanta_meta (key, value) VALUES (?1, ?2)")?;
+        meta.execute(("schema_version", SCHEMA_VERSION.to_string()))?;
+        meta.execute(("universe", universe.source()))?;
+        meta.execute(("universe_digest", universe.digest()))?;
+        meta.execute(("quanta_version", env!("CARGO_PKG_VERSION")))?;
+        drop(meta);
+        tx.commit()?;
+        Ok(Self {
+            conn,
+            universe: universe.clone(),
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// Opens an existing registry for reading and writing.
+    pub fn open(path: &Path) -> Result<Self> {
+        Self::open_with(path, false)
+    }
+
+    /// Opens an existing registry without write access.
+    pub fn open_read_only(path: &Path) -> Result<Self> {
+        Self::open_with(path, true)
+    }
+
+    fn open_with(path: &Path, read_only: bool) -> Result<Self> {
+        let shown = path.display().to_string();
+        if !path.is_file() {
+            return Err(RegistryError::NotARegistry {
+                path: shown,
+                reason: "no such file".into(),
+            });
+        }
+        let flags = if read_only {
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX
+        } else {
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX
+        };
+        let not_registry = |reason: String| RegistryError::NotARegistry {
+            path: shown.clone(),
+            reason,
+        };
+        let conn = Connection::open_with_flags(path, flags)
+            .map_err(|e| not_registry(format!("cannot open as SQLite: {e}")))?;
+        // The first real read tells a corrupt or non-SQLite file apart.
+        let app_id: i32 = conn
+            .pragma_query_value(None, "application_id", |r| r.get(0))
+            .map_err(|e| not_registry(format!("not a readable SQLite database ({e})")))?;
+        if app_id != APPLICATION_ID {
+            return Err(not_registry(
+                "a SQLite database, but not one created by quanta (application_id differs)".into(),
+            ));
+        }
+        if read_only {
+            conn.pragma_update(None, "query_only", "ON")?;
+            conn.busy_timeout(std::time::Duration::from_secs(30))?;
+        } else {
+            tune(&conn)?;
+        }
+        let meta = |key: &str| -> Result<Option<String>> {
+            Ok(conn
+                .query_row("SELECT value FROM quanta_meta WHERE key = ?1", [key], |r| r.get(0))
+                .optional()
+                .map_err(|e| not_registry(format!("no quanta metadata ({e})")))?)
+        };
+        let version = meta("schema_version")?.ok_or_else(|| not_registry("no schema version".into()))?;
+        if version != SCHEMA_VERSION.to_string() {
+            return Err(RegistryError::SchemaVersion {
+                path: shown,
+                found: version,
+                expected: SCHEMA_VERSION,
+            });
+        }
+        let universe_text = meta("universe")?.ok_or_else(|| not_registry("no universe".into()))?;
+        let universe = DimensionUniverse::from_yaml(&universe_text)?;
+        Ok(Self {
+            conn,
+            universe,
+            path: path.to_path_buf(),
+        })
+    }
+
+    pub fn universe(&self) -> &DimensionUniverse {
+        &self.universe
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Reads a `quanta_meta` value.
+    pub fn meta(&self, key: &str) -> Result<Option<String>> {
+        Ok(self
+            .conn
+            .query_row("SELECT value FROM quanta_meta WHERE key = ?1", [key], |r| r.get(0))
+            .optional()?)
+    }
+
+    /// Runs one user-supplied SELECT on a read-only connection and returns the
+    /// column names and rows rendered as JSON values. Writes (INSERT, UPDATE,
+    /// DELETE, ATTACH, PRAGMA assignments, …) are refused by SQLite itself:
+    /// the connection is opened read-only with `query_only`, and a statement
+    /// that is not read-only is rejected before it runs.
+    pub fn sql_read_only(&self, sql: &str) -> Result<(Vec<String>, Vec<Vec<serde_json::Value>>)> {
+        let conn = Connection::open_with_flags(
+            &self.path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        conn.pragma_update(None, "query_only", "ON")?;
+        // ATTACH could open (and create) another database file even on a
+        // read-only connection; forbid it outright.
+        conn.set_limit(rusqlite::limits::Limit::SQLITE_LIMIT_ATTACHED, 0)?;
+        let mut stmt = conn.prepare(sql)?;
+        if !stmt.readonly() {
+            return Err(RegistryError::Invalid(
+                "only read-only statements (SELECT) are allowed".into(),
+            ));
+        }
+        let names: Vec<String> = stmt.column_names().iter().map(|s| s.to_string()).collect();
+        let n = names.len();
+        let mut rows = stmt.query([])?;
+        let mut out = Vec::new();
+        while let Some(row) = rows.next()? {
+            let mut values = Vec::with_capacity(n);
+            for i in 0..n {
+                values.push(sql_value_to_json(row.get_ref(i)?));
+            }
+            out.push(values);
+        }
+        Ok((names, out))
+    }
+}
+
+pub(crate) fn sql_value_to_json(v: rusqlite::types::ValueRef<'_>) -> serde_json::Value {
+    use rusqlite::types::ValueRef;
+    match v {
+        ValueRef::Null => serde_json::Value::Null,
+        ValueRef::Integer(i) => i.into(),
+        ValueRef::Real(f) => serde_json::Number::from_f64(f)
+            .map(serde_json::Value::Number)
+            .unwrap_or(serde_json::Value::Null),
+        ValueRef::Text(t) => String::from_utf8_lossy(t).into_owned().into(),
+        ValueRef::Blob(b) => {
+            if b.len() == 16 {
+                uuid::Uuid::from_slice(b)
+                    .map(|u| u.to_string().into())
+                    .unwrap_or(serde_json::Value::Null)
+            } else {
+                let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
+                hex.into()
+            }
+        }
+    }
+}
+
+impl Registry {
+    /// Sets a `quanta_meta` value (repo-level configuration such as the
+    /// datastore settings, opaque to the registry).
+    pub fn set_meta(&mut self, key: &str, value: &str) -> Result<()> {
+        self.conn.execute(
+            "INSERT INTO quanta_meta (key, value) VALUES (?1, ?2) \
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            (key, value),
+        )?;
+        Ok(())
+    }
+}

@@ -1,0 +1,273 @@
+//! The registry schema: static tables (dataset types, collections, datasets,
+//! datastore records, provenance) and the dimension tables generated from the
+//! universe.
+//!
+//! Identifiers generated here come only from the universe, whose names are
+//! validated to `[a-z_][a-z0-9_]*` when it is loaded, and are always quoted.
+
+use quanta_core::{DimensionElement, DimensionUniverse};
+
+/// Bumped whenever the schema changes incompatibly; stamped in `quanta_meta`.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// Quotes a trusted identifier (a universe or schema name) for SQL.
+pub fn quote(ident: &str) -> String {
+    debug_assert!(quanta_core::dimensions::is_safe_identifier(ident));
+    format!("\"{ident}\"")
+}
+
+/// The column that holds an element's own key (`id`, `name`).
+pub fn key_column(element: &DimensionElement) -> Option<&str> {
+    element.key.as_ref().map(|k| k.name.as_str())
+}
+
+/// DDL for one dimension element's table, or `None` for dimensions without
+/// records of their own (`band`).
+pub fn element_table_ddl(universe: &DimensionUniverse, element: &DimensionElement) -> Option<String> {
+    if !element.has_records {
+        return None;
+    }
+    let mut columns = Vec::new();
+    let mut pk = Vec::new();
+    let mut constraints = Vec::new();
+    for dim in &element.required_closure {
+        columns.push(format!(
+            "{} {} NOT NULL",
+            quote(dim),
+            universe.key_type(dim).sql_type()
+        ));
+        pk.push(quote(dim));
+    }
+    if let Some(key) = &element.key {
+        columns.push(format!(
+            "{} {} NOT NULL",
+            quote(&key.name),
+            key.field_type.sql_type()
+        ));
+        pk.push(quote(&key.name));
+    }
+    for dim in &element.implies {
+        columns.push(format!("{} {}", quote(dim), universe.key_type(dim).sql_type()));
+    }
+    for field in &element.metadata {
+        columns.push(format!("{} {}", quote(&field.name), field.field_type.sql_type()));
+    }
+    constraints.push(format!("PRIMARY KEY ({})", pk.join(", ")));
+    // A foreign key to each required and implied dimension's own table, keyed
+    // by that dimension's full primary key.
+    for dim in element.required_closure.iter().chain(&element.implies) {
+        if let Some(fk) = foreign_key_to(universe, dim, &element.required_closure) {
+            constraints.push(fk);
+        }
+    }
+    Some(format!(
+        "CREATE TABLE IF NOT EXISTS {} (\n  {},\n  {}\n)",
+        quote(&element.name),
+        columns.join(",\n  "),
+        constraints.join(",\n  ")
+    ))
+}
+
+/// `FOREIGN KEY (instrument, physical_filter) REFERENCES physical_filter
+/// (instrument, name)`: the referencing table must hold the target's required
+/// dimensions under their own names, which holds for every universe whose
+/// implied dimensions share the implying element's required dimensions.
+fn foreign_key_to(universe: &DimensionUniverse, dim: &str, available: &[String]) -> Option<String> {
+    let target = universe.element(dim)?;
+    if !target.has_records {
+        return None;
+    }
+    if !target.required_closure.iter().all(|r| available.contains(r)) {
+        return None;
+    }
+    let key = key_column(target)?;
+    let mut from: Vec<String> = target.required_closure.iter().map(|r| quote(r)).collect();
+    let mut to = from.clone();
+    from.push(quote(dim));
+    to.push(quote(key));
+    Some(format!(
+        "FOREIGN KEY ({}) REFERENCES {} ({})",
+        from.join(", "),
+        quote(dim),
+        to.join(", ")
+    ))
+}
+
+/// The static part of the schema. Dataset IDs are 16-byte UUID blobs.
+/// The `dataset` table carries a nullable column per dimension of the
+/// universe (generated in [`dataset_table_ddl`]) so that `--where` clauses
+/// compile to plain column comparisons and joins.
+pub const STATIC_DDL: &str = r#"
+CREATE TABLE IF NOT EXISTS quanta_meta (
+  key TEXT PRIMARY KEY,
+  value TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS dataset_type (
+  id INTEGER PRIMARY KEY,
+  name TEXT NOT NULL UNIQUE,
+  dimensions TEXT NOT NULL,
+  storage_class TEXT NOT NULL,
+  is_calibration INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS collection (
+  id INTEGER PRIMARY KEY,
+  name TEXT NOT NULL UNIQUE,
+  type TEXT NOT NULL CHECK (type IN ('RUN', 'TAGGED', 'CHAINED', 'CALIBRATION')),
+  doc TEXT
+);
+CREATE TABLE IF NOT EXISTS collection_chain (
+  parent_id INTEGER NOT NULL REFERENCES collection (id) ON DELETE CASCADE,
+  position INTEGER NOT NULL,
+  child_id INTEGER NOT NULL REFERENCES collection (id),
+  PRIMARY KEY (parent_id, position)
+);
+CREATE TABLE IF NOT EXISTS dataset_tags (
+  collection_id INTEGER NOT NULL REFERENCES collection (id) ON DELETE CASCADE,
+  dataset_id BLOB NOT NULL REFERENCES dataset (id) ON DELETE CASCADE,
+  dataset_type_id INTEGER NOT NULL REFERENCES dataset_type (id),
+  data_id TEXT NOT NULL,
+  PRIMARY KEY (collection_id, dataset_id),
+  UNIQUE (collection_id, dataset_type_id, data_id)
+);
+CREATE TABLE IF NOT EXISTS dataset_calibs (
+  collection_id INTEGER NOT NULL REFERENCES collection (id) ON DELETE CASCADE,
+  dataset_id BLOB NOT NULL REFERENCES dataset (id) ON DELETE CASCADE,
+  dataset_type_id INTEGER NOT NULL REFERENCES dataset_type (id),
+  data_id TEXT NOT NULL,
+  valid_begin REAL NOT NULL,
+  valid_end REAL NOT NULL,
+  CHECK (valid_begin < valid_end)
+);
+CREATE INDEX IF NOT EXISTS dataset_calibs_lookup
+  ON dataset_calibs (collection_id, dataset_type_id, data_id, valid_begin);
+-- Validity ranges [begin, end) of one dataset type and data ID must not
+-- overlap within a CALIBRATION collection; SQLite itself enforces it.
+CREATE TRIGGER IF NOT EXISTS dataset_calibs_no_overlap
+BEFORE INSERT ON dataset_calibs
+WHEN EXISTS (
+  SELECT 1 FROM dataset_calibs c
+  WHERE c.collection_id = NEW.collection_id
+    AND c.dataset_type_id = NEW.dataset_type_id
+    AND c.data_id = NEW.data_id
+    AND c.valid_begin < NEW.valid_end
+    AND NEW.valid_begin < c.valid_end)
+BEGIN
+  SELECT RAISE(ABORT, 'calibration validity ranges overlap');
+END;
+CREATE TABLE IF NOT EXISTS datastore_record (
+  dataset_id BLOB PRIMARY KEY REFERENCES dataset (id) ON DELETE CASCADE,
+  path TEXT NOT NULL,
+  formatter TEXT NOT NULL,
+  size INTEGER NOT NULL,
+  checksum TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS run_provenance (
+  run_id INTEGER NOT NULL REFERENCES collection (id),
+  bundle_id BLOB NOT NULL,
+  pipeline_yaml TEXT NOT NULL,
+  task_configs TEXT NOT NULL,
+  quanta_version TEXT NOT NULL,
+  command_line TEXT NOT NULL,
+  created_at TEXT NOT NULL,
+  created_by TEXT NOT NULL,
+  PRIMARY KEY (run_id, bundle_id)
+);
+CREATE TABLE IF NOT EXISTS quantum (
+  id BLOB PRIMARY KEY,
+  run_id INTEGER NOT NULL REFERENCES collection (id),
+  bundle_id BLOB NOT NULL,
+  task_label TEXT NOT NULL,
+  data_id TEXT NOT NULL,
+  status TEXT NOT NULL,
+  attempts INTEGER NOT NULL,
+  host TEXT,
+  batch_job TEXT,
+  started TEXT,
+  finished TEXT,
+  wall_seconds REAL,
+  cpu_seconds REAL,
+  peak_rss_bytes INTEGER,
+  exit_code INTEGER,
+  error TEXT,
+  log_tail TEXT
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS quantum_by_run ON quantum (run_id, task_label);
+CREATE TABLE IF NOT EXISTS quantum_input (
+  quantum_id BLOB NOT NULL REFERENCES quantum (id) ON DELETE CASCADE,
+  dataset_id BLOB NOT NULL,
+  connection TEXT NOT NULL,
+  is_prerequisite INTEGER NOT NULL DEFAULT 0,
+  PRIMARY KEY (quantum_id, dataset_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS quantum_input_by_dataset ON quantum_input (dataset_id);
+CREATE TABLE IF NOT EXISTS quantum_output (
+  dataset_id BLOB PRIMARY KEY,
+  quantum_id BLOB NOT NULL REFERENCES quantum (id) ON DELETE CASCADE,
+  connection TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS quantum_output_by_quantum ON quantum_output (quantum_id);
+"#;
+
+/// The `dataset` table: identity, type, owning RUN, the canonical data ID
+/// text (unique per type and run) and one nullable column per dimension,
+/// with foreign keys to the dimension tables.
+pub fn dataset_table_ddl(universe: &DimensionUniverse) -> String {
+    let mut columns = vec![
+        "id BLOB PRIMARY KEY".to_string(),
+        "dataset_type_id INTEGER NOT NULL REFERENCES dataset_type (id)".to_string(),
+        "run_id INTEGER NOT NULL REFERENCES collection (id)".to_string(),
+        "data_id TEXT NOT NULL".to_string(),
+        "ingest_date TEXT".to_string(),
+    ];
+    let dims: Vec<String> = universe.dimensions().map(|d| d.name.clone()).collect();
+    for dim in universe.dimensions() {
+        columns.push(format!(
+            "{} {}",
+            quote(&dim.name),
+            dim.key.as_ref().map(|k| k.field_type.sql_type()).unwrap_or("TEXT")
+        ));
+    }
+    let mut constraints = vec!["UNIQUE (dataset_type_id, run_id, data_id)".to_string()];
+    for dim in universe.dimensions() {
+        if let Some(fk) = foreign_key_to(universe, &dim.name, &dims) {
+            constraints.push(fk);
+        }
+    }
+    format!(
+        "CREATE TABLE IF NOT EXISTS dataset (\n  {},\n  {}\n) WITHOUT ROWID",
+        columns.join(",\n  "),
+        constraints.join(",\n  ")
+    )
+}
+
+/// All DDL statements for a universe, in creation order.
+pub fn full_ddl(universe: &DimensionUniverse) -> Vec<String> {
+    let mut ddl = Vec::new();
+    for element in universe.elements() {
+        if let Some(table) = element_table_ddl(universe, element) {
+            ddl.push(table);
+        }
+    }
+    ddl.push(dataset_table_ddl(universe));
+    ddl.push(STATIC_DDL.to_string());
+    ddl
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exposure_table_has_keys_and_foreign_keys() {
+        let u = DimensionUniverse::default_universe();
+        let ddl = element_table_ddl(&u, u.element("exposure").unwrap()).unwrap();
+        assert!(ddl.contains("PRIMARY KEY (\"instrument\", \"id\")"), "{ddl}");
+        assert!(
+            ddl.contains("FOREIGN KEY (\"instrument\", \"physical_filter\") REFERENCES \"physical_filter\" (\"instrument\", \"name\")"),
+            "{ddl}"
+        );
+        assert!(element_table_ddl(&u, u.element("band").unwrap()).is_none());
+        let join = element_table_ddl(&u, u.element("visit_detector").unwrap()).unwrap();
+        assert!(join.contains("PRIMARY KEY (\"instrument\", \"detector\", \"visit\")"), "{join}");
+    }
+}
