@@ -156,6 +156,13 @@ struct HeaderPayload<'a> {
     header: Cow<'a, JournalHeader>,
 }
 
+/// The leading fields of [`HeaderPayload`], stable across versions.
+#[derive(Deserialize)]
+struct HeaderPrefix {
+    magic: [u8; 8],
+    format_version: u32,
+}
+
 fn frame(payload: &[u8]) -> Vec<u8> {
     let mut buf = Vec::with_capacity(RECORD_HEADER_LEN + payload.len());
     buf.extend_from_slice(&(payload.len() as u32).to_le_bytes());
@@ -228,26 +235,27 @@ fn scan(path: &Path, bytes: &[u8]) -> Result<Scan, JournalError> {
     }
     let (payload, mut off) =
         record_at(bytes, 0).map_err(|d| not_journal(format!("first record: {d}")))?;
-    let hp: HeaderPayload = match postcard::take_from_bytes(payload) {
-        Ok((h, [])) => h,
-        Ok(_) | Err(_) => {
-            return Err(not_journal(
-                "the first record is not a journal header".into(),
-            ))
-        }
-    };
-    if hp.magic != MAGIC {
+    // Magic and version first, so a newer journal is reported as such even
+    // if its header no longer decodes as this version's.
+    let prefix: HeaderPrefix = postcard::take_from_bytes(payload)
+        .map(|(p, _)| p)
+        .map_err(|_| not_journal("the first record is not a journal header".into()))?;
+    if prefix.magic != MAGIC {
         return Err(not_journal(
             "the first record lacks the journal magic".into(),
         ));
     }
-    if hp.format_version != JOURNAL_FORMAT_VERSION {
+    if prefix.format_version != JOURNAL_FORMAT_VERSION {
         return Err(JournalError::UnsupportedVersion {
             path: path.to_path_buf(),
-            found: hp.format_version,
+            found: prefix.format_version,
             supported: JOURNAL_FORMAT_VERSION,
         });
     }
+    let hp: HeaderPayload = match postcard::take_from_bytes(payload) {
+        Ok((h, [])) => h,
+        Ok(_) | Err(_) => return Err(not_journal("the journal header does not decode".into())),
+    };
     let mut records = Vec::new();
     let mut damage = None;
     while off < bytes.len() {
@@ -760,6 +768,30 @@ mod tests {
             read_journal(&dir.path().join("missing.journal")),
             Err(JournalError::Io { .. })
         ));
+    }
+
+    #[test]
+    fn newer_versions_are_named() {
+        #[derive(Serialize)]
+        struct Future {
+            magic: [u8; 8],
+            format_version: u32,
+            something_else: String,
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("future.journal");
+        let payload = postcard::to_stdvec(&Future {
+            magic: MAGIC,
+            format_version: 7,
+            something_else: "x".into(),
+        })
+        .unwrap();
+        std::fs::write(&p, frame(&payload)).unwrap();
+        let e = read_journal(&p).unwrap_err();
+        assert!(
+            matches!(e, JournalError::UnsupportedVersion { found: 7, .. }),
+            "{e}"
+        );
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! The shared vocabulary of quanta, from the Gen3 Butler design: the
 //! [`DimensionUniverse`], [`DataId`]s, [`DatasetType`]s, [`DatasetRef`]s and
-//! collection kinds; later the pipeline definitions and the bundle and journal
-//! formats.
+//! collection kinds, the pipeline definitions, and the two formats that cross
+//! process boundaries: the [`bundle`] (preflight → workers) and the
+//! [`journal`] (workers → merge and status).
 //!
 //! Owns: types and their validation, and the byte formats that cross process
 //! boundaries. Must not: touch SQL, or the filesystem beyond reading and

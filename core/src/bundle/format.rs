@@ -78,6 +78,9 @@ fn le_u64(b: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(a)
 }
 
+/// The preamble layout is fixed for all format versions: the checksum is
+/// verified before the version, so a flipped version byte reads as damage
+/// rather than as an unknown version.
 pub(crate) fn encode_preamble(file_len: u64) -> [u8; PREAMBLE_LEN as usize] {
     let mut p = [0u8; PREAMBLE_LEN as usize];
     p[..8].copy_from_slice(MAGIC);

@@ -1,0 +1,109 @@
+//! Shared helpers for the CLI integration tests: run the real `quanta`
+//! binary and build the reference workload's repo (TARGET.md).
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The `quanta` binary under test.
+pub fn quanta() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_quanta"))
+}
+
+/// Runs `quanta` with `args`, returning its output.
+pub fn run(args: &[&str]) -> Output {
+    quanta().args(args).output().expect("quanta runs")
+}
+
+/// Runs `quanta` and asserts success, returning stdout.
+pub fn ok(args: &[&str]) -> String {
+    let out = run(args);
+    assert!(
+        out.status.success(),
+        "quanta {args:?} failed ({:?}):\nstdout: {}\nstderr: {}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8 output")
+}
+
+/// Runs `quanta`, asserts it exits with `code`, returns stderr.
+pub fn fails_with(code: i32, args: &[&str]) -> String {
+    let out = run(args);
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "quanta {args:?}: expected exit {code}\nstdout: {}\nstderr: {}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// The reference workload's dimension records (TARGET.md) for
+/// `n_exp` exposures × `n_det` detectors.
+pub fn reference_records(n_exp: usize, n_det: usize) -> serde_json::Value {
+    serde_json::json!({
+        "instrument": [{"name": "Cam", "detector_max": n_det}],
+        "physical_filter": [{"instrument": "Cam", "name": "Cam-r", "band": "r"}],
+        "day_obs": [{"instrument": "Cam", "id": 20261126}],
+        "group": (0..n_exp).map(|e| serde_json::json!({"instrument": "Cam", "name": format!("g{e}")})).collect::<Vec<_>>(),
+        "detector": (0..n_det).map(|d| serde_json::json!({"instrument": "Cam", "id": d, "full_name": format!("D{d:03}")})).collect::<Vec<_>>(),
+        "exposure": (0..n_exp).map(|e| serde_json::json!({
+            "instrument": "Cam", "id": e, "physical_filter": "Cam-r", "day_obs": 20261126,
+            "group": format!("g{e}"), "exposure_time": 30.0, "obs_id": format!("e{e}"),
+            "observation_type": "science"})).collect::<Vec<_>>(),
+    })
+}
+
+/// The raw dataset of the reference workload for one (exposure, detector).
+pub fn raw_content(e: usize, d: usize) -> serde_json::Value {
+    serde_json::json!({"exposure": e, "detector": d, "pixels": vec![e * 1000 + d; 16]})
+}
+
+/// Creates `dir/repo` holding the reference workload: dimension records,
+/// the `raw` dataset type and one raw file per (exposure, detector) in RUN
+/// `Cam/raw`, ingested from a manifest. Returns the repo path.
+pub fn make_reference_repo(dir: &Path, n_exp: usize, n_det: usize) -> PathBuf {
+    let repo = dir.join("repo");
+    let repo_s = repo.to_str().unwrap();
+    ok(&["repo", "create", repo_s]);
+    let records = dir.join("records.json");
+    std::fs::write(&records, reference_records(n_exp, n_det).to_string()).unwrap();
+    ok(&["dimensions", "insert", repo_s, records.to_str().unwrap()]);
+    ok(&[
+        "dataset-type",
+        "register",
+        repo_s,
+        "raw",
+        "--dimensions",
+        "instrument,exposure,detector",
+        "--storage-class",
+        "Json",
+    ]);
+    ok(&["collection", "create", repo_s, "Cam/raw", "--type", "RUN"]);
+    let raw_dir = dir.join("raw_files");
+    std::fs::create_dir_all(&raw_dir).unwrap();
+    let mut manifest = String::from("path,instrument,exposure,detector\n");
+    for e in 0..n_exp {
+        for d in 0..n_det {
+            let name = format!("raw_{e}_{d}.json");
+            std::fs::write(raw_dir.join(&name), raw_content(e, d).to_string()).unwrap();
+            manifest.push_str(&format!("raw_files/{name},Cam,{e},{d}\n"));
+        }
+    }
+    let manifest_path = dir.join("manifest.csv");
+    std::fs::write(&manifest_path, manifest).unwrap();
+    ok(&[
+        "ingest",
+        repo_s,
+        "--run",
+        "Cam/raw",
+        "--dataset-type",
+        "raw",
+        "--manifest",
+        manifest_path.to_str().unwrap(),
+    ]);
+    repo
+}
