@@ -16,6 +16,7 @@ pub mod error;
 pub mod hash;
 pub mod journal;
 pub mod pipeline;
+pub mod status;
 pub mod time;
 
 pub use bundle::{
@@ -33,5 +34,6 @@ pub use journal::{
     journal_dir_for, list_journals, read_journal, JournalContents, JournalError, JournalHeader,
     JournalRecord, JournalWriter, QuantumStatus, WrittenOutput,
 };
+pub use status::{fold_journals, CampaignProgress, QuantumProgress, QuantumState};
 pub use time::now_rfc3339;
 pub use uuid::Uuid;
