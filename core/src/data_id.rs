@@ -195,9 +195,44 @@ impl DataId {
     /// An unambiguous text key (a JSON array of the values in key order),
     /// used for uniqueness in the registry.
     pub fn canonical_key(&self) -> String {
-        let values: Vec<&DataIdValue> = self.entries.iter().map(|(_, v)| v).collect();
-        serde_json::to_string(&values).expect("data ID values serialize")
+        use std::fmt::Write;
+        // Hand-written rather than through serde_json: this runs once per
+        // dataset on the registry's bulk insert path.
+        let mut key = String::with_capacity(8 * self.entries.len() + 2);
+        key.push('[');
+        for (i, (_, v)) in self.entries.iter().enumerate() {
+            if i > 0 {
+                key.push(',');
+            }
+            match v {
+                DataIdValue::Int(n) => {
+                    let _ = write!(key, "{n}");
+                }
+                DataIdValue::Str(s) => {
+                    let _ = serde_json::to_writer(string_sink(&mut key), s);
+                }
+            }
+        }
+        key.push(']');
+        key
     }
+}
+
+/// Adapts a `String` as an `io::Write` sink for serde_json, which only ever
+/// writes valid UTF-8.
+fn string_sink(s: &mut String) -> impl std::io::Write + '_ {
+    struct W<'a>(&'a mut String);
+    impl std::io::Write for W<'_> {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            let text = std::str::from_utf8(buf).map_err(std::io::Error::other)?;
+            self.0.push_str(text);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    W(s)
 }
 
 impl fmt::Display for DataId {

@@ -5,7 +5,7 @@ use quanta_core::{
     validate_storage_class, CollectionType, DataId, DataIdValue, DatasetRef, DatasetType,
     DimensionGroup, Uuid,
 };
-use rusqlite::types::Value as SqlValue;
+use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::OptionalExtension;
 use serde::{Deserialize, Serialize};
 
@@ -65,10 +65,17 @@ pub(crate) fn uuid_from_blob(bytes: Vec<u8>) -> rusqlite::Result<Uuid> {
     })
 }
 
-pub(crate) fn data_id_value_to_sql(v: &DataIdValue) -> SqlValue {
+pub(crate) fn data_id_value_to_sql(v: &DataIdValue) -> rusqlite::types::Value {
     match v {
-        DataIdValue::Int(i) => SqlValue::Integer(*i),
-        DataIdValue::Str(s) => SqlValue::Text(s.clone()),
+        DataIdValue::Int(i) => rusqlite::types::Value::Integer(*i),
+        DataIdValue::Str(s) => rusqlite::types::Value::Text(s.clone()),
+    }
+}
+
+pub(crate) fn data_id_value_ref(v: &DataIdValue) -> ToSqlOutput<'_> {
+    match v {
+        DataIdValue::Int(i) => ToSqlOutput::Borrowed(ValueRef::Integer(*i)),
+        DataIdValue::Str(s) => ToSqlOutput::Borrowed(ValueRef::Text(s.as_bytes())),
     }
 }
 
@@ -137,8 +144,13 @@ impl Registry {
     }
 
     /// Inserts datasets of one type into a RUN, with their datastore records,
-    /// in one transaction (all or nothing). Data IDs are standardized and
-    /// checked against the dimension records through foreign keys.
+    /// in one transaction (all or nothing).
+    ///
+    /// This is the hot write path of ingest and merge, so it checks the
+    /// dimension records of the data IDs set-wise (one lookup per distinct
+    /// exposure, detector, … instead of foreign-key lookups per row) and then
+    /// inserts with per-row foreign-key enforcement off; every other write
+    /// keeps SQLite's foreign keys on.
     pub fn insert_datasets(
         &mut self,
         run: &str,
@@ -149,9 +161,13 @@ impl Registry {
         let run_record = self.collection_of_type(run, CollectionType::Run)?;
         let dt = self.dataset_type_required(dataset_type)?;
         let type_id = self.dataset_type_id(dataset_type)?;
-        let universe = self.universe.clone();
-        let now = quanta_core_now();
-        let dims = dt.dimensions.names.clone();
+        let data_ids = datasets
+            .iter()
+            .map(|d| d.data_id.standardize(&dt.dimensions, &self.universe))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        self.check_dimension_records(&dt, &data_ids)?;
+        let now = quanta_core::now_rfc3339();
+        let dims = &dt.dimensions.names;
         let skip = on_conflict == OnConflict::SkipExistingId;
         let insert_sql = format!(
             "INSERT INTO dataset (id, dataset_type_id, run_id, data_id, ingest_date{}) VALUES (?, ?, ?, ?, ?{}){}",
@@ -163,42 +179,87 @@ impl Registry {
             "INSERT INTO datastore_record (dataset_id, path, formatter, size, checksum) VALUES (?1, ?2, ?3, ?4, ?5){}",
             if skip { " ON CONFLICT (dataset_id) DO NOTHING" } else { "" }
         );
-        let tx = self.conn.transaction()?;
-        let mut stats = InsertStats::default();
-        {
-            let mut insert = tx.prepare(&insert_sql)?;
-            let mut insert_record = tx.prepare(&record_sql)?;
-            let mut params: Vec<SqlValue> = Vec::with_capacity(5 + dims.len());
-            for dataset in datasets {
-                let data_id = dataset.data_id.standardize(&dt.dimensions, &universe)?;
-                params.clear();
-                params.push(SqlValue::Blob(dataset.id.as_bytes().to_vec()));
-                params.push(SqlValue::Integer(type_id));
-                params.push(SqlValue::Integer(run_record.id));
-                params.push(SqlValue::Text(data_id.canonical_key()));
-                params.push(SqlValue::Text(now.clone()));
-                params.extend(data_id.iter().map(|(_, v)| data_id_value_to_sql(v)));
-                let changed = insert
-                    .execute(rusqlite::params_from_iter(params.iter()))
-                    .map_err(|e| explain_dataset_insert(e, dataset_type, &data_id, run))?;
-                if changed == 0 {
-                    stats.skipped += 1;
-                } else {
-                    stats.inserted += 1;
-                }
-                if let Some(stored) = &dataset.stored {
-                    insert_record.execute((
-                        dataset.id.as_bytes().as_slice(),
-                        &stored.path,
-                        &stored.formatter,
-                        stored.size as i64,
-                        &stored.checksum,
-                    ))?;
+        self.conn.pragma_update(None, "foreign_keys", "OFF")?;
+        let result = (|| -> Result<InsertStats> {
+            let tx = self.conn.transaction()?;
+            let mut stats = InsertStats::default();
+            {
+                let mut insert = tx.prepare(&insert_sql)?;
+                let mut insert_record = tx.prepare(&record_sql)?;
+                for (dataset, data_id) in datasets.iter().zip(&data_ids) {
+                    let key = data_id.canonical_key();
+                    let mut params: Vec<ToSqlOutput<'_>> = Vec::with_capacity(5 + dims.len());
+                    params.push(ToSqlOutput::Borrowed(ValueRef::Blob(dataset.id.as_bytes())));
+                    params.push(ToSqlOutput::Borrowed(ValueRef::Integer(type_id)));
+                    params.push(ToSqlOutput::Borrowed(ValueRef::Integer(run_record.id)));
+                    params.push(ToSqlOutput::Borrowed(ValueRef::Text(key.as_bytes())));
+                    params.push(ToSqlOutput::Borrowed(ValueRef::Text(now.as_bytes())));
+                    params.extend(data_id.iter().map(|(_, v)| data_id_value_ref(v)));
+                    let changed = insert
+                        .execute(rusqlite::params_from_iter(params.iter()))
+                        .map_err(|e| explain_dataset_insert(e, dataset_type, data_id, run))?;
+                    if changed == 0 {
+                        stats.skipped += 1;
+                    } else {
+                        stats.inserted += 1;
+                    }
+                    if let Some(stored) = &dataset.stored {
+                        insert_record.execute((
+                            dataset.id.as_bytes().as_slice(),
+                            &stored.path,
+                            &stored.formatter,
+                            stored.size as i64,
+                            &stored.checksum,
+                        ))?;
+                    }
                 }
             }
+            tx.commit()?;
+            Ok(stats)
+        })();
+        self.conn.pragma_update(None, "foreign_keys", "ON")?;
+        result
+    }
+
+    /// Checks that every dimension record the data IDs refer to exists: one
+    /// lookup per distinct key, with an error naming the first data ID whose
+    /// record is missing.
+    fn check_dimension_records(&self, dt: &DatasetType, data_ids: &[DataId]) -> Result<()> {
+        for dim in dt.dimensions.iter() {
+            let element = self.universe.dimension(dim)?;
+            let Some(key) = element.key.as_ref().filter(|_| element.has_records) else {
+                continue;
+            };
+            let mut columns: Vec<&str> = element.required_closure.iter().map(String::as_str).collect();
+            let mut sql_columns: Vec<String> = columns.iter().map(|c| format!("{} = ?", quote(c))).collect();
+            sql_columns.push(format!("{} = ?", quote(&key.name)));
+            columns.push(dim);
+            let sql = format!("SELECT 1 FROM {} WHERE {}", quote(dim), sql_columns.join(" AND "));
+            let mut stmt = self.conn.prepare_cached(&sql)?;
+            // Batches are usually sorted, so most rows repeat the previous
+            // key; the set catches the rest.
+            let mut seen: std::collections::HashSet<Vec<&DataIdValue>> = std::collections::HashSet::new();
+            let mut previous: Vec<&DataIdValue> = Vec::new();
+            for data_id in data_ids {
+                let values: Vec<&DataIdValue> = columns
+                    .iter()
+                    .map(|c| data_id.get(c).expect("standardized data IDs hold every required dimension"))
+                    .collect();
+                if values == previous || seen.contains(&values) {
+                    continue;
+                }
+                previous.clone_from(&values);
+                let params: Vec<ToSqlOutput<'_>> = values.iter().map(|v| data_id_value_ref(v)).collect();
+                if !stmt.exists(rusqlite::params_from_iter(params.iter()))? {
+                    return Err(RegistryError::Conflict(format!(
+                        "{} {data_id}: the {dim} record does not exist (insert it with `quanta dimensions insert`)",
+                        dt.name
+                    )));
+                }
+                seen.insert(values);
+            }
         }
-        tx.commit()?;
-        Ok(stats)
+        Ok(())
     }
 
     /// Adds existing datasets to a TAGGED collection.
@@ -420,12 +481,4 @@ fn explain_dataset_insert(e: rusqlite::Error, dataset_type: &str, data_id: &Data
     } else {
         e.into()
     }
-}
-
-fn quanta_core_now() -> String {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    secs.to_string()
 }

@@ -41,6 +41,9 @@ impl Registry {
             )));
         }
         let mut conn = Connection::open(path)?;
+        // Larger pages mean shallower B-trees for the big dataset tables;
+        // only effective before the first table is created.
+        conn.pragma_update(None, "page_size", 8192)?;
         tune(&conn)?;
         conn.pragma_update(None, "application_id", APPLICATION_ID)?;
         let tx = conn.transaction()?;
