@@ -154,7 +154,9 @@ impl Butler {
         run: &str,
     ) -> Result<DatasetRef, ButlerError> {
         let (dataset_ref, storage_class) = self.new_ref(dataset_type, data_id, run)?;
-        let info = self.datastore.write(&dataset_ref, &storage_class, obj, false)?;
+        let info = self
+            .datastore
+            .write(&dataset_ref, &storage_class, obj, false)?;
         self.register(dataset_ref, info)
     }
 
@@ -177,9 +179,71 @@ impl Butler {
         self.register(dataset_ref, info)
     }
 
-    fn new_ref(&self, dataset_type: &str, data_id: &DataId, run: &str) -> Result<(DatasetRef, String), ButlerError> {
+    /// Stores many `Json` datasets of one type into a RUN: every file is
+    /// written, then all are registered in one transaction; if anything
+    /// fails, the files written are removed again.
+    pub fn put_json_many<T: Serialize>(
+        &mut self,
+        items: &[(DataId, T)],
+        dataset_type: &str,
+        run: &str,
+    ) -> Result<Vec<DatasetRef>, ButlerError> {
+        let mut refs = Vec::with_capacity(items.len());
+        let mut new = Vec::with_capacity(items.len());
+        let mut failure = None;
+        for (data_id, obj) in items {
+            let written =
+                self.new_ref(dataset_type, data_id, run)
+                    .and_then(|(r, storage_class)| {
+                        if storage_class != "Json" {
+                            return Err(ButlerError::Invalid(format!(
+                                "{dataset_type} has storage class {storage_class}, not Json"
+                            )));
+                        }
+                        let info = self.datastore.put_json(&r, obj, false)?;
+                        Ok((r, info))
+                    });
+            match written {
+                Ok((r, info)) => {
+                    new.push(NewDataset {
+                        id: r.id,
+                        data_id: r.data_id.clone(),
+                        stored: Some(to_record(&info)),
+                    });
+                    refs.push(r);
+                }
+                Err(e) => {
+                    failure = Some(e);
+                    break;
+                }
+            }
+        }
+        if failure.is_none() {
+            match self
+                .registry
+                .insert_datasets(run, dataset_type, &new, OnConflict::Fail)
+            {
+                Ok(_) => return Ok(refs),
+                Err(e) => failure = Some(e.into()),
+            }
+        }
+        for written in &new {
+            if let Some(stored) = &written.stored {
+                let _ = self.datastore.remove(&stored.path);
+            }
+        }
+        Err(failure.expect("set on every failure path"))
+    }
+
+    fn new_ref(
+        &self,
+        dataset_type: &str,
+        data_id: &DataId,
+        run: &str,
+    ) -> Result<(DatasetRef, String), ButlerError> {
         let dt = self.registry.dataset_type_required(dataset_type)?;
-        self.registry.collection_of_type(run, quanta_core::CollectionType::Run)?;
+        self.registry
+            .collection_of_type(run, quanta_core::CollectionType::Run)?;
         let data_id = data_id.standardize(&dt.dimensions, self.universe())?;
         Ok((
             DatasetRef {
@@ -192,16 +256,22 @@ impl Butler {
         ))
     }
 
-    fn register(&mut self, dataset_ref: DatasetRef, info: StoredFileInfo) -> Result<DatasetRef, ButlerError> {
+    fn register(
+        &mut self,
+        dataset_ref: DatasetRef,
+        info: StoredFileInfo,
+    ) -> Result<DatasetRef, ButlerError> {
         let new = NewDataset {
             id: dataset_ref.id,
             data_id: dataset_ref.data_id.clone(),
             stored: Some(to_record(&info)),
         };
-        if let Err(e) = self
-            .registry
-            .insert_datasets(&dataset_ref.run, &dataset_ref.dataset_type, &[new], OnConflict::Fail)
-        {
+        if let Err(e) = self.registry.insert_datasets(
+            &dataset_ref.run,
+            &dataset_ref.dataset_type,
+            &[new],
+            OnConflict::Fail,
+        ) {
             let _ = self.datastore.remove(&info.path);
             return Err(e.into());
         }
@@ -225,11 +295,9 @@ impl Butler {
     }
 
     fn stored(found: &FoundDataset) -> Result<StoredFileInfo, ButlerError> {
-        found
-            .stored
-            .as_ref()
-            .map(to_info)
-            .ok_or_else(|| ButlerError::Invalid(format!("{} has no stored file", found.dataset_ref)))
+        found.stored.as_ref().map(to_info).ok_or_else(|| {
+            ButlerError::Invalid(format!("{} has no stored file", found.dataset_ref))
+        })
     }
 
     /// Reads a dataset back through its formatter.
@@ -277,12 +345,14 @@ impl Butler {
         mode: TransferMode,
     ) -> Result<Vec<DatasetRef>, ButlerError> {
         let dt = self.registry.dataset_type_required(dataset_type)?;
-        self.registry.collection_of_type(run, quanta_core::CollectionType::Run)?;
+        self.registry
+            .collection_of_type(run, quanta_core::CollectionType::Run)?;
         let mut refs = Vec::with_capacity(items.len());
         for item in items {
-            let data_id = item.data_id.standardize(&dt.dimensions, self.universe()).map_err(|e| {
-                ButlerError::Invalid(format!("{}: {e}", item.path.display()))
-            })?;
+            let data_id = item
+                .data_id
+                .standardize(&dt.dimensions, self.universe())
+                .map_err(|e| ButlerError::Invalid(format!("{}: {e}", item.path.display())))?;
             refs.push(DatasetRef {
                 id: Uuid::now_v7(),
                 dataset_type: dataset_type.to_string(),
@@ -293,7 +363,10 @@ impl Butler {
         let mut transferred: Vec<(usize, StoredFileInfo)> = Vec::with_capacity(items.len());
         let mut failure = None;
         for (i, (item, r)) in items.iter().zip(&refs).enumerate() {
-            match self.datastore.ingest(&item.path, r, &dt.storage_class, mode, false) {
+            match self
+                .datastore
+                .ingest(&item.path, r, &dt.storage_class, mode, false)
+            {
                 Ok(info) => transferred.push((i, info)),
                 Err(e) => {
                     failure = Some(ButlerError::from(e));
@@ -310,7 +383,10 @@ impl Butler {
                     stored: Some(to_record(info)),
                 })
                 .collect();
-            match self.registry.insert_datasets(run, dataset_type, &new, OnConflict::Fail) {
+            match self
+                .registry
+                .insert_datasets(run, dataset_type, &new, OnConflict::Fail)
+            {
                 Ok(_) => return Ok(refs),
                 Err(e) => failure = Some(e.into()),
             }
@@ -332,7 +408,10 @@ impl Butler {
         };
         if !restored {
             if let Err(e) = self.datastore.remove(&info.path) {
-                tracing::warn!("could not remove {} after a failed ingest: {e}", dest.display());
+                tracing::warn!(
+                    "could not remove {} after a failed ingest: {e}",
+                    dest.display()
+                );
             }
         }
     }

@@ -4,7 +4,12 @@
 //! Exit codes: 0 success, 1 a failure of the work (some quanta failed, some
 //! files did not verify), 2 bad input or usage.
 
+mod batch_cmds;
+mod demo;
+mod exec_cmds;
+mod merge_cmds;
 mod output;
+mod preflight_cmds;
 mod repo_cmds;
 
 use std::path::PathBuf;
@@ -13,7 +18,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "quanta", version, about = "Batch execution of astronomy pipelines on a Gen3-Butler-style data repository")]
+#[command(
+    name = "quanta",
+    version,
+    about = "Batch execution of astronomy pipelines on a Gen3-Butler-style data repository"
+)]
 struct Cli {
     /// More log output (-v info, -vv debug, -vvv trace); RUST_LOG overrides.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
@@ -24,6 +33,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// The whole flow on an embedded default: a temp repo, the reference workload, preflight, run, merge.
+    Demo(demo::DemoArgs),
     /// Create or inspect repositories.
     #[command(subcommand)]
     Repo(repo_cmds::RepoCommand),
@@ -53,6 +64,29 @@ enum Command {
     },
     /// Read a dataset back and print it (JSON datasets) or write its bytes.
     Get(repo_cmds::GetArgs),
+    /// Build the quantum graph of a pipeline and write it as a bundle.
+    Preflight(preflight_cmds::PreflightArgs),
+    /// Inspect a bundle: show (verifies it), dot.
+    #[command(subcommand)]
+    Bundle(preflight_cmds::BundleCommand),
+    /// Execute a whole bundle on this machine (resumable).
+    Run(exec_cmds::RunArgs),
+    /// Execute one batch job's quanta of a bundle (a cluster or a list).
+    Worker(exec_cmds::WorkerArgs),
+    /// Fold a bundle's journals into the registry: verify outputs, register datasets and provenance.
+    Merge(merge_cmds::MergeArgs),
+    /// Per-task progress of a bundle from its journals alone (no database).
+    Status(merge_cmds::StatusArgs),
+    /// The quanta and inputs a dataset came from (or, with --downstream, what was made from it).
+    Provenance(merge_cmds::ProvenanceArgs),
+    /// Per-task counts, timing and failures of a merged RUN.
+    Report(merge_cmds::ReportArgs),
+    /// Submit a bundle's clusters to a batch system (Slurm job arrays + a final merge job).
+    Submit(batch_cmds::SubmitArgs),
+    /// Cancel every batch job of a bundle's submission.
+    Cancel(batch_cmds::CancelArgs),
+    /// Resubmit what has not succeeded (more memory after out-of-memory; deterministic failures stay).
+    Restart(batch_cmds::RestartArgs),
 }
 
 fn init_logging(verbose: u8) {
@@ -77,13 +111,16 @@ fn main() -> ExitCode {
         Err(e) => {
             let _ = e.print();
             return match e.kind() {
-                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => ExitCode::SUCCESS,
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => {
+                    ExitCode::SUCCESS
+                }
                 _ => ExitCode::from(2),
             };
         }
     };
     init_logging(cli.verbose);
     let result = match cli.command {
+        Command::Demo(args) => demo::demo(args),
         Command::Repo(cmd) => repo_cmds::repo(cmd),
         Command::Dimensions(cmd) => repo_cmds::dimensions(cmd),
         Command::DatasetType(cmd) => repo_cmds::dataset_type(cmd),
@@ -93,6 +130,17 @@ fn main() -> ExitCode {
         Command::QueryDataIds(args) => repo_cmds::query_data_ids(args),
         Command::Sql { repo, query, json } => repo_cmds::sql(&repo, &query, json),
         Command::Get(args) => repo_cmds::get(args),
+        Command::Preflight(args) => preflight_cmds::preflight(args),
+        Command::Bundle(cmd) => preflight_cmds::bundle(cmd),
+        Command::Run(args) => exec_cmds::run(args),
+        Command::Worker(args) => exec_cmds::worker(args),
+        Command::Merge(args) => merge_cmds::merge(args),
+        Command::Status(args) => merge_cmds::status(args),
+        Command::Provenance(args) => merge_cmds::provenance(args),
+        Command::Report(args) => merge_cmds::report(args),
+        Command::Submit(args) => batch_cmds::submit(args),
+        Command::Cancel(args) => batch_cmds::cancel(args),
+        Command::Restart(args) => batch_cmds::restart(args),
     };
     match result {
         Ok(code) => code,

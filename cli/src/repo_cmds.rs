@@ -187,7 +187,8 @@ pub fn repo(cmd: RepoCommand) -> Result<ExitCode> {
                 Some(path) => {
                     let text = std::fs::read_to_string(&path)
                         .with_context(|| format!("reading {}", path.display()))?;
-                    DimensionUniverse::from_yaml(&text).with_context(|| path.display().to_string())?
+                    DimensionUniverse::from_yaml(&text)
+                        .with_context(|| path.display().to_string())?
                 }
                 None => DimensionUniverse::default_universe(),
             };
@@ -211,11 +212,19 @@ pub fn repo(cmd: RepoCommand) -> Result<ExitCode> {
 }
 
 pub fn dimensions(cmd: DimensionsCommand) -> Result<ExitCode> {
-    let DimensionsCommand::Insert { repo, file, element } = cmd;
+    let DimensionsCommand::Insert {
+        repo,
+        file,
+        element,
+    } = cmd;
     let mut butler = Butler::open(&repo)?;
-    let text = std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
+    let text =
+        std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
     let source = file.display().to_string();
-    let is_csv = element.is_some() || file.extension().is_some_and(|e| e.eq_ignore_ascii_case("csv"));
+    let is_csv = element.is_some()
+        || file
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("csv"));
     let records = if is_csv {
         let Some(element) = element else {
             bail!("{source}: a CSV file holds records of one element; say which with --element");
@@ -254,7 +263,14 @@ pub fn dataset_type(cmd: DatasetTypeCommand) -> Result<ExitCode> {
                 is_calibration: calibration,
             };
             let created = butler.registry_mut().register_dataset_type(&dt)?;
-            println!("{} dataset type {dt}", if created { "registered" } else { "already registered:" });
+            println!(
+                "{} dataset type {dt}",
+                if created {
+                    "registered"
+                } else {
+                    "already registered:"
+                }
+            );
         }
         DatasetTypeCommand::List { repo, json } => {
             let butler = Butler::open_read_only(&repo)?;
@@ -269,11 +285,18 @@ pub fn dataset_type(cmd: DatasetTypeCommand) -> Result<ExitCode> {
                             t.name.clone(),
                             t.dimensions.to_string(),
                             t.storage_class.clone(),
-                            if t.is_calibration { "yes".into() } else { String::new() },
+                            if t.is_calibration {
+                                "yes".into()
+                            } else {
+                                String::new()
+                            },
                         ]
                     })
                     .collect();
-                print_table(&["name", "dimensions", "storage class", "calibration"], &rows);
+                print_table(
+                    &["name", "dimensions", "storage class", "calibration"],
+                    &rows,
+                );
             }
         }
     }
@@ -282,7 +305,8 @@ pub fn dataset_type(cmd: DatasetTypeCommand) -> Result<ExitCode> {
 
 /// Reads an ingest manifest: CSV with a `path,dim,...` header or JSON lines.
 fn read_manifest(path: &Path, universe: &DimensionUniverse) -> Result<Vec<IngestItem>> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let base = path.parent().unwrap_or(Path::new("."));
     let resolve = |p: &str| -> PathBuf {
         let p = PathBuf::from(p);
@@ -305,15 +329,17 @@ fn read_manifest(path: &Path, universe: &DimensionUniverse) -> Result<Vec<Ingest
             if line.trim().is_empty() {
                 continue;
             }
-            let parsed: Line = serde_json::from_str(line)
-                .with_context(|| format!("{shown}: line {}", i + 1))?;
+            let parsed: Line =
+                serde_json::from_str(line).with_context(|| format!("{shown}: line {}", i + 1))?;
             items.push(IngestItem {
                 path: resolve(&parsed.path),
                 data_id: parsed.data_id,
             });
         }
     } else {
-        let mut reader = csv::ReaderBuilder::new().trim(csv::Trim::All).from_reader(text.as_bytes());
+        let mut reader = csv::ReaderBuilder::new()
+            .trim(csv::Trim::All)
+            .from_reader(text.as_bytes());
         let header: Vec<String> = reader.headers()?.iter().map(str::to_string).collect();
         if header.first().map(String::as_str) != Some("path") {
             bail!("{shown}: line 1: the first column must be `path`, then dimension names");
@@ -323,15 +349,21 @@ fn read_manifest(path: &Path, universe: &DimensionUniverse) -> Result<Vec<Ingest
             let dim = universe
                 .dimension(name)
                 .with_context(|| format!("{shown}: line 1, column {}", col + 1))?;
-            types.push(dim.key.as_ref().map(|k| k.field_type).unwrap_or(quanta_core::FieldType::String));
+            types.push(
+                dim.key
+                    .as_ref()
+                    .map(|k| k.field_type)
+                    .unwrap_or(quanta_core::FieldType::String),
+            );
         }
         for (i, row) in reader.records().enumerate() {
             let line = i + 2;
             let row = row.with_context(|| format!("{shown}: line {line}"))?;
             let mut data_id = DataId::empty();
             for (col, cell) in row.iter().enumerate().skip(1) {
-                let value = DataIdValue::parse_typed(cell, types[col - 1])
-                    .map_err(|e| anyhow::anyhow!("{shown}: line {line}, column {}: {e}", col + 1))?;
+                let value = DataIdValue::parse_typed(cell, types[col - 1]).map_err(|e| {
+                    anyhow::anyhow!("{shown}: line {line}, column {}: {e}", col + 1)
+                })?;
                 data_id.insert(header[col].clone(), value);
             }
             items.push(IngestItem {
@@ -355,7 +387,12 @@ pub fn ingest(args: IngestArgs) -> Result<ExitCode> {
         _ => bail!("give either FILE with --data-id, or --manifest FILE"),
     };
     let refs = butler.ingest(&args.run, &args.dataset_type, &items, mode)?;
-    println!("ingested {} {} datasets into {}", refs.len(), args.dataset_type, args.run);
+    println!(
+        "ingested {} {} datasets into {}",
+        refs.len(),
+        args.dataset_type,
+        args.run
+    );
     Ok(ExitCode::SUCCESS)
 }
 
@@ -373,20 +410,42 @@ pub fn collection(cmd: CollectionCommand) -> Result<ExitCode> {
         } => {
             let t: CollectionType = collection_type.parse()?;
             let mut butler = Butler::open(&repo)?;
-            let created = butler.registry_mut().register_collection(&name, t, doc.as_deref())?;
-            println!("{} {t} collection {name}", if created { "created" } else { "already exists:" });
+            let created = butler
+                .registry_mut()
+                .register_collection(&name, t, doc.as_deref())?;
+            println!(
+                "{} {t} collection {name}",
+                if created {
+                    "created"
+                } else {
+                    "already exists:"
+                }
+            );
         }
-        CollectionCommand::Chain { repo, parent, children } => {
+        CollectionCommand::Chain {
+            repo,
+            parent,
+            children,
+        } => {
             let mut butler = Butler::open(&repo)?;
             butler
                 .registry_mut()
                 .register_collection(&parent, CollectionType::Chained, None)?;
-            butler.registry_mut().set_collection_chain(&parent, &children)?;
+            butler
+                .registry_mut()
+                .set_collection_chain(&parent, &children)?;
             println!("{parent} → {}", children.join(", "));
         }
-        CollectionCommand::Tag { repo, collection, ids } => {
+        CollectionCommand::Tag {
+            repo,
+            collection,
+            ids,
+        } => {
             let mut butler = Butler::open(&repo)?;
-            let ids = ids.iter().map(|s| parse_uuid(s)).collect::<Result<Vec<_>>>()?;
+            let ids = ids
+                .iter()
+                .map(|s| parse_uuid(s))
+                .collect::<Result<Vec<_>>>()?;
             let n = butler.registry_mut().associate(&collection, &ids)?;
             println!("tagged {n} datasets into {collection}");
         }
@@ -398,7 +457,10 @@ pub fn collection(cmd: CollectionCommand) -> Result<ExitCode> {
             ids,
         } => {
             let mut butler = Butler::open(&repo)?;
-            let ids = ids.iter().map(|s| parse_uuid(s)).collect::<Result<Vec<_>>>()?;
+            let ids = ids
+                .iter()
+                .map(|s| parse_uuid(s))
+                .collect::<Result<Vec<_>>>()?;
             butler.registry_mut().certify(
                 &collection,
                 &ids,
@@ -415,7 +477,13 @@ pub fn collection(cmd: CollectionCommand) -> Result<ExitCode> {
             } else {
                 let rows: Vec<Vec<String>> = collections
                     .iter()
-                    .map(|c| vec![c.name.clone(), c.collection_type.to_string(), c.children.join(", ")])
+                    .map(|c| {
+                        vec![
+                            c.name.clone(),
+                            c.collection_type.to_string(),
+                            c.children.join(", "),
+                        ]
+                    })
                     .collect();
                 print_table(&["name", "type", "children"], &rows);
             }
@@ -454,7 +522,8 @@ pub fn query_datasets(args: QueryDatasetsArgs) -> Result<ExitCode> {
         !args.all,
     )?;
     found.sort_by(|a, b| {
-        (&a.dataset_ref.dataset_type, &a.dataset_ref.data_id).cmp(&(&b.dataset_ref.dataset_type, &b.dataset_ref.data_id))
+        (&a.dataset_ref.dataset_type, &a.dataset_ref.data_id)
+            .cmp(&(&b.dataset_ref.dataset_type, &b.dataset_ref.data_id))
     });
     if args.json {
         print_json(&found)?;
@@ -467,7 +536,10 @@ pub fn query_datasets(args: QueryDatasetsArgs) -> Result<ExitCode> {
                     f.dataset_ref.run.clone(),
                     f.dataset_ref.id.to_string(),
                     f.dataset_ref.data_id.to_string(),
-                    f.stored.as_ref().map(|s| s.path.clone()).unwrap_or_default(),
+                    f.stored
+                        .as_ref()
+                        .map(|s| s.path.clone())
+                        .unwrap_or_default(),
                 ]
             })
             .collect();
@@ -488,7 +560,13 @@ pub fn query_data_ids(args: QueryDataIdsArgs) -> Result<ExitCode> {
         let header: Vec<String> = ids
             .first()
             .map(|d| d.keys().map(str::to_string).collect())
-            .unwrap_or_else(|| butler.universe().conform(&args.dimensions).map(|g| g.names).unwrap_or_default());
+            .unwrap_or_else(|| {
+                butler
+                    .universe()
+                    .conform(&args.dimensions)
+                    .map(|g| g.names)
+                    .unwrap_or_default()
+            });
         let rows: Vec<Vec<String>> = ids
             .iter()
             .map(|d| d.iter().map(|(_, v)| v.to_string()).collect())
@@ -538,7 +616,10 @@ pub fn get(args: GetArgs) -> Result<ExitCode> {
     match butler.get(&args.dataset_type, &data_id, &args.collections)? {
         InMemoryDataset::Json(v) => print_json(&v)?,
         InMemoryDataset::Bytes(b) => println!("{} bytes (use --output FILE to save them)", b.len()),
-        other => println!("a {} dataset (use --output FILE to save its bytes)", other.kind()),
+        other => println!(
+            "a {} dataset (use --output FILE to save its bytes)",
+            other.kind()
+        ),
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -12,7 +12,14 @@ fn json(text: &str) -> Value {
 
 fn count_rows(repo: &str, sql: &str) -> i64 {
     let out = json(&ok(&["sql", repo, sql, "--json"]));
-    out[0].as_object().unwrap().values().next().unwrap().as_i64().unwrap()
+    out[0]
+        .as_object()
+        .unwrap()
+        .values()
+        .next()
+        .unwrap()
+        .as_i64()
+        .unwrap()
 }
 
 #[test]
@@ -21,7 +28,13 @@ fn reference_repo_query_and_get_back() {
     let repo = make_reference_repo(dir.path(), 10, 10);
     let repo_s = repo.to_str().unwrap();
 
-    let all = json(&ok(&["query-datasets", repo_s, "--collections", "Cam/raw", "--json"]));
+    let all = json(&ok(&[
+        "query-datasets",
+        repo_s,
+        "--collections",
+        "Cam/raw",
+        "--json",
+    ]));
     assert_eq!(all.as_array().unwrap().len(), 100);
 
     let some = json(&ok(&[
@@ -99,10 +112,25 @@ fn where_clause_errors_are_clear_and_harmless() {
     let dir = tempfile::tempdir().unwrap();
     let repo = make_reference_repo(dir.path(), 3, 3);
     let repo_s = repo.to_str().unwrap();
-    let query = |expr: &str| fails_with(2, &["query-datasets", repo_s, "--collections", "Cam/raw", "--where", expr]);
+    let query = |expr: &str| {
+        fails_with(
+            2,
+            &[
+                "query-datasets",
+                repo_s,
+                "--collections",
+                "Cam/raw",
+                "--where",
+                expr,
+            ],
+        )
+    };
 
     let unknown = query("exposre = 3");
-    assert!(unknown.contains("exposre") && unknown.contains("column 1"), "{unknown}");
+    assert!(
+        unknown.contains("exposre") && unknown.contains("column 1"),
+        "{unknown}"
+    );
 
     let syntax = query("exposure IN (1, 2");
     assert!(syntax.contains("column"), "{syntax}");
@@ -144,7 +172,10 @@ fn sql_is_read_only() {
     }
     assert!(!std::path::Path::new("/tmp/quanta-attack.db").exists());
     assert_eq!(count_rows(repo_s, "SELECT count(*) FROM dataset"), 4);
-    assert_eq!(count_rows(repo_s, "SELECT count(*) FROM collection WHERE name = 'x'"), 0);
+    assert_eq!(
+        count_rows(repo_s, "SELECT count(*) FROM collection WHERE name = 'x'"),
+        0
+    );
 }
 
 #[test]
@@ -160,18 +191,47 @@ fn dimension_records_are_all_or_nothing() {
     )
     .unwrap();
     let err = fails_with(2, &["dimensions", "insert", repo_s, bad.to_str().unwrap()]);
-    assert!(err.contains("physical_filter") && err.contains("Cam-x") && err.contains("exposure record #1"), "{err}");
-    assert_eq!(count_rows(repo_s, "SELECT count(*) FROM detector"), 2, "detector 50 must not be inserted");
+    assert!(
+        err.contains("physical_filter")
+            && err.contains("Cam-x")
+            && err.contains("exposure record #1"),
+        "{err}"
+    );
+    assert_eq!(
+        count_rows(repo_s, "SELECT count(*) FROM detector"),
+        2,
+        "detector 50 must not be inserted"
+    );
 
     let dup = dir.path().join("dup.csv");
     std::fs::write(&dup, "instrument,id,full_name\nCam,9,D009\nCam,1,D001\n").unwrap();
-    let err = fails_with(2, &["dimensions", "insert", repo_s, dup.to_str().unwrap(), "--element", "detector"]);
-    assert!(err.contains("already exists") && err.contains("D001"), "{err}");
+    let err = fails_with(
+        2,
+        &[
+            "dimensions",
+            "insert",
+            repo_s,
+            dup.to_str().unwrap(),
+            "--element",
+            "detector",
+        ],
+    );
+    assert!(
+        err.contains("already exists") && err.contains("D001"),
+        "{err}"
+    );
     assert_eq!(count_rows(repo_s, "SELECT count(*) FROM detector"), 2);
 
     let good = dir.path().join("good.csv");
     std::fs::write(&good, "instrument,id,full_name\nCam,9,D009\n").unwrap();
-    ok(&["dimensions", "insert", repo_s, good.to_str().unwrap(), "--element", "detector"]);
+    ok(&[
+        "dimensions",
+        "insert",
+        repo_s,
+        good.to_str().unwrap(),
+        "--element",
+        "detector",
+    ]);
     assert_eq!(count_rows(repo_s, "SELECT count(*) FROM detector"), 3);
 }
 
@@ -181,9 +241,22 @@ fn hostile_data_id_values_stay_inside_the_datastore() {
     let repo = make_reference_repo(dir.path(), 1, 1);
     let repo_s = repo.to_str().unwrap();
     let records = dir.path().join("evil.json");
-    std::fs::write(&records, r#"{"instrument": [{"name": "../../etc"}, {"name": "/abs/path"}]}"#).unwrap();
+    std::fs::write(
+        &records,
+        r#"{"instrument": [{"name": "../../etc"}, {"name": "/abs/path"}]}"#,
+    )
+    .unwrap();
     ok(&["dimensions", "insert", repo_s, records.to_str().unwrap()]);
-    ok(&["dataset-type", "register", repo_s, "blob", "--dimensions", "instrument", "--storage-class", "Bytes"]);
+    ok(&[
+        "dataset-type",
+        "register",
+        repo_s,
+        "blob",
+        "--dimensions",
+        "instrument",
+        "--storage-class",
+        "Bytes",
+    ]);
     let payload = dir.path().join("payload.bin");
     std::fs::write(&payload, b"\x00\x01secret").unwrap();
     for name in ["../../etc", "/abs/path"] {
@@ -199,13 +272,29 @@ fn hostile_data_id_values_stay_inside_the_datastore() {
             payload.to_str().unwrap(),
         ]);
     }
-    let found = json(&ok(&["query-datasets", repo_s, "--collections", "Cam/raw", "--dataset-type", "blob", "--json"]));
+    let found = json(&ok(&[
+        "query-datasets",
+        repo_s,
+        "--collections",
+        "Cam/raw",
+        "--dataset-type",
+        "blob",
+        "--json",
+    ]));
     let datastore = repo.join("datastore").canonicalize().unwrap();
     for d in found.as_array().unwrap() {
         let path = d["stored"]["path"].as_str().unwrap();
-        assert!(!path.split('/').any(|c| c == ".." || c.is_empty()), "{path}");
+        assert!(
+            !path.split('/').any(|c| c == ".." || c.is_empty()),
+            "{path}"
+        );
         let abs = datastore.join(path).canonicalize().unwrap();
-        assert!(abs.starts_with(&datastore), "{} escapes {}", abs.display(), datastore.display());
+        assert!(
+            abs.starts_with(&datastore),
+            "{} escapes {}",
+            abs.display(),
+            datastore.display()
+        );
     }
     assert!(!dir.path().join("etc").exists());
 }
@@ -228,12 +317,20 @@ fn corrupt_or_foreign_repos_are_refused() {
     let foreign = dir.path().join("foreign");
     std::fs::create_dir(&foreign).unwrap();
     let conn = rusqlite::Connection::open(foreign.join("registry.sqlite3")).unwrap();
-    conn.execute_batch("CREATE TABLE t (x); INSERT INTO t VALUES (1);").unwrap();
+    conn.execute_batch("CREATE TABLE t (x); INSERT INTO t VALUES (1);")
+        .unwrap();
     drop(conn);
     let err = fails_with(2, &["collection", "list", foreign.to_str().unwrap()]);
     assert!(err.contains("not one created by quanta"), "{err}");
     // A missing directory.
-    let err = fails_with(2, &["collection", "list", dir.path().join("nope").to_str().unwrap()]);
+    let err = fails_with(
+        2,
+        &[
+            "collection",
+            "list",
+            dir.path().join("nope").to_str().unwrap(),
+        ],
+    );
     assert!(err.contains("no such repo"), "{err}");
 }
 
@@ -242,7 +339,14 @@ fn collections_search_in_chain_order() {
     let dir = tempfile::tempdir().unwrap();
     let repo = make_reference_repo(dir.path(), 1, 2);
     let repo_s = repo.to_str().unwrap();
-    ok(&["collection", "create", repo_s, "u/alice/fix", "--type", "RUN"]);
+    ok(&[
+        "collection",
+        "create",
+        repo_s,
+        "u/alice/fix",
+        "--type",
+        "RUN",
+    ]);
     let fixed = dir.path().join("fixed.json");
     std::fs::write(&fixed, r#"{"fixed": true}"#).unwrap();
     ok(&[
@@ -256,12 +360,28 @@ fn collections_search_in_chain_order() {
         "instrument=Cam,exposure=0,detector=1",
         fixed.to_str().unwrap(),
     ]);
-    ok(&["collection", "chain", repo_s, "u/alice/chain", "u/alice/fix", "Cam/raw"]);
-    let found = json(&ok(&["query-datasets", repo_s, "--collections", "u/alice/chain", "--json"]));
+    ok(&[
+        "collection",
+        "chain",
+        repo_s,
+        "u/alice/chain",
+        "u/alice/fix",
+        "Cam/raw",
+    ]);
+    let found = json(&ok(&[
+        "query-datasets",
+        repo_s,
+        "--collections",
+        "u/alice/chain",
+        "--json",
+    ]));
     let found = found.as_array().unwrap();
     assert_eq!(found.len(), 2, "find-first keeps one per data ID");
     let runs: Vec<&str> = found.iter().map(|d| d["run"].as_str().unwrap()).collect();
-    assert!(runs.contains(&"u/alice/fix") && runs.contains(&"Cam/raw"), "{runs:?}");
+    assert!(
+        runs.contains(&"u/alice/fix") && runs.contains(&"Cam/raw"),
+        "{runs:?}"
+    );
     let value = json(&ok(&[
         "get",
         repo_s,
@@ -272,19 +392,35 @@ fn collections_search_in_chain_order() {
         "u/alice/chain",
     ]));
     assert_eq!(value, serde_json::json!({"fixed": true}));
-    let everything = json(&ok(&["query-datasets", repo_s, "--collections", "u/alice/chain", "--all", "--json"]));
+    let everything = json(&ok(&[
+        "query-datasets",
+        repo_s,
+        "--collections",
+        "u/alice/chain",
+        "--all",
+        "--json",
+    ]));
     assert_eq!(everything.as_array().unwrap().len(), 3);
 
     // A cycle is refused.
     ok(&["collection", "chain", repo_s, "outer", "u/alice/chain"]);
-    let err = fails_with(2, &["collection", "chain", repo_s, "u/alice/chain", "outer"]);
+    let err = fails_with(
+        2,
+        &["collection", "chain", repo_s, "u/alice/chain", "outer"],
+    );
     assert!(err.contains("cycle"), "{err}");
 
     // TAGGED collections hold chosen datasets.
     ok(&["collection", "create", repo_s, "best", "--type", "TAGGED"]);
     let id = found[0]["id"].as_str().unwrap();
     ok(&["collection", "tag", repo_s, "best", id]);
-    let tagged = json(&ok(&["query-datasets", repo_s, "--collections", "best", "--json"]));
+    let tagged = json(&ok(&[
+        "query-datasets",
+        repo_s,
+        "--collections",
+        "best",
+        "--json",
+    ]));
     assert_eq!(tagged.as_array().unwrap().len(), 1);
     assert_eq!(tagged[0]["id"].as_str().unwrap(), id);
 }
@@ -305,8 +441,22 @@ fn calibration_validity_ranges_do_not_overlap() {
         "Json",
         "--calibration",
     ]);
-    ok(&["collection", "create", repo_s, "Cam/calib/run", "--type", "RUN"]);
-    ok(&["collection", "create", repo_s, "Cam/calib", "--type", "CALIBRATION"]);
+    ok(&[
+        "collection",
+        "create",
+        repo_s,
+        "Cam/calib/run",
+        "--type",
+        "RUN",
+    ]);
+    ok(&[
+        "collection",
+        "create",
+        repo_s,
+        "Cam/calib",
+        "--type",
+        "CALIBRATION",
+    ]);
     let mut ids = Vec::new();
     for (i, run) in ["Cam/calib/run", "u/second"].iter().enumerate() {
         ok(&["collection", "create", repo_s, run, "--type", "RUN"]);
@@ -323,16 +473,61 @@ fn calibration_validity_ranges_do_not_overlap() {
             "instrument=Cam,detector=0",
             f.to_str().unwrap(),
         ]);
-        let found = json(&ok(&["query-datasets", repo_s, "--collections", run, "--dataset-type", "bias", "--json"]));
+        let found = json(&ok(&[
+            "query-datasets",
+            repo_s,
+            "--collections",
+            run,
+            "--dataset-type",
+            "bias",
+            "--json",
+        ]));
         ids.push(found[0]["id"].as_str().unwrap().to_string());
     }
-    ok(&["collection", "certify", repo_s, "Cam/calib", "--begin", "60000", "--end", "60100", &ids[0]]);
+    ok(&[
+        "collection",
+        "certify",
+        repo_s,
+        "Cam/calib",
+        "--begin",
+        "60000",
+        "--end",
+        "60100",
+        &ids[0],
+    ]);
     let err = fails_with(
         2,
-        &["collection", "certify", repo_s, "Cam/calib", "--begin", "60050", "--end", "60200", &ids[1]],
+        &[
+            "collection",
+            "certify",
+            repo_s,
+            "Cam/calib",
+            "--begin",
+            "60050",
+            "--end",
+            "60200",
+            &ids[1],
+        ],
     );
     assert!(err.contains("overlap"), "{err}");
-    ok(&["collection", "certify", repo_s, "Cam/calib", "--begin", "60100", "--end", "60200", &ids[1]]);
-    let all = json(&ok(&["query-datasets", repo_s, "--collections", "Cam/calib", "--all", "--json"]));
+    ok(&[
+        "collection",
+        "certify",
+        repo_s,
+        "Cam/calib",
+        "--begin",
+        "60100",
+        "--end",
+        "60200",
+        &ids[1],
+    ]);
+    let all = json(&ok(&[
+        "query-datasets",
+        repo_s,
+        "--collections",
+        "Cam/calib",
+        "--all",
+        "--json",
+    ]));
     assert_eq!(all.as_array().unwrap().len(), 2);
 }

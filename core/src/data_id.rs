@@ -108,7 +108,11 @@ impl DataId {
             })?;
             let k = k.trim();
             let dim = universe.dimension(k)?;
-            let t = dim.key.as_ref().map(|k| k.field_type).unwrap_or(FieldType::String);
+            let t = dim
+                .key
+                .as_ref()
+                .map(|k| k.field_type)
+                .unwrap_or(FieldType::String);
             let value = DataIdValue::parse_typed(v.trim(), t)
                 .map_err(|e| CoreError::BadDataId(format!("{k}: {e}")))?;
             entries.push((k.to_string(), value));
@@ -270,7 +274,10 @@ impl<'de> Deserialize<'de> for DataId {
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
                 f.write_str("a map of dimension names to int or string values")
             }
-            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<DataId, A::Error> {
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<DataId, A::Error> {
                 let mut entries = Vec::new();
                 while let Some((k, v)) = map.next_entry::<String, DataIdValue>()? {
                     entries.push((k, v));
@@ -296,7 +303,10 @@ mod tests {
             ("instrument", DataIdValue::from("Cam")),
         ]);
         let std = raw.standardize(&g, &u).unwrap();
-        assert_eq!(std.to_string(), r#"{instrument: "Cam", detector: 3, exposure: 12}"#);
+        assert_eq!(
+            std.to_string(),
+            r#"{instrument: "Cam", detector: 3, exposure: 12}"#
+        );
         assert_eq!(std.canonical_key(), r#"["Cam",3,12]"#);
 
         let wrong_type = DataId::from_pairs([
@@ -306,7 +316,11 @@ mod tests {
         ]);
         assert!(wrong_type.standardize(&g, &u).is_err());
         let missing = DataId::from_pairs([("instrument", "Cam")]);
-        assert!(missing.standardize(&g, &u).unwrap_err().to_string().contains("detector"));
+        assert!(missing
+            .standardize(&g, &u)
+            .unwrap_err()
+            .to_string()
+            .contains("detector"));
     }
 
     #[test]
@@ -320,7 +334,10 @@ mod tests {
 
     #[test]
     fn json_round_trip() {
-        let d = DataId::from_pairs([("instrument", DataIdValue::from("Cam")), ("exposure", DataIdValue::Int(1))]);
+        let d = DataId::from_pairs([
+            ("instrument", DataIdValue::from("Cam")),
+            ("exposure", DataIdValue::Int(1)),
+        ]);
         let text = serde_json::to_string(&d).unwrap();
         assert_eq!(text, r#"{"instrument":"Cam","exposure":1}"#);
         assert_eq!(serde_json::from_str::<DataId>(&text).unwrap(), d);

@@ -46,7 +46,11 @@ impl DatasetType {
 
 impl fmt::Display for DatasetType {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {} ({})", self.name, self.dimensions, self.storage_class)
+        write!(
+            f,
+            "{} {} ({})",
+            self.name, self.dimensions, self.storage_class
+        )
     }
 }
 
@@ -61,7 +65,11 @@ pub struct DatasetRef {
 
 impl fmt::Display for DatasetRef {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}@{} [{}] ({})", self.dataset_type, self.data_id, self.run, self.id)
+        write!(
+            f,
+            "{}@{} [{}] ({})",
+            self.dataset_type, self.data_id, self.run, self.id
+        )
     }
 }
 
@@ -157,6 +165,9 @@ mod tests {
         }
         assert!(DatasetType::validate_name("postISRCCD").is_ok());
         assert!(DatasetType::validate_name("../x").is_err());
-        assert_eq!("chained".parse::<CollectionType>().unwrap(), CollectionType::Chained);
+        assert_eq!(
+            "chained".parse::<CollectionType>().unwrap(),
+            CollectionType::Chained
+        );
     }
 }

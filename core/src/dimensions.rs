@@ -366,7 +366,10 @@ mod tests {
         let u = DimensionUniverse::default_universe();
         let exposure = u.dimension("exposure").unwrap();
         assert_eq!(exposure.required_closure, vec!["instrument"]);
-        assert_eq!(exposure.implies, vec!["physical_filter", "group", "day_obs"]);
+        assert_eq!(
+            exposure.implies,
+            vec!["physical_filter", "group", "day_obs"]
+        );
         let patch = u.dimension("patch").unwrap();
         assert_eq!(patch.required_closure, vec!["skymap", "tract"]);
         assert!(!u.dimension("band").unwrap().has_records);
@@ -401,7 +404,9 @@ mod tests {
     #[test]
     fn universe_rejects_forward_references_and_unsafe_names() {
         let forward = "version: 1\nelements:\n  a:\n    requires: [b]\n    key: {name: id, type: int}\n  b:\n    key: {name: id, type: int}\n";
-        let err = DimensionUniverse::from_yaml(forward).unwrap_err().to_string();
+        let err = DimensionUniverse::from_yaml(forward)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("`b`"), "{err}");
         let unsafe_name = "version: 1\nelements:\n  \"a; drop\":\n    key: {name: id, type: int}\n";
         assert!(DimensionUniverse::from_yaml(unsafe_name).is_err());

@@ -16,7 +16,9 @@ pub enum CoreError {
 impl CoreError {
     pub(crate) fn universe_yaml(e: &serde_yaml_ng::Error) -> Self {
         match e.location() {
-            Some(loc) => CoreError::Universe(format!("line {}, column {}: {e}", loc.line(), loc.column())),
+            Some(loc) => {
+                CoreError::Universe(format!("line {}, column {}: {e}", loc.line(), loc.column()))
+            }
             None => CoreError::Universe(e.to_string()),
         }
     }

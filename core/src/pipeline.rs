@@ -51,3 +51,78 @@ pub struct Pipeline {
     pub description: String,
     pub tasks: Vec<TaskDef>,
 }
+
+mod yaml;
+
+pub use yaml::{ConnectionKind, LoadedPipeline, PipelineError};
+
+impl Connection {
+    /// The dataset type this connection reads or writes, its dimensions
+    /// conformed against `universe`.
+    pub fn dataset_type(
+        &self,
+        universe: &crate::DimensionUniverse,
+    ) -> Result<crate::DatasetType, crate::CoreError> {
+        Ok(crate::DatasetType {
+            name: self.dataset_type.clone(),
+            dimensions: universe.conform(&self.dimensions)?,
+            storage_class: self.storage_class.clone(),
+            is_calibration: self.is_calibration,
+        })
+    }
+}
+
+impl TaskDef {
+    /// Every connection with its kind, in declaration order.
+    pub fn connections(&self) -> impl Iterator<Item = (ConnectionKind, &Connection)> {
+        self.inputs
+            .iter()
+            .map(|c| (ConnectionKind::Input, c))
+            .chain(
+                self.prerequisites
+                    .iter()
+                    .map(|c| (ConnectionKind::Prerequisite, c)),
+            )
+            .chain(self.outputs.iter().map(|c| (ConnectionKind::Output, c)))
+            .chain(
+                self.init_outputs
+                    .iter()
+                    .map(|c| (ConnectionKind::InitOutput, c)),
+            )
+    }
+}
+
+impl Pipeline {
+    /// Dataset type names that some task's outputs or init-outputs produce.
+    pub fn produced(&self) -> std::collections::BTreeSet<&str> {
+        self.tasks
+            .iter()
+            .flat_map(|t| t.outputs.iter().chain(&t.init_outputs))
+            .map(|c| c.dataset_type.as_str())
+            .collect()
+    }
+
+    /// Dataset type names read as regular inputs but produced by no task:
+    /// what the pipeline needs from the input collections.
+    pub fn overall_inputs(&self) -> Vec<&str> {
+        let produced = self.produced();
+        let mut out: Vec<&str> = Vec::new();
+        for t in &self.tasks {
+            for c in &t.inputs {
+                if !produced.contains(c.dataset_type.as_str())
+                    && !out.contains(&c.dataset_type.as_str())
+                {
+                    out.push(&c.dataset_type);
+                }
+            }
+        }
+        out
+    }
+
+    /// A digest of the resolved pipeline (not of its text, so comments and
+    /// layout do not change it).
+    pub fn digest(&self) -> String {
+        let json = serde_json::to_string(self).expect("pipelines serialize to JSON");
+        crate::hash::blake3_hex(json.as_bytes())
+    }
+}

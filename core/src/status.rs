@@ -129,42 +129,63 @@ impl CampaignProgress {
 
 fn attempt_of(r: &JournalRecord) -> u32 {
     match r {
-        JournalRecord::Started { attempt, .. } | JournalRecord::Finished { attempt, .. } => *attempt,
+        JournalRecord::Started { attempt, .. } | JournalRecord::Finished { attempt, .. } => {
+            *attempt
+        }
     }
 }
 
 /// Reads every journal in `dir` and folds them for the bundle `bundle_id`
 /// with `n_quanta` quanta. A journal that cannot be read at all (not a
 /// journal) is an error naming it; torn tails are warnings.
-pub fn fold_journals(dir: &Path, bundle_id: Uuid, n_quanta: usize) -> Result<CampaignProgress, JournalError> {
+pub fn fold_journals(
+    dir: &Path,
+    bundle_id: Uuid,
+    n_quanta: usize,
+) -> Result<CampaignProgress, JournalError> {
     let mut progress = CampaignProgress::default();
     for path in list_journals(dir)? {
         let contents = read_journal(&path)?;
         if let Some(warning) = &contents.torn_tail {
-            progress.warnings.push(format!("{}: {warning}", path.display()));
+            progress
+                .warnings
+                .push(format!("{}: {warning}", path.display()));
         }
         progress.journals.push(path.clone());
         if contents.header.bundle_id != bundle_id {
-            progress.foreign_journals.push((path, contents.header.bundle_id));
+            progress
+                .foreign_journals
+                .push((path, contents.header.bundle_id));
             continue;
         }
         for record in contents.records {
             let (index, quantum_id) = match &record {
-                JournalRecord::Started { quantum, quantum_id, .. }
-                | JournalRecord::Finished { quantum, quantum_id, .. } => (*quantum, *quantum_id),
+                JournalRecord::Started {
+                    quantum,
+                    quantum_id,
+                    ..
+                }
+                | JournalRecord::Finished {
+                    quantum,
+                    quantum_id,
+                    ..
+                } => (*quantum, *quantum_id),
             };
             if index as usize >= n_quanta {
                 progress.unknown_quanta.push((path.clone(), index));
                 continue;
             }
-            let entry = progress.quanta.entry(index).or_insert_with(|| QuantumProgress {
-                state: QuantumState::Pending,
-                attempts: 0,
-                quantum_id,
-                finished: None,
-                started: None,
-                journal: path.clone(),
-            });
+            let entry = progress
+                .quanta
+                .entry(index)
+                .or_insert_with(|| QuantumProgress {
+                    state: QuantumState::Pending,
+                    attempts: 0,
+                    quantum_id,
+                    finished: None,
+                    started: None,
+                    journal: path.clone(),
+                });
             apply(entry, record, &path);
         }
     }
@@ -175,12 +196,17 @@ fn apply(entry: &mut QuantumProgress, record: JournalRecord, path: &Path) {
     match &record {
         JournalRecord::Started { attempt, .. } => {
             entry.attempts = entry.attempts.max(*attempt);
-            let newer = entry.started.as_ref().is_none_or(|s| attempt_of(s) <= *attempt);
+            let newer = entry
+                .started
+                .as_ref()
+                .is_none_or(|s| attempt_of(s) <= *attempt);
             if newer {
                 entry.started = Some(record);
             }
         }
-        JournalRecord::Finished { status, attempt, .. } => {
+        JournalRecord::Finished {
+            status, attempt, ..
+        } => {
             let already_succeeded = entry.state == QuantumState::Succeeded;
             let decides = match &entry.finished {
                 None => true,

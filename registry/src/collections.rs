@@ -85,7 +85,11 @@ impl Registry {
     }
 
     /// The collection, which must be of the given type.
-    pub fn collection_of_type(&self, name: &str, wanted: CollectionType) -> Result<CollectionRecord> {
+    pub fn collection_of_type(
+        &self,
+        name: &str,
+        wanted: CollectionType,
+    ) -> Result<CollectionRecord> {
         let record = self.collection(name)?;
         if record.collection_type != wanted {
             return Err(RegistryError::WrongCollectionType {
@@ -134,7 +138,10 @@ impl Registry {
             child_ids.push(record.id);
         }
         let tx = self.conn.transaction()?;
-        tx.execute("DELETE FROM collection_chain WHERE parent_id = ?1", [parent_record.id])?;
+        tx.execute(
+            "DELETE FROM collection_chain WHERE parent_id = ?1",
+            [parent_record.id],
+        )?;
         {
             let mut insert = tx.prepare(
                 "INSERT INTO collection_chain (parent_id, position, child_id) VALUES (?1, ?2, ?3)",

@@ -230,26 +230,43 @@ impl Registry {
             let Some(key) = element.key.as_ref().filter(|_| element.has_records) else {
                 continue;
             };
-            let mut columns: Vec<&str> = element.required_closure.iter().map(String::as_str).collect();
-            let mut sql_columns: Vec<String> = columns.iter().map(|c| format!("{} = ?", quote(c))).collect();
+            let mut columns: Vec<&str> = element
+                .required_closure
+                .iter()
+                .map(String::as_str)
+                .collect();
+            let mut sql_columns: Vec<String> = columns
+                .iter()
+                .map(|c| format!("{} = ?", quote(c)))
+                .collect();
             sql_columns.push(format!("{} = ?", quote(&key.name)));
             columns.push(dim);
-            let sql = format!("SELECT 1 FROM {} WHERE {}", quote(dim), sql_columns.join(" AND "));
+            let sql = format!(
+                "SELECT 1 FROM {} WHERE {}",
+                quote(dim),
+                sql_columns.join(" AND ")
+            );
             let mut stmt = self.conn.prepare_cached(&sql)?;
             // Batches are usually sorted, so most rows repeat the previous
             // key; the set catches the rest.
-            let mut seen: std::collections::HashSet<Vec<&DataIdValue>> = std::collections::HashSet::new();
+            let mut seen: std::collections::HashSet<Vec<&DataIdValue>> =
+                std::collections::HashSet::new();
             let mut previous: Vec<&DataIdValue> = Vec::new();
             for data_id in data_ids {
                 let values: Vec<&DataIdValue> = columns
                     .iter()
-                    .map(|c| data_id.get(c).expect("standardized data IDs hold every required dimension"))
+                    .map(|c| {
+                        data_id
+                            .get(c)
+                            .expect("standardized data IDs hold every required dimension")
+                    })
                     .collect();
                 if values == previous || seen.contains(&values) {
                     continue;
                 }
                 previous.clone_from(&values);
-                let params: Vec<ToSqlOutput<'_>> = values.iter().map(|v| data_id_value_ref(v)).collect();
+                let params: Vec<ToSqlOutput<'_>> =
+                    values.iter().map(|v| data_id_value_ref(v)).collect();
                 if !stmt.exists(rusqlite::params_from_iter(params.iter()))? {
                     return Err(RegistryError::Conflict(format!(
                         "{} {data_id}: the {dim} record does not exist (insert it with `quanta dimensions insert`)",
@@ -436,7 +453,11 @@ impl Registry {
 
 fn dataset_exists(conn: &rusqlite::Connection, id: &Uuid) -> Result<bool> {
     Ok(conn
-        .query_row("SELECT 1 FROM dataset WHERE id = ?1", [id.as_bytes().as_slice()], |_| Ok(()))
+        .query_row(
+            "SELECT 1 FROM dataset WHERE id = ?1",
+            [id.as_bytes().as_slice()],
+            |_| Ok(()),
+        )
         .optional()?
         .is_some())
 }
@@ -468,7 +489,12 @@ fn row_to_dataset_type(r: &rusqlite::Row<'_>) -> rusqlite::Result<DatasetType> {
     })
 }
 
-fn explain_dataset_insert(e: rusqlite::Error, dataset_type: &str, data_id: &DataId, run: &str) -> RegistryError {
+fn explain_dataset_insert(
+    e: rusqlite::Error,
+    dataset_type: &str,
+    data_id: &DataId,
+    run: &str,
+) -> RegistryError {
     let text = e.to_string();
     if text.contains("UNIQUE") || text.contains("PRIMARY KEY") {
         RegistryError::Conflict(format!(

@@ -12,6 +12,8 @@ pub mod collections;
 pub mod datasets;
 mod error;
 pub mod expr;
+pub mod graph_query;
+pub mod provenance;
 pub mod query;
 pub mod records;
 mod registry;
@@ -20,6 +22,10 @@ pub mod schema;
 pub use collections::CollectionRecord;
 pub use datasets::{DatastoreRecord, FoundDataset, InsertStats, NewDataset, OnConflict};
 pub use error::{RegistryError, Result};
+pub use provenance::{
+    NewQuantum, QuantumExecution, QuantumInput, QuantumOutputDataset, QuantumRow, RecordStats,
+    RejectedDataset, RunProvenance,
+};
 pub use query::Binds;
 pub use records::{parse_records_csv, parse_records_json, RecordSet};
 pub use registry::Registry;

@@ -22,17 +22,17 @@ pub type Binds = HashMap<String, SqlValue>;
 
 /// Incrementally joins dimension tables and tracks, for every dimension
 /// whose value the query knows, the SQL expression that yields it.
-struct QueryBuilder<'u> {
-    universe: &'u DimensionUniverse,
-    from: Vec<String>,
-    conditions: Vec<String>,
-    params: Vec<SqlValue>,
-    values: BTreeMap<String, String>,
-    aliases: BTreeMap<String, String>,
+pub(crate) struct QueryBuilder<'u> {
+    pub(crate) universe: &'u DimensionUniverse,
+    pub(crate) from: Vec<String>,
+    pub(crate) conditions: Vec<String>,
+    pub(crate) params: Vec<SqlValue>,
+    pub(crate) values: BTreeMap<String, String>,
+    pub(crate) aliases: BTreeMap<String, String>,
 }
 
 impl<'u> QueryBuilder<'u> {
-    fn new(universe: &'u DimensionUniverse) -> Self {
+    pub(crate) fn new(universe: &'u DimensionUniverse) -> Self {
         Self {
             universe,
             from: Vec::new(),
@@ -45,7 +45,7 @@ impl<'u> QueryBuilder<'u> {
 
     /// Joins an element's table (once), tying its required dimensions to the
     /// values already known and making its key and implied values known.
-    fn ensure_element(&mut self, name: &str) -> std::result::Result<String, String> {
+    pub(crate) fn ensure_element(&mut self, name: &str) -> std::result::Result<String, String> {
         if let Some(alias) = self.aliases.get(name) {
             return Ok(alias.clone());
         }
@@ -63,7 +63,8 @@ impl<'u> QueryBuilder<'u> {
         self.from.push(format!("{} AS {alias}", quote(name)));
         for dim in &element.required_closure {
             let v = self.values[dim].clone();
-            self.conditions.push(format!("{alias}.{} = {v}", quote(dim)));
+            self.conditions
+                .push(format!("{alias}.{} = {v}", quote(dim)));
         }
         if let Some(key) = key_column(element) {
             let column = format!("{alias}.{}", quote(key));
@@ -90,7 +91,7 @@ impl<'u> QueryBuilder<'u> {
     /// The SQL expression for a dimension's value, joining what is needed to
     /// reach it: first through elements whose values are known and imply it,
     /// then, for a dimension unrelated to the query so far, its own table.
-    fn dimension_value(&mut self, dim: &str) -> std::result::Result<String, String> {
+    pub(crate) fn dimension_value(&mut self, dim: &str) -> std::result::Result<String, String> {
         if let Some(v) = self.values.get(dim) {
             return Ok(v.clone());
         }
@@ -125,7 +126,7 @@ impl<'u> QueryBuilder<'u> {
 
     /// A chain of elements, starting from one whose value is known, through
     /// `implies` links, whose last element implies `target`.
-    fn implication_path(&self, target: &str) -> Option<Vec<String>> {
+    pub(crate) fn implication_path(&self, target: &str) -> Option<Vec<String>> {
         let mut queue: std::collections::VecDeque<Vec<String>> = self
             .values
             .keys()
@@ -153,13 +154,23 @@ impl<'u> QueryBuilder<'u> {
         None
     }
 
-    fn resolve_identifier(&mut self, ident: &Identifier) -> std::result::Result<ResolvedColumn, String> {
+    pub(crate) fn resolve_identifier(
+        &mut self,
+        ident: &Identifier,
+    ) -> std::result::Result<ResolvedColumn, String> {
         match &ident.element {
             None => {
                 let element = self.universe.dimension(&ident.name).map_err(|_| {
-                    format!("unknown dimension `{}` (metadata fields are written element.field)", ident.name)
+                    format!(
+                        "unknown dimension `{}` (metadata fields are written element.field)",
+                        ident.name
+                    )
                 })?;
-                let field_type = element.key.as_ref().map(|k| k.field_type).unwrap_or(FieldType::String);
+                let field_type = element
+                    .key
+                    .as_ref()
+                    .map(|k| k.field_type)
+                    .unwrap_or(FieldType::String);
                 Ok(ResolvedColumn {
                     sql: self.dimension_value(&ident.name)?,
                     field_type,
@@ -176,25 +187,31 @@ impl<'u> QueryBuilder<'u> {
                         field_type: self.universe.key_type(element_name),
                     });
                 }
-                if element.required_closure.contains(&ident.name) || element.implies.contains(&ident.name) {
+                if element.required_closure.contains(&ident.name)
+                    || element.implies.contains(&ident.name)
+                {
                     self.ensure_element(element_name)?;
                     return Ok(ResolvedColumn {
                         sql: self.dimension_value(&ident.name)?,
                         field_type: self.universe.key_type(&ident.name),
                     });
                 }
-                let field = element.metadata.iter().find(|f| f.name == ident.name).ok_or_else(|| {
-                    format!(
-                        "`{}` is not a field of `{element_name}` (fields: {})",
-                        ident.name,
-                        element
-                            .record_fields(self.universe)
-                            .iter()
-                            .map(|f| f.name.as_str())
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    )
-                })?;
+                let field = element
+                    .metadata
+                    .iter()
+                    .find(|f| f.name == ident.name)
+                    .ok_or_else(|| {
+                        format!(
+                            "`{}` is not a field of `{element_name}` (fields: {})",
+                            ident.name,
+                            element
+                                .record_fields(self.universe)
+                                .iter()
+                                .map(|f| f.name.as_str())
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        )
+                    })?;
                 let alias = self.ensure_element(element_name)?;
                 Ok(ResolvedColumn {
                     sql: format!("{alias}.{}", quote(&field.name)),
@@ -206,13 +223,14 @@ impl<'u> QueryBuilder<'u> {
 
     /// Parses and compiles `where_text`, joining what it references, and
     /// adds it to the conditions.
-    fn add_where(&mut self, where_text: &str, binds: &Binds) -> Result<()> {
+    pub(crate) fn add_where(&mut self, where_text: &str, binds: &Binds) -> Result<()> {
         let Some(parsed) = expr::parse(where_text)? else {
             return Ok(());
         };
         // Resolve every identifier first (joins happen here, in a stable
         // order), then compile against the memoized resolutions.
-        let mut resolved: Vec<(Identifier, std::result::Result<ResolvedColumn, String>)> = Vec::new();
+        let mut resolved: Vec<(Identifier, std::result::Result<ResolvedColumn, String>)> =
+            Vec::new();
         for ident in parsed.identifiers() {
             let r = self.resolve_identifier(&ident);
             resolved.push((ident, r));
@@ -233,7 +251,7 @@ impl<'u> QueryBuilder<'u> {
         Ok(())
     }
 
-    fn where_sql(&self) -> String {
+    pub(crate) fn where_sql(&self) -> String {
         if self.conditions.is_empty() {
             String::new()
         } else {
@@ -246,18 +264,27 @@ fn sql_to_data_id_value(v: SqlValue) -> Result<DataIdValue> {
     match v {
         SqlValue::Integer(i) => Ok(DataIdValue::Int(i)),
         SqlValue::Text(s) => Ok(DataIdValue::Str(s)),
-        other => Err(RegistryError::Invalid(format!("unexpected data ID value {other:?}"))),
+        other => Err(RegistryError::Invalid(format!(
+            "unexpected data ID value {other:?}"
+        ))),
     }
 }
 
 impl Registry {
     /// Distinct data IDs over `dimensions` (plus the dimensions they
     /// require) that have records and satisfy `where_text`, in key order.
-    pub fn query_data_ids(&self, dimensions: &[String], where_text: &str, binds: &Binds) -> Result<Vec<DataId>> {
+    pub fn query_data_ids(
+        &self,
+        dimensions: &[String],
+        where_text: &str,
+        binds: &Binds,
+    ) -> Result<Vec<DataId>> {
         let group = self.universe.conform(dimensions)?;
         let mut builder = QueryBuilder::new(&self.universe);
         for dim in group.iter() {
-            builder.dimension_value(dim).map_err(RegistryError::Invalid)?;
+            builder
+                .dimension_value(dim)
+                .map_err(RegistryError::Invalid)?;
         }
         builder.add_where(where_text, binds)?;
         let columns: Vec<String> = group.iter().map(|d| builder.values[d].clone()).collect();
@@ -266,7 +293,10 @@ impl Registry {
             columns.join(", "),
             builder.from.join(", "),
             builder.where_sql(),
-            (1..=columns.len()).map(|i| i.to_string()).collect::<Vec<_>>().join(", ")
+            (1..=columns.len())
+                .map(|i| i.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
         );
         tracing::debug!(%sql, "query_data_ids");
         let mut stmt = self.conn.prepare(&sql)?;
@@ -325,18 +355,24 @@ impl Registry {
                     }
                     CollectionType::Tagged => {
                         builder.from.push("dataset_tags AS m".into());
-                        builder.conditions.push("m.dataset_id = d.id AND m.collection_id = ?".into());
+                        builder
+                            .conditions
+                            .push("m.dataset_id = d.id AND m.collection_id = ?".into());
                         builder.params.push(SqlValue::Integer(collection.id));
                     }
                     CollectionType::Calibration => {
                         builder.from.push("dataset_calibs AS m".into());
-                        builder.conditions.push("m.dataset_id = d.id AND m.collection_id = ?".into());
+                        builder
+                            .conditions
+                            .push("m.dataset_id = d.id AND m.collection_id = ?".into());
                         builder.params.push(SqlValue::Integer(collection.id));
                     }
                     CollectionType::Chained => continue,
                 }
                 for dim in dt.dimensions.iter() {
-                    builder.values.insert(dim.to_string(), format!("d.{}", quote(dim)));
+                    builder
+                        .values
+                        .insert(dim.to_string(), format!("d.{}", quote(dim)));
                 }
                 builder.add_where(where_text, binds)?;
                 let sql = format!(
@@ -346,7 +382,8 @@ impl Registry {
                     builder.where_sql()
                 );
                 tracing::debug!(%sql, "query_datasets");
-                let dims_json = serde_json::to_string(&dt.dimensions.names).expect("names serialize");
+                let dims_json =
+                    serde_json::to_string(&dt.dimensions.names).expect("names serialize");
                 let mut stmt = self.conn.prepare_cached(&sql)?;
                 let mut rows = stmt.query(rusqlite::params_from_iter(builder.params.iter()))?;
                 while let Some(row) = rows.next()? {

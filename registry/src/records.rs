@@ -35,7 +35,9 @@ pub fn parse_records_csv(
     universe: &quanta_core::DimensionUniverse,
 ) -> Result<RecordSet> {
     let fields = element.record_fields(universe);
-    let mut reader = csv::ReaderBuilder::new().trim(csv::Trim::All).from_reader(text.as_bytes());
+    let mut reader = csv::ReaderBuilder::new()
+        .trim(csv::Trim::All)
+        .from_reader(text.as_bytes());
     let header: Vec<String> = reader
         .headers()
         .map_err(|e| RegistryError::Records(format!("{source}: {e}")))?
@@ -100,15 +102,20 @@ fn parse_cell(cell: &str, t: FieldType) -> std::result::Result<Value, String> {
 }
 
 fn field_names(fields: &[FieldSpec]) -> String {
-    fields.iter().map(|f| f.name.as_str()).collect::<Vec<_>>().join(", ")
+    fields
+        .iter()
+        .map(|f| f.name.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn to_sql(value: &Value, spec: &FieldSpec) -> std::result::Result<SqlValue, String> {
     Ok(match (value, spec.field_type) {
         (Value::Null, _) => SqlValue::Null,
-        (Value::Number(n), FieldType::Int) => {
-            SqlValue::Integer(n.as_i64().ok_or_else(|| format!("`{n}` is not an integer"))?)
-        }
+        (Value::Number(n), FieldType::Int) => SqlValue::Integer(
+            n.as_i64()
+                .ok_or_else(|| format!("`{n}` is not an integer"))?,
+        ),
         (Value::Number(n), FieldType::Float) => {
             SqlValue::Real(n.as_f64().ok_or_else(|| format!("`{n}` is not a number"))?)
         }
@@ -120,7 +127,11 @@ fn to_sql(value: &Value, spec: &FieldSpec) -> std::result::Result<SqlValue, Stri
 
 /// Renders a record's identifying fields for error messages.
 fn describe(element: &str, index: usize, record: &Map<String, Value>) -> String {
-    format!("{element} record #{} {}", index + 1, Value::Object(record.clone()))
+    format!(
+        "{element} record #{} {}",
+        index + 1,
+        Value::Object(record.clone())
+    )
 }
 
 impl Registry {
@@ -155,7 +166,11 @@ impl Registry {
             let sql = format!(
                 "INSERT INTO {} ({}) VALUES ({})",
                 quote(&element.name),
-                fields.iter().map(|f| quote(&f.name)).collect::<Vec<_>>().join(", "),
+                fields
+                    .iter()
+                    .map(|f| quote(&f.name))
+                    .collect::<Vec<_>>()
+                    .join(", "),
                 vec!["?"; fields.len()].join(", ")
             );
             let mut stmt = tx.prepare(&sql)?;
@@ -219,23 +234,42 @@ fn diagnose_insert_failure(
     }
     if text.contains("FOREIGN KEY") {
         for dim in element.required_closure.iter().chain(&element.implies) {
-            let Some(target) = universe.element(dim) else { continue };
+            let Some(target) = universe.element(dim) else {
+                continue;
+            };
             if !target.has_records {
                 continue;
             }
-            let Some(key) = key_column(target) else { continue };
+            let Some(key) = key_column(target) else {
+                continue;
+            };
             let Some(value) = record.get(dim).filter(|v| !v.is_null()) else {
                 continue;
             };
             let mut cond = vec![format!("{} = ?", quote(key))];
-            let mut params = vec![to_sql(value, &FieldSpec { name: dim.clone(), field_type: universe.key_type(dim) })
-                .unwrap_or(SqlValue::Null)];
+            let mut params = vec![to_sql(
+                value,
+                &FieldSpec {
+                    name: dim.clone(),
+                    field_type: universe.key_type(dim),
+                },
+            )
+            .unwrap_or(SqlValue::Null)];
             for r in &target.required_closure {
                 cond.push(format!("{} = ?", quote(r)));
                 params.push(
                     record
                         .get(r)
-                        .and_then(|v| to_sql(v, &FieldSpec { name: r.clone(), field_type: universe.key_type(r) }).ok())
+                        .and_then(|v| {
+                            to_sql(
+                                v,
+                                &FieldSpec {
+                                    name: r.clone(),
+                                    field_type: universe.key_type(r),
+                                },
+                            )
+                            .ok()
+                        })
                         .unwrap_or(SqlValue::Null),
                 );
             }
@@ -244,7 +278,9 @@ fn diagnose_insert_failure(
                 .query_row(&sql, rusqlite::params_from_iter(params.iter()), |_| Ok(()))
                 .is_ok();
             if !exists {
-                return format!("its {dim} `{value}` does not exist (insert the {dim} record first)");
+                return format!(
+                    "its {dim} `{value}` does not exist (insert the {dim} record first)"
+                );
             }
         }
     }

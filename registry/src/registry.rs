@@ -112,12 +112,14 @@ impl Registry {
             tune(&conn)?;
         }
         let meta = |key: &str| -> Result<Option<String>> {
-            Ok(conn
-                .query_row("SELECT value FROM quanta_meta WHERE key = ?1", [key], |r| r.get(0))
-                .optional()
-                .map_err(|e| not_registry(format!("no quanta metadata ({e})")))?)
+            conn.query_row("SELECT value FROM quanta_meta WHERE key = ?1", [key], |r| {
+                r.get(0)
+            })
+            .optional()
+            .map_err(|e| not_registry(format!("no quanta metadata ({e})")))
         };
-        let version = meta("schema_version")?.ok_or_else(|| not_registry("no schema version".into()))?;
+        let version =
+            meta("schema_version")?.ok_or_else(|| not_registry("no schema version".into()))?;
         if version != SCHEMA_VERSION.to_string() {
             return Err(RegistryError::SchemaVersion {
                 path: shown,
@@ -146,7 +148,9 @@ impl Registry {
     pub fn meta(&self, key: &str) -> Result<Option<String>> {
         Ok(self
             .conn
-            .query_row("SELECT value FROM quanta_meta WHERE key = ?1", [key], |r| r.get(0))
+            .query_row("SELECT value FROM quanta_meta WHERE key = ?1", [key], |r| {
+                r.get(0)
+            })
             .optional()?)
     }
 

@@ -23,7 +23,10 @@ pub fn key_column(element: &DimensionElement) -> Option<&str> {
 
 /// DDL for one dimension element's table, or `None` for dimensions without
 /// records of their own (`band`).
-pub fn element_table_ddl(universe: &DimensionUniverse, element: &DimensionElement) -> Option<String> {
+pub fn element_table_ddl(
+    universe: &DimensionUniverse,
+    element: &DimensionElement,
+) -> Option<String> {
     if !element.has_records {
         return None;
     }
@@ -47,10 +50,18 @@ pub fn element_table_ddl(universe: &DimensionUniverse, element: &DimensionElemen
         pk.push(quote(&key.name));
     }
     for dim in &element.implies {
-        columns.push(format!("{} {}", quote(dim), universe.key_type(dim).sql_type()));
+        columns.push(format!(
+            "{} {}",
+            quote(dim),
+            universe.key_type(dim).sql_type()
+        ));
     }
     for field in &element.metadata {
-        columns.push(format!("{} {}", quote(&field.name), field.field_type.sql_type()));
+        columns.push(format!(
+            "{} {}",
+            quote(&field.name),
+            field.field_type.sql_type()
+        ));
     }
     constraints.push(format!("PRIMARY KEY ({})", pk.join(", ")));
     // A foreign key to each required and implied dimension's own table, keyed
@@ -77,7 +88,11 @@ fn foreign_key_to(universe: &DimensionUniverse, dim: &str, available: &[String])
     if !target.has_records {
         return None;
     }
-    if !target.required_closure.iter().all(|r| available.contains(r)) {
+    if !target
+        .required_closure
+        .iter()
+        .all(|r| available.contains(r))
+    {
         return None;
     }
     let key = key_column(target)?;
@@ -197,6 +212,8 @@ CREATE TABLE IF NOT EXISTS quantum_input (
   dataset_id BLOB NOT NULL,
   connection TEXT NOT NULL,
   is_prerequisite INTEGER NOT NULL DEFAULT 0,
+  -- 0 for a predicted input the quantum did not read.
+  used INTEGER NOT NULL DEFAULT 1,
   PRIMARY KEY (quantum_id, dataset_id)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS quantum_input_by_dataset ON quantum_input (dataset_id);
@@ -224,7 +241,10 @@ pub fn dataset_table_ddl(universe: &DimensionUniverse) -> String {
         columns.push(format!(
             "{} {}",
             quote(&dim.name),
-            dim.key.as_ref().map(|k| k.field_type.sql_type()).unwrap_or("TEXT")
+            dim.key
+                .as_ref()
+                .map(|k| k.field_type.sql_type())
+                .unwrap_or("TEXT")
         ));
     }
     let mut constraints = vec!["UNIQUE (dataset_type_id, run_id, data_id)".to_string()];
@@ -261,13 +281,19 @@ mod tests {
     fn exposure_table_has_keys_and_foreign_keys() {
         let u = DimensionUniverse::default_universe();
         let ddl = element_table_ddl(&u, u.element("exposure").unwrap()).unwrap();
-        assert!(ddl.contains("PRIMARY KEY (\"instrument\", \"id\")"), "{ddl}");
+        assert!(
+            ddl.contains("PRIMARY KEY (\"instrument\", \"id\")"),
+            "{ddl}"
+        );
         assert!(
             ddl.contains("FOREIGN KEY (\"instrument\", \"physical_filter\") REFERENCES \"physical_filter\" (\"instrument\", \"name\")"),
             "{ddl}"
         );
         assert!(element_table_ddl(&u, u.element("band").unwrap()).is_none());
         let join = element_table_ddl(&u, u.element("visit_detector").unwrap()).unwrap();
-        assert!(join.contains("PRIMARY KEY (\"instrument\", \"detector\", \"visit\")"), "{join}");
+        assert!(
+            join.contains("PRIMARY KEY (\"instrument\", \"detector\", \"visit\")"),
+            "{join}"
+        );
     }
 }

@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# End-to-end preflight benchmark on the reference workload (TARGET.md).
+#
+#   benches/preflight/run.sh [N_EXP N_DET]...     default: 100 100
+#   e.g. benches/preflight/run.sh 100 100 500 1000
+#
+# Builds the release binary, makes a repo per size (dimension records, N×M
+# raw files ingested with --transfer symlink), times `quanta preflight` of
+# examples/pipelines/reference.yaml and prints seconds, quanta, bundle bytes
+# and bytes per quantum (peak RSS too when /usr/bin/time is available).
+# LSST reference (pipetask qgraph, 100×100 = 20,100 quanta): 16.5 s, 5.18 MB.
+set -euo pipefail
+here="$(cd "$(dirname "$0")/../.." && pwd)"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$here/target}"
+cargo build --release -p quanta-cli --manifest-path "$here/Cargo.toml" >&2
+quanta="$CARGO_TARGET_DIR/release/quanta"
+work="${BENCH_DIR:-$(mktemp -d)}"
+echo "work dir: $work" >&2
+sizes=("$@")
+[ ${#sizes[@]} -eq 0 ] && sizes=(100 100)
+
+while [ ${#sizes[@]} -ge 2 ]; do
+  ne=${sizes[0]}; nd=${sizes[1]}; sizes=("${sizes[@]:2}")
+  d="$work/${ne}x${nd}"; rm -rf "$d"; mkdir -p "$d/raw"
+  python3 - "$d" "$ne" "$nd" <<'PY'
+import json, os, sys
+d, ne, nd = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+rec = {"instrument": [{"name": "Cam", "detector_max": nd}],
+       "physical_filter": [{"instrument": "Cam", "name": "Cam-r", "band": "r"}],
+       "day_obs": [{"instrument": "Cam", "id": 20261126}],
+       "group": [{"instrument": "Cam", "name": f"g{e}"} for e in range(ne)],
+       "detector": [{"instrument": "Cam", "id": i, "full_name": f"D{i:03d}"} for i in range(nd)],
+       "exposure": [{"instrument": "Cam", "id": e, "physical_filter": "Cam-r", "day_obs": 20261126,
+                     "group": f"g{e}", "exposure_time": 30.0} for e in range(ne)]}
+json.dump(rec, open(f"{d}/records.json", "w"))
+# One shared raw file per detector keeps file creation out of the benchmark;
+# each dataset is its own symlink in the datastore.
+with open(f"{d}/manifest.csv", "w") as m:
+    m.write("path,instrument,exposure,detector\n")
+    for i in range(nd):
+        with open(f"{d}/raw/raw_{i}.json", "w") as f:
+            json.dump({"detector": i, "pixels": [i] * 16}, f)
+    for e in range(ne):
+        for i in range(nd):
+            m.write(f"raw/raw_{i}.json,Cam,{e},{i}\n")
+PY
+  repo="$d/repo"
+  "$quanta" repo create "$repo" >/dev/null
+  "$quanta" dimensions insert "$repo" "$d/records.json" >/dev/null
+  "$quanta" dataset-type register "$repo" raw --dimensions instrument,exposure,detector --storage-class Json >/dev/null
+  "$quanta" collection create "$repo" Cam/raw --type RUN >/dev/null
+  t0=$(date +%s.%N)
+  "$quanta" ingest "$repo" --run Cam/raw --dataset-type raw --manifest "$d/manifest.csv" --transfer symlink >/dev/null
+  t1=$(date +%s.%N)
+  echo "${ne}x${nd}: ingest $(echo "$t1 - $t0" | bc) s" >&2
+  cmd=("$quanta" preflight "$repo" --pipeline "$here/examples/pipelines/reference.yaml"
+       --input Cam/raw --output-run bench/run --bundle "$d/bundle.qb" --json)
+  if [ -x /usr/bin/time ]; then
+    /usr/bin/time -v -o "$d/time.txt" "${cmd[@]}" >"$d/report.json"
+    rss_kb=$(awk -F: '/Maximum resident/ {gsub(/ /,"",$2); print $2}' "$d/time.txt")
+    wall=$(awk '/Elapsed \(wall/ {print $NF}' "$d/time.txt")
+  else
+    t0=$(date +%s.%N); "${cmd[@]}" >"$d/report.json"; t1=$(date +%s.%N)
+    wall=$(echo "$t1 - $t0" | bc); rss_kb=""
+  fi
+  python3 - "$d/report.json" "$ne" "$nd" "$wall" "$rss_kb" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+ne, nd, wall, rss = sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5]
+n, b = r["n_quanta"], r["bundle_bytes"]
+phases = ", ".join(f"{k} {v:.2f}s" for k, v in r["timings"])
+print(f"{ne}x{nd}: {n} quanta, wall {wall}, bundle {b} bytes ({b/n:.1f} B/quantum)"
+      + (f", peak RSS {int(rss)/1024:.0f} MiB" if rss else "") + f"\n  phases: {phases}")
+if ne == "100" and nd == "100":
+    def secs(w):
+        parts = [float(x) for x in w.split(":")]
+        s = 0.0
+        for p in parts: s = s * 60 + p
+        return s
+    t = secs(wall)
+    print(f"  vs LSST pipetask qgraph (16.5 s, 5.18 MB): {16.5/t:.0f}x faster, {5.18e6/b:.0f}x smaller")
+PY
+done

@@ -1,0 +1,800 @@
+//! Merge: folding a bundle's worker journals back into the full Registry.
+//!
+//! Owns: the order of a merge (check the bundle against the repo, fold the
+//! journals, register the output RUN, dataset types, CHAINED collection and
+//! run provenance, then per batch of quanta verify every output file and
+//! record datasets and provenance in one transaction) and the summary of
+//! what it did. Must not: write SQL (the registry's
+//! [`record_quanta`](quanta_registry::Registry::record_quanta) does) or
+//! interpret journal bytes (core's [`fold_journals`] does).
+//!
+//! A merge is idempotent and resumable: every write is keyed by the UUIDs
+//! preflight assigned, each batch is one transaction holding a quantum's row
+//! together with its datasets, and quanta already recorded as succeeded are
+//! skipped without re-reading their files. A merge killed at any point and
+//! rerun therefore ends in the state of one uninterrupted merge.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fs::File;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+
+use quanta_core::{
+    fold_journals, journal_dir_for, Bundle, BundleError, BundleQuantum, BundleRef, CollectionType,
+    JournalError, JournalRecord, QuantumProgress, QuantumState, Uuid, WrittenOutput,
+};
+use quanta_datastore::{Datastore, DatastoreError};
+use quanta_registry::provenance::{STATUS_PARTIAL, STATUS_SUCCEEDED};
+use quanta_registry::{
+    DatastoreRecord, NewQuantum, QuantumExecution, QuantumInput, QuantumOutputDataset,
+    RegistryError, RunProvenance,
+};
+use rayon::prelude::*;
+use serde::Serialize;
+use thiserror::Error;
+
+use crate::butler::Butler;
+use crate::error::ButlerError;
+
+/// Quanta per transaction unless told otherwise: large enough that commits
+/// cost little, small enough that a killed merge loses little work.
+pub const DEFAULT_BATCH_QUANTA: usize = 10_000;
+
+/// How to merge.
+#[derive(Debug, Clone)]
+pub struct MergeOptions {
+    /// Where the journals are; default `<bundle>.journals/`.
+    pub journals: Option<PathBuf>,
+    /// Merge what has finished even though some quanta are still pending or
+    /// running; a later merge adds the rest.
+    pub incomplete: bool,
+    /// Quanta per transaction (at least 1).
+    pub batch_quanta: usize,
+}
+
+impl Default for MergeOptions {
+    fn default() -> Self {
+        Self {
+            journals: None,
+            incomplete: false,
+            batch_quanta: DEFAULT_BATCH_QUANTA,
+        }
+    }
+}
+
+/// Why a merge could not run at all. Problems with individual quanta or
+/// files are not errors: they are listed in the [`MergeSummary`].
+#[derive(Debug, Error)]
+pub enum MergeError {
+    #[error(transparent)]
+    Bundle(#[from] BundleError),
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    #[error(transparent)]
+    Butler(#[from] ButlerError),
+    #[error(
+        "bundle {bundle} was made for dimension universe {bundle_digest}, but repo {repo} has universe {repo_digest}"
+    )]
+    UniverseMismatch {
+        bundle: PathBuf,
+        bundle_digest: String,
+        repo: PathBuf,
+        repo_digest: String,
+    },
+    #[error(
+        "bundle {bundle}: {pending} quanta are pending and {running} running according to the journals in {journals}; \
+         wait for the workers, or merge what has finished with --incomplete (a later merge adds the rest)"
+    )]
+    Incomplete {
+        bundle: PathBuf,
+        journals: PathBuf,
+        pending: usize,
+        running: usize,
+    },
+    #[error("bundle {bundle}: {detail}")]
+    Invalid { bundle: PathBuf, detail: String },
+}
+
+/// An output that was not registered, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct VerificationFailure {
+    pub quantum_id: Uuid,
+    pub task: String,
+    pub dataset_id: Uuid,
+    pub dataset_type: String,
+    pub data_id: quanta_core::DataId,
+    /// Relative to the datastore root.
+    pub path: String,
+    pub reason: String,
+}
+
+/// What a merge did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct MergeSummary {
+    pub bundle_id: Uuid,
+    pub run: String,
+    pub output_chain: Option<String>,
+    pub journals: usize,
+    /// Quanta per state according to the journals (pending included).
+    pub quanta_by_state: BTreeMap<String, usize>,
+    /// Quantum rows written or updated by this merge.
+    pub quanta_recorded: usize,
+    /// Quanta an earlier merge already completed.
+    pub quanta_already_merged: usize,
+    pub datasets_inserted: usize,
+    /// Outputs whose UUID was already registered.
+    pub datasets_existing: usize,
+    /// Predicted outputs a successful quantum did not write (optional
+    /// outputs it chose not to produce).
+    pub outputs_not_written: usize,
+    pub verification_failures: Vec<VerificationFailure>,
+    /// Journals of other bundles, records of quanta not in the bundle.
+    pub journal_problems: Vec<String>,
+    /// Torn journal tails and other recoverable oddities.
+    pub warnings: Vec<String>,
+}
+
+impl MergeSummary {
+    /// Quanta that failed, timed out, ran out of memory or were blocked.
+    pub fn failed_quanta(&self) -> usize {
+        ["failed", "timed_out", "out_of_memory", "blocked"]
+            .iter()
+            .filter_map(|s| self.quanta_by_state.get(*s))
+            .sum()
+    }
+
+    /// True when everything in the journals verified and no quantum failed.
+    pub fn is_clean(&self) -> bool {
+        self.verification_failures.is_empty()
+            && self.journal_problems.is_empty()
+            && self.failed_quanta() == 0
+    }
+}
+
+/// Progress callback: (quanta examined, total quanta).
+pub type ProgressFn<'a> = &'a mut dyn FnMut(u64, u64);
+
+/// A quantum of the current batch with what the journals say about it.
+struct Pending<'p> {
+    quantum: BundleQuantum,
+    progress: &'p QuantumProgress,
+}
+
+/// Per output dataset type: the formatter recorded for its files.
+struct OutputType {
+    formatter: String,
+}
+
+struct Ctx {
+    bundle_id: Uuid,
+    run: String,
+    task_labels: Vec<String>,
+    output_types: HashMap<String, OutputType>,
+}
+
+impl Butler {
+    /// Merges the journals of the bundle at `bundle_path` into this repo.
+    /// See the module documentation for the guarantees.
+    pub fn merge(
+        &mut self,
+        bundle_path: &Path,
+        options: &MergeOptions,
+        progress: ProgressFn<'_>,
+    ) -> Result<MergeSummary, MergeError> {
+        let bundle = Bundle::open(bundle_path)?;
+        let header = bundle.header().clone();
+        let repo_digest = self.universe().digest();
+        if header.universe_digest != repo_digest {
+            return Err(MergeError::UniverseMismatch {
+                bundle: bundle_path.to_path_buf(),
+                bundle_digest: header.universe_digest.clone(),
+                repo: self.root().to_path_buf(),
+                repo_digest,
+            });
+        }
+        let n_quanta = bundle.n_quanta();
+        let journal_dir = options
+            .journals
+            .clone()
+            .unwrap_or_else(|| journal_dir_for(bundle_path));
+        let fold = fold_journals(&journal_dir, header.bundle_id, n_quanta)?;
+
+        let mut summary = MergeSummary {
+            bundle_id: header.bundle_id,
+            run: header.output_run.clone(),
+            output_chain: header.output_chain.clone(),
+            journals: fold.journals.len(),
+            warnings: fold.warnings.clone(),
+            ..MergeSummary::default()
+        };
+        for (path, other) in &fold.foreign_journals {
+            summary.journal_problems.push(format!(
+                "journal {} belongs to bundle {other}, not {}; ignored",
+                path.display(),
+                header.bundle_id
+            ));
+        }
+        for (path, index) in &fold.unknown_quanta {
+            summary.journal_problems.push(format!(
+                "journal {} has a record for quantum {index}, but the bundle has {n_quanta} quanta; ignored",
+                path.display()
+            ));
+        }
+        for (state, n) in fold.counts(n_quanta) {
+            summary
+                .quanta_by_state
+                .insert(state.as_str().to_string(), n);
+        }
+        let pending = summary.quanta_by_state.get("pending").copied().unwrap_or(0);
+        let running = summary.quanta_by_state.get("running").copied().unwrap_or(0);
+        if (pending > 0 || running > 0) && !options.incomplete {
+            return Err(MergeError::Incomplete {
+                bundle: bundle_path.to_path_buf(),
+                journals: journal_dir,
+                pending,
+                running,
+            });
+        }
+        let datastore_root = self.datastore().root().to_path_buf();
+        if Path::new(&header.datastore_root) != datastore_root {
+            summary.warnings.push(format!(
+                "the bundle was made for datastore {}, this repo's is {}; verifying files in the repo's",
+                header.datastore_root,
+                datastore_root.display()
+            ));
+        }
+
+        let ctx = self.prepare(bundle_path, &bundle)?;
+
+        let already = self.registry().quantum_statuses(header.bundle_id)?;
+        let batch_quanta = options.batch_quanta.max(1);
+        let total = n_quanta as u64;
+        progress(0, total);
+        // A second handle on the same root: verification only hashes files,
+        // and owning it lets the registry be borrowed mutably by the writer.
+        let verifier = Datastore::new(
+            self.datastore().root().to_path_buf(),
+            self.datastore().config().clone(),
+        )
+        .map_err(ButlerError::from)?;
+        let registry = self.registry_mut();
+        // Two stages overlap: this thread decodes quanta and verifies their
+        // files (in parallel), the writer records the previous batch. The
+        // channel holds one batch, bounding memory to about three batches.
+        let (to_writer, batches) = mpsc::sync_channel::<Vec<NewQuantum>>(1);
+        let (commits, committed) = mpsc::channel::<u64>();
+        let run = ctx.run.clone();
+        let bundle_id = ctx.bundle_id;
+        std::thread::scope(|scope| -> Result<(), MergeError> {
+            let writer = scope.spawn(move || -> Result<WriterTotals, MergeError> {
+                let mut totals = WriterTotals::default();
+                for quanta in batches {
+                    let stats = registry.record_quanta(&run, bundle_id, &quanta)?;
+                    totals.add(stats, &quanta);
+                    // The receiver is gone only if the producer failed.
+                    let _ = commits.send(quanta.len() as u64);
+                }
+                Ok(totals)
+            });
+            let mut merged = 0u64;
+            let mut report = |progress: &mut dyn FnMut(u64, u64), wait: bool| {
+                let drained: Vec<u64> = if wait {
+                    committed.iter().collect()
+                } else {
+                    committed.try_iter().collect()
+                };
+                for n in drained {
+                    merged += n;
+                    progress(merged, total);
+                }
+            };
+            let produced = (|| -> Result<(), MergeError> {
+                let mut batch: Vec<Pending<'_>> = Vec::with_capacity(batch_quanta.min(n_quanta));
+                for (index, quantum) in bundle.quanta().enumerate() {
+                    let quantum = quantum?;
+                    let Some(p) = fold.quanta.get(&(index as u32)) else {
+                        continue;
+                    };
+                    if matches!(p.state, QuantumState::Pending | QuantumState::Running) {
+                        continue;
+                    }
+                    if p.quantum_id != quantum.id {
+                        summary.journal_problems.push(format!(
+                            "journal {} records quantum {index} as {}, but the bundle's quantum {index} is {}; ignored",
+                            p.journal.display(),
+                            p.quantum_id,
+                            quantum.id
+                        ));
+                        continue;
+                    }
+                    if already
+                        .get(&quantum.id)
+                        .is_some_and(|s| s == STATUS_SUCCEEDED)
+                    {
+                        summary.quanta_already_merged += 1;
+                        continue;
+                    }
+                    batch.push(Pending {
+                        quantum,
+                        progress: p,
+                    });
+                    if batch.len() >= batch_quanta {
+                        let quanta = verify_batch(&ctx, &verifier, &mut batch, &mut summary);
+                        if to_writer.send(quanta).is_err() {
+                            break; // the writer failed; its error is reported below
+                        }
+                        report(&mut *progress, false);
+                    }
+                }
+                if !batch.is_empty() {
+                    let quanta = verify_batch(&ctx, &verifier, &mut batch, &mut summary);
+                    let _ = to_writer.send(quanta);
+                }
+                Ok(())
+            })();
+            drop(to_writer);
+            report(&mut *progress, true);
+            let totals = writer.join().map_err(|_| MergeError::Invalid {
+                bundle: bundle_path.to_path_buf(),
+                detail: "the registry writer thread panicked".into(),
+            })??;
+            produced?;
+            totals.apply(&mut summary);
+            Ok(())
+        })?;
+        progress(total, total);
+        Ok(summary)
+    }
+
+    /// Everything a merge writes once per bundle, each step idempotent: the
+    /// RUN, the output dataset types, the CHAINED collection and the run
+    /// provenance row.
+    fn prepare(&mut self, bundle_path: &Path, bundle: &Bundle) -> Result<Ctx, MergeError> {
+        let header = bundle.header();
+        let invalid = |detail: String| MergeError::Invalid {
+            bundle: bundle_path.to_path_buf(),
+            detail,
+        };
+        let run = header.output_run.clone();
+        self.registry_mut()
+            .register_collection(&run, CollectionType::Run, None)?;
+
+        let produced: HashSet<&str> = bundle
+            .tasks()
+            .iter()
+            .flat_map(|t| t.outputs.iter().chain(&t.init_outputs))
+            .map(|c| c.dataset_type.as_str())
+            .collect();
+        let mut output_types = HashMap::new();
+        for dt in bundle.dataset_types() {
+            if !produced.contains(dt.name.as_str()) {
+                continue;
+            }
+            self.registry_mut().register_dataset_type(dt)?;
+            let formatter = self
+                .datastore()
+                .formatters()
+                .for_storage_class(&dt.storage_class)
+                .map_err(ButlerError::from)?
+                .name()
+                .to_string();
+            output_types.insert(dt.name.clone(), OutputType { formatter });
+        }
+        for name in &produced {
+            if !output_types.contains_key(*name) {
+                return Err(invalid(format!(
+                    "a task produces dataset type `{name}`, which is not among the bundle's dataset types"
+                )));
+            }
+        }
+
+        if let Some(chain) = &header.output_chain {
+            let registry = self.registry_mut();
+            registry.register_collection(chain, CollectionType::Chained, None)?;
+            let existing = registry.collection(chain)?.children;
+            // A new chain searches the output first, then the inputs; an
+            // existing one (an earlier run into the same chain) gets the new
+            // RUN prepended, as LSST's pipetask does.
+            let wanted: Vec<String> = if existing.is_empty() {
+                std::iter::once(run.clone())
+                    .chain(
+                        header
+                            .input_collections
+                            .iter()
+                            .filter(|c| **c != run)
+                            .cloned(),
+                    )
+                    .collect()
+            } else {
+                std::iter::once(run.clone())
+                    .chain(existing.iter().filter(|c| **c != run).cloned())
+                    .collect()
+            };
+            if wanted != existing {
+                registry.set_collection_chain(chain, &wanted)?;
+            }
+        }
+
+        // An array, not an object, so the pipeline's task order survives.
+        let task_configs: Vec<serde_json::Value> = bundle
+            .tasks()
+            .iter()
+            .map(|t| serde_json::json!({"label": t.label, "config": t.config}))
+            .collect();
+        self.registry_mut().record_run_provenance(&RunProvenance {
+            run: run.clone(),
+            bundle_id: header.bundle_id,
+            pipeline_yaml: header.pipeline_yaml.clone(),
+            task_configs: serde_json::Value::Array(task_configs),
+            quanta_version: header.quanta_version.clone(),
+            command_line: header.command_line.clone(),
+            created_at: header.created_at.clone(),
+            created_by: header.created_by.clone(),
+        })?;
+        Ok(Ctx {
+            bundle_id: header.bundle_id,
+            run,
+            task_labels: bundle.tasks().iter().map(|t| t.label.clone()).collect(),
+            output_types,
+        })
+    }
+}
+
+/// Verifies the outputs of a batch of finished quanta (files in parallel)
+/// and turns the batch into the rows to record; failures go to `summary`.
+/// Empties `batch`.
+fn verify_batch(
+    ctx: &Ctx,
+    datastore: &Datastore,
+    batch: &mut Vec<Pending<'_>>,
+    summary: &mut MergeSummary,
+) -> Vec<NewQuantum> {
+    // (batch position, connection, predicted ref, journal entry)
+    struct Check<'b> {
+        pos: usize,
+        connection: &'b str,
+        predicted: &'b BundleRef,
+        written: &'b WrittenOutput,
+        formatter: &'b str,
+    }
+    let mut checks: Vec<Check<'_>> = Vec::new();
+    let mut early_failures: Vec<(usize, VerificationFailure)> = Vec::new();
+    for (pos, item) in batch.iter().enumerate() {
+        let Some(JournalRecord::Finished {
+            status, outputs, ..
+        }) = &item.progress.finished
+        else {
+            continue;
+        };
+        if QuantumState::from(*status) != QuantumState::Succeeded {
+            continue;
+        }
+        let q = &item.quantum;
+        let task = task_label(ctx, q);
+        let predicted: HashMap<Uuid, (&str, &BundleRef)> = q
+            .outputs
+            .iter()
+            .flat_map(|(conn, refs)| refs.iter().map(move |r| (r.id, (conn.as_str(), r))))
+            .collect();
+        let mut seen = HashSet::new();
+        for w in outputs {
+            let Some((connection, r)) = predicted.get(&w.dataset_id).copied() else {
+                summary.journal_problems.push(format!(
+                        "journal {}: quantum {} ({task} {}) reports output {} at {}, which the bundle does not predict for it; not registered",
+                        item.progress.journal.display(),
+                        q.id,
+                        q.data_id,
+                        w.dataset_id,
+                        w.path
+                    ));
+                continue;
+            };
+            if !seen.insert(w.dataset_id) {
+                continue;
+            }
+            if w.path != r.path {
+                early_failures.push((
+                    pos,
+                    failure(
+                        task,
+                        q,
+                        r,
+                        format!("written at {}, not at the predicted path", w.path),
+                    ),
+                ));
+                continue;
+            }
+            let Some(t) = ctx.output_types.get(&r.dataset_type) else {
+                early_failures.push((
+                    pos,
+                    failure(
+                        task,
+                        q,
+                        r,
+                        "its dataset type is not an output of any task".into(),
+                    ),
+                ));
+                continue;
+            };
+            checks.push(Check {
+                pos,
+                connection,
+                predicted: r,
+                written: w,
+                formatter: &t.formatter,
+            });
+        }
+        summary.outputs_not_written += predicted.len() - seen.len();
+    }
+
+    let results: Vec<Result<(), String>> = checks
+        .par_iter()
+        .map(|c| verify_file(datastore, c.written).map_err(|e| e.to_string()))
+        .collect();
+
+    let mut verified: Vec<Vec<QuantumOutputDataset>> =
+        (0..batch.len()).map(|_| Vec::new()).collect();
+    let mut failures: Vec<Vec<VerificationFailure>> =
+        (0..batch.len()).map(|_| Vec::new()).collect();
+    for (pos, f) in early_failures {
+        failures[pos].push(f);
+    }
+    for (c, result) in checks.iter().zip(results) {
+        match result {
+            Ok(()) => verified[c.pos].push(QuantumOutputDataset {
+                id: c.predicted.id,
+                dataset_type: c.predicted.dataset_type.clone(),
+                data_id: c.predicted.data_id.clone(),
+                connection: c.connection.to_string(),
+                stored: DatastoreRecord {
+                    path: c.written.path.clone(),
+                    formatter: c.formatter.to_string(),
+                    size: c.written.size,
+                    checksum: c.written.checksum.clone(),
+                },
+            }),
+            Err(reason) => {
+                let q = &batch[c.pos].quantum;
+                failures[c.pos].push(failure(task_label(ctx, q), q, c.predicted, reason));
+            }
+        }
+    }
+
+    let quanta: Vec<NewQuantum> = batch
+        .iter()
+        .zip(verified)
+        .zip(&failures)
+        .map(|((item, outputs), failed)| new_quantum(ctx, item, outputs, failed))
+        .collect();
+    for f in failures.into_iter().flatten() {
+        summary.verification_failures.push(f);
+    }
+    batch.clear();
+    quanta
+}
+
+/// What the writer thread accumulated over all batches.
+#[derive(Default)]
+struct WriterTotals {
+    datasets_inserted: usize,
+    datasets_existing: usize,
+    quanta_recorded: usize,
+    quanta_unchanged: usize,
+    rejected: Vec<VerificationFailure>,
+}
+
+impl WriterTotals {
+    fn add(&mut self, stats: quanta_registry::RecordStats, quanta: &[NewQuantum]) {
+        self.datasets_inserted += stats.datasets_inserted;
+        self.datasets_existing += stats.datasets_skipped;
+        self.quanta_recorded += stats.quanta_written;
+        self.quanta_unchanged += stats.quanta_unchanged;
+        for r in stats.rejected {
+            let q = quanta.iter().find(|q| q.id == r.quantum_id);
+            self.rejected.push(VerificationFailure {
+                quantum_id: r.quantum_id,
+                task: q.map(|q| q.task_label.clone()).unwrap_or_default(),
+                dataset_id: r.dataset_id,
+                path: q
+                    .and_then(|q| q.outputs.iter().find(|o| o.id == r.dataset_id))
+                    .map(|o| o.stored.path.clone())
+                    .unwrap_or_default(),
+                dataset_type: r.dataset_type,
+                data_id: r.data_id,
+                reason: r.reason,
+            });
+        }
+    }
+
+    fn apply(self, summary: &mut MergeSummary) {
+        summary.datasets_inserted += self.datasets_inserted;
+        summary.datasets_existing += self.datasets_existing;
+        summary.quanta_recorded += self.quanta_recorded;
+        summary.quanta_already_merged += self.quanta_unchanged;
+        summary.verification_failures.extend(self.rejected);
+    }
+}
+
+/// Files larger than this are hashed in a stream rather than read whole.
+const WHOLE_READ_LIMIT: u64 = 16 << 20;
+
+/// Checks that an output exists with the size and BLAKE3 the journal
+/// recorded. Same checks and errors as `Datastore::verify`, which stats the
+/// path, then opens it and streams it through a zeroed 64 KiB buffer; a
+/// merge checks up to millions of small files, so this resolves the path
+/// once, takes the size from the open handle and hashes one read.
+fn verify_file(datastore: &Datastore, w: &WrittenOutput) -> Result<(), DatastoreError> {
+    let abs = datastore.abs_path(&w.path)?;
+    let missing = || DatastoreError::Missing {
+        path: w.path.clone(),
+    };
+    let io = |action: &'static str, source: std::io::Error| DatastoreError::Io {
+        action,
+        path: abs.clone(),
+        source,
+    };
+    let file = match File::open(&abs) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(missing()),
+        Err(e) => return Err(io("open", e)),
+    };
+    let meta = file.metadata().map_err(|e| io("inspect", e))?;
+    if !meta.is_file() {
+        return Err(missing());
+    }
+    let size_mismatch = |actual: u64| DatastoreError::SizeMismatch {
+        path: w.path.clone(),
+        expected: w.size,
+        actual,
+    };
+    if meta.len() != w.size {
+        return Err(size_mismatch(meta.len()));
+    }
+    let (size, checksum) = if w.size <= WHOLE_READ_LIMIT {
+        // One byte more than expected, so a file grown since the stat shows.
+        let mut bytes = Vec::with_capacity(w.size as usize + 1);
+        file.take(w.size + 1)
+            .read_to_end(&mut bytes)
+            .map_err(|e| io("read", e))?;
+        (bytes.len() as u64, quanta_core::hash::blake3_hex(&bytes))
+    } else {
+        let mut hasher = blake3::Hasher::new();
+        hasher.update_reader(file).map_err(|e| io("read", e))?;
+        (hasher.count(), hasher.finalize().to_hex().to_string())
+    };
+    if size != w.size {
+        return Err(size_mismatch(size));
+    }
+    if !checksum.eq_ignore_ascii_case(&w.checksum) {
+        return Err(DatastoreError::ChecksumMismatch {
+            path: w.path.clone(),
+            expected: w.checksum.clone(),
+            actual: checksum,
+        });
+    }
+    Ok(())
+}
+
+fn task_label<'c>(ctx: &'c Ctx, q: &BundleQuantum) -> &'c str {
+    ctx.task_labels
+        .get(q.task as usize)
+        .map(String::as_str)
+        .unwrap_or("?")
+}
+
+fn failure(task: &str, q: &BundleQuantum, r: &BundleRef, reason: String) -> VerificationFailure {
+    VerificationFailure {
+        quantum_id: q.id,
+        task: task.to_string(),
+        dataset_id: r.id,
+        dataset_type: r.dataset_type.clone(),
+        data_id: r.data_id.clone(),
+        path: r.path.clone(),
+        reason,
+    }
+}
+
+/// The quantum row, links and verified outputs for one finished quantum.
+fn new_quantum(
+    ctx: &Ctx,
+    item: &Pending<'_>,
+    outputs: Vec<QuantumOutputDataset>,
+    failed: &[VerificationFailure],
+) -> NewQuantum {
+    let q = &item.quantum;
+    let p = item.progress;
+    let mut execution = QuantumExecution {
+        status: p.state.as_str().to_string(),
+        attempts: p.attempts,
+        host: None,
+        batch_job: None,
+        started: None,
+        finished: None,
+        wall_seconds: None,
+        cpu_seconds: None,
+        peak_rss_bytes: None,
+        exit_code: None,
+        error: None,
+        log_tail: Vec::new(),
+    };
+    let mut inputs_used: HashSet<Uuid> = HashSet::new();
+    if let Some(JournalRecord::Started {
+        host, batch_job, ..
+    }) = &p.started
+    {
+        execution.host = Some(host.clone());
+        execution.batch_job = batch_job.clone();
+    }
+    if let Some(JournalRecord::Finished {
+        attempt,
+        inputs_used: used,
+        started,
+        finished,
+        wall_seconds,
+        cpu_seconds,
+        peak_rss_bytes,
+        exit_code,
+        error,
+        log_tail,
+        ..
+    }) = &p.finished
+    {
+        execution.attempts = execution.attempts.max(*attempt);
+        execution.started = Some(started.clone());
+        execution.finished = Some(finished.clone());
+        execution.wall_seconds = Some(*wall_seconds);
+        execution.cpu_seconds = Some(*cpu_seconds);
+        execution.peak_rss_bytes = Some(*peak_rss_bytes);
+        execution.exit_code = *exit_code;
+        execution.error = error.clone();
+        execution.log_tail = log_tail.clone();
+        inputs_used.extend(used.iter().copied());
+    }
+    let succeeded = p.state == QuantumState::Succeeded;
+    if succeeded && !failed.is_empty() {
+        execution.status = STATUS_PARTIAL.to_string();
+        let lines: Vec<String> = failed
+            .iter()
+            .map(|f| {
+                format!(
+                    "{} {} at {} not registered: {}",
+                    f.dataset_type, f.data_id, f.path, f.reason
+                )
+            })
+            .collect();
+        execution.error = Some(lines.join("\n"));
+    }
+    // A worker that does not report what it read (an external command) is
+    // taken to have read every predicted input when it succeeded.
+    let used = |id: &Uuid| {
+        if inputs_used.is_empty() {
+            succeeded
+        } else {
+            inputs_used.contains(id)
+        }
+    };
+    let mut inputs = Vec::new();
+    for (is_prerequisite, conns) in [(false, &q.inputs), (true, &q.prerequisites)] {
+        for (connection, refs) in conns {
+            for r in refs {
+                inputs.push(QuantumInput {
+                    dataset_id: r.id,
+                    connection: connection.clone(),
+                    is_prerequisite,
+                    used: used(&r.id),
+                });
+            }
+        }
+    }
+    NewQuantum {
+        id: q.id,
+        task_label: task_label(ctx, q).to_string(),
+        data_id: q.data_id.clone(),
+        execution,
+        inputs,
+        outputs: if succeeded { outputs } else { Vec::new() },
+    }
+}

@@ -1,0 +1,192 @@
+//! Batch-system commands: `quanta submit`, `quanta cancel`, `quanta
+//! restart`. The logic (plan, sbatch, state file, retry policy) lives in
+//! `quanta_runtime::slurm`; this module parses arguments and prints.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{bail, Result};
+use clap::{Args, ValueEnum};
+use quanta_runtime::slurm::{self, Resources, RetryPolicy, SubmitOptions, SubmitReport};
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum Engine {
+    Slurm,
+}
+
+/// Resource requests and submission options shared by submit and restart.
+#[derive(Args)]
+pub struct SlurmOptions {
+    /// The data repository the final job merges into (default: the one
+    /// recorded at the first submission, for restart).
+    #[arg(long)]
+    repo: Option<PathBuf>,
+    /// Partition for every job (overrides the tasks' `batch.partition`).
+    #[arg(long)]
+    partition: Option<String>,
+    /// Memory per array element, e.g. 512M or 2G (overrides `batch.mem`);
+    /// also the worker's memory limit.
+    #[arg(long)]
+    mem: Option<String>,
+    /// Memory for tasks whose config names none.
+    #[arg(long)]
+    default_mem: Option<String>,
+    /// CPUs per array element (overrides `batch.cpus_per_task`).
+    #[arg(long)]
+    cpus_per_task: Option<u32>,
+    /// Time limit per element in Slurm's format (overrides `batch.time`).
+    #[arg(long)]
+    time: Option<String>,
+    /// At most this many elements of one array at once (`--array=…%N`).
+    #[arg(long)]
+    throttle: Option<u32>,
+    /// Attempts the worker itself makes again for a failing quantum.
+    #[arg(long, default_value_t = 0)]
+    retries: u32,
+    /// Journal directory (default: `<bundle>.journals`).
+    #[arg(long)]
+    journal: Option<PathBuf>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+pub struct SubmitArgs {
+    /// The bundle (made by `quanta preflight`; its clusters, chosen there
+    /// with `--cluster-by`, become the array elements).
+    bundle: PathBuf,
+    #[arg(long, value_enum)]
+    engine: Engine,
+    #[command(flatten)]
+    opts: SlurmOptions,
+}
+
+#[derive(Args)]
+pub struct CancelArgs {
+    bundle: PathBuf,
+}
+
+#[derive(Args)]
+pub struct RestartArgs {
+    bundle: PathBuf,
+    #[command(flatten)]
+    opts: SlurmOptions,
+    /// Memory of clusters that ran out of it is multiplied by this.
+    #[arg(long, default_value_t = 2.0)]
+    memory_multiplier: f64,
+    /// Never ask for more than this (e.g. 8G).
+    #[arg(long)]
+    max_mem: Option<String>,
+}
+
+fn mem(flag: &str, v: &Option<String>) -> Result<Option<u64>> {
+    v.as_deref()
+        .map(|m| slurm::parse_mem_mb(m).map_err(|e| anyhow::anyhow!("{flag}: {e}")))
+        .transpose()
+}
+
+fn options(o: &SlurmOptions, repo: PathBuf) -> Result<SubmitOptions> {
+    if o.throttle == Some(0) {
+        bail!("--throttle must be at least 1");
+    }
+    if o.cpus_per_task == Some(0) {
+        bail!("--cpus-per-task must be at least 1");
+    }
+    Ok(SubmitOptions {
+        repo,
+        quanta_exe: std::env::current_exe()?,
+        overrides: Resources {
+            partition: o.partition.clone(),
+            mem_mb: mem("--mem", &o.mem)?,
+            cpus_per_task: o.cpus_per_task,
+            time: o.time.clone(),
+        },
+        defaults: Resources {
+            mem_mb: mem("--default-mem", &o.default_mem)?,
+            ..Default::default()
+        },
+        throttle: o.throttle,
+        worker_retries: o.retries,
+        journal_dir: o.journal.clone(),
+        extra_sbatch_args: Vec::new(),
+    })
+}
+
+fn print_report(r: &SubmitReport, json: bool) -> Result<()> {
+    if json {
+        return crate::output::print_json(r);
+    }
+    for a in &r.arrays {
+        println!(
+            "array {} (level {}, {} clusters{}{})",
+            a.job_id,
+            a.level,
+            a.clusters.len(),
+            a.resources.mem_mb.map(|m| format!(", {m} MB")).unwrap_or_default(),
+            a.dependency.as_deref().map(|d| format!(", {d}")).unwrap_or_default(),
+        );
+    }
+    if let Some(m) = &r.merge_job {
+        println!("merge job {m}");
+    }
+    for (c, m) in &r.memory_raised {
+        println!("cluster {c}: out of memory before, now {m} MB");
+    }
+    if !r.dead_clusters.is_empty() {
+        println!(
+            "not resubmitted (deterministic failures and their downstream): {}",
+            r.dead_clusters.join(", ")
+        );
+    }
+    Ok(())
+}
+
+pub fn submit(a: SubmitArgs) -> Result<ExitCode> {
+    match a.engine {
+        Engine::Slurm => {}
+    }
+    let Some(repo) = a.opts.repo.clone() else {
+        bail!("--repo REPO is required: the final job merges into it");
+    };
+    let opts = options(&a.opts, repo)?;
+    let report = slurm::submit(&a.bundle, &opts)?;
+    print_report(&report, a.opts.json)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn cancel(a: CancelArgs) -> Result<ExitCode> {
+    let ids = slurm::cancel(&a.bundle)?;
+    if ids.is_empty() {
+        println!("nothing to cancel: no job of this submission is queued or running");
+    } else {
+        println!("cancelled {}", ids.join(" "));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn restart(a: RestartArgs) -> Result<ExitCode> {
+    if !(a.memory_multiplier.is_finite() && a.memory_multiplier >= 1.0) {
+        bail!("--memory-multiplier must be at least 1, got {}", a.memory_multiplier);
+    }
+    let state = slurm::load_state(&a.bundle)?;
+    let repo = a.opts.repo.clone().unwrap_or(state.repo);
+    let mut opts = options(&a.opts, repo)?;
+    if opts.journal_dir.is_none() {
+        opts.journal_dir = Some(state.journal_dir);
+    }
+    let policy = RetryPolicy {
+        memory_multiplier: a.memory_multiplier,
+        max_mem_mb: mem("--max-mem", &a.max_mem)?,
+    };
+    let report = slurm::restart(&a.bundle, &opts, policy)?;
+    if report.arrays.is_empty() {
+        println!(
+            "nothing to resubmit: {} cluster(s) succeeded, {} dead",
+            report.succeeded_clusters,
+            report.dead_clusters.len()
+        );
+    }
+    print_report(&report, a.opts.json)?;
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,585 @@
+//! [`LimitedRegistry`] (a bundle plus its datastore) and [`LimitedButler`]
+//! (get/put for one attempt of one quantum).
+
+use std::collections::HashSet;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use quanta_core::bundle::ConnectionRefs;
+use quanta_core::pipeline::TaskDef;
+use quanta_core::{Bundle, BundleQuantum, BundleRef, DataId, WrittenOutput};
+use quanta_datastore::{
+    Datastore, DatastoreConfig, DatastoreError, InMemoryDataset, JsonFormatter,
+};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use uuid::Uuid;
+
+use crate::error::LimitedRegistryError as Error;
+
+type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A bundle and the datastore its header names: all a worker reads. Shared
+/// between worker threads behind an `Arc`.
+#[derive(Debug)]
+pub struct LimitedRegistry {
+    bundle: Arc<Bundle>,
+    datastore: Datastore,
+    tasks: Vec<Arc<TaskDef>>,
+}
+
+impl LimitedRegistry {
+    /// Opens the bundle at `path` (frame and header only; quanta are decoded
+    /// when asked for).
+    pub fn open(path: &Path) -> Result<Arc<Self>> {
+        Self::from_bundle(Arc::new(Bundle::open(path)?))
+    }
+
+    /// The datastore comes from the bundle header: its absolute root and its
+    /// configuration (templates only matter to preflight; fsync matters here).
+    pub fn from_bundle(bundle: Arc<Bundle>) -> Result<Arc<Self>> {
+        let h = bundle.header();
+        let bad = |detail: String| Error::DatastoreConfig {
+            bundle: bundle.path().to_path_buf(),
+            detail,
+        };
+        let config: DatastoreConfig = if h.datastore_config.trim().is_empty() {
+            DatastoreConfig::default()
+        } else {
+            serde_json::from_str(&h.datastore_config).map_err(|e| bad(e.to_string()))?
+        };
+        if !Path::new(&h.datastore_root).is_absolute() {
+            return Err(bad(format!(
+                "the datastore root `{}` is not absolute",
+                h.datastore_root
+            )));
+        }
+        let datastore =
+            Datastore::new(&h.datastore_root, config).map_err(|e| bad(e.to_string()))?;
+        let tasks = bundle.tasks().iter().cloned().map(Arc::new).collect();
+        Ok(Arc::new(Self {
+            bundle,
+            datastore,
+            tasks,
+        }))
+    }
+
+    pub fn bundle(&self) -> &Arc<Bundle> {
+        &self.bundle
+    }
+
+    pub fn datastore(&self) -> &Datastore {
+        &self.datastore
+    }
+
+    /// Whether the bundle was made with `--clobber`.
+    pub fn clobber(&self) -> bool {
+        self.bundle.header().clobber
+    }
+
+    /// The task of quantum `q`.
+    pub fn task(&self, q: &BundleQuantum) -> &Arc<TaskDef> {
+        // The bundle reader checks task indices when decoding a quantum.
+        &self.tasks[q.task as usize]
+    }
+
+    pub fn tasks(&self) -> &[Arc<TaskDef>] {
+        &self.tasks
+    }
+
+    /// Absolute path of a ref's file.
+    pub fn abs_path(&self, r: &BundleRef) -> Result<PathBuf, DatastoreError> {
+        self.datastore.abs_path(&r.path)
+    }
+
+    /// Checks that every input and prerequisite of quantum `index` exists;
+    /// the first missing one is the error.
+    pub fn check_inputs(&self, index: u32, q: &BundleQuantum) -> Result<()> {
+        for r in q
+            .inputs
+            .iter()
+            .chain(&q.prerequisites)
+            .flat_map(|(_, refs)| refs)
+        {
+            if !self.datastore.exists(&r.path) {
+                return Err(Error::MissingInput {
+                    quantum: index,
+                    task: self.task(q).label.clone(),
+                    dataset_type: r.dataset_type.clone(),
+                    data_id: r.data_id.to_string(),
+                    path: r.path.clone(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether every predicted output of `q` is present.
+    pub fn outputs_exist(&self, q: &BundleQuantum) -> bool {
+        q.outputs
+            .iter()
+            .flat_map(|(_, refs)| refs)
+            .all(|r| self.datastore.exists(&r.path))
+    }
+
+    /// A butler for one attempt of quantum `index`. `replace_existing` allows
+    /// replacing files already at predicted output paths (the bundle's
+    /// clobber flag is honoured in any case); see the crate docs.
+    pub fn butler(
+        self: &Arc<Self>,
+        index: u32,
+        quantum: BundleQuantum,
+        replace_existing: bool,
+    ) -> LimitedButler {
+        let task = Arc::clone(self.task(&quantum));
+        LimitedButler {
+            registry: Arc::clone(self),
+            replace: replace_existing || self.clobber(),
+            index,
+            quantum,
+            task,
+            written: Vec::new(),
+            written_ids: HashSet::new(),
+            inputs_used: Vec::new(),
+            cancelled: Arc::new(AtomicBool::new(false)),
+        }
+    }
+}
+
+/// Get/put for one attempt of one quantum: inputs by connection name,
+/// outputs only where the bundle predicted them. Records what was read and
+/// written for the journal.
+pub struct LimitedButler {
+    registry: Arc<LimitedRegistry>,
+    replace: bool,
+    index: u32,
+    quantum: BundleQuantum,
+    task: Arc<TaskDef>,
+    written: Vec<WrittenOutput>,
+    written_ids: HashSet<Uuid>,
+    inputs_used: Vec<Uuid>,
+    cancelled: Arc<AtomicBool>,
+}
+
+impl std::fmt::Debug for LimitedButler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LimitedButler")
+            .field("quantum", &self.index)
+            .field("task", &self.task.label)
+            .finish_non_exhaustive()
+    }
+}
+
+fn find<'a>(refs: &'a ConnectionRefs, name: &str) -> Option<&'a [BundleRef]> {
+    refs.iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, r)| r.as_slice())
+}
+
+impl LimitedButler {
+    pub fn index(&self) -> u32 {
+        self.index
+    }
+
+    pub fn quantum(&self) -> &BundleQuantum {
+        &self.quantum
+    }
+
+    pub fn task(&self) -> &TaskDef {
+        &self.task
+    }
+
+    pub fn registry(&self) -> &Arc<LimitedRegistry> {
+        &self.registry
+    }
+
+    pub fn data_id(&self) -> &DataId {
+        &self.quantum.data_id
+    }
+
+    /// A flag that, once set, makes every later put fail: an attempt that
+    /// timed out must not write after its retry started.
+    pub fn cancel_flag(&self) -> Arc<AtomicBool> {
+        Arc::clone(&self.cancelled)
+    }
+
+    pub fn is_cancelled(&self) -> bool {
+        self.cancelled.load(Ordering::Relaxed)
+    }
+
+    fn unknown(&self, kind: &'static str, connection: &str, refs: &ConnectionRefs) -> Error {
+        Error::UnknownConnection {
+            quantum: self.index,
+            task: self.task.label.clone(),
+            kind,
+            connection: connection.to_string(),
+            known: refs
+                .iter()
+                .map(|(n, _)| n.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+        }
+    }
+
+    /// The refs bound to an input (or prerequisite) connection, in bundle
+    /// order.
+    pub fn input_refs(&self, connection: &str) -> Result<&[BundleRef]> {
+        find(&self.quantum.inputs, connection)
+            .or_else(|| find(&self.quantum.prerequisites, connection))
+            .ok_or_else(|| {
+                let mut all = self.quantum.inputs.clone();
+                all.extend(self.quantum.prerequisites.iter().cloned());
+                self.unknown("input", connection, &all)
+            })
+    }
+
+    /// The refs the bundle predicted for an output connection.
+    pub fn output_refs(&self, connection: &str) -> Result<&[BundleRef]> {
+        find(&self.quantum.outputs, connection)
+            .ok_or_else(|| self.unknown("output", connection, &self.quantum.outputs))
+    }
+
+    fn storage_class(&self, connection: &str, dataset_type: &str) -> String {
+        let t = &self.task;
+        t.inputs
+            .iter()
+            .chain(&t.prerequisites)
+            .chain(&t.outputs)
+            .find(|c| c.name == connection)
+            .map(|c| c.storage_class.clone())
+            .or_else(|| {
+                self.registry
+                    .bundle
+                    .dataset_types()
+                    .iter()
+                    .find(|d| d.name == dataset_type)
+                    .map(|d| d.storage_class.clone())
+            })
+            .unwrap_or_else(|| JsonFormatter::STORAGE_CLASS.to_string())
+    }
+
+    fn ds_err(&self, source: DatastoreError) -> Error {
+        Error::Datastore {
+            quantum: self.index,
+            task: self.task.label.clone(),
+            source: Box::new(source),
+        }
+    }
+
+    fn single<'a>(&self, connection: &str, refs: &'a [BundleRef]) -> Result<&'a BundleRef> {
+        match refs {
+            [r] => Ok(r),
+            _ => Err(Error::NotSingle {
+                quantum: self.index,
+                task: self.task.label.clone(),
+                connection: connection.to_string(),
+                n: refs.len(),
+            }),
+        }
+    }
+
+    fn read_ref(&mut self, connection: &str, r: &BundleRef) -> Result<InMemoryDataset> {
+        let sc = self.storage_class(connection, &r.dataset_type);
+        let ds = self.registry.datastore();
+        let formatter = ds
+            .formatters()
+            .for_storage_class(&sc)
+            .map_err(|e| self.ds_err(e))?;
+        let bytes = ds.read_bytes(&r.path).map_err(|e| self.ds_err(e))?;
+        let obj = formatter.decode(&bytes).map_err(|source| {
+            self.ds_err(DatastoreError::Decode {
+                formatter: formatter.name().to_string(),
+                path: r.path.clone(),
+                source,
+            })
+        })?;
+        self.inputs_used.push(r.id);
+        Ok(obj)
+    }
+
+    /// The one dataset of an input connection, decoded by its storage
+    /// class's formatter.
+    pub fn get(&mut self, connection: &str) -> Result<InMemoryDataset> {
+        let r = self
+            .single(connection, self.input_refs(connection)?)?
+            .clone();
+        self.read_ref(connection, &r)
+    }
+
+    /// All datasets of a (`multiple`) input connection, in the order of
+    /// [`LimitedButler::input_refs`].
+    pub fn get_all(&mut self, connection: &str) -> Result<Vec<InMemoryDataset>> {
+        let refs = self.input_refs(connection)?.to_vec();
+        refs.iter().map(|r| self.read_ref(connection, r)).collect()
+    }
+
+    /// The one dataset of an input connection, deserialized from JSON.
+    pub fn get_json<T: DeserializeOwned>(&mut self, connection: &str) -> Result<T> {
+        let r = self
+            .single(connection, self.input_refs(connection)?)?
+            .clone();
+        self.read_json(&r)
+    }
+
+    /// All datasets of a `multiple` input connection, from JSON, in
+    /// [`LimitedButler::input_refs`] order.
+    pub fn get_all_json<T: DeserializeOwned>(&mut self, connection: &str) -> Result<Vec<T>> {
+        let refs = self.input_refs(connection)?.to_vec();
+        refs.iter().map(|r| self.read_json(r)).collect()
+    }
+
+    fn read_json<T: DeserializeOwned>(&mut self, r: &BundleRef) -> Result<T> {
+        let v = self
+            .registry
+            .datastore()
+            .get_json(&r.path)
+            .map_err(|e| self.ds_err(e))?;
+        self.inputs_used.push(r.id);
+        Ok(v)
+    }
+
+    /// The predicted ref of `connection` for `data_id` (`None`: the only one).
+    fn predicted(&self, connection: &str, data_id: Option<&DataId>) -> Result<BundleRef> {
+        let refs = self.output_refs(connection)?;
+        let found = match data_id {
+            None => Some(self.single(connection, refs)?),
+            Some(d) => refs.iter().find(|r| &r.data_id == d),
+        };
+        found.cloned().ok_or_else(|| Error::UnpredictedOutput {
+            quantum: self.index,
+            task: self.task.label.clone(),
+            connection: connection.to_string(),
+            data_id: data_id.map(|d| d.to_string()).unwrap_or_default(),
+            predicted: refs
+                .iter()
+                .map(|r| r.data_id.to_string())
+                .collect::<Vec<_>>()
+                .join("; "),
+        })
+    }
+
+    fn before_write(&self, r: &BundleRef) -> Result<()> {
+        if self.is_cancelled() {
+            return Err(Error::Cancelled {
+                quantum: self.index,
+                task: self.task.label.clone(),
+                path: r.path.clone(),
+            });
+        }
+        if self.written_ids.contains(&r.id) {
+            return Err(Error::WrittenTwice {
+                quantum: self.index,
+                task: self.task.label.clone(),
+                dataset: r.id,
+                path: r.path.clone(),
+            });
+        }
+        Ok(())
+    }
+
+    fn write_bytes(&mut self, r: &BundleRef, bytes: &[u8], formatter: &str) -> Result<()> {
+        self.before_write(r)?;
+        let info = self
+            .registry
+            .datastore()
+            .write_bytes_at(&r.path, bytes, formatter, self.replace)
+            .map_err(|e| self.map_write_err(r, e))?;
+        self.record(r, info.size, info.checksum);
+        Ok(())
+    }
+
+    fn map_write_err(&self, r: &BundleRef, e: DatastoreError) -> Error {
+        match e {
+            DatastoreError::AlreadyExists { .. } => Error::WouldOverwrite {
+                quantum: self.index,
+                task: self.task.label.clone(),
+                path: r.path.clone(),
+            },
+            e => self.ds_err(e),
+        }
+    }
+
+    fn record(&mut self, r: &BundleRef, size: u64, checksum: String) {
+        self.written_ids.insert(r.id);
+        self.written.push(WrittenOutput {
+            dataset_id: r.id,
+            path: r.path.clone(),
+            size,
+            checksum,
+        });
+    }
+
+    fn encode(
+        &self,
+        connection: &str,
+        r: &BundleRef,
+        obj: &InMemoryDataset,
+    ) -> Result<(Vec<u8>, String)> {
+        let sc = self.storage_class(connection, &r.dataset_type);
+        let f = self
+            .registry
+            .datastore()
+            .formatters()
+            .for_storage_class(&sc)
+            .map_err(|e| self.ds_err(e))?;
+        let bytes = f.encode(obj).map_err(|source| {
+            self.ds_err(DatastoreError::Encode {
+                what: format!("{} {}", r.dataset_type, r.data_id),
+                formatter: f.name().to_string(),
+                path: r.path.clone(),
+                source,
+            })
+        })?;
+        Ok((bytes, f.name().to_string()))
+    }
+
+    /// Writes the one predicted output of `connection`.
+    pub fn put(&mut self, connection: &str, obj: &InMemoryDataset) -> Result<()> {
+        let r = self.predicted(connection, None)?;
+        let (bytes, f) = self.encode(connection, &r, obj)?;
+        self.write_bytes(&r, &bytes, &f)
+    }
+
+    /// Writes the predicted output of `connection` for `data_id` (for
+    /// connections with several outputs).
+    pub fn put_for(
+        &mut self,
+        connection: &str,
+        data_id: &DataId,
+        obj: &InMemoryDataset,
+    ) -> Result<()> {
+        let r = self.predicted(connection, Some(data_id))?;
+        let (bytes, f) = self.encode(connection, &r, obj)?;
+        self.write_bytes(&r, &bytes, &f)
+    }
+
+    /// Writes the one predicted output of a Json connection, serialized
+    /// straight from `value`.
+    pub fn put_json<T: Serialize + ?Sized>(&mut self, connection: &str, value: &T) -> Result<()> {
+        let r = self.predicted(connection, None)?;
+        let sc = self.storage_class(connection, &r.dataset_type);
+        if sc != JsonFormatter::STORAGE_CLASS {
+            let v = serde_json::to_value(value).map_err(|e| self.json_err(&r, e))?;
+            return self.put(connection, &InMemoryDataset::Json(v));
+        }
+        let bytes = serde_json::to_vec(value).map_err(|e| self.json_err(&r, e))?;
+        self.write_bytes(&r, &bytes, JsonFormatter::NAME)
+    }
+
+    fn json_err(&self, r: &BundleRef, e: serde_json::Error) -> Error {
+        self.ds_err(DatastoreError::Encode {
+            what: format!("{} {}", r.dataset_type, r.data_id),
+            formatter: JsonFormatter::NAME.to_string(),
+            path: r.path.clone(),
+            source: e.into(),
+        })
+    }
+
+    /// Moves a file an external command wrote (at a temporary path beside
+    /// the final one) into place as the output `id` of `connection`, under
+    /// the same overwrite rule as a put, and records its size and BLAKE3.
+    /// The file is hashed before it is published, so the recorded checksum
+    /// is of exactly the bytes that appear at the final path.
+    pub fn adopt_file(&mut self, connection: &str, id: Uuid, file: &Path) -> Result<()> {
+        let r = self
+            .output_refs(connection)?
+            .iter()
+            .find(|r| r.id == id)
+            .cloned()
+            .ok_or_else(|| Error::UnpredictedOutput {
+                quantum: self.index,
+                task: self.task.label.clone(),
+                connection: connection.to_string(),
+                data_id: id.to_string(),
+                predicted: String::new(),
+            })?;
+        self.before_write(&r)?;
+        let adopt_err = |detail: String| Error::AdoptFile {
+            quantum: self.index,
+            task: self.task.label.clone(),
+            connection: connection.to_string(),
+            file: file.to_path_buf(),
+            detail,
+        };
+        let meta = std::fs::symlink_metadata(file)
+            .map_err(|e| adopt_err(format!("the command did not write it ({e})")))?;
+        if !meta.is_file() {
+            return Err(adopt_err("it is not a regular file".into()));
+        }
+        let (size, checksum) = hash_file(file).map_err(|e| adopt_err(e.to_string()))?;
+        let dest = self.registry.abs_path(&r).map_err(|e| self.ds_err(e))?;
+        if self.replace {
+            std::fs::rename(file, &dest)
+                .map_err(|e| adopt_err(format!("moving it to {}: {e}", dest.display())))?;
+        } else {
+            // A hard link fails atomically when the destination exists.
+            match std::fs::hard_link(file, &dest) {
+                Ok(()) => {
+                    let _ = std::fs::remove_file(file);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    return Err(Error::WouldOverwrite {
+                        quantum: self.index,
+                        task: self.task.label.clone(),
+                        path: r.path.clone(),
+                    })
+                }
+                Err(e) => return Err(adopt_err(format!("linking it to {}: {e}", dest.display()))),
+            }
+        }
+        if self.registry.datastore().config().fsync {
+            if let Ok(f) = std::fs::File::open(&dest) {
+                let _ = f.sync_all();
+            }
+        }
+        self.record(&r, size, checksum);
+        Ok(())
+    }
+
+    /// Predicted outputs not written by this attempt.
+    pub fn missing_outputs(&self) -> Vec<(String, BundleRef)> {
+        self.quantum
+            .outputs
+            .iter()
+            .flat_map(|(c, refs)| refs.iter().map(move |r| (c, r)))
+            .filter(|(_, r)| !self.written_ids.contains(&r.id))
+            .map(|(c, r)| (c.clone(), r.clone()))
+            .collect()
+    }
+
+    pub fn written(&self) -> &[WrittenOutput] {
+        &self.written
+    }
+
+    /// Ids of the inputs read, each once, in first-read order.
+    pub fn inputs_used(&self) -> Vec<Uuid> {
+        let mut seen = HashSet::new();
+        self.inputs_used
+            .iter()
+            .copied()
+            .filter(|id| seen.insert(*id))
+            .collect()
+    }
+
+    /// Everything the journal needs from this attempt.
+    pub fn into_records(self) -> (Vec<WrittenOutput>, Vec<Uuid>) {
+        let used = self.inputs_used();
+        (self.written, used)
+    }
+}
+
+fn hash_file(path: &Path) -> std::io::Result<(u64, String)> {
+    let mut f = std::fs::File::open(path)?;
+    let mut hasher = blake3::Hasher::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok((hasher.count(), hasher.finalize().to_hex().to_string()))
+}

@@ -1,0 +1,1295 @@
+//! Building the quantum graph: one registry query, then scatter, gather,
+//! prerequisites, existing outputs and pruning in memory, then a
+//! topological order that keeps each cluster's quanta together.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::time::Instant;
+
+use petgraph::graph::{DiGraph, NodeIndex};
+use petgraph::Direction;
+use quanta_butler::Butler;
+use quanta_core::bundle::DimensionRecords;
+use quanta_core::pipeline::{LoadedPipeline, TaskDef};
+use quanta_core::{
+    BundleContents, BundleHeader, BundleQuantum, BundleRef, Cluster, DataId, DataIdValue,
+    DatasetRef, DatasetType, DimensionGroup, DimensionUniverse, Uuid, BUNDLE_FORMAT_VERSION,
+};
+use quanta_registry::graph_query::{GraphRows, PrerequisiteCandidate, NONE};
+use quanta_registry::{Binds, FoundDataset, Registry};
+use rayon::prelude::*;
+
+use crate::error::PreflightError;
+
+/// What to build a graph from and for.
+#[derive(Debug, Clone, Default)]
+pub struct PreflightOptions {
+    /// The input collections, searched in order (CHAINED expanded).
+    pub input_collections: Vec<String>,
+    /// The RUN the outputs will be written to.
+    pub output_run: String,
+    /// A CHAINED collection `[output_run, inputs...]` to create or extend.
+    pub output_chain: Option<String>,
+    /// The `--where` expression ("" for none).
+    pub where_clause: String,
+    pub binds: Binds,
+    /// Leave out quanta whose outputs all exist in the output RUN.
+    pub skip_existing: bool,
+    /// Allow replacing outputs that exist in the output RUN.
+    pub clobber: bool,
+    /// Dimensions that group quanta into clusters (batch jobs); `None`: see
+    /// [`default_cluster_dimensions`].
+    pub cluster_by: Option<Vec<String>>,
+    /// Recorded in the bundle header.
+    pub command_line: Vec<String>,
+}
+
+/// Quanta per task in the graph.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct TaskSummary {
+    pub label: String,
+    /// Quanta in the bundle.
+    pub quanta: usize,
+    /// Left out because all their outputs exist (`--skip-existing`).
+    pub skipped: usize,
+    /// Left out because a required input is missing.
+    pub pruned: usize,
+}
+
+/// A quantum left out of the graph and why.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct PrunedQuantum {
+    pub task: String,
+    pub data_id: DataId,
+    pub reason: String,
+}
+
+/// At most this many pruned quanta are listed individually.
+pub const MAX_PRUNED_LISTED: usize = 1000;
+
+/// A built graph, ready to be written as a bundle.
+#[derive(Debug, Clone)]
+pub struct GraphBuild {
+    pub contents: BundleContents,
+    pub tasks: Vec<TaskSummary>,
+    /// The first [`MAX_PRUNED_LISTED`] pruned quanta.
+    pub pruned: Vec<PrunedQuantum>,
+    pub n_pruned: usize,
+    /// Output dataset types not yet in the registry.
+    pub to_register: Vec<DatasetType>,
+    /// Seconds per phase.
+    pub timings: Vec<(&'static str, f64)>,
+}
+
+/// Default clustering: the dimensions of the smallest task dimension group
+/// that is contained in every task's group (e.g. `{instrument, exposure}`
+/// for isr/characterize/summarize: one cluster per exposure); if there is
+/// none, every quantum is its own cluster (empty result).
+pub fn default_cluster_dimensions(tasks: &[TaskDef], universe: &DimensionUniverse) -> Vec<String> {
+    let groups: Vec<DimensionGroup> = tasks
+        .iter()
+        .filter_map(|t| universe.conform(&t.dimensions).ok())
+        .collect();
+    groups
+        .iter()
+        .filter(|g| !g.is_empty() && groups.iter().all(|o| g.is_subset_of(o)))
+        .min_by_key(|g| g.len())
+        .map(|g| g.names.clone())
+        .unwrap_or_default()
+}
+
+enum Source {
+    /// Index into the graph rows' input types.
+    Overall(usize),
+    Produced,
+}
+
+/// Datasets of the graph: inputs found in the registry and predicted
+/// outputs, each with the quantum that produces it ([`NONE`] if none).
+#[derive(Default)]
+struct Arena {
+    refs: Vec<BundleRef>,
+    producer: Vec<u32>,
+}
+
+impl Arena {
+    fn push(&mut self, r: BundleRef, producer: u32) -> u32 {
+        self.refs.push(r);
+        self.producer.push(producer);
+        (self.refs.len() - 1) as u32
+    }
+}
+
+fn found_to_ref(f: &FoundDataset) -> BundleRef {
+    BundleRef {
+        id: f.dataset_ref.id,
+        dataset_type: f.dataset_ref.dataset_type.clone(),
+        data_id: f.dataset_ref.data_id.clone(),
+        run: f.dataset_ref.run.clone(),
+        path: f
+            .stored
+            .as_ref()
+            .map(|s| s.path.clone())
+            .unwrap_or_default(),
+        size: f.stored.as_ref().map(|s| s.size),
+        checksum: f.stored.as_ref().map(|s| s.checksum.clone()),
+    }
+}
+
+struct Draft {
+    /// A row of the quantum (all rows of a quantum agree on its dimensions
+    /// and on everything they imply).
+    row: u32,
+    inputs: Vec<Vec<u32>>,
+}
+
+enum Outcome {
+    Pruned(String),
+    /// All outputs exist (arena indices of the existing datasets).
+    Skip(Vec<BundleRef>),
+    Run {
+        prerequisites: Vec<Vec<u32>>,
+        outputs: Vec<BundleRef>,
+        /// How many outputs already exist (replaced under `--clobber`).
+        existing: Vec<String>,
+        missing_example: Option<String>,
+    },
+}
+
+struct Quantum {
+    id: Uuid,
+    task: u32,
+    data_id: DataId,
+    row: u32,
+    inputs: Vec<Vec<u32>>,
+    prerequisites: Vec<Vec<u32>>,
+    outputs: Vec<u32>,
+}
+
+/// Builds the graph (reading the registry only). Registration of output
+/// dataset types and collections is left to [`crate::register_outputs`].
+pub fn build_graph(
+    butler: &Butler,
+    pipeline: &LoadedPipeline,
+    opts: &PreflightOptions,
+    progress: &dyn Fn(&str),
+) -> Result<GraphBuild, PreflightError> {
+    let registry = butler.registry();
+    let universe = registry.universe();
+    let tasks = &pipeline.pipeline.tasks;
+    let mut timings = Vec::new();
+    let mut clock = Instant::now();
+    let mut lap = |name: &'static str, timings: &mut Vec<(&'static str, f64)>| {
+        timings.push((name, clock.elapsed().as_secs_f64()));
+        clock = Instant::now();
+    };
+
+    for c in &opts.input_collections {
+        registry.collection(c)?;
+    }
+    let to_register = check_dataset_types(registry, pipeline)?;
+    let overall: Vec<String> = pipeline
+        .pipeline
+        .overall_inputs()
+        .into_iter()
+        .map(String::from)
+        .collect();
+
+    // The query's dimensions: every task's and every connection's.
+    let mut all_dims: Vec<String> = Vec::new();
+    for t in tasks {
+        all_dims.extend(t.dimensions.iter().cloned());
+        for (_, c) in t.connections() {
+            all_dims.extend(c.dimensions.iter().cloned());
+        }
+    }
+    let union = universe.conform(&all_dims)?;
+    progress(&format!("querying the registry over {union}"));
+    let rows = registry.query_graph_rows(
+        &union,
+        &opts.where_clause,
+        &opts.binds,
+        &overall,
+        &opts.input_collections,
+    )?;
+    lap("query", &mut timings);
+    if rows.n_rows() == 0 {
+        return Err(PreflightError::EmptyGraph(format!(
+            "no data IDs over {union} match the --where expression with {} in collections {:?}",
+            if overall.is_empty() {
+                "no inputs".to_string()
+            } else {
+                overall.join(", ")
+            },
+            opts.input_collections
+        )));
+    }
+
+    let mut arena = Arena::default();
+    let overall_arena: Vec<Vec<u32>> = rows
+        .inputs
+        .iter()
+        .map(|datasets| {
+            datasets
+                .iter()
+                .map(|d| {
+                    arena.push(
+                        BundleRef {
+                            id: d.id,
+                            dataset_type: d.dataset_type.clone(),
+                            data_id: d.data_id.clone(),
+                            run: d.run.clone(),
+                            path: d
+                                .stored
+                                .as_ref()
+                                .map(|s| s.path.clone())
+                                .unwrap_or_default(),
+                            size: d.stored.as_ref().map(|s| s.size),
+                            checksum: d.stored.as_ref().map(|s| s.checksum.clone()),
+                        },
+                        NONE,
+                    )
+                })
+                .collect()
+        })
+        .collect();
+
+    let prereqs = load_prerequisites(registry, pipeline, &opts.input_collections, &mut arena)?;
+    let times = ObservationTimes::load(registry, tasks)?;
+    let existing = existing_outputs(registry, pipeline, &opts.output_run)?;
+    let datastore = butler.datastore();
+    lap("lookups", &mut timings);
+
+    let mut produced: HashMap<String, HashMap<Vec<u32>, u32>> = HashMap::new();
+    let mut quanta: Vec<Quantum> = Vec::new();
+    let mut summaries = Vec::new();
+    let mut pruned = Vec::new();
+    let mut n_pruned = 0usize;
+    let mut n_existing = 0usize;
+    let mut existing_example: Option<String> = None;
+
+    for (t_ix, task) in tasks.iter().enumerate() {
+        progress(&format!(
+            "task {} ({}/{})",
+            task.label,
+            t_ix + 1,
+            tasks.len()
+        ));
+        let group = universe.conform(&task.dimensions)?;
+        let cols = columns_of(&rows, &group)?;
+        let sources: Vec<Source> = task
+            .inputs
+            .iter()
+            .map(
+                |c| match overall.iter().position(|o| *o == c.dataset_type) {
+                    Some(k) => Source::Overall(k),
+                    None => Source::Produced,
+                },
+            )
+            .collect();
+        let input_cols: Vec<Vec<usize>> = task
+            .inputs
+            .iter()
+            .map(|c| columns_of(&rows, &universe.conform(&c.dimensions)?))
+            .collect::<Result<_, PreflightError>>()?;
+
+        // Scatter: one draft per distinct projection of the rows; gather:
+        // each input connection collects the datasets of all its rows.
+        let mut index: HashMap<Vec<u32>, u32> = HashMap::new();
+        let mut drafts: Vec<Draft> = Vec::new();
+        let mut key = Vec::with_capacity(cols.len());
+        let mut ckey = Vec::new();
+        for r in 0..rows.n_rows() {
+            let row = rows.row(r);
+            key.clear();
+            key.extend(cols.iter().map(|&c| row[c]));
+            let q = match index.get(&key) {
+                Some(&q) => q as usize,
+                None => {
+                    index.insert(key.clone(), drafts.len() as u32);
+                    drafts.push(Draft {
+                        row: r as u32,
+                        inputs: vec![Vec::new(); task.inputs.len()],
+                    });
+                    drafts.len() - 1
+                }
+            };
+            for (ci, c) in task.inputs.iter().enumerate() {
+                let found = match sources[ci] {
+                    Source::Overall(k) => {
+                        let ix = rows.row_inputs(r)[k];
+                        (ix != NONE).then(|| overall_arena[k][ix as usize])
+                    }
+                    Source::Produced => {
+                        ckey.clear();
+                        ckey.extend(input_cols[ci].iter().map(|&c| row[c]));
+                        produced
+                            .get(&c.dataset_type)
+                            .and_then(|m| m.get(&ckey))
+                            .copied()
+                    }
+                };
+                if let Some(d) = found {
+                    drafts[q].inputs[ci].push(d);
+                }
+            }
+        }
+        drop(index);
+        // Deterministic quantum order within a task: by data ID.
+        drafts.par_sort_by(|a, b| compare_rows(&rows, &cols, a.row, b.row));
+
+        let closure_cols: Vec<(String, usize)> = universe
+            .implied_closure(&group)
+            .into_iter()
+            .filter_map(|d| rows.column(&d).map(|c| (d, c)))
+            .collect();
+        let output_groups: Vec<DimensionGroup> = task
+            .outputs
+            .iter()
+            .map(|c| universe.conform(&c.dimensions))
+            .collect::<Result<_, _>>()?;
+        let prereq_groups: Vec<DimensionGroup> = task
+            .prerequisites
+            .iter()
+            .map(|c| universe.conform(&c.dimensions))
+            .collect::<Result<_, _>>()?;
+        let ctx = TaskContext {
+            universe,
+            task,
+            rows: &rows,
+            closure_cols: &closure_cols,
+            output_groups: &output_groups,
+            prereq_groups: &prereq_groups,
+            prereqs: &prereqs,
+            times: &times,
+            existing: &existing,
+            opts,
+            datastore,
+        };
+        // Per-quantum work in parallel: pruning checks, prerequisites,
+        // existing outputs, new output refs (UUIDs, paths).
+        let outcomes: Vec<Outcome> = drafts
+            .par_iter_mut()
+            .map(|d| ctx.resolve(d))
+            .collect::<Result<_, PreflightError>>()?;
+
+        let mut summary = TaskSummary {
+            label: task.label.clone(),
+            quanta: 0,
+            skipped: 0,
+            pruned: 0,
+        };
+        let out_cols: Vec<Vec<usize>> = output_groups
+            .iter()
+            .map(|g| columns_of(&rows, g))
+            .collect::<Result<_, _>>()?;
+        for (draft, outcome) in drafts.into_iter().zip(outcomes) {
+            let row = rows.row(draft.row as usize);
+            let register =
+                |produced: &mut HashMap<String, HashMap<Vec<u32>, u32>>, oi: usize, d: u32| {
+                    let k: Vec<u32> = out_cols[oi].iter().map(|&c| row[c]).collect();
+                    produced
+                        .entry(task.outputs[oi].dataset_type.clone())
+                        .or_default()
+                        .insert(k, d);
+                };
+            match outcome {
+                Outcome::Pruned(reason) => {
+                    summary.pruned += 1;
+                    n_pruned += 1;
+                    if pruned.len() < MAX_PRUNED_LISTED {
+                        pruned.push(PrunedQuantum {
+                            task: task.label.clone(),
+                            data_id: quantum_data_id(&rows, &group, &cols, draft.row),
+                            reason,
+                        });
+                    }
+                }
+                Outcome::Skip(refs) => {
+                    summary.skipped += 1;
+                    for (oi, r) in refs.into_iter().enumerate() {
+                        let d = arena.push(r, NONE);
+                        register(&mut produced, oi, d);
+                    }
+                }
+                Outcome::Run {
+                    prerequisites,
+                    outputs,
+                    existing,
+                    missing_example,
+                } => {
+                    let data_id = quantum_data_id(&rows, &group, &cols, draft.row);
+                    if !existing.is_empty() {
+                        if opts.skip_existing && !opts.clobber {
+                            return Err(PreflightError::PartialOutputs {
+                                task: task.label.clone(),
+                                data_id: data_id.to_string(),
+                                run: opts.output_run.clone(),
+                                existing: existing[0].clone(),
+                                missing: missing_example.unwrap_or_default(),
+                            });
+                        }
+                        n_existing += existing.len();
+                        if existing_example.is_none() {
+                            existing_example = Some(existing[0].clone());
+                        }
+                    }
+                    let q = quanta.len() as u32;
+                    let mut out_ix = Vec::with_capacity(outputs.len());
+                    for (oi, r) in outputs.into_iter().enumerate() {
+                        let d = arena.push(r, q);
+                        register(&mut produced, oi, d);
+                        out_ix.push(d);
+                    }
+                    summary.quanta += 1;
+                    quanta.push(Quantum {
+                        id: new_v7(),
+                        task: t_ix as u32,
+                        data_id,
+                        row: draft.row,
+                        inputs: draft.inputs,
+                        prerequisites,
+                        outputs: out_ix,
+                    });
+                }
+            }
+        }
+        summaries.push(summary);
+    }
+    if n_existing > 0 && !opts.clobber {
+        return Err(PreflightError::ExistingOutputs {
+            run: opts.output_run.clone(),
+            count: n_existing,
+            example: existing_example.unwrap_or_default(),
+        });
+    }
+    lap("scatter/gather", &mut timings);
+    if quanta.is_empty() {
+        let skipped: usize = summaries.iter().map(|s| s.skipped).sum();
+        return Err(PreflightError::EmptyGraph(
+            if skipped > 0 && n_pruned == 0 {
+                format!(
+                    "all {skipped} quanta were skipped: their outputs exist in `{}`",
+                    opts.output_run
+                )
+            } else {
+                format!(
+                    "{n_pruned} quanta were pruned for missing inputs{}",
+                    pruned
+                        .first()
+                        .map(|p| format!(", e.g. {} {}: {}", p.task, p.data_id, p.reason))
+                        .unwrap_or_default()
+                )
+            },
+        ));
+    }
+
+    progress(&format!("ordering {} quanta", quanta.len()));
+    let cluster_dims = match &opts.cluster_by {
+        Some(d) => universe.conform(d)?.names,
+        None => default_cluster_dimensions(tasks, universe),
+    };
+    let (order, clusters) =
+        order_and_cluster(&quanta, &arena, &rows, tasks, universe, &cluster_dims)?;
+    lap("order", &mut timings);
+
+    progress("assembling the bundle");
+    let mut new_index = vec![0u32; quanta.len()];
+    for (new, &old) in order.iter().enumerate() {
+        new_index[old as usize] = new as u32;
+    }
+    let conns = |names: &[quanta_core::pipeline::Connection],
+                 sets: &[Vec<u32>]|
+     -> Vec<(String, Vec<BundleRef>)> {
+        names
+            .iter()
+            .zip(sets)
+            .map(|(c, ds)| {
+                (
+                    c.name.clone(),
+                    ds.iter().map(|&d| arena.refs[d as usize].clone()).collect(),
+                )
+            })
+            .collect()
+    };
+    let bundle_quanta: Vec<BundleQuantum> = order
+        .par_iter()
+        .map(|&old| {
+            let q = &quanta[old as usize];
+            let task = &tasks[q.task as usize];
+            let mut upstream: Vec<u32> = q
+                .inputs
+                .iter()
+                .chain(&q.prerequisites)
+                .flatten()
+                .filter_map(|&d| {
+                    let p = arena.producer[d as usize];
+                    (p != NONE).then(|| new_index[p as usize])
+                })
+                .collect();
+            upstream.sort_unstable();
+            upstream.dedup();
+            BundleQuantum {
+                id: q.id,
+                task: q.task,
+                data_id: q.data_id.clone(),
+                inputs: conns(&task.inputs, &q.inputs),
+                prerequisites: conns(&task.prerequisites, &q.prerequisites),
+                outputs: task
+                    .outputs
+                    .iter()
+                    .zip(&q.outputs)
+                    .map(|(c, &d)| (c.name.clone(), vec![arena.refs[d as usize].clone()]))
+                    .collect(),
+                upstream,
+            }
+        })
+        .collect();
+    let clusters: Vec<Cluster> = clusters
+        .into_iter()
+        .map(|(name, members)| {
+            let mut quanta: Vec<u32> = members.iter().map(|&q| new_index[q as usize]).collect();
+            quanta.sort_unstable();
+            Cluster { name, quanta }
+        })
+        .collect();
+
+    let dimension_records = used_records(registry, &rows, &union)?;
+    let dataset_types: Vec<DatasetType> = pipeline
+        .dataset_types(universe)
+        .into_iter()
+        .map(|(dt, ..)| dt)
+        .collect();
+    let header = BundleHeader {
+        format_version: BUNDLE_FORMAT_VERSION,
+        bundle_id: Uuid::new_v4(),
+        universe_digest: universe.digest(),
+        pipeline_digest: pipeline.pipeline.digest(),
+        pipeline_yaml: pipeline.source.clone(),
+        input_collections: opts.input_collections.clone(),
+        output_run: opts.output_run.clone(),
+        output_chain: opts.output_chain.clone(),
+        datastore_root: datastore.root().display().to_string(),
+        datastore_config: serde_json::to_string(datastore.config())
+            .map_err(|e| PreflightError::Invalid(format!("datastore configuration: {e}")))?,
+        clobber: opts.clobber,
+        skip_existing: opts.skip_existing,
+        created_at: quanta_core::now_rfc3339(),
+        created_by: created_by(),
+        quanta_version: env!("CARGO_PKG_VERSION").to_string(),
+        command_line: opts.command_line.clone(),
+        n_quanta: bundle_quanta.len() as u64,
+        where_clause: opts.where_clause.clone(),
+    };
+    lap("assemble", &mut timings);
+    Ok(GraphBuild {
+        contents: BundleContents {
+            header,
+            tasks: tasks.clone(),
+            dataset_types,
+            dimension_records,
+            clusters,
+            quanta: bundle_quanta,
+        },
+        tasks: summaries,
+        pruned,
+        n_pruned,
+        to_register,
+        timings,
+    })
+}
+
+/// Compares the pipeline's dataset types with the registry's: a conflict is
+/// an error at the line of the connection; an unregistered input is an
+/// error; unregistered outputs are returned (to register).
+pub fn check_dataset_types(
+    registry: &Registry,
+    pipeline: &LoadedPipeline,
+) -> Result<Vec<DatasetType>, PreflightError> {
+    let universe = registry.universe();
+    let produced = pipeline.pipeline.produced();
+    let mut to_register = Vec::new();
+    for (dt, task, kind, conn) in pipeline.dataset_types(universe) {
+        match registry.dataset_type(&dt.name)? {
+            Some(existing) if existing != dt => {
+                return Err(pipeline
+                    .connection_error(
+                        task,
+                        kind,
+                        conn,
+                        format!(
+                            "dataset type `{}` is {dt} here but the registry has {existing}",
+                            dt.name
+                        ),
+                    )
+                    .into());
+            }
+            Some(_) => {}
+            None if produced.contains(dt.name.as_str()) => to_register.push(dt),
+            None => {
+                return Err(pipeline
+                    .connection_error(
+                        task,
+                        kind,
+                        conn,
+                        format!(
+                        "dataset type `{}` is not registered in the repo and no task produces it",
+                        dt.name
+                    ),
+                    )
+                    .into())
+            }
+        }
+    }
+    Ok(to_register)
+}
+
+fn columns_of(rows: &GraphRows, group: &DimensionGroup) -> Result<Vec<usize>, PreflightError> {
+    group
+        .iter()
+        .map(|d| {
+            rows.column(d).ok_or_else(|| {
+                PreflightError::Invalid(format!("dimension `{d}` is missing from the graph query"))
+            })
+        })
+        .collect()
+}
+
+fn compare_rows(rows: &GraphRows, cols: &[usize], a: u32, b: u32) -> std::cmp::Ordering {
+    let (ra, rb) = (rows.row(a as usize), rows.row(b as usize));
+    for &c in cols {
+        let o = rows.value(c, ra[c]).cmp(&rows.value(c, rb[c]));
+        if o.is_ne() {
+            return o;
+        }
+    }
+    std::cmp::Ordering::Equal
+}
+
+/// The data ID over `group` of row `r` (`None` for a NULL implied value).
+fn row_data_id(rows: &GraphRows, names: &[(String, usize)], r: u32) -> Option<DataId> {
+    let row = rows.row(r as usize);
+    let mut d = DataId::empty();
+    for (name, c) in names {
+        d.insert(name.clone(), rows.value(*c, row[*c])?.clone());
+    }
+    Some(d)
+}
+
+fn quantum_data_id(rows: &GraphRows, group: &DimensionGroup, cols: &[usize], r: u32) -> DataId {
+    let names: Vec<(String, usize)> = group
+        .names
+        .iter()
+        .cloned()
+        .zip(cols.iter().copied())
+        .collect();
+    // Task dimensions are required dimensions: never NULL.
+    row_data_id(rows, &names, r).unwrap_or_default()
+}
+
+/// Candidates of each prerequisite dataset type, by data ID, best rank
+/// first, already in the arena.
+type PrereqIndex = HashMap<String, HashMap<DataId, Vec<(PrerequisiteCandidate, u32)>>>;
+
+fn load_prerequisites(
+    registry: &Registry,
+    pipeline: &LoadedPipeline,
+    collections: &[String],
+    arena: &mut Arena,
+) -> Result<PrereqIndex, PreflightError> {
+    let mut out: PrereqIndex = HashMap::new();
+    for task in &pipeline.pipeline.tasks {
+        for c in &task.prerequisites {
+            if out.contains_key(&c.dataset_type) {
+                continue;
+            }
+            let mut by_id: HashMap<DataId, Vec<(PrerequisiteCandidate, u32)>> = HashMap::new();
+            for cand in registry.query_prerequisite_candidates(&c.dataset_type, collections)? {
+                let ix = arena.push(
+                    BundleRef {
+                        id: cand.dataset.id,
+                        dataset_type: cand.dataset.dataset_type.clone(),
+                        data_id: cand.dataset.data_id.clone(),
+                        run: cand.dataset.run.clone(),
+                        path: cand
+                            .dataset
+                            .stored
+                            .as_ref()
+                            .map(|s| s.path.clone())
+                            .unwrap_or_default(),
+                        size: cand.dataset.stored.as_ref().map(|s| s.size),
+                        checksum: cand.dataset.stored.as_ref().map(|s| s.checksum.clone()),
+                    },
+                    NONE,
+                );
+                by_id
+                    .entry(cand.dataset.data_id.clone())
+                    .or_default()
+                    .push((cand, ix));
+            }
+            for v in by_id.values_mut() {
+                v.sort_by_key(|(c, _)| c.rank);
+            }
+            out.insert(c.dataset_type.clone(), by_id);
+        }
+    }
+    Ok(out)
+}
+
+/// Observation start times (MJD) by element and key values, for
+/// calibration lookups: `timespan_begin` of exposures, visits, days.
+struct ObservationTimes {
+    by_element: HashMap<String, HashMap<Vec<DataIdValue>, f64>>,
+}
+
+impl ObservationTimes {
+    fn load(registry: &Registry, tasks: &[TaskDef]) -> Result<Self, PreflightError> {
+        let universe = registry.universe();
+        let mut by_element = HashMap::new();
+        let needed = tasks
+            .iter()
+            .any(|t| t.prerequisites.iter().any(|c| c.is_calibration));
+        if !needed {
+            return Ok(Self { by_element });
+        }
+        for e in universe.dimensions() {
+            if !e.metadata.iter().any(|f| f.name == "timespan_begin") {
+                continue;
+            }
+            let Some(key) = e.key.as_ref() else { continue };
+            let mut map = HashMap::new();
+            for rec in registry.element_records(&e.name)? {
+                let Some(t) = rec.get("timespan_begin").and_then(|v| v.as_f64()) else {
+                    continue;
+                };
+                let mut k = Vec::new();
+                for f in e.required_closure.iter().chain(std::iter::once(&key.name)) {
+                    match rec.get(f) {
+                        Some(serde_json::Value::Number(n)) => {
+                            k.push(DataIdValue::Int(n.as_i64().unwrap_or_default()))
+                        }
+                        Some(serde_json::Value::String(s)) => k.push(DataIdValue::Str(s.clone())),
+                        _ => {}
+                    }
+                }
+                map.insert(k, t);
+            }
+            by_element.insert(e.name.clone(), map);
+        }
+        Ok(Self { by_element })
+    }
+
+    /// The start time of the observation a quantum's data ID (with implied
+    /// values) belongs to: the most specific element with a time.
+    fn time_of(&self, universe: &DimensionUniverse, data_id: &DataId) -> Option<f64> {
+        let mut best: Option<(usize, f64)> = None;
+        for (element, map) in &self.by_element {
+            let Some(e) = universe.element(element) else {
+                continue;
+            };
+            if data_id.get(element).is_none() {
+                continue;
+            }
+            let mut k = Vec::new();
+            for d in e.required_closure.iter().chain(std::iter::once(element)) {
+                k.push(data_id.get(d)?.clone());
+            }
+            if let Some(&t) = map.get(&k) {
+                // Exposures and visits come after day_obs in universe order.
+                let pos = universe.position(element).unwrap_or(0);
+                if best.is_none_or(|(p, _)| pos > p) {
+                    best = Some((pos, t));
+                }
+            }
+        }
+        best.map(|(_, t)| t)
+    }
+}
+
+type ExistingOutputs = HashMap<String, HashMap<DataId, FoundDataset>>;
+
+fn existing_outputs(
+    registry: &Registry,
+    pipeline: &LoadedPipeline,
+    run: &str,
+) -> Result<ExistingOutputs, PreflightError> {
+    let mut out: ExistingOutputs = HashMap::new();
+    if registry.find_collection(run)?.is_none() {
+        return Ok(out);
+    }
+    let types: Vec<String> = pipeline
+        .pipeline
+        .tasks
+        .iter()
+        .flat_map(|t| &t.outputs)
+        .map(|c| c.dataset_type.clone())
+        .filter(|name| registry.dataset_type(name).ok().flatten().is_some())
+        .collect();
+    if types.is_empty() {
+        return Ok(out);
+    }
+    for f in registry.query_datasets(&types, &[run.to_string()], "", &Binds::new(), false)? {
+        out.entry(f.dataset_ref.dataset_type.clone())
+            .or_default()
+            .insert(f.dataset_ref.data_id.clone(), f);
+    }
+    Ok(out)
+}
+
+struct TaskContext<'a> {
+    universe: &'a DimensionUniverse,
+    task: &'a TaskDef,
+    rows: &'a GraphRows,
+    closure_cols: &'a [(String, usize)],
+    output_groups: &'a [DimensionGroup],
+    prereq_groups: &'a [DimensionGroup],
+    prereqs: &'a PrereqIndex,
+    times: &'a ObservationTimes,
+    existing: &'a ExistingOutputs,
+    opts: &'a PreflightOptions,
+    datastore: &'a quanta_datastore::Datastore,
+}
+
+impl TaskContext<'_> {
+    fn resolve(&self, d: &mut Draft) -> Result<Outcome, PreflightError> {
+        let task = self.task;
+        for (ci, set) in d.inputs.iter_mut().enumerate() {
+            set.sort_unstable();
+            set.dedup();
+            let c = &task.inputs[ci];
+            if set.is_empty() {
+                return Ok(Outcome::Pruned(format!(
+                    "no `{}` for input `{}`",
+                    c.dataset_type, c.name
+                )));
+            }
+            if set.len() > 1 && !c.multiple {
+                return Err(PreflightError::Invalid(format!(
+                    "task `{}` input `{}` is not `multiple` but a quantum matches {} `{}` datasets",
+                    task.label,
+                    c.name,
+                    set.len(),
+                    c.dataset_type
+                )));
+            }
+        }
+        // The quantum's data ID with everything it implies.
+        let full = row_data_id(self.rows, self.closure_cols, d.row).unwrap_or_default();
+        let mut prerequisites = Vec::with_capacity(task.prerequisites.len());
+        for (pi, c) in task.prerequisites.iter().enumerate() {
+            let Some(key) = full.project(&self.prereq_groups[pi]) else {
+                return Ok(Outcome::Pruned(format!(
+                    "prerequisite `{}`: the data ID lacks some of {}",
+                    c.name, self.prereq_groups[pi]
+                )));
+            };
+            let cands = self.prereqs.get(&c.dataset_type).and_then(|m| m.get(&key));
+            let time = if c.is_calibration {
+                self.times.time_of(self.universe, &full)
+            } else {
+                None
+            };
+            let chosen = cands.and_then(|cs| {
+                cs.iter().find(|(cand, _)| match cand.validity {
+                    None => true,
+                    Some((b, e)) => time.is_some_and(|t| b <= t && t < e),
+                })
+            });
+            match chosen {
+                Some((_, ix)) => prerequisites.push(vec![*ix]),
+                None => {
+                    let when = match (c.is_calibration, time) {
+                        (true, Some(t)) => format!(" valid at MJD {t}"),
+                        (true, None) => {
+                            " (no observation time to look a calibration up by)".to_string()
+                        }
+                        _ => String::new(),
+                    };
+                    return Ok(Outcome::Pruned(format!(
+                        "no prerequisite `{}` {key}{when} in the input collections",
+                        c.dataset_type
+                    )));
+                }
+            }
+        }
+        let mut outputs = Vec::with_capacity(task.outputs.len());
+        let mut existing = Vec::new();
+        let mut existing_refs = Vec::new();
+        let mut missing_example = None;
+        for (oi, c) in task.outputs.iter().enumerate() {
+            let Some(data_id) = full.project(&self.output_groups[oi]) else {
+                return Ok(Outcome::Pruned(format!(
+                    "output `{}`: the data ID has no value for some of {}",
+                    c.name, self.output_groups[oi]
+                )));
+            };
+            match self
+                .existing
+                .get(&c.dataset_type)
+                .and_then(|m| m.get(&data_id))
+            {
+                Some(f) => {
+                    existing.push(format!("{} {}", c.dataset_type, data_id));
+                    existing_refs.push(found_to_ref(f));
+                }
+                None => {
+                    if missing_example.is_none() {
+                        missing_example = Some(format!("{} {}", c.dataset_type, data_id));
+                    }
+                }
+            }
+            let dataset_ref = DatasetRef {
+                id: new_v7(),
+                dataset_type: c.dataset_type.clone(),
+                data_id,
+                run: self.opts.output_run.clone(),
+            };
+            let path = self.datastore.path_for(&dataset_ref, &c.storage_class)?;
+            outputs.push(BundleRef {
+                id: dataset_ref.id,
+                dataset_type: dataset_ref.dataset_type,
+                data_id: dataset_ref.data_id,
+                run: dataset_ref.run,
+                path,
+                size: None,
+                checksum: None,
+            });
+        }
+        if self.opts.skip_existing
+            && !task.outputs.is_empty()
+            && existing.len() == task.outputs.len()
+        {
+            return Ok(Outcome::Skip(existing_refs));
+        }
+        Ok(Outcome::Run {
+            prerequisites,
+            outputs,
+            existing,
+            missing_example,
+        })
+    }
+}
+
+/// A cluster's name and its quanta (pre-order indices).
+type NamedCluster = (String, Vec<u32>);
+
+/// A topological order of the quanta (Kahn's algorithm over the petgraph
+/// DAG) that, among ready quanta, always takes the one of the earliest
+/// cluster, then task, then data ID: each cluster's quanta end up
+/// contiguous, which keeps a batch job's quanta in few bundle blocks and the
+/// datasets they pass in the same block. Returns old indices in new order
+/// and the clusters (name, old indices).
+fn order_and_cluster(
+    quanta: &[Quantum],
+    arena: &Arena,
+    rows: &GraphRows,
+    tasks: &[TaskDef],
+    universe: &DimensionUniverse,
+    cluster_dims: &[String],
+) -> Result<(Vec<u32>, Vec<NamedCluster>), PreflightError> {
+    let n = quanta.len();
+    // Cluster keys: the cluster dimensions a quantum's data ID determines.
+    let task_closures: Vec<Vec<String>> = tasks
+        .iter()
+        .map(|t| Ok(universe.implied_closure(&universe.conform(&t.dimensions)?)))
+        .collect::<Result<_, PreflightError>>()?;
+    let cluster_cols: Vec<Option<usize>> = cluster_dims.iter().map(|d| rows.column(d)).collect();
+    let keys: Vec<Vec<Option<DataIdValue>>> = quanta
+        .par_iter()
+        .map(|q| {
+            let row = rows.row(q.row as usize);
+            if cluster_dims.is_empty() {
+                return Vec::new();
+            }
+            cluster_dims
+                .iter()
+                .zip(&cluster_cols)
+                .map(|(d, c)| {
+                    let c = (*c)?;
+                    if !task_closures[q.task as usize].contains(d) {
+                        return None;
+                    }
+                    rows.value(c, row[c]).cloned()
+                })
+                .collect()
+        })
+        .collect();
+    let mut distinct: Vec<&Vec<Option<DataIdValue>>> =
+        keys.iter().collect::<HashSet<_>>().into_iter().collect();
+    distinct.sort();
+    let rank: HashMap<&Vec<Option<DataIdValue>>, u32> = distinct
+        .iter()
+        .enumerate()
+        .map(|(i, k)| (*k, i as u32))
+        .collect();
+    // Without cluster dimensions every quantum is its own cluster, ranked
+    // by its position (task-major).
+    let cluster_of: Vec<u32> = if cluster_dims.is_empty() {
+        (0..n as u32).collect()
+    } else {
+        keys.iter().map(|k| rank[k]).collect()
+    };
+
+    let mut graph: DiGraph<u32, ()> = DiGraph::with_capacity(n, n * 2);
+    let nodes: Vec<NodeIndex> = (0..n as u32).map(|i| graph.add_node(i)).collect();
+    for (i, q) in quanta.iter().enumerate() {
+        let mut ups: Vec<u32> = q
+            .inputs
+            .iter()
+            .chain(&q.prerequisites)
+            .flatten()
+            .map(|&d| arena.producer[d as usize])
+            .filter(|&p| p != NONE)
+            .collect();
+        ups.sort_unstable();
+        ups.dedup();
+        for p in ups {
+            graph.add_edge(nodes[p as usize], nodes[i], ());
+        }
+    }
+    let mut indegree: Vec<usize> = nodes
+        .iter()
+        .map(|&v| graph.neighbors_directed(v, Direction::Incoming).count())
+        .collect();
+    // Quanta are task-major and sorted by data ID within a task, so the
+    // original index is the within-task tiebreak.
+    let mut heap: BinaryHeap<Reverse<(u32, u32, u32)>> = (0..n)
+        .filter(|&i| indegree[i] == 0)
+        .map(|i| Reverse((cluster_of[i], quanta[i].task, i as u32)))
+        .collect();
+    let mut order = Vec::with_capacity(n);
+    while let Some(Reverse((_, _, i))) = heap.pop() {
+        order.push(i);
+        for w in graph.neighbors_directed(nodes[i as usize], Direction::Outgoing) {
+            let j = graph[w] as usize;
+            indegree[j] -= 1;
+            if indegree[j] == 0 {
+                heap.push(Reverse((cluster_of[j], quanta[j].task, j as u32)));
+            }
+        }
+    }
+    if order.len() != n {
+        return Err(PreflightError::Invalid(
+            "the quantum graph has a cycle (the pipeline's task graph does not)".into(),
+        ));
+    }
+
+    let mut members: Vec<Vec<u32>> = vec![
+        Vec::new();
+        if cluster_dims.is_empty() {
+            n
+        } else {
+            distinct.len()
+        }
+    ];
+    for (i, &c) in cluster_of.iter().enumerate() {
+        members[c as usize].push(i as u32);
+    }
+    let mut names: Vec<String> = if cluster_dims.is_empty() {
+        quanta
+            .iter()
+            .map(|q| {
+                format!(
+                    "{}:{}",
+                    tasks[q.task as usize].label,
+                    short_data_id(&q.data_id, universe)
+                )
+            })
+            .collect()
+    } else {
+        distinct
+            .iter()
+            .map(|k| cluster_name(cluster_dims, k, universe))
+            .collect()
+    };
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    for name in names.iter_mut() {
+        let count = seen.entry(name.clone()).or_insert(0);
+        *count += 1;
+        if *count > 1 {
+            name.push_str(&format!("#{count}"));
+        }
+    }
+    Ok((order, names.into_iter().zip(members).collect()))
+}
+
+/// `exposure=3`: the cluster's values, leaving out dimensions that another
+/// present one requires (the instrument of an exposure).
+fn cluster_name(
+    dims: &[String],
+    key: &[Option<DataIdValue>],
+    universe: &DimensionUniverse,
+) -> String {
+    let present: Vec<&str> = dims
+        .iter()
+        .zip(key)
+        .filter(|(_, v)| v.is_some())
+        .map(|(d, _)| d.as_str())
+        .collect();
+    let parts: Vec<String> = dims
+        .iter()
+        .zip(key)
+        .filter_map(|(d, v)| {
+            let v = v.as_ref()?;
+            let required_by_other = present.iter().any(|o| {
+                *o != d
+                    && universe
+                        .element(o)
+                        .is_some_and(|e| e.required_closure.iter().any(|r| r == d))
+            });
+            (!required_by_other).then(|| format!("{d}={v}"))
+        })
+        .collect();
+    if parts.is_empty() {
+        "all".to_string()
+    } else {
+        parts.join(",")
+    }
+}
+
+fn short_data_id(data_id: &DataId, universe: &DimensionUniverse) -> String {
+    let dims: Vec<String> = data_id.keys().map(String::from).collect();
+    let key: Vec<Option<DataIdValue>> = data_id.iter().map(|(_, v)| Some(v.clone())).collect();
+    cluster_name(&dims, &key, universe)
+}
+
+/// Records of every element the graph's data IDs touch, keeping those whose
+/// key values occur in the rows.
+fn used_records(
+    registry: &Registry,
+    rows: &GraphRows,
+    union: &DimensionGroup,
+) -> Result<DimensionRecords, PreflightError> {
+    let universe = registry.universe();
+    let mut out = DimensionRecords::new();
+    let present: HashMap<&str, HashSet<&DataIdValue>> = rows
+        .columns
+        .iter()
+        .zip(&rows.dictionary)
+        .map(|(c, values)| (c.as_str(), values.iter().collect()))
+        .collect();
+    for name in universe.implied_closure(union) {
+        let Some(e) = universe.element(&name) else {
+            continue;
+        };
+        let Some(key) = e.key.as_ref() else { continue };
+        if !e.has_records {
+            continue;
+        }
+        let records: Vec<_> = registry
+            .element_records(&name)?
+            .into_iter()
+            .filter(|rec| {
+                e.required_closure
+                    .iter()
+                    .map(|d| (d.as_str(), rec.get(d)))
+                    .chain(std::iter::once((name.as_str(), rec.get(&key.name))))
+                    .all(|(dim, v)| {
+                        let v = match v {
+                            Some(serde_json::Value::Number(n)) => n.as_i64().map(DataIdValue::Int),
+                            Some(serde_json::Value::String(s)) => Some(DataIdValue::Str(s.clone())),
+                            _ => None,
+                        };
+                        match (present.get(dim), v) {
+                            (Some(set), Some(v)) => set.contains(&v),
+                            _ => false,
+                        }
+                    })
+            })
+            .collect();
+        out.insert(name.clone(), records);
+    }
+    Ok(out)
+}
+
+/// `user@host`, from the environment and /etc/hostname.
+pub(crate) fn created_by() -> String {
+    let user = std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| "unknown".into());
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .or_else(|| {
+            std::fs::read_to_string("/etc/hostname")
+                .ok()
+                .map(|h| h.trim().to_string())
+        })
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "unknown".into());
+    format!("{user}@{host}")
+}
+
+/// A version-7 UUID: Unix milliseconds, then 80 bits of which each thread
+/// draws the start once from the OS (through a v4 UUID) and then counts up.
+/// `Uuid::now_v7` asks the OS for randomness on every call, a system call
+/// per dataset; counting also makes neighbouring IDs share their leading
+/// bytes, which zstd exploits in the bundle. Collisions would need another
+/// thread or process to start within a count of ours in a 2^64 space.
+fn new_v7() -> Uuid {
+    use std::cell::Cell;
+    thread_local! {
+        static STATE: Cell<(u16, u64)> = {
+            let (a, b) = Uuid::new_v4().as_u64_pair();
+            Cell::new((a as u16, b))
+        };
+    }
+    let (hi, lo) = STATE.with(|s| {
+        let (hi, lo) = s.get();
+        s.set((hi, lo.wrapping_add(1)));
+        (hi, lo)
+    });
+    let mut bits = [0u8; 10];
+    bits[..2].copy_from_slice(&hi.to_be_bytes());
+    bits[2..].copy_from_slice(&lo.to_be_bytes());
+    let millis = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    uuid::Builder::from_unix_timestamp_millis(millis, &bits).into_uuid()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use quanta_core::pipeline::LoadedPipeline;
+
+    const PIPELINE: &str = include_str!("../../examples/pipelines/reference.yaml");
+
+    #[test]
+    fn default_clusters_are_per_exposure_for_the_reference() {
+        let u = DimensionUniverse::default_universe();
+        let p = LoadedPipeline::parse(PIPELINE, "reference.yaml", &u).unwrap();
+        assert_eq!(
+            default_cluster_dimensions(&p.pipeline.tasks, &u),
+            ["instrument", "exposure"]
+        );
+        // A single per-detector task: each quantum its own cluster... of its
+        // own dimensions.
+        let one = &p.pipeline.tasks[..1];
+        assert_eq!(
+            default_cluster_dimensions(one, &u),
+            ["instrument", "detector", "exposure"]
+        );
+    }
+
+    #[test]
+    fn cluster_names_drop_required_parents() {
+        let u = DimensionUniverse::default_universe();
+        let dims = vec!["instrument".to_string(), "exposure".to_string()];
+        let key = vec![Some(DataIdValue::from("Cam")), Some(DataIdValue::Int(3))];
+        assert_eq!(cluster_name(&dims, &key, &u), "exposure=3");
+        assert_eq!(
+            cluster_name(&dims, &[Some(DataIdValue::from("Cam")), None], &u),
+            "instrument=Cam"
+        );
+        assert_eq!(cluster_name(&dims, &[None, None], &u), "all");
+    }
+
+    #[test]
+    fn v7_ids_are_distinct_and_versioned() {
+        let ids: HashSet<Uuid> = (0..10_000).map(|_| new_v7()).collect();
+        assert_eq!(ids.len(), 10_000);
+        assert!(ids.iter().all(|u| u.get_version_num() == 7));
+    }
+}

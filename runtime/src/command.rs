@@ -1,0 +1,368 @@
+//! The external command task kind: a JSON manifest of the quantum's inputs
+//! and outputs, a child process, and verification of what it wrote.
+//!
+//! Outputs are written safely: the manifest gives the command, for each
+//! predicted output, a temporary `path` in the final file's directory (a
+//! `.tmp-` name, which the datastore treats as a dead writer's leftover) and
+//! the `final_path` for information. Only after the command exits 0 are the
+//! temporaries hashed and moved into place under the limited butler's
+//! overwrite rule, so a killed or failing command never leaves a file at a
+//! predicted path.
+//!
+//! The child runs in its own process group (a timeout kills the group) and,
+//! on Linux, dies with the worker thread that started it. std's process API
+//! plus `waitid`/`wait4` is used rather than tokio's: tokio reaps the child
+//! itself and exposes no resource usage, and the journal wants the child's
+//! exact CPU time and peak memory.
+
+use std::io::Read;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use quanta_core::{BundleRef, QuantumStatus};
+use quanta_datastore::TEMP_FILE_PREFIX;
+use quanta_limited_registry::{LimitedButler, LogTail, ResourceUsage};
+use serde_json::{json, Map, Value};
+
+static COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// How a command attempt ended.
+pub(crate) struct CommandResult {
+    pub status: QuantumStatus,
+    pub exit_code: Option<i32>,
+    pub usage: ResourceUsage,
+    pub error: Option<String>,
+}
+
+fn failed(error: String) -> CommandResult {
+    CommandResult {
+        status: QuantumStatus::Failed,
+        exit_code: None,
+        usage: ResourceUsage::default(),
+        error: Some(error),
+    }
+}
+
+fn ref_json(r: &BundleRef, path: &Path) -> Value {
+    json!({
+        "id": r.id,
+        "dataset_type": r.dataset_type,
+        "data_id": r.data_id,
+        "path": path,
+    })
+}
+
+/// Files this attempt created that must not outlive it (manifest, output
+/// temporaries not adopted).
+struct Cleanup(Vec<PathBuf>);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        for p in &self.0 {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+/// Runs `argv` for the butler's quantum.
+pub(crate) fn run_command(
+    butler: &mut LimitedButler,
+    argv: &[String],
+    config: &Value,
+    attempt: u32,
+    timeout: Option<Duration>,
+    log: &mut LogTail,
+) -> CommandResult {
+    let registry = Arc::clone(butler.registry());
+    let q = butler.quantum().clone();
+    let pid = std::process::id();
+    let mut cleanup = Cleanup(Vec::new());
+
+    // Where each output is to be written.
+    let mut outputs = Map::new();
+    let mut temps: Vec<(String, uuid::Uuid, PathBuf)> = Vec::new();
+    for (conn, refs) in &q.outputs {
+        let mut list = Vec::new();
+        for r in refs {
+            let dest = match registry.abs_path(r) {
+                Ok(p) => p,
+                Err(e) => return failed(format!("output {conn}: {e}")),
+            };
+            let dir = dest.parent().unwrap_or(Path::new("/"));
+            if let Err(e) = std::fs::create_dir_all(dir) {
+                return failed(format!("creating {}: {e}", dir.display()));
+            }
+            let ext = Path::new(&r.path)
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.split_once('.'))
+                .map(|(_, e)| format!(".{e}"))
+                .unwrap_or_default();
+            let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+            let tmp = dir.join(format!("{TEMP_FILE_PREFIX}cmd-{pid}-{n}{ext}"));
+            cleanup.0.push(tmp.clone());
+            let mut o = ref_json(r, &tmp);
+            o["final_path"] = json!(dest);
+            list.push(o);
+            temps.push((conn.clone(), r.id, tmp));
+        }
+        outputs.insert(conn.clone(), Value::Array(list));
+    }
+    let refs_map = |c: &quanta_core::bundle::ConnectionRefs| -> Result<Value, String> {
+        let mut m = Map::new();
+        for (conn, refs) in c {
+            let list = refs
+                .iter()
+                .map(|r| {
+                    registry
+                        .abs_path(r)
+                        .map(|p| ref_json(r, &p))
+                        .map_err(|e| format!("input {conn}: {e}"))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            m.insert(conn.clone(), Value::Array(list));
+        }
+        Ok(Value::Object(m))
+    };
+    let (inputs, prerequisites) = match (refs_map(&q.inputs), refs_map(&q.prerequisites)) {
+        (Ok(i), Ok(p)) => (i, p),
+        (Err(e), _) | (_, Err(e)) => return failed(e),
+    };
+    let manifest = json!({
+        "quanta_manifest_version": 1,
+        "quantum": butler.index(),
+        "quantum_id": q.id,
+        "task": butler.task().label,
+        "data_id": q.data_id,
+        "attempt": attempt,
+        "bundle": registry.bundle().path(),
+        "run": registry.bundle().header().output_run,
+        "config": config,
+        "inputs": inputs,
+        "prerequisites": prerequisites,
+        "outputs": Value::Object(outputs),
+    });
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let manifest_path = std::env::temp_dir().join(format!("quanta-manifest-{pid}-{n}.json"));
+    cleanup.0.push(manifest_path.clone());
+    let text = match serde_json::to_vec_pretty(&manifest) {
+        Ok(t) => t,
+        Err(e) => return failed(format!("encoding the manifest: {e}")),
+    };
+    if let Err(e) = std::fs::write(&manifest_path, text) {
+        return failed(format!(
+            "writing the manifest {}: {e}",
+            manifest_path.display()
+        ));
+    }
+
+    let mp = manifest_path.to_string_lossy().into_owned();
+    let args: Vec<String> = argv.iter().map(|a| a.replace("{manifest}", &mp)).collect();
+    let shown = args.join(" ");
+    log.push_line(&format!("$ {shown}"));
+    let mut cmd = Command::new(&args[0]);
+    cmd.args(&args[1..])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .env("QUANTA_MANIFEST", &mp)
+        .env("QUANTA_QUANTUM", butler.index().to_string())
+        .env("QUANTA_QUANTUM_ID", q.id.to_string())
+        .env("QUANTA_TASK", &butler.task().label)
+        .env("QUANTA_DATA_ID", q.data_id.to_string())
+        .env("QUANTA_ATTEMPT", attempt.to_string())
+        .env("QUANTA_BUNDLE", registry.bundle().path())
+        .process_group(0);
+    #[cfg(target_os = "linux")]
+    // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => return failed(format!("cannot start `{}`: {e}", args[0])),
+    };
+    let child_pid = child.id() as libc::pid_t;
+    let shared_log = Arc::new(Mutex::new(std::mem::take(log)));
+    let readers: Vec<_> = [
+        child
+            .stdout
+            .take()
+            .map(|s| Box::new(s) as Box<dyn Read + Send>),
+        child
+            .stderr
+            .take()
+            .map(|s| Box::new(s) as Box<dyn Read + Send>),
+    ]
+    .into_iter()
+    .flatten()
+    .map(|mut src| {
+        let log = Arc::clone(&shared_log);
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 8192];
+            while let Ok(n) = src.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                log.lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push_bytes(&buf[..n]);
+            }
+        })
+    })
+    .collect();
+
+    let waited = wait_with_timeout(child_pid, timeout);
+    drop(child); // already reaped by wait4; dropping does not wait or kill
+    for r in readers {
+        let _ = r.join();
+    }
+    *log = match Arc::try_unwrap(shared_log) {
+        Ok(m) => m.into_inner().unwrap_or_else(|p| p.into_inner()),
+        Err(a) => a.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+    };
+    log.flush();
+    let (raw_status, usage, timed_out) = match waited {
+        Ok(w) => w,
+        Err(e) => return failed(format!("waiting for `{shown}`: {e}")),
+    };
+    let mut result = CommandResult {
+        status: QuantumStatus::Failed,
+        exit_code: None,
+        usage,
+        error: None,
+    };
+    if timed_out {
+        result.status = QuantumStatus::TimedOut;
+        result.error = Some(format!(
+            "command timed out after {:.3} s and was killed",
+            timeout.map(|t| t.as_secs_f64()).unwrap_or(0.0)
+        ));
+        return result;
+    }
+    if libc::WIFEXITED(raw_status) {
+        let code = libc::WEXITSTATUS(raw_status);
+        result.exit_code = Some(code);
+        if code != 0 {
+            result.error = Some(format!("command exited with code {code}: {shown}"));
+            return result;
+        }
+    } else if libc::WIFSIGNALED(raw_status) {
+        result.error = Some(format!(
+            "command killed by signal {}: {shown}",
+            libc::WTERMSIG(raw_status)
+        ));
+        return result;
+    }
+    let missing: Vec<String> = temps
+        .iter()
+        .filter(|(_, _, tmp)| !tmp.is_file())
+        .map(|(conn, _, tmp)| format!("{conn} (expected at {})", tmp.display()))
+        .collect();
+    if !missing.is_empty() {
+        result.error = Some(format!(
+            "command exited 0 but did not write predicted output(s): {}",
+            missing.join(", ")
+        ));
+        return result;
+    }
+    for (conn, id, tmp) in &temps {
+        if let Err(e) = butler.adopt_file(conn, *id, tmp) {
+            result.error = Some(e.to_string());
+            return result;
+        }
+    }
+    result.status = QuantumStatus::Succeeded;
+    result
+}
+
+/// Waits for `pid` to exit, killing its process group at the deadline.
+/// Returns the raw wait status, the child's resource usage and whether it
+/// was killed for the timeout.
+fn wait_with_timeout(
+    pid: libc::pid_t,
+    timeout: Option<Duration>,
+) -> std::io::Result<(libc::c_int, ResourceUsage, bool)> {
+    // The watchdog may signal the group only while the child is unreaped:
+    // `waitid(WNOWAIT)` below sees the exit without reaping, so the pid (and
+    // process group id) cannot have been reused when the watchdog fires.
+    let state = Arc::new((Mutex::new((false, false)), Condvar::new())); // (exited, killed)
+    let watchdog = timeout.map(|t| {
+        let state = Arc::clone(&state);
+        std::thread::spawn(move || {
+            let deadline = Instant::now() + t;
+            let (lock, cv) = &*state;
+            let mut g = lock.lock().unwrap_or_else(|p| p.into_inner());
+            while !g.0 {
+                let now = Instant::now();
+                if now >= deadline {
+                    // SAFETY: plain kill(2) of the child's own process group.
+                    unsafe { libc::kill(-pid, libc::SIGKILL) };
+                    g.1 = true;
+                    break;
+                }
+                g = cv
+                    .wait_timeout(g, deadline - now)
+                    .unwrap_or_else(|p| p.into_inner())
+                    .0;
+            }
+        })
+    });
+    loop {
+        let mut info = std::mem::MaybeUninit::<libc::siginfo_t>::zeroed();
+        // SAFETY: waitid fills `info`; WNOWAIT leaves the child waitable.
+        let rc = unsafe {
+            libc::waitid(
+                libc::P_PID,
+                pid as libc::id_t,
+                info.as_mut_ptr(),
+                libc::WEXITED | libc::WNOWAIT,
+            )
+        };
+        if rc == 0 {
+            break;
+        }
+        let e = std::io::Error::last_os_error();
+        if e.kind() != std::io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+    let killed = {
+        let (lock, cv) = &*state;
+        let mut g = lock.lock().unwrap_or_else(|p| p.into_inner());
+        g.0 = true;
+        cv.notify_all();
+        g.1
+    };
+    if let Some(w) = watchdog {
+        let _ = w.join();
+    }
+    // Stray grandchildren would keep the output pipes open; the group id is
+    // still reserved by the unreaped child, so this reaches only them.
+    // SAFETY: plain kill(2).
+    unsafe { libc::kill(-pid, libc::SIGKILL) };
+    let mut status: libc::c_int = 0;
+    let mut ru = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    loop {
+        // SAFETY: wait4 fills status and rusage for our own child.
+        let rc = unsafe { libc::wait4(pid, &mut status, 0, ru.as_mut_ptr()) };
+        if rc == pid {
+            break;
+        }
+        let e = std::io::Error::last_os_error();
+        if rc < 0 && e.kind() == std::io::ErrorKind::Interrupted {
+            continue;
+        }
+        return Err(e);
+    }
+    // SAFETY: zeroed, and filled by a successful wait4.
+    let ru = unsafe { ru.assume_init() };
+    Ok((status, ResourceUsage::from_rusage(&ru), killed))
+}
