@@ -293,7 +293,7 @@ pub fn execute(
         .journal_dir
         .clone()
         .unwrap_or_else(|| journal_dir_for(bundle.path()));
-    let prior = PriorState::load(&journal_dir, bundle.header().bundle_id)?;
+    let prior = PriorState::load(&journal_dir, bundle.header().bundle_id, n)?;
 
     let pos: HashMap<u32, usize> = indices.iter().enumerate().map(|(k, &i)| (i, k)).collect();
     let mut progress = Progress {
