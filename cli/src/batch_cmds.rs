@@ -123,8 +123,14 @@ fn print_report(r: &SubmitReport, json: bool) -> Result<()> {
             a.job_id,
             a.level,
             a.clusters.len(),
-            a.resources.mem_mb.map(|m| format!(", {m} MB")).unwrap_or_default(),
-            a.dependency.as_deref().map(|d| format!(", {d}")).unwrap_or_default(),
+            a.resources
+                .mem_mb
+                .map(|m| format!(", {m} MB"))
+                .unwrap_or_default(),
+            a.dependency
+                .as_deref()
+                .map(|d| format!(", {d}"))
+                .unwrap_or_default(),
         );
     }
     if let Some(m) = &r.merge_job {
@@ -167,7 +173,10 @@ pub fn cancel(a: CancelArgs) -> Result<ExitCode> {
 
 pub fn restart(a: RestartArgs) -> Result<ExitCode> {
     if !(a.memory_multiplier.is_finite() && a.memory_multiplier >= 1.0) {
-        bail!("--memory-multiplier must be at least 1, got {}", a.memory_multiplier);
+        bail!(
+            "--memory-multiplier must be at least 1, got {}",
+            a.memory_multiplier
+        );
     }
     let state = slurm::load_state(&a.bundle)?;
     let repo = a.opts.repo.clone().unwrap_or(state.repo);

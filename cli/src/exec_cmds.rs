@@ -112,7 +112,8 @@ fn parse_bytes(text: &str) -> Result<u64> {
         }
         return Ok(b);
     }
-    let mb = quanta_runtime::slurm::parse_mem_mb(text).map_err(|e| anyhow::anyhow!("--mem-limit: {e}"))?;
+    let mb = quanta_runtime::slurm::parse_mem_mb(text)
+        .map_err(|e| anyhow::anyhow!("--mem-limit: {e}"))?;
     Ok(mb << 20)
 }
 
@@ -209,7 +210,11 @@ pub fn worker(mut a: WorkerArgs) -> Result<ExitCode> {
     let mut limit = a.mem_limit.as_deref().map(parse_bytes).transpose()?;
     if let Some(map) = &a.slurm_map {
         let index: usize = std::env::var("SLURM_ARRAY_TASK_ID")
-            .map_err(|_| anyhow::anyhow!("--slurm-map needs SLURM_ARRAY_TASK_ID (run it as a Slurm array element)"))?
+            .map_err(|_| {
+                anyhow::anyhow!(
+                    "--slurm-map needs SLURM_ARRAY_TASK_ID (run it as a Slurm array element)"
+                )
+            })?
             .parse()
             .map_err(|e| anyhow::anyhow!("SLURM_ARRAY_TASK_ID: {e}"))?;
         let (cluster, mem) = quanta_runtime::slurm::array_element(map, index)?;

@@ -179,8 +179,16 @@ pub fn status(args: StatusArgs) -> Result<ExitCode> {
     for w in &status.warnings {
         eprintln!("warning: {w}");
     }
+    let slurm = quanta_runtime::slurm::status(&args.bundle)?;
     if args.json {
-        print_json(&status)?;
+        match &slurm {
+            None => print_json(&status)?,
+            Some(sl) => {
+                let mut v = serde_json::to_value(&status)?;
+                v["slurm"] = serde_json::to_value(sl)?;
+                print_json(&v)?;
+            }
+        }
         return Ok(ExitCode::SUCCESS);
     }
     println!(
@@ -216,7 +224,55 @@ pub fn status(args: StatusArgs) -> Result<ExitCode> {
             f.error.as_deref(),
         )
     }));
+    if let Some(sl) = slurm {
+        print_slurm_status(&sl);
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The Slurm section of `quanta status`: per cluster, the journals' counts
+/// and Slurm's state of the cluster's latest array element.
+fn print_slurm_status(sl: &quanta_runtime::slurm::SlurmStatus) {
+    println!(
+        "\nslurm: {} submission(s), {} job(s) queued or running",
+        sl.submissions, sl.live_jobs
+    );
+    if let Some(e) = &sl.squeue_error {
+        println!("  (squeue failed: {e})");
+    }
+    let rows: Vec<Vec<String>> = sl
+        .clusters
+        .iter()
+        .map(|c| {
+            vec![
+                c.cluster.clone(),
+                c.slurm_job.clone().unwrap_or_default(),
+                c.slurm_state.clone().unwrap_or_else(|| "-".into()),
+                c.quanta.to_string(),
+                c.succeeded.to_string(),
+                c.failed.to_string(),
+                c.out_of_memory.to_string(),
+                c.blocked.to_string(),
+                c.pending.to_string(),
+                c.mem_mb.map(|m| format!("{m}M")).unwrap_or_default(),
+            ]
+        })
+        .collect();
+    print_table(
+        &[
+            "cluster",
+            "job",
+            "slurm",
+            "quanta",
+            "done",
+            "failed",
+            "out_of_memory",
+            "blocked",
+            "pending",
+            "mem",
+        ],
+        &rows,
+    );
 }
 
 fn print_failures<'a>(failures: impl Iterator<Item = (&'a str, String, &'a str, Option<&'a str>)>) {

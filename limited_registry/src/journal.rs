@@ -98,7 +98,7 @@ impl WorkerJournal {
         // counter finds the first free name and `create` refuses to reuse one.
         for n in 0..10_000u32 {
             let path = dir.join(format!("{stem}-{n}.journal"));
-            match JournalWriter::create(&path, &header) {
+            match JournalWriter::create_unsynced(&path, &header) {
                 Ok(writer) => {
                     return Ok(Self {
                         path,

@@ -76,7 +76,9 @@ pub enum SlurmError {
     Journal { path: PathBuf, detail: String },
     #[error("{path}: not a valid submission state: {detail}")]
     BadState { path: PathBuf, detail: String },
-    #[error("no Slurm submission for {bundle}: {state} does not exist (run `quanta submit` first)")]
+    #[error(
+        "no Slurm submission for {bundle}: {state} does not exist (run `quanta submit` first)"
+    )]
     NotSubmitted { bundle: PathBuf, state: PathBuf },
     #[error("running `{command}`: {source}")]
     Spawn {
@@ -103,7 +105,11 @@ pub enum SlurmError {
     #[error("the clusters of the bundle depend on each other in a cycle (through cluster `{0}`)")]
     ClusterCycle(String),
     #[error("array map {path}: no element {index} (the map has {len})")]
-    NoSuchElement { path: PathBuf, index: usize, len: usize },
+    NoSuchElement {
+        path: PathBuf,
+        index: usize,
+        len: usize,
+    },
 }
 
 type Result<T, E = SlurmError> = std::result::Result<T, E>;
@@ -123,7 +129,10 @@ impl Resources {
     /// `self` where set, else `fallback`.
     fn or(&self, fallback: &Resources) -> Resources {
         Resources {
-            partition: self.partition.clone().or_else(|| fallback.partition.clone()),
+            partition: self
+                .partition
+                .clone()
+                .or_else(|| fallback.partition.clone()),
             mem_mb: self.mem_mb.or(fallback.mem_mb),
             cpus_per_task: self.cpus_per_task.or(fallback.cpus_per_task),
             time: self.time.clone().or_else(|| fallback.time.clone()),
@@ -361,11 +370,7 @@ pub fn work_dir(bundle: &Path) -> PathBuf {
 
 fn io(path: &Path, what: &'static str) -> impl FnOnce(std::io::Error) -> SlurmError {
     let path = path.to_path_buf();
-    move |source| SlurmError::Io {
-        path,
-        what,
-        source,
-    }
+    move |source| SlurmError::Io { path, what, source }
 }
 
 /// Writes `bytes` to `path` through a temporary file and a rename, so a
@@ -570,7 +575,10 @@ fn cluster_resources(v: &BundleView, c: usize, opts: &SubmitOptions) -> Resource
 }
 
 /// Dependency level of each selected cluster over the selected clusters.
-fn levels(v: &BundleView, selected: &[usize]) -> Result<(BTreeMap<usize, usize>, BTreeMap<usize, BTreeSet<usize>>)> {
+fn levels(
+    v: &BundleView,
+    selected: &[usize],
+) -> Result<(BTreeMap<usize, usize>, BTreeMap<usize, BTreeSet<usize>>)> {
     let sel: BTreeSet<usize> = selected.iter().copied().collect();
     let mut deps: BTreeMap<usize, BTreeSet<usize>> = BTreeMap::new();
     for &c in selected {
@@ -700,9 +708,10 @@ fn submit_clusters(
                 1 => {
                     let u = *upstream_arrays.iter().next().unwrap_or(&0);
                     let corr = submitted[u].clusters.len() == a.clusters.len()
-                        && a.clusters.iter().enumerate().all(|(i, c)| {
-                            deps[c].iter().all(|d| placed.get(d) == Some(&(u, i)))
-                        });
+                        && a.clusters
+                            .iter()
+                            .enumerate()
+                            .all(|(i, c)| deps[c].iter().all(|d| placed.get(d) == Some(&(u, i))));
                     let kind = if corr { "aftercorr" } else { "afterok" };
                     Some(format!("{kind}:{}", submitted[u].job_id))
                 }
@@ -715,7 +724,11 @@ fn submit_clusters(
                         .join(":")
                 )),
             };
-            let names: Vec<String> = a.clusters.iter().map(|c| v.clusters[*c].name.clone()).collect();
+            let names: Vec<String> = a
+                .clusters
+                .iter()
+                .map(|c| v.clusters[*c].name.clone())
+                .collect();
             let stem = format!("s{number}-a{k}");
             let map_path = dir.join(format!("{stem}.map.json"));
             let map = ArrayMap {
@@ -789,7 +802,10 @@ fn submit_clusters(
         let args = vec![
             "--parsable".to_string(),
             format!("--job-name=quanta-s{number}-merge"),
-            format!("--output={}", dir.join(format!("s{number}-merge-%j.out")).display()),
+            format!(
+                "--output={}",
+                dir.join(format!("s{number}-merge-%j.out")).display()
+            ),
             format!("--dependency=afterany:{}", deps.join(":")),
             "--kill-on-invalid-dep=yes".to_string(),
             script_path.to_string_lossy().into_owned(),
@@ -1216,7 +1232,12 @@ pub fn run_supervised(mut cmd: Command, limit_bytes: u64) -> Result<ChildEnd> {
     })?;
     Ok(match (status.code(), status.signal()) {
         (Some(c), _) => ChildEnd::Exited(c),
-        (None, Some(s)) if matches!(s, libc::SIGABRT | libc::SIGSEGV | libc::SIGKILL | libc::SIGBUS) => {
+        (None, Some(s))
+            if matches!(
+                s,
+                libc::SIGABRT | libc::SIGSEGV | libc::SIGKILL | libc::SIGBUS
+            ) =>
+        {
             ChildEnd::OutOfMemory(s)
         }
         (None, Some(s)) => ChildEnd::Signaled(s),
@@ -1248,7 +1269,9 @@ pub fn record_out_of_memory(
     let mut hit = Vec::new();
     let mut records = Vec::new();
     for q in quanta {
-        let Some(p) = progress.quanta.get(q) else { continue };
+        let Some(p) = progress.quanta.get(q) else {
+            continue;
+        };
         if p.state != QuantumState::Running {
             continue;
         }
@@ -1281,7 +1304,8 @@ pub fn record_out_of_memory(
     if records.is_empty() {
         return Ok(hit);
     }
-    std::fs::create_dir_all(journal_dir).map_err(io(journal_dir, "creating the journal directory"))?;
+    std::fs::create_dir_all(journal_dir)
+        .map_err(io(journal_dir, "creating the journal directory"))?;
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())
         .unwrap_or_else(|_| "localhost".into());
@@ -1307,7 +1331,13 @@ pub fn record_out_of_memory(
 
 fn sanitize(name: &str) -> String {
     name.chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect()
 }
 

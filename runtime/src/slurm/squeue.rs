@@ -49,8 +49,16 @@ impl SlurmJob {
     pub fn is_live(&self) -> bool {
         matches!(
             self.state.as_str(),
-            "PENDING" | "RUNNING" | "CONFIGURING" | "COMPLETING" | "SUSPENDED" | "REQUEUED"
-                | "RESIZING" | "SIGNALING" | "STAGE_OUT" | "STOPPED"
+            "PENDING"
+                | "RUNNING"
+                | "CONFIGURING"
+                | "COMPLETING"
+                | "SUSPENDED"
+                | "REQUEUED"
+                | "RESIZING"
+                | "SIGNALING"
+                | "STAGE_OUT"
+                | "STOPPED"
         )
     }
 
@@ -80,7 +88,11 @@ impl SlurmJob {
 
     /// `job`, `array_task` or `array_[range]`, as squeue prints them.
     pub fn display_id(&self) -> String {
-        match (self.array_job_id, self.array_task_id, &self.array_task_string) {
+        match (
+            self.array_job_id,
+            self.array_task_id,
+            &self.array_task_string,
+        ) {
             (Some(a), Some(t), _) => format!("{a}_{t}"),
             (Some(a), None, Some(s)) => format!("{a}_[{s}]"),
             _ => self.job_id.to_string(),

@@ -23,7 +23,10 @@ fn task_batch_config_reads_requests_and_refuses_typos() {
     assert_eq!(c.resources.partition.as_deref(), Some("debug"));
     assert_eq!(c.resources.cpus_per_task, Some(2));
     assert_eq!(c.deterministic_exit_codes, vec![3, 4]);
-    assert_eq!(task_batch_config("x", &serde_json::json!({})).unwrap(), TaskBatchConfig::default());
+    assert_eq!(
+        task_batch_config("x", &serde_json::json!({})).unwrap(),
+        TaskBatchConfig::default()
+    );
     for bad in [
         serde_json::json!({"batch": {"memory": "1G"}}),
         serde_json::json!({"batch": {"mem": true}}),
@@ -98,6 +101,12 @@ fn array_maps_give_their_elements() {
         .unwrap(),
     )
     .unwrap();
-    assert_eq!(array_element(&p, 1).unwrap(), ("b".to_string(), Some(1 << 20)));
-    assert!(matches!(array_element(&p, 2), Err(SlurmError::NoSuchElement { len: 2, .. })));
+    assert_eq!(
+        array_element(&p, 1).unwrap(),
+        ("b".to_string(), Some(1 << 20))
+    );
+    assert!(matches!(
+        array_element(&p, 2),
+        Err(SlurmError::NoSuchElement { len: 2, .. })
+    ));
 }
