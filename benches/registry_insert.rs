@@ -4,89 +4,18 @@
 //! `QUANTA_BENCH_DATASETS` sets the batch size (default 1,000,000).
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use quanta_core::{CollectionType, DataId, DataIdValue, DatasetType, DimensionUniverse, Uuid};
-use quanta_registry::{DatastoreRecord, NewDataset, OnConflict, RecordSet, Registry};
+use quanta_registry::OnConflict;
 
-const DETECTORS: i64 = 1000;
+#[path = "support.rs"]
+mod support;
+
+use support::{datasets, fresh_registry};
 
 fn n_datasets() -> usize {
     std::env::var("QUANTA_BENCH_DATASETS")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(1_000_000)
-}
-
-/// A registry with the dimension records for `n` (exposure, detector) pairs.
-fn fresh_registry(dir: &std::path::Path, n: usize) -> Registry {
-    let universe = DimensionUniverse::default_universe();
-    let path = dir.join(format!("registry-{}.sqlite3", Uuid::now_v7()));
-    let mut registry = Registry::create(&path, &universe).unwrap();
-    let n_exp = (n as i64 + DETECTORS - 1) / DETECTORS;
-    let obj = |v: serde_json::Value| v.as_object().unwrap().clone();
-    let mut records = RecordSet::new();
-    records.insert(
-        "instrument".into(),
-        vec![obj(serde_json::json!({"name": "Cam"}))],
-    );
-    records.insert(
-        "physical_filter".into(),
-        vec![obj(
-            serde_json::json!({"instrument": "Cam", "name": "Cam-r", "band": "r"}),
-        )],
-    );
-    records.insert(
-        "detector".into(),
-        (0..DETECTORS)
-            .map(|d| obj(serde_json::json!({"instrument": "Cam", "id": d})))
-            .collect(),
-    );
-    records.insert(
-        "exposure".into(),
-        (0..n_exp)
-            .map(|e| {
-                obj(serde_json::json!({"instrument": "Cam", "id": e, "physical_filter": "Cam-r"}))
-            })
-            .collect(),
-    );
-    registry.insert_dimension_records(&records).unwrap();
-    registry
-        .register_collection("run", CollectionType::Run, None)
-        .unwrap();
-    let dims = universe
-        .conform(&["instrument", "exposure", "detector"])
-        .unwrap();
-    registry
-        .register_dataset_type(&DatasetType {
-            name: "calexp".into(),
-            dimensions: dims,
-            storage_class: "Json".into(),
-            is_calibration: false,
-        })
-        .unwrap();
-    registry
-}
-
-fn datasets(n: usize) -> Vec<NewDataset> {
-    (0..n as i64)
-        .map(|i| {
-            let (e, d) = (i / DETECTORS, i % DETECTORS);
-            NewDataset {
-                id: Uuid::now_v7(),
-                data_id: DataId::from_pairs([
-                    ("instrument", DataIdValue::from("Cam")),
-                    ("exposure", DataIdValue::Int(e)),
-                    ("detector", DataIdValue::Int(d)),
-                ]),
-                stored: Some(DatastoreRecord {
-                    path: format!("run/calexp/{e}/calexp_Cam_{e}_{d}.json"),
-                    formatter: "Json".into(),
-                    size: 1234,
-                    checksum: "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
-                        .into(),
-                }),
-            }
-        })
-        .collect()
 }
 
 fn bench_insert(c: &mut Criterion) {

@@ -20,7 +20,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
-REF = Path(os.environ.get("QUANTA_LSST_REFERENCE", ROOT.parent.parent / "shared" / "reference" / "lsst"))
+REF = Path(os.environ.get("QUANTA_LSST_REFERENCE", ROOT.parent / "shared" / "reference" / "lsst"))
 
 
 def timed(cmd, log, env=None, cwd=None):

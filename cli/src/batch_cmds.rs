@@ -12,6 +12,8 @@ use quanta_runtime::slurm::{self, Resources, RetryPolicy, SubmitOptions, SubmitR
 #[derive(Clone, Copy, Debug, ValueEnum)]
 pub enum Engine {
     Slurm,
+    /// DAGMan files only (`--dry-run --out DIR`): no HTCondor runs here.
+    Htcondor,
 }
 
 /// Resource requests and submission options shared by submit and restart.
@@ -60,6 +62,22 @@ pub struct SubmitArgs {
     engine: Engine,
     #[command(flatten)]
     opts: SlurmOptions,
+    /// Write the files to `--out` instead of submitting (HTCondor).
+    #[arg(long)]
+    dry_run: bool,
+    /// Directory for the `--dry-run` files.
+    #[arg(long, requires = "dry_run")]
+    out: Option<PathBuf>,
+    /// HTCondor: DAGMan retries per node (memory grows by
+    /// `--memory-multiplier` on each).
+    #[arg(long, default_value_t = 2)]
+    node_retries: u32,
+    /// HTCondor: memory factor per retry.
+    #[arg(long, default_value_t = 2.0)]
+    memory_multiplier: f64,
+    /// HTCondor: never request more than this (e.g. 8G).
+    #[arg(long)]
+    max_mem: Option<String>,
 }
 
 #[derive(Args)]
@@ -149,13 +167,33 @@ fn print_report(r: &SubmitReport, json: bool) -> Result<()> {
 }
 
 pub fn submit(a: SubmitArgs) -> Result<ExitCode> {
-    match a.engine {
-        Engine::Slurm => {}
-    }
     let Some(repo) = a.opts.repo.clone() else {
         bail!("--repo REPO is required: the final job merges into it");
     };
     let opts = options(&a.opts, repo)?;
+    if let Engine::Htcondor = a.engine {
+        let Some(out) = a.out.as_deref().filter(|_| a.dry_run) else {
+            bail!("--engine htcondor only writes files: give --dry-run --out DIR");
+        };
+        if !(a.memory_multiplier.is_finite() && a.memory_multiplier >= 1.0) {
+            bail!(
+                "--memory-multiplier must be at least 1, got {}",
+                a.memory_multiplier
+            );
+        }
+        let dag = slurm::htcondor::DagOptions {
+            retries: a.node_retries,
+            memory_multiplier: a.memory_multiplier,
+            max_mem_mb: mem("--max-mem", &a.max_mem)?,
+        };
+        for p in slurm::htcondor::write_dag(&a.bundle, out, &opts, &dag)? {
+            println!("wrote {}", p.display());
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    if a.dry_run {
+        bail!("--dry-run is for --engine htcondor; Slurm submissions are real");
+    }
     let report = slurm::submit(&a.bundle, &opts)?;
     print_report(&report, a.opts.json)?;
     Ok(ExitCode::SUCCESS)

@@ -5,13 +5,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::{Args, Subcommand};
 use quanta_core::pipeline::TaskKind;
 use quanta_core::{Bundle, BundleWriteOptions};
 use quanta_preflight::{quantum_graph_dot, run_preflight, task_graph_dot, PreflightOptions};
-use quanta_registry::Binds;
-use rusqlite::types::Value as SqlValue;
 
 use crate::output::{print_json, print_table};
 
@@ -73,31 +71,13 @@ pub enum BundleCommand {
     },
 }
 
-fn parse_binds(binds: &[String]) -> Result<Binds> {
-    let mut out = Binds::new();
-    for bind in binds {
-        let (name, value) = bind
-            .split_once('=')
-            .with_context(|| format!("--bind `{bind}`: expected name=value"))?;
-        let value = if let Ok(i) = value.parse::<i64>() {
-            SqlValue::Integer(i)
-        } else if let Ok(f) = value.parse::<f64>() {
-            SqlValue::Real(f)
-        } else {
-            SqlValue::Text(value.to_string())
-        };
-        out.insert(name.trim().to_string(), value);
-    }
-    Ok(out)
-}
-
 pub fn preflight(args: PreflightArgs) -> Result<ExitCode> {
     let opts = PreflightOptions {
         input_collections: args.inputs,
         output_run: args.output_run,
         output_chain: args.output,
         where_clause: args.where_clause,
-        binds: parse_binds(&args.binds)?,
+        binds: crate::repo_cmds::parse_binds(&args.binds)?,
         skip_existing: args.skip_existing,
         clobber: args.clobber,
         cluster_by: args.cluster_by,

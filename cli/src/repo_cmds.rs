@@ -493,7 +493,7 @@ pub fn collection(cmd: CollectionCommand) -> Result<ExitCode> {
 }
 
 /// `name=value` binds: an integer, else a float, else a string.
-fn parse_binds(binds: &[String]) -> Result<Binds> {
+pub(crate) fn parse_binds(binds: &[String]) -> Result<Binds> {
     let mut out = Binds::new();
     for bind in binds {
         let (name, value) = bind

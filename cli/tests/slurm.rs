@@ -481,3 +481,126 @@ fn cancel_empties_the_queue_and_restart_reruns_nothing_that_succeeded() {
     }
     assert_eq!(count(&repo, "expSummary"), 6);
 }
+
+#[test]
+fn clusters_reading_other_clusters_wait_for_them() {
+    if !enabled() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let p = pipeline(dir.path(), &BTreeMap::new());
+    let repo = make_reference_repo(dir.path(), 3, 2);
+    let bundle = dir.path().join("campaign.qb");
+    // Per detector: isr + characterize of one (exposure, detector) in one
+    // cluster, each summarize in a cluster that reads two of them.
+    ok(&[
+        "preflight",
+        s(&repo),
+        "--pipeline",
+        s(&p),
+        "--input",
+        "Cam/raw",
+        "--output-run",
+        RUN,
+        "--cluster-by",
+        "instrument,exposure,detector",
+        "--bundle",
+        s(&bundle),
+    ]);
+    ok(&[
+        "submit",
+        s(&bundle),
+        "--engine",
+        "slurm",
+        "--repo",
+        s(&repo),
+        "--mem",
+        "200M",
+        "--time",
+        "5",
+    ]);
+    let st = state(&bundle);
+    let arrays = st["submissions"][0]["arrays"].as_array().unwrap();
+    assert_eq!(arrays.len(), 2, "{st}");
+    assert_eq!(arrays[0]["clusters"].as_array().unwrap().len(), 6);
+    assert_eq!(arrays[1]["clusters"].as_array().unwrap().len(), 3);
+    assert_eq!(
+        arrays[1]["dependency"].as_str().unwrap(),
+        format!("afterok:{}", arrays[0]["job_id"].as_str().unwrap())
+    );
+    wait_until_done(&bundle, Duration::from_secs(60));
+    assert_eq!(count(&repo, "expSummary"), 3, "{}", slurm_logs(&bundle));
+    assert_eq!(count(&repo, "icExp"), 6);
+}
+
+/// `--engine htcondor --dry-run` against the files in tests/golden/htcondor
+/// (no HTCondor runs here). Paths are replaced by @DIR@ and @QUANTA@;
+/// QUANTA_BLESS=1 rewrites the golden files.
+#[test]
+fn htcondor_dry_run_matches_the_golden_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = pipeline(dir.path(), &BTreeMap::new());
+    let repo = make_reference_repo(dir.path(), 2, 2);
+    let bundle = dir.path().join("campaign.qb");
+    ok(&[
+        "preflight",
+        s(&repo),
+        "--pipeline",
+        s(&p),
+        "--input",
+        "Cam/raw",
+        "--output-run",
+        RUN,
+        "--cluster-by",
+        "instrument,exposure,detector",
+        "--bundle",
+        s(&bundle),
+    ]);
+    let out = dir.path().join("dag");
+    ok(&[
+        "submit",
+        s(&bundle),
+        "--engine",
+        "htcondor",
+        "--dry-run",
+        "--out",
+        s(&out),
+        "--repo",
+        s(&repo),
+        "--mem",
+        "200M",
+        "--max-mem",
+        "1G",
+        "--node-retries",
+        "3",
+    ]);
+    let golden = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/htcondor");
+    let bless = std::env::var("QUANTA_BLESS").as_deref() == Ok("1");
+    for name in ["quanta.dag", "cluster.sub", "merge.sub"] {
+        let text = std::fs::read_to_string(out.join(name)).unwrap();
+        let text = text
+            .replace(env!("CARGO_BIN_EXE_quanta"), "@QUANTA@")
+            .replace(s(dir.path()), "@DIR@");
+        let g = golden.join(name);
+        if bless {
+            std::fs::create_dir_all(&golden).unwrap();
+            std::fs::write(&g, &text).unwrap();
+            continue;
+        }
+        let want = std::fs::read_to_string(&g)
+            .unwrap_or_else(|e| panic!("{}: {e} (QUANTA_BLESS=1 writes it)", g.display()));
+        assert_eq!(text, want, "{name} differs from {}", g.display());
+    }
+    // Without --dry-run there is nothing HTCondor can be asked to do.
+    common::fails_with(
+        2,
+        &[
+            "submit",
+            s(&bundle),
+            "--engine",
+            "htcondor",
+            "--repo",
+            s(&repo),
+        ],
+    );
+}

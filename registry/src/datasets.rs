@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::collections::CollectionRecord;
 use crate::error::{RegistryError, Result};
 use crate::registry::Registry;
-use crate::schema::quote;
+use crate::schema::{quote, record_exists_query};
 
 /// Where and how a dataset's file is stored, as the registry records it. The
 /// registry does not interpret these; the datastore does.
@@ -227,25 +227,9 @@ impl Registry {
     fn check_dimension_records(&self, dt: &DatasetType, data_ids: &[DataId]) -> Result<()> {
         for dim in dt.dimensions.iter() {
             let element = self.universe.dimension(dim)?;
-            let Some(key) = element.key.as_ref().filter(|_| element.has_records) else {
+            let Some((sql, columns)) = record_exists_query(element) else {
                 continue;
             };
-            let mut columns: Vec<&str> = element
-                .required_closure
-                .iter()
-                .map(String::as_str)
-                .collect();
-            let mut sql_columns: Vec<String> = columns
-                .iter()
-                .map(|c| format!("{} = ?", quote(c)))
-                .collect();
-            sql_columns.push(format!("{} = ?", quote(&key.name)));
-            columns.push(dim);
-            let sql = format!(
-                "SELECT 1 FROM {} WHERE {}",
-                quote(dim),
-                sql_columns.join(" AND ")
-            );
             let mut stmt = self.conn.prepare_cached(&sql)?;
             // Batches are usually sorted, so most rows repeat the previous
             // key; the set catches the rest.

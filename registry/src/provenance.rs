@@ -22,7 +22,7 @@ use serde::Serialize;
 use crate::datasets::{data_id_value_to_sql, uuid_from_blob, DatastoreRecord};
 use crate::error::{RegistryError, Result};
 use crate::registry::Registry;
-use crate::schema::quote;
+use crate::schema::{quote, record_exists_query};
 
 /// The status text of a quantum whose task succeeded but some of whose
 /// outputs could not be verified or registered: a later merge retries it.
@@ -200,16 +200,11 @@ impl<'u> DimensionChecks<'u> {
     ) -> Result<Option<String>> {
         for (dim, _) in data_id.iter() {
             let element = self.universe.dimension(dim)?;
-            let Some(key) = element.key.as_ref().filter(|_| element.has_records) else {
+            let Some((sql, columns)) = record_exists_query(element) else {
                 continue;
             };
-            let mut columns: Vec<&str> = element
-                .required_closure
-                .iter()
-                .map(String::as_str)
-                .collect();
-            let mut values = Vec::with_capacity(columns.len() + 1);
-            for c in columns.iter().copied().chain(std::iter::once(dim)) {
+            let mut values = Vec::with_capacity(columns.len());
+            for c in columns.iter().copied() {
                 match data_id.get(c) {
                     Some(v) => values.push(v.clone()),
                     // Not checkable from this data ID; the foreign keys of
@@ -217,24 +212,13 @@ impl<'u> DimensionChecks<'u> {
                     None => break,
                 }
             }
-            if values.len() != columns.len() + 1 {
+            if values.len() != columns.len() {
                 continue;
             }
             let cache_key = (dim.to_string(), values);
             let exists = match self.known.get(&cache_key) {
                 Some(e) => *e,
                 None => {
-                    let mut conditions: Vec<String> = columns
-                        .iter()
-                        .map(|c| format!("{} = ?", quote(c)))
-                        .collect();
-                    conditions.push(format!("{} = ?", quote(&key.name)));
-                    columns.push(dim);
-                    let sql = format!(
-                        "SELECT 1 FROM {} WHERE {}",
-                        quote(dim),
-                        conditions.join(" AND ")
-                    );
                     let params: Vec<SqlValue> =
                         cache_key.1.iter().map(data_id_value_to_sql).collect();
                     let e = conn

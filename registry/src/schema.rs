@@ -21,6 +21,27 @@ pub fn key_column(element: &DimensionElement) -> Option<&str> {
     element.key.as_ref().map(|k| k.name.as_str())
 }
 
+/// A statement that tells whether a dimension's record exists, and the
+/// data ID keys to bind to it in order (the required dimensions, then the
+/// dimension itself); `None` for dimensions without records (`band`).
+pub fn record_exists_query(element: &DimensionElement) -> Option<(String, Vec<&str>)> {
+    let key = element.key.as_ref().filter(|_| element.has_records)?;
+    let mut keys: Vec<&str> = element
+        .required_closure
+        .iter()
+        .map(String::as_str)
+        .collect();
+    let mut conditions: Vec<String> = keys.iter().map(|c| format!("{} = ?", quote(c))).collect();
+    conditions.push(format!("{} = ?", quote(&key.name)));
+    keys.push(&element.name);
+    let sql = format!(
+        "SELECT 1 FROM {} WHERE {}",
+        quote(&element.name),
+        conditions.join(" AND ")
+    );
+    Some((sql, keys))
+}
+
 /// DDL for one dimension element's table, or `None` for dimensions without
 /// records of their own (`band`).
 pub fn element_table_ddl(

@@ -46,6 +46,7 @@
 //! `batch.deterministic_exit_codes`, or a Rust task error of the kinds that
 //! do not change on a rerun (invalid config, invalid input).
 
+pub mod htcondor;
 mod squeue;
 
 pub use squeue::{parse_task_ids, SlurmJob};
@@ -113,6 +114,9 @@ pub enum SlurmError {
 }
 
 type Result<T, E = SlurmError> = std::result::Result<T, E>;
+
+/// Per selected cluster, the selected clusters it reads from.
+pub(crate) type ClusterDeps = BTreeMap<usize, BTreeSet<usize>>;
 
 /// Resource requests of a job; `None` leaves Slurm's default.
 #[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -278,7 +282,7 @@ pub fn parse_mem_mb(text: &str) -> Result<u64, String> {
         .parse()
         .map_err(|_| format!("`{text}` is not a memory size like 512M or 2G"))?;
     let mb = (n * mult).ceil();
-    if !(mb.is_finite() && mb >= 1.0 && mb < 1e12) {
+    if !(1.0..1e12).contains(&mb) {
         return Err(format!("`{text}` is not a usable memory size"));
     }
     Ok(mb as u64)
@@ -575,12 +579,9 @@ fn cluster_resources(v: &BundleView, c: usize, opts: &SubmitOptions) -> Resource
 }
 
 /// Dependency level of each selected cluster over the selected clusters.
-fn levels(
-    v: &BundleView,
-    selected: &[usize],
-) -> Result<(BTreeMap<usize, usize>, BTreeMap<usize, BTreeSet<usize>>)> {
+fn levels(v: &BundleView, selected: &[usize]) -> Result<(BTreeMap<usize, usize>, ClusterDeps)> {
     let sel: BTreeSet<usize> = selected.iter().copied().collect();
-    let mut deps: BTreeMap<usize, BTreeSet<usize>> = BTreeMap::new();
+    let mut deps: ClusterDeps = BTreeMap::new();
     for &c in selected {
         let mut d = BTreeSet::new();
         for q in &v.clusters[c].quanta {
@@ -641,7 +642,7 @@ fn plan(
     selected: &[usize],
     mem: &BTreeMap<usize, Option<u64>>,
     opts: &SubmitOptions,
-) -> Result<(Vec<PlannedArray>, BTreeMap<usize, BTreeSet<usize>>)> {
+) -> Result<(Vec<PlannedArray>, ClusterDeps)> {
     let (level, deps) = levels(v, selected)?;
     let mut groups: BTreeMap<(usize, Resources), Vec<usize>> = BTreeMap::new();
     for &c in selected {
@@ -697,33 +698,7 @@ fn submit_clusters(
     let mut submitted: Vec<ArrayJob> = Vec::new();
     let result = (|| -> Result<()> {
         for (k, a) in arrays.iter().enumerate() {
-            let upstream_arrays: BTreeSet<usize> = a
-                .clusters
-                .iter()
-                .flat_map(|c| deps[c].iter())
-                .filter_map(|d| placed.get(d).map(|(ai, _)| *ai))
-                .collect();
-            let dependency = match upstream_arrays.len() {
-                0 => None,
-                1 => {
-                    let u = *upstream_arrays.iter().next().unwrap_or(&0);
-                    let corr = submitted[u].clusters.len() == a.clusters.len()
-                        && a.clusters
-                            .iter()
-                            .enumerate()
-                            .all(|(i, c)| deps[c].iter().all(|d| placed.get(d) == Some(&(u, i))));
-                    let kind = if corr { "aftercorr" } else { "afterok" };
-                    Some(format!("{kind}:{}", submitted[u].job_id))
-                }
-                _ => Some(format!(
-                    "afterok:{}",
-                    upstream_arrays
-                        .iter()
-                        .map(|u| submitted[*u].job_id.as_str())
-                        .collect::<Vec<_>>()
-                        .join(":")
-                )),
-            };
+            let dependency = array_dependency(&a.clusters, &deps, &placed, &submitted);
             let names: Vec<String> = a
                 .clusters
                 .iter()
@@ -839,6 +814,41 @@ fn submit_clusters(
     report.arrays = submitted;
     report.merge_job = merge_job;
     Ok(report)
+}
+
+/// The `--dependency` of an array running `clusters`, given where their
+/// upstream clusters were `placed` (array, element) among the `submitted`
+/// arrays: `aftercorr` when element i reads only from element i of one
+/// array of the same length, else an `afterok` barrier on every upstream
+/// array.
+fn array_dependency(
+    clusters: &[usize],
+    deps: &ClusterDeps,
+    placed: &HashMap<usize, (usize, usize)>,
+    submitted: &[ArrayJob],
+) -> Option<String> {
+    let upstream: BTreeSet<usize> = clusters
+        .iter()
+        .flat_map(|c| deps.get(c).into_iter().flatten())
+        .filter_map(|d| placed.get(d).map(|(ai, _)| *ai))
+        .collect();
+    let first = *upstream.iter().next()?;
+    let corr = upstream.len() == 1
+        && submitted[first].clusters.len() == clusters.len()
+        && clusters.iter().enumerate().all(|(i, c)| {
+            deps.get(c)
+                .into_iter()
+                .flatten()
+                .all(|d| placed.get(d) == Some(&(first, i)))
+        });
+    if corr {
+        return Some(format!("aftercorr:{}", submitted[first].job_id));
+    }
+    let ids: Vec<&str> = upstream
+        .iter()
+        .map(|u| submitted[*u].job_id.as_str())
+        .collect();
+    Some(format!("afterok:{}", ids.join(":")))
 }
 
 fn resource_args(r: &Resources) -> Vec<String> {

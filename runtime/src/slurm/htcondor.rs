@@ -1,0 +1,147 @@
+//! HTCondor DAGMan files for a bundle (`quanta submit --engine htcondor
+//! --dry-run --out DIR`): no HTCondor runs here, so this only writes files
+//! for a site to submit with `condor_submit_dag`.
+//!
+//! Owns: the file layout. One DAG node per cluster running `quanta worker
+//! --cluster`, a `PARENT … CHILD` line for every cluster another reads
+//! from (DAGMan handles per-node edges, so no levels are needed), `RETRY`
+//! with `UNLESS-EXIT 2` (quanta exits 2 on bad input, which a retry cannot
+//! fix), memory that grows with the retry number through the node's
+//! `$(RETRY)` (`request_memory = mem × multiplier^retry`, capped), and a
+//! `FINAL` node that runs `quanta merge --incomplete` whatever happened.
+//! Must not: call HTCondor.
+
+use std::collections::BTreeSet;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use super::{view, ClusterDeps, Result, SlurmError, SubmitOptions};
+
+/// How the DAG retries.
+#[derive(Debug, Clone, Copy)]
+pub struct DagOptions {
+    pub retries: u32,
+    pub memory_multiplier: f64,
+    pub max_mem_mb: Option<u64>,
+}
+
+/// The files written, relative to the output directory.
+pub const DAG_FILE: &str = "quanta.dag";
+pub const CLUSTER_SUB: &str = "cluster.sub";
+pub const MERGE_SUB: &str = "merge.sub";
+
+/// DAGMan VARS values are double-quoted; backslash and quote escaped.
+fn vars_quote(s: &str) -> String {
+    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
+/// An argument inside a submit file's new-style `arguments = "…"`: single
+/// quotes group, a single quote is doubled, a double quote is doubled.
+fn arg_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''").replace('"', "\"\""))
+}
+
+/// Writes the DAG and submit files for `bundle` into `out`; returns their
+/// paths.
+pub fn write_dag(
+    bundle: &Path,
+    out: &Path,
+    opts: &SubmitOptions,
+    dag: &DagOptions,
+) -> Result<Vec<PathBuf>> {
+    let v = view(bundle)?;
+    let all: Vec<usize> = (0..v.clusters.len()).collect();
+    let (_, deps): (_, ClusterDeps) = super::levels(&v, &all)?;
+    let io = |p: &Path, what: &'static str| {
+        let path = p.to_path_buf();
+        move |source| SlurmError::Io { path, what, source }
+    };
+    std::fs::create_dir_all(out).map_err(io(out, "creating the output directory"))?;
+    let journal = opts
+        .journal_dir
+        .clone()
+        .unwrap_or_else(|| quanta_core::journal_dir_for(bundle));
+    let exe = opts.quanta_exe.to_string_lossy();
+
+    let mut d = String::new();
+    let _ = writeln!(
+        d,
+        "# quanta: {} clusters of {} as DAG nodes; submit with condor_submit_dag {DAG_FILE}",
+        v.clusters.len(),
+        bundle.display()
+    );
+    for (ci, c) in v.clusters.iter().enumerate() {
+        let mem = super::cluster_resources(&v, ci, opts)
+            .mem_mb
+            .unwrap_or(2048);
+        let _ = writeln!(d, "JOB c{ci} {CLUSTER_SUB}");
+        let _ = writeln!(
+            d,
+            "VARS c{ci} cluster={} mem_mb=\"{mem}\" retry=\"$(RETRY)\"",
+            vars_quote(&c.name)
+        );
+        if dag.retries > 0 {
+            let _ = writeln!(d, "RETRY c{ci} {} UNLESS-EXIT 2", dag.retries);
+        }
+    }
+    for (c, ups) in &deps {
+        if ups.is_empty() {
+            continue;
+        }
+        let parents: BTreeSet<String> = ups.iter().map(|u| format!("c{u}")).collect();
+        let _ = writeln!(
+            d,
+            "PARENT {} CHILD c{c}",
+            parents.into_iter().collect::<Vec<_>>().join(" ")
+        );
+    }
+    let _ = writeln!(d, "FINAL merge {MERGE_SUB}");
+
+    let cap = dag
+        .max_mem_mb
+        .map(|m| format!("MIN({{{m}, {{expr}}}})"))
+        .unwrap_or_else(|| "{expr}".into());
+    let grow = format!("$(mem_mb) * pow({:.3}, $(retry))", dag.memory_multiplier);
+    let request_memory = cap.replace("{expr}", &grow);
+    let cluster_sub = format!(
+        "# One cluster of the bundle per job; memory grows with each DAGMan retry.\n\
+         universe = vanilla\n\
+         executable = {exe}\n\
+         arguments = \"worker {} --cluster $(cluster) --journal {} --mem-limit $(mem_mb)M\"\n\
+         request_memory = {request_memory}\n\
+         request_cpus = 1\n\
+         output = logs/$(cluster).$(Cluster).out\n\
+         error = logs/$(cluster).$(Cluster).err\n\
+         log = quanta.log\n\
+         queue\n",
+        arg_quote(&bundle.to_string_lossy()),
+        arg_quote(&journal.to_string_lossy()),
+    );
+    let merge_sub = format!(
+        "# FINAL node: fold whatever succeeded into the registry.\n\
+         universe = vanilla\n\
+         executable = {exe}\n\
+         arguments = \"merge {} {} --journals {} --incomplete\"\n\
+         request_memory = 1024\n\
+         output = logs/merge.$(Cluster).out\n\
+         error = logs/merge.$(Cluster).err\n\
+         log = quanta.log\n\
+         queue\n",
+        arg_quote(&opts.repo.to_string_lossy()),
+        arg_quote(&bundle.to_string_lossy()),
+        arg_quote(&journal.to_string_lossy()),
+    );
+    let mut written = Vec::new();
+    for (name, text) in [
+        (DAG_FILE, d),
+        (CLUSTER_SUB, cluster_sub),
+        (MERGE_SUB, merge_sub),
+    ] {
+        let p = out.join(name);
+        std::fs::write(&p, text).map_err(io(&p, "writing"))?;
+        written.push(p);
+    }
+    let logs = out.join("logs");
+    std::fs::create_dir_all(&logs).map_err(io(&logs, "creating"))?;
+    Ok(written)
+}
