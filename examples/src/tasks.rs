@@ -380,6 +380,20 @@ mod tests {
         ] {
             assert!(Hooks::from_config(&bad).is_err(), "{bad}");
         }
+        let h = Hooks::from_config(&serde_json::json!({
+            "bad_input_on": {"exposure": 3}, "transient_on": [{"detector": 1}],
+            "marker_dir": "/tmp/m", "allocate_mb": 10, "allocate_on": {"exposure": 1},
+            "batch": {"mem": "1G"}}))
+        .unwrap();
+        assert_eq!((h.bad_input_on.len(), h.transient_on.len()), (1, 1));
+        assert_eq!(h.allocate_mb, Some(10));
+        for bad in [
+            serde_json::json!({"transient_on": {"detector": 1}}),
+            serde_json::json!({"allocate_mb": -1}),
+            serde_json::json!({"bad_input_on": 3}),
+        ] {
+            assert!(Hooks::from_config(&bad).is_err(), "{bad}");
+        }
         assert!(task_registry()
             .create("examples.Isr", &serde_json::json!({"typo": 1}))
             .unwrap()

@@ -164,6 +164,10 @@ fn validate(path: &Path, c: &BundleContents, opts: &BundleWriteOptions) -> Resul
     Ok(())
 }
 
+/// The most dataset refs a quanta block holds (unless one quantum alone has
+/// more).
+const REFS_PER_BLOCK: usize = 16_384;
+
 struct BlockWriter<'p> {
     path: &'p Path,
     out: BufWriter<File>,
@@ -274,15 +278,38 @@ impl BlockWriter<'_> {
         let raw = self.json("the dimension records", &c.dimension_records)?;
         self.block(BlockKind::DimensionRecords, 0, 0, raw.as_bytes())?;
 
-        for (chunk_no, chunk) in c.quanta.chunks(opts.quanta_per_block).enumerate() {
-            // Both fit in u32: validate() checked the quantum count.
-            let first = (chunk_no * opts.quanta_per_block) as u32;
+        // A block ends at `quanta_per_block` quanta or at REFS_PER_BLOCK
+        // dataset refs, whichever comes first: gathers (a quantum with
+        // hundreds of inputs) would otherwise make a block so large that a
+        // worker reaching one quantum decodes hundreds of thousands of refs.
+        let mut start = 0usize;
+        while start < c.quanta.len() {
+            let mut end = start;
+            let mut refs = 0usize;
+            while end < c.quanta.len() && end - start < opts.quanta_per_block {
+                let q = &c.quanta[end];
+                let n: usize = q
+                    .inputs
+                    .iter()
+                    .chain(&q.prerequisites)
+                    .chain(&q.outputs)
+                    .map(|(_, r)| r.len())
+                    .sum();
+                if end > start && refs + n > REFS_PER_BLOCK {
+                    break;
+                }
+                refs += n;
+                end += 1;
+            }
+            // Fits in u32: validate() checked the quantum count.
+            let first = start as u32;
             let mut b = QuantaBlockBuilder::new(first);
-            for q in chunk {
+            for q in &c.quanta[start..end] {
                 b.push(q).map_err(|e| self.invalid(e))?;
             }
             let raw = self.encode("a quanta block", &b.finish())?;
-            self.block(BlockKind::Quanta, first, chunk.len() as u32, &raw)?;
+            self.block(BlockKind::Quanta, first, (end - start) as u32, &raw)?;
+            start = end;
         }
 
         let raw = self.encode("the clusters", &clusters_to_disk(&c.clusters))?;

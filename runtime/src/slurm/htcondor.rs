@@ -7,8 +7,12 @@
 //! from (DAGMan handles per-node edges, so no levels are needed), `RETRY`
 //! with `UNLESS-EXIT 2` (quanta exits 2 on bad input, which a retry cannot
 //! fix), memory that grows with the retry number through the node's
-//! `$(RETRY)` (`request_memory = mem × multiplier^retry`, capped), and a
-//! `FINAL` node that runs `quanta merge --incomplete` whatever happened.
+//! `$(RETRY)` (`request_memory = mem × multiplier^retry`, capped, computed
+//! with `$INT()`, HTCondor 8.8 or later; the worker gets the same number as
+//! its `--mem-limit`), and a `FINAL` node that runs `quanta merge
+//! --incomplete` whatever happened. The cluster name travels as the VARS
+//! macro `qcluster`: submit macros are case-insensitive, and `$(Cluster)`
+//! is HTCondor's own.
 //! Must not: call HTCondor.
 
 use std::collections::BTreeSet;
@@ -77,7 +81,7 @@ pub fn write_dag(
         let _ = writeln!(d, "JOB c{ci} {CLUSTER_SUB}");
         let _ = writeln!(
             d,
-            "VARS c{ci} cluster={} mem_mb=\"{mem}\" retry=\"$(RETRY)\"",
+            "VARS c{ci} qcluster={} mem_mb=\"{mem}\" retry=\"$(RETRY)\"",
             vars_quote(&c.name)
         );
         if dag.retries > 0 {
@@ -102,16 +106,17 @@ pub fn write_dag(
         .map(|m| format!("MIN({{{m}, {{expr}}}})"))
         .unwrap_or_else(|| "{expr}".into());
     let grow = format!("$(mem_mb) * pow({:.3}, $(retry))", dag.memory_multiplier);
-    let request_memory = cap.replace("{expr}", &grow);
+    let memory = cap.replace("{expr}", &grow);
     let cluster_sub = format!(
         "# One cluster of the bundle per job; memory grows with each DAGMan retry.\n\
          universe = vanilla\n\
          executable = {exe}\n\
-         arguments = \"worker {} --cluster $(cluster) --journal {} --mem-limit $(mem_mb)M\"\n\
-         request_memory = {request_memory}\n\
+         memory_mb = $INT({memory})\n\
+         arguments = \"worker {} --cluster '$(qcluster)' --journal {} --mem-limit $(memory_mb)M\"\n\
+         request_memory = $(memory_mb)\n\
          request_cpus = 1\n\
-         output = logs/$(cluster).$(Cluster).out\n\
-         error = logs/$(cluster).$(Cluster).err\n\
+         output = logs/c$(ClusterId).out\n\
+         error = logs/c$(ClusterId).err\n\
          log = quanta.log\n\
          queue\n",
         arg_quote(&bundle.to_string_lossy()),
@@ -123,8 +128,8 @@ pub fn write_dag(
          executable = {exe}\n\
          arguments = \"merge {} {} --journals {} --incomplete\"\n\
          request_memory = 1024\n\
-         output = logs/merge.$(Cluster).out\n\
-         error = logs/merge.$(Cluster).err\n\
+         output = logs/merge.$(ClusterId).out\n\
+         error = logs/merge.$(ClusterId).err\n\
          log = quanta.log\n\
          queue\n",
         arg_quote(&opts.repo.to_string_lossy()),

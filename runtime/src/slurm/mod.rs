@@ -7,6 +7,9 @@
 //! calls to `sbatch`, `squeue`, `scontrol` and `scancel`, the retry policy
 //! of restarts, and the memory-limit supervisor of a worker.
 //!
+//! The HTCondor backend ([`htcondor`]) reuses the plan's cluster
+//! dependencies and resource requests to write DAGMan files only.
+//!
 //! Must not: run quanta itself (elements run `quanta worker`), interpret
 //! journals beyond [`quanta_core::fold_journals`], or touch the SQL Registry
 //! (the final job runs `quanta merge`).
