@@ -10,11 +10,13 @@
 
 mod butler;
 mod error;
+mod manifest;
 pub mod merge;
 pub mod provenance;
 
 pub use butler::{Butler, IngestItem, DATASTORE_DIR, REGISTRY_FILE};
 pub use error::ButlerError;
+pub use manifest::read_manifest;
 pub use merge::{
     MergeError, MergeOptions, MergeSummary, VerificationFailure, DEFAULT_BATCH_QUANTA,
 };

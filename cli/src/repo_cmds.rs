@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use quanta_butler::{Butler, IngestItem};
-use quanta_core::{CollectionType, DataId, DataIdValue, DatasetType, DimensionUniverse};
+use quanta_core::{CollectionType, DataId, DatasetType, DimensionUniverse};
 use quanta_datastore::{DatastoreConfig, InMemoryDataset, TransferMode};
 use quanta_registry::{parse_records_csv, parse_records_json, Binds};
 use rusqlite::types::Value as SqlValue;
@@ -303,83 +303,11 @@ pub fn dataset_type(cmd: DatasetTypeCommand) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Reads an ingest manifest: CSV with a `path,dim,...` header or JSON lines.
-fn read_manifest(path: &Path, universe: &DimensionUniverse) -> Result<Vec<IngestItem>> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let base = path.parent().unwrap_or(Path::new("."));
-    let resolve = |p: &str| -> PathBuf {
-        let p = PathBuf::from(p);
-        if p.is_absolute() {
-            p
-        } else {
-            base.join(p)
-        }
-    };
-    let shown = path.display();
-    let mut items = Vec::new();
-    if text.trim_start().starts_with('{') {
-        #[derive(serde::Deserialize)]
-        #[serde(deny_unknown_fields)]
-        struct Line {
-            path: String,
-            data_id: DataId,
-        }
-        for (i, line) in text.lines().enumerate() {
-            if line.trim().is_empty() {
-                continue;
-            }
-            let parsed: Line =
-                serde_json::from_str(line).with_context(|| format!("{shown}: line {}", i + 1))?;
-            items.push(IngestItem {
-                path: resolve(&parsed.path),
-                data_id: parsed.data_id,
-            });
-        }
-    } else {
-        let mut reader = csv::ReaderBuilder::new()
-            .trim(csv::Trim::All)
-            .from_reader(text.as_bytes());
-        let header: Vec<String> = reader.headers()?.iter().map(str::to_string).collect();
-        if header.first().map(String::as_str) != Some("path") {
-            bail!("{shown}: line 1: the first column must be `path`, then dimension names");
-        }
-        let mut types = Vec::new();
-        for (col, name) in header.iter().enumerate().skip(1) {
-            let dim = universe
-                .dimension(name)
-                .with_context(|| format!("{shown}: line 1, column {}", col + 1))?;
-            types.push(
-                dim.key
-                    .as_ref()
-                    .map(|k| k.field_type)
-                    .unwrap_or(quanta_core::FieldType::String),
-            );
-        }
-        for (i, row) in reader.records().enumerate() {
-            let line = i + 2;
-            let row = row.with_context(|| format!("{shown}: line {line}"))?;
-            let mut data_id = DataId::empty();
-            for (col, cell) in row.iter().enumerate().skip(1) {
-                let value = DataIdValue::parse_typed(cell, types[col - 1]).map_err(|e| {
-                    anyhow::anyhow!("{shown}: line {line}, column {}: {e}", col + 1)
-                })?;
-                data_id.insert(header[col].clone(), value);
-            }
-            items.push(IngestItem {
-                path: resolve(row.get(0).unwrap_or_default()),
-                data_id,
-            });
-        }
-    }
-    Ok(items)
-}
-
 pub fn ingest(args: IngestArgs) -> Result<ExitCode> {
     let mut butler = Butler::open(&args.repo)?;
     let mode: TransferMode = args.transfer.parse()?;
     let items = match (&args.manifest, &args.file, &args.data_id) {
-        (Some(manifest), None, None) => read_manifest(manifest, butler.universe())?,
+        (Some(manifest), None, None) => quanta_butler::read_manifest(manifest, butler.universe())?,
         (None, Some(file), Some(data_id)) => vec![IngestItem {
             path: file.clone(),
             data_id: DataId::parse_cli(data_id, butler.universe())?,
