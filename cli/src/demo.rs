@@ -205,10 +205,15 @@ fn print_summary(
         .map(|f| f.dataset_ref.id.to_string())
         .unwrap_or_else(|| "UUID".into());
     let r = repo.display();
+    // The binary's own path, so the commands work without `quanta` on PATH
+    // (e.g. after `cargo run`).
+    let q = std::env::current_exe()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| "quanta".into());
     println!("\nTry next:");
-    println!("  quanta query-datasets {r} --collections {OUTPUT_CHAIN} --dataset-type expSummary");
-    println!("  quanta provenance {r} {summary_id} --depth 2");
-    println!("  quanta report {r} {OUTPUT_RUN}");
+    println!("  {q} query-datasets {r} --collections {OUTPUT_CHAIN} --dataset-type expSummary");
+    println!("  {q} provenance {r} {summary_id} --depth 2");
+    println!("  {q} report {r} {OUTPUT_RUN}");
     println!(
         "  (the pipeline, bundle and journals are in {})",
         dir.display()
