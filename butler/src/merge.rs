@@ -15,8 +15,6 @@
 //! rerun therefore ends in the state of one uninterrupted merge.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::fs::File;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 
@@ -24,7 +22,7 @@ use quanta_core::{
     fold_journals, journal_dir_for, Bundle, BundleError, BundleQuantum, BundleRef, CollectionType,
     JournalError, JournalRecord, QuantumProgress, QuantumState, Uuid, WrittenOutput,
 };
-use quanta_datastore::{Datastore, DatastoreError};
+use quanta_datastore::{Datastore, StoredFileInfo};
 use quanta_registry::provenance::{STATUS_PARTIAL, STATUS_SUCCEEDED};
 use quanta_registry::{
     DatastoreRecord, NewQuantum, QuantumExecution, QuantumInput, QuantumOutputDataset,
@@ -532,7 +530,15 @@ fn verify_batch(
 
     let results: Vec<Result<(), String>> = checks
         .par_iter()
-        .map(|c| verify_file(datastore, c.written).map_err(|e| e.to_string()))
+        .map(|c| {
+            let info = StoredFileInfo {
+                path: c.written.path.clone(),
+                formatter: String::new(),
+                size: c.written.size,
+                checksum: c.written.checksum.clone(),
+            };
+            datastore.verify(&info).map_err(|e| e.to_string())
+        })
         .collect();
 
     let mut verified: Vec<Vec<QuantumOutputDataset>> =
@@ -616,66 +622,6 @@ impl WriterTotals {
         summary.quanta_already_merged += self.quanta_unchanged;
         summary.verification_failures.extend(self.rejected);
     }
-}
-
-/// Files larger than this are hashed in a stream rather than read whole.
-const WHOLE_READ_LIMIT: u64 = 16 << 20;
-
-/// Checks that an output exists with the size and BLAKE3 the journal
-/// recorded. Same checks and errors as `Datastore::verify`, which stats the
-/// path, then opens it and streams it through a zeroed 64 KiB buffer; a
-/// merge checks up to millions of small files, so this resolves the path
-/// once, takes the size from the open handle and hashes one read.
-fn verify_file(datastore: &Datastore, w: &WrittenOutput) -> Result<(), DatastoreError> {
-    let abs = datastore.abs_path(&w.path)?;
-    let missing = || DatastoreError::Missing {
-        path: w.path.clone(),
-    };
-    let io = |action: &'static str, source: std::io::Error| DatastoreError::Io {
-        action,
-        path: abs.clone(),
-        source,
-    };
-    let file = match File::open(&abs) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(missing()),
-        Err(e) => return Err(io("open", e)),
-    };
-    let meta = file.metadata().map_err(|e| io("inspect", e))?;
-    if !meta.is_file() {
-        return Err(missing());
-    }
-    let size_mismatch = |actual: u64| DatastoreError::SizeMismatch {
-        path: w.path.clone(),
-        expected: w.size,
-        actual,
-    };
-    if meta.len() != w.size {
-        return Err(size_mismatch(meta.len()));
-    }
-    let (size, checksum) = if w.size <= WHOLE_READ_LIMIT {
-        // One byte more than expected, so a file grown since the stat shows.
-        let mut bytes = Vec::with_capacity(w.size as usize + 1);
-        file.take(w.size + 1)
-            .read_to_end(&mut bytes)
-            .map_err(|e| io("read", e))?;
-        (bytes.len() as u64, quanta_core::hash::blake3_hex(&bytes))
-    } else {
-        let mut hasher = blake3::Hasher::new();
-        hasher.update_reader(file).map_err(|e| io("read", e))?;
-        (hasher.count(), hasher.finalize().to_hex().to_string())
-    };
-    if size != w.size {
-        return Err(size_mismatch(size));
-    }
-    if !checksum.eq_ignore_ascii_case(&w.checksum) {
-        return Err(DatastoreError::ChecksumMismatch {
-            path: w.path.clone(),
-            expected: w.checksum.clone(),
-            actual: checksum,
-        });
-    }
-    Ok(())
 }
 
 fn task_label<'c>(ctx: &'c Ctx, q: &BundleQuantum) -> &'c str {
