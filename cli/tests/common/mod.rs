@@ -42,24 +42,14 @@ pub fn fails_with(code: i32, args: &[&str]) -> String {
 }
 
 /// The reference workload's dimension records (TARGET.md) for
-/// `n_exp` exposures × `n_det` detectors.
+/// `n_exp` exposures × `n_det` detectors, as a records file holds them.
 pub fn reference_records(n_exp: usize, n_det: usize) -> serde_json::Value {
-    serde_json::json!({
-        "instrument": [{"name": "Cam", "detector_max": n_det}],
-        "physical_filter": [{"instrument": "Cam", "name": "Cam-r", "band": "r"}],
-        "day_obs": [{"instrument": "Cam", "id": 20261126}],
-        "group": (0..n_exp).map(|e| serde_json::json!({"instrument": "Cam", "name": format!("g{e}")})).collect::<Vec<_>>(),
-        "detector": (0..n_det).map(|d| serde_json::json!({"instrument": "Cam", "id": d, "full_name": format!("D{d:03}")})).collect::<Vec<_>>(),
-        "exposure": (0..n_exp).map(|e| serde_json::json!({
-            "instrument": "Cam", "id": e, "physical_filter": "Cam-r", "day_obs": 20261126,
-            "group": format!("g{e}"), "exposure_time": 30.0, "obs_id": format!("e{e}"),
-            "observation_type": "science"})).collect::<Vec<_>>(),
-    })
+    serde_json::to_value(quanta_examples::workload::reference_records(n_exp, n_det)).unwrap()
 }
 
 /// The raw dataset of the reference workload for one (exposure, detector).
 pub fn raw_content(e: usize, d: usize) -> serde_json::Value {
-    serde_json::json!({"exposure": e, "detector": d, "pixels": vec![e * 1000 + d; 16]})
+    quanta_examples::reference::raw_content(e, d)
 }
 
 /// Creates `dir/repo` holding the reference workload: dimension records,
