@@ -383,6 +383,12 @@ pub struct CampaignStatus {
     pub failures: Vec<FailureLine>,
     /// Torn tails, journals of other bundles, records of unknown quanta.
     pub warnings: Vec<String>,
+    /// The journal directory read and its fold, for callers that add to the
+    /// status (the Slurm view) without reading the journals again.
+    #[serde(skip)]
+    pub journal_dir: std::path::PathBuf,
+    #[serde(skip)]
+    pub progress: quanta_core::CampaignProgress,
 }
 
 /// The status of the campaign of the bundle at `bundle_path`, from its
@@ -472,5 +478,7 @@ pub fn campaign_status(
         tasks,
         failures,
         warnings,
+        journal_dir: dir,
+        progress: fold,
     })
 }

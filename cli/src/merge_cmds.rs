@@ -179,7 +179,10 @@ pub fn status(args: StatusArgs) -> Result<ExitCode> {
     for w in &status.warnings {
         eprintln!("warning: {w}");
     }
-    let slurm = quanta_runtime::slurm::status(&args.bundle)?;
+    let slurm = quanta_runtime::slurm::status(
+        &args.bundle,
+        Some((status.journal_dir.as_path(), &status.progress)),
+    )?;
     if args.json {
         match &slurm {
             None => print_json(&status)?,

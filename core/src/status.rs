@@ -87,7 +87,7 @@ pub struct QuantumProgress {
 }
 
 /// The fold of every journal of one bundle.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct CampaignProgress {
     /// By quantum index; quanta without records are absent (pending).
     pub quanta: BTreeMap<u32, QuantumProgress>,

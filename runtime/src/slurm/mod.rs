@@ -1147,14 +1147,38 @@ pub struct SlurmStatus {
 
 /// Journals and `squeue` per cluster; `None` when the bundle was never
 /// submitted to Slurm.
-pub fn status(bundle: &Path) -> Result<Option<SlurmStatus>> {
+///
+/// `known` is a fold of the journals the caller already made (with the
+/// directory it read), reused when it is the submission's journal
+/// directory. Status needs only the bundle's header and clusters, not its
+/// quanta, so no quanta block is decoded here.
+pub fn status(
+    bundle: &Path,
+    known: Option<(&Path, &quanta_core::CampaignProgress)>,
+) -> Result<Option<SlurmStatus>> {
     let state = match load_state(bundle) {
         Ok(s) => s,
         Err(SlurmError::NotSubmitted { .. }) => return Ok(None),
         Err(e) => return Err(e),
     };
-    let v = view(bundle)?;
-    let f = fold(&v, &state)?;
+    let berr = |e: quanta_core::BundleError| SlurmError::Bundle {
+        path: bundle.to_path_buf(),
+        detail: e.to_string(),
+    };
+    let b = Bundle::open(bundle).map_err(berr)?;
+    let bundle_clusters = b.clusters().map_err(berr)?;
+    let folded;
+    let progress = match known {
+        Some((dir, p)) if dir == state.journal_dir => p,
+        _ => {
+            folded = fold_journals(&state.journal_dir, b.header().bundle_id, b.n_quanta())
+                .map_err(|e| SlurmError::Journal {
+                    path: state.journal_dir.clone(),
+                    detail: e.to_string(),
+                })?;
+            &folded
+        }
+    };
     let (jobs, squeue_error) = match submission_jobs(&state) {
         Ok(j) => (j, None),
         Err(e) => (Vec::new(), Some(e.to_string())),
@@ -1169,7 +1193,7 @@ pub fn status(bundle: &Path) -> Result<Option<SlurmStatus>> {
         }
     }
     let mut clusters = Vec::new();
-    for c in &v.clusters {
+    for c in &bundle_clusters {
         let mut cs = ClusterStatus {
             cluster: c.name.clone(),
             quanta: c.quanta.len(),
@@ -1184,7 +1208,7 @@ pub fn status(bundle: &Path) -> Result<Option<SlurmStatus>> {
             submitted: state.clusters.get(&c.name).map_or(0, |s| s.submitted),
         };
         for q in &c.quanta {
-            match f.progress.state(*q) {
+            match progress.state(*q) {
                 QuantumState::Succeeded => cs.succeeded += 1,
                 QuantumState::Failed | QuantumState::TimedOut => cs.failed += 1,
                 QuantumState::OutOfMemory => cs.out_of_memory += 1,
