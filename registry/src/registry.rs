@@ -112,11 +112,7 @@ impl Registry {
             tune(&conn)?;
         }
         let meta = |key: &str| -> Result<Option<String>> {
-            conn.query_row("SELECT value FROM quanta_meta WHERE key = ?1", [key], |r| {
-                r.get(0)
-            })
-            .optional()
-            .map_err(|e| not_registry(format!("no quanta metadata ({e})")))
+            read_meta(&conn, key).map_err(|e| not_registry(format!("no quanta metadata ({e})")))
         };
         let version =
             meta("schema_version")?.ok_or_else(|| not_registry("no schema version".into()))?;
@@ -146,12 +142,7 @@ impl Registry {
 
     /// Reads a `quanta_meta` value.
     pub fn meta(&self, key: &str) -> Result<Option<String>> {
-        Ok(self
-            .conn
-            .query_row("SELECT value FROM quanta_meta WHERE key = ?1", [key], |r| {
-                r.get(0)
-            })
-            .optional()?)
+        Ok(read_meta(&self.conn, key)?)
     }
 
     /// Runs one user-supplied SELECT on a read-only connection and returns the
@@ -187,6 +178,13 @@ impl Registry {
         }
         Ok((names, out))
     }
+}
+
+fn read_meta(conn: &Connection, key: &str) -> rusqlite::Result<Option<String>> {
+    conn.query_row("SELECT value FROM quanta_meta WHERE key = ?1", [key], |r| {
+        r.get(0)
+    })
+    .optional()
 }
 
 pub(crate) fn sql_value_to_json(v: rusqlite::types::ValueRef<'_>) -> serde_json::Value {
