@@ -1,7 +1,9 @@
 use std::path::{Path, PathBuf};
 
 use quanta_core::{DataId, DatasetRef, DimensionUniverse, Uuid};
-use quanta_datastore::{Datastore, DatastoreConfig, InMemoryDataset, StoredFileInfo, TransferMode};
+use quanta_datastore::{
+    Datastore, DatastoreConfig, FormatterRegistry, InMemoryDataset, StoredFileInfo, TransferMode,
+};
 use quanta_registry::{DatastoreRecord, FoundDataset, NewDataset, OnConflict, Registry};
 use serde::{de::DeserializeOwned, Serialize};
 
@@ -133,6 +135,14 @@ impl Butler {
 
     pub fn registry_mut(&mut self) -> &mut Registry {
         &mut self.registry
+    }
+
+    /// Replaces the datastore's formatters: the binary decides which storage
+    /// classes (beyond the built-in Json and Bytes) this process can read and
+    /// write, e.g. the FITS formatters of `quanta-examples`.
+    pub fn with_formatters(mut self, formatters: FormatterRegistry) -> Self {
+        self.datastore = self.datastore.with_formatters(formatters);
+        self
     }
 
     pub fn datastore(&self) -> &Datastore {

@@ -10,7 +10,6 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use quanta_butler::MergeOptions;
 use quanta_core::BundleWriteOptions;
-use quanta_limited_registry::LimitedRegistry;
 use quanta_preflight::{run_preflight, PreflightOptions};
 use quanta_runtime::{execute, ExecOptions, Selection};
 
@@ -121,9 +120,8 @@ pub fn demo(a: DemoArgs) -> Result<ExitCode> {
         &format!("3/4 execute ({} jobs)", a.jobs),
         &mut timings,
         || {
-            let registry = LimitedRegistry::open(&bundle)?;
-            let mut tasks = quanta_runtime::TaskRegistry::new();
-            quanta_examples::register(&mut tasks);
+            let registry = crate::plugins::open_limited_registry(&bundle)?;
+            let tasks = crate::plugins::task_registry();
             let opts = ExecOptions {
                 jobs: a.jobs,
                 worker_name: "demo".into(),
@@ -146,7 +144,7 @@ pub fn demo(a: DemoArgs) -> Result<ExitCode> {
     }
 
     let merged = stage("4/4 merge (verify + register)", &mut timings, || {
-        let mut butler = quanta_butler::Butler::open(&repo)?;
+        let mut butler = crate::plugins::open_butler(&repo)?;
         Ok(butler.merge(&bundle, &MergeOptions::default(), &mut |_, _| {})?)
     })?;
 
@@ -169,7 +167,7 @@ fn print_summary(
         .collect();
     print_table(&["task", "quanta"], &rows);
     println!();
-    let butler = quanta_butler::Butler::open_read_only(repo)?;
+    let butler = crate::plugins::open_butler_read_only(repo)?;
     let found = butler.registry().query_datasets(
         &[],
         &[OUTPUT_RUN.to_string()],

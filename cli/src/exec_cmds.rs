@@ -12,10 +12,7 @@ use std::time::Duration;
 use anyhow::{bail, Result};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
-use quanta_limited_registry::LimitedRegistry;
-use quanta_runtime::{
-    execute, parse_quantum_list, ExecOptions, Progress, RunSummary, Selection, TaskRegistry,
-};
+use quanta_runtime::{execute, parse_quantum_list, ExecOptions, Progress, RunSummary, Selection};
 
 #[derive(Args)]
 pub struct RunArgs {
@@ -76,13 +73,6 @@ pub struct WorkerArgs {
     json: bool,
 }
 
-/// Every task class the `quanta` binary knows.
-fn task_registry() -> TaskRegistry {
-    let mut r = TaskRegistry::new();
-    quanta_examples::register(&mut r);
-    r
-}
-
 fn timeout(secs: Option<f64>) -> Result<Option<Duration>> {
     match secs {
         None => Ok(None),
@@ -123,7 +113,7 @@ fn run_with_progress(
     opts: ExecOptions,
     json: bool,
 ) -> Result<ExitCode> {
-    let registry = LimitedRegistry::open(bundle)?;
+    let registry = crate::plugins::open_limited_registry(bundle)?;
     let bar = std::io::stderr().is_terminal().then(|| {
         let b = ProgressBar::new(0);
         b.set_style(
@@ -148,7 +138,7 @@ fn run_with_progress(
     };
     let summary = execute(
         registry,
-        &task_registry(),
+        &crate::plugins::task_registry(),
         &selection,
         &opts,
         &mut on_progress,

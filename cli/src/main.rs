@@ -9,6 +9,7 @@ mod demo;
 mod exec_cmds;
 mod merge_cmds;
 mod output;
+mod plugins;
 mod preflight_cmds;
 mod repo_cmds;
 

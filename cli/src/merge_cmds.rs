@@ -14,8 +14,8 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use quanta_butler::provenance::{DatasetNode, QuantumNode};
 use quanta_butler::{
-    campaign_status, provenance_graph, run_report, Butler, Direction, MergeOptions,
-    ProvenanceGraph, DEFAULT_BATCH_QUANTA,
+    campaign_status, provenance_graph, run_report, Direction, MergeOptions, ProvenanceGraph,
+    DEFAULT_BATCH_QUANTA,
 };
 use quanta_core::Uuid;
 
@@ -86,7 +86,7 @@ pub fn merge(args: MergeArgs) -> Result<ExitCode> {
             .with_context(|| format!("{BATCH_ENV}={v}: expected a positive integer"))?,
         Err(_) => DEFAULT_BATCH_QUANTA,
     };
-    let mut butler = Butler::open(&args.repo)?;
+    let mut butler = crate::plugins::open_butler(&args.repo)?;
     let options = MergeOptions {
         journals: args.journals.clone(),
         incomplete: args.incomplete,
@@ -291,7 +291,7 @@ fn print_failures<'a>(failures: impl Iterator<Item = (&'a str, String, &'a str, 
 }
 
 pub fn report(args: ReportArgs) -> Result<ExitCode> {
-    let butler = Butler::open_read_only(&args.repo)?;
+    let butler = crate::plugins::open_butler_read_only(&args.repo)?;
     let report = run_report(butler.registry(), &args.run)?;
     if args.json {
         print_json(&report)?;
@@ -359,7 +359,7 @@ pub fn provenance(args: ProvenanceArgs) -> Result<ExitCode> {
         .dataset
         .parse()
         .with_context(|| format!("`{}` is not a dataset UUID", args.dataset))?;
-    let butler = Butler::open_read_only(&args.repo)?;
+    let butler = crate::plugins::open_butler_read_only(&args.repo)?;
     let direction = if args.downstream {
         Direction::Downstream
     } else {

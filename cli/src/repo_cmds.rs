@@ -204,7 +204,7 @@ pub fn repo(cmd: RepoCommand) -> Result<ExitCode> {
             println!("created repo {}", repo.display());
         }
         RepoCommand::Universe { repo } => {
-            let butler = Butler::open_read_only(&repo)?;
+            let butler = crate::plugins::open_butler_read_only(&repo)?;
             print!("{}", butler.universe().source());
         }
     }
@@ -217,7 +217,7 @@ pub fn dimensions(cmd: DimensionsCommand) -> Result<ExitCode> {
         file,
         element,
     } = cmd;
-    let mut butler = Butler::open(&repo)?;
+    let mut butler = crate::plugins::open_butler(&repo)?;
     let text =
         std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
     let source = file.display().to_string();
@@ -254,7 +254,7 @@ pub fn dataset_type(cmd: DatasetTypeCommand) -> Result<ExitCode> {
             storage_class,
             calibration,
         } => {
-            let mut butler = Butler::open(&repo)?;
+            let mut butler = crate::plugins::open_butler(&repo)?;
             let group = butler.universe().conform(&dimensions)?;
             let dt = DatasetType {
                 name,
@@ -273,7 +273,7 @@ pub fn dataset_type(cmd: DatasetTypeCommand) -> Result<ExitCode> {
             );
         }
         DatasetTypeCommand::List { repo, json } => {
-            let butler = Butler::open_read_only(&repo)?;
+            let butler = crate::plugins::open_butler_read_only(&repo)?;
             let types = butler.registry().list_dataset_types()?;
             if json {
                 print_json(&types)?;
@@ -304,7 +304,7 @@ pub fn dataset_type(cmd: DatasetTypeCommand) -> Result<ExitCode> {
 }
 
 pub fn ingest(args: IngestArgs) -> Result<ExitCode> {
-    let mut butler = Butler::open(&args.repo)?;
+    let mut butler = crate::plugins::open_butler(&args.repo)?;
     let mode: TransferMode = args.transfer.parse()?;
     let items = match (&args.manifest, &args.file, &args.data_id) {
         (Some(manifest), None, None) => quanta_butler::read_manifest(manifest, butler.universe())?,
@@ -337,7 +337,7 @@ pub fn collection(cmd: CollectionCommand) -> Result<ExitCode> {
             doc,
         } => {
             let t: CollectionType = collection_type.parse()?;
-            let mut butler = Butler::open(&repo)?;
+            let mut butler = crate::plugins::open_butler(&repo)?;
             let created = butler
                 .registry_mut()
                 .register_collection(&name, t, doc.as_deref())?;
@@ -355,7 +355,7 @@ pub fn collection(cmd: CollectionCommand) -> Result<ExitCode> {
             parent,
             children,
         } => {
-            let mut butler = Butler::open(&repo)?;
+            let mut butler = crate::plugins::open_butler(&repo)?;
             butler
                 .registry_mut()
                 .register_collection(&parent, CollectionType::Chained, None)?;
@@ -369,7 +369,7 @@ pub fn collection(cmd: CollectionCommand) -> Result<ExitCode> {
             collection,
             ids,
         } => {
-            let mut butler = Butler::open(&repo)?;
+            let mut butler = crate::plugins::open_butler(&repo)?;
             let ids = ids
                 .iter()
                 .map(|s| parse_uuid(s))
@@ -384,7 +384,7 @@ pub fn collection(cmd: CollectionCommand) -> Result<ExitCode> {
             end,
             ids,
         } => {
-            let mut butler = Butler::open(&repo)?;
+            let mut butler = crate::plugins::open_butler(&repo)?;
             let ids = ids
                 .iter()
                 .map(|s| parse_uuid(s))
@@ -398,7 +398,7 @@ pub fn collection(cmd: CollectionCommand) -> Result<ExitCode> {
             println!("certified {} datasets into {collection}", ids.len());
         }
         CollectionCommand::List { repo, json } => {
-            let butler = Butler::open_read_only(&repo)?;
+            let butler = crate::plugins::open_butler_read_only(&repo)?;
             let collections = butler.registry().list_collections()?;
             if json {
                 print_json(&collections)?;
@@ -440,7 +440,7 @@ pub(crate) fn parse_binds(binds: &[String]) -> Result<Binds> {
 }
 
 pub fn query_datasets(args: QueryDatasetsArgs) -> Result<ExitCode> {
-    let butler = Butler::open_read_only(&args.repo)?;
+    let butler = crate::plugins::open_butler_read_only(&args.repo)?;
     let binds = parse_binds(&args.binds)?;
     let mut found = butler.registry().query_datasets(
         &args.dataset_types,
@@ -477,7 +477,7 @@ pub fn query_datasets(args: QueryDatasetsArgs) -> Result<ExitCode> {
 }
 
 pub fn query_data_ids(args: QueryDataIdsArgs) -> Result<ExitCode> {
-    let butler = Butler::open_read_only(&args.repo)?;
+    let butler = crate::plugins::open_butler_read_only(&args.repo)?;
     let binds = parse_binds(&args.binds)?;
     let ids = butler
         .registry()
@@ -506,7 +506,7 @@ pub fn query_data_ids(args: QueryDataIdsArgs) -> Result<ExitCode> {
 }
 
 pub fn sql(repo: &Path, query: &str, json: bool) -> Result<ExitCode> {
-    let butler = Butler::open_read_only(repo)?;
+    let butler = crate::plugins::open_butler_read_only(repo)?;
     let (columns, rows) = butler.registry().sql_read_only(query)?;
     if json {
         let objects: Vec<BTreeMap<&str, &serde_json::Value>> = rows
@@ -534,7 +534,7 @@ pub fn sql(repo: &Path, query: &str, json: bool) -> Result<ExitCode> {
 }
 
 pub fn get(args: GetArgs) -> Result<ExitCode> {
-    let butler = Butler::open_read_only(&args.repo)?;
+    let butler = crate::plugins::open_butler_read_only(&args.repo)?;
     let data_id = DataId::parse_cli(&args.data_id, butler.universe())?;
     if let Some(out) = args.output {
         let bytes = butler.get_bytes(&args.dataset_type, &data_id, &args.collections)?;

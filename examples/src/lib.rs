@@ -14,6 +14,15 @@ pub mod workload;
 
 pub use tasks::{register, task_registry, Characterize, Isr, Summarize};
 
+use quanta_datastore::FormatterRegistry;
+
+/// The built-in formatters plus those of the example pipelines' storage
+/// classes: what a process running the example tasks must be able to read
+/// and write.
+pub fn formatters() -> FormatterRegistry {
+    FormatterRegistry::default()
+}
+
 /// The reference pipeline (isr → characterize → summarize), embedded so that
 /// `quanta demo` runs from any directory.
 pub const REFERENCE_PIPELINE_YAML: &str = include_str!("../pipelines/reference.yaml");

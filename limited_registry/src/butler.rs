@@ -11,7 +11,7 @@ use quanta_core::bundle::ConnectionRefs;
 use quanta_core::pipeline::TaskDef;
 use quanta_core::{Bundle, BundleQuantum, BundleRef, DataId, WrittenOutput};
 use quanta_datastore::{
-    Datastore, DatastoreConfig, DatastoreError, InMemoryDataset, JsonFormatter,
+    Datastore, DatastoreConfig, DatastoreError, FormatterRegistry, InMemoryDataset, JsonFormatter,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -34,12 +34,18 @@ impl LimitedRegistry {
     /// Opens the bundle at `path` (frame and header only; quanta are decoded
     /// when asked for).
     pub fn open(path: &Path) -> Result<Arc<Self>> {
-        Self::from_bundle(Arc::new(Bundle::open(path)?))
+        Self::from_bundle(Arc::new(Bundle::open(path)?), FormatterRegistry::default())
+    }
+
+    /// [`LimitedRegistry::open`] with the formatters of the storage classes
+    /// this process's tasks read and write.
+    pub fn open_with_formatters(path: &Path, formatters: FormatterRegistry) -> Result<Arc<Self>> {
+        Self::from_bundle(Arc::new(Bundle::open(path)?), formatters)
     }
 
     /// The datastore comes from the bundle header: its absolute root and its
     /// configuration (templates only matter to preflight; fsync matters here).
-    pub fn from_bundle(bundle: Arc<Bundle>) -> Result<Arc<Self>> {
+    pub fn from_bundle(bundle: Arc<Bundle>, formatters: FormatterRegistry) -> Result<Arc<Self>> {
         let h = bundle.header();
         let bad = |detail: String| Error::DatastoreConfig {
             bundle: bundle.path().to_path_buf(),
@@ -56,8 +62,9 @@ impl LimitedRegistry {
                 h.datastore_root
             )));
         }
-        let datastore =
-            Datastore::new(&h.datastore_root, config).map_err(|e| bad(e.to_string()))?;
+        let datastore = Datastore::new(&h.datastore_root, config)
+            .map_err(|e| bad(e.to_string()))?
+            .with_formatters(formatters);
         let tasks = bundle.tasks().iter().cloned().map(Arc::new).collect();
         Ok(Arc::new(Self {
             bundle,

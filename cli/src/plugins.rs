@@ -1,0 +1,33 @@
+//! The composition root: which task classes and storage-class formatters
+//! this binary knows. Every command opens repos and bundles through here so
+//! that a dataset written by one command can be read by another.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use quanta_butler::{Butler, ButlerError};
+use quanta_datastore::FormatterRegistry;
+use quanta_limited_registry::{LimitedRegistry, LimitedRegistryError};
+use quanta_runtime::TaskRegistry;
+
+/// Every task class the `quanta` binary knows.
+pub fn task_registry() -> TaskRegistry {
+    quanta_examples::task_registry()
+}
+
+/// Every formatter the `quanta` binary knows.
+pub fn formatters() -> FormatterRegistry {
+    quanta_examples::formatters()
+}
+
+pub fn open_butler(repo: &Path) -> Result<Butler, ButlerError> {
+    Ok(Butler::open(repo)?.with_formatters(formatters()))
+}
+
+pub fn open_butler_read_only(repo: &Path) -> Result<Butler, ButlerError> {
+    Ok(Butler::open_read_only(repo)?.with_formatters(formatters()))
+}
+
+pub fn open_limited_registry(bundle: &Path) -> Result<Arc<LimitedRegistry>, LimitedRegistryError> {
+    LimitedRegistry::open_with_formatters(bundle, formatters())
+}
