@@ -1,13 +1,16 @@
 //! `quanta demo`: the whole head-node → worker → merge flow on an embedded
 //! default — a new SQLite repo, the reference workload's raws, the reference
-//! pipeline — then what it did and what to try next.
+//! pipeline — then what it did and what to try next. `--pipeline fits` runs
+//! the FITS image pipeline instead (synthetic raws, bias and flat from a
+//! CALIBRATION collection, background, detection, per-exposure summary) and
+//! also prints detected against injected sources per exposure.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use clap::Args;
+use clap::{Args, ValueEnum};
 use quanta_butler::MergeOptions;
 use quanta_core::BundleWriteOptions;
 use quanta_preflight::{run_preflight, PreflightOptions};
@@ -15,8 +18,20 @@ use quanta_runtime::{execute, ExecOptions, Selection};
 
 use crate::output::print_table;
 
+/// Which embedded pipeline the demo runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum DemoPipeline {
+    /// The scatter/gather reference workload (JSON datasets).
+    Reference,
+    /// FITS images: ISR with bias and flat, background, detection, summary.
+    Fits,
+}
+
 #[derive(Args)]
 pub struct DemoArgs {
+    /// The pipeline to run.
+    #[arg(long, value_enum, default_value_t = DemoPipeline::Reference)]
+    pipeline: DemoPipeline,
     /// Where to create the demo (default: a new directory under the system temp dir).
     #[arg(long)]
     dir: Option<PathBuf>,
@@ -27,9 +42,16 @@ pub struct DemoArgs {
     /// Quanta run at once.
     #[arg(long, short = 'j', default_value_t = 2)]
     jobs: usize,
+    /// With `--pipeline fits`: image width and height in pixels [default: 256].
+    #[arg(long)]
+    image_size: Option<usize>,
+    /// With `--pipeline fits`: point sources injected per image [default: 25].
+    #[arg(long)]
+    sources: Option<usize>,
 }
 
 const INPUT: &str = quanta_examples::workload::RAW_RUN;
+const CALIB_INPUT: &str = quanta_examples::fits::workload::CALIB_COLLECTION;
 const OUTPUT_RUN: &str = "demo/run1";
 const OUTPUT_CHAIN: &str = "demo";
 
@@ -75,38 +97,79 @@ pub fn demo(a: DemoArgs) -> Result<ExitCode> {
     if a.exposures == 0 || a.detectors == 0 || a.jobs == 0 {
         bail!("--exposures, --detectors and --jobs must be at least 1");
     }
+    let sim = match a.pipeline {
+        DemoPipeline::Reference => {
+            if a.image_size.is_some() || a.sources.is_some() {
+                bail!("--image-size and --sources apply to --pipeline fits only");
+            }
+            None
+        }
+        DemoPipeline::Fits => {
+            let defaults = quanta_examples::fits::synth::SimConfig::default();
+            let size = a.image_size.unwrap_or(defaults.width);
+            let sim = quanta_examples::fits::synth::SimConfig {
+                width: size,
+                height: size,
+                sources_per_image: a.sources.unwrap_or(defaults.sources_per_image),
+                ..defaults
+            };
+            // Refuse a layout that cannot hold the sources before creating
+            // any directory.
+            quanta_examples::fits::synth::injected_sources(&sim, 0, 0)
+                .context("--image-size / --sources")?;
+            Some(sim)
+        }
+    };
     let dir = demo_dir(a.dir)?;
     let repo = dir.join("repo");
     let pipeline = dir.join("pipeline.yaml");
     let bundle = dir.join("demo.qb");
-    std::fs::write(&pipeline, quanta_examples::REFERENCE_PIPELINE_YAML)
-        .with_context(|| format!("writing {}", pipeline.display()))?;
+    let (yaml, inputs) = match a.pipeline {
+        DemoPipeline::Reference => (quanta_examples::REFERENCE_PIPELINE_YAML, vec![INPUT]),
+        DemoPipeline::Fits => (
+            quanta_examples::FITS_PIPELINE_YAML,
+            vec![INPUT, CALIB_INPUT],
+        ),
+    };
+    std::fs::write(&pipeline, yaml).with_context(|| format!("writing {}", pipeline.display()))?;
     eprintln!(
-        "quanta demo: {} exposures × {} detectors in {}",
+        "quanta demo ({} pipeline): {} exposures × {} detectors in {}",
+        a.pipeline.name(),
         a.exposures,
         a.detectors,
         dir.display()
     );
     let mut timings = Vec::new();
 
-    stage("1/4 repo + raw datasets", &mut timings, || {
-        quanta_examples::workload::create_reference_repo(&repo, a.exposures, a.detectors)?;
-        Ok(())
-    })?;
+    match &sim {
+        None => stage("1/4 repo + raw datasets", &mut timings, || {
+            quanta_examples::workload::create_reference_repo(&repo, a.exposures, a.detectors)?;
+            Ok(())
+        })?,
+        Some(sim) => stage("1/4 repo + raw images, bias, flat", &mut timings, || {
+            let workload = quanta_examples::fits::workload::FitsWorkload {
+                exposures: a.exposures,
+                detectors: a.detectors,
+                sim: sim.clone(),
+            };
+            quanta_examples::fits::workload::create_fits_repo(&repo, &workload)?;
+            Ok(())
+        })?,
+    }
 
     let report = stage(
         "2/4 preflight (quantum graph → bundle)",
         &mut timings,
         || {
             let opts = PreflightOptions {
-                input_collections: vec![INPUT.to_string()],
+                input_collections: inputs.iter().map(|c| c.to_string()).collect(),
                 output_run: OUTPUT_RUN.to_string(),
                 output_chain: Some(OUTPUT_CHAIN.to_string()),
                 command_line: std::env::args().collect(),
                 ..Default::default()
             };
             Ok(run_preflight(
-                &repo,
+                &mut crate::plugins::open_butler(&repo)?,
                 &pipeline,
                 &opts,
                 &bundle,
@@ -148,8 +211,66 @@ pub fn demo(a: DemoArgs) -> Result<ExitCode> {
         Ok(butler.merge(&bundle, &MergeOptions::default(), &mut |_, _| {})?)
     })?;
 
-    print_summary(&dir, &repo, &report, &merged, &timings)?;
+    print_summary(
+        &dir,
+        &repo,
+        &report,
+        &merged,
+        &timings,
+        a.pipeline,
+        a.exposures,
+    )?;
     Ok(ExitCode::SUCCESS)
+}
+
+impl DemoPipeline {
+    fn name(self) -> &'static str {
+        match self {
+            DemoPipeline::Reference => "reference",
+            DemoPipeline::Fits => "fits",
+        }
+    }
+}
+
+/// Per exposure, the sources the pipeline detected against those the
+/// simulator injected, from the merged `expSummary` datasets.
+fn print_source_counts(repo: &Path, n_exp: usize) -> Result<()> {
+    let butler = crate::plugins::open_butler_read_only(repo)?;
+    let mut rows = Vec::with_capacity(n_exp);
+    let (mut detected, mut injected) = (0u64, 0u64);
+    for e in 0..n_exp {
+        let data_id = quanta_core::DataId::from_pairs([
+            ("instrument", quanta_core::DataIdValue::from("Cam")),
+            ("exposure", quanta_core::DataIdValue::Int(e as i64)),
+        ]);
+        let summary: serde_json::Value =
+            butler.get_json("expSummary", &data_id, &[OUTPUT_RUN.to_string()])?;
+        let count = |key: &str| summary.get(key).and_then(serde_json::Value::as_u64);
+        let (d, i) = (count("sources"), count("injected"));
+        detected += d.unwrap_or(0);
+        injected += i.unwrap_or(0);
+        let number = |v: Option<u64>| v.map_or_else(|| "-".to_string(), |n| n.to_string());
+        let float = |key: &str| {
+            summary
+                .get(key)
+                .and_then(serde_json::Value::as_f64)
+                .map_or_else(|| "-".to_string(), |v| format!("{v:.1}"))
+        };
+        rows.push(vec![
+            e.to_string(),
+            number(d),
+            number(i),
+            float("median_background"),
+            float("median_sigma"),
+        ]);
+    }
+    println!();
+    print_table(
+        &["exposure", "detected", "injected", "background", "sigma"],
+        &rows,
+    );
+    println!("sources: {detected} detected, {injected} injected");
+    Ok(())
 }
 
 fn print_summary(
@@ -158,6 +279,8 @@ fn print_summary(
     report: &quanta_preflight::PreflightReport,
     merged: &quanta_butler::MergeSummary,
     timings: &[(String, f64)],
+    pipeline: DemoPipeline,
+    n_exp: usize,
 ) -> Result<()> {
     println!();
     let rows: Vec<Vec<String>> = report
@@ -197,6 +320,9 @@ fn print_summary(
         report.bundle_bytes, report.n_quanta, merged.datasets_inserted
     );
     println!("repo: {}", repo.display());
+    if pipeline == DemoPipeline::Fits {
+        print_source_counts(repo, n_exp)?;
+    }
     let summary_id = found
         .iter()
         .find(|f| f.dataset_ref.dataset_type == "expSummary")
@@ -210,6 +336,14 @@ fn print_summary(
         .unwrap_or_else(|_| "quanta".into());
     println!("\nTry next:");
     println!("  {q} query-datasets {r} --collections {OUTPUT_CHAIN} --dataset-type expSummary");
+    if pipeline == DemoPipeline::Fits {
+        println!(
+            "  {q} get {r} expSummary --data-id instrument=Cam,exposure=0 --collections {OUTPUT_CHAIN}"
+        );
+        println!(
+            "  {q} get {r} src --data-id instrument=Cam,exposure=0,detector=0 --collections {OUTPUT_CHAIN} --output src.fits"
+        );
+    }
     println!("  {q} provenance {r} {summary_id} --depth 2");
     println!("  {q} report {r} {OUTPUT_RUN}");
     println!(

@@ -95,17 +95,21 @@ pub fn preflight(args: PreflightArgs) -> Result<ExitCode> {
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
     );
     bar.enable_steady_tick(Duration::from_millis(120));
-    let report = run_preflight(
-        &args.repo,
-        &args.pipeline,
-        &opts,
-        &args.bundle,
-        &write,
-        &|msg: &str| {
-            bar.set_message(msg.to_string());
-            tracing::info!("{msg}");
-        },
-    );
+    let report = crate::plugins::open_butler(&args.repo)
+        .map_err(quanta_preflight::PreflightError::from)
+        .and_then(|mut butler| {
+            run_preflight(
+                &mut butler,
+                &args.pipeline,
+                &opts,
+                &args.bundle,
+                &write,
+                &|msg: &str| {
+                    bar.set_message(msg.to_string());
+                    tracing::info!("{msg}");
+                },
+            )
+        });
     bar.finish_and_clear();
     let report = report?;
     if args.json {

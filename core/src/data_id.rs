@@ -2,6 +2,7 @@
 
 use std::fmt;
 
+use compact_str::CompactString;
 use serde::{Deserialize, Serialize};
 
 use crate::dimensions::{DimensionGroup, DimensionUniverse, FieldType};
@@ -13,7 +14,9 @@ use crate::error::CoreError;
 #[serde(untagged)]
 pub enum DataIdValue {
     Int(i64),
-    Str(String),
+    /// Inline up to 24 bytes (instrument names, bands, filters): no heap
+    /// allocation per value.
+    Str(CompactString),
 }
 
 impl DataIdValue {
@@ -39,7 +42,7 @@ impl DataIdValue {
                 .parse()
                 .map(DataIdValue::Int)
                 .map_err(|_| format!("`{text}` is not an integer")),
-            _ => Ok(DataIdValue::Str(text.to_string())),
+            _ => Ok(DataIdValue::Str(CompactString::new(text))),
         }
     }
 }
@@ -61,13 +64,14 @@ impl From<i64> for DataIdValue {
 
 impl From<&str> for DataIdValue {
     fn from(v: &str) -> Self {
-        DataIdValue::Str(v.to_string())
+        DataIdValue::Str(CompactString::new(v))
     }
 }
 
 impl From<String> for DataIdValue {
     fn from(v: String) -> Self {
-        DataIdValue::Str(v)
+        // `CompactString::from(String)` would keep the heap buffer.
+        DataIdValue::Str(CompactString::new(&v))
     }
 }
 
@@ -78,7 +82,10 @@ impl From<String> for DataIdValue {
 /// and hash alike.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
 pub struct DataId {
-    entries: Vec<(String, DataIdValue)>,
+    /// Keys are dimension names, short enough to live inline: a graph holds
+    /// millions of data IDs, and a heap string per key was a third of
+    /// preflight's allocations.
+    entries: Vec<(CompactString, DataIdValue)>,
 }
 
 impl DataId {
@@ -88,13 +95,13 @@ impl DataId {
 
     /// Builds a data ID keeping the given order (use [`DataId::standardize`]
     /// to validate it against a universe).
-    pub fn from_pairs<K: Into<String>, V: Into<DataIdValue>>(
+    pub fn from_pairs<K: AsRef<str>, V: Into<DataIdValue>>(
         pairs: impl IntoIterator<Item = (K, V)>,
     ) -> Self {
         Self {
             entries: pairs
                 .into_iter()
-                .map(|(k, v)| (k.into(), v.into()))
+                .map(|(k, v)| (CompactString::new(k.as_ref()), v.into()))
                 .collect(),
         }
     }
@@ -115,7 +122,7 @@ impl DataId {
                 .unwrap_or(FieldType::String);
             let value = DataIdValue::parse_typed(v.trim(), t)
                 .map_err(|e| CoreError::BadDataId(format!("{k}: {e}")))?;
-            entries.push((k.to_string(), value));
+            entries.push((CompactString::new(k), value));
         }
         Ok(Self { entries })
     }
@@ -152,7 +159,7 @@ impl DataId {
                     universe.key_type(dim)
                 )));
             }
-            entries.push((dim.to_string(), value.clone()));
+            entries.push((CompactString::new(dim), value.clone()));
         }
         Ok(DataId { entries })
     }
@@ -161,12 +168,12 @@ impl DataId {
         self.entries.iter().find(|(k, _)| k == key).map(|(_, v)| v)
     }
 
-    pub fn insert(&mut self, key: impl Into<String>, value: impl Into<DataIdValue>) {
-        let key = key.into();
+    pub fn insert(&mut self, key: impl AsRef<str>, value: impl Into<DataIdValue>) {
+        let key = key.as_ref();
         let value = value.into();
-        match self.entries.iter_mut().find(|(k, _)| *k == key) {
+        match self.entries.iter_mut().find(|(k, _)| k == key) {
             Some(slot) => slot.1 = value,
-            None => self.entries.push((key, value)),
+            None => self.entries.push((CompactString::new(key), value)),
         }
     }
 
@@ -191,7 +198,7 @@ impl DataId {
     pub fn project(&self, group: &DimensionGroup) -> Option<DataId> {
         let mut entries = Vec::with_capacity(group.len());
         for dim in group.iter() {
-            entries.push((dim.to_string(), self.get(dim)?.clone()));
+            entries.push((CompactString::new(dim), self.get(dim)?.clone()));
         }
         Some(DataId { entries })
     }
@@ -260,7 +267,7 @@ impl Serialize for DataId {
         use serde::ser::SerializeMap;
         let mut map = serializer.serialize_map(Some(self.entries.len()))?;
         for (k, v) in &self.entries {
-            map.serialize_entry(k, v)?;
+            map.serialize_entry(k.as_str(), v)?;
         }
         map.end()
     }
@@ -279,7 +286,7 @@ impl<'de> Deserialize<'de> for DataId {
                 mut map: A,
             ) -> Result<DataId, A::Error> {
                 let mut entries = Vec::new();
-                while let Some((k, v)) = map.next_entry::<String, DataIdValue>()? {
+                while let Some((k, v)) = map.next_entry::<CompactString, DataIdValue>()? {
                     entries.push((k, v));
                 }
                 Ok(DataId { entries })

@@ -331,8 +331,10 @@ impl PipelineTask for Summarize {
     }
 }
 
-/// Registers the example tasks under `examples.*`.
+/// Registers the example tasks under `examples.*` (the FITS pipeline's
+/// under `examples.fits.*`).
 pub fn register(reg: &mut TaskRegistry) {
+    crate::fits::register(reg);
     reg.register("examples.Isr", |c| {
         Ok(Arc::new(Isr {
             hooks: Hooks::from_config(c)?,

@@ -3,7 +3,9 @@
 //! topological order that keeps each cluster's quanta together.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::collections::BinaryHeap;
+
+use foldhash::{HashMap, HashMapExt, HashSet};
 use std::time::Instant;
 
 use petgraph::graph::{DiGraph, NodeIndex};
@@ -12,8 +14,9 @@ use quanta_butler::Butler;
 use quanta_core::bundle::DimensionRecords;
 use quanta_core::pipeline::{LoadedPipeline, TaskDef};
 use quanta_core::{
-    BundleContents, BundleHeader, BundleQuantum, BundleRef, Cluster, DataId, DataIdValue,
-    DatasetRef, DatasetType, DimensionGroup, DimensionUniverse, Uuid, BUNDLE_FORMAT_VERSION,
+    BundleHeader, BundleParts, BundleQuantum, BundleRef, Cluster, ConnectionView, DataId,
+    DataIdValue, DatasetRef, DatasetType, DimensionGroup, DimensionUniverse, QuantaSource,
+    QuantumView, Uuid, BUNDLE_FORMAT_VERSION,
 };
 use quanta_registry::graph_query::{GraphRows, PrerequisiteCandidate, NONE};
 use quanta_registry::{Binds, FoundDataset, Registry};
@@ -67,10 +70,17 @@ pub struct PrunedQuantum {
 /// At most this many pruned quanta are listed individually.
 pub const MAX_PRUNED_LISTED: usize = 1000;
 
-/// A built graph, ready to be written as a bundle.
-#[derive(Debug, Clone)]
+/// A built graph, ready to be written as a bundle with
+/// [`quanta_core::write_bundle_from`]`(path, build.parts(), &build.quanta, ..)`.
+#[derive(Debug)]
 pub struct GraphBuild {
-    pub contents: BundleContents,
+    pub header: BundleHeader,
+    pub pipeline_tasks: Vec<TaskDef>,
+    pub dataset_types: Vec<DatasetType>,
+    pub dimension_records: DimensionRecords,
+    pub clusters: Vec<Cluster>,
+    /// The quanta, in bundle order.
+    pub quanta: PlannedQuanta,
     pub tasks: Vec<TaskSummary>,
     /// The first [`MAX_PRUNED_LISTED`] pruned quanta.
     pub pruned: Vec<PrunedQuantum>,
@@ -79,6 +89,124 @@ pub struct GraphBuild {
     pub to_register: Vec<DatasetType>,
     /// Seconds per phase.
     pub timings: Vec<(&'static str, f64)>,
+}
+
+impl GraphBuild {
+    /// Everything of the bundle but its quanta.
+    pub fn parts(&self) -> BundleParts<'_> {
+        BundleParts {
+            header: &self.header,
+            tasks: &self.pipeline_tasks,
+            dataset_types: &self.dataset_types,
+            dimension_records: &self.dimension_records,
+            clusters: &self.clusters,
+        }
+    }
+}
+
+/// The quanta of a built graph in bundle order, each referring to its
+/// datasets by index into one table of all the graph's datasets: a dataset
+/// consumed by ten quanta is held once, and the bundle writer borrows it
+/// from here instead of copying it into every quantum.
+#[derive(Debug)]
+pub struct PlannedQuanta {
+    datasets: Vec<BundleRef>,
+    /// The quantum producing each dataset (bundle order), or [`NONE`].
+    producer: Vec<u32>,
+    quanta: Vec<Quantum>,
+    /// Connection names per task: (inputs, prerequisites, outputs).
+    connections: Vec<[Vec<String>; 3]>,
+}
+
+impl PlannedQuanta {
+    pub fn len(&self) -> usize {
+        self.quanta.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.quanta.is_empty()
+    }
+
+    /// Quantum `index` as the bundle will hold it.
+    pub fn get(&self, index: usize) -> BundleQuantum {
+        let v = self.quantum(index);
+        let owned = |conns: Vec<ConnectionView<'_>>| {
+            conns
+                .into_iter()
+                .map(|(name, refs)| (name.to_string(), refs.into_iter().cloned().collect()))
+                .collect()
+        };
+        BundleQuantum {
+            id: v.id,
+            task: v.task,
+            data_id: v.data_id.clone(),
+            inputs: owned(v.inputs),
+            prerequisites: owned(v.prerequisites),
+            outputs: owned(v.outputs),
+            upstream: v.upstream,
+        }
+    }
+}
+
+impl QuantaSource for PlannedQuanta {
+    fn n_quanta(&self) -> usize {
+        self.quanta.len()
+    }
+
+    fn quantum(&self, index: usize) -> QuantumView<'_> {
+        let q = &self.quanta[index];
+        let [inputs, prerequisites, outputs] = &self.connections[q.task as usize];
+        let mut upstream: Vec<u32> = q
+            .inputs
+            .iter()
+            .chain(&q.prerequisites)
+            .flatten()
+            .map(|&d| self.producer[d as usize])
+            .filter(|&p| p != NONE)
+            .collect();
+        upstream.sort_unstable();
+        upstream.dedup();
+        QuantumView {
+            id: q.id,
+            task: q.task,
+            data_id: &q.data_id,
+            inputs: connection_views(&self.datasets, inputs, &q.inputs),
+            prerequisites: connection_views(&self.datasets, prerequisites, &q.prerequisites),
+            outputs: outputs
+                .iter()
+                .zip(&q.outputs)
+                .map(|(n, &d)| (n.as_str(), vec![&self.datasets[d as usize]]))
+                .collect(),
+            upstream,
+        }
+    }
+
+    fn n_refs(&self, index: usize) -> usize {
+        let q = &self.quanta[index];
+        q.inputs
+            .iter()
+            .chain(&q.prerequisites)
+            .map(Vec::len)
+            .sum::<usize>()
+            + q.outputs.len()
+    }
+}
+
+fn connection_views<'a>(
+    datasets: &'a [BundleRef],
+    names: &'a [String],
+    sets: &[Vec<u32>],
+) -> Vec<ConnectionView<'a>> {
+    names
+        .iter()
+        .zip(sets)
+        .map(|(n, ds)| {
+            (
+                n.as_str(),
+                ds.iter().map(|&d| &datasets[d as usize]).collect(),
+            )
+        })
+        .collect()
 }
 
 /// Default clustering: the dimensions of the smallest task dimension group
@@ -113,6 +241,13 @@ struct Arena {
 }
 
 impl Arena {
+    /// Exact growth: doubling a table of a million refs would hold the old
+    /// and the new copy at once.
+    fn reserve_exact(&mut self, additional: usize) {
+        self.refs.reserve_exact(additional);
+        self.producer.reserve_exact(additional);
+    }
+
     fn push(&mut self, r: BundleRef, producer: u32) -> u32 {
         self.refs.push(r);
         self.producer.push(producer);
@@ -156,6 +291,7 @@ enum Outcome {
     },
 }
 
+#[derive(Debug)]
 struct Quantum {
     id: Uuid,
     task: u32,
@@ -205,7 +341,7 @@ pub fn build_graph(
     }
     let union = universe.conform(&all_dims)?;
     progress(&format!("querying the registry over {union}"));
-    let rows = registry.query_graph_rows(
+    let mut rows = registry.query_graph_rows(
         &union,
         &opts.where_clause,
         &opts.binds,
@@ -225,27 +361,30 @@ pub fn build_graph(
         )));
     }
 
+    // The overall inputs move into the arena (no copy: at a million quanta
+    // they are hundreds of MB).
     let mut arena = Arena::default();
-    let overall_arena: Vec<Vec<u32>> = rows
-        .inputs
-        .iter()
+    let inputs = std::mem::take(&mut rows.inputs);
+    arena.reserve_exact(inputs.iter().map(Vec::len).sum());
+    let overall_arena: Vec<Vec<u32>> = inputs
+        .into_iter()
         .map(|datasets| {
             datasets
-                .iter()
+                .into_iter()
                 .map(|d| {
+                    let (path, size, checksum) = match d.stored {
+                        Some(s) => (s.path, Some(s.size), Some(s.checksum)),
+                        None => (String::new(), None, None),
+                    };
                     arena.push(
                         BundleRef {
                             id: d.id,
-                            dataset_type: d.dataset_type.clone(),
-                            data_id: d.data_id.clone(),
-                            run: d.run.clone(),
-                            path: d
-                                .stored
-                                .as_ref()
-                                .map(|s| s.path.clone())
-                                .unwrap_or_default(),
-                            size: d.stored.as_ref().map(|s| s.size),
-                            checksum: d.stored.as_ref().map(|s| s.checksum.clone()),
+                            dataset_type: d.dataset_type,
+                            data_id: d.data_id,
+                            run: d.run,
+                            path,
+                            size,
+                            checksum,
                         },
                         NONE,
                     )
@@ -379,6 +518,7 @@ pub fn build_graph(
             skipped: 0,
             pruned: 0,
         };
+        arena.reserve_exact(outcomes.len() * task.outputs.len());
         let out_cols: Vec<Vec<usize>> = output_groups
             .iter()
             .map(|g| columns_of(&rows, g))
@@ -498,53 +638,41 @@ pub fn build_graph(
     for (new, &old) in order.iter().enumerate() {
         new_index[old as usize] = new as u32;
     }
-    let conns = |names: &[quanta_core::pipeline::Connection],
-                 sets: &[Vec<u32>]|
-     -> Vec<(String, Vec<BundleRef>)> {
-        names
-            .iter()
-            .zip(sets)
-            .map(|(c, ds)| {
-                (
-                    c.name.clone(),
-                    ds.iter().map(|&d| arena.refs[d as usize].clone()).collect(),
-                )
-            })
-            .collect()
-    };
-    let bundle_quanta: Vec<BundleQuantum> = order
-        .par_iter()
-        .map(|&old| {
-            let q = &quanta[old as usize];
-            let task = &tasks[q.task as usize];
-            let mut upstream: Vec<u32> = q
-                .inputs
-                .iter()
-                .chain(&q.prerequisites)
-                .flatten()
-                .filter_map(|&d| {
-                    let p = arena.producer[d as usize];
-                    (p != NONE).then(|| new_index[p as usize])
-                })
-                .collect();
-            upstream.sort_unstable();
-            upstream.dedup();
-            BundleQuantum {
-                id: q.id,
-                task: q.task,
-                data_id: q.data_id.clone(),
-                inputs: conns(&task.inputs, &q.inputs),
-                prerequisites: conns(&task.prerequisites, &q.prerequisites),
-                outputs: task
-                    .outputs
-                    .iter()
-                    .zip(&q.outputs)
-                    .map(|(c, &d)| (c.name.clone(), vec![arena.refs[d as usize].clone()]))
-                    .collect(),
-                upstream,
+    // Quanta move into bundle order; producers are renumbered to match.
+    let mut slots: Vec<Option<Quantum>> = quanta.into_iter().map(Some).collect();
+    let quanta: Vec<Quantum> = order
+        .iter()
+        .filter_map(|&old| slots[old as usize].take())
+        .collect();
+    drop(slots);
+    let Arena {
+        refs: datasets,
+        producer,
+    } = arena;
+    let producer: Vec<u32> = producer
+        .into_iter()
+        .map(|p| {
+            if p == NONE {
+                NONE
+            } else {
+                new_index[p as usize]
             }
         })
         .collect();
+    let planned = PlannedQuanta {
+        datasets,
+        producer,
+        quanta,
+        connections: tasks
+            .iter()
+            .map(|t| {
+                let names = |c: &[quanta_core::pipeline::Connection]| -> Vec<String> {
+                    c.iter().map(|c| c.name.clone()).collect()
+                };
+                [names(&t.inputs), names(&t.prerequisites), names(&t.outputs)]
+            })
+            .collect(),
+    };
     let clusters: Vec<Cluster> = clusters
         .into_iter()
         .map(|(name, members)| {
@@ -578,19 +706,17 @@ pub fn build_graph(
         created_by: created_by(),
         quanta_version: env!("CARGO_PKG_VERSION").to_string(),
         command_line: opts.command_line.clone(),
-        n_quanta: bundle_quanta.len() as u64,
+        n_quanta: planned.len() as u64,
         where_clause: opts.where_clause.clone(),
     };
     lap("assemble", &mut timings);
     Ok(GraphBuild {
-        contents: BundleContents {
-            header,
-            tasks: tasks.clone(),
-            dataset_types,
-            dimension_records,
-            clusters,
-            quanta: bundle_quanta,
-        },
+        header,
+        pipeline_tasks: tasks.clone(),
+        dataset_types,
+        dimension_records,
+        clusters,
+        quanta: planned,
         tasks: summaries,
         pruned,
         n_pruned,
@@ -768,7 +894,7 @@ impl ObservationTimes {
                         Some(serde_json::Value::Number(n)) => {
                             k.push(DataIdValue::Int(n.as_i64().unwrap_or_default()))
                         }
-                        Some(serde_json::Value::String(s)) => k.push(DataIdValue::Str(s.clone())),
+                        Some(serde_json::Value::String(s)) => k.push(DataIdValue::from(s.as_str())),
                         _ => {}
                     }
                 }
@@ -1187,7 +1313,9 @@ fn used_records(
                     .all(|(dim, v)| {
                         let v = match v {
                             Some(serde_json::Value::Number(n)) => n.as_i64().map(DataIdValue::Int),
-                            Some(serde_json::Value::String(s)) => Some(DataIdValue::Str(s.clone())),
+                            Some(serde_json::Value::String(s)) => {
+                                Some(DataIdValue::from(s.as_str()))
+                            }
                             _ => None,
                         };
                         match (present.get(dim), v) {

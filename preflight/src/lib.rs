@@ -32,11 +32,11 @@ use std::time::Instant;
 
 use quanta_butler::Butler;
 use quanta_core::pipeline::LoadedPipeline;
-use quanta_core::{write_bundle, BundleWriteOptions, CollectionType};
+use quanta_core::{write_bundle_from, BundleWriteOptions, CollectionType};
 
 pub use build::{
-    build_graph, check_dataset_types, default_cluster_dimensions, GraphBuild, PreflightOptions,
-    PrunedQuantum, TaskSummary, MAX_PRUNED_LISTED,
+    build_graph, check_dataset_types, default_cluster_dimensions, GraphBuild, PlannedQuanta,
+    PreflightOptions, PrunedQuantum, TaskSummary, MAX_PRUNED_LISTED,
 };
 pub use dot::{quantum_graph_dot, task_graph_dot};
 pub use error::PreflightError;
@@ -109,16 +109,17 @@ pub fn register_outputs(
 }
 
 /// The whole preflight: load and validate the pipeline, build the graph,
-/// register outputs, write the bundle.
+/// register outputs, write the bundle. The butler must carry the formatters
+/// of the pipeline's storage classes: output paths are predicted here, and
+/// their extensions come from the formatters (`ImageF` → `.fits`).
 pub fn run_preflight(
-    repo: &Path,
+    butler: &mut Butler,
     pipeline_path: &Path,
     opts: &PreflightOptions,
     bundle_path: &Path,
     write: &BundleWriteOptions,
     progress: &dyn Fn(&str),
 ) -> Result<PreflightReport, PreflightError> {
-    let mut butler = Butler::open(repo)?;
     let pipeline = LoadedPipeline::load(pipeline_path, butler.universe())?;
     if let Some(chain) = &opts.output_chain {
         if opts.input_collections.contains(chain) {
@@ -134,27 +135,27 @@ pub fn run_preflight(
         )));
     }
     quanta_core::validate_collection_name(&opts.output_run)?;
-    let build = build_graph(&butler, &pipeline, opts, progress)?;
+    let build = build_graph(butler, &pipeline, opts, progress)?;
     let mut timings: Vec<(String, f64)> = build
         .timings
         .iter()
         .map(|(k, v)| (k.to_string(), *v))
         .collect();
     let t = Instant::now();
-    let registered = register_outputs(&mut butler, &build, opts)?;
+    let registered = register_outputs(butler, &build, opts)?;
     timings.push(("register".into(), t.elapsed().as_secs_f64()));
     progress(&format!(
         "writing {} quanta to {}",
-        build.contents.quanta.len(),
+        build.quanta.len(),
         bundle_path.display()
     ));
     let t = Instant::now();
-    let bytes = write_bundle(bundle_path, &build.contents, write)?;
+    let bytes = write_bundle_from(bundle_path, build.parts(), &build.quanta, write)?;
     timings.push(("write".into(), t.elapsed().as_secs_f64()));
     Ok(PreflightReport {
-        bundle_id: build.contents.header.bundle_id.to_string(),
-        n_quanta: build.contents.quanta.len(),
-        n_clusters: build.contents.clusters.len(),
+        bundle_id: build.header.bundle_id.to_string(),
+        n_quanta: build.quanta.len(),
+        n_clusters: build.clusters.len(),
         bundle_bytes: bytes,
         tasks: build.tasks,
         n_pruned: build.n_pruned,

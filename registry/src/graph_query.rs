@@ -14,7 +14,7 @@
 //! Owns: these read-only queries. Must not: build SQL from user text (the
 //! `--where` expression is compiled to parameters by [`crate::expr`]).
 
-use std::collections::HashMap;
+use foldhash::{HashMap, HashMapExt};
 
 use quanta_core::{CollectionType, DataId, DataIdValue, DimensionGroup, Uuid};
 use rusqlite::types::Value as SqlValue;
@@ -114,7 +114,7 @@ impl Interner {
         let v = match v {
             SqlValue::Null => return Ok(NONE),
             SqlValue::Integer(i) => DataIdValue::Int(i),
-            SqlValue::Text(s) => DataIdValue::Str(s),
+            SqlValue::Text(s) => DataIdValue::from(s),
             other => {
                 return Err(RegistryError::Invalid(format!(
                     "unexpected dimension value {other:?}"

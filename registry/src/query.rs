@@ -263,7 +263,7 @@ impl<'u> QueryBuilder<'u> {
 fn sql_to_data_id_value(v: SqlValue) -> Result<DataIdValue> {
     match v {
         SqlValue::Integer(i) => Ok(DataIdValue::Int(i)),
-        SqlValue::Text(s) => Ok(DataIdValue::Str(s)),
+        SqlValue::Text(s) => Ok(DataIdValue::from(s)),
         other => Err(RegistryError::Invalid(format!(
             "unexpected data ID value {other:?}"
         ))),

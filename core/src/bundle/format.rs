@@ -6,13 +6,15 @@
 //! a failure is returned as a detail string that the reader turns into a
 //! [`super::BundleError::Corrupt`] naming the block.
 
+use foldhash::{HashMap, HashMapExt};
 use std::borrow::Cow;
-use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::{BundleHeader, BundleQuantum, BundleRef, Cluster, ConnectionRefs};
+use super::{
+    BundleHeader, BundleQuantum, BundleRef, Cluster, ConnectionRefs, ConnectionView, QuantumView,
+};
 use crate::data_id::{DataId, DataIdValue};
 
 /// The version this code writes and reads.
@@ -396,7 +398,7 @@ impl<'a> QuantaBlockBuilder<'a> {
         Ok(i)
     }
 
-    fn connections(&mut self, conns: &'a ConnectionRefs) -> Result<Vec<ConnDisk>, String> {
+    fn connections(&mut self, conns: &[ConnectionView<'a>]) -> Result<Vec<ConnDisk>, String> {
         let mut out = Vec::with_capacity(conns.len());
         for (name, refs) in conns {
             let name = self.string(name)?;
@@ -409,14 +411,25 @@ impl<'a> QuantaBlockBuilder<'a> {
         Ok(out)
     }
 
-    /// Adds the next quantum; the caller has checked its task and upstream
-    /// indices.
-    pub fn push(&mut self, q: &'a BundleQuantum) -> Result<(), String> {
+    /// Adds the next quantum, refusing a task index out of range or an
+    /// upstream quantum that is not before it.
+    pub fn push(&mut self, q: &QuantumView<'a>, n_tasks: usize) -> Result<(), String> {
         let own = self.first as usize + self.block.quanta.len();
+        if q.task as usize >= n_tasks {
+            return Err(format!(
+                "quantum {own} names task {} but there are {n_tasks} tasks",
+                q.task
+            ));
+        }
+        if let Some(&u) = q.upstream.iter().find(|&&u| u as usize >= own) {
+            return Err(format!(
+                "quantum {own} lists upstream quantum {u}, which is not before it (quanta must be in topological order)"
+            ));
+        }
         let disk = QuantumDisk {
             id: *q.id.as_bytes(),
             task: q.task,
-            data_id: self.data_id(&q.data_id)?,
+            data_id: self.data_id(q.data_id)?,
             inputs: self.connections(&q.inputs)?,
             prerequisites: self.connections(&q.prerequisites)?,
             outputs: self.connections(&q.outputs)?,
@@ -477,9 +490,9 @@ impl QuantaBlock<'_> {
         for (k, v) in keys.iter().zip(&d.values) {
             let value = match v {
                 ValueDisk::Int(n) => DataIdValue::Int(*n),
-                ValueDisk::Str(s) => DataIdValue::Str(self.string(*s)?.to_string()),
+                ValueDisk::Str(s) => DataIdValue::from(self.string(*s)?),
             };
-            pairs.push((self.string(*k)?.to_string(), value));
+            pairs.push((self.string(*k)?, value));
         }
         Ok(DataId::from_pairs(pairs))
     }

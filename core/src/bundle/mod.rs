@@ -56,7 +56,7 @@ use crate::pipeline::TaskDef;
 
 pub use format::BUNDLE_FORMAT_VERSION;
 pub use reader::Bundle;
-pub use writer::write_bundle;
+pub use writer::{write_bundle, write_bundle_from};
 
 /// Dimension records used by the quanta: element name → records (field name
 /// → value), as the registry returned them.
@@ -140,6 +140,113 @@ pub struct BundleContents {
     pub dimension_records: DimensionRecords,
     pub clusters: Vec<Cluster>,
     pub quanta: Vec<BundleQuantum>,
+}
+
+/// Everything of a bundle but its quanta, borrowed: what
+/// [`write_bundle_from`] writes around the quanta of a [`QuantaSource`].
+#[derive(Debug, Clone, Copy)]
+pub struct BundleParts<'a> {
+    pub header: &'a BundleHeader,
+    pub tasks: &'a [TaskDef],
+    pub dataset_types: &'a [DatasetType],
+    pub dimension_records: &'a DimensionRecords,
+    pub clusters: &'a [Cluster],
+}
+
+/// A connection name and the refs bound to it, borrowed.
+pub type ConnectionView<'a> = (&'a str, Vec<&'a BundleRef>);
+
+/// One quantum as the writer reads it: its refs are borrowed from wherever
+/// the caller keeps its datasets (preflight: one table of all the graph's
+/// datasets), so writing never copies them.
+#[derive(Debug, Clone)]
+pub struct QuantumView<'a> {
+    pub id: Uuid,
+    pub task: u32,
+    pub data_id: &'a DataId,
+    pub inputs: Vec<ConnectionView<'a>>,
+    pub prerequisites: Vec<ConnectionView<'a>>,
+    pub outputs: Vec<ConnectionView<'a>>,
+    pub upstream: Vec<u32>,
+}
+
+impl QuantumView<'_> {
+    /// Dataset refs over all connections (a ref listed twice counts twice).
+    pub fn n_refs(&self) -> usize {
+        self.inputs
+            .iter()
+            .chain(&self.prerequisites)
+            .chain(&self.outputs)
+            .map(|(_, r)| r.len())
+            .sum()
+    }
+}
+
+/// The quanta of a bundle, in bundle order, for [`write_bundle_from`].
+///
+/// Contract: a dataset UUID always comes with the same ref (type, data ID,
+/// run, path, size, checksum) wherever it appears. [`write_bundle`] checks
+/// this for [`BundleContents`]; a source that hands out refs from a single
+/// table of datasets keeps it by construction.
+pub trait QuantaSource: Sync {
+    fn n_quanta(&self) -> usize;
+    /// Quantum `index`, `0 <= index < n_quanta()`.
+    fn quantum(&self, index: usize) -> QuantumView<'_>;
+    /// `self.quantum(index).n_refs()`; override when it is cheaper to count.
+    fn n_refs(&self, index: usize) -> usize {
+        self.quantum(index).n_refs()
+    }
+}
+
+fn connection_view(conns: &ConnectionRefs) -> Vec<ConnectionView<'_>> {
+    conns
+        .iter()
+        .map(|(name, refs)| (name.as_str(), refs.iter().collect()))
+        .collect()
+}
+
+impl BundleQuantum {
+    pub fn view(&self) -> QuantumView<'_> {
+        QuantumView {
+            id: self.id,
+            task: self.task,
+            data_id: &self.data_id,
+            inputs: connection_view(&self.inputs),
+            prerequisites: connection_view(&self.prerequisites),
+            outputs: connection_view(&self.outputs),
+            upstream: self.upstream.clone(),
+        }
+    }
+}
+
+impl QuantaSource for [BundleQuantum] {
+    fn n_quanta(&self) -> usize {
+        self.len()
+    }
+    fn quantum(&self, index: usize) -> QuantumView<'_> {
+        self[index].view()
+    }
+    fn n_refs(&self, index: usize) -> usize {
+        let q = &self[index];
+        q.inputs
+            .iter()
+            .chain(&q.prerequisites)
+            .chain(&q.outputs)
+            .map(|(_, r)| r.len())
+            .sum()
+    }
+}
+
+impl BundleContents {
+    pub fn parts(&self) -> BundleParts<'_> {
+        BundleParts {
+            header: &self.header,
+            tasks: &self.tasks,
+            dataset_types: &self.dataset_types,
+            dimension_records: &self.dimension_records,
+            clusters: &self.clusters,
+        }
+    }
 }
 
 /// How [`write_bundle`] lays the file out.

@@ -9,6 +9,7 @@ use std::io::{BufWriter, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
+use rayon::prelude::*;
 use uuid::Uuid;
 
 use super::format::{
@@ -16,7 +17,10 @@ use super::format::{
     QuantaBlockBuilder, BLOCK_HEADER_LEN, BUNDLE_FORMAT_VERSION, MAX_BLOCK_RAW, PREAMBLE_LEN,
     ZSTD_LEVEL,
 };
-use super::{BundleContents, BundleError, BundleRef, BundleWriteOptions};
+use super::{
+    BundleContents, BundleError, BundleParts, BundleQuantum, BundleRef, BundleWriteOptions,
+    QuantaSource, QuantumView,
+};
 
 /// Writes `contents` to `path` (replacing any file there) and returns the
 /// file's size in bytes. Nothing appears at `path` unless the whole bundle
@@ -26,7 +30,22 @@ pub fn write_bundle(
     contents: &BundleContents,
     opts: &BundleWriteOptions,
 ) -> Result<u64, BundleError> {
-    validate(path, contents, opts)?;
+    check_datasets_agree(path, &contents.quanta)?;
+    write_bundle_from(path, contents.parts(), &contents.quanta[..], opts)
+}
+
+/// Writes the bundle of `parts` and the quanta of `quanta` to `path`, like
+/// [`write_bundle`], without ever holding all quanta in their owned form:
+/// blocks are built from borrowed [`QuantumView`]s, encoded and compressed
+/// in parallel, and written in order. The [`QuantaSource`] contract (one
+/// ref per dataset UUID) is the caller's to keep.
+pub fn write_bundle_from<S: QuantaSource + ?Sized>(
+    path: &Path,
+    parts: BundleParts<'_>,
+    quanta: &S,
+    opts: &BundleWriteOptions,
+) -> Result<u64, BundleError> {
+    validate(path, &parts, quanta.n_quanta(), opts)?;
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
@@ -62,7 +81,7 @@ pub fn write_bundle(
         index: Vec::new(),
         compress: opts.compress,
     };
-    let size = w.write_all(contents, opts)?;
+    let size = w.write_all(&parts, quanta, opts)?;
     let file = w
         .out
         .into_inner()
@@ -93,8 +112,14 @@ impl Drop for RemoveOnDrop {
 }
 
 /// Refuses contents that a reader would reject or misread, so that writing
-/// then reading always gives back what was written.
-fn validate(path: &Path, c: &BundleContents, opts: &BundleWriteOptions) -> Result<(), BundleError> {
+/// then reading always gives back what was written. Per-quantum checks (task
+/// index, topological order) are made as blocks are built.
+fn validate(
+    path: &Path,
+    parts: &BundleParts<'_>,
+    n: usize,
+    opts: &BundleWriteOptions,
+) -> Result<(), BundleError> {
     let invalid = |detail: String| {
         Err(BundleError::Invalid {
             path: path.to_path_buf(),
@@ -104,17 +129,16 @@ fn validate(path: &Path, c: &BundleContents, opts: &BundleWriteOptions) -> Resul
     if opts.quanta_per_block == 0 {
         return invalid("quanta_per_block must be at least 1".into());
     }
-    if c.header.format_version != BUNDLE_FORMAT_VERSION {
+    if parts.header.format_version != BUNDLE_FORMAT_VERSION {
         return invalid(format!(
             "header.format_version is {}, this writer writes version {BUNDLE_FORMAT_VERSION}",
-            c.header.format_version
+            parts.header.format_version
         ));
     }
-    let n = c.quanta.len();
-    if c.header.n_quanta != n as u64 {
+    if parts.header.n_quanta != n as u64 {
         return invalid(format!(
             "header.n_quanta is {} but there are {n} quanta",
-            c.header.n_quanta
+            parts.header.n_quanta
         ));
     }
     if u32::try_from(n).is_err() {
@@ -122,28 +146,33 @@ fn validate(path: &Path, c: &BundleContents, opts: &BundleWriteOptions) -> Resul
             "{n} quanta is more than a bundle can index (2^32 - 1)"
         ));
     }
+    for cl in parts.clusters {
+        if let Some(&q) = cl.quanta.iter().find(|&&q| q as usize >= n) {
+            return invalid(format!(
+                "cluster `{}` lists quantum {q} but there are {n} quanta",
+                cl.name
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Owned quanta may carry two different refs under one UUID; a block
+/// stores a dataset once, so that would silently drop one of them.
+fn check_datasets_agree(path: &Path, quanta: &[BundleQuantum]) -> Result<(), BundleError> {
     let mut seen: HashMap<Uuid, (&BundleRef, usize)> = HashMap::new();
-    for (i, q) in c.quanta.iter().enumerate() {
-        if q.task as usize >= c.tasks.len() {
-            return invalid(format!(
-                "quantum {i} names task {} but there are {} tasks",
-                q.task,
-                c.tasks.len()
-            ));
-        }
-        if let Some(&u) = q.upstream.iter().find(|&&u| u as usize >= i) {
-            return invalid(format!(
-                "quantum {i} lists upstream quantum {u}, which is not before it (quanta must be in topological order)"
-            ));
-        }
+    for (i, q) in quanta.iter().enumerate() {
         for (_, refs) in q.inputs.iter().chain(&q.prerequisites).chain(&q.outputs) {
             for r in refs {
                 match seen.get(&r.id) {
                     Some((first, j)) if *first != r => {
-                        return invalid(format!(
-                            "dataset {} differs between quantum {j} and quantum {i}: {} `{}` vs {} `{}`",
-                            r.id, first.data_id, first.path, r.data_id, r.path
-                        ));
+                        return Err(BundleError::Invalid {
+                            path: path.to_path_buf(),
+                            detail: format!(
+                                "dataset {} differs between quantum {j} and quantum {i}: {} `{}` vs {} `{}`",
+                                r.id, first.data_id, first.path, r.data_id, r.path
+                            ),
+                        });
                     }
                     Some(_) => {}
                     None => {
@@ -151,14 +180,6 @@ fn validate(path: &Path, c: &BundleContents, opts: &BundleWriteOptions) -> Resul
                     }
                 }
             }
-        }
-    }
-    for cl in &c.clusters {
-        if let Some(&q) = cl.quanta.iter().find(|&&q| q as usize >= n) {
-            return invalid(format!(
-                "cluster `{}` lists quantum {q} but there are {n} quanta",
-                cl.name
-            ));
         }
     }
     Ok(())
@@ -207,44 +228,34 @@ impl BlockWriter<'_> {
         count: u32,
         raw: &[u8],
     ) -> Result<(), BundleError> {
-        let raw_len = u32::try_from(raw.len())
-            .ok()
-            .filter(|&l| l <= MAX_BLOCK_RAW)
-            .ok_or_else(|| {
-                self.invalid(format!(
-                    "a {kind:?} block would be {} bytes, over the limit of {MAX_BLOCK_RAW}; use fewer quanta per block",
-                    raw.len()
-                ))
-            })?;
-        let compressed = if self.compress {
-            let c = zstd::bulk::compress(raw, ZSTD_LEVEL)
-                .map_err(|e| self.io("compressing a block", e))?;
-            // Incompressible payloads are stored raw; the codec is per block.
-            (c.len() < raw.len()).then_some(c)
-        } else {
-            None
-        };
-        let (codec, stored): (Codec, &[u8]) = match &compressed {
-            Some(c) => (Codec::Zstd, c),
-            None => (Codec::Raw, raw),
-        };
+        let stored = compress_block(self.path, kind, raw, self.compress)?;
+        self.put_block(kind, first, count, stored)
+    }
+
+    fn put_block(
+        &mut self,
+        kind: BlockKind,
+        first: u32,
+        count: u32,
+        block: StoredBlock,
+    ) -> Result<(), BundleError> {
         let mut entry = IndexEntry {
             kind,
-            codec,
+            codec: block.codec,
             first,
             count,
-            raw_len,
+            raw_len: block.raw_len,
             offset: self.offset,
-            length: (BLOCK_HEADER_LEN + stored.len()) as u64,
+            length: (BLOCK_HEADER_LEN + block.bytes.len()) as u64,
             checksum: 0,
         };
         let header = entry.block_header();
         let mut hasher = xxhash_rust::xxh3::Xxh3::new();
         hasher.update(&header);
-        hasher.update(stored);
+        hasher.update(&block.bytes);
         entry.checksum = hasher.digest();
         self.put(&header)?;
-        self.put(stored)?;
+        self.put(&block.bytes)?;
         self.index.push(entry);
         Ok(())
     }
@@ -259,60 +270,63 @@ impl BlockWriter<'_> {
     }
 
     /// Writes everything after the preamble; returns the total file size.
-    fn write_all(
+    fn write_all<S: QuantaSource + ?Sized>(
         &mut self,
-        c: &BundleContents,
+        parts: &BundleParts<'_>,
+        quanta: &S,
         opts: &BundleWriteOptions,
     ) -> Result<u64, BundleError> {
         // The real preamble, which records the final length, is written last.
         self.put(&[0u8; PREAMBLE_LEN as usize])?;
 
         let header = HeaderBlock {
-            header: Cow::Borrowed(&c.header),
-            tasks_json: self.json("the tasks", &c.tasks)?,
-            dataset_types_json: self.json("the dataset types", &c.dataset_types)?,
+            header: Cow::Borrowed(parts.header),
+            tasks_json: self.json("the tasks", &parts.tasks)?,
+            dataset_types_json: self.json("the dataset types", &parts.dataset_types)?,
         };
         let raw = self.encode("the header", &header)?;
         self.block(BlockKind::Header, 0, 0, &raw)?;
 
-        let raw = self.json("the dimension records", &c.dimension_records)?;
+        let raw = self.json("the dimension records", parts.dimension_records)?;
         self.block(BlockKind::DimensionRecords, 0, 0, raw.as_bytes())?;
 
-        // A block ends at `quanta_per_block` quanta or at REFS_PER_BLOCK
-        // dataset refs, whichever comes first: gathers (a quantum with
-        // hundreds of inputs) would otherwise make a block so large that a
-        // worker reaching one quantum decodes hundreds of thousands of refs.
-        let mut start = 0usize;
-        while start < c.quanta.len() {
-            let mut end = start;
-            let mut refs = 0usize;
-            while end < c.quanta.len() && end - start < opts.quanta_per_block {
-                let q = &c.quanta[end];
-                let n: usize = q
-                    .inputs
-                    .iter()
-                    .chain(&q.prerequisites)
-                    .chain(&q.outputs)
-                    .map(|(_, r)| r.len())
-                    .sum();
-                if end > start && refs + n > REFS_PER_BLOCK {
-                    break;
-                }
-                refs += n;
-                end += 1;
+        // Blocks are independent, so they are built, encoded and compressed
+        // in parallel, a bounded number at a time (memory stays a few blocks
+        // per thread however many quanta there are), and written in order.
+        let ranges = block_ranges(quanta, opts.quanta_per_block);
+        let n_tasks = parts.tasks.len();
+        let in_flight = rayon::current_num_threads().max(1) * 4;
+        for group in ranges.chunks(in_flight) {
+            let stored: Vec<Result<StoredBlock, BundleError>> = group
+                .par_iter()
+                .map(|&(start, end)| {
+                    let invalid = |detail: String| BundleError::Invalid {
+                        path: self.path.to_path_buf(),
+                        detail,
+                    };
+                    let views: Vec<QuantumView<'_>> =
+                        (start..end).map(|i| quanta.quantum(i)).collect();
+                    // Fits in u32: validate() checked the quantum count.
+                    let mut b = QuantaBlockBuilder::new(start as u32);
+                    for v in &views {
+                        b.push(v, n_tasks).map_err(invalid)?;
+                    }
+                    let raw = postcard::to_stdvec(&b.finish())
+                        .map_err(|e| invalid(format!("encoding a quanta block: {e}")))?;
+                    compress_block(self.path, BlockKind::Quanta, &raw, self.compress)
+                })
+                .collect();
+            for (&(start, end), block) in group.iter().zip(stored) {
+                self.put_block(
+                    BlockKind::Quanta,
+                    start as u32,
+                    (end - start) as u32,
+                    block?,
+                )?;
             }
-            // Fits in u32: validate() checked the quantum count.
-            let first = start as u32;
-            let mut b = QuantaBlockBuilder::new(first);
-            for q in &c.quanta[start..end] {
-                b.push(q).map_err(|e| self.invalid(e))?;
-            }
-            let raw = self.encode("a quanta block", &b.finish())?;
-            self.block(BlockKind::Quanta, first, (end - start) as u32, &raw)?;
-            start = end;
         }
 
-        let raw = self.encode("the clusters", &clusters_to_disk(&c.clusters))?;
+        let raw = self.encode("the clusters", &clusters_to_disk(parts.clusters))?;
         self.block(BlockKind::Clusters, 0, 0, &raw)?;
 
         let mut index = Vec::with_capacity(self.index.len() * 40);
@@ -326,4 +340,78 @@ impl BlockWriter<'_> {
         self.out.flush().map_err(|e| self.io("writing", e))?;
         Ok(self.offset)
     }
+}
+
+/// Quanta `[start, end)` of each block. A block ends at `quanta_per_block`
+/// quanta or at [`REFS_PER_BLOCK`] dataset refs, whichever comes first:
+/// gathers (a quantum with hundreds of inputs) would otherwise make a block
+/// so large that a worker reaching one quantum decodes hundreds of thousands
+/// of refs.
+fn block_ranges<S: QuantaSource + ?Sized>(
+    quanta: &S,
+    quanta_per_block: usize,
+) -> Vec<(usize, usize)> {
+    let n = quanta.n_quanta();
+    let mut ranges = Vec::new();
+    let mut start = 0usize;
+    while start < n {
+        let mut end = start;
+        let mut refs = 0usize;
+        while end < n && end - start < quanta_per_block {
+            let k = quanta.n_refs(end);
+            if end > start && refs + k > REFS_PER_BLOCK {
+                break;
+            }
+            refs += k;
+            end += 1;
+        }
+        ranges.push((start, end));
+        start = end;
+    }
+    ranges
+}
+
+/// A block's payload as stored: compressed or not, and its raw length.
+struct StoredBlock {
+    codec: Codec,
+    raw_len: u32,
+    bytes: Vec<u8>,
+}
+
+fn compress_block(
+    path: &Path,
+    kind: BlockKind,
+    raw: &[u8],
+    compress: bool,
+) -> Result<StoredBlock, BundleError> {
+    let raw_len = u32::try_from(raw.len())
+        .ok()
+        .filter(|&l| l <= MAX_BLOCK_RAW)
+        .ok_or_else(|| BundleError::Invalid {
+            path: path.to_path_buf(),
+            detail: format!(
+                "a {kind:?} block would be {} bytes, over the limit of {MAX_BLOCK_RAW}; use fewer quanta per block",
+                raw.len()
+            ),
+        })?;
+    if compress {
+        let c = zstd::bulk::compress(raw, ZSTD_LEVEL).map_err(|e| BundleError::Io {
+            path: path.to_path_buf(),
+            what: "compressing a block".into(),
+            source: e,
+        })?;
+        // Incompressible payloads are stored raw; the codec is per block.
+        if c.len() < raw.len() {
+            return Ok(StoredBlock {
+                codec: Codec::Zstd,
+                raw_len,
+                bytes: c,
+            });
+        }
+    }
+    Ok(StoredBlock {
+        codec: Codec::Raw,
+        raw_len,
+        bytes: raw.to_vec(),
+    })
 }

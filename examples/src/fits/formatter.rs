@@ -1,0 +1,665 @@
+//! Datastore formatters for the FITS pipeline: [`FitsImageFormatter`]
+//! (storage class `ImageF`: an [`Image`] as a 2-d BITPIX −32 primary HDU)
+//! and [`FitsCatalogFormatter`] (storage class `SourceCatalog`: a
+//! [`SourceCatalog`] as a BINTABLE extension `SOURCES`), both through
+//! CFITSIO (`fitsio`).
+//!
+//! The [`Formatter`] trait works on bytes, and `fitsio`'s safe API only
+//! opens paths: CFITSIO's memory files need raw FFI with C-allocated
+//! buffers and a realloc callback. Rather than carry that unsafe code, each
+//! encode writes a private temporary file and reads its bytes back, and
+//! each decode writes the bytes to one and opens it. Images here are a few
+//! MB at most, so the extra copy is cheap next to the pixel work.
+
+use std::path::{Path, PathBuf};
+
+use fitsio::errors::Error as FitsioError;
+use fitsio::hdu::{FitsHdu, HduInfo};
+use fitsio::images::{ImageDescription, ImageType};
+use fitsio::tables::{ColumnDataType, ColumnDescription};
+use fitsio::FitsFile;
+use quanta_datastore::{Formatter, FormatterError, InMemoryDataset};
+use thiserror::Error;
+
+use super::image::{Header, Image, ImageError, Source, SourceCatalog};
+
+/// The storage class of [`Image`] datasets.
+pub const IMAGE_STORAGE_CLASS: &str = "ImageF";
+/// The storage class of [`SourceCatalog`] datasets.
+pub const CATALOG_STORAGE_CLASS: &str = "SourceCatalog";
+/// The extension name of the catalog's binary table.
+pub const CATALOG_EXTNAME: &str = "SOURCES";
+
+/// CFITSIO's status for a keyword that is not in the header.
+const KEY_NO_EXIST: i32 = 202;
+/// FITS files are whole 2880-byte blocks.
+const FITS_BLOCK: usize = 2880;
+/// Every FITS file starts with this card.
+const FITS_MAGIC: &[u8] = b"SIMPLE  =";
+/// The longest string value a single header card holds.
+const MAX_STRING_VALUE: usize = 68;
+
+/// What went wrong reading or writing a FITS dataset.
+#[derive(Debug, Error)]
+pub enum FitsFormatError {
+    #[error("temporary FITS file in {dir}: {source}")]
+    TempFile {
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "temporary directory {0} holds characters CFITSIO reads as filename syntax \
+         (`[`, `]`, `(`, `)`); set TMPDIR to a plain path"
+    )]
+    UnsafeTempPath(PathBuf),
+    #[error("CFITSIO, {context}: {source}")]
+    Fits {
+        context: String,
+        #[source]
+        source: FitsioError,
+    },
+    #[error("not a FITS file: {0}")]
+    NotFits(String),
+    #[error("expected {expected}, found {found}")]
+    Layout {
+        expected: &'static str,
+        found: String,
+    },
+    #[error("header {key}: {reason}")]
+    BadHeaderValue { key: &'static str, reason: String },
+    #[error("catalog column {column} has {actual} rows, expected {expected}")]
+    RaggedTable {
+        column: &'static str,
+        expected: usize,
+        actual: usize,
+    },
+    #[error(transparent)]
+    Image(#[from] ImageError),
+}
+
+impl From<FitsFormatError> for FormatterError {
+    fn from(e: FitsFormatError) -> Self {
+        // The datastore's error type carries other crates' errors as text;
+        // it adds the file and dataset around it.
+        FormatterError::Other(e.to_string())
+    }
+}
+
+/// Attaches what was being done to a CFITSIO error.
+trait Context<T> {
+    fn context(self, what: impl FnOnce() -> String) -> Result<T, FitsFormatError>;
+}
+
+impl<T> Context<T> for Result<T, FitsioError> {
+    fn context(self, what: impl FnOnce() -> String) -> Result<T, FitsFormatError> {
+        self.map_err(|source| FitsFormatError::Fits {
+            context: what(),
+            source,
+        })
+    }
+}
+
+/// A private directory for one temporary FITS file, removed on drop.
+struct Scratch {
+    dir: tempfile::TempDir,
+}
+
+impl Scratch {
+    fn new() -> Result<Self, FitsFormatError> {
+        let base = std::env::temp_dir();
+        let dir = tempfile::Builder::new()
+            .prefix("quanta-fits-")
+            .tempdir_in(&base)
+            .map_err(|source| FitsFormatError::TempFile {
+                dir: base.clone(),
+                source,
+            })?;
+        let text = dir.path().to_string_lossy();
+        if text.contains(['[', ']', '(', ')']) {
+            return Err(FitsFormatError::UnsafeTempPath(dir.path().to_path_buf()));
+        }
+        Ok(Self { dir })
+    }
+
+    fn path(&self) -> PathBuf {
+        self.dir.path().join("dataset.fits")
+    }
+
+    fn read(&self, path: &Path) -> Result<Vec<u8>, FitsFormatError> {
+        std::fs::read(path).map_err(|source| FitsFormatError::TempFile {
+            dir: self.dir.path().to_path_buf(),
+            source,
+        })
+    }
+
+    fn write(&self, path: &Path, bytes: &[u8]) -> Result<(), FitsFormatError> {
+        std::fs::write(path, bytes).map_err(|source| FitsFormatError::TempFile {
+            dir: self.dir.path().to_path_buf(),
+            source,
+        })
+    }
+}
+
+/// Refuses bytes that cannot be a FITS file before CFITSIO sees them, with
+/// a clearer message than CFITSIO's.
+fn check_fits_bytes(bytes: &[u8]) -> Result<(), FitsFormatError> {
+    if !bytes.starts_with(FITS_MAGIC) {
+        return Err(FitsFormatError::NotFits(format!(
+            "{} bytes not starting with `SIMPLE  =`",
+            bytes.len()
+        )));
+    }
+    if !bytes.len().is_multiple_of(FITS_BLOCK) {
+        return Err(FitsFormatError::NotFits(format!(
+            "{} bytes is not a whole number of 2880-byte blocks (truncated?)",
+            bytes.len()
+        )));
+    }
+    Ok(())
+}
+
+/// Writes a file with `write`, then returns its bytes. `fitsio` closes files
+/// on drop and cannot report a failed close, so the bytes are checked to be
+/// a complete FITS file instead.
+fn encode_via_file(
+    write: impl FnOnce(&Path) -> Result<(), FitsFormatError>,
+) -> Result<Vec<u8>, FitsFormatError> {
+    let scratch = Scratch::new()?;
+    let path = scratch.path();
+    write(&path)?;
+    let bytes = scratch.read(&path)?;
+    check_fits_bytes(&bytes).map_err(|e| FitsFormatError::NotFits(format!("CFITSIO wrote {e}")))?;
+    Ok(bytes)
+}
+
+/// Writes `bytes` to a temporary file and opens it read-only for `read`.
+fn decode_via_file<T>(
+    bytes: &[u8],
+    read: impl FnOnce(&mut FitsFile) -> Result<T, FitsFormatError>,
+) -> Result<T, FitsFormatError> {
+    check_fits_bytes(bytes)?;
+    let scratch = Scratch::new()?;
+    let path = scratch.path();
+    scratch.write(&path, bytes)?;
+    let mut f = FitsFile::open(&path).context(|| "opening the file".into())?;
+    read(&mut f)
+}
+
+fn read_opt<T: fitsio::headers::ReadsKey>(
+    f: &mut FitsFile,
+    hdu: &FitsHdu,
+    key: &'static str,
+) -> Result<Option<T>, FitsFormatError> {
+    match hdu.read_key::<T>(f, key) {
+        Ok(v) => Ok(Some(v)),
+        Err(FitsioError::Fits(e)) if e.status == KEY_NO_EXIST => Ok(None),
+        Err(source) => Err(FitsFormatError::Fits {
+            context: format!("reading header key {key}"),
+            source,
+        }),
+    }
+}
+
+fn read_header(f: &mut FitsFile, hdu: &FitsHdu) -> Result<Header, FitsFormatError> {
+    Ok(Header {
+        kind: read_opt::<String>(f, hdu, "IMAGETYP")?,
+        exposure: read_opt::<i64>(f, hdu, "EXPID")?,
+        detector: read_opt::<i64>(f, hdu, "DETECTOR")?,
+        injected_sources: read_opt::<i64>(f, hdu, "NINJECT")?,
+        background: read_opt::<f64>(f, hdu, "BGMEDIAN")?,
+        sigma: read_opt::<f64>(f, hdu, "SKYSIGMA")?,
+        threshold: read_opt::<f64>(f, hdu, "DETTHRSH")?,
+    })
+}
+
+fn write_header(f: &mut FitsFile, hdu: &FitsHdu, h: &Header) -> Result<(), FitsFormatError> {
+    fn key_err(key: &'static str) -> impl FnOnce() -> String {
+        move || format!("writing header key {key}")
+    }
+    if let Some(kind) = &h.kind {
+        // CFITSIO silently truncates long strings; refuse instead.
+        if kind.len() > MAX_STRING_VALUE || !kind.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+            return Err(FitsFormatError::BadHeaderValue {
+                key: "IMAGETYP",
+                reason: format!("{kind:?} is not printable ASCII of at most 68 characters"),
+            });
+        }
+        hdu.write_key(f, "IMAGETYP", (kind.as_str(), "image type"))
+            .context(key_err("IMAGETYP"))?;
+    }
+    let ints = [
+        ("EXPID", h.exposure, "exposure id"),
+        ("DETECTOR", h.detector, "detector id"),
+        (
+            "NINJECT",
+            h.injected_sources,
+            "point sources injected (truth)",
+        ),
+    ];
+    for (key, value, comment) in ints {
+        if let Some(v) = value {
+            hdu.write_key(f, key, (v, comment)).context(key_err(key))?;
+        }
+    }
+    let floats = [
+        (
+            "BGMEDIAN",
+            h.background,
+            "median background subtracted [ADU]",
+        ),
+        ("SKYSIGMA", h.sigma, "robust sky noise sigma [ADU]"),
+        ("DETTHRSH", h.threshold, "detection threshold [ADU]"),
+    ];
+    for (key, value, comment) in floats {
+        if let Some(v) = value {
+            // FITS has no way to write NaN or inf into a header card.
+            if !v.is_finite() {
+                return Err(FitsFormatError::BadHeaderValue {
+                    key,
+                    reason: format!("{v} is not finite"),
+                });
+            }
+            hdu.write_key(f, key, (v, comment)).context(key_err(key))?;
+        }
+    }
+    Ok(())
+}
+
+/// Writes [`Image`] datasets as FITS images (storage class `ImageF`).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct FitsImageFormatter;
+
+impl FitsImageFormatter {
+    pub const NAME: &'static str = "FitsImageFormatter";
+
+    pub fn encode_image(image: &Image) -> Result<Vec<u8>, FitsFormatError> {
+        encode_via_file(|path| {
+            let description = ImageDescription {
+                data_type: ImageType::Float,
+                dimensions: &[image.height(), image.width()],
+            };
+            let mut f = FitsFile::create(path)
+                .with_custom_primary(&description)
+                .open()
+                .context(|| "creating the file".into())?;
+            let hdu = f.primary_hdu().context(|| "primary HDU".into())?;
+            hdu.write_image(&mut f, image.pixels())
+                .context(|| "writing the pixels".into())?;
+            write_header(&mut f, &hdu, &image.header)
+        })
+    }
+
+    pub fn decode_image(bytes: &[u8]) -> Result<Image, FitsFormatError> {
+        decode_via_file(bytes, |f| {
+            let hdu = f.primary_hdu().context(|| "primary HDU".into())?;
+            let (height, width) = match &hdu.info {
+                HduInfo::ImageInfo { shape, .. } if shape.len() == 2 => (shape[0], shape[1]),
+                other => {
+                    return Err(FitsFormatError::Layout {
+                        expected: "a 2-d image in the primary HDU",
+                        found: describe(other),
+                    })
+                }
+            };
+            let pixels: Vec<f32> = hdu.read_image(f).context(|| "reading the pixels".into())?;
+            let mut image = Image::new(width, height, pixels)?;
+            image.header = read_header(f, &hdu)?;
+            Ok(image)
+        })
+    }
+}
+
+fn describe(info: &HduInfo) -> String {
+    match info {
+        HduInfo::ImageInfo { shape, .. } => format!("an image of shape {shape:?}"),
+        HduInfo::TableInfo { num_rows, .. } => format!("a table of {num_rows} rows"),
+        HduInfo::AnyInfo => "an HDU of unknown type".into(),
+    }
+}
+
+impl Formatter for FitsImageFormatter {
+    fn name(&self) -> &str {
+        Self::NAME
+    }
+    fn storage_class(&self) -> &str {
+        IMAGE_STORAGE_CLASS
+    }
+    fn extension(&self) -> &str {
+        "fits"
+    }
+    fn encode(&self, obj: &InMemoryDataset) -> Result<Vec<u8>, FormatterError> {
+        let image = downcast_ref::<Image>(obj, "ImageF (quanta_examples::fits::Image)")?;
+        Ok(Self::encode_image(image)?)
+    }
+    fn decode(&self, bytes: &[u8]) -> Result<InMemoryDataset, FormatterError> {
+        Ok(InMemoryDataset::Other(Box::new(Self::decode_image(bytes)?)))
+    }
+}
+
+fn downcast_ref<'a, T: 'static>(
+    obj: &'a InMemoryDataset,
+    expected: &'static str,
+) -> Result<&'a T, FormatterError> {
+    match obj {
+        InMemoryDataset::Other(b) => b.downcast_ref::<T>().ok_or(FormatterError::WrongType {
+            expected,
+            got: "Other (of another type)",
+        }),
+        other => Err(FormatterError::WrongType {
+            expected,
+            got: other.kind(),
+        }),
+    }
+}
+
+/// The catalog's columns: name, FITS type.
+const COLUMNS: [(&str, ColumnDataType); 5] = [
+    ("X", ColumnDataType::Double),
+    ("Y", ColumnDataType::Double),
+    ("FLUX", ColumnDataType::Double),
+    ("PEAK", ColumnDataType::Double),
+    ("NPIX", ColumnDataType::LongLong),
+];
+
+/// Writes [`SourceCatalog`] datasets as a FITS binary table (storage class
+/// `SourceCatalog`): an empty primary HDU, then extension `SOURCES` with
+/// columns X, Y, FLUX, PEAK (double) and NPIX (64-bit integer), and the
+/// measurement's header keys on the table HDU.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct FitsCatalogFormatter;
+
+impl FitsCatalogFormatter {
+    pub const NAME: &'static str = "FitsCatalogFormatter";
+
+    pub fn encode_catalog(catalog: &SourceCatalog) -> Result<Vec<u8>, FitsFormatError> {
+        encode_via_file(|path| {
+            let mut f = FitsFile::create(path)
+                .open()
+                .context(|| "creating the file".into())?;
+            let mut descriptions = Vec::with_capacity(COLUMNS.len());
+            for (name, ty) in COLUMNS {
+                descriptions.push(
+                    ColumnDescription::new(name)
+                        .with_type(ty)
+                        .create()
+                        .context(|| format!("describing column {name}"))?,
+                );
+            }
+            let hdu = f
+                .create_table(CATALOG_EXTNAME, &descriptions)
+                .context(|| format!("creating table {CATALOG_EXTNAME}"))?;
+            let s = &catalog.sources;
+            // CFITSIO refuses a zero-length column write; an empty table is
+            // just its header.
+            if !s.is_empty() {
+                let doubles: [(&str, Vec<f64>); 4] = [
+                    ("X", s.iter().map(|r| r.x).collect()),
+                    ("Y", s.iter().map(|r| r.y).collect()),
+                    ("FLUX", s.iter().map(|r| r.flux).collect()),
+                    ("PEAK", s.iter().map(|r| r.peak).collect()),
+                ];
+                for (name, values) in doubles {
+                    hdu.write_col(&mut f, name, &values)
+                        .context(|| format!("writing column {name}"))?;
+                }
+                let npix: Vec<i64> = s.iter().map(|r| r.npix).collect();
+                hdu.write_col(&mut f, "NPIX", &npix)
+                    .context(|| "writing column NPIX".into())?;
+            }
+            // Re-fetch the HDU: the row count changed with the writes.
+            let hdu = f
+                .hdu(CATALOG_EXTNAME)
+                .context(|| format!("HDU {CATALOG_EXTNAME}"))?;
+            write_header(&mut f, &hdu, &catalog.header)
+        })
+    }
+
+    pub fn decode_catalog(bytes: &[u8]) -> Result<SourceCatalog, FitsFormatError> {
+        decode_via_file(bytes, |f| {
+            let hdu = f
+                .hdu(CATALOG_EXTNAME)
+                .context(|| format!("finding extension {CATALOG_EXTNAME}"))?;
+            let rows = match &hdu.info {
+                HduInfo::TableInfo {
+                    column_descriptions,
+                    num_rows,
+                } => {
+                    for (name, _) in COLUMNS {
+                        if !column_descriptions.iter().any(|c| c.name == name) {
+                            return Err(FitsFormatError::Layout {
+                                expected: "columns X, Y, FLUX, PEAK, NPIX",
+                                found: format!(
+                                    "columns {:?}",
+                                    column_descriptions
+                                        .iter()
+                                        .map(|c| c.name.as_str())
+                                        .collect::<Vec<_>>()
+                                ),
+                            });
+                        }
+                    }
+                    *num_rows
+                }
+                other => {
+                    return Err(FitsFormatError::Layout {
+                        expected: "a binary table",
+                        found: describe(other),
+                    })
+                }
+            };
+            let header = read_header(f, &hdu)?;
+            if rows == 0 {
+                return Ok(SourceCatalog {
+                    sources: Vec::new(),
+                    header,
+                });
+            }
+            let mut read_f64 = |name: &'static str| -> Result<Vec<f64>, FitsFormatError> {
+                let v: Vec<f64> = hdu
+                    .read_col(f, name)
+                    .context(|| format!("reading column {name}"))?;
+                if v.len() != rows {
+                    return Err(FitsFormatError::RaggedTable {
+                        column: name,
+                        expected: rows,
+                        actual: v.len(),
+                    });
+                }
+                Ok(v)
+            };
+            let (x, y, flux, peak) = (
+                read_f64("X")?,
+                read_f64("Y")?,
+                read_f64("FLUX")?,
+                read_f64("PEAK")?,
+            );
+            let npix: Vec<i64> = hdu
+                .read_col(f, "NPIX")
+                .context(|| "reading column NPIX".into())?;
+            if npix.len() != rows {
+                return Err(FitsFormatError::RaggedTable {
+                    column: "NPIX",
+                    expected: rows,
+                    actual: npix.len(),
+                });
+            }
+            let sources = (0..rows)
+                .map(|i| Source {
+                    x: x[i],
+                    y: y[i],
+                    flux: flux[i],
+                    peak: peak[i],
+                    npix: npix[i],
+                })
+                .collect();
+            Ok(SourceCatalog { sources, header })
+        })
+    }
+}
+
+impl Formatter for FitsCatalogFormatter {
+    fn name(&self) -> &str {
+        Self::NAME
+    }
+    fn storage_class(&self) -> &str {
+        CATALOG_STORAGE_CLASS
+    }
+    fn extension(&self) -> &str {
+        "fits"
+    }
+    fn encode(&self, obj: &InMemoryDataset) -> Result<Vec<u8>, FormatterError> {
+        let catalog = downcast_ref::<SourceCatalog>(
+            obj,
+            "SourceCatalog (quanta_examples::fits::SourceCatalog)",
+        )?;
+        Ok(Self::encode_catalog(catalog)?)
+    }
+    fn decode(&self, bytes: &[u8]) -> Result<InMemoryDataset, FormatterError> {
+        Ok(InMemoryDataset::Other(Box::new(Self::decode_catalog(
+            bytes,
+        )?)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header() -> Header {
+        Header {
+            kind: Some("calexp".into()),
+            exposure: Some(3),
+            detector: Some(7),
+            injected_sources: Some(12),
+            background: Some(201.25),
+            sigma: Some(14.5),
+            threshold: Some(72.5),
+        }
+    }
+
+    #[test]
+    fn image_round_trips_pixels_shape_and_header() {
+        let (w, h) = (7, 5);
+        let pixels: Vec<f32> = (0..w * h).map(|i| i as f32 * 1.5 - 10.0).collect();
+        let mut image = Image::new(w, h, pixels).unwrap();
+        image.header = header();
+        let bytes = FitsImageFormatter
+            .encode(&InMemoryDataset::Other(Box::new(image.clone())))
+            .unwrap();
+        assert!(bytes.starts_with(FITS_MAGIC));
+        assert_eq!(bytes.len() % FITS_BLOCK, 0);
+        let back = FitsImageFormatter
+            .decode(&bytes)
+            .unwrap()
+            .downcast::<Image>()
+            .unwrap();
+        assert_eq!(*back, image);
+        // Row-major with x fastest: pixel (x=6, y=0) is the 7th value.
+        assert_eq!(back.get(6, 0), Some(6.0 * 1.5 - 10.0));
+        assert_eq!(back.get(0, 1), Some(7.0 * 1.5 - 10.0));
+
+        // Absent header keys stay absent.
+        let bare = Image::filled(2, 3, 1.0).unwrap();
+        let back =
+            FitsImageFormatter::decode_image(&FitsImageFormatter::encode_image(&bare).unwrap())
+                .unwrap();
+        assert_eq!(back, bare);
+    }
+
+    #[test]
+    fn catalog_round_trips_rows_and_header_including_empty() {
+        let catalog = SourceCatalog {
+            sources: vec![
+                Source {
+                    x: 10.25,
+                    y: 20.5,
+                    flux: 5000.125,
+                    peak: 350.0,
+                    npix: 21,
+                },
+                Source {
+                    x: 100.0,
+                    y: 3.75,
+                    flux: 1e6,
+                    peak: 1e4,
+                    npix: 400,
+                },
+            ],
+            header: header(),
+        };
+        let bytes = FitsCatalogFormatter
+            .encode(&InMemoryDataset::Other(Box::new(catalog.clone())))
+            .unwrap();
+        assert!(bytes.starts_with(FITS_MAGIC));
+        let text = String::from_utf8_lossy(&bytes);
+        assert!(text.contains("XTENSION= 'BINTABLE'"), "no BINTABLE header");
+        let back = FitsCatalogFormatter
+            .decode(&bytes)
+            .unwrap()
+            .downcast::<SourceCatalog>()
+            .unwrap();
+        assert_eq!(*back, catalog);
+
+        let empty = SourceCatalog {
+            sources: vec![],
+            header: Header {
+                sigma: Some(3.0),
+                ..Header::default()
+            },
+        };
+        let back = FitsCatalogFormatter::decode_catalog(
+            &FitsCatalogFormatter::encode_catalog(&empty).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(back, empty);
+    }
+
+    #[test]
+    fn bad_input_is_a_typed_error() {
+        let err = FitsImageFormatter
+            .decode(b"{\"not\": \"fits\"}")
+            .unwrap_err();
+        assert!(err.to_string().contains("not a FITS file"), "{err}");
+        let image_bytes =
+            FitsImageFormatter::encode_image(&Image::filled(4, 4, 0.0).unwrap()).unwrap();
+        // Truncated.
+        let err = FitsImageFormatter
+            .decode(&image_bytes[..image_bytes.len() - 100])
+            .unwrap_err();
+        assert!(err.to_string().contains("2880-byte"), "{err}");
+        // An image is not a catalog, and a catalog not an image.
+        let err = FitsCatalogFormatter::decode_catalog(&image_bytes).unwrap_err();
+        assert!(err.to_string().contains(CATALOG_EXTNAME), "{err}");
+        let cat_bytes = FitsCatalogFormatter::encode_catalog(&SourceCatalog::default()).unwrap();
+        let err = FitsImageFormatter::decode_image(&cat_bytes).unwrap_err();
+        assert!(
+            matches!(err, FitsFormatError::Layout { .. }),
+            "{err}: an empty primary HDU is not a 2-d image"
+        );
+        // Wrong in-memory types.
+        assert!(matches!(
+            FitsImageFormatter.encode(&InMemoryDataset::Json(serde_json::json!(1))),
+            Err(FormatterError::WrongType { got: "Json", .. })
+        ));
+        assert!(matches!(
+            FitsCatalogFormatter.encode(&InMemoryDataset::Other(Box::new(
+                Image::filled(1, 1, 0.0).unwrap()
+            ))),
+            Err(FormatterError::WrongType { .. })
+        ));
+        // Values FITS cannot hold are refused, not silently mangled.
+        let mut image = Image::filled(1, 1, 0.0).unwrap();
+        image.header.background = Some(f64::NAN);
+        assert!(matches!(
+            FitsImageFormatter::encode_image(&image),
+            Err(FitsFormatError::BadHeaderValue {
+                key: "BGMEDIAN",
+                ..
+            })
+        ));
+        image.header.background = None;
+        image.header.kind = Some("x".repeat(69));
+        assert!(FitsImageFormatter::encode_image(&image).is_err());
+    }
+}
