@@ -169,7 +169,7 @@ impl QuantaSource for PlannedQuanta {
         QuantumView {
             id: q.id,
             task: q.task,
-            data_id: &q.data_id,
+            data_id: q.data_id(&self.datasets),
             inputs: connection_views(&self.datasets, inputs, &q.inputs),
             prerequisites: connection_views(&self.datasets, prerequisites, &q.prerequisites),
             outputs: outputs
@@ -241,8 +241,6 @@ struct Arena {
 }
 
 impl Arena {
-    /// Exact growth: doubling a table of a million refs would hold the old
-    /// and the new copy at once.
     fn reserve_exact(&mut self, additional: usize) {
         self.refs.reserve_exact(additional);
         self.producer.reserve_exact(additional);
@@ -295,11 +293,32 @@ enum Outcome {
 struct Quantum {
     id: Uuid,
     task: u32,
-    data_id: DataId,
+    data_id: QuantumDataId,
     row: u32,
+    /// Index in bundle order, once ordered.
+    position: u32,
     inputs: Vec<Vec<u32>>,
     prerequisites: Vec<Vec<u32>>,
     outputs: Vec<u32>,
+}
+
+/// A quantum's data ID, held once: most quanta have an output with exactly
+/// the task's dimensions, whose ref already carries the same data ID (a
+/// million copies were ~180 MB of a million-quantum preflight).
+#[derive(Debug)]
+enum QuantumDataId {
+    Own(DataId),
+    /// Arena index of an output with the same data ID.
+    OfOutput(u32),
+}
+
+impl Quantum {
+    fn data_id<'a>(&'a self, datasets: &'a [BundleRef]) -> &'a DataId {
+        match &self.data_id {
+            QuantumDataId::Own(d) => d,
+            QuantumDataId::OfOutput(ix) => &datasets[*ix as usize].data_id,
+        }
+    }
 }
 
 /// Builds the graph (reading the registry only). Registration of output
@@ -365,7 +384,21 @@ pub fn build_graph(
     // they are hundreds of MB).
     let mut arena = Arena::default();
     let inputs = std::mem::take(&mut rows.inputs);
-    arena.reserve_exact(inputs.iter().map(Vec::len).sum());
+    // One allocation for every dataset of the graph: the overall inputs and
+    // at most one quantum per row per task. Growing by doubling would copy
+    // the table several times and hold two copies at once; the part of this
+    // bound that is never used is never touched, so never resident.
+    let outputs_bound: usize = tasks
+        .iter()
+        .map(|t| t.outputs.len().saturating_mul(rows.n_rows()))
+        .fold(0, usize::saturating_add);
+    arena.reserve_exact(
+        inputs
+            .iter()
+            .map(Vec::len)
+            .sum::<usize>()
+            .saturating_add(outputs_bound),
+    );
     let overall_arena: Vec<Vec<u32>> = inputs
         .into_iter()
         .map(|datasets| {
@@ -518,7 +551,6 @@ pub fn build_graph(
             skipped: 0,
             pruned: 0,
         };
-        arena.reserve_exact(outcomes.len() * task.outputs.len());
         let out_cols: Vec<Vec<usize>> = output_groups
             .iter()
             .map(|g| columns_of(&rows, g))
@@ -576,17 +608,26 @@ pub fn build_graph(
                     }
                     let q = quanta.len() as u32;
                     let mut out_ix = Vec::with_capacity(outputs.len());
+                    let mut shared_data_id = None;
                     for (oi, r) in outputs.into_iter().enumerate() {
+                        let same = shared_data_id.is_none() && r.data_id == data_id;
                         let d = arena.push(r, q);
                         register(&mut produced, oi, d);
                         out_ix.push(d);
+                        if same {
+                            shared_data_id = Some(d);
+                        }
                     }
                     summary.quanta += 1;
                     quanta.push(Quantum {
                         id: new_v7(),
                         task: t_ix as u32,
-                        data_id,
+                        data_id: match shared_data_id {
+                            Some(d) => QuantumDataId::OfOutput(d),
+                            None => QuantumDataId::Own(data_id),
+                        },
                         row: draft.row,
+                        position: 0,
                         inputs: draft.inputs,
                         prerequisites,
                         outputs: out_ix,
@@ -638,13 +679,14 @@ pub fn build_graph(
     for (new, &old) in order.iter().enumerate() {
         new_index[old as usize] = new as u32;
     }
-    // Quanta move into bundle order; producers are renumbered to match.
-    let mut slots: Vec<Option<Quantum>> = quanta.into_iter().map(Some).collect();
-    let quanta: Vec<Quantum> = order
-        .iter()
-        .filter_map(|&old| slots[old as usize].take())
-        .collect();
-    drop(slots);
+    // Quanta move into bundle order in place (a second vector of a million
+    // quanta would be the largest allocation of the build); producers are
+    // renumbered to match.
+    let mut quanta = quanta;
+    for (q, &position) in quanta.iter_mut().zip(&new_index) {
+        q.position = position;
+    }
+    quanta.par_sort_unstable_by_key(|q| q.position);
     let Arena {
         refs: datasets,
         producer,
@@ -1218,7 +1260,7 @@ fn order_and_cluster(
                 format!(
                     "{}:{}",
                     tasks[q.task as usize].label,
-                    short_data_id(&q.data_id, universe)
+                    short_data_id(q.data_id(&arena.refs), universe)
                 )
             })
             .collect()

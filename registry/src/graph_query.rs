@@ -110,11 +110,15 @@ impl Interner {
         }
     }
 
-    fn intern(&mut self, v: SqlValue) -> Result<u32> {
+    /// Borrows the column's value: no allocation per row for text keys.
+    fn intern(&mut self, v: rusqlite::types::ValueRef<'_>) -> Result<u32> {
+        use rusqlite::types::ValueRef;
         let v = match v {
-            SqlValue::Null => return Ok(NONE),
-            SqlValue::Integer(i) => DataIdValue::Int(i),
-            SqlValue::Text(s) => DataIdValue::from(s),
+            ValueRef::Null => return Ok(NONE),
+            ValueRef::Integer(i) => DataIdValue::Int(i),
+            ValueRef::Text(t) => DataIdValue::from(std::str::from_utf8(t).map_err(|e| {
+                RegistryError::Invalid(format!("a dimension value is not UTF-8: {e}"))
+            })?),
             other => {
                 return Err(RegistryError::Invalid(format!(
                     "unexpected dimension value {other:?}"
@@ -287,7 +291,7 @@ impl Registry {
         while let Some(row) = rows.next()? {
             key.clear();
             for (c, interner) in interners.iter_mut().enumerate() {
-                key.push(interner.intern(row.get(c)?)?);
+                key.push(interner.intern(row.get_ref(c)?)?);
             }
             let existing = if dedupe {
                 row_of.get(&key).copied()
