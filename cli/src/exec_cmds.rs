@@ -258,6 +258,8 @@ fn supervised_worker(a: &WorkerArgs, cluster: &str, limit: u64) -> Result<ExitCo
     if a.json {
         cmd.arg("--json");
     }
+    // The limit is on address space: see crate::alloc.
+    cmd.env(crate::alloc::SYSTEM_ALLOCATOR_ENV, "1");
     use quanta_runtime::slurm::{record_out_of_memory, run_supervised, ChildEnd};
     match run_supervised(cmd, limit)? {
         ChildEnd::Exited(0) => Ok(ExitCode::SUCCESS),

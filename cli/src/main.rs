@@ -4,6 +4,7 @@
 //! Exit codes: 0 success, 1 a failure of the work (some quanta failed, some
 //! files did not verify), 2 bad input or usage.
 
+mod alloc;
 mod batch_cmds;
 mod demo;
 mod exec_cmds;
@@ -18,11 +19,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-/// Preflight and merge make millions of small allocations from several
-/// threads; glibc malloc spent a quarter of preflight's CPU time on them
-/// (perf, 1M quanta) and fragmented the heap. See ARCHITECTURE.md.
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: alloc::QuantaAllocator = alloc::QuantaAllocator;
 
 #[derive(Parser)]
 #[command(
