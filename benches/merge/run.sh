@@ -12,7 +12,8 @@
 # A second merge of each is timed too (idempotent: 0 new datasets).
 #
 # Usage: benches/merge/run.sh [WORKDIR]
-#   env: CARGO_TARGET_DIR, N_EXP, N_DET, N_SYNTH_EXP, N_SYNTH_DET, SKIP_SYNTH=1
+#   env: CARGO_TARGET_DIR, N_EXP, N_DET, N_SYNTH_EXP, N_SYNTH_DET, SKIP_SYNTH=1,
+#        SKIP_REFERENCE=1
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
@@ -44,6 +45,7 @@ timed_merge() {  # label repo bundle expected_datasets
 }
 
 # 1. The reference workload through the real CLI.
+if [ "${SKIP_REFERENCE:-0}" != 1 ]; then
 d=$WORK/reference; rm -rf "$d"; mkdir -p "$d/raw"
 python3 - "$d" "$N_EXP" "$N_DET" <<'PY'
 import json, sys, os
@@ -79,6 +81,7 @@ n_ref=$((2 * N_EXP * N_DET + N_EXP))
 timed_merge reference "$R" "$d/reference.qb" "$n_ref"
 awk -v l="$(grep -o 'in [0-9.]* s' "$WORK/reference.merge.txt" | head -1 | awk '{print $2}')" \
   'BEGIN{ if (l > 0) printf "  vs LSST aggregate-graph 446 s: %.0fx faster (merge time as reported by quanta)\n", 446 / l }'
+fi
 
 # 2. A synthetic million-dataset campaign.
 if [ "${SKIP_SYNTH:-0}" != 1 ]; then

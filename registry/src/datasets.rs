@@ -65,13 +65,6 @@ pub(crate) fn uuid_from_blob(bytes: Vec<u8>) -> rusqlite::Result<Uuid> {
     })
 }
 
-pub(crate) fn data_id_value_to_sql(v: &DataIdValue) -> rusqlite::types::Value {
-    match v {
-        DataIdValue::Int(i) => rusqlite::types::Value::Integer(*i),
-        DataIdValue::Str(s) => rusqlite::types::Value::Text(s.clone()),
-    }
-}
-
 pub(crate) fn data_id_value_ref(v: &DataIdValue) -> ToSqlOutput<'_> {
     match v {
         DataIdValue::Int(i) => ToSqlOutput::Borrowed(ValueRef::Integer(*i)),
