@@ -803,25 +803,28 @@ mod tests {
         out
     }
 
-    #[test]
-    fn a_split_graph_query_returns_the_rows_of_the_whole_one() {
-        let dir = tempfile::tempdir().unwrap();
-        let r = registry(dir.path());
+    /// The graph rows of the raws over (instrument, exposure, detector).
+    fn raw_rows(r: &Registry, where_text: &str, min_rows_per_part: i64) -> GraphRows {
         let dims = r
             .universe()
             .conform(&["instrument", "exposure", "detector"])
             .unwrap();
-        let query = |where_text: &str, min_rows: i64| {
-            r.query_graph_rows_in_parts(
-                &dims,
-                where_text,
-                &Binds::new(),
-                &["raw".to_string()],
-                &["raw".to_string()],
-                min_rows,
-            )
-            .unwrap()
-        };
+        r.query_graph_rows_in_parts(
+            &dims,
+            where_text,
+            &Binds::new(),
+            &["raw".to_string()],
+            &["raw".to_string()],
+            min_rows_per_part,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn a_split_graph_query_returns_the_rows_of_the_whole_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = registry(dir.path());
+        let query = |where_text: &str, min_rows: i64| raw_rows(&r, where_text, min_rows);
         for where_text in ["", "exposure IN (1..4) AND detector != 3"] {
             let whole = query(where_text, i64::MAX);
             // 1 row per part minimum: as many parts as the machine has
@@ -843,20 +846,7 @@ mod tests {
     fn merging_parts_reindexes_shared_values_and_datasets() {
         let dir = tempfile::tempdir().unwrap();
         let r = registry(dir.path());
-        let dims = r
-            .universe()
-            .conform(&["instrument", "exposure", "detector"])
-            .unwrap();
-        let part = |where_text: &str| {
-            r.query_graph_rows(
-                &dims,
-                where_text,
-                &Binds::new(),
-                &["raw".to_string()],
-                &["raw".to_string()],
-            )
-            .unwrap()
-        };
+        let part = |where_text: &str| raw_rows(&r, where_text, i64::MAX);
         // Overlapping parts: exposure 2 is in both, and every part has the
         // instrument value; merged, each value and dataset appears once.
         let merged = merge_graph_rows(
