@@ -14,9 +14,9 @@ use quanta_butler::Butler;
 use quanta_core::bundle::DimensionRecords;
 use quanta_core::pipeline::{LoadedPipeline, TaskDef};
 use quanta_core::{
-    BundleHeader, BundleParts, BundleQuantum, BundleRef, Cluster, ConnectionView, DataId,
-    DataIdValue, DatasetRef, DatasetType, DimensionGroup, DimensionUniverse, QuantaSource,
-    QuantumView, Uuid, BUNDLE_FORMAT_VERSION,
+    BundleHeader, BundleParts, BundleRef, Cluster, ConnectionView, DataId, DataIdValue, DatasetRef,
+    DatasetType, DimensionGroup, DimensionUniverse, QuantaSource, QuantumView, Uuid,
+    BUNDLE_FORMAT_VERSION,
 };
 use quanta_registry::graph_query::{GraphRows, PrerequisiteCandidate, NONE};
 use quanta_registry::{Binds, FoundDataset, Registry};
@@ -125,26 +125,6 @@ impl PlannedQuanta {
 
     pub fn is_empty(&self) -> bool {
         self.quanta.is_empty()
-    }
-
-    /// Quantum `index` as the bundle will hold it.
-    pub fn get(&self, index: usize) -> BundleQuantum {
-        let v = self.quantum(index);
-        let owned = |conns: Vec<ConnectionView<'_>>| {
-            conns
-                .into_iter()
-                .map(|(name, refs)| (name.to_string(), refs.into_iter().cloned().collect()))
-                .collect()
-        };
-        BundleQuantum {
-            id: v.id,
-            task: v.task,
-            data_id: v.data_id.clone(),
-            inputs: owned(v.inputs),
-            prerequisites: owned(v.prerequisites),
-            outputs: owned(v.outputs),
-            upstream: v.upstream,
-        }
     }
 }
 
