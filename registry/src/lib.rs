@@ -18,6 +18,7 @@ pub mod query;
 pub mod records;
 mod registry;
 pub mod schema;
+mod sqlite_alloc;
 
 pub use collections::CollectionRecord;
 pub use datasets::{DatastoreRecord, FoundDataset, InsertStats, NewDataset, OnConflict};

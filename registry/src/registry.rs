@@ -37,6 +37,7 @@ fn tune(conn: &Connection) -> Result<()> {
 impl Registry {
     /// Creates a new registry database at `path` (which must not exist).
     pub fn create(path: &Path, universe: &DimensionUniverse) -> Result<Self> {
+        crate::sqlite_alloc::configure();
         if path.exists() {
             return Err(RegistryError::Invalid(format!(
                 "{}: already exists; refusing to overwrite a registry",
@@ -78,6 +79,7 @@ impl Registry {
     }
 
     fn open_with(path: &Path, read_only: bool) -> Result<Self> {
+        crate::sqlite_alloc::configure();
         let shown = path.display().to_string();
         if !path.is_file() {
             return Err(RegistryError::NotARegistry {
