@@ -221,9 +221,12 @@ struct Arena {
 }
 
 impl Arena {
-    fn reserve_exact(&mut self, additional: usize) {
-        self.refs.reserve_exact(additional);
-        self.producer.reserve_exact(additional);
+    /// Best effort: a bound too large to reserve (many tasks over many
+    /// rows) leaves the table to grow as it goes.
+    fn try_reserve_exact(&mut self, additional: usize) {
+        if self.refs.try_reserve_exact(additional).is_ok() {
+            let _ = self.producer.try_reserve_exact(additional);
+        }
     }
 
     fn push(&mut self, r: BundleRef, producer: u32) -> u32 {
@@ -372,7 +375,7 @@ pub fn build_graph(
         .iter()
         .map(|t| t.outputs.len().saturating_mul(rows.n_rows()))
         .fold(0, usize::saturating_add);
-    arena.reserve_exact(
+    arena.try_reserve_exact(
         inputs
             .iter()
             .map(Vec::len)
