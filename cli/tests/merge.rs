@@ -82,7 +82,6 @@ fn dump(repo: &Path) -> String {
         "SELECT * FROM collection ORDER BY name",
         "SELECT * FROM collection_chain ORDER BY parent_id, position",
         "SELECT * FROM dataset ORDER BY id",
-        "SELECT * FROM datastore_record ORDER BY dataset_id",
         "SELECT * FROM run_provenance ORDER BY run_id, bundle_id",
         "SELECT * FROM quantum ORDER BY id",
         "SELECT * FROM quantum_input ORDER BY quantum_id, dataset_id",

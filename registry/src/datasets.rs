@@ -163,14 +163,11 @@ impl Registry {
         let dims = &dt.dimensions.names;
         let skip = on_conflict == OnConflict::SkipExistingId;
         let insert_sql = format!(
-            "INSERT INTO dataset (id, dataset_type_id, run_id, data_id, ingest_date{}) VALUES (?, ?, ?, ?, ?{}){}",
+            "INSERT INTO dataset (id, dataset_type_id, run_id, data_id, ingest_date, path, formatter, size, checksum{}) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?{}){}",
             dims.iter().map(|d| format!(", {}", quote(d))).collect::<String>(),
             ", ?".repeat(dims.len()),
             if skip { " ON CONFLICT (id) DO NOTHING" } else { "" }
-        );
-        let record_sql = format!(
-            "INSERT INTO datastore_record (dataset_id, path, formatter, size, checksum) VALUES (?1, ?2, ?3, ?4, ?5){}",
-            if skip { " ON CONFLICT (dataset_id) DO NOTHING" } else { "" }
         );
         self.conn.pragma_update(None, "foreign_keys", "OFF")?;
         let result = (|| -> Result<InsertStats> {
@@ -178,15 +175,33 @@ impl Registry {
             let mut stats = InsertStats::default();
             {
                 let mut insert = tx.prepare(&insert_sql)?;
-                let mut insert_record = tx.prepare(&record_sql)?;
                 for (dataset, data_id) in datasets.iter().zip(&data_ids) {
                     let key = data_id.canonical_key();
-                    let mut params: Vec<ToSqlOutput<'_>> = Vec::with_capacity(5 + dims.len());
+                    let mut params: Vec<ToSqlOutput<'_>> = Vec::with_capacity(9 + dims.len());
                     params.push(ToSqlOutput::Borrowed(ValueRef::Blob(dataset.id.as_bytes())));
                     params.push(ToSqlOutput::Borrowed(ValueRef::Integer(type_id)));
                     params.push(ToSqlOutput::Borrowed(ValueRef::Integer(run_record.id)));
                     params.push(ToSqlOutput::Borrowed(ValueRef::Text(key.as_bytes())));
                     params.push(ToSqlOutput::Borrowed(ValueRef::Text(now.as_bytes())));
+                    match &dataset.stored {
+                        Some(stored) => {
+                            params.push(ToSqlOutput::Borrowed(ValueRef::Text(
+                                stored.path.as_bytes(),
+                            )));
+                            params.push(ToSqlOutput::Borrowed(ValueRef::Text(
+                                stored.formatter.as_bytes(),
+                            )));
+                            params.push(ToSqlOutput::Borrowed(ValueRef::Integer(
+                                stored.size.min(i64::MAX as u64) as i64,
+                            )));
+                            params.push(ToSqlOutput::Borrowed(ValueRef::Text(
+                                stored.checksum.as_bytes(),
+                            )));
+                        }
+                        None => params.extend(
+                            std::iter::repeat_n(ValueRef::Null, 4).map(ToSqlOutput::Borrowed),
+                        ),
+                    }
                     params.extend(data_id.iter().map(|(_, v)| data_id_value_ref(v)));
                     let changed = insert
                         .execute(rusqlite::params_from_iter(params.iter()))
@@ -195,15 +210,6 @@ impl Registry {
                         stats.skipped += 1;
                     } else {
                         stats.inserted += 1;
-                    }
-                    if let Some(stored) = &dataset.stored {
-                        insert_record.execute((
-                            dataset.id.as_bytes().as_slice(),
-                            &stored.path,
-                            &stored.formatter,
-                            stored.size as i64,
-                            &stored.checksum,
-                        ))?;
                     }
                 }
             }
@@ -390,10 +396,9 @@ impl Registry {
         let row = self
             .conn
             .prepare_cached(
-                "SELECT t.name, t.dimensions, c.name, d.data_id, r.path, r.formatter, r.size, r.checksum \
+                "SELECT t.name, t.dimensions, c.name, d.data_id, d.path, d.formatter, d.size, d.checksum \
                  FROM dataset d JOIN dataset_type t ON t.id = d.dataset_type_id \
-                 JOIN collection c ON c.id = d.run_id \
-                 LEFT JOIN datastore_record r ON r.dataset_id = d.id WHERE d.id = ?1",
+                 JOIN collection c ON c.id = d.run_id WHERE d.id = ?1",
             )?
             .query_row([id.as_bytes().as_slice()], |r| {
                 let dims: String = r.get(1)?;

@@ -421,6 +421,8 @@ impl Registry {
                     "d.id AS id".to_string(),
                     "d.run_id AS run_id".to_string(),
                     format!("{rank} AS rank"),
+                    "d.path AS path, d.formatter AS formatter, d.size AS size, d.checksum AS checksum"
+                        .to_string(),
                 ];
                 cols.extend(dim_cols.iter().cloned());
                 match c.collection_type {
@@ -444,7 +446,9 @@ impl Registry {
             if parts.is_empty() {
                 // Nothing searchable: no input can exist, so no rows.
                 parts.push((
-                    "SELECT NULL AS id, NULL AS run_id, 0 AS rank WHERE 0".to_string(),
+                    "SELECT NULL AS id, NULL AS run_id, 0 AS rank, NULL AS path, NULL AS formatter, \
+                     NULL AS size, NULL AS checksum WHERE 0"
+                        .to_string(),
                     [0, 0],
                 ));
             }
@@ -463,9 +467,7 @@ impl Registry {
                 }
                 sub_params.extend(p.iter().map(|&v| SqlValue::Integer(v)));
             }
-            builder.from.push(format!(
-                "({sub}) AS {alias} LEFT JOIN datastore_record AS r{k} ON r{k}.dataset_id = {alias}.id"
-            ));
+            builder.from.push(format!("({sub}) AS {alias}"));
             input_dims.push((alias, dt, sub_params));
         }
         let mut from_params: Vec<SqlValue> = Vec::new();
@@ -487,7 +489,7 @@ impl Registry {
         }
         let mut select: Vec<String> = columns.iter().map(|c| builder.values[c].clone()).collect();
         for k in 0..input_types.len() {
-            select.push(format!("i{k}.id, i{k}.rank, i{k}.run_id, r{k}.path, r{k}.formatter, r{k}.size, r{k}.checksum"));
+            select.push(format!("i{k}.id, i{k}.rank, i{k}.run_id, i{k}.path, i{k}.formatter, i{k}.size, i{k}.checksum"));
         }
         let sql = format!(
             "SELECT {} FROM {}{}",
@@ -619,25 +621,22 @@ impl Registry {
         {
             let (sql, calib) = match c.collection_type {
                 CollectionType::Run => (
-                    "SELECT d.id, d.data_id, run.name, r.path, r.formatter, r.size, r.checksum, NULL, NULL \
+                    "SELECT d.id, d.data_id, run.name, d.path, d.formatter, d.size, d.checksum, NULL, NULL \
                      FROM dataset AS d JOIN collection AS run ON run.id = d.run_id \
-                     LEFT JOIN datastore_record AS r ON r.dataset_id = d.id \
                      WHERE d.dataset_type_id = ?1 AND d.run_id = ?2",
                     false,
                 ),
                 CollectionType::Tagged => (
-                    "SELECT d.id, d.data_id, run.name, r.path, r.formatter, r.size, r.checksum, NULL, NULL \
+                    "SELECT d.id, d.data_id, run.name, d.path, d.formatter, d.size, d.checksum, NULL, NULL \
                      FROM dataset_tags AS m JOIN dataset AS d ON d.id = m.dataset_id \
                      JOIN collection AS run ON run.id = d.run_id \
-                     LEFT JOIN datastore_record AS r ON r.dataset_id = d.id \
                      WHERE m.dataset_type_id = ?1 AND m.collection_id = ?2",
                     false,
                 ),
                 CollectionType::Calibration if dt.is_calibration => (
-                    "SELECT d.id, d.data_id, run.name, r.path, r.formatter, r.size, r.checksum, m.valid_begin, m.valid_end \
+                    "SELECT d.id, d.data_id, run.name, d.path, d.formatter, d.size, d.checksum, m.valid_begin, m.valid_end \
                      FROM dataset_calibs AS m JOIN dataset AS d ON d.id = m.dataset_id \
                      JOIN collection AS run ON run.id = d.run_id \
-                     LEFT JOIN datastore_record AS r ON r.dataset_id = d.id \
                      WHERE m.dataset_type_id = ?1 AND m.collection_id = ?2",
                     true,
                 ),

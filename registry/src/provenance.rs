@@ -220,7 +220,6 @@ const QUANTUM_UPSERT_TAIL: &str =
 /// The fixed-shape inserts of [`Registry::record_quanta`].
 struct BatchStatements {
     quanta: BulkInsert,
-    records: BulkInsert,
     inputs: BulkInsert,
     outputs: BulkInsert,
 }
@@ -232,12 +231,6 @@ impl BatchStatements {
                 QUANTUM_INSERT_HEAD,
                 QUANTUM_COLS,
                 QUANTUM_UPSERT_TAIL,
-                max_params,
-            ),
-            records: BulkInsert::new(
-                "INSERT INTO datastore_record (dataset_id, path, formatter, size, checksum)",
-                5,
-                " ON CONFLICT (dataset_id) DO NOTHING",
                 max_params,
             ),
             inputs: BulkInsert::new(
@@ -372,6 +365,10 @@ impl BatchWriter<'_, '_> {
                         params.push(int(self.run_id));
                         params.push(ToSqlOutput::Owned(SqlValue::Text(data_id.canonical_key())));
                         params.push(opt_text(&q.execution.finished));
+                        params.push(text(&o.stored.path));
+                        params.push(text(&o.stored.formatter));
+                        params.push(int(o.stored.size.min(i64::MAX as u64) as i64));
+                        params.push(text(&o.stored.checksum));
                         // Standardizing only checked and reordered, so the
                         // caller's values can be bound without copies.
                         for dim in &t.dataset_type.dimensions.names {
@@ -390,19 +387,6 @@ impl BatchWriter<'_, '_> {
         for (ti, rows) in dataset_rows.iter().enumerate() {
             self.insert_datasets(ti, &rows.params, &rows.owners, &mut planned)?;
         }
-
-        let mut records: Vec<ToSqlOutput<'_>> = Vec::new();
-        for p in &planned {
-            for (o, _) in p.q.outputs.iter().zip(&p.accepted).filter(|(_, a)| **a) {
-                records.push(blob(o.id.as_bytes()));
-                records.push(text(&o.stored.path));
-                records.push(text(&o.stored.formatter));
-                records.push(int(o.stored.size.min(i64::MAX as u64) as i64));
-                records.push(text(&o.stored.checksum));
-            }
-        }
-        self.statements.records.run(self.tx, &records)?;
-        drop(records);
 
         let mut new_rows: Vec<ToSqlOutput<'_>> = Vec::new();
         let mut new_quanta = 0usize;
@@ -866,14 +850,15 @@ impl Registry {
                 let type_id = self.dataset_type_id(&o.dataset_type)?;
                 let dims = &dt.dimensions.names;
                 let head = format!(
-                    "INSERT INTO dataset (id, dataset_type_id, run_id, data_id, ingest_date{})",
+                    "INSERT INTO dataset (id, dataset_type_id, run_id, data_id, ingest_date, \
+                     path, formatter, size, checksum{})",
                     dims.iter()
                         .map(|d| format!(", {}", quote(d)))
                         .collect::<String>(),
                 );
                 let insert = BulkInsert::new(
                     &head,
-                    5 + dims.len(),
+                    9 + dims.len(),
                     " ON CONFLICT (id) DO NOTHING",
                     max_params,
                 );
@@ -1128,9 +1113,11 @@ mod tests {
         }
         let stored: i64 = r
             .conn
-            .query_row("SELECT count(*) FROM datastore_record", [], |row| {
-                row.get(0)
-            })
+            .query_row(
+                "SELECT count(*) FROM dataset WHERE path IS NOT NULL",
+                [],
+                |row| row.get(0),
+            )
             .unwrap();
         assert_eq!(stored as usize, batch.len());
     }

@@ -376,8 +376,8 @@ impl Registry {
                 }
                 builder.add_where(where_text, binds)?;
                 let sql = format!(
-                    "SELECT DISTINCT d.id, d.data_id, run.name, r.path, r.formatter, r.size, r.checksum \
-                     FROM {} LEFT JOIN datastore_record r ON r.dataset_id = d.id{} ORDER BY d.data_id",
+                    "SELECT DISTINCT d.id, d.data_id, run.name, d.path, d.formatter, d.size, d.checksum \
+                     FROM {}{} ORDER BY d.data_id",
                     builder.from.join(", "),
                     builder.where_sql()
                 );

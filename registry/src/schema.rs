@@ -8,7 +8,7 @@
 use quanta_core::{DimensionElement, DimensionUniverse};
 
 /// Bumped whenever the schema changes incompatibly; stamped in `quanta_meta`.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// Quotes a trusted identifier (a universe or schema name) for SQL.
 pub fn quote(ident: &str) -> String {
@@ -190,13 +190,6 @@ WHEN EXISTS (
 BEGIN
   SELECT RAISE(ABORT, 'calibration validity ranges overlap');
 END;
-CREATE TABLE IF NOT EXISTS datastore_record (
-  dataset_id BLOB PRIMARY KEY REFERENCES dataset (id) ON DELETE CASCADE,
-  path TEXT NOT NULL,
-  formatter TEXT NOT NULL,
-  size INTEGER NOT NULL,
-  checksum TEXT NOT NULL
-) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS run_provenance (
   run_id INTEGER NOT NULL REFERENCES collection (id),
   bundle_id BLOB NOT NULL,
@@ -256,6 +249,12 @@ pub fn dataset_table_ddl(universe: &DimensionUniverse) -> String {
         "run_id INTEGER NOT NULL REFERENCES collection (id)".to_string(),
         "data_id TEXT NOT NULL".to_string(),
         "ingest_date TEXT".to_string(),
+        // The datastore record, NULL for a dataset without a file: a table
+        // of its own cost merge a B-tree insert per dataset.
+        "path TEXT".to_string(),
+        "formatter TEXT".to_string(),
+        "size INTEGER".to_string(),
+        "checksum TEXT".to_string(),
     ];
     let dims: Vec<String> = universe.dimensions().map(|d| d.name.clone()).collect();
     for dim in universe.dimensions() {
