@@ -136,16 +136,7 @@ impl QuantaSource for PlannedQuanta {
     fn quantum(&self, index: usize) -> QuantumView<'_> {
         let q = &self.quanta[index];
         let [inputs, prerequisites, outputs] = &self.connections[q.task as usize];
-        let mut upstream: Vec<u32> = q
-            .inputs
-            .iter()
-            .chain(&q.prerequisites)
-            .flatten()
-            .map(|&d| self.producer[d as usize])
-            .filter(|&p| p != NONE)
-            .collect();
-        upstream.sort_unstable();
-        upstream.dedup();
+        let upstream = q.upstream(&self.producer);
         QuantumView {
             id: q.id,
             task: q.task,
@@ -296,6 +287,22 @@ enum QuantumDataId {
 }
 
 impl Quantum {
+    /// The quanta producing this one's inputs and prerequisites, sorted and
+    /// distinct, numbered as `producer` numbers them.
+    fn upstream(&self, producer: &[u32]) -> Vec<u32> {
+        let mut upstream: Vec<u32> = self
+            .inputs
+            .iter()
+            .chain(&self.prerequisites)
+            .flatten()
+            .map(|&d| producer[d as usize])
+            .filter(|&p| p != NONE)
+            .collect();
+        upstream.sort_unstable();
+        upstream.dedup();
+        upstream
+    }
+
     fn data_id<'a>(&'a self, datasets: &'a [BundleRef]) -> &'a DataId {
         match &self.data_id {
             QuantumDataId::Own(d) => d,
@@ -1184,17 +1191,7 @@ fn order_and_cluster(
     let mut graph: DiGraph<u32, ()> = DiGraph::with_capacity(n, n * 2);
     let nodes: Vec<NodeIndex> = (0..n as u32).map(|i| graph.add_node(i)).collect();
     for (i, q) in quanta.iter().enumerate() {
-        let mut ups: Vec<u32> = q
-            .inputs
-            .iter()
-            .chain(&q.prerequisites)
-            .flatten()
-            .map(|&d| arena.producer[d as usize])
-            .filter(|&p| p != NONE)
-            .collect();
-        ups.sort_unstable();
-        ups.dedup();
-        for p in ups {
+        for p in q.upstream(&arena.producer) {
             graph.add_edge(nodes[p as usize], nodes[i], ());
         }
     }
