@@ -29,6 +29,10 @@ use crate::schema::quote;
 /// not split across threads (opening a connection and a thread costs more).
 const MIN_ROWS_PER_PART: i64 = 50_000;
 
+/// Columns the graph statement selects per overall input: id, rank, run_id,
+/// path, formatter, size, checksum.
+const INPUT_COLUMNS: usize = 7;
+
 /// "No value": a NULL implied dimension, or no dataset.
 pub const NONE: u32 = u32::MAX;
 
@@ -144,7 +148,9 @@ impl Interner {
 struct RowReader<'a> {
     columns: &'a [String],
     input_types: &'a [String],
-    input_dims: Vec<&'a quanta_core::DatasetType>,
+    /// Per input: its dataset type, and for each of the type's dimensions
+    /// the value column holding it.
+    inputs: Vec<(&'a quanta_core::DatasetType, Vec<usize>)>,
     run_names: &'a HashMap<i64, String>,
     dedupe: bool,
 }
@@ -198,7 +204,7 @@ impl RowReader<'_> {
                 }
             };
             for k in 0..n_in {
-                let base = n_cols + k * 7;
+                let base = n_cols + k * INPUT_COLUMNS;
                 let rank: i64 = row.get(base + 1)?;
                 let rank = rank as usize;
                 if rank >= ranks[r * n_in + k] {
@@ -208,13 +214,9 @@ impl RowReader<'_> {
                 let ix = match dataset_ix[k].get(&id) {
                     Some(&i) => i,
                     None => {
-                        let dt = self.input_dims[k];
+                        let (dt, dim_columns) = &self.inputs[k];
                         let mut data_id = DataId::empty();
-                        for d in dt.dimensions.iter() {
-                            let c = columns
-                                .iter()
-                                .position(|x| x == d)
-                                .expect("input dims are columns");
+                        for (d, &c) in dt.dimensions.iter().zip(dim_columns) {
                             let v = interners[c]
                                 .values
                                 .get(key[c] as usize)
@@ -488,6 +490,7 @@ impl Registry {
             }
         }
         let mut select: Vec<String> = columns.iter().map(|c| builder.values[c].clone()).collect();
+        // INPUT_COLUMNS per input, in the order RowReader reads them.
         for k in 0..input_types.len() {
             select.push(format!("i{k}.id, i{k}.rank, i{k}.run_id, i{k}.path, i{k}.formatter, i{k}.size, i{k}.checksum"));
         }
@@ -511,7 +514,25 @@ impl Registry {
         let read = RowReader {
             columns: &columns,
             input_types,
-            input_dims: input_dims.iter().map(|(_, dt, _)| dt).collect(),
+            inputs: input_dims
+                .iter()
+                .map(|(_, dt, _)| {
+                    // The query's dimensions include every input's (checked
+                    // above), so each has a column.
+                    let dim_columns = dt
+                        .dimensions
+                        .iter()
+                        .map(|d| {
+                            columns.iter().position(|c| c == d).ok_or_else(|| {
+                                RegistryError::Invalid(format!(
+                                    "input dataset type {dt} has dimension {d} outside the query's columns"
+                                ))
+                            })
+                        })
+                        .collect::<Result<Vec<usize>>>()?;
+                    Ok((dt, dim_columns))
+                })
+                .collect::<Result<_>>()?,
             run_names: &run_names,
             // Find-first across several collections needs every candidate
             // of a row in one reader.
