@@ -72,6 +72,24 @@ pub(crate) fn data_id_value_ref(v: &DataIdValue) -> ToSqlOutput<'_> {
     }
 }
 
+/// The dataset table's record columns (path, formatter, size, checksum) of
+/// a dataset, NULL for one without a file; in the order of
+/// [`RECORD_COLUMNS`].
+pub(crate) fn record_params(stored: Option<&DatastoreRecord>) -> [ToSqlOutput<'_>; 4] {
+    match stored {
+        Some(r) => [
+            ToSqlOutput::Borrowed(ValueRef::Text(r.path.as_bytes())),
+            ToSqlOutput::Borrowed(ValueRef::Text(r.formatter.as_bytes())),
+            ToSqlOutput::Borrowed(ValueRef::Integer(r.size.min(i64::MAX as u64) as i64)),
+            ToSqlOutput::Borrowed(ValueRef::Text(r.checksum.as_bytes())),
+        ],
+        None => std::array::from_fn(|_| ToSqlOutput::Borrowed(ValueRef::Null)),
+    }
+}
+
+/// The dataset table's datastore-record columns, as [`record_params`] binds them.
+pub(crate) const RECORD_COLUMNS: &str = "path, formatter, size, checksum";
+
 impl Registry {
     /// Registers a dataset type; an identical existing definition is a no-op
     /// (`false`), a conflicting one an error naming both.
@@ -163,7 +181,7 @@ impl Registry {
         let dims = &dt.dimensions.names;
         let skip = on_conflict == OnConflict::SkipExistingId;
         let insert_sql = format!(
-            "INSERT INTO dataset (id, dataset_type_id, run_id, data_id, ingest_date, path, formatter, size, checksum{}) \
+            "INSERT INTO dataset (id, dataset_type_id, run_id, data_id, ingest_date, {RECORD_COLUMNS}{}) \
              VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?{}){}",
             dims.iter().map(|d| format!(", {}", quote(d))).collect::<String>(),
             ", ?".repeat(dims.len()),
@@ -183,25 +201,7 @@ impl Registry {
                     params.push(ToSqlOutput::Borrowed(ValueRef::Integer(run_record.id)));
                     params.push(ToSqlOutput::Borrowed(ValueRef::Text(key.as_bytes())));
                     params.push(ToSqlOutput::Borrowed(ValueRef::Text(now.as_bytes())));
-                    match &dataset.stored {
-                        Some(stored) => {
-                            params.push(ToSqlOutput::Borrowed(ValueRef::Text(
-                                stored.path.as_bytes(),
-                            )));
-                            params.push(ToSqlOutput::Borrowed(ValueRef::Text(
-                                stored.formatter.as_bytes(),
-                            )));
-                            params.push(ToSqlOutput::Borrowed(ValueRef::Integer(
-                                stored.size.min(i64::MAX as u64) as i64,
-                            )));
-                            params.push(ToSqlOutput::Borrowed(ValueRef::Text(
-                                stored.checksum.as_bytes(),
-                            )));
-                        }
-                        None => params.extend(
-                            std::iter::repeat_n(ValueRef::Null, 4).map(ToSqlOutput::Borrowed),
-                        ),
-                    }
+                    params.extend(record_params(dataset.stored.as_ref()));
                     params.extend(data_id.iter().map(|(_, v)| data_id_value_ref(v)));
                     let changed = insert
                         .execute(rusqlite::params_from_iter(params.iter()))

@@ -19,7 +19,9 @@ use rusqlite::types::{ToSqlOutput, Value as SqlValue, ValueRef};
 use rusqlite::OptionalExtension;
 use serde::Serialize;
 
-use crate::datasets::{data_id_value_ref, uuid_from_blob, DatastoreRecord};
+use crate::datasets::{
+    data_id_value_ref, record_params, uuid_from_blob, DatastoreRecord, RECORD_COLUMNS,
+};
 use crate::error::{RegistryError, Result};
 use crate::registry::Registry;
 use crate::schema::{quote, record_exists_query};
@@ -365,10 +367,7 @@ impl BatchWriter<'_, '_> {
                         params.push(int(self.run_id));
                         params.push(ToSqlOutput::Owned(SqlValue::Text(data_id.canonical_key())));
                         params.push(opt_text(&q.execution.finished));
-                        params.push(text(&o.stored.path));
-                        params.push(text(&o.stored.formatter));
-                        params.push(int(o.stored.size.min(i64::MAX as u64) as i64));
-                        params.push(text(&o.stored.checksum));
+                        params.extend(record_params(Some(&o.stored)));
                         // Standardizing only checked and reordered, so the
                         // caller's values can be bound without copies.
                         for dim in &t.dataset_type.dimensions.names {
@@ -851,7 +850,7 @@ impl Registry {
                 let dims = &dt.dimensions.names;
                 let head = format!(
                     "INSERT INTO dataset (id, dataset_type_id, run_id, data_id, ingest_date, \
-                     path, formatter, size, checksum{})",
+                     {RECORD_COLUMNS}{})",
                     dims.iter()
                         .map(|d| format!(", {}", quote(d)))
                         .collect::<String>(),
