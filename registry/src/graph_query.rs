@@ -543,7 +543,7 @@ impl Registry {
         // first input's UUID, each part read on its own read-only connection
         // in its own thread: SQLite runs one statement on one core, and at a
         // million quanta this statement is most of preflight's time.
-        let parts = self.graph_query_parts(&read, &search_path, &input_dims, min_rows_per_part)?;
+        let parts = self.graph_query_parts(&search_path, &input_dims, min_rows_per_part)?;
         let joiner = if builder.conditions.is_empty() {
             " WHERE"
         } else {
@@ -598,13 +598,13 @@ impl Registry {
     /// the first input for threads to pay off.
     fn graph_query_parts(
         &self,
-        read: &RowReader<'_>,
         search_path: &[crate::collections::CollectionRecord],
         input_dims: &[(String, quanta_core::DatasetType, Vec<SqlValue>)],
         min_rows_per_part: i64,
     ) -> Result<usize> {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        if read.dedupe || search_path.len() != 1 || input_dims.is_empty() || cores < 2 {
+        // One collection: find-first never has to compare rows across parts.
+        if search_path.len() != 1 || input_dims.is_empty() || cores < 2 {
             return Ok(1);
         }
         let (_, _, first_params) = &input_dims[0];
