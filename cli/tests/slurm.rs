@@ -64,7 +64,19 @@ fn reference_pipeline() -> Value {
     })
 }
 
+/// A reference repo of `n_exp` × `n_det` and its bundle, one cluster per
+/// exposure.
 fn preflight(dir: &Path, n_exp: usize, n_det: usize, pipeline: &Path) -> (PathBuf, PathBuf) {
+    preflight_clustered(dir, n_exp, n_det, pipeline, "instrument,exposure")
+}
+
+fn preflight_clustered(
+    dir: &Path,
+    n_exp: usize,
+    n_det: usize,
+    pipeline: &Path,
+    cluster_by: &str,
+) -> (PathBuf, PathBuf) {
     let repo = make_reference_repo(dir, n_exp, n_det);
     let bundle = dir.join("campaign.qb");
     ok(&[
@@ -77,7 +89,7 @@ fn preflight(dir: &Path, n_exp: usize, n_det: usize, pipeline: &Path) -> (PathBu
         "--output-run",
         RUN,
         "--cluster-by",
-        "instrument,exposure",
+        cluster_by,
         "--bundle",
         s(&bundle),
     ]);
@@ -489,24 +501,9 @@ fn clusters_reading_other_clusters_wait_for_them() {
     }
     let dir = tempfile::tempdir().unwrap();
     let p = pipeline(dir.path(), &BTreeMap::new());
-    let repo = make_reference_repo(dir.path(), 3, 2);
-    let bundle = dir.path().join("campaign.qb");
     // Per detector: isr + characterize of one (exposure, detector) in one
     // cluster, each summarize in a cluster that reads two of them.
-    ok(&[
-        "preflight",
-        s(&repo),
-        "--pipeline",
-        s(&p),
-        "--input",
-        "Cam/raw",
-        "--output-run",
-        RUN,
-        "--cluster-by",
-        "instrument,exposure,detector",
-        "--bundle",
-        s(&bundle),
-    ]);
+    let (repo, bundle) = preflight_clustered(dir.path(), 3, 2, &p, "instrument,exposure,detector");
     ok(&[
         "submit",
         s(&bundle),
@@ -540,22 +537,7 @@ fn clusters_reading_other_clusters_wait_for_them() {
 fn htcondor_dry_run_matches_the_golden_files() {
     let dir = tempfile::tempdir().unwrap();
     let p = pipeline(dir.path(), &BTreeMap::new());
-    let repo = make_reference_repo(dir.path(), 2, 2);
-    let bundle = dir.path().join("campaign.qb");
-    ok(&[
-        "preflight",
-        s(&repo),
-        "--pipeline",
-        s(&p),
-        "--input",
-        "Cam/raw",
-        "--output-run",
-        RUN,
-        "--cluster-by",
-        "instrument,exposure,detector",
-        "--bundle",
-        s(&bundle),
-    ]);
+    let (repo, bundle) = preflight_clustered(dir.path(), 2, 2, &p, "instrument,exposure,detector");
     let out = dir.path().join("dag");
     ok(&[
         "submit",
