@@ -26,7 +26,7 @@
 
 use std::borrow::Cow;
 use std::fs::{File, OpenOptions};
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -104,6 +104,32 @@ pub enum JournalRecord {
         error: Option<String>,
         log_tail: Vec<String>,
     },
+}
+
+impl JournalRecord {
+    /// The quantum's index in the bundle.
+    pub fn quantum(&self) -> u32 {
+        match self {
+            JournalRecord::Started { quantum, .. } | JournalRecord::Finished { quantum, .. } => {
+                *quantum
+            }
+        }
+    }
+
+    pub fn quantum_id(&self) -> Uuid {
+        match self {
+            JournalRecord::Started { quantum_id, .. }
+            | JournalRecord::Finished { quantum_id, .. } => *quantum_id,
+        }
+    }
+
+    pub fn attempt(&self) -> u32 {
+        match self {
+            JournalRecord::Started { attempt, .. } | JournalRecord::Finished { attempt, .. } => {
+                *attempt
+            }
+        }
+    }
 }
 
 /// What [`read_journal`] found.
@@ -210,82 +236,287 @@ fn decode_record(payload: &[u8]) -> Result<JournalRecord, String> {
     }
 }
 
-/// The valid prefix of a journal and, if it does not reach the end, why.
-struct Scan {
-    header: JournalHeader,
-    records: Vec<JournalRecord>,
-    valid_end: usize,
-    damage: Option<Damage>,
-}
-
+/// Where reading stopped before the end of a journal, and why.
 struct Damage {
     offset: usize,
     detail: String,
     /// Offset of the first valid record after the damage, if any.
     valid_after: Option<usize>,
+    /// The length of the whole file, read to the end to look for
+    /// `valid_after`.
+    file_len: usize,
 }
 
-fn scan(path: &Path, bytes: &[u8]) -> Result<Scan, JournalError> {
-    let not_journal = |reason: String| JournalError::NotAJournal {
-        path: path.to_path_buf(),
-        reason,
-    };
-    if bytes.is_empty() {
-        return Err(not_journal("the file is empty".into()));
-    }
-    let (payload, mut off) =
-        record_at(bytes, 0).map_err(|d| not_journal(format!("first record: {d}")))?;
-    // Magic and version first, so a newer journal is reported as such even
-    // if its header no longer decodes as this version's.
-    let prefix: HeaderPrefix = postcard::take_from_bytes(payload)
-        .map(|(p, _)| p)
-        .map_err(|_| not_journal("the first record is not a journal header".into()))?;
-    if prefix.magic != MAGIC {
-        return Err(not_journal(
-            "the first record lacks the journal magic".into(),
-        ));
-    }
-    if prefix.format_version != JOURNAL_FORMAT_VERSION {
-        return Err(JournalError::UnsupportedVersion {
-            path: path.to_path_buf(),
-            found: prefix.format_version,
-            supported: JOURNAL_FORMAT_VERSION,
-        });
-    }
-    let hp: HeaderPayload = match postcard::take_from_bytes(payload) {
-        Ok((h, [])) => h,
-        Ok(_) | Err(_) => return Err(not_journal("the journal header does not decode".into())),
-    };
-    let mut records = Vec::new();
-    let mut damage = None;
-    while off < bytes.len() {
-        match record_at(bytes, off).and_then(|(p, next)| Ok((decode_record(p)?, next))) {
-            Ok((r, next)) => {
-                records.push(r);
-                off = next;
-            }
-            Err(detail) => {
-                let valid_after = (off + 1..bytes.len())
-                    .find(|&o| record_at(bytes, o).is_ok_and(|(p, _)| decode_record(p).is_ok()));
-                damage = Some(Damage {
-                    offset: off,
-                    detail,
-                    valid_after,
-                });
-                break;
-            }
+/// How much of a journal [`JournalReader`] holds at a time; a larger record
+/// grows the buffer to fit it.
+const READ_BUFFER_LEN: usize = 1 << 20;
+
+enum ReadState {
+    Reading,
+    /// Every record up to the end of the file was whole and valid.
+    End,
+    Damaged(Damage),
+}
+
+/// The bytes of a journal file behind a bounded buffer.
+struct Source {
+    path: PathBuf,
+    file: File,
+    buf: Vec<u8>,
+    /// `buf[start..end]` is read but not yet consumed.
+    start: usize,
+    end: usize,
+    /// File offset of `buf[start]`: after the last whole valid record.
+    offset: usize,
+    eof: bool,
+}
+
+impl Source {
+    fn not_journal(&self, reason: String) -> JournalError {
+        JournalError::NotAJournal {
+            path: self.path.clone(),
+            reason,
         }
     }
-    Ok(Scan {
-        header: hp.header.into_owned(),
-        records,
-        valid_end: off,
-        damage,
-    })
+
+    fn io_error(&self, source: std::io::Error) -> JournalError {
+        JournalError::Io {
+            path: self.path.clone(),
+            what: "reading".into(),
+            source,
+        }
+    }
+
+    /// Makes at least `want` unconsumed bytes available, unless the file
+    /// ends first.
+    fn fill(&mut self, want: usize) -> Result<(), JournalError> {
+        if self.end - self.start >= want || self.eof {
+            return Ok(());
+        }
+        if self.start > 0 {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        if self.buf.len() < want {
+            self.buf.resize(want, 0);
+        }
+        while self.end < want {
+            match self.file.read(&mut self.buf[self.end..]) {
+                Ok(0) => {
+                    self.eof = true;
+                    break;
+                }
+                Ok(n) => self.end += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(self.io_error(e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether the file ends at the current offset.
+    fn at_end(&mut self) -> Result<bool, JournalError> {
+        self.fill(1)?;
+        Ok(self.end == self.start)
+    }
+
+    /// The length of the whole valid record at the current offset (its
+    /// payload is [`Source::payload`]), or why there is none. [`record_at`]
+    /// sees the rest of the file whenever a record is not whole in the
+    /// buffer, so its verdicts and messages are those of a whole-file read.
+    fn next_frame(&mut self) -> Result<Result<usize, String>, JournalError> {
+        self.fill(RECORD_HEADER_LEN)?;
+        let avail = &self.buf[self.start..self.end];
+        if avail.len() >= RECORD_HEADER_LEN {
+            let mut len4 = [0u8; 4];
+            len4.copy_from_slice(&avail[..4]);
+            let len = u32::from_le_bytes(len4);
+            if len != 0 && len <= MAX_RECORD_LEN {
+                self.fill(RECORD_HEADER_LEN + len as usize)?;
+            }
+        }
+        Ok(record_at(&self.buf[self.start..self.end], 0).map(|(_, next)| next))
+    }
+
+    fn payload(&self, len: usize) -> &[u8] {
+        &self.buf[self.start + RECORD_HEADER_LEN..self.start + len]
+    }
+
+    fn consume(&mut self, len: usize) {
+        self.start += len;
+        self.offset += len;
+    }
+
+    fn read_header(&mut self) -> Result<JournalHeader, JournalError> {
+        if self.at_end()? {
+            return Err(self.not_journal("the file is empty".into()));
+        }
+        let len = self
+            .next_frame()?
+            .map_err(|d| self.not_journal(format!("first record: {d}")))?;
+        let payload = self.payload(len);
+        // Magic and version first, so a newer journal is reported as such
+        // even if its header no longer decodes as this version's.
+        let prefix: HeaderPrefix = postcard::take_from_bytes(payload)
+            .map(|(p, _)| p)
+            .map_err(|_| self.not_journal("the first record is not a journal header".into()))?;
+        if prefix.magic != MAGIC {
+            return Err(self.not_journal("the first record lacks the journal magic".into()));
+        }
+        if prefix.format_version != JOURNAL_FORMAT_VERSION {
+            return Err(JournalError::UnsupportedVersion {
+                path: self.path.clone(),
+                found: prefix.format_version,
+                supported: JOURNAL_FORMAT_VERSION,
+            });
+        }
+        let header = match postcard::take_from_bytes::<HeaderPayload>(payload) {
+            Ok((h, [])) => h.header.into_owned(),
+            Ok(_) | Err(_) => {
+                return Err(self.not_journal("the journal header does not decode".into()))
+            }
+        };
+        self.consume(len);
+        Ok(header)
+    }
+
+    /// Reads the rest of the file to say whether valid records follow the
+    /// damage at the current offset (rare, so holding the rest in memory is
+    /// fine).
+    fn damage(&mut self, detail: String) -> Result<Damage, JournalError> {
+        let mut rest = std::mem::take(&mut self.buf);
+        rest.truncate(self.end);
+        rest.drain(..self.start);
+        if !self.eof {
+            self.file
+                .read_to_end(&mut rest)
+                .map_err(|e| self.io_error(e))?;
+            self.eof = true;
+        }
+        self.start = 0;
+        self.end = 0;
+        let valid_after = (1..rest.len())
+            .find(|&o| record_at(&rest, o).is_ok_and(|(p, _)| decode_record(p).is_ok()))
+            .map(|o| self.offset + o);
+        Ok(Damage {
+            offset: self.offset,
+            detail,
+            valid_after,
+            file_len: self.offset + rest.len(),
+        })
+    }
 }
 
-fn damage_warning(path: &Path, len: usize, d: &Damage) -> String {
-    let ignored = len - d.offset;
+/// Reads a journal record by record from a bounded buffer, so a reader that
+/// keeps only some of the records never holds the file or every record at
+/// once. Yields exactly the records [`read_journal`] returns, in file order,
+/// then reports a torn or damaged tail the same way.
+pub struct JournalReader {
+    source: Source,
+    header: JournalHeader,
+    state: ReadState,
+}
+
+impl std::fmt::Debug for JournalReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JournalReader")
+            .field("path", &self.source.path)
+            .field("offset", &self.source.offset)
+            .field("header", &self.header)
+            .finish_non_exhaustive()
+    }
+}
+
+impl JournalReader {
+    /// Opens a journal and reads its header. A file whose first record is
+    /// not a valid journal header is an error naming it.
+    pub fn open(path: &Path) -> Result<JournalReader, JournalError> {
+        Self::open_with_buffer(path, READ_BUFFER_LEN)
+    }
+
+    fn open_with_buffer(path: &Path, buffer_len: usize) -> Result<JournalReader, JournalError> {
+        let file = File::open(path).map_err(|source| JournalError::Io {
+            path: path.to_path_buf(),
+            what: "reading".into(),
+            source,
+        })?;
+        let mut source = Source {
+            path: path.to_path_buf(),
+            file,
+            buf: vec![0; buffer_len.max(RECORD_HEADER_LEN)],
+            start: 0,
+            end: 0,
+            offset: 0,
+            eof: false,
+        };
+        let header = source.read_header()?;
+        Ok(JournalReader {
+            source,
+            header,
+            state: ReadState::Reading,
+        })
+    }
+
+    pub fn header(&self) -> &JournalHeader {
+        &self.header
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.source.path
+    }
+
+    /// The next record, or `None` at the end of the valid records (see
+    /// [`JournalReader::torn_tail`] for why they ended). Errors only when
+    /// the file cannot be read.
+    pub fn next_record(&mut self) -> Result<Option<JournalRecord>, JournalError> {
+        if !matches!(self.state, ReadState::Reading) {
+            return Ok(None);
+        }
+        let src = &mut self.source;
+        if src.at_end()? {
+            self.state = ReadState::End;
+            src.buf = Vec::new();
+            return Ok(None);
+        }
+        let detail = match src.next_frame()? {
+            Ok(len) => match decode_record(src.payload(len)) {
+                Ok(record) => {
+                    src.consume(len);
+                    return Ok(Some(record));
+                }
+                Err(detail) => detail,
+            },
+            Err(detail) => detail,
+        };
+        self.state = ReadState::Damaged(src.damage(detail)?);
+        Ok(None)
+    }
+
+    /// The file offset just past the last record read: where the valid
+    /// prefix ends once [`JournalReader::next_record`] returned `None`.
+    fn valid_end(&self) -> usize {
+        self.source.offset
+    }
+
+    /// After [`JournalReader::next_record`] returned `None`: why the
+    /// records ended before the end of the file, for the caller to log;
+    /// `None` if the file ended on a whole record (or reading is not over).
+    pub fn torn_tail(&self) -> Option<String> {
+        match &self.state {
+            ReadState::Damaged(d) => Some(damage_warning(&self.source.path, d)),
+            ReadState::Reading | ReadState::End => None,
+        }
+    }
+
+    /// Consumes the reader, giving its header.
+    pub fn into_header(self) -> JournalHeader {
+        self.header
+    }
+}
+
+fn damage_warning(path: &Path, d: &Damage) -> String {
+    let ignored = d.file_len - d.offset;
     match d.valid_after {
         None => format!(
             "journal {}: ignored a torn tail at byte {} ({}; {ignored} bytes)",
@@ -306,19 +537,18 @@ fn damage_warning(path: &Path, len: usize, d: &Damage) -> String {
 /// [`JournalContents::torn_tail`], never as an error; a file whose first
 /// record is not a valid journal header is an error.
 pub fn read_journal(path: &Path) -> Result<JournalContents, JournalError> {
-    let bytes = std::fs::read(path).map_err(|source| JournalError::Io {
-        path: path.to_path_buf(),
-        what: "reading".into(),
-        source,
-    })?;
-    let s = scan(path, &bytes)?;
-    let torn_tail = s
-        .damage
-        .as_ref()
-        .map(|d| damage_warning(path, bytes.len(), d));
+    read_all(JournalReader::open(path)?)
+}
+
+fn read_all(mut reader: JournalReader) -> Result<JournalContents, JournalError> {
+    let mut records = Vec::new();
+    while let Some(r) = reader.next_record()? {
+        records.push(r);
+    }
+    let torn_tail = reader.torn_tail();
     Ok(JournalContents {
-        header: s.header,
-        records: s.records,
+        header: reader.into_header(),
+        records,
         torn_tail,
     })
 }
@@ -436,14 +666,21 @@ impl JournalWriter {
             what: what.to_string(),
             source,
         };
-        let bytes = std::fs::read(path).map_err(|e| io("reading", e))?;
-        let s = scan(path, &bytes)?;
+        // Only the valid prefix matters here, not the records.
+        let mut reader = JournalReader::open(path)?;
+        while reader.next_record()?.is_some() {}
+        let valid_end = reader.valid_end();
+        let recovered = reader.torn_tail();
+        let JournalReader { header, state, .. } = reader;
+        let damage = match state {
+            ReadState::Damaged(d) => Some(d),
+            ReadState::Reading | ReadState::End => None,
+        };
         let file = OpenOptions::new()
             .append(true)
             .open(path)
             .map_err(|e| io("opening for append", e))?;
-        let mut recovered = None;
-        if let Some(d) = &s.damage {
+        if let Some(d) = &damage {
             if d.valid_after.is_some() {
                 return Err(JournalError::DamagedMiddle {
                     path: path.to_path_buf(),
@@ -451,17 +688,16 @@ impl JournalWriter {
                     detail: d.detail.clone(),
                 });
             }
-            file.set_len(s.valid_end as u64)
+            file.set_len(valid_end as u64)
                 .map_err(|e| io("truncating the torn tail", e))?;
             file.sync_all()
                 .map_err(|e| io("syncing after truncating", e))?;
-            recovered = Some(damage_warning(path, bytes.len(), d));
         }
         Ok(JournalWriter {
             path: path.to_path_buf(),
             file,
-            header: s.header,
-            end: s.valid_end as u64,
+            header,
+            end: valid_end as u64,
             sync: false,
             poisoned: false,
             recovered,
@@ -622,6 +858,22 @@ mod tests {
         }
     }
 
+    /// Reads `path` with the default buffer and with buffers smaller than
+    /// a record, so records straddle refills; all must agree, warnings and
+    /// errors included.
+    fn read_checked(path: &Path) -> Result<JournalContents, JournalError> {
+        let whole = read_journal(path);
+        for len in [1, 5, 13, 40] {
+            let small = JournalReader::open_with_buffer(path, len).and_then(read_all);
+            match (&whole, &small) {
+                (Ok(a), Ok(b)) => assert_eq!(a, b, "buffer {len}"),
+                (Err(a), Err(b)) => assert_eq!(a.to_string(), b.to_string(), "buffer {len}"),
+                _ => panic!("buffer {len}: {whole:?} vs {small:?}"),
+            }
+        }
+        whole
+    }
+
     fn sample(dir: &Path) -> (PathBuf, Vec<JournalRecord>) {
         let path = dir.join("w-007.journal");
         let recs = vec![
@@ -642,7 +894,7 @@ mod tests {
     fn round_trip_every_record_kind() {
         let dir = tempfile::tempdir().unwrap();
         let (path, recs) = sample(dir.path());
-        let c = read_journal(&path).unwrap();
+        let c = read_checked(&path).unwrap();
         assert_eq!(c.header, header());
         assert_eq!(c.records, recs);
         assert_eq!(c.torn_tail, None);
@@ -672,7 +924,7 @@ mod tests {
         let cut_file = OpenOptions::new().write(true).open(&path).unwrap();
         for cut in (0..full.len()).rev() {
             cut_file.set_len(cut as u64).unwrap();
-            let r = read_journal(&path);
+            let r = read_checked(&path);
             if cut < header_end {
                 assert!(
                     matches!(r, Err(JournalError::NotAJournal { .. })),
@@ -705,7 +957,7 @@ mod tests {
         let f = OpenOptions::new().write(true).open(&path).unwrap();
         for pos in 0..full.len() {
             f.write_all_at(&[full[pos] ^ 0x40], pos as u64).unwrap();
-            let r = read_journal(&path);
+            let r = read_checked(&path);
             f.write_all_at(&full[pos..=pos], pos as u64).unwrap();
             match r {
                 Err(JournalError::NotAJournal { .. }) => assert!(pos < header_end, "pos {pos}"),
@@ -729,7 +981,7 @@ mod tests {
         let (_, r1) = record_at(&bytes, h).unwrap();
         bytes[r1 + RECORD_HEADER_LEN + 2] ^= 1; // payload of the second record
         std::fs::write(&path, &bytes).unwrap();
-        let c = read_journal(&path).unwrap();
+        let c = read_checked(&path).unwrap();
         assert_eq!(c.records, recs[..1]);
         let w = c.torn_tail.unwrap();
         assert!(
@@ -775,6 +1027,34 @@ mod tests {
     }
 
     #[test]
+    fn the_reader_streams_records_and_reports_the_tail_after_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, recs) = sample(dir.path());
+        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+        f.write_all(&[9, 0, 0]).unwrap();
+        drop(f);
+        let mut r = JournalReader::open_with_buffer(&path, 16).unwrap();
+        assert_eq!(r.header(), &header());
+        let mut got = vec![];
+        while let Some(rec) = r.next_record().unwrap() {
+            // Nothing to report before the end is reached.
+            assert_eq!(r.torn_tail(), None);
+            got.push(rec);
+        }
+        assert_eq!(got, recs);
+        let w = r.torn_tail().unwrap();
+        assert!(w.contains("partial record header (3 of 12 bytes)"), "{w}");
+        assert!(r.next_record().unwrap().is_none());
+        assert_eq!(
+            got.iter()
+                .map(|r| (r.quantum(), r.attempt()))
+                .collect::<Vec<_>>(),
+            vec![(0, 1), (0, 1), (1, 1), (1, 1), (2, 1)]
+        );
+        assert_eq!(got[3].quantum_id(), Uuid::from_u128(1001));
+    }
+
+    #[test]
     fn not_a_journal_is_an_error() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("x.journal");
@@ -784,7 +1064,7 @@ mod tests {
             &frame(b"not a header"),
         ] {
             std::fs::write(&p, content).unwrap();
-            let e = read_journal(&p).unwrap_err();
+            let e = read_checked(&p).unwrap_err();
             assert!(matches!(e, JournalError::NotAJournal { .. }), "{e}");
             assert!(e.to_string().contains("x.journal"), "{e}");
             assert!(JournalWriter::open_append(&p).is_err());

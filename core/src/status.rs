@@ -13,14 +13,24 @@
 //!   makes the quantum running (or crashed: a journal cannot tell a live
 //!   worker from a killed one; a rerun treats it as not done);
 //! - no record at all: pending.
+//!
+//! The fold reads journals in parallel, each into its own partial fold, then
+//! combines the partials in journal file order. Combining is exact: per
+//! quantum the rules above keep the latest start of the highest attempt and
+//! the first success (else the latest finish of the highest attempt), which
+//! is the same whether the records are applied one by one or journal by
+//! journal, so the result never depends on thread timing.
 
 use std::collections::BTreeMap;
+use std::ops::Index;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
+use rayon::prelude::*;
 use serde::Serialize;
 use uuid::Uuid;
 
-use crate::journal::{list_journals, read_journal, JournalError, JournalRecord, QuantumStatus};
+use crate::journal::{list_journals, JournalError, JournalReader, JournalRecord, QuantumStatus};
 
 /// The state of one quantum according to the journals.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -82,15 +92,219 @@ pub struct QuantumProgress {
     pub finished: Option<JournalRecord>,
     /// The latest `Started` record, if any.
     pub started: Option<JournalRecord>,
-    /// The journal holding the deciding record.
-    pub journal: PathBuf,
+    /// The journal holding the deciding record (the first record while
+    /// none decides). Shared by every quantum of that journal.
+    pub journal: Arc<Path>,
+}
+
+/// Where a quantum's progress lives in [`QuantumTable::chunks`]: chunk + 1
+/// in the high half, position in the low half; 0 when it has no records,
+/// so the table of a bundle starts as zeroed memory the OS provides lazily.
+type Slot = u64;
+
+const ABSENT: Slot = 0;
+
+fn slot(chunk: usize, pos: usize) -> Slot {
+    // Chunks hold the quanta of a bundle, whose indices are u32: there are
+    // fewer than u32::MAX of them, and `pos` is below BLOCK.
+    ((chunk as u64 + 1) << 32) | pos as u64
+}
+
+fn unslot(slot: Slot) -> Option<(usize, usize)> {
+    let chunk = (slot >> 32) as usize;
+    (chunk > 0).then(|| (chunk - 1, (slot & u64::from(u32::MAX)) as usize))
+}
+
+/// Entries per block of [`Blocks`]: large enough that allocations are few,
+/// small enough that a block is a modest allocation.
+const BLOCK: usize = 4096;
+
+/// Progress entries in blocks of [`BLOCK`], so that growing never moves the
+/// entries already there (a quantum's progress is a few hundred bytes, and
+/// a growing `Vec` of them copies and touches fresh memory at every
+/// doubling). Only the first block grows, so a small journal costs little.
+#[derive(Debug, Default)]
+struct Blocks {
+    blocks: Vec<Vec<QuantumProgress>>,
+    len: usize,
+}
+
+impl Blocks {
+    fn push(&mut self, entry: QuantumProgress) {
+        match self.blocks.last_mut() {
+            Some(last) if last.len() < BLOCK => last.push(entry),
+            _ => {
+                let mut block = if self.blocks.is_empty() {
+                    Vec::new()
+                } else {
+                    Vec::with_capacity(BLOCK)
+                };
+                block.push(entry);
+                self.blocks.push(block);
+            }
+        }
+        self.len += 1;
+    }
+
+    fn get_mut(&mut self, pos: usize) -> &mut QuantumProgress {
+        &mut self.blocks[pos / BLOCK][pos % BLOCK]
+    }
+}
+
+/// Per-quantum progress by quantum index: a lookup of 8 bytes per quantum
+/// of the bundle, and the progress itself only for quanta with records, in
+/// the blocks the parallel fold of each journal produced (no per-quantum
+/// allocation, no copy when combining). Iterates in index order, like the
+/// map it replaces.
+#[derive(Debug, Clone, Default)]
+pub struct QuantumTable {
+    slots: Vec<Slot>,
+    chunks: Vec<Vec<QuantumProgress>>,
+    len: usize,
+}
+
+impl QuantumTable {
+    fn with_quanta(n_quanta: usize) -> Self {
+        QuantumTable {
+            slots: vec![ABSENT; n_quanta],
+            chunks: Vec::new(),
+            len: 0,
+        }
+    }
+
+    fn at(&self, slot: Slot) -> Option<&QuantumProgress> {
+        let (chunk, pos) = unslot(slot)?;
+        self.chunks.get(chunk).and_then(|c| c.get(pos))
+    }
+
+    /// The progress of quantum `index`; `None` if it has no records
+    /// (pending) or is outside the bundle.
+    pub fn get(&self, index: &u32) -> Option<&QuantumProgress> {
+        let slot = *self.slots.get(*index as usize)?;
+        self.at(slot)
+    }
+
+    pub fn contains_key(&self, index: &u32) -> bool {
+        self.get(index).is_some()
+    }
+
+    /// The number of quanta with records.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Quanta with records and their progress, in index order.
+    pub fn iter(&self) -> QuantumTableIter<'_> {
+        QuantumTableIter {
+            table: self,
+            next: 0,
+        }
+    }
+
+    /// The indices of quanta with records, in order.
+    pub fn keys(&self) -> impl Iterator<Item = u32> + '_ {
+        self.iter().map(|(i, _)| i)
+    }
+
+    /// The progress of quanta with records, in index order.
+    pub fn values(&self) -> impl Iterator<Item = &QuantumProgress> + '_ {
+        self.iter().map(|(_, p)| p)
+    }
+
+    /// Adds one journal's partial fold (entry `k` is quantum `indices[k]`,
+    /// each index once), combining entries of quanta already present, which
+    /// come from earlier journals.
+    fn absorb(&mut self, entries: Blocks, indices: Vec<u32>) {
+        debug_assert_eq!(entries.len, indices.len());
+        let seen_before = indices.iter().any(|&i| self.slots[i as usize] != ABSENT);
+        if !seen_before {
+            // The common case (each quantum run by one worker): the blocks
+            // are kept as they are.
+            let base = self.chunks.len();
+            for (k, &index) in indices.iter().enumerate() {
+                self.slots[index as usize] = slot(base + k / BLOCK, k % BLOCK);
+            }
+            self.len += entries.len;
+            self.chunks.extend(entries.blocks);
+            return;
+        }
+        // Reruns: entries of quanta seen before are combined into theirs
+        // and the rest kept, in fresh blocks so none is left half empty.
+        let mut kept = Blocks::default();
+        let entries = entries.blocks.into_iter().flatten();
+        for (entry, index) in entries.zip(indices) {
+            let at = &mut self.slots[index as usize];
+            if *at == ABSENT {
+                *at = slot(self.chunks.len() + kept.len / BLOCK, kept.len % BLOCK);
+                kept.push(entry);
+            } else if let Some((chunk, pos)) = unslot(*at) {
+                combine(&mut self.chunks[chunk][pos], entry);
+            }
+        }
+        self.len += kept.len;
+        self.chunks.extend(kept.blocks);
+    }
+}
+
+impl PartialEq for QuantumTable {
+    fn eq(&self, other: &Self) -> bool {
+        self.len == other.len && self.iter().eq(other.iter())
+    }
+}
+
+impl Index<&u32> for QuantumTable {
+    type Output = QuantumProgress;
+
+    /// # Panics
+    /// If quantum `index` has no records, like a map's index.
+    fn index(&self, index: &u32) -> &QuantumProgress {
+        match self.get(index) {
+            Some(p) => p,
+            None => panic!("quantum {index} has no journal records"),
+        }
+    }
+}
+
+impl<'a> IntoIterator for &'a QuantumTable {
+    type Item = (u32, &'a QuantumProgress);
+    type IntoIter = QuantumTableIter<'a>;
+
+    fn into_iter(self) -> QuantumTableIter<'a> {
+        self.iter()
+    }
+}
+
+/// See [`QuantumTable::iter`].
+#[derive(Debug, Clone)]
+pub struct QuantumTableIter<'a> {
+    table: &'a QuantumTable,
+    next: usize,
+}
+
+impl<'a> Iterator for QuantumTableIter<'a> {
+    type Item = (u32, &'a QuantumProgress);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        while let Some(&slot) = self.table.slots.get(self.next) {
+            let index = self.next as u32;
+            self.next += 1;
+            if let Some(p) = self.table.at(slot) {
+                return Some((index, p));
+            }
+        }
+        None
+    }
 }
 
 /// The fold of every journal of one bundle.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct CampaignProgress {
     /// By quantum index; quanta without records are absent (pending).
-    pub quanta: BTreeMap<u32, QuantumProgress>,
+    pub quanta: QuantumTable,
     /// Journals written for another bundle (path, their bundle id): ignored.
     pub foreign_journals: Vec<(PathBuf, Uuid)>,
     /// Records naming a quantum index the bundle does not have.
@@ -127,79 +341,139 @@ impl CampaignProgress {
     }
 }
 
-fn attempt_of(r: &JournalRecord) -> u32 {
-    match r {
-        JournalRecord::Started { attempt, .. } | JournalRecord::Finished { attempt, .. } => {
-            *attempt
+/// One journal folded on its own.
+struct JournalFold {
+    path: PathBuf,
+    bundle_id: Uuid,
+    torn_tail: Option<String>,
+    /// Entry `k` is the progress of quantum `indices[k]`, in order of
+    /// first appearance.
+    entries: Blocks,
+    indices: Vec<u32>,
+    /// Out-of-range quantum indices, in record order.
+    unknown: Vec<u32>,
+}
+
+/// Folds one journal. `position` has one entry per quantum of the bundle
+/// (an index past its end is unknown) mapping a quantum index to its place
+/// in `entries`; it is trusted only where `indices` confirms it, so it needs
+/// no clearing between journals.
+fn fold_one(
+    path: PathBuf,
+    bundle_id: Uuid,
+    position: &mut [u32],
+) -> Result<JournalFold, JournalError> {
+    let mut reader = JournalReader::open(&path)?;
+    let own = reader.header().bundle_id == bundle_id;
+    let journal: Arc<Path> = Arc::from(path.as_path());
+    let mut entries = Blocks::default();
+    let mut indices: Vec<u32> = Vec::new();
+    let mut unknown = Vec::new();
+    // A foreign journal is still read to the end: its torn tail is reported
+    // like any other.
+    while let Some(record) = reader.next_record()? {
+        if !own {
+            continue;
         }
+        let index = record.quantum();
+        let Some(place) = position.get_mut(index as usize) else {
+            unknown.push(index);
+            continue;
+        };
+        let known = indices.get(*place as usize) == Some(&index);
+        if !known {
+            *place = indices.len() as u32;
+            indices.push(index);
+            entries.push(QuantumProgress {
+                state: QuantumState::Pending,
+                attempts: 0,
+                quantum_id: record.quantum_id(),
+                finished: None,
+                started: None,
+                journal: Arc::clone(&journal),
+            });
+        }
+        apply(entries.get_mut(*place as usize), record, &journal);
     }
+    Ok(JournalFold {
+        torn_tail: reader.torn_tail(),
+        bundle_id: reader.header().bundle_id,
+        path,
+        entries,
+        indices,
+        unknown,
+    })
 }
 
 /// Reads every journal in `dir` and folds them for the bundle `bundle_id`
 /// with `n_quanta` quanta. A journal that cannot be read at all (not a
-/// journal) is an error naming it; torn tails are warnings.
+/// journal) is an error naming it (the first such in file order); torn
+/// tails are warnings.
 pub fn fold_journals(
     dir: &Path,
     bundle_id: Uuid,
     n_quanta: usize,
 ) -> Result<CampaignProgress, JournalError> {
-    let mut progress = CampaignProgress::default();
-    for path in list_journals(dir)? {
-        let contents = read_journal(&path)?;
-        if let Some(warning) = &contents.torn_tail {
+    let paths = list_journals(dir)?;
+    // Zeroed scratch is allocated lazily by the OS: a thread touches only
+    // the pages of the quanta its journals name.
+    let folds: Vec<Result<JournalFold, JournalError>> = paths
+        .into_par_iter()
+        .map_init(
+            || vec![0u32; n_quanta],
+            |position, path| fold_one(path, bundle_id, position),
+        )
+        .collect();
+    let mut progress = CampaignProgress {
+        quanta: QuantumTable::with_quanta(n_quanta),
+        ..CampaignProgress::default()
+    };
+    for fold in folds {
+        let fold = fold?;
+        if let Some(warning) = &fold.torn_tail {
             progress
                 .warnings
-                .push(format!("{}: {warning}", path.display()));
+                .push(format!("{}: {warning}", fold.path.display()));
         }
-        progress.journals.push(path.clone());
-        if contents.header.bundle_id != bundle_id {
-            progress
-                .foreign_journals
-                .push((path, contents.header.bundle_id));
+        progress.journals.push(fold.path.clone());
+        if fold.bundle_id != bundle_id {
+            progress.foreign_journals.push((fold.path, fold.bundle_id));
             continue;
         }
-        for record in contents.records {
-            let (index, quantum_id) = match &record {
-                JournalRecord::Started {
-                    quantum,
-                    quantum_id,
-                    ..
-                }
-                | JournalRecord::Finished {
-                    quantum,
-                    quantum_id,
-                    ..
-                } => (*quantum, *quantum_id),
-            };
-            if index as usize >= n_quanta {
-                progress.unknown_quanta.push((path.clone(), index));
-                continue;
-            }
-            let entry = progress
-                .quanta
-                .entry(index)
-                .or_insert_with(|| QuantumProgress {
-                    state: QuantumState::Pending,
-                    attempts: 0,
-                    quantum_id,
-                    finished: None,
-                    started: None,
-                    journal: path.clone(),
-                });
-            apply(entry, record, &path);
-        }
+        progress
+            .unknown_quanta
+            .extend(fold.unknown.iter().map(|&i| (fold.path.clone(), i)));
+        progress.quanta.absorb(fold.entries, fold.indices);
     }
     Ok(progress)
 }
 
-fn apply(entry: &mut QuantumProgress, record: JournalRecord, path: &Path) {
+/// Combines `later`, the fold of a later journal, into `earlier`: the same
+/// as applying the later journal's records one by one, because only its
+/// deciding records can change the outcome (see the module doc).
+fn combine(earlier: &mut QuantumProgress, later: QuantumProgress) {
+    let QuantumProgress {
+        started,
+        finished,
+        journal,
+        ..
+    } = later;
+    if let Some(s) = started {
+        apply(earlier, s, &journal);
+    }
+    if let Some(f) = finished {
+        apply(earlier, f, &journal);
+    }
+}
+
+fn apply(entry: &mut QuantumProgress, record: JournalRecord, journal: &Arc<Path>) {
     match &record {
         JournalRecord::Started { attempt, .. } => {
             entry.attempts = entry.attempts.max(*attempt);
             let newer = entry
                 .started
                 .as_ref()
-                .is_none_or(|s| attempt_of(s) <= *attempt);
+                .is_none_or(|s| s.attempt() <= *attempt);
             if newer {
                 entry.started = Some(record);
             }
@@ -212,20 +486,22 @@ fn apply(entry: &mut QuantumProgress, record: JournalRecord, path: &Path) {
                 None => true,
                 Some(_) if already_succeeded => false,
                 Some(_) if *status == QuantumStatus::Succeeded => true,
-                Some(previous) => attempt_of(previous) <= *attempt,
+                Some(previous) => previous.attempt() <= *attempt,
             };
             if decides {
                 entry.state = (*status).into();
                 entry.finished = Some(record);
-                entry.journal = path.to_path_buf();
+                if !Arc::ptr_eq(&entry.journal, journal) {
+                    entry.journal = Arc::clone(journal);
+                }
             }
         }
     }
     // A start newer than the deciding finish means a rerun is under way (or
     // died); success is final whatever follows.
     if entry.state != QuantumState::Succeeded {
-        let last_start = entry.started.as_ref().map(attempt_of);
-        let last_finish = entry.finished.as_ref().map(attempt_of);
+        let last_start = entry.started.as_ref().map(JournalRecord::attempt);
+        let last_finish = entry.finished.as_ref().map(JournalRecord::attempt);
         if let Some(start) = last_start {
             if last_finish.is_none_or(|f| start > f) {
                 entry.state = QuantumState::Running;
@@ -239,7 +515,8 @@ fn apply(entry: &mut QuantumProgress, record: JournalRecord, path: &Path) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::journal::{JournalHeader, JournalWriter};
+    use crate::journal::{read_journal, JournalHeader, JournalWriter};
+    use std::io::Write;
 
     fn started(q: u32, attempt: u32) -> JournalRecord {
         JournalRecord::Started {
@@ -272,7 +549,7 @@ mod tests {
         }
     }
 
-    fn journal(dir: &Path, name: &str, bundle: Uuid, records: &[JournalRecord]) {
+    fn journal(dir: &Path, name: &str, bundle: Uuid, records: &[JournalRecord]) -> PathBuf {
         let header = JournalHeader {
             bundle_id: bundle,
             worker: name.into(),
@@ -280,9 +557,90 @@ mod tests {
             pid: 1,
             started_at: "t".into(),
         };
-        let mut w = JournalWriter::create(&dir.join(format!("{name}.journal")), &header).unwrap();
+        let path = dir.join(format!("{name}.journal"));
+        let mut w = JournalWriter::create_unsynced(&path, &header).unwrap();
         for r in records {
             w.append(r).unwrap();
+        }
+        path
+    }
+
+    fn with_id(mut r: JournalRecord, id: Uuid) -> JournalRecord {
+        match &mut r {
+            JournalRecord::Started { quantum_id, .. }
+            | JournalRecord::Finished { quantum_id, .. } => *quantum_id = id,
+        }
+        r
+    }
+
+    /// The fold as it was before it went parallel: every record applied in
+    /// journal order, one at a time. The parallel fold must equal it.
+    fn reference_fold(dir: &Path, bundle_id: Uuid, n_quanta: usize) -> CampaignProgress {
+        let mut progress = CampaignProgress::default();
+        let mut quanta: BTreeMap<u32, QuantumProgress> = BTreeMap::new();
+        for path in list_journals(dir).unwrap() {
+            let contents = read_journal(&path).unwrap();
+            if let Some(warning) = &contents.torn_tail {
+                progress
+                    .warnings
+                    .push(format!("{}: {warning}", path.display()));
+            }
+            progress.journals.push(path.clone());
+            if contents.header.bundle_id != bundle_id {
+                progress
+                    .foreign_journals
+                    .push((path, contents.header.bundle_id));
+                continue;
+            }
+            let journal: Arc<Path> = Arc::from(path.as_path());
+            for record in contents.records {
+                let index = record.quantum();
+                if index as usize >= n_quanta {
+                    progress.unknown_quanta.push((path.clone(), index));
+                    continue;
+                }
+                let entry = quanta.entry(index).or_insert_with(|| QuantumProgress {
+                    state: QuantumState::Pending,
+                    attempts: 0,
+                    quantum_id: record.quantum_id(),
+                    finished: None,
+                    started: None,
+                    journal: journal.clone(),
+                });
+                apply(entry, record, &journal);
+            }
+        }
+        let mut table = QuantumTable::with_quanta(n_quanta);
+        let mut entries = Blocks::default();
+        let mut indices = vec![];
+        for (i, e) in quanta {
+            indices.push(i);
+            entries.push(e);
+        }
+        table.absorb(entries, indices);
+        progress.quanta = table;
+        progress
+    }
+
+    fn fold_with_threads(dir: &Path, bundle: Uuid, n: usize, threads: usize) -> CampaignProgress {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap()
+            .install(|| fold_journals(dir, bundle, n))
+            .unwrap()
+    }
+
+    /// A small deterministic generator (no rand dependency in core).
+    struct Lcg(u64);
+
+    impl Lcg {
+        fn below(&mut self, n: u64) -> u64 {
+            self.0 = self
+                .0
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (self.0 >> 33) % n
         }
     }
 
@@ -323,6 +681,7 @@ mod tests {
         );
         journal(dir.path(), "c", Uuid::now_v7(), &[started(4, 1)]);
         let p = fold_journals(dir.path(), bundle, 5).unwrap();
+        assert_eq!(p, reference_fold(dir.path(), bundle, 5));
         assert_eq!(p.state(0), QuantumState::Succeeded);
         assert_eq!(p.quanta[&0].attempts, 3);
         assert_eq!(p.state(1), QuantumState::Succeeded);
@@ -335,6 +694,218 @@ mod tests {
         assert_eq!(counts[&QuantumState::Succeeded], 2);
         assert_eq!(counts[&QuantumState::Running], 2);
         assert_eq!(counts[&QuantumState::Pending], 1);
+        // The deciding records and where they are.
+        let a = dir.path().join("a.journal");
+        let b = dir.path().join("b.journal");
+        assert_eq!(p.quanta[&0].finished, Some(finished(0, 2, Succeeded)));
+        assert_eq!(&*p.quanta[&0].journal, a.as_path());
+        assert_eq!(p.quanta[&1].finished, Some(finished(1, 2, Succeeded)));
+        assert_eq!(&*p.quanta[&1].journal, b.as_path());
+        assert_eq!(p.quanta[&2].started, Some(started(2, 1)));
+        assert_eq!(p.quanta[&2].finished, Some(finished(2, 0, Blocked)));
+        assert_eq!(
+            p.quanta.keys().collect::<Vec<_>>(),
+            vec![0, 1, 2, 3],
+            "index order, pending quanta absent"
+        );
+        assert_eq!(p.quanta.len(), 4);
+        assert!(p.quanta.get(&4).is_none() && p.quanta.get(&9).is_none());
+        assert_eq!(p.unknown_quanta, vec![(a.clone(), 9)]);
+        assert_eq!(p.journals, vec![a, b, dir.path().join("c.journal")]);
+    }
+
+    #[test]
+    fn failures_and_reruns_across_journals() {
+        let dir = tempfile::tempdir().unwrap();
+        let bundle = Uuid::now_v7();
+        use QuantumStatus::*;
+        let a = journal(
+            dir.path(),
+            "a",
+            bundle,
+            &[
+                // 0: failed, then succeeded in b.
+                started(0, 1),
+                finished(0, 1, Failed),
+                // 1: timed out at attempt 2 here; b's older attempt 1
+                // out-of-memory does not override it.
+                started(1, 2),
+                finished(1, 2, TimedOut),
+                // 2: a success here stands against b's later failure.
+                started(2, 1),
+                finished(2, 1, Succeeded),
+                // 3: failed here, restarted in b and not finished.
+                started(3, 1),
+                finished(3, 1, OutOfMemory),
+            ],
+        );
+        let b = journal(
+            dir.path(),
+            "b",
+            bundle,
+            &[
+                started(0, 2),
+                finished(0, 2, Succeeded),
+                started(1, 1),
+                finished(1, 1, OutOfMemory),
+                started(2, 2),
+                finished(2, 2, Failed),
+                started(3, 2),
+            ],
+        );
+        let p = fold_journals(dir.path(), bundle, 4).unwrap();
+        assert_eq!(p, reference_fold(dir.path(), bundle, 4));
+        let q = |i: u32| &p.quanta[&i];
+        assert_eq!(
+            (q(0).state, q(0).attempts, &*q(0).journal),
+            (QuantumState::Succeeded, 2, b.as_path())
+        );
+        assert_eq!(
+            (q(1).state, q(1).attempts, &*q(1).journal),
+            (QuantumState::TimedOut, 2, a.as_path())
+        );
+        assert_eq!(q(1).started, Some(started(1, 2)));
+        assert_eq!(
+            (q(2).state, q(2).attempts, &*q(2).journal),
+            (QuantumState::Succeeded, 2, a.as_path())
+        );
+        assert_eq!(q(2).finished, Some(finished(2, 1, Succeeded)));
+        assert_eq!(q(3).state, QuantumState::Running);
+        assert_eq!(q(3).finished, Some(finished(3, 1, OutOfMemory)));
+        assert!(p.warnings.is_empty() && p.foreign_journals.is_empty());
+    }
+
+    #[test]
+    fn torn_tails_warn_and_keep_the_records_before_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let bundle = Uuid::now_v7();
+        let a = journal(
+            dir.path(),
+            "a",
+            bundle,
+            &[started(0, 1), finished(0, 1, QuantumStatus::Succeeded)],
+        );
+        // A worker killed while writing quantum 1's finish.
+        let c = journal(dir.path(), "c", Uuid::now_v7(), &[started(1, 1)]);
+        for path in [&a, &c] {
+            let mut f = std::fs::OpenOptions::new().append(true).open(path).unwrap();
+            f.write_all(&[40, 0, 0, 0, 1, 2]).unwrap();
+        }
+        let p = fold_journals(dir.path(), bundle, 2).unwrap();
+        assert_eq!(p, reference_fold(dir.path(), bundle, 2));
+        assert_eq!(p.state(0), QuantumState::Succeeded);
+        assert_eq!(p.state(1), QuantumState::Pending);
+        // The foreign journal's torn tail is reported too.
+        assert_eq!(p.warnings.len(), 2, "{:?}", p.warnings);
+        assert!(p.warnings[0].contains("a.journal") && p.warnings[0].contains("torn tail"));
+        assert!(p.warnings[1].contains("c.journal"));
+        assert_eq!(p.foreign_journals.len(), 1);
+    }
+
+    #[test]
+    fn a_file_that_is_not_a_journal_is_an_error_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let bundle = Uuid::now_v7();
+        journal(dir.path(), "a", bundle, &[started(0, 1)]);
+        std::fs::write(dir.path().join("b.journal"), b"garbage").unwrap();
+        journal(dir.path(), "c", bundle, &[started(1, 1)]);
+        let e = fold_journals(dir.path(), bundle, 2).unwrap_err();
+        assert!(matches!(e, JournalError::NotAJournal { .. }), "{e}");
+        assert!(e.to_string().contains("b.journal"), "{e}");
+    }
+
+    #[test]
+    fn journals_larger_than_a_block() {
+        use QuantumStatus::*;
+        let dir = tempfile::tempdir().unwrap();
+        let bundle = Uuid::now_v7();
+        let n = 3 * BLOCK as u32;
+        // a: the first two thirds failed; b: the last two thirds succeeded
+        // in reverse order, so b's entries straddle blocks and half of them
+        // combine into a's.
+        let a: Vec<_> = (0..2 * BLOCK as u32)
+            .flat_map(|q| [started(q, 1), finished(q, 1, Failed)])
+            .collect();
+        let b: Vec<_> = (BLOCK as u32..n)
+            .rev()
+            .flat_map(|q| [started(q, 2), finished(q, 2, Succeeded)])
+            .collect();
+        journal(dir.path(), "a", bundle, &a);
+        journal(dir.path(), "b", bundle, &b);
+        let expected = reference_fold(dir.path(), bundle, n as usize);
+        for threads in [1, 2] {
+            let p = fold_with_threads(dir.path(), bundle, n as usize, threads);
+            assert_eq!(p, expected);
+            let counts = p.counts(n as usize);
+            assert_eq!(counts[&QuantumState::Failed], BLOCK);
+            assert_eq!(counts[&QuantumState::Succeeded], 2 * BLOCK);
+            assert_eq!(p.quanta.len(), n as usize);
+            assert_eq!(
+                p.quanta.keys().collect::<Vec<_>>(),
+                (0..n).collect::<Vec<_>>()
+            );
+            let last = &p.quanta[&(n - 1)];
+            assert_eq!((last.state, last.attempts), (QuantumState::Succeeded, 2));
+            assert!(last.journal.ends_with("b.journal"));
+            let mid = &p.quanta[&(BLOCK as u32 + 7)];
+            assert_eq!((mid.state, mid.attempts), (QuantumState::Succeeded, 2));
+            assert!(mid.journal.ends_with("b.journal"));
+            assert_eq!(p.quanta[&3].state, QuantumState::Failed);
+        }
+    }
+
+    #[test]
+    fn the_fold_is_the_same_whatever_the_thread_count() {
+        use QuantumStatus::*;
+        let statuses = [Succeeded, Failed, TimedOut, OutOfMemory, Blocked];
+        let ids = [Uuid::from_u128(1), Uuid::from_u128(2)];
+        let mut rng = Lcg(7);
+        for scenario in 0..60 {
+            let dir = tempfile::tempdir().unwrap();
+            let bundle = Uuid::from_u128(99);
+            let n_quanta = 1 + rng.below(8) as usize;
+            let n_journals = 1 + rng.below(6);
+            for j in 0..n_journals {
+                let mut records = vec![];
+                for _ in 0..rng.below(24) {
+                    // Sometimes one past the bundle's quanta: unknown.
+                    let q = rng.below(n_quanta as u64 + 1) as u32;
+                    let attempt = rng.below(4) as u32;
+                    let r = if rng.below(2) == 0 {
+                        started(q, attempt)
+                    } else {
+                        finished(q, attempt, statuses[rng.below(5) as usize])
+                    };
+                    records.push(with_id(r, ids[rng.below(2) as usize]));
+                }
+                let owner = if rng.below(8) == 0 {
+                    Uuid::from_u128(98)
+                } else {
+                    bundle
+                };
+                let path = journal(dir.path(), &format!("w{j}"), owner, &records);
+                if rng.below(4) == 0 {
+                    let mut f = std::fs::OpenOptions::new()
+                        .append(true)
+                        .open(&path)
+                        .unwrap();
+                    f.write_all(&[7, 0, 0]).unwrap();
+                }
+            }
+            let expected = reference_fold(dir.path(), bundle, n_quanta);
+            for threads in [1, 2, 3] {
+                let got = fold_with_threads(dir.path(), bundle, n_quanta, threads);
+                assert_eq!(got, expected, "scenario {scenario}, {threads} threads");
+                // Field by field too: equality of the table goes through
+                // its iterator, which this checks against lookups.
+                for (i, q) in &got.quanta {
+                    assert_eq!(got.quanta.get(&i), Some(q));
+                    assert_eq!(expected.quanta.get(&i), Some(q));
+                }
+                assert_eq!(got.quanta.len(), expected.quanta.len());
+                assert_eq!(got.counts(n_quanta), expected.counts(n_quanta));
+            }
+        }
     }
 
     #[test]
