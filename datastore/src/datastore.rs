@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::DatastoreError;
 use crate::formatter::{Formatter, FormatterRegistry, InMemoryDataset, JsonFormatter};
 use crate::template::{validate_relative_path, FileTemplates, DEFAULT_TEMPLATE};
+use crate::verify::{check_checksum, check_size, ExpectedFile};
 
 /// Names of in-flight files start with this; one left behind belongs to a
 /// writer that died and can be deleted once no writer is running. Template
@@ -25,8 +26,6 @@ use crate::template::{validate_relative_path, FileTemplates, DEFAULT_TEMPLATE};
 pub const TEMP_FILE_PREFIX: &str = ".tmp-";
 
 const WRITE_BUFFER_BYTES: usize = 64 * 1024;
-/// Files up to this size are verified from a single read into memory.
-const WHOLE_READ_LIMIT: u64 = 16 << 20;
 const COPY_BUFFER_BYTES: usize = 1024 * 1024;
 
 /// Datastore settings, stored in the repository configuration and in
@@ -73,6 +72,18 @@ pub struct StoredFileInfo {
     pub size: u64,
     /// BLAKE3 of the file contents, lowercase hex.
     pub checksum: String,
+}
+
+impl StoredFileInfo {
+    /// The size and checksum this file must have, for
+    /// [`Datastore::verify_many`].
+    pub fn expected(&self) -> ExpectedFile<'_> {
+        ExpectedFile {
+            path: &self.path,
+            size: self.size,
+            checksum: &self.checksum,
+        }
+    }
 }
 
 /// How [`Datastore::ingest`] brings an existing file into the datastore.
@@ -421,8 +432,9 @@ impl Datastore {
     pub fn read_verified(&self, info: &StoredFileInfo) -> Result<InMemoryDataset, DatastoreError> {
         let formatter = self.formatter_named(info)?;
         let bytes = self.read_bytes(&info.path)?;
-        check_size(info, bytes.len() as u64)?;
-        check_checksum(info, blake3::hash(&bytes).to_hex().as_str())?;
+        let expected = info.expected();
+        check_size(&expected, bytes.len() as u64)?;
+        check_checksum(&expected, blake3::hash(&bytes).to_hex().as_str())?;
         decode(formatter.as_ref(), &info.path, &bytes)
     }
 
@@ -457,47 +469,6 @@ impl Datastore {
             path: rel_path.to_string(),
             source: e.into(),
         })
-    }
-
-    /// Checks that the file exists with the recorded size and checksum
-    /// (following a symlink to its target).
-    pub fn verify(&self, info: &StoredFileInfo) -> Result<(), DatastoreError> {
-        // Merge verifies up to millions of small files: resolve the path
-        // once, take the size from the open handle, and hash small files
-        // from one read.
-        let abs = self.abs_path(&info.path)?;
-        let missing = || DatastoreError::Missing {
-            path: info.path.clone(),
-        };
-        let file = match File::open(&abs) {
-            Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(missing()),
-            Err(e) => return Err(DatastoreError::io("open", &abs, e)),
-        };
-        let meta = file
-            .metadata()
-            .map_err(|e| DatastoreError::io("inspect", &abs, e))?;
-        if !meta.is_file() {
-            return Err(missing());
-        }
-        check_size(info, meta.len())?;
-        let (size, checksum) = if info.size <= WHOLE_READ_LIMIT {
-            // One byte more than expected, so a file grown since the stat shows.
-            let mut bytes = Vec::with_capacity(info.size as usize + 1);
-            file.take(info.size + 1)
-                .read_to_end(&mut bytes)
-                .map_err(|e| DatastoreError::io("read", &abs, e))?;
-            (bytes.len() as u64, quanta_core::hash::blake3_hex(&bytes))
-        } else {
-            let mut hasher = blake3::Hasher::new();
-            hasher
-                .update_reader(file)
-                .map_err(|e| DatastoreError::io("read", &abs, e))?;
-            (hasher.count(), hasher.finalize().to_hex().to_string())
-        };
-        // The file may have changed between stat and read.
-        check_size(info, size)?;
-        check_checksum(info, &checksum)
     }
 
     /// Size and BLAKE3 of a file in the datastore.
@@ -679,30 +650,6 @@ fn decode(
             path: path.to_string(),
             source,
         })
-}
-
-fn check_size(info: &StoredFileInfo, actual: u64) -> Result<(), DatastoreError> {
-    if actual == info.size {
-        Ok(())
-    } else {
-        Err(DatastoreError::SizeMismatch {
-            path: info.path.clone(),
-            expected: info.size,
-            actual,
-        })
-    }
-}
-
-fn check_checksum(info: &StoredFileInfo, actual: &str) -> Result<(), DatastoreError> {
-    if actual.eq_ignore_ascii_case(&info.checksum) {
-        Ok(())
-    } else {
-        Err(DatastoreError::ChecksumMismatch {
-            path: info.path.clone(),
-            expected: info.checksum.clone(),
-            actual: actual.to_string(),
-        })
-    }
 }
 
 /// Streams a file through BLAKE3: size and hex digest.

@@ -4,7 +4,7 @@
 //! of every value), how in-memory datasets become bytes ([`Formatter`]s by
 //! storage class), and writing them atomically with size and BLAKE3 checksum
 //! ([`Datastore`], [`StoredFileInfo`]), plus ingest of existing files and
-//! verification.
+//! verification ([`Datastore::verify_many`] for merge's millions of files).
 //!
 //! Must not: know collections, the Registry, or dimensions beyond filling
 //! template fields from a data ID.
@@ -13,6 +13,7 @@ pub mod datastore;
 pub mod error;
 pub mod formatter;
 pub mod template;
+pub mod verify;
 
 pub use datastore::{Datastore, DatastoreConfig, StoredFileInfo, TransferMode, TEMP_FILE_PREFIX};
 pub use error::{DatastoreError, FormatterError};
@@ -21,3 +22,4 @@ pub use template::{
     encode_path_component, encode_run, validate_relative_path, FileTemplate, FileTemplates,
     DEFAULT_TEMPLATE,
 };
+pub use verify::ExpectedFile;
