@@ -22,13 +22,12 @@ use quanta_core::{
     fold_journals, journal_dir_for, Bundle, BundleError, BundleQuantum, BundleRef, CollectionType,
     JournalError, JournalRecord, QuantumProgress, QuantumState, Uuid, WrittenOutput,
 };
-use quanta_datastore::{Datastore, StoredFileInfo};
+use quanta_datastore::{Datastore, ExpectedFile};
 use quanta_registry::provenance::{STATUS_PARTIAL, STATUS_SUCCEEDED};
 use quanta_registry::{
     DatastoreRecord, NewQuantum, QuantumExecution, QuantumInput, QuantumOutputDataset,
     RegistryError, RunProvenance,
 };
-use rayon::prelude::*;
 use serde::Serialize;
 use thiserror::Error;
 
@@ -268,13 +267,20 @@ impl Butler {
         let bundle_id = ctx.bundle_id;
         std::thread::scope(|scope| -> Result<(), MergeError> {
             let writer = scope.spawn(move || -> Result<WriterTotals, MergeError> {
-                let mut totals = WriterTotals::default();
-                for quanta in batches {
-                    let stats = registry.record_quanta(&run, bundle_id, &quanta)?;
-                    totals.add(stats, &quanta);
-                    // The receiver is gone only if the producer failed.
-                    let _ = commits.send(quanta.len() as u64);
-                }
+                registry.set_bulk_writing(true)?;
+                let recorded = (|| -> Result<WriterTotals, MergeError> {
+                    let mut totals = WriterTotals::default();
+                    for quanta in batches {
+                        let stats = registry.record_quanta(&run, bundle_id, &quanta)?;
+                        totals.add(stats, &quanta);
+                        // The receiver is gone only if the producer failed.
+                        let _ = commits.send(quanta.len() as u64);
+                    }
+                    Ok(totals)
+                })();
+                let ended = registry.set_bulk_writing(false);
+                let totals = recorded?;
+                ended?;
                 Ok(totals)
             });
             let mut merged = 0u64;
@@ -528,18 +534,16 @@ fn verify_batch(
         summary.outputs_not_written += predicted.len() - seen.len();
     }
 
-    let results: Vec<Result<(), String>> = checks
-        .par_iter()
-        .map(|c| {
-            let info = StoredFileInfo {
-                path: c.written.path.clone(),
-                formatter: String::new(),
-                size: c.written.size,
-                checksum: c.written.checksum.clone(),
-            };
-            datastore.verify(&info).map_err(|e| e.to_string())
+    let expected: Vec<ExpectedFile<'_>> = checks
+        .iter()
+        .map(|c| ExpectedFile {
+            path: &c.written.path,
+            size: c.written.size,
+            checksum: &c.written.checksum,
         })
         .collect();
+    let results = datastore.verify_many(&expected);
+    drop(expected);
 
     let mut verified: Vec<Vec<QuantumOutputDataset>> =
         (0..batch.len()).map(|_| Vec::new()).collect();
@@ -549,7 +553,7 @@ fn verify_batch(
         failures[pos].push(f);
     }
     for (c, result) in checks.iter().zip(results) {
-        match result {
+        match result.map_err(|e| e.to_string()) {
             Ok(()) => verified[c.pos].push(QuantumOutputDataset {
                 id: c.predicted.id,
                 dataset_type: c.predicted.dataset_type.clone(),

@@ -85,7 +85,6 @@ fn dump(repo: &Path) -> String {
         "SELECT * FROM run_provenance ORDER BY run_id, bundle_id",
         "SELECT * FROM quantum ORDER BY id",
         "SELECT * FROM quantum_input ORDER BY quantum_id, dataset_id",
-        "SELECT * FROM quantum_output ORDER BY dataset_id",
     ];
     queries
         .iter()
@@ -554,7 +553,7 @@ fn failed_and_blocked_quanta_are_recorded_not_registered() {
     );
     let outputs = json(&[
         "sql", s(&repo),
-        "SELECT count(*) AS n FROM quantum_output o JOIN quantum q ON q.id = o.quantum_id WHERE q.status <> 'succeeded'",
+        "SELECT count(*) AS n FROM dataset d JOIN quantum q ON q.id = d.producer WHERE q.status <> 'succeeded'",
         "--json",
     ]);
     assert_eq!(outputs[0]["n"], 0);

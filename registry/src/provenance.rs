@@ -15,13 +15,10 @@
 use std::collections::HashMap;
 
 use quanta_core::{CollectionType, DataId, DataIdValue, DatasetType, Uuid};
-use rusqlite::types::{ToSqlOutput, Value as SqlValue, ValueRef};
 use rusqlite::OptionalExtension;
 use serde::Serialize;
 
-use crate::datasets::{
-    data_id_value_ref, record_params, uuid_from_blob, DatastoreRecord, RECORD_COLUMNS,
-};
+use crate::datasets::{data_id_value_ref, uuid_from_blob, DatastoreRecord, RECORD_COLUMNS};
 use crate::error::{RegistryError, Result};
 use crate::registry::Registry;
 use crate::schema::{quote, record_exists_query};
@@ -132,16 +129,19 @@ pub struct QuantumRow {
     pub execution: QuantumExecution,
 }
 
-/// Rows per INSERT statement on the merge path. More rows per statement
-/// save VDBE setup and teardown, but a multi-row statement needs a
-/// statement journal (each page it touches is copied first, so it can be
-/// undone alone); measured on the 200,000-dataset synthetic merge, 1, 16
-/// and 64 rows cost the writer about the same, 16 slightly least.
-const ROWS_PER_STATEMENT: usize = 16;
+/// Rows per multi-row INSERT on the merge path: more rows per statement
+/// save per-statement work. The statements are `INSERT OR IGNORE`: one that
+/// could abort halfway makes SQLite copy every page it touches to a
+/// statement journal first (a third of the writer's time at 16 rows), one
+/// that cannot needs none. What a statement skipped is found out afterwards.
+const ROWS_PER_STATEMENT: usize = 32;
 
-/// A multi-row INSERT: the statement for a full chunk of rows and the one
-/// for a single row (used for the remainder, so only two statements per
-/// table are ever compiled and cached).
+/// Quantum IDs per existence query (`WHERE id IN (...)`).
+const IDS_PER_LOOKUP: usize = 64;
+
+/// A multi-row `INSERT OR IGNORE`: the statement for a full chunk of rows
+/// and the one for a single row (used for the remainder, so only two
+/// statements per table are ever compiled and cached).
 struct BulkInsert {
     cols: usize,
     per_statement: usize,
@@ -150,16 +150,10 @@ struct BulkInsert {
 }
 
 impl BulkInsert {
-    /// `head` is `INSERT INTO t (cols...)`, `tail` the conflict clause;
-    /// rows per statement also respect the connection's parameter limit.
-    fn new(head: &str, cols: usize, tail: &str, max_params: usize) -> Self {
-        let per_statement = (max_params / cols.max(1)).clamp(
-            1,
-            std::env::var("QROWS")
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(ROWS_PER_STATEMENT),
-        );
+    /// `table_and_columns` is `t (c1, c2, ...)` with `cols` columns; rows
+    /// per statement also respect the connection's parameter limit.
+    fn new(table_and_columns: &str, cols: usize, max_params: usize) -> Self {
+        let per_statement = (max_params / cols.max(1)).clamp(1, ROWS_PER_STATEMENT);
         let sql = |rows: usize| {
             let mut group = String::with_capacity(2 * cols + 2);
             group.push('(');
@@ -167,7 +161,10 @@ impl BulkInsert {
                 group.push_str(if c == 0 { "?" } else { ",?" });
             }
             group.push(')');
-            format!("{head} VALUES {}{tail}", vec![group; rows].join(","))
+            format!(
+                "INSERT OR IGNORE INTO {table_and_columns} VALUES {}",
+                vec![group; rows].join(",")
+            )
         };
         Self {
             cols,
@@ -177,25 +174,37 @@ impl BulkInsert {
         }
     }
 
-    /// Inserts rows given as one flat parameter list (`cols` per row);
-    /// returns the number of rows changed.
-    fn run(&self, conn: &rusqlite::Connection, params: &[ToSqlOutput<'_>]) -> Result<usize> {
-        let mut changed = 0;
-        let mut chunks = params.chunks_exact(self.cols * self.per_statement);
+    /// Inserts `rows`, binding each with `bind(statement, first parameter
+    /// index, row)`; `done(chunk, rows changed)` sees every statement's
+    /// rows and how many of them SQLite inserted.
+    fn run<R>(
+        &self,
+        conn: &rusqlite::Connection,
+        rows: &[R],
+        mut bind: impl FnMut(&mut rusqlite::Statement<'_>, usize, &R) -> rusqlite::Result<()>,
+        mut done: impl FnMut(&[R], usize) -> Result<()>,
+    ) -> Result<()> {
+        let mut chunks = rows.chunks_exact(self.per_statement);
         if chunks.len() > 0 {
             let mut stmt = conn.prepare_cached(&self.full)?;
             for chunk in &mut chunks {
-                changed += stmt.execute(rusqlite::params_from_iter(chunk))?;
+                for (i, row) in chunk.iter().enumerate() {
+                    bind(&mut stmt, i * self.cols + 1, row)?;
+                }
+                let changed = stmt.raw_execute()?;
+                done(chunk, changed)?;
             }
         }
         let rest = chunks.remainder();
         if !rest.is_empty() {
             let mut stmt = conn.prepare_cached(&self.single)?;
-            for row in rest.chunks_exact(self.cols) {
-                changed += stmt.execute(rusqlite::params_from_iter(row))?;
+            for row in rest.chunks_exact(1) {
+                bind(&mut stmt, 1, &row[0])?;
+                let changed = stmt.raw_execute()?;
+                done(row, changed)?;
             }
         }
-        Ok(changed)
+        Ok(())
     }
 }
 
@@ -206,10 +215,14 @@ struct TypeInsert {
     insert: BulkInsert,
 }
 
-const QUANTUM_INSERT_HEAD: &str =
-    "INSERT INTO quantum (id, run_id, bundle_id, task_label, data_id, status, attempts, host, \
+/// Columns of a dataset row before the type's dimension columns.
+const DATASET_FIXED_COLS: usize = 11;
+
+const QUANTUM_COLUMNS_INSERTED: &str =
+    "quantum (id, run_id, bundle_id, task_label, data_id, status, attempts, host, \
      batch_job, started, finished, wall_seconds, cpu_seconds, peak_rss_bytes, exit_code, error, log_tail)";
 const QUANTUM_COLS: usize = 17;
+/// Rewrites a quantum recorded by an earlier merge, unless it succeeded.
 const QUANTUM_UPSERT_TAIL: &str =
     " ON CONFLICT (id) DO UPDATE SET run_id = excluded.run_id, bundle_id = excluded.bundle_id, \
      task_label = excluded.task_label, data_id = excluded.data_id, status = excluded.status, \
@@ -219,67 +232,88 @@ const QUANTUM_UPSERT_TAIL: &str =
      exit_code = excluded.exit_code, error = excluded.error, log_tail = excluded.log_tail \
      WHERE quantum.status <> 'succeeded'";
 
-/// The fixed-shape inserts of [`Registry::record_quanta`].
+/// The fixed-shape statements of [`Registry::record_quanta`].
 struct BatchStatements {
     quanta: BulkInsert,
+    quantum_upsert: String,
     inputs: BulkInsert,
-    outputs: BulkInsert,
+    /// `SELECT id, status FROM quantum WHERE id IN (...)`.
+    existing: String,
 }
 
 impl BatchStatements {
     fn new(max_params: usize) -> Self {
+        let placeholders = vec!["?"; QUANTUM_COLS].join(",");
         Self {
-            quanta: BulkInsert::new(
-                QUANTUM_INSERT_HEAD,
-                QUANTUM_COLS,
-                QUANTUM_UPSERT_TAIL,
-                max_params,
+            quanta: BulkInsert::new(QUANTUM_COLUMNS_INSERTED, QUANTUM_COLS, max_params),
+            quantum_upsert: format!(
+                "INSERT INTO {QUANTUM_COLUMNS_INSERTED} VALUES ({placeholders}){QUANTUM_UPSERT_TAIL}"
             ),
             inputs: BulkInsert::new(
-                "INSERT INTO quantum_input (quantum_id, dataset_id, connection, is_prerequisite, used)",
+                "quantum_input (quantum_id, dataset_id, connection, is_prerequisite, used)",
                 5,
-                " ON CONFLICT (quantum_id, dataset_id) DO NOTHING",
                 max_params,
             ),
-            outputs: BulkInsert::new(
-                "INSERT INTO quantum_output (dataset_id, quantum_id, connection)",
-                3,
-                " ON CONFLICT (dataset_id) DO NOTHING",
-                max_params,
+            existing: format!(
+                "SELECT id, status FROM quantum WHERE id IN ({})",
+                vec!["?"; IDS_PER_LOOKUP.min(max_params)].join(",")
             ),
         }
     }
 }
 
-fn blob(bytes: &[u8]) -> ToSqlOutput<'_> {
-    ToSqlOutput::Borrowed(ValueRef::Blob(bytes))
+/// One output dataset row to insert.
+struct DatasetRow<'a> {
+    /// Position in [`BatchWriter::types`].
+    type_pos: usize,
+    q: &'a NewQuantum,
+    o: &'a QuantumOutputDataset,
+    /// The standardized data ID's canonical text.
+    data_id_key: String,
+    /// (planned quantum, output) it belongs to.
+    owner: (usize, usize),
 }
 
-fn text(s: &str) -> ToSqlOutput<'_> {
-    ToSqlOutput::Borrowed(ValueRef::Text(s.as_bytes()))
+/// One quantum row to write.
+struct QuantumRowOut<'a> {
+    q: &'a NewQuantum,
+    status: &'a str,
+    error: Option<String>,
+    data_id_json: String,
+    log_tail_json: String,
 }
 
-fn opt_text(s: &Option<String>) -> ToSqlOutput<'_> {
-    match s {
-        Some(s) => text(s),
-        None => ToSqlOutput::Borrowed(ValueRef::Null),
+impl QuantumRowOut<'_> {
+    fn bind(
+        &self,
+        stmt: &mut rusqlite::Statement<'_>,
+        at: usize,
+        run_id: i64,
+        bundle: &[u8],
+    ) -> rusqlite::Result<()> {
+        let q = self.q;
+        let x = &q.execution;
+        stmt.raw_bind_parameter(at, q.id.as_bytes().as_slice())?;
+        stmt.raw_bind_parameter(at + 1, run_id)?;
+        stmt.raw_bind_parameter(at + 2, bundle)?;
+        stmt.raw_bind_parameter(at + 3, q.task_label.as_str())?;
+        stmt.raw_bind_parameter(at + 4, self.data_id_json.as_str())?;
+        stmt.raw_bind_parameter(at + 5, self.status)?;
+        stmt.raw_bind_parameter(at + 6, i64::from(x.attempts))?;
+        stmt.raw_bind_parameter(at + 7, x.host.as_deref())?;
+        stmt.raw_bind_parameter(at + 8, x.batch_job.as_deref())?;
+        stmt.raw_bind_parameter(at + 9, x.started.as_deref())?;
+        stmt.raw_bind_parameter(at + 10, x.finished.as_deref())?;
+        stmt.raw_bind_parameter(at + 11, x.wall_seconds)?;
+        stmt.raw_bind_parameter(at + 12, x.cpu_seconds)?;
+        stmt.raw_bind_parameter(
+            at + 13,
+            x.peak_rss_bytes.map(|v| v.min(i64::MAX as u64) as i64),
+        )?;
+        stmt.raw_bind_parameter(at + 14, x.exit_code.map(i64::from))?;
+        stmt.raw_bind_parameter(at + 15, self.error.as_deref())?;
+        stmt.raw_bind_parameter(at + 16, self.log_tail_json.as_str())
     }
-}
-
-fn int(i: i64) -> ToSqlOutput<'static> {
-    ToSqlOutput::Borrowed(ValueRef::Integer(i))
-}
-
-fn opt_real(v: Option<f64>) -> ToSqlOutput<'static> {
-    ToSqlOutput::Borrowed(v.map_or(ValueRef::Null, ValueRef::Real))
-}
-
-/// One dataset type's rows of a segment: flat parameters (the type's
-/// column count per row) and each row's (planned quantum, output) position.
-#[derive(Default)]
-struct DatasetRows<'a> {
-    params: Vec<ToSqlOutput<'a>>,
-    owners: Vec<(usize, usize)>,
 }
 
 /// A quantum of the segment being written that is not yet recorded as
@@ -294,10 +328,11 @@ struct Planned<'a> {
 }
 
 /// One transaction's worth of [`Registry::record_quanta`]. Rows are
-/// gathered per table and written with multi-row statements, table by
-/// table: foreign keys are off for the batch, so the order of tables does
-/// not matter, and a quantum row is written only once the fate of its
-/// outputs is known (a refused output makes it `partial`).
+/// gathered per table, sorted by key (neighbouring keys share B-tree
+/// pages) and written with multi-row statements, table by table: foreign
+/// keys are off for the batch, so the order of tables does not matter, and
+/// a quantum row is written only once the fate of its outputs is known (a
+/// refused output makes it `partial`).
 struct BatchWriter<'w, 'u> {
     tx: &'w rusqlite::Transaction<'w>,
     run: &'w str,
@@ -312,91 +347,96 @@ struct BatchWriter<'w, 'u> {
 }
 
 impl BatchWriter<'_, '_> {
+    /// The recorded status of those of `quanta` that have a row.
+    fn existing_statuses(&self, quanta: &[NewQuantum]) -> Result<HashMap<Uuid, String>> {
+        let mut found = HashMap::new();
+        let mut stmt = self.tx.prepare_cached(&self.statements.existing)?;
+        let per_lookup = stmt.parameter_count();
+        for chunk in quanta.chunks(per_lookup) {
+            // A short chunk repeats its last ID: `IN` ignores duplicates.
+            for i in 0..per_lookup {
+                let q = &chunk[i.min(chunk.len() - 1)];
+                stmt.raw_bind_parameter(i + 1, q.id.as_bytes().as_slice())?;
+            }
+            let mut rows = stmt.raw_query();
+            while let Some(row) = rows.next()? {
+                found.insert(uuid_from_blob(row.get(0)?)?, row.get::<_, String>(1)?);
+            }
+        }
+        Ok(found)
+    }
+
     /// Writes quanta whose IDs are distinct.
     fn write_segment(&mut self, quanta: &[NewQuantum]) -> Result<()> {
         if quanta.is_empty() {
             return Ok(());
         }
+        let existing = self.existing_statuses(quanta)?;
         let mut planned: Vec<Planned<'_>> = Vec::with_capacity(quanta.len());
-        // Per dataset type: flat row parameters and (planned, output) owners.
-        let mut dataset_rows: Vec<DatasetRows<'_>> =
-            self.types.iter().map(|_| DatasetRows::default()).collect();
-        {
-            let mut existing_status = self
-                .tx
-                .prepare_cached("SELECT status FROM quantum WHERE id = ?1")?;
-            for q in quanta {
-                let existing: Option<String> = existing_status
-                    .query_row([q.id.as_bytes().as_slice()], |r| r.get(0))
-                    .optional()?;
-                if existing.as_deref() == Some(STATUS_SUCCEEDED) {
-                    self.stats.quanta_unchanged += 1;
-                    continue;
-                }
-                let pos = planned.len();
-                let mut plan = Planned {
-                    q,
-                    existing: existing.is_some(),
-                    accepted: vec![false; q.outputs.len()],
-                    rejected: Vec::new(),
-                };
-                let status = q.execution.status.as_str();
-                if status == STATUS_SUCCEEDED || status == STATUS_PARTIAL {
-                    for (oi, o) in q.outputs.iter().enumerate() {
-                        let ti = self.type_index[o.dataset_type.as_str()];
-                        let t = &self.types[ti];
-                        let data_id = match o
-                            .data_id
-                            .standardize(&t.dataset_type.dimensions, self.universe)
-                        {
-                            Ok(d) => d,
-                            Err(e) => {
-                                plan.rejected.push(rejected(q, o, e.to_string()));
-                                continue;
-                            }
-                        };
-                        if let Some(dim) = self.dimensions.missing_record(self.tx, &data_id)? {
-                            plan.rejected.push(rejected(q, o, format!(
-                                "its {dim} record does not exist (insert it with `quanta dimensions insert`)"
-                            )));
+        let mut dataset_rows: Vec<DatasetRow<'_>> = Vec::new();
+        for q in quanta {
+            let status = existing.get(&q.id).map(String::as_str);
+            if status == Some(STATUS_SUCCEEDED) {
+                self.stats.quanta_unchanged += 1;
+                continue;
+            }
+            let pos = planned.len();
+            let mut plan = Planned {
+                q,
+                existing: status.is_some(),
+                accepted: vec![false; q.outputs.len()],
+                rejected: Vec::new(),
+            };
+            let status = q.execution.status.as_str();
+            if status == STATUS_SUCCEEDED || status == STATUS_PARTIAL {
+                for (oi, o) in q.outputs.iter().enumerate() {
+                    let type_pos = self.type_index[o.dataset_type.as_str()];
+                    let t = &self.types[type_pos];
+                    let data_id = match o
+                        .data_id
+                        .standardize(&t.dataset_type.dimensions, self.universe)
+                    {
+                        Ok(d) => d,
+                        Err(e) => {
+                            plan.rejected.push(rejected(q, o, e.to_string()));
                             continue;
                         }
-                        let DatasetRows { params, owners } = &mut dataset_rows[ti];
-                        params.push(blob(o.id.as_bytes()));
-                        params.push(int(t.type_id));
-                        params.push(int(self.run_id));
-                        params.push(ToSqlOutput::Owned(SqlValue::Text(data_id.canonical_key())));
-                        params.push(opt_text(&q.execution.finished));
-                        params.extend(record_params(Some(&o.stored)));
-                        // Standardizing only checked and reordered, so the
-                        // caller's values can be bound without copies.
-                        for dim in &t.dataset_type.dimensions.names {
-                            match o.data_id.get(dim) {
-                                Some(v) => params.push(data_id_value_ref(v)),
-                                None => params.push(ToSqlOutput::Borrowed(ValueRef::Null)),
-                            }
-                        }
-                        owners.push((pos, oi));
+                    };
+                    if let Some(dim) = self.dimensions.missing_record(self.tx, &data_id)? {
+                        plan.rejected.push(rejected(q, o, format!(
+                            "its {dim} record does not exist (insert it with `quanta dimensions insert`)"
+                        )));
+                        continue;
                     }
+                    dataset_rows.push(DatasetRow {
+                        type_pos,
+                        q,
+                        o,
+                        data_id_key: data_id.canonical_key(),
+                        owner: (pos, oi),
+                    });
                 }
-                planned.push(plan);
             }
+            planned.push(plan);
         }
 
-        for (ti, rows) in dataset_rows.iter().enumerate() {
-            self.insert_datasets(ti, &rows.params, &rows.owners, &mut planned)?;
+        dataset_rows.sort_unstable_by(|a, b| {
+            (a.type_pos, a.o.id.as_bytes()).cmp(&(b.type_pos, b.o.id.as_bytes()))
+        });
+        for rows in dataset_rows.chunk_by(|a, b| a.type_pos == b.type_pos) {
+            self.insert_datasets(rows, &mut planned)?;
         }
+        drop(dataset_rows);
 
-        let mut new_rows: Vec<ToSqlOutput<'_>> = Vec::new();
-        let mut new_quanta = 0usize;
+        let mut new_rows: Vec<QuantumRowOut<'_>> = Vec::with_capacity(planned.len());
         let mut written: Vec<usize> = Vec::with_capacity(planned.len());
         for (pos, p) in planned.iter_mut().enumerate() {
             let q = p.q;
             let x = &q.execution;
-            let mut status = x.status.clone();
+            let mut status = x.status.as_str();
             let mut error = x.error.clone();
             if !p.rejected.is_empty() {
-                status = STATUS_PARTIAL.to_string();
+                status = STATUS_PARTIAL;
                 let lines: Vec<String> = p
                     .rejected
                     .iter()
@@ -413,44 +453,17 @@ impl BatchWriter<'_, '_> {
                 });
                 self.stats.rejected.append(&mut p.rejected);
             }
-            let row = [
-                blob(q.id.as_bytes()),
-                int(self.run_id),
-                blob(self.bundle_blob),
-                text(&q.task_label),
-                ToSqlOutput::Owned(SqlValue::Text(
-                    serde_json::to_string(&q.data_id).expect("data IDs serialize"),
-                )),
-                ToSqlOutput::Owned(SqlValue::Text(status)),
-                int(i64::from(x.attempts)),
-                opt_text(&x.host),
-                opt_text(&x.batch_job),
-                opt_text(&x.started),
-                opt_text(&x.finished),
-                opt_real(x.wall_seconds),
-                opt_real(x.cpu_seconds),
-                match x.peak_rss_bytes {
-                    Some(v) => int(v.min(i64::MAX as u64) as i64),
-                    None => ToSqlOutput::Borrowed(ValueRef::Null),
-                },
-                match x.exit_code {
-                    Some(c) => int(i64::from(c)),
-                    None => ToSqlOutput::Borrowed(ValueRef::Null),
-                },
-                match error {
-                    Some(e) => ToSqlOutput::Owned(SqlValue::Text(e)),
-                    None => ToSqlOutput::Borrowed(ValueRef::Null),
-                },
-                ToSqlOutput::Owned(SqlValue::Text(
-                    serde_json::to_string(&x.log_tail).expect("strings serialize"),
-                )),
-            ];
+            let row = QuantumRowOut {
+                q,
+                status,
+                error,
+                data_id_json: serde_json::to_string(&q.data_id).expect("data IDs serialize"),
+                log_tail_json: serde_json::to_string(&x.log_tail).expect("strings serialize"),
+            };
             if p.existing {
-                let changed = self
-                    .tx
-                    .prepare_cached(&self.statements.quanta.single)?
-                    .execute(rusqlite::params_from_iter(row.iter()))?;
-                if changed == 0 {
+                let mut upsert = self.tx.prepare_cached(&self.statements.quantum_upsert)?;
+                row.bind(&mut upsert, 1, self.run_id, self.bundle_blob)?;
+                if upsert.raw_execute()? == 0 {
                     self.stats.quanta_unchanged += 1;
                     continue;
                 }
@@ -461,103 +474,144 @@ impl BatchWriter<'_, '_> {
                     .prepare_cached("DELETE FROM quantum_input WHERE quantum_id = ?1")?
                     .execute([q.id.as_bytes().as_slice()])?;
             } else {
-                new_rows.extend(row);
-                new_quanta += 1;
+                new_rows.push(row);
             }
             written.push(pos);
         }
-        let changed = self.statements.quanta.run(self.tx, &new_rows)?;
-        if changed != new_quanta {
-            // The status lookup above saw no row for these quanta, in this
+        new_rows.sort_unstable_by_key(|row| row.q.id);
+        let mut inserted = 0;
+        let (run_id, bundle) = (self.run_id, self.bundle_blob);
+        self.statements.quanta.run(
+            self.tx,
+            &new_rows,
+            |stmt, at, row| row.bind(stmt, at, run_id, bundle),
+            |_, changed| {
+                inserted += changed;
+                Ok(())
+            },
+        )?;
+        if inserted != new_rows.len() {
+            // The lookup above saw no row for these quanta, in this
             // transaction, so every one of them must have been inserted.
             return Err(RegistryError::Invalid(format!(
-                "recording quanta of RUN {}: {new_quanta} new quantum rows, but {changed} written",
-                self.run
+                "recording quanta of RUN {}: {} new quantum rows, but {inserted} written",
+                self.run,
+                new_rows.len()
             )));
         }
         drop(new_rows);
         self.stats.quanta_written += written.len();
 
-        let mut inputs: Vec<ToSqlOutput<'_>> = Vec::new();
-        let mut outputs: Vec<ToSqlOutput<'_>> = Vec::new();
-        for &pos in &written {
-            let p = &planned[pos];
-            let qid = p.q.id.as_bytes().as_slice();
-            for i in &p.q.inputs {
-                inputs.push(blob(qid));
-                inputs.push(blob(i.dataset_id.as_bytes()));
-                inputs.push(text(&i.connection));
-                inputs.push(int(i64::from(i.is_prerequisite)));
-                inputs.push(int(i64::from(i.used)));
-            }
-            for (o, _) in p.q.outputs.iter().zip(&p.accepted).filter(|(_, a)| **a) {
-                outputs.push(blob(o.id.as_bytes()));
-                outputs.push(blob(qid));
-                outputs.push(text(&o.connection));
-            }
-        }
-        self.statements.inputs.run(self.tx, &inputs)?;
-        self.statements.outputs.run(self.tx, &outputs)?;
-        Ok(())
+        let mut inputs: Vec<(&Uuid, &QuantumInput)> = written
+            .iter()
+            .flat_map(|&pos| {
+                let q = planned[pos].q;
+                q.inputs.iter().map(move |i| (&q.id, i))
+            })
+            .collect();
+        inputs.sort_unstable_by(|a, b| (a.0, &a.1.dataset_id).cmp(&(b.0, &b.1.dataset_id)));
+        self.statements.inputs.run(
+            self.tx,
+            &inputs,
+            |stmt, at, (qid, i)| {
+                stmt.raw_bind_parameter(at, qid.as_bytes().as_slice())?;
+                stmt.raw_bind_parameter(at + 1, i.dataset_id.as_bytes().as_slice())?;
+                stmt.raw_bind_parameter(at + 2, i.connection.as_str())?;
+                stmt.raw_bind_parameter(at + 3, i.is_prerequisite)?;
+                stmt.raw_bind_parameter(at + 4, i.used)
+            },
+            |_, _| Ok(()),
+        )
     }
 
-    /// Inserts one dataset type's rows; a chunk that violates a constraint
-    /// (another dataset with the same type and data ID in the RUN) is
-    /// retried row by row so only the offending rows are refused.
+    /// Inserts one dataset type's rows (sorted by UUID). A statement that
+    /// skipped rows is examined row by row: a row is registered if the
+    /// dataset with its type and data ID in the RUN is this UUID (inserted
+    /// now or by an earlier merge); otherwise another dataset holds that
+    /// data ID, or the UUID is registered as something else, and the
+    /// output is refused.
     fn insert_datasets(
         &mut self,
-        ti: usize,
-        params: &[ToSqlOutput<'_>],
-        owners: &[(usize, usize)],
+        rows: &[DatasetRow<'_>],
         planned: &mut [Planned<'_>],
     ) -> Result<()> {
-        let insert = &self.types[ti].insert;
-        let full = insert.per_statement;
-        for (chunk, chunk_owners) in params.chunks(insert.cols * full).zip(owners.chunks(full)) {
-            if chunk_owners.len() == full {
-                let result = self
-                    .tx
-                    .prepare_cached(&insert.full)?
-                    .execute(rusqlite::params_from_iter(chunk));
-                match result {
-                    Ok(n) => {
-                        self.stats.datasets_inserted += n;
-                        self.stats.datasets_skipped += full - n;
-                        for &(pos, oi) in chunk_owners {
-                            planned[pos].accepted[oi] = true;
+        let t = &self.types[rows[0].type_pos];
+        let (type_id, run_id) = (t.type_id, self.run_id);
+        let dims = &t.dataset_type.dimensions.names;
+        let tx = self.tx;
+        let run = self.run;
+        let stats = &mut *self.stats;
+        t.insert.run(
+            tx,
+            rows,
+            |stmt, at, row| {
+                let o = row.o;
+                let stored = &o.stored;
+                stmt.raw_bind_parameter(at, o.id.as_bytes().as_slice())?;
+                stmt.raw_bind_parameter(at + 1, type_id)?;
+                stmt.raw_bind_parameter(at + 2, run_id)?;
+                stmt.raw_bind_parameter(at + 3, row.data_id_key.as_str())?;
+                stmt.raw_bind_parameter(at + 4, row.q.execution.finished.as_deref())?;
+                stmt.raw_bind_parameter(at + 5, stored.path.as_str())?;
+                stmt.raw_bind_parameter(at + 6, stored.formatter.as_str())?;
+                stmt.raw_bind_parameter(at + 7, stored.size.min(i64::MAX as u64) as i64)?;
+                stmt.raw_bind_parameter(at + 8, stored.checksum.as_str())?;
+                stmt.raw_bind_parameter(at + 9, row.q.id.as_bytes().as_slice())?;
+                stmt.raw_bind_parameter(at + 10, o.connection.as_str())?;
+                // Standardizing only checked and reordered, so the
+                // caller's values can be bound as they are.
+                for (d, dim) in dims.iter().enumerate() {
+                    let at = at + DATASET_FIXED_COLS + d;
+                    match o.data_id.get(dim) {
+                        Some(v) => stmt.raw_bind_parameter(at, data_id_value_ref(v))?,
+                        None => stmt.raw_bind_parameter(at, rusqlite::types::Null)?,
+                    }
+                }
+                Ok(())
+            },
+            |chunk, changed| {
+                stats.datasets_inserted += changed;
+                if changed == chunk.len() {
+                    for row in chunk {
+                        planned[row.owner.0].accepted[row.owner.1] = true;
+                    }
+                    return Ok(());
+                }
+                let mut holder = tx.prepare_cached(
+                    "SELECT id FROM dataset WHERE dataset_type_id = ?1 AND run_id = ?2 AND data_id = ?3",
+                )?;
+                let mut accepted = 0;
+                for row in chunk {
+                    let held: Option<Vec<u8>> = holder
+                        .query_row(
+                            (type_id, run_id, row.data_id_key.as_str()),
+                            |r| r.get(0),
+                        )
+                        .optional()?;
+                    let (pos, oi) = row.owner;
+                    let p = &mut planned[pos];
+                    let o = row.o;
+                    let reason = match held {
+                        Some(id) if id.as_slice() == o.id.as_bytes() => {
+                            p.accepted[oi] = true;
+                            accepted += 1;
+                            continue;
                         }
-                        continue;
-                    }
-                    Err(e) if is_constraint(&e) => {} // the statement was undone; retry by row
-                    Err(e) => return Err(e.into()),
+                        Some(_) => format!(
+                            "another {} with this data ID is already in RUN {run}",
+                            o.dataset_type
+                        ),
+                        None => format!(
+                            "its UUID {} is already registered for another dataset",
+                            o.id
+                        ),
+                    };
+                    p.rejected.push(rejected(p.q, o, reason));
                 }
-            }
-            let mut single = self.tx.prepare_cached(&insert.single)?;
-            for (row, &(pos, oi)) in chunk.chunks_exact(insert.cols).zip(chunk_owners) {
-                match single.execute(rusqlite::params_from_iter(row)) {
-                    Ok(0) => self.stats.datasets_skipped += 1,
-                    Ok(_) => self.stats.datasets_inserted += 1,
-                    Err(e) if is_constraint(&e) => {
-                        let p = &mut planned[pos];
-                        let o = &p.q.outputs[oi];
-                        let reason = if e.to_string().contains("FOREIGN KEY") {
-                            "a dimension record of its data ID does not exist".to_string()
-                        } else {
-                            format!(
-                                "another {} with this data ID is already in RUN {}",
-                                o.dataset_type, self.run
-                            )
-                        };
-                        let r = rejected(p.q, o, reason);
-                        p.rejected.push(r);
-                        continue;
-                    }
-                    Err(e) => return Err(e.into()),
-                }
-                planned[pos].accepted[oi] = true;
-            }
-        }
-        Ok(())
+                stats.datasets_skipped += accepted - changed.min(accepted);
+                Ok(())
+            },
+        )
     }
 }
 
@@ -701,13 +755,6 @@ impl<'u> DimensionChecks<'u> {
     }
 }
 
-fn is_constraint(e: &rusqlite::Error) -> bool {
-    matches!(
-        e,
-        rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::ConstraintViolation
-    )
-}
-
 impl Registry {
     /// Records the run's provenance (once per run and bundle; a second call
     /// for the same pair is a no-op). The RUN must exist.
@@ -848,19 +895,14 @@ impl Registry {
                 let dt = self.dataset_type_required(&o.dataset_type)?;
                 let type_id = self.dataset_type_id(&o.dataset_type)?;
                 let dims = &dt.dimensions.names;
-                let head = format!(
-                    "INSERT INTO dataset (id, dataset_type_id, run_id, data_id, ingest_date, \
-                     {RECORD_COLUMNS}{})",
+                let columns = format!(
+                    "dataset (id, dataset_type_id, run_id, data_id, ingest_date, \
+                     {RECORD_COLUMNS}, producer, producer_connection{})",
                     dims.iter()
                         .map(|d| format!(", {}", quote(d)))
                         .collect::<String>(),
                 );
-                let insert = BulkInsert::new(
-                    &head,
-                    9 + dims.len(),
-                    " ON CONFLICT (id) DO NOTHING",
-                    max_params,
-                );
+                let insert = BulkInsert::new(&columns, DATASET_FIXED_COLS + dims.len(), max_params);
                 type_index.insert(o.dataset_type.as_str(), types.len());
                 types.push(TypeInsert {
                     type_id,
@@ -935,12 +977,12 @@ impl Registry {
     /// The quantum that produced a dataset, if it was made by a merged
     /// quantum (raw and ingested datasets have none).
     pub fn producer_of(&self, dataset_id: &Uuid) -> Result<Option<Uuid>> {
-        let id: Option<Vec<u8>> = self
+        let id: Option<Option<Vec<u8>>> = self
             .conn
-            .prepare_cached("SELECT quantum_id FROM quantum_output WHERE dataset_id = ?1")?
+            .prepare_cached("SELECT producer FROM dataset WHERE id = ?1")?
             .query_row([dataset_id.as_bytes().as_slice()], |r| r.get(0))
             .optional()?;
-        Ok(id.map(uuid_from_blob).transpose()?)
+        Ok(id.flatten().map(uuid_from_blob).transpose()?)
     }
 
     /// The input links of a quantum, prerequisites last, then by connection
@@ -968,8 +1010,8 @@ impl Registry {
         Ok(self
             .conn
             .prepare_cached(
-                "SELECT dataset_id, connection FROM quantum_output WHERE quantum_id = ?1 \
-                 ORDER BY connection, dataset_id",
+                "SELECT id, producer_connection FROM dataset WHERE producer = ?1 \
+                 ORDER BY producer_connection, id",
             )?
             .query_map([quantum_id.as_bytes().as_slice()], |r| {
                 Ok((uuid_from_blob(r.get(0)?)?, r.get(1)?))
@@ -1080,7 +1122,7 @@ mod tests {
     #[test]
     fn a_conflicting_row_in_a_multi_row_chunk_is_refused_alone() {
         let dir = tempfile::tempdir().unwrap();
-        let mut r = registry_with_detectors(dir.path(), 40);
+        let mut r = registry_with_detectors(dir.path(), 2 * ROWS_PER_STATEMENT as i64 + 1);
         let bundle = Uuid::from_u128(7);
         r.record_quanta("out", bundle, &[quantum(3, STATUS_SUCCEEDED)])
             .unwrap();

@@ -223,3 +223,33 @@ impl Registry {
         Ok(())
     }
 }
+
+/// SQLite's default: checkpoint once the WAL holds this many pages.
+const AUTO_CHECKPOINT_PAGES: i64 = 1000;
+
+impl Registry {
+    /// Starts (`true`) or ends (`false`) a stretch of many large write
+    /// transactions, such as a merge.
+    ///
+    /// While it lasts, commits append to the write-ahead log without
+    /// copying it back into the database file: at the default threshold
+    /// every commit of a large batch ends in a checkpoint that writes
+    /// (and syncs) pages the next batch dirties again, a fifth of a
+    /// million-dataset merge. Ending it checkpoints once and truncates the
+    /// log. Durability is unchanged (the log is the database until then);
+    /// a process killed meanwhile leaves a long log that the next
+    /// connection checkpoints.
+    pub fn set_bulk_writing(&mut self, bulk: bool) -> Result<()> {
+        if bulk {
+            self.conn.pragma_update(None, "wal_autocheckpoint", 0i64)?;
+        } else {
+            self.conn
+                .pragma_update(None, "wal_autocheckpoint", AUTO_CHECKPOINT_PAGES)?;
+            // Readers may still hold old frames; a checkpoint that could not
+            // copy or truncate everything is finished by a later one.
+            self.conn
+                .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+        }
+        Ok(())
+    }
+}

@@ -8,7 +8,7 @@
 use quanta_core::{DimensionElement, DimensionUniverse};
 
 /// Bumped whenever the schema changes incompatibly; stamped in `quanta_meta`.
-pub const SCHEMA_VERSION: u32 = 2;
+pub const SCHEMA_VERSION: u32 = 3;
 
 /// Quotes a trusted identifier (a universe or schema name) for SQL.
 pub fn quote(ident: &str) -> String {
@@ -231,17 +231,15 @@ CREATE TABLE IF NOT EXISTS quantum_input (
   PRIMARY KEY (quantum_id, dataset_id)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS quantum_input_by_dataset ON quantum_input (dataset_id);
-CREATE TABLE IF NOT EXISTS quantum_output (
-  dataset_id BLOB PRIMARY KEY,
-  quantum_id BLOB NOT NULL REFERENCES quantum (id) ON DELETE CASCADE,
-  connection TEXT NOT NULL
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS quantum_output_by_quantum ON quantum_output (quantum_id);
+-- What each quantum made: the datasets whose `producer` it is.
+CREATE INDEX IF NOT EXISTS dataset_by_producer ON dataset (producer)
+  WHERE producer IS NOT NULL;
 "#;
 
 /// The `dataset` table: identity, type, owning RUN, the canonical data ID
-/// text (unique per type and run) and one nullable column per dimension,
-/// with foreign keys to the dimension tables.
+/// text (unique per type and run), the datastore record, the producing
+/// quantum and one nullable column per dimension, with foreign keys to the
+/// dimension tables.
 pub fn dataset_table_ddl(universe: &DimensionUniverse) -> String {
     let mut columns = vec![
         "id BLOB PRIMARY KEY".to_string(),
@@ -255,6 +253,12 @@ pub fn dataset_table_ddl(universe: &DimensionUniverse) -> String {
         "formatter TEXT".to_string(),
         "size INTEGER".to_string(),
         "checksum TEXT".to_string(),
+        // The quantum that wrote the dataset and its output connection,
+        // NULL for an ingested dataset. A dataset has at most one producer,
+        // so the link is a column rather than a table: merge writes one
+        // B-tree entry fewer per dataset.
+        "producer BLOB".to_string(),
+        "producer_connection TEXT".to_string(),
     ];
     let dims: Vec<String> = universe.dimensions().map(|d| d.name.clone()).collect();
     for dim in universe.dimensions() {
