@@ -1164,6 +1164,66 @@ mod tests {
     }
 
     #[test]
+    fn an_output_whose_uuid_names_another_dataset_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut r = registry_with_detectors(dir.path(), 2);
+        let bundle = Uuid::from_u128(7);
+        r.record_quanta("out", bundle, &[quantum(0, STATUS_SUCCEEDED)])
+            .unwrap();
+        // Detector 1's output claims the UUID of detector 0's calexp.
+        let mut clash = quantum(1, STATUS_SUCCEEDED);
+        clash.outputs[0].id = Uuid::from_u128(200);
+        let stats = r.record_quanta("out", bundle, &[clash]).unwrap();
+        assert_eq!(stats.datasets_inserted, 0);
+        assert_eq!(stats.rejected.len(), 1, "{:?}", stats.rejected);
+        assert!(
+            stats.rejected[0]
+                .reason
+                .contains("already registered for another dataset"),
+            "{:?}",
+            stats.rejected
+        );
+        let q = r.quantum(&Uuid::from_u128(101)).unwrap().unwrap();
+        assert_eq!(q.execution.status, STATUS_PARTIAL);
+        // The registered dataset keeps its producer.
+        assert_eq!(
+            r.producer_of(&Uuid::from_u128(200)).unwrap(),
+            Some(Uuid::from_u128(100))
+        );
+    }
+
+    #[test]
+    fn bulk_writing_ends_with_the_log_checkpointed() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut r = registry_with_detectors(dir.path(), 3);
+        r.set_bulk_writing(true).unwrap();
+        let pages: i64 = r
+            .conn
+            .query_row("PRAGMA wal_autocheckpoint", [], |row| row.get(0))
+            .unwrap();
+        assert_eq!(pages, 0);
+        let batch: Vec<NewQuantum> = (0..3).map(|d| quantum(d, STATUS_SUCCEEDED)).collect();
+        r.record_quanta("out", Uuid::from_u128(7), &batch).unwrap();
+        let wal = dir.path().join("r.sqlite3-wal");
+        assert!(std::fs::metadata(&wal).unwrap().len() > 0);
+        r.set_bulk_writing(false).unwrap();
+        assert_eq!(std::fs::metadata(&wal).unwrap().len(), 0);
+        let pages: i64 = r
+            .conn
+            .query_row("PRAGMA wal_autocheckpoint", [], |row| row.get(0))
+            .unwrap();
+        assert!(pages > 0);
+        // Everything is in the database file itself.
+        let copy = dir.path().join("copy.sqlite3");
+        std::fs::copy(dir.path().join("r.sqlite3"), &copy).unwrap();
+        let n: i64 = rusqlite::Connection::open(&copy)
+            .unwrap()
+            .query_row("SELECT count(*) FROM dataset", [], |row| row.get(0))
+            .unwrap();
+        assert_eq!(n, 3);
+    }
+
+    #[test]
     fn a_quantum_listed_twice_in_a_batch_ends_as_its_last_copy() {
         let dir = tempfile::tempdir().unwrap();
         let mut r = registry(dir.path());
