@@ -449,14 +449,14 @@ pub fn campaign_status(
         }
         if state.is_failure() {
             let p = &fold.quanta[&(index as u32)];
-            let (error, log_tail) = match &p.finished {
+            let (error, log_tail) = match p.finished() {
                 Some(JournalRecord::Finished {
                     error, log_tail, ..
-                }) => (error.clone(), log_tail.clone()),
+                }) => (error, log_tail),
                 _ => (None, Vec::new()),
             };
-            let host = match &p.started {
-                Some(JournalRecord::Started { host, .. }) => Some(host.clone()),
+            let host = match p.started() {
+                Some(JournalRecord::Started { host, .. }) => Some(host),
                 _ => None,
             };
             failures.push(FailureLine {

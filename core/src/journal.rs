@@ -236,6 +236,40 @@ fn decode_record(payload: &[u8]) -> Result<JournalRecord, String> {
     }
 }
 
+/// The journal header in the first record's payload.
+fn decode_header(path: &Path, payload: &[u8]) -> Result<JournalHeader, JournalError> {
+    let not_journal = |reason: &str| JournalError::NotAJournal {
+        path: path.to_path_buf(),
+        reason: reason.to_string(),
+    };
+    // Magic and version first, so a newer journal is reported as such even
+    // if its header no longer decodes as this version's.
+    let prefix: HeaderPrefix = postcard::take_from_bytes(payload)
+        .map(|(p, _)| p)
+        .map_err(|_| not_journal("the first record is not a journal header"))?;
+    if prefix.magic != MAGIC {
+        return Err(not_journal("the first record lacks the journal magic"));
+    }
+    if prefix.format_version != JOURNAL_FORMAT_VERSION {
+        return Err(JournalError::UnsupportedVersion {
+            path: path.to_path_buf(),
+            found: prefix.format_version,
+            supported: JOURNAL_FORMAT_VERSION,
+        });
+    }
+    match postcard::take_from_bytes::<HeaderPayload>(payload) {
+        Ok((h, [])) => Ok(h.header.into_owned()),
+        Ok(_) | Err(_) => Err(not_journal("the journal header does not decode")),
+    }
+}
+
+/// The offset of the first whole, decodable record in `rest` after its
+/// first byte: whether damage at the start of `rest` is followed by
+/// records.
+fn first_valid_record(rest: &[u8]) -> Option<usize> {
+    (1..rest.len()).find(|&o| record_at(rest, o).is_ok_and(|(p, _)| decode_record(p).is_ok()))
+}
+
 /// Where reading stopped before the end of a journal, and why.
 struct Damage {
     offset: usize,
@@ -355,28 +389,7 @@ impl Source {
         let len = self
             .next_frame()?
             .map_err(|d| self.not_journal(format!("first record: {d}")))?;
-        let payload = self.payload(len);
-        // Magic and version first, so a newer journal is reported as such
-        // even if its header no longer decodes as this version's.
-        let prefix: HeaderPrefix = postcard::take_from_bytes(payload)
-            .map(|(p, _)| p)
-            .map_err(|_| self.not_journal("the first record is not a journal header".into()))?;
-        if prefix.magic != MAGIC {
-            return Err(self.not_journal("the first record lacks the journal magic".into()));
-        }
-        if prefix.format_version != JOURNAL_FORMAT_VERSION {
-            return Err(JournalError::UnsupportedVersion {
-                path: self.path.clone(),
-                found: prefix.format_version,
-                supported: JOURNAL_FORMAT_VERSION,
-            });
-        }
-        let header = match postcard::take_from_bytes::<HeaderPayload>(payload) {
-            Ok((h, [])) => h.header.into_owned(),
-            Ok(_) | Err(_) => {
-                return Err(self.not_journal("the journal header does not decode".into()))
-            }
-        };
+        let header = decode_header(&self.path, self.payload(len))?;
         self.consume(len);
         Ok(header)
     }
@@ -396,9 +409,7 @@ impl Source {
         }
         self.start = 0;
         self.end = 0;
-        let valid_after = (1..rest.len())
-            .find(|&o| record_at(&rest, o).is_ok_and(|(p, _)| decode_record(p).is_ok()))
-            .map(|o| self.offset + o);
+        let valid_after = first_valid_record(&rest).map(|o| self.offset + o);
         Ok(Damage {
             offset: self.offset,
             detail,
@@ -551,6 +562,251 @@ fn read_all(mut reader: JournalReader) -> Result<JournalContents, JournalError> 
         records,
         torn_tail,
     })
+}
+
+/// A journal file read whole, for a reader that keeps records by location
+/// and decodes the few it needs later (the fold of a bundle's journals):
+/// the bytes outlive the scan, unlike [`JournalReader`]'s buffer. Read with
+/// `read`, not mapped: a worker may still append to the file or cut a torn
+/// tail while it is being read, which must not change bytes already read.
+pub(crate) struct WholeJournal {
+    pub header: JournalHeader,
+    pub bytes: Vec<u8>,
+    /// Where the first record after the header starts.
+    pub records_start: usize,
+}
+
+impl WholeJournal {
+    /// Reads the file and its header; records are checked by
+    /// [`RecordScan`]. A file whose first record is not a valid journal
+    /// header is an error naming it, as with [`JournalReader::open`].
+    pub fn read(path: &Path) -> Result<WholeJournal, JournalError> {
+        let bytes = std::fs::read(path).map_err(|source| JournalError::Io {
+            path: path.to_path_buf(),
+            what: "reading".into(),
+            source,
+        })?;
+        let not_journal = |reason: String| JournalError::NotAJournal {
+            path: path.to_path_buf(),
+            reason,
+        };
+        if bytes.is_empty() {
+            return Err(not_journal("the file is empty".into()));
+        }
+        let (payload, records_start) =
+            record_at(&bytes, 0).map_err(|d| not_journal(format!("first record: {d}")))?;
+        let header = decode_header(path, payload)?;
+        Ok(WholeJournal {
+            header,
+            bytes,
+            records_start,
+        })
+    }
+}
+
+/// What the journal fold decides on, read from a record without building
+/// its strings and lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct RecordSummary {
+    /// Where the record's frame starts in the journal's bytes (see
+    /// [`decode_frame_at`]).
+    pub offset: usize,
+    pub quantum: u32,
+    pub quantum_id: Uuid,
+    pub attempt: u32,
+    /// The status of a `Finished` record; `None` for `Started`.
+    pub finished: Option<QuantumStatus>,
+}
+
+impl RecordSummary {
+    fn of(offset: usize, record: &JournalRecord) -> RecordSummary {
+        RecordSummary {
+            offset,
+            quantum: record.quantum(),
+            quantum_id: record.quantum_id(),
+            attempt: record.attempt(),
+            finished: match record {
+                JournalRecord::Started { .. } => None,
+                JournalRecord::Finished { status, .. } => Some(*status),
+            },
+        }
+    }
+}
+
+/// [`JournalRecord`] field for field, with strings borrowed from the
+/// payload and lists walked but not kept, so checking that a record decodes
+/// allocates nothing. postcard decodes both the same way (same wire types,
+/// same UTF-8 and length checks), so a payload is valid for one exactly
+/// when it is for the other; a field added to one and not the other leaves
+/// bytes over or missing and every record fails to decode, which the tests
+/// catch.
+#[derive(Deserialize)]
+#[allow(dead_code)] // the fields are there to be checked, not read
+enum RecordView<'a> {
+    Started {
+        quantum: u32,
+        quantum_id: Uuid,
+        attempt: u32,
+        host: &'a str,
+        pid: u32,
+        time: &'a str,
+        #[serde(borrow)]
+        batch_job: Option<&'a str>,
+    },
+    Finished {
+        quantum: u32,
+        quantum_id: Uuid,
+        attempt: u32,
+        status: QuantumStatus,
+        #[serde(borrow)]
+        outputs: Skipped<OutputView<'a>>,
+        inputs_used: Skipped<Uuid>,
+        started: &'a str,
+        finished: &'a str,
+        wall_seconds: f64,
+        cpu_seconds: f64,
+        peak_rss_bytes: u64,
+        exit_code: Option<i32>,
+        #[serde(borrow)]
+        error: Option<&'a str>,
+        #[serde(borrow)]
+        log_tail: Skipped<&'a str>,
+    },
+}
+
+/// [`WrittenOutput`] borrowed, see [`RecordView`].
+#[derive(Deserialize)]
+#[allow(dead_code)]
+struct OutputView<'a> {
+    dataset_id: Uuid,
+    path: &'a str,
+    size: u64,
+    checksum: &'a str,
+}
+
+/// A sequence whose elements are decoded (and so checked) one by one and
+/// dropped.
+struct Skipped<T>(std::marker::PhantomData<T>);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Skipped<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Walk<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for Walk<T> {
+            type Value = Skipped<T>;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a sequence")
+            }
+
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Skipped<T>, A::Error> {
+                while seq.next_element::<T>()?.is_some() {}
+                Ok(Skipped(std::marker::PhantomData))
+            }
+        }
+        d.deserialize_seq(Walk(std::marker::PhantomData))
+    }
+}
+
+/// The summary of a record payload, or why it is not a record (the same
+/// verdict and message as [`decode_record`]).
+fn summarize(offset: usize, payload: &[u8]) -> Result<RecordSummary, String> {
+    let view = match postcard::take_from_bytes::<RecordView>(payload) {
+        Ok((view, [])) => view,
+        // The full decoder is the reference: its verdict and message stand
+        // (and should the view ever disagree, the record is not lost).
+        Ok(_) | Err(_) => return decode_record(payload).map(|r| RecordSummary::of(offset, &r)),
+    };
+    let (quantum, quantum_id, attempt, finished) = match view {
+        RecordView::Started {
+            quantum,
+            quantum_id,
+            attempt,
+            ..
+        } => (quantum, quantum_id, attempt, None),
+        RecordView::Finished {
+            quantum,
+            quantum_id,
+            attempt,
+            status,
+            ..
+        } => (quantum, quantum_id, attempt, Some(status)),
+    };
+    Ok(RecordSummary {
+        offset,
+        quantum,
+        quantum_id,
+        attempt,
+        finished,
+    })
+}
+
+/// Walks the records of a [`WholeJournal`]'s bytes, yielding exactly the
+/// records [`read_journal`] returns, in file order, then reporting a torn or
+/// damaged tail the same way ([`RecordScan::torn_tail`]).
+pub(crate) struct RecordScan<'a> {
+    bytes: &'a [u8],
+    offset: usize,
+    damage: Option<Damage>,
+    done: bool,
+}
+
+impl<'a> RecordScan<'a> {
+    /// Scans `bytes` from `start`, the end of the header.
+    pub fn new(bytes: &'a [u8], start: usize) -> RecordScan<'a> {
+        RecordScan {
+            bytes,
+            offset: start,
+            damage: None,
+            done: false,
+        }
+    }
+
+    /// Once the scan is over: why the records ended before the end of the
+    /// bytes, in [`JournalReader::torn_tail`]'s words.
+    pub fn torn_tail(&self, path: &Path) -> Option<String> {
+        self.damage.as_ref().map(|d| damage_warning(path, d))
+    }
+}
+
+impl Iterator for RecordScan<'_> {
+    type Item = RecordSummary;
+
+    fn next(&mut self) -> Option<RecordSummary> {
+        if self.done || self.offset >= self.bytes.len() {
+            self.done = true;
+            return None;
+        }
+        let detail = match record_at(self.bytes, self.offset) {
+            Ok((payload, next)) => match summarize(self.offset, payload) {
+                Ok(summary) => {
+                    self.offset = next;
+                    return Some(summary);
+                }
+                Err(detail) => detail,
+            },
+            Err(detail) => detail,
+        };
+        self.done = true;
+        let rest = &self.bytes[self.offset..];
+        self.damage = Some(Damage {
+            offset: self.offset,
+            detail,
+            valid_after: first_valid_record(rest).map(|o| self.offset + o),
+            file_len: self.bytes.len(),
+        });
+        None
+    }
+}
+
+/// Decodes the record whose frame starts at `offset` in `bytes`, checking
+/// its length and checksum again; `None` if there is no valid record there.
+pub(crate) fn decode_frame_at(bytes: &[u8], offset: usize) -> Option<JournalRecord> {
+    let rest = bytes.get(offset..)?;
+    let (payload, _) = record_at(rest, 0).ok()?;
+    decode_record(payload).ok()
 }
 
 /// Appends records to one worker's journal. One writer per file at a time:
@@ -858,17 +1114,41 @@ mod tests {
         }
     }
 
-    /// Reads `path` with the default buffer and with buffers smaller than
-    /// a record, so records straddle refills; all must agree, warnings and
-    /// errors included.
+    /// Reads `path` as a [`WholeJournal`] and scans it, decoding each
+    /// record from its offset and checking its summary against it.
+    fn read_scanned(path: &Path) -> Result<JournalContents, JournalError> {
+        let w = WholeJournal::read(path)?;
+        let mut scan = RecordScan::new(&w.bytes, w.records_start);
+        let mut records = vec![];
+        for summary in scan.by_ref() {
+            let r = decode_frame_at(&w.bytes, summary.offset).expect("a scanned record decodes");
+            assert_eq!(summary, RecordSummary::of(summary.offset, &r));
+            records.push(r);
+        }
+        Ok(JournalContents {
+            header: w.header.clone(),
+            records,
+            torn_tail: scan.torn_tail(path),
+        })
+    }
+
+    /// Reads `path` with the default buffer, with buffers smaller than a
+    /// record, so records straddle refills, and whole for a scan; all must
+    /// agree, warnings and errors included.
     fn read_checked(path: &Path) -> Result<JournalContents, JournalError> {
         let whole = read_journal(path);
-        for len in [1, 5, 13, 40] {
-            let small = JournalReader::open_with_buffer(path, len).and_then(read_all);
-            match (&whole, &small) {
+        let others = [1, 5, 13, 40].map(|len| {
+            (
+                len,
+                JournalReader::open_with_buffer(path, len).and_then(read_all),
+            )
+        });
+        let scanned = (0, read_scanned(path));
+        for (len, other) in others.iter().chain([&scanned]) {
+            match (&whole, other) {
                 (Ok(a), Ok(b)) => assert_eq!(a, b, "buffer {len}"),
                 (Err(a), Err(b)) => assert_eq!(a.to_string(), b.to_string(), "buffer {len}"),
-                _ => panic!("buffer {len}: {whole:?} vs {small:?}"),
+                _ => panic!("buffer {len} (0: scan): {whole:?} vs {other:?}"),
             }
         }
         whole
@@ -903,6 +1183,57 @@ mod tests {
             JournalWriter::create(&path, &header()),
             Err(JournalError::AlreadyExists { .. })
         ));
+    }
+
+    #[test]
+    fn the_scan_reads_every_field_without_falling_back() {
+        // Every field populated, lists non-empty: the borrowed view must
+        // decode each kind of record on its own, consuming it exactly.
+        let mut no_job = started(4);
+        if let JournalRecord::Started { batch_job, .. } = &mut no_job {
+            *batch_job = None;
+        }
+        let records = [
+            started(3),
+            finished(3, QuantumStatus::Failed),
+            no_job,
+            finished(4, QuantumStatus::Succeeded),
+        ];
+        for r in records {
+            let payload = postcard::to_stdvec(&r).unwrap();
+            let (view, rest) = postcard::take_from_bytes::<RecordView>(&payload).unwrap();
+            assert!(rest.is_empty(), "{r:?}");
+            let summary = match view {
+                RecordView::Started {
+                    quantum, attempt, ..
+                } => (quantum, attempt, None),
+                RecordView::Finished {
+                    quantum,
+                    attempt,
+                    status,
+                    ..
+                } => (quantum, attempt, Some(status)),
+            };
+            let s = summarize(7, &payload).unwrap();
+            assert_eq!(summary, (s.quantum, s.attempt, s.finished));
+            assert_eq!(s, RecordSummary::of(7, &r));
+        }
+        // A record cut short is refused with the full decoder's words.
+        let payload = postcard::to_stdvec(&finished(5, QuantumStatus::Failed)).unwrap();
+        let cut = &payload[..payload.len() - 3];
+        assert_eq!(
+            summarize(0, cut).unwrap_err(),
+            decode_record(cut).unwrap_err()
+        );
+        let mut longer = payload.clone();
+        longer.push(0);
+        assert_eq!(
+            summarize(0, &longer).unwrap_err(),
+            "1 unexpected bytes after a record"
+        );
+        // No record where there is no frame.
+        assert_eq!(decode_frame_at(&payload, 0), None);
+        assert_eq!(decode_frame_at(&payload, payload.len() + 5), None);
     }
 
     #[test]
@@ -1092,7 +1423,7 @@ mod tests {
         })
         .unwrap();
         std::fs::write(&p, frame(&payload)).unwrap();
-        let e = read_journal(&p).unwrap_err();
+        let e = read_checked(&p).unwrap_err();
         assert!(
             matches!(e, JournalError::UnsupportedVersion { found: 7, .. }),
             "{e}"

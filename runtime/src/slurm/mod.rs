@@ -968,7 +968,7 @@ fn is_deterministic(v: &BundleView, f: &Fold, q: u32) -> bool {
     }
     let Some(quanta_core::JournalRecord::Finished {
         exit_code, error, ..
-    }) = &p.finished
+    }) = p.finished()
     else {
         return false;
     };
@@ -979,7 +979,7 @@ fn is_deterministic(v: &BundleView, f: &Fold, q: u32) -> bool {
         .map(|(_, c)| c.deterministic_exit_codes.as_slice())
         .unwrap_or(&[]);
     if let Some(code) = exit_code {
-        return codes.contains(code);
+        return codes.contains(&code);
     }
     // Rust tasks have no exit code; their error kind says it. These
     // prefixes are TaskError's Display of Config and BadInput.
@@ -1317,17 +1317,17 @@ pub fn record_out_of_memory(
             quantum_id,
             time,
             ..
-        }) = &p.started
+        }) = p.started()
         {
             hit.push(*q);
             records.push(quanta_core::JournalRecord::Finished {
                 quantum: *q,
-                quantum_id: *quantum_id,
-                attempt: *attempt,
+                quantum_id,
+                attempt,
                 status: quanta_core::QuantumStatus::OutOfMemory,
                 outputs: Vec::new(),
                 inputs_used: Vec::new(),
-                started: time.clone(),
+                started: time,
                 finished: quanta_core::now_rfc3339(),
                 wall_seconds: 0.0,
                 cpu_seconds: 0.0,
