@@ -36,7 +36,7 @@ use crate::error::ButlerError;
 
 /// Quanta per transaction unless told otherwise: large enough that commits
 /// cost little, small enough that a killed merge loses little work.
-pub const DEFAULT_BATCH_QUANTA: usize = 10_000;
+pub const DEFAULT_BATCH_QUANTA: usize = 50_000;
 
 /// How to merge.
 #[derive(Debug, Clone)]
@@ -267,17 +267,36 @@ impl Butler {
         let bundle_id = ctx.bundle_id;
         std::thread::scope(|scope| -> Result<(), MergeError> {
             let writer = scope.spawn(move || -> Result<WriterTotals, MergeError> {
+                let checkpointer = registry.wal_checkpointer()?;
                 registry.set_bulk_writing(true)?;
-                let recorded = (|| -> Result<WriterTotals, MergeError> {
-                    let mut totals = WriterTotals::default();
-                    for quanta in batches {
-                        let stats = registry.record_quanta(&run, bundle_id, &quanta)?;
-                        totals.add(stats, &quanta);
-                        // The receiver is gone only if the producer failed.
-                        let _ = commits.send(quanta.len() as u64);
-                    }
-                    Ok(totals)
-                })();
+                // Committed batches are copied into the database file on a
+                // third thread, so the checkpoint that ends bulk writing
+                // finds little left to copy.
+                let (kick, kicks) = mpsc::channel::<()>();
+                let recorded = std::thread::scope(|inner| {
+                    let copier = inner.spawn(move || {
+                        while kicks.recv().is_ok() {
+                            while kicks.try_recv().is_ok() {}
+                            // A failed pass leaves its frames to the final
+                            // checkpoint, which reports errors.
+                            let _ = checkpointer.checkpoint();
+                        }
+                    });
+                    let recorded = (|| -> Result<WriterTotals, MergeError> {
+                        let mut totals = WriterTotals::default();
+                        for quanta in batches {
+                            let stats = registry.record_quanta(&run, bundle_id, &quanta)?;
+                            totals.add(stats, &quanta);
+                            let _ = kick.send(());
+                            // The receiver is gone only if the producer failed.
+                            let _ = commits.send(quanta.len() as u64);
+                        }
+                        Ok(totals)
+                    })();
+                    drop(kick);
+                    let _ = copier.join();
+                    recorded
+                });
                 let ended = registry.set_bulk_writing(false);
                 let totals = recorded?;
                 ended?;
@@ -466,10 +485,13 @@ fn verify_batch(
     }
     let mut checks: Vec<Check<'_>> = Vec::new();
     let mut early_failures: Vec<(usize, VerificationFailure)> = Vec::new();
-    for (pos, item) in batch.iter().enumerate() {
+    // Decoded up front: `checks` borrows their outputs past the loop.
+    let finished: Vec<Option<JournalRecord>> =
+        batch.iter().map(|item| item.progress.finished()).collect();
+    for ((pos, item), finished) in batch.iter().enumerate().zip(&finished) {
         let Some(JournalRecord::Finished {
             status, outputs, ..
-        }) = &item.progress.finished
+        }) = finished
         else {
             continue;
         };
@@ -575,9 +597,12 @@ fn verify_batch(
 
     let quanta: Vec<NewQuantum> = batch
         .iter()
+        .zip(finished)
         .zip(verified)
         .zip(&failures)
-        .map(|((item, outputs), failed)| new_quantum(ctx, item, outputs, failed))
+        .map(|(((item, finished), outputs), failed)| {
+            new_quantum(ctx, item, finished, outputs, failed)
+        })
         .collect();
     for f in failures.into_iter().flatten() {
         summary.verification_failures.push(f);
@@ -651,6 +676,7 @@ fn failure(task: &str, q: &BundleQuantum, r: &BundleRef, reason: String) -> Veri
 fn new_quantum(
     ctx: &Ctx,
     item: &Pending<'_>,
+    finished: Option<JournalRecord>,
     outputs: Vec<QuantumOutputDataset>,
     failed: &[VerificationFailure],
 ) -> NewQuantum {
@@ -673,10 +699,10 @@ fn new_quantum(
     let mut inputs_used: HashSet<Uuid> = HashSet::new();
     if let Some(JournalRecord::Started {
         host, batch_job, ..
-    }) = &p.started
+    }) = p.started()
     {
-        execution.host = Some(host.clone());
-        execution.batch_job = batch_job.clone();
+        execution.host = Some(host);
+        execution.batch_job = batch_job;
     }
     if let Some(JournalRecord::Finished {
         attempt,
@@ -690,18 +716,18 @@ fn new_quantum(
         error,
         log_tail,
         ..
-    }) = &p.finished
+    }) = finished
     {
-        execution.attempts = execution.attempts.max(*attempt);
-        execution.started = Some(started.clone());
-        execution.finished = Some(finished.clone());
-        execution.wall_seconds = Some(*wall_seconds);
-        execution.cpu_seconds = Some(*cpu_seconds);
-        execution.peak_rss_bytes = Some(*peak_rss_bytes);
-        execution.exit_code = *exit_code;
-        execution.error = error.clone();
-        execution.log_tail = log_tail.clone();
-        inputs_used.extend(used.iter().copied());
+        execution.attempts = execution.attempts.max(attempt);
+        execution.started = Some(started);
+        execution.finished = Some(finished);
+        execution.wall_seconds = Some(wall_seconds);
+        execution.cpu_seconds = Some(cpu_seconds);
+        execution.peak_rss_bytes = Some(peak_rss_bytes);
+        execution.exit_code = exit_code;
+        execution.error = error;
+        execution.log_tail = log_tail;
+        inputs_used.extend(used);
     }
     let succeeded = p.state == QuantumState::Succeeded;
     if succeeded && !failed.is_empty() {

@@ -252,4 +252,41 @@ impl Registry {
         }
         Ok(())
     }
+
+    /// A second connection to this registry's database that copies
+    /// committed log frames into the database file while this one keeps
+    /// writing (see [`WalCheckpointer`]).
+    pub fn wal_checkpointer(&self) -> Result<WalCheckpointer> {
+        let conn = Connection::open_with_flags(
+            &self.path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        conn.busy_timeout(std::time::Duration::from_secs(30))?;
+        // Its own commits are none; it must never checkpoint on close
+        // behind the writer's back either way, which SQLite guarantees for
+        // a connection that is not the last one open.
+        conn.pragma_update(None, "wal_autocheckpoint", 0i64)?;
+        Ok(WalCheckpointer { conn })
+    }
+}
+
+/// Copies a registry's committed write-ahead-log frames into the database
+/// file from another thread, so that during [bulk
+/// writing](Registry::set_bulk_writing) the final checkpoint has little
+/// left to do: run [`WalCheckpointer::checkpoint`] after the writer's
+/// commits. A passive checkpoint never blocks the writer; it copies what
+/// was committed when it started.
+pub struct WalCheckpointer {
+    conn: Connection,
+}
+
+impl WalCheckpointer {
+    /// One passive checkpoint; returns the (log, copied) frame counts.
+    pub fn checkpoint(&self) -> Result<(i64, i64)> {
+        Ok(self
+            .conn
+            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+                Ok((r.get(1)?, r.get(2)?))
+            })?)
+    }
 }
