@@ -258,8 +258,12 @@ fn supervised_worker(a: &WorkerArgs, cluster: &str, limit: u64) -> Result<ExitCo
     if a.json {
         cmd.arg("--json");
     }
-    // The limit is on address space: see crate::alloc.
+    // The limit is on address space: see crate::alloc. For the same reason
+    // glibc gets one arena: it reserves 64 MiB of address space for each
+    // further thread that allocates (the journal fold reads on rayon's
+    // threads), which the limit would count as memory used.
     cmd.env(crate::alloc::SYSTEM_ALLOCATOR_ENV, "1");
+    cmd.env("MALLOC_ARENA_MAX", "1");
     use quanta_runtime::slurm::{record_out_of_memory, run_supervised, ChildEnd};
     match run_supervised(cmd, limit)? {
         ChildEnd::Exited(0) => Ok(ExitCode::SUCCESS),
