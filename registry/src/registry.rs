@@ -231,14 +231,15 @@ impl Registry {
     /// Starts (`true`) or ends (`false`) a stretch of many large write
     /// transactions, such as a merge.
     ///
-    /// While it lasts, commits append to the write-ahead log without
-    /// copying it back into the database file: at the default threshold
-    /// every commit of a large batch ends in a checkpoint that writes
-    /// (and syncs) pages the next batch dirties again, a fifth of a
-    /// million-dataset merge. Ending it checkpoints once and truncates the
-    /// log. Durability is unchanged (the log is the database until then);
-    /// a process killed meanwhile leaves a long log that the next
-    /// connection checkpoints.
+    /// While it lasts, this connection's commits only append to the
+    /// write-ahead log: at the default threshold every commit of a large
+    /// batch ends in a checkpoint on the writing thread that writes (and
+    /// syncs) pages the next batch dirties again, a fifth of a
+    /// million-dataset merge. A [`WalCheckpointer`] on another thread may
+    /// copy committed frames meanwhile; ending bulk writing checkpoints
+    /// what is left and truncates the log. Durability is unchanged (the log
+    /// is the database until then); a process killed meanwhile leaves a
+    /// long log that the next connection checkpoints.
     pub fn set_bulk_writing(&mut self, bulk: bool) -> Result<()> {
         if bulk {
             self.conn.pragma_update(None, "wal_autocheckpoint", 0i64)?;
@@ -262,10 +263,6 @@ impl Registry {
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )?;
         conn.busy_timeout(std::time::Duration::from_secs(30))?;
-        // Its own commits are none; it must never checkpoint on close
-        // behind the writer's back either way, which SQLite guarantees for
-        // a connection that is not the last one open.
-        conn.pragma_update(None, "wal_autocheckpoint", 0i64)?;
         Ok(WalCheckpointer { conn })
     }
 }
