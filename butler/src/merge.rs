@@ -267,36 +267,17 @@ impl Butler {
         let bundle_id = ctx.bundle_id;
         std::thread::scope(|scope| -> Result<(), MergeError> {
             let writer = scope.spawn(move || -> Result<WriterTotals, MergeError> {
-                let checkpointer = registry.wal_checkpointer()?;
                 registry.set_bulk_writing(true)?;
-                // Committed batches are copied into the database file on a
-                // third thread, so the checkpoint that ends bulk writing
-                // finds little left to copy.
-                let (kick, kicks) = mpsc::channel::<()>();
-                let recorded = std::thread::scope(|inner| {
-                    let copier = inner.spawn(move || {
-                        while kicks.recv().is_ok() {
-                            while kicks.try_recv().is_ok() {}
-                            // A failed pass leaves its frames to the final
-                            // checkpoint, which reports errors.
-                            let _ = checkpointer.checkpoint();
-                        }
-                    });
-                    let recorded = (|| -> Result<WriterTotals, MergeError> {
-                        let mut totals = WriterTotals::default();
-                        for quanta in batches {
-                            let stats = registry.record_quanta(&run, bundle_id, &quanta)?;
-                            totals.add(stats, &quanta);
-                            let _ = kick.send(());
-                            // The receiver is gone only if the producer failed.
-                            let _ = commits.send(quanta.len() as u64);
-                        }
-                        Ok(totals)
-                    })();
-                    drop(kick);
-                    let _ = copier.join();
-                    recorded
-                });
+                let recorded = (|| -> Result<WriterTotals, MergeError> {
+                    let mut totals = WriterTotals::default();
+                    for quanta in batches {
+                        let stats = registry.record_quanta(&run, bundle_id, &quanta)?;
+                        totals.add(stats, &quanta);
+                        // The receiver is gone only if the producer failed.
+                        let _ = commits.send(quanta.len() as u64);
+                    }
+                    Ok(totals)
+                })();
                 let ended = registry.set_bulk_writing(false);
                 let totals = recorded?;
                 ended?;
@@ -565,7 +546,6 @@ fn verify_batch(
         })
         .collect();
     let results = datastore.verify_many(&expected);
-    drop(expected);
 
     let mut verified: Vec<Vec<QuantumOutputDataset>> =
         (0..batch.len()).map(|_| Vec::new()).collect();

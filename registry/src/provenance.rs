@@ -945,6 +945,7 @@ impl Registry {
             writer.write_segment(&quanta[segment_start..])?;
         }
         tx.commit()?;
+        self.committed();
         Ok(stats)
     }
 

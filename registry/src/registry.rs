@@ -16,6 +16,8 @@ pub struct Registry {
     pub(crate) conn: Connection,
     pub(crate) universe: DimensionUniverse,
     path: PathBuf,
+    /// Set while bulk writing: the background checkpointer.
+    bulk: Option<BackgroundCheckpointer>,
 }
 
 const APPLICATION_ID: i32 = 0x5155_4e54; // "QUNT"
@@ -65,6 +67,7 @@ impl Registry {
             conn,
             universe: universe.clone(),
             path: path.to_path_buf(),
+            bulk: None,
         })
     }
 
@@ -131,6 +134,7 @@ impl Registry {
             conn,
             universe,
             path: path.to_path_buf(),
+            bulk: None,
         })
     }
 
@@ -235,15 +239,22 @@ impl Registry {
     /// write-ahead log: at the default threshold every commit of a large
     /// batch ends in a checkpoint on the writing thread that writes (and
     /// syncs) pages the next batch dirties again, a fifth of a
-    /// million-dataset merge. A [`WalCheckpointer`] on another thread may
-    /// copy committed frames meanwhile; ending bulk writing checkpoints
-    /// what is left and truncates the log. Durability is unchanged (the log
-    /// is the database until then); a process killed meanwhile leaves a
-    /// long log that the next connection checkpoints.
+    /// million-dataset merge. Instead a second connection on a background
+    /// thread copies committed frames into the database file after each
+    /// commit (a passive checkpoint never blocks the writer), and ending
+    /// bulk writing checkpoints what is left and truncates the log.
+    /// Durability is unchanged (the log is the database until then); a
+    /// process killed meanwhile leaves a long log that the next connection
+    /// checkpoints.
     pub fn set_bulk_writing(&mut self, bulk: bool) -> Result<()> {
         if bulk {
-            self.conn.pragma_update(None, "wal_autocheckpoint", 0i64)?;
+            if self.bulk.is_none() {
+                self.bulk = Some(BackgroundCheckpointer::start(&self.path)?);
+                self.conn.pragma_update(None, "wal_autocheckpoint", 0i64)?;
+            }
         } else {
+            // Joined first: the final checkpoint would wait for its pass.
+            drop(self.bulk.take());
             self.conn
                 .pragma_update(None, "wal_autocheckpoint", AUTO_CHECKPOINT_PAGES)?;
             // Readers may still hold old frames; a checkpoint that could not
@@ -254,36 +265,55 @@ impl Registry {
         Ok(())
     }
 
-    /// A second connection to this registry's database that copies
-    /// committed log frames into the database file while this one keeps
-    /// writing (see [`WalCheckpointer`]).
-    pub fn wal_checkpointer(&self) -> Result<WalCheckpointer> {
-        let conn = Connection::open_with_flags(
-            &self.path,
-            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )?;
-        conn.busy_timeout(std::time::Duration::from_secs(30))?;
-        Ok(WalCheckpointer { conn })
+    /// After a commit: lets the background checkpointer copy it, if bulk
+    /// writing.
+    pub(crate) fn committed(&self) {
+        if let Some(bulk) = &self.bulk {
+            bulk.kick();
+        }
     }
 }
 
-/// Copies a registry's committed write-ahead-log frames into the database
-/// file from another thread, so that during [bulk
-/// writing](Registry::set_bulk_writing) the final checkpoint has little
-/// left to do: run [`WalCheckpointer::checkpoint`] after the writer's
-/// commits. A passive checkpoint never blocks the writer; it copies what
-/// was committed when it started.
-pub struct WalCheckpointer {
-    conn: Connection,
+/// A thread with its own connection that runs a passive checkpoint after
+/// each commit it is told of; stopped and joined on drop.
+struct BackgroundCheckpointer {
+    kick: Option<std::sync::mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
 }
 
-impl WalCheckpointer {
-    /// One passive checkpoint; returns the (log, copied) frame counts.
-    pub fn checkpoint(&self) -> Result<(i64, i64)> {
-        Ok(self
-            .conn
-            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
-                Ok((r.get(1)?, r.get(2)?))
-            })?)
+impl BackgroundCheckpointer {
+    fn start(path: &Path) -> Result<Self> {
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        let (kick, kicks) = std::sync::mpsc::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            while kicks.recv().is_ok() {
+                while kicks.try_recv().is_ok() {}
+                // A failed pass leaves its frames to the final checkpoint,
+                // which reports errors.
+                let _ = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
+            }
+        });
+        Ok(Self {
+            kick: Some(kick),
+            thread: Some(thread),
+        })
+    }
+
+    fn kick(&self) {
+        if let Some(kick) = &self.kick {
+            let _ = kick.send(());
+        }
+    }
+}
+
+impl Drop for BackgroundCheckpointer {
+    fn drop(&mut self) {
+        drop(self.kick.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
     }
 }
