@@ -18,7 +18,9 @@ use quanta_core::{CollectionType, DataId, DataIdValue, DatasetType, Uuid};
 use rusqlite::OptionalExtension;
 use serde::Serialize;
 
-use crate::datasets::{data_id_value_ref, uuid_from_blob, DatastoreRecord, RECORD_COLUMNS};
+use crate::datasets::{
+    data_id_value_ref, record_params, uuid_from_blob, DatastoreRecord, RECORD_COLUMNS,
+};
 use crate::error::{RegistryError, Result};
 use crate::registry::Registry;
 use crate::schema::{quote, record_exists_query};
@@ -552,10 +554,10 @@ impl BatchWriter<'_, '_> {
                 stmt.raw_bind_parameter(at + 2, run_id)?;
                 stmt.raw_bind_parameter(at + 3, row.data_id_key.as_str())?;
                 stmt.raw_bind_parameter(at + 4, row.q.execution.finished.as_deref())?;
-                stmt.raw_bind_parameter(at + 5, stored.path.as_str())?;
-                stmt.raw_bind_parameter(at + 6, stored.formatter.as_str())?;
-                stmt.raw_bind_parameter(at + 7, stored.size.min(i64::MAX as u64) as i64)?;
-                stmt.raw_bind_parameter(at + 8, stored.checksum.as_str())?;
+                // The datastore record's columns, bound as ingest binds them.
+                for (k, value) in record_params(Some(stored)).into_iter().enumerate() {
+                    stmt.raw_bind_parameter(at + 5 + k, value)?;
+                }
                 stmt.raw_bind_parameter(at + 9, row.q.id.as_bytes().as_slice())?;
                 stmt.raw_bind_parameter(at + 10, o.connection.as_str())?;
                 // Standardizing only checked and reordered, so the
