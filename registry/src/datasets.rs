@@ -65,25 +65,25 @@ pub(crate) fn uuid_from_blob(bytes: Vec<u8>) -> rusqlite::Result<Uuid> {
     })
 }
 
-pub(crate) fn data_id_value_ref(v: &DataIdValue) -> ToSqlOutput<'_> {
+pub(crate) fn data_id_value_ref(v: &DataIdValue) -> ValueRef<'_> {
     match v {
-        DataIdValue::Int(i) => ToSqlOutput::Borrowed(ValueRef::Integer(*i)),
-        DataIdValue::Str(s) => ToSqlOutput::Borrowed(ValueRef::Text(s.as_bytes())),
+        DataIdValue::Int(i) => ValueRef::Integer(*i),
+        DataIdValue::Str(s) => ValueRef::Text(s.as_bytes()),
     }
 }
 
 /// The dataset table's record columns (path, formatter, size, checksum) of
 /// a dataset, NULL for one without a file; in the order of
 /// [`RECORD_COLUMNS`].
-pub(crate) fn record_params(stored: Option<&DatastoreRecord>) -> [ToSqlOutput<'_>; 4] {
+pub(crate) fn record_params(stored: Option<&DatastoreRecord>) -> [ValueRef<'_>; 4] {
     match stored {
         Some(r) => [
-            ToSqlOutput::Borrowed(ValueRef::Text(r.path.as_bytes())),
-            ToSqlOutput::Borrowed(ValueRef::Text(r.formatter.as_bytes())),
-            ToSqlOutput::Borrowed(ValueRef::Integer(r.size.min(i64::MAX as u64) as i64)),
-            ToSqlOutput::Borrowed(ValueRef::Text(r.checksum.as_bytes())),
+            ValueRef::Text(r.path.as_bytes()),
+            ValueRef::Text(r.formatter.as_bytes()),
+            ValueRef::Integer(r.size.min(i64::MAX as u64) as i64),
+            ValueRef::Text(r.checksum.as_bytes()),
         ],
-        None => std::array::from_fn(|_| ToSqlOutput::Borrowed(ValueRef::Null)),
+        None => [ValueRef::Null; 4],
     }
 }
 
@@ -201,8 +201,13 @@ impl Registry {
                     params.push(ToSqlOutput::Borrowed(ValueRef::Integer(run_record.id)));
                     params.push(ToSqlOutput::Borrowed(ValueRef::Text(key.as_bytes())));
                     params.push(ToSqlOutput::Borrowed(ValueRef::Text(now.as_bytes())));
-                    params.extend(record_params(dataset.stored.as_ref()));
-                    params.extend(data_id.iter().map(|(_, v)| data_id_value_ref(v)));
+                    params
+                        .extend(record_params(dataset.stored.as_ref()).map(ToSqlOutput::Borrowed));
+                    params.extend(
+                        data_id
+                            .iter()
+                            .map(|(_, v)| ToSqlOutput::Borrowed(data_id_value_ref(v))),
+                    );
                     let changed = insert
                         .execute(rusqlite::params_from_iter(params.iter()))
                         .map_err(|e| explain_dataset_insert(e, dataset_type, data_id, run))?;
@@ -248,8 +253,10 @@ impl Registry {
                     continue;
                 }
                 previous.clone_from(&values);
-                let params: Vec<ToSqlOutput<'_>> =
-                    values.iter().map(|v| data_id_value_ref(v)).collect();
+                let params: Vec<ToSqlOutput<'_>> = values
+                    .iter()
+                    .map(|v| ToSqlOutput::Borrowed(data_id_value_ref(v)))
+                    .collect();
                 if !stmt.exists(rusqlite::params_from_iter(params.iter()))? {
                     return Err(RegistryError::Conflict(format!(
                         "{} {data_id}: the {dim} record does not exist (insert it with `quanta dimensions insert`)",

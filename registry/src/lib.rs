@@ -19,6 +19,7 @@ pub mod records;
 mod registry;
 pub mod schema;
 mod sqlite_alloc;
+mod static_statement;
 
 pub use collections::CollectionRecord;
 pub use datasets::{DatastoreRecord, FoundDataset, InsertStats, NewDataset, OnConflict};

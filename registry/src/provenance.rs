@@ -15,6 +15,7 @@
 use std::collections::HashMap;
 
 use quanta_core::{CollectionType, DataId, DataIdValue, DatasetType, Uuid};
+use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::OptionalExtension;
 use serde::Serialize;
 
@@ -24,6 +25,7 @@ use crate::datasets::{
 use crate::error::{RegistryError, Result};
 use crate::registry::Registry;
 use crate::schema::{quote, record_exists_query};
+use crate::static_statement::{Binder, StaticStatement};
 
 /// The status text of a quantum whose task succeeded but some of whose
 /// outputs could not be verified or registered: a later merge retries it.
@@ -176,33 +178,34 @@ impl BulkInsert {
         }
     }
 
-    /// Inserts `rows`, binding each with `bind(statement, first parameter
+    /// Inserts `rows`, binding each with `bind(binder, first parameter
     /// index, row)`; `done(chunk, rows changed)` sees every statement's
     /// rows and how many of them SQLite inserted.
-    fn run<R>(
+    fn run<'r, R>(
         &self,
         conn: &rusqlite::Connection,
-        rows: &[R],
-        mut bind: impl FnMut(&mut rusqlite::Statement<'_>, usize, &R) -> rusqlite::Result<()>,
-        mut done: impl FnMut(&[R], usize) -> Result<()>,
+        rows: &'r [R],
+        mut bind: impl FnMut(&mut Binder<'_, 'r>, usize, &'r R) -> rusqlite::Result<()>,
+        mut done: impl FnMut(&'r [R], usize) -> Result<()>,
     ) -> Result<()> {
         let mut chunks = rows.chunks_exact(self.per_statement);
         if chunks.len() > 0 {
-            let mut stmt = conn.prepare_cached(&self.full)?;
+            let mut stmt = StaticStatement::prepare(conn, &self.full)?;
             for chunk in &mut chunks {
-                for (i, row) in chunk.iter().enumerate() {
-                    bind(&mut stmt, i * self.cols + 1, row)?;
-                }
-                let changed = stmt.raw_execute()?;
+                let changed = stmt.execute(|b| {
+                    for (i, row) in chunk.iter().enumerate() {
+                        bind(b, i * self.cols + 1, row)?;
+                    }
+                    Ok::<_, rusqlite::Error>(())
+                })?;
                 done(chunk, changed)?;
             }
         }
         let rest = chunks.remainder();
         if !rest.is_empty() {
-            let mut stmt = conn.prepare_cached(&self.single)?;
+            let mut stmt = StaticStatement::prepare(conn, &self.single)?;
             for row in rest.chunks_exact(1) {
-                bind(&mut stmt, 1, &row[0])?;
-                let changed = stmt.raw_execute()?;
+                let changed = stmt.execute(|b| bind(b, 1, &row[0]))?;
                 done(row, changed)?;
             }
         }
@@ -285,36 +288,48 @@ struct QuantumRowOut<'a> {
     log_tail_json: String,
 }
 
-impl QuantumRowOut<'_> {
+impl<'a> QuantumRowOut<'a> {
     fn bind(
-        &self,
-        stmt: &mut rusqlite::Statement<'_>,
+        &'a self,
+        b: &mut Binder<'_, 'a>,
         at: usize,
         run_id: i64,
-        bundle: &[u8],
+        bundle: &'a [u8],
     ) -> rusqlite::Result<()> {
         let q = self.q;
         let x = &q.execution;
-        stmt.raw_bind_parameter(at, q.id.as_bytes().as_slice())?;
-        stmt.raw_bind_parameter(at + 1, run_id)?;
-        stmt.raw_bind_parameter(at + 2, bundle)?;
-        stmt.raw_bind_parameter(at + 3, q.task_label.as_str())?;
-        stmt.raw_bind_parameter(at + 4, self.data_id_json.as_str())?;
-        stmt.raw_bind_parameter(at + 5, self.status)?;
-        stmt.raw_bind_parameter(at + 6, i64::from(x.attempts))?;
-        stmt.raw_bind_parameter(at + 7, x.host.as_deref())?;
-        stmt.raw_bind_parameter(at + 8, x.batch_job.as_deref())?;
-        stmt.raw_bind_parameter(at + 9, x.started.as_deref())?;
-        stmt.raw_bind_parameter(at + 10, x.finished.as_deref())?;
-        stmt.raw_bind_parameter(at + 11, x.wall_seconds)?;
-        stmt.raw_bind_parameter(at + 12, x.cpu_seconds)?;
-        stmt.raw_bind_parameter(
-            at + 13,
-            x.peak_rss_bytes.map(|v| v.min(i64::MAX as u64) as i64),
+        b.bind(at, ValueRef::Blob(q.id.as_bytes()))?;
+        b.bind(at + 1, ValueRef::Integer(run_id))?;
+        b.bind(at + 2, ValueRef::Blob(bundle))?;
+        b.bind(at + 3, ValueRef::from(q.task_label.as_str()))?;
+        b.bind(at + 4, ValueRef::from(self.data_id_json.as_str()))?;
+        b.bind(at + 5, ValueRef::from(self.status))?;
+        b.bind(at + 6, ValueRef::Integer(i64::from(x.attempts)))?;
+        b.bind(at + 7, ValueRef::from(x.host.as_deref()))?;
+        b.bind(at + 8, ValueRef::from(x.batch_job.as_deref()))?;
+        b.bind(at + 9, ValueRef::from(x.started.as_deref()))?;
+        b.bind(at + 10, ValueRef::from(x.finished.as_deref()))?;
+        b.bind(
+            at + 11,
+            x.wall_seconds.map_or(ValueRef::Null, ValueRef::Real),
         )?;
-        stmt.raw_bind_parameter(at + 14, x.exit_code.map(i64::from))?;
-        stmt.raw_bind_parameter(at + 15, self.error.as_deref())?;
-        stmt.raw_bind_parameter(at + 16, self.log_tail_json.as_str())
+        b.bind(
+            at + 12,
+            x.cpu_seconds.map_or(ValueRef::Null, ValueRef::Real),
+        )?;
+        b.bind(
+            at + 13,
+            x.peak_rss_bytes.map_or(ValueRef::Null, |v| {
+                ValueRef::Integer(v.min(i64::MAX as u64) as i64)
+            }),
+        )?;
+        b.bind(
+            at + 14,
+            x.exit_code
+                .map_or(ValueRef::Null, |v| ValueRef::Integer(i64::from(v))),
+        )?;
+        b.bind(at + 15, ValueRef::from(self.error.as_deref()))?;
+        b.bind(at + 16, ValueRef::from(self.log_tail_json.as_str()))
     }
 }
 
@@ -463,9 +478,10 @@ impl BatchWriter<'_, '_> {
                 log_tail_json: serde_json::to_string(&x.log_tail).expect("strings serialize"),
             };
             if p.existing {
-                let mut upsert = self.tx.prepare_cached(&self.statements.quantum_upsert)?;
-                row.bind(&mut upsert, 1, self.run_id, self.bundle_blob)?;
-                if upsert.raw_execute()? == 0 {
+                let mut upsert =
+                    StaticStatement::prepare(self.tx, &self.statements.quantum_upsert)?;
+                let (run_id, bundle) = (self.run_id, self.bundle_blob);
+                if upsert.execute(|b| row.bind(b, 1, run_id, bundle))? == 0 {
                     self.stats.quanta_unchanged += 1;
                     continue;
                 }
@@ -515,12 +531,12 @@ impl BatchWriter<'_, '_> {
         self.statements.inputs.run(
             self.tx,
             &inputs,
-            |stmt, at, (qid, i)| {
-                stmt.raw_bind_parameter(at, qid.as_bytes().as_slice())?;
-                stmt.raw_bind_parameter(at + 1, i.dataset_id.as_bytes().as_slice())?;
-                stmt.raw_bind_parameter(at + 2, i.connection.as_str())?;
-                stmt.raw_bind_parameter(at + 3, i.is_prerequisite)?;
-                stmt.raw_bind_parameter(at + 4, i.used)
+            |b, at, (qid, i)| {
+                b.bind(at, ValueRef::Blob(qid.as_bytes()))?;
+                b.bind(at + 1, ValueRef::Blob(i.dataset_id.as_bytes()))?;
+                b.bind(at + 2, ValueRef::from(i.connection.as_str()))?;
+                b.bind(at + 3, ValueRef::Integer(i64::from(i.is_prerequisite)))?;
+                b.bind(at + 4, ValueRef::Integer(i64::from(i.used)))
             },
             |_, _| Ok(()),
         )
@@ -546,28 +562,25 @@ impl BatchWriter<'_, '_> {
         t.insert.run(
             tx,
             rows,
-            |stmt, at, row| {
+            |b, at, row| {
                 let o = row.o;
                 let stored = &o.stored;
-                stmt.raw_bind_parameter(at, o.id.as_bytes().as_slice())?;
-                stmt.raw_bind_parameter(at + 1, type_id)?;
-                stmt.raw_bind_parameter(at + 2, run_id)?;
-                stmt.raw_bind_parameter(at + 3, row.data_id_key.as_str())?;
-                stmt.raw_bind_parameter(at + 4, row.q.execution.finished.as_deref())?;
+                b.bind(at, ValueRef::Blob(o.id.as_bytes()))?;
+                b.bind(at + 1, ValueRef::Integer(type_id))?;
+                b.bind(at + 2, ValueRef::Integer(run_id))?;
+                b.bind(at + 3, ValueRef::from(row.data_id_key.as_str()))?;
+                b.bind(at + 4, ValueRef::from(row.q.execution.finished.as_deref()))?;
                 // The datastore record's columns, bound as ingest binds them.
                 for (k, value) in record_params(Some(stored)).into_iter().enumerate() {
-                    stmt.raw_bind_parameter(at + 5 + k, value)?;
+                    b.bind(at + 5 + k, value)?;
                 }
-                stmt.raw_bind_parameter(at + 9, row.q.id.as_bytes().as_slice())?;
-                stmt.raw_bind_parameter(at + 10, o.connection.as_str())?;
+                b.bind(at + 9, ValueRef::Blob(row.q.id.as_bytes()))?;
+                b.bind(at + 10, ValueRef::from(o.connection.as_str()))?;
                 // Standardizing only checked and reordered, so the
                 // caller's values can be bound as they are.
                 for (d, dim) in dims.iter().enumerate() {
-                    let at = at + DATASET_FIXED_COLS + d;
-                    match o.data_id.get(dim) {
-                        Some(v) => stmt.raw_bind_parameter(at, data_id_value_ref(v))?,
-                        None => stmt.raw_bind_parameter(at, rusqlite::types::Null)?,
-                    }
+                    let value = o.data_id.get(dim).map_or(ValueRef::Null, data_id_value_ref);
+                    b.bind(at + DATASET_FIXED_COLS + d, value)?;
                 }
                 Ok(())
             },
@@ -742,7 +755,9 @@ impl<'u> DimensionChecks<'u> {
                     let e = conn
                         .prepare_cached(sql)?
                         .exists(rusqlite::params_from_iter(
-                            self.values.iter().map(data_id_value_ref),
+                            self.values
+                                .iter()
+                                .map(|v| ToSqlOutput::Borrowed(data_id_value_ref(v))),
                         ))?;
                     known.insert(self.values.clone(), e);
                     e
