@@ -1214,18 +1214,27 @@ mod tests {
     fn bulk_writing_ends_with_the_log_checkpointed() {
         let dir = tempfile::tempdir().unwrap();
         let mut r = registry_with_detectors(dir.path(), 3);
+        let cache = |r: &Registry| -> i64 {
+            r.conn
+                .query_row("PRAGMA cache_size", [], |row| row.get(0))
+                .unwrap()
+        };
+        let normal_cache = cache(&r);
         r.set_bulk_writing(true).unwrap();
         let pages: i64 = r
             .conn
             .query_row("PRAGMA wal_autocheckpoint", [], |row| row.get(0))
             .unwrap();
         assert_eq!(pages, 0);
+        // A smaller page cache while appending (negative: KiB).
+        assert!(cache(&r) > normal_cache, "{} {normal_cache}", cache(&r));
         let batch: Vec<NewQuantum> = (0..3).map(|d| quantum(d, STATUS_SUCCEEDED)).collect();
         r.record_quanta("out", Uuid::from_u128(7), &batch).unwrap();
         let wal = dir.path().join("r.sqlite3-wal");
         assert!(std::fs::metadata(&wal).unwrap().len() > 0);
         r.set_bulk_writing(false).unwrap();
         assert_eq!(std::fs::metadata(&wal).unwrap().len(), 0);
+        assert_eq!(cache(&r), normal_cache);
         let pages: i64 = r
             .conn
             .query_row("PRAGMA wal_autocheckpoint", [], |row| row.get(0))
