@@ -447,6 +447,8 @@ impl BatchWriter<'_, '_> {
 
         let mut new_rows: Vec<QuantumRowOut<'_>> = Vec::with_capacity(planned.len());
         let mut written: Vec<usize> = Vec::with_capacity(planned.len());
+        // Prepared once, on the first quantum an earlier merge recorded.
+        let mut upsert: Option<StaticStatement<'_>> = None;
         for (pos, p) in planned.iter_mut().enumerate() {
             let q = p.q;
             let x = &q.execution;
@@ -478,8 +480,13 @@ impl BatchWriter<'_, '_> {
                 log_tail_json: serde_json::to_string(&x.log_tail).expect("strings serialize"),
             };
             if p.existing {
-                let mut upsert =
-                    StaticStatement::prepare(self.tx, &self.statements.quantum_upsert)?;
+                let upsert = match &mut upsert {
+                    Some(upsert) => upsert,
+                    None => upsert.insert(StaticStatement::prepare(
+                        self.tx,
+                        &self.statements.quantum_upsert,
+                    )?),
+                };
                 let (run_id, bundle) = (self.run_id, self.bundle_blob);
                 if upsert.execute(|b| row.bind(b, 1, run_id, bundle))? == 0 {
                     self.stats.quanta_unchanged += 1;
