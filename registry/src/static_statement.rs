@@ -38,6 +38,16 @@ pub(crate) struct Binder<'s, 'v> {
 /// but must not be given a dangling pointer.
 static EMPTY: [u8; 1] = [0];
 
+/// `bytes` as a pointer SQLite may hold: an empty slice's own pointer is
+/// dangling.
+fn readable<T>(bytes: &[u8]) -> *const T {
+    if bytes.is_empty() {
+        EMPTY.as_ptr().cast()
+    } else {
+        bytes.as_ptr().cast()
+    }
+}
+
 impl<'c> StaticStatement<'c> {
     pub(crate) fn prepare(conn: &'c Connection, sql: &str) -> rusqlite::Result<Self> {
         let text = CString::new(sql).map_err(|_| rusqlite::Error::InvalidQuery)?;
@@ -143,21 +153,11 @@ impl<'v> Binder<'_, 'v> {
                 ValueRef::Real(r) => ffi::sqlite3_bind_double(stmt, at, r),
                 ValueRef::Text(t) => {
                     let len = too_big(t.len())?;
-                    let ptr = if t.is_empty() {
-                        EMPTY.as_ptr()
-                    } else {
-                        t.as_ptr()
-                    };
-                    ffi::sqlite3_bind_text(stmt, at, ptr.cast(), len, ffi::SQLITE_STATIC())
+                    ffi::sqlite3_bind_text(stmt, at, readable(t), len, ffi::SQLITE_STATIC())
                 }
                 ValueRef::Blob(b) => {
                     let len = too_big(b.len())?;
-                    let ptr = if b.is_empty() {
-                        EMPTY.as_ptr()
-                    } else {
-                        b.as_ptr()
-                    };
-                    ffi::sqlite3_bind_blob(stmt, at, ptr.cast(), len, ffi::SQLITE_STATIC())
+                    ffi::sqlite3_bind_blob(stmt, at, readable(b), len, ffi::SQLITE_STATIC())
                 }
             }
         };
