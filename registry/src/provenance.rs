@@ -8,7 +8,7 @@
 //! (the butler's merge verifies files and hands rows here).
 //!
 //! Writes are idempotent: datasets and links are keyed by UUID and inserted
-//! with `ON CONFLICT DO NOTHING`; a quantum row is upserted, except that a
+//! with `INSERT OR IGNORE`; a quantum row is upserted, except that a
 //! quantum already recorded as `succeeded` is never rewritten, so a second
 //! merge of the same journals changes nothing.
 
@@ -145,7 +145,7 @@ const IDS_PER_LOOKUP: usize = 64;
 
 /// A multi-row `INSERT OR IGNORE`: the statement for a full chunk of rows
 /// and the one for a single row (used for the remainder, so only two
-/// statements per table are ever compiled and cached).
+/// statement texts per table exist; each is compiled once per batch).
 struct BulkInsert {
     cols: usize,
     per_statement: usize,
