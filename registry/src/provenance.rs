@@ -351,7 +351,8 @@ struct Planned<'a> {
 /// a quantum row is written only once the fate of its outputs is known (a
 /// refused output makes it `partial`).
 struct BatchWriter<'w, 'u> {
-    tx: &'w rusqlite::Transaction<'w>,
+    /// The connection, inside the batch's transaction.
+    tx: &'w rusqlite::Connection,
     run: &'w str,
     run_id: i64,
     bundle_blob: &'w [u8],
@@ -884,17 +885,58 @@ impl Registry {
         bundle_id: Uuid,
         quanta: &[NewQuantum],
     ) -> Result<RecordStats> {
-        // Per-row foreign-key checks cost several B-tree lookups per dataset
-        // on the merge's hot path. Every reference written here is to a row
-        // looked up or written earlier in the same transaction, except the
-        // dimension records, which are checked set-wise below instead; the
-        // pragma is per connection and cannot change inside a transaction.
-        self.conn.pragma_update(None, "foreign_keys", "OFF")?;
-        let result = self.record_quanta_unchecked(run, bundle_id, quanta);
-        let restored = self.conn.pragma_update(None, "foreign_keys", "ON");
-        let stats = result?;
-        restored?;
+        let stats = self.record_quanta_uncommitted(run, bundle_id, quanta)?;
+        self.commit_recorded()?;
         Ok(stats)
+    }
+
+    /// Like [`Registry::record_quanta`], but leaves the transaction open:
+    /// later calls add to it until [`Registry::commit_recorded`]. A caller
+    /// can so free each part as soon as it is written and still commit
+    /// large transactions (fewer commits write less log). On error the
+    /// open transaction is rolled back whole.
+    pub fn record_quanta_uncommitted(
+        &mut self,
+        run: &str,
+        bundle_id: Uuid,
+        quanta: &[NewQuantum],
+    ) -> Result<RecordStats> {
+        if self.conn.is_autocommit() {
+            // Per-row foreign-key checks cost several B-tree lookups per
+            // dataset on the merge's hot path. Every reference written here
+            // is to a row looked up or written earlier in the same
+            // transaction, except the dimension records, which are checked
+            // set-wise below instead; the pragma is per connection and
+            // cannot change inside a transaction.
+            self.conn.pragma_update(None, "foreign_keys", "OFF")?;
+            if let Err(e) = self.conn.execute_batch("BEGIN") {
+                let _ = self.conn.pragma_update(None, "foreign_keys", "ON");
+                return Err(e.into());
+            }
+        }
+        let result = self.record_quanta_unchecked(run, bundle_id, quanta);
+        if result.is_err() {
+            let _ = self.conn.execute_batch("ROLLBACK");
+            let _ = self.conn.pragma_update(None, "foreign_keys", "ON");
+        }
+        result
+    }
+
+    /// Commits what [`Registry::record_quanta_uncommitted`] wrote; a no-op
+    /// without an open transaction.
+    pub fn commit_recorded(&mut self) -> Result<()> {
+        if self.conn.is_autocommit() {
+            return Ok(());
+        }
+        let committed = self.conn.execute_batch("COMMIT");
+        if committed.is_err() {
+            let _ = self.conn.execute_batch("ROLLBACK");
+        }
+        let restored = self.conn.pragma_update(None, "foreign_keys", "ON");
+        committed?;
+        restored?;
+        self.committed();
+        Ok(())
     }
 
     fn record_quanta_unchecked(
@@ -940,10 +982,9 @@ impl Registry {
         let bundle_blob = bundle_id.as_bytes().to_vec();
         let mut stats = RecordStats::default();
         let mut dimensions = DimensionChecks::new(&universe);
-        let tx = self.conn.transaction()?;
         {
             let mut writer = BatchWriter {
-                tx: &tx,
+                tx: &self.conn,
                 run,
                 run_id: run_record.id,
                 bundle_blob: &bundle_blob,
@@ -968,8 +1009,6 @@ impl Registry {
             }
             writer.write_segment(&quanta[segment_start..])?;
         }
-        tx.commit()?;
-        self.committed();
         Ok(stats)
     }
 
@@ -1215,6 +1254,42 @@ mod tests {
             r.producer_of(&Uuid::from_u128(200)).unwrap(),
             Some(Uuid::from_u128(100))
         );
+    }
+
+    #[test]
+    fn uncommitted_records_commit_together_or_roll_back_together() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut r = registry(dir.path());
+        let bundle = Uuid::from_u128(7);
+        let other = rusqlite::Connection::open(dir.path().join("r.sqlite3")).unwrap();
+        let count = |c: &rusqlite::Connection| -> i64 {
+            c.query_row("SELECT count(*) FROM quantum", [], |row| row.get(0))
+                .unwrap()
+        };
+        r.record_quanta_uncommitted("out", bundle, &[quantum(0, STATUS_SUCCEEDED)])
+            .unwrap();
+        r.record_quanta_uncommitted("out", bundle, &[quantum(1, STATUS_SUCCEEDED)])
+            .unwrap();
+        assert_eq!(count(&r.conn), 2);
+        assert_eq!(count(&other), 0, "nothing is visible before the commit");
+        r.commit_recorded().unwrap();
+        assert_eq!(count(&other), 2);
+
+        // A failing part rolls back the whole open transaction.
+        r.record_quanta_uncommitted("out", bundle, &[quantum(2, STATUS_SUCCEEDED)])
+            .unwrap();
+        let err = r
+            .record_quanta_uncommitted("no-such-run", bundle, &[quantum(0, STATUS_SUCCEEDED)])
+            .unwrap_err();
+        assert!(err.to_string().contains("no-such-run"), "{err}");
+        assert!(r.conn.is_autocommit());
+        assert_eq!(count(&r.conn), 2);
+        r.commit_recorded().unwrap();
+        let fk: i64 = r
+            .conn
+            .query_row("PRAGMA foreign_keys", [], |row| row.get(0))
+            .unwrap();
+        assert_eq!(fk, 1);
     }
 
     #[test]
