@@ -30,5 +30,5 @@ pub use provenance::{
 };
 pub use query::Binds;
 pub use records::{parse_records_csv, parse_records_json, RecordSet};
-pub use registry::Registry;
+pub use registry::{lower_thread_priority, Registry};
 pub use schema::SCHEMA_VERSION;

@@ -14,6 +14,8 @@
 
 use std::collections::HashMap;
 
+use foldhash::{HashMap as FastMap, HashMapExt, HashSet as FastSet, HashSetExt};
+
 use quanta_core::{CollectionType, DataId, DataIdValue, DatasetType, Uuid};
 use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::OptionalExtension;
@@ -357,7 +359,7 @@ struct BatchWriter<'w, 'u> {
     run_id: i64,
     bundle_blob: &'w [u8],
     types: &'w [TypeInsert],
-    type_index: &'w HashMap<&'w str, usize>,
+    type_index: &'w FastMap<&'w str, usize>,
     statements: &'w BatchStatements,
     universe: &'u quanta_core::DimensionUniverse,
     dimensions: &'w mut DimensionChecks<'u>,
@@ -366,8 +368,8 @@ struct BatchWriter<'w, 'u> {
 
 impl BatchWriter<'_, '_> {
     /// The recorded status of those of `quanta` that have a row.
-    fn existing_statuses(&self, quanta: &[NewQuantum]) -> Result<HashMap<Uuid, String>> {
-        let mut found = HashMap::new();
+    fn existing_statuses(&self, quanta: &[NewQuantum]) -> Result<FastMap<Uuid, String>> {
+        let mut found = FastMap::new();
         let mut stmt = self.tx.prepare_cached(&self.statements.existing)?;
         let per_lookup = stmt.parameter_count();
         for chunk in quanta.chunks(per_lookup) {
@@ -690,7 +692,7 @@ fn row_to_quantum(r: &rusqlite::Row<'_>) -> rusqlite::Result<QuantumRow> {
 /// → exists.
 type DimensionCheck = (
     Option<(String, Vec<String>)>,
-    HashMap<Vec<DataIdValue>, bool>,
+    FastMap<Vec<DataIdValue>, bool>,
 );
 
 /// Existence checks of the dimension records data IDs refer to, one
@@ -699,7 +701,7 @@ type DimensionCheck = (
 struct DimensionChecks<'u> {
     universe: &'u quanta_core::DimensionUniverse,
     /// Dimension name → position in `checks`.
-    index: HashMap<String, usize>,
+    index: FastMap<String, usize>,
     /// Per dimension seen, in the order first seen.
     checks: Vec<DimensionCheck>,
     /// The last data ID found complete: outputs of one quantum usually
@@ -712,7 +714,7 @@ impl<'u> DimensionChecks<'u> {
     fn new(universe: &'u quanta_core::DimensionUniverse) -> Self {
         Self {
             universe,
-            index: HashMap::new(),
+            index: FastMap::new(),
             checks: Vec::new(),
             last_complete: None,
             values: Vec::new(),
@@ -736,7 +738,7 @@ impl<'u> DimensionChecks<'u> {
                     let element = self.universe.dimension(dim)?;
                     let query = record_exists_query(element)
                         .map(|(sql, cols)| (sql, cols.into_iter().map(str::to_string).collect()));
-                    self.checks.push((query, HashMap::new()));
+                    self.checks.push((query, FastMap::new()));
                     self.index.insert(dim.to_string(), self.checks.len() - 1);
                     self.checks.len() - 1
                 }
@@ -952,7 +954,7 @@ impl Registry {
         )
         .unwrap_or(999);
         let mut types: Vec<TypeInsert> = Vec::new();
-        let mut type_index: HashMap<&str, usize> = HashMap::new();
+        let mut type_index: FastMap<&str, usize> = FastMap::new();
         for q in quanta {
             for o in &q.outputs {
                 if type_index.contains_key(o.dataset_type.as_str()) {
@@ -997,7 +999,7 @@ impl Registry {
             };
             // A quantum listed twice must see the first copy's row, so the
             // batch is written in segments of distinct quanta.
-            let mut seen: std::collections::HashSet<Uuid> = std::collections::HashSet::new();
+            let mut seen: FastSet<Uuid> = FastSet::new();
             let mut segment_start = 0;
             for (i, q) in quanta.iter().enumerate() {
                 if !seen.insert(q.id) {
