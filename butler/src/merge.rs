@@ -322,11 +322,7 @@ impl Butler {
                     // global one at normal priority.
                     .ok();
                 let verify = |batch: &mut Vec<Pending<'_>>, summary: &mut MergeSummary| {
-                    let mut run = || verify_batch(ctx, verifier, batch, summary);
-                    match &verification {
-                        Some(pool) => pool.install(run),
-                        None => run(),
-                    }
+                    verify_batch(ctx, verifier, verification.as_ref(), batch, summary)
                 };
                 let chunk_quanta = batch_quanta.div_ceil(CHUNKS_PER_TRANSACTION);
                 let mut batch: Vec<Pending<'_>> = Vec::with_capacity(chunk_quanta.min(n_quanta));
@@ -486,12 +482,13 @@ impl Butler {
     }
 }
 
-/// Verifies the outputs of a batch of finished quanta (files in parallel)
-/// and turns the batch into the rows to record; failures go to `summary`.
+/// Verifies the outputs of a batch of finished quanta (files in parallel,
+/// in `pool` if given) and turns the batch into the rows to record; failures go to `summary`.
 /// Empties `batch`.
 fn verify_batch(
     ctx: &Ctx,
     datastore: &Datastore,
+    pool: Option<&rayon::ThreadPool>,
     batch: &mut Vec<Pending<'_>>,
     summary: &mut MergeSummary,
 ) -> Vec<NewQuantum> {
@@ -588,7 +585,10 @@ fn verify_batch(
             checksum: &c.written.checksum,
         })
         .collect();
-    let results = datastore.verify_many(&expected);
+    let results = match pool {
+        Some(pool) => pool.install(|| datastore.verify_many(&expected)),
+        None => datastore.verify_many(&expected),
+    };
 
     let mut verified: Vec<Vec<QuantumOutputDataset>> =
         (0..batch.len()).map(|_| Vec::new()).collect();
