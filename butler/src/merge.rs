@@ -483,8 +483,8 @@ impl Butler {
 }
 
 /// Verifies the outputs of a batch of finished quanta (files in parallel,
-/// in `pool` if given) and turns the batch into the rows to record; failures go to `summary`.
-/// Empties `batch`.
+/// in `pool` if given) and turns the batch into the rows to record;
+/// failures go to `summary`. Empties `batch`.
 fn verify_batch(
     ctx: &Ctx,
     datastore: &Datastore,
