@@ -362,7 +362,7 @@ struct BatchWriter<'w, 'u> {
     type_index: &'w FastMap<&'w str, usize>,
     statements: &'w BatchStatements,
     universe: &'u quanta_core::DimensionUniverse,
-    dimensions: &'w mut DimensionChecks<'u>,
+    dimensions: &'w mut DimensionChecks,
     stats: &'w mut RecordStats,
 }
 
@@ -422,7 +422,10 @@ impl BatchWriter<'_, '_> {
                             continue;
                         }
                     };
-                    if let Some(dim) = self.dimensions.missing_record(self.tx, &data_id)? {
+                    if let Some(dim) =
+                        self.dimensions
+                            .missing_record(self.tx, self.universe, &data_id)?
+                    {
                         plan.rejected.push(rejected(q, o, format!(
                             "its {dim} record does not exist (insert it with `quanta dimensions insert`)"
                         )));
@@ -696,10 +699,12 @@ type DimensionCheck = (
 );
 
 /// Existence checks of the dimension records data IDs refer to, one
-/// lookup per distinct record (a batch of a million datasets refers to a
-/// few thousand records), standing in for per-row foreign keys.
-struct DimensionChecks<'u> {
-    universe: &'u quanta_core::DimensionUniverse,
+/// lookup per distinct record and transaction (a million datasets refer to
+/// a few thousand records), standing in for per-row foreign keys. Kept by
+/// the registry for the whole open transaction, so that the parts of one
+/// (`record_quanta_uncommitted`) do not look the same records up again.
+#[derive(Default)]
+pub(crate) struct DimensionChecks {
     /// Dimension name → position in `checks`.
     index: FastMap<String, usize>,
     /// Per dimension seen, in the order first seen.
@@ -710,22 +715,13 @@ struct DimensionChecks<'u> {
     values: Vec<DataIdValue>,
 }
 
-impl<'u> DimensionChecks<'u> {
-    fn new(universe: &'u quanta_core::DimensionUniverse) -> Self {
-        Self {
-            universe,
-            index: FastMap::new(),
-            checks: Vec::new(),
-            last_complete: None,
-            values: Vec::new(),
-        }
-    }
-
+impl DimensionChecks {
     /// The first dimension of a standardized data ID whose record is
     /// missing, if any.
     fn missing_record(
         &mut self,
         conn: &rusqlite::Connection,
+        universe: &quanta_core::DimensionUniverse,
         data_id: &DataId,
     ) -> Result<Option<String>> {
         if self.last_complete.as_ref() == Some(data_id) {
@@ -735,7 +731,7 @@ impl<'u> DimensionChecks<'u> {
             let at = match self.index.get(dim) {
                 Some(at) => *at,
                 None => {
-                    let element = self.universe.dimension(dim)?;
+                    let element = universe.dimension(dim)?;
                     let query = record_exists_query(element)
                         .map(|(sql, cols)| (sql, cols.into_iter().map(str::to_string).collect()));
                     self.checks.push((query, FastMap::new()));
@@ -915,6 +911,8 @@ impl Registry {
                 let _ = self.conn.pragma_update(None, "foreign_keys", "ON");
                 return Err(e.into());
             }
+            // What an earlier transaction found may have changed since.
+            self.dimension_checks = DimensionChecks::default();
         }
         let result = self.record_quanta_unchecked(run, bundle_id, quanta);
         if result.is_err() {
@@ -980,10 +978,10 @@ impl Registry {
             }
         }
         let statements = BatchStatements::new(max_params);
-        let universe = self.universe.clone();
         let bundle_blob = bundle_id.as_bytes().to_vec();
         let mut stats = RecordStats::default();
-        let mut dimensions = DimensionChecks::new(&universe);
+        // Put back only on success: a failed part rolls the transaction back.
+        let mut dimensions = std::mem::take(&mut self.dimension_checks);
         {
             let mut writer = BatchWriter {
                 tx: &self.conn,
@@ -993,7 +991,7 @@ impl Registry {
                 types: &types,
                 type_index: &type_index,
                 statements: &statements,
-                universe: &universe,
+                universe: &self.universe,
                 dimensions: &mut dimensions,
                 stats: &mut stats,
             };
@@ -1011,6 +1009,7 @@ impl Registry {
             }
             writer.write_segment(&quanta[segment_start..])?;
         }
+        self.dimension_checks = dimensions;
         Ok(stats)
     }
 
@@ -1292,6 +1291,68 @@ mod tests {
             .query_row("PRAGMA foreign_keys", [], |row| row.get(0))
             .unwrap();
         assert_eq!(fk, 1);
+    }
+
+    #[test]
+    fn dimension_records_are_looked_up_once_per_transaction_not_once_per_part() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut r = registry(dir.path());
+        let bundle = Uuid::from_u128(7);
+        let refused = |stats: &RecordStats| -> Vec<Uuid> {
+            stats.rejected.iter().map(|x| x.dataset_id).collect()
+        };
+        // Detector 1 has no record: refused in the first part, and still in
+        // a later part of the same transaction.
+        let first = r
+            .record_quanta_uncommitted(
+                "out",
+                bundle,
+                &[quantum(0, STATUS_SUCCEEDED), quantum(1, STATUS_SUCCEEDED)],
+            )
+            .unwrap();
+        assert_eq!(
+            refused(&first),
+            [quantum(1, STATUS_SUCCEEDED).outputs[0].id]
+        );
+        let known = r
+            .dimension_checks
+            .checks
+            .iter()
+            .map(|(_, k)| k.len())
+            .sum::<usize>();
+        assert!(known >= 2, "detectors 0 and 1 are remembered: {known}");
+        let mut again = quantum(1, STATUS_SUCCEEDED);
+        again.id = Uuid::from_u128(999);
+        again.outputs[0].id = Uuid::from_u128(998);
+        let second = r
+            .record_quanta_uncommitted("out", bundle, &[again])
+            .unwrap();
+        assert_eq!(refused(&second), [Uuid::from_u128(998)]);
+        let remembered = r
+            .dimension_checks
+            .checks
+            .iter()
+            .map(|(_, k)| k.len())
+            .sum::<usize>();
+        assert_eq!(
+            remembered, known,
+            "the second part forgot nothing (detector 0 included)"
+        );
+        r.commit_recorded().unwrap();
+
+        // Once the record exists, the next transaction looks it up afresh.
+        let records = crate::parse_records_json(
+            r#"{"detector": [{"instrument": "Cam", "id": 1, "full_name": "D1"}]}"#,
+            "test",
+        )
+        .unwrap();
+        r.insert_dimension_records(&records).unwrap();
+        let mut retried = quantum(1, STATUS_SUCCEEDED);
+        retried.id = Uuid::from_u128(997);
+        retried.outputs[0].id = Uuid::from_u128(996);
+        let third = r.record_quanta("out", bundle, &[retried]).unwrap();
+        assert!(third.rejected.is_empty(), "{:?}", third.rejected);
+        assert_eq!(third.datasets_inserted, 1);
     }
 
     #[test]

@@ -6,6 +6,7 @@ use quanta_core::DimensionUniverse;
 use rusqlite::{Connection, OpenFlags, OptionalExtension};
 
 use crate::error::{RegistryError, Result};
+use crate::provenance::DimensionChecks;
 use crate::schema::{full_ddl, SCHEMA_VERSION};
 
 /// The full SQL Registry of a repository, on SQLite.
@@ -18,6 +19,9 @@ pub struct Registry {
     path: PathBuf,
     /// Set while bulk writing: the background checkpointer.
     bulk: Option<BackgroundCheckpointer>,
+    /// Dimension records found by `record_quanta_uncommitted` in the open
+    /// transaction.
+    pub(crate) dimension_checks: DimensionChecks,
 }
 
 const APPLICATION_ID: i32 = 0x5155_4e54; // "QUNT"
@@ -88,6 +92,7 @@ impl Registry {
             universe: universe.clone(),
             path: path.to_path_buf(),
             bulk: None,
+            dimension_checks: DimensionChecks::default(),
         })
     }
 
@@ -155,6 +160,7 @@ impl Registry {
             universe,
             path: path.to_path_buf(),
             bulk: None,
+            dimension_checks: DimensionChecks::default(),
         })
     }
 
