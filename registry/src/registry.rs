@@ -30,8 +30,9 @@ const APPLICATION_ID: i32 = 0x5155_4e54; // "QUNT"
 /// B-trees for the big dataset and provenance tables, fewer page splits and
 /// fewer write-ahead-log frames (one `write` each) per commit: a
 /// million-dataset merge took 12.5–13.3 s with 32 KiB pages against
-/// 13.5–15.6 s with 8 KiB (three alternating runs each; 16 KiB: 12.4–13.5). An existing
-/// registry keeps the page size it was created with.
+/// 13.5–15.6 s with 8 KiB (three alternating runs each; 16 KiB:
+/// 12.4–13.5 s). An existing registry keeps the page size it was created
+/// with.
 const PAGE_SIZE: i64 = 32_768;
 
 /// The page cache (negative: KiB) outside bulk writing.
