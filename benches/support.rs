@@ -57,6 +57,7 @@ pub fn fresh_registry(dir: &std::path::Path, n: usize) -> Registry {
     registry
 }
 
+#[allow(dead_code)] // for the insert benchmarks, not merge_writer
 pub fn datasets(n: usize) -> Vec<NewDataset> {
     (0..n as i64)
         .map(|i| {
@@ -78,4 +79,23 @@ pub fn datasets(n: usize) -> Vec<NewDataset> {
             }
         })
         .collect()
+}
+
+/// CPU seconds (user and system) of this process so far.
+#[allow(dead_code)] // not every benchmark including this file reports CPU time
+pub fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, r)| r)
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (ticks(11) + ticks(12)) / 100.0
 }

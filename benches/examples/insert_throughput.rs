@@ -9,23 +9,6 @@ use quanta_registry::OnConflict;
 #[path = "../support.rs"]
 mod support;
 
-fn cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map(|(_, r)| r)
-        .unwrap_or("")
-        .split_whitespace()
-        .collect();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    (ticks(11) + ticks(12)) / 100.0
-}
-
 fn main() {
     let n: usize = std::env::args()
         .nth(1)
@@ -34,11 +17,11 @@ fn main() {
     let dir = tempfile::tempdir().unwrap();
     let mut registry = support::fresh_registry(dir.path(), n);
     let new = support::datasets(n);
-    let (cpu0, t0) = (cpu_seconds(), Instant::now());
+    let (cpu0, t0) = (support::cpu_seconds(), Instant::now());
     let stats = registry
         .insert_datasets("run", "calexp", &new, OnConflict::Fail)
         .unwrap();
-    let (cpu, wall) = (cpu_seconds() - cpu0, t0.elapsed().as_secs_f64());
+    let (cpu, wall) = (support::cpu_seconds() - cpu0, t0.elapsed().as_secs_f64());
     assert_eq!(stats.inserted, n);
     println!(
         "inserted {n} datasets: wall {wall:.2} s ({:.0}/s), cpu {cpu:.2} s ({:.0}/s of one core)",

@@ -1,5 +1,6 @@
 //! Data IDs: dimension name → value labels for datasets and quanta.
 
+use std::borrow::Cow;
 use std::fmt;
 
 use compact_str::CompactString;
@@ -134,6 +135,30 @@ impl DataId {
         group: &DimensionGroup,
         universe: &DimensionUniverse,
     ) -> Result<DataId, CoreError> {
+        self.standardized(group, universe).map(Cow::into_owned)
+    }
+
+    /// [`DataId::standardize`] without a copy when the keys already are
+    /// exactly `group` in universe order, as in data IDs a bundle or an
+    /// earlier standardization produced (the registry's bulk insert path
+    /// standardizes every dataset's).
+    pub fn standardized(
+        &self,
+        group: &DimensionGroup,
+        universe: &DimensionUniverse,
+    ) -> Result<Cow<'_, DataId>, CoreError> {
+        let in_order = self.entries.len() == group.len()
+            && self
+                .entries
+                .iter()
+                .zip(group.iter())
+                .all(|((k, _), dim)| k == dim);
+        if in_order {
+            for (dim, value) in &self.entries {
+                self.check_type(dim, value, universe)?;
+            }
+            return Ok(Cow::Borrowed(self));
+        }
         for (k, _) in &self.entries {
             if !group.contains(k) {
                 universe.dimension(k)?;
@@ -147,21 +172,32 @@ impl DataId {
             let value = self.get(dim).ok_or_else(|| {
                 CoreError::BadDataId(format!("{self}: missing a value for `{dim}`"))
             })?;
-            let ok = match (universe.key_type(dim), value) {
-                (FieldType::Int, DataIdValue::Int(_)) => true,
-                (FieldType::Int, DataIdValue::Str(_)) => false,
-                (_, DataIdValue::Str(_)) => true,
-                (_, DataIdValue::Int(_)) => false,
-            };
-            if !ok {
-                return Err(CoreError::BadDataId(format!(
-                    "{self}: `{dim}` must be {:?}, got `{value}`",
-                    universe.key_type(dim)
-                )));
-            }
+            self.check_type(dim, value, universe)?;
             entries.push((CompactString::new(dim), value.clone()));
         }
-        Ok(DataId { entries })
+        Ok(Cow::Owned(DataId { entries }))
+    }
+
+    fn check_type(
+        &self,
+        dim: &str,
+        value: &DataIdValue,
+        universe: &DimensionUniverse,
+    ) -> Result<(), CoreError> {
+        let ok = match (universe.key_type(dim), value) {
+            (FieldType::Int, DataIdValue::Int(_)) => true,
+            (FieldType::Int, DataIdValue::Str(_)) => false,
+            (_, DataIdValue::Str(_)) => true,
+            (_, DataIdValue::Int(_)) => false,
+        };
+        if ok {
+            Ok(())
+        } else {
+            Err(CoreError::BadDataId(format!(
+                "{self}: `{dim}` must be {:?}, got `{value}`",
+                universe.key_type(dim)
+            )))
+        }
     }
 
     pub fn get(&self, key: &str) -> Option<&DataIdValue> {
@@ -206,7 +242,6 @@ impl DataId {
     /// An unambiguous text key (a JSON array of the values in key order),
     /// used for uniqueness in the registry.
     pub fn canonical_key(&self) -> String {
-        use std::fmt::Write;
         // Hand-written rather than through serde_json: this runs once per
         // dataset on the registry's bulk insert path.
         let mut key = String::with_capacity(8 * self.entries.len() + 2);
@@ -215,17 +250,48 @@ impl DataId {
             if i > 0 {
                 key.push(',');
             }
-            match v {
-                DataIdValue::Int(n) => {
-                    let _ = write!(key, "{n}");
-                }
-                DataIdValue::Str(s) => {
-                    let _ = serde_json::to_writer(string_sink(&mut key), s);
-                }
-            }
+            push_json_value(&mut key, v);
         }
         key.push(']');
         key
+    }
+
+    /// The data ID as a JSON object (`{"instrument":"Cam","detector":1}`),
+    /// exactly as `serde_json::to_string` writes it, without its
+    /// per-value dispatch: the registry stores one per quantum.
+    pub fn to_json(&self) -> String {
+        let mut json = String::with_capacity(24 * self.entries.len() + 2);
+        json.push('{');
+        for (i, (k, v)) in self.entries.iter().enumerate() {
+            if i > 0 {
+                json.push(',');
+            }
+            push_json_str(&mut json, k);
+            json.push(':');
+            push_json_value(&mut json, v);
+        }
+        json.push('}');
+        json
+    }
+}
+
+fn push_json_value(out: &mut String, value: &DataIdValue) {
+    match value {
+        DataIdValue::Int(n) => out.push_str(itoa::Buffer::new().format(*n)),
+        DataIdValue::Str(s) => push_json_str(out, s),
+    }
+}
+
+/// Appends `s` as a JSON string, as serde_json writes it.
+fn push_json_str(out: &mut String, s: &str) {
+    // The characters JSON requires escaped; anything else is copied as is.
+    let plain = s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\');
+    if plain {
+        out.push('"');
+        out.push_str(s);
+        out.push('"');
+    } else {
+        let _ = serde_json::to_writer(string_sink(out), s);
     }
 }
 
@@ -328,6 +394,65 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("detector"));
+    }
+
+    #[test]
+    fn a_standard_data_id_is_checked_in_place_and_any_other_is_reordered() {
+        let u = DimensionUniverse::default_universe();
+        let g = u.conform(&["exposure", "detector"]).unwrap();
+        let standard = DataId::from_pairs([
+            ("instrument", DataIdValue::from("Cam")),
+            ("detector", DataIdValue::Int(3)),
+            ("exposure", DataIdValue::Int(12)),
+        ]);
+        assert!(matches!(
+            standard.standardized(&g, &u).unwrap(),
+            Cow::Borrowed(d) if d == &standard
+        ));
+        let shuffled = DataId::from_pairs([
+            ("exposure", DataIdValue::Int(12)),
+            ("instrument", DataIdValue::from("Cam")),
+            ("detector", DataIdValue::Int(3)),
+        ]);
+        assert!(matches!(
+            shuffled.standardized(&g, &u).unwrap(),
+            Cow::Owned(d) if d == standard
+        ));
+        // The in-place path still checks the value types.
+        let in_order_wrong_type = DataId::from_pairs([
+            ("instrument", DataIdValue::from("Cam")),
+            ("detector", DataIdValue::from("three")),
+            ("exposure", DataIdValue::Int(12)),
+        ]);
+        let err = in_order_wrong_type.standardized(&g, &u).unwrap_err();
+        assert!(err.to_string().contains("`detector` must be"), "{err}");
+    }
+
+    #[test]
+    fn json_text_and_keys_are_what_serde_json_writes() {
+        let awkward = [
+            "Cam",
+            "",
+            "quote \" and backslash \\",
+            "tab\tnew line\ncontrol \u{1}",
+            "é/ünïcode ✓",
+        ];
+        for s in awkward {
+            let d = DataId::from_pairs([
+                ("instrument", DataIdValue::from(s)),
+                ("exposure", DataIdValue::Int(i64::MIN)),
+                ("detector", DataIdValue::Int(-7)),
+            ]);
+            assert_eq!(d.to_json(), serde_json::to_string(&d).unwrap(), "{s:?}");
+            let values: Vec<serde_json::Value> = vec![s.into(), i64::MIN.into(), (-7).into()];
+            assert_eq!(
+                d.canonical_key(),
+                serde_json::to_string(&values).unwrap(),
+                "{s:?}"
+            );
+        }
+        assert_eq!(DataId::empty().to_json(), "{}");
+        assert_eq!(DataId::empty().canonical_key(), "[]");
     }
 
     #[test]

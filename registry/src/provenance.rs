@@ -215,11 +215,22 @@ impl BulkInsert {
     }
 }
 
-/// The insert of one output dataset type's rows, with its column facts.
-struct TypeInsert {
+/// An output dataset type of the part being written.
+struct OutputType {
     type_id: i64,
     dataset_type: DatasetType,
+}
+
+/// The insert of the part's dataset rows, whatever their type: one
+/// statement for all types, so that rows go in in UUID order. Rows of two
+/// types inserted type by type would interleave in every UUID index (a
+/// quantum's outputs have neighbouring UUIDs), splitting pages in the middle
+/// rather than appending (measured: 8% of the writer's instructions).
+struct DatasetInsert {
     insert: BulkInsert,
+    /// The dimension columns: those of every type of the part, in universe
+    /// order; a type's row binds NULL to the others.
+    dimensions: Vec<String>,
 }
 
 /// Columns of a dataset row before the type's dimension columns.
@@ -358,8 +369,9 @@ struct BatchWriter<'w, 'u> {
     run: &'w str,
     run_id: i64,
     bundle_blob: &'w [u8],
-    types: &'w [TypeInsert],
+    types: &'w [OutputType],
     type_index: &'w FastMap<&'w str, usize>,
+    datasets: &'w DatasetInsert,
     statements: &'w BatchStatements,
     universe: &'u quanta_core::DimensionUniverse,
     dimensions: &'w mut DimensionChecks,
@@ -414,7 +426,7 @@ impl BatchWriter<'_, '_> {
                     let t = &self.types[type_pos];
                     let data_id = match o
                         .data_id
-                        .standardize(&t.dataset_type.dimensions, self.universe)
+                        .standardized(&t.dataset_type.dimensions, self.universe)
                     {
                         Ok(d) => d,
                         Err(e) => {
@@ -443,12 +455,8 @@ impl BatchWriter<'_, '_> {
             planned.push(plan);
         }
 
-        dataset_rows.sort_unstable_by(|a, b| {
-            (a.type_pos, a.o.id.as_bytes()).cmp(&(b.type_pos, b.o.id.as_bytes()))
-        });
-        for rows in dataset_rows.chunk_by(|a, b| a.type_pos == b.type_pos) {
-            self.insert_datasets(rows, &mut planned)?;
-        }
+        dataset_rows.sort_unstable_by_key(|row| row.o.id.as_u128());
+        self.insert_datasets(&dataset_rows, &mut planned)?;
         drop(dataset_rows);
 
         let mut new_rows: Vec<QuantumRowOut<'_>> = Vec::with_capacity(planned.len());
@@ -482,7 +490,7 @@ impl BatchWriter<'_, '_> {
                 q,
                 status,
                 error,
-                data_id_json: serde_json::to_string(&q.data_id).expect("data IDs serialize"),
+                data_id_json: q.data_id.to_json(),
                 log_tail_json: serde_json::to_string(&x.log_tail).expect("strings serialize"),
             };
             if p.existing {
@@ -509,7 +517,7 @@ impl BatchWriter<'_, '_> {
             }
             written.push(pos);
         }
-        new_rows.sort_unstable_by_key(|row| row.q.id);
+        new_rows.sort_unstable_by_key(|row| row.q.id.as_u128());
         let mut inserted = 0;
         let (run_id, bundle) = (self.run_id, self.bundle_blob);
         self.statements.quanta.run(
@@ -540,7 +548,7 @@ impl BatchWriter<'_, '_> {
                 q.inputs.iter().map(move |i| (&q.id, i))
             })
             .collect();
-        inputs.sort_unstable_by(|a, b| (a.0, &a.1.dataset_id).cmp(&(b.0, &b.1.dataset_id)));
+        inputs.sort_unstable_by_key(|(q, i)| (q.as_u128(), i.dataset_id.as_u128()));
         self.statements.inputs.run(
             self.tx,
             &inputs,
@@ -555,7 +563,7 @@ impl BatchWriter<'_, '_> {
         )
     }
 
-    /// Inserts one dataset type's rows (sorted by UUID). A statement that
+    /// Inserts the part's dataset rows (sorted by UUID). A statement that
     /// skipped rows is examined row by row: a row is registered if the
     /// dataset with its type and data ID in the RUN is this UUID (inserted
     /// now or by an earlier merge); otherwise another dataset holds that
@@ -566,20 +574,23 @@ impl BatchWriter<'_, '_> {
         rows: &[DatasetRow<'_>],
         planned: &mut [Planned<'_>],
     ) -> Result<()> {
-        let t = &self.types[rows[0].type_pos];
-        let (type_id, run_id) = (t.type_id, self.run_id);
-        let dims = &t.dataset_type.dimensions.names;
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let run_id = self.run_id;
+        let types = self.types;
+        let dims = &self.datasets.dimensions;
         let tx = self.tx;
         let run = self.run;
         let stats = &mut *self.stats;
-        t.insert.run(
+        self.datasets.insert.run(
             tx,
             rows,
             |b, at, row| {
                 let o = row.o;
                 let stored = &o.stored;
                 b.bind(at, ValueRef::Blob(o.id.as_bytes()))?;
-                b.bind(at + 1, ValueRef::Integer(type_id))?;
+                b.bind(at + 1, ValueRef::Integer(types[row.type_pos].type_id))?;
                 b.bind(at + 2, ValueRef::Integer(run_id))?;
                 b.bind(at + 3, ValueRef::from(row.data_id_key.as_str()))?;
                 b.bind(at + 4, ValueRef::from(row.q.execution.finished.as_deref()))?;
@@ -589,8 +600,9 @@ impl BatchWriter<'_, '_> {
                 }
                 b.bind(at + 9, ValueRef::Blob(row.q.id.as_bytes()))?;
                 b.bind(at + 10, ValueRef::from(o.connection.as_str()))?;
-                // Standardizing only checked and reordered, so the
-                // caller's values can be bound as they are.
+                // Standardizing only checked the caller's values (the data
+                // ID has exactly its type's dimensions), so they can be
+                // bound as they are; other types' dimensions are NULL.
                 for (d, dim) in dims.iter().enumerate() {
                     let value = o.data_id.get(dim).map_or(ValueRef::Null, data_id_value_ref);
                     b.bind(at + DATASET_FIXED_COLS + d, value)?;
@@ -610,6 +622,7 @@ impl BatchWriter<'_, '_> {
                 )?;
                 let mut accepted = 0;
                 for row in chunk {
+                    let type_id = types[row.type_pos].type_id;
                     let held: Option<Vec<u8>> = holder
                         .query_row(
                             (type_id, run_id, row.data_id_key.as_str()),
@@ -951,32 +964,43 @@ impl Registry {
                 .limit(rusqlite::limits::Limit::SQLITE_LIMIT_VARIABLE_NUMBER)?,
         )
         .unwrap_or(999);
-        let mut types: Vec<TypeInsert> = Vec::new();
+        let mut types: Vec<OutputType> = Vec::new();
         let mut type_index: FastMap<&str, usize> = FastMap::new();
         for q in quanta {
             for o in &q.outputs {
                 if type_index.contains_key(o.dataset_type.as_str()) {
                     continue;
                 }
-                let dt = self.dataset_type_required(&o.dataset_type)?;
+                let dataset_type = self.dataset_type_required(&o.dataset_type)?;
                 let type_id = self.dataset_type_id(&o.dataset_type)?;
-                let dims = &dt.dimensions.names;
-                let columns = format!(
-                    "dataset (id, dataset_type_id, run_id, data_id, ingest_date, \
-                     {RECORD_COLUMNS}, producer, producer_connection{})",
-                    dims.iter()
-                        .map(|d| format!(", {}", quote(d)))
-                        .collect::<String>(),
-                );
-                let insert = BulkInsert::new(&columns, DATASET_FIXED_COLS + dims.len(), max_params);
                 type_index.insert(o.dataset_type.as_str(), types.len());
-                types.push(TypeInsert {
+                types.push(OutputType {
                     type_id,
-                    dataset_type: dt,
-                    insert,
+                    dataset_type,
                 });
             }
         }
+        let mut dimensions: Vec<String> = Vec::new();
+        for t in &types {
+            for dim in t.dataset_type.dimensions.iter() {
+                if !dimensions.iter().any(|d| d == dim) {
+                    dimensions.push(dim.to_string());
+                }
+            }
+        }
+        dimensions.sort_by_key(|d| self.universe.position(d));
+        let columns = format!(
+            "dataset (id, dataset_type_id, run_id, data_id, ingest_date, \
+             {RECORD_COLUMNS}, producer, producer_connection{})",
+            dimensions
+                .iter()
+                .map(|d| format!(", {}", quote(d)))
+                .collect::<String>(),
+        );
+        let datasets = DatasetInsert {
+            insert: BulkInsert::new(&columns, DATASET_FIXED_COLS + dimensions.len(), max_params),
+            dimensions,
+        };
         let statements = BatchStatements::new(max_params);
         let bundle_blob = bundle_id.as_bytes().to_vec();
         let mut stats = RecordStats::default();
@@ -990,6 +1014,7 @@ impl Registry {
                 bundle_blob: &bundle_blob,
                 types: &types,
                 type_index: &type_index,
+                datasets: &datasets,
                 statements: &statements,
                 universe: &self.universe,
                 dimensions: &mut dimensions,
@@ -1182,6 +1207,81 @@ mod tests {
         .unwrap();
         r.insert_dimension_records(&records).unwrap();
         r
+    }
+
+    #[test]
+    fn outputs_of_types_with_other_dimensions_share_a_part() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut r = registry_with_detectors(dir.path(), 4);
+        r.register_dataset_type(&DatasetType {
+            name: "summary".into(),
+            dimensions: DimensionGroup {
+                names: vec!["instrument".into()],
+            },
+            storage_class: "Json".into(),
+            is_calibration: false,
+        })
+        .unwrap();
+        let summary = |id: u128, quantum: &NewQuantum| QuantumOutputDataset {
+            id: Uuid::from_u128(id),
+            dataset_type: "summary".into(),
+            data_id: DataId::from_pairs([("instrument", "Cam")]),
+            connection: "summary".into(),
+            stored: DatastoreRecord {
+                path: format!("out/summary/{}.json", quantum.id),
+                formatter: "json".into(),
+                size: 10,
+                checksum: "00".into(),
+            },
+        };
+        let mut batch: Vec<NewQuantum> = (1..4).map(|d| quantum(d, STATUS_SUCCEEDED)).collect();
+        // Its UUID sorts between the calexps' (202, 203 and 300), so the
+        // part's statement mixes the two types.
+        let first = summary(250, &batch[0]);
+        batch[0].outputs[0].id = Uuid::from_u128(300);
+        batch[0].outputs.push(first);
+        // A second summary for the same data ID is refused; its check
+        // looks for the holder among summaries, not calexps.
+        let second = summary(260, &batch[2]);
+        batch[2].outputs.push(second);
+        let stats = r.record_quanta("out", Uuid::from_u128(7), &batch).unwrap();
+        assert_eq!(stats.datasets_inserted, 4);
+        assert_eq!(stats.rejected.len(), 1, "{:?}", stats.rejected);
+        assert_eq!(stats.rejected[0].dataset_id, Uuid::from_u128(260));
+        assert!(
+            stats.rejected[0]
+                .reason
+                .contains("another summary with this data ID is already in RUN out"),
+            "{:?}",
+            stats.rejected
+        );
+        let rows: Vec<(String, String, Option<String>, Option<i64>)> = r
+            .conn
+            .prepare(
+                "SELECT t.name, d.data_id, d.instrument, d.detector FROM dataset d \
+                 JOIN dataset_type t ON t.id = d.dataset_type_id ORDER BY d.id",
+            )
+            .unwrap()
+            .query_map([], |row| {
+                Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+            })
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        let cam = Some("Cam".to_string());
+        assert_eq!(
+            rows,
+            vec![
+                ("calexp".into(), r#"["Cam",2]"#.into(), cam.clone(), Some(2)),
+                ("calexp".into(), r#"["Cam",3]"#.into(), cam.clone(), Some(3)),
+                ("summary".into(), r#"["Cam"]"#.into(), cam.clone(), None),
+                ("calexp".into(), r#"["Cam",1]"#.into(), cam, Some(1)),
+            ]
+        );
+        assert_eq!(
+            r.producer_of(&Uuid::from_u128(250)).unwrap(),
+            Some(batch[0].id)
+        );
     }
 
     #[test]
