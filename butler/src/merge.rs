@@ -279,6 +279,9 @@ impl Butler {
         let (commits, committed) = mpsc::channel::<u64>();
         let run = ctx.run.clone();
         let bundle_id = ctx.bundle_id;
+        // No earlier merge recorded any quantum of the bundle (the usual
+        // first merge): the writer need not look for their rows.
+        let first_merge = already.is_empty();
         let (ctx, verifier, bundle, fold, already) = (&ctx, &verifier, &bundle, &fold, &already);
         let producer_summary = &mut summary;
         let totals = std::thread::scope(|scope| -> Result<WriterTotals, MergeError> {
@@ -288,7 +291,11 @@ impl Butler {
                     let mut totals = WriterTotals::default();
                     let mut uncommitted = 0;
                     for quanta in chunks {
-                        let stats = registry.record_quanta_uncommitted(&run, bundle_id, &quanta)?;
+                        let stats = if first_merge {
+                            registry.record_new_quanta_uncommitted(&run, bundle_id, &quanta)?
+                        } else {
+                            registry.record_quanta_uncommitted(&run, bundle_id, &quanta)?
+                        };
                         totals.add(stats, &quanta);
                         uncommitted += quanta.len();
                         let _ = to_producer.send(quanta);

@@ -372,6 +372,8 @@ struct BatchWriter<'w, 'u> {
     types: &'w [OutputType],
     type_index: &'w FastMap<&'w str, usize>,
     datasets: &'w DatasetInsert,
+    /// The caller knows that no quantum of the part has a row.
+    known_new: bool,
     statements: &'w BatchStatements,
     universe: &'u quanta_core::DimensionUniverse,
     dimensions: &'w mut DimensionChecks,
@@ -403,7 +405,11 @@ impl BatchWriter<'_, '_> {
         if quanta.is_empty() {
             return Ok(());
         }
-        let existing = self.existing_statuses(quanta)?;
+        let existing = if self.known_new {
+            FastMap::default()
+        } else {
+            self.existing_statuses(quanta)?
+        };
         let mut planned: Vec<Planned<'_>> = Vec::with_capacity(quanta.len());
         let mut dataset_rows: Vec<DatasetRow<'_>> = Vec::new();
         for q in quanta {
@@ -530,12 +536,18 @@ impl BatchWriter<'_, '_> {
             },
         )?;
         if inserted != new_rows.len() {
-            // The lookup above saw no row for these quanta, in this
-            // transaction, so every one of them must have been inserted.
+            // The lookup above (or the caller, for quanta known to be new)
+            // saw no row for these quanta, in this transaction, so every
+            // one of them must have been inserted.
             return Err(RegistryError::Invalid(format!(
-                "recording quanta of RUN {}: {} new quantum rows, but {inserted} written",
+                "recording quanta of RUN {}: {} new quantum rows, but {inserted} written{}",
                 self.run,
-                new_rows.len()
+                new_rows.len(),
+                if self.known_new {
+                    " (the others already had rows, though recorded as new)"
+                } else {
+                    ""
+                }
             )));
         }
         drop(new_rows);
@@ -912,6 +924,30 @@ impl Registry {
         bundle_id: Uuid,
         quanta: &[NewQuantum],
     ) -> Result<RecordStats> {
+        self.record_uncommitted(run, bundle_id, quanta, false)
+    }
+
+    /// Like [`Registry::record_quanta_uncommitted`], for quanta the caller
+    /// knows have no row yet (merge: a bundle none of whose quanta any
+    /// earlier merge recorded). Skips the lookup of their existing rows; a
+    /// quantum that does have one fails the part, and the transaction is
+    /// rolled back.
+    pub fn record_new_quanta_uncommitted(
+        &mut self,
+        run: &str,
+        bundle_id: Uuid,
+        quanta: &[NewQuantum],
+    ) -> Result<RecordStats> {
+        self.record_uncommitted(run, bundle_id, quanta, true)
+    }
+
+    fn record_uncommitted(
+        &mut self,
+        run: &str,
+        bundle_id: Uuid,
+        quanta: &[NewQuantum],
+        known_new: bool,
+    ) -> Result<RecordStats> {
         if self.conn.is_autocommit() {
             // Per-row foreign-key checks cost several B-tree lookups per
             // dataset on the merge's hot path. Every reference written here
@@ -927,7 +963,7 @@ impl Registry {
             // What an earlier transaction found may have changed since.
             self.dimension_checks = DimensionChecks::default();
         }
-        let result = self.record_quanta_unchecked(run, bundle_id, quanta);
+        let result = self.record_quanta_unchecked(run, bundle_id, quanta, known_new);
         if result.is_err() {
             let _ = self.conn.execute_batch("ROLLBACK");
             let _ = self.conn.pragma_update(None, "foreign_keys", "ON");
@@ -957,6 +993,7 @@ impl Registry {
         run: &str,
         bundle_id: Uuid,
         quanta: &[NewQuantum],
+        known_new: bool,
     ) -> Result<RecordStats> {
         let run_record = self.collection_of_type(run, CollectionType::Run)?;
         let max_params = usize::try_from(
@@ -1015,6 +1052,7 @@ impl Registry {
                 types: &types,
                 type_index: &type_index,
                 datasets: &datasets,
+                known_new,
                 statements: &statements,
                 universe: &self.universe,
                 dimensions: &mut dimensions,
@@ -1207,6 +1245,46 @@ mod tests {
         .unwrap();
         r.insert_dimension_records(&records).unwrap();
         r
+    }
+
+    #[test]
+    fn quanta_recorded_as_new_skip_the_lookup_but_not_the_check() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut r = registry_with_detectors(dir.path(), 4);
+        let bundle = Uuid::from_u128(7);
+        let stats = r
+            .record_new_quanta_uncommitted("out", bundle, &[quantum(1, STATUS_SUCCEEDED)])
+            .unwrap();
+        r.commit_recorded().unwrap();
+        assert_eq!((stats.quanta_written, stats.datasets_inserted), (1, 1));
+        assert_eq!(
+            r.quantum(&Uuid::from_u128(101))
+                .unwrap()
+                .unwrap()
+                .execution
+                .status,
+            STATUS_SUCCEEDED
+        );
+        // Quantum 1 has a row: claiming it is new fails the whole part,
+        // quantum 2's rows included.
+        let err = r
+            .record_new_quanta_uncommitted(
+                "out",
+                bundle,
+                &[quantum(2, STATUS_SUCCEEDED), quantum(1, "failed")],
+            )
+            .unwrap_err();
+        assert!(err.to_string().contains("already had rows"), "{err}");
+        assert!(r.quantum(&Uuid::from_u128(102)).unwrap().is_none());
+        assert!(r.producer_of(&Uuid::from_u128(202)).unwrap().is_none());
+        assert_eq!(
+            r.quantum(&Uuid::from_u128(101))
+                .unwrap()
+                .unwrap()
+                .execution
+                .status,
+            STATUS_SUCCEEDED
+        );
     }
 
     #[test]
