@@ -16,12 +16,12 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc};
 
 use foldhash::{HashMap as FastMap, HashMapExt, HashSet as FastSet, HashSetExt};
 use quanta_core::{
-    fold_journals, journal_dir_for, Bundle, BundleError, BundleQuantum, BundleRef, CollectionType,
-    JournalError, JournalRecord, QuantumProgress, QuantumState, Uuid, WrittenOutput,
+    fold_journals, journal_dir_for, BlockQuantum, BlockRef, Bundle, BundleError, CollectionType,
+    DecodedBlock, JournalError, JournalRecord, QuantumProgress, QuantumState, Uuid, WrittenOutput,
 };
 use quanta_datastore::{Datastore, ExpectedFile};
 use quanta_registry::provenance::{STATUS_PARTIAL, STATUS_SUCCEEDED};
@@ -163,8 +163,18 @@ pub type ProgressFn<'a> = &'a mut dyn FnMut(u64, u64);
 
 /// A quantum of the current batch with what the journals say about it.
 struct Pending<'p> {
-    quantum: BundleQuantum,
+    /// The quantum is at `pos` in `block`, read there through a borrowed
+    /// view rather than copied out.
+    block: Arc<DecodedBlock>,
+    pos: usize,
     progress: &'p QuantumProgress,
+}
+
+impl Pending<'_> {
+    /// Always `Some`: `pos` is a position of `block`.
+    fn quantum(&self) -> Option<BlockQuantum<'_>> {
+        self.block.quantum(self.pos)
+    }
 }
 
 /// Per output dataset type: the formatter recorded for its files.
@@ -333,41 +343,48 @@ impl Butler {
                 };
                 let chunk_quanta = batch_quanta.div_ceil(CHUNKS_PER_TRANSACTION);
                 let mut batch: Vec<Pending<'_>> = Vec::with_capacity(chunk_quanta.min(n_quanta));
-                for (index, quantum) in bundle.quanta().enumerate() {
-                    let quantum = quantum?;
-                    let Some(p) = fold.quanta.get(&(index as u32)) else {
-                        continue;
-                    };
-                    if matches!(p.state, QuantumState::Pending | QuantumState::Running) {
-                        continue;
-                    }
-                    if p.quantum_id != quantum.id {
-                        summary.journal_problems.push(format!(
-                            "journal {} records quantum {index} as {}, but the bundle's quantum {index} is {}; ignored",
-                            p.journal.display(),
-                            p.quantum_id,
-                            quantum.id
-                        ));
-                        continue;
-                    }
-                    if already
-                        .get(&quantum.id)
-                        .is_some_and(|s| s == STATUS_SUCCEEDED)
-                    {
-                        summary.quanta_already_merged += 1;
-                        continue;
-                    }
-                    batch.push(Pending {
-                        quantum,
-                        progress: p,
-                    });
-                    if batch.len() >= chunk_quanta {
-                        let quanta = verify(&mut batch, summary);
-                        if to_writer.send(quanta).is_err() {
-                            break; // the writer failed; its error is reported below
+                'blocks: for block in bundle.decoded_blocks() {
+                    let block = Arc::new(block?);
+                    for pos in 0..block.len() {
+                        let index = block.first_index() + pos as u32;
+                        let Some(p) = fold.quanta.get(&index) else {
+                            continue;
+                        };
+                        if matches!(p.state, QuantumState::Pending | QuantumState::Running) {
+                            continue;
                         }
-                        // Before the next chunk is decoded into fresh memory.
-                        recorded_chunks.try_iter().for_each(drop);
+                        let Some(quantum_id) = block.quantum(pos).map(|q| q.id) else {
+                            continue;
+                        };
+                        if p.quantum_id != quantum_id {
+                            summary.journal_problems.push(format!(
+                                "journal {} records quantum {index} as {}, but the bundle's quantum {index} is {}; ignored",
+                                p.journal.display(),
+                                p.quantum_id,
+                                quantum_id
+                            ));
+                            continue;
+                        }
+                        if already
+                            .get(&quantum_id)
+                            .is_some_and(|s| s == STATUS_SUCCEEDED)
+                        {
+                            summary.quanta_already_merged += 1;
+                            continue;
+                        }
+                        batch.push(Pending {
+                            block: Arc::clone(&block),
+                            pos,
+                            progress: p,
+                        });
+                        if batch.len() >= chunk_quanta {
+                            let quanta = verify(&mut batch, summary);
+                            if to_writer.send(quanta).is_err() {
+                                break 'blocks; // the writer failed; its error is reported below
+                            }
+                            // Before the next chunk is decoded into fresh memory.
+                            recorded_chunks.try_iter().for_each(drop);
+                        }
                     }
                 }
                 if !batch.is_empty() {
@@ -499,43 +516,48 @@ fn verify_batch(
     batch: &mut Vec<Pending<'_>>,
     summary: &mut MergeSummary,
 ) -> Vec<NewQuantum> {
-    // (batch position, connection, predicted ref, journal entry)
+    /// An output file to check: the quantum at `pos` in the batch wrote
+    /// `written[pos][output]`, predicted as `predicted`.
     struct Check<'b> {
         pos: usize,
+        output: usize,
         connection: &'b str,
-        predicted: &'b BundleRef,
-        written: &'b WrittenOutput,
+        predicted: BlockRef<'b>,
         formatter: &'b str,
     }
+    let quanta: Vec<Option<BlockQuantum<'_>>> = batch.iter().map(Pending::quantum).collect();
+    let mut finished: Vec<Option<JournalRecord>> =
+        batch.iter().map(|item| item.progress.finished()).collect();
+    // Taken out of the records: the verified outputs' paths and checksums
+    // move into the rows rather than being copied.
+    let mut written: Vec<Vec<WrittenOutput>> = finished
+        .iter_mut()
+        .map(|f| match f {
+            Some(JournalRecord::Finished { outputs, .. }) => std::mem::take(outputs),
+            _ => Vec::new(),
+        })
+        .collect();
     let mut checks: Vec<Check<'_>> = Vec::new();
     let mut early_failures: Vec<(usize, VerificationFailure)> = Vec::new();
-    // Decoded up front: `checks` borrows their outputs past the loop.
-    let finished: Vec<Option<JournalRecord>> =
-        batch.iter().map(|item| item.progress.finished()).collect();
     // Per quantum, reused: cleared rather than reallocated.
-    let mut predicted: FastMap<Uuid, (&str, &BundleRef)> = FastMap::new();
+    let mut predicted: FastMap<Uuid, (&str, BlockRef<'_>)> = FastMap::new();
     let mut seen: FastSet<Uuid> = FastSet::new();
-    for ((pos, item), finished) in batch.iter().enumerate().zip(&finished) {
-        let Some(JournalRecord::Finished {
-            status, outputs, ..
-        }) = finished
-        else {
+    for (pos, ((item, q), finished)) in batch.iter().zip(&quanta).zip(&finished).enumerate() {
+        let (Some(q), Some(JournalRecord::Finished { status, .. })) = (q, finished) else {
             continue;
         };
         if QuantumState::from(*status) != QuantumState::Succeeded {
             continue;
         }
-        let q = &item.quantum;
-        let task = task_label(ctx, q);
+        let task = task_label(ctx, q.task);
         predicted.clear();
         predicted.extend(
-            q.outputs
-                .iter()
-                .flat_map(|(conn, refs)| refs.iter().map(move |r| (r.id, (conn.as_str(), r)))),
+            q.outputs()
+                .flat_map(|conn| conn.refs().map(move |r| (r.id, (conn.name, r)))),
         );
         seen.clear();
-        for w in outputs {
-            let Some((connection, r)) = predicted.get(&w.dataset_id).copied() else {
+        for (output, w) in written[pos].iter().enumerate() {
+            let Some(&(connection, r)) = predicted.get(&w.dataset_id) else {
                 summary.journal_problems.push(format!(
                         "journal {}: quantum {} ({task} {}) reports output {} at {}, which the bundle does not predict for it; not registered",
                         item.progress.journal.display(),
@@ -555,19 +577,19 @@ fn verify_batch(
                     failure(
                         task,
                         q,
-                        r,
+                        &r,
                         format!("written at {}, not at the predicted path", w.path),
                     ),
                 ));
                 continue;
             }
-            let Some(t) = ctx.output_types.get(&r.dataset_type) else {
+            let Some(t) = ctx.output_types.get(r.dataset_type) else {
                 early_failures.push((
                     pos,
                     failure(
                         task,
                         q,
-                        r,
+                        &r,
                         "its dataset type is not an output of any task".into(),
                     ),
                 ));
@@ -575,9 +597,9 @@ fn verify_batch(
             };
             checks.push(Check {
                 pos,
+                output,
                 connection,
                 predicted: r,
-                written: w,
                 formatter: &t.formatter,
             });
         }
@@ -586,16 +608,20 @@ fn verify_batch(
 
     let expected: Vec<ExpectedFile<'_>> = checks
         .iter()
-        .map(|c| ExpectedFile {
-            path: &c.written.path,
-            size: c.written.size,
-            checksum: &c.written.checksum,
+        .map(|c| {
+            let w = &written[c.pos][c.output];
+            ExpectedFile {
+                path: &w.path,
+                size: w.size,
+                checksum: &w.checksum,
+            }
         })
         .collect();
     let results = match pool {
         Some(pool) => pool.install(|| datastore.verify_many(&expected)),
         None => datastore.verify_many(&expected),
     };
+    drop(expected);
 
     let mut verified: Vec<Vec<QuantumOutputDataset>> =
         (0..batch.len()).map(|_| Vec::new()).collect();
@@ -606,39 +632,53 @@ fn verify_batch(
     }
     for (c, result) in checks.iter().zip(results) {
         match result.map_err(|e| e.to_string()) {
-            Ok(()) => verified[c.pos].push(QuantumOutputDataset {
-                id: c.predicted.id,
-                dataset_type: c.predicted.dataset_type.clone(),
-                data_id: c.predicted.data_id.clone(),
-                connection: c.connection.to_string(),
-                stored: DatastoreRecord {
-                    path: c.written.path.clone(),
-                    formatter: c.formatter.to_string(),
-                    size: c.written.size,
-                    checksum: c.written.checksum.clone(),
-                },
-            }),
+            Ok(()) => {
+                let w = &mut written[c.pos][c.output];
+                verified[c.pos].push(QuantumOutputDataset {
+                    id: c.predicted.id,
+                    dataset_type: c.predicted.dataset_type.to_string(),
+                    data_id: c.predicted.data_id.clone(),
+                    connection: c.connection.to_string(),
+                    stored: DatastoreRecord {
+                        path: std::mem::take(&mut w.path),
+                        formatter: c.formatter.to_string(),
+                        size: w.size,
+                        checksum: std::mem::take(&mut w.checksum),
+                    },
+                })
+            }
             Err(reason) => {
-                let q = &batch[c.pos].quantum;
-                failures[c.pos].push(failure(task_label(ctx, q), q, c.predicted, reason));
+                if let Some(q) = &quanta[c.pos] {
+                    failures[c.pos].push(failure(task_label(ctx, q.task), q, &c.predicted, reason));
+                }
             }
         }
     }
+    drop(checks);
 
-    let quanta: Vec<NewQuantum> = batch
+    let rows: Vec<NewQuantum> = batch
         .iter()
+        .zip(&quanta)
         .zip(finished)
         .zip(verified)
         .zip(&failures)
-        .map(|(((item, finished), outputs), failed)| {
-            new_quantum(ctx, item, finished, outputs, failed)
+        .filter_map(|((((item, q), finished), outputs), failed)| {
+            Some(new_quantum(
+                ctx,
+                item,
+                q.as_ref()?,
+                finished,
+                outputs,
+                failed,
+            ))
         })
         .collect();
     for f in failures.into_iter().flatten() {
         summary.verification_failures.push(f);
     }
+    drop(quanta);
     batch.clear();
-    quanta
+    rows
 }
 
 /// What the writer thread accumulated over all batches.
@@ -683,21 +723,26 @@ impl WriterTotals {
     }
 }
 
-fn task_label<'c>(ctx: &'c Ctx, q: &BundleQuantum) -> &'c str {
+fn task_label(ctx: &Ctx, task: u32) -> &str {
     ctx.task_labels
-        .get(q.task as usize)
+        .get(task as usize)
         .map(String::as_str)
         .unwrap_or("?")
 }
 
-fn failure(task: &str, q: &BundleQuantum, r: &BundleRef, reason: String) -> VerificationFailure {
+fn failure(
+    task: &str,
+    q: &BlockQuantum<'_>,
+    r: &BlockRef<'_>,
+    reason: String,
+) -> VerificationFailure {
     VerificationFailure {
         quantum_id: q.id,
         task: task.to_string(),
         dataset_id: r.id,
-        dataset_type: r.dataset_type.clone(),
+        dataset_type: r.dataset_type.to_string(),
         data_id: r.data_id.clone(),
-        path: r.path.clone(),
+        path: r.path.to_string(),
         reason,
     }
 }
@@ -706,11 +751,11 @@ fn failure(task: &str, q: &BundleQuantum, r: &BundleRef, reason: String) -> Veri
 fn new_quantum(
     ctx: &Ctx,
     item: &Pending<'_>,
+    q: &BlockQuantum<'_>,
     finished: Option<JournalRecord>,
     outputs: Vec<QuantumOutputDataset>,
     failed: &[VerificationFailure],
 ) -> NewQuantum {
-    let q = &item.quantum;
     let p = item.progress;
     let mut execution = QuantumExecution {
         status: p.state.as_str().to_string(),
@@ -784,21 +829,23 @@ fn new_quantum(
         }
     };
     let mut inputs = Vec::new();
-    for (is_prerequisite, conns) in [(false, &q.inputs), (true, &q.prerequisites)] {
-        for (connection, refs) in conns {
-            for r in refs {
-                inputs.push(QuantumInput {
-                    dataset_id: r.id,
-                    connection: connection.clone(),
-                    is_prerequisite,
-                    used: used(&r.id),
-                });
-            }
+    let conns = q
+        .inputs()
+        .map(|c| (false, c))
+        .chain(q.prerequisites().map(|c| (true, c)));
+    for (is_prerequisite, conn) in conns {
+        for r in conn.refs() {
+            inputs.push(QuantumInput {
+                dataset_id: r.id,
+                connection: conn.name.to_string(),
+                is_prerequisite,
+                used: used(&r.id),
+            });
         }
     }
     NewQuantum {
         id: q.id,
-        task_label: task_label(ctx, q).to_string(),
+        task_label: task_label(ctx, q.task).to_string(),
         data_id: q.data_id.clone(),
         execution,
         inputs,

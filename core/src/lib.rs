@@ -20,9 +20,10 @@ pub mod status;
 pub mod time;
 
 pub use bundle::{
-    write_bundle, write_bundle_from, Bundle, BundleContents, BundleError, BundleHeader,
-    BundleParts, BundleQuantum, BundleRef, BundleWriteOptions, Cluster, ConnectionView,
-    QuantaSource, QuantumView, BUNDLE_FORMAT_VERSION,
+    write_bundle, write_bundle_from, BlockConnection, BlockQuantum, BlockRef, Bundle,
+    BundleContents, BundleError, BundleHeader, BundleParts, BundleQuantum, BundleRef,
+    BundleWriteOptions, Cluster, ConnectionView, DecodedBlock, QuantaSource, QuantumView,
+    BUNDLE_FORMAT_VERSION,
 };
 pub use data_id::{DataId, DataIdValue};
 pub use dataset::{

@@ -84,8 +84,8 @@ const DIR_CACHE_SIZE: usize = 8;
 const MIN_CHUNK_FILES: usize = 256;
 const MAX_CHUNK_FILES: usize = 4096;
 
-/// A chunk whose runs of files in one directory are shorter than this on
-/// average is verified in directory order.
+/// A chunk that would open a directory more than once per this many files,
+/// taken in input order, is verified in directory order.
 const SORT_BELOW_RUN_LENGTH: usize = 8;
 
 /// What a file is expected to be.
@@ -142,14 +142,7 @@ impl Datastore {
         files: &[ExpectedFile<'_>],
         out: &mut [Result<(), DatastoreError>],
     ) {
-        let mut dir_changes = 0;
-        let mut previous = None;
-        for file in files {
-            let dir = dir_of(file.path);
-            dir_changes += usize::from(previous.is_some_and(|p| p != dir));
-            previous = Some(dir);
-        }
-        if dir_changes <= files.len() / SORT_BELOW_RUN_LENGTH {
+        if dir_opens(files) <= files.len() / SORT_BELOW_RUN_LENGTH {
             for (file, result) in files.iter().zip(out.iter_mut()) {
                 *result = self.verify_with(worker, file);
             }
@@ -159,7 +152,7 @@ impl Datastore {
             let mut order = std::mem::take(&mut worker.order);
             order.clear();
             order.extend(0..files.len());
-            order.sort_unstable_by(|&a, &b| dir_of(files[a].path).cmp(dir_of(files[b].path)));
+            order.sort_by_cached_key(|&i| dir_of(files[i].path));
             for &i in &order {
                 out[i] = self.verify_with(worker, &files[i]);
             }
@@ -231,6 +224,36 @@ static NOATIME_REFUSED: AtomicBool = AtomicBool::new(false);
 /// The directory part of a relative path (`""` for a file at the root).
 fn dir_of(path: &str) -> &str {
     path.rsplit_once('/').map_or("", |(dir, _)| dir)
+}
+
+/// How many directories verifying `files` in input order opens, with the
+/// handles a [`DirCache`] keeps (replaced first in, first out, as it does):
+/// input that alternates between a few directories (two output types of
+/// each quantum) opens few, input that scatters many opens one per file.
+fn dir_opens(files: &[ExpectedFile<'_>]) -> usize {
+    let mut held: [&str; DIR_CACHE_SIZE] = [""; DIR_CACHE_SIZE];
+    let (mut len, mut last, mut next_victim, mut opens) = (0, 0, 0, 0);
+    for file in files {
+        let dir = dir_of(file.path);
+        if len > 0 && held[last] == dir {
+            continue;
+        }
+        match held[..len].iter().position(|d| *d == dir) {
+            Some(i) => last = i,
+            None => {
+                opens += 1;
+                if len < DIR_CACHE_SIZE {
+                    last = len;
+                    len += 1;
+                } else {
+                    last = next_victim;
+                    next_victim = (next_victim + 1) % DIR_CACHE_SIZE;
+                }
+                held[last] = dir;
+            }
+        }
+    }
+    opens
 }
 
 /// A file of at most [`WHOLE_READ_LIMIT`] bytes; see the module
@@ -454,4 +477,45 @@ fn open_dir(root: &Path, dir: &str) -> Result<OwnedFd, Errno> {
         access | OFlags::DIRECTORY | OFlags::CLOEXEC,
         Mode::empty(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opens(paths: &[String]) -> usize {
+        let files: Vec<ExpectedFile<'_>> = paths
+            .iter()
+            .map(|p| ExpectedFile {
+                path: p,
+                size: 1,
+                checksum: "",
+            })
+            .collect();
+        dir_opens(&files)
+    }
+
+    #[test]
+    fn directory_opens_are_counted_as_the_handle_cache_would_open_them() {
+        // Two output types per quantum: input alternates two directories.
+        let alternating: Vec<String> = (0..100)
+            .map(|i| format!("run/{}/{i}.json", ["a", "b"][i % 2]))
+            .collect();
+        assert_eq!(opens(&alternating), 2);
+        // As many directories as handles, round robin: each opened once.
+        let held: Vec<String> = (0..80)
+            .map(|i| format!("d{}/{i}.json", i % DIR_CACHE_SIZE))
+            .collect();
+        assert_eq!(opens(&held), DIR_CACHE_SIZE);
+        // One more than the cache holds, round robin: first in, first out
+        // evicts each directory just before it comes back.
+        let thrashing: Vec<String> = (0..90)
+            .map(|i| format!("d{}/{i}.json", i % (DIR_CACHE_SIZE + 1)))
+            .collect();
+        assert_eq!(opens(&thrashing), 90);
+        // Files at the root share the root's handle.
+        let root: Vec<String> = (0..5).map(|i| format!("{i}.json")).collect();
+        assert_eq!(opens(&root), 1);
+        assert_eq!(opens(&[]), 0);
+    }
 }

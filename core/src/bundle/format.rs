@@ -567,6 +567,197 @@ impl QuantaBlock<'_> {
     }
 }
 
+/// A quanta block decoded and checked whole, whose quanta are read through
+/// borrowed views ([`BlockQuantum`]): for a reader that looks at every
+/// quantum once and keeps little of it (merge), where building an owned
+/// [`BundleQuantum`] per quantum, with a copy of every string and data ID of
+/// its refs, was most of the decoding's cost. Every index into the block's
+/// tables is checked once, here, so reading a view cannot fail.
+pub struct DecodedBlock {
+    block: QuantaBlock<'static>,
+    /// The block's data IDs, built once (a quantum's refs share them).
+    data_ids: Vec<DataId>,
+    first: u32,
+}
+
+impl DecodedBlock {
+    /// Checks `block`, whose first quantum is bundle quantum `first`, for
+    /// a bundle with `n_tasks` tasks.
+    pub(crate) fn new(
+        block: QuantaBlock<'static>,
+        first: u32,
+        n_tasks: usize,
+    ) -> Result<Self, String> {
+        let data_ids = (0..block.data_ids.len() as u32)
+            .map(|i| block.data_id(i))
+            .collect::<Result<Vec<_>, _>>()?;
+        for d in &block.datasets {
+            block.string(d.dataset_type)?;
+            block.string(d.run)?;
+            if d.data_id as usize >= data_ids.len() {
+                block.data_id(d.data_id)?;
+            }
+        }
+        for pos in 0..block.quanta.len() {
+            let index = first
+                .checked_add(pos as u32)
+                .ok_or("quantum indices overflow")?;
+            // The same checks as building the owned quantum, same messages.
+            let q = &block.quanta[pos];
+            if q.task as usize >= n_tasks {
+                return Err(format!(
+                    "quantum {index} names task {} but there are {n_tasks} tasks",
+                    q.task
+                ));
+            }
+            if q.data_id as usize >= data_ids.len() {
+                block.data_id(q.data_id)?;
+            }
+            for c in q.inputs.iter().chain(&q.prerequisites).chain(&q.outputs) {
+                block.string(c.name)?;
+                if let Some(&bad) = c
+                    .datasets
+                    .iter()
+                    .find(|&&d| d as usize >= block.datasets.len())
+                {
+                    block.dataset(bad)?;
+                }
+            }
+            if let Some(&delta) = q.upstream.iter().find(|&&d| d == 0 || d > index) {
+                return Err(format!(
+                    "quantum {index} lists upstream quantum {}, which is not before it",
+                    i64::from(index) - i64::from(delta)
+                ));
+            }
+        }
+        Ok(Self {
+            block,
+            data_ids,
+            first,
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.block.quanta.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.block.quanta.is_empty()
+    }
+
+    /// The bundle index of the block's first quantum.
+    pub fn first_index(&self) -> u32 {
+        self.first
+    }
+
+    /// The quantum at `pos` in the block (bundle index
+    /// `first_index() + pos`), if there is one.
+    pub fn quantum(&self, pos: usize) -> Option<BlockQuantum<'_>> {
+        let q = self.block.quanta.get(pos)?;
+        Some(BlockQuantum {
+            id: Uuid::from_bytes(q.id),
+            task: q.task,
+            data_id: &self.data_ids[q.data_id as usize],
+            disk: q,
+            block: self,
+        })
+    }
+
+    fn string(&self, i: u32) -> &str {
+        &self.block.strings[i as usize]
+    }
+
+    fn dataset(&self, i: u32) -> BlockRef<'_> {
+        let d = &self.block.datasets[i as usize];
+        BlockRef {
+            id: Uuid::from_bytes(d.id),
+            dataset_type: self.string(d.dataset_type),
+            data_id: &self.data_ids[d.data_id as usize],
+            run: self.string(d.run),
+            path: &d.path,
+            size: d.size,
+            checksum: d.checksum.as_deref(),
+        }
+    }
+}
+
+/// A quantum of a [`DecodedBlock`], borrowed: what a [`BundleQuantum`]
+/// holds, without copies.
+#[derive(Clone, Copy)]
+pub struct BlockQuantum<'b> {
+    pub id: Uuid,
+    /// Index into the bundle's tasks.
+    pub task: u32,
+    pub data_id: &'b DataId,
+    disk: &'b QuantumDisk,
+    block: &'b DecodedBlock,
+}
+
+impl<'b> BlockQuantum<'b> {
+    pub fn inputs(&self) -> impl Iterator<Item = BlockConnection<'b>> + 'b {
+        self.connections(&self.disk.inputs)
+    }
+
+    pub fn prerequisites(&self) -> impl Iterator<Item = BlockConnection<'b>> + 'b {
+        self.connections(&self.disk.prerequisites)
+    }
+
+    pub fn outputs(&self) -> impl Iterator<Item = BlockConnection<'b>> + 'b {
+        self.connections(&self.disk.outputs)
+    }
+
+    fn connections(&self, conns: &'b [ConnDisk]) -> impl Iterator<Item = BlockConnection<'b>> + 'b {
+        let block = self.block;
+        conns.iter().map(move |c| BlockConnection {
+            name: block.string(c.name),
+            datasets: &c.datasets,
+            block,
+        })
+    }
+}
+
+/// One connection of a [`BlockQuantum`] and its refs.
+#[derive(Clone, Copy)]
+pub struct BlockConnection<'b> {
+    pub name: &'b str,
+    datasets: &'b [u32],
+    block: &'b DecodedBlock,
+}
+
+impl<'b> BlockConnection<'b> {
+    pub fn refs(&self) -> impl Iterator<Item = BlockRef<'b>> + 'b {
+        let block = self.block;
+        self.datasets.iter().map(move |&d| block.dataset(d))
+    }
+}
+
+/// A dataset ref of a [`BlockQuantum`], borrowed: a [`BundleRef`]'s fields.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BlockRef<'b> {
+    pub id: Uuid,
+    pub dataset_type: &'b str,
+    pub data_id: &'b DataId,
+    pub run: &'b str,
+    /// Relative to the datastore root.
+    pub path: &'b str,
+    pub size: Option<u64>,
+    pub checksum: Option<&'b str>,
+}
+
+impl BlockRef<'_> {
+    pub fn to_owned_ref(&self) -> BundleRef {
+        BundleRef {
+            id: self.id,
+            dataset_type: self.dataset_type.to_string(),
+            data_id: self.data_id.clone(),
+            run: self.run.to_string(),
+            path: self.path.to_string(),
+            size: self.size,
+            checksum: self.checksum.map(str::to_string),
+        }
+    }
+}
+
 /// A cluster on disk: member indices as deltas from the previous member
 /// (zigzag varints), so runs of consecutive quanta cost a byte each before
 /// compression and almost nothing after.

@@ -54,7 +54,7 @@ use crate::data_id::DataId;
 use crate::dataset::DatasetType;
 use crate::pipeline::TaskDef;
 
-pub use format::BUNDLE_FORMAT_VERSION;
+pub use format::{BlockConnection, BlockQuantum, BlockRef, DecodedBlock, BUNDLE_FORMAT_VERSION};
 pub use reader::Bundle;
 pub use writer::{write_bundle, write_bundle_from};
 

@@ -9,9 +9,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use super::format::{
-    clusters_from_disk, decode_footer, decode_preamble, BlockKind, ClusterDisk, Codec, HeaderBlock,
-    IndexEntry, PreambleError, QuantaBlock, BLOCK_HEADER_LEN, BUNDLE_FORMAT_VERSION, FOOTER_LEN,
-    INDEX_ENTRY_LEN, PREAMBLE_LEN,
+    clusters_from_disk, decode_footer, decode_preamble, BlockKind, ClusterDisk, Codec,
+    DecodedBlock, HeaderBlock, IndexEntry, PreambleError, QuantaBlock, BLOCK_HEADER_LEN,
+    BUNDLE_FORMAT_VERSION, FOOTER_LEN, INDEX_ENTRY_LEN, PREAMBLE_LEN,
 };
 use super::{BundleError, BundleHeader, BundleQuantum, Cluster, DimensionRecords};
 use crate::dataset::DatasetType;
@@ -279,6 +279,38 @@ impl Bundle {
             next_in_block: 0,
             failed: false,
         }
+    }
+
+    /// Every quanta block in order, each decoded and checked whole, for
+    /// reading its quanta as borrowed views (see [`DecodedBlock`]); blocks
+    /// are decoded as the iterator advances, and it stops after the first
+    /// error.
+    pub fn decoded_blocks(&self) -> impl Iterator<Item = Result<DecodedBlock>> + '_ {
+        let mut failed = false;
+        self.quanta_blocks.clone().map_while(move |pos| {
+            if failed {
+                return None;
+            }
+            let entry = &self.index[pos];
+            let block = self.read_block(pos).and_then(|raw| {
+                let block: QuantaBlock<'static> =
+                    decode_postcard(&raw).map_err(|d| self.corrupt(&entry.describe(pos), d))?;
+                if block.len() != entry.count as usize {
+                    return Err(self.corrupt(
+                        &entry.describe(pos),
+                        format!(
+                            "holds {} quanta, the index says {}",
+                            block.len(),
+                            entry.count
+                        ),
+                    ));
+                }
+                DecodedBlock::new(block, entry.first, self.tasks.len())
+                    .map_err(|d| self.corrupt(&entry.describe(pos), d))
+            });
+            failed = block.is_err();
+            Some(block)
+        })
     }
 
     /// Reads and checks every block: checksums, decompression and decoding

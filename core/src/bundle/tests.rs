@@ -250,6 +250,34 @@ fn assert_reads_back(path: &Path, c: &BundleContents) {
     b.verify().unwrap();
     let streamed: Vec<BundleQuantum> = b.quanta().collect::<Result<_, _>>().unwrap();
     assert!(streamed == c.quanta, "streamed quanta differ");
+    // The borrowed views of whole blocks say the same.
+    let mut viewed = 0;
+    for block in b.decoded_blocks() {
+        let block = block.unwrap();
+        assert_eq!(block.first_index() as usize, viewed);
+        for pos in 0..block.len() {
+            let view = block.quantum(pos).unwrap();
+            let owned = &c.quanta[viewed];
+            let conns = |it: &mut dyn Iterator<Item = super::BlockConnection<'_>>| {
+                it.map(|c| {
+                    (
+                        c.name.to_string(),
+                        c.refs().map(|r| r.to_owned_ref()).collect(),
+                    )
+                })
+                .collect::<Vec<(String, Vec<BundleRef>)>>()
+            };
+            assert_eq!(view.id, owned.id);
+            assert_eq!(view.task, owned.task);
+            assert_eq!(view.data_id, &owned.data_id);
+            assert_eq!(conns(&mut view.inputs()), owned.inputs, "quantum {viewed}");
+            assert_eq!(conns(&mut view.prerequisites()), owned.prerequisites);
+            assert_eq!(conns(&mut view.outputs()), owned.outputs);
+            viewed += 1;
+        }
+        assert!(block.quantum(block.len()).is_none());
+    }
+    assert_eq!(viewed, c.quanta.len());
     // Random access, from a fresh reader, out of order.
     let b = Bundle::open(path).unwrap();
     let n = c.quanta.len() as u32;
@@ -316,6 +344,9 @@ fn small_and_empty_bundles_round_trip() {
 fn read_everything(b: &Bundle) -> Result<(), BundleError> {
     for q in b.quanta() {
         q?;
+    }
+    for block in b.decoded_blocks() {
+        block?;
     }
     for i in 0..b.n_quanta() as u32 {
         b.quantum(i)?;
