@@ -1,7 +1,9 @@
 //! The dimension universe: which dimensions exist, how they depend on one
 //! another, and which metadata their records carry.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
+
+type NameIndex = foldhash::HashMap<String, usize>;
 
 use serde::{Deserialize, Serialize};
 
@@ -130,7 +132,9 @@ pub struct DimensionUniverse {
     pub version: u32,
     pub namespace: String,
     elements: Vec<DimensionElement>,
-    index: BTreeMap<String, usize>,
+    /// Element name → position. Hashed: the registry's bulk insert looks
+    /// dimensions up by name for every dataset.
+    index: NameIndex,
     /// The YAML text the universe was loaded from (stored in the registry so a
     /// repo is self-describing).
     source: String,
@@ -154,7 +158,7 @@ impl DimensionUniverse {
         let file: UniverseFile =
             serde_yaml_ng::from_str(text).map_err(|e| CoreError::universe_yaml(&e))?;
         let mut elements: Vec<DimensionElement> = Vec::new();
-        let mut index = BTreeMap::new();
+        let mut index = NameIndex::default();
         for (name, body) in file.elements {
             let name = name
                 .as_str()
@@ -179,7 +183,7 @@ impl DimensionUniverse {
         name: &str,
         spec: ElementFile,
         earlier: &[DimensionElement],
-        index: &BTreeMap<String, usize>,
+        index: &NameIndex,
     ) -> Result<DimensionElement, CoreError> {
         let bad = |msg: String| CoreError::Universe(format!("element `{name}`: {msg}"));
         if !is_safe_identifier(name) {
