@@ -10,9 +10,10 @@
 //!
 //! A file is opened relative to a handle on its directory (`openat` of one
 //! name, not a walk from `/`); [`Datastore::verify_many`] keeps a few such
-//! handles per worker and, where the input scatters a directory's files,
-//! visits a chunk of files in directory order, so a directory is opened
-//! about once per run of its files. A small file (up to 16 MiB, the
+//! handles per worker and, where the input scatters a directory's files
+//! over more directories than it keeps, visits a chunk of files in
+//! directory order, so a directory is opened about once per run of its
+//! files. A small file (up to 16 MiB, the
 //! whole-read limit) is then read with a single `read(2)` of
 //! `size + 1` bytes into a buffer reused across files, hashed, and closed:
 //! three system calls, no `fstat`, no allocation. Files are opened with
