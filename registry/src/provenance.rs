@@ -1252,19 +1252,17 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut r = registry_with_detectors(dir.path(), 4);
         let bundle = Uuid::from_u128(7);
+        let status = |r: &Registry, id: u128| {
+            r.quantum(&Uuid::from_u128(id))
+                .unwrap()
+                .map(|q| q.execution.status)
+        };
         let stats = r
             .record_new_quanta_uncommitted("out", bundle, &[quantum(1, STATUS_SUCCEEDED)])
             .unwrap();
         r.commit_recorded().unwrap();
         assert_eq!((stats.quanta_written, stats.datasets_inserted), (1, 1));
-        assert_eq!(
-            r.quantum(&Uuid::from_u128(101))
-                .unwrap()
-                .unwrap()
-                .execution
-                .status,
-            STATUS_SUCCEEDED
-        );
+        assert_eq!(status(&r, 101).as_deref(), Some(STATUS_SUCCEEDED));
         // Quantum 1 has a row: claiming it is new fails the whole part,
         // quantum 2's rows included.
         let err = r
@@ -1275,16 +1273,9 @@ mod tests {
             )
             .unwrap_err();
         assert!(err.to_string().contains("already had rows"), "{err}");
-        assert!(r.quantum(&Uuid::from_u128(102)).unwrap().is_none());
+        assert_eq!(status(&r, 102), None);
         assert!(r.producer_of(&Uuid::from_u128(202)).unwrap().is_none());
-        assert_eq!(
-            r.quantum(&Uuid::from_u128(101))
-                .unwrap()
-                .unwrap()
-                .execution
-                .status,
-            STATUS_SUCCEEDED
-        );
+        assert_eq!(status(&r, 101).as_deref(), Some(STATUS_SUCCEEDED));
     }
 
     #[test]

@@ -591,6 +591,8 @@ impl DecodedBlock {
         let data_ids = (0..block.data_ids.len() as u32)
             .map(|i| block.data_id(i))
             .collect::<Result<Vec<_>, _>>()?;
+        // Out-of-range indices are reported by the owned accessors, so that
+        // both ways of reading a block name a corruption alike.
         for d in &block.datasets {
             block.string(d.dataset_type)?;
             block.string(d.run)?;
