@@ -282,6 +282,27 @@ struct ConnDisk {
     datasets: Vec<u32>,
 }
 
+impl QuantumDisk {
+    /// Checks what a quantum refers to outside its block: its task, among
+    /// `n_tasks`, and its upstream quanta, which must come before `index`,
+    /// its own bundle index.
+    fn check_task_and_upstream(&self, index: u32, n_tasks: usize) -> Result<(), String> {
+        if self.task as usize >= n_tasks {
+            return Err(format!(
+                "quantum {index} names task {} but there are {n_tasks} tasks",
+                self.task
+            ));
+        }
+        match self.upstream.iter().find(|&&d| d == 0 || d > index) {
+            Some(&delta) => Err(format!(
+                "quantum {index} lists upstream quantum {}, which is not before it",
+                i64::from(index) - i64::from(delta)
+            )),
+            None => Ok(()),
+        }
+    }
+}
+
 #[derive(Serialize, Deserialize)]
 struct QuantumDisk {
     id: [u8; 16],
@@ -535,26 +556,9 @@ impl QuantaBlock<'_> {
             .quanta
             .get(pos)
             .ok_or_else(|| format!("holds {} quanta, not {}", self.quanta.len(), pos + 1))?;
-        if q.task as usize >= n_tasks {
-            return Err(format!(
-                "quantum {index} names task {} but there are {n_tasks} tasks",
-                q.task
-            ));
-        }
-        let upstream = q
-            .upstream
-            .iter()
-            .map(|&delta| {
-                if delta == 0 || delta > index {
-                    Err(format!(
-                        "quantum {index} lists upstream quantum {}, which is not before it",
-                        i64::from(index) - i64::from(delta)
-                    ))
-                } else {
-                    Ok(index - delta)
-                }
-            })
-            .collect::<Result<_, _>>()?;
+        q.check_task_and_upstream(index, n_tasks)?;
+        // Checked: every delta is at least 1 and at most `index`.
+        let upstream = q.upstream.iter().map(|&delta| index - delta).collect();
         Ok(BundleQuantum {
             id: Uuid::from_bytes(q.id),
             task: q.task,
@@ -606,12 +610,7 @@ impl DecodedBlock {
                 .ok_or("quantum indices overflow")?;
             // The same checks as building the owned quantum, same messages.
             let q = &block.quanta[pos];
-            if q.task as usize >= n_tasks {
-                return Err(format!(
-                    "quantum {index} names task {} but there are {n_tasks} tasks",
-                    q.task
-                ));
-            }
+            q.check_task_and_upstream(index, n_tasks)?;
             if q.data_id as usize >= data_ids.len() {
                 block.data_id(q.data_id)?;
             }
@@ -624,12 +623,6 @@ impl DecodedBlock {
                 {
                     block.dataset(bad)?;
                 }
-            }
-            if let Some(&delta) = q.upstream.iter().find(|&&d| d == 0 || d > index) {
-                return Err(format!(
-                    "quantum {index} lists upstream quantum {}, which is not before it",
-                    i64::from(index) - i64::from(delta)
-                ));
             }
         }
         Ok(Self {

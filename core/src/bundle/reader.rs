@@ -292,19 +292,7 @@ impl Bundle {
                 return None;
             }
             let entry = &self.index[pos];
-            let block = self.read_block(pos).and_then(|raw| {
-                let block: QuantaBlock<'static> =
-                    decode_postcard(&raw).map_err(|d| self.corrupt(&entry.describe(pos), d))?;
-                if block.len() != entry.count as usize {
-                    return Err(self.corrupt(
-                        &entry.describe(pos),
-                        format!(
-                            "holds {} quanta, the index says {}",
-                            block.len(),
-                            entry.count
-                        ),
-                    ));
-                }
+            let block = self.decode_quanta_block(pos).and_then(|block| {
                 DecodedBlock::new(block, entry.first, self.tasks.len())
                     .map_err(|d| self.corrupt(&entry.describe(pos), d))
             });
@@ -377,7 +365,7 @@ impl Bundle {
         read_block(&self.file, &self.path, &self.index, pos)
     }
 
-    fn decode_quanta_block(&self, pos: usize) -> Result<Arc<QuantaBlock<'static>>> {
+    fn decode_quanta_block(&self, pos: usize) -> Result<QuantaBlock<'static>> {
         let raw = self.read_block(pos)?;
         let e = &self.index[pos];
         let block: QuantaBlock<'static> =
@@ -388,7 +376,7 @@ impl Bundle {
                 format!("holds {} quanta, the index says {}", block.len(), e.count),
             ));
         }
-        Ok(Arc::new(block))
+        Ok(block)
     }
 
     fn quanta_block(&self, pos: usize) -> Result<Arc<QuantaBlock<'static>>> {
@@ -400,7 +388,7 @@ impl Bundle {
                 return Ok(Arc::clone(b));
             }
         }
-        let block = self.decode_quanta_block(pos)?;
+        let block = Arc::new(self.decode_quanta_block(pos)?);
         *cache = Some((pos, Arc::clone(&block)));
         Ok(block)
     }
