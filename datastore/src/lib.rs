@@ -13,6 +13,8 @@ pub mod datastore;
 pub mod error;
 pub mod formatter;
 pub mod template;
+#[cfg(target_os = "linux")]
+mod uring;
 pub mod verify;
 
 pub use datastore::{Datastore, DatastoreConfig, StoredFileInfo, TransferMode, TEMP_FILE_PREFIX};

@@ -20,6 +20,13 @@
 //! `O_NOATIME` where permitted, which spares merge, reading each file for
 //! the first time since it was written, an inode update per file.
 //!
+//! On Linux, [`Datastore::verify_many`] issues those three calls for files
+//! up to 64 KiB through io_uring instead, a batch of 64 files per system
+//! call (see `uring.rs`: about 12% less CPU per file). Only the outcome
+//! "exactly the recorded bytes" is taken from the batch; every other file is
+//! verified again on its own as described here, so errors read the same.
+//! Where io_uring is unavailable, every file is verified on its own.
+//!
 //! # What the single read relies on
 //!
 //! For a regular file, `read(2)` returns fewer bytes than asked only at end
@@ -67,6 +74,8 @@ use rustix::io::Errno;
 use crate::datastore::{Datastore, StoredFileInfo};
 use crate::error::DatastoreError;
 use crate::template::validate_relative_path;
+#[cfg(target_os = "linux")]
+use crate::uring::{Ring, RING_READ_LIMIT};
 
 /// Files up to this size are verified from a single read into memory.
 pub(crate) const WHOLE_READ_LIMIT: u64 = 16 << 20;
@@ -143,25 +152,106 @@ impl Datastore {
         files: &[ExpectedFile<'_>],
         out: &mut [Result<(), DatastoreError>],
     ) {
-        if dir_opens(files) <= files.len() / SORT_BELOW_RUN_LENGTH {
-            for (file, result) in files.iter().zip(out.iter_mut()) {
-                *result = self.verify_with(worker, file);
-            }
-        } else {
+        let mut order = std::mem::take(&mut worker.order);
+        order.clear();
+        order.extend(0..files.len());
+        if dir_opens(files) > files.len() / SORT_BELOW_RUN_LENGTH {
             // Files of a directory scattered through the chunk: visit them
             // grouped, so each directory is opened about once per chunk.
-            let mut order = std::mem::take(&mut worker.order);
-            order.clear();
-            order.extend(0..files.len());
             order.sort_by_cached_key(|&i| dir_of(files[i].path));
+        }
+        #[cfg(target_os = "linux")]
+        let batched = with_ring(|ring| self.verify_batched(worker, ring, files, &order, out));
+        #[cfg(not(target_os = "linux"))]
+        let batched = false;
+        if !batched {
             for &i in &order {
                 out[i] = self.verify_with(worker, &files[i]);
             }
-            worker.order = order;
         }
+        worker.order = order;
         if worker.buf.capacity() > SCRATCH_KEEP_BYTES {
             worker.buf = Vec::new();
         }
+    }
+
+    /// [`Datastore::verify_chunk`] through io_uring, in `order`: small files
+    /// are opened and read a batch at a time and pass if they hold exactly
+    /// the recorded bytes; anything else (a failed open or read, another
+    /// size, a wrong checksum, an empty or large file) is judged again by the
+    /// one-file path, which reports it as [`Datastore::verify`] would.
+    #[cfg(target_os = "linux")]
+    fn verify_batched(
+        &self,
+        worker: &mut Worker,
+        ring: &mut Ring,
+        files: &[ExpectedFile<'_>],
+        order: &[usize],
+        out: &mut [Result<(), DatastoreError>],
+    ) {
+        let mut batch = std::mem::take(&mut worker.batch);
+        batch.clear();
+        for &i in order {
+            let file = &files[i];
+            let eligible = file.size > 0
+                && file.size <= RING_READ_LIMIT
+                && validate_relative_path(file.path).is_ok();
+            let (dir, name) = file.path.rsplit_once('/').unwrap_or(("", file.path));
+            // A queued request names its directory by a handle of the cache:
+            // whatever could make the cache close one (the one-file path, a
+            // directory it does not hold) waits until the batch has run.
+            let evicts = !worker.dirs.holds(dir) && worker.dirs.is_full();
+            if !batch.is_empty() && (!eligible || evicts || ring.is_full()) {
+                self.run_batch(worker, ring, files, &mut batch, out);
+            }
+            if !eligible {
+                out[i] = self.verify_with(worker, file);
+                continue;
+            }
+            match worker.dirs.get(self.root(), dir) {
+                Ok(dir_fd) => {
+                    ring.push(dir_fd, name, file.size);
+                    batch.push(i);
+                }
+                Err(_) => {
+                    // Reported as the one-file path reports it; the batch is
+                    // empty (the cache just opened this directory).
+                    self.run_batch(worker, ring, files, &mut batch, out);
+                    out[i] = self.verify_with(worker, file);
+                }
+            }
+        }
+        self.run_batch(worker, ring, files, &mut batch, out);
+        worker.batch = batch;
+    }
+
+    #[cfg(target_os = "linux")]
+    fn run_batch(
+        &self,
+        worker: &mut Worker,
+        ring: &mut Ring,
+        files: &[ExpectedFile<'_>],
+        batch: &mut Vec<usize>,
+        out: &mut [Result<(), DatastoreError>],
+    ) {
+        if batch.is_empty() {
+            return;
+        }
+        let ran = ring.run(verify_open_flags());
+        for (k, &i) in batch.iter().enumerate() {
+            let file = &files[i];
+            let exact = ran.is_ok()
+                && ring.outcome(k).is_ok_and(|bytes| {
+                    bytes.len() as u64 == file.size && checksum_matches(bytes, file.checksum)
+                });
+            out[i] = if exact {
+                Ok(())
+            } else {
+                self.verify_with(worker, file)
+            };
+        }
+        ring.clear();
+        batch.clear();
     }
 
     fn verify_with(
@@ -207,15 +297,25 @@ impl Datastore {
 /// caller to own the file (or `CAP_FOWNER`); after one refusal it is not
 /// asked for again in this process.
 fn open_for_verify(dir: BorrowedFd<'_>, name: &Path) -> Result<OwnedFd, Errno> {
+    let flags = verify_open_flags();
+    match rustix::fs::openat(dir, name, flags, Mode::empty()) {
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        Err(Errno::PERM) if flags.contains(OFlags::NOATIME) => {
+            NOATIME_REFUSED.store(true, Ordering::Relaxed);
+            rustix::fs::openat(dir, name, flags - OFlags::NOATIME, Mode::empty())
+        }
+        other => other,
+    }
+}
+
+/// How files are opened for verification (see [`open_for_verify`]).
+fn verify_open_flags() -> OFlags {
     let flags = OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOCTTY | OFlags::NONBLOCK;
     #[cfg(any(target_os = "linux", target_os = "android"))]
     if !NOATIME_REFUSED.load(Ordering::Relaxed) {
-        match rustix::fs::openat(dir, name, flags | OFlags::NOATIME, Mode::empty()) {
-            Err(Errno::PERM) => NOATIME_REFUSED.store(true, Ordering::Relaxed),
-            other => return other,
-        }
+        return flags | OFlags::NOATIME;
     }
-    rustix::fs::openat(dir, name, flags, Mode::empty())
+    flags
 }
 
 /// Set once `O_NOATIME` has been refused (a file of another user).
@@ -408,13 +508,35 @@ fn with_scratch<T>(f: impl FnOnce(&mut Vec<u8>) -> T) -> T {
     out
 }
 
+/// Runs `f` with this thread's io_uring ring, set up on first use; false,
+/// without running it, where io_uring is unavailable. A ring whose batch
+/// failed is dropped, not put back.
+#[cfg(target_os = "linux")]
+fn with_ring(f: impl FnOnce(&mut Ring)) -> bool {
+    thread_local! {
+        static RING: Cell<Option<Ring>> = const { Cell::new(None) };
+    }
+    let Some(mut ring) = RING.try_with(Cell::take).ok().flatten().or_else(Ring::new) else {
+        return false;
+    };
+    f(&mut ring);
+    if ring.is_usable() {
+        // Fails only while the thread exits; the ring is then just closed.
+        let _ = RING.try_with(|cell| cell.set(Some(ring)));
+    }
+    true
+}
+
 /// Per-thread state of [`Datastore::verify_many`].
 #[derive(Default)]
 struct Worker {
     dirs: DirCache,
     buf: Vec<u8>,
-    /// Scratch for the directory order of a chunk.
+    /// Scratch for the visiting order of a chunk.
     order: Vec<usize>,
+    /// Scratch for the files of an io_uring batch (indices into the chunk).
+    #[cfg(target_os = "linux")]
+    batch: Vec<usize>,
 }
 
 /// Handles on recently used directories (relative to the root), opened
@@ -430,6 +552,18 @@ struct DirCache {
 }
 
 impl DirCache {
+    /// Whether `dir`'s handle (or failed open) is held.
+    #[cfg(target_os = "linux")]
+    fn holds(&self, dir: &str) -> bool {
+        self.entries.iter().any(|(d, _)| d == dir)
+    }
+
+    /// Whether getting a directory it does not hold closes one it does.
+    #[cfg(target_os = "linux")]
+    fn is_full(&self) -> bool {
+        self.entries.len() >= DIR_CACHE_SIZE
+    }
+
     fn get(&mut self, root: &Path, dir: &str) -> Result<BorrowedFd<'_>, Errno> {
         let hit = match self.entries.get(self.last) {
             Some((d, _)) if d == dir => Some(self.last),
