@@ -193,6 +193,11 @@ impl Datastore {
         batch.clear();
         for &i in order {
             let file = &files[i];
+            if !ring.is_usable() {
+                // A batch failed: the rest go one by one.
+                out[i] = self.verify_with(worker, file);
+                continue;
+            }
             let eligible = file.size > 0
                 && file.size <= RING_READ_LIMIT
                 && validate_relative_path(file.path).is_ok();
@@ -213,12 +218,10 @@ impl Datastore {
                     ring.push(dir_fd, name, file.size);
                     batch.push(i);
                 }
-                Err(_) => {
-                    // Reported as the one-file path reports it; the batch is
-                    // empty (the cache just opened this directory).
-                    self.run_batch(worker, ring, files, &mut batch, out);
-                    out[i] = self.verify_with(worker, file);
-                }
+                // The directory could not be opened: the one-file path
+                // reports it from the failure the cache now holds, closing
+                // no handle.
+                Err(_) => out[i] = self.verify_with(worker, file),
             }
         }
         self.run_batch(worker, ring, files, &mut batch, out);
@@ -555,7 +558,15 @@ impl DirCache {
     /// Whether `dir`'s handle (or failed open) is held.
     #[cfg(target_os = "linux")]
     fn holds(&self, dir: &str) -> bool {
-        self.entries.iter().any(|(d, _)| d == dir)
+        self.find(dir).is_some()
+    }
+
+    /// The entry of `dir`, the one used last tried first.
+    fn find(&self, dir: &str) -> Option<usize> {
+        match self.entries.get(self.last) {
+            Some((d, _)) if d == dir => Some(self.last),
+            _ => self.entries.iter().position(|(d, _)| d == dir),
+        }
     }
 
     /// Whether getting a directory it does not hold closes one it does.
@@ -565,11 +576,7 @@ impl DirCache {
     }
 
     fn get(&mut self, root: &Path, dir: &str) -> Result<BorrowedFd<'_>, Errno> {
-        let hit = match self.entries.get(self.last) {
-            Some((d, _)) if d == dir => Some(self.last),
-            _ => self.entries.iter().position(|(d, _)| d == dir),
-        };
-        let index = match hit {
+        let index = match self.find(dir) {
             Some(i) => i,
             None => {
                 let handle = open_dir(root, dir);
