@@ -189,7 +189,7 @@ impl Ring {
         while reaped < expected {
             if let Err(e) = self.ring.submit_and_wait(expected - reaped) {
                 match e.raw_os_error() {
-                    Some(libc_errno) if retryable(libc_errno) => {}
+                    Some(errno) if retryable(errno) => {}
                     _ => {
                         // Requests may still be in flight and write into
                         // `buf`: give up the ring and keep its memory alive.
@@ -224,7 +224,8 @@ impl Ring {
             return Err(Errno::from_raw_os_error(-r.read));
         }
         let n = (r.read as usize).min(r.want);
-        Ok(&self.buf[r.buf..r.buf + n])
+        // Absent only after a failed run (the buffer was given up).
+        self.buf.get(r.buf..r.buf + n).ok_or(Errno::IO)
     }
 
     /// Empties the batch; buffers are kept for the next.
