@@ -27,6 +27,9 @@ const BATCH_ENV: &str = "QUANTA_MERGE_BATCH";
 /// Fault injection for tests: abort the process (no cleanup, like a kill)
 /// right after this many batches have been committed.
 const ABORT_ENV: &str = "QUANTA_MERGE_ABORT_AFTER";
+/// `off` verifies files with plain system calls instead of io_uring
+/// (`quanta_datastore::verify::disable_io_uring`).
+const IO_URING_ENV: &str = "QUANTA_IO_URING";
 
 #[derive(Args)]
 pub struct MergeArgs {
@@ -86,6 +89,11 @@ pub fn merge(args: MergeArgs) -> Result<ExitCode> {
             .with_context(|| format!("{BATCH_ENV}={v}: expected a positive integer"))?,
         Err(_) => DEFAULT_BATCH_QUANTA,
     };
+    match std::env::var(IO_URING_ENV).as_deref() {
+        Ok("off") => quanta_datastore::verify::disable_io_uring(),
+        Ok("on") | Err(_) => {}
+        Ok(other) => anyhow::bail!("{IO_URING_ENV}={other}: expected `on` or `off`"),
+    }
     let mut butler = crate::plugins::open_butler(&args.repo)?;
     let options = MergeOptions {
         journals: args.journals.clone(),

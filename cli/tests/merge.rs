@@ -389,6 +389,36 @@ fn a_killed_merge_rerun_ends_like_an_uninterrupted_one() {
 
 #[test]
 fn an_altered_output_is_named_not_registered_and_the_rest_is() {
+    altered_and_missing_outputs(&[]);
+}
+
+/// The same with files verified by plain system calls instead of io_uring:
+/// both paths report alike.
+#[test]
+fn an_altered_output_is_reported_alike_without_io_uring() {
+    altered_and_missing_outputs(&[("QUANTA_IO_URING", "off")]);
+    let dir = tempfile::tempdir().unwrap();
+    let out = quanta()
+        .args(["merge", s(&dir.path().join("repo")), "b.qb"])
+        .env("QUANTA_IO_URING", "sometimes")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("QUANTA_IO_URING=sometimes"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn altered_and_missing_outputs(env: &[(&str, &str)]) {
+    let run = |args: &[&str]| {
+        quanta()
+            .args(args)
+            .envs(env.iter().copied())
+            .output()
+            .unwrap()
+    };
     let dir = tempfile::tempdir().unwrap();
     let (repo, bundle) = campaign(dir.path(), 3, 3);
     let icexps = files_containing(&repo.join("datastore"), "icExp");

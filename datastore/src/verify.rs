@@ -77,6 +77,15 @@ use crate::template::validate_relative_path;
 #[cfg(target_os = "linux")]
 use crate::uring::{Ring, RING_READ_LIMIT};
 
+/// From now on, this process verifies every file with plain system calls,
+/// never through io_uring: an escape hatch for a kernel or sandbox whose
+/// io_uring misbehaves (where it is refused outright, that happens by
+/// itself). Batches already running finish as they started.
+pub fn disable_io_uring() {
+    #[cfg(target_os = "linux")]
+    crate::uring::disable();
+}
+
 /// Files up to this size are verified from a single read into memory.
 pub(crate) const WHOLE_READ_LIMIT: u64 = 16 << 20;
 
