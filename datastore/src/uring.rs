@@ -40,6 +40,11 @@ pub(crate) fn disable() {
     UNAVAILABLE.store(true, Ordering::Relaxed);
 }
 
+/// False once io_uring was refused, given up or disabled in this process.
+pub(crate) fn available() -> bool {
+    !UNAVAILABLE.load(Ordering::Relaxed)
+}
+
 const OPEN: u64 = 0;
 const READ: u64 = 1;
 const CLOSE: u64 = 2;
@@ -70,7 +75,7 @@ pub(crate) struct Ring {
 impl Ring {
     /// This thread's ring, or `None` where io_uring cannot be used.
     pub(crate) fn new() -> Option<Self> {
-        if UNAVAILABLE.load(Ordering::Relaxed) {
+        if !available() {
             return None;
         }
         match Self::set_up() {

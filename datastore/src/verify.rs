@@ -528,7 +528,13 @@ fn with_ring(f: impl FnOnce(&mut Ring)) -> bool {
     thread_local! {
         static RING: Cell<Option<Ring>> = const { Cell::new(None) };
     }
-    let Some(mut ring) = RING.try_with(Cell::take).ok().flatten().or_else(Ring::new) else {
+    // Taken out first, so that a ring made before io_uring was disabled is
+    // dropped here rather than used.
+    let held = RING.try_with(Cell::take).ok().flatten();
+    if !crate::uring::available() {
+        return false;
+    }
+    let Some(mut ring) = held.or_else(Ring::new) else {
         return false;
     };
     f(&mut ring);
