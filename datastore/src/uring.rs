@@ -31,8 +31,8 @@ pub(crate) const BATCH: usize = 64;
 pub(crate) const RING_READ_LIMIT: u64 = 64 << 10;
 
 /// Set once a ring could not be set up (no io_uring in this kernel, or a
-/// seccomp filter that refuses it): then every file takes the one-file
-/// path, without asking again.
+/// seccomp filter that refuses it), a batch failed, or io_uring was
+/// disabled: then every file takes the one-file path, without asking again.
 static UNAVAILABLE: AtomicBool = AtomicBool::new(false);
 
 /// Makes every later [`Ring::new`] in this process return `None`.
@@ -82,7 +82,7 @@ impl Ring {
             Ok(ring) => Some(ring),
             Err(e) => {
                 tracing::debug!("io_uring unavailable, verifying files one by one: {e}");
-                UNAVAILABLE.store(true, Ordering::Relaxed);
+                disable();
                 None
             }
         }
@@ -250,7 +250,7 @@ impl Ring {
     /// thread sets up another.
     fn abandon(&mut self) {
         self.usable = false;
-        UNAVAILABLE.store(true, Ordering::Relaxed);
+        disable();
         std::mem::forget(std::mem::take(&mut self.buf));
         std::mem::forget(std::mem::take(&mut self.names));
         self.requests.clear();

@@ -210,7 +210,7 @@ impl Datastore {
             let eligible = file.size > 0
                 && file.size <= RING_READ_LIMIT
                 && validate_relative_path(file.path).is_ok();
-            let (dir, name) = file.path.rsplit_once('/').unwrap_or(("", file.path));
+            let (dir, name) = split_dir(file.path);
             // A queued request names its directory by a handle of the cache:
             // whatever could make the cache close one (the one-file path, a
             // directory it does not hold) waits until the batch has run.
@@ -273,7 +273,7 @@ impl Datastore {
     ) -> Result<(), DatastoreError> {
         validate_relative_path(file.path)?;
         // Validation guarantees a non-empty last component.
-        let (dir, name) = file.path.rsplit_once('/').unwrap_or(("", file.path));
+        let (dir, name) = split_dir(file.path);
         let Worker { dirs, buf, .. } = worker;
         match dirs.get(self.root(), dir) {
             Ok(dir_fd) => self.verify_at(dir_fd, Path::new(name), file, buf),
@@ -334,9 +334,14 @@ fn verify_open_flags() -> OFlags {
 #[cfg(any(target_os = "linux", target_os = "android"))]
 static NOATIME_REFUSED: AtomicBool = AtomicBool::new(false);
 
+/// A relative path's directory (`""` for a file at the root) and file name.
+fn split_dir(path: &str) -> (&str, &str) {
+    path.rsplit_once('/').unwrap_or(("", path))
+}
+
 /// The directory part of a relative path (`""` for a file at the root).
 fn dir_of(path: &str) -> &str {
-    path.rsplit_once('/').map_or("", |(dir, _)| dir)
+    split_dir(path).0
 }
 
 /// How many directories verifying `files` in input order opens, with the
