@@ -42,6 +42,7 @@ fn quantum(i: i64) -> NewQuantum {
         dataset_type: dataset_type.into(),
         data_id: data_id.clone(),
         connection: dataset_type.into(),
+        replaces: None,
         stored: DatastoreRecord {
             path: format!(
                 "run/{dataset_type}/{exposure}/{dataset_type}_{exposure}_{detector}.json"

@@ -182,6 +182,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             command_line: args.clone(),
             n_quanta: n as u64,
             where_clause: String::new(),
+            repository_id: butler.registry().repository_id()?.unwrap_or_default(),
+            replaced: Vec::new(),
         },
         tasks: vec![task],
         dataset_types,

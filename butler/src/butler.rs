@@ -78,6 +78,27 @@ impl Butler {
         })
     }
 
+    /// Takes the writer lock of the repo at `root` for a long writer
+    /// (`command`, e.g. "merge"), waiting for the current holder if there
+    /// is one (`on_wait` is told who it is first); see
+    /// [`quanta_registry::WriterLock`]. Held until dropped.
+    pub fn lock_writer(
+        root: &Path,
+        command: &str,
+        on_wait: &mut dyn FnMut(&str),
+    ) -> Result<quanta_registry::WriterLock, ButlerError> {
+        let db = root.join(REGISTRY_FILE);
+        if !db.is_file() {
+            return Err(ButlerError::Repo {
+                repo: root.display().to_string(),
+                reason: format!(
+                    "not a quanta repo: no {REGISTRY_FILE} (create one with `quanta repo create`)"
+                ),
+            });
+        }
+        Ok(quanta_registry::WriterLock::acquire(&db, command, on_wait)?)
+    }
+
     /// Opens an existing repo.
     pub fn open(root: &Path) -> Result<Self, ButlerError> {
         Self::open_with(root, false)

@@ -21,7 +21,8 @@ use std::sync::{mpsc, Arc};
 use foldhash::{HashMap as FastMap, HashMapExt, HashSet as FastSet, HashSetExt};
 use quanta_core::{
     fold_journals, journal_dir_for, BlockQuantum, BlockRef, Bundle, BundleError, CollectionType,
-    DecodedBlock, JournalError, JournalRecord, QuantumProgress, QuantumState, Uuid, WrittenOutput,
+    DecodedBlock, JournalError, JournalRecord, QuantumProgress, QuantumState, ReplacedDataset,
+    Uuid, WrittenOutput,
 };
 use quanta_datastore::{Datastore, ExpectedFile};
 use quanta_registry::provenance::{STATUS_PARTIAL, STATUS_SUCCEEDED};
@@ -98,6 +99,16 @@ pub enum MergeError {
         pending: usize,
         running: usize,
     },
+    #[error(
+        "bundle {bundle} was made from repository {bundle_repository}, but {repo} is repository {repo_repository}; \
+         a bundle merges only into the repository it was made from (nothing was written)"
+    )]
+    OtherRepository {
+        bundle: PathBuf,
+        bundle_repository: Uuid,
+        repo: PathBuf,
+        repo_repository: String,
+    },
     #[error("bundle {bundle}: {detail}")]
     Invalid { bundle: PathBuf, detail: String },
 }
@@ -131,6 +142,9 @@ pub struct MergeSummary {
     pub datasets_inserted: usize,
     /// Outputs whose UUID was already registered.
     pub datasets_existing: usize,
+    /// Registered datasets that outputs replaced (`--clobber`): their rows
+    /// were removed with the replacement's insert, their files afterwards.
+    pub datasets_replaced: usize,
     /// Predicted outputs a successful quantum did not write (optional
     /// outputs it chose not to produce).
     pub outputs_not_written: usize,
@@ -185,6 +199,8 @@ struct OutputType {
 struct Ctx {
     bundle_id: Uuid,
     run: String,
+    /// From the header: sorted by the replacing output's UUID.
+    replaced: Vec<ReplacedDataset>,
     task_labels: Vec<String>,
     output_types: HashMap<String, OutputType>,
 }
@@ -207,6 +223,16 @@ impl Butler {
                 bundle_digest: header.universe_digest.clone(),
                 repo: self.root().to_path_buf(),
                 repo_digest,
+            });
+        }
+        let repo_repository = self.registry().repository_id()?;
+        if repo_repository != Some(header.repository_id) {
+            return Err(MergeError::OtherRepository {
+                bundle: bundle_path.to_path_buf(),
+                bundle_repository: header.repository_id,
+                repo: self.root().to_path_buf(),
+                repo_repository: repo_repository
+                    .map_or_else(|| "without an identity".into(), |id| id.to_string()),
             });
         }
         let n_quanta = bundle.n_quanta();
@@ -408,8 +434,32 @@ impl Butler {
             Ok(totals)
         })?;
         totals.apply(&mut summary);
+        self.remove_replaced_files(&ctx.replaced)?;
         progress(total, total);
         Ok(summary)
+    }
+
+    /// Removes the files of datasets that outputs replaced (`--clobber`)
+    /// once the registry no longer has them and has their replacement at
+    /// another path. Run at the end of every merge, so a merge killed
+    /// after its commits and rerun removes what it did not.
+    fn remove_replaced_files(&self, replaced: &[ReplacedDataset]) -> Result<(), MergeError> {
+        let registry = self.registry();
+        for r in replaced {
+            if registry.dataset_by_id(&r.id, None)?.is_some() || r.path.is_empty() {
+                continue;
+            }
+            let replacement = registry.dataset_by_id(&r.by, None)?;
+            let moved = replacement
+                .and_then(|f| f.stored)
+                .is_some_and(|s| s.path != r.path);
+            if moved {
+                self.datastore()
+                    .remove(&r.path)
+                    .map_err(ButlerError::from)?;
+            }
+        }
+        Ok(())
     }
 
     /// Everything a merge writes once per bundle, each step idempotent: the
@@ -500,6 +550,7 @@ impl Butler {
         Ok(Ctx {
             bundle_id: header.bundle_id,
             run,
+            replaced: header.replaced.clone(),
             task_labels: bundle.tasks().iter().map(|t| t.label.clone()).collect(),
             output_types,
         })
@@ -639,6 +690,11 @@ fn verify_batch(
                     dataset_type: c.predicted.dataset_type.to_string(),
                     data_id: c.predicted.data_id.clone(),
                     connection: c.connection.to_string(),
+                    replaces: ctx
+                        .replaced
+                        .binary_search_by_key(&c.predicted.id, |r| r.by)
+                        .ok()
+                        .map(|i| ctx.replaced[i].id),
                     stored: DatastoreRecord {
                         path: std::mem::take(&mut w.path),
                         formatter: c.formatter.to_string(),
@@ -688,6 +744,7 @@ struct WriterTotals {
     datasets_existing: usize,
     quanta_recorded: usize,
     quanta_unchanged: usize,
+    datasets_replaced: usize,
     rejected: Vec<VerificationFailure>,
 }
 
@@ -697,6 +754,7 @@ impl WriterTotals {
         self.datasets_existing += stats.datasets_skipped;
         self.quanta_recorded += stats.quanta_written;
         self.quanta_unchanged += stats.quanta_unchanged;
+        self.datasets_replaced += stats.datasets_replaced;
         for r in stats.rejected {
             let q = quanta.iter().find(|q| q.id == r.quantum_id);
             self.rejected.push(VerificationFailure {
@@ -719,6 +777,7 @@ impl WriterTotals {
         summary.datasets_existing += self.datasets_existing;
         summary.quanta_recorded += self.quanta_recorded;
         summary.quanta_already_merged += self.quanta_unchanged;
+        summary.datasets_replaced += self.datasets_replaced;
         summary.verification_failures.extend(self.rejected);
     }
 }

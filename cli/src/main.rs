@@ -2,7 +2,9 @@
 //! set-up over the quanta libraries. Logic lives in the libraries.
 //!
 //! Exit codes: 0 success, 1 a failure of the work (some quanta failed, some
-//! files did not verify), 2 bad input or usage.
+//! files did not verify, a full disk, a registry locked too long), 2 bad
+//! input or usage. An error is classified here, at the edge, from the typed
+//! errors in its chain ([`exit_code_of`]).
 
 mod alloc;
 mod batch_cmds;
@@ -66,6 +68,9 @@ enum Command {
         query: String,
         #[arg(long)]
         json: bool,
+        /// Interrupt the query after this many seconds (0: no limit).
+        #[arg(long, default_value_t = repo_cmds::DEFAULT_SQL_TIMEOUT_SECS)]
+        timeout: f64,
     },
     /// Read a dataset back and print it (JSON datasets) or write its bytes.
     Get(repo_cmds::GetArgs),
@@ -133,7 +138,12 @@ fn main() -> ExitCode {
         Command::Collection(cmd) => repo_cmds::collection(cmd),
         Command::QueryDatasets(args) => repo_cmds::query_datasets(args),
         Command::QueryDataIds(args) => repo_cmds::query_data_ids(args),
-        Command::Sql { repo, query, json } => repo_cmds::sql(&repo, &query, json),
+        Command::Sql {
+            repo,
+            query,
+            json,
+            timeout,
+        } => repo_cmds::sql(&repo, &query, json, timeout),
         Command::Get(args) => repo_cmds::get(args),
         Command::Preflight(args) => preflight_cmds::preflight(args),
         Command::Bundle(cmd) => preflight_cmds::bundle(cmd),
@@ -150,8 +160,53 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::from(2)
+            eprintln!("error: {}", error_text(&e));
+            ExitCode::from(exit_code_of(&e))
         }
+    }
+}
+
+/// The error with its causes, each said once: a library error's message
+/// often already includes its source's (`could not write X: No space left
+/// on device`), which `{:#}` would print a second time.
+fn error_text(e: &anyhow::Error) -> String {
+    let mut text = e.to_string();
+    for cause in e.chain().skip(1) {
+        let cause = cause.to_string();
+        if !text.contains(&cause) {
+            text.push_str(": ");
+            text.push_str(&cause);
+        }
+    }
+    text
+}
+
+/// 1 for a failure of the work (a busy or locked registry, a full disk, an
+/// I/O error, a time limit), 2 for bad input or usage: decided from the
+/// typed errors in the chain, bad input when none says otherwise.
+fn exit_code_of(e: &anyhow::Error) -> u8 {
+    use std::io::ErrorKind;
+    let work_failure = e.chain().any(|cause| {
+        if let Some(r) = cause.downcast_ref::<quanta_registry::RegistryError>() {
+            return r.is_work_failure();
+        }
+        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
+            // Errors that name a bad path or file the user gave are input.
+            return !matches!(
+                io.kind(),
+                ErrorKind::NotFound
+                    | ErrorKind::PermissionDenied
+                    | ErrorKind::AlreadyExists
+                    | ErrorKind::InvalidInput
+                    | ErrorKind::InvalidData
+                    | ErrorKind::UnexpectedEof
+            );
+        }
+        false
+    });
+    if work_failure {
+        1
+    } else {
+        2
     }
 }

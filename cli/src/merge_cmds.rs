@@ -94,7 +94,7 @@ pub fn merge(args: MergeArgs) -> Result<ExitCode> {
         Ok("on") | Err(_) => {}
         Ok(other) => anyhow::bail!("{IO_URING_ENV}={other}: expected `on` or `off`"),
     }
-    let mut butler = crate::plugins::open_butler(&args.repo)?;
+    let (_lock, mut butler) = crate::plugins::open_butler_for_writing(&args.repo, "merge")?;
     let options = MergeOptions {
         journals: args.journals.clone(),
         incomplete: args.incomplete,
@@ -160,6 +160,12 @@ pub fn merge(args: MergeArgs) -> Result<ExitCode> {
             "datasets: {} new, {} already registered",
             summary.datasets_inserted, summary.datasets_existing
         );
+        if summary.datasets_replaced > 0 {
+            println!(
+                "datasets replaced (--clobber): {}",
+                summary.datasets_replaced
+            );
+        }
         if seconds > 0.0 && summary.datasets_inserted > 0 {
             println!(
                 "throughput: {:.0} datasets/s",

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use quanta_butler::{Butler, ButlerError};
 use quanta_datastore::FormatterRegistry;
 use quanta_limited_registry::{LimitedRegistry, LimitedRegistryError};
+use quanta_registry::WriterLock;
 use quanta_runtime::TaskRegistry;
 
 /// Every task class the `quanta` binary knows.
@@ -22,6 +23,23 @@ pub fn formatters() -> FormatterRegistry {
 
 pub fn open_butler(repo: &Path) -> Result<Butler, ButlerError> {
     Ok(Butler::open(repo)?.with_formatters(formatters()))
+}
+
+/// Opens a repo for a long writer (`merge`, `preflight`, `ingest`): first
+/// takes the registry's writer lock, saying on stderr whom it waits for,
+/// so that two long writers run one after the other instead of failing
+/// each other. The lock is held until the returned guard is dropped.
+pub fn open_butler_for_writing(
+    repo: &Path,
+    command: &str,
+) -> Result<(WriterLock, Butler), ButlerError> {
+    let lock = Butler::lock_writer(repo, command, &mut |holder| {
+        eprintln!(
+            "waiting for {holder} to finish (registry writer lock of {})",
+            repo.display()
+        )
+    })?;
+    Ok((lock, open_butler(repo)?))
 }
 
 pub fn open_butler_read_only(repo: &Path) -> Result<Butler, ButlerError> {

@@ -358,10 +358,7 @@ pub fn collection(cmd: CollectionCommand) -> Result<ExitCode> {
             let mut butler = crate::plugins::open_butler(&repo)?;
             butler
                 .registry_mut()
-                .register_collection(&parent, CollectionType::Chained, None)?;
-            butler
-                .registry_mut()
-                .set_collection_chain(&parent, &children)?;
+                .define_collection_chain(&parent, &children)?;
             println!("{parent} → {}", children.join(", "));
         }
         CollectionCommand::Tag {
@@ -505,9 +502,24 @@ pub fn query_data_ids(args: QueryDataIdsArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn sql(repo: &Path, query: &str, json: bool) -> Result<ExitCode> {
+/// `quanta sql`'s default time limit: long enough for any sensible query
+/// of a large registry, short enough that a runaway recursive CTE ends.
+pub const DEFAULT_SQL_TIMEOUT_SECS: f64 = 300.0;
+
+pub fn sql(repo: &Path, query: &str, json: bool, timeout_secs: f64) -> Result<ExitCode> {
+    let limit = match timeout_secs {
+        t if t == 0.0 => None,
+        t => Some(
+            std::time::Duration::try_from_secs_f64(t)
+                .ok()
+                .filter(|d| !d.is_zero())
+                .with_context(|| {
+                    format!("--timeout {t}: expected a number of seconds > 0 (0: no limit)")
+                })?,
+        ),
+    };
     let butler = crate::plugins::open_butler_read_only(repo)?;
-    let (columns, rows) = butler.registry().sql_read_only(query)?;
+    let (columns, rows) = butler.registry().sql_read_only_within(query, limit)?;
     if json {
         let objects: Vec<BTreeMap<&str, &serde_json::Value>> = rows
             .iter()

@@ -116,6 +116,19 @@ impl DataId {
             })?;
             let k = k.trim();
             let dim = universe.dimension(k)?;
+            if entries
+                .iter()
+                .any(|(have, _): &(CompactString, DataIdValue)| have == k)
+            {
+                return Err(CoreError::BadDataId(format!(
+                    "`{text}` gives dimension `{k}` more than once"
+                )));
+            }
+            if v.contains('\0') {
+                return Err(CoreError::BadDataId(format!(
+                    "{k}: the value contains a NUL character"
+                )));
+            }
             let t = dim
                 .key
                 .as_ref()

@@ -23,7 +23,7 @@ pub use bundle::{
     write_bundle, write_bundle_from, BlockConnection, BlockQuantum, BlockRef, Bundle,
     BundleContents, BundleError, BundleHeader, BundleParts, BundleQuantum, BundleRef,
     BundleWriteOptions, Cluster, ConnectionView, DecodedBlock, QuantaSource, QuantumView,
-    BUNDLE_FORMAT_VERSION,
+    ReplacedDataset, BUNDLE_FORMAT_VERSION,
 };
 pub use data_id::{DataId, DataIdValue};
 pub use dataset::{

@@ -319,6 +319,9 @@ pub fn build_reference_bundle(
         command_line: vec![],
         n_quanta: quanta.len() as u64,
         where_clause: String::new(),
+        // Made without a registry: merges into no repository.
+        repository_id: Uuid::nil(),
+        replaced: Vec::new(),
     };
     let contents = BundleContents {
         header,

@@ -15,8 +15,8 @@ use quanta_core::bundle::DimensionRecords;
 use quanta_core::pipeline::{LoadedPipeline, TaskDef};
 use quanta_core::{
     BundleHeader, BundleParts, BundleRef, Cluster, ConnectionView, DataId, DataIdValue, DatasetRef,
-    DatasetType, DimensionGroup, DimensionUniverse, QuantaSource, QuantumView, Uuid,
-    BUNDLE_FORMAT_VERSION,
+    DatasetType, DimensionGroup, DimensionUniverse, QuantaSource, QuantumView, ReplacedDataset,
+    Uuid, BUNDLE_FORMAT_VERSION,
 };
 use quanta_registry::graph_query::{GraphRows, PrerequisiteCandidate, NONE};
 use quanta_registry::{Binds, FoundDataset, Registry};
@@ -259,6 +259,9 @@ enum Outcome {
         outputs: Vec<BundleRef>,
         /// How many outputs already exist (replaced under `--clobber`).
         existing: Vec<String>,
+        /// The registered datasets those outputs replace: (output index,
+        /// UUID, path).
+        replaces: Vec<(usize, Uuid, String)>,
         missing_example: Option<String>,
     },
 }
@@ -429,6 +432,7 @@ pub fn build_graph(
     let mut n_pruned = 0usize;
     let mut n_existing = 0usize;
     let mut existing_example: Option<String> = None;
+    let mut replaced: Vec<ReplacedDataset> = Vec::new();
 
     for (t_ix, task) in tasks.iter().enumerate() {
         progress(&format!(
@@ -578,6 +582,7 @@ pub fn build_graph(
                     prerequisites,
                     outputs,
                     existing,
+                    replaces,
                     missing_example,
                 } => {
                     let data_id = quantum_data_id(&rows, &group, &cols, draft.row);
@@ -595,6 +600,13 @@ pub fn build_graph(
                         if existing_example.is_none() {
                             existing_example = Some(existing[0].clone());
                         }
+                        replaced.extend(replaces.into_iter().map(|(oi, id, path)| {
+                            ReplacedDataset {
+                                by: outputs[oi].id,
+                                id,
+                                path,
+                            }
+                        }));
                     }
                     let q = quanta.len() as u32;
                     let mut out_ix = Vec::with_capacity(outputs.len());
@@ -634,6 +646,8 @@ pub fn build_graph(
             example: existing_example.unwrap_or_default(),
         });
     }
+    refuse_replacing_used_datasets(registry, &opts.output_run, &replaced)?;
+    replaced.sort_unstable_by_key(|r| r.by);
     lap("scatter/gather", &mut timings);
     if quanta.is_empty() {
         let skipped: usize = summaries.iter().map(|s| s.skipped).sum();
@@ -740,6 +754,12 @@ pub fn build_graph(
         command_line: opts.command_line.clone(),
         n_quanta: planned.len() as u64,
         where_clause: opts.where_clause.clone(),
+        repository_id: registry.repository_id()?.ok_or_else(|| {
+            PreflightError::Invalid(
+                "the registry has no repository_id yet; open it for writing once (any preflight or merge does)".into(),
+            )
+        })?,
+        replaced,
     };
     lap("assemble", &mut timings);
     Ok(GraphBuild {
@@ -964,6 +984,30 @@ impl ObservationTimes {
     }
 }
 
+/// `--clobber` replaces registered datasets: refused for any that a
+/// TAGGED or CALIBRATION collection holds, or that recorded provenance
+/// names as an input of a quantum this bundle does not supersede (of
+/// another RUN, or one whose outputs it does not all replace), since
+/// unregistering it would leave that record pointing at nothing.
+fn refuse_replacing_used_datasets(
+    registry: &Registry,
+    run: &str,
+    replaced: &[ReplacedDataset],
+) -> Result<(), PreflightError> {
+    let ids: Vec<Uuid> = replaced.iter().map(|r| r.id).collect();
+    let uses = registry.dataset_uses(&ids, run)?;
+    if let Some(first) = uses.first() {
+        return Err(PreflightError::Invalid(format!(
+            "--clobber would replace {} registered dataset(s) that are still in use, e.g. {}: {}; \
+             write to a new --output-run instead",
+            uses.len(),
+            first.dataset_id,
+            first.usage
+        )));
+    }
+    Ok(())
+}
+
 type ExistingOutputs = HashMap<String, HashMap<DataId, FoundDataset>>;
 
 fn existing_outputs(
@@ -1073,6 +1117,7 @@ impl TaskContext<'_> {
         let mut outputs = Vec::with_capacity(task.outputs.len());
         let mut existing = Vec::new();
         let mut existing_refs = Vec::new();
+        let mut replaces = Vec::new();
         let mut missing_example = None;
         for (oi, c) in task.outputs.iter().enumerate() {
             let Some(data_id) = full.project(&self.output_groups[oi]) else {
@@ -1088,7 +1133,9 @@ impl TaskContext<'_> {
             {
                 Some(f) => {
                     existing.push(format!("{} {}", c.dataset_type, data_id));
-                    existing_refs.push(found_to_ref(f));
+                    let found = found_to_ref(f);
+                    replaces.push((oi, found.id, found.path.clone()));
+                    existing_refs.push(found);
                 }
                 None => {
                     if missing_example.is_none() {
@@ -1123,6 +1170,7 @@ impl TaskContext<'_> {
             prerequisites,
             outputs,
             existing,
+            replaces,
             missing_example,
         })
     }

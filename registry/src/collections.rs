@@ -122,6 +122,42 @@ impl Registry {
         names.iter().map(|n| self.collection(n)).collect()
     }
 
+    /// Creates the CHAINED collection `parent` if it does not exist and
+    /// sets its children, all or nothing: when a child is unknown or would
+    /// make a cycle, no collection is created.
+    pub fn define_collection_chain(&mut self, parent: &str, children: &[String]) -> Result<()> {
+        validate_collection_name(parent)?;
+        if let Some(existing) = self.find_collection(parent)? {
+            if existing.collection_type != CollectionType::Chained {
+                return Err(RegistryError::CollectionConflict(parent.to_string()));
+            }
+            return self.set_collection_chain(parent, children);
+        }
+        // A new parent is in no chain yet, so no child can lead back to it.
+        let child_ids = children
+            .iter()
+            .map(|child| Ok(self.collection(child)?.id))
+            .collect::<Result<Vec<i64>>>()?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        tx.execute(
+            "INSERT INTO collection (name, type, doc) VALUES (?1, ?2, NULL)",
+            (parent, CollectionType::Chained.as_str()),
+        )?;
+        let parent_id = tx.last_insert_rowid();
+        {
+            let mut insert = tx.prepare(
+                "INSERT INTO collection_chain (parent_id, position, child_id) VALUES (?1, ?2, ?3)",
+            )?;
+            for (position, child_id) in child_ids.iter().enumerate() {
+                insert.execute((parent_id, position as i64, child_id))?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
     /// Sets the children of a CHAINED collection (replacing any previous
     /// chain), refusing unknown children and cycles.
     pub fn set_collection_chain(&mut self, parent: &str, children: &[String]) -> Result<()> {
@@ -137,7 +173,9 @@ impl Registry {
             }
             child_ids.push(record.id);
         }
-        let tx = self.conn.transaction()?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         tx.execute(
             "DELETE FROM collection_chain WHERE parent_id = ?1",
             [parent_record.id],

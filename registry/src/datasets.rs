@@ -90,7 +90,96 @@ pub(crate) fn record_params(stored: Option<&DatastoreRecord>) -> [ValueRef<'_>; 
 /// The dataset table's datastore-record columns, as [`record_params`] binds them.
 pub(crate) const RECORD_COLUMNS: &str = "path, formatter, size, checksum";
 
+/// A record that refers to a registered dataset.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DatasetUse {
+    pub dataset_id: Uuid,
+    /// What uses it, in words (the consuming quantum, or the collection).
+    pub usage: String,
+}
+
 impl Registry {
+    /// The records that refer to any of `ids`, datasets of RUN `run` that
+    /// a `--clobber` bundle replaces, and would be left pointing at nothing:
+    /// TAGGED or CALIBRATION membership, an input link of a recorded
+    /// quantum of another RUN, or of a quantum of `run` that the bundle does
+    /// not supersede (one with an output outside `ids`).
+    pub fn dataset_uses(&self, ids: &[Uuid], run: &str) -> Result<Vec<DatasetUse>> {
+        let mut uses = Vec::new();
+        if ids.is_empty() {
+            return Ok(uses);
+        }
+        let replaced: std::collections::HashSet<Uuid> = ids.iter().copied().collect();
+        // Membership tables are small next to the datasets; one pass each.
+        let mut members: std::collections::HashMap<Uuid, String> = Default::default();
+        for (table, kind) in [
+            ("dataset_tags", "TAGGED"),
+            ("dataset_calibs", "CALIBRATION"),
+        ] {
+            let mut stmt = self.conn.prepare(&format!(
+                "SELECT m.dataset_id, c.name FROM {table} m JOIN collection c ON c.id = m.collection_id"
+            ))?;
+            let rows = stmt.query_map([], |r| {
+                Ok((uuid_from_blob(r.get(0)?)?, r.get::<_, String>(1)?))
+            })?;
+            for row in rows {
+                let (id, collection) = row?;
+                members
+                    .entry(id)
+                    .or_insert_with(|| format!("it is in {kind} collection `{collection}`"));
+            }
+        }
+        let mut consumers = self.conn.prepare_cached(
+            "SELECT q.id, q.task_label, q.data_id, c.name FROM quantum_input i \
+             JOIN quantum q ON q.id = i.quantum_id JOIN collection c ON c.id = q.run_id \
+             WHERE i.dataset_id = ?1",
+        )?;
+        let mut outputs = self
+            .conn
+            .prepare_cached("SELECT id FROM dataset WHERE producer = ?1")?;
+        for id in ids {
+            let mut usage = members.get(id).cloned();
+            let found = consumers
+                .query_map([id.as_bytes().as_slice()], |r| {
+                    Ok((
+                        uuid_from_blob(r.get(0)?)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, String>(2)?,
+                        r.get::<_, String>(3)?,
+                    ))
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            for (quantum, task, data_id, consumer_run) in found {
+                if usage.is_some() {
+                    break;
+                }
+                if consumer_run != run {
+                    usage = Some(format!(
+                        "it is an input of quantum {task} {data_id} recorded in RUN `{consumer_run}`"
+                    ));
+                    continue;
+                }
+                let made: Vec<Uuid> = outputs
+                    .query_map([quantum.as_bytes().as_slice()], |r| {
+                        uuid_from_blob(r.get(0)?)
+                    })?
+                    .collect::<rusqlite::Result<_>>()?;
+                if let Some(kept) = made.iter().find(|o| !replaced.contains(o)) {
+                    usage = Some(format!(
+                        "it is an input of quantum {task} {data_id}, whose output {kept} this bundle does not replace (include that task)"
+                    ));
+                }
+            }
+            if let Some(usage) = usage {
+                uses.push(DatasetUse {
+                    dataset_id: *id,
+                    usage,
+                });
+            }
+        }
+        Ok(uses)
+    }
+
     /// Registers a dataset type; an identical existing definition is a no-op
     /// (`false`), a conflicting one an error naming both.
     pub fn register_dataset_type(&mut self, dataset_type: &DatasetType) -> Result<bool> {
@@ -189,7 +278,9 @@ impl Registry {
         );
         self.conn.pragma_update(None, "foreign_keys", "OFF")?;
         let result = (|| -> Result<InsertStats> {
-            let tx = self.conn.transaction()?;
+            let tx = self
+                .conn
+                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             let mut stats = InsertStats::default();
             {
                 let mut insert = tx.prepare(&insert_sql)?;
@@ -272,7 +363,9 @@ impl Registry {
     /// Adds existing datasets to a TAGGED collection.
     pub fn associate(&mut self, tagged: &str, ids: &[Uuid]) -> Result<usize> {
         let collection = self.collection_of_type(tagged, CollectionType::Tagged)?;
-        let tx = self.conn.transaction()?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let mut n = 0;
         {
             let mut stmt = tx.prepare(
@@ -311,7 +404,9 @@ impl Registry {
                 "validity range [{begin}, {end}) is empty"
             )));
         }
-        let tx = self.conn.transaction()?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         {
             let mut stmt = tx.prepare(
                 "INSERT INTO dataset_calibs (collection_id, dataset_id, dataset_type_id, data_id, valid_begin, valid_end) \

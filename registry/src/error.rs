@@ -45,8 +45,55 @@ pub enum RegistryError {
     Conflict(String),
     #[error("{0}")]
     Invalid(String),
+    /// Another connection held the database longer than the busy timeout:
+    /// a failure of the work (retry), not of the input.
+    #[error(
+        "the registry is busy: another process kept it locked for too long ({0}); retry when it has finished"
+    )]
+    Busy(rusqlite::Error),
+    /// A query ran longer than its time limit and was interrupted.
+    #[error(
+        "the query was interrupted after its time limit of {seconds} s (raise it with --timeout)"
+    )]
+    TimedOut { seconds: f64 },
     #[error("sql: {0}")]
-    Sql(#[from] rusqlite::Error),
+    Sql(rusqlite::Error),
+}
+
+impl From<rusqlite::Error> for RegistryError {
+    /// SQLite's "database is locked" (or busy) becomes [`RegistryError::Busy`],
+    /// so callers can tell it from bad input.
+    fn from(e: rusqlite::Error) -> Self {
+        match e.sqlite_error_code() {
+            Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) => {
+                Self::Busy(e)
+            }
+            _ => Self::Sql(e),
+        }
+    }
+}
+
+impl RegistryError {
+    /// Whether this is a failure of the work (a busy or locked database, a
+    /// full disk, an I/O error, a time limit) rather than of the input.
+    pub fn is_work_failure(&self) -> bool {
+        match self {
+            Self::Busy(_) | Self::TimedOut { .. } => true,
+            Self::Sql(e) => matches!(
+                e.sqlite_error_code(),
+                Some(
+                    rusqlite::ErrorCode::DiskFull
+                        | rusqlite::ErrorCode::SystemIoFailure
+                        | rusqlite::ErrorCode::OutOfMemory
+                        | rusqlite::ErrorCode::DatabaseCorrupt
+                        | rusqlite::ErrorCode::CannotOpen
+                        | rusqlite::ErrorCode::ReadOnly
+                        | rusqlite::ErrorCode::OperationInterrupted
+                )
+            ),
+            _ => false,
+        }
+    }
 }
 
 pub type Result<T, E = RegistryError> = std::result::Result<T, E>;

@@ -20,9 +20,12 @@ mod registry;
 pub mod schema;
 mod sqlite_alloc;
 mod static_statement;
+mod writer_lock;
 
 pub use collections::CollectionRecord;
-pub use datasets::{DatastoreRecord, FoundDataset, InsertStats, NewDataset, OnConflict};
+pub use datasets::{
+    DatasetUse, DatastoreRecord, FoundDataset, InsertStats, NewDataset, OnConflict,
+};
 pub use error::{RegistryError, Result};
 pub use provenance::{
     NewQuantum, QuantumExecution, QuantumInput, QuantumOutputDataset, QuantumRow, RecordStats,
@@ -32,3 +35,4 @@ pub use query::Binds;
 pub use records::{parse_records_csv, parse_records_json, RecordSet};
 pub use registry::{lower_thread_priority, Registry};
 pub use schema::SCHEMA_VERSION;
+pub use writer_lock::WriterLock;

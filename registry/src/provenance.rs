@@ -53,6 +53,12 @@ pub struct QuantumOutputDataset {
     pub data_id: DataId,
     pub connection: String,
     pub stored: DatastoreRecord,
+    /// A dataset of the same RUN, type and data ID this one replaces
+    /// (`--clobber`): its row is removed in the transaction that inserts
+    /// this one, unless it is gone already or still in use (an input in
+    /// recorded provenance, a TAGGED or CALIBRATION member), in which case
+    /// this output is refused as usual.
+    pub replaces: Option<Uuid>,
 }
 
 /// How a quantum ran, as recorded in the `quantum` table.
@@ -106,6 +112,8 @@ pub struct RecordStats {
     pub quanta_written: usize,
     /// Quanta left alone because they are already recorded as succeeded.
     pub quanta_unchanged: usize,
+    /// Datasets removed because an output replaced them (`--clobber`).
+    pub datasets_replaced: usize,
     pub rejected: Vec<RejectedDataset>,
 }
 
@@ -462,6 +470,7 @@ impl BatchWriter<'_, '_> {
         }
 
         dataset_rows.sort_unstable_by_key(|row| row.o.id.as_u128());
+        self.remove_replaced(&dataset_rows)?;
         self.insert_datasets(&dataset_rows, &mut planned)?;
         drop(dataset_rows);
 
@@ -573,6 +582,58 @@ impl BatchWriter<'_, '_> {
             },
             |_, _| Ok(()),
         )
+    }
+
+    /// Removes the datasets the part's outputs replace (`--clobber`), each
+    /// only while it is still a dataset of this RUN that no TAGGED or
+    /// CALIBRATION collection holds and no quantum of another RUN read
+    /// (foreign keys are off in this transaction, so references are checked
+    /// here; preflight refused such clobbers, this guards against what was
+    /// recorded since). A quantum of this RUN left with no outputs at all
+    /// has been superseded by this bundle's: its row and input links go too.
+    fn remove_replaced(&mut self, rows: &[DatasetRow<'_>]) -> Result<()> {
+        if rows.iter().all(|row| row.o.replaces.is_none()) {
+            return Ok(());
+        }
+        let mut producer = self
+            .tx
+            .prepare_cached("SELECT producer FROM dataset WHERE id = ?1 AND run_id = ?2")?;
+        let mut remove = self.tx.prepare_cached(
+            "DELETE FROM dataset WHERE id = ?1 AND run_id = ?2 \
+             AND NOT EXISTS (SELECT 1 FROM dataset_tags WHERE dataset_id = ?1) \
+             AND NOT EXISTS (SELECT 1 FROM dataset_calibs WHERE dataset_id = ?1) \
+             AND NOT EXISTS (SELECT 1 FROM quantum_input i JOIN quantum q ON q.id = i.quantum_id \
+                             WHERE i.dataset_id = ?1 AND q.run_id <> ?2)",
+        )?;
+        let mut producers: Vec<Vec<u8>> = Vec::new();
+        for row in rows {
+            let Some(old) = row.o.replaces else {
+                continue;
+            };
+            let params = (old.as_bytes().as_slice(), self.run_id);
+            let made_by: Option<Option<Vec<u8>>> =
+                producer.query_row(params, |r| r.get(0)).optional()?;
+            let removed = remove.execute(params)?;
+            self.stats.datasets_replaced += removed;
+            if let (1, Some(Some(p))) = (removed, made_by) {
+                producers.push(p);
+            }
+        }
+        producers.sort_unstable();
+        producers.dedup();
+        let mut superseded = self.tx.prepare_cached(
+            "DELETE FROM quantum WHERE id = ?1 AND run_id = ?2 \
+             AND NOT EXISTS (SELECT 1 FROM dataset WHERE producer = ?1)",
+        )?;
+        let mut links = self
+            .tx
+            .prepare_cached("DELETE FROM quantum_input WHERE quantum_id = ?1")?;
+        for p in &producers {
+            if superseded.execute((p.as_slice(), self.run_id))? == 1 {
+                links.execute([p.as_slice()])?;
+            }
+        }
+        Ok(())
     }
 
     /// Inserts the part's dataset rows (sorted by UUID). A statement that
@@ -956,7 +1017,7 @@ impl Registry {
             // set-wise below instead; the pragma is per connection and
             // cannot change inside a transaction.
             self.conn.pragma_update(None, "foreign_keys", "OFF")?;
-            if let Err(e) = self.conn.execute_batch("BEGIN") {
+            if let Err(e) = self.conn.execute_batch("BEGIN IMMEDIATE") {
                 let _ = self.conn.pragma_update(None, "foreign_keys", "ON");
                 return Err(e.into());
             }
@@ -1222,6 +1283,7 @@ mod tests {
                 dataset_type: "calexp".into(),
                 data_id,
                 connection: "calexp".into(),
+                replaces: None,
                 stored: DatastoreRecord {
                     path: format!("out/calexp/{detector}.json"),
                     formatter: "json".into(),
@@ -1296,6 +1358,7 @@ mod tests {
             dataset_type: "summary".into(),
             data_id: DataId::from_pairs([("instrument", "Cam")]),
             connection: "summary".into(),
+            replaces: None,
             stored: DatastoreRecord {
                 path: format!("out/summary/{}.json", quantum.id),
                 formatter: "json".into(),

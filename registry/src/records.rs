@@ -120,9 +120,27 @@ fn to_sql(value: &Value, spec: &FieldSpec) -> std::result::Result<SqlValue, Stri
             SqlValue::Real(n.as_f64().ok_or_else(|| format!("`{n}` is not a number"))?)
         }
         (Value::Bool(b), FieldType::Bool) => SqlValue::Integer(*b as i64),
-        (Value::String(s), FieldType::String) => SqlValue::Text(s.clone()),
+        (Value::String(s), FieldType::String) => {
+            if let Some(at) = s.find('\0') {
+                return Err(format!(
+                    "the value contains a NUL character (at byte {at}), which no name may hold"
+                ));
+            }
+            SqlValue::Text(s.clone())
+        }
         (other, t) => return Err(format!("expected {t:?}, got {other}")),
     })
+}
+
+/// A record's observation interval must not end before it begins.
+fn check_timespan(record: &Map<String, Value>) -> std::result::Result<(), String> {
+    let field = |name: &str| record.get(name).and_then(Value::as_f64);
+    match (field("timespan_begin"), field("timespan_end")) {
+        (Some(begin), Some(end)) if begin > end => Err(format!(
+            "field `timespan_begin` ({begin}) is after field `timespan_end` ({end})"
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// Renders a record's identifying fields for error messages.
@@ -156,7 +174,9 @@ impl Registry {
             }
         }
         let universe = self.universe.clone();
-        let tx = self.conn.transaction()?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let mut inserted = 0;
         for element in universe.elements() {
             let Some(rows) = records.get(&element.name) else {
@@ -204,6 +224,12 @@ impl Registry {
                         ))
                     })?);
                 }
+                check_timespan(record).map_err(|msg| {
+                    RegistryError::Records(format!(
+                        "{}: {msg}; nothing was inserted",
+                        describe(&element.name, i, record)
+                    ))
+                })?;
                 if let Err(e) = stmt.execute(rusqlite::params_from_iter(values.iter())) {
                     let why = diagnose_insert_failure(&tx, &universe, element, record, &e);
                     return Err(RegistryError::Records(format!(

@@ -24,6 +24,9 @@ pub struct Registry {
     pub(crate) dimension_checks: DimensionChecks,
 }
 
+/// The `quanta_meta` key of the repository's identity.
+const REPOSITORY_ID_KEY: &str = "repository_id";
+
 const APPLICATION_ID: i32 = 0x5155_4e54; // "QUNT"
 
 /// Bytes per database page of a new registry. Large pages mean shallow
@@ -48,6 +51,11 @@ const CACHE_KIB: i64 = -1_048_576;
 /// 0.56 against 0.69 GB).
 const BULK_CACHE_KIB: i64 = -98_304;
 
+/// How long a statement waits for another connection's lock before
+/// failing with [`RegistryError::Busy`]. Long writers do not meet here:
+/// they take the [`crate::WriterLock`] first.
+const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 fn tune(conn: &Connection) -> Result<()> {
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "NORMAL")?;
@@ -57,7 +65,7 @@ fn tune(conn: &Connection) -> Result<()> {
     // spills pages into the WAL again and again (measured: 5x slower at 1M
     // datasets with 64 MiB). Memory is only taken as pages are used.
     conn.pragma_update(None, "cache_size", CACHE_KIB)?;
-    conn.busy_timeout(std::time::Duration::from_secs(30))?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
     conn.set_prepared_statement_cache_capacity(64);
     Ok(())
 }
@@ -86,6 +94,7 @@ impl Registry {
         meta.execute(("universe", universe.source()))?;
         meta.execute(("universe_digest", universe.digest()))?;
         meta.execute(("quanta_version", env!("CARGO_PKG_VERSION")))?;
+        meta.execute((REPOSITORY_ID_KEY, uuid::Uuid::new_v4().to_string()))?;
         drop(meta);
         tx.commit()?;
         Ok(Self {
@@ -138,7 +147,7 @@ impl Registry {
         }
         if read_only {
             conn.pragma_update(None, "query_only", "ON")?;
-            conn.busy_timeout(std::time::Duration::from_secs(30))?;
+            conn.busy_timeout(BUSY_TIMEOUT)?;
         } else {
             tune(&conn)?;
         }
@@ -156,6 +165,15 @@ impl Registry {
         }
         let universe_text = meta("universe")?.ok_or_else(|| not_registry("no universe".into()))?;
         let universe = DimensionUniverse::from_yaml(&universe_text)?;
+        if !read_only {
+            // A registry made before repositories had an identity gets one
+            // from its first writer; concurrent first writers agree on
+            // whichever insert came first.
+            conn.execute(
+                "INSERT OR IGNORE INTO quanta_meta (key, value) VALUES (?1, ?2)",
+                (REPOSITORY_ID_KEY, uuid::Uuid::new_v4().to_string()),
+            )?;
+        }
         Ok(Self {
             conn,
             universe,
@@ -173,6 +191,23 @@ impl Registry {
         &self.path
     }
 
+    /// The repository's identity, assigned when its registry was created
+    /// (or by the first writer of an older registry). `None` only for an
+    /// older registry opened read-only before any writer opened it.
+    pub fn repository_id(&self) -> Result<Option<uuid::Uuid>> {
+        match self.meta(REPOSITORY_ID_KEY)? {
+            None => Ok(None),
+            Some(text) => {
+                uuid::Uuid::parse_str(&text)
+                    .map(Some)
+                    .map_err(|e| RegistryError::NotARegistry {
+                        path: self.path.display().to_string(),
+                        reason: format!("its repository_id `{text}` is not a UUID ({e})"),
+                    })
+            }
+        }
+    }
+
     /// Reads a `quanta_meta` value.
     pub fn meta(&self, key: &str) -> Result<Option<String>> {
         Ok(read_meta(&self.conn, key)?)
@@ -184,6 +219,22 @@ impl Registry {
     /// the connection is opened read-only with `query_only`, and a statement
     /// that is not read-only is rejected before it runs.
     pub fn sql_read_only(&self, sql: &str) -> Result<(Vec<String>, Vec<Vec<serde_json::Value>>)> {
+        self.sql_read_only_within(sql, None)
+    }
+
+    /// [`Registry::sql_read_only`] with a time limit: a statement still
+    /// running after `limit` (a recursive CTE can run forever) is
+    /// interrupted and reported as [`RegistryError::TimedOut`].
+    pub fn sql_read_only_within(
+        &self,
+        sql: &str,
+        limit: Option<std::time::Duration>,
+    ) -> Result<(Vec<String>, Vec<Vec<serde_json::Value>>)> {
+        if sql.trim().is_empty() {
+            return Err(RegistryError::Invalid(
+                "the SQL query is empty; give one SELECT statement".into(),
+            ));
+        }
         let conn = Connection::open_with_flags(
             &self.path,
             OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
@@ -192,7 +243,38 @@ impl Registry {
         // ATTACH could open (and create) another database file even on a
         // read-only connection; forbid it outright.
         conn.set_limit(rusqlite::limits::Limit::SQLITE_LIMIT_ATTACHED, 0)?;
-        let mut stmt = conn.prepare(sql)?;
+        // A watchdog interrupts the statement at the time limit; the query
+        // finishing first drops `_finished`, which ends the watchdog.
+        let (_finished, finishing) = std::sync::mpsc::channel::<()>();
+        if let Some(limit) = limit {
+            let interrupt = conn.get_interrupt_handle();
+            std::thread::spawn(move || {
+                if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                    finishing.recv_timeout(limit)
+                {
+                    interrupt.interrupt();
+                }
+            });
+        }
+        let timed_out = |e: rusqlite::Error| match (e.sqlite_error_code(), limit) {
+            (Some(rusqlite::ErrorCode::OperationInterrupted), Some(limit)) => {
+                RegistryError::TimedOut {
+                    seconds: limit.as_secs_f64(),
+                }
+            }
+            _ => RegistryError::from(e),
+        };
+        let mut stmt = match conn.prepare(sql) {
+            Ok(stmt) => stmt,
+            // What SQLite says of a text with no statement in it (only
+            // comments, say) is "bad parameter or other API misuse".
+            Err(e) if e.sqlite_error_code() == Some(rusqlite::ErrorCode::ApiMisuse) => {
+                return Err(RegistryError::Invalid(
+                    "the SQL query holds no statement; give one SELECT statement".into(),
+                ))
+            }
+            Err(e) => return Err(timed_out(e)),
+        };
         if !stmt.readonly() {
             return Err(RegistryError::Invalid(
                 "only read-only statements (SELECT) are allowed".into(),
@@ -200,9 +282,9 @@ impl Registry {
         }
         let names: Vec<String> = stmt.column_names().iter().map(|s| s.to_string()).collect();
         let n = names.len();
-        let mut rows = stmt.query([])?;
+        let mut rows = stmt.query([]).map_err(timed_out)?;
         let mut out = Vec::new();
-        while let Some(row) = rows.next()? {
+        while let Some(row) = rows.next().map_err(timed_out)? {
             let mut values = Vec::with_capacity(n);
             for i in 0..n {
                 values.push(sql_value_to_json(row.get_ref(i)?));
@@ -288,9 +370,24 @@ impl Registry {
                 .pragma_update(None, "wal_autocheckpoint", AUTO_CHECKPOINT_PAGES)?;
             self.conn.pragma_update(None, "cache_size", CACHE_KIB)?;
             // Readers may still hold old frames; a checkpoint that could not
-            // copy or truncate everything is finished by a later one.
-            self.conn
-                .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+            // copy or truncate everything is finished by a later one. It
+            // must not wait for them: a long `quanta sql` would hold the
+            // merge (already committed) for the whole busy timeout.
+            self.conn.busy_timeout(std::time::Duration::ZERO)?;
+            let checkpointed = self
+                .conn
+                .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
+            self.conn.busy_timeout(BUSY_TIMEOUT)?;
+            match checkpointed {
+                Err(e)
+                    if matches!(
+                        e.sqlite_error_code(),
+                        Some(
+                            rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
+                        )
+                    ) => {}
+                other => other?,
+            }
         }
         Ok(())
     }

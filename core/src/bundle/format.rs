@@ -17,8 +17,10 @@ use super::{
 };
 use crate::data_id::{DataId, DataIdValue};
 
-/// The version this code writes and reads.
-pub const BUNDLE_FORMAT_VERSION: u32 = 1;
+/// The version this code writes and reads. Version 2 added the
+/// repository's identity and the datasets a `--clobber` bundle replaces to
+/// the header; version 1 bundles are refused (preflight again).
+pub const BUNDLE_FORMAT_VERSION: u32 = 2;
 
 pub(crate) const MAGIC: &[u8; 8] = b"QUANTAB\0";
 pub(crate) const PREAMBLE_LEN: u64 = 32;

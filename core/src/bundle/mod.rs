@@ -92,6 +92,27 @@ pub struct BundleHeader {
     /// Must equal the number of quanta when writing.
     pub n_quanta: u64,
     pub where_clause: String,
+    /// The identity of the repository whose registry the graph was built
+    /// from (its `repository_id`): merge refuses a bundle of another
+    /// repository before writing anything.
+    pub repository_id: Uuid,
+    /// Registered datasets of the output RUN that quanta of this bundle
+    /// replace (`--clobber`), sorted by the replacing dataset's UUID.
+    pub replaced: Vec<ReplacedDataset>,
+}
+
+/// A dataset already registered in the output RUN that a quantum's output
+/// replaces under `--clobber`: merge removes its row in the transaction that
+/// registers the replacement, only while the row is still this UUID.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplacedDataset {
+    /// The predicted output that replaces it.
+    pub by: Uuid,
+    /// The registered dataset it replaces.
+    pub id: Uuid,
+    /// Its file, relative to the datastore root (removed after the merge
+    /// unregistered it, unless the replacement has the same path).
+    pub path: String,
 }
 
 /// A named group of quanta run together by one batch job.
@@ -286,7 +307,9 @@ pub enum BundleError {
         expected: String,
         found: u64,
     },
-    #[error("bundle {path} has format version {found}; this quanta reads version {supported}")]
+    #[error(
+        "bundle {path} has format version {found}; this quanta reads version {supported} (make the bundle again with this quanta's preflight)"
+    )]
     UnsupportedVersion {
         path: PathBuf,
         found: u32,

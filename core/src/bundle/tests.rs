@@ -230,6 +230,12 @@ fn reference(exposures: i64, detectors: i64) -> BundleContents {
             ],
             n_quanta: n.into(),
             where_clause: "exposure < 5".into(),
+            repository_id: Uuid::new_v4(),
+            replaced: vec![crate::ReplacedDataset {
+                by: Uuid::new_v4(),
+                id: Uuid::new_v4(),
+                path: "u/alice/run/calexp/old.json".into(),
+            }],
         },
         tasks,
         dataset_types,

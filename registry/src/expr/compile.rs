@@ -140,7 +140,7 @@ impl Compiler<'_> {
     }
 
     // Recursion depth is bounded by the parser's nesting limit, since AND/OR
-    // chains are flat.
+    // chains are flat (a long chain adds only its logarithm, see `chain`).
     fn node(&mut self, node: &Node) -> Result<(), ExprError> {
         match node {
             Node::Or(terms) => self.chain(terms, " OR "),
@@ -207,13 +207,26 @@ impl Compiler<'_> {
         }
     }
 
+    /// A flat AND/OR chain. SQLite parses `a OR b OR c ...` into a tree as
+    /// deep as the chain is long and refuses trees deeper than 1000
+    /// ("Expression tree is too large"), so a long chain is emitted as
+    /// balanced parenthesized halves: depth grows with its logarithm.
     fn chain(&mut self, terms: &[Node], sep: &str) -> Result<(), ExprError> {
+        /// Terms emitted flat in one pair of parentheses.
+        const FLAT: usize = 16;
         self.sql.push('(');
-        for (i, term) in terms.iter().enumerate() {
-            if i > 0 {
-                self.sql.push_str(sep);
+        if terms.len() <= FLAT {
+            for (i, term) in terms.iter().enumerate() {
+                if i > 0 {
+                    self.sql.push_str(sep);
+                }
+                self.node(term)?;
             }
-            self.node(term)?;
+        } else {
+            let (left, right) = terms.split_at(terms.len() / 2);
+            self.chain(left, sep)?;
+            self.sql.push_str(sep);
+            self.chain(right, sep)?;
         }
         self.sql.push(')');
         Ok(())

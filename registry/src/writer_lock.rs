@@ -1,0 +1,103 @@
+//! The registry's writer lock: one long writer (merge, preflight, ingest)
+//! at a time.
+//!
+//! SQLite serializes single transactions, but a merge is many transactions
+//! and a checkpoint; two at once made each other fail with SQLite's raw
+//! "database is locked". A long writer therefore holds an exclusive
+//! `flock` on `<registry>.lock` beside the database for its whole run. The
+//! kernel releases the lock when the process dies (`kill -9` included), so
+//! a stale lock file never blocks anyone; its content only names the
+//! holder for the waiting message.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, Write};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+
+use crate::error::{RegistryError, Result};
+
+/// Held while a long writer works on a registry; released on drop.
+#[derive(Debug)]
+pub struct WriterLock {
+    // The lock lives as long as this open file description.
+    _file: File,
+    path: PathBuf,
+}
+
+impl WriterLock {
+    /// The lock file of the registry database at `registry`.
+    pub fn path_for(registry: &Path) -> PathBuf {
+        let mut name = registry.as_os_str().to_owned();
+        name.push(".lock");
+        PathBuf::from(name)
+    }
+
+    /// Takes the writer lock of the registry database at `registry` for
+    /// `command` (e.g. "merge"), waiting for the current holder if there is
+    /// one: `on_wait` is called once, with the holder's description
+    /// ("merge pid 123 on host h"), before waiting.
+    pub fn acquire(registry: &Path, command: &str, on_wait: &mut dyn FnMut(&str)) -> Result<Self> {
+        let path = Self::path_for(registry);
+        let io = |what: &str, e: std::io::Error| {
+            RegistryError::Invalid(format!(
+                "{}: cannot {what} the registry's writer lock: {e}",
+                path.display()
+            ))
+        };
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|e| io("open", e))?;
+        if !flock(&file, libc::LOCK_EX | libc::LOCK_NB).map_err(|e| io("take", e))? {
+            let mut holder = String::new();
+            let _ = file.read_to_string(&mut holder);
+            let holder = holder.trim();
+            on_wait(if holder.is_empty() {
+                "another writer"
+            } else {
+                holder
+            });
+            flock(&file, libc::LOCK_EX).map_err(|e| io("wait for", e))?;
+        }
+        let host = hostname();
+        let me = format!("{command} pid {} on host {host}", std::process::id());
+        // Best effort: the description is only for others' messages.
+        let _ = file
+            .set_len(0)
+            .and_then(|()| file.rewind())
+            .and_then(|()| file.write_all(me.as_bytes()));
+        Ok(Self { _file: file, path })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// `flock(2)`, retried on EINTR; `Ok(false)` if non-blocking and held.
+fn flock(file: &File, op: libc::c_int) -> std::io::Result<bool> {
+    loop {
+        // SAFETY: flock only reads the descriptor, which `file` keeps open.
+        if unsafe { libc::flock(file.as_raw_fd(), op) } == 0 {
+            return Ok(true);
+        }
+        let e = std::io::Error::last_os_error();
+        match e.raw_os_error() {
+            Some(libc::EINTR) => continue,
+            Some(libc::EWOULDBLOCK) if op & libc::LOCK_NB != 0 => return Ok(false),
+            _ => return Err(e),
+        }
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "unknown".into())
+}
