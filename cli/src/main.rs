@@ -69,7 +69,7 @@ enum Command {
         #[arg(long)]
         json: bool,
         /// Interrupt the query after this many seconds (0: no limit).
-        #[arg(long, default_value_t = repo_cmds::DEFAULT_SQL_TIMEOUT_SECS)]
+        #[arg(long, allow_negative_numbers = true, default_value_t = repo_cmds::DEFAULT_SQL_TIMEOUT_SECS)]
         timeout: f64,
     },
     /// Read a dataset back and print it (JSON datasets) or write its bytes.
@@ -181,13 +181,44 @@ fn error_text(e: &anyhow::Error) -> String {
     text
 }
 
+/// The registry error a library error wraps: `#[error(transparent)]`
+/// wrappers hide it from the chain of sources.
+fn registry_error<'e>(
+    cause: &'e (dyn std::error::Error + 'static),
+) -> Option<&'e quanta_registry::RegistryError> {
+    use quanta_butler::{ButlerError, MergeError};
+    use quanta_preflight::PreflightError;
+    let of_butler = |b: &'e ButlerError| match b {
+        ButlerError::Registry(r) => Some(r),
+        _ => None,
+    };
+    if let Some(r) = cause.downcast_ref::<quanta_registry::RegistryError>() {
+        return Some(r);
+    }
+    if let Some(b) = cause.downcast_ref::<ButlerError>() {
+        return of_butler(b);
+    }
+    if let Some(m) = cause.downcast_ref::<MergeError>() {
+        return match m {
+            MergeError::Registry(r) => Some(r),
+            MergeError::Butler(b) => of_butler(b),
+            _ => None,
+        };
+    }
+    match cause.downcast_ref::<PreflightError>()? {
+        PreflightError::Registry(r) => Some(r),
+        PreflightError::Butler(b) => of_butler(b),
+        _ => None,
+    }
+}
+
 /// 1 for a failure of the work (a busy or locked registry, a full disk, an
 /// I/O error, a time limit), 2 for bad input or usage: decided from the
 /// typed errors in the chain, bad input when none says otherwise.
 fn exit_code_of(e: &anyhow::Error) -> u8 {
     use std::io::ErrorKind;
     let work_failure = e.chain().any(|cause| {
-        if let Some(r) = cause.downcast_ref::<quanta_registry::RegistryError>() {
+        if let Some(r) = registry_error(cause) {
             return r.is_work_failure();
         }
         if let Some(io) = cause.downcast_ref::<std::io::Error>() {

@@ -165,7 +165,7 @@ impl Registry {
         }
         let universe_text = meta("universe")?.ok_or_else(|| not_registry("no universe".into()))?;
         let universe = DimensionUniverse::from_yaml(&universe_text)?;
-        if !read_only {
+        if !read_only && meta(REPOSITORY_ID_KEY)?.is_none() {
             // A registry made before repositories had an identity gets one
             // from its first writer; concurrent first writers agree on
             // whichever insert came first.
@@ -256,25 +256,20 @@ impl Registry {
                 }
             });
         }
-        let timed_out = |e: rusqlite::Error| match (e.sqlite_error_code(), limit) {
+        let classify = |e: rusqlite::Error| match (e.sqlite_error_code(), limit) {
             (Some(rusqlite::ErrorCode::OperationInterrupted), Some(limit)) => {
                 RegistryError::TimedOut {
                     seconds: limit.as_secs_f64(),
                 }
             }
-            _ => RegistryError::from(e),
-        };
-        let mut stmt = match conn.prepare(sql) {
-            Ok(stmt) => stmt,
             // What SQLite says of a text with no statement in it (only
             // comments, say) is "bad parameter or other API misuse".
-            Err(e) if e.sqlite_error_code() == Some(rusqlite::ErrorCode::ApiMisuse) => {
-                return Err(RegistryError::Invalid(
-                    "the SQL query holds no statement; give one SELECT statement".into(),
-                ))
-            }
-            Err(e) => return Err(timed_out(e)),
+            (Some(rusqlite::ErrorCode::ApiMisuse), _) => RegistryError::Invalid(
+                "the SQL query holds no statement; give one SELECT statement".into(),
+            ),
+            _ => RegistryError::from(e),
         };
+        let mut stmt = conn.prepare(sql).map_err(classify)?;
         if !stmt.readonly() {
             return Err(RegistryError::Invalid(
                 "only read-only statements (SELECT) are allowed".into(),
@@ -282,9 +277,9 @@ impl Registry {
         }
         let names: Vec<String> = stmt.column_names().iter().map(|s| s.to_string()).collect();
         let n = names.len();
-        let mut rows = stmt.query([]).map_err(timed_out)?;
+        let mut rows = stmt.query([]).map_err(classify)?;
         let mut out = Vec::new();
-        while let Some(row) = rows.next().map_err(timed_out)? {
+        while let Some(row) = rows.next().map_err(classify)? {
             let mut values = Vec::with_capacity(n);
             for i in 0..n {
                 values.push(sql_value_to_json(row.get_ref(i)?));
