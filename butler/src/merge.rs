@@ -8,6 +8,12 @@
 //! [`record_quanta`](quanta_registry::Registry::record_quanta) does) or
 //! interpret journal bytes (core's [`fold_journals`] does).
 //!
+//! A bundle made from another repository (its header's `repository_id`
+//! differs from the registry's) is refused before anything is written.
+//! Under `--clobber` the header lists the registered datasets the outputs
+//! replace: each is unregistered in the transaction that registers its
+//! replacement, and its file removed after the commits.
+//!
 //! A merge is idempotent and resumable: every write is keyed by the UUIDs
 //! preflight assigned, each batch is one transaction holding a quantum's row
 //! together with its datasets, and quanta already recorded as succeeded are

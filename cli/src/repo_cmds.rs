@@ -507,16 +507,18 @@ pub fn query_data_ids(args: QueryDataIdsArgs) -> Result<ExitCode> {
 pub const DEFAULT_SQL_TIMEOUT_SECS: f64 = 300.0;
 
 pub fn sql(repo: &Path, query: &str, json: bool, timeout_secs: f64) -> Result<ExitCode> {
-    let limit = match timeout_secs {
-        t if t == 0.0 => None,
-        t => Some(
+    let limit = if timeout_secs == 0.0 {
+        None
+    } else {
+        let t = timeout_secs;
+        Some(
             std::time::Duration::try_from_secs_f64(t)
                 .ok()
                 .filter(|d| !d.is_zero())
                 .with_context(|| {
                     format!("--timeout {t}: expected a number of seconds > 0 (0: no limit)")
                 })?,
-        ),
+        )
     };
     let butler = crate::plugins::open_butler_read_only(repo)?;
     let (columns, rows) = butler.registry().sql_read_only_within(query, limit)?;

@@ -11,7 +11,7 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use common::{fails_with, make_reference_repo, ok, quanta};
+use common::{fails_with, make_reference_repo, ok, quanta, run};
 use serde_json::Value;
 
 fn s(p: &Path) -> &str {
@@ -476,22 +476,53 @@ fn a_where_of_5000_or_terms_works() {
 fn an_error_is_printed_once() {
     let dir = tempfile::tempdir().unwrap();
     let repo = make_reference_repo(dir.path(), 1, 1);
-    let missing = dir.path().join("nowhere.csv");
+    // Errors wrapping another (`{0}` with `#[from]`, or a message naming its
+    // source) printed the inner text a second time.
     let err = fails_with(
         2,
         &[
-            "ingest",
+            "query-data-ids",
             s(&repo),
-            "--run",
-            "Cam/raw",
-            "--dataset-type",
-            "raw",
-            "--manifest",
-            s(&missing),
+            "--dimensions",
+            "exposure",
+            "--where",
+            "exposure >",
         ],
     );
-    assert_eq!(err.matches("No such file").count(), 1, "{err}");
-    let err = fails_with(2, &["dimensions", "insert", s(&repo), s(&missing)]);
+    assert_eq!(err.matches("at column").count(), 1, "{err}");
+    let err = fails_with(
+        2,
+        &[
+            "get",
+            s(&repo),
+            "raw",
+            "--data-id",
+            "instrument=Cam,exposure=zero",
+            "--collections",
+            "Cam/raw",
+        ],
+    );
+    assert_eq!(err.matches("zero").count(), 1, "{err}");
+    let manifest = dir.path().join("m.csv");
+    std::fs::write(
+        &manifest,
+        "path,instrument,exposure,detector
+nowhere.json,Cam,0,0
+",
+    )
+    .unwrap();
+    let out = run(&[
+        "ingest",
+        s(&repo),
+        "--run",
+        "Cam/raw",
+        "--dataset-type",
+        "raw",
+        "--manifest",
+        s(&manifest),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
     assert_eq!(err.matches("No such file").count(), 1, "{err}");
 }
 

@@ -15,6 +15,13 @@
 //! cluster-friendly topological order. Predicted outputs get their UUIDs
 //! (v7) and datastore paths here.
 //!
+//! `--clobber`: the header lists every registered dataset of the output RUN
+//! that an output replaces (merge unregisters it with the replacement's
+//! insert); a clobber is refused when such a dataset is still in use (a
+//! TAGGED or CALIBRATION member, or an input of a recorded quantum the
+//! bundle does not supersede). The header also records the repository's
+//! identity, which merge checks.
+//!
 //! Registry writes: after a successful build, [`register_outputs`] registers
 //! the pipeline's missing output dataset types, the output RUN and, if asked,
 //! the output CHAINED collection (`[RUN, inputs...]`, or the RUN prepended to

@@ -4,8 +4,10 @@
 //! Owns: the schema (generated from the [`DimensionUniverse`](quanta_core::DimensionUniverse)),
 //! every insert (through methods, in batched transactions with prepared
 //! statements), collections and their search paths, the `--where` language
-//! compiled to parameterised SQL, read-only SQL access, and the provenance
-//! tables. Must not: know file formats or touch dataset files (that is the
+//! compiled to parameterised SQL, read-only SQL access (with a time limit),
+//! the provenance tables, the repository's identity (`repository_id` in
+//! `quanta_meta`) and the writer lock that serializes long writers
+//! ([`WriterLock`]). Must not: know file formats or touch dataset files (that is the
 //! datastore's job), or build SQL from user text.
 
 pub mod collections;
