@@ -1692,4 +1692,63 @@ mod tests {
             .unwrap();
         assert_eq!(fk, 1);
     }
+
+    /// A `--clobber` output replaces the registered dataset of its data ID
+    /// in the same transaction, and the old quantum left without outputs
+    /// goes; a dataset a quantum of another RUN read is kept, and its
+    /// would-be replacement refused.
+    #[test]
+    fn a_replacing_output_removes_the_old_dataset_unless_another_run_read_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut r = registry(dir.path());
+        let bundle = Uuid::from_u128(7);
+        r.record_quanta("out", bundle, &[quantum(0, STATUS_SUCCEEDED)])
+            .unwrap();
+        let old = Uuid::from_u128(200);
+        let replacing = |n: u128| {
+            let mut q = quantum(0, STATUS_SUCCEEDED);
+            q.id = Uuid::from_u128(n);
+            q.outputs[0].id = Uuid::from_u128(n + 1000);
+            q.outputs[0].stored.path = format!("out/calexp/0-{n}.json");
+            q.outputs[0].replaces = Some(old);
+            q
+        };
+
+        // Another RUN's quantum read it: kept, and the replacement refused.
+        r.register_collection("elsewhere", CollectionType::Run, None)
+            .unwrap();
+        let mut reader = quantum(0, "failed");
+        reader.id = Uuid::from_u128(900);
+        reader.outputs.clear();
+        reader.inputs[0].dataset_id = old;
+        r.record_quanta("elsewhere", Uuid::from_u128(8), &[reader])
+            .unwrap();
+        let stats = r
+            .record_quanta("out", Uuid::from_u128(9), &[replacing(300)])
+            .unwrap();
+        assert_eq!(stats.datasets_replaced, 0);
+        assert_eq!(stats.rejected.len(), 1, "{stats:?}");
+        assert!(r.dataset_by_id(&old, None).unwrap().is_some());
+
+        // Once nothing else reads it, it is replaced, and its producer,
+        // left without outputs, goes with its input links.
+        r.conn
+            .execute(
+                "DELETE FROM quantum_input WHERE quantum_id = ?1",
+                [Uuid::from_u128(900).as_bytes().as_slice()],
+            )
+            .unwrap();
+        let stats = r
+            .record_quanta("out", Uuid::from_u128(10), &[replacing(400)])
+            .unwrap();
+        assert_eq!(stats.datasets_replaced, 1);
+        assert!(stats.rejected.is_empty(), "{stats:?}");
+        assert!(r.dataset_by_id(&old, None).unwrap().is_none());
+        assert!(r
+            .dataset_by_id(&Uuid::from_u128(1400), None)
+            .unwrap()
+            .is_some());
+        assert!(r.quantum(&Uuid::from_u128(100)).unwrap().is_none());
+        assert!(r.quantum_inputs(&Uuid::from_u128(100)).unwrap().is_empty());
+    }
 }
