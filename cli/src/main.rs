@@ -241,3 +241,43 @@ fn exit_code_of(e: &anyhow::Error) -> u8 {
         2
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn busy() -> quanta_registry::RegistryError {
+        rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_BUSY), None)
+            .into()
+    }
+
+    #[test]
+    fn failures_of_the_work_exit_1_and_bad_input_2() {
+        use std::io::{Error, ErrorKind};
+        let full = anyhow::Error::new(Error::new(ErrorKind::StorageFull, "disk full"))
+            .context("writing the bundle");
+        assert_eq!(exit_code_of(&full), 1);
+        let missing = anyhow::Error::new(Error::new(ErrorKind::NotFound, "no such file"));
+        assert_eq!(exit_code_of(&missing), 2);
+        // Behind `#[error(transparent)]` wrappers too.
+        let wrapped =
+            quanta_butler::MergeError::Butler(quanta_butler::ButlerError::Registry(busy()));
+        assert_eq!(exit_code_of(&anyhow::Error::new(wrapped)), 1);
+        let preflight = quanta_preflight::PreflightError::Registry(busy());
+        assert_eq!(exit_code_of(&anyhow::Error::new(preflight)), 1);
+        let bad = quanta_preflight::PreflightError::Invalid("bad pipeline".into());
+        assert_eq!(exit_code_of(&anyhow::Error::new(bad)), 2);
+    }
+
+    #[test]
+    fn a_cause_already_in_the_message_is_not_repeated() {
+        let io = std::io::Error::new(std::io::ErrorKind::StorageFull, "No space left on device");
+        let e = anyhow::Error::new(io).context("could not write `x`: No space left on device");
+        assert_eq!(
+            error_text(&e),
+            "could not write `x`: No space left on device"
+        );
+        let e = anyhow::anyhow!("inner").context("outer");
+        assert_eq!(error_text(&e), "outer: inner");
+    }
+}

@@ -604,3 +604,33 @@ fn open_is_fast_on_a_million_quanta() {
         b.n_quanta()
     );
 }
+
+/// A bundle of the previous format (before the header held the
+/// repository's identity) is refused by its version, with what to do.
+#[test]
+fn a_bundle_of_the_previous_format_is_refused_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("v1.qb");
+    write_bundle(&path, &reference(2, 2), &BundleWriteOptions::default()).unwrap();
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .unwrap();
+    let mut preamble = [0u8; format::PREAMBLE_LEN as usize];
+    file.read_exact_at(&mut preamble, 0).unwrap();
+    preamble[8..12].copy_from_slice(&1u32.to_le_bytes());
+    let sum = crate::hash::xxh3_64(&preamble[..24]);
+    preamble[24..32].copy_from_slice(&sum.to_le_bytes());
+    file.write_all_at(&preamble, 0).unwrap();
+    let err = Bundle::open(&path).unwrap_err();
+    assert!(
+        matches!(err, BundleError::UnsupportedVersion { found: 1, .. }),
+        "{err}"
+    );
+    let text = err.to_string();
+    assert!(
+        text.contains("format version 1") && text.contains("make the bundle again"),
+        "{text}"
+    );
+}
