@@ -27,6 +27,9 @@ pub struct Butler {
     root: PathBuf,
     registry: Registry,
     datastore: Datastore,
+    /// The registry's writer lock, when this butler was given it
+    /// ([`Butler::holding`]): released when the butler is dropped.
+    writer_lock: Option<quanta_registry::WriterLock>,
 }
 
 pub(crate) fn to_record(info: &StoredFileInfo) -> DatastoreRecord {
@@ -75,6 +78,7 @@ impl Butler {
             root: root.to_path_buf(),
             registry,
             datastore,
+            writer_lock: None,
         })
     }
 
@@ -97,6 +101,18 @@ impl Butler {
             });
         }
         Ok(quanta_registry::WriterLock::acquire(&db, command, on_wait)?)
+    }
+
+    /// Keeps the registry's writer lock (from [`Butler::lock_writer`]) for
+    /// as long as this butler lives.
+    pub fn holding(mut self, lock: quanta_registry::WriterLock) -> Self {
+        self.writer_lock = Some(lock);
+        self
+    }
+
+    /// Whether this butler holds the registry's writer lock.
+    pub fn holds_writer_lock(&self) -> bool {
+        self.writer_lock.is_some()
     }
 
     /// Opens an existing repo.
@@ -143,6 +159,7 @@ impl Butler {
             root: root.to_path_buf(),
             registry,
             datastore,
+            writer_lock: None,
         })
     }
 

@@ -94,7 +94,7 @@ pub fn merge(args: MergeArgs) -> Result<ExitCode> {
         Ok("on") | Err(_) => {}
         Ok(other) => anyhow::bail!("{IO_URING_ENV}={other}: expected `on` or `off`"),
     }
-    let (_lock, mut butler) = crate::plugins::open_butler_for_writing(&args.repo, "merge")?;
+    let mut butler = crate::plugins::open_butler(&args.repo)?;
     let options = MergeOptions {
         journals: args.journals.clone(),
         incomplete: args.incomplete,

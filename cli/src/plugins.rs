@@ -8,7 +8,6 @@ use std::sync::Arc;
 use quanta_butler::{Butler, ButlerError};
 use quanta_datastore::FormatterRegistry;
 use quanta_limited_registry::{LimitedRegistry, LimitedRegistryError};
-use quanta_registry::WriterLock;
 use quanta_runtime::TaskRegistry;
 
 /// Every task class the `quanta` binary knows.
@@ -21,25 +20,25 @@ pub fn formatters() -> FormatterRegistry {
     quanta_examples::formatters()
 }
 
+/// Opens a repo for writing. Every command that writes holds the
+/// registry's writer lock while its butler lives, saying on stderr whom it
+/// waits for, so that writers (a long `merge`, `preflight` or `ingest`, and
+/// the short ones behind them) run one after the other instead of failing
+/// each other with "database is locked".
 pub fn open_butler(repo: &Path) -> Result<Butler, ButlerError> {
-    Ok(Butler::open(repo)?.with_formatters(formatters()))
-}
-
-/// Opens a repo for a long writer (`merge`, `preflight`, `ingest`): first
-/// takes the registry's writer lock, saying on stderr whom it waits for,
-/// so that two long writers run one after the other instead of failing
-/// each other. The lock is held until the returned guard is dropped.
-pub fn open_butler_for_writing(
-    repo: &Path,
-    command: &str,
-) -> Result<(WriterLock, Butler), ButlerError> {
-    let lock = Butler::lock_writer(repo, command, &mut |holder| {
+    let command = std::env::args()
+        .skip(1)
+        .find(|a| !a.starts_with('-'))
+        .unwrap_or_else(|| "quanta".into());
+    let lock = Butler::lock_writer(repo, &command, &mut |holder| {
         eprintln!(
             "waiting for {holder} to finish (registry writer lock of {})",
             repo.display()
         )
     })?;
-    Ok((lock, open_butler(repo)?))
+    Ok(Butler::open(repo)?
+        .with_formatters(formatters())
+        .holding(lock))
 }
 
 pub fn open_butler_read_only(repo: &Path) -> Result<Butler, ButlerError> {

@@ -95,9 +95,9 @@ pub fn preflight(args: PreflightArgs) -> Result<ExitCode> {
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
     );
     bar.enable_steady_tick(Duration::from_millis(120));
-    let report = crate::plugins::open_butler_for_writing(&args.repo, "preflight")
+    let report = crate::plugins::open_butler(&args.repo)
         .map_err(quanta_preflight::PreflightError::from)
-        .and_then(|(_lock, mut butler)| {
+        .and_then(|mut butler| {
             run_preflight(
                 &mut butler,
                 &args.pipeline,

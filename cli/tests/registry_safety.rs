@@ -345,9 +345,22 @@ fn a_merge_waits_for_the_writer_lock_and_says_for_whom() {
         "{said}"
     );
     assert!(merge.try_wait().unwrap().is_none(), "merge did not wait");
+    // Every writer waits, short ones included (the merge may hold it now).
+    let mut create = quanta()
+        .args(["collection", "create", s(&repo), "extra", "--type", "TAGGED"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut said = String::new();
+    BufReader::new(create.stderr.take().unwrap())
+        .read_line(&mut said)
+        .unwrap();
+    assert!(said.contains("waiting for "), "{said}");
     drop(holder.stdin.take());
     holder.wait().unwrap();
     assert!(merge.wait().unwrap().success());
+    assert!(create.wait().unwrap().success());
     assert_eq!(datasets(&repo, "u/test/a", "icExp").len(), 6);
 }
 
