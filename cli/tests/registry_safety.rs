@@ -347,7 +347,14 @@ fn a_merge_waits_for_the_writer_lock_and_says_for_whom() {
     assert!(merge.try_wait().unwrap().is_none(), "merge did not wait");
     // Every writer waits, short ones included (the merge may hold it now).
     let mut create = quanta()
-        .args(["collection", "create", s(&repo), "extra", "--type", "TAGGED"])
+        .args([
+            "collection",
+            "create",
+            s(&repo),
+            "extra",
+            "--type",
+            "TAGGED",
+        ])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
