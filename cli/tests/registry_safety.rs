@@ -151,6 +151,18 @@ fn a_registry_without_identity_gets_one_from_its_first_writer() {
 
 #[test]
 fn clobber_over_merged_outputs_replaces_them_at_merge() {
+    clobber_then_merge(None);
+}
+
+/// Killed after its first committed batch (of one quantum), the clobbering
+/// merge rerun ends as an uninterrupted one: replaced rows, superseded
+/// quanta and replaced files all gone.
+#[test]
+fn a_killed_clobbering_merge_rerun_converges() {
+    clobber_then_merge(Some(1));
+}
+
+fn clobber_then_merge(abort_after_batches: Option<u32>) {
     let dir = tempfile::tempdir().unwrap();
     let repo = make_reference_repo(dir.path(), 2, 3);
     let run_name = "u/test/run";
@@ -165,9 +177,26 @@ fn clobber_over_merged_outputs_replaces_them_at_merge() {
     let second = dir.path().join("second.qb");
     preflight(&repo, run_name, &second, &["--clobber"]);
     ok(&["run", s(&second), "--jobs", "2"]);
+    let mut replaced_before = 0;
+    if let Some(after) = abort_after_batches {
+        let out = quanta()
+            .args(["merge", s(&repo), s(&second)])
+            .env("QUANTA_MERGE_BATCH", "1")
+            .env("QUANTA_MERGE_ABORT_AFTER", after.to_string())
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "the merge was not killed");
+        let left = datasets(&repo, run_name, "postISRCCD");
+        replaced_before = left.difference(&old[0]).count();
+        assert!(
+            replaced_before > 0 && replaced_before < 6,
+            "{replaced_before}"
+        );
+    }
     let summary = json(&["merge", s(&repo), s(&second), "--json"]);
     assert_eq!(summary["verification_failures"], serde_json::json!([]));
-    assert_eq!(summary["datasets_replaced"], 6 + 6 + 2, "{summary}");
+    let replaced = summary["datasets_replaced"].as_u64().unwrap() as usize;
+    assert_eq!(replaced + replaced_before, 6 + 6 + 2, "{summary}");
 
     let datastore = repo.join("datastore");
     for (t, old) in types.iter().zip(&old) {
