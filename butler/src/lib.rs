@@ -10,12 +10,15 @@
 
 mod butler;
 mod error;
+mod ingest;
 mod manifest;
 pub mod merge;
 pub mod provenance;
+mod repo_guard;
 
-pub use butler::{Butler, IngestItem, DATASTORE_DIR, REGISTRY_FILE};
+pub use butler::{Butler, DATASTORE_DIR, REGISTRY_FILE};
 pub use error::ButlerError;
+pub use ingest::{ingest_dataset_id, IngestItem, IngestSummary};
 pub use manifest::read_manifest;
 pub use merge::{
     MergeError, MergeOptions, MergeSummary, VerificationFailure, DEFAULT_BATCH_QUANTA,

@@ -17,7 +17,10 @@ pub mod template;
 mod uring;
 pub mod verify;
 
-pub use datastore::{Datastore, DatastoreConfig, StoredFileInfo, TransferMode, TEMP_FILE_PREFIX};
+pub use datastore::{
+    hash_file, Datastore, DatastoreConfig, IngestLock, StoredFileInfo, TransferMode,
+    TEMP_FILE_PREFIX,
+};
 pub use error::{DatastoreError, FormatterError};
 pub use formatter::{BytesFormatter, Formatter, FormatterRegistry, InMemoryDataset, JsonFormatter};
 pub use template::{
