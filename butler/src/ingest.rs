@@ -80,7 +80,7 @@ struct IngestPlan<'a> {
 impl Butler {
     /// Ingests existing files as datasets of one type into a RUN.
     ///
-    /// The protocol (ARCHITECTURE.md, "Ingest"):
+    /// The protocol (also in ARCHITECTURE.md, "Invariants"):
     /// 1. Under the datastore's ingest lock, everything is checked before
     ///    anything is written: data IDs (no two items with one data ID),
     ///    sources (regular files, not inside the repository, see
@@ -425,5 +425,40 @@ pub(crate) fn test_kill_point(point: &str, n: usize) {
             );
             std::process::abort();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use quanta_core::DataIdValue;
+
+    fn data_id(pairs: &[(&str, DataIdValue)]) -> DataId {
+        let mut d = DataId::empty();
+        for (k, v) in pairs {
+            d.insert(k, v.clone());
+        }
+        d
+    }
+
+    #[test]
+    fn ingest_ids_are_stable_and_tell_apart_what_a_joined_text_would_not() {
+        let a = data_id(&[("instrument", "Cam".into()), ("detector", 1.into())]);
+        let id = ingest_dataset_id("raw", "Cam/raw", &a);
+        assert_eq!(id, ingest_dataset_id("raw", "Cam/raw", &a.clone()));
+        assert_eq!(id.get_version_num(), 8);
+        assert_ne!(id, ingest_dataset_id("raw", "Cam/raw2", &a));
+        assert_ne!(id, ingest_dataset_id("bias", "Cam/raw", &a));
+        // Values holding the separators of `k=v,k=v` text.
+        let b = data_id(&[("instrument", "Cam,detector=1".into())]);
+        let c = data_id(&[("instrument", "Cam".into()), ("detector", "1".into())]);
+        assert_ne!(
+            ingest_dataset_id("raw", "r", &b),
+            ingest_dataset_id("raw", "r", &c)
+        );
+        assert_ne!(
+            ingest_dataset_id("raw", "r,x", &a),
+            ingest_dataset_id("raw,r", "x", &a)
+        );
     }
 }

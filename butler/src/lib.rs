@@ -3,7 +3,11 @@
 //!
 //! Owns: the repository layout (registry database + datastore root), the
 //! order of operations that keeps the two consistent (files are written
-//! before they are registered, and removed again if registration fails),
+//! before they are registered, and removed again if registration fails;
+//! ingest's protocol, under which a source is removed only after its
+//! dataset is registered and a killed ingest converges when rerun,
+//! [`Butler::ingest`]), the rule that no command reads or writes the
+//! repository's own files through a path given to it (`repo_guard`),
 //! and merging worker journals back into the Registry ([`merge`]) with the
 //! provenance queries over what was merged ([`provenance`]). Must not:
 //! write SQL (the registry does) or encode files (the datastore does).
