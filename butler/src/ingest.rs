@@ -102,7 +102,8 @@ impl Butler {
     ///    the registration fails, only the files put into the datastore are
     ///    removed; sources were never touched.
     /// 4. Move only, after the commit is durable: the sources of the
-    ///    registered and of the already-ingested items are removed. A rerun
+    ///    registered and of the already-ingested items are removed (a
+    ///    source given as a symlink: the link, not its target). A rerun
     ///    after a kill here finds every dataset registered; a source it no
     ///    longer finds counts as moved once its registered file verifies.
     pub fn ingest(
