@@ -609,3 +609,59 @@ fn rerun_with_changed_content_or_duplicate_data_ids_is_refused() {
     );
     assert_eq!((datasets(&repo), datastore_entries(&repo)), before);
 }
+
+/// Makes a directory immutable (`chattr +i`: not even root can remove its
+/// entries) until dropped.
+struct Immutable {
+    dir: PathBuf,
+}
+
+impl Immutable {
+    fn set(dir: &Path) -> Option<Self> {
+        let ok = Command::new("chattr")
+            .arg("+i")
+            .arg(dir)
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            eprintln!("skipping: chattr +i is refused on {}", dir.display());
+        }
+        ok.then(|| Self {
+            dir: dir.to_path_buf(),
+        })
+    }
+}
+
+impl Drop for Immutable {
+    fn drop(&mut self) {
+        let _ = Command::new("chattr").arg("-i").arg(&self.dir).status();
+    }
+}
+
+/// A move whose sources cannot be removed after registration is a failure
+/// of the work (exit 1) that names them; the datasets stay registered, and
+/// rerunning the same command once removal is possible finishes the move.
+#[test]
+fn move_whose_sources_cannot_be_removed_exits_1_and_a_rerun_finishes_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("repo");
+    make_repo(&repo, 3, dir.path());
+    let src = dir.path().join("src");
+    let manifest = write_sources(&src, &[0, 1, 2], 100, &[]);
+    let Some(immutable) = Immutable::set(&src) else {
+        return;
+    };
+    let err = fails_with(1, &ingest_args(&repo, &manifest, "move"));
+    assert!(
+        err.contains("could not remove moved source") && err.contains("raw_1.bin"),
+        "{err}"
+    );
+    assert!(err.contains("rerun the same ingest"), "{err}");
+    assert_eq!(registered_detectors(&repo), [0, 1, 2]);
+    assert!((0..3).all(|d| source_present(&src, d)));
+    drop(immutable);
+    let out = ok(&ingest_args(&repo, &manifest, "move"));
+    assert!(out.contains("skipped 3 already ingested"), "{out}");
+    assert!((0..3).all(|d| !source_present(&src, d)));
+    assert_datasets_verify(&repo, 100);
+}
