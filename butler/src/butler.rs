@@ -2,7 +2,7 @@ use std::path::{Path, PathBuf};
 
 use quanta_core::{DataId, DatasetRef, DimensionUniverse, Uuid};
 use quanta_datastore::{
-    Datastore, DatastoreConfig, FormatterRegistry, InMemoryDataset, StoredFileInfo, TransferMode,
+    Datastore, DatastoreConfig, FormatterRegistry, InMemoryDataset, StoredFileInfo,
 };
 use quanta_registry::{DatastoreRecord, FoundDataset, NewDataset, OnConflict, Registry};
 use serde::{de::DeserializeOwned, Serialize};
@@ -15,18 +15,11 @@ pub const REGISTRY_FILE: &str = "registry.sqlite3";
 pub const DATASTORE_DIR: &str = "datastore";
 const DATASTORE_CONFIG_KEY: &str = "datastore_config";
 
-/// One file to ingest and the data ID it holds.
-#[derive(Debug, Clone)]
-pub struct IngestItem {
-    pub path: PathBuf,
-    pub data_id: DataId,
-}
-
 /// A repository: a Registry and a Datastore under one directory.
 pub struct Butler {
-    root: PathBuf,
-    registry: Registry,
-    datastore: Datastore,
+    pub(crate) root: PathBuf,
+    pub(crate) registry: Registry,
+    pub(crate) datastore: Datastore,
     /// The registry's writer lock, when this butler was given it
     /// ([`Butler::holding`]): released when the butler is dropped.
     writer_lock: Option<quanta_registry::WriterLock>,
@@ -381,86 +374,85 @@ impl Butler {
         Ok(self.datastore.read_bytes(&Self::stored(&found)?.path)?)
     }
 
-    /// Ingests existing files as datasets of one type into a RUN. Data IDs
-    /// are validated before any file is transferred; files are transferred,
-    /// then registered in one transaction. If registration fails, transferred
-    /// files are removed (copies, links) or moved back (moves).
-    pub fn ingest(
-        &mut self,
-        run: &str,
+    /// Writes the stored bytes of a dataset to `output` and returns their
+    /// number. The write is atomic (a temporary file beside the output,
+    /// fsynced, then renamed over it), so a failure leaves no partial file
+    /// and the output as it was; a symlink as `output` is followed. An
+    /// output inside the repository (its registry database, its datastore,
+    /// or any path reaching them under another name) is refused.
+    pub fn get_to_file(
+        &self,
         dataset_type: &str,
-        items: &[IngestItem],
-        mode: TransferMode,
-    ) -> Result<Vec<DatasetRef>, ButlerError> {
-        let dt = self.registry.dataset_type_required(dataset_type)?;
-        self.registry
-            .collection_of_type(run, quanta_core::CollectionType::Run)?;
-        let mut refs = Vec::with_capacity(items.len());
-        for item in items {
-            let data_id = item
-                .data_id
-                .standardize(&dt.dimensions, self.universe())
-                .map_err(|e| ButlerError::Invalid(format!("{}: {e}", item.path.display())))?;
-            refs.push(DatasetRef {
-                id: Uuid::now_v7(),
-                dataset_type: dataset_type.to_string(),
-                data_id,
-                run: run.to_string(),
-            });
-        }
-        let mut transferred: Vec<(usize, StoredFileInfo)> = Vec::with_capacity(items.len());
-        let mut failure = None;
-        for (i, (item, r)) in items.iter().zip(&refs).enumerate() {
-            match self
-                .datastore
-                .ingest(&item.path, r, &dt.storage_class, mode, false)
-            {
-                Ok(info) => transferred.push((i, info)),
-                Err(e) => {
-                    failure = Some(ButlerError::from(e));
-                    break;
-                }
-            }
-        }
-        if failure.is_none() {
-            let new: Vec<NewDataset> = transferred
-                .iter()
-                .map(|(i, info)| NewDataset {
-                    id: refs[*i].id,
-                    data_id: refs[*i].data_id.clone(),
-                    stored: Some(to_record(info)),
-                })
-                .collect();
-            match self
-                .registry
-                .insert_datasets(run, dataset_type, &new, OnConflict::Fail)
-            {
-                Ok(_) => return Ok(refs),
-                Err(e) => failure = Some(e.into()),
-            }
-        }
-        for (i, info) in &transferred {
-            self.undo_transfer(&items[*i].path, info, mode);
-        }
-        Err(failure.expect("set on every failure path"))
+        data_id: &DataId,
+        collections: &[String],
+        output: &Path,
+    ) -> Result<u64, ButlerError> {
+        let target = self.output_target(output)?;
+        let bytes = self.get_bytes(dataset_type, data_id, collections)?;
+        write_atomically(&target, &bytes)?;
+        Ok(bytes.len() as u64)
     }
 
-    fn undo_transfer(&self, source: &Path, info: &StoredFileInfo, mode: TransferMode) {
-        let Ok(dest) = self.datastore.abs_path(&info.path) else {
-            return;
+    /// The file `output` names, with symlinks resolved, after checking that
+    /// it lies outside the repository.
+    fn output_target(&self, output: &Path) -> Result<PathBuf, ButlerError> {
+        let io_err = |action, e| ButlerError::Io {
+            action,
+            path: output.to_path_buf(),
+            source: e,
         };
-        let restored = if mode == TransferMode::Move && !source.exists() {
-            std::fs::rename(&dest, source).is_ok()
+        let target = if output.symlink_metadata().is_ok() {
+            std::fs::canonicalize(output).map_err(|e| io_err("resolve", e))?
         } else {
-            false
+            let name = output.file_name().ok_or_else(|| {
+                ButlerError::Invalid(format!("`{}` does not name a file", output.display()))
+            })?;
+            let parent = match output.parent() {
+                Some(p) if !p.as_os_str().is_empty() => p,
+                _ => Path::new("."),
+            };
+            std::fs::canonicalize(parent)
+                .map_err(|e| io_err("resolve the directory of", e))?
+                .join(name)
         };
-        if !restored {
-            if let Err(e) = self.datastore.remove(&info.path) {
-                tracing::warn!(
-                    "could not remove {} after a failed ingest: {e}",
-                    dest.display()
-                );
-            }
+        let mut guard = crate::repo_guard::RepoGuard::new(&self.root, self.datastore.root())?;
+        if let Some(reason) = guard.refusal(&target) {
+            return Err(ButlerError::OutputInRepository {
+                output: output.to_path_buf(),
+                reason,
+            });
         }
+        Ok(target)
     }
+}
+
+/// Writes `bytes` to a fresh temporary file in `target`'s directory, fsyncs
+/// it and renames it over `target`; the temporary file is removed on error.
+fn write_atomically(target: &Path, bytes: &[u8]) -> Result<(), ButlerError> {
+    use std::io::Write;
+    let dir = target.parent().unwrap_or(Path::new("."));
+    let name = target.file_name().unwrap_or_default().to_string_lossy();
+    let tmp = dir.join(format!(".{name}.quanta-tmp-{}", std::process::id()));
+    let io_err = |action, path: &Path, e| ButlerError::Io {
+        action,
+        path: path.to_path_buf(),
+        source: e,
+    };
+    // A leftover of a killed `get` with the same pid is ours to replace.
+    let _ = std::fs::remove_file(&tmp);
+    let written = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&tmp)
+        .map_err(|e| io_err("create", &tmp, e))
+        .and_then(|mut file| {
+            file.write_all(bytes)
+                .and_then(|()| file.sync_all())
+                .map_err(|e| io_err("write", &tmp, e))
+        })
+        .and_then(|()| std::fs::rename(&tmp, target).map_err(|e| io_err("rename into", target, e)));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
 }

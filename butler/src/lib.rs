@@ -3,19 +3,26 @@
 //!
 //! Owns: the repository layout (registry database + datastore root), the
 //! order of operations that keeps the two consistent (files are written
-//! before they are registered, and removed again if registration fails),
+//! before they are registered, and removed again if registration fails;
+//! ingest's protocol, under which a source is removed only after its
+//! dataset is registered and a killed ingest converges when rerun,
+//! [`Butler::ingest`]), the rule that no command reads or writes the
+//! repository's own files through a path given to it (`repo_guard`),
 //! and merging worker journals back into the Registry ([`merge`]) with the
 //! provenance queries over what was merged ([`provenance`]). Must not:
 //! write SQL (the registry does) or encode files (the datastore does).
 
 mod butler;
 mod error;
+mod ingest;
 mod manifest;
 pub mod merge;
 pub mod provenance;
+mod repo_guard;
 
-pub use butler::{Butler, IngestItem, DATASTORE_DIR, REGISTRY_FILE};
+pub use butler::{Butler, DATASTORE_DIR, REGISTRY_FILE};
 pub use error::ButlerError;
+pub use ingest::{ingest_dataset_id, IngestItem, IngestSummary};
 pub use manifest::read_manifest;
 pub use merge::{
     MergeError, MergeOptions, MergeSummary, VerificationFailure, DEFAULT_BATCH_QUANTA,

@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 
 use quanta_core::{DataId, DataIdValue, DimensionUniverse, FieldType};
 
-use crate::butler::IngestItem;
 use crate::error::ButlerError;
+use crate::ingest::IngestItem;
 
 fn bad(
     path: &Path,

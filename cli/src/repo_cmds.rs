@@ -79,7 +79,9 @@ pub struct IngestArgs {
     /// relative paths are relative to the manifest's directory.
     #[arg(long)]
     manifest: Option<PathBuf>,
-    /// copy, move, link (hard link) or symlink.
+    /// copy, move, link (hard link), symlink or auto (hard link, else copy). A move
+    /// removes each source only after its dataset is registered; rerunning an
+    /// interrupted ingest skips what is already registered with the same content.
     #[arg(long, default_value = "copy")]
     transfer: String,
     file: Option<PathBuf>,
@@ -171,7 +173,8 @@ pub struct GetArgs {
     data_id: String,
     #[arg(long, value_delimiter = ',', required = true)]
     collections: Vec<String>,
-    /// Write the stored bytes to this file instead of printing.
+    /// Write the stored bytes to this file instead of printing (atomically; a path
+    /// inside the repository is refused).
     #[arg(long, short)]
     output: Option<PathBuf>,
 }
@@ -314,14 +317,37 @@ pub fn ingest(args: IngestArgs) -> Result<ExitCode> {
         }],
         _ => bail!("give either FILE with --data-id, or --manifest FILE"),
     };
-    let refs = butler.ingest(&args.run, &args.dataset_type, &items, mode)?;
-    println!(
+    let summary = butler.ingest(&args.run, &args.dataset_type, &items, mode)?;
+    print!(
         "ingested {} {} datasets into {}",
-        refs.len(),
+        summary.ingested.len(),
         args.dataset_type,
         args.run
     );
-    Ok(ExitCode::SUCCESS)
+    if summary.already_ingested.is_empty() {
+        println!();
+    } else {
+        println!(
+            "; skipped {} already ingested",
+            summary.already_ingested.len()
+        );
+    }
+    if summary.sources_not_removed.is_empty() {
+        return Ok(ExitCode::SUCCESS);
+    }
+    // The datasets are registered; only the move's last step is unfinished,
+    // and a rerun of the same command finishes it.
+    for (path, reason) in &summary.sources_not_removed {
+        eprintln!(
+            "error: could not remove moved source {}: {reason}",
+            path.display()
+        );
+    }
+    eprintln!(
+        "error: {} sources of registered datasets were not removed; rerun the same ingest to remove them",
+        summary.sources_not_removed.len()
+    );
+    Ok(ExitCode::from(1))
 }
 
 fn parse_uuid(text: &str) -> Result<quanta_core::Uuid> {
@@ -551,8 +577,7 @@ pub fn get(args: GetArgs) -> Result<ExitCode> {
     let butler = crate::plugins::open_butler_read_only(&args.repo)?;
     let data_id = DataId::parse_cli(&args.data_id, butler.universe())?;
     if let Some(out) = args.output {
-        let bytes = butler.get_bytes(&args.dataset_type, &data_id, &args.collections)?;
-        std::fs::write(&out, bytes).with_context(|| format!("writing {}", out.display()))?;
+        butler.get_to_file(&args.dataset_type, &data_id, &args.collections, &out)?;
         return Ok(ExitCode::SUCCESS);
     }
     match butler.get(&args.dataset_type, &data_id, &args.collections)? {

@@ -92,7 +92,9 @@ impl StoredFileInfo {
 pub enum TransferMode {
     /// Copy; the source stays.
     Copy,
-    /// Move; across filesystems this copies and then removes the source.
+    /// Move: transferred like `Auto` (a fsynced copy where a hard link is
+    /// impossible), and the source is removed by the Butler only once the
+    /// dataset is registered; [`Datastore::ingest`] itself never touches it.
     Move,
     /// Hard link (same filesystem only).
     Hardlink,
@@ -484,16 +486,70 @@ impl Datastore {
         })
     }
 
+    /// Takes the datastore's ingest lock, waiting while another process
+    /// holds it. Ingests into one datastore are serialized so that, while the
+    /// lock is held, a file at an ingest destination that the Registry does
+    /// not know can only be the leftover of a killed ingest, and so that
+    /// ingest's temporary names can be fixed per destination (a rerun then
+    /// finds and removes a killed copy's temporary file). The lock is an
+    /// advisory `flock` on the root directory, released when the returned
+    /// guard is dropped or the process dies.
+    pub fn lock_for_ingest(&self) -> Result<IngestLock, DatastoreError> {
+        fs::create_dir_all(&self.root)
+            .map_err(|e| DatastoreError::io("create directory", &self.root, e))?;
+        let dir = File::open(&self.root)
+            .map_err(|e| DatastoreError::io("open for locking", &self.root, e))?;
+        let lock_err = |e: rustix::io::Errno| {
+            DatastoreError::io("lock for ingest", &self.root, io::Error::from(e))
+        };
+        match rustix::fs::flock(&dir, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => {}
+            Err(rustix::io::Errno::WOULDBLOCK) => {
+                tracing::info!(root = %self.root.display(), "waiting for another ingest into this datastore");
+                rustix::fs::flock(&dir, rustix::fs::FlockOperation::LockExclusive)
+                    .map_err(lock_err)?;
+            }
+            Err(e) => return Err(lock_err(e)),
+        }
+        Ok(IngestLock {
+            _dir: dir,
+            root: self.root.clone(),
+        })
+    }
+
     /// Brings an existing file in as the file of `r`, at the path the
-    /// templates give, and records its size and checksum.
+    /// templates give, and records its size and checksum. The source is
+    /// never modified, renamed or removed, whatever the mode: a
+    /// [`TransferMode::Move`] transfers like [`TransferMode::Auto`] (a hard
+    /// link where the filesystem allows, else a copy) and leaves removing
+    /// the source to the caller, after the dataset is registered (see
+    /// `Butler::ingest`). A copy is written to a temporary name beside the
+    /// destination and moved into place, so the destination only ever holds
+    /// a complete file; for a move the copy is fsynced before it is moved
+    /// into place (the caller fsyncs the directories with
+    /// [`Datastore::sync_directories`] before it removes any source),
+    /// otherwise only with [`DatastoreConfig::fsync`].
+    ///
+    /// An existing file at the destination is refused (`AlreadyExists`)
+    /// unless `replace`, which removes it first: the caller decides that it
+    /// is a leftover nothing refers to. On an error nothing is left at the
+    /// destination or at the temporary name.
     pub fn ingest(
         &self,
+        lock: &IngestLock,
         src: &Path,
         r: &DatasetRef,
         storage_class: &str,
         mode: TransferMode,
-        clobber: bool,
+        replace: bool,
     ) -> Result<StoredFileInfo, DatastoreError> {
+        if lock.root != self.root {
+            return Err(DatastoreError::io(
+                "ingest without holding its lock",
+                &self.root,
+                io::Error::other(format!("the lock held is that of {}", lock.root.display())),
+            ));
+        }
         let bad_source = |reason: String| DatastoreError::BadIngestSource {
             source_path: src.to_path_buf(),
             dataset: r.to_string(),
@@ -502,16 +558,26 @@ impl Datastore {
         let formatter = self.formatters.for_storage_class(storage_class)?;
         let rel = self.render_path(r, formatter.as_ref())?;
         let dest = self.root.join(&rel);
-        match fs::metadata(src) {
+        // Transfers read the file a symlink names: a hard link of the
+        // symlink itself would store a link that may be relative.
+        let real = fs::canonicalize(src).map_err(|e| bad_source(e.to_string()))?;
+        match fs::metadata(&real) {
             Ok(m) if m.is_file() => {}
             Ok(_) => return Err(bad_source("not a regular file".into())),
             Err(e) => return Err(bad_source(e.to_string())),
         }
-        let already_exists = || DatastoreError::AlreadyExists {
-            path: rel.clone(),
-            what: r.to_string(),
-        };
-        let hashed = |this: &Self| {
+        let tmp_path = ingest_temp_path(&dest);
+        remove_if_present(&tmp_path)?;
+        if dest.symlink_metadata().is_ok() {
+            if !replace {
+                return Err(DatastoreError::AlreadyExists {
+                    path: rel.clone(),
+                    what: r.to_string(),
+                });
+            }
+            remove_if_present(&dest)?;
+        }
+        let linked = |this: &Self| {
             let (size, checksum) = hash_file(&dest)?;
             if this.config.fsync {
                 sync_dir(parent_of(&dest))?;
@@ -523,100 +589,136 @@ impl Datastore {
                 checksum,
             })
         };
-        let remove_source = || {
-            fs::remove_file(src).map_err(|e| DatastoreError::io("remove ingested source", src, e))
+        let copy = |durable: bool| {
+            self.copy_in(
+                &real,
+                TempFile(Some(tmp_path.clone())),
+                &rel,
+                formatter.name(),
+                r,
+                durable,
+            )
         };
-
-        match mode {
-            TransferMode::Copy => self.copy_in(src, &rel, formatter.name(), r, clobber),
+        let result = match mode {
+            TransferMode::Copy => copy(self.config.fsync),
             TransferMode::Hardlink | TransferMode::Auto | TransferMode::Move => {
-                match self.link_in(&dest, clobber, |tmp| fs::hard_link(src, tmp)) {
-                    Ok(()) => {
-                        if mode == TransferMode::Move {
-                            remove_source()?;
-                        }
-                        hashed(self)
+                match make_in_place(&dest, |at| fs::hard_link(&real, at)) {
+                    // The inode's data is the source's, as durable as it
+                    // was; the new name is made durable with its directory.
+                    Ok(()) => linked(self),
+                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                        Err(DatastoreError::AlreadyExists {
+                            path: rel.clone(),
+                            what: r.to_string(),
+                        })
                     }
-                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Err(already_exists()),
                     Err(e) if mode == TransferMode::Hardlink => {
                         Err(DatastoreError::io("hard link into place", &dest, e))
                     }
                     // Typically another filesystem or no hard-link support.
                     Err(e) => {
                         tracing::debug!(src = %src.display(), error = %e, "cannot hard link; copying");
-                        let info = self.copy_in(src, &rel, formatter.name(), r, clobber)?;
-                        if mode == TransferMode::Move {
-                            remove_source()?;
-                        }
-                        Ok(info)
+                        copy(mode == TransferMode::Move || self.config.fsync)
                     }
                 }
             }
-            TransferMode::Symlink => {
-                let target = fs::canonicalize(src).map_err(|e| bad_source(e.to_string()))?;
-                match self.link_in(&dest, clobber, |tmp| symlink(&target, tmp)) {
-                    Ok(()) => hashed(self),
-                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Err(already_exists()),
-                    Err(e) => Err(DatastoreError::io("symlink into place", &dest, e)),
+            TransferMode::Symlink => match make_in_place(&dest, |at| symlink(&real, at)) {
+                Ok(()) => linked(self),
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                    Err(DatastoreError::AlreadyExists {
+                        path: rel.clone(),
+                        what: r.to_string(),
+                    })
                 }
+                Err(e) => Err(DatastoreError::io("symlink into place", &dest, e)),
+            },
+        };
+        if result.is_err() {
+            // Whatever this call put at the destination goes again (a link
+            // made before hashing failed, say); the source is untouched.
+            // AlreadyExists means another file is there: not ours to remove.
+            if !matches!(result, Err(DatastoreError::AlreadyExists { .. })) {
+                let _ = remove_if_present(&dest);
             }
         }
+        result
     }
 
-    /// Copies `src` to `rel` through the atomic write, hashing on the way.
+    /// fsyncs the directories holding `rel_paths` (each once), so that
+    /// names linked or moved into them survive a power failure: a move
+    /// calls this before it removes any source.
+    pub fn sync_directories<'a>(
+        &self,
+        rel_paths: impl IntoIterator<Item = &'a str>,
+    ) -> Result<(), DatastoreError> {
+        let mut done = std::collections::HashSet::new();
+        for rel in rel_paths {
+            let abs = self.abs_path(rel)?;
+            let dir = parent_of(&abs).to_path_buf();
+            if done.insert(dir.clone()) {
+                sync_dir(&dir)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Copies `src` into `tmp`, hashing on the way, fsyncs it when
+    /// `durable` (or the configuration asks), then moves it to `rel`.
     fn copy_in(
         &self,
         src: &Path,
+        tmp: TempFile,
         rel: &str,
         formatter: &str,
         r: &DatasetRef,
-        clobber: bool,
+        durable: bool,
     ) -> Result<StoredFileInfo, DatastoreError> {
+        let dest = self.root.join(rel);
         let mut input =
             File::open(src).map_err(|e| DatastoreError::io("open ingest source", src, e))?;
-        self.write_with(rel, formatter, r, clobber, |out| {
-            let mut buf = vec![0u8; COPY_BUFFER_BYTES];
-            loop {
-                let n = match input.read(&mut buf) {
-                    Ok(0) => return Ok(()),
-                    Ok(n) => n,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(e) => return Err(DatastoreError::io("read ingest source", src, e)),
-                };
-                out.write_all(&buf[..n])
-                    .map_err(|e| DatastoreError::io("write copy of", src, e))?;
-            }
-        })
-    }
-
-    /// Creates `dest` with `make` (a link), which is atomic by itself; with
-    /// `clobber` the link is made at a temporary name and renamed over
-    /// `dest`. Creates the parent directory when needed.
-    fn link_in(
-        &self,
-        dest: &Path,
-        clobber: bool,
-        make: impl Fn(&Path) -> io::Result<()>,
-    ) -> io::Result<()> {
-        let dir = parent_of(dest);
-        let target = if clobber {
-            self.temp_path(dir)
-        } else {
-            dest.to_path_buf()
-        };
-        match make(&target) {
+        let file = match open_new(tmp.path()) {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                fs::create_dir_all(dir)?;
-                make(&target)?;
+                let dir = parent_of(tmp.path());
+                fs::create_dir_all(dir)
+                    .map_err(|e| DatastoreError::io("create directory", dir, e))?;
+                open_new(tmp.path())
             }
-            other => other?,
+            other => other,
         }
-        if clobber {
-            let tmp = TempFile(Some(target));
-            fs::rename(tmp.path(), dest)?;
-            tmp.disarm();
+        .map_err(|e| DatastoreError::io("create temporary file", tmp.path(), e))?;
+        let mut out = HashingWriter::new(BufWriter::with_capacity(WRITE_BUFFER_BYTES, file));
+        let mut buf = vec![0u8; COPY_BUFFER_BYTES];
+        loop {
+            let n = match input.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(DatastoreError::io("read ingest source", src, e)),
+            };
+            out.write_all(&buf[..n])
+                .map_err(|e| DatastoreError::io("write copy of", src, e))?;
         }
-        Ok(())
+        let HashingWriter {
+            inner,
+            hasher,
+            size,
+            ..
+        } = out;
+        let file = inner
+            .into_inner()
+            .map_err(|e| DatastoreError::io("write", tmp.path(), e.into_error()))?;
+        if durable || self.config.fsync {
+            file.sync_all()
+                .map_err(|e| DatastoreError::io("fsync", tmp.path(), e))?;
+        }
+        drop(file);
+        self.publish(tmp, &dest, rel, r, false)?;
+        Ok(StoredFileInfo {
+            path: rel.to_string(),
+            formatter: formatter.to_string(),
+            size,
+            checksum: hasher.finalize().to_hex().to_string(),
+        })
     }
 
     /// Whether a file (or symlink) exists at a relative path; `false` for a
@@ -652,14 +754,59 @@ fn decode(
         })
 }
 
-/// Streams a file through BLAKE3: size and hex digest.
-fn hash_file(path: &Path) -> Result<(u64, String), DatastoreError> {
+/// Streams a file through BLAKE3: size and hex digest (what a
+/// [`StoredFileInfo`] records), e.g. to compare an ingest source with a
+/// stored dataset.
+pub fn hash_file(path: &Path) -> Result<(u64, String), DatastoreError> {
     let file = File::open(path).map_err(|e| DatastoreError::io("open", path, e))?;
     let mut hasher = blake3::Hasher::new();
     hasher
         .update_reader(file)
         .map_err(|e| DatastoreError::io("read", path, e))?;
     Ok((hasher.count(), hasher.finalize().to_hex().to_string()))
+}
+
+/// Proof that this process holds a datastore's ingest lock
+/// ([`Datastore::lock_for_ingest`]); [`Datastore::ingest`] asks for it.
+#[derive(Debug)]
+pub struct IngestLock {
+    /// The locked root directory; closing it releases the `flock`.
+    _dir: File,
+    root: PathBuf,
+}
+
+/// The fixed temporary name of an ingest copy to `dest`: a rerun of a
+/// killed ingest finds it and starts again. Fixed names are safe only
+/// because ingests hold the ingest lock; other writers use
+/// `.tmp-<pid>-…` names, which never start with `.tmp-ingest-`.
+fn ingest_temp_path(dest: &Path) -> PathBuf {
+    let name = dest.file_name().unwrap_or_default().to_string_lossy();
+    parent_of(dest).join(format!("{TEMP_FILE_PREFIX}ingest-{name}"))
+}
+
+/// Removes a file or symlink; absent is fine.
+fn remove_if_present(path: &Path) -> Result<(), DatastoreError> {
+    match fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(DatastoreError::io("remove", path, e)),
+    }
+}
+
+/// Runs `make` (a link or symlink creation, atomic and failing if `dest`
+/// exists) at `dest`, creating the parent directory when it is missing.
+fn make_in_place(dest: &Path, make: impl Fn(&Path) -> io::Result<()>) -> io::Result<()> {
+    match make(dest) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            fs::create_dir_all(parent_of(dest))?;
+            make(dest)
+        }
+        other => other,
+    }
+}
+
+fn open_new(path: &Path) -> io::Result<File> {
+    OpenOptions::new().write(true).create_new(true).open(path)
 }
 
 fn parent_of(path: &Path) -> &Path {

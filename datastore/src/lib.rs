@@ -3,8 +3,10 @@
 //! Owns: where dataset files go ([`FileTemplate`]s, with path-safe encoding
 //! of every value), how in-memory datasets become bytes ([`Formatter`]s by
 //! storage class), and writing them atomically with size and BLAKE3 checksum
-//! ([`Datastore`], [`StoredFileInfo`]), plus ingest of existing files and
-//! verification ([`Datastore::verify_many`] for merge's millions of files).
+//! ([`Datastore`], [`StoredFileInfo`]), plus ingest of existing files (which
+//! never modifies or removes a source; [`Datastore::lock_for_ingest`]
+//! serializes ingests) and verification ([`Datastore::verify_many`] for
+//! merge's millions of files).
 //!
 //! Must not: know collections, the Registry, or dimensions beyond filling
 //! template fields from a data ID.
@@ -17,7 +19,10 @@ pub mod template;
 mod uring;
 pub mod verify;
 
-pub use datastore::{Datastore, DatastoreConfig, StoredFileInfo, TransferMode, TEMP_FILE_PREFIX};
+pub use datastore::{
+    hash_file, Datastore, DatastoreConfig, IngestLock, StoredFileInfo, TransferMode,
+    TEMP_FILE_PREFIX,
+};
 pub use error::{DatastoreError, FormatterError};
 pub use formatter::{BytesFormatter, Formatter, FormatterRegistry, InMemoryDataset, JsonFormatter};
 pub use template::{

@@ -540,6 +540,7 @@ fn ingest_with_each_transfer_mode() {
     use std::os::unix::fs::MetadataExt;
     let tmp = tempfile::tempdir().unwrap();
     let ds = store(tmp.path());
+    let lock = ds.lock_for_ingest().unwrap();
     let src_dir = tmp.path().join("incoming");
     fs::create_dir_all(&src_dir).unwrap();
     let content = b"pixels pixels pixels";
@@ -558,7 +559,7 @@ fn ingest_with_each_transfer_mode() {
 
     let src = make_src("copy.bin");
     let info = ds
-        .ingest(&src, &raw(1), "Bytes", TransferMode::Copy, false)
+        .ingest(&lock, &src, &raw(1), "Bytes", TransferMode::Copy, false)
         .unwrap();
     check(&info);
     assert!(src.exists(), "copy leaves the source");
@@ -571,14 +572,17 @@ fn ingest_with_each_transfer_mode() {
 
     let src = make_src("move.bin");
     let info = ds
-        .ingest(&src, &raw(2), "Bytes", TransferMode::Move, false)
+        .ingest(&lock, &src, &raw(2), "Bytes", TransferMode::Move, false)
         .unwrap();
     check(&info);
-    assert!(!src.exists(), "move removes the source");
+    assert!(
+        src.exists(),
+        "the datastore never removes a move's source (the Butler does, after registering)"
+    );
 
     let src = make_src("link.bin");
     let info = ds
-        .ingest(&src, &raw(3), "Bytes", TransferMode::Hardlink, false)
+        .ingest(&lock, &src, &raw(3), "Bytes", TransferMode::Hardlink, false)
         .unwrap();
     check(&info);
     let dest = ds.abs_path(&info.path).unwrap();
@@ -589,7 +593,7 @@ fn ingest_with_each_transfer_mode() {
 
     let src = make_src("sym.bin");
     let info = ds
-        .ingest(&src, &raw(4), "Bytes", TransferMode::Symlink, false)
+        .ingest(&lock, &src, &raw(4), "Bytes", TransferMode::Symlink, false)
         .unwrap();
     check(&info);
     let dest = ds.abs_path(&info.path).unwrap();
@@ -599,7 +603,7 @@ fn ingest_with_each_transfer_mode() {
 
     let src = make_src("auto.bin");
     let info = ds
-        .ingest(&src, &raw(5), "Bytes", TransferMode::Auto, false)
+        .ingest(&lock, &src, &raw(5), "Bytes", TransferMode::Auto, false)
         .unwrap();
     check(&info);
     assert!(src.exists());
@@ -612,7 +616,9 @@ fn ingest_with_each_transfer_mode() {
         TransferMode::Symlink,
     ] {
         let src = make_src("again.bin");
-        let err = ds.ingest(&src, &raw(1), "Bytes", mode, false).unwrap_err();
+        let err = ds
+            .ingest(&lock, &src, &raw(1), "Bytes", mode, false)
+            .unwrap_err();
         assert!(
             matches!(err, DatastoreError::AlreadyExists { .. }),
             "{mode}: {err}"
@@ -621,7 +627,7 @@ fn ingest_with_each_transfer_mode() {
     }
     let src = make_src("replace.bin");
     let info = ds
-        .ingest(&src, &raw(1), "Bytes", TransferMode::Symlink, true)
+        .ingest(&lock, &src, &raw(1), "Bytes", TransferMode::Symlink, true)
         .unwrap();
     assert!(fs::symlink_metadata(ds.abs_path(&info.path).unwrap())
         .unwrap()
@@ -630,6 +636,7 @@ fn ingest_with_each_transfer_mode() {
 
     let err = ds
         .ingest(
+            &lock,
             &src_dir.join("missing.bin"),
             &raw(9),
             "Bytes",
@@ -642,10 +649,94 @@ fn ingest_with_each_transfer_mode() {
         "{err}"
     );
     let err = ds
-        .ingest(&src_dir, &raw(9), "Bytes", TransferMode::Copy, false)
+        .ingest(&lock, &src_dir, &raw(9), "Bytes", TransferMode::Copy, false)
         .unwrap_err();
     assert!(err.to_string().contains("not a regular file"), "{err}");
     assert!(temp_files(ds.root()).is_empty());
+}
+
+/// What a killed ingest leaves (a file at the destination, a partial copy
+/// at the ingest temporary name) is replaced when the caller says the
+/// destination is a leftover, in every mode; the source is never touched.
+#[cfg(unix)]
+#[test]
+fn ingest_replaces_what_a_killed_ingest_left() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ds = store(tmp.path());
+    let lock = ds.lock_for_ingest().unwrap();
+    let src_dir = tmp.path().join("incoming");
+    fs::create_dir_all(&src_dir).unwrap();
+    for (n, mode) in [
+        TransferMode::Copy,
+        TransferMode::Move,
+        TransferMode::Hardlink,
+        TransferMode::Symlink,
+        TransferMode::Auto,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let r = raw(20 + n as u128);
+        let content = format!("the real content of {mode}");
+        let src = src_dir.join(format!("{mode}.bin"));
+        fs::write(&src, &content).unwrap();
+        let dest = ds.abs_path(&ds.path_for(&r, "Bytes").unwrap()).unwrap();
+        fs::create_dir_all(dest.parent().unwrap()).unwrap();
+        fs::write(&dest, "half a fi").unwrap();
+        let partial = dest.parent().unwrap().join(format!(
+            ".tmp-ingest-{}",
+            dest.file_name().unwrap().to_string_lossy()
+        ));
+        fs::write(&partial, "half").unwrap();
+        let err = ds
+            .ingest(&lock, &src, &r, "Bytes", mode, false)
+            .unwrap_err();
+        assert!(
+            matches!(err, DatastoreError::AlreadyExists { .. }),
+            "{mode}: {err}"
+        );
+        let info = ds.ingest(&lock, &src, &r, "Bytes", mode, true).unwrap();
+        assert_eq!(
+            ds.read_bytes(&info.path).unwrap(),
+            content.as_bytes(),
+            "{mode}"
+        );
+        assert_eq!(
+            info.checksum,
+            quanta_core::hash::blake3_hex(content.as_bytes())
+        );
+        ds.verify(&info).unwrap();
+        assert_eq!(
+            fs::read_to_string(&src).unwrap(),
+            content,
+            "{mode}: source kept"
+        );
+    }
+    assert!(
+        temp_files(ds.root()).is_empty(),
+        "{:?}",
+        temp_files(ds.root())
+    );
+}
+
+/// The ingest lock is an exclusive `flock` on the root, held until the
+/// guard is dropped: another open file description cannot take it.
+#[cfg(unix)]
+#[test]
+fn ingest_lock_is_exclusive_until_dropped() {
+    use std::os::fd::AsRawFd;
+    let tmp = tempfile::tempdir().unwrap();
+    let ds = store(tmp.path());
+    let try_lock = || {
+        let dir = fs::File::open(ds.root()).unwrap();
+        // SAFETY: flock on a descriptor this function owns.
+        let rc = unsafe { libc::flock(dir.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        rc == 0
+    };
+    let lock = ds.lock_for_ingest().unwrap();
+    assert!(!try_lock(), "a second ingest must wait");
+    drop(lock);
+    assert!(try_lock(), "dropping the guard releases the lock");
 }
 
 #[test]

@@ -1,0 +1,488 @@
+//! Ingest of existing files into a RUN, by a protocol that never destroys
+//! the only copy of a file and that ends where an uninterrupted run would
+//! have when rerun after a crash at any point (see [`Butler::ingest`]).
+
+use std::collections::HashMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use quanta_core::{CollectionType, DataId, DatasetRef, Uuid};
+use quanta_datastore::{hash_file, DatastoreError, IngestLock, StoredFileInfo, TransferMode};
+use quanta_registry::{FoundDataset, NewDataset, OnConflict};
+
+use crate::butler::{to_info, to_record, Butler};
+use crate::error::ButlerError;
+use crate::repo_guard::RepoGuard;
+
+/// One file to ingest and the data ID it holds.
+#[derive(Debug, Clone)]
+pub struct IngestItem {
+    pub path: PathBuf,
+    pub data_id: DataId,
+}
+
+/// What an ingest did.
+#[derive(Debug, Default)]
+pub struct IngestSummary {
+    /// Datasets registered by this ingest.
+    pub ingested: Vec<DatasetRef>,
+    /// Items already registered in the RUN with a file equal to the source
+    /// (by an earlier run of the same ingest, perhaps killed): skipped.
+    pub already_ingested: Vec<DatasetRef>,
+    /// Move only: sources that could not be removed although their dataset
+    /// is registered, with the reason. A rerun removes them.
+    pub sources_not_removed: Vec<(PathBuf, String)>,
+}
+
+/// The UUID of an ingested dataset: derived from its dataset type, RUN and
+/// data ID (like daf_butler's `DATAID_TYPE_RUN` mode), so that a rerun of
+/// an ingest picks the same UUID and hence the same datastore path, where
+/// it finds what a killed run left. A UUIDv8 over a BLAKE3 hash of an
+/// unambiguous JSON encoding (daf_butler's UUIDv5 joins the values with
+/// `,` and `=`, which values may contain).
+pub fn ingest_dataset_id(dataset_type: &str, run: &str, data_id: &DataId) -> Uuid {
+    let key = serde_json::Value::from(vec![
+        dataset_type.to_string(),
+        run.to_string(),
+        data_id.to_json(),
+    ])
+    .to_string();
+    let mut hasher = blake3::Hasher::new_derive_key("quanta 2026 ingest dataset ID");
+    hasher.update(key.as_bytes());
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&hasher.finalize().as_bytes()[..16]);
+    uuid::Builder::from_custom_bytes(bytes).into_uuid()
+}
+
+/// An item to transfer and register.
+struct NewItem<'a> {
+    item: &'a IngestItem,
+    /// The source with symlinks resolved, checked to be outside the repo.
+    source: PathBuf,
+    dataset_ref: DatasetRef,
+}
+
+/// An item whose dataset is already registered with the same file.
+struct AlreadyIngested<'a> {
+    item: &'a IngestItem,
+    dataset_ref: DatasetRef,
+    /// False after a move whose source removal already happened.
+    source_present: bool,
+}
+
+struct IngestPlan<'a> {
+    storage_class: String,
+    new: Vec<NewItem<'a>>,
+    already: Vec<AlreadyIngested<'a>>,
+}
+
+impl Butler {
+    /// Ingests existing files as datasets of one type into a RUN.
+    ///
+    /// The protocol (also in ARCHITECTURE.md, "Invariants"):
+    /// 1. Under the datastore's ingest lock, everything is checked before
+    ///    anything is written: data IDs (no two items with one data ID),
+    ///    sources (regular files, not inside the repository, see
+    ///    [`crate::repo_guard`]), and each item's (dataset type, data ID)
+    ///    in the RUN. An item already registered there with a file equal to
+    ///    its source (size and BLAKE3; in symlink mode a symlink must point
+    ///    at the canonical source) is *already ingested* and skipped; with
+    ///    different content it is a conflict and nothing is written. Every
+    ///    dataset's UUID is derived from type, RUN and data ID
+    ///    ([`ingest_dataset_id`]), so its datastore path is the one an
+    ///    earlier run of this ingest used.
+    /// 2. The other items are transferred into the datastore without
+    ///    touching their sources ([`quanta_datastore::Datastore::ingest`]:
+    ///    a move is a hard link or a fsynced copy; a move fsyncs the
+    ///    directories too). A file already at a destination is not
+    ///    registered (step 1), so nothing refers to it: it is what a killed
+    ///    ingest left, and is replaced.
+    /// 3. All datasets are registered in one transaction. If a transfer or
+    ///    the registration fails, only the files put into the datastore are
+    ///    removed; sources were never touched.
+    /// 4. Move only, after the commit is durable: the sources of the
+    ///    registered and of the already-ingested items are removed (a
+    ///    source given as a symlink: the link, not its target). A rerun
+    ///    after a kill here finds every dataset registered; a source it no
+    ///    longer finds counts as moved once its registered file verifies.
+    pub fn ingest(
+        &mut self,
+        run: &str,
+        dataset_type: &str,
+        items: &[IngestItem],
+        mode: TransferMode,
+    ) -> Result<IngestSummary, ButlerError> {
+        let lock = self.datastore.lock_for_ingest()?;
+        let plan = self.plan_ingest(run, dataset_type, items, mode)?;
+        let stored = self.transfer_planned(&lock, &plan, mode)?;
+        if !stored.is_empty() {
+            test_kill_point("ingest-before-commit", 1);
+            let new: Vec<NewDataset> = plan
+                .new
+                .iter()
+                .zip(&stored)
+                .map(|(n, info)| NewDataset {
+                    id: n.dataset_ref.id,
+                    data_id: n.dataset_ref.data_id.clone(),
+                    stored: Some(to_record(info)),
+                })
+                .collect();
+            if let Err(e) = self
+                .registry
+                .insert_datasets(run, dataset_type, &new, OnConflict::Fail)
+            {
+                self.remove_transferred(&stored);
+                return Err(e.into());
+            }
+            test_kill_point("ingest-committed", 1);
+        }
+        let sources_not_removed = if mode == TransferMode::Move {
+            self.remove_moved_sources(&plan)
+        } else {
+            Vec::new()
+        };
+        drop(lock);
+        Ok(IngestSummary {
+            ingested: plan.new.into_iter().map(|n| n.dataset_ref).collect(),
+            already_ingested: plan.already.into_iter().map(|a| a.dataset_ref).collect(),
+            sources_not_removed,
+        })
+    }
+
+    /// Step 1: checks every item and sorts it into new or already ingested;
+    /// writes nothing.
+    fn plan_ingest<'a>(
+        &self,
+        run: &str,
+        dataset_type: &str,
+        items: &'a [IngestItem],
+        mode: TransferMode,
+    ) -> Result<IngestPlan<'a>, ButlerError> {
+        let dt = self.registry.dataset_type_required(dataset_type)?;
+        self.registry.collection_of_type(run, CollectionType::Run)?;
+        let mut refs = Vec::with_capacity(items.len());
+        let mut seen: HashMap<String, &Path> = HashMap::with_capacity(items.len());
+        for item in items {
+            let data_id = item
+                .data_id
+                .standardize(&dt.dimensions, self.universe())
+                .map_err(|e| ButlerError::Invalid(format!("{}: {e}", item.path.display())))?;
+            if let Some(first) = seen.insert(data_id.canonical_key(), &item.path) {
+                return Err(ButlerError::DuplicateIngestItem {
+                    dataset_type: dataset_type.to_string(),
+                    data_id,
+                    first: first.to_path_buf(),
+                    second: item.path.clone(),
+                });
+            }
+            refs.push(DatasetRef {
+                id: ingest_dataset_id(dataset_type, run, &data_id),
+                dataset_type: dataset_type.to_string(),
+                data_id,
+                run: run.to_string(),
+            });
+        }
+        let datastore_root = self.datastore.root().to_path_buf();
+        let mut guard = RepoGuard::new(&self.root, &datastore_root)?;
+        for r in &refs {
+            let dest = self
+                .datastore
+                .abs_path(&self.datastore.path_for(r, &dt.storage_class)?)?;
+            guard.add_datastore_dirs(&datastore_root, &dest);
+        }
+        let in_run = [run.to_string()];
+        let mut plan = IngestPlan {
+            storage_class: dt.storage_class.clone(),
+            new: Vec::new(),
+            already: Vec::new(),
+        };
+        for (item, dataset_ref) in items.iter().zip(refs) {
+            let found =
+                self.registry
+                    .find_dataset(dataset_type, &dataset_ref.data_id, &in_run, None)?;
+            let bad_source = |reason: String| {
+                ButlerError::Datastore(DatastoreError::BadIngestSource {
+                    source_path: item.path.clone(),
+                    dataset: dataset_ref.to_string(),
+                    reason,
+                })
+            };
+            match fs::metadata(&item.path) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => match found {
+                    // A move killed while removing sources: this one went.
+                    Some(found) if mode == TransferMode::Move => {
+                        self.check_already_ingested(&found, item, None, mode)?;
+                        plan.already.push(AlreadyIngested {
+                            item,
+                            dataset_ref: found.dataset_ref,
+                            source_present: false,
+                        });
+                    }
+                    _ => return Err(bad_source(e.to_string())),
+                },
+                Err(e) => return Err(bad_source(e.to_string())),
+                Ok(meta) if !meta.is_file() => return Err(bad_source("not a regular file".into())),
+                Ok(_) => {
+                    let source =
+                        fs::canonicalize(&item.path).map_err(|e| bad_source(e.to_string()))?;
+                    if let Some(reason) = guard.refusal(&source) {
+                        return Err(ButlerError::SourceInRepository {
+                            source_path: item.path.clone(),
+                            reason,
+                        });
+                    }
+                    match found {
+                        Some(found) => {
+                            self.check_already_ingested(&found, item, Some(&source), mode)?;
+                            plan.already.push(AlreadyIngested {
+                                item,
+                                dataset_ref: found.dataset_ref,
+                                source_present: true,
+                            });
+                        }
+                        None => plan.new.push(NewItem {
+                            item,
+                            source,
+                            dataset_ref,
+                        }),
+                    }
+                }
+            }
+        }
+        Ok(plan)
+    }
+
+    /// Whether the dataset `found` (registered for the item's data ID) holds
+    /// the item's file: its record has the source's size and BLAKE3, its
+    /// file verifies, and in symlink mode a symlink points at the source.
+    /// A move must also not remove a source the dataset's symlink needs.
+    fn check_already_ingested(
+        &self,
+        found: &FoundDataset,
+        item: &IngestItem,
+        source: Option<&Path>,
+        mode: TransferMode,
+    ) -> Result<(), ButlerError> {
+        let conflict = |stored: String, reason: String| ButlerError::IngestConflict {
+            source_path: item.path.clone(),
+            dataset: found.dataset_ref.to_string(),
+            stored,
+            reason,
+        };
+        let Some(record) = &found.stored else {
+            return Err(conflict(
+                "(none)".into(),
+                "it is registered without a file".into(),
+            ));
+        };
+        let abs = self.datastore.abs_path(&record.path)?;
+        let stored = abs.display().to_string();
+        if let Some(source) = source {
+            // A hard link of the source holds its bytes: verifying the
+            // registered file below reads them once instead of twice.
+            let (size, checksum) = if same_file(source, &abs) {
+                (record.size, record.checksum.clone())
+            } else {
+                hash_file(source)?
+            };
+            if size != record.size || checksum != record.checksum {
+                return Err(conflict(
+                    stored,
+                    format!(
+                        "the source has {size} bytes with BLAKE3 {checksum}, the registered file \
+                         {} bytes with BLAKE3 {}",
+                        record.size, record.checksum
+                    ),
+                ));
+            }
+            if let Ok(target) = fs::read_link(&abs) {
+                if mode == TransferMode::Move {
+                    return Err(conflict(
+                        stored,
+                        format!(
+                            "the registered file is a symlink to `{}`; moving the source \
+                             would leave it dangling",
+                            target.display()
+                        ),
+                    ));
+                }
+                if mode == TransferMode::Symlink && target != source {
+                    return Err(conflict(
+                        stored,
+                        format!(
+                            "the registered file is a symlink to `{}`, not to the source",
+                            target.display()
+                        ),
+                    ));
+                }
+            }
+        }
+        self.datastore
+            .verify(&to_info(record))
+            .map_err(|e| conflict(stored, format!("the registered file does not verify: {e}")))
+    }
+
+    /// Step 2: transfers the new items; on failure removes what it put into
+    /// the datastore (the sources were not touched).
+    fn transfer_planned(
+        &self,
+        lock: &IngestLock,
+        plan: &IngestPlan<'_>,
+        mode: TransferMode,
+    ) -> Result<Vec<StoredFileInfo>, ButlerError> {
+        let mut stored = Vec::with_capacity(plan.new.len());
+        for n in &plan.new {
+            match self.datastore.ingest(
+                lock,
+                &n.source,
+                &n.dataset_ref,
+                &plan.storage_class,
+                mode,
+                true,
+            ) {
+                Ok(info) => {
+                    stored.push(info);
+                    test_kill_point("ingest-transferred", stored.len());
+                }
+                Err(e) => {
+                    self.remove_transferred(&stored);
+                    return Err(e.into());
+                }
+            }
+        }
+        if mode == TransferMode::Move {
+            // The new names must be durable before any source goes.
+            if let Err(e) = self
+                .datastore
+                .sync_directories(stored.iter().map(|s| s.path.as_str()))
+            {
+                self.remove_transferred(&stored);
+                return Err(e.into());
+            }
+        }
+        Ok(stored)
+    }
+
+    fn remove_transferred(&self, stored: &[StoredFileInfo]) {
+        for info in stored {
+            if let Err(e) = self.datastore.remove(&info.path) {
+                tracing::warn!("could not remove {} after a failed ingest: {e}", info.path);
+            }
+        }
+    }
+
+    /// Step 4 of a move: once the registration is durable, removes the
+    /// sources of the registered and the already-ingested items. Returns the
+    /// ones that could not be removed.
+    fn remove_moved_sources(&mut self, plan: &IngestPlan<'_>) -> Vec<(PathBuf, String)> {
+        let sources: Vec<&Path> = plan
+            .new
+            .iter()
+            .map(|n| n.item.path.as_path())
+            .chain(
+                plan.already
+                    .iter()
+                    .filter(|a| a.source_present)
+                    .map(|a| a.item.path.as_path()),
+            )
+            .collect();
+        // The registry commits with synchronous=NORMAL (durable against a
+        // killed process, not a power failure); a checkpoint fsyncs the log
+        // and the database, so the registration outlives the sources.
+        if let Err(e) = self.registry.set_bulk_writing(false) {
+            let reason = format!("the registration could not be made durable first: {e}");
+            return sources
+                .into_iter()
+                .map(|s| (s.to_path_buf(), reason.clone()))
+                .collect();
+        }
+        let mut not_removed = Vec::new();
+        for (i, source) in sources.into_iter().enumerate() {
+            match fs::remove_file(source) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => not_removed.push((source.to_path_buf(), e.to_string())),
+            }
+            test_kill_point("ingest-source-removed", i + 1);
+        }
+        not_removed
+    }
+}
+
+/// Whether two paths name one file (device and inode, symlinks followed).
+fn same_file(a: &Path, b: &Path) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        match (fs::metadata(a), fs::metadata(b)) {
+            (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+            _ => false,
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (a, b);
+        false
+    }
+}
+
+/// Crash-test hook: with `QUANTA_TEST_KILL_AT=<point>:<n>` in the
+/// environment the process kills itself with SIGKILL, as `kill -9` would,
+/// the `n`-th time it reaches `point`, so that tests can stop a command at
+/// an exact step of its protocol. Points of ingest: `ingest-transferred`
+/// (after the n-th file is in the datastore), `ingest-before-commit`,
+/// `ingest-committed`, `ingest-source-removed` (after the n-th source of a
+/// move is removed). Without the variable it does nothing.
+pub(crate) fn test_kill_point(point: &str, n: usize) {
+    static KILL_AT: OnceLock<Option<(String, usize)>> = OnceLock::new();
+    let at = KILL_AT.get_or_init(|| {
+        let text = std::env::var("QUANTA_TEST_KILL_AT").ok()?;
+        let (point, n) = text.rsplit_once(':')?;
+        Some((point.to_string(), n.parse().ok()?))
+    });
+    if let Some((at_point, at_n)) = at {
+        if at_point == point && *at_n == n {
+            let _ = rustix::process::kill_process(
+                rustix::process::getpid(),
+                rustix::process::Signal::KILL,
+            );
+            std::process::abort();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use quanta_core::DataIdValue;
+
+    fn data_id(pairs: &[(&str, DataIdValue)]) -> DataId {
+        let mut d = DataId::empty();
+        for (k, v) in pairs {
+            d.insert(k, v.clone());
+        }
+        d
+    }
+
+    #[test]
+    fn ingest_ids_are_stable_and_tell_apart_what_a_joined_text_would_not() {
+        let a = data_id(&[("instrument", "Cam".into()), ("detector", 1.into())]);
+        let id = ingest_dataset_id("raw", "Cam/raw", &a);
+        assert_eq!(id, ingest_dataset_id("raw", "Cam/raw", &a.clone()));
+        assert_eq!(id.get_version_num(), 8);
+        assert_ne!(id, ingest_dataset_id("raw", "Cam/raw2", &a));
+        assert_ne!(id, ingest_dataset_id("bias", "Cam/raw", &a));
+        // Values holding the separators of `k=v,k=v` text.
+        let b = data_id(&[("instrument", "Cam,detector=1".into())]);
+        let c = data_id(&[("instrument", "Cam".into()), ("detector", "1".into())]);
+        assert_ne!(
+            ingest_dataset_id("raw", "r", &b),
+            ingest_dataset_id("raw", "r", &c)
+        );
+        assert_ne!(
+            ingest_dataset_id("raw", "r,x", &a),
+            ingest_dataset_id("raw,r", "x", &a)
+        );
+    }
+}
