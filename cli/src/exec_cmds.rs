@@ -73,11 +73,19 @@ pub struct WorkerArgs {
     json: bool,
 }
 
+/// The longest `--timeout` accepted: a year. Longer is no limit at all, and
+/// a deadline must stay representable as an `Instant`.
+const MAX_TIMEOUT_SECONDS: f64 = 365.0 * 24.0 * 3600.0;
+
 fn timeout(secs: Option<f64>) -> Result<Option<Duration>> {
     match secs {
         None => Ok(None),
-        Some(s) if s.is_finite() && s > 0.0 => Ok(Some(Duration::from_secs_f64(s))),
-        Some(s) => bail!("--timeout must be a positive number of seconds, got {s}"),
+        Some(s) => match Duration::try_from_secs_f64(s) {
+            Ok(d) if !d.is_zero() && s <= MAX_TIMEOUT_SECONDS => Ok(Some(d)),
+            _ => bail!(
+            "--timeout must be a number of seconds above 0 and at most {MAX_TIMEOUT_SECONDS} (a year), got {s}"
+            ),
+        },
     }
 }
 
@@ -197,6 +205,8 @@ pub fn run(a: RunArgs) -> Result<ExitCode> {
 }
 
 pub fn worker(mut a: WorkerArgs) -> Result<ExitCode> {
+    // Checked here too: a supervised worker passes it on to its child.
+    let limit_per_attempt = timeout(a.timeout)?;
     let mut limit = a.mem_limit.as_deref().map(parse_bytes).transpose()?;
     if let Some(map) = &a.slurm_map {
         let index: usize = std::env::var("SLURM_ARRAY_TASK_ID")
@@ -225,7 +235,7 @@ pub fn worker(mut a: WorkerArgs) -> Result<ExitCode> {
     let opts = ExecOptions {
         jobs: a.jobs.max(1),
         retries: a.retries,
-        timeout: timeout(a.timeout)?,
+        timeout: limit_per_attempt,
         fail_fast: false,
         journal_dir: a.journal,
         worker_name: name,

@@ -17,7 +17,9 @@ pub mod template;
 mod uring;
 pub mod verify;
 
-pub use datastore::{Datastore, DatastoreConfig, StoredFileInfo, TransferMode, TEMP_FILE_PREFIX};
+pub use datastore::{
+    temp_file_prefix, Datastore, DatastoreConfig, StoredFileInfo, TransferMode, TEMP_FILE_PREFIX,
+};
 pub use error::{DatastoreError, FormatterError};
 pub use formatter::{BytesFormatter, Formatter, FormatterRegistry, InMemoryDataset, JsonFormatter};
 pub use template::{
