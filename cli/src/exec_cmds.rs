@@ -1,8 +1,8 @@
 //! Execution commands: `quanta run` (the whole bundle on this machine) and
 //! `quanta worker` (one batch job's quanta). The logic lives in
 //! `quanta-runtime`; this module parses arguments, shows progress and maps
-//! results to exit codes (0 all succeeded, 1 some failed or blocked, 2 bad
-//! input).
+//! results to exit codes (0 all succeeded, 1 some failed or blocked, or
+//! another process is executing these quanta, 2 bad input).
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -12,7 +12,9 @@ use std::time::Duration;
 use anyhow::{bail, Result};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
-use quanta_runtime::{execute, parse_quantum_list, ExecOptions, Progress, RunSummary, Selection};
+use quanta_runtime::{
+    execute, parse_quantum_list, ExecOptions, Progress, RunSummary, RuntimeError, Selection,
+};
 
 #[derive(Args)]
 pub struct RunArgs {
@@ -144,13 +146,21 @@ fn run_with_progress(
             ));
         }
     };
-    let summary = execute(
+    let summary = match execute(
         registry,
         &crate::plugins::task_registry(),
         &selection,
         &opts,
         &mut on_progress,
-    )?;
+    ) {
+        Ok(s) => s,
+        // Not bad input: the same command succeeds once the holder is done.
+        Err(e @ RuntimeError::Busy { .. }) => {
+            eprintln!("error: {e}");
+            return Ok(ExitCode::from(1));
+        }
+        Err(e) => return Err(e.into()),
+    };
     if let Some(b) = bar {
         b.finish_and_clear();
     }
