@@ -270,10 +270,10 @@ pub(crate) fn run_command(
                  // Every marked process is dead now, so the pipes are closed, unless a
                  // descendant dropped the marker (a fresh environment) and holds them:
                  // read for a short grace only, then leave the readers behind.
-    let all_read = match done_rx.recv_timeout(READ_GRACE) {
-        Err(crossbeam_channel::RecvTimeoutError::Disconnected) => true,
-        _ => false,
-    };
+    let all_read = matches!(
+        done_rx.recv_timeout(READ_GRACE),
+        Err(crossbeam_channel::RecvTimeoutError::Disconnected)
+    );
     if all_read {
         for r in readers {
             let _ = r.join();
