@@ -192,17 +192,24 @@ fn set_write_lock(file: &File, start: u64, len: u64) -> std::io::Result<()> {
     fl.l_whence = libc::SEEK_SET as _;
     fl.l_start = start as libc::off_t;
     fl.l_len = len as libc::off_t;
+    let set = |cmd: libc::c_int| {
+        // SAFETY: fcntl on an open descriptor with a valid flock.
+        let rc = unsafe { libc::fcntl(file.as_raw_fd(), cmd, &fl) };
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(std::io::Error::last_os_error())
+        }
+    };
     #[cfg(target_os = "linux")]
-    let cmd = libc::F_OFD_SETLK;
-    #[cfg(not(target_os = "linux"))]
-    let cmd = libc::F_SETLK;
-    // SAFETY: fcntl on an open descriptor with a valid flock.
-    let rc = unsafe { libc::fcntl(file.as_raw_fd(), cmd, &fl) };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
+    match set(libc::F_OFD_SETLK) {
+        // A kernel before 3.15: process-wide POSIX locks, which suffice
+        // since one process runs one execution of a bundle at a time.
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => set(libc::F_SETLK),
+        other => other,
     }
+    #[cfg(not(target_os = "linux"))]
+    set(libc::F_SETLK)
 }
 
 /// The holders whose quanta overlap `scope`, one per line.
