@@ -1,8 +1,8 @@
 //! Execution commands: `quanta run` (the whole bundle on this machine) and
 //! `quanta worker` (one batch job's quanta). The logic lives in
 //! `quanta-runtime`; this module parses arguments, shows progress and maps
-//! results to exit codes (0 all succeeded, 1 some failed or blocked, 2 bad
-//! input).
+//! results to exit codes (0 all succeeded, 1 some failed or blocked, or
+//! another process is executing these quanta, 2 bad input).
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -12,7 +12,9 @@ use std::time::Duration;
 use anyhow::{bail, Result};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
-use quanta_runtime::{execute, parse_quantum_list, ExecOptions, Progress, RunSummary, Selection};
+use quanta_runtime::{
+    execute, parse_quantum_list, ExecOptions, Progress, RunSummary, RuntimeError, Selection,
+};
 
 #[derive(Args)]
 pub struct RunArgs {
@@ -73,11 +75,19 @@ pub struct WorkerArgs {
     json: bool,
 }
 
+/// The longest `--timeout` accepted: a year. Longer is no limit at all, and
+/// a deadline must stay representable as an `Instant`.
+const MAX_TIMEOUT_SECONDS: f64 = 365.0 * 24.0 * 3600.0;
+
 fn timeout(secs: Option<f64>) -> Result<Option<Duration>> {
     match secs {
         None => Ok(None),
-        Some(s) if s.is_finite() && s > 0.0 => Ok(Some(Duration::from_secs_f64(s))),
-        Some(s) => bail!("--timeout must be a positive number of seconds, got {s}"),
+        Some(s) => match Duration::try_from_secs_f64(s) {
+            Ok(d) if !d.is_zero() && s <= MAX_TIMEOUT_SECONDS => Ok(Some(d)),
+            _ => bail!(
+            "--timeout must be a number of seconds above 0 and at most {MAX_TIMEOUT_SECONDS} (a year), got {s}"
+            ),
+        },
     }
 }
 
@@ -136,13 +146,21 @@ fn run_with_progress(
             ));
         }
     };
-    let summary = execute(
+    let summary = match execute(
         registry,
         &crate::plugins::task_registry(),
         &selection,
         &opts,
         &mut on_progress,
-    )?;
+    ) {
+        Ok(s) => s,
+        // Not bad input: the same command succeeds once the holder is done.
+        Err(e @ RuntimeError::Busy { .. }) => {
+            eprintln!("error: {e}");
+            return Ok(ExitCode::from(1));
+        }
+        Err(e) => return Err(e.into()),
+    };
     if let Some(b) = bar {
         b.finish_and_clear();
     }
@@ -197,6 +215,8 @@ pub fn run(a: RunArgs) -> Result<ExitCode> {
 }
 
 pub fn worker(mut a: WorkerArgs) -> Result<ExitCode> {
+    // Checked here too: a supervised worker passes it on to its child.
+    let limit_per_attempt = timeout(a.timeout)?;
     let mut limit = a.mem_limit.as_deref().map(parse_bytes).transpose()?;
     if let Some(map) = &a.slurm_map {
         let index: usize = std::env::var("SLURM_ARRAY_TASK_ID")
@@ -225,7 +245,7 @@ pub fn worker(mut a: WorkerArgs) -> Result<ExitCode> {
     let opts = ExecOptions {
         jobs: a.jobs.max(1),
         retries: a.retries,
-        timeout: timeout(a.timeout)?,
+        timeout: limit_per_attempt,
         fail_fast: false,
         journal_dir: a.journal,
         worker_name: name,

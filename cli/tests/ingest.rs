@@ -539,8 +539,7 @@ fn killed_ingest_converges_when_rerun_in_every_mode() {
                 let path = expected.0[N - 1]["path"].as_str().unwrap();
                 let dest = repo.join("datastore").join(path);
                 fs::create_dir_all(dest.parent().unwrap()).unwrap();
-                let name = dest.file_name().unwrap().to_string_lossy();
-                fs::write(dest.with_file_name(format!(".tmp-ingest-{name}")), b"half").unwrap();
+                fs::write(quanta_datastore::ingest_temp_path(&dest), b"half").unwrap();
             }
             let out = ok(&ingest_args(&repo, &manifest, mode));
             let summary = if committed {

@@ -20,7 +20,10 @@
 //! reader cannot know that a checksum-valid run of bytes is a record the
 //! worker wrote rather than the inside of a damaged one, and a true prefix
 //! of what the worker wrote is the only result merge can rely on — quanta
-//! whose records are lost are simply not done and get run again.
+//! whose records are lost (after damage, or dropped whole, which no reader
+//! can see) are simply not done and get run again: the files their lost
+//! attempts wrote are moved aside by the limited registry's overwrite rule
+//! (`quanta-limited-registry`), so such a quantum never stays failed.
 //! [`JournalWriter::open_append`] truncates a torn tail before appending,
 //! but refuses to append after mid-file damage, which would hide it.
 

@@ -25,6 +25,19 @@ use crate::verify::{check_checksum, check_size, ExpectedFile};
 /// paths never have a component starting with `.`, so it cannot clash.
 pub const TEMP_FILE_PREFIX: &str = ".tmp-";
 
+/// The start of the name of every temporary file written for `dest`, in
+/// `dest`'s directory: [`TEMP_FILE_PREFIX`], then 16 hex digits of the
+/// BLAKE3 hash of `dest`'s file name, then `-`. A temporary file thus names
+/// its owner (fixed length, whatever the final name's length or
+/// characters), so whoever owns `dest` — the one quantum that predicts it,
+/// under its execution lock — can remove the leftovers of killed writers
+/// without touching anyone else's.
+pub fn temp_file_prefix(dest: &Path) -> String {
+    let name = dest.file_name().unwrap_or_default();
+    let hash = blake3::hash(name.as_encoded_bytes());
+    format!("{TEMP_FILE_PREFIX}{}-", &hash.to_hex()[..16])
+}
+
 const WRITE_BUFFER_BYTES: usize = 64 * 1024;
 const COPY_BUFFER_BYTES: usize = 1024 * 1024;
 
@@ -144,9 +157,9 @@ pub struct Datastore {
     config: DatastoreConfig,
     templates: FileTemplates,
     formatters: FormatterRegistry,
-    /// Temporary names are `.tmp-<pid>-<token>-<counter>`: the random token
-    /// keeps writers on different hosts sharing the root (same pid possible)
-    /// apart without a random draw per file.
+    /// Temporary names are `<temp_file_prefix(dest)><pid>-<token>-<counter>`:
+    /// the random token keeps writers on different hosts sharing the root
+    /// (same pid possible) apart without a random draw per file.
     pid: u32,
     tmp_token: String,
     tmp_counter: AtomicU64,
@@ -348,11 +361,15 @@ impl Datastore {
         })
     }
 
-    fn temp_path(&self, dir: &Path) -> PathBuf {
+    /// A fresh temporary name beside `dest`, owned by `dest`: see
+    /// [`temp_file_prefix`].
+    fn temp_path(&self, dest: &Path) -> PathBuf {
         let n = self.tmp_counter.fetch_add(1, Ordering::Relaxed);
-        dir.join(format!(
-            "{TEMP_FILE_PREFIX}{}-{}-{n}",
-            self.pid, self.tmp_token
+        parent_of(dest).join(format!(
+            "{}{}-{}-{n}",
+            temp_file_prefix(dest),
+            self.pid,
+            self.tmp_token
         ))
     }
 
@@ -365,7 +382,7 @@ impl Datastore {
         let mut attempts = 0;
         loop {
             attempts += 1;
-            let path = self.temp_path(dir);
+            let path = self.temp_path(dest);
             match OpenOptions::new().write(true).create_new(true).open(&path) {
                 Ok(file) => return Ok((TempFile(Some(path)), file)),
                 Err(e) if e.kind() == io::ErrorKind::NotFound && !created_dir => {
@@ -775,13 +792,13 @@ pub struct IngestLock {
     root: PathBuf,
 }
 
-/// The fixed temporary name of an ingest copy to `dest`: a rerun of a
-/// killed ingest finds it and starts again. Fixed names are safe only
-/// because ingests hold the ingest lock; other writers use
-/// `.tmp-<pid>-…` names, which never start with `.tmp-ingest-`.
-fn ingest_temp_path(dest: &Path) -> PathBuf {
-    let name = dest.file_name().unwrap_or_default().to_string_lossy();
-    parent_of(dest).join(format!("{TEMP_FILE_PREFIX}ingest-{name}"))
+/// The fixed temporary name of an ingest copy to `dest` (owned by `dest`,
+/// like every temporary name: see [`temp_file_prefix`]): a rerun of a
+/// killed ingest finds it and starts again. A fixed name is safe only
+/// because ingests hold the ingest lock; other writers add their pid and a
+/// counter, which never spell `ingest`.
+pub fn ingest_temp_path(dest: &Path) -> PathBuf {
+    parent_of(dest).join(format!("{}ingest", temp_file_prefix(dest)))
 }
 
 /// Removes a file or symlink; absent is fine.

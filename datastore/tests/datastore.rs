@@ -683,10 +683,7 @@ fn ingest_replaces_what_a_killed_ingest_left() {
         let dest = ds.abs_path(&ds.path_for(&r, "Bytes").unwrap()).unwrap();
         fs::create_dir_all(dest.parent().unwrap()).unwrap();
         fs::write(&dest, "half a fi").unwrap();
-        let partial = dest.parent().unwrap().join(format!(
-            ".tmp-ingest-{}",
-            dest.file_name().unwrap().to_string_lossy()
-        ));
+        let partial = quanta_datastore::ingest_temp_path(&dest);
         fs::write(&partial, "half").unwrap();
         let err = ds
             .ingest(&lock, &src, &r, "Bytes", mode, false)

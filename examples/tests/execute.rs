@@ -192,7 +192,7 @@ fn a_failing_quantum_is_retried_then_blocks_its_downstream() {
 }
 
 #[test]
-fn a_worker_refuses_to_overwrite_a_file_it_did_not_write_unless_clobber() {
+fn a_file_no_known_attempt_wrote_is_moved_aside_or_with_clobber_replaced() {
     for clobber in [false, true] {
         let dir = tempfile::tempdir().unwrap();
         let o = ReferenceOptions {
@@ -204,7 +204,8 @@ fn a_worker_refuses_to_overwrite_a_file_it_did_not_write_unless_clobber() {
         let rb = build_reference_bundle(dir.path(), &o).unwrap();
         let b = Bundle::open(&rb.bundle).unwrap();
         let q = b.quantum(0).unwrap();
-        let foreign = rb.datastore_root.join(&q.outputs[0].1[0].path);
+        let rel = &q.outputs[0].1[0].path;
+        let foreign = rb.datastore_root.join(rel);
         std::fs::create_dir_all(foreign.parent().unwrap()).unwrap();
         std::fs::write(&foreign, b"not yours").unwrap();
         let s = run(
@@ -213,17 +214,18 @@ fn a_worker_refuses_to_overwrite_a_file_it_did_not_write_unless_clobber() {
             &ExecOptions::default(),
         )
         .unwrap();
+        assert!(s.all_succeeded(), "{s:?}");
+        assert_ne!(std::fs::read(&foreign).unwrap(), b"not yours");
+        let aside = rb
+            .datastore_root
+            .join(".quarantine")
+            .join(b.header().bundle_id.to_string())
+            .join(rel);
         if clobber {
-            assert!(s.all_succeeded(), "{s:?}");
-            assert_ne!(std::fs::read(&foreign).unwrap(), b"not yours");
+            assert!(!aside.exists());
         } else {
-            assert_eq!((s.progress.failed, s.progress.succeeded), (1, 1));
-            assert!(
-                s.failures[0].error.contains("refusing to overwrite"),
-                "{}",
-                s.failures[0].error
-            );
-            assert_eq!(std::fs::read(&foreign).unwrap(), b"not yours");
+            // Kept, never deleted: its writer is unknown.
+            assert_eq!(std::fs::read(&aside).unwrap(), b"not yours");
         }
     }
 }

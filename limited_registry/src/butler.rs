@@ -1,7 +1,7 @@
 //! [`LimitedRegistry`] (a bundle plus its datastore) and [`LimitedButler`]
 //! (get/put for one attempt of one quantum).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -11,7 +11,8 @@ use quanta_core::bundle::ConnectionRefs;
 use quanta_core::pipeline::TaskDef;
 use quanta_core::{Bundle, BundleQuantum, BundleRef, DataId, WrittenOutput};
 use quanta_datastore::{
-    Datastore, DatastoreConfig, DatastoreError, FormatterRegistry, InMemoryDataset, JsonFormatter,
+    temp_file_prefix, Datastore, DatastoreConfig, DatastoreError, FormatterRegistry,
+    InMemoryDataset, JsonFormatter,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -20,6 +21,10 @@ use uuid::Uuid;
 use crate::error::LimitedRegistryError as Error;
 
 type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The directory under the datastore root where files found at a predicted
+/// output path, written by no attempt the journals record, are moved.
+pub const QUARANTINE_DIR: &str = ".quarantine";
 
 /// A bundle and the datastore its header names: all a worker reads. Shared
 /// between worker threads behind an `Arc`.
@@ -121,6 +126,88 @@ impl LimitedRegistry {
             }
         }
         Ok(())
+    }
+
+    /// Moves the file at the datastore path `rel` (if any) to
+    /// `<root>/.quarantine/<bundle id>/<rel>` (`.1`, `.2`, … appended when
+    /// that is taken), returning where it went. The quarantine's first
+    /// component starts with `.`, which no template path has, so it never
+    /// clashes with a dataset's path.
+    pub fn move_aside(&self, rel: &str) -> Result<Option<PathBuf>, String> {
+        let src = self.datastore.abs_path(rel).map_err(|e| e.to_string())?;
+        if src.symlink_metadata().is_err() {
+            return Ok(None);
+        }
+        let base = self
+            .datastore
+            .root()
+            .join(QUARANTINE_DIR)
+            .join(self.bundle.header().bundle_id.to_string())
+            .join(rel);
+        if let Some(dir) = base.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+        }
+        for n in 0..10_000u32 {
+            let to = if n == 0 {
+                base.clone()
+            } else {
+                let mut s = base.clone().into_os_string();
+                s.push(format!(".{n}"));
+                PathBuf::from(s)
+            };
+            if to.symlink_metadata().is_ok() {
+                continue;
+            }
+            return match std::fs::rename(&src, &to) {
+                Ok(()) => Ok(Some(to)),
+                Err(e) => Err(format!("moving it to {}: {e}", to.display())),
+            };
+        }
+        Err(format!("no free name for it under {}", base.display()))
+    }
+
+    /// Removes the temporary files that killed writers of `quanta`'s
+    /// predicted outputs left beside them (named by
+    /// [`quanta_datastore::temp_file_prefix`]), reading each directory once.
+    /// Only for quanta whose execution lock the caller holds: nobody else
+    /// can be writing them. Returns the files removed.
+    pub fn remove_temp_leftovers<'a>(
+        &self,
+        quanta: impl IntoIterator<Item = &'a BundleQuantum>,
+    ) -> Vec<PathBuf> {
+        let mut by_dir: HashMap<PathBuf, HashSet<String>> = HashMap::new();
+        for r in quanta
+            .into_iter()
+            .flat_map(|q| &q.outputs)
+            .flat_map(|(_, refs)| refs)
+        {
+            if let Ok(dest) = self.datastore.abs_path(&r.path) {
+                let prefix = temp_file_prefix(&dest);
+                if let Some(dir) = dest.parent() {
+                    by_dir.entry(dir.to_path_buf()).or_default().insert(prefix);
+                }
+            }
+        }
+        let mut removed = Vec::new();
+        for (dir, prefixes) in by_dir {
+            let Some(len) = prefixes.iter().next().map(String::len) else {
+                continue;
+            };
+            let Ok(entries) = std::fs::read_dir(&dir) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let name = entry.file_name();
+                let owned = name
+                    .to_str()
+                    .and_then(|n| n.get(..len))
+                    .is_some_and(|p| prefixes.contains(p));
+                if owned && std::fs::remove_file(entry.path()).is_ok() {
+                    removed.push(entry.path());
+                }
+            }
+        }
+        removed
     }
 
     /// Whether every predicted output of `q` is present.
@@ -388,12 +475,42 @@ impl LimitedButler {
 
     fn write_bytes(&mut self, r: &BundleRef, bytes: &[u8], formatter: &str) -> Result<()> {
         self.before_write(r)?;
-        let info = self
-            .registry
-            .datastore()
-            .write_bytes_at(&r.path, bytes, formatter, self.replace)
-            .map_err(|e| self.map_write_err(r, e))?;
+        let ds = self.registry.datastore();
+        let info = match ds.write_bytes_at(&r.path, bytes, formatter, self.replace) {
+            Err(DatastoreError::AlreadyExists { .. }) => {
+                // Written by no attempt the journals know of: see the crate
+                // docs. Under the execution lock nobody else writes here.
+                self.move_aside(r)?;
+                ds.write_bytes_at(&r.path, bytes, formatter, false)
+            }
+            other => other,
+        }
+        .map_err(|e| self.map_write_err(r, e))?;
         self.record(r, info.size, info.checksum);
+        Ok(())
+    }
+
+    /// Moves the file at `r`'s path into quarantine (see
+    /// [`LimitedRegistry::move_aside`]), logging where it went.
+    fn move_aside(&self, r: &BundleRef) -> Result<()> {
+        let moved = self
+            .registry
+            .move_aside(&r.path)
+            .map_err(|detail| Error::MoveAside {
+                quantum: self.index,
+                task: self.task.label.clone(),
+                path: r.path.clone(),
+                detail,
+            })?;
+        if let Some(to) = moved {
+            tracing::warn!(
+                "quantum {} ({}): `{}` was already there, written by no attempt the journals record (lost or damaged journal records?); moved it to {} and writing it again",
+                self.index,
+                self.task.label,
+                r.path,
+                to.display()
+            );
+        }
         Ok(())
     }
 
@@ -522,7 +639,13 @@ impl LimitedButler {
                 .map_err(|e| adopt_err(format!("moving it to {}: {e}", dest.display())))?;
         } else {
             // A hard link fails atomically when the destination exists.
-            match std::fs::hard_link(file, &dest) {
+            let mut linked = std::fs::hard_link(file, &dest);
+            if matches!(&linked, Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists) {
+                // As in `write_bytes`: not ours by the journals, moved aside.
+                self.move_aside(&r)?;
+                linked = std::fs::hard_link(file, &dest);
+            }
+            match linked {
                 Ok(()) => {
                     let _ = std::fs::remove_file(file);
                 }

@@ -62,6 +62,13 @@ pub enum LimitedRegistryError {
         task: String,
         path: String,
     },
+    #[error("quantum {quantum} ({task}): `{path}` is already there, written by no attempt the journals record, and could not be moved aside: {detail}")]
+    MoveAside {
+        quantum: u32,
+        task: String,
+        path: String,
+        detail: String,
+    },
     #[error("quantum {quantum} ({task}): the attempt was cancelled (timed out); output `{path}` not written")]
     Cancelled {
         quantum: u32,

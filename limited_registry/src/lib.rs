@@ -15,12 +15,20 @@
 //! # Overwrite rule
 //!
 //! An output is written at the path the bundle predicted, atomically (temp
-//! file + link/rename), so a reader never sees half a file. An existing file
-//! at that path is replaced only if the bundle was made with `--clobber`, or
-//! if the caller says the file is this quantum's own leftover (a journal
-//! shows an earlier attempt of this quantum that never succeeded — see
-//! `quanta-runtime`). Otherwise the write fails with
-//! [`LimitedRegistryError::WouldOverwrite`] naming the file.
+//! file + link/rename), so a reader never sees half a file. The path
+//! belongs to exactly one quantum. An existing file there is replaced if
+//! the bundle was made with `--clobber`, or if the caller says it is this
+//! quantum's own leftover (a journal shows an earlier attempt of this
+//! quantum that never succeeded — see `quanta-runtime`). Otherwise its
+//! writer is unknown (the journal records of the attempt that wrote it were
+//! lost or damaged, or someone put it there): it is moved aside into
+//! `<root>/.quarantine/<bundle id>/<path>` with a warning naming it, never
+//! deleted, and the output is written. A quantum is therefore never wedged
+//! by a file at its own path; [`LimitedRegistryError::WouldOverwrite`] is
+//! left only for a file that reappears after being moved aside.
+//!
+//! Callers hold the execution lock of the quanta they run (see
+//! `quanta-runtime`), so nobody else writes these paths meanwhile.
 
 mod butler;
 mod error;
@@ -28,7 +36,7 @@ mod journal;
 mod log_tail;
 mod usage;
 
-pub use butler::{LimitedButler, LimitedRegistry};
+pub use butler::{LimitedButler, LimitedRegistry, QUARANTINE_DIR};
 pub use error::LimitedRegistryError;
 pub use journal::{host_name, QuantumOutcome, WorkerJournal};
 pub use log_tail::{LogTail, LOG_TAIL_LINES};

@@ -3,17 +3,24 @@
 //!
 //! Outputs are written safely: the manifest gives the command, for each
 //! predicted output, a temporary `path` in the final file's directory (a
-//! `.tmp-` name, which the datastore treats as a dead writer's leftover) and
-//! the `final_path` for information. Only after the command exits 0 are the
-//! temporaries hashed and moved into place under the limited butler's
-//! overwrite rule, so a killed or failing command never leaves a file at a
-//! predicted path.
+//! `.tmp-` name owned by the final path, see
+//! `quanta_datastore::temp_file_prefix`, so a resume removes it if this
+//! worker dies) and the `final_path` for information. Only after the command
+//! exits 0 are the temporaries hashed and moved into place under the limited
+//! butler's overwrite rule, so a killed or failing command never leaves a
+//! file at a predicted path. The manifest is written to
+//! `<journal dir>/manifests/q<index>-…json` and removed after the attempt;
+//! a resume removes those of the quanta it runs.
 //!
-//! The child runs in its own process group (a timeout kills the group) and,
-//! on Linux, dies with the worker thread that started it. std's process API
-//! plus `waitid`/`wait4` is used rather than tokio's: tokio reaps the child
-//! itself and exposes no resource usage, and the journal wants the child's
-//! exact CPU time and peak memory.
+//! The child runs in its own process group and, on Linux, dies with the
+//! worker thread that started it. When it exits or is killed (the timeout
+//! kills its group), every process it left behind is killed too, those that
+//! left the group included (`process_tree`: an environment marker, the
+//! worker as child subreaper); its output is then read for a short grace
+//! only, so nothing it started can hold the worker, and a timed-out attempt
+//! is always `TimedOut`. std's process API plus `waitid`/`wait4` is used
+//! rather than tokio's: tokio reaps the child itself and exposes no resource
+//! usage, and the journal wants the child's exact CPU time and peak memory.
 
 use std::io::Read;
 use std::os::unix::process::CommandExt;
@@ -24,11 +31,29 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use quanta_core::{BundleRef, QuantumStatus};
-use quanta_datastore::TEMP_FILE_PREFIX;
+use quanta_datastore::temp_file_prefix;
 use quanta_limited_registry::{LimitedButler, LogTail, ResourceUsage};
 use serde_json::{json, Map, Value};
 
+use crate::process_tree::{kill_marked, marker, DIRECT_CHILDREN, MARKER_ENV};
+
 static COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// How long output is still read once the command and every marked
+/// descendant are dead.
+const READ_GRACE: Duration = Duration::from_secs(2);
+
+/// `q<index>-a<attempt>-<pid>-<n>.json`: the quantum first, so that a
+/// resume can remove the manifests of the quanta it runs.
+fn manifest_file_name(index: u32, attempt: u32, n: u64) -> String {
+    format!("q{index}-a{attempt}-{}-{n}.json", std::process::id())
+}
+
+/// The quantum a manifest file name belongs to.
+pub(crate) fn manifest_quantum(file_name: &str) -> Option<u32> {
+    let rest = file_name.strip_prefix('q')?;
+    rest[..rest.find('-')?].parse().ok()
+}
 
 /// How a command attempt ended.
 pub(crate) struct CommandResult {
@@ -75,11 +100,17 @@ pub(crate) fn run_command(
     config: &Value,
     attempt: u32,
     timeout: Option<Duration>,
+    manifest_dir: &Path,
     log: &mut LogTail,
 ) -> CommandResult {
     let registry = Arc::clone(butler.registry());
     let q = butler.quantum().clone();
     let pid = std::process::id();
+    let marker = marker(
+        registry.bundle().header().bundle_id,
+        butler.index(),
+        attempt,
+    );
     let mut cleanup = Cleanup(Vec::new());
 
     // Where each output is to be written.
@@ -103,7 +134,7 @@ pub(crate) fn run_command(
                 .map(|(_, e)| format!(".{e}"))
                 .unwrap_or_default();
             let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-            let tmp = dir.join(format!("{TEMP_FILE_PREFIX}cmd-{pid}-{n}{ext}"));
+            let tmp = dir.join(format!("{}cmd-{pid}-{n}{ext}", temp_file_prefix(&dest)));
             cleanup.0.push(tmp.clone());
             let mut o = ref_json(r, &tmp);
             o["final_path"] = json!(dest);
@@ -147,7 +178,10 @@ pub(crate) fn run_command(
         "outputs": Value::Object(outputs),
     });
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let manifest_path = std::env::temp_dir().join(format!("quanta-manifest-{pid}-{n}.json"));
+    if let Err(e) = std::fs::create_dir_all(manifest_dir) {
+        return failed(format!("creating {}: {e}", manifest_dir.display()));
+    }
+    let manifest_path = manifest_dir.join(manifest_file_name(butler.index(), attempt, n));
     cleanup.0.push(manifest_path.clone());
     let text = match serde_json::to_vec_pretty(&manifest) {
         Ok(t) => t,
@@ -176,6 +210,7 @@ pub(crate) fn run_command(
         .env("QUANTA_DATA_ID", q.data_id.to_string())
         .env("QUANTA_ATTEMPT", attempt.to_string())
         .env("QUANTA_BUNDLE", registry.bundle().path())
+        .env(MARKER_ENV, &marker)
         .process_group(0);
     #[cfg(target_os = "linux")]
     // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
@@ -185,12 +220,20 @@ pub(crate) fn run_command(
             Ok(())
         });
     }
-    let mut child = match cmd.spawn() {
+    // Registered before any reaping of strays can see it exit.
+    let spawned = {
+        let mut direct = DIRECT_CHILDREN.lock().unwrap_or_else(|p| p.into_inner());
+        cmd.spawn().inspect(|c| {
+            direct.insert(c.id() as libc::pid_t);
+        })
+    };
+    let mut child = match spawned {
         Ok(c) => c,
         Err(e) => return failed(format!("cannot start `{}`: {e}", args[0])),
     };
     let child_pid = child.id() as libc::pid_t;
     let shared_log = Arc::new(Mutex::new(std::mem::take(log)));
+    let (done_tx, done_rx) = crossbeam_channel::bounded::<()>(0);
     let readers: Vec<_> = [
         child
             .stdout
@@ -205,7 +248,9 @@ pub(crate) fn run_command(
     .flatten()
     .map(|mut src| {
         let log = Arc::clone(&shared_log);
+        let done = done_tx.clone();
         std::thread::spawn(move || {
+            let _done = done; // dropped (disconnecting) when reading ends
             let mut buf = [0u8; 8192];
             while let Ok(n) = src.read(&mut buf) {
                 if n == 0 {
@@ -218,11 +263,26 @@ pub(crate) fn run_command(
         })
     })
     .collect();
+    drop(done_tx);
 
-    let waited = wait_with_timeout(child_pid, timeout);
+    let waited = wait_with_timeout(child_pid, timeout, &marker);
     drop(child); // already reaped by wait4; dropping does not wait or kill
-    for r in readers {
-        let _ = r.join();
+                 // Every marked process is dead now, so the pipes are closed, unless a
+                 // descendant dropped the marker (a fresh environment) and holds them:
+                 // read for a short grace only, then leave the readers behind.
+    let all_read = matches!(
+        done_rx.recv_timeout(READ_GRACE),
+        Err(crossbeam_channel::RecvTimeoutError::Disconnected)
+    );
+    if all_read {
+        for r in readers {
+            let _ = r.join();
+        }
+    } else {
+        tracing::warn!(
+            "quantum {}: a process outside the command's tree still holds its output open; its output after now is not logged",
+            butler.index()
+        );
     }
     *log = match Arc::try_unwrap(shared_log) {
         Ok(m) => m.into_inner().unwrap_or_else(|p| p.into_inner()),
@@ -289,6 +349,7 @@ pub(crate) fn run_command(
 fn wait_with_timeout(
     pid: libc::pid_t,
     timeout: Option<Duration>,
+    marker: &str,
 ) -> std::io::Result<(libc::c_int, ResourceUsage, bool)> {
     // The watchdog may signal the group only while the child is unreaped:
     // `waitid(WNOWAIT)` below sees the exit without reaping, so the pid (and
@@ -348,6 +409,11 @@ fn wait_with_timeout(
     // still reserved by the unreaped child, so this reaches only them.
     // SAFETY: plain kill(2).
     unsafe { libc::kill(-pid, libc::SIGKILL) };
+    // And those that left the group (setsid): found by the marker.
+    let strays = kill_marked(marker);
+    if strays > 0 {
+        tracing::debug!("killed {strays} process(es) the command left behind");
+    }
     let mut status: libc::c_int = 0;
     let mut ru = std::mem::MaybeUninit::<libc::rusage>::zeroed();
     loop {
@@ -362,6 +428,10 @@ fn wait_with_timeout(
         }
         return Err(e);
     }
+    DIRECT_CHILDREN
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .remove(&pid);
     // SAFETY: zeroed, and filled by a successful wait4.
     let ru = unsafe { ru.assume_init() };
     Ok((status, ResourceUsage::from_rusage(&ru), killed))

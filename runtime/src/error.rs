@@ -2,6 +2,8 @@
 //! unwritable journal). A quantum that fails is not an error here: it is a
 //! result, recorded in the journal and the summary.
 
+use std::path::PathBuf;
+
 use quanta_core::{BundleError, JournalError};
 use quanta_limited_registry::LimitedRegistryError;
 use thiserror::Error;
@@ -26,6 +28,14 @@ pub enum RuntimeError {
     EmptyCommand { label: String },
     #[error("no cluster `{name}` in the bundle (it has: {known})")]
     UnknownCluster { name: String, known: String },
+    #[error("{wanted} of this bundle are being executed by another process (journals in {}): {}; wait for it to end or stop it", dir.display(), if holders.is_empty() { "its holder file is missing" } else { holders.as_str() })]
+    Busy {
+        dir: PathBuf,
+        wanted: String,
+        holders: String,
+    },
+    #[error("execution lock {}: {detail}", path.display())]
+    Lock { path: PathBuf, detail: String },
     #[error("invalid quantum list `{text}`: {detail}")]
     BadQuantumList { text: String, detail: String },
 }

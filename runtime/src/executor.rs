@@ -11,14 +11,24 @@
 //!
 //! # Resume and overwriting
 //!
-//! Quanta with a `Succeeded` record in any journal of the bundle whose
-//! outputs all exist are skipped. Any other quantum is run; if a journal
-//! shows an earlier attempt of it (started, never succeeded), files at its
-//! predicted output paths are that attempt's leftovers and may be replaced.
-//! With no earlier attempt, an existing file at a predicted path is not
-//! ours and is refused unless the bundle was made with `--clobber`.
+//! An execution first takes the execution lock of the quanta it may run
+//! (`lock`: all of them for `run`, its share for a worker) and refuses if
+//! another process holds any of them. Quanta with a `Succeeded` record in
+//! any journal of the bundle whose outputs all exist are skipped. Any other
+//! quantum is run; if a journal shows an earlier attempt of it (started,
+//! never succeeded), files at its predicted output paths are that attempt's
+//! leftovers and are replaced. With no such record (none made, or lost with
+//! a damaged journal), an existing file at a predicted path is moved aside
+//! into the datastore's quarantine (see `quanta-limited-registry`), never
+//! deleted, and the output written. On a resume (journals exist) the
+//! leftovers of a killed execution of the quanta about to run are removed
+//! first: their still-running processes, manifests and temporary files.
+//!
+//! `fail_fast` stops starting quanta at the first failure: ready quanta are
+//! handed to the worker threads one at a time, so nothing queued runs, and
+//! the attempts already running finish and are journaled.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -26,16 +36,21 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{unbounded, Receiver, Sender};
 use quanta_core::pipeline::TaskKind;
-use quanta_core::{journal_dir_for, now_rfc3339, BundleQuantum, QuantumStatus};
+use quanta_core::{journal_dir_for, list_journals, now_rfc3339, BundleQuantum, QuantumStatus};
 use quanta_limited_registry::{
     peak_rss_bytes, thread_cpu_seconds, LimitedRegistry, LogTail, QuantumOutcome, WorkerJournal,
 };
 use serde::Serialize;
 
-use crate::command::run_command;
+use crate::command::{manifest_quantum, run_command};
 use crate::error::RuntimeError;
+use crate::lock::{lock_execution, LockScope};
+use crate::process_tree::{become_subreaper, kill_strays};
 use crate::state::PriorState;
 use crate::task::{PipelineTask, TaskContext, TaskError, TaskRegistry};
+
+/// The subdirectory of the journal directory holding command manifests.
+const MANIFEST_DIR: &str = "manifests";
 
 /// Which quanta of the bundle to execute.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -89,7 +104,9 @@ pub struct ExecOptions {
     pub retries: u32,
     /// Per-attempt limit.
     pub timeout: Option<Duration>,
-    /// Stop releasing quanta after the first one fails for good.
+    /// Stop starting quanta after the first one fails for good: quanta
+    /// already running finish (their results are journaled), nothing else
+    /// starts, and the rest count as not run.
     pub fail_fast: bool,
     /// Journal directory; default beside the bundle.
     pub journal_dir: Option<PathBuf>,
@@ -187,6 +204,8 @@ struct Shared {
     configs: Vec<Arc<serde_json::Value>>,
     journal: WorkerJournal,
     timeout: Option<Duration>,
+    /// Where command tasks' manifests go.
+    manifest_dir: PathBuf,
 }
 
 /// Per task index: its runnable (if used) and its config.
@@ -288,11 +307,26 @@ pub fn execute(
     };
     let used: BTreeSet<u32> = quanta.iter().map(|q| q.task).collect();
     let (runnables, configs) = prepare_tasks(&registry, tasks, &used)?;
+    if runnables
+        .iter()
+        .any(|r| matches!(r, Some(Runnable::Command(_))))
+    {
+        // Commands' orphaned descendants come to us, to be killed and reaped.
+        become_subreaper();
+    }
 
     let journal_dir = opts
         .journal_dir
         .clone()
         .unwrap_or_else(|| journal_dir_for(bundle.path()));
+    // Held until this execution returns: no other process runs these quanta
+    // meanwhile, so the fold below stays true and their leftovers are ours.
+    let scope = match selection {
+        Selection::All => LockScope::All,
+        _ => LockScope::Quanta(indices.clone()),
+    };
+    let _lock = lock_execution(&journal_dir, &scope)?;
+    let had_journals = !list_journals(&journal_dir)?.is_empty();
     let prior = PriorState::load(&journal_dir, bundle.header().bundle_id, n)?;
 
     let pos: HashMap<u32, usize> = indices.iter().enumerate().map(|(k, &i)| (i, k)).collect();
@@ -370,6 +404,12 @@ pub fn execute(
     }
 
     let pending = st.iter().filter(|s| **s == St::Pending).count();
+    if had_journals && pending > 0 {
+        let to_run: Vec<usize> = (0..indices.len())
+            .filter(|&k| st[k] == St::Pending)
+            .collect();
+        remove_leftovers(&registry, &journal_dir, &indices, &quanta, &to_run);
+    }
     if pending == 0 {
         on_progress(&progress);
         return Ok(RunSummary {
@@ -392,6 +432,7 @@ pub fn execute(
         configs,
         journal,
         timeout: opts.timeout,
+        manifest_dir: journal_dir.join(MANIFEST_DIR),
     });
 
     let mut failures: Vec<Unfinished> = Vec::new();
@@ -469,6 +510,10 @@ pub fn execute(
     drop(job_rx);
     drop(res_tx);
 
+    // Quanta ready to run wait here, not in the channel: at most one job per
+    // worker thread is handed over at a time, so fail-fast (or a fatal
+    // journal error) stops everything not yet started.
+    let mut ready: VecDeque<usize> = VecDeque::new();
     let mut in_flight = 0usize;
     let mut stop = false;
     let dispatch = |k: usize, attempts_here: &mut Vec<u32>, in_flight: &mut usize| {
@@ -485,12 +530,22 @@ pub fn execute(
     };
     for k in 0..indices.len() {
         if st[k] == St::Pending && remaining[k] == 0 {
-            dispatch(k, &mut attempts_here, &mut in_flight);
+            ready.push_back(k);
         }
     }
-    progress.running = in_flight;
-    on_progress(&progress);
-    while in_flight > 0 {
+    loop {
+        while !stop && in_flight < n_threads {
+            let Some(k) = ready.pop_front() else { break };
+            if st[k] != St::Pending {
+                continue;
+            }
+            dispatch(k, &mut attempts_here, &mut in_flight);
+        }
+        progress.running = in_flight;
+        on_progress(&progress);
+        if in_flight == 0 {
+            break;
+        }
         let Ok(r) = res_rx.recv() else { break };
         in_flight -= 1;
         let k = pos[&r.index];
@@ -503,8 +558,8 @@ pub fn execute(
             progress.succeeded += 1;
             for &d in &downstream[k] {
                 remaining[d] -= 1;
-                if remaining[d] == 0 && st[d] == St::Pending && !stop {
-                    dispatch(d, &mut attempts_here, &mut in_flight);
+                if remaining[d] == 0 && st[d] == St::Pending {
+                    ready.push_back(d);
                 }
             }
         } else if attempts_here[k] <= opts.retries && !stop {
@@ -518,7 +573,8 @@ pub fn execute(
                 r.status,
                 r.error.as_deref().unwrap_or("")
             );
-            dispatch(k, &mut attempts_here, &mut in_flight);
+            // A retry goes first: the quantum was already started.
+            ready.push_front(k);
         } else {
             st[k] = St::Failed;
             progress.failed += 1;
@@ -547,8 +603,6 @@ pub fn execute(
                 stop = true;
             }
         }
-        progress.running = in_flight;
-        on_progress(&progress);
     }
     drop(job_tx);
     for h in handles {
@@ -567,6 +621,46 @@ pub fn execute(
         journal: Some(journal),
         wall_seconds: t0.elapsed().as_secs_f64(),
     })
+}
+
+/// What a killed execution of these quanta may have left, removed before
+/// they run again (this execution holds their lock, so it is all dead
+/// writers' work): their processes still running, their manifests, and the
+/// temporary files beside their outputs.
+fn remove_leftovers(
+    registry: &LimitedRegistry,
+    journal_dir: &std::path::Path,
+    indices: &[u32],
+    quanta: &[BundleQuantum],
+    to_run: &[usize],
+) {
+    let selected: HashSet<u32> = to_run.iter().map(|&k| indices[k]).collect();
+    let killed = kill_strays(registry.bundle().header().bundle_id, &selected);
+    if killed > 0 {
+        tracing::warn!(
+            "killed {killed} process(es) left running by an earlier execution of these quanta"
+        );
+    }
+    if let Ok(entries) = std::fs::read_dir(journal_dir.join(MANIFEST_DIR)) {
+        for entry in entries.flatten() {
+            let owned = entry
+                .file_name()
+                .to_str()
+                .and_then(manifest_quantum)
+                .is_some_and(|q| selected.contains(&q));
+            if owned {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+    }
+    let removed = registry.remove_temp_leftovers(to_run.iter().map(|&k| &quanta[k]));
+    if !removed.is_empty() {
+        tracing::info!(
+            "removed {} temporary file(s) left by earlier attempts, e.g. {}",
+            removed.len(),
+            removed[0].display()
+        );
+    }
 }
 
 fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
@@ -679,6 +773,7 @@ fn run_job(shared: &Shared, job: Job) -> JobResult {
                     &config,
                     attempt,
                     shared.timeout,
+                    &shared.manifest_dir,
                     &mut log,
                 );
                 cpu = r.usage.cpu_seconds;

@@ -13,6 +13,8 @@
 mod command;
 mod error;
 mod executor;
+mod lock;
+mod process_tree;
 pub mod slurm;
 mod state;
 mod task;
