@@ -20,8 +20,8 @@ mod uring;
 pub mod verify;
 
 pub use datastore::{
-    hash_file, ingest_temp_path, temp_file_prefix, Datastore, DatastoreConfig, IngestLock, StoredFileInfo,
-    TransferMode, TEMP_FILE_PREFIX,
+    hash_file, ingest_temp_path, temp_file_prefix, Datastore, DatastoreConfig, IngestLock,
+    StoredFileInfo, TransferMode, TEMP_FILE_PREFIX,
 };
 pub use error::{DatastoreError, FormatterError};
 pub use formatter::{BytesFormatter, Formatter, FormatterRegistry, InMemoryDataset, JsonFormatter};
