@@ -397,7 +397,10 @@ impl Butler {
                 .registry
                 .insert_datasets(run, dataset_type, &new, OnConflict::Fail)
             {
-                Ok(_) => return Ok(refs),
+                Ok(_) => {
+                    quanta_core::fault::kill_point(quanta_core::fault::INGEST_COMMITTED);
+                    return Ok(refs);
+                }
                 Err(e) => failure = Some(e.into()),
             }
         }

@@ -13,6 +13,7 @@ pub mod data_id;
 pub mod dataset;
 pub mod dimensions;
 pub mod error;
+pub mod fault;
 pub mod hash;
 pub mod journal;
 pub mod pipeline;
