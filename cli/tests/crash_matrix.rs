@@ -640,3 +640,215 @@ fn every_killed_command_reruns_to_the_uninterrupted_state() {
         matrix.kill_points, matrix.states_checked
     );
 }
+
+// ---------------------------------------------------------------------------
+// Disk full
+
+/// A tmpfs mounted for one test, unmounted when dropped.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    /// Mounts a tmpfs of `size` (mount's syntax) at `at`, or says why not.
+    fn mount(at: &Path, size: &str) -> Result<Self, String> {
+        std::fs::create_dir_all(at).unwrap();
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(at)
+            .output()
+            .map_err(|e| format!("cannot run mount: {e}"))?;
+        if out.status.success() {
+            Ok(Self(at.to_path_buf()))
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
+        }
+    }
+
+    fn free_bytes(&self) -> u64 {
+        let path = std::ffi::CString::new(s(&self.0)).unwrap();
+        // SAFETY: statvfs fills the zeroed struct we pass; the path is a
+        // NUL-terminated string that outlives the call.
+        unsafe {
+            let mut st: libc::statvfs = std::mem::zeroed();
+            assert_eq!(libc::statvfs(path.as_ptr(), &mut st), 0);
+            st.f_bavail as u64 * st.f_frsize as u64
+        }
+    }
+
+    /// Fills the filesystem until only `keep` bytes are free.
+    fn fill_leaving(&self, keep: u64) -> PathBuf {
+        let ballast = self.0.join("ballast");
+        let size = self.free_bytes().saturating_sub(keep);
+        std::fs::write(&ballast, vec![0u8; size as usize]).unwrap();
+        ballast
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// Runs `command`, which must fail for want of space: exit 1 and a message
+/// that says so.
+fn fails_for_want_of_space(mut command: Command, what: &str) -> Result<(), String> {
+    let out = command.output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+    .to_lowercase();
+    let says_so = text.contains("no space left on device") || text.contains("disk is full");
+    if out.status.code() == Some(1) && says_so {
+        Ok(())
+    } else {
+        Err(format!(
+            "{what} on a full disk: expected exit 1 naming the full disk, got {}",
+            show(&out)
+        ))
+    }
+}
+
+/// Reruns `command` (space freed), which must succeed, then compares the
+/// final state with `reference`.
+fn converges(
+    mut command: Command,
+    then: &dyn Fn() -> Result<(), String>,
+    work: &Path,
+    reference: &RepoState,
+    what: &str,
+) -> Result<(), String> {
+    let out = command.output().unwrap();
+    if !out.status.success() {
+        return Err(format!(
+            "{what}: the rerun with space failed: {}",
+            show(&out)
+        ));
+    }
+    then()?;
+    let (state, registered) = read_state(work, false);
+    check_consistent(work, &registered).map_err(|e| format!("{what}: {e}"))?;
+    if &state != reference {
+        return Err(format!(
+            "{what}: the rerun ended elsewhere than the reference:\n  {}",
+            difference(reference, &state)
+        ));
+    }
+    Ok(())
+}
+
+#[test]
+fn a_full_disk_fails_clearly_and_the_rerun_converges_once_space_is_freed() {
+    let dir = tempfile::tempdir().unwrap();
+    let mnt = dir.path().join("tmpfs");
+    let fs = match Tmpfs::mount(&mnt, "32m") {
+        Ok(fs) => fs,
+        Err(why) => {
+            println!("disk-full matrix skipped: cannot mount a tmpfs ({why})");
+            return;
+        }
+    };
+    let mut failures = Vec::new();
+    let mut states = 0;
+
+    // ingest --transfer move of 12 raws of 40 KB each, from a source
+    // directory on another filesystem, into a repo with room for about half.
+    let sources = dir.path().join("sources");
+    std::fs::create_dir(&sources).unwrap();
+    let manifest = write_raw_files(&sources, N_EXP, N_DET, 40_000);
+    let ingest = |repo: &Path| {
+        let mut c = quanta();
+        c.args([
+            "ingest",
+            s(repo),
+            "--run",
+            "Cam/raw",
+            "--dataset-type",
+            "raw",
+        ])
+        .args(["--manifest", s(&manifest), "--transfer", "move"]);
+        c
+    };
+    let reference_dir = dir.path().join("reference-ingest");
+    std::fs::create_dir(&reference_dir).unwrap();
+    let ref_repo = make_empty_reference_repo(&reference_dir, N_EXP, N_DET);
+    let pristine = dir.path().join("sources-pristine");
+    copy_tree(&sources, &pristine);
+    ok_command(ingest(&ref_repo));
+    let (ingest_reference, _) = read_state(&reference_dir, false);
+    std::fs::remove_dir_all(&sources).unwrap();
+    std::fs::rename(&pristine, &sources).unwrap();
+
+    let work = mnt.join("ingest");
+    std::fs::create_dir(&work).unwrap();
+    let repo = make_empty_reference_repo(&work, N_EXP, N_DET);
+    let ballast = fs.fill_leaving(6 * 40_000);
+    failures.extend(fails_for_want_of_space(ingest(&repo), "ingest --transfer move").err());
+    std::fs::remove_file(&ballast).unwrap();
+    states += 1;
+    failures.extend(
+        converges(
+            ingest(&repo),
+            &|| Ok(()),
+            &work,
+            &ingest_reference,
+            "ingest",
+        )
+        .err(),
+    );
+    std::fs::remove_dir_all(&work).unwrap();
+
+    // run and merge: the reference campaign, run and merged on the disk.
+    let reference_dir = dir.path().join("reference-exec");
+    std::fs::create_dir(&reference_dir).unwrap();
+    make_reference_repo(&reference_dir, N_EXP, N_DET);
+    preflight(&reference_dir);
+    ok(&["run", s(&reference_dir.join("campaign.qb"))]);
+    ok_command(merge_command(&reference_dir));
+    let (exec_reference, _) = read_state(&reference_dir, false);
+
+    // run with room for a few outputs, then merge with room for less than
+    // its write-ahead log.
+    let work = mnt.join("exec");
+    std::fs::create_dir(&work).unwrap();
+    make_reference_repo(&work, N_EXP, N_DET);
+    preflight(&work);
+    let run = || {
+        let mut c = quanta();
+        c.args(["run", s(&work.join("campaign.qb"))]);
+        c
+    };
+    let ballast = fs.fill_leaving(40_000);
+    failures.extend(fails_for_want_of_space(run(), "run").err());
+    std::fs::remove_file(&ballast).unwrap();
+    states += 1;
+    let merged = || finish_with_merge(&work);
+    failures.extend(converges(run(), &merged, &work, &exec_reference, "run").err());
+
+    // merge: the rerun above merged; start again from a finished run.
+    std::fs::remove_dir_all(&work).unwrap();
+    std::fs::create_dir(&work).unwrap();
+    make_reference_repo(&work, N_EXP, N_DET);
+    preflight(&work);
+    ok_command(run());
+    let ballast = fs.fill_leaving(40_000);
+    failures.extend(fails_for_want_of_space(merge_command(&work), "merge").err());
+    std::fs::remove_file(&ballast).unwrap();
+    states += 1;
+    let merge = merge_command(&work);
+    failures.extend(converges(merge, &|| Ok(()), &work, &exec_reference, "merge").err());
+
+    assert!(
+        failures.is_empty(),
+        "on a full disk (ingest, run, merge), {} problems:\n{}",
+        failures.len(),
+        failures.join("\n\n")
+    );
+    println!("disk-full matrix: ingest, run, merge: {states} states checked, all converged");
+}
+
+fn ok_command(mut command: Command) {
+    let out = command.output().unwrap();
+    assert!(out.status.success(), "{:?}: {}", command, show(&out));
+}
