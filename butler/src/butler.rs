@@ -377,7 +377,10 @@ impl Butler {
                 .datastore
                 .ingest(&item.path, r, &dt.storage_class, mode, false)
             {
-                Ok(info) => transferred.push((i, info)),
+                Ok(info) => {
+                    transferred.push((i, info));
+                    quanta_core::fault::kill_point(quanta_core::fault::INGEST_TRANSFERRED);
+                }
                 Err(e) => {
                     failure = Some(ButlerError::from(e));
                     break;

@@ -38,7 +38,9 @@ const KILL_LOG: &str = "QUANTA_TEST_KILL_LOG";
 const LINKED: &str = "datastore.linked";
 const TEMP_WRITTEN: &str = "datastore.temp_written";
 const REGISTRY_COMMIT: &str = "registry.commit";
-const INGEST_COMMITTED: &str = "ingest.committed";
+const INGEST_TRANSFERRED: &str = "ingest-transferred";
+const INGEST_COMMITTED: &str = "ingest-committed";
+const INGEST_SOURCE_REMOVED: &str = "ingest-source-removed";
 const JOURNAL_APPENDED: &str = "journal.appended";
 
 /// Files a datastore may hold that the registry does not know, by path
@@ -517,24 +519,35 @@ fn every_killed_command_reruns_to_the_uninterrupted_state() {
     let work = dir.path().join("work");
     let mut matrix = Matrix::default();
 
-    // ingest, every transfer mode: kills while files arrive (first, middle,
-    // last link into place; a copy's first temporary file complete), inside
-    // the registry commit, and after it (a move's sources not yet removed).
+    // ingest, every transfer mode: kills while files arrive (after the
+    // first, middle and last file is in the datastore; a copy's first
+    // temporary file complete), inside the registry commit, and after it
+    // (a move's sources not yet, or partly, removed).
     let ingest_base = dir.path().join("ingest-base");
     snapshot(&work, &ingest_base, |w| {
         make_empty_reference_repo(w, N_EXP, N_DET);
         write_raw_files(w, N_EXP, N_DET, 0);
     });
     let ingest_points: &[(&str, Passage)] = &[
-        (LINKED, Passage::First),
-        (LINKED, Passage::Middle),
-        (LINKED, Passage::Last),
+        (INGEST_TRANSFERRED, Passage::First),
+        (INGEST_TRANSFERRED, Passage::Middle),
+        (INGEST_TRANSFERRED, Passage::Last),
         (REGISTRY_COMMIT, Passage::Last),
         (INGEST_COMMITTED, Passage::First),
     ];
+    // A copy also writes temporary files; a move also removes its sources
+    // once registered.
     let copy_points: Vec<_> = [(TEMP_WRITTEN, Passage::First)]
         .into_iter()
         .chain(ingest_points.iter().copied())
+        .collect();
+    let move_points: Vec<_> = ingest_points
+        .iter()
+        .copied()
+        .chain([
+            (INGEST_SOURCE_REMOVED, Passage::First),
+            (INGEST_SOURCE_REMOVED, Passage::Middle),
+        ])
         .collect();
     for mode in ["copy", "move", "link", "symlink", "auto"] {
         let command = move |w: &Path| ingest_command(w, mode);
@@ -545,10 +558,10 @@ fn every_killed_command_reruns_to_the_uninterrupted_state() {
             command: &command,
             then: &|_| Ok(()),
             with_ids: false,
-            kill_at: if mode == "copy" {
-                &copy_points
-            } else {
-                ingest_points
+            kill_at: match mode {
+                "copy" => &copy_points,
+                "move" => &move_points,
+                _ => ingest_points,
             },
         });
     }

@@ -25,7 +25,8 @@
 //! | `datastore.temp_written` | a datastore write's temporary file is complete, not yet linked into place |
 //! | `datastore.linked` | a file is at its final datastore path (a write's temporary name not yet removed; an ingest's source not yet removed) |
 //! | `registry.commit` | inside a registry write transaction's commit, before it is durable (SQLite commit hook) |
-//! | `ingest.committed` | an ingest's registry transaction has committed, before its sources are removed (move) |
+//! | `ingest-transferred` | an ingest has put its Nth file into the datastore |
+//! | `ingest-committed` | an ingest's registry transaction has committed, before its sources are removed (move) |
 //! | `journal.appended` | a journal record has been written |
 
 use std::io::Write;
@@ -40,7 +41,8 @@ pub const KILL_LOG_ENV: &str = "QUANTA_TEST_KILL_LOG";
 pub const DATASTORE_TEMP_WRITTEN: &str = "datastore.temp_written";
 pub const DATASTORE_LINKED: &str = "datastore.linked";
 pub const REGISTRY_COMMIT: &str = "registry.commit";
-pub const INGEST_COMMITTED: &str = "ingest.committed";
+pub const INGEST_TRANSFERRED: &str = "ingest-transferred";
+pub const INGEST_COMMITTED: &str = "ingest-committed";
 pub const JOURNAL_APPENDED: &str = "journal.appended";
 
 struct Armed {
