@@ -5,8 +5,8 @@
 use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
 
+use quanta_core::fault::{self, kill_point};
 use quanta_core::{CollectionType, DataId, DatasetRef, Uuid};
 use quanta_datastore::{hash_file, DatastoreError, IngestLock, StoredFileInfo, TransferMode};
 use quanta_registry::{FoundDataset, NewDataset, OnConflict};
@@ -117,7 +117,7 @@ impl Butler {
         let plan = self.plan_ingest(run, dataset_type, items, mode)?;
         let stored = self.transfer_planned(&lock, &plan, mode)?;
         if !stored.is_empty() {
-            test_kill_point("ingest-before-commit", 1);
+            kill_point(fault::INGEST_BEFORE_COMMIT);
             let new: Vec<NewDataset> = plan
                 .new
                 .iter()
@@ -135,7 +135,7 @@ impl Butler {
                 self.remove_transferred(&stored);
                 return Err(e.into());
             }
-            test_kill_point("ingest-committed", 1);
+            kill_point(fault::INGEST_COMMITTED);
         }
         let sources_not_removed = if mode == TransferMode::Move {
             self.remove_moved_sources(&plan)
@@ -343,7 +343,7 @@ impl Butler {
             ) {
                 Ok(info) => {
                     stored.push(info);
-                    test_kill_point("ingest-transferred", stored.len());
+                    kill_point(fault::INGEST_TRANSFERRED);
                 }
                 Err(e) => {
                     self.remove_transferred(&stored);
@@ -398,13 +398,13 @@ impl Butler {
                 .collect();
         }
         let mut not_removed = Vec::new();
-        for (i, source) in sources.into_iter().enumerate() {
+        for source in sources {
             match fs::remove_file(source) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => not_removed.push((source.to_path_buf(), e.to_string())),
             }
-            test_kill_point("ingest-source-removed", i + 1);
+            kill_point(fault::INGEST_SOURCE_REMOVED);
         }
         not_removed
     }
@@ -424,31 +424,6 @@ fn same_file(a: &Path, b: &Path) -> bool {
     {
         let _ = (a, b);
         false
-    }
-}
-
-/// Crash-test hook: with `QUANTA_TEST_KILL_AT=<point>:<n>` in the
-/// environment the process kills itself with SIGKILL, as `kill -9` would,
-/// the `n`-th time it reaches `point`, so that tests can stop a command at
-/// an exact step of its protocol. Points of ingest: `ingest-transferred`
-/// (after the n-th file is in the datastore), `ingest-before-commit`,
-/// `ingest-committed`, `ingest-source-removed` (after the n-th source of a
-/// move is removed). Without the variable it does nothing.
-pub(crate) fn test_kill_point(point: &str, n: usize) {
-    static KILL_AT: OnceLock<Option<(String, usize)>> = OnceLock::new();
-    let at = KILL_AT.get_or_init(|| {
-        let text = std::env::var("QUANTA_TEST_KILL_AT").ok()?;
-        let (point, n) = text.rsplit_once(':')?;
-        Some((point.to_string(), n.parse().ok()?))
-    });
-    if let Some((at_point, at_n)) = at {
-        if at_point == point && *at_n == n {
-            let _ = rustix::process::kill_process(
-                rustix::process::getpid(),
-                rustix::process::Signal::KILL,
-            );
-            std::process::abort();
-        }
     }
 }
 

@@ -1073,6 +1073,7 @@ impl JournalWriter {
         match written {
             Ok(()) => {
                 self.end += buf.len() as u64;
+                crate::fault::kill_point(crate::fault::JOURNAL_APPENDED);
                 Ok(())
             }
             Err(source) => {

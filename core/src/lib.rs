@@ -5,14 +5,17 @@
 //! [`journal`] (workers → merge and status).
 //!
 //! Owns: types and their validation, and the byte formats that cross process
-//! boundaries. Must not: touch SQL, or the filesystem beyond reading and
-//! writing its own formats.
+//! boundaries; also [`fault`], the kill points of the crash tests (inert
+//! unless a test sets `QUANTA_TEST_KILL_AT` or `QUANTA_TEST_KILL_LOG`).
+//! Must not: touch SQL, or the filesystem beyond reading and writing its own
+//! formats (and the kill-point log a test asks for).
 
 pub mod bundle;
 pub mod data_id;
 pub mod dataset;
 pub mod dimensions;
 pub mod error;
+pub mod fault;
 pub mod hash;
 pub mod journal;
 pub mod pipeline;

@@ -352,6 +352,7 @@ impl Datastore {
                 .map_err(|e| DatastoreError::io("fsync", tmp.path(), e))?;
         }
         drop(file);
+        quanta_core::fault::kill_point(quanta_core::fault::DATASTORE_TEMP_WRITTEN);
         self.publish(tmp, &dest, rel, what, clobber)?;
         Ok(StoredFileInfo {
             path: rel.to_string(),
@@ -420,7 +421,10 @@ impl Datastore {
             tmp.disarm();
         } else {
             match fs::hard_link(tmp.path(), dest) {
-                Ok(()) => drop(tmp),
+                Ok(()) => {
+                    quanta_core::fault::kill_point(quanta_core::fault::DATASTORE_LINKED);
+                    drop(tmp)
+                }
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Err(already_exists()),
                 Err(link_err) => {
                     tracing::debug!(path = %dest.display(), error = %link_err, "hard link failed; using rename");
@@ -729,6 +733,7 @@ impl Datastore {
                 .map_err(|e| DatastoreError::io("fsync", tmp.path(), e))?;
         }
         drop(file);
+        quanta_core::fault::kill_point(quanta_core::fault::DATASTORE_TEMP_WRITTEN);
         self.publish(tmp, &dest, rel, r, false)?;
         Ok(StoredFileInfo {
             path: rel.to_string(),

@@ -67,6 +67,14 @@ fn tune(conn: &Connection) -> Result<()> {
     conn.pragma_update(None, "cache_size", CACHE_KIB)?;
     conn.busy_timeout(BUSY_TIMEOUT)?;
     conn.set_prepared_statement_cache_capacity(64);
+    // The crash-matrix tests kill the process inside a commit
+    // (`quanta_core::fault`); no hook is installed otherwise.
+    if quanta_core::fault::is_armed(quanta_core::fault::REGISTRY_COMMIT) {
+        conn.commit_hook(Some(|| {
+            quanta_core::fault::kill_point(quanta_core::fault::REGISTRY_COMMIT);
+            false
+        }));
+    }
     Ok(())
 }
 

@@ -56,6 +56,24 @@ pub fn raw_content(e: usize, d: usize) -> serde_json::Value {
 /// the `raw` dataset type and one raw file per (exposure, detector) in RUN
 /// `Cam/raw`, ingested from a manifest. Returns the repo path.
 pub fn make_reference_repo(dir: &Path, n_exp: usize, n_det: usize) -> PathBuf {
+    let repo = make_empty_reference_repo(dir, n_exp, n_det);
+    let manifest_path = write_raw_files(dir, n_exp, n_det, 0);
+    ok(&[
+        "ingest",
+        repo.to_str().unwrap(),
+        "--run",
+        "Cam/raw",
+        "--dataset-type",
+        "raw",
+        "--manifest",
+        manifest_path.to_str().unwrap(),
+    ]);
+    repo
+}
+
+/// Creates `dir/repo` with the reference workload's dimension records, the
+/// `raw` dataset type and the empty RUN `Cam/raw`, ready for an ingest.
+pub fn make_empty_reference_repo(dir: &Path, n_exp: usize, n_det: usize) -> PathBuf {
     let repo = dir.join("repo");
     let repo_s = repo.to_str().unwrap();
     ok(&["repo", "create", repo_s]);
@@ -73,27 +91,26 @@ pub fn make_reference_repo(dir: &Path, n_exp: usize, n_det: usize) -> PathBuf {
         "Json",
     ]);
     ok(&["collection", "create", repo_s, "Cam/raw", "--type", "RUN"]);
+    repo
+}
+
+/// Writes one raw file per (exposure, detector) into `dir/raw_files`, each
+/// padded with `padding` trailing spaces (still valid JSON), and the CSV
+/// manifest `dir/manifest.csv` naming them. Returns the manifest's path.
+pub fn write_raw_files(dir: &Path, n_exp: usize, n_det: usize, padding: usize) -> PathBuf {
     let raw_dir = dir.join("raw_files");
     std::fs::create_dir_all(&raw_dir).unwrap();
     let mut manifest = String::from("path,instrument,exposure,detector\n");
     for e in 0..n_exp {
         for d in 0..n_det {
             let name = format!("raw_{e}_{d}.json");
-            std::fs::write(raw_dir.join(&name), raw_content(e, d).to_string()).unwrap();
+            let mut content = raw_content(e, d).to_string();
+            content.push_str(&" ".repeat(padding));
+            std::fs::write(raw_dir.join(&name), content).unwrap();
             manifest.push_str(&format!("raw_files/{name},Cam,{e},{d}\n"));
         }
     }
     let manifest_path = dir.join("manifest.csv");
     std::fs::write(&manifest_path, manifest).unwrap();
-    ok(&[
-        "ingest",
-        repo_s,
-        "--run",
-        "Cam/raw",
-        "--dataset-type",
-        "raw",
-        "--manifest",
-        manifest_path.to_str().unwrap(),
-    ]);
-    repo
+    manifest_path
 }
