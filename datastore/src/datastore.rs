@@ -338,6 +338,24 @@ impl Datastore {
                 None => e,
             });
         }
+        self.finish_write(out, tmp, &dest, rel, formatter, what, clobber, false)
+    }
+
+    /// The end of every atomic write: flush the temporary file, fsync it
+    /// when the configuration (or the caller, `durable`) asks, and move it
+    /// into place at `dest`.
+    #[allow(clippy::too_many_arguments)]
+    fn finish_write(
+        &self,
+        out: HashingWriter<BufWriter<File>>,
+        tmp: TempFile,
+        dest: &Path,
+        rel: &str,
+        formatter: &str,
+        what: &dyn fmt::Display,
+        clobber: bool,
+        durable: bool,
+    ) -> Result<StoredFileInfo, DatastoreError> {
         let HashingWriter {
             inner,
             hasher,
@@ -347,13 +365,13 @@ impl Datastore {
         let file = inner
             .into_inner()
             .map_err(|e| DatastoreError::io("write", tmp.path(), e.into_error()))?;
-        if self.config.fsync {
+        if durable || self.config.fsync {
             file.sync_all()
                 .map_err(|e| DatastoreError::io("fsync", tmp.path(), e))?;
         }
         drop(file);
         quanta_core::fault::kill_point(quanta_core::fault::DATASTORE_TEMP_WRITTEN);
-        self.publish(tmp, &dest, rel, what, clobber)?;
+        self.publish(tmp, dest, rel, what, clobber)?;
         Ok(StoredFileInfo {
             path: rel.to_string(),
             formatter: formatter.to_string(),
@@ -719,28 +737,7 @@ impl Datastore {
             out.write_all(&buf[..n])
                 .map_err(|e| DatastoreError::io("write copy of", src, e))?;
         }
-        let HashingWriter {
-            inner,
-            hasher,
-            size,
-            ..
-        } = out;
-        let file = inner
-            .into_inner()
-            .map_err(|e| DatastoreError::io("write", tmp.path(), e.into_error()))?;
-        if durable || self.config.fsync {
-            file.sync_all()
-                .map_err(|e| DatastoreError::io("fsync", tmp.path(), e))?;
-        }
-        drop(file);
-        quanta_core::fault::kill_point(quanta_core::fault::DATASTORE_TEMP_WRITTEN);
-        self.publish(tmp, &dest, rel, r, false)?;
-        Ok(StoredFileInfo {
-            path: rel.to_string(),
-            formatter: formatter.to_string(),
-            size,
-            checksum: hasher.finalize().to_hex().to_string(),
-        })
+        self.finish_write(out, tmp, &dest, rel, formatter, r, false, durable)
     }
 
     /// Whether a file (or symlink) exists at a relative path; `false` for a
