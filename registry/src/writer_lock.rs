@@ -11,7 +11,6 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, Write};
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
 use crate::error::{RegistryError, Result};
@@ -51,7 +50,12 @@ impl WriterLock {
             .truncate(false)
             .open(&path)
             .map_err(|e| io("open", e))?;
-        if !flock(&file, libc::LOCK_EX | libc::LOCK_NB).map_err(|e| io("take", e))? {
+        let free = match file.try_lock() {
+            Ok(()) => true,
+            Err(std::fs::TryLockError::WouldBlock) => false,
+            Err(std::fs::TryLockError::Error(e)) => return Err(io("take", e)),
+        };
+        if !free {
             let mut holder = String::new();
             let _ = file.read_to_string(&mut holder);
             let holder = holder.trim();
@@ -60,7 +64,7 @@ impl WriterLock {
             } else {
                 holder
             });
-            flock(&file, libc::LOCK_EX).map_err(|e| io("wait for", e))?;
+            file.lock().map_err(|e| io("wait for", e))?;
         }
         let host = hostname();
         let me = format!("{command} pid {} on host {host}", std::process::id());
@@ -74,22 +78,6 @@ impl WriterLock {
 
     pub fn path(&self) -> &Path {
         &self.path
-    }
-}
-
-/// `flock(2)`, retried on EINTR; `Ok(false)` if non-blocking and held.
-fn flock(file: &File, op: libc::c_int) -> std::io::Result<bool> {
-    loop {
-        // SAFETY: flock only reads the descriptor, which `file` keeps open.
-        if unsafe { libc::flock(file.as_raw_fd(), op) } == 0 {
-            return Ok(true);
-        }
-        let e = std::io::Error::last_os_error();
-        match e.raw_os_error() {
-            Some(libc::EINTR) => continue,
-            Some(libc::EWOULDBLOCK) if op & libc::LOCK_NB != 0 => return Ok(false),
-            _ => return Err(e),
-        }
     }
 }
 
