@@ -128,10 +128,21 @@ impl Butler {
                     stored: Some(to_record(info)),
                 })
                 .collect();
-            if let Err(e) = self
+            // A move removes the sources next: its registration must then
+            // outlive a power failure, not only a killed process.
+            let durable = mode == TransferMode::Move;
+            let registered = self
                 .registry
-                .insert_datasets(run, dataset_type, &new, OnConflict::Fail)
-            {
+                .set_durable_commits(durable)
+                .and_then(|()| {
+                    self.registry
+                        .insert_datasets(run, dataset_type, &new, OnConflict::Fail)
+                });
+            if let Err(e) = self.registry.set_durable_commits(false) {
+                // Only later commits stay slower; this one's outcome stands.
+                tracing::warn!("could not reset the registry's commit mode: {e}");
+            }
+            if let Err(e) = registered {
                 self.remove_transferred(&stored);
                 return Err(e.into());
             }
@@ -372,10 +383,11 @@ impl Butler {
         }
     }
 
-    /// Step 4 of a move: once the registration is durable, removes the
+    /// Step 4 of a move: once the registration is durable (committed with
+    /// [`quanta_registry::Registry::set_durable_commits`]), removes the
     /// sources of the registered and the already-ingested items. Returns the
     /// ones that could not be removed.
-    fn remove_moved_sources(&mut self, plan: &IngestPlan<'_>) -> Vec<(PathBuf, String)> {
+    fn remove_moved_sources(&self, plan: &IngestPlan<'_>) -> Vec<(PathBuf, String)> {
         let sources: Vec<&Path> = plan
             .new
             .iter()
@@ -387,16 +399,6 @@ impl Butler {
                     .map(|a| a.item.path.as_path()),
             )
             .collect();
-        // The registry commits with synchronous=NORMAL (durable against a
-        // killed process, not a power failure); a checkpoint fsyncs the log
-        // and the database, so the registration outlives the sources.
-        if let Err(e) = self.registry.set_bulk_writing(false) {
-            let reason = format!("the registration could not be made durable first: {e}");
-            return sources
-                .into_iter()
-                .map(|s| (s.to_path_buf(), reason.clone()))
-                .collect();
-        }
         let mut not_removed = Vec::new();
         for source in sources {
             match fs::remove_file(source) {

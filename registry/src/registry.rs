@@ -395,6 +395,18 @@ impl Registry {
         Ok(())
     }
 
+    /// Makes every later commit durable against a power failure
+    /// (`synchronous=FULL`: the write-ahead log is synced at each commit)
+    /// or, with `false`, only against a killed process (`NORMAL`, the
+    /// default, which is what a merge can afford: its inputs stay until it
+    /// is rerun). A move into the datastore needs `true` before it removes
+    /// the only other copy of its files.
+    pub fn set_durable_commits(&self, durable: bool) -> Result<()> {
+        let level = if durable { "FULL" } else { "NORMAL" };
+        self.conn.pragma_update(None, "synchronous", level)?;
+        Ok(())
+    }
+
     /// After a commit: lets the background checkpointer copy it, if bulk
     /// writing.
     pub(crate) fn committed(&self) {
