@@ -131,13 +131,10 @@ impl Butler {
             // A move removes the sources next: its registration must then
             // outlive a power failure, not only a killed process.
             let durable = mode == TransferMode::Move;
-            let registered = self
-                .registry
-                .set_durable_commits(durable)
-                .and_then(|()| {
-                    self.registry
-                        .insert_datasets(run, dataset_type, &new, OnConflict::Fail)
-                });
+            let registered = self.registry.set_durable_commits(durable).and_then(|()| {
+                self.registry
+                    .insert_datasets(run, dataset_type, &new, OnConflict::Fail)
+            });
             if let Err(e) = self.registry.set_durable_commits(false) {
                 // Only later commits stay slower; this one's outcome stands.
                 tracing::warn!("could not reset the registry's commit mode: {e}");

@@ -266,10 +266,11 @@ pub(crate) fn run_command(
     drop(done_tx);
 
     let waited = wait_with_timeout(child_pid, timeout, &marker);
-    drop(child); // already reaped by wait4; dropping does not wait or kill
-                 // Every marked process is dead now, so the pipes are closed, unless a
-                 // descendant dropped the marker (a fresh environment) and holds them:
-                 // read for a short grace only, then leave the readers behind.
+    // Already reaped by wait4; dropping does not wait or kill.
+    drop(child);
+    // Every marked process is dead now, so the pipes are closed, unless a
+    // descendant dropped the marker (a fresh environment) and holds them:
+    // read for a short grace only, then leave the readers behind.
     let all_read = matches!(
         done_rx.recv_timeout(READ_GRACE),
         Err(crossbeam_channel::RecvTimeoutError::Disconnected)
