@@ -16,7 +16,7 @@ pub mod provenance;
 
 pub use butler::{Butler, IngestItem, DATASTORE_DIR, REGISTRY_FILE};
 pub use error::ButlerError;
-pub use manifest::read_manifest;
+pub use manifest::{parse_manifest, read_manifest};
 pub use merge::{
     MergeError, MergeOptions, MergeSummary, VerificationFailure, DEFAULT_BATCH_QUANTA,
 };
