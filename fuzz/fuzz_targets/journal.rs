@@ -41,7 +41,11 @@ fuzz_target!(|data: &[u8]| {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let mut bundle_id = None;
-    for (i, part) in quanta_fuzz::split_parts(data).into_iter().take(4).enumerate() {
+    for (i, part) in quanta_fuzz::split_parts(data)
+        .into_iter()
+        .take(4)
+        .enumerate()
+    {
         let path = dir.join(format!("w{i}.journal"));
         std::fs::write(&path, journal_bytes(part)).unwrap();
         let whole = read_journal(&path);
@@ -65,7 +69,11 @@ fuzz_target!(|data: &[u8]| {
                 bundle_id.get_or_insert(header.bundle_id);
             }
             (Err(_), Err(_)) => {}
-            (w, r) => panic!("one reader refused the journal: {:?} / {:?}", w.is_ok(), r.is_ok()),
+            (w, r) => panic!(
+                "one reader refused the journal: {:?} / {:?}",
+                w.is_ok(),
+                r.is_ok()
+            ),
         }
     }
     let bundle_id = bundle_id.unwrap_or(Uuid::nil());

@@ -85,7 +85,11 @@ fuzz_target!(|data: &[u8]| {
             Ok(Some(e)) => e,
             other => panic!("canonical text {printed:?} of {text:?} does not parse: {other:?}"),
         };
-        assert_eq!(again.to_string(), printed, "printing is not canonical for {text:?}");
+        assert_eq!(
+            again.to_string(),
+            printed,
+            "printing is not canonical for {text:?}"
+        );
         if let Ok(compiled) = compile(expr, &AnyColumn, &binds()) {
             assert_eq!(
                 compiled.sql.matches('?').count(),

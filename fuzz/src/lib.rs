@@ -94,11 +94,7 @@ pub fn seal_bundle(blocks: &[BundleBlock]) -> Vec<u8> {
     let mut first = 0u32;
     for (i, b) in blocks.iter().enumerate() {
         let kind = kind_at(i, blocks.len());
-        let (count, start) = if kind == 3 {
-            (b.count, first)
-        } else {
-            (0, 0)
-        };
+        let (count, start) = if kind == 3 { (b.count, first) } else { (0, 0) };
         first = first.wrapping_add(count);
         let stored = if b.zstd {
             zstd::bulk::compress(&b.payload, 1).expect("zstd compress")
