@@ -23,7 +23,7 @@ mod repo_guard;
 pub use butler::{Butler, DATASTORE_DIR, REGISTRY_FILE};
 pub use error::ButlerError;
 pub use ingest::{ingest_dataset_id, IngestItem, IngestSummary};
-pub use manifest::read_manifest;
+pub use manifest::{parse_manifest, read_manifest};
 pub use merge::{
     MergeError, MergeOptions, MergeSummary, VerificationFailure, DEFAULT_BATCH_QUANTA,
 };

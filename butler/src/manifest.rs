@@ -31,6 +31,17 @@ pub fn read_manifest(
 ) -> Result<Vec<IngestItem>, ButlerError> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| ButlerError::Invalid(format!("reading {}: {e}", path.display())))?;
+    parse_manifest(&text, path, universe)
+}
+
+/// Parses manifest `text` as if read from `path`, which names it in errors
+/// and whose directory relative paths are resolved against (for callers
+/// holding the text already, and the fuzz targets).
+pub fn parse_manifest(
+    text: &str,
+    path: &Path,
+    universe: &DimensionUniverse,
+) -> Result<Vec<IngestItem>, ButlerError> {
     let base = path.parent().unwrap_or(Path::new("."));
     let resolve = |p: &str| -> PathBuf {
         let p = PathBuf::from(p);

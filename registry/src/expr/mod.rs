@@ -9,11 +9,13 @@
 //! bind value becomes a `?` parameter.
 //!
 //! Use: [`parse`] the text, ask [`Expr::identifiers`] which columns to join,
-//! then [`compile`] with a resolver for those columns.
+//! then [`compile`] with a resolver for those columns. An [`Expr`] displays
+//! in a canonical form that parses back to the same tree.
 
 mod compile;
 mod lexer;
 mod parser;
+mod print;
 
 #[cfg(test)]
 mod tests;
