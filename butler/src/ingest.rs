@@ -205,10 +205,15 @@ impl Butler {
             new: Vec::new(),
             already: Vec::new(),
         };
+        // A fresh RUN (the usual ingest) needs no lookup per item.
+        let run_has_some = self.registry.run_has_datasets_of_type(run, dataset_type)?;
         for (item, dataset_ref) in items.iter().zip(refs) {
-            let found =
+            let found = if run_has_some {
                 self.registry
-                    .find_dataset(dataset_type, &dataset_ref.data_id, &in_run, None)?;
+                    .find_dataset(dataset_type, &dataset_ref.data_id, &in_run, None)?
+            } else {
+                None
+            };
             let bad_source = |reason: String| {
                 ButlerError::Datastore(DatastoreError::BadIngestSource {
                     source_path: item.path.clone(),

@@ -437,6 +437,20 @@ impl Registry {
         Ok(())
     }
 
+    /// Whether RUN `run` holds any dataset of type `dataset_type`: lets a
+    /// caller about to look up many data IDs in a fresh RUN (an ingest)
+    /// skip every lookup.
+    pub fn run_has_datasets_of_type(&self, run: &str, dataset_type: &str) -> Result<bool> {
+        let run = self.collection_of_type(run, CollectionType::Run)?;
+        let type_id = self.dataset_type_id(dataset_type)?;
+        Ok(self
+            .conn
+            .prepare_cached(
+                "SELECT EXISTS (SELECT 1 FROM dataset WHERE dataset_type_id = ?1 AND run_id = ?2)",
+            )?
+            .query_row((type_id, run.id), |r| r.get(0))?)
+    }
+
     /// Finds one dataset by type and data ID, searching `collections` in
     /// order (CHAINED expanded) and returning the first match. CALIBRATION
     /// collections match only when `time` (MJD) is given and within the
