@@ -17,6 +17,7 @@ pub mod dimensions;
 pub mod error;
 pub mod fault;
 pub mod hash;
+mod host;
 pub mod journal;
 pub mod pipeline;
 pub mod status;
@@ -35,6 +36,7 @@ pub use dataset::{
 };
 pub use dimensions::{DimensionElement, DimensionGroup, DimensionUniverse, FieldSpec, FieldType};
 pub use error::CoreError;
+pub use host::host_name;
 pub use journal::{
     journal_dir_for, list_journals, read_journal, JournalContents, JournalError, JournalHeader,
     JournalRecord, JournalWriter, QuantumStatus, WrittenOutput,

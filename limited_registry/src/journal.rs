@@ -41,21 +41,6 @@ pub struct WorkerJournal {
     writer: Mutex<JournalWriter>,
 }
 
-/// The host name, for journals and provenance.
-pub fn host_name() -> String {
-    let mut buf = [0u8; 256];
-    // SAFETY: gethostname writes at most buf.len() bytes into buf.
-    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
-    if rc == 0 {
-        let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-        let s = String::from_utf8_lossy(&buf[..end]).into_owned();
-        if !s.is_empty() {
-            return s;
-        }
-    }
-    "unknown-host".to_string()
-}
-
 /// Keeps a name usable as part of a file name.
 fn file_safe(s: &str) -> String {
     let s: String = s
@@ -84,7 +69,7 @@ impl WorkerJournal {
             dir: dir.to_path_buf(),
             detail: format!("creating the directory: {e}"),
         })?;
-        let host = host_name();
+        let host = quanta_core::host_name();
         let pid = std::process::id();
         let header = JournalHeader {
             bundle_id,

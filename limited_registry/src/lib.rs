@@ -38,6 +38,7 @@ mod usage;
 
 pub use butler::{LimitedButler, LimitedRegistry, QUARANTINE_DIR};
 pub use error::LimitedRegistryError;
-pub use journal::{host_name, QuantumOutcome, WorkerJournal};
+pub use journal::{QuantumOutcome, WorkerJournal};
 pub use log_tail::{LogTail, LOG_TAIL_LINES};
+pub use quanta_core::host_name;
 pub use usage::{peak_rss_bytes, thread_cpu_seconds, ResourceUsage};

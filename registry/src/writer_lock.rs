@@ -66,7 +66,7 @@ impl WriterLock {
             });
             file.lock().map_err(|e| io("wait for", e))?;
         }
-        let host = hostname();
+        let host = quanta_core::host_name();
         let me = format!("{command} pid {} on host {host}", std::process::id());
         // Best effort: the description is only for others' messages.
         let _ = file
@@ -79,13 +79,4 @@ impl WriterLock {
     pub fn path(&self) -> &Path {
         &self.path
     }
-}
-
-fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_string())
-        .ok()
-        .filter(|h| !h.is_empty())
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .unwrap_or_else(|| "unknown".into())
 }
