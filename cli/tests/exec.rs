@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::{fails_with, make_reference_repo, ok, quanta};
+use common::{fails_with, make_reference_repo, ok, preflight_into_test_run, quanta};
 use quanta_core::{
     journal_dir_for, list_journals, read_journal, Bundle, JournalRecord, QuantumStatus,
 };
@@ -51,18 +51,7 @@ fn preflight(dir: &Path, n_exp: usize, n_det: usize, characterize: &str) -> (Pat
     let pipeline = dir.join("pipeline.yaml");
     std::fs::write(&pipeline, PIPELINE.replace("CHARACTERIZE", characterize)).unwrap();
     let bundle = dir.join("run.qb");
-    ok(&[
-        "preflight",
-        s(&repo),
-        "--pipeline",
-        s(&pipeline),
-        "--input",
-        "Cam/raw",
-        "--output-run",
-        "u/test/run",
-        "--bundle",
-        s(&bundle),
-    ]);
+    preflight_into_test_run(&repo, &pipeline, &bundle);
     (repo, bundle)
 }
 
@@ -535,18 +524,7 @@ fn command_bundle(dir: &Path, n_exp: usize, n_det: usize, mode: &str) -> (PathBu
     )
     .unwrap();
     let bundle = dir.join("run.qb");
-    ok(&[
-        "preflight",
-        s(&repo),
-        "--pipeline",
-        s(&pipeline),
-        "--input",
-        "Cam/raw",
-        "--output-run",
-        "u/test/run",
-        "--bundle",
-        s(&bundle),
-    ]);
+    preflight_into_test_run(&repo, &pipeline, &bundle);
     (repo, bundle)
 }
 

@@ -114,3 +114,21 @@ pub fn write_raw_files(dir: &Path, n_exp: usize, n_det: usize, padding: usize) -
     std::fs::write(&manifest_path, manifest).unwrap();
     manifest_path
 }
+
+/// `quanta preflight REPO --pipeline PIPELINE --input Cam/raw --output-run
+/// u/test/run --bundle BUNDLE`, which must succeed.
+pub fn preflight_into_test_run(repo: &Path, pipeline: &Path, bundle: &Path) {
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    ok(&[
+        "preflight",
+        &s(repo),
+        "--pipeline",
+        &s(pipeline),
+        "--input",
+        "Cam/raw",
+        "--output-run",
+        "u/test/run",
+        "--bundle",
+        &s(bundle),
+    ]);
+}
