@@ -20,6 +20,10 @@ pub enum FieldType {
     String,
     Float,
     Bool,
+    /// A region of the sky (`quanta_spatial::Region`): JSON
+    /// `{"polygon": [[ra, dec], ...]}` or `{"circle": ...}` in records,
+    /// a compact blob in the registry. Metadata only, never a key.
+    Region,
 }
 
 impl FieldType {
@@ -28,6 +32,7 @@ impl FieldType {
             FieldType::Int | FieldType::Bool => "INTEGER",
             FieldType::String => "TEXT",
             FieldType::Float => "REAL",
+            FieldType::Region => "BLOB",
         }
     }
 }
@@ -58,11 +63,32 @@ pub struct DimensionElement {
     /// Required dimensions closed transitively, in universe order. These are
     /// the leading primary-key columns of the element's table.
     pub required_closure: Vec<String>,
+    /// The spatial family of an element with a region (`observation` for
+    /// visit and visit_detector, `skymap` for tract and patch): queries
+    /// over dimensions of two families are joined by region overlap.
+    pub spatial: Option<String>,
 }
 
 impl DimensionElement {
     pub fn is_dimension(&self) -> bool {
         self.key.is_some()
+    }
+
+    /// The element's region field (at most one; only elements with a
+    /// spatial family have one).
+    pub fn region_field(&self) -> Option<&FieldSpec> {
+        self.metadata
+            .iter()
+            .find(|f| f.field_type == FieldType::Region)
+    }
+
+    /// The dimensions whose values identify one record: the required
+    /// closure, then the element itself for a dimension.
+    pub fn identifying_dimensions(&self) -> impl Iterator<Item = &str> {
+        self.required_closure
+            .iter()
+            .map(String::as_str)
+            .chain(self.key.is_some().then_some(self.name.as_str()))
     }
 
     /// The columns of a record, in table order: required dimension keys, the
@@ -95,8 +121,25 @@ struct UniverseFile {
     version: u32,
     #[serde(default = "default_namespace")]
     namespace: String,
+    #[serde(default)]
+    skypix: Option<SkypixFile>,
     elements: serde_yaml_ng::Mapping,
 }
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SkypixFile {
+    healpix_level: u8,
+}
+
+/// The deepest HEALPix level a universe may index regions at (indices fit
+/// an SQLite INTEGER, and finer cells only multiply the rows).
+pub const MAX_SKYPIX_LEVEL: u8 = 24;
+
+/// The level regions are pixelized at when a universe with regions does not
+/// say (HEALPix level 8: cells of about 0.23°, the size of a detector or a
+/// patch).
+pub const DEFAULT_SKYPIX_LEVEL: u8 = 8;
 
 fn default_namespace() -> String {
     "quanta".to_string()
@@ -116,6 +159,8 @@ struct ElementFile {
     has_records: bool,
     #[serde(default)]
     join: bool,
+    #[serde(default)]
+    spatial: Option<String>,
 }
 
 fn yes() -> bool {
@@ -131,6 +176,9 @@ fn yes() -> bool {
 pub struct DimensionUniverse {
     pub version: u32,
     pub namespace: String,
+    /// The HEALPix (nested) level every region is pixelized at for the
+    /// coarse step of spatial joins.
+    pub skypix_level: u8,
     elements: Vec<DimensionElement>,
     /// Element name → position. Hashed: the registry's bulk insert looks
     /// dimensions up by name for every dataset.
@@ -170,9 +218,20 @@ impl DimensionUniverse {
             index.insert(name, elements.len());
             elements.push(element);
         }
+        let skypix_level = match file.skypix {
+            Some(s) if s.healpix_level > MAX_SKYPIX_LEVEL => {
+                return Err(CoreError::Universe(format!(
+                    "skypix: healpix_level {} is deeper than {MAX_SKYPIX_LEVEL}",
+                    s.healpix_level
+                )))
+            }
+            Some(s) => s.healpix_level,
+            None => DEFAULT_SKYPIX_LEVEL,
+        };
         Ok(Self {
             version: file.version,
             namespace: file.namespace,
+            skypix_level,
             elements,
             index,
             source: text.to_string(),
@@ -216,6 +275,42 @@ impl DimensionUniverse {
             lookup(dep)?;
         }
         let mut seen = BTreeSet::new();
+        let regions = spec
+            .metadata
+            .iter()
+            .filter(|f| f.field_type == FieldType::Region)
+            .count();
+        if spec
+            .key
+            .as_ref()
+            .is_some_and(|k| k.field_type == FieldType::Region)
+        {
+            return Err(bad("a region cannot be a key".into()));
+        }
+        match (&spec.spatial, regions) {
+            (None, 0) | (Some(_), 1) => {}
+            (Some(family), 0) => {
+                return Err(bad(format!(
+                    "`spatial: {family}` needs a metadata field of type region"
+                )))
+            }
+            (None, 1) => {
+                return Err(bad(
+                    "a region field needs the element's spatial family (`spatial: NAME`)".into(),
+                ))
+            }
+            _ => return Err(bad("at most one region field per element".into())),
+        }
+        if let Some(family) = &spec.spatial {
+            if !is_safe_identifier(family) {
+                return Err(bad(format!(
+                    "spatial family `{family}`: names must match [a-z_][a-z0-9_]*"
+                )));
+            }
+            if !spec.has_records {
+                return Err(bad("an element without records cannot have a region".into()));
+            }
+        }
         for field in spec.key.iter().chain(&spec.metadata) {
             if !is_safe_identifier(&field.name) {
                 return Err(bad(format!(
@@ -237,6 +332,7 @@ impl DimensionUniverse {
             implies: spec.implies,
             metadata: spec.metadata,
             has_records: spec.has_records,
+            spatial: spec.spatial,
             required_closure: required
                 .into_iter()
                 .map(|i| earlier[i].name.clone())
@@ -251,7 +347,7 @@ impl DimensionUniverse {
     /// A digest of the universe definition, recorded in bundles so that a
     /// bundle is never used against a repo of another universe.
     pub fn digest(&self) -> String {
-        let canonical = format!("{:?}", self.elements);
+        let canonical = format!("{:?}{}", self.elements, self.skypix_level);
         format!("{:016x}", crate::hash::xxh3_64(canonical.as_bytes()))
     }
 
@@ -261,6 +357,11 @@ impl DimensionUniverse {
 
     pub fn dimensions(&self) -> impl Iterator<Item = &DimensionElement> {
         self.elements.iter().filter(|e| e.is_dimension())
+    }
+
+    /// Elements that carry a region, in universe order.
+    pub fn spatial_elements(&self) -> impl Iterator<Item = &DimensionElement> {
+        self.elements.iter().filter(|e| e.spatial.is_some())
     }
 
     pub fn element(&self, name: &str) -> Option<&DimensionElement> {

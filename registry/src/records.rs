@@ -98,6 +98,10 @@ fn parse_cell(cell: &str, t: FieldType) -> std::result::Result<Value, String> {
             _ => Err(format!("`{cell}` is not a boolean")),
         },
         FieldType::String => Ok(Value::String(cell.to_string())),
+        // A region cell holds its JSON (`{"polygon": [[ra, dec], ...]}`).
+        FieldType::Region => {
+            serde_json::from_str(cell).map_err(|e| format!("a region must be JSON ({e}): `{cell}`"))
+        }
     }
 }
 

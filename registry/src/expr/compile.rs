@@ -64,6 +64,7 @@ enum Kind {
     Float,
     Str,
     Bool,
+    Region,
 }
 
 impl Kind {
@@ -73,6 +74,7 @@ impl Kind {
             FieldType::Float => Kind::Float,
             FieldType::String => Kind::Str,
             FieldType::Bool => Kind::Bool,
+            FieldType::Region => Kind::Region,
         }
     }
 
@@ -82,6 +84,7 @@ impl Kind {
             Kind::Float => "a float",
             Kind::Str => "a string",
             Kind::Bool => "a boolean",
+            Kind::Region => "a region",
         }
     }
 
