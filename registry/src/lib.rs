@@ -20,6 +20,8 @@ pub mod query;
 pub mod records;
 mod registry;
 pub mod schema;
+pub mod skymap;
+mod spatial_join;
 mod sqlite_alloc;
 mod static_statement;
 mod writer_lock;
