@@ -17,21 +17,29 @@ use crate::geom::{self, CapRef};
 use crate::region::{Region, RegionRef};
 use crate::vector::UnitVector;
 
-/// cdshealpix bounds the distance from a cell's center to its farthest
-/// *vertex*; cell edges are curves that may bulge slightly past the circle
-/// through the vertices, so the cap taken for a cell is this much larger
-/// (checked by `cell_caps_hold_their_cells` below).
+/// The cap of a cell is the circle about its center through its farthest
+/// corner, widened: cell edges are curves that may bulge slightly past
+/// that circle (checked by the `cell_caps_hold_cell_edges` test).
+/// (cdshealpix's `largest_center_to_vertex_distance` would save the
+/// corners but debug-asserts on latitudes at zone boundaries.)
 const CELL_CAP_MARGIN: f64 = 1.1;
 
 /// Bounding caps wider than this (radians) start from the 12 base cells.
-const WHOLE_SKY_START_RAD: f64 = 1.0;
+/// (Base cells are about 1 radian wide.)
+const WHOLE_SKY_START_RAD: f64 = 0.1;
 
 /// A cap holding HEALPix cell `index` at `depth` entirely.
 fn cell_cap(depth: u8, index: u64) -> CapRef {
     let (lon, lat) = cdshealpix::nested::center(depth, index);
-    let radius = cdshealpix::largest_center_to_vertex_distance(depth, lon, lat);
+    let center = UnitVector::from_lonlat_rad(lon, lat);
+    let farthest = cdshealpix::nested::vertices(depth, index)
+        .iter()
+        .map(|&(lon, lat)| center.chord2(UnitVector::from_lonlat_rad(lon, lat)))
+        .fold(0.0, f64::max);
+    // chord² = 4 sin²(θ/2)
+    let radius = 2.0 * (0.5 * farthest.sqrt()).min(1.0).asin();
     CapRef {
-        center: UnitVector::from_lonlat_rad(lon, lat),
+        center,
         radius: radius * CELL_CAP_MARGIN,
     }
 }
@@ -44,24 +52,21 @@ fn start_depth(radius: f64, level: u8) -> u8 {
     (ratio.log2().floor().max(0.0) as u8).min(level)
 }
 
-/// The coarse cells to refine from: cdshealpix's cone coverage of the
-/// region's bounding cap (a superset of the cells the cap touches) at a
-/// depth where it is a few cells.
+/// The coarse cells to refine from: the cell holding the bounding cap's
+/// center and its neighbours (cdshealpix), at a depth whose cells are at
+/// least 8 times the cap's radius wide, so that the cap cannot reach past
+/// the neighbours. (cdshealpix's cone coverage would do, but it
+/// debug-asserts on some latitudes at zone boundaries.)
 fn starting_cells(bound: CapRef, level: u8) -> (u8, Vec<u64>) {
     if bound.radius > WHOLE_SKY_START_RAD {
         return (0, (0..12).collect());
     }
-    let depth = start_depth(bound.radius, level);
+    let depth = start_depth(bound.radius, level).saturating_sub(2);
     let (lon, lat) = bound.center.to_lonlat_rad();
-    let lon = if lon < 0.0 {
-        lon + 2.0 * std::f64::consts::PI
-    } else {
-        lon
-    };
-    // Widened a little against rounding in the bounding cap itself.
-    let radius = bound.radius * (1.0 + 1e-9) + 1e-10;
-    let cover = cdshealpix::nested::cone_coverage_approx(depth, lon, lat, radius);
-    (depth, cover.flat_iter().collect())
+    let lon = lon.rem_euclid(std::f64::consts::TAU);
+    let center_cell = cdshealpix::nested::hash(depth, lon, lat);
+    let cells = cdshealpix::nested::neighbours(depth, center_cell, true).values_vec();
+    (depth, cells)
 }
 
 fn overlaps_cap(region: RegionRef<'_>, cap: CapRef) -> bool {
