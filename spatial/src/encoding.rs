@@ -59,7 +59,7 @@ fn write_vector(out: &mut Vec<u8>, v: UnitVector) {
 /// The number of polygon vertices in a polygon blob.
 fn polygon_len(bytes: &[u8]) -> Result<usize, RegionError> {
     let body = bytes.len() - 1;
-    if body % VECTOR_BYTES != 0 || body / VECTOR_BYTES < 3 {
+    if !body.is_multiple_of(VECTOR_BYTES) || body / VECTOR_BYTES < 3 {
         return Err(damaged(format!(
             "a polygon blob of {} bytes (expected 1 + 24 per vertex, at least 3 vertices)",
             bytes.len()

@@ -71,8 +71,8 @@ fn arcs_cross(
     }
     // Each arc (shorter than 180°) meets the other's great circle once;
     // the two meeting points are either the same point or antipodes.
-    let on_a = a1.scale(s0).sub(a0.scale(s1)).scale((s0 - s1).signum());
-    let on_b = b1.scale(r0).sub(b0.scale(r1)).scale((r0 - r1).signum());
+    let on_a = a1.scale(s0).minus(a0.scale(s1)).scale((s0 - s1).signum());
+    let on_b = b1.scale(r0).minus(b0.scale(r1)).scale((r0 - r1).signum());
     on_a.dot(on_b) > 0.0
 }
 
@@ -109,7 +109,7 @@ pub(crate) fn point_arc_distance(
     (a, b, n): (UnitVector, UnitVector, UnitVector),
 ) -> f64 {
     let d = n.dot(p);
-    let foot = p.sub(n.scale(d));
+    let foot = p.minus(n.scale(d));
     // The foot of the perpendicular lies between a and b when it is on the
     // inner side of both end-point planes (the planes through n and a, b).
     let raw = a.cross(b);

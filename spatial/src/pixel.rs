@@ -13,36 +13,54 @@ pub fn healpix_range_at(level: u8, index: u64, fine_level: u8) -> std::ops::Rang
     (index << shift)..((index + 1) << shift)
 }
 
-use crate::geom::{self, CapRef};
+use crate::geom::{self, CapRef, OVERLAP_TOLERANCE_RAD};
 use crate::region::{Region, RegionRef};
 use crate::vector::UnitVector;
+use std::f64::consts::FRAC_PI_2;
 
-/// The cap of a cell is the circle about its center through its farthest
-/// corner, widened: cell edges are curves that may bulge slightly past
-/// that circle (checked by the `cell_caps_hold_cell_edges` test).
-/// (cdshealpix's `largest_center_to_vertex_distance` would save the
-/// corners but debug-asserts on latitudes at zone boundaries.)
+/// The cap of a cell is a circle about its center with one radius per
+/// depth: cdshealpix's bound on the center-to-farthest-vertex distance,
+/// maximized over the sphere, widened because cell edges are curves that
+/// may bulge slightly past the circle through the vertices (checked by the
+/// `cell_caps_hold_cells` test). One radius per depth saves computing the
+/// corners of every cell visited.
 const CELL_CAP_MARGIN: f64 = 1.1;
 
-/// Bounding caps wider than this (radians) start from the 12 base cells.
-/// (Base cells are about 1 radian wide.)
-const WHOLE_SKY_START_RAD: f64 = 0.1;
+/// [`cell_cap`]'s radius at each depth (radians).
+fn cell_cap_radius(depth: u8) -> f64 {
+    static RADII: std::sync::OnceLock<Vec<f64>> = std::sync::OnceLock::new();
+    RADII.get_or_init(|| (0..=29).map(largest_cell_radius).collect())[usize::from(depth)]
+}
+
+/// The largest center-to-vertex distance at `depth` over the sphere,
+/// sampled inside each of cdshealpix's zones (its function debug-asserts
+/// exactly on zone boundaries) and widened by [`CELL_CAP_MARGIN`].
+fn largest_cell_radius(depth: u8) -> f64 {
+    let mut largest: f64 = 0.0;
+    for i in 1..90 {
+        let lat = (f64::from(i) - 0.5).to_radians();
+        for j in 0..=8 {
+            let lon = f64::from(j) * std::f64::consts::FRAC_PI_8 / 2.0;
+            largest = largest.max(cdshealpix::largest_center_to_vertex_distance(
+                depth, lon, lat,
+            ));
+        }
+    }
+    largest * CELL_CAP_MARGIN
+}
 
 /// A cap holding HEALPix cell `index` at `depth` entirely.
 fn cell_cap(depth: u8, index: u64) -> CapRef {
     let (lon, lat) = cdshealpix::nested::center(depth, index);
-    let center = UnitVector::from_lonlat_rad(lon, lat);
-    let farthest = cdshealpix::nested::vertices(depth, index)
-        .iter()
-        .map(|&(lon, lat)| center.chord2(UnitVector::from_lonlat_rad(lon, lat)))
-        .fold(0.0, f64::max);
-    // chord² = 4 sin²(θ/2)
-    let radius = 2.0 * (0.5 * farthest.sqrt()).min(1.0).asin();
     CapRef {
-        center,
-        radius: radius * CELL_CAP_MARGIN,
+        center: UnitVector::from_lonlat_rad(lon, lat),
+        radius: cell_cap_radius(depth),
     }
 }
+
+/// Bounding caps wider than this (radians) start from the 12 base cells.
+/// (Base cells are about 1 radian wide.)
+const WHOLE_SKY_START_RAD: f64 = 0.1;
 
 /// The deepest depth whose cells (about 1.02 / 2^depth radians across)
 /// are still wider than a cap of `radius`: its cone coverage is a handful
@@ -54,14 +72,15 @@ fn start_depth(radius: f64, level: u8) -> u8 {
 
 /// The coarse cells to refine from: the cell holding the bounding cap's
 /// center and its neighbours (cdshealpix), at a depth whose cells are at
-/// least 8 times the cap's radius wide, so that the cap cannot reach past
+/// least 4 times the cap's radius wide (HEALPix cells are at least about
+/// half their nominal size wide), so that the cap cannot reach past
 /// the neighbours. (cdshealpix's cone coverage would do, but it
 /// debug-asserts on some latitudes at zone boundaries.)
 fn starting_cells(bound: CapRef, level: u8) -> (u8, Vec<u64>) {
     if bound.radius > WHOLE_SKY_START_RAD {
         return (0, (0..12).collect());
     }
-    let depth = start_depth(bound.radius, level).saturating_sub(2);
+    let depth = start_depth(bound.radius, level).saturating_sub(1);
     let (lon, lat) = bound.center.to_lonlat_rad();
     let lon = lon.rem_euclid(std::f64::consts::TAU);
     let center_cell = cdshealpix::nested::hash(depth, lon, lat);
@@ -69,8 +88,18 @@ fn starting_cells(bound: CapRef, level: u8) -> (u8, Vec<u64>) {
     (depth, cells)
 }
 
+/// Whether the region may overlap the cap: exact for circles; for
+/// polygons, whether the cap reaches into every edge's half-sphere, which
+/// is implied by a real overlap (so the cover stays a superset) and costs
+/// one dot product per edge; it only admits a few extra cells off corners.
 fn overlaps_cap(region: RegionRef<'_>, cap: CapRef) -> bool {
-    region.overlaps(RegionRef::Cap(cap))
+    match region {
+        RegionRef::Polygon(p) => {
+            let slack = -(cap.radius + OVERLAP_TOLERANCE_RAD).min(FRAC_PI_2).sin();
+            p.normals.iter().all(|n| n.dot(cap.center) >= slack)
+        }
+        RegionRef::Cap(_) => region.overlaps(RegionRef::Cap(cap)),
+    }
 }
 
 fn contains_cap(region: RegionRef<'_>, cap: CapRef) -> bool {
@@ -123,5 +152,36 @@ impl Region {
         out.sort_unstable();
         out.dedup();
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cdshealpix::compass_point::Cardinal;
+
+    /// Every point of a cell's boundary (sampled along its curved edges)
+    /// lies in its cap, for every cell up to level 5 and a sample deeper.
+    #[test]
+    fn cell_caps_hold_cells() {
+        let mut cells: Vec<(u8, u64)> = (0..=5u8)
+            .flat_map(|d| (0..12 * 4u64.pow(u32::from(d))).map(move |i| (d, i)))
+            .collect();
+        for d in [8u8, 12, 16, 20, 24] {
+            let n = 12 * 4u64.pow(u32::from(d));
+            cells.extend((0..2000u64).map(|k| (d, k.wrapping_mul(0x9E37_79B9_7F4A_7C15) % n)));
+        }
+        for (depth, index) in cells {
+            let cap = cell_cap(depth, index);
+            let edge =
+                cdshealpix::nested::path_along_cell_edge(depth, index, &Cardinal::S, true, 8);
+            for &(lon, lat) in edge.iter() {
+                let p = UnitVector::from_lonlat_rad(lon, lat);
+                assert!(
+                    geom::cap_contains(cap, p, 0.0),
+                    "cell {depth}/{index}: boundary point outside its cap"
+                );
+            }
+        }
     }
 }

@@ -155,7 +155,7 @@ impl ConvexPolygon {
                 y: 0.0,
                 z: 0.0,
             },
-            |s, v| s.add(*v),
+            |s, v| s.plus(*v),
         );
         let center = sum.normalized().unwrap_or(self.vertices[0]);
         let anti = center.scale(-1.0);

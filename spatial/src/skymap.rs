@@ -62,8 +62,8 @@ impl TanProjection {
         let (east, north) = self.axes();
         let p = self
             .center
-            .add(east.scale(x.to_radians()))
-            .add(north.scale(y.to_radians()));
+            .plus(east.scale(x.to_radians()))
+            .plus(north.scale(y.to_radians()));
         p.normalized().unwrap_or(self.center)
     }
 
@@ -118,7 +118,7 @@ impl GridTract {
             )));
         }
         let center = a
-            .add(b)
+            .plus(b)
             .normalized()
             .ok_or_else(|| grid_error("corners are antipodal".into()))?;
         let projection = TanProjection::new(center);

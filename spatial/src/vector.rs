@@ -71,7 +71,7 @@ impl UnitVector {
     }
 
     /// The component-wise sum (not normalized).
-    pub fn add(self, o: Self) -> Self {
+    pub fn plus(self, o: Self) -> Self {
         Self {
             x: self.x + o.x,
             y: self.y + o.y,
@@ -80,7 +80,7 @@ impl UnitVector {
     }
 
     /// The component-wise difference (not normalized).
-    pub fn sub(self, o: Self) -> Self {
+    pub fn minus(self, o: Self) -> Self {
         Self {
             x: self.x - o.x,
             y: self.y - o.y,
@@ -100,7 +100,7 @@ impl UnitVector {
     /// The squared chord length between two unit vectors: precise for tiny
     /// angles, where `dot` near 1 loses half the digits.
     pub fn chord2(self, o: Self) -> f64 {
-        let d = self.sub(o);
+        let d = self.minus(o);
         d.dot(d)
     }
 

@@ -304,23 +304,39 @@ proptest! {
     }
 
     #[test]
-    fn pixel_cover_holds_inner_points(region in random_polygon(), level in 4u8..11, seed in any::<u64>()) {
+    fn pixel_cover_holds_inner_points(region in random_polygon(), level in 4u8..13, seed in any::<u64>()) {
         let cover = region.healpix_pixels(level);
-        let bound = region.bounding_circle();
-        let (ra, dec) = bound.center.to_lonlat_deg();
         let mut state = seed | 1;
-        let mut next = || { state ^= state << 13; state ^= state >> 7; state ^= state << 17; (state >> 11) as f64 / (1u64 << 53) as f64 };
-        let mut inside = 0;
-        for _ in 0..400 {
-            let p = UnitVector::from_lonlat_deg(ra + (next() - 0.5) * 8.0, (dec + (next() - 0.5) * 8.0).clamp(-90.0, 90.0));
-            if region.contains(p) {
-                inside += 1;
-                let (lon, lat) = p.to_lonlat_rad();
-                let cell = cdshealpix::nested::hash(level, lon.rem_euclid(std::f64::consts::TAU), lat);
-                prop_assert!(cover.binary_search(&cell).is_ok(), "cell {} of a point inside missing", cell);
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 11) as f64 / (1u64 << 53) as f64
+        };
+        // Points inside: weighted sums of the vertices (or of the circle's
+        // center and boundary points), including the vertices themselves.
+        let anchors: Vec<UnitVector> = match &region {
+            Region::Polygon(p) => p.vertices().to_vec(),
+            Region::Circle(c) => {
+                let (ra, dec) = c.center.to_lonlat_deg();
+                let t = quanta_spatial::skymap::TanProjection::new(c.center);
+                let r = c.radius_deg.to_radians().tan().to_degrees() * 0.999;
+                (0..8).map(|k| { let a = k as f64 * 0.785; t.unproject(r * a.cos(), r * a.sin()) })
+                    .chain([UnitVector::from_lonlat_deg(ra, dec)]).collect()
             }
+        };
+        for k in 0..300 {
+            let p = if k < anchors.len() {
+                anchors[k]
+            } else {
+                let sum = anchors.iter().fold(UnitVector { x: 0.0, y: 0.0, z: 0.0 }, |s, v| s.plus(v.scale(next().powi(3))));
+                match sum.normalized() { Some(p) => p, None => continue }
+            };
+            prop_assert!(region.contains(p));
+            let (lon, lat) = p.to_lonlat_rad();
+            let cell = cdshealpix::nested::hash(level, lon.rem_euclid(std::f64::consts::TAU), lat);
+            prop_assert!(cover.binary_search(&cell).is_ok(), "cell {} of an inner point missing", cell);
         }
-        let _ = inside;
     }
 
     #[test]

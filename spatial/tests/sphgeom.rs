@@ -73,7 +73,7 @@ fn resized(r: &Region, sign: f64) -> Region {
             let moved = p
                 .vertices()
                 .iter()
-                .map(|v| c.add(v.sub(c).scale(k)).normalized().unwrap());
+                .map(|v| c.plus(v.minus(c).scale(k)).normalized().unwrap());
             Region::Polygon(ConvexPolygon::new(moved.collect()).unwrap())
         }
     }
