@@ -25,8 +25,8 @@ pub fn healpix_cell_polygon(level: u8, index: u64) -> ConvexPolygon {
         .map(|(lon, lat)| UnitVector::from_lonlat_rad(lon, lat))
         .to_vec();
     // HEALPix cells are convex quadrilaterals with distinct corners
-    // (checked for every cell up to level 6 and random deeper cells in the
-    // tests), so the full validation is skipped.
+    // (checked for every cell up to level 4 and random cells down to level
+    // 24 in the tests), so the full validation is skipped.
     ConvexPolygon::trusted(corners.clone())
         .unwrap_or_else(|| ConvexPolygon::new(corners).expect("HEALPix cells are convex"))
 }

@@ -28,6 +28,25 @@ fn grid_patches_touch_at_edges_and_corners_only() {
     assert!(!p(0, 0).overlaps(&p(2, 0)), "one patch apart");
     assert!(!p(0, 0).overlaps(&p(2, 2)));
     assert!(Region::Polygon(tract.tract_polygon()).overlaps(&p(3, 3)));
+    // Across RA 0 and around a pole.
+    let wrap = GridTract::from_corners((359.0, -1.0), (1.0, 1.0), 2, 2).unwrap();
+    let (left, right) = (
+        Region::Polygon(wrap.patch_polygon(0, 0)),
+        Region::Polygon(wrap.patch_polygon(1, 0)),
+    );
+    assert!(left.overlaps(&right));
+    assert!(left.contains(UnitVector::from_lonlat_deg(359.5, -0.5)));
+    assert!(right.contains(UnitVector::from_lonlat_deg(0.5, -0.5)));
+    let polar = GridTract::from_corners((45.0, 88.0), (225.0, 88.0), 2, 2).unwrap();
+    assert!(Region::Polygon(polar.tract_polygon()).contains(UnitVector::from_lonlat_deg(0.0, 90.0)));
+    let corner = UnitVector::from_lonlat_deg(0.0, 90.0);
+    for id in 0..4 {
+        let (i, j) = polar.patch_indices(id);
+        assert!(
+            Region::Polygon(polar.patch_polygon(i, j)).contains(corner),
+            "patch {id} touches the pole"
+        );
+    }
 }
 
 #[test]
@@ -45,9 +64,16 @@ fn healpix_neighbour_cells_touch() {
 }
 
 #[test]
-fn healpix_cells_up_to_level_4_are_valid_polygons() {
-    for level in 0..=4u8 {
-        for index in 0..12 * 4u64.pow(level as u32) {
+fn healpix_cells_are_valid_polygons() {
+    let mut cells: Vec<(u8, u64)> = (0..=4u8)
+        .flat_map(|l| (0..12 * 4u64.pow(l as u32)).map(move |i| (l, i)))
+        .collect();
+    for level in [6u8, 8, 12, 16, 20, 24] {
+        let n = 12 * 4u64.pow(level as u32);
+        cells.extend((0..3000u64).map(|k| (level, k.wrapping_mul(0x9E37_79B9_7F4A_7C15) % n)));
+    }
+    {
+        for (level, index) in cells {
             let cell = healpix_cell_polygon(level, index);
             quanta_spatial::ConvexPolygon::new(cell.vertices().to_vec())
                 .unwrap_or_else(|e| panic!("{level}/{index}: {e}"));
@@ -373,4 +399,21 @@ fn cell_caps_hold_cell_edges() {
             }
         }
     }
+}
+
+#[test]
+fn tan_projection_round_trips_and_refuses_the_far_side() {
+    use quanta_spatial::skymap::TanProjection;
+    for (ra, dec) in [(0.0, 0.0), (200.0, -45.0), (10.0, 90.0)] {
+        let t = TanProjection::new(UnitVector::from_lonlat_deg(ra, dec));
+        let p = UnitVector::from_lonlat_deg(ra + 1.0, dec - 0.5);
+        let (x, y) = t.project(p).unwrap();
+        assert!(t.unproject(x, y).angle_to(p) < 1e-14);
+        assert!(t
+            .project(UnitVector::from_lonlat_deg(ra + 180.0, -dec))
+            .is_none());
+    }
+    let t = TanProjection::new(UnitVector::from_lonlat_deg(30.0, 0.0));
+    let (x, y) = t.project(UnitVector::from_lonlat_deg(31.0, 1.0)).unwrap();
+    assert!(x > 0.0 && y > 0.0, "x towards increasing RA, y north");
 }
