@@ -120,4 +120,26 @@ fn overlaps_agree_with_lsst_sphgeom() {
         overlapping > checked / 20 && overlapping < checked,
         "a test set with both answers"
     );
+    cover_holds_sphgeom_interior(&regions, &truth["interior8"]);
+}
+
+/// Every level-8 cell sphgeom finds entirely inside a region is in the
+/// region's cover (an independent lower bound for the superset property).
+fn cover_holds_sphgeom_interior(regions: &[Region], interior: &Value) {
+    let mut cells = 0;
+    for (region, ranges) in regions.iter().zip(interior.as_array().unwrap()) {
+        let cover = region.healpix_pixels(8);
+        for range in ranges.as_array().unwrap() {
+            let (begin, end) = (range[0].as_u64().unwrap(), range[1].as_u64().unwrap());
+            for cell in begin..end {
+                cells += 1;
+                assert!(
+                    cover.binary_search(&cell).is_ok(),
+                    "cell {cell} inside {region:?} missing"
+                );
+            }
+        }
+    }
+    eprintln!("sphgeom cross-check: {cells} interior level-8 cells all in quanta's covers");
+    assert!(cells > 0);
 }

@@ -4,14 +4,24 @@ Generates random convex polygons (convex hulls of random points in random
 small caps, some around the poles and across RA 0) and circles with a fixed
 seed, and prints them with sphgeom's pairwise verdicts as JSON:
 {"regions": [{"polygon": [[x, y, z], ...]} | {"circle": [[x, y, z], radius_deg]}],
- "overlaps": [[i, j, bool], ...]}  (i < j).
+ "overlaps": [[i, j, bool], ...]}  (i < j),
+ "interior8": [[[begin, end], ...] per region]}: the nested HEALPix level-8
+ cells sphgeom finds entirely inside each region.
 """
 import json
 import math
 import random
 import sys
 
-from lsst.sphgeom import Angle, Circle, ConvexPolygon, DISJOINT, LonLat, UnitVector3d
+from lsst.sphgeom import (
+    DISJOINT,
+    Angle,
+    Circle,
+    ConvexPolygon,
+    HealpixPixelization,
+    LonLat,
+    UnitVector3d,
+)
 
 N = int(sys.argv[1]) if len(sys.argv) > 1 else 120
 rng = random.Random(20261204)
@@ -59,4 +69,6 @@ for i in range(N):
     for j in range(i + 1, N):
         disjoint = bool(regions[i].relate(regions[j]) & DISJOINT)
         overlaps.append([i, j, not disjoint])
-json.dump({"regions": shapes, "overlaps": overlaps}, sys.stdout)
+level8 = HealpixPixelization(8)
+interior = [[[int(b), int(e)] for b, e in level8.interior(r)] for r in regions]
+json.dump({"regions": shapes, "overlaps": overlaps, "interior8": interior}, sys.stdout)
