@@ -12,11 +12,15 @@
 //! Must not: touch SQL, files or the dimension universe (the registry decides
 //! which elements carry regions and stores what this crate encodes).
 
+mod encoding;
+mod geom;
+mod json;
 mod pixel;
 mod region;
 pub mod skymap;
 mod vector;
 
+pub use geom::OVERLAP_TOLERANCE_RAD;
 pub use pixel::{healpix_range_at, HEALPIX_MAX_LEVEL};
 pub use region::{Circle, ConvexPolygon, Region, RegionError};
 pub use vector::UnitVector;
