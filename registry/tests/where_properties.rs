@@ -11,7 +11,7 @@ use std::collections::{BTreeSet, HashMap};
 
 use proptest::prelude::*;
 use quanta_core::{DataIdValue, DimensionUniverse};
-use quanta_registry::expr::{parse, CompareOp, Identifier, InItem, Literal, Node, Operand};
+use quanta_registry::expr::{parse, CompareOp, Identifier, InItem, Literal, Node, Operand, Shape};
 use quanta_registry::{Binds, Registry};
 use rusqlite::types::Value;
 use serde_json::json;
@@ -50,10 +50,33 @@ fn strip(node: &mut Node) {
             }
         }
         Node::Truth(o) => op(o),
+        Node::Overlaps {
+            region,
+            shape,
+            column,
+        } => {
+            region.column = 0;
+            *column = 0;
+            match shape {
+                Shape::Point { ra, dec, column } => {
+                    [ra, dec].into_iter().for_each(op);
+                    *column = 0;
+                }
+                Shape::Circle {
+                    ra,
+                    dec,
+                    radius,
+                    column,
+                } => {
+                    [ra, dec, radius].into_iter().for_each(op);
+                    *column = 0;
+                }
+            }
+        }
     }
 }
 
-const KEYWORDS: [&str; 6] = ["and", "or", "not", "in", "true", "false"];
+const KEYWORDS: [&str; 7] = ["and", "or", "not", "in", "overlaps", "true", "false"];
 
 fn word() -> impl Strategy<Value = String> {
     "[A-Za-z_][A-Za-z0-9_]{0,8}"
@@ -129,8 +152,44 @@ fn in_item() -> impl Strategy<Value = InItem> {
     prop_oneof![value_operand().prop_map(InItem::Value), range]
 }
 
+/// A shape argument as the parser takes it: a number or a bind.
+fn coordinate() -> impl Strategy<Value = Operand> {
+    prop_oneof![
+        any::<i64>().prop_map(|v| Operand::Literal {
+            value: Literal::Int(v),
+            column: 0
+        }),
+        any::<f64>()
+            .prop_filter("finite", |f| f.is_finite())
+            .prop_map(|v| Operand::Literal {
+                value: Literal::Float(v),
+                column: 0
+            }),
+        word().prop_map(|name| Operand::Bind { name, column: 0 }),
+    ]
+}
+
+fn shape() -> impl Strategy<Value = Shape> {
+    prop_oneof![
+        (coordinate(), coordinate()).prop_map(|(ra, dec)| Shape::Point { ra, dec, column: 0 }),
+        (coordinate(), coordinate(), coordinate()).prop_map(|(ra, dec, radius)| {
+            Shape::Circle {
+                ra,
+                dec,
+                radius,
+                column: 0,
+            }
+        }),
+    ]
+}
+
 fn predicate() -> impl Strategy<Value = Node> {
     prop_oneof![
+        (ident(), shape()).prop_map(|(region, shape)| Node::Overlaps {
+            region,
+            shape,
+            column: 0
+        }),
         (operand(), compare_op(), operand()).prop_map(|(lhs, op, rhs)| Node::Compare {
             lhs,
             op,
@@ -600,6 +659,7 @@ fn eval(node: &Node, row: &Row) -> bool {
             found != *negated
         }
         Node::Truth(_) => unreachable!("no boolean fields in the default universe"),
+        Node::Overlaps { .. } => unreachable!("no regions among the exposure query's fields"),
     }
 }
 

@@ -21,7 +21,7 @@ mod print;
 mod tests;
 
 pub use compile::{compile, ColumnResolver, CompiledWhere, ResolvedColumn};
-pub use parser::{parse, CompareOp, Expr, Identifier, InItem, Literal, Node, Operand};
+pub use parser::{parse, CompareOp, Expr, Identifier, InItem, Literal, Node, Operand, Shape};
 
 /// A problem in an expression, located at a 1-based character column.
 ///
