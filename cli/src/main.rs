@@ -15,6 +15,7 @@ mod output;
 mod plugins;
 mod preflight_cmds;
 mod repo_cmds;
+mod skymap_cmds;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -48,6 +49,9 @@ enum Command {
     /// Insert dimension records.
     #[command(subcommand)]
     Dimensions(repo_cmds::DimensionsCommand),
+    /// Register a skymap (its tracts and patches, with regions).
+    #[command(subcommand)]
+    Skymap(skymap_cmds::SkymapCommand),
     /// Register or list dataset types.
     #[command(subcommand, name = "dataset-type")]
     DatasetType(repo_cmds::DatasetTypeCommand),
@@ -133,6 +137,7 @@ fn main() -> ExitCode {
         Command::Demo(args) => demo::demo(args),
         Command::Repo(cmd) => repo_cmds::repo(cmd),
         Command::Dimensions(cmd) => repo_cmds::dimensions(cmd),
+        Command::Skymap(cmd) => skymap_cmds::skymap(cmd),
         Command::DatasetType(cmd) => repo_cmds::dataset_type(cmd),
         Command::Ingest(args) => repo_cmds::ingest(args),
         Command::Collection(cmd) => repo_cmds::collection(cmd),

@@ -41,6 +41,13 @@ pub enum DimensionsCommand {
         #[arg(long)]
         element: Option<String>,
     },
+    /// Print an element's records (regions as the JSON they were inserted as).
+    Show {
+        repo: PathBuf,
+        element: String,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -215,14 +222,54 @@ pub fn repo(cmd: RepoCommand) -> Result<ExitCode> {
 }
 
 pub fn dimensions(cmd: DimensionsCommand) -> Result<ExitCode> {
-    let DimensionsCommand::Insert {
-        repo,
-        file,
-        element,
-    } = cmd;
-    let mut butler = crate::plugins::open_butler(&repo)?;
+    match cmd {
+        DimensionsCommand::Insert {
+            repo,
+            file,
+            element,
+        } => insert_dimension_records(&repo, &file, element),
+        DimensionsCommand::Show {
+            repo,
+            element,
+            json,
+        } => show_dimension_records(&repo, &element, json),
+    }
+}
+
+fn show_dimension_records(repo: &Path, element: &str, json: bool) -> Result<ExitCode> {
+    let butler = crate::plugins::open_butler_read_only(repo)?;
+    let universe = butler.universe().clone();
+    let Some(el) = universe.element(element) else {
+        bail!("`{element}` is not an element of this repo's dimension universe");
+    };
+    let records = butler.registry().element_records(element)?;
+    if json {
+        print_json(&records)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let fields = el.record_fields(&universe);
+    let header: Vec<&str> = fields.iter().map(|f| f.name.as_str()).collect();
+    let rows: Vec<Vec<String>> = records
+        .iter()
+        .map(|r| {
+            fields
+                .iter()
+                .map(|f| match r.get(&f.name) {
+                    None | Some(serde_json::Value::Null) => String::new(),
+                    Some(serde_json::Value::String(s)) => s.clone(),
+                    Some(v) => v.to_string(),
+                })
+                .collect()
+        })
+        .collect();
+    print_table(&header, &rows);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn insert_dimension_records(repo: &Path, file: &Path, element: Option<String>) -> Result<ExitCode> {
+    let mut butler = crate::plugins::open_butler(repo)?;
     let text =
-        std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
+        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
     let source = file.display().to_string();
     let is_csv = element.is_some()
         || file

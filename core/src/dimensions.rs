@@ -359,6 +359,26 @@ impl DimensionUniverse {
         self.elements.iter().filter(|e| e.is_dimension())
     }
 
+    /// The spatial families with an element that `dims` identify (all its
+    /// identifying dimensions are in `dims`), in universe order.
+    pub fn spatial_families_of(&self, dims: &DimensionGroup) -> Vec<&str> {
+        let mut families: Vec<&str> = Vec::new();
+        for e in self.spatial_elements() {
+            let family = e.spatial.as_deref().unwrap_or_default();
+            if e.identifying_dimensions().all(|d| dims.contains(d)) && !families.contains(&family) {
+                families.push(family);
+            }
+        }
+        families
+    }
+
+    /// Whether data on `a` and on `b` can be related by region overlap:
+    /// each identifies an element of a different spatial family.
+    pub fn spatially_related(&self, a: &DimensionGroup, b: &DimensionGroup) -> bool {
+        let (fa, fb) = (self.spatial_families_of(a), self.spatial_families_of(b));
+        fa.iter().any(|x| fb.iter().any(|y| x != y))
+    }
+
     /// Elements that carry a region, in universe order.
     pub fn spatial_elements(&self) -> impl Iterator<Item = &DimensionElement> {
         self.elements.iter().filter(|e| e.spatial.is_some())
@@ -480,6 +500,47 @@ mod tests {
         assert!(!u.dimension("band").unwrap().has_records);
         assert!(u.dimension("visit_detector").is_err());
         assert!(!u.element("visit_patch_overlap").unwrap().is_dimension());
+        assert_eq!(u.skypix_level, DEFAULT_SKYPIX_LEVEL);
+        let spatial: Vec<_> = u.spatial_elements().map(|e| e.name.as_str()).collect();
+        assert_eq!(spatial, ["visit", "tract", "patch", "visit_detector"]);
+    }
+
+    #[test]
+    fn spatial_families_relate_observations_and_the_skymap() {
+        let u = DimensionUniverse::default_universe();
+        let g = |dims: &[&str]| u.conform(dims).unwrap();
+        assert_eq!(
+            u.spatial_families_of(&g(&["visit", "detector"])),
+            ["observation"]
+        );
+        assert_eq!(u.spatial_families_of(&g(&["patch"])), ["skymap"]);
+        assert!(u
+            .spatial_families_of(&g(&["exposure", "detector"]))
+            .is_empty());
+        assert!(u.spatially_related(&g(&["visit", "detector"]), &g(&["patch", "band"])));
+        assert!(!u.spatially_related(&g(&["visit"]), &g(&["visit", "detector"])));
+        assert!(!u.spatially_related(&g(&["exposure"]), &g(&["patch"])));
+    }
+
+    #[test]
+    fn regions_need_a_family_and_families_need_a_region() {
+        let base = "version: 1\nelements:\n  a:\n    key: {name: id, type: int}\n";
+        let no_family = format!("{base}    metadata: [{{name: region, type: region}}]\n");
+        let err = DimensionUniverse::from_yaml(&no_family)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("spatial family"), "{err}");
+        let no_region = format!("{base}    spatial: sky\n");
+        let err = DimensionUniverse::from_yaml(&no_region)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("needs a metadata field of type region"),
+            "{err}"
+        );
+        let deep = format!("version: 1\nskypix: {{healpix_level: 30}}\nelements:\n  a:\n    key: {{name: id, type: int}}\n");
+        let err = DimensionUniverse::from_yaml(&deep).unwrap_err().to_string();
+        assert!(err.contains("healpix_level 30"), "{err}");
     }
 
     #[test]

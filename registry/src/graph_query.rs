@@ -402,6 +402,7 @@ impl Registry {
                 .dimension_value(dim)
                 .map_err(RegistryError::Invalid)?;
         }
+        self.add_spatial_joins(&mut builder, dimensions)?;
         builder.add_where(where_text, binds)?;
         let mut input_dims = Vec::new();
         for (k, name) in input_types.iter().enumerate() {
@@ -718,12 +719,22 @@ impl Registry {
         while let Some(row) = rows.next()? {
             let mut rec = serde_json::Map::new();
             for (i, f) in fields.iter().enumerate() {
-                let v = crate::registry::sql_value_to_json(row.get_ref(i)?);
-                let v = match (f.field_type, v) {
-                    (quanta_core::FieldType::Bool, serde_json::Value::Number(n)) => {
-                        serde_json::Value::Bool(n.as_i64().unwrap_or(0) != 0)
+                let value = row.get_ref(i)?;
+                let v = match (f.field_type, value) {
+                    (quanta_core::FieldType::Region, rusqlite::types::ValueRef::Blob(blob)) => {
+                        quanta_spatial::Region::decode(blob)
+                            .map_err(|e| {
+                                RegistryError::Invalid(format!(
+                                    "a `{element}` record's {}: {e}",
+                                    f.name
+                                ))
+                            })?
+                            .to_json()
                     }
-                    (_, v) => v,
+                    (quanta_core::FieldType::Bool, rusqlite::types::ValueRef::Integer(n)) => {
+                        serde_json::Value::Bool(n != 0)
+                    }
+                    (_, v) => crate::registry::sql_value_to_json(v),
                 };
                 rec.insert(f.name.clone(), v);
             }

@@ -21,6 +21,8 @@ pub mod records;
 mod region_sql;
 mod registry;
 pub mod schema;
+pub mod skymap;
+mod spatial_join;
 mod sqlite_alloc;
 mod static_statement;
 mod writer_lock;

@@ -16,6 +16,7 @@ use crate::error::{RegistryError, Result};
 use crate::expr::{self, ColumnResolver, Identifier, ResolvedColumn};
 use crate::registry::Registry;
 use crate::schema::{key_column, quote};
+use crate::spatial_join::plan_spatial_joins;
 
 /// Values for `:name` bind parameters of a `--where` expression.
 pub type Binds = HashMap<String, SqlValue>;
@@ -271,6 +272,31 @@ fn sql_to_data_id_value(v: SqlValue) -> Result<DataIdValue> {
 }
 
 impl Registry {
+    /// Joins the spatial families `dims` span (see [`crate::spatial_join`])
+    /// into a query whose dimension values are already known.
+    pub(crate) fn add_spatial_joins(
+        &self,
+        builder: &mut QueryBuilder<'_>,
+        dims: &quanta_core::DimensionGroup,
+    ) -> Result<()> {
+        let mut has_records = |element: &str| {
+            self.conn
+                .query_row(
+                    &format!("SELECT 1 FROM {} LIMIT 1", quote(element)),
+                    [],
+                    |_| Ok(()),
+                )
+                .is_ok()
+        };
+        for join in plan_spatial_joins(&self.universe, dims, &mut has_records) {
+            tracing::debug!(?join, "spatial join");
+            builder
+                .add_spatial_join(&join)
+                .map_err(RegistryError::Invalid)?;
+        }
+        Ok(())
+    }
+
     /// Distinct data IDs over `dimensions` (plus the dimensions they
     /// require) that have records and satisfy `where_text`, in key order.
     pub fn query_data_ids(
@@ -286,6 +312,7 @@ impl Registry {
                 .dimension_value(dim)
                 .map_err(RegistryError::Invalid)?;
         }
+        self.add_spatial_joins(&mut builder, &group)?;
         builder.add_where(where_text, binds)?;
         let columns: Vec<String> = group.iter().map(|d| builder.values[d].clone()).collect();
         let sql = format!(

@@ -3,13 +3,15 @@
 
 use std::collections::BTreeMap;
 
-use quanta_core::{DimensionElement, FieldSpec, FieldType};
+use quanta_core::{DimensionElement, DimensionUniverse, FieldSpec, FieldType};
+use quanta_spatial::Region;
+use rayon::prelude::*;
 use rusqlite::types::Value as SqlValue;
 use serde_json::{Map, Value};
 
 use crate::error::{RegistryError, Result};
 use crate::registry::Registry;
-use crate::schema::{key_column, quote};
+use crate::schema::{key_column, quote, skypix_overlap_table};
 
 /// Records to insert, by element name. Each record is a JSON object with the
 /// universe's field names.
@@ -124,6 +126,11 @@ fn to_sql(value: &Value, spec: &FieldSpec) -> std::result::Result<SqlValue, Stri
             SqlValue::Real(n.as_f64().ok_or_else(|| format!("`{n}` is not a number"))?)
         }
         (Value::Bool(b), FieldType::Bool) => SqlValue::Integer(*b as i64),
+        (value, FieldType::Region) => SqlValue::Blob(
+            Region::from_json(value)
+                .map_err(|e| e.to_string())?
+                .encode(),
+        ),
         (Value::String(s), FieldType::String) => {
             if let Some(at) = s.find('\0') {
                 return Err(format!(
@@ -159,8 +166,10 @@ fn describe(element: &str, index: usize, record: &Map<String, Value>) -> String 
 impl Registry {
     /// Inserts dimension records, parents before children (universe order),
     /// all in one transaction: either every record is inserted or none is.
-    /// A missing parent record or a duplicate is reported with the record
-    /// that caused it. Returns the number of records inserted.
+    /// A missing parent record, a duplicate or a bad region is reported
+    /// with the record that caused it. Regions are also indexed by sky
+    /// pixel (the element's skypix overlap table). Returns the number of
+    /// records inserted.
     pub fn insert_dimension_records(&mut self, records: &RecordSet) -> Result<usize> {
         for name in records.keys() {
             match self.universe.element(name) {
@@ -183,69 +192,172 @@ impl Registry {
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let mut inserted = 0;
         for element in universe.elements() {
-            let Some(rows) = records.get(&element.name) else {
-                continue;
-            };
-            let fields = element.record_fields(&universe);
-            let sql = format!(
-                "INSERT INTO {} ({}) VALUES ({})",
-                quote(&element.name),
-                fields
-                    .iter()
-                    .map(|f| quote(&f.name))
-                    .collect::<Vec<_>>()
-                    .join(", "),
-                vec!["?"; fields.len()].join(", ")
-            );
-            let mut stmt = tx.prepare(&sql)?;
-            let key_fields = element.required_closure.len() + usize::from(element.key.is_some());
-            for (i, record) in rows.iter().enumerate() {
-                for name in record.keys() {
-                    if !fields.iter().any(|f| &f.name == name) {
-                        return Err(RegistryError::Records(format!(
-                            "{}: `{name}` is not a field of `{}` (fields: {})",
-                            describe(&element.name, i, record),
-                            element.name,
-                            field_names(&fields)
-                        )));
-                    }
-                }
-                let mut values = Vec::with_capacity(fields.len());
-                for (j, spec) in fields.iter().enumerate() {
-                    let value = record.get(&spec.name).unwrap_or(&Value::Null);
-                    if j < key_fields && value.is_null() {
-                        return Err(RegistryError::Records(format!(
-                            "{}: missing the key field `{}`",
-                            describe(&element.name, i, record),
-                            spec.name
-                        )));
-                    }
-                    values.push(to_sql(value, spec).map_err(|msg| {
-                        RegistryError::Records(format!(
-                            "{}: field `{}`: {msg}",
-                            describe(&element.name, i, record),
-                            spec.name
-                        ))
-                    })?);
-                }
-                check_timespan(record).map_err(|msg| {
-                    RegistryError::Records(format!(
-                        "{}: {msg}; nothing was inserted",
-                        describe(&element.name, i, record)
-                    ))
-                })?;
-                if let Err(e) = stmt.execute(rusqlite::params_from_iter(values.iter())) {
-                    let why = diagnose_insert_failure(&tx, &universe, element, record, &e);
-                    return Err(RegistryError::Records(format!(
-                        "{}: {why}; nothing was inserted",
-                        describe(&element.name, i, record)
-                    )));
-                }
-                inserted += 1;
+            if let Some(rows) = records.get(&element.name) {
+                inserted += insert_element_records(&tx, &universe, element, rows)?;
             }
         }
         tx.commit()?;
         Ok(inserted)
+    }
+}
+
+/// A record's region, parsed and pixelized before anything is written.
+struct PreparedRegion {
+    blob: Vec<u8>,
+    pixels: Vec<u64>,
+}
+
+/// Parses and pixelizes the regions of `rows` in parallel (the costly part
+/// of inserting a survey's visit-detector or patch records); `None` for a
+/// record without a region. The first bad region, in record order, is the
+/// error.
+fn prepare_regions(
+    universe: &DimensionUniverse,
+    element: &DimensionElement,
+    rows: &[Map<String, Value>],
+) -> Result<Vec<Option<PreparedRegion>>> {
+    let Some(field) = element.region_field() else {
+        return Ok(Vec::new());
+    };
+    let level = universe.skypix_level;
+    rows.par_iter()
+        .enumerate()
+        .map(|(i, record)| match record.get(&field.name) {
+            None | Some(Value::Null) => Ok(None),
+            Some(value) => {
+                let region = Region::from_json(value).map_err(|e| {
+                    RegistryError::Records(format!(
+                        "{}: field `{}`: {e}; nothing was inserted",
+                        describe(&element.name, i, record),
+                        field.name
+                    ))
+                })?;
+                Ok(Some(PreparedRegion {
+                    blob: region.encode(),
+                    pixels: region.healpix_pixels(level),
+                }))
+            }
+        })
+        .collect()
+}
+
+/// Inserts one element's records (and their skypix rows) inside the
+/// caller's transaction.
+fn insert_element_records(
+    tx: &rusqlite::Transaction<'_>,
+    universe: &DimensionUniverse,
+    element: &DimensionElement,
+    rows: &[Map<String, Value>],
+) -> Result<usize> {
+    let fields = element.record_fields(universe);
+    let sql = format!(
+        "INSERT INTO {} ({}) VALUES ({})",
+        quote(&element.name),
+        fields
+            .iter()
+            .map(|f| quote(&f.name))
+            .collect::<Vec<_>>()
+            .join(", "),
+        vec!["?"; fields.len()].join(", ")
+    );
+    let mut stmt = tx.prepare(&sql)?;
+    let key_fields = element.required_closure.len() + usize::from(element.key.is_some());
+    let mut regions = prepare_regions(universe, element, rows)?;
+    let mut skypix = SkypixWriter::new(tx, element)?;
+    for (i, record) in rows.iter().enumerate() {
+        for name in record.keys() {
+            if !fields.iter().any(|f| &f.name == name) {
+                return Err(RegistryError::Records(format!(
+                    "{}: `{name}` is not a field of `{}` (fields: {})",
+                    describe(&element.name, i, record),
+                    element.name,
+                    field_names(&fields)
+                )));
+            }
+        }
+        let region = regions.get_mut(i).and_then(Option::take);
+        let mut values = Vec::with_capacity(fields.len());
+        for (j, spec) in fields.iter().enumerate() {
+            let value = record.get(&spec.name).unwrap_or(&Value::Null);
+            if j < key_fields && value.is_null() {
+                return Err(RegistryError::Records(format!(
+                    "{}: missing the key field `{}`",
+                    describe(&element.name, i, record),
+                    spec.name
+                )));
+            }
+            if spec.field_type == FieldType::Region {
+                values.push(match &region {
+                    Some(r) => SqlValue::Blob(r.blob.clone()),
+                    None => SqlValue::Null,
+                });
+                continue;
+            }
+            values.push(to_sql(value, spec).map_err(|msg| {
+                RegistryError::Records(format!(
+                    "{}: field `{}`: {msg}",
+                    describe(&element.name, i, record),
+                    spec.name
+                ))
+            })?);
+        }
+        check_timespan(record).map_err(|msg| {
+            RegistryError::Records(format!(
+                "{}: {msg}; nothing was inserted",
+                describe(&element.name, i, record)
+            ))
+        })?;
+        if let Err(e) = stmt.execute(rusqlite::params_from_iter(values.iter())) {
+            let why = diagnose_insert_failure(tx, universe, element, record, &e);
+            return Err(RegistryError::Records(format!(
+                "{}: {why}; nothing was inserted",
+                describe(&element.name, i, record)
+            )));
+        }
+        if let (Some(writer), Some(region)) = (skypix.as_mut(), &region) {
+            writer.insert(&values[..key_fields], &region.pixels)?;
+        }
+    }
+    Ok(rows.len())
+}
+
+/// Writes a record's sky pixels into its element's skypix overlap table.
+struct SkypixWriter<'t> {
+    stmt: rusqlite::Statement<'t>,
+    params: Vec<SqlValue>,
+}
+
+impl<'t> SkypixWriter<'t> {
+    /// `None` for an element without a region.
+    fn new(tx: &'t rusqlite::Transaction<'_>, element: &DimensionElement) -> Result<Option<Self>> {
+        if element.region_field().is_none() {
+            return Ok(None);
+        }
+        let dims: Vec<String> = element.identifying_dimensions().map(quote).collect();
+        let sql = format!(
+            "INSERT INTO {} ({}, skypix) VALUES ({}?)",
+            quote(&skypix_overlap_table(element)),
+            dims.join(", "),
+            "?, ".repeat(dims.len())
+        );
+        Ok(Some(Self {
+            stmt: tx.prepare(&sql)?,
+            params: Vec::with_capacity(dims.len() + 1),
+        }))
+    }
+
+    /// `keys`: the record's identifying values, in the order of its
+    /// element's record fields (required dimensions, then its own key).
+    fn insert(&mut self, keys: &[SqlValue], pixels: &[u64]) -> Result<()> {
+        for &pixel in pixels {
+            self.params.clear();
+            self.params.extend(keys.iter().cloned());
+            // Levels are at most MAX_SKYPIX_LEVEL (24): indices < 2^52.
+            self.params.push(SqlValue::Integer(pixel as i64));
+            self.stmt
+                .execute(rusqlite::params_from_iter(self.params.iter()))?;
+        }
+        Ok(())
     }
 }
 

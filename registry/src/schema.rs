@@ -8,7 +8,7 @@
 use quanta_core::{DimensionElement, DimensionUniverse};
 
 /// Bumped whenever the schema changes incompatibly; stamped in `quanta_meta`.
-pub const SCHEMA_VERSION: u32 = 3;
+pub const SCHEMA_VERSION: u32 = 4;
 
 /// Quotes a trusted identifier (a universe or schema name) for SQL.
 pub fn quote(ident: &str) -> String {
@@ -98,6 +98,46 @@ pub fn element_table_ddl(
         columns.join(",\n  "),
         constraints.join(",\n  ")
     ))
+}
+
+/// The table that indexes an element's regions by sky pixel: one row per
+/// (record, HEALPix cell at the universe's `skypix` level) the region may
+/// touch. The coarse step of a spatial join matches these rows on `skypix`.
+pub fn skypix_overlap_table(element: &DimensionElement) -> String {
+    format!("{}_skypix_overlap", element.name)
+}
+
+/// DDL for an element's skypix overlap table (and its index on `skypix`),
+/// or `None` for an element without a region. Columns are named by
+/// dimension (`instrument`, `visit`, `detector`), so the join in
+/// [`crate::spatial_join`] reads the same for every element.
+pub fn skypix_overlap_ddl(
+    universe: &DimensionUniverse,
+    element: &DimensionElement,
+) -> Option<[String; 2]> {
+    element.region_field()?;
+    let table = skypix_overlap_table(element);
+    let dims: Vec<&str> = element.identifying_dimensions().collect();
+    let mut columns: Vec<String> = dims
+        .iter()
+        .map(|d| format!("{} {} NOT NULL", quote(d), universe.key_type(d).sql_type()))
+        .collect();
+    columns.push("skypix INTEGER NOT NULL".to_string());
+    let keys: Vec<String> = dims.iter().map(|d| quote(d)).collect();
+    Some([
+        format!(
+            "CREATE TABLE IF NOT EXISTS {} (\n  {},\n  PRIMARY KEY ({}, skypix)\n) WITHOUT ROWID",
+            quote(&table),
+            columns.join(",\n  "),
+            keys.join(", ")
+        ),
+        format!(
+            "CREATE INDEX IF NOT EXISTS {} ON {} (skypix, {})",
+            quote(&format!("{table}_by_skypix")),
+            quote(&table),
+            keys.join(", ")
+        ),
+    ])
 }
 
 /// `FOREIGN KEY (instrument, physical_filter) REFERENCES physical_filter
@@ -296,6 +336,9 @@ pub fn full_ddl(universe: &DimensionUniverse) -> Vec<String> {
         if let Some(table) = element_table_ddl(universe, element) {
             ddl.push(table);
         }
+        if let Some(overlap) = skypix_overlap_ddl(universe, element) {
+            ddl.extend(overlap);
+        }
     }
     ddl.push(dataset_table_ddl(universe));
     ddl.push(STATIC_DDL.to_string());
@@ -324,5 +367,28 @@ mod tests {
             join.contains("PRIMARY KEY (\"instrument\", \"detector\", \"visit\")"),
             "{join}"
         );
+        assert!(join.contains("\"region\" BLOB"), "{join}");
+    }
+
+    #[test]
+    fn regions_get_a_skypix_overlap_table_keyed_by_dimension() {
+        let u = DimensionUniverse::default_universe();
+        let [table, index] = skypix_overlap_ddl(&u, u.element("patch").unwrap()).unwrap();
+        assert!(table.contains("\"patch_skypix_overlap\""), "{table}");
+        assert!(
+            table.contains("PRIMARY KEY (\"skymap\", \"tract\", \"patch\", skypix)"),
+            "{table}"
+        );
+        assert!(
+            index.contains("(skypix, \"skymap\", \"tract\", \"patch\")"),
+            "{index}"
+        );
+        let join = skypix_overlap_ddl(&u, u.element("visit_detector").unwrap()).unwrap();
+        assert!(
+            join[0].contains("\"detector\" INTEGER NOT NULL"),
+            "{}",
+            join[0]
+        );
+        assert!(skypix_overlap_ddl(&u, u.element("exposure").unwrap()).is_none());
     }
 }

@@ -423,8 +423,15 @@ impl LoadedPipeline {
                 let dt = conn
                     .dataset_type(universe)
                     .map_err(|e| err(format!("dimensions: {e}")))?;
-                check_reachable(kind, conn, &dt.dimensions, &task_group, &reachable)
-                    .map_err(err)?;
+                check_reachable(
+                    universe,
+                    kind,
+                    conn,
+                    &dt.dimensions,
+                    &task_group,
+                    &reachable,
+                )
+                .map_err(err)?;
                 if conn.is_calibration && kind != ConnectionKind::Prerequisite {
                     return Err(err(
                         "calibrations (`is_calibration: true`) are looked up by time and must be prerequisites".into(),
@@ -559,6 +566,7 @@ fn find_cycle(start: usize, upstream: &[Vec<usize>], done: &[bool]) -> Vec<usize
 
 /// Whether a connection's dimensions can be related to the task's quanta.
 fn check_reachable(
+    universe: &DimensionUniverse,
     kind: ConnectionKind,
     conn: &Connection,
     dims: &DimensionGroup,
@@ -572,12 +580,15 @@ fn check_reachable(
             }
         }
         ConnectionKind::Input if conn.multiple => {
+            // Gathered through a shared dimension, or through region
+            // overlap (calexps of visits onto a patch's coadd).
             if !task.is_empty()
                 && !dims.iter().any(|d| task.contains(d))
                 && !dims.is_subset_of(reachable)
+                && !universe.spatially_related(dims, reachable)
             {
                 return Err(format!(
-                    "dimensions {dims} are not reachable from the task's dimensions {task} (no dimension in common)"
+                    "dimensions {dims} are not reachable from the task's dimensions {task} (no dimension in common, and no regions that overlap)"
                 ));
             }
         }
