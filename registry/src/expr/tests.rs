@@ -672,7 +672,11 @@ fn overlaps_syntax_errors_point_at_the_problem() {
             31,
             "expected ',' or ')' in POINT(...), found number 2",
         ),
-        ("visit.region OVERLAPS POINT 1, 2", 29, "expected '(' after POINT"),
+        (
+            "visit.region OVERLAPS POINT 1, 2",
+            29,
+            "expected '(' after POINT",
+        ),
         (
             "visit.region OVERLAPS BOX(1, 2)",
             23,
@@ -691,12 +695,12 @@ fn overlaps_syntax_errors_point_at_the_problem() {
             "OVERLAPS needs a region field on its left, such as visit.region, \
              not the string 'x'",
         ),
+        (":r OVERLAPS POINT(1, 2)", 1, "not the bind parameter :r"),
         (
-            ":r OVERLAPS POINT(1, 2)",
+            "overlaps = 1",
             1,
-            "not the bind parameter :r",
+            "expected a dimension, field, value or '('",
         ),
-        ("overlaps = 1", 1, "expected a dimension, field, value or '('"),
     ];
     for &(text, column, needle) in cases {
         let err = parse(text).unwrap_err();
@@ -847,7 +851,10 @@ fn overlaps_compiles_to_the_function_with_the_shape_as_one_blob() {
     );
     assert_eq!(
         c.params,
-        vec![circle_blob(200.0, -30.5, 1.5), circle_blob(200.0, -90.0, 0.0)]
+        vec![
+            circle_blob(200.0, -30.5, 1.5),
+            circle_blob(200.0, -90.0, 0.0)
+        ]
     );
 }
 
@@ -884,8 +891,14 @@ fn overlaps_selects_the_rows_whose_region_it_touches() {
     };
     assert_eq!(selected("visit.region OVERLAPS POINT(11, 0)"), vec![1]);
     assert_eq!(selected("visit.region OVERLAPS POINT(21, 0.5)"), vec![2]);
-    assert_eq!(selected("visit.region OVERLAPS POINT(16, 0)"), Vec::<i64>::new());
-    assert_eq!(selected("visit.region OVERLAPS CIRCLE(16, 0, 5)"), vec![1, 2]);
+    assert_eq!(
+        selected("visit.region OVERLAPS POINT(16, 0)"),
+        Vec::<i64>::new()
+    );
+    assert_eq!(
+        selected("visit.region OVERLAPS CIRCLE(16, 0, 5)"),
+        vec![1, 2]
+    );
     // Regions are closed: a circle touching the edge at ra = 12 overlaps.
     assert_eq!(selected("visit.region OVERLAPS CIRCLE(13, 0, 1)"), vec![1]);
     assert_eq!(
