@@ -811,7 +811,8 @@ fn overlaps_selects_visits_by_region_in_a_real_registry() {
         .unwrap_err()
         .to_string();
     assert!(
-        err.contains("`visit.exposure_time` is a float, not a region at column 1"),
+        err.starts_with("`visit.exposure_time` is a float, not a region;")
+            && err.contains(" at column 1\n"),
         "{err}"
     );
 }

