@@ -18,6 +18,7 @@ pub mod graph_query;
 pub mod provenance;
 pub mod query;
 pub mod records;
+mod region_sql;
 mod registry;
 pub mod schema;
 pub mod skymap;

@@ -7,6 +7,7 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension};
 
 use crate::error::{RegistryError, Result};
 use crate::provenance::DimensionChecks;
+use crate::region_sql::register_region_functions;
 use crate::schema::{full_ddl, SCHEMA_VERSION};
 
 /// The full SQL Registry of a repository, on SQLite.
@@ -89,6 +90,7 @@ impl Registry {
             )));
         }
         let mut conn = Connection::open(path)?;
+        register_region_functions(&conn)?;
         // Only effective before the first table is created.
         conn.pragma_update(None, "page_size", PAGE_SIZE)?;
         tune(&conn)?;
@@ -144,6 +146,7 @@ impl Registry {
         };
         let conn = Connection::open_with_flags(path, flags)
             .map_err(|e| not_registry(format!("cannot open as SQLite: {e}")))?;
+        register_region_functions(&conn)?;
         // The first real read tells a corrupt or non-SQLite file apart.
         let app_id: i32 = conn
             .pragma_query_value(None, "application_id", |r| r.get(0))
@@ -248,6 +251,8 @@ impl Registry {
             OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )?;
         conn.pragma_update(None, "query_only", "ON")?;
+        // Users' SQL may test regions as the registry's own queries do.
+        register_region_functions(&conn)?;
         // ATTACH could open (and create) another database file even on a
         // read-only connection; forbid it outright.
         conn.set_limit(rusqlite::limits::Limit::SQLITE_LIMIT_ATTACHED, 0)?;

@@ -5,13 +5,16 @@
 //!   same text);
 //! - on random dimension records in a real SQLite registry, the data IDs
 //!   that `query_data_ids` returns for a random expression are exactly
-//!   those an evaluator written here accepts.
+//!   those an evaluator written here accepts;
+//! - the same for `OVERLAPS` on visits with circular regions, against
+//!   great-circle distances computed here (SQL's three-valued logic for
+//!   visits without a region included).
 
 use std::collections::{BTreeSet, HashMap};
 
 use proptest::prelude::*;
 use quanta_core::{DataIdValue, DimensionUniverse};
-use quanta_registry::expr::{parse, CompareOp, Identifier, InItem, Literal, Node, Operand};
+use quanta_registry::expr::{parse, CompareOp, Identifier, InItem, Literal, Node, Operand, Shape};
 use quanta_registry::{Binds, Registry};
 use rusqlite::types::Value;
 use serde_json::json;
@@ -50,10 +53,33 @@ fn strip(node: &mut Node) {
             }
         }
         Node::Truth(o) => op(o),
+        Node::Overlaps {
+            region,
+            shape,
+            column,
+        } => {
+            region.column = 0;
+            *column = 0;
+            match shape {
+                Shape::Point { ra, dec, column } => {
+                    [ra, dec].into_iter().for_each(op);
+                    *column = 0;
+                }
+                Shape::Circle {
+                    ra,
+                    dec,
+                    radius,
+                    column,
+                } => {
+                    [ra, dec, radius].into_iter().for_each(op);
+                    *column = 0;
+                }
+            }
+        }
     }
 }
 
-const KEYWORDS: [&str; 6] = ["and", "or", "not", "in", "true", "false"];
+const KEYWORDS: [&str; 7] = ["and", "or", "not", "in", "overlaps", "true", "false"];
 
 fn word() -> impl Strategy<Value = String> {
     "[A-Za-z_][A-Za-z0-9_]{0,8}"
@@ -129,8 +155,44 @@ fn in_item() -> impl Strategy<Value = InItem> {
     prop_oneof![value_operand().prop_map(InItem::Value), range]
 }
 
+/// A shape argument as the parser takes it: a number or a bind.
+fn coordinate() -> impl Strategy<Value = Operand> {
+    prop_oneof![
+        any::<i64>().prop_map(|v| Operand::Literal {
+            value: Literal::Int(v),
+            column: 0
+        }),
+        any::<f64>()
+            .prop_filter("finite", |f| f.is_finite())
+            .prop_map(|v| Operand::Literal {
+                value: Literal::Float(v),
+                column: 0
+            }),
+        word().prop_map(|name| Operand::Bind { name, column: 0 }),
+    ]
+}
+
+fn shape() -> impl Strategy<Value = Shape> {
+    prop_oneof![
+        (coordinate(), coordinate()).prop_map(|(ra, dec)| Shape::Point { ra, dec, column: 0 }),
+        (coordinate(), coordinate(), coordinate()).prop_map(|(ra, dec, radius)| {
+            Shape::Circle {
+                ra,
+                dec,
+                radius,
+                column: 0,
+            }
+        }),
+    ]
+}
+
 fn predicate() -> impl Strategy<Value = Node> {
     prop_oneof![
+        (ident(), shape()).prop_map(|(region, shape)| Node::Overlaps {
+            region,
+            shape,
+            column: 0
+        }),
         (operand(), compare_op(), operand()).prop_map(|(lhs, op, rhs)| Node::Compare {
             lhs,
             op,
@@ -600,6 +662,7 @@ fn eval(node: &Node, row: &Row) -> bool {
             found != *negated
         }
         Node::Truth(_) => unreachable!("no boolean fields in the default universe"),
+        Node::Overlaps { .. } => unreachable!("no regions among the exposure query's fields"),
     }
 }
 
@@ -650,6 +713,268 @@ proptest! {
                 .iter()
                 .filter(|r| eval(tree, r))
                 .map(|r| key_of(&r.instrument, r.exposure, r.detector))
+                .collect();
+            prop_assert_eq!(got, want, "expression: {}", text);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// OVERLAPS on a real registry (needs quanta-spatial's geometry)
+
+/// A visit's region: a circle (ra, dec, radius in degrees), or none.
+type VisitCircle = Option<(f64, f64, f64)>;
+
+fn spatial_registry(visits: &[VisitCircle]) -> (tempfile::TempDir, Registry) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut reg = Registry::create(
+        &dir.path().join("registry.sqlite3"),
+        &DimensionUniverse::default_universe(),
+    )
+    .unwrap();
+    let visits: Vec<serde_json::Value> = visits
+        .iter()
+        .enumerate()
+        .map(|(id, circle)| {
+            let mut v = json!({"instrument": "Cam", "id": id, "physical_filter": "Cam-r"});
+            if let Some((ra, dec, radius)) = circle {
+                v["region"] = json!({"circle": {"center": [ra, dec], "radius": radius}});
+            }
+            v
+        })
+        .collect();
+    let records = json!({
+        "instrument": [{"name": "Cam"}],
+        "physical_filter": [{"instrument": "Cam", "name": "Cam-r", "band": "r"}],
+        "visit": visits,
+    });
+    let set = quanta_registry::parse_records_json(&records.to_string(), "records").unwrap();
+    reg.insert_dimension_records(&set).unwrap();
+    (dir, reg)
+}
+
+fn visits_where(reg: &Registry, text: &str, binds: &Binds) -> Vec<i64> {
+    reg.query_data_ids(&["visit".to_string()], text, binds)
+        .unwrap_or_else(|e| panic!("{text}: {e}"))
+        .iter()
+        .map(|d| match d.get("visit") {
+            Some(DataIdValue::Int(v)) => *v,
+            other => panic!("visit: {other:?}"),
+        })
+        .collect()
+}
+
+#[test]
+fn overlaps_selects_visits_by_region_in_a_real_registry() {
+    let (_dir, reg) = spatial_registry(&[Some((10.0, 0.0, 1.0)), Some((200.0, -45.0, 2.0)), None]);
+    let none = Binds::new();
+    assert_eq!(
+        visits_where(&reg, "visit.region OVERLAPS POINT(10.5, 0.5)", &none),
+        vec![0]
+    );
+    assert_eq!(
+        visits_where(&reg, "visit.region overlaps point(201, -46)", &none),
+        vec![1]
+    );
+    assert_eq!(
+        visits_where(&reg, "visit.region OVERLAPS POINT(100, 0)", &none),
+        Vec::<i64>::new()
+    );
+    let binds: Binds = HashMap::from([
+        ("ra".to_string(), Value::Integer(12)),
+        ("dec".to_string(), Value::Real(0.0)),
+        ("r".to_string(), Value::Real(1.5)),
+    ]);
+    assert_eq!(
+        visits_where(&reg, "visit.region OVERLAPS CIRCLE(:ra, :dec, :r)", &binds),
+        vec![0]
+    );
+    assert_eq!(
+        visits_where(
+            &reg,
+            "visit.region OVERLAPS CIRCLE(100, -20, 99) OR visit = 2",
+            &none
+        ),
+        vec![0, 1, 2]
+    );
+    // A visit without a region is in neither OVERLAPS nor its negation.
+    assert_eq!(
+        visits_where(&reg, "NOT visit.region OVERLAPS POINT(10, 0)", &none),
+        vec![1]
+    );
+    let err = reg
+        .query_data_ids(
+            &["visit".to_string()],
+            "visit.exposure_time OVERLAPS POINT(1, 2)",
+            &none,
+        )
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.starts_with("`visit.exposure_time` is a float, not a region;")
+            && err.contains(" at column 1\n"),
+        "{err}"
+    );
+}
+
+/// A probe shape of a generated predicate: (ra, dec, radius), a point when
+/// the radius is 0.
+type Probe = (f64, f64, f64);
+
+fn visit_circle() -> impl Strategy<Value = VisitCircle> {
+    prop::option::weighted(
+        0.85,
+        (0.0..360.0, -85.0..85.0, 0.1..10.0f64).prop_map(|(ra, dec, r)| (ra, dec, r)),
+    )
+}
+
+fn probe() -> impl Strategy<Value = Probe> {
+    prop_oneof![
+        (-10.0..370.0, -90.0..=90.0f64).prop_map(|(ra, dec)| (ra, dec, 0.0)),
+        (-10.0..370.0, -90.0..=90.0, 0.0..40.0f64),
+    ]
+}
+
+fn overlaps_node(p: Probe) -> Node {
+    let num = |v: f64| Operand::Literal {
+        value: Literal::Float(v),
+        column: 0,
+    };
+    let (ra, dec, radius) = p;
+    let shape = if radius == 0.0 {
+        Shape::Point {
+            ra: num(ra),
+            dec: num(dec),
+            column: 0,
+        }
+    } else {
+        Shape::Circle {
+            ra: num(ra),
+            dec: num(dec),
+            radius: num(radius),
+            column: 0,
+        }
+    };
+    Node::Overlaps {
+        region: Identifier {
+            element: Some("visit".into()),
+            name: "region".into(),
+            column: 0,
+        },
+        shape,
+        column: 0,
+    }
+}
+
+fn spatial_tree() -> impl Strategy<Value = Node> {
+    probe()
+        .prop_map(overlaps_node)
+        .prop_recursive(3, 12, 3, |inner| {
+            prop_oneof![
+                inner.clone().prop_map(|n| Node::Not(Box::new(n))),
+                prop::collection::vec(inner.clone(), 2..4).prop_map(Node::And),
+                prop::collection::vec(inner, 2..4).prop_map(Node::Or),
+            ]
+        })
+}
+
+/// Great-circle distance in degrees (haversine), independent of the
+/// spatial crate.
+fn distance_deg(a: (f64, f64), b: (f64, f64)) -> f64 {
+    let (ra1, dec1) = (a.0.to_radians(), a.1.to_radians());
+    let (ra2, dec2) = (b.0.to_radians(), b.1.to_radians());
+    let h = ((dec2 - dec1) / 2.0).sin().powi(2)
+        + dec1.cos() * dec2.cos() * ((ra2 - ra1) / 2.0).sin().powi(2);
+    2.0 * h.sqrt().min(1.0).asin().to_degrees()
+}
+
+/// The probe of an OVERLAPS node built by `overlaps_node`.
+fn probe_of(shape: &Shape) -> Probe {
+    let num = |op: &Operand| match op {
+        Operand::Literal {
+            value: Literal::Float(v),
+            ..
+        } => *v,
+        other => panic!("generated shapes hold floats, not {other:?}"),
+    };
+    match shape {
+        Shape::Point { ra, dec, .. } => (num(ra), num(dec), 0.0),
+        Shape::Circle {
+            ra, dec, radius, ..
+        } => (num(ra), num(dec), num(radius)),
+    }
+}
+
+/// How far a probe is from deciding differently (degrees): results this
+/// close to tangency are floating-point edge cases, not compared.
+fn margin(visit: (f64, f64, f64), p: Probe) -> f64 {
+    (distance_deg((visit.0, visit.1), (p.0, p.1)) - (visit.2 + p.2)).abs()
+}
+
+/// SQL's three-valued meaning of the tree for one visit (`None`: NULL).
+fn eval_spatial(node: &Node, visit: VisitCircle) -> Option<bool> {
+    match node {
+        Node::Or(terms) => {
+            let vals: Vec<Option<bool>> = terms.iter().map(|t| eval_spatial(t, visit)).collect();
+            if vals.contains(&Some(true)) {
+                Some(true)
+            } else if vals.contains(&None) {
+                None
+            } else {
+                Some(false)
+            }
+        }
+        Node::And(terms) => {
+            let vals: Vec<Option<bool>> = terms.iter().map(|t| eval_spatial(t, visit)).collect();
+            if vals.contains(&Some(false)) {
+                Some(false)
+            } else if vals.contains(&None) {
+                None
+            } else {
+                Some(true)
+            }
+        }
+        Node::Not(inner) => eval_spatial(inner, visit).map(|b| !b),
+        Node::Overlaps { shape, .. } => {
+            let p = probe_of(shape);
+            visit.map(|(ra, dec, r)| distance_deg((ra, dec), (p.0, p.1)) <= r + p.2)
+        }
+        other => panic!("not generated: {other:?}"),
+    }
+}
+
+fn probes(node: &Node, out: &mut Vec<Probe>) {
+    match node {
+        Node::Or(terms) | Node::And(terms) => terms.iter().for_each(|t| probes(t, out)),
+        Node::Not(inner) => probes(inner, out),
+        Node::Overlaps { shape, .. } => out.push(probe_of(shape)),
+        _ => {}
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 16, ..ProptestConfig::default() })]
+
+    #[test]
+    fn overlaps_results_equal_great_circle_distances(
+        visits in prop::collection::vec(visit_circle(), 1..12),
+        trees in prop::collection::vec(spatial_tree(), 8),
+    ) {
+        let (_dir, reg) = spatial_registry(&visits);
+        for tree in &trees {
+            let mut ps = Vec::new();
+            probes(tree, &mut ps);
+            let near_tangent = visits.iter().flatten().any(|v| {
+                ps.iter().any(|p| margin(*v, *p) < 1e-6)
+            });
+            if near_tangent {
+                continue;
+            }
+            let text = tree.to_string();
+            let got = visits_where(&reg, &text, &Binds::new());
+            let want: Vec<i64> = (0..visits.len())
+                .filter(|&i| eval_spatial(tree, visits[i]) == Some(true))
+                .map(|i| i as i64)
                 .collect();
             prop_assert_eq!(got, want, "expression: {}", text);
         }

@@ -3,14 +3,21 @@
 //! The only text copied into the SQL is the caller's trusted column
 //! expressions and fixed operator spellings; every literal and bind value
 //! becomes a `?` with its value in [`CompiledWhere::params`].
+//!
+//! `region OVERLAPS shape` becomes `quanta_region_overlaps(<column>, ?)`
+//! (the SQL function of `region_sql`, registered on every registry
+//! connection) with one parameter: the shape built here, a circle (a point
+//! is one of radius 0), encoded as the registry stores regions.
 
 use std::collections::HashMap;
 
 use quanta_core::FieldType;
+use quanta_spatial::{Circle, Region};
 use rusqlite::types::Value;
 
-use super::parser::{Expr, Identifier, InItem, Literal, Node, Operand};
+use super::parser::{Expr, Identifier, InItem, Literal, Node, Operand, Shape};
 use super::ExprError;
+use crate::region_sql::REGION_OVERLAPS;
 
 /// A column the caller has validated and placed in its query.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,8 +35,8 @@ pub trait ColumnResolver {
     fn resolve(&self, ident: &Identifier) -> Result<ResolvedColumn, String>;
 }
 
-/// A SQL boolean expression (always parenthesised) and its `?` parameters,
-/// in order.
+/// A SQL boolean expression (parenthesised or a single function call, so
+/// safe to combine) and its `?` parameters, in order.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CompiledWhere {
     pub sql: String,
@@ -162,6 +169,8 @@ impl Compiler<'_> {
             } => {
                 let l = self.operand(lhs)?;
                 let r = self.operand(rhs)?;
+                self.refuse_region(lhs, &l)?;
+                self.refuse_region(rhs, &r)?;
                 if !l.kind().compatible(r.kind()) {
                     // Point at the value the user most likely mistyped.
                     let at = match (&l, &r) {
@@ -192,6 +201,7 @@ impl Compiler<'_> {
             } => self.in_list(lhs, *negated, items),
             Node::Truth(op) => {
                 let t = self.operand(op)?;
+                self.refuse_region(op, &t)?;
                 if t.kind() != Kind::Bool {
                     return Err(self.error(
                         op.column(),
@@ -207,6 +217,110 @@ impl Compiler<'_> {
                 self.sql.push_str(" <> 0)");
                 Ok(())
             }
+            Node::Overlaps { region, shape, .. } => self.overlaps(region, shape),
+        }
+    }
+
+    /// A region column anywhere but left of `OVERLAPS`: its blob would
+    /// compare bytes, which means nothing.
+    fn refuse_region(&self, op: &Operand, t: &Typed) -> Result<(), ExprError> {
+        if t.kind() != Kind::Region {
+            return Ok(());
+        }
+        Err(self.error(
+            op.column(),
+            format!(
+                "{} is a region; a region can only be tested with OVERLAPS, \
+                 as in {op} OVERLAPS POINT(ra, dec)",
+                display_operand(op)
+            ),
+        ))
+    }
+
+    /// `quanta_region_overlaps(<column>, ?)` with the shape as the parameter.
+    fn overlaps(&mut self, region: &Identifier, shape: &Shape) -> Result<(), ExprError> {
+        let resolved = self
+            .resolver
+            .resolve(region)
+            .map_err(|message| self.error(region.column, message))?;
+        let kind = Kind::of_field(resolved.field_type);
+        if kind != Kind::Region {
+            return Err(self.error(
+                region.column,
+                format!(
+                    "`{region}` is {}, not a region; OVERLAPS tests a region field \
+                     such as visit.region",
+                    kind.noun()
+                ),
+            ));
+        }
+        let blob = self.shape_blob(shape)?;
+        self.sql.push_str(REGION_OVERLAPS);
+        self.sql.push('(');
+        self.sql.push_str(&resolved.sql);
+        self.sql.push_str(", ?)");
+        self.params.push(Value::Blob(blob));
+        Ok(())
+    }
+
+    /// The shape as a region blob, its arguments checked: declinations in
+    /// [-90, 90], radii in [0, 180) degrees.
+    fn shape_blob(&self, shape: &Shape) -> Result<Vec<u8>, ExprError> {
+        let mut values = Vec::new();
+        for (what, arg) in shape.args() {
+            let v = self.coordinate(arg, what, shape.name())?;
+            let bad = match what {
+                "dec" if !(-90.0..=90.0).contains(&v) => Some("[-90, 90]"),
+                "radius" if !(0.0..180.0).contains(&v) => Some("[0, 180)"),
+                _ => None,
+            };
+            if let Some(range) = bad {
+                return Err(self.error(
+                    arg.column(),
+                    format!(
+                        "the {what} of {} is {v}, outside {range} (degrees)",
+                        shape.name()
+                    ),
+                ));
+            }
+            values.push(v);
+        }
+        let (ra, dec, radius) = (values[0], values[1], values.get(2).copied().unwrap_or(0.0));
+        let circle = Circle::from_lonlat_deg(ra, dec, radius)
+            .map_err(|e| self.error(shape.column(), format!("invalid {}: {e}", shape.name())))?;
+        Ok(Region::Circle(circle).encode())
+    }
+
+    /// The value of one shape argument, in degrees.
+    fn coordinate(&self, arg: &Operand, what: &str, shape: &str) -> Result<f64, ExprError> {
+        let not_number = |shown: String| {
+            self.error(
+                arg.column(),
+                format!("the {what} of {shape} must be a number, but {shown}"),
+            )
+        };
+        match arg {
+            Operand::Literal {
+                value: Literal::Int(v),
+                ..
+            } => Ok(*v as f64),
+            Operand::Literal {
+                value: Literal::Float(v),
+                ..
+            } => Ok(*v),
+            Operand::Bind { name, column } => match self.binds.get(name) {
+                None => Err(self.error(
+                    *column,
+                    format!("no value supplied for bind parameter :{name}"),
+                )),
+                Some(Value::Integer(v)) => Ok(*v as f64),
+                Some(Value::Real(v)) if v.is_finite() => Ok(*v),
+                Some(other) => Err(not_number(format!(
+                    "bind parameter :{name} is {}",
+                    bind_noun(other)
+                ))),
+            },
+            other => Err(not_number(format!("{other} is not"))),
         }
     }
 
@@ -240,6 +354,7 @@ impl Compiler<'_> {
     /// four parameters however many integers it covers.
     fn in_list(&mut self, lhs: &Operand, negated: bool, items: &[InItem]) -> Result<(), ExprError> {
         let l = self.operand(lhs)?;
+        self.refuse_region(lhs, &l)?;
         let mut values = Vec::new();
         for item in items {
             match item {
@@ -406,5 +521,16 @@ fn display_operand(op: &Operand) -> String {
         Operand::Ident(id) => id.to_string(),
         Operand::Literal { value, .. } => value.to_string(),
         Operand::Bind { name, .. } => format!(":{name}"),
+    }
+}
+
+/// What a bind value that is not a usable number is, for messages.
+fn bind_noun(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "NULL",
+        Value::Integer(_) => "an integer",
+        Value::Real(_) => "not a finite number",
+        Value::Text(_) => "a string",
+        Value::Blob(_) => "a blob",
     }
 }

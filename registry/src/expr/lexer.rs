@@ -14,6 +14,9 @@ pub(super) enum TokenKind {
     Or,
     Not,
     In,
+    /// `OVERLAPS`; the shapes after it (`POINT`, `CIRCLE`) are only
+    /// recognised there, so they stay usable as names elsewhere.
+    Overlaps,
     True,
     False,
     /// Unsigned decimal digits; the parser applies a leading minus before
@@ -54,6 +57,7 @@ impl TokenKind {
             TokenKind::Or => "keyword OR".into(),
             TokenKind::Not => "keyword NOT".into(),
             TokenKind::In => "keyword IN".into(),
+            TokenKind::Overlaps => "keyword OVERLAPS".into(),
             TokenKind::True => "keyword TRUE".into(),
             TokenKind::False => "keyword FALSE".into(),
             TokenKind::Int(d) => format!("number {d}"),
@@ -132,6 +136,7 @@ pub(super) fn tokenize(text: &str) -> Result<Vec<Token>, ExprError> {
                     "OR" => TokenKind::Or,
                     "NOT" => TokenKind::Not,
                     "IN" => TokenKind::In,
+                    "OVERLAPS" => TokenKind::Overlaps,
                     "TRUE" => TokenKind::True,
                     "FALSE" => TokenKind::False,
                     _ => TokenKind::Ident {
@@ -293,7 +298,7 @@ mod tests {
     #[test]
     fn dotted_identifiers_keywords_binds_and_strings() {
         assert_eq!(
-            kinds("exposure.exposure_time and NOT in :val 'it''s' \"a\"\"b\" <> <="),
+            kinds("exposure.exposure_time and NOT in :val 'it''s' \"a\"\"b\" <> <= Overlaps"),
             vec![
                 TokenKind::Ident {
                     element: Some("exposure".into()),
@@ -307,6 +312,7 @@ mod tests {
                 TokenKind::Str("a\"b".into()),
                 TokenKind::Ne,
                 TokenKind::Le,
+                TokenKind::Overlaps,
                 TokenKind::Eof,
             ]
         );

@@ -1,12 +1,15 @@
 //! The `--where` query-expression language (after LSST daf_butler's):
 //! `exposure IN (2..4, 10..20:2) AND detector != 3 OR
-//! exposure.exposure_time > :t AND instrument = 'Cam'`.
+//! exposure.exposure_time > :t AND instrument = 'Cam'`, and spatial
+//! predicates on region fields: `visit.region OVERLAPS POINT(ra, dec)`,
+//! `patch.region OVERLAPS CIRCLE(ra, dec, radius)` (degrees).
 //!
 //! Owns: lexing, parsing, type checking and compiling expressions to a
 //! parameterised SQL condition. Must not: know table names, aliases or the
 //! dimension universe — identifiers are turned into SQL only by the caller's
 //! [`ColumnResolver`] — or ever place user text in SQL: every literal and
-//! bind value becomes a `?` parameter.
+//! bind value becomes a `?` parameter (a shape becomes one blob parameter
+//! tested by the registry's SQL function `quanta_region_overlaps`).
 //!
 //! Use: [`parse`] the text, ask [`Expr::identifiers`] which columns to join,
 //! then [`compile`] with a resolver for those columns. An [`Expr`] displays
@@ -21,7 +24,7 @@ mod print;
 mod tests;
 
 pub use compile::{compile, ColumnResolver, CompiledWhere, ResolvedColumn};
-pub use parser::{parse, CompareOp, Expr, Identifier, InItem, Literal, Node, Operand};
+pub use parser::{parse, CompareOp, Expr, Identifier, InItem, Literal, Node, Operand, Shape};
 
 /// A problem in an expression, located at a 1-based character column.
 ///

@@ -7,10 +7,18 @@
 //! and        := not ( AND not )*
 //! not        := NOT not | '(' expr ')' | predicate
 //! predicate  := operand [ cmp operand | [NOT] IN '(' item ( ',' item )* ')' ]
+//!             | identifier OVERLAPS shape
 //! item       := int '..' int [ ':' int ] | literal | bind
 //! operand    := identifier | literal | bind
 //! literal    := ['-'] number | string | TRUE | FALSE
+//! shape      := POINT '(' coord ',' coord ')'
+//!             | CIRCLE '(' coord ',' coord ',' coord ')'
+//! coord      := ['-'] number | bind
 //! ```
+//!
+//! `POINT` and `CIRCLE` are words only after `OVERLAPS` (elsewhere they
+//! are ordinary names); their arguments are degrees: right ascension,
+//! declination and, for a circle, its radius.
 //!
 //! A bare operand is kept as [`Node::Truth`]; whether it is a usable
 //! condition (a boolean field) is only known once columns are resolved.
@@ -55,7 +63,68 @@ pub enum Node {
     },
     /// An operand standing alone as a condition, e.g. a boolean field.
     Truth(Operand),
+    /// `visit.region OVERLAPS POINT(ra, dec)`: whether a region field
+    /// shares at least one point with a shape.
+    Overlaps {
+        region: Identifier,
+        shape: Shape,
+        /// Column of `OVERLAPS`.
+        column: usize,
+    },
 }
+
+/// A shape on the sky written in an expression, in degrees. The parser
+/// takes only numbers and binds as arguments; their ranges are checked by
+/// [`compile`](super::compile), which knows the binds' values.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Shape {
+    /// `POINT(ra, dec)`: a circle of radius 0.
+    Point {
+        ra: Operand,
+        dec: Operand,
+        /// Column of `POINT`.
+        column: usize,
+    },
+    /// `CIRCLE(ra, dec, radius)`.
+    Circle {
+        ra: Operand,
+        dec: Operand,
+        radius: Operand,
+        /// Column of `CIRCLE`.
+        column: usize,
+    },
+}
+
+impl Shape {
+    /// `POINT` or `CIRCLE`, as printed.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Shape::Point { .. } => "POINT",
+            Shape::Circle { .. } => "CIRCLE",
+        }
+    }
+
+    /// Column of the shape's name.
+    pub fn column(&self) -> usize {
+        match self {
+            Shape::Point { column, .. } | Shape::Circle { column, .. } => *column,
+        }
+    }
+
+    /// The arguments with their names, in order.
+    pub fn args(&self) -> Vec<(&'static str, &Operand)> {
+        match self {
+            Shape::Point { ra, dec, .. } => vec![("ra", ra), ("dec", dec)],
+            Shape::Circle {
+                ra, dec, radius, ..
+            } => vec![("ra", ra), ("dec", dec), ("radius", radius)],
+        }
+    }
+}
+
+/// The argument names of the shapes `OVERLAPS` takes.
+const POINT_ARGS: [&str; 2] = ["ra", "dec"];
+const CIRCLE_ARGS: [&str; 3] = ["ra", "dec", "radius"];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CompareOp {
@@ -165,14 +234,17 @@ impl Expr {
     /// order of first appearance; the column is that of the first use.
     pub fn identifiers(&self) -> Vec<Identifier> {
         let mut out: Vec<Identifier> = Vec::new();
+        let mut push_id = |id: &Identifier| {
+            if !out
+                .iter()
+                .any(|seen| seen.element == id.element && seen.name == id.name)
+            {
+                out.push(id.clone());
+            }
+        };
         let mut push = |op: &Operand| {
             if let Operand::Ident(id) = op {
-                if !out
-                    .iter()
-                    .any(|seen| seen.element == id.element && seen.name == id.name)
-                {
-                    out.push(id.clone());
-                }
+                push_id(id);
             }
         };
         let mut stack = vec![&self.root];
@@ -186,6 +258,7 @@ impl Expr {
                     push(rhs);
                 }
                 Node::In { lhs, .. } | Node::Truth(lhs) => push(lhs),
+                Node::Overlaps { region, .. } => push(&Operand::Ident(region.clone())),
             }
         }
         out
@@ -348,6 +421,10 @@ impl Parser<'_> {
                 self.advance();
                 return self.parse_in_list(lhs, false, tok.column);
             }
+            TokenKind::Overlaps => {
+                self.advance();
+                return self.parse_overlaps(lhs, tok.column);
+            }
             TokenKind::Not => {
                 self.advance();
                 if *self.peek_kind() != TokenKind::In {
@@ -469,6 +546,143 @@ impl Parser<'_> {
         })
     }
 
+    /// After `OVERLAPS`: checks the region operand and parses the shape.
+    fn parse_overlaps(&mut self, lhs: Operand, column: usize) -> Result<Node, ExprError> {
+        let region = match lhs {
+            Operand::Ident(id) => id,
+            other => {
+                return Err(self.error(
+                    other.column(),
+                    format!(
+                        "OVERLAPS needs a region field on its left, such as visit.region, not {}",
+                        describe_value(&other)
+                    ),
+                ))
+            }
+        };
+        let shape = self.parse_shape()?;
+        Ok(Node::Overlaps {
+            region,
+            shape,
+            column,
+        })
+    }
+
+    /// `POINT(ra, dec)` or `CIRCLE(ra, dec, radius)`.
+    fn parse_shape(&mut self) -> Result<Shape, ExprError> {
+        let tok = self.peek();
+        let (name, names): (&str, &[&str]) = match &tok.kind {
+            TokenKind::Ident {
+                element: None,
+                name,
+            } if name.eq_ignore_ascii_case("POINT") => ("POINT", &POINT_ARGS),
+            TokenKind::Ident {
+                element: None,
+                name,
+            } if name.eq_ignore_ascii_case("CIRCLE") => ("CIRCLE", &CIRCLE_ARGS),
+            _ => {
+                return Err(
+                    self.expected("POINT(ra, dec) or CIRCLE(ra, dec, radius) after OVERLAPS")
+                )
+            }
+        };
+        self.advance();
+        let mut args = self.parse_shape_args(name, names)?;
+        if args.len() != names.len() {
+            return Err(self.error(
+                tok.column,
+                format!(
+                    "{name} takes {} arguments ({}), got {}",
+                    names.len(),
+                    names.join(", "),
+                    args.len()
+                ),
+            ));
+        }
+        let column = tok.column;
+        let mut next = || args.remove(0);
+        Ok(if name == "POINT" {
+            Shape::Point {
+                ra: next(),
+                dec: next(),
+                column,
+            }
+        } else {
+            Shape::Circle {
+                ra: next(),
+                dec: next(),
+                radius: next(),
+                column,
+            }
+        })
+    }
+
+    /// `'(' coord ( ',' coord )* ')'`, any number of them (the caller
+    /// checks the count, to say how many were expected).
+    fn parse_shape_args(&mut self, name: &str, names: &[&str]) -> Result<Vec<Operand>, ExprError> {
+        let open = self.peek();
+        if open.kind != TokenKind::LParen {
+            return Err(self.expected(&format!("'(' after {name}")));
+        }
+        self.advance();
+        let mut args = Vec::new();
+        if *self.peek_kind() == TokenKind::RParen {
+            self.advance();
+            return Ok(args);
+        }
+        loop {
+            let what = names
+                .get(args.len())
+                .map_or_else(|| format!("argument {}", args.len() + 1), |n| n.to_string());
+            args.push(self.parse_coordinate(name, &what)?);
+            let tok = self.peek();
+            match tok.kind {
+                TokenKind::Comma => {
+                    self.advance();
+                }
+                TokenKind::RParen => {
+                    self.advance();
+                    return Ok(args);
+                }
+                TokenKind::Eof => {
+                    return Err(self.error(
+                        open.column,
+                        format!("unclosed '(' of {name}: the expression ends before its ')'"),
+                    ))
+                }
+                _ => return Err(self.expected(&format!("',' or ')' in {name}(...)"))),
+            }
+        }
+    }
+
+    /// One argument of a shape: a number, possibly negative, or a bind.
+    fn parse_coordinate(&mut self, shape: &str, what: &str) -> Result<Operand, ExprError> {
+        let numeric = matches!(
+            self.peek_kind(),
+            TokenKind::Int(_) | TokenKind::Float(_) | TokenKind::Minus | TokenKind::Bind(_)
+        );
+        let valued = matches!(
+            self.peek_kind(),
+            TokenKind::Ident { .. } | TokenKind::Str(_) | TokenKind::True | TokenKind::False
+        );
+        if !numeric && !valued {
+            return Err(self.expected(&format!(
+                "a number or a bind parameter as the {what} of {shape}"
+            )));
+        }
+        let op = self.parse_operand()?;
+        if valued {
+            return Err(self.error(
+                op.column(),
+                format!(
+                    "the {what} of {shape} must be a number or a bind parameter, not {}",
+                    describe_value(&op)
+                ),
+            ));
+        }
+        Ok(op)
+    }
+
     fn range_bound(&self, op: &Operand, what: &str) -> Result<i64, ExprError> {
         match op {
             Operand::Literal {
@@ -522,5 +736,18 @@ impl Parser<'_> {
                 format!("integer {text} is out of range for a 64-bit integer"),
             )
         })
+    }
+}
+
+/// An operand as named in messages: `the string 'x'`, `the identifier a.b`.
+fn describe_value(op: &Operand) -> String {
+    match op {
+        Operand::Ident(id) => format!("the identifier {id}"),
+        Operand::Literal {
+            value: Literal::String(s),
+            ..
+        } => format!("the string {}", quote(s)),
+        Operand::Literal { value, .. } => format!("the value {value}"),
+        Operand::Bind { name, .. } => format!("the bind parameter :{name}"),
     }
 }

@@ -2,15 +2,16 @@
 //! (up to the columns recorded in it), and printing that again gives the
 //! same text. Used for messages and by the round-trip property tests.
 //!
-//! Canonical form: keywords in upper case, single spaces, `!=` for not
-//! equal, strings in single quotes, floats with a fraction or exponent, and
+//! Canonical form: keywords and shape names (`POINT`, `CIRCLE`) in upper
+//! case, single spaces, `!=` for not equal, `, ` between arguments,
+//! strings in single quotes, floats with a fraction or exponent, and
 //! parentheses exactly where the tree needs them: around an `AND`/`OR`
 //! chain inside another chain (a nested chain of the same kind came from
 //! parentheses, and an `OR` inside `AND` needs them) or under `NOT`.
 
 use std::fmt;
 
-use super::parser::{CompareOp, Expr, InItem, Node, Operand};
+use super::parser::{CompareOp, Expr, InItem, Node, Operand, Shape};
 
 impl fmt::Display for Expr {
     /// The canonical form of the expression, not necessarily its original
@@ -63,6 +64,19 @@ impl fmt::Display for InItem {
     }
 }
 
+impl fmt::Display for Shape {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}(", self.name())?;
+        for (i, (_, arg)) in self.args().into_iter().enumerate() {
+            if i > 0 {
+                f.write_str(", ")?;
+            }
+            arg.fmt(f)?;
+        }
+        f.write_str(")")
+    }
+}
+
 impl fmt::Display for Node {
     // Recursion depth is that of the tree, which the parser bounds; chains
     // are flat.
@@ -96,6 +110,7 @@ impl fmt::Display for Node {
                 f.write_str(")")
             }
             Node::Truth(op) => op.fmt(f),
+            Node::Overlaps { region, shape, .. } => write!(f, "{region} OVERLAPS {shape}"),
         }
     }
 }

@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 
 use quanta_core::FieldType;
+use quanta_spatial::{Circle, ConvexPolygon, Region};
 use rusqlite::types::Value;
 use rusqlite::Connection;
 
@@ -21,6 +22,7 @@ impl ColumnResolver for TestResolver {
             (Some("exposure"), "exposure_time") => ("t.exposure_time", FieldType::Float),
             (Some("detector"), "full_name") => ("t.full_name", FieldType::String),
             (Some("exposure"), "can_see_sky") => ("t.can_see_sky", FieldType::Bool),
+            (Some("visit"), "region") => ("t.region", FieldType::Region),
             _ => return Err(format!("unknown dimension or field \"{ident}\"")),
         };
         Ok(ResolvedColumn {
@@ -542,4 +544,373 @@ fn error_display_marks_the_column() {
     // Tabs before the column are echoed so the caret lines up.
     let err = parse("\texposure = ").unwrap_err();
     assert!(err.to_string().ends_with("\n  \t           ^"), "{err:?}");
+}
+
+// ---------------------------------------------------------------------------
+// Spatial predicates: `region OVERLAPS POINT(ra, dec)` / `CIRCLE(ra, dec, r)`
+
+fn binds_of(pairs: &[(&str, Value)]) -> HashMap<String, Value> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect()
+}
+
+fn circle_blob(ra: f64, dec: f64, radius: f64) -> Value {
+    let circle = Circle::from_lonlat_deg(ra, dec, radius).unwrap();
+    Value::Blob(Region::Circle(circle).encode())
+}
+
+#[test]
+fn overlaps_parses_case_insensitively_and_prints_canonically() {
+    let cases = [
+        (
+            "visit.region overlaps point(10, -5.5)",
+            "visit.region OVERLAPS POINT(10, -5.5)",
+        ),
+        (
+            "visit.region OVERLAPS Circle( -1e1 ,:dec,0.5 )",
+            "visit.region OVERLAPS CIRCLE(-10.0, :dec, 0.5)",
+        ),
+        (
+            "NOT visit.region OVERLAPS POINT(:ra, :dec) AND exposure = 1 OR band = 'r'",
+            "NOT visit.region OVERLAPS POINT(:ra, :dec) AND exposure = 1 OR band = 'r'",
+        ),
+        // POINT and CIRCLE are words only after OVERLAPS.
+        ("point = 1 AND circle = 2", "point = 1 AND circle = 2"),
+    ];
+    for (text, canonical) in cases {
+        let e = parse_some(text);
+        assert_eq!(e.to_string(), canonical, "{text:?}");
+        let again = parse_some(canonical);
+        assert_eq!(again.to_string(), canonical);
+    }
+    match parse_some("visit.region OVERLAPS CIRCLE(1, 2, 3)").root {
+        Node::Overlaps {
+            region,
+            shape:
+                Shape::Circle {
+                    ra,
+                    dec,
+                    radius,
+                    column: shape_column,
+                },
+            column,
+        } => {
+            assert_eq!(region.to_string(), "visit.region");
+            assert_eq!((region.column, column, shape_column), (1, 14, 23));
+            assert_eq!((ra.column(), dec.column(), radius.column()), (30, 33, 36));
+        }
+        other => panic!("expected OVERLAPS, got {other:?}"),
+    }
+    let ids = parse_some("visit.region OVERLAPS POINT(1, 2) OR exposure = 3").identifiers();
+    let names: Vec<String> = ids.iter().map(|i| i.to_string()).collect();
+    assert_eq!(names, vec!["visit.region", "exposure"]);
+}
+
+#[test]
+fn overlaps_syntax_errors_point_at_the_problem() {
+    let cases: &[(&str, usize, &str)] = &[
+        (
+            "visit.region OVERLAPS POINT(1)",
+            23,
+            "POINT takes 2 arguments (ra, dec), got 1",
+        ),
+        (
+            "visit.region OVERLAPS POINT(1, 2, 3)",
+            23,
+            "POINT takes 2 arguments (ra, dec), got 3",
+        ),
+        (
+            "visit.region OVERLAPS CIRCLE(1, 2)",
+            23,
+            "CIRCLE takes 3 arguments (ra, dec, radius), got 2",
+        ),
+        (
+            "visit.region OVERLAPS circle()",
+            23,
+            "CIRCLE takes 3 arguments (ra, dec, radius), got 0",
+        ),
+        (
+            "visit.region OVERLAPS POINT(1, 'x')",
+            32,
+            "the dec of POINT must be a number or a bind parameter, not the string 'x'",
+        ),
+        (
+            "visit.region OVERLAPS CIRCLE(1, 2, exposure.exposure_time)",
+            36,
+            "the radius of CIRCLE must be a number or a bind parameter, \
+             not the identifier exposure.exposure_time",
+        ),
+        (
+            "visit.region OVERLAPS POINT(TRUE, 2)",
+            29,
+            "the ra of POINT must be a number or a bind parameter, not the value TRUE",
+        ),
+        (
+            "visit.region OVERLAPS POINT(1, 2, 'x')",
+            35,
+            "the argument 3 of POINT must be a number",
+        ),
+        (
+            "visit.region OVERLAPS POINT(1, (2))",
+            32,
+            "expected a number or a bind parameter as the dec of POINT, found '('",
+        ),
+        (
+            "visit.region OVERLAPS POINT(- x, 2)",
+            31,
+            "expected a number after '-'",
+        ),
+        (
+            "visit.region OVERLAPS POINT(1, 2",
+            28,
+            "unclosed '(' of POINT",
+        ),
+        (
+            "visit.region OVERLAPS POINT(1 2)",
+            31,
+            "expected ',' or ')' in POINT(...), found number 2",
+        ),
+        (
+            "visit.region OVERLAPS POINT 1, 2",
+            29,
+            "expected '(' after POINT",
+        ),
+        (
+            "visit.region OVERLAPS BOX(1, 2)",
+            23,
+            "expected POINT(ra, dec) or CIRCLE(ra, dec, radius) after OVERLAPS, \
+             found identifier BOX",
+        ),
+        (
+            "visit.region OVERLAPS",
+            22,
+            "expected POINT(ra, dec) or CIRCLE(ra, dec, radius) after OVERLAPS, \
+             found the end",
+        ),
+        (
+            "'x' OVERLAPS POINT(1, 2)",
+            1,
+            "OVERLAPS needs a region field on its left, such as visit.region, \
+             not the string 'x'",
+        ),
+        (":r OVERLAPS POINT(1, 2)", 1, "not the bind parameter :r"),
+        (
+            "overlaps = 1",
+            1,
+            "expected a dimension, field, value or '('",
+        ),
+    ];
+    for &(text, column, needle) in cases {
+        let err = parse(text).unwrap_err();
+        assert_eq!(err.column, column, "{text:?}: {err}");
+        assert!(err.message.contains(needle), "{text:?}: {err}");
+    }
+}
+
+#[test]
+fn overlaps_type_errors_point_at_the_column() {
+    let err = error_at("exposure = 1 AND exposure.exposure_time OVERLAPS POINT(1, 2)");
+    assert_eq!(err.column, 18);
+    assert!(
+        err.message
+            .starts_with("`exposure.exposure_time` is a float, not a region"),
+        "{err}"
+    );
+    let err = error_at("band OVERLAPS CIRCLE(1, 2, 3)");
+    assert_eq!(err.column, 1);
+    assert!(err.message.starts_with("`band` is a string, not a region"));
+    let err = error_at("visit.regio OVERLAPS POINT(1, 2)");
+    assert_eq!(err.column, 1);
+    assert!(err.message.contains("unknown dimension or field"), "{err}");
+
+    // A region anywhere else is refused where it stands.
+    for (text, column) in [
+        ("visit.region = 3", 1),
+        ("exposure = 1 AND 3 < visit.region", 22),
+        ("visit.region IN (1, 2)", 1),
+        ("visit.region IN (1..2)", 1),
+        ("NOT visit.region", 5),
+        ("visit.region = visit.region", 1),
+    ] {
+        let err = error_at(text);
+        assert_eq!(err.column, column, "{text:?}: {err}");
+        assert!(
+            err.message
+                .contains("a region can only be tested with OVERLAPS, as in visit.region OVERLAPS"),
+            "{text:?}: {err}"
+        );
+    }
+}
+
+#[test]
+fn overlaps_argument_ranges_and_binds_are_checked_at_their_column() {
+    let binds = binds_of(&[
+        ("s", Value::Text("north".into())),
+        ("nan", Value::Real(f64::NAN)),
+        ("null", Value::Null),
+        ("blob", Value::Blob(vec![1])),
+        ("far", Value::Real(90.5)),
+        ("wide", Value::Integer(180)),
+    ]);
+    let cases: &[(&str, usize, &str)] = &[
+        (
+            "visit.region OVERLAPS POINT(10, 90.5)",
+            33,
+            "the dec of POINT is 90.5, outside [-90, 90] (degrees)",
+        ),
+        (
+            "visit.region OVERLAPS POINT(10, -91)",
+            33,
+            "the dec of POINT is -91, outside [-90, 90]",
+        ),
+        (
+            "visit.region OVERLAPS CIRCLE(10, :far, 1)",
+            34,
+            "the dec of CIRCLE is 90.5, outside [-90, 90]",
+        ),
+        (
+            "visit.region OVERLAPS CIRCLE(10, 0, -0.5)",
+            37,
+            "the radius of CIRCLE is -0.5, outside [0, 180) (degrees)",
+        ),
+        (
+            "visit.region OVERLAPS CIRCLE(10, 0, 180)",
+            37,
+            "the radius of CIRCLE is 180, outside [0, 180)",
+        ),
+        (
+            "visit.region OVERLAPS CIRCLE(10, 0, :wide)",
+            37,
+            "the radius of CIRCLE is 180, outside [0, 180)",
+        ),
+        (
+            "visit.region OVERLAPS POINT(:missing, 0)",
+            29,
+            "no value supplied for bind parameter :missing",
+        ),
+        (
+            "visit.region OVERLAPS POINT(:s, 0)",
+            29,
+            "the ra of POINT must be a number, but bind parameter :s is a string",
+        ),
+        (
+            "visit.region OVERLAPS POINT(1, :nan)",
+            32,
+            "the dec of POINT must be a number, but bind parameter :nan is not a finite number",
+        ),
+        (
+            "visit.region OVERLAPS CIRCLE(1, 2, :null)",
+            36,
+            "the radius of CIRCLE must be a number, but bind parameter :null is NULL",
+        ),
+        (
+            "visit.region OVERLAPS CIRCLE(:blob, 2, 3)",
+            30,
+            "the ra of CIRCLE must be a number, but bind parameter :blob is a blob",
+        ),
+    ];
+    for &(text, column, needle) in cases {
+        let err = compile_with(text, &binds).unwrap_err();
+        assert_eq!(err.column, column, "{text:?}: {err}");
+        assert!(err.message.contains(needle), "{text:?}: {err}");
+    }
+}
+
+// Needs quanta-spatial's geometry (Circle, encode): implemented in parallel.
+#[test]
+fn overlaps_compiles_to_the_function_with_the_shape_as_one_blob() {
+    let c = compile_text("visit.region OVERLAPS POINT(10, -5.5)").unwrap();
+    assert_eq!(c.sql, "quanta_region_overlaps(t.region, ?)");
+    assert_eq!(c.params, vec![circle_blob(10.0, -5.5, 0.0)]);
+
+    let c = compile_text("visit.region OVERLAPS CIRCLE(-10, 90, 0.25) AND exposure = 2").unwrap();
+    assert_eq!(
+        c.sql,
+        "(quanta_region_overlaps(t.region, ?) AND (t.exposure = ?))"
+    );
+    assert_eq!(
+        c.params,
+        vec![circle_blob(-10.0, 90.0, 0.25), Value::Integer(2)]
+    );
+
+    let binds = binds_of(&[
+        ("ra", Value::Integer(200)),
+        ("dec", Value::Real(-30.5)),
+        ("r", Value::Real(1.5)),
+    ]);
+    let c = compile_with(
+        "NOT visit.region OVERLAPS CIRCLE(:ra, :dec, :r) OR visit.region OVERLAPS POINT(:ra, -90)",
+        &binds,
+    )
+    .unwrap();
+    assert_eq!(
+        c.sql,
+        "((NOT quanta_region_overlaps(t.region, ?)) OR quanta_region_overlaps(t.region, ?))"
+    );
+    assert_eq!(
+        c.params,
+        vec![
+            circle_blob(200.0, -30.5, 1.5),
+            circle_blob(200.0, -90.0, 0.0)
+        ]
+    );
+}
+
+// Needs quanta-spatial's geometry: implemented in parallel.
+#[test]
+fn overlaps_selects_the_rows_whose_region_it_touches() {
+    let conn = Connection::open_in_memory().unwrap();
+    crate::region_sql::register_region_functions(&conn).unwrap();
+    conn.execute_batch("CREATE TABLE t (exposure INTEGER, region BLOB)")
+        .unwrap();
+    let square = |ra: f64| {
+        let p = ConvexPolygon::from_lonlat_deg(&[
+            (ra, -1.0),
+            (ra + 2.0, -1.0),
+            (ra + 2.0, 1.0),
+            (ra, 1.0),
+        ])
+        .unwrap();
+        Value::Blob(Region::Polygon(p).encode())
+    };
+    let mut insert = conn.prepare("INSERT INTO t VALUES (?1, ?2)").unwrap();
+    insert.execute((1, square(10.0))).unwrap();
+    insert.execute((2, square(20.0))).unwrap();
+    insert.execute((3, Value::Null)).unwrap();
+    drop(insert);
+    let selected = |text: &str| -> Vec<i64> {
+        let c = compile_text(text).unwrap();
+        let sql = format!("SELECT exposure FROM t WHERE {} ORDER BY exposure", c.sql);
+        let mut stmt = conn.prepare(&sql).unwrap();
+        let rows = stmt
+            .query_map(rusqlite::params_from_iter(c.params.iter()), |r| r.get(0))
+            .unwrap();
+        rows.collect::<rusqlite::Result<_>>().unwrap()
+    };
+    assert_eq!(selected("visit.region OVERLAPS POINT(11, 0)"), vec![1]);
+    assert_eq!(selected("visit.region OVERLAPS POINT(21, 0.5)"), vec![2]);
+    assert_eq!(
+        selected("visit.region OVERLAPS POINT(16, 0)"),
+        Vec::<i64>::new()
+    );
+    assert_eq!(
+        selected("visit.region OVERLAPS CIRCLE(16, 0, 5)"),
+        vec![1, 2]
+    );
+    // A circle whose center is outside the square but reaches into it.
+    assert_eq!(
+        selected("visit.region OVERLAPS CIRCLE(13, 0, 1.5)"),
+        vec![1]
+    );
+    assert_eq!(
+        selected("visit.region OVERLAPS CIRCLE(13, 0, 0.5)"),
+        Vec::<i64>::new()
+    );
+    assert_eq!(
+        selected("NOT visit.region OVERLAPS POINT(11, 0)"),
+        vec![2],
+        "a NULL region matches neither OVERLAPS nor its negation"
+    );
 }
