@@ -538,8 +538,8 @@ mod tests {
             err.contains("needs a metadata field of type region"),
             "{err}"
         );
-        let deep = format!("version: 1\nskypix: {{healpix_level: 30}}\nelements:\n  a:\n    key: {{name: id, type: int}}\n");
-        let err = DimensionUniverse::from_yaml(&deep).unwrap_err().to_string();
+        let deep = "version: 1\nskypix: {healpix_level: 30}\nelements:\n  a:\n    key: {name: id, type: int}\n";
+        let err = DimensionUniverse::from_yaml(deep).unwrap_err().to_string();
         assert!(err.contains("healpix_level 30"), "{err}");
     }
 
