@@ -148,11 +148,13 @@ pub fn demo(a: DemoArgs) -> Result<ExitCode> {
         ),
     };
     std::fs::write(&pipeline, yaml).with_context(|| format!("writing {}", pipeline.display()))?;
+    let size = match a.pipeline {
+        DemoPipeline::Coadd => format!("{} visits per band × 9 detectors", a.exposures),
+        _ => format!("{} exposures × {} detectors", a.exposures, a.detectors),
+    };
     eprintln!(
-        "quanta demo ({} pipeline): {} exposures × {} detectors in {}",
+        "quanta demo ({} pipeline): {size} in {}",
         a.pipeline.name(),
-        a.exposures,
-        a.detectors,
         dir.display()
     );
     let mut timings = Vec::new();

@@ -25,11 +25,19 @@ fn calexps_show_the_stars_where_their_wcs_puts_them() {
             for t in &stars {
                 let (x, y) = wcs.sky_to_pixel(t.ra, t.dec).unwrap();
                 let (ix, iy) = (x.round(), y.round());
-                if ix < 3.0 || iy < 3.0 || ix > DETECTOR_PX as f64 - 4.0 || iy > DETECTOR_PX as f64 - 4.0 {
+                if ix < 3.0
+                    || iy < 3.0
+                    || ix > DETECTOR_PX as f64 - 4.0
+                    || iy > DETECTOR_PX as f64 - 4.0
+                {
                     continue;
                 }
                 let peak = image.get(ix as usize, iy as usize).unwrap();
-                assert!(peak > 5.0 * v.sigma as f32, "star {t:?} visit {} det {d}: {peak}", v.id);
+                assert!(
+                    peak > 5.0 * v.sigma as f32,
+                    "star {t:?} visit {} det {d}: {peak}",
+                    v.id
+                );
                 seen += 1;
             }
         }
@@ -67,7 +75,10 @@ fn survey_regions_nest_and_patches_tile_the_tract() {
     }
     for i in 0..20 {
         for j in 0..20 {
-            let (ra, dec) = (-0.14 + 0.28 * i as f64 / 19.0, 0.86 + 0.28 * j as f64 / 19.0);
+            let (ra, dec) = (
+                -0.14 + 0.28 * i as f64 / 19.0,
+                0.86 + 0.28 * j as f64 / 19.0,
+            );
             let point = UnitVector::from_lonlat_deg(ra.rem_euclid(360.0), dec);
             assert!(tract.contains(point));
             assert!(patches.iter().any(|p| p.contains(point)), "{ra},{dec}");
@@ -85,7 +96,13 @@ fn the_survey_repo_holds_regions_and_calexps() {
     let butler = create_survey_repo(&dir.path().join("repo"), &s).unwrap();
     let found = butler
         .registry()
-        .query_datasets(&[], &[CALEXP_RUN.to_string()], "", &Default::default(), true)
+        .query_datasets(
+            &[],
+            &[CALEXP_RUN.to_string()],
+            "",
+            &Default::default(),
+            true,
+        )
         .unwrap();
     assert_eq!(found.len(), 18);
 }
