@@ -106,3 +106,25 @@ fn the_survey_repo_holds_regions_and_calexps() {
         .unwrap();
     assert_eq!(found.len(), 18);
 }
+
+/// The pipeline loader accepts the coadd pipeline and makes its tasks.
+/// Before issue 17's loader work it refuses the gather across the
+/// observation and skymap families ("no dimension in common").
+#[test]
+fn the_coadd_pipeline_loads_and_its_tasks_are_made() {
+    let universe = quanta_core::DimensionUniverse::default_universe();
+    let loaded = quanta_core::pipeline::LoadedPipeline::parse(
+        quanta_examples::COADD_PIPELINE_YAML,
+        "coadd.yaml",
+        &universe,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let tasks = quanta_examples::task_registry();
+    for t in &loaded.pipeline.tasks {
+        let quanta_core::pipeline::TaskKind::Class(class) = &t.kind else {
+            panic!("{} is not a Rust task", t.label);
+        };
+        tasks.create(class, &t.config).unwrap().unwrap();
+    }
+    assert_eq!(loaded.pipeline.tasks.len(), 3);
+}
