@@ -763,6 +763,16 @@ mod tests {
                 ..
             })
         ));
+        // A projection other than TAN is refused, not silently misread.
+        let mut tan = Image::filled(2, 2, 0.0).unwrap();
+        tan.header.wcs = header().wcs;
+        let mut bytes = FitsImageFormatter::encode_image(&tan).unwrap();
+        let at = bytes.windows(8).position(|w| w == b"RA---TAN").unwrap();
+        bytes[at..at + 8].copy_from_slice(b"RA---SIN");
+        assert!(matches!(
+            FitsImageFormatter::decode_image(&bytes),
+            Err(FitsFormatError::BadHeaderValue { key: "CTYPE1", .. })
+        ));
         image.header.background = None;
         image.header.kind = Some("x".repeat(69));
         assert!(FitsImageFormatter::encode_image(&image).is_err());
