@@ -3,7 +3,10 @@
 //! pipeline — then what it did and what to try next. `--pipeline fits` runs
 //! the FITS image pipeline instead (synthetic raws, bias and flat from a
 //! CALIBRATION collection, background, detection, per-exposure summary) and
-//! also prints detected against injected sources per exposure.
+//! also prints detected against injected sources per exposure; `--pipeline
+//! coadd` builds a synthetic survey with regions and a grid skymap, warps
+//! and coadds it, and prints per patch and band the warps combined and the
+//! injected stars detected on the coadd.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -25,6 +28,9 @@ pub enum DemoPipeline {
     Reference,
     /// FITS images: ISR with bias and flat, background, detection, summary.
     Fits,
+    /// Warps and coadds of a synthetic survey on a grid skymap (regions,
+    /// spatial joins); `--exposures` is the number of visits per band.
+    Coadd,
 }
 
 #[derive(Args)]
@@ -104,6 +110,12 @@ pub fn demo(a: DemoArgs) -> Result<ExitCode> {
             }
             None
         }
+        DemoPipeline::Coadd => {
+            if a.image_size.is_some() || a.sources.is_some() {
+                bail!("--image-size and --sources apply to --pipeline fits only");
+            }
+            None
+        }
         DemoPipeline::Fits => {
             let defaults = quanta_examples::fits::synth::SimConfig::default();
             let size = a.image_size.unwrap_or(defaults.width);
@@ -130,18 +142,33 @@ pub fn demo(a: DemoArgs) -> Result<ExitCode> {
             quanta_examples::FITS_PIPELINE_YAML,
             vec![INPUT, CALIB_INPUT],
         ),
+        DemoPipeline::Coadd => (
+            quanta_examples::COADD_PIPELINE_YAML,
+            vec![quanta_examples::coadd::survey::CALEXP_RUN],
+        ),
     };
     std::fs::write(&pipeline, yaml).with_context(|| format!("writing {}", pipeline.display()))?;
+    let size = match a.pipeline {
+        DemoPipeline::Coadd => format!("{} visits per band × 9 detectors", a.exposures),
+        _ => format!("{} exposures × {} detectors", a.exposures, a.detectors),
+    };
     eprintln!(
-        "quanta demo ({} pipeline): {} exposures × {} detectors in {}",
+        "quanta demo ({} pipeline): {size} in {}",
         a.pipeline.name(),
-        a.exposures,
-        a.detectors,
         dir.display()
     );
     let mut timings = Vec::new();
 
     match &sim {
+        None if a.pipeline == DemoPipeline::Coadd => {
+            stage("1/4 repo + survey regions, calexps", &mut timings, || {
+                quanta_examples::coadd::survey::create_survey_repo(
+                    &repo,
+                    &coadd_survey(a.exposures),
+                )?;
+                Ok(())
+            })?
+        }
         None => stage("1/4 repo + raw datasets", &mut timings, || {
             quanta_examples::workload::create_reference_repo(&repo, a.exposures, a.detectors)?;
             Ok(())
@@ -228,8 +255,104 @@ impl DemoPipeline {
         match self {
             DemoPipeline::Reference => "reference",
             DemoPipeline::Fits => "fits",
+            DemoPipeline::Coadd => "coadd",
         }
     }
+}
+
+/// The demo's survey: `visits_per_band` visits in each of g and r.
+fn coadd_survey(visits_per_band: usize) -> quanta_examples::coadd::survey::Survey {
+    quanta_examples::coadd::survey::Survey {
+        visits_per_band,
+        ..Default::default()
+    }
+}
+
+/// The injected stars on a coadd (finite pixel, 3 px inside): how many, how
+/// many a detected source lies within 2 px of, and their median peak pixel.
+fn stars_on_coadd(
+    image: &quanta_examples::fits::Image,
+    sources: &[quanta_examples::fits::Source],
+    stars: &[quanta_examples::coadd::survey::Star],
+) -> (usize, usize, Option<f64>) {
+    let Some(wcs) = image.header.wcs else {
+        return (0, 0, None);
+    };
+    let (w, h) = (image.width() as f64, image.height() as f64);
+    let (mut n, mut found, mut peaks) = (0, 0, Vec::new());
+    for t in stars {
+        let Some((x, y)) = wcs.sky_to_pixel(t.ra, t.dec) else {
+            continue;
+        };
+        if x < 3.0 || y < 3.0 || x > w - 4.0 || y > h - 4.0 {
+            continue;
+        }
+        let Some(v) = image.get(x.round() as usize, y.round() as usize) else {
+            continue;
+        };
+        if !v.is_finite() {
+            continue;
+        }
+        n += 1;
+        peaks.push(f64::from(v));
+        if sources.iter().any(|s| (s.x - x).hypot(s.y - y) <= 2.0) {
+            found += 1;
+        }
+    }
+    (n, found, quanta_examples::fits::measure::median(&mut peaks))
+}
+
+/// Per patch and band: warps combined, injected stars on the coadd, those
+/// detected, and their median peak, from the merged coadds and catalogs.
+fn print_coadd_counts(repo: &Path, survey: &quanta_examples::coadd::survey::Survey) -> Result<()> {
+    let butler = crate::plugins::open_butler_read_only(repo)?;
+    let run = [OUTPUT_RUN.to_string()];
+    let found = butler.registry().query_datasets(
+        &["deepCoadd".to_string()],
+        &run,
+        "",
+        &Default::default(),
+        true,
+    )?;
+    let stars = survey.stars();
+    let mut rows = Vec::new();
+    for f in &found {
+        let id = &f.dataset_ref.data_id;
+        let image = butler
+            .get("deepCoadd", id, &run)?
+            .downcast::<quanta_examples::fits::Image>()
+            .context("deepCoadd is not an image")?;
+        let catalog = butler
+            .get("deepCoadd_src", id, &run)?
+            .downcast::<quanta_examples::fits::SourceCatalog>()
+            .context("deepCoadd_src is not a catalog")?;
+        let (n, detected, peak) = stars_on_coadd(&image, &catalog.sources, &stars);
+        let field = |k: &str| id.get(k).map(|v| v.to_string()).unwrap_or_default();
+        rows.push(vec![
+            field("tract"),
+            field("patch"),
+            field("band"),
+            image.header.combined.map_or("-".into(), |c| c.to_string()),
+            n.to_string(),
+            detected.to_string(),
+            peak.map_or("-".into(), |p| format!("{p:.1}")),
+        ]);
+    }
+    rows.sort();
+    println!();
+    print_table(
+        &[
+            "tract",
+            "patch",
+            "band",
+            "warps",
+            "stars",
+            "detected",
+            "median peak",
+        ],
+        &rows,
+    );
+    Ok(())
 }
 
 /// Per exposure, the sources the pipeline detected against those the
@@ -322,6 +445,9 @@ fn print_summary(
     println!("repo: {}", repo.display());
     if pipeline == DemoPipeline::Fits {
         print_source_counts(repo, n_exp)?;
+    }
+    if pipeline == DemoPipeline::Coadd {
+        print_coadd_counts(repo, &coadd_survey(n_exp))?;
     }
     let summary_id = found
         .iter()

@@ -3,12 +3,15 @@
 //! `examples.Summarize`), [`reference`], which writes a reference
 //! bundle (raw inputs in a datastore + quanta) without a Registry, for tests
 //! and benchmarks, and [`fits`], a realistic pipeline on FITS images
-//! (`examples.fits.*`) with its formatters and repo builder.
+//! (`examples.fits.*`) with its formatters and repo builder, and [`coadd`],
+//! warps and coadds of a synthetic survey on a grid skymap
+//! (`examples.coadd.*`).
 //!
 //! Every reference example task also takes two test hooks in its config:
 //! `fail_on` (a data ID subset, or a list of them: the task fails on
 //! matching quanta) and `sleep_ms` (sleep before working).
 
+pub mod coadd;
 pub mod fits;
 pub mod reference;
 mod tasks;
@@ -46,6 +49,10 @@ pub const REFERENCE_PIPELINE_YAML: &str = include_str!("../pipelines/reference.y
 /// `quanta demo --pipeline fits`.
 pub const FITS_PIPELINE_YAML: &str = include_str!("../pipelines/fits.yaml");
 
+/// The coadd pipeline (makeWarp → assembleCoadd → detectCoadd), embedded
+/// for `quanta demo --pipeline coadd`.
+pub const COADD_PIPELINE_YAML: &str = include_str!("../pipelines/coadd.yaml");
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -69,6 +76,8 @@ mod tests {
             "examples.fits.Background",
             "examples.fits.Detect",
             "examples.fits.Summarize",
+            "examples.coadd.MakeWarp",
+            "examples.coadd.AssembleCoadd",
         ] {
             assert!(tasks.contains(class), "{class}");
         }

@@ -335,6 +335,7 @@ impl PipelineTask for Summarize {
 /// under `examples.fits.*`).
 pub fn register(reg: &mut TaskRegistry) {
     crate::fits::register(reg);
+    crate::coadd::register(reg);
     reg.register("examples.Isr", |c| {
         Ok(Arc::new(Isr {
             hooks: Hooks::from_config(c)?,

@@ -5,11 +5,11 @@ use std::collections::{HashMap, HashSet};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
-use quanta_core::bundle::ConnectionRefs;
+use quanta_core::bundle::{ConnectionRefs, DimensionRecords};
 use quanta_core::pipeline::TaskDef;
-use quanta_core::{Bundle, BundleQuantum, BundleRef, DataId, WrittenOutput};
+use quanta_core::{Bundle, BundleQuantum, BundleRef, DataId, DataIdValue, WrittenOutput};
 use quanta_datastore::{
     temp_file_prefix, Datastore, DatastoreConfig, DatastoreError, FormatterRegistry,
     InMemoryDataset, JsonFormatter,
@@ -33,6 +33,68 @@ pub struct LimitedRegistry {
     bundle: Arc<Bundle>,
     datastore: Datastore,
     tasks: Vec<Arc<TaskDef>>,
+    /// The bundle's dimension-records block, decoded on first use and then
+    /// kept for the process (tasks that never ask do not pay for it).
+    records: OnceLock<RecordIndex>,
+}
+
+/// A dimension record: field name → value, as the registry returned it.
+pub type DimensionRecord = serde_json::Map<String, serde_json::Value>;
+
+/// The bundle's dimension records by element, each element's records
+/// indexed by the value of their key field (`id` or `name`).
+#[derive(Debug, Default)]
+struct RecordIndex {
+    records: DimensionRecords,
+    by_key: HashMap<String, HashMap<DataIdValue, Vec<usize>>>,
+}
+
+/// The key fields of dimension elements: every element of the default
+/// universe names its key `id` or `name`.
+const KEY_FIELDS: [&str; 2] = ["id", "name"];
+
+fn json_to_data_id_value(v: &serde_json::Value) -> Option<DataIdValue> {
+    match v {
+        serde_json::Value::Number(n) => n.as_i64().map(DataIdValue::Int),
+        serde_json::Value::String(s) => Some(DataIdValue::from(s.as_str())),
+        _ => None,
+    }
+}
+
+impl RecordIndex {
+    fn new(records: DimensionRecords) -> Self {
+        let mut by_key: HashMap<String, HashMap<DataIdValue, Vec<usize>>> = HashMap::new();
+        for (element, recs) in &records {
+            let index = by_key.entry(element.clone()).or_default();
+            for (i, rec) in recs.iter().enumerate() {
+                let key = KEY_FIELDS
+                    .iter()
+                    .find_map(|k| rec.get(*k).and_then(json_to_data_id_value));
+                if let Some(key) = key {
+                    index.entry(key).or_default().push(i);
+                }
+            }
+        }
+        Self { records, by_key }
+    }
+
+    /// The record of `element` for `data_id`: its key equals the data ID's
+    /// value of `element`, and every other field named like a dimension of
+    /// the data ID (`skymap`, `tract` of a patch) agrees with it.
+    fn find(&self, element: &str, data_id: &DataId) -> Option<&DimensionRecord> {
+        let value = data_id.get(element)?;
+        let candidates = self.by_key.get(element)?.get(value)?;
+        let records = self.records.get(element)?;
+        candidates.iter().map(|&i| &records[i]).find(|rec| {
+            data_id
+                .iter()
+                .filter(|(dim, _)| *dim != element)
+                .all(|(dim, v)| match rec.get(dim) {
+                    None => true,
+                    Some(field) => json_to_data_id_value(field).as_ref() == Some(v),
+                })
+        })
+    }
 }
 
 impl LimitedRegistry {
@@ -75,7 +137,29 @@ impl LimitedRegistry {
             bundle,
             datastore,
             tasks,
+            records: OnceLock::new(),
         }))
+    }
+
+    /// The record of dimension `element` (`patch`, `visit`, …) for
+    /// `data_id`, from the bundle's dimension-records block (decoded once
+    /// per process). `None` when the bundle holds no such record: preflight
+    /// writes the records of the dimensions its graph uses (and the
+    /// elements they imply), not of join elements such as `visit_detector`.
+    pub fn dimension_record(
+        &self,
+        element: &str,
+        data_id: &DataId,
+    ) -> Result<Option<&DimensionRecord>> {
+        if self.records.get().is_none() {
+            let index = RecordIndex::new(self.bundle.dimension_records()?);
+            // Another thread may have won the race; both decoded the same block.
+            let _ = self.records.set(index);
+        }
+        Ok(self
+            .records
+            .get()
+            .and_then(|index| index.find(element, data_id)))
     }
 
     pub fn bundle(&self) -> &Arc<Bundle> {
@@ -291,6 +375,13 @@ impl LimitedButler {
 
     pub fn data_id(&self) -> &DataId {
         &self.quantum.data_id
+    }
+
+    /// The record of dimension `element` for this quantum's data ID (see
+    /// [`LimitedRegistry::dimension_record`]).
+    pub fn dimension_record(&self, element: &str) -> Result<Option<&DimensionRecord>> {
+        self.registry
+            .dimension_record(element, &self.quantum.data_id)
     }
 
     /// A flag that, once set, makes every later put fail: an attempt that
@@ -712,4 +803,51 @@ fn hash_file(path: &Path) -> std::io::Result<(u64, String)> {
         hasher.update(&buf[..n]);
     }
     Ok((hasher.count(), hasher.finalize().to_hex().to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(v: serde_json::Value) -> DimensionRecord {
+        v.as_object().cloned().unwrap_or_default()
+    }
+
+    #[test]
+    fn a_record_is_found_by_its_key_and_the_dimensions_it_names() {
+        let mut records = DimensionRecords::new();
+        records.insert(
+            "patch".into(),
+            vec![
+                rec(serde_json::json!({"skymap": "grid", "tract": 0, "id": 4, "cell_x": 1})),
+                rec(serde_json::json!({"skymap": "grid", "tract": 1, "id": 4, "cell_x": 2})),
+                rec(serde_json::json!({"skymap": "other", "tract": 1, "id": 4, "cell_x": 3})),
+            ],
+        );
+        records.insert(
+            "skymap".into(),
+            vec![rec(serde_json::json!({"name": "grid", "tract_max": 2}))],
+        );
+        let index = RecordIndex::new(records);
+        let id = DataId::from_pairs([
+            ("skymap", DataIdValue::from("grid")),
+            ("tract", DataIdValue::Int(1)),
+            ("patch", DataIdValue::Int(4)),
+            ("band", DataIdValue::from("r")),
+        ]);
+        let cell_x = |r: Option<&DimensionRecord>| r.and_then(|r| r.get("cell_x")).cloned();
+        assert_eq!(cell_x(index.find("patch", &id)), Some(2.into()));
+        assert_eq!(
+            index.find("skymap", &id).and_then(|r| r.get("tract_max")),
+            Some(&2.into())
+        );
+        // An element the data ID lacks, or a key no record has: none.
+        assert!(index.find("visit", &id).is_none());
+        let mut other = id.clone();
+        other.insert("patch", 5);
+        assert!(index.find("patch", &other).is_none());
+        other.insert("patch", 4);
+        other.insert("tract", 7);
+        assert!(index.find("patch", &other).is_none());
+    }
 }

@@ -10,7 +10,9 @@
 //!
 //! Must not: open a database. No SQL dependency is allowed in this crate;
 //! everything comes from the bundle header (datastore root and
-//! configuration, output RUN, clobber) and its quanta.
+//! configuration, output RUN, clobber), its quanta, and its
+//! dimension-records block (a task may read the records of its quantum's
+//! data ID, e.g. a patch's region; decoded once per process).
 //!
 //! # Overwrite rule
 //!
@@ -36,7 +38,7 @@ mod journal;
 mod log_tail;
 mod usage;
 
-pub use butler::{LimitedButler, LimitedRegistry, QUARANTINE_DIR};
+pub use butler::{DimensionRecord, LimitedButler, LimitedRegistry, QUARANTINE_DIR};
 pub use error::LimitedRegistryError;
 pub use journal::{QuantumOutcome, WorkerJournal};
 pub use log_tail::{LogTail, LOG_TAIL_LINES};

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use quanta_core::{BundleRef, DataId};
 use quanta_datastore::InMemoryDataset;
-use quanta_limited_registry::{LimitedButler, LimitedRegistryError, LogTail};
+use quanta_limited_registry::{DimensionRecord, LimitedButler, LimitedRegistryError, LogTail};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use thiserror::Error;
@@ -55,6 +55,14 @@ impl<'a> TaskContext<'a> {
 
     pub fn data_id(&self) -> &DataId {
         self.butler.data_id()
+    }
+
+    /// The dimension record of `element` (`patch`, `visit`, `tract`, …) for
+    /// this quantum's data ID, from the bundle (field name → value, regions
+    /// as their JSON); `None` if the bundle has no such record. The
+    /// bundle's records are decoded once per process.
+    pub fn dimension_record(&self, element: &str) -> Result<Option<&DimensionRecord>, TaskError> {
+        Ok(self.butler.dimension_record(element)?)
     }
 
     pub fn label(&self) -> &str {

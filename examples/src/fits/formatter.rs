@@ -22,6 +22,7 @@ use quanta_datastore::{Formatter, FormatterError, InMemoryDataset};
 use thiserror::Error;
 
 use super::image::{Header, Image, ImageError, Source, SourceCatalog};
+use super::wcs::TanWcs;
 
 /// The storage class of [`Image`] datasets.
 pub const IMAGE_STORAGE_CLASS: &str = "ImageF";
@@ -210,7 +211,96 @@ fn read_header(f: &mut FitsFile, hdu: &FitsHdu) -> Result<Header, FitsFormatErro
         background: read_opt::<f64>(f, hdu, "BGMEDIAN")?,
         sigma: read_opt::<f64>(f, hdu, "SKYSIGMA")?,
         threshold: read_opt::<f64>(f, hdu, "DETTHRSH")?,
+        visit: read_opt::<i64>(f, hdu, "VISIT")?,
+        combined: read_opt::<i64>(f, hdu, "NCOMBINE")?,
+        wcs: read_wcs(f, hdu)?,
     })
+}
+
+/// The TAN WCS of an HDU, if it has `CTYPE1`; any other projection, or a
+/// TAN WCS missing a key, is refused rather than ignored.
+fn read_wcs(f: &mut FitsFile, hdu: &FitsHdu) -> Result<Option<TanWcs>, FitsFormatError> {
+    let Some(ctype1) = read_opt::<String>(f, hdu, "CTYPE1")? else {
+        return Ok(None);
+    };
+    let ctype2 = read_opt::<String>(f, hdu, "CTYPE2")?.unwrap_or_default();
+    if ctype1.trim() != "RA---TAN" || ctype2.trim() != "DEC--TAN" {
+        return Err(FitsFormatError::BadHeaderValue {
+            key: "CTYPE1",
+            reason: format!(
+                "only the TAN projection in RA/Dec is supported, got {ctype1:?}/{ctype2:?}"
+            ),
+        });
+    }
+    let mut need = |key: &'static str| -> Result<f64, FitsFormatError> {
+        read_opt::<f64>(f, hdu, key)?.ok_or(FitsFormatError::BadHeaderValue {
+            key,
+            reason: "missing from a TAN WCS".into(),
+        })
+    };
+    let crval = (need("CRVAL1")?, need("CRVAL2")?);
+    let crpix = (need("CRPIX1")?, need("CRPIX2")?);
+    let cd = if read_opt::<f64>(f, hdu, "CD1_1")?.is_some() {
+        // Absent CD elements are 0 (FITS WCS paper I).
+        let mut cd = [[0.0; 2]; 2];
+        for (i, j, key) in [
+            (0, 0, "CD1_1"),
+            (0, 1, "CD1_2"),
+            (1, 0, "CD2_1"),
+            (1, 1, "CD2_2"),
+        ] {
+            cd[i][j] = read_opt::<f64>(f, hdu, key)?.unwrap_or(0.0);
+        }
+        cd
+    } else {
+        let mut need = |key: &'static str| -> Result<f64, FitsFormatError> {
+            read_opt::<f64>(f, hdu, key)?.ok_or(FitsFormatError::BadHeaderValue {
+                key,
+                reason: "a TAN WCS needs CD1_1 … CD2_2 or CDELT1/2".into(),
+            })
+        };
+        [[need("CDELT1")?, 0.0], [0.0, need("CDELT2")?]]
+    };
+    TanWcs::new(crval, crpix, cd)
+        .map(Some)
+        .map_err(|e| FitsFormatError::BadHeaderValue {
+            key: "CRVAL1",
+            reason: e.to_string(),
+        })
+}
+
+fn write_wcs(f: &mut FitsFile, hdu: &FitsHdu, wcs: &TanWcs) -> Result<(), FitsFormatError> {
+    let strings = [
+        ("CTYPE1", "RA---TAN", "gnomonic projection"),
+        ("CTYPE2", "DEC--TAN", "gnomonic projection"),
+        ("RADESYS", "ICRS", "reference frame"),
+    ];
+    for (key, value, comment) in strings {
+        hdu.write_key(f, key, (value, comment))
+            .context(|| format!("writing header key {key}"))?;
+    }
+    let floats = [
+        ("CRVAL1", wcs.crval.0, "RA of the tangent point [deg]"),
+        ("CRVAL2", wcs.crval.1, "Dec of the tangent point [deg]"),
+        ("CRPIX1", wcs.crpix.0, "tangent point pixel (1-based)"),
+        ("CRPIX2", wcs.crpix.1, "tangent point pixel (1-based)"),
+        ("CD1_1", wcs.cd[0][0], "[deg/pixel]"),
+        ("CD1_2", wcs.cd[0][1], "[deg/pixel]"),
+        ("CD2_1", wcs.cd[1][0], "[deg/pixel]"),
+        ("CD2_2", wcs.cd[1][1], "[deg/pixel]"),
+    ];
+    for (key, value, comment) in floats {
+        // TanWcs::new refused non-finite values; a struct literal may not.
+        if !value.is_finite() {
+            return Err(FitsFormatError::BadHeaderValue {
+                key,
+                reason: format!("{value} is not finite"),
+            });
+        }
+        hdu.write_key(f, key, (value, comment))
+            .context(|| format!("writing header key {key}"))?;
+    }
+    Ok(())
 }
 
 fn write_header(f: &mut FitsFile, hdu: &FitsHdu, h: &Header) -> Result<(), FitsFormatError> {
@@ -236,6 +326,8 @@ fn write_header(f: &mut FitsFile, hdu: &FitsHdu, h: &Header) -> Result<(), FitsF
             h.injected_sources,
             "point sources injected (truth)",
         ),
+        ("VISIT", h.visit, "visit id"),
+        ("NCOMBINE", h.combined, "images combined"),
     ];
     for (key, value, comment) in ints {
         if let Some(v) = value {
@@ -262,6 +354,9 @@ fn write_header(f: &mut FitsFile, hdu: &FitsHdu, h: &Header) -> Result<(), FitsF
             }
             hdu.write_key(f, key, (v, comment)).context(key_err(key))?;
         }
+    }
+    if let Some(wcs) = &h.wcs {
+        write_wcs(f, hdu, wcs)?;
     }
     Ok(())
 }
@@ -535,6 +630,16 @@ mod tests {
             background: Some(201.25),
             sigma: Some(14.5),
             threshold: Some(72.5),
+            visit: Some(11),
+            combined: Some(4),
+            wcs: Some(
+                TanWcs::new(
+                    (359.875, -1.25),
+                    (64.5, 32.25),
+                    [[-5.5e-4, 1.25e-5], [1.5e-5, 5.5e-4]],
+                )
+                .unwrap(),
+            ),
         }
     }
 
@@ -657,6 +762,16 @@ mod tests {
                 key: "BGMEDIAN",
                 ..
             })
+        ));
+        // A projection other than TAN is refused, not silently misread.
+        let mut tan = Image::filled(2, 2, 0.0).unwrap();
+        tan.header.wcs = header().wcs;
+        let mut bytes = FitsImageFormatter::encode_image(&tan).unwrap();
+        let at = bytes.windows(8).position(|w| w == b"RA---TAN").unwrap();
+        bytes[at..at + 8].copy_from_slice(b"RA---SIN");
+        assert!(matches!(
+            FitsImageFormatter::decode_image(&bytes),
+            Err(FitsFormatError::BadHeaderValue { key: "CTYPE1", .. })
         ));
         image.header.background = None;
         image.header.kind = Some("x".repeat(69));

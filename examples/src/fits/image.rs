@@ -3,6 +3,8 @@
 
 use thiserror::Error;
 
+use super::wcs::TanWcs;
+
 /// Why an image operation was refused.
 #[derive(Debug, Error, PartialEq)]
 pub enum ImageError {
@@ -48,6 +50,14 @@ pub struct Header {
     pub sigma: Option<f64>,
     /// `DETTHRSH`: the detection threshold used (ADU above background).
     pub threshold: Option<f64>,
+    /// `VISIT`: the visit of a calexp or warp.
+    pub visit: Option<i64>,
+    /// `NCOMBINE`: how many images a coadd combined.
+    pub combined: Option<i64>,
+    /// The celestial WCS (`CTYPE1/2` `RA---TAN`/`DEC--TAN`, `CRVAL1/2`,
+    /// `CRPIX1/2`, `CD1_1 … CD2_2`; `CDELT1/2` are read when there is no CD
+    /// matrix).
+    pub wcs: Option<TanWcs>,
 }
 
 /// A single-band image of f32 pixels, row-major (x fastest), with its

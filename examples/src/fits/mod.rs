@@ -6,7 +6,8 @@
 //! catalogs through CFITSIO (`fitsio`); and [`workload::create_fits_repo`],
 //! which builds a repo for it.
 //!
-//! Module map: [`image`] the in-memory types, [`formatter`] FITS encoding,
+//! Module map: [`image`] the in-memory types, [`wcs`] the TAN WCS images
+//! may carry, [`formatter`] FITS encoding,
 //! [`synth`] the simulated camera and sky, [`measure`] the algorithms,
 //! `tasks` the `PipelineTask`s, [`workload`] the repo builder.
 
@@ -15,6 +16,7 @@ pub mod image;
 pub mod measure;
 pub mod synth;
 mod tasks;
+pub mod wcs;
 pub mod workload;
 
 pub use formatter::{
@@ -23,3 +25,4 @@ pub use formatter::{
 };
 pub use image::{Header, Image, ImageError, Source, SourceCatalog};
 pub use tasks::{register, Background, Detect, Isr, Summarize};
+pub use wcs::{TanWcs, WcsError};

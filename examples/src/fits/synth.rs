@@ -280,7 +280,7 @@ pub fn injected_sources(
 
 /// Adds a Gaussian PSF of total `flux` at (sx, sy) to `signal`, sampled at
 /// pixel centres and normalised over its stamp so the flux is exact.
-fn add_psf(signal: &mut [f64], width: usize, height: usize, s: &InjectedSource, sigma: f64) {
+pub fn add_psf(signal: &mut [f64], width: usize, height: usize, s: &InjectedSource, sigma: f64) {
     let radius = (5.0 * sigma).ceil() as i64;
     let (cx, cy) = (s.x.round() as i64, s.y.round() as i64);
     let x0 = (cx - radius).max(0) as usize;
