@@ -849,7 +849,11 @@ fn row_data_id(rows: &GraphRows, names: &[(String, usize)], r: u32) -> Option<Da
     let row = rows.row(r as usize);
     let mut d = DataId::empty();
     for (name, c) in names {
-        d.insert(name.clone(), rows.value(*c, row[*c])?.clone());
+        // An implied dimension a record leaves NULL (a visit without a
+        // day_obs) is absent, not a reason to lose the required ones.
+        if row[*c] != NONE {
+            d.insert(name.clone(), rows.value(*c, row[*c])?.clone());
+        }
     }
     Some(d)
 }
