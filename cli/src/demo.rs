@@ -449,9 +449,14 @@ fn print_summary(
     if pipeline == DemoPipeline::Coadd {
         print_coadd_counts(repo, &coadd_survey(n_exp))?;
     }
+    // The last product of each pipeline, for the commands to try next.
+    let product = match pipeline {
+        DemoPipeline::Coadd => "deepCoadd",
+        DemoPipeline::Reference | DemoPipeline::Fits => "expSummary",
+    };
     let summary_id = found
         .iter()
-        .find(|f| f.dataset_ref.dataset_type == "expSummary")
+        .find(|f| f.dataset_ref.dataset_type == product)
         .map(|f| f.dataset_ref.id.to_string())
         .unwrap_or_else(|| "UUID".into());
     let r = repo.display();
@@ -461,7 +466,7 @@ fn print_summary(
         .map(|p| p.display().to_string())
         .unwrap_or_else(|_| "quanta".into());
     println!("\nTry next:");
-    println!("  {q} query-datasets {r} --collections {OUTPUT_CHAIN} --dataset-type expSummary");
+    println!("  {q} query-datasets {r} --collections {OUTPUT_CHAIN} --dataset-type {product}");
     if pipeline == DemoPipeline::Fits {
         println!(
             "  {q} get {r} expSummary --data-id instrument=Cam,exposure=0 --collections {OUTPUT_CHAIN}"
@@ -469,6 +474,10 @@ fn print_summary(
         println!(
             "  {q} get {r} src --data-id instrument=Cam,exposure=0,detector=0 --collections {OUTPUT_CHAIN} --output src.fits"
         );
+    }
+    if pipeline == DemoPipeline::Coadd {
+        println!("  {q} query-data-ids {r} --dimensions visit,detector,patch --where \"band = 'g'\"");
+        println!("  {q} dimensions show {r} patch");
     }
     println!("  {q} provenance {r} {summary_id} --depth 2");
     println!("  {q} report {r} {OUTPUT_RUN}");
