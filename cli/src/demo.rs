@@ -476,7 +476,9 @@ fn print_summary(
         );
     }
     if pipeline == DemoPipeline::Coadd {
-        println!("  {q} query-data-ids {r} --dimensions visit,detector,patch --where \"band = 'g'\"");
+        println!(
+            "  {q} query-data-ids {r} --dimensions visit,detector,patch --where \"band = 'g'\""
+        );
         println!("  {q} dimensions show {r} patch");
     }
     println!("  {q} provenance {r} {summary_id} --depth 2");

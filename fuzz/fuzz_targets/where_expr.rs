@@ -21,11 +21,18 @@ struct AnyColumn;
 
 impl ColumnResolver for AnyColumn {
     fn resolve(&self, ident: &Identifier) -> Result<ResolvedColumn, String> {
-        let field_type = match ident.name.as_bytes()[0] % 5 {
+        // `region` itself resolves to a region column, so OVERLAPS compiles.
+        let first = if ident.name == "region" {
+            4
+        } else {
+            ident.name.as_bytes()[0] % 6
+        };
+        let field_type = match first {
             0 => FieldType::Int,
             1 => FieldType::Float,
             2 => FieldType::String,
             3 => FieldType::Bool,
+            4 => FieldType::Region,
             _ => return Err(format!("unknown dimension or field {ident}")),
         };
         Ok(ResolvedColumn {

@@ -9,7 +9,8 @@ pub const HEALPIX_MAX_LEVEL: u8 = 24;
 /// form in which a `healpix<L> = i` constraint reaches a table indexed at a
 /// finer level.
 pub fn healpix_range_at(level: u8, index: u64, fine_level: u8) -> std::ops::Range<u64> {
-    let shift = 2 * u32::from(fine_level - level);
+    // A `fine_level` coarser than `level` (a caller's mistake) gives the cell itself.
+    let shift = 2 * u32::from(fine_level.saturating_sub(level));
     (index << shift)..((index + 1) << shift)
 }
 
