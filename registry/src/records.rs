@@ -315,16 +315,24 @@ fn insert_element_records(
             )));
         }
         if let (Some(writer), Some(region)) = (skypix.as_mut(), &region) {
-            writer.insert(&values[..key_fields], &region.pixels)?;
+            writer.add(&values[..key_fields], &region.pixels);
         }
+    }
+    if let Some(writer) = skypix {
+        writer.write()?;
     }
     Ok(rows.len())
 }
 
-/// Writes a record's sky pixels into its element's skypix overlap table.
+/// Collects the sky pixels of an element's records and writes them into
+/// its skypix overlap table in cell order (the table's key order), so the
+/// B-tree grows by appends rather than by random inserts.
 struct SkypixWriter<'t> {
     stmt: rusqlite::Statement<'t>,
-    params: Vec<SqlValue>,
+    /// Per record: its identifying values.
+    keys: Vec<Vec<SqlValue>>,
+    /// (cell, index into `keys`).
+    cells: Vec<(u64, u32)>,
 }
 
 impl<'t> SkypixWriter<'t> {
@@ -335,27 +343,35 @@ impl<'t> SkypixWriter<'t> {
         }
         let dims: Vec<String> = element.identifying_dimensions().map(quote).collect();
         let sql = format!(
-            "INSERT INTO {} ({}, skypix) VALUES ({}?)",
+            "INSERT INTO {} (skypix, {}) VALUES (?{})",
             quote(&skypix_overlap_table(element)),
             dims.join(", "),
-            "?, ".repeat(dims.len())
+            ", ?".repeat(dims.len())
         );
         Ok(Some(Self {
             stmt: tx.prepare(&sql)?,
-            params: Vec::with_capacity(dims.len() + 1),
+            keys: Vec::new(),
+            cells: Vec::new(),
         }))
     }
 
     /// `keys`: the record's identifying values, in the order of its
     /// element's record fields (required dimensions, then its own key).
-    fn insert(&mut self, keys: &[SqlValue], pixels: &[u64]) -> Result<()> {
-        for &pixel in pixels {
-            self.params.clear();
-            self.params.extend(keys.iter().cloned());
+    fn add(&mut self, keys: &[SqlValue], pixels: &[u64]) {
+        let index = self.keys.len() as u32;
+        self.keys.push(keys.to_vec());
+        self.cells.extend(pixels.iter().map(|&p| (p, index)));
+    }
+
+    fn write(mut self) -> Result<()> {
+        self.cells.sort_unstable();
+        let mut params: Vec<SqlValue> = Vec::new();
+        for &(pixel, index) in &self.cells {
+            params.clear();
             // Levels are at most MAX_SKYPIX_LEVEL (24): indices < 2^52.
-            self.params.push(SqlValue::Integer(pixel as i64));
-            self.stmt
-                .execute(rusqlite::params_from_iter(self.params.iter()))?;
+            params.push(SqlValue::Integer(pixel as i64));
+            params.extend(self.keys[index as usize].iter().cloned());
+            self.stmt.execute(rusqlite::params_from_iter(params.iter()))?;
         }
         Ok(())
     }

@@ -107,14 +107,14 @@ pub fn skypix_overlap_table(element: &DimensionElement) -> String {
     format!("{}_skypix_overlap", element.name)
 }
 
-/// DDL for an element's skypix overlap table (and its index on `skypix`),
+/// DDL for an element's skypix overlap table,
 /// or `None` for an element without a region. Columns are named by
 /// dimension (`instrument`, `visit`, `detector`), so the join in
 /// [`crate::spatial_join`] reads the same for every element.
 pub fn skypix_overlap_ddl(
     universe: &DimensionUniverse,
     element: &DimensionElement,
-) -> Option<[String; 2]> {
+) -> Option<String> {
     element.region_field()?;
     let table = skypix_overlap_table(element);
     let dims: Vec<&str> = element.identifying_dimensions().collect();
@@ -124,20 +124,15 @@ pub fn skypix_overlap_ddl(
         .collect();
     columns.push("skypix INTEGER NOT NULL".to_string());
     let keys: Vec<String> = dims.iter().map(|d| quote(d)).collect();
-    Some([
-        format!(
-            "CREATE TABLE IF NOT EXISTS {} (\n  {},\n  PRIMARY KEY ({}, skypix)\n) WITHOUT ROWID",
-            quote(&table),
-            columns.join(",\n  "),
-            keys.join(", ")
-        ),
-        format!(
-            "CREATE INDEX IF NOT EXISTS {} ON {} (skypix, {})",
-            quote(&format!("{table}_by_skypix")),
-            quote(&table),
-            keys.join(", ")
-        ),
-    ])
+    // Keyed by cell first: the coarse join matches two of these tables on
+    // `skypix`, reading both in cell order through this one B-tree (a
+    // second index per record would double the cost of every insert).
+    Some(format!(
+        "CREATE TABLE IF NOT EXISTS {} (\n  {},\n  PRIMARY KEY (skypix, {})\n) WITHOUT ROWID",
+        quote(&table),
+        columns.join(",\n  "),
+        keys.join(", ")
+    ))
 }
 
 /// `FOREIGN KEY (instrument, physical_filter) REFERENCES physical_filter
@@ -337,7 +332,7 @@ pub fn full_ddl(universe: &DimensionUniverse) -> Vec<String> {
             ddl.push(table);
         }
         if let Some(overlap) = skypix_overlap_ddl(universe, element) {
-            ddl.extend(overlap);
+            ddl.push(overlap);
         }
     }
     ddl.push(dataset_table_ddl(universe));
