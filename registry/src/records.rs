@@ -371,7 +371,8 @@ impl<'t> SkypixWriter<'t> {
             // Levels are at most MAX_SKYPIX_LEVEL (24): indices < 2^52.
             params.push(SqlValue::Integer(pixel as i64));
             params.extend(self.keys[index as usize].iter().cloned());
-            self.stmt.execute(rusqlite::params_from_iter(params.iter()))?;
+            self.stmt
+                .execute(rusqlite::params_from_iter(params.iter()))?;
         }
         Ok(())
     }
