@@ -30,6 +30,9 @@ pub(crate) struct QueryBuilder<'u> {
     pub(crate) params: Vec<SqlValue>,
     pub(crate) values: BTreeMap<String, String>,
     pub(crate) aliases: BTreeMap<String, String>,
+    /// FROM items that must be the outer loops, in order (the candidate
+    /// pairs of a spatial join: see [`QueryBuilder::from_clause`]).
+    pub(crate) leading: Vec<String>,
 }
 
 impl<'u> QueryBuilder<'u> {
@@ -41,7 +44,25 @@ impl<'u> QueryBuilder<'u> {
             params: Vec::new(),
             values: BTreeMap::new(),
             aliases: BTreeMap::new(),
+            leading: Vec::new(),
         }
+    }
+
+    /// The FROM clause. Leading items come first, joined with CROSS JOIN,
+    /// which SQLite keeps as the outer loop: left to its own estimates, the
+    /// planner may put a spatial join's materialized pairs (a million rows)
+    /// inside a loop over datasets with an automatic index on `instrument`
+    /// alone, which is quadratic.
+    pub(crate) fn from_clause(&self) -> String {
+        let rest = self.from.join(", ");
+        if self.leading.is_empty() {
+            return rest;
+        }
+        let mut items = self.leading.clone();
+        if !rest.is_empty() {
+            items.push(rest);
+        }
+        items.join(" CROSS JOIN ")
     }
 
     /// Joins an element's table (once), tying its required dimensions to the
@@ -318,7 +339,7 @@ impl Registry {
         let sql = format!(
             "SELECT DISTINCT {} FROM {}{} ORDER BY {}",
             columns.join(", "),
-            builder.from.join(", "),
+            builder.from_clause(),
             builder.where_sql(),
             (1..=columns.len())
                 .map(|i| i.to_string())
@@ -405,7 +426,7 @@ impl Registry {
                 let sql = format!(
                     "SELECT DISTINCT d.id, d.data_id, run.name, d.path, d.formatter, d.size, d.checksum \
                      FROM {}{} ORDER BY d.data_id",
-                    builder.from.join(", "),
+                    builder.from_clause(),
                     builder.where_sql()
                 );
                 tracing::debug!(%sql, "query_datasets");

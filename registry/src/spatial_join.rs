@@ -133,8 +133,8 @@ impl QueryBuilder<'_> {
                 select.push(format!("b.{}", quote(d)));
             }
         }
-        let alias = format!("s{}", self.from.len());
-        self.from.push(format!(
+        let alias = format!("s{}", self.from.len() + self.leading.len());
+        self.leading.push(format!(
             "(SELECT DISTINCT {} FROM {} AS a JOIN {} AS b ON {}) AS {alias}",
             select.join(", "),
             quote(&skypix_overlap_table(l)),
