@@ -498,7 +498,7 @@ impl Registry {
         let sql = format!(
             "SELECT {} FROM {}{}",
             select.join(", "),
-            builder.from_clause(),
+            builder.sql_from(),
             builder.where_sql()
         );
         tracing::debug!(%sql, "query_graph_rows");

@@ -31,7 +31,7 @@ pub(crate) struct QueryBuilder<'u> {
     pub(crate) values: BTreeMap<String, String>,
     pub(crate) aliases: BTreeMap<String, String>,
     /// FROM items that must be the outer loops, in order (the candidate
-    /// pairs of a spatial join: see [`QueryBuilder::from_clause`]).
+    /// pairs of a spatial join: see [`QueryBuilder::sql_from`]).
     pub(crate) leading: Vec<String>,
 }
 
@@ -53,7 +53,7 @@ impl<'u> QueryBuilder<'u> {
     /// planner may put a spatial join's materialized pairs (a million rows)
     /// inside a loop over datasets with an automatic index on `instrument`
     /// alone, which is quadratic.
-    pub(crate) fn from_clause(&self) -> String {
+    pub(crate) fn sql_from(&self) -> String {
         let rest = self.from.join(", ");
         if self.leading.is_empty() {
             return rest;
@@ -339,7 +339,7 @@ impl Registry {
         let sql = format!(
             "SELECT DISTINCT {} FROM {}{} ORDER BY {}",
             columns.join(", "),
-            builder.from_clause(),
+            builder.sql_from(),
             builder.where_sql(),
             (1..=columns.len())
                 .map(|i| i.to_string())
@@ -426,7 +426,7 @@ impl Registry {
                 let sql = format!(
                     "SELECT DISTINCT d.id, d.data_id, run.name, d.path, d.formatter, d.size, d.checksum \
                      FROM {}{} ORDER BY d.data_id",
-                    builder.from_clause(),
+                    builder.sql_from(),
                     builder.where_sql()
                 );
                 tracing::debug!(%sql, "query_datasets");
