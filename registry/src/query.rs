@@ -48,11 +48,13 @@ impl<'u> QueryBuilder<'u> {
         }
     }
 
-    /// The FROM clause. Leading items come first, joined with CROSS JOIN,
-    /// which SQLite keeps as the outer loop: left to its own estimates, the
-    /// planner may put a spatial join's materialized pairs (a million rows)
-    /// inside a loop over datasets with an automatic index on `instrument`
-    /// alone, which is quadratic.
+    /// The FROM clause. Leading items come first, joined with CROSS JOIN.
+    /// Measured (benches/spatial/README.md): with the pairs of a spatial
+    /// join among the comma-joined tables, SQLite probed them through an
+    /// automatic index on `instrument` alone inside the loop over datasets
+    /// (quadratic); written first, it indexes them on `visit`. SQLite does
+    /// not keep them as the outer loop, so this steers the plan, it does not
+    /// fix it.
     pub(crate) fn sql_from(&self) -> String {
         let rest = self.from.join(", ");
         if self.leading.is_empty() {

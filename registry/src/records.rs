@@ -115,6 +115,9 @@ fn field_names(fields: &[FieldSpec]) -> String {
         .join(", ")
 }
 
+/// A non-region field as an SQL value. Regions never come here: the insert
+/// parses and pixelizes them once, in parallel, before its first row
+/// ([`prepare_regions`]).
 fn to_sql(value: &Value, spec: &FieldSpec) -> std::result::Result<SqlValue, String> {
     Ok(match (value, spec.field_type) {
         (Value::Null, _) => SqlValue::Null,
@@ -126,11 +129,6 @@ fn to_sql(value: &Value, spec: &FieldSpec) -> std::result::Result<SqlValue, Stri
             SqlValue::Real(n.as_f64().ok_or_else(|| format!("`{n}` is not a number"))?)
         }
         (Value::Bool(b), FieldType::Bool) => SqlValue::Integer(*b as i64),
-        (value, FieldType::Region) => SqlValue::Blob(
-            Region::from_json(value)
-                .map_err(|e| e.to_string())?
-                .encode(),
-        ),
         (Value::String(s), FieldType::String) => {
             if let Some(at) = s.find('\0') {
                 return Err(format!(
