@@ -188,6 +188,11 @@ pub struct DimensionUniverse {
     source: String,
 }
 
+/// The registry column that numbers the records of an element with a
+/// region (an integer the spatial index refers to instead of the record's
+/// key); reserved as a field name in such elements.
+pub const REGION_ID_COLUMN: &str = "region_id";
+
 /// Identifiers become SQL table and column names, so they are restricted to a
 /// safe alphabet when the universe is loaded (they are also always quoted).
 pub fn is_safe_identifier(name: &str) -> bool {
@@ -312,6 +317,11 @@ impl DimensionUniverse {
             }
         }
         for field in spec.key.iter().chain(&spec.metadata) {
+            if spec.spatial.is_some() && field.name == REGION_ID_COLUMN {
+                return Err(bad(format!(
+                    "field `{REGION_ID_COLUMN}` is reserved in an element with a region"
+                )));
+            }
             if !is_safe_identifier(&field.name) {
                 return Err(bad(format!(
                     "field `{}`: names must match [a-z_][a-z0-9_]*",

@@ -34,7 +34,9 @@ pub use dataset::{
     validate_collection_name, validate_storage_class, CollectionType, DatasetRef, DatasetType,
     StorageClass,
 };
-pub use dimensions::{DimensionElement, DimensionGroup, DimensionUniverse, FieldSpec, FieldType};
+pub use dimensions::{
+    DimensionElement, DimensionGroup, DimensionUniverse, FieldSpec, FieldType, REGION_ID_COLUMN,
+};
 pub use error::CoreError;
 pub use host::host_name;
 pub use journal::{

@@ -1376,29 +1376,25 @@ fn used_records(
         if !e.has_records {
             continue;
         }
-        let records: Vec<_> = registry
-            .element_records(&name)?
-            .into_iter()
-            .filter(|rec| {
-                e.required_closure
-                    .iter()
-                    .map(|d| (d.as_str(), rec.get(d)))
-                    .chain(std::iter::once((name.as_str(), rec.get(&key.name))))
-                    .all(|(dim, v)| {
-                        let v = match v {
-                            Some(serde_json::Value::Number(n)) => n.as_i64().map(DataIdValue::Int),
-                            Some(serde_json::Value::String(s)) => {
-                                Some(DataIdValue::from(s.as_str()))
-                            }
-                            _ => None,
-                        };
-                        match (present.get(dim), v) {
-                            (Some(set), Some(v)) => set.contains(&v),
-                            _ => false,
-                        }
-                    })
-            })
-            .collect();
+        // Only the records the graph uses are converted: a whole-sky skymap
+        // has hundreds of thousands of patches with regions.
+        let records = registry.element_records_where(&name, |rec| {
+            e.required_closure
+                .iter()
+                .map(|d| (d.as_str(), rec.get(d)))
+                .chain(std::iter::once((name.as_str(), rec.get(&key.name))))
+                .all(|(dim, v)| {
+                    let v = match v {
+                        Some(serde_json::Value::Number(n)) => n.as_i64().map(DataIdValue::Int),
+                        Some(serde_json::Value::String(s)) => Some(DataIdValue::from(s.as_str())),
+                        _ => None,
+                    };
+                    match (present.get(dim), v) {
+                        (Some(set), Some(v)) => set.contains(&v),
+                        _ => false,
+                    }
+                })
+        })?;
         out.insert(name.clone(), records);
     }
     Ok(out)

@@ -551,12 +551,14 @@ impl Registry {
             " AND"
         };
         if parts <= 1 {
+            builder.install_overlaps(&self.conn)?;
             return read.read(&self.conn, &sql, &params);
         }
         let partial: Vec<Result<GraphRows>> = std::thread::scope(|scope| {
             let handles: Vec<_> = (0..parts)
                 .map(|p| {
                     let (sql, params, read, path) = (&sql, &params, &read, self.path());
+                    let builder = &builder;
                     scope.spawn(move || -> Result<GraphRows> {
                         let lo = (256 * p / parts) as u8;
                         let hi = 256 * (p + 1) / parts;
@@ -574,6 +576,7 @@ impl Registry {
                         // as the statement. Read-only, so the mapping is
                         // never written through.
                         reader.conn.pragma_update(None, "mmap_size", 1i64 << 30)?;
+                        builder.install_overlaps(&reader.conn)?;
                         read.read(&reader.conn, &sql, &params)
                     })
                 })
@@ -704,6 +707,18 @@ impl Registry {
         &self,
         element: &str,
     ) -> Result<Vec<serde_json::Map<String, serde_json::Value>>> {
+        self.element_records_where(element, |_| true)
+    }
+
+    /// The records of a dimension element that `keep` accepts, judged on
+    /// their identifying fields alone (required dimensions and key, the
+    /// record's first fields): the other fields, regions above all, are
+    /// only converted for the records kept.
+    pub fn element_records_where(
+        &self,
+        element: &str,
+        mut keep: impl FnMut(&serde_json::Map<String, serde_json::Value>) -> bool,
+    ) -> Result<Vec<serde_json::Map<String, serde_json::Value>>> {
         let e = self.universe.element(element).ok_or_else(|| {
             RegistryError::Invalid(format!("unknown dimension element `{element}`"))
         })?;
@@ -711,6 +726,7 @@ impl Registry {
             return Ok(Vec::new());
         }
         let fields = e.record_fields(&self.universe);
+        let n_identifying = e.required_closure.len() + usize::from(e.key.is_some());
         let cols: Vec<String> = fields.iter().map(|f| quote(&f.name)).collect();
         let sql = format!("SELECT {} FROM {}", cols.join(", "), quote(element));
         let mut stmt = self.conn.prepare(&sql)?;
@@ -718,30 +734,41 @@ impl Registry {
         let mut out = Vec::new();
         while let Some(row) = rows.next()? {
             let mut rec = serde_json::Map::new();
-            for (i, f) in fields.iter().enumerate() {
-                let value = row.get_ref(i)?;
-                let v = match (f.field_type, value) {
-                    (quanta_core::FieldType::Region, rusqlite::types::ValueRef::Blob(blob)) => {
-                        quanta_spatial::Region::decode(blob)
-                            .map_err(|e| {
-                                RegistryError::Invalid(format!(
-                                    "a `{element}` record's {}: {e}",
-                                    f.name
-                                ))
-                            })?
-                            .to_json()
-                    }
-                    (quanta_core::FieldType::Bool, rusqlite::types::ValueRef::Integer(n)) => {
-                        serde_json::Value::Bool(n != 0)
-                    }
-                    (_, v) => crate::registry::sql_value_to_json(v),
-                };
-                rec.insert(f.name.clone(), v);
+            for (i, f) in fields.iter().enumerate().take(n_identifying) {
+                rec.insert(f.name.clone(), field_json(element, f, row.get_ref(i)?)?);
+            }
+            if !keep(&rec) {
+                continue;
+            }
+            for (i, f) in fields.iter().enumerate().skip(n_identifying) {
+                rec.insert(f.name.clone(), field_json(element, f, row.get_ref(i)?)?);
             }
             out.push(rec);
         }
         Ok(out)
     }
+}
+
+/// One field of a dimension record as JSON: regions decoded to their JSON
+/// form, booleans from SQLite's integers.
+fn field_json(
+    element: &str,
+    field: &quanta_core::FieldSpec,
+    value: rusqlite::types::ValueRef<'_>,
+) -> Result<serde_json::Value> {
+    Ok(match (field.field_type, value) {
+        (quanta_core::FieldType::Region, rusqlite::types::ValueRef::Blob(blob)) => {
+            quanta_spatial::Region::decode(blob)
+                .map_err(|e| {
+                    RegistryError::Invalid(format!("a `{element}` record's {}: {e}", field.name))
+                })?
+                .to_json()
+        }
+        (quanta_core::FieldType::Bool, rusqlite::types::ValueRef::Integer(n)) => {
+            serde_json::Value::Bool(n != 0)
+        }
+        (_, v) => crate::registry::sql_value_to_json(v),
+    })
 }
 
 #[cfg(test)]
@@ -815,15 +842,16 @@ mod tests {
         r
     }
 
-    /// Every row as (data ID values, input dataset id, path), sorted.
-    fn decoded(rows: &GraphRows) -> Vec<(Vec<DataIdValue>, Uuid, String)> {
+    /// Every row as (data ID values, input dataset id, path), sorted; a
+    /// NULL implied value is `None`.
+    fn decoded(rows: &GraphRows) -> Vec<(Vec<Option<DataIdValue>>, Uuid, String)> {
         let mut out: Vec<_> = (0..rows.n_rows())
             .map(|r| {
                 let values = rows
                     .row(r)
                     .iter()
                     .enumerate()
-                    .map(|(c, &v)| rows.value(c, v).cloned().unwrap())
+                    .map(|(c, &v)| rows.value(c, v).cloned())
                     .collect();
                 let d = &rows.inputs[0][rows.row_inputs(r)[0] as usize];
                 let path = d.stored.as_ref().unwrap().path.clone();
@@ -870,6 +898,111 @@ mod tests {
         assert_eq!(
             query("exposure IN (1..4) AND detector != 3", 1).n_rows(),
             28
+        );
+    }
+
+    /// 3 visits x 4 detectors of 0.25° in a row along RA, a `calexp` each,
+    /// and 4 patches of 0.6° tiling [0°, 1.2°]²: a spatial join in the
+    /// graph query.
+    fn spatial_registry(dir: &std::path::Path) -> Registry {
+        let universe = DimensionUniverse::default_universe();
+        let mut r = Registry::create(&dir.join("r.sqlite3"), &universe).unwrap();
+        let square = |ra: f64, dec: f64, side: f64| serde_json::json!({"polygon": [[ra, dec], [ra + side, dec], [ra + side, dec + side], [ra, dec + side]]});
+        let mut visit_detectors = Vec::new();
+        for v in 0..3i64 {
+            for d in 0..4i64 {
+                let (ra, dec) = (0.1 + 0.27 * d as f64, 0.2 + 0.3 * v as f64);
+                visit_detectors.push(serde_json::json!({"instrument": "Cam", "visit": v, "detector": d, "region": square(ra, dec, 0.25)}));
+            }
+        }
+        let mut patches = Vec::new();
+        for p in 0..4i64 {
+            let (ra, dec) = (0.6 * (p % 2) as f64, 0.6 * (p / 2) as f64);
+            patches.push(serde_json::json!({"skymap": "sky", "tract": 0, "id": p, "region": square(ra, dec, 0.6)}));
+        }
+        let records: crate::RecordSet = serde_json::from_value(serde_json::json!({
+            "instrument": [{"name": "Cam"}],
+            "physical_filter": [{"instrument": "Cam", "name": "r", "band": "r"}],
+            "detector": (0..4).map(|d| serde_json::json!({"instrument": "Cam", "id": d})).collect::<Vec<_>>(),
+            "visit": (0..3).map(|v| serde_json::json!({"instrument": "Cam", "id": v, "physical_filter": "r"})).collect::<Vec<_>>(),
+            "visit_detector": visit_detectors,
+            "skymap": [{"name": "sky"}],
+            "tract": [{"skymap": "sky", "id": 0, "region": square(0.0, 0.0, 1.2)}],
+            "patch": patches,
+        }))
+        .unwrap();
+        r.insert_dimension_records(&records).unwrap();
+        r.register_collection("calexp", CollectionType::Run, None)
+            .unwrap();
+        r.register_dataset_type(&DatasetType {
+            name: "calexp".into(),
+            dimensions: universe
+                .conform(&["instrument", "visit", "detector"])
+                .unwrap(),
+            storage_class: "Json".into(),
+            is_calibration: false,
+        })
+        .unwrap();
+        let datasets: Vec<NewDataset> = (0..3)
+            .flat_map(|v| (0..4).map(move |d| (v, d)))
+            .map(|(v, d)| NewDataset {
+                id: Uuid::new_v4(),
+                data_id: DataId::from_pairs([
+                    ("instrument", DataIdValue::from("Cam")),
+                    ("visit", DataIdValue::Int(v)),
+                    ("detector", DataIdValue::Int(d)),
+                ]),
+                stored: Some(DatastoreRecord {
+                    path: format!("calexp/{v}/{d}.json"),
+                    formatter: "Json".into(),
+                    size: 10,
+                    checksum: format!("{v}-{d}"),
+                }),
+            })
+            .collect();
+        r.insert_datasets("calexp", "calexp", &datasets, OnConflict::Fail)
+            .unwrap();
+        r
+    }
+
+    /// Each part of a split query runs on its own connection, which must
+    /// install the spatial join's overlap pairs itself.
+    #[test]
+    fn a_split_spatial_graph_query_returns_the_rows_of_the_whole_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = spatial_registry(dir.path());
+        let dims = r
+            .universe()
+            .conform(&[
+                "instrument",
+                "visit",
+                "detector",
+                "skymap",
+                "tract",
+                "patch",
+            ])
+            .unwrap();
+        let query = |min_rows: i64| {
+            r.query_graph_rows_in_parts(
+                &dims,
+                "",
+                &Binds::new(),
+                &["calexp".to_string()],
+                &["calexp".to_string()],
+                min_rows,
+            )
+            .unwrap()
+        };
+        let (whole, split) = (query(i64::MAX), query(1));
+        assert_eq!(decoded(&whole), decoded(&split));
+        // Detector 1 straddles the patch column boundary (RA 0.6°) and
+        // visit 1's detectors the row boundary (dec 0.6°).
+        let names: Vec<String> = dims.iter().map(str::to_string).collect();
+        let expected = r.query_data_ids(&names, "", &Binds::new()).unwrap().len();
+        assert_eq!(whole.n_rows(), expected);
+        assert!(
+            expected > 12,
+            "some detectors overlap two patches: {expected}"
         );
     }
 

@@ -16,7 +16,7 @@ use crate::error::{RegistryError, Result};
 use crate::expr::{self, ColumnResolver, Identifier, ResolvedColumn};
 use crate::registry::Registry;
 use crate::schema::{key_column, quote};
-use crate::spatial_join::plan_spatial_joins;
+use crate::spatial_join::{plan_spatial_joins, OverlapPairs, SpatialJoin};
 
 /// Values for `:name` bind parameters of a `--where` expression.
 pub type Binds = HashMap<String, SqlValue>;
@@ -33,6 +33,9 @@ pub(crate) struct QueryBuilder<'u> {
     /// FROM items that must be the outer loops, in order (the candidate
     /// pairs of a spatial join: see [`QueryBuilder::sql_from`]).
     pub(crate) leading: Vec<String>,
+    /// The overlap pairs the query's spatial joins read: installed on
+    /// every connection that runs it ([`OverlapPairs::install`]).
+    pub(crate) overlaps: Vec<OverlapPairs>,
 }
 
 impl<'u> QueryBuilder<'u> {
@@ -45,16 +48,16 @@ impl<'u> QueryBuilder<'u> {
             values: BTreeMap::new(),
             aliases: BTreeMap::new(),
             leading: Vec::new(),
+            overlaps: Vec::new(),
         }
     }
 
-    /// The FROM clause. Leading items come first, joined with CROSS JOIN.
-    /// Measured (benches/spatial/README.md): with the pairs of a spatial
-    /// join among the comma-joined tables, SQLite probed them through an
-    /// automatic index on `instrument` alone inside the loop over datasets
-    /// (quadratic); written first, it indexes them on `visit`. SQLite does
-    /// not keep them as the outer loop, so this steers the plan, it does not
-    /// fix it.
+    /// The FROM clause. Leading items come first, joined with CROSS JOIN,
+    /// which SQLite keeps as the outer loop: the overlap pairs of a
+    /// spatial join, each then a rowid lookup per side. Measured
+    /// (benches/spatial/README.md): among comma-joined tables, SQLite once
+    /// probed a spatial join's pairs through an automatic index on
+    /// `instrument` alone inside the loop over datasets (quadratic).
     pub(crate) fn sql_from(&self) -> String {
         let rest = self.from.join(", ");
         if self.leading.is_empty() {
@@ -296,7 +299,9 @@ fn sql_to_data_id_value(v: SqlValue) -> Result<DataIdValue> {
 
 impl Registry {
     /// Joins the spatial families `dims` span (see [`crate::spatial_join`])
-    /// into a query whose dimension values are already known.
+    /// into a query whose dimension values are already known. Overlap
+    /// pairs are computed here; the connection that runs the statement
+    /// installs them ([`QueryBuilder::install_overlaps`]).
     pub(crate) fn add_spatial_joins(
         &self,
         builder: &mut QueryBuilder<'_>,
@@ -312,9 +317,28 @@ impl Registry {
                 .is_ok()
         };
         for join in plan_spatial_joins(&self.universe, dims, &mut has_records) {
-            tracing::debug!(?join, "spatial join");
+            let pairs = match &join {
+                SpatialJoin::Overlap { left, right } => {
+                    let element = |name: &str| {
+                        self.universe.element(name).ok_or_else(|| {
+                            RegistryError::Invalid(format!("unknown dimension element `{name}`"))
+                        })
+                    };
+                    Some(OverlapPairs::compute(
+                        &self.conn,
+                        element(left)?,
+                        element(right)?,
+                    )?)
+                }
+                SpatialJoin::Materialized { .. } => None,
+            };
+            tracing::debug!(
+                ?join,
+                pairs = pairs.as_ref().map(OverlapPairs::len),
+                "spatial join"
+            );
             builder
-                .add_spatial_join(&join)
+                .add_spatial_join(&join, pairs.as_ref())
                 .map_err(RegistryError::Invalid)?;
         }
         Ok(())
@@ -337,6 +361,7 @@ impl Registry {
         }
         self.add_spatial_joins(&mut builder, &group)?;
         builder.add_where(where_text, binds)?;
+        builder.install_overlaps(&self.conn)?;
         let columns: Vec<String> = group.iter().map(|d| builder.values[d].clone()).collect();
         let sql = format!(
             "SELECT DISTINCT {} FROM {}{} ORDER BY {}",

@@ -313,7 +313,9 @@ fn insert_element_records(
             )));
         }
         if let (Some(writer), Some(region)) = (skypix.as_mut(), &region) {
-            writer.add(&values[..key_fields], &region.pixels);
+            // The record's `region_id` (its INTEGER PRIMARY KEY, assigned
+            // by this insert).
+            writer.add(tx.last_insert_rowid(), &region.pixels);
         }
     }
     if let Some(writer) = skypix {
@@ -327,10 +329,8 @@ fn insert_element_records(
 /// B-tree grows by appends rather than by random inserts.
 struct SkypixWriter<'t> {
     stmt: rusqlite::Statement<'t>,
-    /// Per record: its identifying values.
-    keys: Vec<Vec<SqlValue>>,
-    /// (cell, index into `keys`).
-    cells: Vec<(u64, u32)>,
+    /// (cell, the record's `region_id`).
+    cells: Vec<(u64, i64)>,
 }
 
 impl<'t> SkypixWriter<'t> {
@@ -339,38 +339,25 @@ impl<'t> SkypixWriter<'t> {
         if element.region_field().is_none() {
             return Ok(None);
         }
-        let dims: Vec<String> = element.identifying_dimensions().map(quote).collect();
         let sql = format!(
-            "INSERT INTO {} (skypix, {}) VALUES (?{})",
+            "INSERT INTO {} (skypix, region_id) VALUES (?1, ?2)",
             quote(&skypix_overlap_table(element)),
-            dims.join(", "),
-            ", ?".repeat(dims.len())
         );
         Ok(Some(Self {
             stmt: tx.prepare(&sql)?,
-            keys: Vec::new(),
             cells: Vec::new(),
         }))
     }
 
-    /// `keys`: the record's identifying values, in the order of its
-    /// element's record fields (required dimensions, then its own key).
-    fn add(&mut self, keys: &[SqlValue], pixels: &[u64]) {
-        let index = self.keys.len() as u32;
-        self.keys.push(keys.to_vec());
-        self.cells.extend(pixels.iter().map(|&p| (p, index)));
+    fn add(&mut self, region_id: i64, pixels: &[u64]) {
+        self.cells.extend(pixels.iter().map(|&p| (p, region_id)));
     }
 
     fn write(mut self) -> Result<()> {
         self.cells.sort_unstable();
-        let mut params: Vec<SqlValue> = Vec::new();
-        for &(pixel, index) in &self.cells {
-            params.clear();
+        for &(pixel, region_id) in &self.cells {
             // Levels are at most MAX_SKYPIX_LEVEL (24): indices < 2^52.
-            params.push(SqlValue::Integer(pixel as i64));
-            params.extend(self.keys[index as usize].iter().cloned());
-            self.stmt
-                .execute(rusqlite::params_from_iter(params.iter()))?;
+            self.stmt.execute((pixel as i64, region_id))?;
         }
         Ok(())
     }

@@ -5,10 +5,10 @@
 //! Identifiers generated here come only from the universe, whose names are
 //! validated to `[a-z_][a-z0-9_]*` when it is loaded, and are always quoted.
 
-use quanta_core::{DimensionElement, DimensionUniverse};
+use quanta_core::{DimensionElement, DimensionUniverse, REGION_ID_COLUMN};
 
 /// Bumped whenever the schema changes incompatibly; stamped in `quanta_meta`.
-pub const SCHEMA_VERSION: u32 = 4;
+pub const SCHEMA_VERSION: u32 = 5;
 
 /// Quotes a trusted identifier (a universe or schema name) for SQL.
 pub fn quote(ident: &str) -> String {
@@ -54,6 +54,13 @@ pub fn element_table_ddl(
     let mut columns = Vec::new();
     let mut pk = Vec::new();
     let mut constraints = Vec::new();
+    let has_region = element.region_field().is_some();
+    if has_region {
+        // An explicit INTEGER PRIMARY KEY: a rowid that VACUUM keeps, so
+        // the skypix index and a spatial join's pairs can name a record by
+        // one integer.
+        columns.push(format!("{} INTEGER PRIMARY KEY", quote(REGION_ID_COLUMN)));
+    }
     for dim in &element.required_closure {
         columns.push(format!(
             "{} {} NOT NULL",
@@ -84,7 +91,8 @@ pub fn element_table_ddl(
             field.field_type.sql_type()
         ));
     }
-    constraints.push(format!("PRIMARY KEY ({})", pk.join(", ")));
+    let key_constraint = if has_region { "UNIQUE" } else { "PRIMARY KEY" };
+    constraints.push(format!("{key_constraint} ({})", pk.join(", ")));
     // A foreign key to each required and implied dimension's own table, keyed
     // by that dimension's full primary key.
     for dim in element.required_closure.iter().chain(&element.implies) {
@@ -101,37 +109,23 @@ pub fn element_table_ddl(
 }
 
 /// The table that indexes an element's regions by sky pixel: one row per
-/// (record, HEALPix cell at the universe's `skypix` level) the region may
-/// touch. The coarse step of a spatial join matches these rows on `skypix`.
+/// (HEALPix cell at the universe's `skypix` level, record) the region may
+/// touch, the record named by its `region_id`. The coarse step of a spatial
+/// join matches two of these tables on `skypix`.
 pub fn skypix_overlap_table(element: &DimensionElement) -> String {
     format!("{}_skypix_overlap", element.name)
 }
 
-/// DDL for an element's skypix overlap table,
-/// or `None` for an element without a region. Columns are named by
-/// dimension (`instrument`, `visit`, `detector`), so the join in
-/// [`crate::spatial_join`] reads the same for every element.
-pub fn skypix_overlap_ddl(
-    universe: &DimensionUniverse,
-    element: &DimensionElement,
-) -> Option<String> {
+/// DDL for an element's skypix overlap table, or `None` for an element
+/// without a region.
+pub fn skypix_overlap_ddl(element: &DimensionElement) -> Option<String> {
     element.region_field()?;
-    let table = skypix_overlap_table(element);
-    let dims: Vec<&str> = element.identifying_dimensions().collect();
-    let mut columns: Vec<String> = dims
-        .iter()
-        .map(|d| format!("{} {} NOT NULL", quote(d), universe.key_type(d).sql_type()))
-        .collect();
-    columns.push("skypix INTEGER NOT NULL".to_string());
-    let keys: Vec<String> = dims.iter().map(|d| quote(d)).collect();
-    // Keyed by cell first: the coarse join matches two of these tables on
-    // `skypix`, reading both in cell order through this one B-tree (a
-    // second index per record would double the cost of every insert).
+    // Keyed by cell first: the coarse join reads both tables in cell order
+    // through this one B-tree (a second index per record would double the
+    // cost of every insert). Two integers per row keep it small.
     Some(format!(
-        "CREATE TABLE IF NOT EXISTS {} (\n  {},\n  PRIMARY KEY (skypix, {})\n) WITHOUT ROWID",
-        quote(&table),
-        columns.join(",\n  "),
-        keys.join(", ")
+        "CREATE TABLE IF NOT EXISTS {} (\n  skypix INTEGER NOT NULL,\n  region_id INTEGER NOT NULL,\n  PRIMARY KEY (skypix, region_id)\n) WITHOUT ROWID",
+        quote(&skypix_overlap_table(element)),
     ))
 }
 
@@ -331,7 +325,7 @@ pub fn full_ddl(universe: &DimensionUniverse) -> Vec<String> {
         if let Some(table) = element_table_ddl(universe, element) {
             ddl.push(table);
         }
-        if let Some(overlap) = skypix_overlap_ddl(universe, element) {
+        if let Some(overlap) = skypix_overlap_ddl(element) {
             ddl.push(overlap);
         }
     }
@@ -359,23 +353,24 @@ mod tests {
         assert!(element_table_ddl(&u, u.element("band").unwrap()).is_none());
         let join = element_table_ddl(&u, u.element("visit_detector").unwrap()).unwrap();
         assert!(
-            join.contains("PRIMARY KEY (\"instrument\", \"detector\", \"visit\")"),
+            join.contains("UNIQUE (\"instrument\", \"detector\", \"visit\")"),
             "{join}"
         );
         assert!(join.contains("\"region\" BLOB"), "{join}");
     }
 
     #[test]
-    fn regions_get_a_skypix_overlap_table_keyed_by_cell_then_dimension() {
+    fn regions_get_a_skypix_overlap_table_keyed_by_cell_then_record() {
         let u = DimensionUniverse::default_universe();
-        let table = skypix_overlap_ddl(&u, u.element("patch").unwrap()).unwrap();
+        let table = skypix_overlap_ddl(u.element("patch").unwrap()).unwrap();
         assert!(table.contains("\"patch_skypix_overlap\""), "{table}");
+        assert!(table.contains("PRIMARY KEY (skypix, region_id)"), "{table}");
+        assert!(skypix_overlap_ddl(u.element("exposure").unwrap()).is_none());
+        // The record's number is its table's rowid, so VACUUM keeps it.
+        let patch = element_table_ddl(&u, u.element("patch").unwrap()).unwrap();
         assert!(
-            table.contains("PRIMARY KEY (skypix, \"skymap\", \"tract\", \"patch\")"),
-            "{table}"
+            patch.contains("\"region_id\" INTEGER PRIMARY KEY"),
+            "{patch}"
         );
-        let join = skypix_overlap_ddl(&u, u.element("visit_detector").unwrap()).unwrap();
-        assert!(join.contains("\"detector\" INTEGER NOT NULL"), "{join}");
-        assert!(skypix_overlap_ddl(&u, u.element("exposure").unwrap()).is_none());
     }
 }

@@ -9,16 +9,33 @@
 //! materialized join element relating the two families (`visit_patch_overlap`)
 //! wins when the query's dimensions cover it and it has records.
 //!
-//! Execution ([`QueryBuilder::add_spatial_join`]) is two steps in one
-//! statement: coarse, the two elements' skypix overlap tables matched on
-//! their HEALPix cell (a DISTINCT subquery, so a pair sharing several cells
-//! comes back once); exact, `quanta_region_overlaps(a.region, b.region)` on
-//! the candidate pairs (registered on every connection, see
-//! `region_sql.rs`). Cells cover each region conservatively, so the coarse
-//! step never loses a pair and the exact step removes the false ones.
+//! Execution ([`OverlapPairs::compute`]) happens before the query runs:
+//! coarse, the two elements' skypix overlap tables matched on their HEALPix
+//! cell in SQL (records named by their integer `region_id`); then, in Rust,
+//! the candidate pairs are made distinct (a pair sharing several cells comes
+//! back once per cell) and refined exactly with [`Region::overlaps`] in
+//! parallel. The surviving pairs become a TEMP table on each connection
+//! that runs the query ([`OverlapPairs::install`]), which the query joins
+//! like a materialized join element ([`QueryBuilder::add_spatial_join`]).
+//! Cells cover each region conservatively, so the coarse step never loses a
+//! pair and the exact step removes the false ones.
+//!
+//! Measured (benches/spatial/README.md): the same two steps inside the
+//! statement, as a DISTINCT subquery and `quanta_region_overlaps` per row,
+//! cost more than the rest of a coadd preflight ten times over; SQLite
+//! de-duplicated millions of candidate rows in a temp B-tree, and evaluated
+//! the exact test once per row of the joined datasets rather than per pair.
 
-use quanta_core::{DimensionElement, DimensionGroup, DimensionUniverse};
+use std::collections::HashMap;
+use std::sync::Arc;
 
+use quanta_spatial::Region;
+use rayon::prelude::*;
+use rusqlite::Connection;
+
+use quanta_core::{DimensionElement, DimensionGroup, DimensionUniverse, REGION_ID_COLUMN};
+
+use crate::error::{RegistryError, Result};
 use crate::query::QueryBuilder;
 use crate::schema::{quote, skypix_overlap_table};
 
@@ -103,63 +120,232 @@ fn relates(
         && in_family(&right.spatial)
 }
 
+/// The pairs of records (by `region_id`) of two elements whose regions
+/// overlap, computed once per query; shared by the threads that read the
+/// query in parts, each of which installs it on its own connection.
+#[derive(Debug, Clone)]
+pub(crate) struct OverlapPairs {
+    /// The TEMP table that [`OverlapPairs::install`] fills: `(l, r)`.
+    pub(crate) table: String,
+    pub(crate) left: String,
+    pub(crate) right: String,
+    pairs: Arc<Vec<(i64, i64)>>,
+}
+
+impl OverlapPairs {
+    /// The overlapping pairs of `left` and `right` records: coarse in SQL
+    /// through the skypix tables, then distinct and exact in Rust.
+    pub(crate) fn compute(
+        conn: &Connection,
+        left: &DimensionElement,
+        right: &DimensionElement,
+    ) -> Result<Self> {
+        let candidates = candidate_pairs(conn, left, right)?;
+        let l_regions = regions_of(conn, left, candidates.iter().map(|&p| unpack(p).0))?;
+        let r_regions = regions_of(conn, right, candidates.iter().map(|&p| unpack(p).1))?;
+        let pairs: Vec<(i64, i64)> = candidates
+            .into_par_iter()
+            .map(unpack)
+            .filter(|(l, r)| match (l_regions.get(l), r_regions.get(r)) {
+                (Some(a), Some(b)) => a.overlaps(b),
+                _ => false,
+            })
+            .collect();
+        Ok(Self {
+            table: format!("overlap_{}__{}", left.name, right.name),
+            left: left.name.clone(),
+            right: right.name.clone(),
+            pairs: Arc::new(pairs),
+        })
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.pairs.len()
+    }
+
+    /// (Re)creates the TEMP table on `conn` and fills it. A TEMP table
+    /// lives in the connection's own temporary database, never in the
+    /// registry file, so this is allowed on a `query_only` connection:
+    /// the pragma is lifted for these statements and restored.
+    pub(crate) fn install(&self, conn: &Connection) -> Result<()> {
+        let query_only: bool = conn.pragma_query_value(None, "query_only", |r| r.get(0))?;
+        if query_only {
+            conn.pragma_update(None, "query_only", false)?;
+        }
+        let filled = self.fill(conn);
+        if query_only {
+            conn.pragma_update(None, "query_only", true)?;
+        }
+        filled
+    }
+
+    fn fill(&self, conn: &Connection) -> Result<()> {
+        let table = quote(&self.table);
+        conn.pragma_update(Some("temp"), "temp_store", "MEMORY")?;
+        // A savepoint works inside the caller's transaction and outside
+        // one, and makes the inserts one transaction of the temp database.
+        conn.execute_batch(&format!(
+            "SAVEPOINT overlap_pairs;
+             CREATE TEMP TABLE IF NOT EXISTS {table} (
+               l INTEGER NOT NULL, r INTEGER NOT NULL, PRIMARY KEY (l, r)
+             ) WITHOUT ROWID;
+             DELETE FROM temp.{table};"
+        ))?;
+        let inserted = (|| -> Result<()> {
+            let mut stmt =
+                conn.prepare(&format!("INSERT INTO temp.{table} (l, r) VALUES (?1, ?2)"))?;
+            for pair in self.pairs.iter() {
+                stmt.execute(*pair)?;
+            }
+            Ok(())
+        })();
+        match inserted {
+            Ok(()) => conn.execute_batch("RELEASE overlap_pairs")?,
+            Err(e) => {
+                conn.execute_batch("ROLLBACK TO overlap_pairs; RELEASE overlap_pairs")?;
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The coarse step: distinct (left, right) `region_id` pairs sharing a sky
+/// pixel, sorted, each packed in one `u64` (left in the high half) so that
+/// the millions of candidates sort fast. Left's skypix rows are read whole,
+/// in cell order; right's only in the cells left touches (one indexed
+/// lookup per distinct cell, in cell order): a survey's visits touch a
+/// small part of a whole-sky skymap's cells.
+fn candidate_pairs(
+    conn: &Connection,
+    left: &DimensionElement,
+    right: &DimensionElement,
+) -> Result<Vec<u64>> {
+    let mut scan = conn.prepare(&format!(
+        "SELECT skypix, region_id FROM {}",
+        quote(&skypix_overlap_table(left))
+    ))?;
+    // (cell, region_id), in the table's key order: by cell.
+    let mut left_rows: Vec<(i64, u32)> = Vec::new();
+    let mut rows = scan.query([])?;
+    while let Some(row) = rows.next()? {
+        left_rows.push((row.get(0)?, packable(left, row.get(1)?)?));
+    }
+    let mut lookup = conn.prepare(&format!(
+        "SELECT region_id FROM {} WHERE skypix = ?1",
+        quote(&skypix_overlap_table(right))
+    ))?;
+    let mut pairs: Vec<u64> = Vec::with_capacity(left_rows.len() * 4);
+    let mut in_cell: Vec<u64> = Vec::new();
+    for group in left_rows.chunk_by(|a, b| a.0 == b.0) {
+        in_cell.clear();
+        let mut rows = lookup.query([group[0].0])?;
+        while let Some(row) = rows.next()? {
+            in_cell.push(u64::from(packable(right, row.get(0)?)?));
+        }
+        for &(_, l) in group {
+            let high = u64::from(l) << 32;
+            pairs.extend(in_cell.iter().map(|&r| high | r));
+        }
+    }
+    pairs.par_sort_unstable();
+    pairs.dedup();
+    Ok(pairs)
+}
+
+/// A `region_id` as the half of a packed pair. SQLite numbers records from
+/// 1 up, so this holds below 2^32 records of one element.
+fn packable(element: &DimensionElement, region_id: i64) -> Result<u32> {
+    u32::try_from(region_id).map_err(|_| {
+        RegistryError::Invalid(format!(
+            "`{}` record with region_id {region_id}: spatial joins support region ids below 2^32",
+            element.name
+        ))
+    })
+}
+
+fn unpack(pair: u64) -> (i64, i64) {
+    ((pair >> 32) as i64, (pair & 0xffff_ffff) as i64)
+}
+
+/// The decoded regions of `element`'s records named in `ids`.
+fn regions_of(
+    conn: &Connection,
+    element: &DimensionElement,
+    ids: impl Iterator<Item = i64>,
+) -> Result<HashMap<i64, Region>> {
+    let mut wanted: Vec<i64> = ids.collect();
+    wanted.par_sort_unstable();
+    wanted.dedup();
+    let field = element
+        .region_field()
+        .ok_or_else(|| RegistryError::Invalid(format!("`{}` has no region", element.name)))?;
+    // In id order (rowid lookups walk the table's B-tree forwards): a
+    // survey's detectors touch a small part of a whole-sky skymap.
+    let mut stmt = conn.prepare(&format!(
+        "SELECT {} FROM {} WHERE {} = ?1 AND {} IS NOT NULL",
+        quote(&field.name),
+        quote(&element.name),
+        quote(REGION_ID_COLUMN),
+        quote(&field.name),
+    ))?;
+    let mut blobs: Vec<(i64, Vec<u8>)> = Vec::with_capacity(wanted.len());
+    for &id in &wanted {
+        let mut rows = stmt.query([id])?;
+        if let Some(row) = rows.next()? {
+            blobs.push((id, row.get(0)?));
+        }
+    }
+    blobs
+        .into_par_iter()
+        .map(|(id, blob)| match Region::decode(&blob) {
+            Ok(region) => Ok((id, region)),
+            Err(e) => Err(RegistryError::Invalid(format!(
+                "`{}` record with region_id {id}: its stored region is unreadable ({e})",
+                element.name
+            ))),
+        })
+        .collect()
+}
+
 impl QueryBuilder<'_> {
     /// Adds one planned spatial join to the query (whose dimensions must
-    /// already be known, see [`QueryBuilder::dimension_value`]).
-    pub(crate) fn add_spatial_join(&mut self, join: &SpatialJoin) -> Result<(), String> {
-        match join {
-            SpatialJoin::Materialized { element } => self.ensure_element(element).map(|_| ()),
-            SpatialJoin::Overlap { left, right } => self.add_overlap_join(left, right),
+    /// already be known, see [`QueryBuilder::dimension_value`]); an overlap
+    /// join needs its pairs, computed and installed on the connection that
+    /// will run the query.
+    pub(crate) fn add_spatial_join(
+        &mut self,
+        join: &SpatialJoin,
+        pairs: Option<&OverlapPairs>,
+    ) -> std::result::Result<(), String> {
+        match (join, pairs) {
+            (SpatialJoin::Materialized { element }, _) => self.ensure_element(element).map(|_| ()),
+            (SpatialJoin::Overlap { .. }, Some(pairs)) => self.add_overlap_join(pairs),
+            (SpatialJoin::Overlap { left, right }, None) => Err(format!(
+                "the overlaps of `{left}` and `{right}` were not computed"
+            )),
         }
     }
 
-    fn add_overlap_join(&mut self, left: &str, right: &str) -> Result<(), String> {
-        let universe = self.universe;
-        let element = |name: &str| {
-            universe
-                .element(name)
-                .ok_or_else(|| format!("unknown dimension element `{name}`"))
-        };
-        let (l, r) = (element(left)?, element(right)?);
-        let l_dims: Vec<&str> = l.identifying_dimensions().collect();
-        let r_dims: Vec<&str> = r.identifying_dimensions().collect();
-        // The coarse step: pairs of records sharing a sky pixel.
-        let mut select: Vec<String> = l_dims.iter().map(|d| format!("a.{}", quote(d))).collect();
-        let mut on = vec!["a.skypix = b.skypix".to_string()];
-        for d in &r_dims {
-            if l_dims.contains(d) {
-                on.push(format!("a.{q} = b.{q}", q = quote(d)));
-            } else {
-                select.push(format!("b.{}", quote(d)));
-            }
-        }
+    /// Installs the overlap pairs the query reads on `conn`, which is
+    /// about to run it.
+    pub(crate) fn install_overlaps(&self, conn: &Connection) -> Result<()> {
+        self.overlaps
+            .iter()
+            .try_for_each(|pairs| pairs.install(conn))
+    }
+
+    fn add_overlap_join(&mut self, pairs: &OverlapPairs) -> std::result::Result<(), String> {
+        let l_alias = self.ensure_element(&pairs.left)?;
+        let r_alias = self.ensure_element(&pairs.right)?;
         let alias = format!("s{}", self.from.len() + self.leading.len());
-        self.leading.push(format!(
-            "(SELECT DISTINCT {} FROM {} AS a JOIN {} AS b ON {}) AS {alias}",
-            select.join(", "),
-            quote(&skypix_overlap_table(l)),
-            quote(&skypix_overlap_table(r)),
-            on.join(" AND ")
-        ));
-        let mut dims = l_dims.clone();
-        dims.extend(r_dims.iter().filter(|d| !l_dims.contains(d)));
-        for d in dims {
-            let value = self.dimension_value(d)?;
-            self.conditions
-                .push(format!("{alias}.{} = {value}", quote(d)));
-        }
-        // The exact step, on the candidates.
-        let region = |e: &DimensionElement| {
-            e.region_field()
-                .map(|f| quote(&f.name))
-                .ok_or_else(|| format!("`{}` has no region", e.name))
-        };
-        let (l_region, r_region) = (region(l)?, region(r)?);
-        let l_alias = self.ensure_element(left)?;
-        let r_alias = self.ensure_element(right)?;
-        self.conditions.push(format!(
-            "quanta_region_overlaps({l_alias}.{l_region}, {r_alias}.{r_region})"
-        ));
+        // Leading: the pairs drive the loop, each a rowid lookup per side.
+        self.leading
+            .push(format!("temp.{} AS {alias}", quote(&pairs.table)));
+        let id = quote(REGION_ID_COLUMN);
+        self.conditions.push(format!("{l_alias}.{id} = {alias}.l"));
+        self.conditions.push(format!("{r_alias}.{id} = {alias}.r"));
+        self.overlaps.push(pairs.clone());
         Ok(())
     }
 }

@@ -223,3 +223,37 @@ fn a_bad_region_is_refused_with_its_record_and_nothing_is_inserted() {
     let near = ids(&registry, &["visit", "patch"], &["visit"], "");
     assert!(!near.contains(&vec![9]), "{near:?}");
 }
+
+/// The join's pairs name records by `region_id`: they must hold for
+/// records added by a later insert, and from a read-only registry (whose
+/// connection is `query_only`: the pairs go to its TEMP database).
+#[test]
+fn joins_hold_from_a_read_only_registry_and_after_later_inserts() {
+    let (dir, registry) = survey();
+    let expected = ids(
+        &registry,
+        &["visit", "detector", "patch"],
+        &["visit", "detector", "tract", "patch"],
+        "",
+    );
+    drop(registry);
+    let path = dir.path().join("registry.sqlite3");
+    let reader = Registry::open_read_only(&path).unwrap();
+    let dims = ["visit", "detector", "patch"];
+    let keys = ["visit", "detector", "tract", "patch"];
+    assert_eq!(ids(&reader, &dims, &keys, ""), expected);
+    // Twice on one connection: the TEMP table is refilled, not appended to.
+    assert_eq!(ids(&reader, &dims, &keys, ""), expected);
+    drop(reader);
+
+    let mut registry = Registry::open(&path).unwrap();
+    registry
+        .insert_dimension_records(&records(json!({
+            "visit": [{"instrument": "Cam", "id": 4, "physical_filter": "r", "region": square(0.5, 0.9, 0.5, 0.9)}],
+            "visit_detector": [{"instrument": "Cam", "visit": 4, "detector": 1, "region": square(0.5, 0.6, 0.5, 0.6)}],
+        })))
+        .unwrap();
+    let mut with_new = expected;
+    with_new.insert(vec![4, 1, 0, 3]);
+    assert_eq!(ids(&registry, &dims, &keys, ""), with_new);
+}
