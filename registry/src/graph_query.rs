@@ -24,6 +24,7 @@ use crate::error::{RegistryError, Result};
 use crate::query::{Binds, QueryBuilder};
 use crate::registry::Registry;
 use crate::schema::quote;
+use crate::spatial_join::OverlapPairs;
 
 /// Below this many datasets of the first input per part, the graph query is
 /// not split across threads (opening a connection and a thread costs more).
@@ -544,7 +545,11 @@ impl Registry {
         // first input's UUID, each part read on its own read-only connection
         // in its own thread: SQLite runs one statement on one core, and at a
         // million quanta this statement is most of preflight's time.
-        let parts = self.graph_query_parts(&search_path, &input_dims, min_rows_per_part)?;
+        // A spatial join fans each dataset out to the regions it overlaps:
+        // the statement returns about as many rows as there are pairs.
+        let fan_out = builder.overlaps.iter().map(OverlapPairs::len).max();
+        let parts =
+            self.graph_query_parts(&search_path, &input_dims, fan_out, min_rows_per_part)?;
         let joiner = if builder.conditions.is_empty() {
             " WHERE"
         } else {
@@ -598,12 +603,14 @@ impl Registry {
     }
 
     /// How many parts to read the graph query in: one unless there is one
-    /// collection to search, an input, several cores, and enough datasets of
-    /// the first input for threads to pay off.
+    /// collection to search, an input, several cores, and enough rows (the
+    /// datasets of the first input, or `fan_out` rows when more) for
+    /// threads to pay off.
     fn graph_query_parts(
         &self,
         search_path: &[crate::collections::CollectionRecord],
         input_dims: &[(String, quanta_core::DatasetType, Vec<SqlValue>)],
+        fan_out: Option<usize>,
         min_rows_per_part: i64,
     ) -> Result<usize> {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -623,6 +630,7 @@ impl Registry {
                 .query_row(sql, rusqlite::params_from_iter(first_params.iter()), |r| {
                     r.get(0)
                 })?;
+        let n = n.max(fan_out.map_or(0, |rows| rows as i64));
         Ok((n / min_rows_per_part.max(1)).clamp(1, cores.min(8) as i64) as usize)
     }
 

@@ -11,10 +11,10 @@
 //!
 //! Execution ([`OverlapPairs::compute`]) happens before the query runs:
 //! coarse, the two elements' skypix overlap tables matched on their HEALPix
-//! cell in SQL (records named by their integer `region_id`); then, in Rust,
-//! the candidate pairs are made distinct (a pair sharing several cells comes
-//! back once per cell) and refined exactly with [`Region::overlaps`] in
-//! parallel. The surviving pairs become a TEMP table on each connection
+//! cell through SQL lookups (records named by their integer `region_id`);
+//! then, in Rust and per left record in parallel, its candidates are made
+//! distinct (a pair sharing several cells comes back once per cell) and
+//! refined exactly with [`Region::overlaps`]. The surviving pairs become a TEMP table on each connection
 //! that runs the query ([`OverlapPairs::install`]), which the query joins
 //! like a materialized join element ([`QueryBuilder::add_spatial_join`]).
 //! Cells cover each region conservatively, so the coarse step never loses a
@@ -120,6 +120,10 @@ fn relates(
         && in_family(&right.spatial)
 }
 
+/// Pairs per INSERT statement when a TEMP table of pairs is filled (two
+/// parameters each, well under SQLite's limit of 32,766).
+const PAIRS_PER_INSERT: usize = 500;
+
 /// The pairs of records (by `region_id`) of two elements whose regions
 /// overlap, computed once per query; shared by the threads that read the
 /// query in parts, each of which installs it on its own connection.
@@ -133,22 +137,47 @@ pub(crate) struct OverlapPairs {
 }
 
 impl OverlapPairs {
-    /// The overlapping pairs of `left` and `right` records: coarse in SQL
-    /// through the skypix tables, then distinct and exact in Rust.
+    /// The overlapping pairs of `left` and `right` records, sorted: coarse
+    /// in SQL through the skypix tables, then, per left record in
+    /// parallel, its distinct candidates tested exactly.
     pub(crate) fn compute(
         conn: &Connection,
         left: &DimensionElement,
         right: &DimensionElement,
     ) -> Result<Self> {
-        let candidates = candidate_pairs(conn, left, right)?;
-        let l_regions = regions_of(conn, left, candidates.iter().map(|&p| unpack(p).0))?;
-        let r_regions = regions_of(conn, right, candidates.iter().map(|&p| unpack(p).1))?;
-        let pairs: Vec<(i64, i64)> = candidates
+        let mut left_cells = skypix_rows(conn, left)?;
+        let right_by_cell = records_in_cells(conn, right, &left_cells)?;
+        // Grouped by left record: its cells' right records are its
+        // candidates, made distinct here rather than over the whole join.
+        left_cells.par_sort_unstable_by_key(|&(cell, l)| (l, cell));
+        let groups: Vec<&[(i64, i64)]> = left_cells.chunk_by(|a, b| a.1 == b.1).collect();
+        let l_regions = regions_of(
+            conn,
+            left,
+            &groups.iter().map(|g| g[0].1).collect::<Vec<_>>(),
+        )?;
+        let mut r_ids: Vec<i64> = right_by_cell.values().flatten().copied().collect();
+        r_ids.par_sort_unstable();
+        r_ids.dedup();
+        let r_regions = &regions_of(conn, right, &r_ids)?;
+        let pairs: Vec<(i64, i64)> = groups
             .into_par_iter()
-            .map(unpack)
-            .filter(|(l, r)| match (l_regions.get(l), r_regions.get(r)) {
-                (Some(a), Some(b)) => a.overlaps(b),
-                _ => false,
+            .flat_map_iter(|group| {
+                let l = group[0].1;
+                let mut candidates: Vec<i64> = group
+                    .iter()
+                    .filter_map(|(cell, _)| right_by_cell.get(cell))
+                    .flatten()
+                    .copied()
+                    .collect();
+                candidates.sort_unstable();
+                candidates.dedup();
+                let region = l_regions.get(l);
+                candidates.into_iter().filter_map(move |r| {
+                    let overlaps =
+                        matches!((region, r_regions.get(r)), (Some(a), Some(b)) if a.overlaps(b));
+                    overlaps.then_some((l, r))
+                })
             })
             .collect();
         Ok(Self {
@@ -192,10 +221,19 @@ impl OverlapPairs {
              DELETE FROM temp.{table};"
         ))?;
         let inserted = (|| -> Result<()> {
-            let mut stmt =
-                conn.prepare(&format!("INSERT INTO temp.{table} (l, r) VALUES (?1, ?2)"))?;
-            for pair in self.pairs.iter() {
-                stmt.execute(*pair)?;
+            // Many rows per statement: one step instead of one per pair.
+            let insert = |n: usize| {
+                let rows = vec!["(?, ?)"; n].join(", ");
+                conn.prepare(&format!("INSERT INTO temp.{table} (l, r) VALUES {rows}"))
+            };
+            let mut full = insert(PAIRS_PER_INSERT)?;
+            for chunk in self.pairs.chunks(PAIRS_PER_INSERT) {
+                let values = chunk.iter().flat_map(|&(l, r)| [l, r]);
+                if chunk.len() == PAIRS_PER_INSERT {
+                    full.execute(rusqlite::params_from_iter(values))?;
+                } else {
+                    insert(chunk.len())?.execute(rusqlite::params_from_iter(values))?;
+                }
             }
             Ok(())
         })();
@@ -210,90 +248,104 @@ impl OverlapPairs {
     }
 }
 
-/// The coarse step: distinct (left, right) `region_id` pairs sharing a sky
-/// pixel, sorted, each packed in one `u64` (left in the high half) so that
-/// the millions of candidates sort fast. Left's skypix rows are read whole,
-/// in cell order; right's only in the cells left touches (one indexed
-/// lookup per distinct cell, in cell order): a survey's visits touch a
-/// small part of a whole-sky skymap's cells.
-fn candidate_pairs(
-    conn: &Connection,
-    left: &DimensionElement,
-    right: &DimensionElement,
-) -> Result<Vec<u64>> {
+/// An element's skypix rows, `(cell, region_id)`, in the table's key order
+/// (by cell).
+fn skypix_rows(conn: &Connection, element: &DimensionElement) -> Result<Vec<(i64, i64)>> {
     let mut scan = conn.prepare(&format!(
         "SELECT skypix, region_id FROM {}",
-        quote(&skypix_overlap_table(left))
+        quote(&skypix_overlap_table(element))
     ))?;
-    // (cell, region_id), in the table's key order: by cell.
-    let mut left_rows: Vec<(i64, u32)> = Vec::new();
+    let mut out = Vec::new();
     let mut rows = scan.query([])?;
     while let Some(row) = rows.next()? {
-        left_rows.push((row.get(0)?, packable(left, row.get(1)?)?));
+        out.push((row.get(0)?, row.get(1)?));
     }
+    Ok(out)
+}
+
+/// The coarse step: for each cell of `cells` (sorted by cell), the
+/// `element` records whose cover has it. One indexed lookup per distinct
+/// cell, in cell order: a survey's visits touch a small part of a
+/// whole-sky skymap's cells, so this reads far less than the whole table.
+fn records_in_cells(
+    conn: &Connection,
+    element: &DimensionElement,
+    cells: &[(i64, i64)],
+) -> Result<HashMap<i64, Vec<i64>>> {
     let mut lookup = conn.prepare(&format!(
         "SELECT region_id FROM {} WHERE skypix = ?1",
-        quote(&skypix_overlap_table(right))
+        quote(&skypix_overlap_table(element))
     ))?;
-    let mut pairs: Vec<u64> = Vec::with_capacity(left_rows.len() * 4);
-    let mut in_cell: Vec<u64> = Vec::new();
-    for group in left_rows.chunk_by(|a, b| a.0 == b.0) {
-        in_cell.clear();
-        let mut rows = lookup.query([group[0].0])?;
+    let mut out = HashMap::new();
+    for group in cells.chunk_by(|a, b| a.0 == b.0) {
+        let cell = group[0].0;
+        let mut records = Vec::new();
+        let mut rows = lookup.query([cell])?;
         while let Some(row) = rows.next()? {
-            in_cell.push(u64::from(packable(right, row.get(0)?)?));
+            records.push(row.get(0)?);
         }
-        for &(_, l) in group {
-            let high = u64::from(l) << 32;
-            pairs.extend(in_cell.iter().map(|&r| high | r));
+        if !records.is_empty() {
+            out.insert(cell, records);
         }
     }
-    pairs.par_sort_unstable();
-    pairs.dedup();
-    Ok(pairs)
+    Ok(out)
 }
 
-/// A `region_id` as the half of a packed pair. SQLite numbers records from
-/// 1 up, so this holds below 2^32 records of one element.
-fn packable(element: &DimensionElement, region_id: i64) -> Result<u32> {
-    u32::try_from(region_id).map_err(|_| {
-        RegistryError::Invalid(format!(
-            "`{}` record with region_id {region_id}: spatial joins support region ids below 2^32",
-            element.name
-        ))
-    })
+/// Decoded regions by `region_id`, sorted by id.
+struct RegionsById(Vec<(i64, Region)>);
+
+impl RegionsById {
+    fn get(&self, id: i64) -> Option<&Region> {
+        self.0
+            .binary_search_by_key(&id, |(i, _)| *i)
+            .ok()
+            .map(|k| &self.0[k].1)
+    }
 }
 
-fn unpack(pair: u64) -> (i64, i64) {
-    ((pair >> 32) as i64, (pair & 0xffff_ffff) as i64)
-}
-
-/// The decoded regions of `element`'s records named in `ids`.
+/// The decoded regions of `element`'s records `wanted` (sorted, distinct).
 fn regions_of(
     conn: &Connection,
     element: &DimensionElement,
-    ids: impl Iterator<Item = i64>,
-) -> Result<HashMap<i64, Region>> {
-    let mut wanted: Vec<i64> = ids.collect();
-    wanted.par_sort_unstable();
-    wanted.dedup();
+    wanted: &[i64],
+) -> Result<RegionsById> {
     let field = element
         .region_field()
         .ok_or_else(|| RegistryError::Invalid(format!("`{}` has no region", element.name)))?;
-    // In id order (rowid lookups walk the table's B-tree forwards): a
-    // survey's detectors touch a small part of a whole-sky skymap.
-    let mut stmt = conn.prepare(&format!(
-        "SELECT {} FROM {} WHERE {} = ?1 AND {} IS NOT NULL",
+    let (column, table, id) = (
         quote(&field.name),
         quote(&element.name),
         quote(REGION_ID_COLUMN),
-        quote(&field.name),
-    ))?;
+    );
+    // Ids run from 1 up, so the largest is about the table's size.
+    let largest: i64 = conn.query_row(
+        &format!("SELECT coalesce(max({id}), 0) FROM {table}"),
+        [],
+        |r| r.get(0),
+    )?;
     let mut blobs: Vec<(i64, Vec<u8>)> = Vec::with_capacity(wanted.len());
-    for &id in &wanted {
-        let mut rows = stmt.query([id])?;
-        if let Some(row) = rows.next()? {
-            blobs.push((id, row.get(0)?));
+    if (wanted.len() as i64) * 4 < largest {
+        // A few: looked up, in id order (forwards through the B-tree); a
+        // survey's detectors touch a small part of a whole-sky skymap.
+        let mut stmt = conn.prepare(&format!(
+            "SELECT {column} FROM {table} WHERE {id} = ?1 AND {column} IS NOT NULL"
+        ))?;
+        for &region_id in wanted {
+            let mut rows = stmt.query([region_id])?;
+            if let Some(row) = rows.next()? {
+                blobs.push((region_id, row.get(0)?));
+            }
+        }
+    } else {
+        let mut stmt = conn.prepare(&format!(
+            "SELECT {id}, {column} FROM {table} WHERE {column} IS NOT NULL"
+        ))?;
+        let mut rows = stmt.query([])?;
+        while let Some(row) = rows.next()? {
+            let region_id: i64 = row.get(0)?;
+            if wanted.binary_search(&region_id).is_ok() {
+                blobs.push((region_id, row.get(1)?));
+            }
         }
     }
     blobs
@@ -305,7 +357,8 @@ fn regions_of(
                 element.name
             ))),
         })
-        .collect()
+        .collect::<Result<_>>()
+        .map(RegionsById)
 }
 
 impl QueryBuilder<'_> {
