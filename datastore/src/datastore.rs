@@ -38,6 +38,23 @@ pub fn temp_file_prefix(dest: &Path) -> String {
     format!("{TEMP_FILE_PREFIX}{}-", &hash.to_hex()[..16])
 }
 
+/// The directory under the root where files are moved aside rather than
+/// deleted: a worker's unexplained file at its output path
+/// (`<bundle id>/<path>`), `repo check --repair`'s orphans
+/// (`repo-check/<path>`). Nothing under it is a dataset.
+pub const QUARANTINE_DIR: &str = ".quarantine";
+
+/// What [`Datastore::remove_many`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RemoveStats {
+    /// Files (or symlinks) unlinked.
+    pub removed: u64,
+    /// Files that were already gone.
+    pub missing: u64,
+    /// Directories left empty and removed.
+    pub directories: u64,
+}
+
 const WRITE_BUFFER_BYTES: usize = 64 * 1024;
 const COPY_BUFFER_BYTES: usize = 1024 * 1024;
 
@@ -746,6 +763,118 @@ impl Datastore {
         self.abs_path(rel_path)
             .map(|p| p.symlink_metadata().is_ok())
             .unwrap_or(false)
+    }
+
+    /// Removes many files, in parallel (a symlink is removed, never what
+    /// it points to); files already gone are counted, not errors. Then
+    /// removes the directories this left empty, up to the root. The first
+    /// other error is returned once every file has been tried.
+    pub fn remove_many(&self, rel_paths: &[String]) -> Result<RemoveStats, DatastoreError> {
+        use rayon::prelude::*;
+        let removed = AtomicU64::new(0);
+        let missing = AtomicU64::new(0);
+        let failures: Vec<DatastoreError> = rel_paths
+            .par_iter()
+            .filter_map(|rel| {
+                let outcome = self.remove(rel);
+                quanta_core::fault::kill_point(quanta_core::fault::REMOVE_UNLINKED);
+                match outcome {
+                    Ok(true) => removed.fetch_add(1, Ordering::Relaxed),
+                    Ok(false) => missing.fetch_add(1, Ordering::Relaxed),
+                    Err(e) => return Some(e),
+                };
+                None
+            })
+            .collect();
+        if let Some(e) = failures.into_iter().next() {
+            return Err(e);
+        }
+        let mut dirs: Vec<PathBuf> = rel_paths
+            .iter()
+            .filter_map(|rel| self.abs_path(rel).ok())
+            .filter_map(|abs| abs.parent().map(Path::to_path_buf))
+            .collect();
+        dirs.sort_unstable();
+        dirs.dedup();
+        let directories = self.remove_empty_dirs(dirs);
+        Ok(RemoveStats {
+            removed: removed.into_inner(),
+            missing: missing.into_inner(),
+            directories,
+        })
+    }
+
+    /// Removes each of `dirs` and then its parents, up to (not including)
+    /// the root, while they are empty; returns how many went. Best effort:
+    /// a directory a writer has just put a file into stays.
+    fn remove_empty_dirs(&self, mut dirs: Vec<PathBuf>) -> u64 {
+        // Deepest first, so a parent is tried after its children.
+        dirs.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
+        let mut removed = 0;
+        let mut tried = std::collections::HashSet::new();
+        for dir in dirs {
+            let mut at = Some(dir.as_path());
+            while let Some(d) = at {
+                if d == self.root || !d.starts_with(&self.root) || !tried.insert(d.to_path_buf()) {
+                    break;
+                }
+                if fs::remove_dir(d).is_err() {
+                    break;
+                }
+                removed += 1;
+                at = d.parent();
+            }
+        }
+        removed
+    }
+
+    /// Every file (or symlink, not followed) under the root, as relative
+    /// `/`-separated paths, sorted; directories are walked, not listed.
+    pub fn list_files(&self) -> Result<Vec<String>, DatastoreError> {
+        let mut out = Vec::new();
+        if self.root.symlink_metadata().is_err() {
+            return Ok(out);
+        }
+        let mut stack = vec![self.root.clone()];
+        while let Some(dir) = stack.pop() {
+            let entries =
+                fs::read_dir(&dir).map_err(|e| DatastoreError::io("list directory", &dir, e))?;
+            for entry in entries {
+                let entry = entry.map_err(|e| DatastoreError::io("list directory", &dir, e))?;
+                let path = entry.path();
+                let kind = entry
+                    .file_type()
+                    .map_err(|e| DatastoreError::io("stat", &path, e))?;
+                if kind.is_dir() {
+                    stack.push(path);
+                } else if let Ok(rel) = path.strip_prefix(&self.root) {
+                    let parts: Vec<String> = rel
+                        .components()
+                        .map(|c| c.as_os_str().to_string_lossy().into_owned())
+                        .collect();
+                    out.push(parts.join("/"));
+                }
+            }
+        }
+        out.sort_unstable();
+        Ok(out)
+    }
+
+    /// Moves the file at `rel_path` to `<root>/.quarantine/<aside>/<rel_path>`
+    /// (a rename, same filesystem), replacing what an earlier move left
+    /// there; returns the new relative path.
+    pub fn move_to_quarantine(
+        &self,
+        rel_path: &str,
+        aside: &str,
+    ) -> Result<String, DatastoreError> {
+        let from = self.root.join(rel_path);
+        let to_rel = format!("{QUARANTINE_DIR}/{aside}/{rel_path}");
+        let to = self.root.join(&to_rel);
+        let dir = parent_of(&to);
+        fs::create_dir_all(dir).map_err(|e| DatastoreError::io("create directory", dir, e))?;
+        fs::rename(&from, &to).map_err(|e| DatastoreError::io("move aside", &from, e))?;
+        Ok(to_rel)
     }
 
     /// Removes a file; `Ok(false)` if it was not there.
