@@ -804,28 +804,24 @@ impl Datastore {
         })
     }
 
-    /// Removes each of `dirs` and then its parents, up to (not including)
-    /// the root, while they are empty; returns how many went. Best effort:
-    /// a directory a writer has just put a file into stays.
-    fn remove_empty_dirs(&self, mut dirs: Vec<PathBuf>) -> u64 {
-        // Deepest first, so a parent is tried after its children.
-        dirs.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
-        let mut removed = 0;
-        let mut tried = std::collections::HashSet::new();
+    /// Removes each of `dirs` and its ancestors below the root that are
+    /// empty, deepest first (so a parent is tried after all its children);
+    /// returns how many went. Best effort: a directory a writer has just
+    /// put a file into stays.
+    fn remove_empty_dirs(&self, dirs: Vec<PathBuf>) -> u64 {
+        let mut all = std::collections::HashSet::new();
         for dir in dirs {
             let mut at = Some(dir.as_path());
             while let Some(d) = at {
-                if d == self.root || !d.starts_with(&self.root) || !tried.insert(d.to_path_buf()) {
+                if d == self.root || !d.starts_with(&self.root) || !all.insert(d.to_path_buf()) {
                     break;
                 }
-                if fs::remove_dir(d).is_err() {
-                    break;
-                }
-                removed += 1;
                 at = d.parent();
             }
         }
-        removed
+        let mut all: Vec<PathBuf> = all.into_iter().collect();
+        all.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
+        all.iter().filter(|d| fs::remove_dir(d).is_ok()).count() as u64
     }
 
     /// Every file (or symlink, not followed) under the root, as relative
