@@ -184,9 +184,19 @@ impl Butler {
         if self.registry.pending_removals()?.is_empty() {
             return Ok(summary);
         }
+        let started = std::time::Instant::now();
         let paths = self.registry.pending_removal_files()?;
+        let listed = started.elapsed();
         let files = self.datastore.remove_many(&paths)?;
+        let unlinked = started.elapsed();
         let rows = self.registry.complete_removals()?;
+        tracing::info!(
+            files = paths.len(),
+            list_s = listed.as_secs_f64(),
+            unlink_s = (unlinked - listed).as_secs_f64(),
+            delete_s = (started.elapsed() - unlinked).as_secs_f64(),
+            "removal finished"
+        );
         summary.add(files, rows);
         Ok(summary)
     }
