@@ -158,8 +158,11 @@ fn walk(root: &Path, dir: &Path, out: &mut BTreeSet<String>) {
     }
 }
 
+/// A repository's state: rows by table (and files), as sorted strings.
+type State = BTreeMap<&'static str, Vec<String>>;
+
 /// The repository's state, table by table, and its datastore's files.
-fn read_state(repo: &Path) -> BTreeMap<&'static str, Vec<String>> {
+fn read_state(repo: &Path) -> State {
     let conn = rusqlite::Connection::open_with_flags(
         repo.join("registry.sqlite3"),
         rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
@@ -334,7 +337,7 @@ impl Matrix {
         }
         let unlinked = passages.get(UNLINKED).copied().unwrap_or(0);
         let commits = passages.get(COMMIT).copied().unwrap_or(0);
-        if unlinked < 4 || commits < 2 || passages.get(MARKED).is_none() {
+        if unlinked < 4 || commits < 2 || !passages.contains_key(MARKED) {
             self.failures.push(format!(
                 "{}: too few kill points passed: {passages:?}",
                 sc.name
@@ -370,7 +373,7 @@ impl Matrix {
         work: &Path,
         (point, n): (&str, usize),
         finish: Finish,
-        (before, reference): (&BTreeMap<&str, Vec<String>>, &BTreeMap<&str, Vec<String>>),
+        (before, reference): (&State, &State),
     ) -> Result<(), String> {
         let repo = work.join("repo");
         restore(base, work);
