@@ -560,3 +560,148 @@ impl Registry {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{DatastoreRecord, NewDataset, OnConflict};
+    use quanta_core::{DataIdValue, DatasetType, DimensionGroup, DimensionUniverse};
+
+    fn registry(dir: &std::path::Path) -> Registry {
+        let universe = DimensionUniverse::default_universe();
+        let mut r = Registry::create(&dir.join("r.sqlite3"), &universe).unwrap();
+        let records = crate::parse_records_json(
+            r#"{"instrument": [{"name": "Cam", "detector_max": 4}],
+                "detector": [{"instrument": "Cam", "id": 0, "full_name": "D0"},
+                             {"instrument": "Cam", "id": 1, "full_name": "D1"}]}"#,
+            "test",
+        )
+        .unwrap();
+        r.insert_dimension_records(&records).unwrap();
+        r.register_dataset_type(&DatasetType {
+            name: "bias".into(),
+            dimensions: DimensionGroup {
+                names: vec!["instrument".into(), "detector".into()],
+            },
+            storage_class: "Json".into(),
+            is_calibration: true,
+        })
+        .unwrap();
+        r.register_collection("run", CollectionType::Run, None)
+            .unwrap();
+        let datasets: Vec<NewDataset> = (0..2)
+            .map(|d| NewDataset {
+                id: Uuid::from_u128(d as u128 + 1),
+                data_id: DataId::from_pairs([
+                    ("instrument", DataIdValue::from("Cam")),
+                    ("detector", DataIdValue::Int(d)),
+                ]),
+                stored: Some(DatastoreRecord {
+                    path: format!("run/bias/{d}.json"),
+                    formatter: "json".into(),
+                    size: 2,
+                    checksum: "00".into(),
+                }),
+            })
+            .collect();
+        r.insert_datasets("run", "bias", &datasets, OnConflict::Fail)
+            .unwrap();
+        r
+    }
+
+    #[test]
+    fn a_run_is_marked_then_removed_and_a_chained_one_only_with_force() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut r = registry(dir.path());
+        r.define_collection_chain("chain", &["run".to_string()])
+            .unwrap();
+        let refused = r.mark_runs_for_removal(&["run".into()], false);
+        assert!(
+            matches!(refused, Err(RegistryError::Conflict(_))),
+            "{refused:?}"
+        );
+        assert!(r.pending_removals().unwrap().is_empty());
+        r.mark_runs_for_removal(&["run".into()], true).unwrap();
+        // Marking twice (a rerun) changes nothing; the rows are still there.
+        r.mark_runs_for_removal(&["run".into()], true).unwrap();
+        assert_eq!(r.pending_removals().unwrap().runs, vec!["run".to_string()]);
+        let mut files = r.pending_removal_files().unwrap();
+        files.sort();
+        assert_eq!(files, vec!["run/bias/0.json", "run/bias/1.json"]);
+        assert!(r
+            .registered_files()
+            .unwrap()
+            .iter()
+            .all(|f| f.pending_removal));
+        let stats = r.complete_removals().unwrap();
+        assert_eq!((stats.runs.len(), stats.datasets_removed), (1, 2));
+        assert!(r.pending_removals().unwrap().is_empty());
+        assert!(r.find_collection("run").unwrap().is_none());
+        assert!(r.collection("chain").unwrap().children.is_empty());
+        // Nothing recorded used them: provenance keeps nothing.
+        assert!(r.removed_dataset(&Uuid::from_u128(1)).unwrap().is_none());
+        r.remove_dataset_type("bias").unwrap();
+    }
+
+    #[test]
+    fn unstore_keeps_the_row_without_its_record_and_types_in_use_stay() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut r = registry(dir.path());
+        let id = Uuid::from_u128(1);
+        assert_eq!(r.mark_datasets_for_removal(&[id], false).unwrap(), 1);
+        assert_eq!(r.pending_removal_files().unwrap(), vec!["run/bias/0.json"]);
+        let stats = r.complete_removals().unwrap();
+        assert_eq!((stats.datasets_unstored, stats.datasets_removed), (1, 0));
+        assert!(r
+            .dataset_by_id(&id, None)
+            .unwrap()
+            .unwrap()
+            .stored
+            .is_none());
+        // Without a file, an unstore has nothing to do.
+        assert_eq!(r.mark_datasets_for_removal(&[id], false).unwrap(), 0);
+        let unknown = r.mark_datasets_for_removal(&[Uuid::from_u128(9)], true);
+        assert!(matches!(unknown, Err(RegistryError::Invalid(_))));
+        let in_use = r.remove_dataset_type("bias");
+        assert!(
+            matches!(&in_use, Err(RegistryError::Conflict(m)) if m.contains("2 datasets")),
+            "{in_use:?}"
+        );
+    }
+
+    #[test]
+    fn decertify_removes_inner_ranges_and_cuts_overlapping_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut r = registry(dir.path());
+        r.register_collection("calib", CollectionType::Calibration, None)
+            .unwrap();
+        let (a, b) = (Uuid::from_u128(1), Uuid::from_u128(2));
+        r.certify("calib", &[a], 0.0, 10.0).unwrap();
+        r.certify("calib", &[a], 20.0, 30.0).unwrap();
+        r.certify("calib", &[b], f64::NEG_INFINITY, f64::INFINITY)
+            .unwrap();
+        let stats = r.decertify("calib", "bias", 5.0, 25.0, &[]).unwrap();
+        assert_eq!(stats.ranges_removed, 3);
+        assert_eq!(stats.parts_kept, 4);
+        let ranges: Vec<(String, f64, f64)> = r
+            .conn
+            .prepare("SELECT data_id, valid_begin, valid_end FROM dataset_calibs ORDER BY data_id, valid_begin")
+            .unwrap()
+            .query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        let (d0, d1) = (r#"["Cam",0]"#.to_string(), r#"["Cam",1]"#.to_string());
+        assert_eq!(
+            ranges,
+            vec![
+                (d0.clone(), 0.0, 5.0),
+                (d0, 25.0, 30.0),
+                (d1.clone(), f64::NEG_INFINITY, 5.0),
+                (d1, 25.0, f64::INFINITY),
+            ]
+        );
+        let empty = r.decertify("calib", "bias", 3.0, 3.0, &[]);
+        assert!(matches!(empty, Err(RegistryError::Invalid(_))));
+    }
+}
