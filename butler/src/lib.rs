@@ -9,18 +9,24 @@
 //! [`Butler::ingest`]), the rule that no command reads or writes the
 //! repository's own files through a path given to it (`repo_guard`),
 //! and merging worker journals back into the Registry ([`merge`]) with the
-//! provenance queries over what was merged ([`provenance`]). Must not:
+//! provenance queries over what was merged ([`provenance`]), crash-safe
+//! removal of RUNs, datasets, collections and tags ([`remove`]: mark in the
+//! registry's trash, unlink, delete) and the check of registry against
+//! datastore with its repair ([`check`]). Must not:
 //! write SQL (the registry does) or encode files (the datastore does).
 
 mod butler;
+pub mod check;
 mod error;
 mod ingest;
 mod manifest;
 pub mod merge;
 pub mod provenance;
+pub mod remove;
 mod repo_guard;
 
 pub use butler::{Butler, DATASTORE_DIR, REGISTRY_FILE};
+pub use check::{CheckOptions, CheckReport, FileProblem};
 pub use error::ButlerError;
 pub use ingest::{ingest_dataset_id, IngestItem, IngestSummary};
 pub use manifest::{parse_manifest, read_manifest};
@@ -31,3 +37,4 @@ pub use provenance::{
     campaign_status, provenance_graph, run_report, CampaignStatus, Direction, ProvenanceError,
     ProvenanceGraph, RunReport,
 };
+pub use remove::{DatasetSelection, PruneMode, RemovalSummary};

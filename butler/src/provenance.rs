@@ -28,14 +28,19 @@ pub enum Direction {
     Downstream,
 }
 
-/// A dataset in a provenance graph. Fields other than `id` are absent when
-/// the dataset is not registered (an input link to a dataset since removed).
+/// A dataset in a provenance graph. A removed dataset keeps its type, data
+/// ID and RUN (the registry remembers them while recorded quanta name it)
+/// and says `removed`; fields other than `id` are absent only for a
+/// dataset the registry knows nothing of.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct DatasetNode {
     pub id: Uuid,
     pub dataset_type: Option<String>,
     pub data_id: Option<DataId>,
     pub run: Option<String>,
+    /// Removed from the repository (`remove-runs`, `prune-datasets
+    /// --purge`) after the quanta that name it were recorded.
+    pub removed: bool,
     /// The quantum that made it; none for raw or ingested datasets.
     pub produced_by: Option<Uuid>,
     /// Quantum hops from the dataset the walk started at.
@@ -100,6 +105,38 @@ pub enum ProvenanceError {
     UnknownDataset(Uuid),
 }
 
+/// The node of dataset `id`, registered or removed, and its producer.
+fn dataset_node(
+    registry: &Registry,
+    id: Uuid,
+    depth: usize,
+) -> Result<(DatasetNode, Option<Uuid>), ProvenanceError> {
+    let (found, removed, produced_by) = match registry.dataset_by_id(&id, None)? {
+        Some(found) => (Some(found.dataset_ref), false, registry.producer_of(&id)?),
+        None => match registry.removed_dataset(&id)? {
+            Some(gone) => {
+                // Its producer's row may have gone with its own RUN.
+                let producer = match gone.producer {
+                    Some(q) if registry.quantum(&q)?.is_some() => Some(q),
+                    _ => None,
+                };
+                (Some(gone.dataset_ref), true, producer)
+            }
+            None => (None, false, None),
+        },
+    };
+    let node = DatasetNode {
+        id,
+        dataset_type: found.as_ref().map(|f| f.dataset_type.clone()),
+        data_id: found.as_ref().map(|f| f.data_id.clone()),
+        run: found.map(|f| f.run),
+        removed,
+        produced_by,
+        depth,
+    };
+    Ok((node, produced_by))
+}
+
 /// Walks the provenance of `root` in `direction`, at most `max_depth`
 /// quantum hops (all the way when `None`). Every dataset and quantum
 /// appears once however many paths reach it.
@@ -109,7 +146,8 @@ pub fn provenance_graph(
     direction: Direction,
     max_depth: Option<usize>,
 ) -> Result<ProvenanceGraph, ProvenanceError> {
-    if registry.dataset_by_id(&root, None)?.is_none() {
+    if registry.dataset_by_id(&root, None)?.is_none() && registry.removed_dataset(&root)?.is_none()
+    {
         return Err(ProvenanceError::UnknownDataset(root));
     }
     let mut graph = ProvenanceGraph {
@@ -129,16 +167,8 @@ pub fn provenance_graph(
     seen_datasets.insert(root);
     queue.push_back((root, 0));
     while let Some((id, depth)) = queue.pop_front() {
-        let found = registry.dataset_by_id(&id, None)?;
-        let produced_by = registry.producer_of(&id)?;
-        graph.datasets.push(DatasetNode {
-            id,
-            dataset_type: found.as_ref().map(|f| f.dataset_ref.dataset_type.clone()),
-            data_id: found.as_ref().map(|f| f.dataset_ref.data_id.clone()),
-            run: found.as_ref().map(|f| f.dataset_ref.run.clone()),
-            produced_by,
-            depth,
-        });
+        let (node, produced_by) = dataset_node(registry, id, depth)?;
+        graph.datasets.push(node);
         let next_quanta: Vec<Uuid> = match direction {
             Direction::Upstream => {
                 if produced_by.is_none() {

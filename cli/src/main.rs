@@ -14,6 +14,7 @@ mod merge_cmds;
 mod output;
 mod plugins;
 mod preflight_cmds;
+mod remove_cmds;
 mod repo_cmds;
 mod skymap_cmds;
 
@@ -76,6 +77,12 @@ enum Command {
         #[arg(long, allow_negative_numbers = true, default_value_t = repo_cmds::DEFAULT_SQL_TIMEOUT_SECS)]
         timeout: f64,
     },
+    /// Remove RUN collections with their datasets, files, quanta and provenance (crash-safe).
+    #[command(name = "remove-runs")]
+    RemoveRuns(remove_cmds::RemoveRunsArgs),
+    /// Remove the files (--unstore) or the datasets (--purge) a dataset query finds (crash-safe).
+    #[command(name = "prune-datasets")]
+    PruneDatasets(remove_cmds::PruneDatasetsArgs),
     /// Read a dataset back and print it (JSON datasets) or write its bytes.
     Get(repo_cmds::GetArgs),
     /// Build the quantum graph of a pipeline and write it as a bundle.
@@ -149,6 +156,8 @@ fn main() -> ExitCode {
             json,
             timeout,
         } => repo_cmds::sql(&repo, &query, json, timeout),
+        Command::RemoveRuns(args) => remove_cmds::remove_runs(args),
+        Command::PruneDatasets(args) => remove_cmds::prune_datasets(args),
         Command::Get(args) => repo_cmds::get(args),
         Command::Preflight(args) => preflight_cmds::preflight(args),
         Command::Bundle(cmd) => preflight_cmds::bundle(cmd),

@@ -390,6 +390,9 @@ pub fn provenance(args: ProvenanceArgs) -> Result<ExitCode> {
 
 fn describe_dataset(d: &DatasetNode) -> String {
     match (&d.dataset_type, &d.data_id, &d.run) {
+        (Some(t), Some(data_id), Some(run)) if d.removed => {
+            format!("{t} {data_id} in {run} [{}] (removed)", d.id)
+        }
         (Some(t), Some(data_id), Some(run)) => format!("{t} {data_id} in {run} [{}]", d.id),
         _ => format!("{} (not registered)", d.id),
     }

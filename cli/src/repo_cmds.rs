@@ -1,5 +1,6 @@
 //! Repository commands: create, dimension records, dataset types, ingest,
-//! collections, queries and read-only SQL.
+//! collections, queries and read-only SQL (removals and `repo check` are in
+//! `remove_cmds`).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -29,6 +30,9 @@ pub enum RepoCommand {
     },
     /// Show a repository's dimension universe.
     Universe { repo: PathBuf },
+    /// Check that registry and datastore agree (files, sizes, checksums, orphans,
+    /// interrupted removals); exit 1 when something is wrong.
+    Check(crate::remove_cmds::CheckArgs),
 }
 
 #[derive(Subcommand)]
@@ -70,6 +74,8 @@ pub enum DatasetTypeCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Remove a dataset type (refused while datasets of it exist).
+    Remove { repo: PathBuf, name: String },
 }
 
 #[derive(Args)]
@@ -137,6 +143,12 @@ pub enum CollectionCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Remove a collection: a RUN with its datasets and files; TAGGED, CHAINED or CALIBRATION alone.
+    Remove(crate::remove_cmds::RemoveCollectionArgs),
+    /// Remove datasets from a TAGGED collection (the datasets stay).
+    Untag(crate::remove_cmds::UntagArgs),
+    /// Decertify calibrations over [begin, end), cutting validity ranges that overlap it.
+    Decertify(crate::remove_cmds::DecertifyArgs),
 }
 
 #[derive(Args)]
@@ -217,6 +229,7 @@ pub fn repo(cmd: RepoCommand) -> Result<ExitCode> {
             let butler = crate::plugins::open_butler_read_only(&repo)?;
             print!("{}", butler.universe().source());
         }
+        RepoCommand::Check(args) => return crate::remove_cmds::check(args),
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -321,6 +334,9 @@ pub fn dataset_type(cmd: DatasetTypeCommand) -> Result<ExitCode> {
                     "already registered:"
                 }
             );
+        }
+        DatasetTypeCommand::Remove { repo, name } => {
+            return crate::remove_cmds::remove_dataset_type(&repo, &name)
         }
         DatasetTypeCommand::List { repo, json } => {
             let butler = crate::plugins::open_butler_read_only(&repo)?;
@@ -467,6 +483,9 @@ pub fn collection(cmd: CollectionCommand) -> Result<ExitCode> {
             )?;
             println!("certified {} datasets into {collection}", ids.len());
         }
+        CollectionCommand::Remove(args) => return crate::remove_cmds::remove_collection(args),
+        CollectionCommand::Untag(args) => return crate::remove_cmds::untag(args),
+        CollectionCommand::Decertify(args) => return crate::remove_cmds::decertify(args),
         CollectionCommand::List { repo, json } => {
             let butler = crate::plugins::open_butler_read_only(&repo)?;
             let collections = butler.registry().list_collections()?;

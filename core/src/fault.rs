@@ -30,6 +30,8 @@
 //! | `ingest-committed` | an ingest's registry transaction has committed, before its sources are removed (move) |
 //! | `ingest-source-removed` | a move has removed its Nth source after the commit |
 //! | `journal.appended` | a journal record has been written |
+//! | `remove.marked` | a removal has recorded what goes in the registry's trash, no file unlinked yet |
+//! | `remove.unlinked` | a removal has unlinked its Nth file (registry rows not yet deleted) |
 
 use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -48,6 +50,8 @@ pub const INGEST_BEFORE_COMMIT: &str = "ingest-before-commit";
 pub const INGEST_COMMITTED: &str = "ingest-committed";
 pub const INGEST_SOURCE_REMOVED: &str = "ingest-source-removed";
 pub const JOURNAL_APPENDED: &str = "journal.appended";
+pub const REMOVE_MARKED: &str = "remove.marked";
+pub const REMOVE_UNLINKED: &str = "remove.unlinked";
 
 struct Armed {
     kill_at: Option<(String, u64)>,

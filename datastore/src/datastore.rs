@@ -38,6 +38,28 @@ pub fn temp_file_prefix(dest: &Path) -> String {
     format!("{TEMP_FILE_PREFIX}{}-", &hash.to_hex()[..16])
 }
 
+/// The directory under the root where files are moved aside rather than
+/// deleted: a worker's unexplained file at its output path
+/// (`<bundle id>/<path>`), `repo check --repair`'s orphans
+/// (`repo-check/<path>`). Nothing under it is a dataset.
+pub const QUARANTINE_DIR: &str = ".quarantine";
+
+/// What [`Datastore::remove_many`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RemoveStats {
+    /// Files (or symlinks) unlinked.
+    pub removed: u64,
+    /// Files that were already gone.
+    pub missing: u64,
+    /// Directories left empty and removed.
+    pub directories: u64,
+}
+
+/// Files of one directory unlinked through one directory handle, at most,
+/// per task of [`Datastore::remove_many`] (several tasks share a large
+/// directory).
+const UNLINK_CHUNK: usize = 4096;
+
 const WRITE_BUFFER_BYTES: usize = 64 * 1024;
 const COPY_BUFFER_BYTES: usize = 1024 * 1024;
 
@@ -746,6 +768,162 @@ impl Datastore {
         self.abs_path(rel_path)
             .map(|p| p.symlink_metadata().is_ok())
             .unwrap_or(false)
+    }
+
+    /// Removes many files, in parallel (a symlink is removed, never what
+    /// it points to); files already gone are counted, not errors. Then
+    /// removes the directories this left empty, up to the root. The first
+    /// other error is returned once every file has been tried.
+    ///
+    /// Files are unlinked relative to a handle on their directory, opened
+    /// once per run of up to [`UNLINK_CHUNK`] files of one directory:
+    /// resolving each full path from the root cost a third of a
+    /// million-file removal.
+    pub fn remove_many(&self, rel_paths: &[String]) -> Result<RemoveStats, DatastoreError> {
+        use rayon::prelude::*;
+        let mut entries: Vec<(&str, &str)> = Vec::with_capacity(rel_paths.len());
+        for rel in rel_paths {
+            validate_relative_path(rel)?;
+            entries.push(rel.rsplit_once('/').unwrap_or(("", rel.as_str())));
+        }
+        entries.sort_unstable();
+        let mut chunks: Vec<&[(&str, &str)]> = Vec::new();
+        let mut rest = entries.as_slice();
+        while let Some(&(dir, _)) = rest.first() {
+            let same = rest.partition_point(|(d, _)| *d == dir).min(UNLINK_CHUNK);
+            let (chunk, tail) = rest.split_at(same);
+            chunks.push(chunk);
+            rest = tail;
+        }
+        let removed = AtomicU64::new(0);
+        let missing = AtomicU64::new(0);
+        let failures: Vec<DatastoreError> = chunks
+            .par_iter()
+            .filter_map(|chunk| {
+                let (n_removed, n_missing, failure) = self.unlink_in_dir(chunk);
+                removed.fetch_add(n_removed, Ordering::Relaxed);
+                missing.fetch_add(n_missing, Ordering::Relaxed);
+                failure
+            })
+            .collect();
+        if let Some(e) = failures.into_iter().next() {
+            return Err(e);
+        }
+        let mut dirs: Vec<&str> = chunks.iter().map(|c| c[0].0).collect();
+        dirs.dedup();
+        let dirs = dirs.into_iter().map(|dir| self.root.join(dir)).collect();
+        let directories = self.remove_empty_dirs(dirs);
+        Ok(RemoveStats {
+            removed: removed.into_inner(),
+            missing: missing.into_inner(),
+            directories,
+        })
+    }
+
+    /// Unlinks `(dir, name)` entries of one directory: (removed, already
+    /// gone, the first other error).
+    fn unlink_in_dir(&self, chunk: &[(&str, &str)]) -> (u64, u64, Option<DatastoreError>) {
+        use rustix::fs::{AtFlags, Mode, OFlags};
+        let dir = self.root.join(chunk[0].0);
+        let handle = match rustix::fs::open(
+            &dir,
+            OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC,
+            Mode::empty(),
+        ) {
+            Ok(handle) => handle,
+            Err(rustix::io::Errno::NOENT) => return (0, chunk.len() as u64, None),
+            Err(e) => {
+                return (
+                    0,
+                    0,
+                    Some(DatastoreError::io("open directory", &dir, e.into())),
+                )
+            }
+        };
+        let (mut removed, mut missing, mut failure) = (0, 0, None);
+        for (_, name) in chunk {
+            let outcome = rustix::fs::unlinkat(&handle, *name, AtFlags::empty());
+            quanta_core::fault::kill_point(quanta_core::fault::REMOVE_UNLINKED);
+            match outcome {
+                Ok(()) => removed += 1,
+                Err(rustix::io::Errno::NOENT) => missing += 1,
+                Err(e) => {
+                    failure.get_or_insert_with(|| {
+                        DatastoreError::io("remove", dir.join(name), e.into())
+                    });
+                }
+            }
+        }
+        (removed, missing, failure)
+    }
+
+    /// Removes each of `dirs` and its ancestors below the root that are
+    /// empty, deepest first (so a parent is tried after all its children);
+    /// returns how many went. Best effort: a directory a writer has just
+    /// put a file into stays.
+    fn remove_empty_dirs(&self, dirs: Vec<PathBuf>) -> u64 {
+        let mut all = std::collections::HashSet::new();
+        for dir in dirs {
+            let mut at = Some(dir.as_path());
+            while let Some(d) = at {
+                if d == self.root || !d.starts_with(&self.root) || !all.insert(d.to_path_buf()) {
+                    break;
+                }
+                at = d.parent();
+            }
+        }
+        let mut all: Vec<PathBuf> = all.into_iter().collect();
+        all.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
+        all.iter().filter(|d| fs::remove_dir(d).is_ok()).count() as u64
+    }
+
+    /// Every file (or symlink, not followed) under the root, as relative
+    /// `/`-separated paths, sorted; directories are walked, not listed.
+    pub fn list_files(&self) -> Result<Vec<String>, DatastoreError> {
+        let mut out = Vec::new();
+        if self.root.symlink_metadata().is_err() {
+            return Ok(out);
+        }
+        let mut stack = vec![self.root.clone()];
+        while let Some(dir) = stack.pop() {
+            let entries =
+                fs::read_dir(&dir).map_err(|e| DatastoreError::io("list directory", &dir, e))?;
+            for entry in entries {
+                let entry = entry.map_err(|e| DatastoreError::io("list directory", &dir, e))?;
+                let path = entry.path();
+                let kind = entry
+                    .file_type()
+                    .map_err(|e| DatastoreError::io("stat", &path, e))?;
+                if kind.is_dir() {
+                    stack.push(path);
+                } else if let Ok(rel) = path.strip_prefix(&self.root) {
+                    let parts: Vec<String> = rel
+                        .components()
+                        .map(|c| c.as_os_str().to_string_lossy().into_owned())
+                        .collect();
+                    out.push(parts.join("/"));
+                }
+            }
+        }
+        out.sort_unstable();
+        Ok(out)
+    }
+
+    /// Moves the file at `rel_path` to `<root>/.quarantine/<aside>/<rel_path>`
+    /// (a rename, same filesystem), replacing what an earlier move left
+    /// there; returns the new relative path.
+    pub fn move_to_quarantine(
+        &self,
+        rel_path: &str,
+        aside: &str,
+    ) -> Result<String, DatastoreError> {
+        let from = self.root.join(rel_path);
+        let to_rel = format!("{QUARANTINE_DIR}/{aside}/{rel_path}");
+        let to = self.root.join(&to_rel);
+        let dir = parent_of(&to);
+        fs::create_dir_all(dir).map_err(|e| DatastoreError::io("create directory", dir, e))?;
+        fs::rename(&from, &to).map_err(|e| DatastoreError::io("move aside", &from, e))?;
+        Ok(to_rel)
     }
 
     /// Removes a file; `Ok(false)` if it was not there.

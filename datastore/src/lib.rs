@@ -6,7 +6,8 @@
 //! ([`Datastore`], [`StoredFileInfo`]), plus ingest of existing files (which
 //! never modifies or removes a source; [`Datastore::lock_for_ingest`]
 //! serializes ingests) and verification ([`Datastore::verify_many`] for
-//! merge's millions of files).
+//! merge's millions of files), removal of many files
+//! ([`Datastore::remove_many`]) and listing the root for `repo check`.
 //!
 //! Must not: know collections, the Registry, or dimensions beyond filling
 //! template fields from a data ID.
@@ -21,7 +22,7 @@ pub mod verify;
 
 pub use datastore::{
     hash_file, ingest_temp_path, temp_file_prefix, Datastore, DatastoreConfig, IngestLock,
-    StoredFileInfo, TransferMode, TEMP_FILE_PREFIX,
+    RemoveStats, StoredFileInfo, TransferMode, QUARANTINE_DIR, TEMP_FILE_PREFIX,
 };
 pub use error::{DatastoreError, FormatterError};
 pub use formatter::{BytesFormatter, Formatter, FormatterRegistry, InMemoryDataset, JsonFormatter};

@@ -23,8 +23,9 @@ use crate::error::LimitedRegistryError as Error;
 type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// The directory under the datastore root where files found at a predicted
-/// output path, written by no attempt the journals record, are moved.
-pub const QUARANTINE_DIR: &str = ".quarantine";
+/// output path, written by no attempt the journals record, are moved (the
+/// datastore's, shared with `repo check --repair`).
+pub const QUARANTINE_DIR: &str = quanta_datastore::QUARANTINE_DIR;
 
 /// A bundle and the datastore its header names: all a worker reads. Shared
 /// between worker threads behind an `Arc`.

@@ -7,7 +7,9 @@
 //! compiled to parameterised SQL, read-only SQL access (with a time limit),
 //! the provenance tables, the repository's identity (`repository_id` in
 //! `quanta_meta`) and the writer lock that serializes long writers
-//! ([`WriterLock`]). Must not: know file formats or touch dataset files (that is the
+//! ([`WriterLock`]), and the registry's half of removal: the trash of the
+//! crash-safe removal protocol and what provenance keeps of removed
+//! datasets ([`removal`]). Must not: know file formats or touch dataset files (that is the
 //! datastore's job), or build SQL from user text.
 
 pub mod collections;
@@ -20,6 +22,7 @@ pub mod query;
 pub mod records;
 mod region_sql;
 mod registry;
+pub mod removal;
 pub mod schema;
 pub mod skymap;
 mod spatial_join;
@@ -39,5 +42,6 @@ pub use provenance::{
 pub use query::Binds;
 pub use records::{parse_records_csv, parse_records_json, RecordSet};
 pub use registry::{lower_thread_priority, Registry};
+pub use removal::{DecertifyStats, PendingRemovals, RegisteredFile, RemovalStats, RemovedDataset};
 pub use schema::SCHEMA_VERSION;
 pub use writer_lock::WriterLock;

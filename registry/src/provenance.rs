@@ -1195,13 +1195,20 @@ impl Registry {
     }
 
     /// The registered outputs of a quantum: (dataset, connection).
+    /// Outputs removed since are listed too (see
+    /// [`Registry::removed_dataset`]).
     pub fn quantum_outputs(&self, quantum_id: &Uuid) -> Result<Vec<(Uuid, String)>> {
+        let sql = if self.has_removal_tables {
+            "SELECT id, producer_connection FROM dataset WHERE producer = ?1 \
+             UNION ALL SELECT id, producer_connection FROM removed_dataset WHERE producer = ?1 \
+             ORDER BY 2, 1"
+        } else {
+            "SELECT id, producer_connection FROM dataset WHERE producer = ?1 \
+             ORDER BY producer_connection, id"
+        };
         Ok(self
             .conn
-            .prepare_cached(
-                "SELECT id, producer_connection FROM dataset WHERE producer = ?1 \
-                 ORDER BY producer_connection, id",
-            )?
+            .prepare_cached(sql)?
             .query_map([quantum_id.as_bytes().as_slice()], |r| {
                 Ok((uuid_from_blob(r.get(0)?)?, r.get(1)?))
             })?

@@ -23,6 +23,9 @@ pub struct Registry {
     /// Dimension records found by `record_quanta_uncommitted` in the open
     /// transaction.
     pub(crate) dimension_checks: DimensionChecks,
+    /// Whether the removal protocol's tables exist (always, once a writer
+    /// has opened the registry; see `schema::REMOVAL_DDL`).
+    pub(crate) has_removal_tables: bool,
 }
 
 /// The `quanta_meta` key of the repository's identity.
@@ -113,6 +116,7 @@ impl Registry {
             path: path.to_path_buf(),
             bulk: None,
             dimension_checks: DimensionChecks::default(),
+            has_removal_tables: true,
         })
     }
 
@@ -176,6 +180,16 @@ impl Registry {
         }
         let universe_text = meta("universe")?.ok_or_else(|| not_registry("no universe".into()))?;
         let universe = DimensionUniverse::from_yaml(&universe_text)?;
+        let mut has_removal_tables: bool = conn.query_row(
+            "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'removed_dataset')",
+            [],
+            |r| r.get(0),
+        )?;
+        if !read_only && !has_removal_tables {
+            // Tables added since schema version 4 (see `REMOVAL_DDL`).
+            conn.execute_batch(crate::schema::REMOVAL_DDL)?;
+            has_removal_tables = true;
+        }
         if !read_only && meta(REPOSITORY_ID_KEY)?.is_none() {
             // A registry made before repositories had an identity gets one
             // from its first writer; concurrent first writers agree on
@@ -191,6 +205,7 @@ impl Registry {
             path: path.to_path_buf(),
             bulk: None,
             dimension_checks: DimensionChecks::default(),
+            has_removal_tables,
         })
     }
 

@@ -269,6 +269,50 @@ CREATE INDEX IF NOT EXISTS dataset_by_producer ON dataset (producer)
   WHERE producer IS NOT NULL;
 "#;
 
+/// The tables of the removal protocol (`crate::removal`), added after
+/// schema version 4 without changing it: every writer creates them if they
+/// are missing ([`crate::Registry::open`]), so an older registry gains
+/// them on its first write.
+///
+/// - `removal_run`: RUNs being removed with every dataset they own.
+/// - `dataset_trash`: datasets losing their file (`purge` 0, *unstore*:
+///   the row stays, without a datastore record) or their row too.
+///
+/// Rows are put there in one transaction before any file is unlinked and
+/// leave, with what they name, in one transaction after; whatever is
+/// there is an interrupted removal that the next removal or `repo check
+/// --repair` finishes.
+///
+/// - `removed_dataset`: what provenance needs of a removed dataset that a
+///   recorded quantum read or made (its type, data ID, RUN, producer), so
+///   that `provenance` still names it and says it was removed.
+///
+/// Memberships are looked up by dataset when a dataset row is deleted
+/// (`ON DELETE CASCADE`), hence the two `_by_dataset` indexes.
+pub const REMOVAL_DDL: &str = r#"
+CREATE TABLE IF NOT EXISTS removal_run (
+  run_id INTEGER NOT NULL PRIMARY KEY REFERENCES collection (id)
+);
+CREATE TABLE IF NOT EXISTS dataset_trash (
+  dataset_id BLOB NOT NULL PRIMARY KEY,
+  purge INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS removed_dataset (
+  id BLOB NOT NULL PRIMARY KEY,
+  dataset_type TEXT NOT NULL,
+  dimensions TEXT NOT NULL,
+  run TEXT NOT NULL,
+  data_id TEXT NOT NULL,
+  producer BLOB,
+  producer_connection TEXT,
+  removed_at TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS removed_dataset_by_producer ON removed_dataset (producer)
+  WHERE producer IS NOT NULL;
+CREATE INDEX IF NOT EXISTS dataset_tags_by_dataset ON dataset_tags (dataset_id);
+CREATE INDEX IF NOT EXISTS dataset_calibs_by_dataset ON dataset_calibs (dataset_id);
+"#;
+
 /// The `dataset` table: identity, type, owning RUN, the canonical data ID
 /// text (unique per type and run), the datastore record, the producing
 /// quantum and one nullable column per dimension, with foreign keys to the
@@ -331,6 +375,7 @@ pub fn full_ddl(universe: &DimensionUniverse) -> Vec<String> {
     }
     ddl.push(dataset_table_ddl(universe));
     ddl.push(STATIC_DDL.to_string());
+    ddl.push(REMOVAL_DDL.to_string());
     ddl
 }
 
