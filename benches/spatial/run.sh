@@ -16,7 +16,9 @@
 #    --transfer symlink, a HEALPix skymap with 0.46° patches (level 7);
 #    preflight of makeWarp [visit, tract, patch] + assembleCoadd
 #    [tract, patch, band]; its seconds per quantum against the reference
-#    pipeline's preflight (100 × 100) in the same run.
+#    pipeline's preflight in the same run, at 100 × 100 (the reference
+#    workload) and at 700 × 100 (about the coadd graph's size), each the
+#    fastest of 3.
 set -euo pipefail
 here="$(cd "$(dirname "$0")/../.." && pwd)"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$here/target}"
@@ -58,26 +60,46 @@ repo="$d/repo"
 "$quanta" dataset-type register "$repo" calexp --dimensions instrument,visit,detector --storage-class Json >/dev/null
 "$quanta" collection create "$repo" Cam/calexp --type RUN >/dev/null
 "$quanta" ingest "$repo" --run Cam/calexp --dataset-type calexp --manifest "$d/manifest.csv" --transfer symlink >/dev/null
-t0=$(now)
-"$quanta" preflight "$repo" --pipeline "$here/benches/spatial/coadd.yaml" --input Cam/calexp \
-  --output-run bench/coadd --bundle "$d/bundle.qb" --json >"$d/report.json"
-t1=$(now)
-coadd_s=$(secs "$t0" "$t1")
+# Each preflight is timed 3 times (into fresh output RUNs) and the fastest
+# counts: at 20,000 quanta the reference's wall time is a tenth of a second,
+# and one run on a shared 2-core machine varies by 2x.
+best_of_3() {  # NAME REPO PIPELINE INPUT OUT_DIR -> fastest seconds; report in OUT_DIR/NAME.json
+  local best="" t0 t1 s
+  for k in 1 2 3; do
+    rm -f "$5/$1-$k.qb"
+    t0=$(now)
+    "$quanta" preflight "$2" --pipeline "$3" --input "$4" --output-run "bench/$1-$k" \
+      --bundle "$5/$1-$k.qb" --json >"$5/$1.json"
+    t1=$(now)
+    s=$(secs "$t0" "$t1")
+    if [ -z "$best" ] || [ "$(echo "$s < $best" | bc)" = 1 ]; then best=$s; fi
+  done
+  echo "$best"
+}
+coadd_s=$(best_of_3 coadd "$repo" "$here/benches/spatial/coadd.yaml" Cam/calexp "$d")
 
+# The reference workload (100 × 100, TARGET.md) and the same pipeline at
+# about the coadd graph's size (700 × 100 = 140,700 quanta): per-quantum
+# cost falls with size as start-up costs spread.
 r="$work/reference"; rm -rf "$r"
-BENCH_DIR="$r" "$here/benches/preflight/run.sh" 100 100 >"$work/reference.txt" 2>/dev/null
-python3 - "$d/report.json" "$coadd_s" "$work/reference.txt" <<'PY'
-import json, re, sys
-report, coadd_s, ref = json.load(open(sys.argv[1])), float(sys.argv[2]), open(sys.argv[3]).read()
+BENCH_DIR="$r" "$here/benches/preflight/run.sh" 100 100 700 100 >/dev/null 2>&1
+ref="$here/examples/pipelines/reference.yaml"
+ref_small_s=$(best_of_3 ref "$r/100x100/repo" "$ref" Cam/raw "$r/100x100")
+ref_large_s=$(best_of_3 ref "$r/700x100/repo" "$ref" Cam/raw "$r/700x100")
+python3 - "$d/coadd.json" "$coadd_s" "$r/100x100/ref.json" "$ref_small_s" "$r/700x100/ref.json" "$ref_large_s" <<'PY'
+import json, sys
+report, coadd_s = json.load(open(sys.argv[1])), float(sys.argv[2])
 tasks = {t["label"]: t["quanta"] for t in report["tasks"]}
 n = report["n_quanta"]
-m = re.search(r"(\d+) quanta, wall ([\d:.]+)", ref)
-ref_n = int(m.group(1))
-ref_s = 0.0
-for p in m.group(2).split(":"):
-    ref_s = ref_s * 60 + float(p)
-per, ref_per = coadd_s / n, ref_s / ref_n
-print(f"coadd preflight: {n} quanta ({tasks}) in {coadd_s:.2f} s = {per*1e6:.1f} µs/quantum")
-print(f"reference preflight (100x100): {ref_n} quanta in {ref_s:.2f} s = {ref_per*1e6:.1f} µs/quantum")
-print(f"ratio: {per/ref_per:.2f}x the reference's per-quantum cost (goal <= 2)")
+per = coadd_s / n
+phases = ", ".join(f"{k} {v:.2f}s" for k, v in report["timings"])
+print(f"coadd preflight: {n} quanta ({tasks}) in {coadd_s:.2f} s = {per*1e6:.1f} µs/quantum (best of 3)")
+print(f"  phases (last run): {phases}")
+for path, secs, name in [(sys.argv[3], sys.argv[4], "reference workload, 100x100"),
+                         (sys.argv[5], sys.argv[6], "reference pipeline, 700x100")]:
+    ref = json.load(open(path))
+    ref_n, ref_s = ref["n_quanta"], float(secs)
+    ref_per = ref_s / ref_n
+    print(f"{name}: {ref_n} quanta in {ref_s:.2f} s = {ref_per*1e6:.1f} µs/quantum (best of 3); "
+          f"coadd ratio {per/ref_per:.2f}x (goal <= 2)")
 PY
