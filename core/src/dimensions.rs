@@ -394,6 +394,22 @@ impl DimensionUniverse {
         self.elements.iter().filter(|e| e.spatial.is_some())
     }
 
+    /// Every pair of elements with regions in different spatial families,
+    /// the earlier in universe order first (`(visit_detector, patch)`):
+    /// the pairs whose overlaps the registry keeps.
+    pub fn spatial_pairs(&self) -> Vec<(&DimensionElement, &DimensionElement)> {
+        let spatial: Vec<&DimensionElement> = self.spatial_elements().collect();
+        let mut pairs = Vec::new();
+        for (i, a) in spatial.iter().enumerate() {
+            for b in &spatial[i + 1..] {
+                if a.spatial != b.spatial {
+                    pairs.push((*a, *b));
+                }
+            }
+        }
+        pairs
+    }
+
     pub fn element(&self, name: &str) -> Option<&DimensionElement> {
         self.index.get(name).map(|&i| &self.elements[i])
     }

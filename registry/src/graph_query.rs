@@ -24,7 +24,6 @@ use crate::error::{RegistryError, Result};
 use crate::query::{Binds, QueryBuilder};
 use crate::registry::Registry;
 use crate::schema::quote;
-use crate::spatial_join::OverlapPairs;
 
 /// Below this many datasets of the first input per part, the graph query is
 /// not split across threads (opening a connection and a thread costs more).
@@ -547,7 +546,18 @@ impl Registry {
         // million quanta this statement is most of preflight's time.
         // A spatial join fans each dataset out to the regions it overlaps:
         // the statement returns about as many rows as there are pairs.
-        let fan_out = builder.overlaps.iter().map(OverlapPairs::len).max();
+        let fan_out = builder
+            .overlap_tables
+            .iter()
+            .map(|t| {
+                self.conn
+                    .query_row(&format!("SELECT count(*) FROM {}", quote(t)), [], |r| {
+                        r.get::<_, i64>(0)
+                    })
+            })
+            .try_fold(None, |most: Option<usize>, n| {
+                n.map(|n| Some(most.unwrap_or(0).max(n as usize)))
+            })?;
         let parts =
             self.graph_query_parts(&search_path, &input_dims, fan_out, min_rows_per_part)?;
         let joiner = if builder.conditions.is_empty() {
@@ -556,14 +566,12 @@ impl Registry {
             " AND"
         };
         if parts <= 1 {
-            builder.install_overlaps(&self.conn)?;
             return read.read(&self.conn, &sql, &params);
         }
         let partial: Vec<Result<GraphRows>> = std::thread::scope(|scope| {
             let handles: Vec<_> = (0..parts)
                 .map(|p| {
                     let (sql, params, read, path) = (&sql, &params, &read, self.path());
-                    let builder = &builder;
                     scope.spawn(move || -> Result<GraphRows> {
                         let lo = (256 * p / parts) as u8;
                         let hi = 256 * (p + 1) / parts;
@@ -581,7 +589,6 @@ impl Registry {
                         // as the statement. Read-only, so the mapping is
                         // never written through.
                         reader.conn.pragma_update(None, "mmap_size", 1i64 << 30)?;
-                        builder.install_overlaps(&reader.conn)?;
                         read.read(&reader.conn, &sql, &params)
                     })
                 })
@@ -973,8 +980,8 @@ mod tests {
         r
     }
 
-    /// Each part of a split query runs on its own connection, which must
-    /// install the spatial join's overlap pairs itself.
+    /// A spatial join fans each calexp out to the patches it overlaps; the
+    /// query is split by that fan-out, each part on its own connection.
     #[test]
     fn a_split_spatial_graph_query_returns_the_rows_of_the_whole_one() {
         let dir = tempfile::tempdir().unwrap();

@@ -16,7 +16,7 @@ use crate::error::{RegistryError, Result};
 use crate::expr::{self, ColumnResolver, Identifier, ResolvedColumn};
 use crate::registry::Registry;
 use crate::schema::{key_column, quote};
-use crate::spatial_join::{plan_spatial_joins, OverlapPairs, SpatialJoin};
+use crate::spatial_join::plan_spatial_joins;
 
 /// Values for `:name` bind parameters of a `--where` expression.
 pub type Binds = HashMap<String, SqlValue>;
@@ -30,12 +30,8 @@ pub(crate) struct QueryBuilder<'u> {
     pub(crate) params: Vec<SqlValue>,
     pub(crate) values: BTreeMap<String, String>,
     pub(crate) aliases: BTreeMap<String, String>,
-    /// FROM items that must be the outer loops, in order (the candidate
-    /// pairs of a spatial join: see [`QueryBuilder::sql_from`]).
-    pub(crate) leading: Vec<String>,
-    /// The overlap pairs the query's spatial joins read: installed on
-    /// every connection that runs it ([`OverlapPairs::install`]).
-    pub(crate) overlaps: Vec<OverlapPairs>,
+    /// The overlap tables the query's spatial joins read.
+    pub(crate) overlap_tables: Vec<String>,
 }
 
 impl<'u> QueryBuilder<'u> {
@@ -47,27 +43,13 @@ impl<'u> QueryBuilder<'u> {
             params: Vec::new(),
             values: BTreeMap::new(),
             aliases: BTreeMap::new(),
-            leading: Vec::new(),
-            overlaps: Vec::new(),
+            overlap_tables: Vec::new(),
         }
     }
 
-    /// The FROM clause. Leading items come first, joined with CROSS JOIN,
-    /// which SQLite keeps as the outer loop: the overlap pairs of a
-    /// spatial join, each then a rowid lookup per side. Measured
-    /// (benches/spatial/README.md): among comma-joined tables, SQLite once
-    /// probed a spatial join's pairs through an automatic index on
-    /// `instrument` alone inside the loop over datasets (quadratic).
+    /// The FROM clause.
     pub(crate) fn sql_from(&self) -> String {
-        let rest = self.from.join(", ");
-        if self.leading.is_empty() {
-            return rest;
-        }
-        let mut items = self.leading.clone();
-        if !rest.is_empty() {
-            items.push(rest);
-        }
-        items.join(" CROSS JOIN ")
+        self.from.join(", ")
     }
 
     /// Joins an element's table (once), tying its required dimensions to the
@@ -299,9 +281,7 @@ fn sql_to_data_id_value(v: SqlValue) -> Result<DataIdValue> {
 
 impl Registry {
     /// Joins the spatial families `dims` span (see [`crate::spatial_join`])
-    /// into a query whose dimension values are already known. Overlap
-    /// pairs are computed here; the connection that runs the statement
-    /// installs them ([`QueryBuilder::install_overlaps`]).
+    /// into a query whose dimension values are already known.
     pub(crate) fn add_spatial_joins(
         &self,
         builder: &mut QueryBuilder<'_>,
@@ -317,28 +297,9 @@ impl Registry {
                 .is_ok()
         };
         for join in plan_spatial_joins(&self.universe, dims, &mut has_records) {
-            let pairs = match &join {
-                SpatialJoin::Overlap { left, right } => {
-                    let element = |name: &str| {
-                        self.universe.element(name).ok_or_else(|| {
-                            RegistryError::Invalid(format!("unknown dimension element `{name}`"))
-                        })
-                    };
-                    Some(OverlapPairs::compute(
-                        &self.conn,
-                        element(left)?,
-                        element(right)?,
-                    )?)
-                }
-                SpatialJoin::Materialized { .. } => None,
-            };
-            tracing::debug!(
-                ?join,
-                pairs = pairs.as_ref().map(OverlapPairs::len),
-                "spatial join"
-            );
+            tracing::debug!(?join, "spatial join");
             builder
-                .add_spatial_join(&join, pairs.as_ref())
+                .add_spatial_join(&join)
                 .map_err(RegistryError::Invalid)?;
         }
         Ok(())
@@ -361,7 +322,6 @@ impl Registry {
         }
         self.add_spatial_joins(&mut builder, &group)?;
         builder.add_where(where_text, binds)?;
-        builder.install_overlaps(&self.conn)?;
         let columns: Vec<String> = group.iter().map(|d| builder.values[d].clone()).collect();
         let sql = format!(
             "SELECT DISTINCT {} FROM {}{} ORDER BY {}",

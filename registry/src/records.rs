@@ -12,6 +12,7 @@ use serde_json::{Map, Value};
 use crate::error::{RegistryError, Result};
 use crate::registry::Registry;
 use crate::schema::{key_column, quote, skypix_overlap_table};
+use crate::spatial_join::{record_overlaps, NewRegions, RegionsById};
 
 /// Records to insert, by element name. Each record is a JSON object with the
 /// universe's field names.
@@ -201,6 +202,7 @@ impl Registry {
 
 /// A record's region, parsed and pixelized before anything is written.
 struct PreparedRegion {
+    region: Region,
     blob: Vec<u8>,
     pixels: Vec<u64>,
 }
@@ -233,6 +235,7 @@ fn prepare_regions(
                 Ok(Some(PreparedRegion {
                     blob: region.encode(),
                     pixels: region.healpix_pixels(level),
+                    region,
                 }))
             }
         })
@@ -312,25 +315,29 @@ fn insert_element_records(
                 describe(&element.name, i, record)
             )));
         }
-        if let (Some(writer), Some(region)) = (skypix.as_mut(), &region) {
+        if let (Some(writer), Some(region)) = (skypix.as_mut(), region) {
             // The record's `region_id` (its INTEGER PRIMARY KEY, assigned
             // by this insert).
-            writer.add(tx.last_insert_rowid(), &region.pixels);
+            writer.add(tx.last_insert_rowid(), region);
         }
     }
     if let Some(writer) = skypix {
-        writer.write()?;
+        let new = writer.write(element)?;
+        record_overlaps(tx, universe, &new)?;
     }
     Ok(rows.len())
 }
 
 /// Collects the sky pixels of an element's records and writes them into
 /// its skypix overlap table in cell order (the table's key order), so the
-/// B-tree grows by appends rather than by random inserts.
+/// B-tree grows by appends rather than by random inserts; then hands the
+/// records' cells and regions on to the overlap tables.
 struct SkypixWriter<'t> {
     stmt: rusqlite::Statement<'t>,
     /// (cell, the record's `region_id`).
-    cells: Vec<(u64, i64)>,
+    cells: Vec<(i64, i64)>,
+    /// (`region_id`, region), in insert order (ids ascend).
+    regions: Vec<(i64, Region)>,
 }
 
 impl<'t> SkypixWriter<'t> {
@@ -346,20 +353,27 @@ impl<'t> SkypixWriter<'t> {
         Ok(Some(Self {
             stmt: tx.prepare(&sql)?,
             cells: Vec::new(),
+            regions: Vec::new(),
         }))
     }
 
-    fn add(&mut self, region_id: i64, pixels: &[u64]) {
-        self.cells.extend(pixels.iter().map(|&p| (p, region_id)));
+    fn add(&mut self, region_id: i64, prepared: PreparedRegion) {
+        // Levels are at most MAX_SKYPIX_LEVEL (24): indices < 2^52.
+        self.cells
+            .extend(prepared.pixels.iter().map(|&p| (p as i64, region_id)));
+        self.regions.push((region_id, prepared.region));
     }
 
-    fn write(mut self) -> Result<()> {
+    fn write<'e>(mut self, element: &'e DimensionElement) -> Result<NewRegions<'e>> {
         self.cells.sort_unstable();
         for &(pixel, region_id) in &self.cells {
-            // Levels are at most MAX_SKYPIX_LEVEL (24): indices < 2^52.
-            self.stmt.execute((pixel as i64, region_id))?;
+            self.stmt.execute((pixel, region_id))?;
         }
-        Ok(())
+        Ok(NewRegions {
+            element,
+            cells: self.cells,
+            regions: RegionsById(self.regions),
+        })
     }
 }
 

@@ -8,7 +8,7 @@
 use quanta_core::{DimensionElement, DimensionUniverse, REGION_ID_COLUMN};
 
 /// Bumped whenever the schema changes incompatibly; stamped in `quanta_meta`.
-pub const SCHEMA_VERSION: u32 = 5;
+pub const SCHEMA_VERSION: u32 = 6;
 
 /// Quotes a trusted identifier (a universe or schema name) for SQL.
 pub fn quote(ident: &str) -> String {
@@ -127,6 +127,30 @@ pub fn skypix_overlap_ddl(element: &DimensionElement) -> Option<String> {
         "CREATE TABLE IF NOT EXISTS {} (\n  skypix INTEGER NOT NULL,\n  region_id INTEGER NOT NULL,\n  PRIMARY KEY (skypix, region_id)\n) WITHOUT ROWID",
         quote(&skypix_overlap_table(element)),
     ))
+}
+
+/// The table of the overlapping record pairs of two elements with regions
+/// in different spatial families (`left` before `right` in universe
+/// order): `(l, r)` region ids, kept at insert by [`crate::spatial_join`].
+pub fn overlap_table(left: &DimensionElement, right: &DimensionElement) -> String {
+    format!("{}__{}_overlap", left.name, right.name)
+}
+
+/// DDL for [`overlap_table`]: keyed by left record, indexed by right
+/// record (a query constrained on the right side starts there).
+pub fn overlap_ddl(left: &DimensionElement, right: &DimensionElement) -> Vec<String> {
+    let table = overlap_table(left, right);
+    vec![
+        format!(
+            "CREATE TABLE IF NOT EXISTS {} (\n  l INTEGER NOT NULL,\n  r INTEGER NOT NULL,\n  PRIMARY KEY (l, r)\n) WITHOUT ROWID",
+            quote(&table)
+        ),
+        format!(
+            "CREATE INDEX IF NOT EXISTS {} ON {} (r)",
+            quote(&format!("{table}_r")),
+            quote(&table)
+        ),
+    ]
 }
 
 /// `FOREIGN KEY (instrument, physical_filter) REFERENCES physical_filter
@@ -372,6 +396,9 @@ pub fn full_ddl(universe: &DimensionUniverse) -> Vec<String> {
         if let Some(overlap) = skypix_overlap_ddl(element) {
             ddl.push(overlap);
         }
+    }
+    for (left, right) in universe.spatial_pairs() {
+        ddl.extend(overlap_ddl(left, right));
     }
     ddl.push(dataset_table_ddl(universe));
     ddl.push(STATIC_DDL.to_string());

@@ -9,25 +9,24 @@
 //! materialized join element relating the two families (`visit_patch_overlap`)
 //! wins when the query's dimensions cover it and it has records.
 //!
-//! Execution ([`OverlapPairs::compute`]) happens before the query runs:
-//! coarse, the two elements' skypix overlap tables matched on their HEALPix
-//! cell through SQL lookups (records named by their integer `region_id`);
-//! then, in Rust and per left record in parallel, its candidates are made
-//! distinct (a pair sharing several cells comes back once per cell) and
-//! refined exactly with [`Region::overlaps`]. The surviving pairs become a TEMP table on each connection
-//! that runs the query ([`OverlapPairs::install`]), which the query joins
-//! like a materialized join element ([`QueryBuilder::add_spatial_join`]).
-//! Cells cover each region conservatively, so the coarse step never loses a
-//! pair and the exact step removes the false ones.
+//! The overlaps themselves are kept at insert ([`record_overlaps`]): when
+//! records with regions are inserted, their pairs with every record of each
+//! element of another family go into that pair of elements' overlap table
+//! (`visit_detector__patch_overlap (l, r)`, region ids). Coarse, through
+//! SQL: the other element's records in each sky pixel the new records
+//! touch (its skypix table, keyed by cell). Exact, in Rust and per new
+//! record in parallel: its distinct candidates tested with
+//! [`Region::overlaps`] (closed regions: touching counts). Cells cover each
+//! region conservatively, so the coarse step never loses a pair and the
+//! exact step removes the false ones. A query joins the overlap table like
+//! a materialized join element ([`QueryBuilder::add_spatial_join`]).
 //!
 //! Measured (benches/spatial/README.md): the same two steps inside the
-//! statement, as a DISTINCT subquery and `quanta_region_overlaps` per row,
-//! cost more than the rest of a coadd preflight ten times over; SQLite
-//! de-duplicated millions of candidate rows in a temp B-tree, and evaluated
-//! the exact test once per row of the joined datasets rather than per pair.
+//! query, as a DISTINCT subquery over the skypix tables and an SQL
+//! function per row, cost more than the rest of a coadd preflight ten times
+//! over; computed per query in Rust they were still 40% of it.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
 use quanta_spatial::Region;
 use rayon::prelude::*;
@@ -37,7 +36,7 @@ use quanta_core::{DimensionElement, DimensionGroup, DimensionUniverse, REGION_ID
 
 use crate::error::{RegistryError, Result};
 use crate::query::QueryBuilder;
-use crate::schema::{quote, skypix_overlap_table};
+use crate::schema::{overlap_table, quote, skypix_overlap_table};
 
 /// How two spatial families are related in one query.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -120,153 +119,112 @@ fn relates(
         && in_family(&right.spatial)
 }
 
-/// Pairs per INSERT statement when a TEMP table of pairs is filled (two
+/// Rows per INSERT statement when overlap pairs are written (two
 /// parameters each, well under SQLite's limit of 32,766).
 const PAIRS_PER_INSERT: usize = 500;
 
-/// The pairs of records (by `region_id`) of two elements whose regions
-/// overlap, computed once per query; shared by the threads that read the
-/// query in parts, each of which installs it on its own connection.
-#[derive(Debug, Clone)]
-pub(crate) struct OverlapPairs {
-    /// The TEMP table that [`OverlapPairs::install`] fills: `(l, r)`.
-    pub(crate) table: String,
-    pub(crate) left: String,
-    pub(crate) right: String,
-    pairs: Arc<Vec<(i64, i64)>>,
+/// Records just inserted into one element with regions: what
+/// [`record_overlaps`] relates to the records of other families.
+pub(crate) struct NewRegions<'e> {
+    pub(crate) element: &'e DimensionElement,
+    /// `(cell, region_id)`, sorted.
+    pub(crate) cells: Vec<(i64, i64)>,
+    pub(crate) regions: RegionsById,
 }
 
-impl OverlapPairs {
-    /// The overlapping pairs of `left` and `right` records, sorted: coarse
-    /// in SQL through the skypix tables, then, per left record in
-    /// parallel, its distinct candidates tested exactly.
-    pub(crate) fn compute(
-        conn: &Connection,
-        left: &DimensionElement,
-        right: &DimensionElement,
-    ) -> Result<Self> {
-        let mut left_cells = skypix_rows(conn, left)?;
-        let right_by_cell = records_in_cells(conn, right, &left_cells)?;
-        // Grouped by left record: its cells' right records are its
-        // candidates, made distinct here rather than over the whole join.
-        left_cells.par_sort_unstable_by_key(|&(cell, l)| (l, cell));
-        let groups: Vec<&[(i64, i64)]> = left_cells.chunk_by(|a, b| a.1 == b.1).collect();
-        let l_regions = regions_of(
-            conn,
-            left,
-            &groups.iter().map(|g| g[0].1).collect::<Vec<_>>(),
-        )?;
-        let mut r_ids: Vec<i64> = right_by_cell.values().flatten().copied().collect();
-        r_ids.par_sort_unstable();
-        r_ids.dedup();
-        let r_regions = &regions_of(conn, right, &r_ids)?;
-        let pairs: Vec<(i64, i64)> = groups
-            .into_par_iter()
-            .flat_map_iter(|group| {
-                let l = group[0].1;
-                let mut candidates: Vec<i64> = group
-                    .iter()
-                    .filter_map(|(cell, _)| right_by_cell.get(cell))
-                    .flatten()
-                    .copied()
-                    .collect();
-                candidates.sort_unstable();
-                candidates.dedup();
-                let region = l_regions.get(l);
-                candidates.into_iter().filter_map(move |r| {
-                    let overlaps =
-                        matches!((region, r_regions.get(r)), (Some(a), Some(b)) if a.overlaps(b));
-                    overlaps.then_some((l, r))
-                })
+/// Writes the overlaps of `new` records with every record of each element
+/// of another spatial family into their overlap tables, inside the
+/// caller's transaction.
+pub(crate) fn record_overlaps(
+    conn: &Connection,
+    universe: &DimensionUniverse,
+    new: &NewRegions<'_>,
+) -> Result<()> {
+    for (left, right) in universe.spatial_pairs() {
+        let (other, new_is_left) = if left.name == new.element.name {
+            (right, true)
+        } else if right.name == new.element.name {
+            (left, false)
+        } else {
+            continue;
+        };
+        let mut pairs = overlaps_with(conn, new, other)?;
+        if !new_is_left {
+            pairs.iter_mut().for_each(|p| *p = (p.1, p.0));
+            pairs.par_sort_unstable();
+        }
+        insert_pairs(conn, &overlap_table(left, right), &pairs)?;
+    }
+    Ok(())
+}
+
+/// `(new record, other record)` region-id pairs whose regions overlap,
+/// sorted.
+fn overlaps_with(
+    conn: &Connection,
+    new: &NewRegions<'_>,
+    other: &DimensionElement,
+) -> Result<Vec<(i64, i64)>> {
+    let other_by_cell = records_in_cells(conn, other, &new.cells)?;
+    if other_by_cell.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut other_ids: Vec<i64> = other_by_cell.values().flatten().copied().collect();
+    other_ids.par_sort_unstable();
+    other_ids.dedup();
+    let other_regions = &regions_of(conn, other, &other_ids)?;
+    // Grouped by new record: its cells' records are its candidates, made
+    // distinct per record rather than over the whole join.
+    let mut by_record = new.cells.clone();
+    by_record.par_sort_unstable_by_key(|&(cell, id)| (id, cell));
+    let groups: Vec<&[(i64, i64)]> = by_record.chunk_by(|a, b| a.1 == b.1).collect();
+    Ok(groups
+        .into_par_iter()
+        .flat_map_iter(|group| {
+            let id = group[0].1;
+            let mut candidates: Vec<i64> = group
+                .iter()
+                .filter_map(|(cell, _)| other_by_cell.get(cell))
+                .flatten()
+                .copied()
+                .collect();
+            candidates.sort_unstable();
+            candidates.dedup();
+            let region = new.regions.get(id);
+            candidates.into_iter().filter_map(move |o| {
+                let overlaps =
+                    matches!((region, other_regions.get(o)), (Some(a), Some(b)) if a.overlaps(b));
+                overlaps.then_some((id, o))
             })
-            .collect();
-        Ok(Self {
-            table: format!("overlap_{}__{}", left.name, right.name),
-            left: left.name.clone(),
-            right: right.name.clone(),
-            pairs: Arc::new(pairs),
         })
-    }
-
-    pub(crate) fn len(&self) -> usize {
-        self.pairs.len()
-    }
-
-    /// (Re)creates the TEMP table on `conn` and fills it. A TEMP table
-    /// lives in the connection's own temporary database, never in the
-    /// registry file, so this is allowed on a `query_only` connection:
-    /// the pragma is lifted for these statements and restored.
-    pub(crate) fn install(&self, conn: &Connection) -> Result<()> {
-        let query_only: bool = conn.pragma_query_value(None, "query_only", |r| r.get(0))?;
-        if query_only {
-            conn.pragma_update(None, "query_only", false)?;
-        }
-        let filled = self.fill(conn);
-        if query_only {
-            conn.pragma_update(None, "query_only", true)?;
-        }
-        filled
-    }
-
-    fn fill(&self, conn: &Connection) -> Result<()> {
-        let table = quote(&self.table);
-        conn.pragma_update(Some("temp"), "temp_store", "MEMORY")?;
-        // A savepoint works inside the caller's transaction and outside
-        // one, and makes the inserts one transaction of the temp database.
-        conn.execute_batch(&format!(
-            "SAVEPOINT overlap_pairs;
-             CREATE TEMP TABLE IF NOT EXISTS {table} (
-               l INTEGER NOT NULL, r INTEGER NOT NULL, PRIMARY KEY (l, r)
-             ) WITHOUT ROWID;
-             DELETE FROM temp.{table};"
-        ))?;
-        let inserted = (|| -> Result<()> {
-            // Many rows per statement: one step instead of one per pair.
-            let insert = |n: usize| {
-                let rows = vec!["(?, ?)"; n].join(", ");
-                conn.prepare(&format!("INSERT INTO temp.{table} (l, r) VALUES {rows}"))
-            };
-            let mut full = insert(PAIRS_PER_INSERT)?;
-            for chunk in self.pairs.chunks(PAIRS_PER_INSERT) {
-                let values = chunk.iter().flat_map(|&(l, r)| [l, r]);
-                if chunk.len() == PAIRS_PER_INSERT {
-                    full.execute(rusqlite::params_from_iter(values))?;
-                } else {
-                    insert(chunk.len())?.execute(rusqlite::params_from_iter(values))?;
-                }
-            }
-            Ok(())
-        })();
-        match inserted {
-            Ok(()) => conn.execute_batch("RELEASE overlap_pairs")?,
-            Err(e) => {
-                conn.execute_batch("ROLLBACK TO overlap_pairs; RELEASE overlap_pairs")?;
-                return Err(e);
-            }
-        }
-        Ok(())
-    }
+        .collect())
 }
 
-/// An element's skypix rows, `(cell, region_id)`, in the table's key order
-/// (by cell).
-fn skypix_rows(conn: &Connection, element: &DimensionElement) -> Result<Vec<(i64, i64)>> {
-    let mut scan = conn.prepare(&format!(
-        "SELECT skypix, region_id FROM {}",
-        quote(&skypix_overlap_table(element))
-    ))?;
-    let mut out = Vec::new();
-    let mut rows = scan.query([])?;
-    while let Some(row) = rows.next()? {
-        out.push((row.get(0)?, row.get(1)?));
+/// Appends `pairs` to an overlap table, many rows per statement.
+fn insert_pairs(conn: &Connection, table: &str, pairs: &[(i64, i64)]) -> Result<()> {
+    let insert = |n: usize| {
+        let rows = vec!["(?, ?)"; n].join(", ");
+        conn.prepare(&format!(
+            "INSERT INTO {} (l, r) VALUES {rows}",
+            quote(table)
+        ))
+    };
+    let mut full = insert(PAIRS_PER_INSERT)?;
+    for chunk in pairs.chunks(PAIRS_PER_INSERT) {
+        let values = rusqlite::params_from_iter(chunk.iter().flat_map(|&(l, r)| [l, r]));
+        if chunk.len() == PAIRS_PER_INSERT {
+            full.execute(values)?;
+        } else {
+            insert(chunk.len())?.execute(values)?;
+        }
     }
-    Ok(out)
+    Ok(())
 }
 
 /// The coarse step: for each cell of `cells` (sorted by cell), the
 /// `element` records whose cover has it. One indexed lookup per distinct
-/// cell, in cell order: a survey's visits touch a small part of a
-/// whole-sky skymap's cells, so this reads far less than the whole table.
+/// cell, in cell order: new records touch a small part of the sky, so this
+/// reads far less than the whole table.
 fn records_in_cells(
     conn: &Connection,
     element: &DimensionElement,
@@ -292,7 +250,7 @@ fn records_in_cells(
 }
 
 /// Decoded regions by `region_id`, sorted by id.
-struct RegionsById(Vec<(i64, Region)>);
+pub(crate) struct RegionsById(pub(crate) Vec<(i64, Region)>);
 
 impl RegionsById {
     fn get(&self, id: i64) -> Option<&Region> {
@@ -363,42 +321,41 @@ fn regions_of(
 
 impl QueryBuilder<'_> {
     /// Adds one planned spatial join to the query (whose dimensions must
-    /// already be known, see [`QueryBuilder::dimension_value`]); an overlap
-    /// join needs its pairs, computed and installed on the connection that
-    /// will run the query.
+    /// already be known, see [`QueryBuilder::dimension_value`]).
     pub(crate) fn add_spatial_join(
         &mut self,
         join: &SpatialJoin,
-        pairs: Option<&OverlapPairs>,
     ) -> std::result::Result<(), String> {
-        match (join, pairs) {
-            (SpatialJoin::Materialized { element }, _) => self.ensure_element(element).map(|_| ()),
-            (SpatialJoin::Overlap { .. }, Some(pairs)) => self.add_overlap_join(pairs),
-            (SpatialJoin::Overlap { left, right }, None) => Err(format!(
-                "the overlaps of `{left}` and `{right}` were not computed"
-            )),
+        match join {
+            SpatialJoin::Materialized { element } => self.ensure_element(element).map(|_| ()),
+            SpatialJoin::Overlap { left, right } => self.add_overlap_join(left, right),
         }
     }
 
-    /// Installs the overlap pairs the query reads on `conn`, which is
-    /// about to run it.
-    pub(crate) fn install_overlaps(&self, conn: &Connection) -> Result<()> {
-        self.overlaps
-            .iter()
-            .try_for_each(|pairs| pairs.install(conn))
-    }
-
-    fn add_overlap_join(&mut self, pairs: &OverlapPairs) -> std::result::Result<(), String> {
-        let l_alias = self.ensure_element(&pairs.left)?;
-        let r_alias = self.ensure_element(&pairs.right)?;
-        let alias = format!("s{}", self.from.len() + self.leading.len());
-        // Leading: the pairs drive the loop, each a rowid lookup per side.
-        self.leading
-            .push(format!("temp.{} AS {alias}", quote(&pairs.table)));
+    fn add_overlap_join(&mut self, left: &str, right: &str) -> std::result::Result<(), String> {
+        let element = |name: &str| {
+            self.universe
+                .element(name)
+                .ok_or_else(|| format!("unknown dimension element `{name}`"))
+        };
+        // The table's sides are in universe order, which need not be the
+        // plan's order of families.
+        let (a, b) = (element(left)?, element(right)?);
+        let (first, second) = match self.universe.spatial_pairs().into_iter().find(|(l, r)| {
+            (l.name == a.name && r.name == b.name) || (l.name == b.name && r.name == a.name)
+        }) {
+            Some((l, r)) => (l.name.clone(), r.name.clone()),
+            None => return Err(format!("`{left}` and `{right}` keep no overlaps")),
+        };
+        let table = overlap_table(element(&first)?, element(&second)?);
+        let l_alias = self.ensure_element(&first)?;
+        let r_alias = self.ensure_element(&second)?;
+        let alias = format!("s{}", self.from.len());
+        self.from.push(format!("{} AS {alias}", quote(&table)));
         let id = quote(REGION_ID_COLUMN);
         self.conditions.push(format!("{l_alias}.{id} = {alias}.l"));
         self.conditions.push(format!("{r_alias}.{id} = {alias}.r"));
-        self.overlaps.push(pairs.clone());
+        self.overlap_tables.push(table);
         Ok(())
     }
 }

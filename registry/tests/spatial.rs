@@ -224,9 +224,10 @@ fn a_bad_region_is_refused_with_its_record_and_nothing_is_inserted() {
     assert!(!near.contains(&vec![9]), "{near:?}");
 }
 
-/// The join's pairs name records by `region_id`: they must hold for
-/// records added by a later insert, and from a read-only registry (whose
-/// connection is `query_only`: the pairs go to its TEMP database).
+/// Overlaps are kept at insert: a read-only registry reads them, and a
+/// later insert relates its records to those already there, from either
+/// side (new detectors against old patches, a new patch against old
+/// detectors).
 #[test]
 fn joins_hold_from_a_read_only_registry_and_after_later_inserts() {
     let (dir, registry) = survey();
@@ -253,7 +254,14 @@ fn joins_hold_from_a_read_only_registry_and_after_later_inserts() {
             "visit_detector": [{"instrument": "Cam", "visit": 4, "detector": 1, "region": square(0.5, 0.6, 0.5, 0.6)}],
         })))
         .unwrap();
+    registry
+        .insert_dimension_records(&records(json!({
+            "patch": [{"skymap": "sky", "tract": 0, "id": 4, "region": square(0.25, 0.3, 0.25, 0.3)}],
+        })))
+        .unwrap();
     let mut with_new = expected;
     with_new.insert(vec![4, 1, 0, 3]);
+    // Inside detector 1 of visit 1 only.
+    with_new.insert(vec![1, 1, 0, 4]);
     assert_eq!(ids(&registry, &dims, &keys, ""), with_new);
 }
