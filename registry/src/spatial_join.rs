@@ -30,7 +30,7 @@ use std::collections::HashMap;
 
 use quanta_spatial::Region;
 use rayon::prelude::*;
-use rusqlite::Connection;
+use rusqlite::{Connection, OptionalExtension};
 
 use quanta_core::{DimensionElement, DimensionGroup, DimensionUniverse, REGION_ID_COLUMN};
 
@@ -165,6 +165,15 @@ fn overlaps_with(
     new: &NewRegions<'_>,
     other: &DimensionElement,
 ) -> Result<Vec<(i64, i64)>> {
+    let other_table = quote(&skypix_overlap_table(other));
+    let other_is_empty = conn
+        .query_row(&format!("SELECT 1 FROM {other_table} LIMIT 1"), [], |_| Ok(()))
+        .optional()?
+        .is_none();
+    if other_is_empty {
+        // A skymap registered before any visit: nothing to look up.
+        return Ok(Vec::new());
+    }
     let other_by_cell = records_in_cells(conn, other, &new.cells)?;
     if other_by_cell.is_empty() {
         return Ok(Vec::new());
