@@ -395,7 +395,8 @@ impl DimensionUniverse {
     }
 
     /// Every pair of elements with regions in different spatial families,
-    /// the earlier in universe order first (`(visit_detector, patch)`):
+    /// the earlier in universe order first (`(patch, visit_detector)` in the
+    /// default universe):
     /// the pairs whose overlaps the registry keeps.
     pub fn spatial_pairs(&self) -> Vec<(&DimensionElement, &DimensionElement)> {
         let spatial: Vec<&DimensionElement> = self.spatial_elements().collect();

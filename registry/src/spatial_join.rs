@@ -12,7 +12,8 @@
 //! The overlaps themselves are kept at insert ([`record_overlaps`]): when
 //! records with regions are inserted, their pairs with every record of each
 //! element of another family go into that pair of elements' overlap table
-//! (`visit_detector__patch_overlap (l, r)`, region ids). Coarse, through
+//! (`patch__visit_detector_overlap (l, r)`, region ids, sides in universe
+//! order). Coarse, through
 //! SQL: the other element's records in each sky pixel the new records
 //! touch (its skypix table, keyed by cell). Exact, in Rust and per new
 //! record in parallel: its distinct candidates tested with
@@ -24,7 +25,7 @@
 //! Measured (benches/spatial/README.md): the same two steps inside the
 //! query, as a DISTINCT subquery over the skypix tables and an SQL
 //! function per row, cost more than the rest of a coadd preflight ten times
-//! over; computed per query in Rust they were still 40% of it.
+//! over; computed per query in Rust they were still a fifth of it.
 
 use std::collections::HashMap;
 
@@ -167,7 +168,9 @@ fn overlaps_with(
 ) -> Result<Vec<(i64, i64)>> {
     let other_table = quote(&skypix_overlap_table(other));
     let other_is_empty = conn
-        .query_row(&format!("SELECT 1 FROM {other_table} LIMIT 1"), [], |_| Ok(()))
+        .query_row(&format!("SELECT 1 FROM {other_table} LIMIT 1"), [], |_| {
+            Ok(())
+        })
         .optional()?
         .is_none();
     if other_is_empty {
