@@ -28,6 +28,9 @@ pub struct ImportDatasets {
     pub datasets: Vec<NewDataset>,
 }
 
+/// A CALIBRATION validity range of one dataset: (UUID, begin, end), MJD.
+pub type CalibRange = (Uuid, f64, f64);
+
 /// Everything one import writes, in one transaction.
 #[derive(Debug, Clone, Default)]
 pub struct ImportBatch {
@@ -42,7 +45,7 @@ pub struct ImportBatch {
     /// TAGGED collection → member UUIDs.
     pub tags: Vec<(String, Vec<Uuid>)>,
     /// CALIBRATION collection → (UUID, begin, end) validity ranges (MJD).
-    pub calibs: Vec<(String, Vec<(Uuid, f64, f64)>)>,
+    pub calibs: Vec<(String, Vec<CalibRange>)>,
 }
 
 /// What an import wrote (everything else was already there).
