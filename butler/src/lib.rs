@@ -11,7 +11,8 @@
 //! and merging worker journals back into the Registry ([`merge`]) with the
 //! provenance queries over what was merged ([`provenance`]), crash-safe
 //! removal of RUNs, datasets, collections and tags ([`remove`]: mark in the
-//! registry's trash, unlink, delete) and the check of registry against
+//! registry's trash, unlink, delete), export and import in the LSST
+//! export format ([`transfers`]) and the check of registry against
 //! datastore with its repair ([`check`]). Must not:
 //! write SQL (the registry does) or encode files (the datastore does).
 
@@ -24,6 +25,7 @@ pub mod merge;
 pub mod provenance;
 pub mod remove;
 mod repo_guard;
+pub mod transfers;
 
 pub use butler::{Butler, DATASTORE_DIR, REGISTRY_FILE};
 pub use check::{CheckOptions, CheckReport, FileProblem};
@@ -38,3 +40,6 @@ pub use provenance::{
     ProvenanceGraph, RunReport,
 };
 pub use remove::{DatasetSelection, PruneMode, RemovalSummary};
+pub use transfers::{
+    ExportOptions, ExportSummary, ExportTransfer, ImportOptions, ImportSummary, TransferError,
+};

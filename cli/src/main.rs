@@ -17,6 +17,7 @@ mod preflight_cmds;
 mod remove_cmds;
 mod repo_cmds;
 mod skymap_cmds;
+mod transfer_cmds;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -58,6 +59,10 @@ enum Command {
     DatasetType(repo_cmds::DatasetTypeCommand),
     /// Ingest existing files as datasets.
     Ingest(repo_cmds::IngestArgs),
+    /// Export datasets with their metadata as an LSST export directory (export.yaml).
+    Export(transfer_cmds::ExportArgs),
+    /// Import an LSST export directory (from quanta or `butler export`), all or nothing.
+    Import(transfer_cmds::ImportArgs),
     /// Create, chain and list collections.
     #[command(subcommand)]
     Collection(repo_cmds::CollectionCommand),
@@ -157,6 +162,8 @@ fn main() -> ExitCode {
             timeout,
         } => repo_cmds::sql(&repo, &query, json, timeout),
         Command::RemoveRuns(args) => remove_cmds::remove_runs(args),
+        Command::Export(args) => transfer_cmds::export(args),
+        Command::Import(args) => transfer_cmds::import(args),
         Command::PruneDatasets(args) => remove_cmds::prune_datasets(args),
         Command::Get(args) => repo_cmds::get(args),
         Command::Preflight(args) => preflight_cmds::preflight(args),
@@ -211,6 +218,13 @@ fn registry_error<'e>(
     }
     if let Some(b) = cause.downcast_ref::<ButlerError>() {
         return of_butler(b);
+    }
+    if let Some(t) = cause.downcast_ref::<quanta_butler::TransferError>() {
+        return match t {
+            quanta_butler::TransferError::Registry(r) => Some(r),
+            quanta_butler::TransferError::Butler(b) => of_butler(b),
+            _ => None,
+        };
     }
     if let Some(m) = cause.downcast_ref::<MergeError>() {
         return match m {

@@ -319,7 +319,11 @@ impl Registry {
     /// Checks that every dimension record the data IDs refer to exists: one
     /// lookup per distinct key, with an error naming the first data ID whose
     /// record is missing.
-    fn check_dimension_records(&self, dt: &DatasetType, data_ids: &[DataId]) -> Result<()> {
+    pub(crate) fn check_dimension_records(
+        &self,
+        dt: &DatasetType,
+        data_ids: &[DataId],
+    ) -> Result<()> {
         for dim in dt.dimensions.iter() {
             let element = self.universe.dimension(dim)?;
             let Some((sql, columns)) = record_exists_query(element) else {

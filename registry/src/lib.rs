@@ -28,6 +28,7 @@ pub mod skymap;
 mod spatial_join;
 mod sqlite_alloc;
 mod static_statement;
+pub mod transfers;
 mod writer_lock;
 
 pub use collections::CollectionRecord;
@@ -44,4 +45,5 @@ pub use records::{parse_records_csv, parse_records_json, RecordSet};
 pub use registry::{lower_thread_priority, Registry};
 pub use removal::{DecertifyStats, PendingRemovals, RegisteredFile, RemovalStats, RemovedDataset};
 pub use schema::SCHEMA_VERSION;
+pub use transfers::{ImportBatch, ImportDatasets, ImportStats};
 pub use writer_lock::WriterLock;

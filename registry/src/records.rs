@@ -170,6 +170,24 @@ impl Registry {
     /// pixel (the element's skypix overlap table). Returns the number of
     /// records inserted.
     pub fn insert_dimension_records(&mut self, records: &RecordSet) -> Result<usize> {
+        self.check_record_elements(records)?;
+        let universe = self.universe.clone();
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let mut inserted = 0;
+        for element in universe.elements() {
+            if let Some(rows) = records.get(&element.name) {
+                inserted += insert_element_records(&tx, &universe, element, rows, false)?;
+            }
+        }
+        tx.commit()?;
+        Ok(inserted)
+    }
+
+    /// Checks that every element of `records` has records of its own in
+    /// this universe.
+    pub(crate) fn check_record_elements(&self, records: &RecordSet) -> Result<()> {
         for name in records.keys() {
             match self.universe.element(name) {
                 Some(e) if e.has_records => {}
@@ -185,17 +203,24 @@ impl Registry {
                 }
             }
         }
-        let universe = self.universe.clone();
-        let tx = self
-            .conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        Ok(())
+    }
+
+    /// Inserts dimension records inside a transaction the caller opened,
+    /// skipping records whose key already exists (as LSST's import does with
+    /// `skip_existing=True`). Returns the number inserted.
+    pub(crate) fn insert_dimension_records_skipping_existing(
+        &self,
+        records: &RecordSet,
+    ) -> Result<usize> {
+        self.check_record_elements(records)?;
         let mut inserted = 0;
-        for element in universe.elements() {
+        for element in self.universe.elements() {
             if let Some(rows) = records.get(&element.name) {
-                inserted += insert_element_records(&tx, &universe, element, rows)?;
+                inserted +=
+                    insert_element_records(&self.conn, &self.universe, element, rows, true)?;
             }
         }
-        tx.commit()?;
         Ok(inserted)
     }
 }
@@ -243,25 +268,33 @@ fn prepare_regions(
 }
 
 /// Inserts one element's records (and their skypix rows) inside the
-/// caller's transaction.
+/// caller's transaction; with `skip_existing`, a record whose key (or any
+/// unique column) is already there is skipped. Returns the number inserted.
 fn insert_element_records(
-    tx: &rusqlite::Transaction<'_>,
+    tx: &rusqlite::Connection,
     universe: &DimensionUniverse,
     element: &DimensionElement,
     rows: &[Map<String, Value>],
+    skip_existing: bool,
 ) -> Result<usize> {
     let fields = element.record_fields(universe);
     let sql = format!(
-        "INSERT INTO {} ({}) VALUES ({})",
+        "INSERT INTO {} ({}) VALUES ({}){}",
         quote(&element.name),
         fields
             .iter()
             .map(|f| quote(&f.name))
             .collect::<Vec<_>>()
             .join(", "),
-        vec!["?"; fields.len()].join(", ")
+        vec!["?"; fields.len()].join(", "),
+        if skip_existing {
+            " ON CONFLICT DO NOTHING"
+        } else {
+            ""
+        }
     );
     let mut stmt = tx.prepare(&sql)?;
+    let mut inserted = 0;
     let key_fields = element.required_closure.len() + usize::from(element.key.is_some());
     let mut regions = prepare_regions(universe, element, rows)?;
     let mut skypix = SkypixWriter::new(tx, element)?;
@@ -308,12 +341,16 @@ fn insert_element_records(
                 describe(&element.name, i, record)
             ))
         })?;
-        if let Err(e) = stmt.execute(rusqlite::params_from_iter(values.iter())) {
-            let why = diagnose_insert_failure(tx, universe, element, record, &e);
-            return Err(RegistryError::Records(format!(
-                "{}: {why}; nothing was inserted",
-                describe(&element.name, i, record)
-            )));
+        match stmt.execute(rusqlite::params_from_iter(values.iter())) {
+            Ok(0) => continue,
+            Ok(_) => inserted += 1,
+            Err(e) => {
+                let why = diagnose_insert_failure(tx, universe, element, record, &e);
+                return Err(RegistryError::Records(format!(
+                    "{}: {why}; nothing was inserted",
+                    describe(&element.name, i, record)
+                )));
+            }
         }
         if let (Some(writer), Some(region)) = (skypix.as_mut(), region) {
             // The record's `region_id` (its INTEGER PRIMARY KEY, assigned
@@ -325,7 +362,7 @@ fn insert_element_records(
         let new = writer.write(element)?;
         record_overlaps(tx, universe, &new)?;
     }
-    Ok(rows.len())
+    Ok(inserted)
 }
 
 /// Collects the sky pixels of an element's records and writes them into
@@ -342,7 +379,7 @@ struct SkypixWriter<'t> {
 
 impl<'t> SkypixWriter<'t> {
     /// `None` for an element without a region.
-    fn new(tx: &'t rusqlite::Transaction<'_>, element: &DimensionElement) -> Result<Option<Self>> {
+    fn new(tx: &'t rusqlite::Connection, element: &DimensionElement) -> Result<Option<Self>> {
         if element.region_field().is_none() {
             return Ok(None);
         }

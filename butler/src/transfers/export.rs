@@ -1,0 +1,481 @@
+//! `Butler::export`: datasets of a query with everything they need (the
+//! dimension records of their data IDs and what those imply, dataset types,
+//! RUN, TAGGED, CALIBRATION and CHAINED collections, memberships), written
+//! as an LSST export directory.
+
+use std::collections::{HashMap, HashSet};
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use quanta_core::{CollectionType, DataId, DataIdValue, DimensionUniverse, Uuid};
+use quanta_registry::{Binds, CollectionRecord, FoundDataset, Registry};
+use rayon::prelude::*;
+use serde_json::{Map, Value as Json};
+
+use super::format::{
+    CollectionEntry, DatasetEntry, DatasetTypeEntry, ExportDocument, Extras, FileEntry,
+    EXPORT_FILE, EXTRAS_FILE,
+};
+use super::mapping::{lsst_formatter, lsst_storage_class};
+use super::TransferError;
+use crate::Butler;
+
+/// How the files reach the export directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExportTransfer {
+    Copy,
+    /// Hard link (same filesystem).
+    Link,
+    /// Symbolic link to the datastore file.
+    Symlink,
+    /// Not at all: paths stay relative to the source datastore root.
+    None,
+}
+
+impl std::str::FromStr for ExportTransfer {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "copy" => Ok(Self::Copy),
+            "link" | "hardlink" => Ok(Self::Link),
+            "symlink" => Ok(Self::Symlink),
+            "none" => Ok(Self::None),
+            _ => Err(format!(
+                "transfer mode `{s}`: expected copy, link, symlink or none"
+            )),
+        }
+    }
+}
+
+/// What to export.
+#[derive(Debug, Clone)]
+pub struct ExportOptions {
+    pub collections: Vec<String>,
+    /// Every type when empty.
+    pub dataset_types: Vec<String>,
+    pub where_text: String,
+    pub binds: Binds,
+    pub transfer: ExportTransfer,
+}
+
+/// What an export wrote.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct ExportSummary {
+    pub datasets: usize,
+    pub records: usize,
+    pub collections: usize,
+    /// Datasets left out because they have no file (an LSST export entry
+    /// needs a path).
+    pub without_file: usize,
+    /// True when the files were not transferred (`none`).
+    pub not_self_contained: bool,
+}
+
+impl Butler {
+    /// Exports the datasets `options` selects into the directory `out`
+    /// (created; one that already holds an `export.yaml` is refused). Files
+    /// go first, then `quanta-extras.json`, then `export.yaml` through a
+    /// temporary name: a killed export leaves no `export.yaml`, and a rerun
+    /// writes over what it left.
+    pub fn export(
+        &self,
+        out: &Path,
+        options: &ExportOptions,
+    ) -> Result<ExportSummary, TransferError> {
+        if out.join(EXPORT_FILE).exists() {
+            return Err(TransferError::Unmappable(format!(
+                "`{}` already holds an export ({EXPORT_FILE}); choose a new directory",
+                out.display()
+            )));
+        }
+        let registry = &self.registry;
+        let collections = expand_collections(registry, &options.collections)?;
+        let found = registry.query_datasets(
+            &options.dataset_types,
+            &options.collections,
+            &options.where_text,
+            &options.binds,
+            false,
+        )?;
+        let mut seen = HashSet::new();
+        let mut summary = ExportSummary {
+            not_self_contained: options.transfer == ExportTransfer::None,
+            ..Default::default()
+        };
+        let found: Vec<FoundDataset> = found
+            .into_iter()
+            .filter(|f| seen.insert(f.dataset_ref.id))
+            .filter(|f| {
+                let keep = f.stored.is_some();
+                summary.without_file += usize::from(!keep);
+                keep
+            })
+            .collect();
+        let selected: HashSet<Uuid> = found.iter().map(|f| f.dataset_ref.id).collect();
+        let mut doc = ExportDocument {
+            universe_version: i64::from(self.universe().version),
+            universe_namespace: self.universe().namespace.clone(),
+            ..Default::default()
+        };
+        let mut extras = Extras {
+            format: Extras::FORMAT.into(),
+            version: 1,
+            files_root: (options.transfer == ExportTransfer::None)
+                .then(|| self.datastore.root().display().to_string()),
+            ..Default::default()
+        };
+        let (dimensions, record_fields) = needed_records(registry, &found)?;
+        summary.records = dimensions.iter().map(|(_, r)| r.len()).sum();
+        doc.dimensions = dimensions;
+        extras.record_fields = record_fields;
+        self.export_datasets(&found, &mut doc, &mut extras)?;
+        export_collections(registry, &collections, &found, &selected, &mut doc)?;
+        summary.collections = doc.collections.len();
+        summary.datasets = found.len();
+        fs::create_dir_all(out).map_err(|e| TransferError::io("create", out, e))?;
+        self.transfer_out(&found, out, options.transfer)?;
+        let extras_text = serde_json::to_string(&extras).expect("extras serialize");
+        write_via_temp(&out.join(EXTRAS_FILE), extras_text.as_bytes())?;
+        write_via_temp(&out.join(EXPORT_FILE), doc.to_yaml()?.as_bytes())?;
+        Ok(summary)
+    }
+
+    /// Dataset types and dataset entries, grouped by (type, RUN) in query
+    /// order; sizes and checksums into the extras.
+    fn export_datasets(
+        &self,
+        found: &[FoundDataset],
+        doc: &mut ExportDocument,
+        extras: &mut Extras,
+    ) -> Result<(), TransferError> {
+        let mut groups: HashMap<(String, String), usize> = HashMap::new();
+        for f in found {
+            let r = &f.dataset_ref;
+            let stored = f
+                .stored
+                .as_ref()
+                .expect("datasets without a file were left out");
+            if !doc.dataset_types.iter().any(|t| t.name == r.dataset_type) {
+                let dt = self.registry.dataset_type_required(&r.dataset_type)?;
+                let storage_class = lsst_storage_class(&dt.storage_class).ok_or_else(|| {
+                    TransferError::Unmappable(format!(
+                        "dataset type {}: storage class {} has no LSST mapping (see ARCHITECTURE.md, \"Export and import\")",
+                        dt.name, dt.storage_class
+                    ))
+                })?;
+                doc.dataset_types.push(DatasetTypeEntry {
+                    name: dt.name.clone(),
+                    dimensions: dt.dimensions.names.clone(),
+                    storage_class: storage_class.into(),
+                    is_calibration: dt.is_calibration,
+                });
+            }
+            let formatter = lsst_formatter(&stored.formatter).ok_or_else(|| {
+                TransferError::Unmappable(format!(
+                    "{r}: formatter {} has no LSST mapping",
+                    stored.formatter
+                ))
+            })?;
+            let key = (r.dataset_type.clone(), r.run.clone());
+            let index = *groups.entry(key).or_insert_with(|| {
+                doc.datasets.push(DatasetEntry {
+                    dataset_type: r.dataset_type.clone(),
+                    run: r.run.clone(),
+                    files: Vec::new(),
+                    line: None,
+                });
+                doc.datasets.len() - 1
+            });
+            doc.datasets[index].files.push(FileEntry {
+                dataset_ids: vec![r.id],
+                data_ids: vec![data_id_json(&r.data_id)],
+                path: stored.path.clone(),
+                formatter: Some(formatter.into()),
+            });
+            extras
+                .files
+                .insert(r.id, (stored.size, stored.checksum.clone()));
+        }
+        Ok(())
+    }
+
+    /// Puts the files at their datastore paths under `out`, in parallel.
+    fn transfer_out(
+        &self,
+        found: &[FoundDataset],
+        out: &Path,
+        mode: ExportTransfer,
+    ) -> Result<(), TransferError> {
+        if mode == ExportTransfer::None {
+            return Ok(());
+        }
+        let datastore = &self.datastore;
+        found.par_iter().try_for_each(|f| {
+            let rel = &f.stored.as_ref().expect("stored").path;
+            let src = datastore.abs_path(rel)?;
+            let dest = out.join(rel);
+            if let Some(dir) = dest.parent() {
+                fs::create_dir_all(dir).map_err(|e| TransferError::io("create", dir, e))?;
+            }
+            match mode {
+                ExportTransfer::Copy => {
+                    let tmp = temp_name(&dest);
+                    fs::copy(&src, &tmp).map_err(|e| TransferError::io("copy", &src, e))?;
+                    fs::rename(&tmp, &dest).map_err(|e| TransferError::io("rename into", &dest, e))
+                }
+                ExportTransfer::Link | ExportTransfer::Symlink => {
+                    // A leftover of a killed export is replaced.
+                    let _ = fs::remove_file(&dest);
+                    let made = if mode == ExportTransfer::Link {
+                        fs::hard_link(&src, &dest)
+                    } else {
+                        std::os::unix::fs::symlink(&src, &dest)
+                    };
+                    made.map_err(|e| TransferError::io("link", &dest, e))
+                }
+                ExportTransfer::None => Ok(()),
+            }
+        })
+    }
+}
+
+fn temp_name(dest: &Path) -> PathBuf {
+    let name = dest.file_name().unwrap_or_default().to_string_lossy();
+    dest.with_file_name(format!(".{name}.quanta-export-{}", std::process::id()))
+}
+
+fn write_via_temp(dest: &Path, bytes: &[u8]) -> Result<(), TransferError> {
+    let tmp = temp_name(dest);
+    fs::write(&tmp, bytes).map_err(|e| TransferError::io("write", &tmp, e))?;
+    fs::rename(&tmp, dest).map_err(|e| TransferError::io("rename into", dest, e))
+}
+
+fn value_json(v: &DataIdValue) -> Json {
+    match v {
+        DataIdValue::Int(i) => Json::from(*i),
+        DataIdValue::Str(s) => Json::from(s.as_str()),
+    }
+}
+
+fn data_id_json(data_id: &DataId) -> Map<String, Json> {
+    data_id
+        .iter()
+        .map(|(k, v)| (k.to_string(), value_json(v)))
+        .collect()
+}
+
+/// The collections named and, through chains, every child; children
+/// before the chains that hold them.
+fn expand_collections(
+    registry: &Registry,
+    names: &[String],
+) -> Result<Vec<CollectionRecord>, TransferError> {
+    fn visit(
+        registry: &Registry,
+        name: &str,
+        out: &mut Vec<CollectionRecord>,
+        seen: &mut HashSet<String>,
+    ) -> Result<(), TransferError> {
+        if !seen.insert(name.to_string()) {
+            return Ok(());
+        }
+        let record = registry.collection(name)?;
+        for child in &record.children {
+            visit(registry, child, out, seen)?;
+        }
+        out.push(record);
+        Ok(())
+    }
+    let mut out = Vec::new();
+    let mut seen = HashSet::new();
+    for name in names {
+        visit(registry, name, &mut out, &mut seen)?;
+    }
+    Ok(out)
+}
+
+/// Collection entries (the RUNs of the datasets first, then the named
+/// collections and their children) and the memberships of the selected
+/// datasets.
+fn export_collections(
+    registry: &Registry,
+    collections: &[CollectionRecord],
+    found: &[FoundDataset],
+    selected: &HashSet<Uuid>,
+    doc: &mut ExportDocument,
+) -> Result<(), TransferError> {
+    let mut names = HashSet::new();
+    let mut runs: Vec<&str> = found.iter().map(|f| f.dataset_ref.run.as_str()).collect();
+    runs.sort_unstable();
+    runs.dedup();
+    for run in runs {
+        let record = registry.collection(run)?;
+        names.insert(run.to_string());
+        doc.collections.push(entry_of(&record));
+    }
+    for record in collections {
+        if names.insert(record.name.clone()) {
+            doc.collections.push(entry_of(record));
+        }
+        match record.collection_type {
+            CollectionType::Tagged => {
+                let ids: Vec<Uuid> = registry
+                    .tagged_dataset_ids(&record.name)?
+                    .into_iter()
+                    .filter(|id| selected.contains(id))
+                    .collect();
+                doc.tags.push((record.name.clone(), ids));
+            }
+            CollectionType::Calibration => {
+                let mut by_range: Vec<((f64, f64), Vec<Uuid>)> = Vec::new();
+                for (id, begin, end) in registry.calibration_ranges(&record.name)? {
+                    if !selected.contains(&id) {
+                        continue;
+                    }
+                    match by_range.iter_mut().find(|(r, _)| *r == (begin, end)) {
+                        Some((_, ids)) => ids.push(id),
+                        None => by_range.push(((begin, end), vec![id])),
+                    }
+                }
+                doc.calibs.push((record.name.clone(), by_range));
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+fn entry_of(record: &CollectionRecord) -> CollectionEntry {
+    CollectionEntry {
+        name: record.name.clone(),
+        collection_type: record.collection_type,
+        doc: record.doc.clone(),
+        children: record.children.clone(),
+    }
+}
+
+/// A record's identifying values (required dimensions, then its key) as
+/// one string, for set membership.
+fn record_key(fields: &[&str], record: &Map<String, Json>) -> String {
+    let values: Vec<&Json> = fields
+        .iter()
+        .map(|f| record.get(*f).unwrap_or(&Json::Null))
+        .collect();
+    serde_json::to_string(&values).expect("JSON serializes")
+}
+
+/// The names of an element's identifying fields.
+fn identifying_fields(universe: &DimensionUniverse, element: &str) -> Vec<String> {
+    let e = universe.element(element).expect("element of the universe");
+    let mut fields: Vec<String> = e.required_closure.clone();
+    if let Some(key) = &e.key {
+        fields.push(key.name.clone());
+    }
+    fields
+}
+
+/// The records of every dimension the datasets' data IDs name, and of
+/// every dimension those records imply, in universe order; fields LSST's
+/// format has no room for (regions) go to the extras, and
+/// `timespan_begin`/`timespan_end` become `datetime_begin`/`datetime_end`.
+#[allow(clippy::type_complexity)]
+fn needed_records(
+    registry: &Registry,
+    found: &[FoundDataset],
+) -> Result<
+    (
+        Vec<(String, Vec<Map<String, Json>>)>,
+        std::collections::BTreeMap<String, Vec<Map<String, Json>>>,
+    ),
+    TransferError,
+> {
+    let universe = registry.universe();
+    let dims: Vec<_> = universe
+        .dimensions()
+        .filter(|e| e.has_records && e.key.is_some())
+        .collect();
+    let mut wanted: HashMap<String, HashSet<String>> = HashMap::new();
+    for f in found {
+        let data_id = &f.dataset_ref.data_id;
+        for e in &dims {
+            let mut values = Vec::with_capacity(e.required_closure.len() + 1);
+            for d in e.required_closure.iter().chain(std::iter::once(&e.name)) {
+                match data_id.get(d) {
+                    Some(v) => values.push(value_json(v)),
+                    None => break,
+                }
+            }
+            if values.len() == e.required_closure.len() + 1 {
+                let key = serde_json::to_string(&values).expect("JSON serializes");
+                wanted.entry(e.name.clone()).or_default().insert(key);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    let mut extras = std::collections::BTreeMap::new();
+    for e in dims.iter().rev() {
+        let Some(keys) = wanted.get(&e.name).cloned() else {
+            continue;
+        };
+        let id_fields = identifying_fields(universe, &e.name);
+        let id_refs: Vec<&str> = id_fields.iter().map(String::as_str).collect();
+        let records = registry
+            .element_records_where(&e.name, |rec| keys.contains(&record_key(&id_refs, rec)))?;
+        for rec in &records {
+            for implied in &e.implies {
+                let Some(ie) = universe.element(implied).filter(|x| x.has_records) else {
+                    continue;
+                };
+                let mut fields: Vec<&str> =
+                    ie.required_closure.iter().map(String::as_str).collect();
+                fields.push(implied);
+                if fields
+                    .iter()
+                    .all(|f| rec.get(*f).is_some_and(|v| !v.is_null()))
+                {
+                    wanted
+                        .entry(implied.clone())
+                        .or_default()
+                        .insert(record_key(&fields, rec));
+                }
+            }
+        }
+        let region_fields: Vec<&str> = e
+            .metadata
+            .iter()
+            .filter(|f| f.field_type == quanta_core::FieldType::Region)
+            .map(|f| f.name.as_str())
+            .collect();
+        let mut lsst_records = Vec::with_capacity(records.len());
+        let mut extra_records = Vec::new();
+        for mut rec in records {
+            let mut extra = Map::new();
+            for f in &region_fields {
+                if let Some(v) = rec.remove(*f) {
+                    extra.insert(f.to_string(), v);
+                }
+            }
+            for (ours, theirs) in [
+                ("timespan_begin", "datetime_begin"),
+                ("timespan_end", "datetime_end"),
+            ] {
+                if let Some(v) = rec.remove(ours) {
+                    let v = if v.as_f64().is_some_and(f64::is_finite) {
+                        v
+                    } else {
+                        Json::Null
+                    };
+                    rec.insert(theirs.into(), v);
+                }
+            }
+            lsst_records.push(rec);
+            extra_records.push(extra);
+        }
+        if !region_fields.is_empty() {
+            extras.insert(e.name.clone(), extra_records);
+        }
+        out.push((e.name.clone(), lsst_records));
+    }
+    out.reverse();
+    Ok((out, extras))
+}

@@ -1,0 +1,530 @@
+//! `Butler::import`: an LSST export directory (written by quanta or by
+//! `butler export`) into this repo, all or nothing, idempotent, by ingest's
+//! protocol: under the datastore's ingest lock, everything is read and
+//! mapped before anything is written; the files of datasets not yet
+//! registered are transferred to their template paths (replacing what a
+//! killed import left there: nothing registered refers to it) and
+//! verified; then one registry transaction writes records, dataset types,
+//! collections, datasets and memberships. A failure before the commit
+//! removes the files this run put in; a rerun after a kill ends where an
+//! uninterrupted run would.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use quanta_core::fault::{self, kill_point};
+use quanta_core::{
+    CollectionType, DataId, DataIdValue, DatasetRef, DatasetType, DimensionUniverse,
+};
+use quanta_datastore::{InMemoryDataset, IngestLock, StoredFileInfo, TransferMode};
+use quanta_registry::{ImportBatch, ImportDatasets, ImportStats, NewDataset, RecordSet};
+use serde_json::{Map, Value as Json};
+
+use super::format::{DatasetEntry, ExportDocument, Extras, EXPORT_FILE, EXTRAS_FILE};
+use super::mapping::{quanta_formatter, quanta_storage_class, FileConversion, MAPPINGS};
+use super::TransferError;
+use crate::butler::to_record;
+use crate::Butler;
+
+/// How to import.
+#[derive(Debug, Clone, Copy)]
+pub struct ImportOptions {
+    /// Copy, Hardlink, Symlink or Auto (hard link, else copy).
+    pub transfer: TransferMode,
+}
+
+/// What an import did.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct ImportSummary {
+    #[serde(flatten)]
+    pub stats: ImportStats,
+    /// Files put into the datastore.
+    pub files: usize,
+    /// `element.field` of LSST record fields this universe does not have
+    /// (with a value; null ones are dropped silently).
+    pub dropped_fields: Vec<String>,
+}
+
+/// A dataset whose file is to be transferred.
+struct Planned {
+    dataset_ref: DatasetRef,
+    source: PathBuf,
+    storage_class: &'static str,
+    conversion: FileConversion,
+    expected: Option<(u64, String)>,
+}
+
+impl Butler {
+    /// Imports the export in directory `dir` (see the module doc).
+    pub fn import(
+        &mut self,
+        dir: &Path,
+        options: ImportOptions,
+    ) -> Result<ImportSummary, TransferError> {
+        if options.transfer == TransferMode::Move {
+            return Err(TransferError::Unmappable(
+                "import does not move files; use copy, link, symlink or auto".into(),
+            ));
+        }
+        let file = dir.join(EXPORT_FILE);
+        let text = fs::read_to_string(&file).map_err(|e| TransferError::io("read", &file, e))?;
+        let doc = ExportDocument::parse(&text, &file)?;
+        let extras = read_extras(dir)?;
+        let universe = self.universe().clone();
+        let mut summary = ImportSummary::default();
+        let mut dropped = BTreeSet::new();
+        let mut batch = ImportBatch {
+            records: map_records(&universe, &doc, &extras, &mut dropped)?,
+            dataset_types: map_dataset_types(&universe, &doc)?,
+            ..Default::default()
+        };
+        summary.dropped_fields = dropped.into_iter().collect();
+        for name in &summary.dropped_fields {
+            tracing::warn!("dropped LSST record field {name}: not in this repo's universe");
+        }
+        map_collections(&doc, &mut batch);
+        let root = match &extras.files_root {
+            Some(r) => PathBuf::from(r),
+            None => dir.to_path_buf(),
+        };
+        let lock = self.datastore.lock_for_ingest()?;
+        let (plan, groups) = self.plan_import(&doc, &extras, &batch, &root)?;
+        batch.datasets = groups;
+        let stored = self.transfer_in(&lock, &plan, options.transfer)?;
+        summary.files = stored.len();
+        // Attach the file records to the new datasets.
+        let by_id: std::collections::HashMap<_, _> = plan
+            .iter()
+            .zip(&stored)
+            .map(|(p, info)| (p.dataset_ref.id, to_record(info)))
+            .collect();
+        for group in &mut batch.datasets {
+            for d in &mut group.datasets {
+                if let Some(record) = by_id.get(&d.id) {
+                    d.stored = Some(record.clone());
+                }
+            }
+        }
+        kill_point(fault::INGEST_BEFORE_COMMIT);
+        match self.registry.import_batch(&batch) {
+            Ok(stats) => summary.stats = stats,
+            Err(e) => {
+                self.remove_imported(&stored);
+                return Err(e.into());
+            }
+        }
+        kill_point(fault::INGEST_COMMITTED);
+        drop(lock);
+        Ok(summary)
+    }
+
+    /// The datasets of every entry, by (type, RUN), and the files to
+    /// transfer: those of datasets not registered yet. Refuses a data ID
+    /// another dataset holds in the RUN before anything is written.
+    fn plan_import(
+        &self,
+        doc: &ExportDocument,
+        extras: &Extras,
+        batch: &ImportBatch,
+        root: &Path,
+    ) -> Result<(Vec<Planned>, Vec<ImportDatasets>), TransferError> {
+        let ids: Vec<_> = doc
+            .datasets
+            .iter()
+            .flat_map(|d| d.files.iter().flat_map(|f| f.dataset_ids.iter().copied()))
+            .collect();
+        let registered = self.registry.registered_dataset_ids(&ids)?;
+        let mut plan = Vec::new();
+        let mut groups = Vec::new();
+        for entry in &doc.datasets {
+            let dt = self.import_dataset_type(batch, entry)?;
+            let in_run = [entry.run.clone()];
+            let run_has_some = self.registry.find_collection(&entry.run)?.is_some()
+                && self.registry.dataset_type(&dt.name)?.is_some()
+                && self
+                    .registry
+                    .run_has_datasets_of_type(&entry.run, &dt.name)?;
+            let mut group = ImportDatasets {
+                run: entry.run.clone(),
+                dataset_type: dt.name.clone(),
+                datasets: Vec::with_capacity(entry.files.len()),
+            };
+            for f in &entry.files {
+                let at = |reason: String| TransferError::Format {
+                    file: EXPORT_FILE.into(),
+                    line: entry.line,
+                    reason: format!("{} in RUN {}: {reason}", dt.name, entry.run),
+                };
+                if f.dataset_ids.len() != 1 {
+                    return Err(at(format!(
+                        "`{}` holds {} datasets; quanta stores one dataset per file",
+                        f.path,
+                        f.dataset_ids.len()
+                    )));
+                }
+                let id = f.dataset_ids[0];
+                let data_id = data_id_of(&f.data_ids[0])
+                    .standardize(&dt.dimensions, self.universe())
+                    .map_err(|e| at(format!("dataset {id}: {e}")))?;
+                let dataset_ref = DatasetRef {
+                    id,
+                    dataset_type: dt.name.clone(),
+                    data_id,
+                    run: entry.run.clone(),
+                };
+                group.datasets.push(NewDataset {
+                    id,
+                    data_id: dataset_ref.data_id.clone(),
+                    stored: None,
+                });
+                if registered.contains(&id) {
+                    continue;
+                }
+                if run_has_some {
+                    if let Some(other) =
+                        self.registry
+                            .find_dataset(&dt.name, &dataset_ref.data_id, &in_run, None)?
+                    {
+                        return Err(at(format!(
+                            "{} is already registered as {}, not as the export's {id}; nothing was imported",
+                            dataset_ref.data_id, other.dataset_ref.id
+                        )));
+                    }
+                }
+                let (storage_class, conversion) =
+                    file_mapping(f.formatter.as_deref(), &dt).map_err(at)?;
+                let path = Path::new(&f.path);
+                plan.push(Planned {
+                    dataset_ref,
+                    source: if path.is_absolute() {
+                        path.to_path_buf()
+                    } else {
+                        root.join(path)
+                    },
+                    storage_class,
+                    conversion,
+                    expected: extras.files.get(&id).cloned(),
+                });
+            }
+            groups.push(group);
+        }
+        Ok((plan, groups))
+    }
+
+    /// The dataset type of an entry: from the export, else the repo's.
+    fn import_dataset_type(
+        &self,
+        batch: &ImportBatch,
+        entry: &DatasetEntry,
+    ) -> Result<DatasetType, TransferError> {
+        if let Some(dt) = batch
+            .dataset_types
+            .iter()
+            .find(|t| t.name == entry.dataset_type)
+        {
+            return Ok(dt.clone());
+        }
+        self.registry.dataset_type(&entry.dataset_type)?.ok_or_else(|| TransferError::Format {
+            file: EXPORT_FILE.into(),
+            line: entry.line,
+            reason: format!(
+                "datasets of type {} but no dataset_type entry for it, and the repo does not know it",
+                entry.dataset_type
+            ),
+        })
+    }
+
+    /// Transfers (or converts) every planned file, verifying it against
+    /// the export's extras; on failure removes what it put in.
+    fn transfer_in(
+        &self,
+        lock: &IngestLock,
+        plan: &[Planned],
+        mode: TransferMode,
+    ) -> Result<Vec<StoredFileInfo>, TransferError> {
+        let mut stored = Vec::with_capacity(plan.len());
+        for p in plan {
+            match self.transfer_one(lock, p, mode) {
+                Ok(info) => {
+                    stored.push(info);
+                    kill_point(fault::INGEST_TRANSFERRED);
+                }
+                Err(e) => {
+                    self.remove_imported(&stored);
+                    return Err(e);
+                }
+            }
+        }
+        Ok(stored)
+    }
+
+    fn transfer_one(
+        &self,
+        lock: &IngestLock,
+        p: &Planned,
+        mode: TransferMode,
+    ) -> Result<StoredFileInfo, TransferError> {
+        let bad = |reason: String| TransferError::BadFile {
+            path: p.source.clone(),
+            reason,
+        };
+        if let Ok(canonical) = fs::canonicalize(&p.source) {
+            let guard = crate::repo_guard::RepoGuard::new(&self.root, self.datastore.root());
+            if let Some(reason) = guard?.refusal(&canonical) {
+                return Err(bad(format!(
+                    "is inside the destination repository ({reason})"
+                )));
+            }
+        }
+        let info = match p.conversion {
+            FileConversion::None => self.datastore.ingest(
+                lock,
+                &p.source,
+                &p.dataset_ref,
+                p.storage_class,
+                mode,
+                true,
+            )?,
+            FileConversion::YamlToJson => {
+                let bytes = fs::read(&p.source).map_err(|e| bad(format!("cannot read: {e}")))?;
+                let value: Json = serde_yaml_ng::from_slice(&bytes)
+                    .map_err(|e| bad(format!("not YAML that quanta can convert to JSON: {e}")))?;
+                self.datastore
+                    .write(&p.dataset_ref, "Json", &InMemoryDataset::Json(value), true)?
+            }
+        };
+        if let (FileConversion::None, Some((size, checksum))) = (p.conversion, &p.expected) {
+            if info.size != *size || &info.checksum != checksum {
+                let _ = self.datastore.remove(&info.path);
+                return Err(bad(format!(
+                    "has {} bytes with BLAKE3 {}, the export says {size} bytes with BLAKE3 {checksum}",
+                    info.size, info.checksum
+                )));
+            }
+        }
+        Ok(info)
+    }
+
+    fn remove_imported(&self, stored: &[StoredFileInfo]) {
+        for info in stored {
+            if let Err(e) = self.datastore.remove(&info.path) {
+                tracing::warn!("could not remove {} after a failed import: {e}", info.path);
+            }
+        }
+    }
+}
+
+fn read_extras(dir: &Path) -> Result<Extras, TransferError> {
+    let path = dir.join(EXTRAS_FILE);
+    let text = match fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Extras::default()),
+        Err(e) => return Err(TransferError::io("read", &path, e)),
+    };
+    let extras: Extras = serde_json::from_str(&text).map_err(|e| TransferError::Format {
+        file: path.display().to_string(),
+        line: Some(e.line()),
+        reason: e.to_string(),
+    })?;
+    if extras.format != Extras::FORMAT {
+        return Err(TransferError::Format {
+            file: path.display().to_string(),
+            line: None,
+            reason: format!("format `{}` is not {}", extras.format, Extras::FORMAT),
+        });
+    }
+    Ok(extras)
+}
+
+/// The quanta storage class and conversion for a file of `dt`.
+fn file_mapping(
+    formatter: Option<&str>,
+    dt: &DatasetType,
+) -> Result<(&'static str, FileConversion), String> {
+    let (storage_class, conversion) = match formatter {
+        Some(f) => quanta_formatter(f).ok_or_else(|| {
+            format!(
+                "formatter {f} has no quanta mapping (see ARCHITECTURE.md, \"Export and import\")"
+            )
+        })?,
+        None => MAPPINGS
+            .iter()
+            .find(|m| m.quanta_storage_class == dt.storage_class)
+            .map(|m| (m.quanta_storage_class, FileConversion::None))
+            .ok_or_else(|| format!("no formatter given for storage class {}", dt.storage_class))?,
+    };
+    if storage_class != dt.storage_class {
+        return Err(format!(
+            "formatter {} writes storage class {storage_class}, but the dataset type's is {}",
+            formatter.unwrap_or("(none)"),
+            dt.storage_class
+        ));
+    }
+    Ok((storage_class, conversion))
+}
+
+fn data_id_of(map: &Map<String, Json>) -> DataId {
+    let mut data_id = DataId::empty();
+    for (k, v) in map {
+        let value = match v {
+            Json::Number(n) if n.is_i64() => DataIdValue::Int(n.as_i64().unwrap_or_default()),
+            Json::String(s) => DataIdValue::Str(s.as_str().into()),
+            other => DataIdValue::Str(other.to_string().into()),
+        };
+        data_id.insert(k, value);
+    }
+    data_id
+}
+
+/// Dimension records in this universe's fields: LSST's `datetime_begin` /
+/// `datetime_end` become `timespan_begin` / `timespan_end`, fields from the
+/// extras (regions) are added back, fields the universe lacks are dropped
+/// (named in `dropped` when they had a value). An unknown element is an
+/// error.
+fn map_records(
+    universe: &DimensionUniverse,
+    doc: &ExportDocument,
+    extras: &Extras,
+    dropped: &mut BTreeSet<String>,
+) -> Result<RecordSet, TransferError> {
+    let mut out: RecordSet = BTreeMap::new();
+    for (element, records) in &doc.dimensions {
+        let e =
+            universe
+                .element(element)
+                .filter(|e| e.has_records)
+                .ok_or_else(|| {
+                    TransferError::Unmappable(format!(
+                "dimension element `{element}` of the export ({} universe version {}) has no \
+                 records in this repo's universe ({} version {}); nothing was imported",
+                doc.universe_namespace, doc.universe_version, universe.namespace, universe.version
+            ))
+                })?;
+        let fields: HashSet<String> = e
+            .record_fields(universe)
+            .into_iter()
+            .map(|f| f.name)
+            .collect();
+        let extra = extras.record_fields.get(element);
+        for (i, rec) in records.iter().enumerate() {
+            let mut mapped = Map::new();
+            for (k, v) in rec {
+                let name = match k.as_str() {
+                    "datetime_begin" => "timespan_begin",
+                    "datetime_end" => "timespan_end",
+                    other => other,
+                };
+                if fields.contains(name) {
+                    mapped.insert(name.to_string(), v.clone());
+                } else if !v.is_null() {
+                    dropped.insert(format!("{element}.{k}"));
+                }
+            }
+            if let Some(more) = extra.and_then(|x| x.get(i)) {
+                mapped.extend(more.clone());
+            }
+            out.entry(element.clone()).or_default().push(mapped);
+        }
+    }
+    Ok(out)
+}
+
+/// Dataset types with this universe's dimensions (LSST lists the implied
+/// ones too, which are dropped) and quanta's storage class.
+fn map_dataset_types(
+    universe: &DimensionUniverse,
+    doc: &ExportDocument,
+) -> Result<Vec<DatasetType>, TransferError> {
+    let mut out = Vec::new();
+    for t in &doc.dataset_types {
+        for d in &t.dimensions {
+            if universe.element(d).is_none() {
+                return Err(TransferError::Unmappable(format!(
+                    "dataset type {}: dimension `{d}` is not in this repo's universe",
+                    t.name
+                )));
+            }
+        }
+        let group = universe
+            .conform(&t.dimensions)
+            .map_err(|e| TransferError::Unmappable(format!("dataset type {}: {e}", t.name)))?;
+        let implied: HashSet<String> = t
+            .dimensions
+            .iter()
+            .filter_map(|d| universe.conform(&[d]).ok())
+            .flat_map(|g| {
+                let required: HashSet<String> = g.names.iter().cloned().collect();
+                universe
+                    .implied_closure(&g)
+                    .into_iter()
+                    .filter(move |n| !required.contains(n))
+            })
+            .collect();
+        let kept: Vec<&String> = group
+            .names
+            .iter()
+            .filter(|d| !implied.contains(*d))
+            .collect();
+        let storage_class = quanta_storage_class(&t.storage_class).ok_or_else(|| {
+            TransferError::Unmappable(format!(
+                "dataset type {}: storage class {} has no quanta mapping (see ARCHITECTURE.md, \
+                 \"Export and import\"); nothing was imported",
+                t.name, t.storage_class
+            ))
+        })?;
+        out.push(DatasetType {
+            name: t.name.clone(),
+            dimensions: universe
+                .conform(&kept)
+                .map_err(|e| TransferError::Unmappable(format!("dataset type {}: {e}", t.name)))?,
+            storage_class: storage_class.into(),
+            is_calibration: t.is_calibration,
+        });
+    }
+    Ok(out)
+}
+
+/// Collections, chains (a chain after the chains it holds) and
+/// memberships.
+fn map_collections(doc: &ExportDocument, batch: &mut ImportBatch) {
+    let mut chains = Vec::new();
+    for c in &doc.collections {
+        if c.collection_type == CollectionType::Chained {
+            chains.push((c.name.clone(), c.children.clone()));
+        } else if !batch.collections.iter().any(|(n, _, _)| n == &c.name) {
+            batch
+                .collections
+                .push((c.name.clone(), c.collection_type, c.doc.clone()));
+        }
+    }
+    // Children chains first: repeatedly take the chains whose chained
+    // children are placed (a cycle is left in order for the registry to refuse).
+    let names: HashSet<String> = chains.iter().map(|(n, _)| n.clone()).collect();
+    let mut placed: HashSet<String> = HashSet::new();
+    while !chains.is_empty() {
+        let ready = chains
+            .iter()
+            .position(|(_, children)| {
+                children
+                    .iter()
+                    .all(|c| !names.contains(c) || placed.contains(c))
+            })
+            .unwrap_or(0);
+        let chain = chains.remove(ready);
+        placed.insert(chain.0.clone());
+        batch.chains.push(chain);
+    }
+    batch.tags = doc.tags.clone();
+    batch.calibs = doc
+        .calibs
+        .iter()
+        .map(|(name, ranges)| {
+            let flat = ranges
+                .iter()
+                .flat_map(|((b, e), ids)| ids.iter().map(move |id| (*id, *b, *e)))
+                .collect();
+            (name.clone(), flat)
+        })
+        .collect();
+}

@@ -1,0 +1,64 @@
+//! Export and import of datasets with their metadata in the LSST export
+//! format (`export.yaml`, see [`format`]), so that `butler import` reads
+//! what quanta writes and quanta imports what `butler export` writes.
+//!
+//! An export directory holds `export.yaml`, the files at their datastore
+//! paths (unless `--transfer none`, when the paths are relative to the
+//! source datastore and the export is not self-contained), and
+//! `quanta-extras.json` (sizes and checksums, record fields LSST has no
+//! room for), which LSST never reads. The storage-class and formatter
+//! mapping is in [`mapping`].
+
+pub mod export;
+pub mod format;
+pub mod import;
+pub mod mapping;
+
+use std::path::PathBuf;
+
+use thiserror::Error;
+
+pub use export::{ExportOptions, ExportSummary, ExportTransfer};
+pub use import::{ImportOptions, ImportSummary};
+
+/// An export or import that could not be done.
+#[derive(Debug, Error)]
+pub enum TransferError {
+    /// The export file is not what the format allows.
+    #[error("{file}{}: {reason}", line.map(|l| format!(":{l}")).unwrap_or_default())]
+    Format {
+        file: String,
+        line: Option<usize>,
+        reason: String,
+    },
+    /// Something the repo cannot hold or quanta cannot map (an unknown
+    /// dimension element, a storage class or formatter without mapping).
+    #[error("{0}")]
+    Unmappable(String),
+    /// A file that is not what the export says it is.
+    #[error("`{}`: {reason}; nothing was imported", path.display())]
+    BadFile { path: PathBuf, reason: String },
+    #[error(transparent)]
+    Butler(#[from] crate::ButlerError),
+    #[error(transparent)]
+    Registry(#[from] quanta_registry::RegistryError),
+    #[error(transparent)]
+    Datastore(#[from] quanta_datastore::DatastoreError),
+    #[error("could not {action} `{}`: {source}", path.display())]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl TransferError {
+    pub(crate) fn io(action: &'static str, path: &std::path::Path, source: std::io::Error) -> Self {
+        TransferError::Io {
+            action,
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+}

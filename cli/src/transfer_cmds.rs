@@ -1,0 +1,103 @@
+//! `export` and `import` in the LSST export format. The format, the
+//! mapping of storage classes and the import protocol live in
+//! `quanta_butler::transfers`; this is parsing and output.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{anyhow, Result};
+use clap::Args;
+use quanta_butler::{ExportOptions, ExportTransfer, ImportOptions};
+use quanta_datastore::TransferMode;
+
+use crate::output::print_json;
+use crate::repo_cmds::parse_binds;
+
+#[derive(Args)]
+pub struct ExportArgs {
+    repo: PathBuf,
+    /// The export directory (created; must not hold an export.yaml yet).
+    out: PathBuf,
+    /// Collections to export (CHAINED with their children; the RUNs of the datasets come along).
+    #[arg(long, value_delimiter = ',', required = true)]
+    collections: Vec<String>,
+    /// Dataset types (every type when absent).
+    #[arg(long = "dataset-type", value_delimiter = ',')]
+    dataset_types: Vec<String>,
+    #[arg(long = "where", default_value = "")]
+    where_clause: String,
+    /// A bind parameter for the where clause: name=value.
+    #[arg(long = "bind")]
+    binds: Vec<String>,
+    /// copy, link (hard link), symlink, or none (paths stay relative to
+    /// this repo's datastore: the export is then not self-contained).
+    #[arg(long, default_value = "copy")]
+    transfer: String,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+pub struct ImportArgs {
+    repo: PathBuf,
+    /// An export directory holding export.yaml (from quanta or `butler export`).
+    dir: PathBuf,
+    /// copy, link (hard link), symlink, or auto (hard link, else copy).
+    #[arg(long, default_value = "copy")]
+    transfer: String,
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn export(args: ExportArgs) -> Result<ExitCode> {
+    let transfer: ExportTransfer = args.transfer.parse().map_err(|e: String| anyhow!(e))?;
+    let binds = parse_binds(&args.binds)?;
+    let butler = crate::plugins::open_butler_read_only(&args.repo)?;
+    let summary = butler.export(
+        &args.out,
+        &ExportOptions {
+            collections: args.collections,
+            dataset_types: args.dataset_types,
+            where_text: args.where_clause,
+            binds,
+            transfer,
+        },
+    )?;
+    if args.json {
+        print_json(&summary)?;
+    } else {
+        println!(
+            "exported {} datasets, {} dimension records, {} collections to {}",
+            summary.datasets,
+            summary.records,
+            summary.collections,
+            args.out.display()
+        );
+        if summary.without_file > 0 {
+            println!("left out {} datasets without a file", summary.without_file);
+        }
+        if summary.not_self_contained {
+            println!("files not transferred: paths are relative to the source datastore root");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn import(args: ImportArgs) -> Result<ExitCode> {
+    let transfer: TransferMode = args.transfer.parse()?;
+    let mut butler = crate::plugins::open_butler(&args.repo)?;
+    let summary = butler.import(&args.dir, ImportOptions { transfer })?;
+    if args.json {
+        print_json(&summary)?;
+    } else {
+        let s = &summary.stats;
+        println!(
+            "imported {} datasets ({} already present), {} files, {} dimension records, {} dataset types, {} collections, {} associations",
+            s.datasets, s.datasets_present, summary.files, s.records, s.dataset_types, s.collections, s.associations
+        );
+        for field in &summary.dropped_fields {
+            println!("dropped record field {field}: not in this repo's universe");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

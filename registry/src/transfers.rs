@@ -1,0 +1,456 @@
+//! The registry's half of export and import: reading what an export needs
+//! (TAGGED members, CALIBRATION validity ranges, which UUIDs exist) and
+//! writing a whole import in one transaction ([`Registry::import_batch`]):
+//! dimension records (existing keys skipped), dataset types, collections,
+//! chains, datasets with their file records (existing UUIDs checked, not
+//! inserted again), TAGGED and CALIBRATION membership. Importing the same
+//! batch twice changes nothing the second time.
+
+use std::collections::HashSet;
+
+use quanta_core::{CollectionType, DatasetType, Uuid};
+use rusqlite::types::{ToSqlOutput, ValueRef};
+use rusqlite::OptionalExtension;
+
+use crate::datasets::{
+    data_id_value_ref, record_params, uuid_from_blob, NewDataset, RECORD_COLUMNS,
+};
+use crate::error::{RegistryError, Result};
+use crate::records::RecordSet;
+use crate::registry::Registry;
+use crate::schema::quote;
+
+/// Datasets of one type in one RUN, to import.
+#[derive(Debug, Clone)]
+pub struct ImportDatasets {
+    pub run: String,
+    pub dataset_type: String,
+    pub datasets: Vec<NewDataset>,
+}
+
+/// A CALIBRATION validity range of one dataset: (UUID, begin, end), MJD.
+pub type CalibRange = (Uuid, f64, f64);
+
+/// Everything one import writes, in one transaction.
+#[derive(Debug, Clone, Default)]
+pub struct ImportBatch {
+    pub records: RecordSet,
+    pub dataset_types: Vec<DatasetType>,
+    /// Non-CHAINED collections (RUN, TAGGED, CALIBRATION) with their doc.
+    pub collections: Vec<(String, CollectionType, Option<String>)>,
+    /// CHAINED collections and their children, in the order to define them
+    /// (a child chain before its parent).
+    pub chains: Vec<(String, Vec<String>)>,
+    pub datasets: Vec<ImportDatasets>,
+    /// TAGGED collection → member UUIDs.
+    pub tags: Vec<(String, Vec<Uuid>)>,
+    /// CALIBRATION collection → (UUID, begin, end) validity ranges (MJD).
+    pub calibs: Vec<(String, Vec<CalibRange>)>,
+}
+
+/// What an import wrote (everything else was already there).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ImportStats {
+    pub records: usize,
+    pub dataset_types: usize,
+    pub collections: usize,
+    pub datasets: usize,
+    pub datasets_present: usize,
+    pub associations: usize,
+}
+
+/// Rolls back the transaction it was made for unless committed.
+struct TxGuard<'c> {
+    conn: &'c rusqlite::Connection,
+    done: bool,
+}
+
+impl Drop for TxGuard<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            let _ = self.conn.execute_batch("ROLLBACK");
+        }
+    }
+}
+
+impl Registry {
+    /// The datasets of a TAGGED collection.
+    pub fn tagged_dataset_ids(&self, tagged: &str) -> Result<Vec<Uuid>> {
+        let c = self.collection_of_type(tagged, CollectionType::Tagged)?;
+        let mut stmt = self.conn.prepare(
+            "SELECT dataset_id FROM dataset_tags WHERE collection_id = ?1 ORDER BY dataset_id",
+        )?;
+        let ids = stmt
+            .query_map([c.id], |r| uuid_from_blob(r.get(0)?))?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(ids)
+    }
+
+    /// The validity ranges of a CALIBRATION collection: (UUID, begin, end).
+    pub fn calibration_ranges(&self, calibration: &str) -> Result<Vec<(Uuid, f64, f64)>> {
+        let c = self.collection_of_type(calibration, CollectionType::Calibration)?;
+        let mut stmt = self.conn.prepare(
+            "SELECT dataset_id, valid_begin, valid_end FROM dataset_calibs \
+             WHERE collection_id = ?1 ORDER BY valid_begin, dataset_id",
+        )?;
+        let ranges = stmt
+            .query_map([c.id], |r| {
+                Ok((uuid_from_blob(r.get(0)?)?, r.get(1)?, r.get(2)?))
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(ranges)
+    }
+
+    /// Which of `ids` are registered datasets.
+    pub fn registered_dataset_ids(&self, ids: &[Uuid]) -> Result<HashSet<Uuid>> {
+        let mut found = HashSet::new();
+        for chunk in ids.chunks(500) {
+            let sql = format!(
+                "SELECT id FROM dataset WHERE id IN ({})",
+                vec!["?"; chunk.len()].join(", ")
+            );
+            let mut stmt = self.conn.prepare_cached(&sql)?;
+            let params = chunk.iter().map(|id| id.as_bytes().as_slice());
+            let mut rows = stmt.query(rusqlite::params_from_iter(params))?;
+            while let Some(row) = rows.next()? {
+                found.insert(uuid_from_blob(row.get(0)?)?);
+            }
+        }
+        Ok(found)
+    }
+
+    /// Writes a whole import in one IMMEDIATE transaction: all or nothing.
+    /// Existing dimension records (by key), identical dataset types and
+    /// collections, datasets already registered with the same UUID, type,
+    /// RUN and data ID, and existing memberships are left as they are; a
+    /// conflicting definition or dataset is an error and nothing is written.
+    pub fn import_batch(&mut self, batch: &ImportBatch) -> Result<ImportStats> {
+        self.conn.execute_batch("BEGIN IMMEDIATE")?;
+        let mut guard = TxGuard {
+            conn: &self.conn,
+            done: false,
+        };
+        let stats = self.import_uncommitted(batch)?;
+        self.conn.execute_batch("COMMIT")?;
+        guard.done = true;
+        drop(guard);
+        self.committed();
+        Ok(stats)
+    }
+
+    fn import_uncommitted(&self, batch: &ImportBatch) -> Result<ImportStats> {
+        let mut stats = ImportStats {
+            records: self.insert_dimension_records_skipping_existing(&batch.records)?,
+            ..ImportStats::default()
+        };
+        for dt in &batch.dataset_types {
+            stats.dataset_types += usize::from(self.register_dataset_type_in_tx(dt)?);
+        }
+        for (name, ctype, doc) in &batch.collections {
+            stats.collections +=
+                usize::from(self.register_collection_in_tx(name, *ctype, doc.as_deref())?);
+        }
+        for (parent, children) in &batch.chains {
+            stats.collections += usize::from(self.set_chain_in_tx(parent, children)?);
+        }
+        for group in &batch.datasets {
+            let (new, present) = self.import_datasets_in_tx(group)?;
+            stats.datasets += new;
+            stats.datasets_present += present;
+        }
+        for (tagged, ids) in &batch.tags {
+            stats.associations += self.tag_in_tx(tagged, ids)?;
+        }
+        for (calibration, ranges) in &batch.calibs {
+            stats.associations += self.certify_in_tx(calibration, ranges)?;
+        }
+        Ok(stats)
+    }
+
+    fn register_dataset_type_in_tx(&self, dt: &DatasetType) -> Result<bool> {
+        DatasetType::validate_name(&dt.name)?;
+        quanta_core::validate_storage_class(&dt.storage_class)?;
+        let normalized = DatasetType {
+            dimensions: self.universe.conform(&dt.dimensions.names)?,
+            ..dt.clone()
+        };
+        if let Some(existing) = self.dataset_type(&normalized.name)? {
+            if existing == normalized {
+                return Ok(false);
+            }
+            return Err(RegistryError::DatasetTypeConflict {
+                name: normalized.name.clone(),
+                existing: existing.to_string(),
+                requested: normalized.to_string(),
+            });
+        }
+        self.conn.execute(
+            "INSERT INTO dataset_type (name, dimensions, storage_class, is_calibration) VALUES (?1, ?2, ?3, ?4)",
+            (
+                &normalized.name,
+                serde_json::to_string(&normalized.dimensions.names).expect("names serialize"),
+                &normalized.storage_class,
+                normalized.is_calibration,
+            ),
+        )?;
+        Ok(true)
+    }
+
+    fn register_collection_in_tx(
+        &self,
+        name: &str,
+        ctype: CollectionType,
+        doc: Option<&str>,
+    ) -> Result<bool> {
+        quanta_core::validate_collection_name(name)?;
+        if let Some(existing) = self.find_collection(name)? {
+            if existing.collection_type == ctype {
+                return Ok(false);
+            }
+            return Err(RegistryError::CollectionConflict(name.to_string()));
+        }
+        self.conn.execute(
+            "INSERT INTO collection (name, type, doc) VALUES (?1, ?2, ?3)",
+            (name, ctype.as_str(), doc),
+        )?;
+        Ok(true)
+    }
+
+    /// Creates the CHAINED collection or sets its children; `true` when it
+    /// was created. An existing chain with other children is given these
+    /// (as LSST's import does).
+    fn set_chain_in_tx(&self, parent: &str, children: &[String]) -> Result<bool> {
+        let created = self.register_collection_in_tx(parent, CollectionType::Chained, None)?;
+        let parent_record = self.collection_of_type(parent, CollectionType::Chained)?;
+        if !created && parent_record.children == children {
+            return Ok(false);
+        }
+        let child_ids = children
+            .iter()
+            .map(|child| Ok(self.collection(child)?.id))
+            .collect::<Result<Vec<i64>>>()?;
+        self.conn.execute(
+            "DELETE FROM collection_chain WHERE parent_id = ?1",
+            [parent_record.id],
+        )?;
+        let mut insert = self.conn.prepare_cached(
+            "INSERT INTO collection_chain (parent_id, position, child_id) VALUES (?1, ?2, ?3)",
+        )?;
+        for (position, child_id) in child_ids.iter().enumerate() {
+            insert.execute((parent_record.id, position as i64, child_id))?;
+        }
+        // A cycle through the new children is found by expanding the chain.
+        self.resolve_search_path(&[parent.to_string()])?;
+        Ok(created)
+    }
+
+    /// Inserts one type's datasets into one RUN; a UUID already registered
+    /// must be the same dataset (type, RUN, data ID). Returns (inserted,
+    /// already present).
+    fn import_datasets_in_tx(&self, group: &ImportDatasets) -> Result<(usize, usize)> {
+        let run = self.collection_of_type(&group.run, CollectionType::Run)?;
+        let dt = self.dataset_type_required(&group.dataset_type)?;
+        let type_id = self.dataset_type_id(&dt.name)?;
+        let data_ids = group
+            .datasets
+            .iter()
+            .map(|d| d.data_id.standardize(&dt.dimensions, &self.universe))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        self.check_dimension_records(&dt, &data_ids)?;
+        let dims = &dt.dimensions.names;
+        let insert_sql = format!(
+            "INSERT INTO dataset (id, dataset_type_id, run_id, data_id, ingest_date, {RECORD_COLUMNS}{}) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?{}) ON CONFLICT (id) DO NOTHING",
+            dims.iter().map(|d| format!(", {}", quote(d))).collect::<String>(),
+            ", ?".repeat(dims.len()),
+        );
+        let now = quanta_core::now_rfc3339();
+        let mut insert = self.conn.prepare_cached(&insert_sql)?;
+        let mut existing = self
+            .conn
+            .prepare_cached("SELECT dataset_type_id, run_id, data_id FROM dataset WHERE id = ?1")?;
+        let (mut new, mut present) = (0, 0);
+        for (dataset, data_id) in group.datasets.iter().zip(&data_ids) {
+            let key = data_id.canonical_key();
+            let mut params: Vec<ToSqlOutput<'_>> = Vec::with_capacity(9 + dims.len());
+            params.push(ToSqlOutput::Borrowed(ValueRef::Blob(dataset.id.as_bytes())));
+            params.push(ToSqlOutput::Borrowed(ValueRef::Integer(type_id)));
+            params.push(ToSqlOutput::Borrowed(ValueRef::Integer(run.id)));
+            params.push(ToSqlOutput::Borrowed(ValueRef::Text(key.as_bytes())));
+            params.push(ToSqlOutput::Borrowed(ValueRef::Text(now.as_bytes())));
+            params.extend(record_params(dataset.stored.as_ref()).map(ToSqlOutput::Borrowed));
+            params.extend(
+                data_id
+                    .iter()
+                    .map(|(_, v)| ToSqlOutput::Borrowed(data_id_value_ref(v))),
+            );
+            let changed = insert
+                .execute(rusqlite::params_from_iter(params.iter()))
+                .map_err(|e| {
+                    let text = e.to_string();
+                    if text.contains("UNIQUE") {
+                        RegistryError::Conflict(format!(
+                            "{} {data_id}: RUN {} already holds another dataset with this data ID \
+                             (the import's is {})",
+                            dt.name, group.run, dataset.id
+                        ))
+                    } else {
+                        e.into()
+                    }
+                })?;
+            if changed == 1 {
+                new += 1;
+                continue;
+            }
+            let row: Option<(i64, i64, String)> = existing
+                .query_row([dataset.id.as_bytes().as_slice()], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                })
+                .optional()?;
+            match row {
+                Some((t, r, k)) if t == type_id && r == run.id && k == key => present += 1,
+                _ => {
+                    return Err(RegistryError::Conflict(format!(
+                        "dataset {} is already registered as another dataset than {} {data_id} in RUN {}",
+                        dataset.id, dt.name, group.run
+                    )))
+                }
+            }
+        }
+        Ok((new, present))
+    }
+
+    fn tag_in_tx(&self, tagged: &str, ids: &[Uuid]) -> Result<usize> {
+        let c = self.collection_of_type(tagged, CollectionType::Tagged)?;
+        let mut stmt = self.conn.prepare_cached(
+            "INSERT INTO dataset_tags (collection_id, dataset_id, dataset_type_id, data_id) \
+             SELECT ?1, id, dataset_type_id, data_id FROM dataset WHERE id = ?2 \
+             ON CONFLICT (collection_id, dataset_id) DO NOTHING",
+        )?;
+        let mut n = 0;
+        for id in ids {
+            n += stmt
+                .execute((c.id, id.as_bytes().as_slice()))
+                .map_err(|e| {
+                    if e.to_string().contains("UNIQUE") {
+                        RegistryError::Conflict(format!(
+                            "{tagged} already holds another dataset of the same type and data ID as {id}"
+                        ))
+                    } else {
+                        e.into()
+                    }
+                })?;
+        }
+        Ok(n)
+    }
+
+    /// Certifies each (UUID, begin, end) unless that exact range is there.
+    fn certify_in_tx(&self, calibration: &str, ranges: &[(Uuid, f64, f64)]) -> Result<usize> {
+        let c = self.collection_of_type(calibration, CollectionType::Calibration)?;
+        let mut exists = self.conn.prepare_cached(
+            "SELECT 1 FROM dataset_calibs WHERE collection_id = ?1 AND dataset_id = ?2 \
+             AND valid_begin = ?3 AND valid_end = ?4",
+        )?;
+        let mut insert = self.conn.prepare_cached(
+            "INSERT INTO dataset_calibs (collection_id, dataset_id, dataset_type_id, data_id, valid_begin, valid_end) \
+             SELECT ?1, d.id, d.dataset_type_id, d.data_id, ?3, ?4 FROM dataset d \
+             JOIN dataset_type t ON t.id = d.dataset_type_id WHERE d.id = ?2 AND t.is_calibration",
+        )?;
+        let mut n = 0;
+        for (id, begin, end) in ranges {
+            let params = (c.id, id.as_bytes().as_slice(), begin, end);
+            if begin.is_nan() || end.is_nan() || begin >= end {
+                return Err(RegistryError::Invalid(format!(
+                    "{calibration}: validity range [{begin}, {end}) of {id} is empty"
+                )));
+            }
+            if exists.exists(params)? {
+                continue;
+            }
+            let changed = insert.execute(params).map_err(|e| {
+                if e.to_string().contains("overlap") {
+                    RegistryError::Conflict(format!(
+                        "certifying {id} in {calibration} for [{begin}, {end}): overlaps an \
+                         existing validity range of the same dataset type and data ID"
+                    ))
+                } else {
+                    e.into()
+                }
+            })?;
+            if changed == 0 {
+                return Err(RegistryError::Invalid(format!(
+                    "{calibration}: {id} is not a registered dataset of a calibration dataset type"
+                )));
+            }
+            n += 1;
+        }
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use quanta_core::{DataId, DimensionUniverse};
+
+    #[test]
+    fn an_import_is_all_or_nothing_and_idempotent() {
+        let dir = tempfile::tempdir().unwrap();
+        let universe = DimensionUniverse::default_universe();
+        let mut r = Registry::create(&dir.path().join("r.sqlite3"), &universe).unwrap();
+        let records: RecordSet = serde_json::from_str(
+            r#"{"instrument": [{"name": "Cam"}], "detector": [{"instrument": "Cam", "id": 1}]}"#,
+        )
+        .unwrap();
+        let dt = DatasetType {
+            name: "bias".into(),
+            dimensions: universe.conform(&["instrument", "detector"]).unwrap(),
+            storage_class: "Json".into(),
+            is_calibration: true,
+        };
+        let id = Uuid::now_v7();
+        let mut data_id = DataId::from_pairs([("instrument", "Cam")]);
+        data_id.insert("detector", 1);
+        let mut batch = ImportBatch {
+            records,
+            dataset_types: vec![dt],
+            collections: vec![
+                ("run".into(), CollectionType::Run, None),
+                ("calib".into(), CollectionType::Calibration, None),
+            ],
+            chains: vec![("chain".into(), vec!["calib".into(), "run".into()])],
+            datasets: vec![ImportDatasets {
+                run: "run".into(),
+                dataset_type: "bias".into(),
+                datasets: vec![NewDataset {
+                    id,
+                    data_id,
+                    stored: None,
+                }],
+            }],
+            tags: vec![],
+            calibs: vec![("calib".into(), vec![(id, 1.0, 2.0)])],
+        };
+        let first = r.import_batch(&batch).unwrap();
+        assert_eq!(
+            (first.records, first.datasets, first.associations),
+            (2, 1, 1)
+        );
+        let second = r.import_batch(&batch).unwrap();
+        assert_eq!(
+            second,
+            ImportStats {
+                datasets_present: 1,
+                ..ImportStats::default()
+            }
+        );
+        // A conflicting calibration range fails the whole batch.
+        batch
+            .collections
+            .push(("late".into(), CollectionType::Run, None));
+        batch.calibs[0].1.push((id, 1.5, 3.0));
+        assert!(r.import_batch(&batch).is_err());
+        assert!(r.find_collection("late").unwrap().is_none());
+        assert_eq!(r.calibration_ranges("calib").unwrap(), vec![(id, 1.0, 2.0)]);
+    }
+}
