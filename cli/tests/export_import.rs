@@ -9,7 +9,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{fails_with, make_reference_repo, ok};
+use common::{fails_with, ok};
 use serde_json::Value;
 
 const RUN: &str = "u/test/run";
@@ -24,27 +24,7 @@ fn json(args: &[&str]) -> Value {
 }
 
 fn merged_campaign(dir: &Path, n_exp: usize, n_det: usize) -> PathBuf {
-    let repo = make_reference_repo(dir, n_exp, n_det);
-    let bundle = dir.join("campaign.qb");
-    let pipeline =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/pipelines/reference.yaml");
-    ok(&[
-        "preflight",
-        s(&repo),
-        "--pipeline",
-        s(&pipeline),
-        "--input",
-        "Cam/raw",
-        "--output-run",
-        RUN,
-        "--output",
-        CHAIN,
-        "--bundle",
-        s(&bundle),
-    ]);
-    ok(&["run", s(&bundle), "--jobs", "2"]);
-    ok(&["merge", s(&repo), s(&bundle)]);
-    repo
+    common::merged_reference_campaign(dir, n_exp, n_det, RUN, CHAIN)
 }
 
 /// (type, run, data ID, UUID) of every dataset in `collections`, sorted.

@@ -31,30 +31,8 @@ fn count(repo: &Path, sql: &str) -> i64 {
         .unwrap_or_else(|| panic!("{sql}: {v}"))
 }
 
-/// The reference workload (`n_exp` × `n_det` raws) run and merged into
-/// RUN, chained as CHAIN. Returns the repo.
 fn merged_campaign(dir: &Path, n_exp: usize, n_det: usize) -> PathBuf {
-    let repo = make_reference_repo(dir, n_exp, n_det);
-    let bundle = dir.join("campaign.qb");
-    let pipeline =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/pipelines/reference.yaml");
-    ok(&[
-        "preflight",
-        s(&repo),
-        "--pipeline",
-        s(&pipeline),
-        "--input",
-        "Cam/raw",
-        "--output-run",
-        RUN,
-        "--output",
-        CHAIN,
-        "--bundle",
-        s(&bundle),
-    ]);
-    ok(&["run", s(&bundle), "--jobs", "2"]);
-    ok(&["merge", s(&repo), s(&bundle)]);
-    repo
+    common::merged_reference_campaign(dir, n_exp, n_det, RUN, CHAIN)
 }
 
 /// Every file under `dir` (relative), symlinks included.

@@ -26,7 +26,7 @@ use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use common::{make_reference_repo, ok, quanta};
+use common::{ok, quanta};
 
 const N_EXP: usize = 3;
 const N_DET: usize = 4;
@@ -69,26 +69,7 @@ fn restore(base: &Path, work: &Path) {
 /// OUTPUT_CHAIN), and a TAGGED collection holding some raws and outputs.
 fn make_base(base: &Path) {
     std::fs::create_dir_all(base).unwrap();
-    let repo = make_reference_repo(base, N_EXP, N_DET);
-    let bundle = base.join("campaign.qb");
-    let pipeline =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/pipelines/reference.yaml");
-    ok(&[
-        "preflight",
-        s(&repo),
-        "--pipeline",
-        s(&pipeline),
-        "--input",
-        "Cam/raw",
-        "--output-run",
-        OUTPUT_RUN,
-        "--output",
-        OUTPUT_CHAIN,
-        "--bundle",
-        s(&bundle),
-    ]);
-    ok(&["run", s(&bundle), "--jobs", "2"]);
-    ok(&["merge", s(&repo), s(&bundle)]);
+    let repo = common::merged_reference_campaign(base, N_EXP, N_DET, OUTPUT_RUN, OUTPUT_CHAIN);
     ok(&[
         "collection",
         "create",

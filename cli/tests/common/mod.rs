@@ -132,3 +132,37 @@ pub fn preflight_into_test_run(repo: &Path, pipeline: &Path, bundle: &Path) {
         &s(bundle),
     ]);
 }
+
+/// The reference workload (`n_exp` × `n_det` raws) preflighted into RUN
+/// `run` (chained with Cam/raw as `chain`), run with two jobs and merged.
+/// Returns the repo; the bundle is `dir/campaign.qb`.
+pub fn merged_reference_campaign(
+    dir: &Path,
+    n_exp: usize,
+    n_det: usize,
+    run: &str,
+    chain: &str,
+) -> PathBuf {
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    let repo = make_reference_repo(dir, n_exp, n_det);
+    let bundle = dir.join("campaign.qb");
+    let pipeline =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/pipelines/reference.yaml");
+    ok(&[
+        "preflight",
+        &s(&repo),
+        "--pipeline",
+        &s(&pipeline),
+        "--input",
+        "Cam/raw",
+        "--output-run",
+        run,
+        "--output",
+        chain,
+        "--bundle",
+        &s(&bundle),
+    ]);
+    ok(&["run", &s(&bundle), "--jobs", "2"]);
+    ok(&["merge", &s(&repo), &s(&bundle)]);
+    repo
+}
