@@ -8,15 +8,17 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use quanta_core::{CollectionType, DataId, DataIdValue, DatasetRef, DimensionUniverse, FieldType};
+use quanta_core::{
+    CollectionType, DataId, DataIdValue, DatasetRef, DimensionUniverse, FieldType, REGION_ID_COLUMN,
+};
 use rusqlite::types::Value as SqlValue;
 
 use crate::datasets::{data_id_from_stored, uuid_from_blob, DatastoreRecord, FoundDataset};
 use crate::error::{RegistryError, Result};
-use crate::expr::{self, ColumnResolver, Identifier, ResolvedColumn};
+use crate::expr::{self, ColumnResolver, Identifier, ResolvedColumn, SkyPixel, SkyPixelRegion};
 use crate::registry::Registry;
-use crate::schema::{key_column, quote};
-use crate::spatial_join::plan_spatial_joins;
+use crate::schema::{key_column, quote, skypix_overlap_table};
+use crate::spatial_join::{most_specific_per_family, plan_spatial_joins};
 
 /// Values for `:name` bind parameters of a `--where` expression.
 pub type Binds = HashMap<String, SqlValue>;
@@ -230,6 +232,57 @@ impl<'u> QueryBuilder<'u> {
         }
     }
 
+    /// The HEALPix level of a bare `healpix<N>` that is no dimension of
+    /// the universe (`N` at most the deepest level regions index at).
+    fn sky_pixel_level(&self, ident: &Identifier) -> Option<u8> {
+        if ident.element.is_some() || self.universe.dimension(&ident.name).is_ok() {
+            return None;
+        }
+        let level: u8 = ident.name.strip_prefix("healpix")?.parse().ok()?;
+        (level <= quanta_spatial::HEALPIX_MAX_LEVEL).then_some(level)
+    }
+
+    /// A sky pixel against the regions of the query: per spatial family,
+    /// the most specific element with a region its dimensions identify.
+    fn resolve_sky_pixel(
+        &mut self,
+        ident: &Identifier,
+        level: u8,
+    ) -> std::result::Result<SkyPixel, String> {
+        let known: Vec<String> = self.values.keys().cloned().collect();
+        let elements = most_specific_per_family(self.universe, &|d| known.iter().any(|k| k == d));
+        if elements.is_empty() {
+            let spatial: Vec<&str> = self
+                .universe
+                .spatial_elements()
+                .map(|e| e.name.as_str())
+                .collect();
+            return Err(format!(
+                "`{}` matches the regions of the query's data IDs, and these have none \
+                 (elements with regions: {})",
+                ident.name,
+                spatial.join(", ")
+            ));
+        }
+        let mut regions = Vec::new();
+        for element in elements {
+            let field = element
+                .region_field()
+                .ok_or_else(|| format!("`{}` has no region", element.name))?;
+            let alias = self.ensure_element(&element.name)?;
+            regions.push(SkyPixelRegion {
+                skypix_table: quote(&skypix_overlap_table(element)),
+                region_id: format!("{alias}.{}", quote(REGION_ID_COLUMN)),
+                region: format!("{alias}.{}", quote(&field.name)),
+            });
+        }
+        Ok(SkyPixel {
+            level,
+            index_level: self.universe.skypix_level,
+            regions,
+        })
+    }
+
     /// Parses and compiles `where_text`, joining what it references, and
     /// adds it to the conditions.
     pub(crate) fn add_where(&mut self, where_text: &str, binds: &Binds) -> Result<()> {
@@ -238,20 +291,46 @@ impl<'u> QueryBuilder<'u> {
         };
         // Resolve every identifier first (joins happen here, in a stable
         // order), then compile against the memoized resolutions.
-        let mut resolved: Vec<(Identifier, std::result::Result<ResolvedColumn, String>)> =
-            Vec::new();
+        let mut resolved: Vec<Resolution> = Vec::new();
         for ident in parsed.identifiers() {
-            let r = self.resolve_identifier(&ident);
-            resolved.push((ident, r));
+            let (column, sky_pixel) = match self.sky_pixel_level(&ident) {
+                Some(level) => match self.resolve_sky_pixel(&ident, level) {
+                    // Never pasted: the compiler matches a sky pixel itself.
+                    Ok(pixel) => (
+                        Ok(ResolvedColumn {
+                            sql: "NULL".into(),
+                            field_type: FieldType::Int,
+                        }),
+                        Some(pixel),
+                    ),
+                    Err(e) => (Err(e), None),
+                },
+                None => (self.resolve_identifier(&ident), None),
+            };
+            resolved.push((ident, column, sky_pixel));
         }
-        struct Memo<'a>(&'a [(Identifier, std::result::Result<ResolvedColumn, String>)]);
-        impl ColumnResolver for Memo<'_> {
-            fn resolve(&self, ident: &Identifier) -> std::result::Result<ResolvedColumn, String> {
+        type Resolution = (
+            Identifier,
+            std::result::Result<ResolvedColumn, String>,
+            Option<SkyPixel>,
+        );
+        struct Memo<'a>(&'a [Resolution]);
+        impl Memo<'_> {
+            fn find(&self, ident: &Identifier) -> Option<&Resolution> {
                 self.0
                     .iter()
-                    .find(|(i, _)| i.element == ident.element && i.name == ident.name)
-                    .map(|(_, r)| r.clone())
+                    .find(|(i, ..)| i.element == ident.element && i.name == ident.name)
+            }
+        }
+        impl ColumnResolver for Memo<'_> {
+            fn resolve(&self, ident: &Identifier) -> std::result::Result<ResolvedColumn, String> {
+                self.find(ident)
+                    .map(|(_, r, _)| r.clone())
                     .unwrap_or_else(|| Err(format!("unresolved identifier `{}`", ident.name)))
+            }
+
+            fn sky_pixel(&self, ident: &Identifier) -> Option<SkyPixel> {
+                self.find(ident).and_then(|(.., p)| p.clone())
             }
         }
         let compiled = expr::compile(&parsed, &Memo(&resolved), binds)?;

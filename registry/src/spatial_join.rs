@@ -55,7 +55,7 @@ pub(crate) fn plan_spatial_joins(
     dims: &DimensionGroup,
     has_records: &mut dyn FnMut(&str) -> bool,
 ) -> Vec<SpatialJoin> {
-    let chosen = most_specific_per_family(universe, dims);
+    let chosen = most_specific_per_family(universe, &|d| dims.contains(d));
     let mut plan = Vec::new();
     for (i, left) in chosen.iter().enumerate() {
         for right in &chosen[i + 1..] {
@@ -79,15 +79,15 @@ pub(crate) fn plan_spatial_joins(
 }
 
 /// Per spatial family (in universe order), the element with a region that
-/// `dims` identify and that identifies the most dimensions; families with
-/// none are left out.
-fn most_specific_per_family<'u>(
+/// the dimensions `known` accepts identify and that identifies the most
+/// dimensions; families with none are left out.
+pub(crate) fn most_specific_per_family<'u>(
     universe: &'u DimensionUniverse,
-    dims: &DimensionGroup,
+    known: &dyn Fn(&str) -> bool,
 ) -> Vec<&'u DimensionElement> {
     let mut chosen: Vec<&DimensionElement> = Vec::new();
     for element in universe.spatial_elements() {
-        if !element.identifying_dimensions().all(|d| dims.contains(d)) {
+        if !element.identifying_dimensions().all(known) {
             continue;
         }
         let size = |e: &DimensionElement| e.identifying_dimensions().count();

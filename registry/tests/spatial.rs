@@ -7,6 +7,8 @@ use std::collections::BTreeSet;
 
 use quanta_core::{DataIdValue, DimensionUniverse};
 use quanta_registry::{Binds, RecordSet, Registry};
+use quanta_spatial::skymap::healpix_cell_polygon;
+use quanta_spatial::{Circle, Region};
 use serde_json::{json, Value};
 
 /// A polygon with great-circle edges through the corners of
@@ -264,4 +266,84 @@ fn joins_hold_from_a_read_only_registry_and_after_later_inserts() {
     // Inside detector 1 of visit 1 only.
     with_new.insert(vec![1, 1, 0, 4]);
     assert_eq!(ids(&registry, &dims, &keys, ""), with_new);
+}
+
+/// The level-8 cell holding (ra, dec) (degrees).
+fn cell_at(ra: f64, dec: f64, level: u8) -> u64 {
+    let point = Region::Circle(Circle::from_lonlat_deg(ra, dec, 0.0).unwrap());
+    point
+        .healpix_pixels(level)
+        .into_iter()
+        .find(|&c| Region::Polygon(healpix_cell_polygon(level, c)).overlaps(&point))
+        .expect("some cell holds the point")
+}
+
+/// `healpixN = i` keeps the data IDs whose regions (one per spatial
+/// family in the query) all overlap HEALPix cell i of level N, at the
+/// index level, coarser and finer; `!=` and `IN` too.
+#[test]
+fn healpix_cells_match_the_regions_that_overlap_them() {
+    let (_dir, registry) = survey();
+    let vd = |where_text: &str| {
+        ids(
+            &registry,
+            &["visit", "detector"],
+            &["visit", "detector"],
+            where_text,
+        )
+    };
+    // Inside detector 1 of visit 1; detector 2 (across RA 0) may reach
+    // into the same cell: decided by the geometry, independently of SQL.
+    let cell = cell_at(0.3, 0.3, 8);
+    let polygon = Region::Polygon(healpix_cell_polygon(8, cell));
+    let d2 = Region::from_json(&square(359.8, 0.2, 0.2, 0.4)).unwrap();
+    let mut expected = set(&[&[1, 1]]);
+    if d2.overlaps(&polygon) {
+        expected.insert(vec![1, 2]);
+    }
+    assert_eq!(vd(&format!("healpix8 = {cell}")), expected);
+    assert_eq!(vd(&format!("{cell} = healpix8")), expected);
+    // Every visit_detector record (a sky pixel joins that element).
+    let all = set(&[&[1, 1], &[1, 2], &[1, 3], &[1, 4], &[2, 5], &[3, 6]]);
+    let rest: BTreeSet<_> = all.difference(&expected).cloned().collect();
+    assert_eq!(vd(&format!("healpix8 != {cell}")), rest);
+    // Coarser: the level-5 cell around it holds at least the same; finer:
+    // the level-10 cell at the point is inside detector 1.
+    let coarse = vd(&format!("healpix5 = {}", cell >> 6));
+    assert!(coarse.is_superset(&expected), "{coarse:?}");
+    assert!(!coarse.contains(&vec![2, 5]) && !coarse.contains(&vec![3, 6]));
+    assert!(vd(&format!("healpix10 = {}", cell_at(0.3, 0.3, 10))).contains(&vec![1, 1]));
+    // IN: either cell; visit 2's detector 5 is around (10.5°, 10.5°).
+    let far = cell_at(10.5, 10.5, 8);
+    let mut either = expected.clone();
+    either.insert(vec![2, 5]);
+    assert_eq!(vd(&format!("healpix8 IN ({cell}, {far})")), either);
+    // With patches in the query, the patch must overlap the cell too.
+    let vdp = ids(
+        &registry,
+        &["visit", "detector", "patch"],
+        &["visit", "detector", "patch"],
+        &format!("healpix8 = {cell} AND detector = 1"),
+    );
+    assert_eq!(vdp, set(&[&[1, 1, 3]]));
+}
+
+#[test]
+fn healpix_misuse_is_refused_with_the_reason() {
+    let (_dir, registry) = survey();
+    let refused = |dims: &[&str], where_text: &str| {
+        let dims: Vec<String> = dims.iter().map(|d| d.to_string()).collect();
+        registry
+            .query_data_ids(&dims, where_text, &Binds::new())
+            .unwrap_err()
+            .to_string()
+    };
+    let vd = ["visit", "detector"];
+    assert!(refused(&vd, "healpix8 > 5").contains("not ordered"));
+    assert!(refused(&vd, "healpix8 = 'a'").contains("cell index"));
+    assert!(refused(&vd, "healpix8 = 786432").contains("cells 0..786432"));
+    assert!(refused(&vd, "healpix8 IN (1..4)").contains("ranges"));
+    assert!(refused(&["instrument"], "healpix8 = 1").contains("have none"));
+    // Deeper than regions are ever indexed: no such dimension.
+    assert!(refused(&vd, "healpix25 = 1").contains("unknown dimension"));
 }

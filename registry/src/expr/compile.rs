@@ -8,6 +8,11 @@
 //! (the SQL function of `region_sql`, registered on every registry
 //! connection) with one parameter: the shape built here, a circle (a point
 //! is one of radius 0), encoded as the registry stores regions.
+//!
+//! A sky pixel (`healpix8 = 12345`, `healpix8 IN (...)`) is no column: it
+//! matches when every region of the query's data ID overlaps that HEALPix
+//! cell. Coarse, an EXISTS on the element's skypix rows in the cell's range
+//! of index cells; exact, `quanta_region_overlaps` with the cell's polygon.
 
 use std::collections::HashMap;
 
@@ -15,7 +20,7 @@ use quanta_core::FieldType;
 use quanta_spatial::{Circle, Region};
 use rusqlite::types::Value;
 
-use super::parser::{Expr, Identifier, InItem, Literal, Node, Operand, Shape};
+use super::parser::{CompareOp, Expr, Identifier, InItem, Literal, Node, Operand, Shape};
 use super::ExprError;
 use crate::region_sql::REGION_OVERLAPS;
 
@@ -27,12 +32,41 @@ pub struct ResolvedColumn {
     pub field_type: FieldType,
 }
 
+/// A sky pixel identifier (`healpix8`) resolved against the regions of a
+/// query.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SkyPixel {
+    /// The HEALPix level the user wrote (`8` in `healpix8`).
+    pub level: u8,
+    /// The level the registry indexes regions at.
+    pub index_level: u8,
+    /// The regions a data ID of the query has, one per spatial family.
+    pub regions: Vec<SkyPixelRegion>,
+}
+
+/// Trusted SQL naming one region of the query and its skypix index.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SkyPixelRegion {
+    /// The element's skypix overlap table, quoted.
+    pub skypix_table: String,
+    /// The record's `region_id` column, e.g. `t3."region_id"`.
+    pub region_id: String,
+    /// The record's region column, e.g. `t3."region"`.
+    pub region: String,
+}
+
 /// Maps identifiers to columns; supplied by the code that builds the query
 /// (it knows which tables are joined and under which aliases).
 pub trait ColumnResolver {
     /// `Err` carries a message such as `unknown dimension or field "exposre"`;
     /// the compiler adds where in the expression it happened.
     fn resolve(&self, ident: &Identifier) -> Result<ResolvedColumn, String>;
+
+    /// The sky pixel `ident` names (`healpix8`), if it names one; it is then
+    /// matched with [`SkyPixel`]'s regions rather than compared as a column.
+    fn sky_pixel(&self, _ident: &Identifier) -> Option<SkyPixel> {
+        None
+    }
 }
 
 /// A SQL boolean expression (parenthesised or a single function call, so
@@ -111,6 +145,7 @@ enum Typed {
         sql: String,
         kind: Kind,
         name: String,
+        sky_pixel: Option<SkyPixel>,
     },
     Value {
         value: Value,
@@ -125,6 +160,13 @@ impl Typed {
     fn kind(&self) -> Kind {
         match self {
             Typed::Column { kind, .. } | Typed::Value { kind, .. } => *kind,
+        }
+    }
+
+    fn sky_pixel(&self) -> Option<&SkyPixel> {
+        match self {
+            Typed::Column { sky_pixel, .. } => sky_pixel.as_ref(),
+            Typed::Value { .. } => None,
         }
     }
 
@@ -169,6 +211,9 @@ impl Compiler<'_> {
             } => {
                 let l = self.operand(lhs)?;
                 let r = self.operand(rhs)?;
+                if l.sky_pixel().is_some() || r.sky_pixel().is_some() {
+                    return self.sky_pixel_compare(&l, *op, &r, *column);
+                }
                 self.refuse_region(lhs, &l)?;
                 self.refuse_region(rhs, &r)?;
                 if !l.kind().compatible(r.kind()) {
@@ -354,6 +399,9 @@ impl Compiler<'_> {
     /// four parameters however many integers it covers.
     fn in_list(&mut self, lhs: &Operand, negated: bool, items: &[InItem]) -> Result<(), ExprError> {
         let l = self.operand(lhs)?;
+        if let Some(sky_pixel) = l.sky_pixel() {
+            return self.sky_pixel_in(sky_pixel, &l, negated, items);
+        }
         self.refuse_region(lhs, &l)?;
         let mut values = Vec::new();
         for item in items {
@@ -436,6 +484,160 @@ impl Compiler<'_> {
         Ok(())
     }
 
+    /// `healpixN = v` or `healpixN != v` (either side): the only
+    /// comparisons a sky pixel has, since cells have no order.
+    fn sky_pixel_compare(
+        &mut self,
+        l: &Typed,
+        op: CompareOp,
+        r: &Typed,
+        column: usize,
+    ) -> Result<(), ExprError> {
+        let (pixel, name, value) = match (l, r) {
+            (
+                Typed::Column {
+                    sky_pixel: Some(p),
+                    name,
+                    ..
+                },
+                v,
+            )
+            | (
+                v,
+                Typed::Column {
+                    sky_pixel: Some(p),
+                    name,
+                    ..
+                },
+            ) => (p, name, v),
+            _ => unreachable!("one side is a sky pixel"),
+        };
+        let negated = match op {
+            CompareOp::Eq => false,
+            CompareOp::Ne => true,
+            _ => {
+                return Err(self.error(
+                    column,
+                    format!("{name} is a sky pixel: it can be matched with = or IN, not ordered"),
+                ))
+            }
+        };
+        self.sql.push_str(if negated { "(NOT " } else { "(" });
+        self.sky_pixel_match(pixel, name, value, column)?;
+        self.sql.push(')');
+        Ok(())
+    }
+
+    /// `healpixN [NOT] IN (v, ...)`: one match per value (no ranges: a
+    /// range of cell indices is no region).
+    fn sky_pixel_in(
+        &mut self,
+        pixel: &SkyPixel,
+        l: &Typed,
+        negated: bool,
+        items: &[InItem],
+    ) -> Result<(), ExprError> {
+        let name = match l {
+            Typed::Column { name, .. } => name.clone(),
+            Typed::Value { shown, .. } => shown.clone(),
+        };
+        self.sql.push_str(if negated { "(NOT (" } else { "((" });
+        for (i, item) in items.iter().enumerate() {
+            let value = match item {
+                InItem::Value(op) => self.operand(op)?,
+                InItem::Range { column, .. } => {
+                    return Err(self.error(
+                        *column,
+                        format!("{name} is a sky pixel: list its cells, ranges are not matched"),
+                    ))
+                }
+            };
+            if i > 0 {
+                self.sql.push_str(" OR ");
+            }
+            let at = match item {
+                InItem::Value(op) => op.column(),
+                InItem::Range { column, .. } => *column,
+            };
+            self.sky_pixel_match(pixel, &name, &value, at)?;
+        }
+        self.sql.push_str("))");
+        Ok(())
+    }
+
+    /// Every region of the data ID overlaps cell `value` of `pixel`'s
+    /// level: coarse on the index cells inside (or around) it, exact with
+    /// the cell's polygon.
+    fn sky_pixel_match(
+        &mut self,
+        pixel: &SkyPixel,
+        name: &str,
+        value: &Typed,
+        column: usize,
+    ) -> Result<(), ExprError> {
+        let (cell, at) = match value {
+            Typed::Value {
+                value: Value::Integer(v),
+                column,
+                ..
+            } => (*v, *column),
+            Typed::Value { column, .. } => {
+                return Err(self.error(
+                    *column,
+                    format!(
+                        "{name} is matched with a cell index (an integer), not {}",
+                        value.describe()
+                    ),
+                ))
+            }
+            Typed::Column { name: other, .. } => {
+                return Err(self.error(
+                    column,
+                    format!("{name} is matched with a cell index, not with {other}"),
+                ))
+            }
+        };
+        let cells = 12i64 << (2 * u32::from(pixel.level));
+        if !(0..cells).contains(&cell) {
+            return Err(self.error(
+                at,
+                format!(
+                    "{name} = {cell}: HEALPix level {} has cells 0..{cells}",
+                    pixel.level
+                ),
+            ));
+        }
+        let cell = cell as u64;
+        let (lo, hi) = if pixel.level <= pixel.index_level {
+            let range = quanta_spatial::healpix_range_at(pixel.level, cell, pixel.index_level);
+            (range.start, range.end)
+        } else {
+            let coarse = cell >> (2 * u32::from(pixel.level - pixel.index_level));
+            (coarse, coarse + 1)
+        };
+        let polygon = Region::Polygon(quanta_spatial::skymap::healpix_cell_polygon(
+            pixel.level,
+            cell,
+        ))
+        .encode();
+        self.sql.push('(');
+        for (i, r) in pixel.regions.iter().enumerate() {
+            if i > 0 {
+                self.sql.push_str(" AND ");
+            }
+            self.sql.push_str(&format!(
+                "EXISTS (SELECT 1 FROM {} AS hp WHERE hp.region_id = {} AND hp.skypix >= ? AND hp.skypix < ?) AND {REGION_OVERLAPS}({}, ?)",
+                r.skypix_table, r.region_id, r.region
+            ));
+            // Levels are at most 24: indices < 2^52.
+            self.params.push(Value::Integer(lo as i64));
+            self.params.push(Value::Integer(hi as i64));
+            self.params.push(Value::Blob(polygon.clone()));
+        }
+        self.sql.push(')');
+        Ok(())
+    }
+
     fn emit(&mut self, t: &Typed) {
         match t {
             Typed::Column { sql, .. } => self.sql.push_str(sql),
@@ -457,6 +659,7 @@ impl Compiler<'_> {
                     sql: resolved.sql,
                     kind: Kind::of_field(resolved.field_type),
                     name: id.to_string(),
+                    sky_pixel: self.resolver.sky_pixel(id),
                 })
             }
             Operand::Literal { value, column } => {

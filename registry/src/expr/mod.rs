@@ -23,7 +23,9 @@ mod print;
 #[cfg(test)]
 mod tests;
 
-pub use compile::{compile, ColumnResolver, CompiledWhere, ResolvedColumn};
+pub use compile::{
+    compile, ColumnResolver, CompiledWhere, ResolvedColumn, SkyPixel, SkyPixelRegion,
+};
 pub use parser::{parse, CompareOp, Expr, Identifier, InItem, Literal, Node, Operand, Shape};
 
 /// A problem in an expression, located at a 1-based character column.
