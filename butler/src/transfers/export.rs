@@ -56,6 +56,20 @@ pub struct ExportOptions {
     pub where_text: String,
     pub binds: Binds,
     pub transfer: ExportTransfer,
+    /// Carry the provenance of the datasets (the quanta that produced
+    /// them) in the extras.
+    pub with_provenance: bool,
+}
+
+/// An export held in memory: what `export` writes, and what `transfer`
+/// imports without writing it.
+#[derive(Debug)]
+pub struct InMemoryExport {
+    pub doc: ExportDocument,
+    pub extras: Extras,
+    /// The exported datasets, each with its file.
+    pub found: Vec<FoundDataset>,
+    pub summary: ExportSummary,
 }
 
 /// What an export wrote.
@@ -88,6 +102,23 @@ impl Butler {
                 out.display()
             )));
         }
+        let export = self.export_to_memory(options)?;
+        fs::create_dir_all(out).map_err(|e| TransferError::io("create", out, e))?;
+        self.transfer_out(&export.found, out, options.transfer)?;
+        let extras_text = serde_json::to_string(&export.extras).expect("extras serialize");
+        write_via_temp(&out.join(EXTRAS_FILE), extras_text.as_bytes())?;
+        write_via_temp(&out.join(EXPORT_FILE), export.doc.to_yaml()?.as_bytes())?;
+        Ok(export.summary)
+    }
+
+    /// The export of the datasets `options` selects as it would be
+    /// written, without writing anything: the document, the extras (with
+    /// `files_root` set to this datastore's root when `options.transfer`
+    /// is `None`) and the datasets. `transfer` imports this directly.
+    pub fn export_to_memory(
+        &self,
+        options: &ExportOptions,
+    ) -> Result<InMemoryExport, TransferError> {
         let registry = &self.registry;
         let collections = expand_collections(registry, &options.collections)?;
         let found = registry.query_datasets(
@@ -132,12 +163,12 @@ impl Butler {
         export_collections(registry, &collections, &found, &selected, &mut doc)?;
         summary.collections = doc.collections.len();
         summary.datasets = found.len();
-        fs::create_dir_all(out).map_err(|e| TransferError::io("create", out, e))?;
-        self.transfer_out(&found, out, options.transfer)?;
-        let extras_text = serde_json::to_string(&extras).expect("extras serialize");
-        write_via_temp(&out.join(EXTRAS_FILE), extras_text.as_bytes())?;
-        write_via_temp(&out.join(EXPORT_FILE), doc.to_yaml()?.as_bytes())?;
-        Ok(summary)
+        Ok(InMemoryExport {
+            doc,
+            extras,
+            found,
+            summary,
+        })
     }
 
     /// Dataset types and dataset entries, grouped by (type, RUN) in query

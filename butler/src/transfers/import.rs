@@ -71,25 +71,44 @@ impl Butler {
         let text = fs::read_to_string(&file).map_err(|e| TransferError::io("read", &file, e))?;
         let doc = ExportDocument::parse(&text, &file)?;
         let extras = read_extras(dir)?;
+        self.import_document(&doc, &extras, dir, options)
+    }
+
+    /// Imports an export held in memory whose relative file paths are
+    /// under `dir` (or under `extras.files_root` when set): what `import`
+    /// does after parsing, and what `transfer` does with
+    /// [`Butler::export_to_memory`]'s output.
+    pub fn import_document(
+        &mut self,
+        doc: &ExportDocument,
+        extras: &Extras,
+        dir: &Path,
+        options: ImportOptions,
+    ) -> Result<ImportSummary, TransferError> {
+        if options.transfer == TransferMode::Move {
+            return Err(TransferError::Unmappable(
+                "import does not move files; use copy, link, symlink or auto".into(),
+            ));
+        }
         let universe = self.universe().clone();
         let mut summary = ImportSummary::default();
         let mut dropped = BTreeSet::new();
         let mut batch = ImportBatch {
-            records: map_records(&universe, &doc, &extras, &mut dropped)?,
-            dataset_types: map_dataset_types(&universe, &doc)?,
+            records: map_records(&universe, doc, extras, &mut dropped)?,
+            dataset_types: map_dataset_types(&universe, doc)?,
             ..Default::default()
         };
         summary.dropped_fields = dropped.into_iter().collect();
         for name in &summary.dropped_fields {
             tracing::warn!("dropped LSST record field {name}: not in this repo's universe");
         }
-        map_collections(&doc, &mut batch);
+        map_collections(doc, &mut batch);
         let root = match &extras.files_root {
             Some(r) => PathBuf::from(r),
             None => dir.to_path_buf(),
         };
         let lock = self.datastore.lock_for_ingest()?;
-        let (plan, groups) = self.plan_import(&doc, &extras, &batch, &root)?;
+        let (plan, groups) = self.plan_import(doc, extras, &batch, &root)?;
         batch.datasets = groups;
         let stored = self.transfer_in(&lock, &plan, options.transfer)?;
         summary.files = stored.len();

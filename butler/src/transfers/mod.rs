@@ -13,13 +13,15 @@ pub mod export;
 pub mod format;
 pub mod import;
 pub mod mapping;
+pub mod transfer;
 
 use std::path::PathBuf;
 
 use thiserror::Error;
 
-pub use export::{ExportOptions, ExportSummary, ExportTransfer};
+pub use export::{ExportOptions, ExportSummary, ExportTransfer, InMemoryExport};
 pub use import::{ImportOptions, ImportSummary};
+pub use transfer::TransferSummary;
 
 /// An export or import that could not be done.
 #[derive(Debug, Error)]
