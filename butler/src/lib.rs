@@ -42,5 +42,5 @@ pub use provenance::{
 pub use remove::{DatasetSelection, PruneMode, RemovalSummary};
 pub use transfers::{
     ExportOptions, ExportSummary, ExportTransfer, ImportOptions, ImportSummary, InMemoryExport,
-    TransferError, TransferSummary,
+    RetrieveSummary, RetrievedFile, TransferError, TransferSummary,
 };

@@ -89,6 +89,17 @@ pub struct TransferArgs {
 }
 
 #[derive(Args)]
+pub struct RetrieveArgs {
+    repo: PathBuf,
+    /// The directory the files go to (created), at their datastore-relative paths.
+    dest: PathBuf,
+    #[command(flatten)]
+    query: QueryArgs,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
 pub struct ImportArgs {
     repo: PathBuf,
     /// An export directory holding export.yaml (from quanta or `butler export`).
@@ -178,6 +189,33 @@ pub fn transfer(args: TransferArgs) -> Result<ExitCode> {
         print_import_summary("transferred", &summary.import);
         if summary.without_file > 0 {
             println!("left out {} datasets without a file", summary.without_file);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn retrieve(args: RetrieveArgs) -> Result<ExitCode> {
+    let options = args.query.options(ExportTransfer::None, false)?;
+    let butler = crate::plugins::open_butler_read_only(&args.repo)?;
+    let summary = butler.retrieve(&args.dest, &options)?;
+    if args.json {
+        print_json(&summary)?;
+    } else {
+        for f in &summary.files {
+            println!(
+                "{} {}",
+                if f.copied { "copied " } else { "present" },
+                args.dest.join(&f.path).display()
+            );
+        }
+        println!(
+            "retrieved {} files ({} already present) into {}",
+            summary.copied,
+            summary.already_present,
+            args.dest.display()
+        );
+        if summary.without_file > 0 {
+            println!("{} datasets have no file", summary.without_file);
         }
     }
     Ok(ExitCode::SUCCESS)

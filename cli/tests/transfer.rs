@@ -340,3 +340,79 @@ fn killed_imports_and_transfers_end_by_rerun_where_an_uninterrupted_run_ends() {
     }));
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+#[test]
+fn retrieve_copies_files_in_the_datastore_layout_and_refuses_to_overwrite_a_different_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = common::merged_reference_campaign(tmp.path(), 2, 2, RUN, CHAIN);
+    let out = tmp.path().join("out");
+    let summary = json(&[
+        "retrieve",
+        s(&src),
+        s(&out),
+        "--collections",
+        CHAIN,
+        "--dataset-type",
+        "raw",
+        "--where",
+        "detector = 1",
+        "--json",
+    ]);
+    let files = summary["files"].as_array().unwrap();
+    assert_eq!(files.len(), 2, "{summary}");
+    assert_eq!(summary["copied"], 2);
+    for f in files {
+        let rel = f["path"].as_str().unwrap();
+        // Same relative path and bytes as in the datastore.
+        assert_eq!(
+            std::fs::read(out.join(rel)).unwrap(),
+            std::fs::read(src.join("datastore").join(rel)).unwrap(),
+            "{rel}"
+        );
+    }
+    // Everything in the chain; the two raws already there are left alone.
+    let all = json(&[
+        "retrieve",
+        s(&src),
+        s(&out),
+        "--collections",
+        CHAIN,
+        "--json",
+    ]);
+    assert_eq!(all["already_present"], 2, "{all}");
+    let n = all["files"].as_array().unwrap().len();
+    assert_eq!(all["copied"].as_u64().unwrap() as usize, n - 2);
+    let mut on_disk = BTreeSet::new();
+    walk(&out, &out, &mut on_disk);
+    assert_eq!(on_disk.len(), n);
+    let again = json(&[
+        "retrieve",
+        s(&src),
+        s(&out),
+        "--collections",
+        CHAIN,
+        "--json",
+    ]);
+    assert_eq!(again["copied"], 0, "{again}");
+    // A different file in the way: exit 2, it is left as it was.
+    let rel = files[0]["path"].as_str().unwrap();
+    std::fs::write(out.join(rel), b"something else").unwrap();
+    let err = fails_with(2, &["retrieve", s(&src), s(&out), "--collections", CHAIN]);
+    assert!(err.contains("exists and differs"), "{err}");
+    assert_eq!(std::fs::read(out.join(rel)).unwrap(), b"something else");
+    // Text output names what it copied.
+    let out2 = tmp.path().join("out2");
+    let text = ok(&[
+        "retrieve",
+        s(&src),
+        s(&out2),
+        "--collections",
+        CHAIN,
+        "--where",
+        "exposure = 0 AND detector = 0",
+        "--dataset-type",
+        "raw",
+    ]);
+    assert!(text.contains("copied "), "{text}");
+    assert!(text.contains("retrieved 1 files"), "{text}");
+}

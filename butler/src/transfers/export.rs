@@ -121,27 +121,12 @@ impl Butler {
     ) -> Result<InMemoryExport, TransferError> {
         let registry = &self.registry;
         let collections = expand_collections(registry, &options.collections)?;
-        let found = registry.query_datasets(
-            &options.dataset_types,
-            &options.collections,
-            &options.where_text,
-            &options.binds,
-            false,
-        )?;
-        let mut seen = HashSet::new();
+        let (found, without_file) = self.datasets_with_files(options)?;
         let mut summary = ExportSummary {
             not_self_contained: options.transfer == ExportTransfer::None,
+            without_file,
             ..Default::default()
         };
-        let found: Vec<FoundDataset> = found
-            .into_iter()
-            .filter(|f| seen.insert(f.dataset_ref.id))
-            .filter(|f| {
-                let keep = f.stored.is_some();
-                summary.without_file += usize::from(!keep);
-                keep
-            })
-            .collect();
         let selected: HashSet<Uuid> = found.iter().map(|f| f.dataset_ref.id).collect();
         let mut doc = ExportDocument {
             universe_version: i64::from(self.universe().version),
@@ -169,6 +154,33 @@ impl Butler {
             found,
             summary,
         })
+    }
+
+    /// The distinct datasets the query of `options` finds that have a
+    /// file, in query order, and how many it found without one.
+    pub(crate) fn datasets_with_files(
+        &self,
+        options: &ExportOptions,
+    ) -> Result<(Vec<FoundDataset>, usize), TransferError> {
+        let found = self.registry.query_datasets(
+            &options.dataset_types,
+            &options.collections,
+            &options.where_text,
+            &options.binds,
+            false,
+        )?;
+        let mut seen = HashSet::new();
+        let mut without_file = 0;
+        let found = found
+            .into_iter()
+            .filter(|f| seen.insert(f.dataset_ref.id))
+            .filter(|f| {
+                let keep = f.stored.is_some();
+                without_file += usize::from(!keep);
+                keep
+            })
+            .collect();
+        Ok((found, without_file))
     }
 
     /// Dataset types and dataset entries, grouped by (type, RUN) in query
