@@ -164,6 +164,9 @@ fn print_import_summary(verb: &str, summary: &ImportSummary) {
         "{verb} {} datasets ({} already present), {} files, {} dimension records, {} dataset types, {} collections, {} associations",
         s.datasets, s.datasets_present, summary.files, s.records, s.dataset_types, s.collections, s.associations
     );
+    if s.quanta > 0 {
+        println!("restored the provenance of {} quanta", s.quanta);
+    }
     for field in &summary.dropped_fields {
         println!("dropped record field {field}: not in this repo's universe");
     }

@@ -338,6 +338,23 @@ fn killed_imports_and_transfers_end_by_rerun_where_an_uninterrupted_run_ends() {
         c.args(["transfer", s(&src), s(repo), "--collections", CHAIN]);
         c
     }));
+    failures.extend(kill_matrix(
+        "transfer --with-provenance",
+        &base,
+        &work,
+        &|repo: &Path| {
+            let mut c = quanta();
+            c.args([
+                "transfer",
+                s(&src),
+                s(repo),
+                "--collections",
+                CHAIN,
+                "--with-provenance",
+            ]);
+            c
+        },
+    ));
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
@@ -415,4 +432,117 @@ fn retrieve_copies_files_in_the_datastore_layout_and_refuses_to_overwrite_a_diff
     ]);
     assert!(text.contains("copied "), "{text}");
     assert!(text.contains("retrieved 1 files"), "{text}");
+}
+
+/// `quanta provenance REPO ID --json` (upstream, or downstream).
+fn provenance(repo: &Path, id: &str, downstream: bool) -> Value {
+    let mut args = vec!["provenance", s(repo), id, "--json"];
+    if downstream {
+        args.push("--downstream");
+    }
+    json(&args)
+}
+
+fn ids(repo: &Path, collections: &str) -> Vec<String> {
+    let v = json(&[
+        "query-datasets",
+        s(repo),
+        "--collections",
+        collections,
+        "--all",
+        "--json",
+    ]);
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn transfer_and_export_with_provenance_make_provenance_answer_as_in_the_source() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = common::merged_reference_campaign(tmp.path(), 2, 2, RUN, CHAIN);
+    let outputs = ids(&src, RUN);
+    let raws = ids(&src, "Cam/raw");
+    assert!(!outputs.is_empty() && !raws.is_empty());
+    let with_quanta = |repo: &Path| {
+        outputs
+            .iter()
+            .filter(|id| {
+                provenance(repo, id, false)["quanta"]
+                    .as_array()
+                    .is_some_and(|q| !q.is_empty())
+            })
+            .count()
+    };
+    assert_eq!(with_quanta(&src), outputs.len());
+
+    // Without --with-provenance the outputs arrive without their producers.
+    let plain = new_repo(&tmp.path().join("plain"));
+    ok(&["transfer", s(&src), s(&plain), "--collections", CHAIN]);
+    assert_eq!(with_quanta(&plain), 0);
+
+    let dest = new_repo(&tmp.path().join("dest"));
+    let summary = json(&[
+        "transfer",
+        s(&src),
+        s(&dest),
+        "--collections",
+        CHAIN,
+        "--with-provenance",
+        "--json",
+    ]);
+    assert!(summary["quanta"].as_u64().unwrap() > 0, "{summary}");
+    for id in &outputs {
+        assert_eq!(
+            provenance(&dest, id, false),
+            provenance(&src, id, false),
+            "{id}"
+        );
+    }
+    for id in &raws {
+        assert_eq!(
+            provenance(&dest, id, true),
+            provenance(&src, id, true),
+            "{id}"
+        );
+    }
+    ok(&["repo", "check", s(&dest)]);
+    // A second run changes nothing.
+    let state = read_state(&dest);
+    let again = json(&[
+        "transfer",
+        s(&src),
+        s(&dest),
+        "--collections",
+        CHAIN,
+        "--with-provenance",
+        "--json",
+    ]);
+    assert_eq!(again["quanta"], 0, "{again}");
+    assert_eq!(read_state(&dest), state);
+
+    // Export --with-provenance + import restores the same.
+    let export = tmp.path().join("export");
+    ok(&[
+        "export",
+        s(&src),
+        s(&export),
+        "--collections",
+        CHAIN,
+        "--with-provenance",
+    ]);
+    let extras = std::fs::read_to_string(export.join("quanta-extras.json")).unwrap();
+    assert!(extras.contains("\"provenance\""));
+    let imported = new_repo(&tmp.path().join("imported"));
+    ok(&["import", s(&imported), s(&export)]);
+    for id in &outputs {
+        assert_eq!(
+            provenance(&imported, id, false),
+            provenance(&src, id, false),
+            "{id}"
+        );
+    }
+    assert_eq!(read_state(&imported), state);
 }

@@ -146,6 +146,9 @@ impl Butler {
         extras.record_fields = record_fields;
         self.export_datasets(&found, &mut doc, &mut extras)?;
         export_collections(registry, &collections, &found, &selected, &mut doc)?;
+        if options.with_provenance {
+            extras.provenance = Some(super::provenance::export_provenance(registry, &found)?);
+        }
         summary.collections = doc.collections.len();
         summary.datasets = found.len();
         Ok(InMemoryExport {

@@ -103,6 +103,7 @@ impl Butler {
             tracing::warn!("dropped LSST record field {name}: not in this repo's universe");
         }
         map_collections(doc, &mut batch);
+        batch.provenance = extras.provenance.clone();
         let root = match &extras.files_root {
             Some(r) => PathBuf::from(r),
             None => dir.to_path_buf(),

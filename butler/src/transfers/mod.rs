@@ -13,6 +13,7 @@ pub mod export;
 pub mod format;
 pub mod import;
 pub mod mapping;
+mod provenance;
 pub mod retrieve;
 pub mod transfer;
 
