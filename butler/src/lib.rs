@@ -41,5 +41,6 @@ pub use provenance::{
 };
 pub use remove::{DatasetSelection, PruneMode, RemovalSummary};
 pub use transfers::{
-    ExportOptions, ExportSummary, ExportTransfer, ImportOptions, ImportSummary, TransferError,
+    ExportOptions, ExportSummary, ExportTransfer, ImportOptions, ImportSummary, InMemoryExport,
+    RetrieveSummary, RetrievedFile, TransferError, TransferSummary,
 };

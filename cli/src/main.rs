@@ -63,6 +63,10 @@ enum Command {
     Export(transfer_cmds::ExportArgs),
     /// Import an LSST export directory (from quanta or `butler export`), all or nothing.
     Import(transfer_cmds::ImportArgs),
+    /// Transfer datasets with their metadata from one repository into another (export + import in memory).
+    Transfer(transfer_cmds::TransferArgs),
+    /// Copy the files of a query's datasets out of the datastore, keeping its relative layout.
+    Retrieve(transfer_cmds::RetrieveArgs),
     /// Create, chain and list collections.
     #[command(subcommand)]
     Collection(repo_cmds::CollectionCommand),
@@ -164,6 +168,8 @@ fn main() -> ExitCode {
         Command::RemoveRuns(args) => remove_cmds::remove_runs(args),
         Command::Export(args) => transfer_cmds::export(args),
         Command::Import(args) => transfer_cmds::import(args),
+        Command::Transfer(args) => transfer_cmds::transfer(args),
+        Command::Retrieve(args) => transfer_cmds::retrieve(args),
         Command::PruneDatasets(args) => remove_cmds::prune_datasets(args),
         Command::Get(args) => repo_cmds::get(args),
         Command::Preflight(args) => preflight_cmds::preflight(args),

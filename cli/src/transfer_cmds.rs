@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::{anyhow, Result};
 use clap::Args;
-use quanta_butler::{ExportOptions, ExportTransfer, ImportOptions};
+use quanta_butler::{ExportOptions, ExportTransfer, ImportOptions, ImportSummary};
 use quanta_datastore::TransferMode;
 
 use crate::output::print_json;
@@ -33,6 +33,68 @@ pub struct ExportArgs {
     /// this repo's datastore: the export is then not self-contained).
     #[arg(long, default_value = "copy")]
     transfer: String,
+    /// Carry the provenance of the datasets (the quanta that produced them)
+    /// in quanta-extras.json; `quanta import` restores it.
+    #[arg(long)]
+    with_provenance: bool,
+    #[arg(long)]
+    json: bool,
+}
+
+/// Which datasets of a repository: collections, types, where clause.
+#[derive(Args)]
+pub struct QueryArgs {
+    /// Collections to search (CHAINED with their children).
+    #[arg(long, value_delimiter = ',', required = true)]
+    collections: Vec<String>,
+    /// Dataset types (every type when absent).
+    #[arg(long = "dataset-type", value_delimiter = ',')]
+    dataset_types: Vec<String>,
+    #[arg(long = "where", default_value = "")]
+    where_clause: String,
+    /// A bind parameter for the where clause: name=value.
+    #[arg(long = "bind")]
+    binds: Vec<String>,
+}
+
+impl QueryArgs {
+    fn options(self, transfer: ExportTransfer, with_provenance: bool) -> Result<ExportOptions> {
+        Ok(ExportOptions {
+            binds: parse_binds(&self.binds)?,
+            collections: self.collections,
+            dataset_types: self.dataset_types,
+            where_text: self.where_clause,
+            transfer,
+            with_provenance,
+        })
+    }
+}
+
+#[derive(Args)]
+pub struct TransferArgs {
+    /// The source repository (read only).
+    src: PathBuf,
+    /// The destination repository (must exist).
+    dst: PathBuf,
+    #[command(flatten)]
+    query: QueryArgs,
+    /// copy, link (hard link) or symlink (to the source datastore's files).
+    #[arg(long, default_value = "copy")]
+    transfer: String,
+    /// Carry the provenance of the datasets (the quanta that produced them).
+    #[arg(long)]
+    with_provenance: bool,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+pub struct RetrieveArgs {
+    repo: PathBuf,
+    /// The directory the files go to (created), at their datastore-relative paths.
+    dest: PathBuf,
+    #[command(flatten)]
+    query: QueryArgs,
     #[arg(long)]
     json: bool,
 }
@@ -61,6 +123,7 @@ pub fn export(args: ExportArgs) -> Result<ExitCode> {
             where_text: args.where_clause,
             binds,
             transfer,
+            with_provenance: args.with_provenance,
         },
     )?;
     if args.json {
@@ -90,13 +153,72 @@ pub fn import(args: ImportArgs) -> Result<ExitCode> {
     if args.json {
         print_json(&summary)?;
     } else {
-        let s = &summary.stats;
+        print_import_summary("imported", &summary);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_import_summary(verb: &str, summary: &ImportSummary) {
+    let s = &summary.stats;
+    println!(
+        "{verb} {} datasets ({} already present), {} files, {} dimension records, {} dataset types, {} collections, {} associations",
+        s.datasets, s.datasets_present, summary.files, s.records, s.dataset_types, s.collections, s.associations
+    );
+    if s.quanta > 0 {
+        println!("restored the provenance of {} quanta", s.quanta);
+    }
+    for field in &summary.dropped_fields {
+        println!("dropped record field {field}: not in this repo's universe");
+    }
+}
+
+pub fn transfer(args: TransferArgs) -> Result<ExitCode> {
+    let mode: TransferMode = args.transfer.parse()?;
+    if matches!(mode, TransferMode::Move | TransferMode::Auto) {
+        return Err(anyhow!(
+            "transfer mode `{}`: expected copy, link or symlink",
+            args.transfer
+        ));
+    }
+    let options = args
+        .query
+        .options(ExportTransfer::None, args.with_provenance)?;
+    let source = crate::plugins::open_butler_read_only(&args.src)?;
+    let mut dest = crate::plugins::open_butler(&args.dst)?;
+    let summary = dest.transfer_from(&source, &options, mode)?;
+    if args.json {
+        print_json(&summary)?;
+    } else {
+        print_import_summary("transferred", &summary.import);
+        if summary.without_file > 0 {
+            println!("left out {} datasets without a file", summary.without_file);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn retrieve(args: RetrieveArgs) -> Result<ExitCode> {
+    let options = args.query.options(ExportTransfer::None, false)?;
+    let butler = crate::plugins::open_butler_read_only(&args.repo)?;
+    let summary = butler.retrieve(&args.dest, &options)?;
+    if args.json {
+        print_json(&summary)?;
+    } else {
+        for f in &summary.files {
+            println!(
+                "{} {}",
+                if f.copied { "copied " } else { "present" },
+                args.dest.join(&f.path).display()
+            );
+        }
         println!(
-            "imported {} datasets ({} already present), {} files, {} dimension records, {} dataset types, {} collections, {} associations",
-            s.datasets, s.datasets_present, summary.files, s.records, s.dataset_types, s.collections, s.associations
+            "retrieved {} files ({} already present) into {}",
+            summary.copied,
+            summary.already_present,
+            args.dest.display()
         );
-        for field in &summary.dropped_fields {
-            println!("dropped record field {field}: not in this repo's universe");
+        if summary.without_file > 0 {
+            println!("{} datasets have no file", summary.without_file);
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -45,5 +45,5 @@ pub use records::{parse_records_csv, parse_records_json, RecordSet};
 pub use registry::{lower_thread_priority, Registry};
 pub use removal::{DecertifyStats, PendingRemovals, RegisteredFile, RemovalStats, RemovedDataset};
 pub use schema::SCHEMA_VERSION;
-pub use transfers::{ImportBatch, ImportDatasets, ImportStats};
+pub use transfers::{ImportBatch, ImportDatasets, ImportStats, ProvenanceBatch, ProvenanceQuantum};
 pub use writer_lock::WriterLock;

@@ -36,7 +36,7 @@ pub const STATUS_PARTIAL: &str = "partial";
 pub const STATUS_SUCCEEDED: &str = "succeeded";
 
 /// One input link of a quantum.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct QuantumInput {
     pub dataset_id: Uuid,
     pub connection: String,
@@ -62,7 +62,7 @@ pub struct QuantumOutputDataset {
 }
 
 /// How a quantum ran, as recorded in the `quantum` table.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct QuantumExecution {
     /// `succeeded`, `partial`, `failed`, `timed_out`, `out_of_memory`,
     /// `blocked`.
@@ -118,7 +118,7 @@ pub struct RecordStats {
 }
 
 /// The per-run record of what was run: pipeline, task configs, software.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct RunProvenance {
     pub run: String,
     pub bundle_id: Uuid,

@@ -8,7 +8,7 @@
 
 use std::collections::HashSet;
 
-use quanta_core::{CollectionType, DatasetType, Uuid};
+use quanta_core::{CollectionType, DataId, DatasetType, Uuid};
 use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::OptionalExtension;
 
@@ -16,6 +16,7 @@ use crate::datasets::{
     data_id_value_ref, record_params, uuid_from_blob, NewDataset, RECORD_COLUMNS,
 };
 use crate::error::{RegistryError, Result};
+use crate::provenance::{QuantumExecution, QuantumInput, RunProvenance};
 use crate::records::RecordSet;
 use crate::registry::Registry;
 use crate::schema::quote;
@@ -46,6 +47,32 @@ pub struct ImportBatch {
     pub tags: Vec<(String, Vec<Uuid>)>,
     /// CALIBRATION collection → (UUID, begin, end) validity ranges (MJD).
     pub calibs: Vec<(String, Vec<CalibRange>)>,
+    /// The provenance of the datasets, restored after them.
+    pub provenance: Option<ProvenanceBatch>,
+}
+
+/// A recorded quantum with its input links, as an export carries it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ProvenanceQuantum {
+    pub id: Uuid,
+    pub run: String,
+    pub bundle_id: Uuid,
+    pub task_label: String,
+    pub data_id: DataId,
+    pub execution: QuantumExecution,
+    pub inputs: Vec<QuantumInput>,
+}
+
+/// The provenance of some datasets: the quanta that produced them, the
+/// RUN provenance rows (pipeline, task configs, software, command line) of
+/// their bundles, and which quantum produced which dataset through which
+/// connection.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ProvenanceBatch {
+    pub runs: Vec<RunProvenance>,
+    pub quanta: Vec<ProvenanceQuantum>,
+    /// (dataset, producing quantum, output connection).
+    pub producers: Vec<(Uuid, Uuid, String)>,
 }
 
 /// What an import wrote (everything else was already there).
@@ -57,6 +84,8 @@ pub struct ImportStats {
     pub datasets: usize,
     pub datasets_present: usize,
     pub associations: usize,
+    /// Quanta whose provenance was restored.
+    pub quanta: usize,
 }
 
 /// Rolls back the transaction it was made for unless committed.
@@ -164,7 +193,88 @@ impl Registry {
         for (calibration, ranges) in &batch.calibs {
             stats.associations += self.certify_in_tx(calibration, ranges)?;
         }
+        if let Some(provenance) = &batch.provenance {
+            stats.quanta = self.import_provenance_in_tx(provenance)?;
+        }
         Ok(stats)
+    }
+
+    /// Writes RUN provenance rows, quanta and their input links (existing
+    /// ones left as they are) and sets the producer of datasets that have
+    /// none. Returns the number of quanta written.
+    fn import_provenance_in_tx(&self, p: &ProvenanceBatch) -> Result<usize> {
+        for r in &p.runs {
+            let run = self.collection_of_type(&r.run, CollectionType::Run)?;
+            self.conn.execute(
+                "INSERT INTO run_provenance (run_id, bundle_id, pipeline_yaml, task_configs, quanta_version, \
+                 command_line, created_at, created_by) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) \
+                 ON CONFLICT (run_id, bundle_id) DO NOTHING",
+                (
+                    run.id,
+                    r.bundle_id.as_bytes().as_slice(),
+                    &r.pipeline_yaml,
+                    r.task_configs.to_string(),
+                    &r.quanta_version,
+                    serde_json::to_string(&r.command_line).expect("strings serialize"),
+                    &r.created_at,
+                    &r.created_by,
+                ),
+            )?;
+        }
+        let mut written = 0;
+        for q in &p.quanta {
+            let run = self.collection_of_type(&q.run, CollectionType::Run)?;
+            let x = &q.execution;
+            written += self.conn.execute(
+                "INSERT INTO quantum (id, run_id, bundle_id, task_label, data_id, status, attempts, host, \
+                 batch_job, started, finished, wall_seconds, cpu_seconds, peak_rss_bytes, exit_code, error, log_tail) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17) \
+                 ON CONFLICT (id) DO NOTHING",
+                rusqlite::params![
+                    q.id.as_bytes().as_slice(),
+                    run.id,
+                    q.bundle_id.as_bytes().as_slice(),
+                    &q.task_label,
+                    q.data_id.to_json(),
+                    &x.status,
+                    x.attempts,
+                    &x.host,
+                    &x.batch_job,
+                    &x.started,
+                    &x.finished,
+                    x.wall_seconds,
+                    x.cpu_seconds,
+                    x.peak_rss_bytes.map(|v| v.min(i64::MAX as u64) as i64),
+                    x.exit_code,
+                    &x.error,
+                    serde_json::to_string(&x.log_tail).expect("strings serialize"),
+                ],
+            )?;
+            let mut input = self.conn.prepare_cached(
+                "INSERT OR IGNORE INTO quantum_input (quantum_id, dataset_id, connection, is_prerequisite, used) \
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?;
+            for i in &q.inputs {
+                input.execute((
+                    q.id.as_bytes().as_slice(),
+                    i.dataset_id.as_bytes().as_slice(),
+                    &i.connection,
+                    i.is_prerequisite,
+                    i.used,
+                ))?;
+            }
+        }
+        let mut producer = self.conn.prepare_cached(
+            "UPDATE dataset SET producer = ?1, producer_connection = ?2 WHERE id = ?3 AND producer IS NULL",
+        )?;
+        for (dataset, quantum, connection) in &p.producers {
+            producer.execute((
+                quantum.as_bytes().as_slice(),
+                connection,
+                dataset.as_bytes().as_slice(),
+            ))?;
+        }
+        Ok(written)
     }
 
     fn register_dataset_type_in_tx(&self, dt: &DatasetType) -> Result<bool> {
@@ -430,6 +540,7 @@ mod tests {
             }],
             tags: vec![],
             calibs: vec![("calib".into(), vec![(id, 1.0, 2.0)])],
+            provenance: None,
         };
         let first = r.import_batch(&batch).unwrap();
         assert_eq!(

@@ -56,6 +56,20 @@ pub struct ExportOptions {
     pub where_text: String,
     pub binds: Binds,
     pub transfer: ExportTransfer,
+    /// Carry the provenance of the datasets (the quanta that produced
+    /// them) in the extras.
+    pub with_provenance: bool,
+}
+
+/// An export held in memory: what `export` writes, and what `transfer`
+/// imports without writing it.
+#[derive(Debug)]
+pub struct InMemoryExport {
+    pub doc: ExportDocument,
+    pub extras: Extras,
+    /// The exported datasets, each with its file.
+    pub found: Vec<FoundDataset>,
+    pub summary: ExportSummary,
 }
 
 /// What an export wrote.
@@ -88,29 +102,31 @@ impl Butler {
                 out.display()
             )));
         }
+        let export = self.export_to_memory(options)?;
+        fs::create_dir_all(out).map_err(|e| TransferError::io("create", out, e))?;
+        self.transfer_out(&export.found, out, options.transfer)?;
+        let extras_text = serde_json::to_string(&export.extras).expect("extras serialize");
+        write_via_temp(&out.join(EXTRAS_FILE), extras_text.as_bytes())?;
+        write_via_temp(&out.join(EXPORT_FILE), export.doc.to_yaml()?.as_bytes())?;
+        Ok(export.summary)
+    }
+
+    /// The export of the datasets `options` selects as it would be
+    /// written, without writing anything: the document, the extras (with
+    /// `files_root` set to this datastore's root when `options.transfer`
+    /// is `None`) and the datasets. `transfer` imports this directly.
+    pub fn export_to_memory(
+        &self,
+        options: &ExportOptions,
+    ) -> Result<InMemoryExport, TransferError> {
         let registry = &self.registry;
         let collections = expand_collections(registry, &options.collections)?;
-        let found = registry.query_datasets(
-            &options.dataset_types,
-            &options.collections,
-            &options.where_text,
-            &options.binds,
-            false,
-        )?;
-        let mut seen = HashSet::new();
+        let (found, without_file) = self.datasets_with_files(options)?;
         let mut summary = ExportSummary {
             not_self_contained: options.transfer == ExportTransfer::None,
+            without_file,
             ..Default::default()
         };
-        let found: Vec<FoundDataset> = found
-            .into_iter()
-            .filter(|f| seen.insert(f.dataset_ref.id))
-            .filter(|f| {
-                let keep = f.stored.is_some();
-                summary.without_file += usize::from(!keep);
-                keep
-            })
-            .collect();
         let selected: HashSet<Uuid> = found.iter().map(|f| f.dataset_ref.id).collect();
         let mut doc = ExportDocument {
             universe_version: i64::from(self.universe().version),
@@ -130,14 +146,44 @@ impl Butler {
         extras.record_fields = record_fields;
         self.export_datasets(&found, &mut doc, &mut extras)?;
         export_collections(registry, &collections, &found, &selected, &mut doc)?;
+        if options.with_provenance {
+            extras.provenance = Some(super::provenance::export_provenance(registry, &found)?);
+        }
         summary.collections = doc.collections.len();
         summary.datasets = found.len();
-        fs::create_dir_all(out).map_err(|e| TransferError::io("create", out, e))?;
-        self.transfer_out(&found, out, options.transfer)?;
-        let extras_text = serde_json::to_string(&extras).expect("extras serialize");
-        write_via_temp(&out.join(EXTRAS_FILE), extras_text.as_bytes())?;
-        write_via_temp(&out.join(EXPORT_FILE), doc.to_yaml()?.as_bytes())?;
-        Ok(summary)
+        Ok(InMemoryExport {
+            doc,
+            extras,
+            found,
+            summary,
+        })
+    }
+
+    /// The distinct datasets the query of `options` finds that have a
+    /// file, in query order, and how many it found without one.
+    pub(crate) fn datasets_with_files(
+        &self,
+        options: &ExportOptions,
+    ) -> Result<(Vec<FoundDataset>, usize), TransferError> {
+        let found = self.registry.query_datasets(
+            &options.dataset_types,
+            &options.collections,
+            &options.where_text,
+            &options.binds,
+            false,
+        )?;
+        let mut seen = HashSet::new();
+        let mut without_file = 0;
+        let found = found
+            .into_iter()
+            .filter(|f| seen.insert(f.dataset_ref.id))
+            .filter(|f| {
+                let keep = f.stored.is_some();
+                without_file += usize::from(!keep);
+                keep
+            })
+            .collect();
+        Ok((found, without_file))
     }
 
     /// Dataset types and dataset entries, grouped by (type, RUN) in query

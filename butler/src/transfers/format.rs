@@ -120,6 +120,9 @@ pub struct Extras {
     /// that are not in export.yaml.
     #[serde(default)]
     pub record_fields: BTreeMap<String, Vec<Map<String, Json>>>,
+    /// The provenance of the datasets (`--with-provenance`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provenance: Option<quanta_registry::ProvenanceBatch>,
 }
 
 impl Extras {

@@ -71,25 +71,45 @@ impl Butler {
         let text = fs::read_to_string(&file).map_err(|e| TransferError::io("read", &file, e))?;
         let doc = ExportDocument::parse(&text, &file)?;
         let extras = read_extras(dir)?;
+        self.import_document(&doc, &extras, dir, options)
+    }
+
+    /// Imports an export held in memory whose relative file paths are
+    /// under `dir` (or under `extras.files_root` when set): what `import`
+    /// does after parsing, and what `transfer` does with
+    /// [`Butler::export_to_memory`]'s output.
+    pub fn import_document(
+        &mut self,
+        doc: &ExportDocument,
+        extras: &Extras,
+        dir: &Path,
+        options: ImportOptions,
+    ) -> Result<ImportSummary, TransferError> {
+        if options.transfer == TransferMode::Move {
+            return Err(TransferError::Unmappable(
+                "import does not move files; use copy, link, symlink or auto".into(),
+            ));
+        }
         let universe = self.universe().clone();
         let mut summary = ImportSummary::default();
         let mut dropped = BTreeSet::new();
         let mut batch = ImportBatch {
-            records: map_records(&universe, &doc, &extras, &mut dropped)?,
-            dataset_types: map_dataset_types(&universe, &doc)?,
+            records: map_records(&universe, doc, extras, &mut dropped)?,
+            dataset_types: map_dataset_types(&universe, doc)?,
             ..Default::default()
         };
         summary.dropped_fields = dropped.into_iter().collect();
         for name in &summary.dropped_fields {
             tracing::warn!("dropped LSST record field {name}: not in this repo's universe");
         }
-        map_collections(&doc, &mut batch);
+        map_collections(doc, &mut batch);
+        batch.provenance = extras.provenance.clone();
         let root = match &extras.files_root {
             Some(r) => PathBuf::from(r),
             None => dir.to_path_buf(),
         };
         let lock = self.datastore.lock_for_ingest()?;
-        let (plan, groups) = self.plan_import(&doc, &extras, &batch, &root)?;
+        let (plan, groups) = self.plan_import(doc, extras, &batch, &root)?;
         batch.datasets = groups;
         let stored = self.transfer_in(&lock, &plan, options.transfer)?;
         summary.files = stored.len();
@@ -235,75 +255,48 @@ impl Butler {
         })
     }
 
-    /// Transfers (or converts) every planned file, verifying it against
-    /// the export's extras; on failure removes what it put in.
+    /// Transfers (or converts) every planned file in parallel, verifying
+    /// it against the export's extras; on failure removes what it put in.
     fn transfer_in(
         &self,
         lock: &IngestLock,
         plan: &[Planned],
         mode: TransferMode,
     ) -> Result<Vec<StoredFileInfo>, TransferError> {
-        let mut stored = Vec::with_capacity(plan.len());
-        for p in plan {
-            match self.transfer_one(lock, p, mode) {
-                Ok(info) => {
-                    stored.push(info);
+        use rayon::prelude::*;
+        let (repo, datastore) = (&self.root, &self.datastore);
+        // Resolves the repository once (an error here is reported as is);
+        // every worker then keeps its own guard and its cache.
+        drop(crate::repo_guard::RepoGuard::new(repo, datastore.root())?);
+        let results: Vec<Result<StoredFileInfo, TransferError>> = plan
+            .par_iter()
+            .map_init(
+                || crate::repo_guard::RepoGuard::new(repo, datastore.root()),
+                |guard, p| {
+                    let guard = guard
+                        .as_mut()
+                        .map_err(|e| TransferError::Unmappable(format!("repository guard: {e}")))?;
+                    let info = transfer_one(datastore, guard, lock, p, mode)?;
                     kill_point(fault::INGEST_TRANSFERRED);
-                }
+                    Ok(info)
+                },
+            )
+            .collect();
+        let mut stored = Vec::with_capacity(plan.len());
+        let mut first_error = None;
+        for r in results {
+            match r {
+                Ok(info) => stored.push(info),
                 Err(e) => {
-                    self.remove_imported(&stored);
-                    return Err(e);
+                    first_error.get_or_insert(e);
                 }
             }
+        }
+        if let Some(e) = first_error {
+            self.remove_imported(&stored);
+            return Err(e);
         }
         Ok(stored)
-    }
-
-    fn transfer_one(
-        &self,
-        lock: &IngestLock,
-        p: &Planned,
-        mode: TransferMode,
-    ) -> Result<StoredFileInfo, TransferError> {
-        let bad = |reason: String| TransferError::BadFile {
-            path: p.source.clone(),
-            reason,
-        };
-        if let Ok(canonical) = fs::canonicalize(&p.source) {
-            let guard = crate::repo_guard::RepoGuard::new(&self.root, self.datastore.root());
-            if let Some(reason) = guard?.refusal(&canonical) {
-                return Err(bad(format!(
-                    "is inside the destination repository ({reason})"
-                )));
-            }
-        }
-        let info = match p.conversion {
-            FileConversion::None => self.datastore.ingest(
-                lock,
-                &p.source,
-                &p.dataset_ref,
-                p.storage_class,
-                mode,
-                true,
-            )?,
-            FileConversion::YamlToJson => {
-                let bytes = fs::read(&p.source).map_err(|e| bad(format!("cannot read: {e}")))?;
-                let value: Json = serde_yaml_ng::from_slice(&bytes)
-                    .map_err(|e| bad(format!("not YAML that quanta can convert to JSON: {e}")))?;
-                self.datastore
-                    .write(&p.dataset_ref, "Json", &InMemoryDataset::Json(value), true)?
-            }
-        };
-        if let (FileConversion::None, Some((size, checksum))) = (p.conversion, &p.expected) {
-            if info.size != *size || &info.checksum != checksum {
-                let _ = self.datastore.remove(&info.path);
-                return Err(bad(format!(
-                    "has {} bytes with BLAKE3 {}, the export says {size} bytes with BLAKE3 {checksum}",
-                    info.size, info.checksum
-                )));
-            }
-        }
-        Ok(info)
     }
 
     fn remove_imported(&self, stored: &[StoredFileInfo]) {
@@ -313,6 +306,47 @@ impl Butler {
             }
         }
     }
+}
+
+fn transfer_one(
+    datastore: &quanta_datastore::Datastore,
+    guard: &mut crate::repo_guard::RepoGuard,
+    lock: &IngestLock,
+    p: &Planned,
+    mode: TransferMode,
+) -> Result<StoredFileInfo, TransferError> {
+    let bad = |reason: String| TransferError::BadFile {
+        path: p.source.clone(),
+        reason,
+    };
+    if let Ok(canonical) = fs::canonicalize(&p.source) {
+        if let Some(reason) = guard.refusal(&canonical) {
+            return Err(bad(format!(
+                "is inside the destination repository ({reason})"
+            )));
+        }
+    }
+    let info = match p.conversion {
+        FileConversion::None => {
+            datastore.ingest(lock, &p.source, &p.dataset_ref, p.storage_class, mode, true)?
+        }
+        FileConversion::YamlToJson => {
+            let bytes = fs::read(&p.source).map_err(|e| bad(format!("cannot read: {e}")))?;
+            let value: Json = serde_yaml_ng::from_slice(&bytes)
+                .map_err(|e| bad(format!("not YAML that quanta can convert to JSON: {e}")))?;
+            datastore.write(&p.dataset_ref, "Json", &InMemoryDataset::Json(value), true)?
+        }
+    };
+    if let (FileConversion::None, Some((size, checksum))) = (p.conversion, &p.expected) {
+        if info.size != *size || &info.checksum != checksum {
+            let _ = datastore.remove(&info.path);
+            return Err(bad(format!(
+                "has {} bytes with BLAKE3 {}, the export says {size} bytes with BLAKE3 {checksum}",
+                info.size, info.checksum
+            )));
+        }
+    }
+    Ok(info)
 }
 
 fn read_extras(dir: &Path) -> Result<Extras, TransferError> {

@@ -13,13 +13,18 @@ pub mod export;
 pub mod format;
 pub mod import;
 pub mod mapping;
+mod provenance;
+pub mod retrieve;
+pub mod transfer;
 
 use std::path::PathBuf;
 
 use thiserror::Error;
 
-pub use export::{ExportOptions, ExportSummary, ExportTransfer};
+pub use export::{ExportOptions, ExportSummary, ExportTransfer, InMemoryExport};
 pub use import::{ImportOptions, ImportSummary};
+pub use retrieve::{RetrieveSummary, RetrievedFile};
+pub use transfer::TransferSummary;
 
 /// An export or import that could not be done.
 #[derive(Debug, Error)]
@@ -38,6 +43,9 @@ pub enum TransferError {
     /// A file that is not what the export says it is.
     #[error("`{}`: {reason}; nothing was imported", path.display())]
     BadFile { path: PathBuf, reason: String },
+    /// A destination file that is not the one to be written there.
+    #[error("`{}` exists and differs: {reason}; nothing was copied", path.display())]
+    Exists { path: PathBuf, reason: String },
     #[error(transparent)]
     Butler(#[from] crate::ButlerError),
     #[error(transparent)]

@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# Transfer benchmark: a RUN of N_EXP × N_DET raw datasets (each a symlink
+# in the source datastore, as benches/remove/run.sh ingests them), then
+# `quanta export --transfer link`, `quanta import --transfer link` into a
+# fresh repo, and `quanta transfer --transfer link` into another, each
+# timed, then a second transfer (nothing to do) and `repo check --fast`.
+#
+#   benches/transfer/run.sh [N_EXP N_DET]    default: 1000 1000 (1,000,000 datasets)
+#
+# Goal (issue 18): >= 50,000 datasets/s for each of export, import and
+# transfer with linked files.
+set -euo pipefail
+here="$(cd "$(dirname "$0")/../.." && pwd)"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$here/target}"
+cargo build --release -p quanta-cli --manifest-path "$here/Cargo.toml" >&2
+quanta="$CARGO_TARGET_DIR/release/quanta"
+ne="${1:-1000}"; nd="${2:-1000}"
+work="${BENCH_DIR:-$(mktemp -d)}"
+d="$work/${ne}x${nd}"; rm -rf "$d"; mkdir -p "$d/raw"
+echo "work dir: $d" >&2
+python3 - "$d" "$ne" "$nd" <<'PY'
+import json, sys
+d, ne, nd = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+rec = {"instrument": [{"name": "Cam", "detector_max": nd}],
+       "physical_filter": [{"instrument": "Cam", "name": "Cam-r", "band": "r"}],
+       "day_obs": [{"instrument": "Cam", "id": 20261126}],
+       "group": [{"instrument": "Cam", "name": f"g{e}"} for e in range(ne)],
+       "detector": [{"instrument": "Cam", "id": i, "full_name": f"D{i:03d}"} for i in range(nd)],
+       "exposure": [{"instrument": "Cam", "id": e, "physical_filter": "Cam-r", "day_obs": 20261126,
+                     "group": f"g{e}", "exposure_time": 30.0} for e in range(ne)]}
+json.dump(rec, open(f"{d}/records.json", "w"))
+# One shared raw file per detector; each dataset is its own symlink.
+with open(f"{d}/manifest.csv", "w") as m:
+    m.write("path,instrument,exposure,detector\n")
+    for i in range(nd):
+        with open(f"{d}/raw/raw_{i}.json", "w") as f:
+            json.dump({"detector": i, "pixels": [i] * 16}, f)
+    for e in range(ne):
+        for i in range(nd):
+            m.write(f"raw/raw_{i}.json,Cam,{e},{i}\n")
+PY
+repo="$d/repo"
+"$quanta" repo create "$repo" >/dev/null
+"$quanta" dimensions insert "$repo" "$d/records.json" >/dev/null
+"$quanta" dataset-type register "$repo" raw --dimensions instrument,exposure,detector --storage-class Json >/dev/null
+"$quanta" collection create "$repo" Cam/raw --type RUN >/dev/null
+secs() { python3 -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1]):.2f}')" "$1" "$2"; }
+rate() { python3 -c "import sys; print(f'{int(sys.argv[1]) / max(float(sys.argv[2]), 1e-9):,.0f}')" "$1" "$2"; }
+n=$((ne * nd))
+t0=$(date +%s.%N)
+"$quanta" ingest "$repo" --run Cam/raw --dataset-type raw --manifest "$d/manifest.csv" --transfer symlink >/dev/null
+t1=$(date +%s.%N)
+echo "${ne}x${nd}: ingest (symlink) $(secs "$t0" "$t1") s" >&2
+step() {
+  local name="$1"; shift
+  local t0 t1 s
+  t0=$(date +%s.%N)
+  "$@" >/dev/null
+  t1=$(date +%s.%N)
+  s=$(secs "$t0" "$t1")
+  echo "${ne}x${nd}: $name $s s ($(rate "$n" "$s") datasets/s)"
+}
+step "export (link)" "$quanta" export "$repo" "$d/export" --collections Cam/raw --transfer link
+"$quanta" repo create "$d/imported" >/dev/null
+step "import (link)" "$quanta" import "$d/imported" "$d/export" --transfer link
+"$quanta" repo create "$d/dest" >/dev/null
+step "transfer (link)" "$quanta" transfer "$repo" "$d/dest" --collections Cam/raw --transfer link
+step "transfer again (nothing to do)" "$quanta" transfer "$repo" "$d/dest" --collections Cam/raw --transfer link
+"$quanta" repo check "$d/dest" --fast >/dev/null
+echo "${ne}x${nd}: repo check --fast of the destination: clean" >&2
