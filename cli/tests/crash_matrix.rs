@@ -24,9 +24,11 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
-use common::{make_empty_reference_repo, make_reference_repo, ok, quanta, write_raw_files};
+use common::{
+    make_empty_reference_repo, make_reference_repo, ok, quanta, show, strings, write_raw_files,
+};
 
 const N_EXP: usize = 3;
 const N_DET: usize = 4;
@@ -55,16 +57,6 @@ fn s(p: &Path) -> &str {
 
 fn pipeline() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/pipelines/reference.yaml")
-}
-
-fn show(out: &Output) -> String {
-    format!(
-        "exit {:?} signal {:?}\nstdout: {}\nstderr: {}",
-        out.status.code(),
-        out.status.signal(),
-        String::from_utf8_lossy(&out.stdout).trim_end(),
-        String::from_utf8_lossy(&out.stderr).trim_end()
-    )
 }
 
 fn copy_tree(from: &Path, to: &Path) {
@@ -168,34 +160,6 @@ struct Registered {
     path: String,
     size: u64,
     checksum: String,
-}
-
-fn strings(conn: &rusqlite::Connection, sql: &str) -> Vec<String> {
-    let mut stmt = conn.prepare(sql).unwrap();
-    let n = stmt.column_count();
-    let mut rows: Vec<String> = stmt
-        .query_map([], |row| {
-            (0..n)
-                .map(|i| {
-                    let v: rusqlite::types::Value = row.get(i)?;
-                    Ok(match v {
-                        rusqlite::types::Value::Null => "NULL".to_string(),
-                        rusqlite::types::Value::Integer(i) => i.to_string(),
-                        rusqlite::types::Value::Real(f) => f.to_string(),
-                        rusqlite::types::Value::Text(t) => t,
-                        rusqlite::types::Value::Blob(b) => {
-                            b.iter().map(|x| format!("{x:02x}")).collect()
-                        }
-                    })
-                })
-                .collect::<rusqlite::Result<Vec<_>>>()
-                .map(|cols| cols.join(" | "))
-        })
-        .unwrap()
-        .collect::<rusqlite::Result<_>>()
-        .unwrap();
-    rows.sort();
-    rows
 }
 
 fn count(conn: &rusqlite::Connection, sql: &str) -> i64 {

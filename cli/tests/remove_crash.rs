@@ -24,9 +24,9 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
-use common::{ok, quanta};
+use common::{ok, quanta, restore, show, strings};
 
 const N_EXP: usize = 3;
 const N_DET: usize = 4;
@@ -40,29 +40,6 @@ const COMMIT: &str = "registry.commit";
 
 fn s(p: &Path) -> &str {
     p.to_str().expect("utf-8 temp paths")
-}
-
-fn show(out: &Output) -> String {
-    format!(
-        "exit {:?} signal {:?}\nstdout: {}\nstderr: {}",
-        out.status.code(),
-        out.status.signal(),
-        String::from_utf8_lossy(&out.stdout).trim_end(),
-        String::from_utf8_lossy(&out.stderr).trim_end()
-    )
-}
-
-fn restore(base: &Path, work: &Path) {
-    if work.exists() {
-        std::fs::remove_dir_all(work).unwrap();
-    }
-    let status = Command::new("cp")
-        .arg("-a")
-        .arg(base)
-        .arg(work)
-        .status()
-        .expect("cp runs");
-    assert!(status.success(), "cp -a {base:?} {work:?}");
 }
 
 /// The reference workload merged into OUTPUT_RUN (chained with Cam/raw as
@@ -97,34 +74,6 @@ fn make_base(base: &Path) {
         .collect();
     tag.extend(ids.iter().map(String::as_str));
     ok(&tag);
-}
-
-fn strings(conn: &rusqlite::Connection, sql: &str) -> Vec<String> {
-    let mut stmt = conn.prepare(sql).unwrap();
-    let n = stmt.column_count();
-    let mut rows: Vec<String> = stmt
-        .query_map([], |row| {
-            (0..n)
-                .map(|i| {
-                    let v: rusqlite::types::Value = row.get(i)?;
-                    Ok(match v {
-                        rusqlite::types::Value::Null => "NULL".to_string(),
-                        rusqlite::types::Value::Integer(i) => i.to_string(),
-                        rusqlite::types::Value::Real(f) => f.to_string(),
-                        rusqlite::types::Value::Text(t) => t,
-                        rusqlite::types::Value::Blob(b) => {
-                            b.iter().map(|x| format!("{x:02x}")).collect()
-                        }
-                    })
-                })
-                .collect::<rusqlite::Result<Vec<_>>>()
-                .map(|cols| cols.join(" | "))
-        })
-        .unwrap()
-        .collect::<rusqlite::Result<_>>()
-        .unwrap();
-    rows.sort();
-    rows
 }
 
 /// Every file under `dir`, symlinks included, relative to `root`.

@@ -8,9 +8,9 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
-use common::{fails_with, ok, quanta};
+use common::{fails_with, ok, quanta, restore, show, strings};
 use serde_json::Value;
 
 const RUN: &str = "u/test/run";
@@ -26,39 +26,9 @@ fn json(args: &[&str]) -> Value {
     serde_json::from_str(&ok(args)).expect("JSON output")
 }
 
-fn show(out: &Output) -> String {
-    format!(
-        "exit {:?} signal {:?}\nstdout: {}\nstderr: {}",
-        out.status.code(),
-        out.status.signal(),
-        String::from_utf8_lossy(&out.stdout).trim_end(),
-        String::from_utf8_lossy(&out.stderr).trim_end()
-    )
-}
-
 fn new_repo(path: &Path) -> PathBuf {
     ok(&["repo", "create", s(path)]);
     path.to_path_buf()
-}
-
-fn strings(conn: &rusqlite::Connection, sql: &str) -> Vec<String> {
-    let mut stmt = conn.prepare(sql).unwrap();
-    let n = stmt.column_count();
-    let mut rows: Vec<String> = stmt
-        .query_map([], |row| {
-            (0..n)
-                .map(|i| {
-                    let v: rusqlite::types::Value = row.get(i)?;
-                    Ok(format!("{v:?}"))
-                })
-                .collect::<rusqlite::Result<Vec<_>>>()
-                .map(|cols| cols.join(" | "))
-        })
-        .unwrap()
-        .collect::<rusqlite::Result<_>>()
-        .unwrap();
-    rows.sort();
-    rows
 }
 
 /// Every file under `dir` with its BLAKE3, relative to `root`.
@@ -120,19 +90,6 @@ fn read_state(repo: &Path) -> State {
     walk(&root, &root, &mut files);
     state.insert("files", files.into_iter().collect());
     state
-}
-
-fn restore(base: &Path, work: &Path) {
-    if work.exists() {
-        std::fs::remove_dir_all(work).unwrap();
-    }
-    let status = Command::new("cp")
-        .arg("-a")
-        .arg(base)
-        .arg(work)
-        .status()
-        .expect("cp runs");
-    assert!(status.success(), "cp -a {base:?} {work:?}");
 }
 
 /// (type, run, data ID, UUID) of every dataset in `collections`, sorted.

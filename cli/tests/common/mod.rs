@@ -166,3 +166,58 @@ pub fn merged_reference_campaign(
     ok(&["merge", &s(&repo), &s(&bundle)]);
     repo
 }
+
+/// A finished process for a failure message: exit code or signal, and its
+/// output.
+pub fn show(out: &Output) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    format!(
+        "exit {:?} signal {:?}\nstdout: {}\nstderr: {}",
+        out.status.code(),
+        out.status.signal(),
+        String::from_utf8_lossy(&out.stdout).trim_end(),
+        String::from_utf8_lossy(&out.stderr).trim_end()
+    )
+}
+
+/// Puts a fresh copy (`cp -a`) of `base` at `work`.
+pub fn restore(base: &Path, work: &Path) {
+    if work.exists() {
+        std::fs::remove_dir_all(work).unwrap();
+    }
+    let status = Command::new("cp")
+        .arg("-a")
+        .arg(base)
+        .arg(work)
+        .status()
+        .expect("cp runs");
+    assert!(status.success(), "cp -a {base:?} {work:?}");
+}
+
+/// The rows of `sql`, each as its columns joined by ` | ` (blobs in hex),
+/// sorted: a registry's state to compare between runs.
+pub fn strings(conn: &rusqlite::Connection, sql: &str) -> Vec<String> {
+    use rusqlite::types::Value;
+    let mut stmt = conn.prepare(sql).unwrap();
+    let n = stmt.column_count();
+    let mut rows: Vec<String> = stmt
+        .query_map([], |row| {
+            (0..n)
+                .map(|i| {
+                    Ok(match row.get::<_, Value>(i)? {
+                        Value::Null => "NULL".to_string(),
+                        Value::Integer(i) => i.to_string(),
+                        Value::Real(f) => f.to_string(),
+                        Value::Text(t) => t,
+                        Value::Blob(b) => b.iter().map(|x| format!("{x:02x}")).collect(),
+                    })
+                })
+                .collect::<rusqlite::Result<Vec<_>>>()
+                .map(|cols| cols.join(" | "))
+        })
+        .unwrap()
+        .collect::<rusqlite::Result<_>>()
+        .unwrap();
+    rows.sort();
+    rows
+}
