@@ -2,8 +2,7 @@
 //! records.
 
 use quanta_core::{
-    validate_storage_class, CollectionType, DataId, DataIdValue, DatasetRef, DatasetType,
-    DimensionGroup, Uuid,
+    CollectionType, DataId, DataIdValue, DatasetRef, DatasetType, DimensionGroup, Uuid,
 };
 use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::OptionalExtension;
@@ -183,33 +182,7 @@ impl Registry {
     /// Registers a dataset type; an identical existing definition is a no-op
     /// (`false`), a conflicting one an error naming both.
     pub fn register_dataset_type(&mut self, dataset_type: &DatasetType) -> Result<bool> {
-        DatasetType::validate_name(&dataset_type.name)?;
-        validate_storage_class(&dataset_type.storage_class)?;
-        let dims = self.universe.conform(&dataset_type.dimensions.names)?;
-        let normalized = DatasetType {
-            dimensions: dims,
-            ..dataset_type.clone()
-        };
-        if let Some(existing) = self.dataset_type(&normalized.name)? {
-            if existing == normalized {
-                return Ok(false);
-            }
-            return Err(RegistryError::DatasetTypeConflict {
-                name: normalized.name.clone(),
-                existing: existing.to_string(),
-                requested: normalized.to_string(),
-            });
-        }
-        self.conn.execute(
-            "INSERT INTO dataset_type (name, dimensions, storage_class, is_calibration) VALUES (?1, ?2, ?3, ?4)",
-            (
-                &normalized.name,
-                serde_json::to_string(&normalized.dimensions.names).expect("names serialize"),
-                &normalized.storage_class,
-                normalized.is_calibration,
-            ),
-        )?;
-        Ok(true)
+        self.register_dataset_type_in_tx(dataset_type)
     }
 
     pub fn dataset_type(&self, name: &str) -> Result<Option<DatasetType>> {

@@ -277,7 +277,10 @@ impl Registry {
         Ok(written)
     }
 
-    fn register_dataset_type_in_tx(&self, dt: &DatasetType) -> Result<bool> {
+    /// Registers `dt` (normalized) unless an identical one exists; a
+    /// different one of that name is a conflict. Runs in whatever
+    /// transaction the connection has open.
+    pub(crate) fn register_dataset_type_in_tx(&self, dt: &DatasetType) -> Result<bool> {
         DatasetType::validate_name(&dt.name)?;
         quanta_core::validate_storage_class(&dt.storage_class)?;
         let normalized = DatasetType {
