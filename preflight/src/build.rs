@@ -180,21 +180,37 @@ fn connection_views<'a>(
         .collect()
 }
 
-/// Default clustering: the dimensions of the smallest task dimension group
-/// that is contained in every task's group (e.g. `{instrument, exposure}`
-/// for isr/characterize/summarize: one cluster per exposure); if there is
-/// none, every quantum is its own cluster (empty result).
+/// Default clustering: the dimensions every task shares, the intersection
+/// of their dimension groups (e.g. `{instrument, exposure}` for
+/// isr/characterize/summarize: one cluster per exposure; `{skymap, tract,
+/// patch}` for makeWarp/assembleCoadd: a patch's warps with its coadds). An
+/// intersection of only root dimensions (`instrument`, `skymap`: those that
+/// require nothing) would make the whole graph one cluster, so then every
+/// quantum is its own cluster (empty result).
 pub fn default_cluster_dimensions(tasks: &[TaskDef], universe: &DimensionUniverse) -> Vec<String> {
     let groups: Vec<DimensionGroup> = tasks
         .iter()
         .filter_map(|t| universe.conform(&t.dimensions).ok())
         .collect();
-    groups
+    let Some((first, rest)) = groups.split_first() else {
+        return Vec::new();
+    };
+    // Groups are closed under `requires`, so their intersection is too.
+    let shared: Vec<String> = first
         .iter()
-        .filter(|g| !g.is_empty() && groups.iter().all(|o| g.is_subset_of(o)))
-        .min_by_key(|g| g.len())
-        .map(|g| g.names.clone())
-        .unwrap_or_default()
+        .filter(|d| rest.iter().all(|g| g.contains(d)))
+        .map(String::from)
+        .collect();
+    let below_roots = shared.iter().any(|d| {
+        universe
+            .element(d)
+            .is_some_and(|e| !e.required_closure.is_empty())
+    });
+    if below_roots {
+        shared
+    } else {
+        Vec::new()
+    }
 }
 
 enum Source {
@@ -1469,6 +1485,30 @@ mod tests {
             default_cluster_dimensions(one, &u),
             ["instrument", "detector", "exposure"]
         );
+    }
+
+    #[test]
+    fn default_clusters_are_per_patch_for_a_coadd() {
+        let u = DimensionUniverse::default_universe();
+        let yaml = include_str!("../../examples/pipelines/coadd.yaml");
+        let p = LoadedPipeline::parse(yaml, "coadd.yaml", &u).unwrap();
+        assert_eq!(
+            default_cluster_dimensions(&p.pipeline.tasks, &u),
+            ["skymap", "tract", "patch"]
+        );
+    }
+
+    #[test]
+    fn tasks_sharing_only_a_root_dimension_are_not_one_cluster() {
+        let u = DimensionUniverse::default_universe();
+        let p = LoadedPipeline::parse(PIPELINE, "reference.yaml", &u).unwrap();
+        // isr on {instrument, exposure, detector} and a task on
+        // {instrument, visit} share only `instrument`.
+        let mut tasks = p.pipeline.tasks[..1].to_vec();
+        let mut per_visit = tasks[0].clone();
+        per_visit.dimensions = vec!["instrument".into(), "visit".into()];
+        tasks.push(per_visit);
+        assert!(default_cluster_dimensions(&tasks, &u).is_empty());
     }
 
     #[test]

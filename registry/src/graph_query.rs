@@ -397,12 +397,10 @@ impl Registry {
             })
             .collect();
         let mut builder = QueryBuilder::new(&self.universe);
-        for dim in dimensions.iter() {
-            builder
-                .dimension_value(dim)
-                .map_err(RegistryError::Invalid)?;
-        }
         self.add_spatial_joins(&mut builder, dimensions)?;
+        builder
+            .join_dimensions(dimensions)
+            .map_err(RegistryError::Invalid)?;
         builder.add_where(where_text, binds)?;
         let mut input_dims = Vec::new();
         for (k, name) in input_types.iter().enumerate() {

@@ -17,7 +17,7 @@ use crate::datasets::{data_id_from_stored, uuid_from_blob, DatastoreRecord, Foun
 use crate::error::{RegistryError, Result};
 use crate::expr::{self, ColumnResolver, Identifier, ResolvedColumn, SkyPixel, SkyPixelRegion};
 use crate::registry::Registry;
-use crate::schema::{key_column, quote, skypix_overlap_table};
+use crate::schema::{key_column, quote, references, skypix_overlap_table};
 use crate::spatial_join::{most_specific_per_family, plan_spatial_joins};
 
 /// Values for `:name` bind parameters of a `--where` expression.
@@ -67,15 +67,25 @@ impl<'u> QueryBuilder<'u> {
         if !element.has_records {
             return Err(format!("`{name}` has no records of its own"));
         }
+        // A required dimension this table has a foreign key to is read from
+        // its own column: the key proves the dimension's record exists, so
+        // joining that record's table would only cost lookups per row.
+        // The others are joined first.
         for dim in &element.required_closure {
-            self.dimension_value(dim)?;
+            if !self.values.contains_key(dim) && !references(self.universe, element, dim) {
+                self.dimension_value(dim)?;
+            }
         }
         let alias = format!("t{}", self.aliases.len());
         self.from.push(format!("{} AS {alias}", quote(name)));
         for dim in &element.required_closure {
-            let v = self.values[dim].clone();
-            self.conditions
-                .push(format!("{alias}.{} = {v}", quote(dim)));
+            let column = format!("{alias}.{}", quote(dim));
+            match self.values.get(dim) {
+                Some(v) => self.conditions.push(format!("{column} = {v}")),
+                None => {
+                    self.values.insert(dim.clone(), column);
+                }
+            }
         }
         if let Some(key) = key_column(element) {
             let column = format!("{alias}.{}", quote(key));
@@ -97,6 +107,20 @@ impl<'u> QueryBuilder<'u> {
         }
         self.aliases.insert(name.to_string(), alias.clone());
         Ok(alias)
+    }
+
+    /// Makes every dimension of `group` known, most specific first: an
+    /// element's table then supplies the dimensions it requires (see
+    /// [`Self::ensure_element`]), so `instrument` is read from `visit`
+    /// rather than joined for its own sake.
+    pub(crate) fn join_dimensions(
+        &mut self,
+        group: &quanta_core::DimensionGroup,
+    ) -> std::result::Result<(), String> {
+        for dim in group.names.iter().rev() {
+            self.dimension_value(dim)?;
+        }
+        Ok(())
     }
 
     /// The SQL expression for a dimension's value, joining what is needed to
@@ -394,12 +418,12 @@ impl Registry {
     ) -> Result<Vec<DataId>> {
         let group = self.universe.conform(dimensions)?;
         let mut builder = QueryBuilder::new(&self.universe);
-        for dim in group.iter() {
-            builder
-                .dimension_value(dim)
-                .map_err(RegistryError::Invalid)?;
-        }
+        // Spatial joins first: their elements (`visit_detector`) then supply
+        // the dimensions they require.
         self.add_spatial_joins(&mut builder, &group)?;
+        builder
+            .join_dimensions(&group)
+            .map_err(RegistryError::Invalid)?;
         builder.add_where(where_text, binds)?;
         let columns: Vec<String> = group.iter().map(|d| builder.values[d].clone()).collect();
         let sql = format!(

@@ -153,6 +153,16 @@ pub fn overlap_ddl(left: &DimensionElement, right: &DimensionElement) -> Vec<Str
     ]
 }
 
+/// Whether `element`'s table has a foreign key to `dim`'s (so a row of it
+/// proves `dim`'s record exists): the rule [`foreign_key_to`] writes the DDL by.
+pub(crate) fn references(
+    universe: &DimensionUniverse,
+    element: &DimensionElement,
+    dim: &str,
+) -> bool {
+    foreign_key_to(universe, dim, &element.required_closure).is_some()
+}
+
 /// `FOREIGN KEY (instrument, physical_filter) REFERENCES physical_filter
 /// (instrument, name)`: the referencing table must hold the target's required
 /// dimensions under their own names, which holds for every universe whose
