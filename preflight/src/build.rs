@@ -236,6 +236,52 @@ impl Arena {
         }
     }
 
+    /// Moves the rows' overall inputs into the arena (no copy: at a
+    /// million quanta they are hundreds of MB), reserving at once for every
+    /// dataset of the graph: the overall inputs and at most one quantum per
+    /// row per task. Growing by doubling would copy the table several times
+    /// and hold two copies at once; the part of this bound that is never
+    /// used is never touched, so never resident. Returns, per input type,
+    /// the arena index of each of the rows' datasets.
+    fn take_overall_inputs(&mut self, rows: &mut GraphRows, tasks: &[TaskDef]) -> Vec<Vec<u32>> {
+        let inputs = std::mem::take(&mut rows.inputs);
+        let outputs_bound: usize = tasks
+            .iter()
+            .map(|t| t.outputs.len().saturating_mul(rows.n_rows()))
+            .fold(0, usize::saturating_add);
+        self.try_reserve_exact(
+            inputs
+                .iter()
+                .map(Vec::len)
+                .sum::<usize>()
+                .saturating_add(outputs_bound),
+        );
+        inputs
+            .into_iter()
+            .map(|datasets| {
+                datasets
+                    .into_iter()
+                    .map(|d| {
+                        let (path, size, checksum) = match d.stored {
+                            Some(s) => (s.path, Some(s.size), Some(s.checksum)),
+                            None => (String::new(), None, None),
+                        };
+                        let r = BundleRef {
+                            id: d.id,
+                            dataset_type: d.dataset_type,
+                            data_id: d.data_id,
+                            run: d.run,
+                            path,
+                            size,
+                            checksum,
+                        };
+                        self.push(r, NONE)
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
     fn push(&mut self, r: BundleRef, producer: u32) -> u32 {
         self.refs.push(r);
         self.producer.push(producer);
@@ -270,16 +316,19 @@ enum Outcome {
     Pruned(String),
     /// All outputs exist (arena indices of the existing datasets).
     Skip(Vec<BundleRef>),
-    Run {
-        prerequisites: Vec<Vec<u32>>,
-        outputs: Vec<BundleRef>,
-        /// How many outputs already exist (replaced under `--clobber`).
-        existing: Vec<String>,
-        /// The registered datasets those outputs replace: (output index,
-        /// UUID, path).
-        replaces: Vec<(usize, Uuid, String)>,
-        missing_example: Option<String>,
-    },
+    Run(RunOutcome),
+}
+
+/// A quantum that runs.
+struct RunOutcome {
+    prerequisites: Vec<Vec<u32>>,
+    outputs: Vec<BundleRef>,
+    /// The outputs that already exist (replaced under `--clobber`).
+    existing: Vec<String>,
+    /// The registered datasets those outputs replace: (output index, UUID,
+    /// path).
+    replaces: Vec<(usize, Uuid, String)>,
+    missing_example: Option<String>,
 }
 
 #[derive(Debug)]
@@ -341,27 +390,116 @@ pub fn build_graph(
     let registry = butler.registry();
     let universe = registry.universe();
     let tasks = &pipeline.pipeline.tasks;
-    let mut timings = Vec::new();
-    let mut clock = Instant::now();
-    let mut lap = |name: &'static str, timings: &mut Vec<(&'static str, f64)>| {
-        timings.push((name, clock.elapsed().as_secs_f64()));
-        clock = Instant::now();
-    };
+    let mut clock = PhaseClock::start();
 
+    let to_register = check_dataset_types(registry, pipeline)?;
+    let (mut rows, union) = query_rows(registry, pipeline, opts, progress)?;
+    clock.lap("query");
+
+    let mut arena = Arena::default();
+    let overall_arena = arena.take_overall_inputs(&mut rows, tasks);
+    let lookups = Lookups {
+        prereqs: load_prerequisites(registry, pipeline, &opts.input_collections, &mut arena)?,
+        times: ObservationTimes::load(registry, tasks)?,
+        existing: existing_outputs(registry, pipeline, &opts.output_run)?,
+    };
+    clock.lap("lookups");
+
+    let mut graph = GraphState::default();
+    for (t_ix, task) in tasks.iter().enumerate() {
+        progress(&format!(
+            "task {} ({}/{})",
+            task.label,
+            t_ix + 1,
+            tasks.len()
+        ));
+        let plan = TaskPlan::new(universe, task, &rows)?;
+        let drafts = plan.scatter_gather(&rows, &overall_arena, &graph.produced)?;
+        graph.add_task(
+            t_ix, &plan, &rows, &lookups, butler, opts, drafts, &mut arena,
+        )?;
+    }
+    graph.refuse_existing_outputs(opts)?;
+    refuse_replacing_used_datasets(registry, &opts.output_run, &graph.replaced)?;
+    graph.replaced.sort_unstable_by_key(|r| r.by);
+    clock.lap("scatter/gather");
+    graph.refuse_empty(opts)?;
+
+    progress(&format!("ordering {} quanta", graph.quanta.len()));
+    let cluster_dims = match &opts.cluster_by {
+        Some(d) => universe.conform(d)?.names,
+        None => default_cluster_dimensions(tasks, universe),
+    };
+    let (order, clusters) =
+        order_and_cluster(&graph.quanta, &arena, &rows, tasks, universe, &cluster_dims)?;
+    clock.lap("order");
+
+    progress("assembling the bundle");
+    let (planned, clusters) = into_bundle_order(graph.quanta, arena, &order, clusters, tasks);
+    let dimension_records = used_records(registry, &rows, &union)?;
+    let header = bundle_header(butler, pipeline, opts, planned.len(), graph.replaced)?;
+    clock.lap("assemble");
+    Ok(GraphBuild {
+        header,
+        pipeline_tasks: tasks.clone(),
+        dataset_types: pipeline
+            .dataset_types(universe)
+            .into_iter()
+            .map(|(dt, ..)| dt)
+            .collect(),
+        dimension_records,
+        clusters,
+        quanta: planned,
+        tasks: graph.summaries,
+        pruned: graph.pruned,
+        n_pruned: graph.n_pruned,
+        to_register,
+        timings: clock.timings,
+    })
+}
+
+/// Seconds per phase of the build.
+struct PhaseClock {
+    started: Instant,
+    timings: Vec<(&'static str, f64)>,
+}
+
+impl PhaseClock {
+    fn start() -> Self {
+        Self {
+            started: Instant::now(),
+            timings: Vec::new(),
+        }
+    }
+
+    fn lap(&mut self, name: &'static str) {
+        self.timings
+            .push((name, self.started.elapsed().as_secs_f64()));
+        self.started = Instant::now();
+    }
+}
+
+/// The query phase: the rows of every task's and connection's dimensions
+/// with the overall inputs found for them; an empty result is an error.
+fn query_rows(
+    registry: &Registry,
+    pipeline: &LoadedPipeline,
+    opts: &PreflightOptions,
+    progress: &dyn Fn(&str),
+) -> Result<(GraphRows, DimensionGroup), PreflightError> {
+    let universe = registry.universe();
     for c in &opts.input_collections {
         registry.collection(c)?;
     }
-    let to_register = check_dataset_types(registry, pipeline)?;
     let overall: Vec<String> = pipeline
         .pipeline
         .overall_inputs()
         .into_iter()
         .map(String::from)
         .collect();
-
     // The query's dimensions: every task's and every connection's.
     let mut all_dims: Vec<String> = Vec::new();
-    for t in tasks {
+    for t in &pipeline.pipeline.tasks {
         all_dims.extend(t.dimensions.iter().cloned());
         for (_, c) in t.connections() {
             all_dims.extend(c.dimensions.iter().cloned());
@@ -369,14 +507,13 @@ pub fn build_graph(
     }
     let union = universe.conform(&all_dims)?;
     progress(&format!("querying the registry over {union}"));
-    let mut rows = registry.query_graph_rows(
+    let rows = registry.query_graph_rows(
         &union,
         &opts.where_clause,
         &opts.binds,
         &overall,
         &opts.input_collections,
     )?;
-    lap("query", &mut timings);
     if rows.n_rows() == 0 {
         return Err(PreflightError::EmptyGraph(format!(
             "no data IDs over {union} match the --where expression with {} in collections {:?}",
@@ -388,103 +525,98 @@ pub fn build_graph(
             opts.input_collections
         )));
     }
+    Ok((rows, union))
+}
 
-    // The overall inputs move into the arena (no copy: at a million quanta
-    // they are hundreds of MB).
-    let mut arena = Arena::default();
-    let inputs = std::mem::take(&mut rows.inputs);
-    // One allocation for every dataset of the graph: the overall inputs and
-    // at most one quantum per row per task. Growing by doubling would copy
-    // the table several times and hold two copies at once; the part of this
-    // bound that is never used is never touched, so never resident.
-    let outputs_bound: usize = tasks
-        .iter()
-        .map(|t| t.outputs.len().saturating_mul(rows.n_rows()))
-        .fold(0, usize::saturating_add);
-    arena.try_reserve_exact(
-        inputs
-            .iter()
-            .map(Vec::len)
-            .sum::<usize>()
-            .saturating_add(outputs_bound),
-    );
-    let overall_arena: Vec<Vec<u32>> = inputs
-        .into_iter()
-        .map(|datasets| {
-            datasets
-                .into_iter()
-                .map(|d| {
-                    let (path, size, checksum) = match d.stored {
-                        Some(s) => (s.path, Some(s.size), Some(s.checksum)),
-                        None => (String::new(), None, None),
-                    };
-                    arena.push(
-                        BundleRef {
-                            id: d.id,
-                            dataset_type: d.dataset_type,
-                            data_id: d.data_id,
-                            run: d.run,
-                            path,
-                            size,
-                            checksum,
-                        },
-                        NONE,
-                    )
-                })
-                .collect()
-        })
-        .collect();
+/// What the per-quantum work looks datasets up in.
+struct Lookups {
+    prereqs: PrereqIndex,
+    times: ObservationTimes,
+    existing: ExistingOutputs,
+}
 
-    let prereqs = load_prerequisites(registry, pipeline, &opts.input_collections, &mut arena)?;
-    let times = ObservationTimes::load(registry, tasks)?;
-    let existing = existing_outputs(registry, pipeline, &opts.output_run)?;
-    let datastore = butler.datastore();
-    lap("lookups", &mut timings);
+/// One task's view of the rows: the columns of its dimensions and of each
+/// input connection's, and where each input comes from.
+struct TaskPlan<'a> {
+    universe: &'a DimensionUniverse,
+    task: &'a TaskDef,
+    group: DimensionGroup,
+    cols: Vec<usize>,
+    sources: Vec<Source>,
+    input_cols: Vec<Vec<usize>>,
+    output_groups: Vec<DimensionGroup>,
+    output_cols: Vec<Vec<usize>>,
+    prereq_groups: Vec<DimensionGroup>,
+    /// The task's dimensions with everything they imply, by column.
+    closure_cols: Vec<(String, usize)>,
+}
 
-    let mut produced: HashMap<String, HashMap<Vec<u32>, u32>> = HashMap::new();
-    let mut quanta: Vec<Quantum> = Vec::new();
-    let mut summaries = Vec::new();
-    let mut pruned = Vec::new();
-    let mut n_pruned = 0usize;
-    let mut n_existing = 0usize;
-    let mut existing_example: Option<String> = None;
-    let mut replaced: Vec<ReplacedDataset> = Vec::new();
-
-    for (t_ix, task) in tasks.iter().enumerate() {
-        progress(&format!(
-            "task {} ({}/{})",
-            task.label,
-            t_ix + 1,
-            tasks.len()
-        ));
+impl<'a> TaskPlan<'a> {
+    fn new(
+        universe: &'a DimensionUniverse,
+        task: &'a TaskDef,
+        rows: &GraphRows,
+    ) -> Result<Self, PreflightError> {
         let group = universe.conform(&task.dimensions)?;
-        let cols = columns_of(&rows, &group)?;
-        let sources: Vec<Source> = task
-            .inputs
+        let groups_of = |cs: &[quanta_core::pipeline::Connection]| {
+            cs.iter()
+                .map(|c| universe.conform(&c.dimensions))
+                .collect::<Result<Vec<_>, _>>()
+        };
+        let output_groups = groups_of(&task.outputs)?;
+        let input_cols = groups_of(&task.inputs)?
             .iter()
-            .map(
-                |c| match overall.iter().position(|o| *o == c.dataset_type) {
-                    Some(k) => Source::Overall(k),
-                    None => Source::Produced,
-                },
-            )
-            .collect();
-        let input_cols: Vec<Vec<usize>> = task
-            .inputs
+            .map(|g| columns_of(rows, g))
+            .collect::<Result<_, _>>()?;
+        let output_cols = output_groups
             .iter()
-            .map(|c| columns_of(&rows, &universe.conform(&c.dimensions)?))
-            .collect::<Result<_, PreflightError>>()?;
+            .map(|g| columns_of(rows, g))
+            .collect::<Result<_, _>>()?;
+        Ok(Self {
+            universe,
+            task,
+            cols: columns_of(rows, &group)?,
+            sources: task
+                .inputs
+                .iter()
+                .map(
+                    |c| match rows.input_types.iter().position(|o| *o == c.dataset_type) {
+                        Some(k) => Source::Overall(k),
+                        None => Source::Produced,
+                    },
+                )
+                .collect(),
+            input_cols,
+            output_groups,
+            output_cols,
+            prereq_groups: groups_of(&task.prerequisites)?,
+            closure_cols: universe
+                .implied_closure(&group)
+                .into_iter()
+                .filter_map(|d| rows.column(&d).map(|c| (d, c)))
+                .collect(),
+            group,
+        })
+    }
 
-        // Scatter: one draft per distinct projection of the rows; gather:
-        // each input connection collects the datasets of all its rows.
+    /// Scatter: one draft per distinct projection of the rows on the task's
+    /// dimensions; gather: each input connection collects the datasets of
+    /// all its rows. Drafts come back sorted by data ID.
+    fn scatter_gather(
+        &self,
+        rows: &GraphRows,
+        overall_arena: &[Vec<u32>],
+        produced: &Produced,
+    ) -> Result<Vec<Draft>, PreflightError> {
+        let task = self.task;
         let mut index: HashMap<Vec<u32>, u32> = HashMap::new();
         let mut drafts: Vec<Draft> = Vec::new();
-        let mut key = Vec::with_capacity(cols.len());
+        let mut key = Vec::with_capacity(self.cols.len());
         let mut ckey = Vec::new();
         for r in 0..rows.n_rows() {
             let row = rows.row(r);
             key.clear();
-            key.extend(cols.iter().map(|&c| row[c]));
+            key.extend(self.cols.iter().map(|&c| row[c]));
             let q = match index.get(&key) {
                 Some(&q) => q as usize,
                 None => {
@@ -497,14 +629,14 @@ pub fn build_graph(
                 }
             };
             for (ci, c) in task.inputs.iter().enumerate() {
-                let found = match sources[ci] {
+                let found = match self.sources[ci] {
                     Source::Overall(k) => {
                         let ix = rows.row_inputs(r)[k];
                         (ix != NONE).then(|| overall_arena[k][ix as usize])
                     }
                     Source::Produced => {
                         ckey.clear();
-                        ckey.extend(input_cols[ci].iter().map(|&c| row[c]));
+                        ckey.extend(self.input_cols[ci].iter().map(|&c| row[c]));
                         produced
                             .get(&c.dataset_type)
                             .and_then(|m| m.get(&ckey))
@@ -518,71 +650,86 @@ pub fn build_graph(
         }
         drop(index);
         // Deterministic quantum order within a task: by data ID.
-        drafts.par_sort_by(|a, b| compare_rows(&rows, &cols, a.row, b.row));
+        drafts.par_sort_by(|a, b| compare_rows(rows, &self.cols, a.row, b.row));
+        Ok(drafts)
+    }
+}
 
-        let closure_cols: Vec<(String, usize)> = universe
-            .implied_closure(&group)
-            .into_iter()
-            .filter_map(|d| rows.column(&d).map(|c| (d, c)))
-            .collect();
-        let output_groups: Vec<DimensionGroup> = task
-            .outputs
-            .iter()
-            .map(|c| universe.conform(&c.dimensions))
-            .collect::<Result<_, _>>()?;
-        let prereq_groups: Vec<DimensionGroup> = task
-            .prerequisites
-            .iter()
-            .map(|c| universe.conform(&c.dimensions))
-            .collect::<Result<_, _>>()?;
+/// Predicted outputs by dataset type and row key (the output's columns):
+/// how a later task's input finds the quantum that produces it.
+type Produced = HashMap<String, HashMap<Vec<u32>, u32>>;
+
+/// The graph as tasks are added to it.
+#[derive(Default)]
+struct GraphState {
+    produced: Produced,
+    quanta: Vec<Quantum>,
+    summaries: Vec<TaskSummary>,
+    pruned: Vec<PrunedQuantum>,
+    n_pruned: usize,
+    n_existing: usize,
+    existing_example: Option<String>,
+    replaced: Vec<ReplacedDataset>,
+}
+
+impl GraphState {
+    /// Resolves a task's drafts in parallel (pruning checks, prerequisites,
+    /// existing outputs, new output refs) and adds what they become: quanta,
+    /// skipped quanta's existing outputs, pruned quanta.
+    #[allow(clippy::too_many_arguments)]
+    fn add_task(
+        &mut self,
+        t_ix: usize,
+        plan: &TaskPlan<'_>,
+        rows: &GraphRows,
+        lookups: &Lookups,
+        butler: &Butler,
+        opts: &PreflightOptions,
+        drafts: Vec<Draft>,
+        arena: &mut Arena,
+    ) -> Result<(), PreflightError> {
+        let task = plan.task;
         let ctx = TaskContext {
-            universe,
+            universe: plan.universe,
             task,
-            rows: &rows,
-            closure_cols: &closure_cols,
-            output_groups: &output_groups,
-            prereq_groups: &prereq_groups,
-            prereqs: &prereqs,
-            times: &times,
-            existing: &existing,
+            rows,
+            closure_cols: &plan.closure_cols,
+            output_groups: &plan.output_groups,
+            prereq_groups: &plan.prereq_groups,
+            prereqs: &lookups.prereqs,
+            times: &lookups.times,
+            existing: &lookups.existing,
             opts,
-            datastore,
+            datastore: butler.datastore(),
         };
-        // Per-quantum work in parallel: pruning checks, prerequisites,
-        // existing outputs, new output refs (UUIDs, paths).
+        let mut drafts = drafts;
         let outcomes: Vec<Outcome> = drafts
             .par_iter_mut()
             .map(|d| ctx.resolve(d))
             .collect::<Result<_, PreflightError>>()?;
-
         let mut summary = TaskSummary {
             label: task.label.clone(),
             quanta: 0,
             skipped: 0,
             pruned: 0,
         };
-        let out_cols: Vec<Vec<usize>> = output_groups
-            .iter()
-            .map(|g| columns_of(&rows, g))
-            .collect::<Result<_, _>>()?;
         for (draft, outcome) in drafts.into_iter().zip(outcomes) {
             let row = rows.row(draft.row as usize);
-            let register =
-                |produced: &mut HashMap<String, HashMap<Vec<u32>, u32>>, oi: usize, d: u32| {
-                    let k: Vec<u32> = out_cols[oi].iter().map(|&c| row[c]).collect();
-                    produced
-                        .entry(task.outputs[oi].dataset_type.clone())
-                        .or_default()
-                        .insert(k, d);
-                };
+            let register = |produced: &mut Produced, oi: usize, d: u32| {
+                let k: Vec<u32> = plan.output_cols[oi].iter().map(|&c| row[c]).collect();
+                produced
+                    .entry(task.outputs[oi].dataset_type.clone())
+                    .or_default()
+                    .insert(k, d);
+            };
             match outcome {
                 Outcome::Pruned(reason) => {
                     summary.pruned += 1;
-                    n_pruned += 1;
-                    if pruned.len() < MAX_PRUNED_LISTED {
-                        pruned.push(PrunedQuantum {
+                    self.n_pruned += 1;
+                    if self.pruned.len() < MAX_PRUNED_LISTED {
+                        self.pruned.push(PrunedQuantum {
                             task: task.label.clone(),
-                            data_id: quantum_data_id(&rows, &group, &cols, draft.row),
+                            data_id: quantum_data_id(rows, &plan.group, &plan.cols, draft.row),
                             reason,
                         });
                     }
@@ -591,118 +738,142 @@ pub fn build_graph(
                     summary.skipped += 1;
                     for (oi, r) in refs.into_iter().enumerate() {
                         let d = arena.push(r, NONE);
-                        register(&mut produced, oi, d);
+                        register(&mut self.produced, oi, d);
                     }
                 }
-                Outcome::Run {
-                    prerequisites,
-                    outputs,
-                    existing,
-                    replaces,
-                    missing_example,
-                } => {
-                    let data_id = quantum_data_id(&rows, &group, &cols, draft.row);
-                    if !existing.is_empty() {
-                        if opts.skip_existing && !opts.clobber {
-                            return Err(PreflightError::PartialOutputs {
-                                task: task.label.clone(),
-                                data_id: data_id.to_string(),
-                                run: opts.output_run.clone(),
-                                existing: existing[0].clone(),
-                                missing: missing_example.unwrap_or_default(),
-                            });
-                        }
-                        n_existing += existing.len();
-                        if existing_example.is_none() {
-                            existing_example = Some(existing[0].clone());
-                        }
-                        replaced.extend(replaces.into_iter().map(|(oi, id, path)| {
-                            ReplacedDataset {
-                                by: outputs[oi].id,
-                                id,
-                                path,
-                            }
-                        }));
-                    }
-                    let q = quanta.len() as u32;
-                    let mut out_ix = Vec::with_capacity(outputs.len());
-                    let mut shared_data_id = None;
-                    for (oi, r) in outputs.into_iter().enumerate() {
-                        let same = shared_data_id.is_none() && r.data_id == data_id;
-                        let d = arena.push(r, q);
-                        register(&mut produced, oi, d);
-                        out_ix.push(d);
-                        if same {
-                            shared_data_id = Some(d);
-                        }
-                    }
+                Outcome::Run(run) => {
                     summary.quanta += 1;
-                    quanta.push(Quantum {
-                        id: new_v7(),
-                        task: t_ix as u32,
-                        data_id: match shared_data_id {
-                            Some(d) => QuantumDataId::OfOutput(d),
-                            None => QuantumDataId::Own(data_id),
-                        },
-                        row: draft.row,
-                        position: 0,
-                        inputs: draft.inputs,
-                        prerequisites,
-                        outputs: out_ix,
-                    });
+                    let data_id = quantum_data_id(rows, &plan.group, &plan.cols, draft.row);
+                    self.add_quantum(t_ix, task, opts, draft, data_id, run, arena, register)?;
                 }
             }
         }
-        summaries.push(summary);
+        self.summaries.push(summary);
+        Ok(())
     }
-    if n_existing > 0 && !opts.clobber {
-        return Err(PreflightError::ExistingOutputs {
-            run: opts.output_run.clone(),
-            count: n_existing,
-            example: existing_example.unwrap_or_default(),
+
+    /// A quantum that runs: its outputs join the arena (and `produced`),
+    /// the outputs it replaces are noted.
+    #[allow(clippy::too_many_arguments)]
+    fn add_quantum(
+        &mut self,
+        t_ix: usize,
+        task: &TaskDef,
+        opts: &PreflightOptions,
+        draft: Draft,
+        data_id: DataId,
+        run: RunOutcome,
+        arena: &mut Arena,
+        register: impl Fn(&mut Produced, usize, u32),
+    ) -> Result<(), PreflightError> {
+        let RunOutcome {
+            prerequisites,
+            outputs,
+            existing,
+            replaces,
+            missing_example,
+        } = run;
+        if !existing.is_empty() {
+            if opts.skip_existing && !opts.clobber {
+                return Err(PreflightError::PartialOutputs {
+                    task: task.label.clone(),
+                    data_id: data_id.to_string(),
+                    run: opts.output_run.clone(),
+                    existing: existing[0].clone(),
+                    missing: missing_example.unwrap_or_default(),
+                });
+            }
+            self.n_existing += existing.len();
+            if self.existing_example.is_none() {
+                self.existing_example = Some(existing[0].clone());
+            }
+            self.replaced
+                .extend(replaces.into_iter().map(|(oi, id, path)| ReplacedDataset {
+                    by: outputs[oi].id,
+                    id,
+                    path,
+                }));
+        }
+        let q = self.quanta.len() as u32;
+        let mut out_ix = Vec::with_capacity(outputs.len());
+        let mut shared_data_id = None;
+        for (oi, r) in outputs.into_iter().enumerate() {
+            let same = shared_data_id.is_none() && r.data_id == data_id;
+            let d = arena.push(r, q);
+            register(&mut self.produced, oi, d);
+            out_ix.push(d);
+            if same {
+                shared_data_id = Some(d);
+            }
+        }
+        self.quanta.push(Quantum {
+            id: new_v7(),
+            task: t_ix as u32,
+            data_id: match shared_data_id {
+                Some(d) => QuantumDataId::OfOutput(d),
+                None => QuantumDataId::Own(data_id),
+            },
+            row: draft.row,
+            position: 0,
+            inputs: draft.inputs,
+            prerequisites,
+            outputs: out_ix,
         });
+        Ok(())
     }
-    refuse_replacing_used_datasets(registry, &opts.output_run, &replaced)?;
-    replaced.sort_unstable_by_key(|r| r.by);
-    lap("scatter/gather", &mut timings);
-    if quanta.is_empty() {
-        let skipped: usize = summaries.iter().map(|s| s.skipped).sum();
-        return Err(PreflightError::EmptyGraph(
-            if skipped > 0 && n_pruned == 0 {
+
+    /// Outputs that exist in the output RUN are an error without `--clobber`.
+    fn refuse_existing_outputs(&self, opts: &PreflightOptions) -> Result<(), PreflightError> {
+        if self.n_existing > 0 && !opts.clobber {
+            return Err(PreflightError::ExistingOutputs {
+                run: opts.output_run.clone(),
+                count: self.n_existing,
+                example: self.existing_example.clone().unwrap_or_default(),
+            });
+        }
+        Ok(())
+    }
+
+    /// A graph without quanta is an error saying why.
+    fn refuse_empty(&self, opts: &PreflightOptions) -> Result<(), PreflightError> {
+        if !self.quanta.is_empty() {
+            return Ok(());
+        }
+        let skipped: usize = self.summaries.iter().map(|s| s.skipped).sum();
+        Err(PreflightError::EmptyGraph(
+            if skipped > 0 && self.n_pruned == 0 {
                 format!(
                     "all {skipped} quanta were skipped: their outputs exist in `{}`",
                     opts.output_run
                 )
             } else {
                 format!(
-                    "{n_pruned} quanta were pruned for missing inputs{}",
-                    pruned
+                    "{} quanta were pruned for missing inputs{}",
+                    self.n_pruned,
+                    self.pruned
                         .first()
                         .map(|p| format!(", e.g. {} {}: {}", p.task, p.data_id, p.reason))
                         .unwrap_or_default()
                 )
             },
-        ));
+        ))
     }
+}
 
-    progress(&format!("ordering {} quanta", quanta.len()));
-    let cluster_dims = match &opts.cluster_by {
-        Some(d) => universe.conform(d)?.names,
-        None => default_cluster_dimensions(tasks, universe),
-    };
-    let (order, clusters) =
-        order_and_cluster(&quanta, &arena, &rows, tasks, universe, &cluster_dims)?;
-    lap("order", &mut timings);
-
-    progress("assembling the bundle");
+/// Puts the quanta in bundle order (in place: a second vector of a million
+/// quanta would be the largest allocation of the build), renumbers the
+/// producers and the clusters' members to match.
+fn into_bundle_order(
+    mut quanta: Vec<Quantum>,
+    arena: Arena,
+    order: &[u32],
+    clusters: Vec<NamedCluster>,
+    tasks: &[TaskDef],
+) -> (PlannedQuanta, Vec<Cluster>) {
     let mut new_index = vec![0u32; quanta.len()];
     for (new, &old) in order.iter().enumerate() {
         new_index[old as usize] = new as u32;
     }
-    // Quanta move into bundle order in place (a second vector of a million
-    // quanta would be the largest allocation of the build); producers are
-    // renumbered to match.
-    let mut quanta = quanta;
     for (q, &position) in quanta.iter_mut().zip(&new_index) {
         q.position = position;
     }
@@ -735,7 +906,7 @@ pub fn build_graph(
             })
             .collect(),
     };
-    let clusters: Vec<Cluster> = clusters
+    let clusters = clusters
         .into_iter()
         .map(|(name, members)| {
             let mut quanta: Vec<u32> = members.iter().map(|&q| new_index[q as usize]).collect();
@@ -743,17 +914,23 @@ pub fn build_graph(
             Cluster { name, quanta }
         })
         .collect();
+    (planned, clusters)
+}
 
-    let dimension_records = used_records(registry, &rows, &union)?;
-    let dataset_types: Vec<DatasetType> = pipeline
-        .dataset_types(universe)
-        .into_iter()
-        .map(|(dt, ..)| dt)
-        .collect();
-    let header = BundleHeader {
+/// The bundle's header: what was asked, by whom, with which software.
+fn bundle_header(
+    butler: &Butler,
+    pipeline: &LoadedPipeline,
+    opts: &PreflightOptions,
+    n_quanta: usize,
+    replaced: Vec<ReplacedDataset>,
+) -> Result<BundleHeader, PreflightError> {
+    let registry = butler.registry();
+    let datastore = butler.datastore();
+    Ok(BundleHeader {
         format_version: BUNDLE_FORMAT_VERSION,
         bundle_id: Uuid::new_v4(),
-        universe_digest: universe.digest(),
+        universe_digest: registry.universe().digest(),
         pipeline_digest: pipeline.pipeline.digest(),
         pipeline_yaml: pipeline.source.clone(),
         input_collections: opts.input_collections.clone(),
@@ -768,7 +945,7 @@ pub fn build_graph(
         created_by: created_by(),
         quanta_version: env!("CARGO_PKG_VERSION").to_string(),
         command_line: opts.command_line.clone(),
-        n_quanta: planned.len() as u64,
+        n_quanta: n_quanta as u64,
         where_clause: opts.where_clause.clone(),
         repository_id: registry.repository_id()?.ok_or_else(|| {
             PreflightError::Invalid(
@@ -776,20 +953,6 @@ pub fn build_graph(
             )
         })?,
         replaced,
-    };
-    lap("assemble", &mut timings);
-    Ok(GraphBuild {
-        header,
-        pipeline_tasks: tasks.clone(),
-        dataset_types,
-        dimension_records,
-        clusters,
-        quanta: planned,
-        tasks: summaries,
-        pruned,
-        n_pruned,
-        to_register,
-        timings,
     })
 }
 
@@ -1186,13 +1349,13 @@ impl TaskContext<'_> {
         {
             return Ok(Outcome::Skip(existing_refs));
         }
-        Ok(Outcome::Run {
+        Ok(Outcome::Run(RunOutcome {
             prerequisites,
             outputs,
             existing,
             replaces,
             missing_example,
-        })
+        }))
     }
 }
 
