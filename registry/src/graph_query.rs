@@ -143,6 +143,22 @@ impl Interner {
     }
 }
 
+/// The graph statement with its parameters and what its columns hold.
+struct GraphStatement {
+    sql: String,
+    params: Vec<SqlValue>,
+    /// The dimension columns, in select order: the query's dimensions, then
+    /// the implied ones its joins know.
+    columns: Vec<String>,
+    /// Per input type: its subquery's alias, dataset type and parameters.
+    input_dims: Vec<(String, quanta_core::DatasetType, Vec<SqlValue>)>,
+    /// The overlap tables the statement's spatial joins read.
+    overlap_tables: Vec<String>,
+    /// Whether the statement has a WHERE clause (a part's range is then
+    /// added with AND).
+    has_conditions: bool,
+}
+
 /// Turns the rows of the graph statement into [`GraphRows`]; shared by the
 /// threads that read parts of it.
 struct RowReader<'a> {
@@ -396,6 +412,80 @@ impl Registry {
                 )
             })
             .collect();
+        let statement =
+            self.graph_statement(dimensions, where_text, binds, input_types, &search_path)?;
+        let run_names: HashMap<i64, String> = self
+            .conn
+            .prepare("SELECT id, name FROM collection WHERE type = 'RUN'")?
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<rusqlite::Result<_>>()?;
+        let read = RowReader {
+            columns: &statement.columns,
+            input_types,
+            inputs: statement
+                .input_dims
+                .iter()
+                .map(|(_, dt, _)| {
+                    // The query's dimensions include every input's (checked
+                    // above), so each has a column.
+                    let dim_columns = dt
+                        .dimensions
+                        .iter()
+                        .map(|d| {
+                            statement.columns.iter().position(|c| c == d).ok_or_else(|| {
+                                RegistryError::Invalid(format!(
+                                    "input dataset type {dt} has dimension {d} outside the query's columns"
+                                ))
+                            })
+                        })
+                        .collect::<Result<Vec<usize>>>()?;
+                    Ok((dt, dim_columns))
+                })
+                .collect::<Result<_>>()?,
+            run_names: &run_names,
+            // Find-first across several collections needs every candidate
+            // of a row in one reader.
+            dedupe: search_path.len() > 1 && !input_types.is_empty(),
+        };
+
+        // A spatial join fans each dataset out to the regions it overlaps:
+        // the statement returns about as many rows as there are pairs.
+        let fan_out = statement
+            .overlap_tables
+            .iter()
+            .map(|t| {
+                self.conn
+                    .query_row(&format!("SELECT count(*) FROM {}", quote(t)), [], |r| {
+                        r.get::<_, i64>(0)
+                    })
+            })
+            .try_fold(None, |most: Option<usize>, n| {
+                n.map(|n| Some(most.unwrap_or(0).max(n as usize)))
+            })?;
+        let parts = self.graph_query_parts(
+            &search_path,
+            &statement.input_dims,
+            fan_out,
+            min_rows_per_part,
+        )?;
+        if parts <= 1 {
+            return read.read(&self.conn, &statement.sql, &statement.params);
+        }
+        self.read_graph_rows_in_parts(&read, &statement, parts)
+    }
+
+    /// The graph statement: the dimension tables and spatial joins of
+    /// `dimensions`, the `--where` expression, and per input type a
+    /// subquery of its datasets in the search path, joined on its
+    /// dimensions.
+    fn graph_statement(
+        &self,
+        dimensions: &DimensionGroup,
+        where_text: &str,
+        binds: &Binds,
+        input_types: &[String],
+        search_path: &[crate::collections::CollectionRecord],
+    ) -> Result<GraphStatement> {
         let mut builder = QueryBuilder::new(&self.universe);
         self.add_spatial_joins(&mut builder, dimensions)?;
         builder
@@ -504,72 +594,35 @@ impl Registry {
             .into_iter()
             .chain(builder.params.iter().cloned())
             .collect();
+        Ok(GraphStatement {
+            has_conditions: !builder.conditions.is_empty(),
+            overlap_tables: builder.overlap_tables,
+            sql,
+            params,
+            columns,
+            input_dims,
+        })
+    }
 
-        let run_names: HashMap<i64, String> = self
-            .conn
-            .prepare("SELECT id, name FROM collection WHERE type = 'RUN'")?
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
-            .collect::<rusqlite::Result<_>>()?;
-        let read = RowReader {
-            columns: &columns,
-            input_types,
-            inputs: input_dims
-                .iter()
-                .map(|(_, dt, _)| {
-                    // The query's dimensions include every input's (checked
-                    // above), so each has a column.
-                    let dim_columns = dt
-                        .dimensions
-                        .iter()
-                        .map(|d| {
-                            columns.iter().position(|c| c == d).ok_or_else(|| {
-                                RegistryError::Invalid(format!(
-                                    "input dataset type {dt} has dimension {d} outside the query's columns"
-                                ))
-                            })
-                        })
-                        .collect::<Result<Vec<usize>>>()?;
-                    Ok((dt, dim_columns))
-                })
-                .collect::<Result<_>>()?,
-            run_names: &run_names,
-            // Find-first across several collections needs every candidate
-            // of a row in one reader.
-            dedupe: search_path.len() > 1 && !input_types.is_empty(),
-        };
-
-        // A large single-collection query is split on a random byte of the
-        // first input's UUID, each part read on its own read-only connection
-        // in its own thread: SQLite runs one statement on one core, and at a
-        // million quanta this statement is most of preflight's time.
-        // A spatial join fans each dataset out to the regions it overlaps:
-        // the statement returns about as many rows as there are pairs.
-        let fan_out = builder
-            .overlap_tables
-            .iter()
-            .map(|t| {
-                self.conn
-                    .query_row(&format!("SELECT count(*) FROM {}", quote(t)), [], |r| {
-                        r.get::<_, i64>(0)
-                    })
-            })
-            .try_fold(None, |most: Option<usize>, n| {
-                n.map(|n| Some(most.unwrap_or(0).max(n as usize)))
-            })?;
-        let parts =
-            self.graph_query_parts(&search_path, &input_dims, fan_out, min_rows_per_part)?;
-        let joiner = if builder.conditions.is_empty() {
-            " WHERE"
-        } else {
+    /// A large single-collection query is split on a random byte of the
+    /// first input's UUID, each part read on its own read-only connection
+    /// in its own thread: SQLite runs one statement on one core, and at a
+    /// million quanta this statement is most of preflight's time.
+    fn read_graph_rows_in_parts(
+        &self,
+        read: &RowReader<'_>,
+        statement: &GraphStatement,
+        parts: usize,
+    ) -> Result<GraphRows> {
+        let joiner = if statement.has_conditions {
             " AND"
+        } else {
+            " WHERE"
         };
-        if parts <= 1 {
-            return read.read(&self.conn, &sql, &params);
-        }
         let partial: Vec<Result<GraphRows>> = std::thread::scope(|scope| {
             let handles: Vec<_> = (0..parts)
                 .map(|p| {
-                    let (sql, params, read, path) = (&sql, &params, &read, self.path());
+                    let (sql, params, path) = (&statement.sql, &statement.params, self.path());
                     scope.spawn(move || -> Result<GraphRows> {
                         let lo = (256 * p / parts) as u8;
                         let hi = 256 * (p + 1) / parts;
