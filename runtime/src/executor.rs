@@ -28,7 +28,7 @@
 //! handed to the worker threads one at a time, so nothing queued runs, and
 //! the attempts already running finish and are journaled.
 
-use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeSet, HashSet};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -46,6 +46,7 @@ use crate::command::{manifest_quantum, run_command};
 use crate::error::RuntimeError;
 use crate::lock::{lock_execution, LockScope};
 use crate::process_tree::{become_subreaper, kill_strays};
+use crate::schedule::{Prior, Schedule};
 use crate::state::PriorState;
 use crate::task::{PipelineTask, TaskContext, TaskError, TaskRegistry};
 
@@ -273,11 +274,120 @@ pub fn execute(
 ) -> Result<RunSummary, RuntimeError> {
     let t0 = Instant::now();
     let bundle = Arc::clone(registry.bundle());
-    let n = bundle.n_quanta();
+    let (indices, quanta) = select_quanta(&bundle, selection)?;
+    let used: BTreeSet<u32> = quanta.iter().map(|q| q.task).collect();
+    let (runnables, configs) = prepare_tasks(&registry, tasks, &used)?;
+    if runnables
+        .iter()
+        .any(|r| matches!(r, Some(Runnable::Command(_))))
+    {
+        // Commands' orphaned descendants come to us, to be killed and reaped.
+        become_subreaper();
+    }
 
-    // The selected quanta, in index (= topological) order.
+    let journal_dir = opts
+        .journal_dir
+        .clone()
+        .unwrap_or_else(|| journal_dir_for(bundle.path()));
+    // Held until this execution returns: no other process runs these quanta
+    // meanwhile, so the fold below stays true and their leftovers are ours.
+    let scope = match selection {
+        Selection::All => LockScope::All,
+        _ => LockScope::Quanta(indices.clone()),
+    };
+    let _lock = lock_execution(&journal_dir, &scope)?;
+    let had_journals = !list_journals(&journal_dir)?.is_empty();
+    let prior = PriorState::load(&journal_dir, bundle.header().bundle_id, bundle.n_quanta())?;
+
+    let labels = quanta
+        .iter()
+        .map(|q| registry.task(q).label.clone())
+        .collect();
+    let (mut schedule, outside_block) = Schedule::new(
+        indices,
+        quanta,
+        labels,
+        |index, q| {
+            let p = prior.get(index, q.id)?;
+            let done = p.succeeded && registry.outputs_exist(q);
+            if p.succeeded && !done {
+                tracing::warn!(
+                    "quantum {index} succeeded earlier but an output is missing; running it again"
+                );
+            }
+            Some(Prior {
+                attempts: p.attempts,
+                done,
+            })
+        },
+        |u| {
+            let uq = bundle.quantum(u)?;
+            Ok(prior
+                .get(u, uq.id)
+                .is_some_and(|p| p.succeeded && registry.outputs_exist(&uq)))
+        },
+    )?;
+    let pending: Vec<usize> = schedule.pending().collect();
+    if had_journals && !pending.is_empty() {
+        remove_leftovers(
+            &registry,
+            &journal_dir,
+            &schedule.indices,
+            &schedule.quanta,
+            &pending,
+        );
+    }
+    if pending.is_empty() {
+        on_progress(&schedule.progress);
+        return Ok(RunSummary {
+            progress: schedule.progress,
+            not_run: 0,
+            failures: Vec::new(),
+            journal: None,
+            wall_seconds: t0.elapsed().as_secs_f64(),
+        });
+    }
+    let journal = WorkerJournal::create(
+        &journal_dir,
+        bundle.header().bundle_id,
+        &opts.worker_name,
+        opts.batch_job.clone(),
+    )?;
+    let shared = Arc::new(Shared {
+        registry: Arc::clone(&registry),
+        runnables,
+        configs,
+        journal,
+        timeout: opts.timeout,
+        manifest_dir: journal_dir.join(MANIFEST_DIR),
+    });
+    for (k, reason) in outside_block {
+        schedule.block(k, reason, &shared.journal)?;
+    }
+    let n_threads = opts.jobs.max(1).min(pending.len());
+    let fatal = dispatch(&mut schedule, &shared, n_threads, opts, on_progress)?;
+    if let Some(e) = fatal {
+        return Err(e);
+    }
+    let not_run = schedule.pending().count();
+    let mut failures = schedule.failures;
+    failures.sort_by_key(|f| f.quantum);
+    Ok(RunSummary {
+        progress: schedule.progress,
+        not_run,
+        failures,
+        journal: Some(shared.journal.path().to_path_buf()),
+        wall_seconds: t0.elapsed().as_secs_f64(),
+    })
+}
+
+/// The selected quanta, in index (= topological) order.
+fn select_quanta(
+    bundle: &quanta_core::Bundle,
+    selection: &Selection,
+) -> Result<(Vec<u32>, Vec<BundleQuantum>), RuntimeError> {
     let indices: Vec<u32> = match selection {
-        Selection::All => (0..n as u32).collect(),
+        Selection::All => (0..bundle.n_quanta() as u32).collect(),
         Selection::Quanta(list) => {
             let set: BTreeSet<u32> = list.iter().copied().collect();
             set.into_iter().collect()
@@ -305,192 +415,29 @@ pub fn execute(
             .map(|&i| bundle.quantum(i))
             .collect::<Result<_, _>>()?,
     };
-    let used: BTreeSet<u32> = quanta.iter().map(|q| q.task).collect();
-    let (runnables, configs) = prepare_tasks(&registry, tasks, &used)?;
-    if runnables
-        .iter()
-        .any(|r| matches!(r, Some(Runnable::Command(_))))
-    {
-        // Commands' orphaned descendants come to us, to be killed and reaped.
-        become_subreaper();
-    }
+    Ok((indices, quanta))
+}
 
-    let journal_dir = opts
-        .journal_dir
-        .clone()
-        .unwrap_or_else(|| journal_dir_for(bundle.path()));
-    // Held until this execution returns: no other process runs these quanta
-    // meanwhile, so the fold below stays true and their leftovers are ours.
-    let scope = match selection {
-        Selection::All => LockScope::All,
-        _ => LockScope::Quanta(indices.clone()),
-    };
-    let _lock = lock_execution(&journal_dir, &scope)?;
-    let had_journals = !list_journals(&journal_dir)?.is_empty();
-    let prior = PriorState::load(&journal_dir, bundle.header().bundle_id, n)?;
-
-    let pos: HashMap<u32, usize> = indices.iter().enumerate().map(|(k, &i)| (i, k)).collect();
-    let mut progress = Progress {
-        total: indices.len(),
-        ..Default::default()
-    };
-    // State per selected quantum.
-    #[derive(Clone, Copy, PartialEq)]
-    enum St {
-        Pending,
-        Done,
-        Failed,
-        Blocked,
-    }
-    let mut st = vec![St::Pending; indices.len()];
-    let mut prior_attempts = vec![0u32; indices.len()];
-    for (k, q) in quanta.iter().enumerate() {
-        if let Some(p) = prior.get(indices[k], q.id) {
-            prior_attempts[k] = p.attempts;
-            if p.succeeded {
-                if registry.outputs_exist(q) {
-                    st[k] = St::Done;
-                    progress.skipped += 1;
-                } else {
-                    tracing::warn!(
-                        "quantum {} succeeded earlier but an output is missing; running it again",
-                        indices[k]
-                    );
-                }
-            }
-        }
-    }
-    // Upstream quanta outside the selection must be done already.
-    let done_outside = |u: u32| -> Result<bool, RuntimeError> {
-        let uq = bundle.quantum(u)?;
-        Ok(prior
-            .get(u, uq.id)
-            .is_some_and(|p| p.succeeded && registry.outputs_exist(&uq)))
-    };
-    let mut remaining = vec![0usize; indices.len()];
-    let mut downstream: Vec<Vec<usize>> = vec![Vec::new(); indices.len()];
-    let mut outside_block: Vec<(usize, String)> = Vec::new();
-    let mut checked_outside: HashMap<u32, bool> = HashMap::new();
-    for (k, q) in quanta.iter().enumerate() {
-        if st[k] != St::Pending {
-            continue;
-        }
-        for &u in &q.upstream {
-            match pos.get(&u) {
-                Some(&j) => {
-                    if st[j] != St::Done {
-                        remaining[k] += 1;
-                        downstream[j].push(k);
-                    }
-                }
-                None => {
-                    let ok = match checked_outside.get(&u) {
-                        Some(&ok) => ok,
-                        None => {
-                            let ok = done_outside(u)?;
-                            checked_outside.insert(u, ok);
-                            ok
-                        }
-                    };
-                    if !ok && !outside_block.iter().any(|(b, _)| *b == k) {
-                        outside_block.push((
-                            k,
-                            format!("upstream quantum {u} (outside this worker's set) has not succeeded"),
-                        ));
-                    }
-                }
-            }
-        }
-    }
-
-    let pending = st.iter().filter(|s| **s == St::Pending).count();
-    if had_journals && pending > 0 {
-        let to_run: Vec<usize> = (0..indices.len())
-            .filter(|&k| st[k] == St::Pending)
-            .collect();
-        remove_leftovers(&registry, &journal_dir, &indices, &quanta, &to_run);
-    }
-    if pending == 0 {
-        on_progress(&progress);
-        return Ok(RunSummary {
-            progress,
-            not_run: 0,
-            failures: Vec::new(),
-            journal: None,
-            wall_seconds: t0.elapsed().as_secs_f64(),
-        });
-    }
-    let journal = WorkerJournal::create(
-        &journal_dir,
-        bundle.header().bundle_id,
-        &opts.worker_name,
-        opts.batch_job.clone(),
-    )?;
-    let shared = Arc::new(Shared {
-        registry: Arc::clone(&registry),
-        runnables,
-        configs,
-        journal,
-        timeout: opts.timeout,
-        manifest_dir: journal_dir.join(MANIFEST_DIR),
-    });
-
-    let mut failures: Vec<Unfinished> = Vec::new();
-    let mut attempts_here = vec![0u32; indices.len()];
-    let mut fatal: Option<RuntimeError> = None;
-    let label = |q: &BundleQuantum| registry.task(q).label.clone();
-
-    // Blocks `k` and everything downstream of it, journaling each.
-    let block = |k: usize,
-                 reason: String,
-                 st: &mut Vec<St>,
-                 progress: &mut Progress,
-                 failures: &mut Vec<Unfinished>|
-     -> Result<(), RuntimeError> {
-        let mut stack = vec![(k, reason)];
-        while let Some((k, reason)) = stack.pop() {
-            if st[k] != St::Pending {
-                continue;
-            }
-            st[k] = St::Blocked;
-            progress.blocked += 1;
-            let q = &quanta[k];
-            shared.journal.blocked(indices[k], q.id, reason.clone())?;
-            failures.push(Unfinished {
-                quantum: indices[k],
-                task: label(q),
-                data_id: q.data_id.to_string(),
-                status: QuantumStatus::Blocked,
-                attempts: 0,
-                error: reason,
-            });
-            for &d in &downstream[k] {
-                stack.push((
-                    d,
-                    format!(
-                        "upstream quantum {} ({} {}) did not succeed",
-                        indices[k],
-                        label(q),
-                        q.data_id
-                    ),
-                ));
-            }
-        }
-        Ok(())
-    };
-
-    for (k, reason) in outside_block {
-        block(k, reason, &mut st, &mut progress, &mut failures)?;
-    }
-
+/// Runs the schedule on `n_threads` worker threads until nothing is ready
+/// or running. Quanta ready to run wait in the schedule, not in the
+/// channel: at most one job per worker thread is handed over at a time, so
+/// fail-fast (or a fatal journal error) stops everything not yet started.
+/// Returns the first fatal error (an unwritable journal), after every
+/// started quantum has finished.
+fn dispatch(
+    schedule: &mut Schedule,
+    shared: &Arc<Shared>,
+    n_threads: usize,
+    opts: &ExecOptions,
+    on_progress: &mut dyn FnMut(&Progress),
+) -> Result<Option<RuntimeError>, RuntimeError> {
     let (job_tx, job_rx): (Sender<Job>, Receiver<Job>) = unbounded();
     let (res_tx, res_rx): (Sender<JobResult>, Receiver<JobResult>) = unbounded();
-    let n_threads = opts.jobs.max(1).min(pending);
     let mut handles = Vec::with_capacity(n_threads);
     for t in 0..n_threads {
         let rx = job_rx.clone();
         let tx = res_tx.clone();
-        let shared = Arc::clone(&shared);
+        let shared = Arc::clone(shared);
         let h = std::thread::Builder::new()
             .name(format!("quanta-worker-{t}"))
             .spawn(move || {
@@ -510,94 +457,58 @@ pub fn execute(
     drop(job_rx);
     drop(res_tx);
 
-    // Quanta ready to run wait here, not in the channel: at most one job per
-    // worker thread is handed over at a time, so fail-fast (or a fatal
-    // journal error) stops everything not yet started.
-    let mut ready: VecDeque<usize> = VecDeque::new();
     let mut in_flight = 0usize;
     let mut stop = false;
-    let dispatch = |k: usize, attempts_here: &mut Vec<u32>, in_flight: &mut usize| {
-        attempts_here[k] += 1;
-        let job = Job {
-            index: indices[k],
-            quantum: quanta[k].clone(),
-            attempt: prior_attempts[k] + attempts_here[k],
-            replace_existing: prior_attempts[k] > 0 || attempts_here[k] > 1,
-        };
-        *in_flight += 1;
-        // The workers hold the receiver until this sender is dropped.
-        let _ = job_tx.send(job);
-    };
-    for k in 0..indices.len() {
-        if st[k] == St::Pending && remaining[k] == 0 {
-            ready.push_back(k);
-        }
-    }
+    let mut fatal: Option<RuntimeError> = None;
     loop {
         while !stop && in_flight < n_threads {
-            let Some(k) = ready.pop_front() else { break };
-            if st[k] != St::Pending {
-                continue;
-            }
-            dispatch(k, &mut attempts_here, &mut in_flight);
+            let Some(k) = schedule.next_ready() else {
+                break;
+            };
+            schedule.attempts_here[k] += 1;
+            let (prior, here) = (schedule.prior_attempts[k], schedule.attempts_here[k]);
+            let job = Job {
+                index: schedule.indices[k],
+                quantum: schedule.quanta[k].clone(),
+                attempt: prior + here,
+                replace_existing: prior > 0 || here > 1,
+            };
+            in_flight += 1;
+            // The workers hold the receiver until this sender is dropped.
+            let _ = job_tx.send(job);
         }
-        progress.running = in_flight;
-        on_progress(&progress);
+        schedule.progress.running = in_flight;
+        on_progress(&schedule.progress);
         if in_flight == 0 {
             break;
         }
         let Ok(r) = res_rx.recv() else { break };
         in_flight -= 1;
-        let k = pos[&r.index];
+        let k = schedule.position(r.index);
         if let Some(e) = r.journal_error {
             fatal.get_or_insert(e);
             stop = true;
         }
         if r.status == QuantumStatus::Succeeded {
-            st[k] = St::Done;
-            progress.succeeded += 1;
-            for &d in &downstream[k] {
-                remaining[d] -= 1;
-                if remaining[d] == 0 && st[d] == St::Pending {
-                    ready.push_back(d);
-                }
-            }
-        } else if attempts_here[k] <= opts.retries && !stop {
-            let q = &quanta[k];
+            schedule.succeeded(k);
+        } else if schedule.attempts_here[k] <= opts.retries && !stop {
+            let q = &schedule.quanta[k];
             tracing::info!(
                 "quantum {} ({} {}) attempt {} {:?}: {}; retrying",
                 r.index,
-                label(q),
+                shared.registry.task(q).label,
                 q.data_id,
-                attempts_here[k],
+                schedule.attempts_here[k],
                 r.status,
                 r.error.as_deref().unwrap_or("")
             );
             // A retry goes first: the quantum was already started.
-            ready.push_front(k);
+            schedule.ready.push_front(k);
         } else {
-            st[k] = St::Failed;
-            progress.failed += 1;
-            let q = &quanta[k];
-            failures.push(Unfinished {
-                quantum: r.index,
-                task: label(q),
-                data_id: q.data_id.to_string(),
-                status: r.status,
-                attempts: attempts_here[k],
-                error: r.error.unwrap_or_default(),
-            });
-            let reason = format!(
-                "upstream quantum {} ({} {}) did not succeed",
-                r.index,
-                label(q),
-                q.data_id
-            );
-            for d in downstream[k].clone() {
-                if let Err(e) = block(d, reason.clone(), &mut st, &mut progress, &mut failures) {
-                    fatal.get_or_insert(e);
-                    stop = true;
-                }
+            let error = r.error.unwrap_or_default();
+            if let Err(e) = schedule.failed(k, r.status, error, &shared.journal) {
+                fatal.get_or_insert(e);
+                stop = true;
             }
             if opts.fail_fast {
                 stop = true;
@@ -608,19 +519,7 @@ pub fn execute(
     for h in handles {
         let _ = h.join();
     }
-    if let Some(e) = fatal {
-        return Err(e);
-    }
-    let not_run = st.iter().filter(|s| **s == St::Pending).count();
-    failures.sort_by_key(|f| f.quantum);
-    let journal = shared.journal.path().to_path_buf();
-    Ok(RunSummary {
-        progress,
-        not_run,
-        failures,
-        journal: Some(journal),
-        wall_seconds: t0.elapsed().as_secs_f64(),
-    })
+    Ok(fatal)
 }
 
 /// What a killed execution of these quanta may have left, removed before

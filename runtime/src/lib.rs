@@ -15,6 +15,7 @@ mod error;
 mod executor;
 mod lock;
 mod process_tree;
+mod schedule;
 pub mod slurm;
 mod state;
 mod task;
