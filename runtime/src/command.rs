@@ -25,14 +25,14 @@
 use std::io::Read;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use quanta_core::{BundleRef, QuantumStatus};
+use quanta_core::{BundleQuantum, BundleRef, QuantumStatus};
 use quanta_datastore::temp_file_prefix;
-use quanta_limited_registry::{LimitedButler, LogTail, ResourceUsage};
+use quanta_limited_registry::{LimitedButler, LimitedRegistry, LogTail, ResourceUsage};
 use serde_json::{json, Map, Value};
 
 use crate::process_tree::{kill_marked, marker, DIRECT_CHILDREN, MARKER_ENV};
@@ -104,29 +104,98 @@ pub(crate) fn run_command(
     log: &mut LogTail,
 ) -> CommandResult {
     let registry = Arc::clone(butler.registry());
-    let q = butler.quantum().clone();
-    let pid = std::process::id();
     let marker = marker(
         registry.bundle().header().bundle_id,
         butler.index(),
         attempt,
     );
     let mut cleanup = Cleanup(Vec::new());
+    let prepared =
+        plan_outputs(&registry, butler.quantum(), &mut cleanup).and_then(|(outputs, temps)| {
+            let manifest = Manifest {
+                butler,
+                config,
+                attempt,
+                outputs,
+            };
+            let path = manifest.write(manifest_dir, &mut cleanup)?;
+            Ok((path, temps))
+        });
+    let (manifest_path, temps) = match prepared {
+        Ok(p) => p,
+        Err(e) => return failed(e),
+    };
+    let mp = manifest_path.to_string_lossy().into_owned();
+    let args: Vec<String> = argv.iter().map(|a| a.replace("{manifest}", &mp)).collect();
+    let shown = args.join(" ");
+    log.push_line(&format!("$ {shown}"));
+    let child = match spawn(butler, &args, &mp, attempt, &marker) {
+        Ok(c) => c,
+        Err(e) => return failed(e),
+    };
+    let waited = capture_and_wait(child, log, timeout, &marker, butler.index());
+    let (raw_status, usage, timed_out) = match waited {
+        Ok(w) => w,
+        Err(e) => return failed(format!("waiting for `{shown}`: {e}")),
+    };
+    let mut result = CommandResult {
+        status: QuantumStatus::Failed,
+        exit_code: None,
+        usage,
+        error: None,
+    };
+    if timed_out {
+        result.status = QuantumStatus::TimedOut;
+        result.error = Some(format!(
+            "command timed out after {:.3} s and was killed",
+            timeout.map(|t| t.as_secs_f64()).unwrap_or(0.0)
+        ));
+        return result;
+    }
+    if libc::WIFEXITED(raw_status) {
+        let code = libc::WEXITSTATUS(raw_status);
+        result.exit_code = Some(code);
+        if code != 0 {
+            result.error = Some(format!("command exited with code {code}: {shown}"));
+            return result;
+        }
+    } else if libc::WIFSIGNALED(raw_status) {
+        result.error = Some(format!(
+            "command killed by signal {}: {shown}",
+            libc::WTERMSIG(raw_status)
+        ));
+        return result;
+    }
+    match adopt_outputs(butler, &temps) {
+        Ok(()) => result.status = QuantumStatus::Succeeded,
+        Err(e) => result.error = Some(e),
+    }
+    result
+}
 
-    // Where each output is to be written.
+/// An output the command writes to a temporary path beside its final one:
+/// (connection, dataset id, temporary path).
+type OutputTemp = (String, uuid::Uuid, PathBuf);
+
+/// Where each output is to be written: the manifest's `outputs` (with the
+/// temporary and the final path of each) and the temporaries, registered
+/// for cleanup.
+fn plan_outputs(
+    registry: &LimitedRegistry,
+    q: &BundleQuantum,
+    cleanup: &mut Cleanup,
+) -> Result<(Map<String, Value>, Vec<OutputTemp>), String> {
+    let pid = std::process::id();
     let mut outputs = Map::new();
-    let mut temps: Vec<(String, uuid::Uuid, PathBuf)> = Vec::new();
+    let mut temps = Vec::new();
     for (conn, refs) in &q.outputs {
         let mut list = Vec::new();
         for r in refs {
-            let dest = match registry.abs_path(r) {
-                Ok(p) => p,
-                Err(e) => return failed(format!("output {conn}: {e}")),
-            };
+            let dest = registry
+                .abs_path(r)
+                .map_err(|e| format!("output {conn}: {e}"))?;
             let dir = dest.parent().unwrap_or(Path::new("/"));
-            if let Err(e) = std::fs::create_dir_all(dir) {
-                return failed(format!("creating {}: {e}", dir.display()));
-            }
+            std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
             let ext = Path::new(&r.path)
                 .file_name()
                 .and_then(|n| n.to_str())
@@ -143,74 +212,88 @@ pub(crate) fn run_command(
         }
         outputs.insert(conn.clone(), Value::Array(list));
     }
-    let refs_map = |c: &quanta_core::bundle::ConnectionRefs| -> Result<Value, String> {
-        let mut m = Map::new();
-        for (conn, refs) in c {
-            let list = refs
-                .iter()
-                .map(|r| {
-                    registry
-                        .abs_path(r)
-                        .map(|p| ref_json(r, &p))
-                        .map_err(|e| format!("input {conn}: {e}"))
-                })
-                .collect::<Result<Vec<_>, _>>()?;
-            m.insert(conn.clone(), Value::Array(list));
-        }
-        Ok(Value::Object(m))
-    };
-    let (inputs, prerequisites) = match (refs_map(&q.inputs), refs_map(&q.prerequisites)) {
-        (Ok(i), Ok(p)) => (i, p),
-        (Err(e), _) | (_, Err(e)) => return failed(e),
-    };
-    let manifest = json!({
-        "quanta_manifest_version": 1,
-        "quantum": butler.index(),
-        "quantum_id": q.id,
-        "task": butler.task().label,
-        "data_id": q.data_id,
-        "attempt": attempt,
-        "bundle": registry.bundle().path(),
-        "run": registry.bundle().header().output_run,
-        "config": config,
-        "inputs": inputs,
-        "prerequisites": prerequisites,
-        "outputs": Value::Object(outputs),
-    });
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    if let Err(e) = std::fs::create_dir_all(manifest_dir) {
-        return failed(format!("creating {}: {e}", manifest_dir.display()));
-    }
-    let manifest_path = manifest_dir.join(manifest_file_name(butler.index(), attempt, n));
-    cleanup.0.push(manifest_path.clone());
-    let text = match serde_json::to_vec_pretty(&manifest) {
-        Ok(t) => t,
-        Err(e) => return failed(format!("encoding the manifest: {e}")),
-    };
-    if let Err(e) = std::fs::write(&manifest_path, text) {
-        return failed(format!(
-            "writing the manifest {}: {e}",
-            manifest_path.display()
-        ));
-    }
+    Ok((outputs, temps))
+}
 
-    let mp = manifest_path.to_string_lossy().into_owned();
-    let args: Vec<String> = argv.iter().map(|a| a.replace("{manifest}", &mp)).collect();
-    let shown = args.join(" ");
-    log.push_line(&format!("$ {shown}"));
+/// The JSON file that tells the command what to read and where to write.
+struct Manifest<'a> {
+    butler: &'a LimitedButler,
+    config: &'a Value,
+    attempt: u32,
+    outputs: Map<String, Value>,
+}
+
+impl Manifest<'_> {
+    /// Writes the manifest into `dir` (removed with `cleanup`).
+    fn write(self, dir: &Path, cleanup: &mut Cleanup) -> Result<PathBuf, String> {
+        let butler = self.butler;
+        let registry = butler.registry();
+        let q = butler.quantum();
+        let refs_map = |c: &quanta_core::bundle::ConnectionRefs| -> Result<Value, String> {
+            let mut m = Map::new();
+            for (conn, refs) in c {
+                let list = refs
+                    .iter()
+                    .map(|r| {
+                        registry
+                            .abs_path(r)
+                            .map(|p| ref_json(r, &p))
+                            .map_err(|e| format!("input {conn}: {e}"))
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                m.insert(conn.clone(), Value::Array(list));
+            }
+            Ok(Value::Object(m))
+        };
+        let manifest = json!({
+            "quanta_manifest_version": 1,
+            "quantum": butler.index(),
+            "quantum_id": q.id,
+            "task": butler.task().label,
+            "data_id": q.data_id,
+            "attempt": self.attempt,
+            "bundle": registry.bundle().path(),
+            "run": registry.bundle().header().output_run,
+            "config": self.config,
+            "inputs": refs_map(&q.inputs)?,
+            "prerequisites": refs_map(&q.prerequisites)?,
+            "outputs": Value::Object(self.outputs),
+        });
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+        let path = dir.join(manifest_file_name(butler.index(), self.attempt, n));
+        cleanup.0.push(path.clone());
+        let text = serde_json::to_vec_pretty(&manifest)
+            .map_err(|e| format!("encoding the manifest: {e}"))?;
+        std::fs::write(&path, text)
+            .map_err(|e| format!("writing the manifest {}: {e}", path.display()))?;
+        Ok(path)
+    }
+}
+
+/// Starts the command in its own process group, with the quantum in its
+/// environment and the marker that finds its descendants.
+fn spawn(
+    butler: &LimitedButler,
+    args: &[String],
+    manifest: &str,
+    attempt: u32,
+    marker: &str,
+) -> Result<Child, String> {
+    let q = butler.quantum();
     let mut cmd = Command::new(&args[0]);
     cmd.args(&args[1..])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .env("QUANTA_MANIFEST", &mp)
+        .env("QUANTA_MANIFEST", manifest)
         .env("QUANTA_QUANTUM", butler.index().to_string())
         .env("QUANTA_QUANTUM_ID", q.id.to_string())
         .env("QUANTA_TASK", &butler.task().label)
         .env("QUANTA_DATA_ID", q.data_id.to_string())
         .env("QUANTA_ATTEMPT", attempt.to_string())
-        .env("QUANTA_BUNDLE", registry.bundle().path())
-        .env(MARKER_ENV, &marker)
+        .env("QUANTA_BUNDLE", butler.registry().bundle().path())
+        .env(MARKER_ENV, marker)
         .process_group(0);
     #[cfg(target_os = "linux")]
     // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
@@ -221,16 +304,23 @@ pub(crate) fn run_command(
         });
     }
     // Registered before any reaping of strays can see it exit.
-    let spawned = {
-        let mut direct = DIRECT_CHILDREN.lock().unwrap_or_else(|p| p.into_inner());
-        cmd.spawn().inspect(|c| {
+    let mut direct = DIRECT_CHILDREN.lock().unwrap_or_else(|p| p.into_inner());
+    cmd.spawn()
+        .inspect(|c| {
             direct.insert(c.id() as libc::pid_t);
         })
-    };
-    let mut child = match spawned {
-        Ok(c) => c,
-        Err(e) => return failed(format!("cannot start `{}`: {e}", args[0])),
-    };
+        .map_err(|e| format!("cannot start `{}`: {e}", args[0]))
+}
+
+/// Copies the child's stdout and stderr into `log` while waiting for it
+/// (see [`wait_with_timeout`]).
+fn capture_and_wait(
+    mut child: Child,
+    log: &mut LogTail,
+    timeout: Option<Duration>,
+    marker: &str,
+    index: u32,
+) -> std::io::Result<(libc::c_int, ResourceUsage, bool)> {
     let child_pid = child.id() as libc::pid_t;
     let shared_log = Arc::new(Mutex::new(std::mem::take(log)));
     let (done_tx, done_rx) = crossbeam_channel::bounded::<()>(0);
@@ -265,7 +355,7 @@ pub(crate) fn run_command(
     .collect();
     drop(done_tx);
 
-    let waited = wait_with_timeout(child_pid, timeout, &marker);
+    let waited = wait_with_timeout(child_pid, timeout, marker);
     // Already reaped by wait4; dropping does not wait or kill.
     drop(child);
     // Every marked process is dead now, so the pipes are closed, unless a
@@ -281,8 +371,7 @@ pub(crate) fn run_command(
         }
     } else {
         tracing::warn!(
-            "quantum {}: a process outside the command's tree still holds its output open; its output after now is not logged",
-            butler.index()
+            "quantum {index}: a process outside the command's tree still holds its output open; its output after now is not logged"
         );
     }
     *log = match Arc::try_unwrap(shared_log) {
@@ -290,58 +379,29 @@ pub(crate) fn run_command(
         Err(a) => a.lock().unwrap_or_else(|p| p.into_inner()).clone(),
     };
     log.flush();
-    let (raw_status, usage, timed_out) = match waited {
-        Ok(w) => w,
-        Err(e) => return failed(format!("waiting for `{shown}`: {e}")),
-    };
-    let mut result = CommandResult {
-        status: QuantumStatus::Failed,
-        exit_code: None,
-        usage,
-        error: None,
-    };
-    if timed_out {
-        result.status = QuantumStatus::TimedOut;
-        result.error = Some(format!(
-            "command timed out after {:.3} s and was killed",
-            timeout.map(|t| t.as_secs_f64()).unwrap_or(0.0)
-        ));
-        return result;
-    }
-    if libc::WIFEXITED(raw_status) {
-        let code = libc::WEXITSTATUS(raw_status);
-        result.exit_code = Some(code);
-        if code != 0 {
-            result.error = Some(format!("command exited with code {code}: {shown}"));
-            return result;
-        }
-    } else if libc::WIFSIGNALED(raw_status) {
-        result.error = Some(format!(
-            "command killed by signal {}: {shown}",
-            libc::WTERMSIG(raw_status)
-        ));
-        return result;
-    }
+    waited
+}
+
+/// After a successful exit: every predicted output was written, and each
+/// is adopted into the datastore.
+fn adopt_outputs(butler: &mut LimitedButler, temps: &[OutputTemp]) -> Result<(), String> {
     let missing: Vec<String> = temps
         .iter()
         .filter(|(_, _, tmp)| !tmp.is_file())
         .map(|(conn, _, tmp)| format!("{conn} (expected at {})", tmp.display()))
         .collect();
     if !missing.is_empty() {
-        result.error = Some(format!(
+        return Err(format!(
             "command exited 0 but did not write predicted output(s): {}",
             missing.join(", ")
         ));
-        return result;
     }
-    for (conn, id, tmp) in &temps {
-        if let Err(e) = butler.adopt_file(conn, *id, tmp) {
-            result.error = Some(e.to_string());
-            return result;
-        }
+    for (conn, id, tmp) in temps {
+        butler
+            .adopt_file(conn, *id, tmp)
+            .map_err(|e| e.to_string())?;
     }
-    result.status = QuantumStatus::Succeeded;
-    result
+    Ok(())
 }
 
 /// Waits for `pid` to exit, killing its process group at the deadline.
