@@ -26,9 +26,9 @@ use std::sync::{mpsc, Arc};
 
 use foldhash::{HashMap as FastMap, HashMapExt, HashSet as FastSet, HashSetExt};
 use quanta_core::{
-    fold_journals, journal_dir_for, BlockQuantum, BlockRef, Bundle, BundleError, CollectionType,
-    DecodedBlock, JournalError, JournalRecord, QuantumProgress, QuantumState, ReplacedDataset,
-    Uuid, WrittenOutput,
+    fold_journals, journal_dir_for, BlockQuantum, BlockRef, Bundle, BundleError, CampaignProgress,
+    CollectionType, DecodedBlock, JournalError, JournalRecord, QuantumProgress, QuantumState,
+    ReplacedDataset, Uuid, WrittenOutput,
 };
 use quanta_datastore::{Datastore, ExpectedFile};
 use quanta_registry::provenance::{STATUS_PARTIAL, STATUS_SUCCEEDED};
@@ -221,59 +221,15 @@ impl Butler {
         progress: ProgressFn<'_>,
     ) -> Result<MergeSummary, MergeError> {
         let bundle = Bundle::open(bundle_path)?;
-        let header = bundle.header().clone();
-        let repo_digest = self.universe().digest();
-        if header.universe_digest != repo_digest {
-            return Err(MergeError::UniverseMismatch {
-                bundle: bundle_path.to_path_buf(),
-                bundle_digest: header.universe_digest.clone(),
-                repo: self.root().to_path_buf(),
-                repo_digest,
-            });
-        }
-        let repo_repository = self.registry().repository_id()?;
-        if repo_repository != Some(header.repository_id) {
-            return Err(MergeError::OtherRepository {
-                bundle: bundle_path.to_path_buf(),
-                bundle_repository: header.repository_id,
-                repo: self.root().to_path_buf(),
-                repo_repository: repo_repository
-                    .map_or_else(|| "without an identity".into(), |id| id.to_string()),
-            });
-        }
+        self.check_bundle_is_ours(bundle_path, &bundle)?;
+        let header = bundle.header();
         let n_quanta = bundle.n_quanta();
         let journal_dir = options
             .journals
             .clone()
             .unwrap_or_else(|| journal_dir_for(bundle_path));
         let fold = fold_journals(&journal_dir, header.bundle_id, n_quanta)?;
-
-        let mut summary = MergeSummary {
-            bundle_id: header.bundle_id,
-            run: header.output_run.clone(),
-            output_chain: header.output_chain.clone(),
-            journals: fold.journals.len(),
-            warnings: fold.warnings.clone(),
-            ..MergeSummary::default()
-        };
-        for (path, other) in &fold.foreign_journals {
-            summary.journal_problems.push(format!(
-                "journal {} belongs to bundle {other}, not {}; ignored",
-                path.display(),
-                header.bundle_id
-            ));
-        }
-        for (path, index) in &fold.unknown_quanta {
-            summary.journal_problems.push(format!(
-                "journal {} has a record for quantum {index}, but the bundle has {n_quanta} quanta; ignored",
-                path.display()
-            ));
-        }
-        for (state, n) in fold.counts(n_quanta) {
-            summary
-                .quanta_by_state
-                .insert(state.as_str().to_string(), n);
-        }
+        let mut summary = summarize_journals(&bundle, &fold);
         let pending = summary.quanta_by_state.get("pending").copied().unwrap_or(0);
         let running = summary.quanta_by_state.get("running").copied().unwrap_or(0);
         if (pending > 0 || running > 0) && !options.incomplete {
@@ -294,9 +250,7 @@ impl Butler {
         }
 
         let ctx = self.prepare(bundle_path, &bundle)?;
-
         let already = self.registry().quantum_statuses(header.bundle_id)?;
-        let batch_quanta = options.batch_quanta.max(1);
         let total = n_quanta as u64;
         progress(0, total);
         // A second handle on the same root: verification only hashes files,
@@ -306,143 +260,44 @@ impl Butler {
             self.datastore().config().clone(),
         )
         .map_err(ButlerError::from)?;
-        let registry = self.registry_mut();
-        // Two stages overlap: a producer thread decodes quanta and verifies
-        // their files (in parallel), the writer records the previous chunk,
-        // and this thread reports progress. The channel holds one chunk,
-        // bounding memory to about three chunks.
-        let (to_writer, chunks) = mpsc::sync_channel::<Vec<NewQuantum>>(1);
-        // Recorded chunks come back to be freed by the producer, which
-        // allocated them: the allocator reuses their memory for the next
-        // chunks rather than touching fresh pages (1M datasets: page faults
-        // fell from 47% to 33% of the producer's time), and the writer, the
-        // critical path, no longer spends 5% of its time freeing.
-        let (to_producer, recorded_chunks) = mpsc::channel::<Vec<NewQuantum>>();
-        let (commits, committed) = mpsc::channel::<u64>();
-        let run = ctx.run.clone();
-        let bundle_id = ctx.bundle_id;
-        // No earlier merge recorded any quantum of the bundle (the usual
-        // first merge): the writer need not look for their rows.
-        let first_merge = already.is_empty();
-        let (ctx, verifier, bundle, fold, already) = (&ctx, &verifier, &bundle, &fold, &already);
-        let producer_summary = &mut summary;
-        let totals = std::thread::scope(|scope| -> Result<WriterTotals, MergeError> {
-            let writer = scope.spawn(move || -> Result<WriterTotals, MergeError> {
-                registry.set_bulk_writing(true)?;
-                let recorded = (|| -> Result<WriterTotals, MergeError> {
-                    let mut totals = WriterTotals::default();
-                    let mut uncommitted = 0;
-                    for quanta in chunks {
-                        let stats = if first_merge {
-                            registry.record_new_quanta_uncommitted(&run, bundle_id, &quanta)?
-                        } else {
-                            registry.record_quanta_uncommitted(&run, bundle_id, &quanta)?
-                        };
-                        totals.add(stats, &quanta);
-                        uncommitted += quanta.len();
-                        let _ = to_producer.send(quanta);
-                        if uncommitted >= batch_quanta {
-                            registry.commit_recorded()?;
-                            // The receiver is gone only if the merge failed.
-                            let _ = commits.send(std::mem::take(&mut uncommitted) as u64);
-                        }
-                    }
-                    registry.commit_recorded()?;
-                    let _ = commits.send(uncommitted as u64);
-                    Ok(totals)
-                })();
-                let ended = registry.set_bulk_writing(false);
-                let totals = recorded?;
-                ended?;
-                Ok(totals)
-            });
-            let producer = scope.spawn(move || -> Result<(), MergeError> {
-                let summary = producer_summary;
-                // Verification yields to the writer, the critical path.
-                // Decoding, here, keeps normal priority: a writer that starves
-                // waits for its input (measured: lowering it too was no
-                // faster).
-                let verification = rayon::ThreadPoolBuilder::new()
-                    .num_threads(rayon::current_num_threads())
-                    .thread_name(|i| format!("quanta-verify-{i}"))
-                    .start_handler(|_| quanta_registry::lower_thread_priority())
-                    .build()
-                    // Without a pool of its own, verification shares the
-                    // global one at normal priority.
-                    .ok();
-                let verify = |batch: &mut Vec<Pending<'_>>, summary: &mut MergeSummary| {
-                    verify_batch(ctx, verifier, verification.as_ref(), batch, summary)
-                };
-                let chunk_quanta = batch_quanta.div_ceil(CHUNKS_PER_TRANSACTION);
-                let mut batch: Vec<Pending<'_>> = Vec::with_capacity(chunk_quanta.min(n_quanta));
-                'blocks: for block in bundle.decoded_blocks() {
-                    let block = Arc::new(block?);
-                    for pos in 0..block.len() {
-                        let index = block.first_index() + pos as u32;
-                        let Some(p) = fold.quanta.get(&index) else {
-                            continue;
-                        };
-                        if matches!(p.state, QuantumState::Pending | QuantumState::Running) {
-                            continue;
-                        }
-                        let Some(quantum_id) = block.quantum(pos).map(|q| q.id) else {
-                            continue;
-                        };
-                        if p.quantum_id != quantum_id {
-                            summary.journal_problems.push(format!(
-                                "journal {} records quantum {index} as {}, but the bundle's quantum {index} is {}; ignored",
-                                p.journal.display(),
-                                p.quantum_id,
-                                quantum_id
-                            ));
-                            continue;
-                        }
-                        if already
-                            .get(&quantum_id)
-                            .is_some_and(|s| s == STATUS_SUCCEEDED)
-                        {
-                            summary.quanta_already_merged += 1;
-                            continue;
-                        }
-                        batch.push(Pending {
-                            block: Arc::clone(&block),
-                            pos,
-                            progress: p,
-                        });
-                        if batch.len() >= chunk_quanta {
-                            let quanta = verify(&mut batch, summary);
-                            if to_writer.send(quanta).is_err() {
-                                break 'blocks; // the writer failed; its error is reported below
-                            }
-                            // Before the next chunk is decoded into fresh memory.
-                            recorded_chunks.try_iter().for_each(drop);
-                        }
-                    }
-                }
-                if !batch.is_empty() {
-                    let quanta = verify(&mut batch, summary);
-                    let _ = to_writer.send(quanta);
-                }
-                Ok(())
-            });
-            // Ends when the writer does (it owns the sender).
-            let mut merged = 0u64;
-            for n in committed {
-                merged += n;
-                progress(merged, total);
-            }
-            let panicked = |what: &str| MergeError::Invalid {
-                bundle: bundle_path.to_path_buf(),
-                detail: format!("the {what} thread panicked"),
-            };
-            let totals = writer.join().map_err(|_| panicked("registry writer"))??;
-            producer.join().map_err(|_| panicked("producer"))??;
-            Ok(totals)
-        })?;
+        let source = MergeSource {
+            ctx: &ctx,
+            verifier: &verifier,
+            bundle: &bundle,
+            fold: &fold,
+            already: &already,
+            batch_quanta: options.batch_quanta.max(1),
+        };
+        let totals = source.record(self.registry_mut(), bundle_path, &mut summary, progress)?;
         totals.apply(&mut summary);
         self.remove_replaced_files(&ctx.replaced)?;
         progress(total, total);
         Ok(summary)
+    }
+
+    /// A bundle made for another universe or another repository is refused.
+    fn check_bundle_is_ours(&self, bundle_path: &Path, bundle: &Bundle) -> Result<(), MergeError> {
+        let header = bundle.header();
+        let repo_digest = self.universe().digest();
+        if header.universe_digest != repo_digest {
+            return Err(MergeError::UniverseMismatch {
+                bundle: bundle_path.to_path_buf(),
+                bundle_digest: header.universe_digest.clone(),
+                repo: self.root().to_path_buf(),
+                repo_digest,
+            });
+        }
+        let repo_repository = self.registry().repository_id()?;
+        if repo_repository != Some(header.repository_id) {
+            return Err(MergeError::OtherRepository {
+                bundle: bundle_path.to_path_buf(),
+                bundle_repository: header.repository_id,
+                repo: self.root().to_path_buf(),
+                repo_repository: repo_repository
+                    .map_or_else(|| "without an identity".into(), |id| id.to_string()),
+            });
+        }
+        Ok(())
     }
 
     /// Removes the files of datasets that outputs replaced (`--clobber`)
@@ -741,6 +596,240 @@ fn verify_batch(
     drop(quanta);
     batch.clear();
     rows
+}
+
+/// The summary's start: journals read, their problems, quanta per state.
+fn summarize_journals(bundle: &Bundle, fold: &CampaignProgress) -> MergeSummary {
+    let header = bundle.header();
+    let n_quanta = bundle.n_quanta();
+    let mut summary = MergeSummary {
+        bundle_id: header.bundle_id,
+        run: header.output_run.clone(),
+        output_chain: header.output_chain.clone(),
+        journals: fold.journals.len(),
+        warnings: fold.warnings.clone(),
+        ..MergeSummary::default()
+    };
+    for (path, other) in &fold.foreign_journals {
+        summary.journal_problems.push(format!(
+            "journal {} belongs to bundle {other}, not {}; ignored",
+            path.display(),
+            header.bundle_id
+        ));
+    }
+    for (path, index) in &fold.unknown_quanta {
+        summary.journal_problems.push(format!(
+            "journal {} has a record for quantum {index}, but the bundle has {n_quanta} quanta; ignored",
+            path.display()
+        ));
+    }
+    for (state, n) in fold.counts(n_quanta) {
+        summary
+            .quanta_by_state
+            .insert(state.as_str().to_string(), n);
+    }
+    summary
+}
+
+/// What the merge reads: the bundle's quanta, their journaled progress,
+/// and the files to verify.
+struct MergeSource<'a> {
+    ctx: &'a Ctx,
+    verifier: &'a Datastore,
+    bundle: &'a Bundle,
+    fold: &'a CampaignProgress,
+    /// Statuses of the bundle's quanta an earlier merge recorded.
+    already: &'a HashMap<Uuid, String>,
+    batch_quanta: usize,
+}
+
+impl MergeSource<'_> {
+    /// Two stages overlap: a producer thread decodes quanta and verifies
+    /// their files (in parallel), the writer records the previous chunk,
+    /// and this thread reports progress. The channel holds one chunk,
+    /// bounding memory to about three chunks.
+    fn record(
+        &self,
+        registry: &mut quanta_registry::Registry,
+        bundle_path: &Path,
+        summary: &mut MergeSummary,
+        progress: ProgressFn<'_>,
+    ) -> Result<WriterTotals, MergeError> {
+        let (to_writer, chunks) = mpsc::sync_channel::<Vec<NewQuantum>>(1);
+        // Recorded chunks come back to be freed by the producer, which
+        // allocated them: the allocator reuses their memory for the next
+        // chunks rather than touching fresh pages (1M datasets: page faults
+        // fell from 47% to 33% of the producer's time), and the writer, the
+        // critical path, no longer spends 5% of its time freeing.
+        let (to_producer, recorded_chunks) = mpsc::channel::<Vec<NewQuantum>>();
+        let (commits, committed) = mpsc::channel::<u64>();
+        let writer = ChunkWriter {
+            run: self.ctx.run.clone(),
+            bundle_id: self.ctx.bundle_id,
+            // No earlier merge recorded any quantum of the bundle (the
+            // usual first merge): the writer need not look for their rows.
+            first_merge: self.already.is_empty(),
+            batch_quanta: self.batch_quanta,
+        };
+        let total = self.bundle.n_quanta() as u64;
+        std::thread::scope(|scope| -> Result<WriterTotals, MergeError> {
+            let writer = scope.spawn(move || writer.record(registry, chunks, to_producer, commits));
+            let producer = scope.spawn(move || self.produce(summary, to_writer, recorded_chunks));
+            // Ends when the writer does (it owns the sender).
+            let mut merged = 0u64;
+            for n in committed {
+                merged += n;
+                progress(merged, total);
+            }
+            let panicked = |what: &str| MergeError::Invalid {
+                bundle: bundle_path.to_path_buf(),
+                detail: format!("the {what} thread panicked"),
+            };
+            let totals = writer.join().map_err(|_| panicked("registry writer"))??;
+            producer.join().map_err(|_| panicked("producer"))??;
+            Ok(totals)
+        })
+    }
+
+    /// The producer: decodes the bundle's finished quanta not yet merged
+    /// and sends them, verified, in chunks.
+    fn produce(
+        &self,
+        summary: &mut MergeSummary,
+        to_writer: mpsc::SyncSender<Vec<NewQuantum>>,
+        recorded_chunks: mpsc::Receiver<Vec<NewQuantum>>,
+    ) -> Result<(), MergeError> {
+        // Verification yields to the writer, the critical path. Decoding,
+        // here, keeps normal priority: a writer that starves waits for its
+        // input (measured: lowering it too was no faster).
+        let verification = rayon::ThreadPoolBuilder::new()
+            .num_threads(rayon::current_num_threads())
+            .thread_name(|i| format!("quanta-verify-{i}"))
+            .start_handler(|_| quanta_registry::lower_thread_priority())
+            .build()
+            // Without a pool of its own, verification shares the global one
+            // at normal priority.
+            .ok();
+        let verify = |batch: &mut Vec<Pending<'_>>, summary: &mut MergeSummary| {
+            verify_batch(
+                self.ctx,
+                self.verifier,
+                verification.as_ref(),
+                batch,
+                summary,
+            )
+        };
+        let n_quanta = self.bundle.n_quanta();
+        let chunk_quanta = self.batch_quanta.div_ceil(CHUNKS_PER_TRANSACTION);
+        let mut batch: Vec<Pending<'_>> = Vec::with_capacity(chunk_quanta.min(n_quanta));
+        for block in self.bundle.decoded_blocks() {
+            let block = Arc::new(block?);
+            for pos in 0..block.len() {
+                let Some(p) = self.to_merge(&block, pos, summary) else {
+                    continue;
+                };
+                batch.push(Pending {
+                    block: Arc::clone(&block),
+                    pos,
+                    progress: p,
+                });
+                if batch.len() >= chunk_quanta {
+                    let quanta = verify(&mut batch, summary);
+                    if to_writer.send(quanta).is_err() {
+                        return Ok(()); // the writer failed; its error is reported
+                    }
+                    // Before the next chunk is decoded into fresh memory.
+                    recorded_chunks.try_iter().for_each(drop);
+                }
+            }
+        }
+        if !batch.is_empty() {
+            let quanta = verify(&mut batch, summary);
+            let _ = to_writer.send(quanta);
+        }
+        Ok(())
+    }
+
+    /// The journaled progress of the quantum at `pos` in `block` if it is
+    /// to be merged: finished, matching the bundle, not merged already.
+    fn to_merge(
+        &self,
+        block: &DecodedBlock,
+        pos: usize,
+        summary: &mut MergeSummary,
+    ) -> Option<&QuantumProgress> {
+        let index = block.first_index() + pos as u32;
+        let p = self.fold.quanta.get(&index)?;
+        if matches!(p.state, QuantumState::Pending | QuantumState::Running) {
+            return None;
+        }
+        let quantum_id = block.quantum(pos).map(|q| q.id)?;
+        if p.quantum_id != quantum_id {
+            summary.journal_problems.push(format!(
+                "journal {} records quantum {index} as {}, but the bundle's quantum {index} is {}; ignored",
+                p.journal.display(),
+                p.quantum_id,
+                quantum_id
+            ));
+            return None;
+        }
+        if self
+            .already
+            .get(&quantum_id)
+            .is_some_and(|s| s == STATUS_SUCCEEDED)
+        {
+            summary.quanta_already_merged += 1;
+            return None;
+        }
+        Some(p)
+    }
+}
+
+/// The writer: records chunks in the registry, committing every
+/// `batch_quanta` quanta and reporting each commit.
+struct ChunkWriter {
+    run: String,
+    bundle_id: Uuid,
+    first_merge: bool,
+    batch_quanta: usize,
+}
+
+impl ChunkWriter {
+    fn record(
+        self,
+        registry: &mut quanta_registry::Registry,
+        chunks: mpsc::Receiver<Vec<NewQuantum>>,
+        to_producer: mpsc::Sender<Vec<NewQuantum>>,
+        commits: mpsc::Sender<u64>,
+    ) -> Result<WriterTotals, MergeError> {
+        registry.set_bulk_writing(true)?;
+        let recorded = (|| -> Result<WriterTotals, MergeError> {
+            let mut totals = WriterTotals::default();
+            let mut uncommitted = 0;
+            for quanta in chunks {
+                let stats = if self.first_merge {
+                    registry.record_new_quanta_uncommitted(&self.run, self.bundle_id, &quanta)?
+                } else {
+                    registry.record_quanta_uncommitted(&self.run, self.bundle_id, &quanta)?
+                };
+                totals.add(stats, &quanta);
+                uncommitted += quanta.len();
+                let _ = to_producer.send(quanta);
+                if uncommitted >= self.batch_quanta {
+                    registry.commit_recorded()?;
+                    // The receiver is gone only if the merge failed.
+                    let _ = commits.send(std::mem::take(&mut uncommitted) as u64);
+                }
+            }
+            registry.commit_recorded()?;
+            let _ = commits.send(uncommitted as u64);
+            Ok(totals)
+        })();
+        let ended = registry.set_bulk_writing(false);
+        let totals = recorded?;
+        ended?;
+        Ok(totals)
+    }
 }
 
 /// What the writer thread accumulated over all batches.
