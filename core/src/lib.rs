@@ -21,6 +21,7 @@ mod host;
 pub mod journal;
 pub mod pipeline;
 pub mod status;
+pub mod storage_class;
 pub mod time;
 
 pub use bundle::{
@@ -44,5 +45,6 @@ pub use journal::{
     JournalRecord, JournalWriter, QuantumStatus, WrittenOutput,
 };
 pub use status::{fold_journals, CampaignProgress, QuantumProgress, QuantumState};
+pub use storage_class::{split_component, StorageClassDef, StorageClasses};
 pub use time::now_rfc3339;
 pub use uuid::Uuid;

@@ -16,7 +16,9 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::error::DatastoreError;
-use crate::formatter::{Formatter, FormatterRegistry, InMemoryDataset, JsonFormatter};
+use crate::formatter::{
+    Formatter, FormatterRegistry, InMemoryDataset, JsonFormatter, ReadParameters,
+};
 use crate::template::{validate_relative_path, FileTemplates, DEFAULT_TEMPLATE};
 use crate::verify::{check_checksum, check_size, ExpectedFile};
 
@@ -488,6 +490,32 @@ impl Datastore {
         let formatter = self.formatter_named(info)?;
         let bytes = self.read_bytes(&info.path)?;
         decode(formatter.as_ref(), &info.path, &bytes)
+    }
+
+    /// Reads `component` of a file (or all of it) restricted by
+    /// `parameters`, through [`Formatter::read`]: a formatter that can
+    /// reads only the part of the file asked for. Unverified, like
+    /// [`Datastore::read`] (a checksum needs every byte).
+    pub fn read_with(
+        &self,
+        info: &StoredFileInfo,
+        component: Option<&str>,
+        parameters: &ReadParameters,
+    ) -> Result<InMemoryDataset, DatastoreError> {
+        let formatter = self.formatter_named(info)?;
+        let abs = self.abs_path(&info.path)?;
+        if !abs.exists() {
+            return Err(DatastoreError::Missing {
+                path: info.path.clone(),
+            });
+        }
+        formatter
+            .read(&abs, component, parameters)
+            .map_err(|source| DatastoreError::Decode {
+                formatter: formatter.name().to_string(),
+                path: info.path.clone(),
+                source,
+            })
     }
 
     /// Like [`Datastore::read`], but first checks the size and checksum of

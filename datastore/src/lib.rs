@@ -25,7 +25,9 @@ pub use datastore::{
     RemoveStats, StoredFileInfo, TransferMode, QUARANTINE_DIR, TEMP_FILE_PREFIX,
 };
 pub use error::{DatastoreError, FormatterError};
-pub use formatter::{BytesFormatter, Formatter, FormatterRegistry, InMemoryDataset, JsonFormatter};
+pub use formatter::{
+    BytesFormatter, Formatter, FormatterRegistry, InMemoryDataset, JsonFormatter, ReadParameters,
+};
 pub use template::{
     encode_path_component, encode_run, validate_relative_path, FileTemplate, FileTemplates,
     DEFAULT_TEMPLATE,

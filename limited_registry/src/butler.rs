@@ -12,7 +12,7 @@ use quanta_core::pipeline::TaskDef;
 use quanta_core::{Bundle, BundleQuantum, BundleRef, DataId, DataIdValue, WrittenOutput};
 use quanta_datastore::{
     temp_file_prefix, Datastore, DatastoreConfig, DatastoreError, FormatterRegistry,
-    InMemoryDataset, JsonFormatter,
+    InMemoryDataset, JsonFormatter, ReadParameters,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -466,7 +466,73 @@ impl LimitedButler {
         }
     }
 
-    fn read_ref(&mut self, connection: &str, r: &BundleRef) -> Result<InMemoryDataset> {
+    /// The component an input connection reads of `r` (`wcs` for a
+    /// connection of `calexp.wcs` bound to a `calexp`).
+    fn component_of<'a>(&'a self, connection: &str, r: &BundleRef) -> Option<&'a str> {
+        let t = &self.task;
+        let c = t
+            .inputs
+            .iter()
+            .chain(&t.prerequisites)
+            .find(|c| c.name == connection)?;
+        (c.dataset_type != r.dataset_type)
+            .then(|| c.component())
+            .flatten()
+    }
+
+    fn read_ref(
+        &mut self,
+        connection: &str,
+        r: &BundleRef,
+        parameters: &ReadParameters,
+    ) -> Result<InMemoryDataset> {
+        let component = self.component_of(connection, r).map(str::to_string);
+        if component.is_none() && parameters.is_empty() {
+            return self.read_whole(connection, r);
+        }
+        // The file is the parent's: its storage class picks the formatter;
+        // the parameters are those of what is read.
+        let parent_class = self
+            .registry
+            .bundle
+            .dataset_types()
+            .iter()
+            .find(|d| d.name == r.dataset_type)
+            .map(|d| d.storage_class.clone())
+            .unwrap_or_else(|| self.storage_class(connection, &r.dataset_type));
+        let classes = quanta_core::StorageClasses::builtin();
+        match &component {
+            Some(c) => classes.component_class(&parent_class, c),
+            None => Ok(parent_class.as_str()),
+        }
+        .and_then(|class| classes.check_parameters(class, parameters.names()))
+        .map_err(|e| Error::BadRead {
+            quantum: self.index,
+            task: self.task.label.clone(),
+            connection: connection.to_string(),
+            detail: e.to_string(),
+        })?;
+        let ds = self.registry.datastore();
+        let formatter = ds
+            .formatters()
+            .for_storage_class(&parent_class)
+            .map_err(|e| self.ds_err(e))?;
+        let abs = ds.abs_path(&r.path).map_err(|e| self.ds_err(e))?;
+        let obj = formatter
+            .read(&abs, component.as_deref(), parameters)
+            .map_err(|source| {
+                self.ds_err(DatastoreError::Decode {
+                    formatter: formatter.name().to_string(),
+                    path: r.path.clone(),
+                    source,
+                })
+            })?;
+        // Provenance records the parent: the dataset whose file was read.
+        self.inputs_used.push(r.id);
+        Ok(obj)
+    }
+
+    fn read_whole(&mut self, connection: &str, r: &BundleRef) -> Result<InMemoryDataset> {
         let sc = self.storage_class(connection, &r.dataset_type);
         let ds = self.registry.datastore();
         let formatter = ds
@@ -486,19 +552,33 @@ impl LimitedButler {
     }
 
     /// The one dataset of an input connection, decoded by its storage
-    /// class's formatter.
+    /// class's formatter; for a component connection (`calexp.wcs`), only
+    /// that component of the parent.
     pub fn get(&mut self, connection: &str) -> Result<InMemoryDataset> {
+        self.get_with(connection, &ReadParameters::new())
+    }
+
+    /// [`LimitedButler::get`] restricted by read parameters (`bbox`,
+    /// `columns`, `rows`: those of the storage class read).
+    pub fn get_with(
+        &mut self,
+        connection: &str,
+        parameters: &ReadParameters,
+    ) -> Result<InMemoryDataset> {
         let r = self
             .single(connection, self.input_refs(connection)?)?
             .clone();
-        self.read_ref(connection, &r)
+        self.read_ref(connection, &r, parameters)
     }
 
     /// All datasets of a (`multiple`) input connection, in the order of
     /// [`LimitedButler::input_refs`].
     pub fn get_all(&mut self, connection: &str) -> Result<Vec<InMemoryDataset>> {
         let refs = self.input_refs(connection)?.to_vec();
-        refs.iter().map(|r| self.read_ref(connection, r)).collect()
+        let none = ReadParameters::new();
+        refs.iter()
+            .map(|r| self.read_ref(connection, r, &none))
+            .collect()
     }
 
     /// The one dataset of an input connection, deserialized from JSON.

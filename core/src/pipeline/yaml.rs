@@ -432,6 +432,15 @@ impl LoadedPipeline {
                     &reachable,
                 )
                 .map_err(err)?;
+                if let Some(component) = conn.component() {
+                    if kind != ConnectionKind::Input {
+                        return Err(err(format!(
+                            "`{}` is component `{component}` of `{}`: a component can only be a task input (write or look up the parent)",
+                            conn.dataset_type,
+                            conn.parent_dataset_type()
+                        )));
+                    }
+                }
                 if conn.is_calibration && kind != ConnectionKind::Prerequisite {
                     return Err(err(
                         "calibrations (`is_calibration: true`) are looked up by time and must be prerequisites".into(),
@@ -505,7 +514,7 @@ impl LoadedPipeline {
                 let mut ups: Vec<usize> = t
                     .inputs
                     .iter()
-                    .filter_map(|c| producer.get(&c.dataset_type))
+                    .filter_map(|c| producer.get(c.parent_dataset_type()))
                     .map(|(label, ..)| index[label.as_str()])
                     .collect();
                 ups.sort_unstable();
