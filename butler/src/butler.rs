@@ -414,8 +414,16 @@ impl Butler {
         parameters: &ReadParameters,
         output: &Path,
     ) -> Result<u64, ButlerError> {
-        let (_, component, read_class) = self.resolve_read(dataset_type, parameters)?;
-        if component.is_none() && parameters.is_empty() {
+        let (parent, component, read_class) = self.resolve_read(dataset_type, parameters)?;
+        let disassembled = || -> Result<bool, ButlerError> {
+            let found = self.find(&parent.name, data_id, collections)?;
+            Ok(quanta_datastore::disassembled::is_index(
+                &Self::stored(&found)?.path,
+            ))
+        };
+        // A disassembled composite has no single file: it is assembled and
+        // encoded like a component.
+        if component.is_none() && parameters.is_empty() && !disassembled()? {
             return self.get_to_file(dataset_type, data_id, collections, output);
         }
         let target = self.output_target(output)?;

@@ -4,7 +4,12 @@
 //! image; `query-datasets` lists a component under its name with the
 //! parent's UUID; a pipeline whose task reads `calexp.wcs` and a `bbox`
 //! cut-out of `calexp.image` runs end to end, and provenance names the
-//! parent `calexp` as the input.
+//! parent `calexp` as the input. With the datastore's `disassemble`
+//! setting, an `ExposureF` output is one file per component plus an index:
+//! it round-trips (whole, component, cut-out, and as a downstream task's
+//! component inputs), merges, `repo check` verifies it and knows its parts,
+//! a tampered part is refused by check, get and merge, export refuses it by
+//! name, and removal takes the parts.
 
 mod common;
 
@@ -43,17 +48,26 @@ fn exposure(e: usize, d: usize) -> Exposure {
 /// A repo with 2×2 `calexp` (ExposureF) datasets in RUN `Cam/raw`.
 fn calexp_repo(dir: &Path) -> PathBuf {
     let repo = make_empty_reference_repo(dir, 2, 2);
+    ingest_calexps(dir, &repo);
+    repo
+}
+
+/// Registers `calexp` (ExposureF) and ingests the 2×2 calexps into
+/// `Cam/raw`.
+fn ingest_calexps(dir: &Path, repo: &Path) {
     let repo_s = repo.to_str().unwrap();
-    ok(&[
-        "dataset-type",
-        "register",
-        repo_s,
-        "calexp",
-        "--dimensions",
-        "instrument,exposure,detector",
-        "--storage-class",
-        "ExposureF",
-    ]);
+    if !ok(&["dataset-type", "list", repo_s]).contains("calexp") {
+        ok(&[
+            "dataset-type",
+            "register",
+            repo_s,
+            "calexp",
+            "--dimensions",
+            "instrument,exposure,detector",
+            "--storage-class",
+            "ExposureF",
+        ]);
+    }
     let files = dir.join("calexp_files");
     std::fs::create_dir_all(&files).unwrap();
     let mut manifest = String::from("path,instrument,exposure,detector\n");
@@ -77,7 +91,6 @@ fn calexp_repo(dir: &Path) -> PathBuf {
         "--manifest",
         manifest_path.to_str().unwrap(),
     ]);
-    repo
 }
 
 const DATA_ID: &str = "instrument=Cam,exposure=1,detector=0";
@@ -293,4 +306,297 @@ fn component_inputs_run_end_to_end_and_provenance_names_the_parent() {
         .find(|d| d["id"].as_str() == Some(&calexp_id))
         .expect("the parent is in the provenance graph");
     assert_eq!(parent["dataset_type"], "calexp");
+}
+
+const DISASSEMBLED_PIPELINE: &str = r#"description: an ExposureF output, then component inputs of it
+tasks:
+  scale:
+    class: examples.fits.ScaleExposure
+    dimensions: [instrument, exposure, detector]
+    inputs:
+      exposure: {dataset_type: calexp, dimensions: [instrument, exposure, detector], storage_class: ExposureF}
+    outputs:
+      scaled: {dataset_type: calexpScaled, dimensions: [instrument, exposure, detector], storage_class: ExposureF}
+    config: {factor: 2.0}
+  stats:
+    class: examples.fits.CutoutStats
+    dimensions: [instrument, exposure, detector]
+    inputs:
+      wcs: {dataset_type: calexpScaled.wcs, dimensions: [instrument, exposure, detector], storage_class: Wcs}
+      image: {dataset_type: calexpScaled.image, dimensions: [instrument, exposure, detector], storage_class: ImageF}
+    outputs:
+      stats: {dataset_type: cutoutStats, dimensions: [instrument, exposure, detector], storage_class: Json}
+    config: {bbox: "2,3,12,9"}
+"#;
+
+fn scaled(e: usize, d: usize) -> Exposure {
+    let mut x = exposure(e, d);
+    for p in x.image.pixels_mut() {
+        *p *= 2.0;
+    }
+    for p in x.variance.pixels_mut() {
+        *p *= 4.0;
+    }
+    x
+}
+
+/// Flips one byte in the middle of a file.
+fn tamper(path: &Path) {
+    let mut bytes = std::fs::read(path).unwrap();
+    let mid = bytes.len() / 2 + 17;
+    bytes[mid] ^= 0x55;
+    std::fs::write(path, bytes).unwrap();
+}
+
+fn preflight_run(repo: &Path, pipeline: &Path, bundle: &Path, run: &str) {
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    ok(&[
+        "preflight",
+        &s(repo),
+        "--pipeline",
+        &s(pipeline),
+        "--input",
+        "Cam/raw",
+        "--output-run",
+        run,
+        "--bundle",
+        &s(bundle),
+    ]);
+    ok(&["run", &s(bundle), "--jobs", "2"]);
+}
+
+#[test]
+fn disassembled_composites_round_trip_merge_verify_and_refuse_a_tampered_part() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("datastore.json");
+    std::fs::write(&config, r#"{"disassemble": true}"#).unwrap();
+    // The calexp repo of the other tests, made with disassembly on:
+    // ingested files stay one file each.
+    let repo = dir.path().join("repo");
+    let repo_s = repo.to_str().unwrap().to_string();
+    ok(&[
+        "repo",
+        "create",
+        &repo_s,
+        "--datastore-config",
+        config.to_str().unwrap(),
+    ]);
+    let records = dir.path().join("records.json");
+    std::fs::write(&records, common::reference_records(2, 2).to_string()).unwrap();
+    ok(&["dimensions", "insert", &repo_s, records.to_str().unwrap()]);
+    ok(&["collection", "create", &repo_s, "Cam/raw", "--type", "RUN"]);
+    ingest_calexps(dir.path(), &repo);
+
+    let pipeline = dir.path().join("disassembled.yaml");
+    std::fs::write(&pipeline, DISASSEMBLED_PIPELINE).unwrap();
+    let bundle = dir.path().join("a.qb");
+    preflight_run(&repo, &pipeline, &bundle, "u/test/a");
+    ok(&["merge", &repo_s, bundle.to_str().unwrap()]);
+
+    // One index per scaled exposure, registered; five parts beside it.
+    let found: Vec<Value> = serde_json::from_str(&ok(&[
+        "query-datasets",
+        &repo_s,
+        "--collections",
+        "u/test/a",
+        "--dataset-type",
+        "calexpScaled",
+        "--json",
+    ]))
+    .unwrap();
+    assert_eq!(found.len(), 4);
+    let index_rel = found[0]["stored"]["path"].as_str().unwrap().to_string();
+    assert!(index_rel.ends_with(".parts.json"), "{index_rel}");
+    let index_abs = repo.join("datastore").join(&index_rel);
+    let index: Value = serde_json::from_slice(&std::fs::read(&index_abs).unwrap()).unwrap();
+    let parts = index["parts"].as_array().unwrap();
+    let names: Vec<&str> = parts
+        .iter()
+        .map(|p| p["component"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["image", "mask", "variance", "metadata", "wcs"]);
+    for p in parts {
+        let file = index_abs.with_file_name(p["file"].as_str().unwrap());
+        let bytes = std::fs::read(&file).unwrap();
+        assert_eq!(bytes.len() as u64, p["size"].as_u64().unwrap());
+        assert_eq!(
+            blake3::hash(&bytes).to_hex().as_str(),
+            p["checksum"].as_str().unwrap()
+        );
+    }
+
+    // Round trip: the assembled dataset, a component, a cut-out.
+    let e = found[0]["data_id"]["exposure"].as_u64().unwrap() as usize;
+    let d = found[0]["data_id"]["detector"].as_u64().unwrap() as usize;
+    let data_id = format!("instrument=Cam,exposure={e},detector={d}");
+    let get_to = |t: &str, extra: &[&str], out: &Path| {
+        let mut args = vec![
+            "get",
+            &repo_s,
+            t,
+            "--data-id",
+            &data_id,
+            "--collections",
+            "u/test/a",
+            "--output",
+            out.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        common::run(&args)
+    };
+    let out = dir.path().join("scaled.fits");
+    assert!(get_to("calexpScaled", &[], &out).status.success());
+    let back = FitsExposureFormatter::decode_exposure(&std::fs::read(&out).unwrap()).unwrap();
+    assert_eq!(back, scaled(e, d));
+    assert!(
+        get_to("calexpScaled", &["--parameters", "bbox=1,2,30,20"], &out)
+            .status
+            .success()
+    );
+    let cut = FitsExposureFormatter::decode_exposure(&std::fs::read(&out).unwrap()).unwrap();
+    let b = BBox::parse("1,2,30,20").unwrap();
+    assert_eq!(cut.image, scaled(e, d).image.cutout(&b).unwrap());
+    assert_eq!(cut.wcs.unwrap().crpix, (20.5 - 1.0, 15.5 - 2.0));
+    let img = dir.path().join("img.fits");
+    assert!(get_to("calexpScaled.image", &[], &img).status.success());
+    let image = FitsImageFormatter::decode_image(&std::fs::read(&img).unwrap()).unwrap();
+    assert_eq!(image, scaled(e, d).image);
+    // The downstream task read the components from the parts.
+    let stats: Value = serde_json::from_str(&ok(&[
+        "get",
+        &repo_s,
+        "cutoutStats",
+        "--data-id",
+        &data_id,
+        "--collections",
+        "u/test/a",
+    ]))
+    .unwrap();
+    let sum: f64 = scaled(e, d)
+        .image
+        .cutout(&BBox::parse("2,3,12,9").unwrap())
+        .unwrap()
+        .pixels()
+        .iter()
+        .map(|&p| f64::from(p))
+        .sum();
+    assert_eq!(stats["sum"].as_f64().unwrap(), sum);
+
+    // Verified: `repo check` knows the parts (no orphans, nothing bad).
+    ok(&["repo", "check", &repo_s]);
+
+    // A tampered part: check names the dataset's index, reads are refused.
+    let image_part = index_abs.with_file_name(parts[0]["file"].as_str().unwrap());
+    let pristine = std::fs::read(&image_part).unwrap();
+    tamper(&image_part);
+    let out_check = common::run(&["repo", "check", &repo_s]);
+    assert_eq!(
+        out_check.status.code(),
+        Some(1),
+        "{}",
+        common::show(&out_check)
+    );
+    assert!(
+        common::show(&out_check).contains(&index_rel),
+        "{}",
+        common::show(&out_check)
+    );
+    let refused = get_to("calexpScaled", &[], &out);
+    assert!(!refused.status.success());
+    assert!(
+        common::show(&refused).contains("checksum"),
+        "{}",
+        common::show(&refused)
+    );
+    let refused = get_to("calexpScaled.image", &[], &img);
+    assert!(
+        common::show(&refused).contains("checksum"),
+        "{}",
+        common::show(&refused)
+    );
+    std::fs::write(&image_part, pristine).unwrap();
+    ok(&["repo", "check", &repo_s]);
+
+    // Merge refuses an output whose part was altered after the run.
+    let bundle_b = dir.path().join("b.qb");
+    preflight_run(&repo, &pipeline, &bundle_b, "u/test/b");
+    let datastore = repo.join("datastore");
+    let mut tampered = None;
+    for entry in walk(&datastore.join("u/test/b")) {
+        let name = entry.file_name().unwrap().to_string_lossy().to_string();
+        if name.ends_with(".variance.fits") && tampered.is_none() {
+            tamper(&entry);
+            tampered = Some(name);
+        }
+    }
+    let tampered = tampered.expect("a variance part in run u/test/b");
+    let merged = common::run(&["merge", &repo_s, bundle_b.to_str().unwrap()]);
+    let shown = common::show(&merged);
+    let registered: Vec<Value> = serde_json::from_str(&ok(&[
+        "query-datasets",
+        &repo_s,
+        "--collections",
+        "u/test/b",
+        "--dataset-type",
+        "calexpScaled",
+        "--json",
+    ]))
+    .unwrap();
+    assert_eq!(registered.len(), 3, "{tampered}: {shown}");
+    for f in &registered {
+        let stem = f["stored"]["path"]
+            .as_str()
+            .unwrap()
+            .trim_end_matches(".parts.json");
+        let base = stem.rsplit('/').next().unwrap();
+        assert!(!tampered.starts_with(base), "{tampered} was registered");
+    }
+
+    // Export (LSST's export.yaml) has no mapping for ExposureF, one file or
+    // disassembled: refused by name before anything is written.
+    let export_dir = dir.path().join("export");
+    let refused = common::run(&[
+        "export",
+        &repo_s,
+        export_dir.to_str().unwrap(),
+        "--collections",
+        "u/test/a",
+        "--dataset-type",
+        "calexpScaled",
+    ]);
+    assert_eq!(refused.status.code(), Some(2), "{}", common::show(&refused));
+    assert!(
+        common::show(&refused).contains("ExposureF"),
+        "{}",
+        common::show(&refused)
+    );
+    assert!(!export_dir.join("export.yaml").exists());
+
+    // Removal takes the parts with the index.
+    ok(&["remove-runs", &repo_s, "u/test/a", "u/test/b"]);
+    let left: Vec<PathBuf> = walk(&datastore)
+        .into_iter()
+        .filter(|p| {
+            let s = p.to_string_lossy();
+            s.contains("/u/test/a/") && !s.contains(".quarantine")
+        })
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for e in entries.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out.sort();
+    out
 }

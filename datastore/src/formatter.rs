@@ -172,6 +172,36 @@ pub trait Formatter: Send + Sync {
     fn describe(&self, _obj: &InMemoryDataset) -> Option<serde_json::Value> {
         None
     }
+    /// Whether this formatter splits its datasets into stored components
+    /// (a composite the datastore may disassemble, one file per component).
+    fn disassembles(&self) -> bool {
+        false
+    }
+    /// The stored components of `obj` (name → the dataset of the
+    /// component's storage class), for a formatter that
+    /// [`Formatter::disassembles`].
+    fn disassemble(
+        &self,
+        _obj: &InMemoryDataset,
+    ) -> Result<Vec<(String, InMemoryDataset)>, FormatterError> {
+        Err(FormatterError::Other(format!(
+            "formatter `{}` does not disassemble its datasets",
+            self.name()
+        )))
+    }
+    /// The composite from its parts (as [`Formatter::disassemble`] gives
+    /// them, already restricted by the `parameters` their storage classes
+    /// accept); applies what else `parameters` mean for the whole.
+    fn assemble(
+        &self,
+        _parts: Vec<(String, InMemoryDataset)>,
+        _parameters: &ReadParameters,
+    ) -> Result<InMemoryDataset, FormatterError> {
+        Err(FormatterError::Other(format!(
+            "formatter `{}` does not assemble parts",
+            self.name()
+        )))
+    }
 }
 
 /// Compact JSON of a `serde_json::Value`.
@@ -291,9 +321,9 @@ impl FormatterRegistry {
             && ext
                 .split('.')
                 .all(|part| !part.is_empty() && part.bytes().all(|b| b.is_ascii_alphanumeric()));
-        if !ext_ok {
+        if !ext_ok || ext == "parts.json" || ext.ends_with(".parts.json") {
             return Err(bad(format!(
-                "extension `{ext}`: use words of letters and digits joined by `.`"
+                "extension `{ext}`: use words of letters and digits joined by `.` (not `parts.json`, the index of a disassembled composite)"
             )));
         }
         let storage_class = formatter.storage_class().to_string();

@@ -487,7 +487,10 @@ impl LimitedButler {
         parameters: &ReadParameters,
     ) -> Result<InMemoryDataset> {
         let component = self.component_of(connection, r).map(str::to_string);
-        if component.is_none() && parameters.is_empty() {
+        if component.is_none()
+            && parameters.is_empty()
+            && !quanta_datastore::disassembled::is_index(&r.path)
+        {
             return self.read_whole(connection, r);
         }
         // The file is the parent's: its storage class picks the formatter;
@@ -517,16 +520,27 @@ impl LimitedButler {
             .formatters()
             .for_storage_class(&parent_class)
             .map_err(|e| self.ds_err(e))?;
-        let abs = ds.abs_path(&r.path).map_err(|e| self.ds_err(e))?;
-        let obj = formatter
-            .read(&abs, component.as_deref(), parameters)
-            .map_err(|source| {
-                self.ds_err(DatastoreError::Decode {
-                    formatter: formatter.name().to_string(),
-                    path: r.path.clone(),
-                    source,
-                })
-            })?;
+        let obj = if quanta_datastore::disassembled::is_index(&r.path) {
+            let info = quanta_datastore::StoredFileInfo {
+                path: r.path.clone(),
+                formatter: formatter.name().to_string(),
+                size: r.size.unwrap_or_default(),
+                checksum: r.checksum.clone().unwrap_or_default(),
+            };
+            ds.read_with(&info, component.as_deref(), parameters)
+                .map_err(|e| self.ds_err(e))?
+        } else {
+            let abs = ds.abs_path(&r.path).map_err(|e| self.ds_err(e))?;
+            formatter
+                .read(&abs, component.as_deref(), parameters)
+                .map_err(|source| {
+                    self.ds_err(DatastoreError::Decode {
+                        formatter: formatter.name().to_string(),
+                        path: r.path.clone(),
+                        source,
+                    })
+                })?
+        };
         // Provenance records the parent: the dataset whose file was read.
         self.inputs_used.push(r.id);
         Ok(obj)
@@ -734,8 +748,39 @@ impl LimitedButler {
     /// Writes the one predicted output of `connection`.
     pub fn put(&mut self, connection: &str, obj: &InMemoryDataset) -> Result<()> {
         let r = self.predicted(connection, None)?;
+        if quanta_datastore::disassembled::is_index(&r.path) {
+            return self.write_disassembled(connection, &r, obj);
+        }
         let (bytes, f) = self.encode(connection, &r, obj)?;
         self.write_bytes(&r, &bytes, &f)
+    }
+
+    /// A composite predicted disassembled (its path is an index): the
+    /// parts, then the index, under the overwrite rule of any put (for the
+    /// index; parts without their index are this dataset's own leftovers).
+    fn write_disassembled(
+        &mut self,
+        connection: &str,
+        r: &BundleRef,
+        obj: &InMemoryDataset,
+    ) -> Result<()> {
+        self.before_write(r)?;
+        let sc = self.storage_class(connection, &r.dataset_type);
+        let ds = self.registry.datastore();
+        let f = ds
+            .formatters()
+            .for_storage_class(&sc)
+            .map_err(|e| self.ds_err(e))?;
+        let info = match ds.write_disassembled_at(&r.path, f.as_ref(), obj, self.replace) {
+            Err(DatastoreError::AlreadyExists { .. }) => {
+                self.move_aside(r)?;
+                ds.write_disassembled_at(&r.path, f.as_ref(), obj, false)
+            }
+            other => other,
+        }
+        .map_err(|e| self.map_write_err(r, e))?;
+        self.record(r, info.size, info.checksum);
+        Ok(())
     }
 
     /// Writes the predicted output of `connection` for `data_id` (for
@@ -747,6 +792,9 @@ impl LimitedButler {
         obj: &InMemoryDataset,
     ) -> Result<()> {
         let r = self.predicted(connection, Some(data_id))?;
+        if quanta_datastore::disassembled::is_index(&r.path) {
+            return self.write_disassembled(connection, &r, obj);
+        }
         let (bytes, f) = self.encode(connection, &r, obj)?;
         self.write_bytes(&r, &bytes, &f)
     }

@@ -21,4 +21,4 @@ pub use quanta_formats::fits::{
     FitsImageFormatter, Header, Image, ImageError, Mask, Source, SourceCatalog, TanWcs, WcsError,
     CATALOG_STORAGE_CLASS, IMAGE_STORAGE_CLASS,
 };
-pub use tasks::{register, Background, CutoutStats, Detect, Isr, Summarize};
+pub use tasks::{register, Background, CutoutStats, Detect, Isr, ScaleExposure, Summarize};

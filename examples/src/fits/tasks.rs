@@ -4,7 +4,8 @@
 //! `examples.fits.Summarize` (per exposure, as Json); and
 //! `examples.fits.CutoutStats`, which reads only components of an
 //! `ExposureF` (`calexp.wcs`, and `calexp.image` with a `bbox` read
-//! parameter) and writes their summary as Json.
+//! parameter) and writes their summary as Json; `examples.fits.ScaleExposure`
+//! writes an `ExposureF`.
 
 use std::sync::Arc;
 
@@ -328,7 +329,47 @@ impl PipelineTask for CutoutStats {
     }
 }
 
+/// Multiplies an exposure (`exposure`, an `ExposureF`) by `factor`
+/// (image × factor, variance × factor², mask, WCS and metadata kept) and
+/// writes it as `scaled`: a task whose output is a composite, written
+/// disassembled where the datastore is set to.
+#[derive(Debug)]
+pub struct ScaleExposure {
+    factor: f32,
+}
+
+impl ScaleExposure {
+    fn from_config(config: &Value) -> Result<Self, TaskError> {
+        let obj = config_object(config, &["factor"])?;
+        let factor = config_f64(obj, "factor", 1.0)? as f32;
+        if !factor.is_finite() {
+            return Err(TaskError::Config(format!("factor: {factor} is not finite")));
+        }
+        Ok(Self { factor })
+    }
+}
+
+impl PipelineTask for ScaleExposure {
+    fn run(&self, ctx: &mut TaskContext<'_>) -> Result<(), TaskError> {
+        let e = ctx.get("exposure")?;
+        let kind = e.kind();
+        let mut e = e
+            .downcast::<super::Exposure>()
+            .ok_or_else(|| bad_input("exposure", format!("expected an ExposureF, got {kind}")))?;
+        for p in e.image.pixels_mut() {
+            *p *= self.factor;
+        }
+        for p in e.variance.pixels_mut() {
+            *p *= self.factor * self.factor;
+        }
+        put_other(ctx, "scaled", *e)
+    }
+}
+
 pub fn register(reg: &mut TaskRegistry) {
+    reg.register("examples.fits.ScaleExposure", |c| {
+        Ok(Arc::new(ScaleExposure::from_config(c)?) as Arc<dyn PipelineTask>)
+    });
     reg.register("examples.fits.CutoutStats", |c| {
         Ok(Arc::new(CutoutStats::from_config(c)?) as Arc<dyn PipelineTask>)
     });

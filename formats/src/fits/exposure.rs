@@ -176,7 +176,7 @@ impl FitsExposureFormatter {
 
     /// The exposure of its components (the inverse of
     /// [`FitsExposureFormatter::components`]; `wcs` may be absent).
-    pub fn assemble(
+    pub fn assemble_parts(
         mut parts: Vec<(String, InMemoryDataset)>,
     ) -> Result<Exposure, FitsFormatError> {
         let mut take = |name: &str| {
@@ -249,6 +249,32 @@ impl Formatter for FitsExposureFormatter {
     }
     fn describe(&self, obj: &InMemoryDataset) -> Option<serde_json::Value> {
         super::describe::describe(obj)
+    }
+    fn disassembles(&self) -> bool {
+        true
+    }
+    fn disassemble(
+        &self,
+        obj: &InMemoryDataset,
+    ) -> Result<Vec<(String, InMemoryDataset)>, FormatterError> {
+        let e = downcast_ref::<Exposure>(obj, "ExposureF (quanta_formats::fits::Exposure)")?;
+        Ok(Self::components(e)
+            .into_iter()
+            .map(|(name, v)| (name.to_string(), v))
+            .collect())
+    }
+    fn assemble(
+        &self,
+        parts: Vec<(String, InMemoryDataset)>,
+        parameters: &ReadParameters,
+    ) -> Result<InMemoryDataset, FormatterError> {
+        // The planes arrive cut to `bbox` already; the WCS follows them.
+        let bbox = bbox_parameter(parameters)?;
+        let mut e = Self::assemble_parts(parts)?;
+        if let (Some(b), Some(w)) = (bbox, e.wcs) {
+            e.wcs = Some(shift_wcs(w, &b));
+        }
+        Ok(InMemoryDataset::Other(Box::new(e)))
     }
 }
 
