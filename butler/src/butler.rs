@@ -313,7 +313,7 @@ impl Butler {
             &[new],
             OnConflict::Fail,
         ) {
-            let _ = self.datastore.remove(&info.path);
+            let _ = self.datastore.remove_many(std::slice::from_ref(&info.path));
             return Err(e.into());
         }
         Ok(dataset_ref)
