@@ -600,3 +600,54 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
     out.sort();
     out
 }
+
+#[test]
+fn preflight_refuses_a_component_the_parent_does_not_have_as_declared() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = calexp_repo(dir.path());
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    for (from, to, says) in [
+        (
+            "dataset_type: calexp.wcs, dimensions: [instrument, exposure, detector], storage_class: Wcs",
+            "dataset_type: calexp.wcs, dimensions: [instrument, exposure, detector], storage_class: ImageF",
+            "has storage class Wcs, not ImageF",
+        ),
+        (
+            "dataset_type: calexp.wcs,",
+            "dataset_type: calexp.psf,",
+            "no component `psf`",
+        ),
+        (
+            "dataset_type: calexp.wcs, dimensions: [instrument, exposure, detector]",
+            "dataset_type: calexp.wcs, dimensions: [instrument, exposure]",
+            "has the dimensions of `calexp`",
+        ),
+        (
+            "dataset_type: calexp.wcs,",
+            "dataset_type: nothing.wcs,",
+            "not registered in the repo and no task produces it",
+        ),
+    ] {
+        let text = PIPELINE.replace(from, to);
+        assert_ne!(text, PIPELINE, "{from}");
+        let pipeline = dir.path().join("bad.yaml");
+        std::fs::write(&pipeline, text).unwrap();
+        let err = fails_with(
+            2,
+            &[
+                "preflight",
+                &s(&repo),
+                "--pipeline",
+                &s(&pipeline),
+                "--input",
+                "Cam/raw",
+                "--output-run",
+                "u/test/bad",
+                "--bundle",
+                &s(&dir.path().join("bad.qb")),
+            ],
+        );
+        assert!(err.contains(says), "{to}: {err}");
+        assert!(err.contains("bad.yaml:"), "{to}: no line in {err}");
+    }
+}

@@ -730,6 +730,41 @@ tasks:
     }
 
     #[test]
+    fn components_are_inputs_of_their_parent() {
+        // A component input of an upstream output orders the tasks and is
+        // no overall input; the parent of a component of an overall input is.
+        let text = REFERENCE
+            .replace(
+                "post: {dataset_type: postISRCCD, dimensions: [instrument, exposure, detector], storage_class: Json}\n    outputs:\n      icexp",
+                "post: {dataset_type: postISRCCD.wcs, dimensions: [instrument, exposure, detector], storage_class: Wcs}\n    outputs:\n      icexp",
+            )
+            .replace(
+                "raw: {dataset_type: raw,",
+                "raw: {dataset_type: raw.image,",
+            );
+        let p = parse(&text).unwrap();
+        let labels: Vec<&str> = p.pipeline.tasks.iter().map(|t| t.label.as_str()).collect();
+        assert_eq!(labels, ["isr", "characterize", "summarize"]);
+        assert_eq!(p.pipeline.overall_inputs(), ["raw"]);
+        let c = &p.pipeline.tasks[1].inputs[0];
+        assert_eq!(
+            (c.parent_dataset_type(), c.component()),
+            ("postISRCCD", Some("wcs"))
+        );
+        // Only inputs may be components.
+        let text = REFERENCE.replace(
+            "icexp: {dataset_type: icExp,",
+            "icexp: {dataset_type: icExp.wcs,",
+        );
+        let e = parse(&text).unwrap_err();
+        assert!(
+            e.message.contains("a component can only be a task input"),
+            "{e}"
+        );
+        assert!(e.line.is_some());
+    }
+
+    #[test]
     fn produced_twice_cycles_and_conflicts() {
         let text = REFERENCE.replace(
             "icexp: {dataset_type: icExp,",
