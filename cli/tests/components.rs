@@ -9,7 +9,7 @@
 //! it round-trips (whole, component, cut-out, and as a downstream task's
 //! component inputs), merges, `repo check` verifies it and knows its parts,
 //! a tampered part is refused by check, get and merge, export refuses it by
-//! name, and removal takes the parts.
+//! name, retrieve copies its parts, and removal takes them.
 
 mod common;
 
@@ -571,6 +571,31 @@ fn disassembled_composites_round_trip_merge_verify_and_refuse_a_tampered_part() 
         common::show(&refused)
     );
     assert!(!export_dir.join("export.yaml").exists());
+
+    // Retrieve copies the index and its parts, as they are.
+    let retrieved = dir.path().join("retrieved");
+    ok(&[
+        "retrieve",
+        &repo_s,
+        retrieved.to_str().unwrap(),
+        "--collections",
+        "u/test/a",
+        "--dataset-type",
+        "calexpScaled",
+    ]);
+    let copy = retrieved.join(&index_rel);
+    assert_eq!(
+        std::fs::read(&copy).unwrap(),
+        std::fs::read(&index_abs).unwrap()
+    );
+    for p in parts {
+        let name = p["file"].as_str().unwrap();
+        assert_eq!(
+            std::fs::read(copy.with_file_name(name)).unwrap(),
+            std::fs::read(index_abs.with_file_name(name)).unwrap(),
+            "{name}"
+        );
+    }
 
     // Removal takes the parts with the index.
     ok(&["remove-runs", &repo_s, "u/test/a", "u/test/b"]);
