@@ -1,6 +1,7 @@
 //! The shared vocabulary of quanta, from the Gen3 Butler design: the
 //! [`DimensionUniverse`], [`DataId`]s, [`DatasetType`]s, [`DatasetRef`]s and
-//! collection kinds, the pipeline definitions, and the two formats that cross
+//! collection kinds, the [`storage_class`]es (components, read parameters),
+//! the pipeline definitions, and the two formats that cross
 //! process boundaries: the [`bundle`] (preflight → workers) and the
 //! [`journal`] (workers → merge and status).
 //!
