@@ -368,24 +368,8 @@ fn preflight_run(repo: &Path, pipeline: &Path, bundle: &Path, run: &str) {
 #[test]
 fn disassembled_composites_round_trip_merge_verify_and_refuse_a_tampered_part() {
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("datastore.json");
-    std::fs::write(&config, r#"{"disassemble": true}"#).unwrap();
-    // The calexp repo of the other tests, made with disassembly on:
-    // ingested files stay one file each.
-    let repo = dir.path().join("repo");
+    let repo = disassembling_repo(dir.path());
     let repo_s = repo.to_str().unwrap().to_string();
-    ok(&[
-        "repo",
-        "create",
-        &repo_s,
-        "--datastore-config",
-        config.to_str().unwrap(),
-    ]);
-    let records = dir.path().join("records.json");
-    std::fs::write(&records, common::reference_records(2, 2).to_string()).unwrap();
-    ok(&["dimensions", "insert", &repo_s, records.to_str().unwrap()]);
-    ok(&["collection", "create", &repo_s, "Cam/raw", "--type", "RUN"]);
-    ingest_calexps(dir.path(), &repo);
 
     let pipeline = dir.path().join("disassembled.yaml");
     std::fs::write(&pipeline, DISASSEMBLED_PIPELINE).unwrap();
@@ -607,6 +591,138 @@ fn disassembled_composites_round_trip_merge_verify_and_refuse_a_tampered_part() 
         })
         .collect();
     assert!(left.is_empty(), "{left:?}");
+}
+
+/// The calexp repo of the other tests at `dir/repo`, made with the
+/// datastore's `disassemble` setting (ingested files stay one file each).
+fn disassembling_repo(dir: &Path) -> PathBuf {
+    let config = dir.join("datastore.json");
+    std::fs::write(&config, r#"{"disassemble": true}"#).unwrap();
+    let repo = dir.join("repo");
+    let repo_s = repo.to_str().unwrap().to_string();
+    ok(&[
+        "repo",
+        "create",
+        &repo_s,
+        "--datastore-config",
+        config.to_str().unwrap(),
+    ]);
+    let records = dir.join("records.json");
+    std::fs::write(&records, common::reference_records(2, 2).to_string()).unwrap();
+    ok(&["dimensions", "insert", &repo_s, records.to_str().unwrap()]);
+    ok(&["collection", "create", &repo_s, "Cam/raw", "--type", "RUN"]);
+    ingest_calexps(dir, &repo);
+    repo
+}
+
+/// What a finished campaign left: the registered datasets of the output
+/// RUN (type, data ID, path, size, checksum) and every file under the RUN's
+/// directory.
+fn campaign_state(work: &Path) -> (Vec<String>, Vec<String>) {
+    let found: Vec<Value> = serde_json::from_str(&ok(&[
+        "query-datasets",
+        work.join("repo").to_str().unwrap(),
+        "--collections",
+        "u/test/k",
+        "--json",
+    ]))
+    .unwrap();
+    let mut registered: Vec<String> = found
+        .iter()
+        .map(|f| {
+            format!(
+                "{} {} {} {} {}",
+                f["dataset_type"],
+                f["data_id"],
+                f["stored"]["path"],
+                f["stored"]["size"],
+                f["stored"]["checksum"]
+            )
+        })
+        .collect();
+    registered.sort();
+    let root = work.join("repo/datastore/u/test/k");
+    let files = walk(&root)
+        .into_iter()
+        .map(|p| p.strip_prefix(&root).unwrap().to_string_lossy().to_string())
+        .collect();
+    (registered, files)
+}
+
+/// `kill -9` of `run` at every file written (parts and indices) and every
+/// index linked while it writes disassembled composites, then `run` again and
+/// `merge`: the repository ends as an uninterrupted campaign's, every part
+/// verified, no leftover file.
+#[test]
+fn a_run_killed_while_writing_parts_reruns_to_the_uninterrupted_state() {
+    use std::os::unix::process::ExitStatusExt;
+    let dir = tempfile::tempdir().unwrap();
+    let (base, work) = (dir.path().join("base"), dir.path().join("work"));
+    std::fs::create_dir_all(&work).unwrap();
+    disassembling_repo(&work);
+    let pipeline = work.join("p.yaml");
+    let scale_only = &DISASSEMBLED_PIPELINE[..DISASSEMBLED_PIPELINE.find("  stats:").unwrap()];
+    std::fs::write(&pipeline, scale_only).unwrap();
+    let bundle = work.join("k.qb");
+    ok(&[
+        "preflight",
+        work.join("repo").to_str().unwrap(),
+        "--pipeline",
+        pipeline.to_str().unwrap(),
+        "--input",
+        "Cam/raw",
+        "--output-run",
+        "u/test/k",
+        "--bundle",
+        bundle.to_str().unwrap(),
+    ]);
+    std::fs::rename(&work, &base).unwrap();
+    let b = bundle.to_str().unwrap().to_string();
+    let repo = work.join("repo").to_str().unwrap().to_string();
+    let run = |env: Option<(&str, String)>| {
+        let mut c = common::quanta();
+        c.args(["run", &b, "--jobs", "1"]);
+        if let Some((k, v)) = env {
+            c.env(k, v);
+        }
+        c.output().unwrap()
+    };
+
+    common::restore(&base, &work);
+    let log = dir.path().join("kill.log");
+    let first = run(Some(("QUANTA_TEST_KILL_LOG", log.display().to_string())));
+    assert!(first.status.success(), "{}", common::show(&first));
+    ok(&["merge", &repo, &b]);
+    let reference = campaign_state(&work);
+    assert_eq!(reference.0.len(), 4);
+    assert_eq!(reference.1.len(), 4 * 6, "{:?}", reference.1);
+    let passages = std::fs::read_to_string(&log).unwrap();
+    // Every file is written to a temporary first (5 parts and an index per
+    // exposure); parts are renamed into place (replacing a leftover), the
+    // index hard-linked (never replacing a file).
+    for (point, expected) in [("datastore.temp_written", 4 * 6), ("datastore.linked", 4)] {
+        let n = passages.lines().filter(|l| *l == point).count();
+        assert_eq!(n, expected, "{point}");
+        for k in 1..=n {
+            common::restore(&base, &work);
+            let killed = run(Some(("QUANTA_TEST_KILL_AT", format!("{point}:{k}"))));
+            assert_eq!(
+                killed.status.signal(),
+                Some(9),
+                "{point}:{k}: {}",
+                common::show(&killed)
+            );
+            let rerun = run(None);
+            assert!(
+                rerun.status.success(),
+                "{point}:{k}: {}",
+                common::show(&rerun)
+            );
+            ok(&["merge", &repo, &b]);
+            assert_eq!(campaign_state(&work), reference, "{point}:{k}");
+            ok(&["repo", "check", &repo]);
+        }
+    }
 }
 
 fn walk(dir: &Path) -> Vec<PathBuf> {

@@ -588,6 +588,29 @@ impl Datastore {
         self.write_bytes_at(rel_index, &bytes, formatter.name(), clobber)
     }
 
+    /// The paths the parts of a disassembled composite whose index is
+    /// `rel_index` may have (every stored component of every composite
+    /// storage class whose formatter here disassembles), whether written or
+    /// not: what a killed writer's leftovers are named from.
+    pub fn possible_part_paths(&self, rel_index: &str) -> Vec<String> {
+        let classes = quanta_core::StorageClasses::builtin();
+        let mut out = Vec::new();
+        for sc in self.formatters.storage_classes() {
+            let Ok(f) = self.formatters.for_storage_class(sc) else {
+                continue;
+            };
+            let Some(def) = classes.get(sc).filter(|_| f.disassembles()) else {
+                continue;
+            };
+            for (component, class) in &def.components {
+                if let Ok(pf) = self.formatters.for_storage_class(class) {
+                    out.push(disassembled::part_path(rel_index, component, pf.as_ref()));
+                }
+            }
+        }
+        out
+    }
+
     /// The index of a disassembled composite at `rel_index`.
     pub fn parts_index(&self, rel_index: &str) -> Result<disassembled::PartsIndex, DatastoreError> {
         let bytes = self.read_bytes(rel_index)?;

@@ -266,10 +266,18 @@ impl LimitedRegistry {
             .flat_map(|q| &q.outputs)
             .flat_map(|(_, refs)| refs)
         {
-            if let Ok(dest) = self.datastore.abs_path(&r.path) {
-                let prefix = temp_file_prefix(&dest);
-                if let Some(dir) = dest.parent() {
-                    by_dir.entry(dir.to_path_buf()).or_default().insert(prefix);
+            // A disassembled composite's parts are written beside its index.
+            let parts = if quanta_datastore::disassembled::is_index(&r.path) {
+                self.datastore.possible_part_paths(&r.path)
+            } else {
+                Vec::new()
+            };
+            for path in std::iter::once(&r.path).chain(&parts) {
+                if let Ok(dest) = self.datastore.abs_path(path) {
+                    let prefix = temp_file_prefix(&dest);
+                    if let Some(dir) = dest.parent() {
+                        by_dir.entry(dir.to_path_buf()).or_default().insert(prefix);
+                    }
                 }
             }
         }
