@@ -2,7 +2,7 @@ use std::path::{Path, PathBuf};
 
 use quanta_core::{DataId, DatasetRef, DimensionUniverse, Uuid};
 use quanta_datastore::{
-    Datastore, DatastoreConfig, FormatterRegistry, InMemoryDataset, StoredFileInfo,
+    Datastore, DatastoreConfig, FormatterRegistry, InMemoryDataset, ReadParameters, StoredFileInfo,
 };
 use quanta_registry::{DatastoreRecord, FoundDataset, NewDataset, OnConflict, Registry};
 use serde::{de::DeserializeOwned, Serialize};
@@ -313,7 +313,7 @@ impl Butler {
             &[new],
             OnConflict::Fail,
         ) {
-            let _ = self.datastore.remove(&info.path);
+            let _ = self.datastore.remove_many(std::slice::from_ref(&info.path));
             return Err(e.into());
         }
         Ok(dataset_ref)
@@ -341,15 +341,105 @@ impl Butler {
         })
     }
 
-    /// Reads a dataset back through its formatter.
+    /// Reads a dataset back through its formatter. `dataset_type` may name
+    /// a component (`calexp.wcs`, see [`Butler::get_with`]).
     pub fn get(
         &self,
         dataset_type: &str,
         data_id: &DataId,
         collections: &[String],
     ) -> Result<InMemoryDataset, ButlerError> {
-        let found = self.find(dataset_type, data_id, collections)?;
-        Ok(self.datastore.read(&Self::stored(&found)?)?)
+        self.get_with(dataset_type, data_id, collections, &ReadParameters::new())
+    }
+
+    /// Resolves `dataset_type` (a registered type or `parent.component`)
+    /// and checks `parameters` against the storage class of what is read:
+    /// (the parent's definition, the component, the storage class read).
+    pub fn resolve_read(
+        &self,
+        dataset_type: &str,
+        parameters: &ReadParameters,
+    ) -> Result<(quanta_core::DatasetType, Option<String>, String), ButlerError> {
+        let (parent, component) = self.registry.resolve_dataset_type(dataset_type)?;
+        let classes = quanta_core::StorageClasses::builtin();
+        let read_class = match &component {
+            Some(c) => classes
+                .component_class(&parent.storage_class, c)?
+                .to_string(),
+            None => parent.storage_class.clone(),
+        };
+        classes.check_parameters(&read_class, parameters.names())?;
+        Ok((parent, component, read_class))
+    }
+
+    /// Reads a dataset, or one component of it (`calexp.wcs`: the parent
+    /// `calexp` is found and only its `wcs` is read), restricted by read
+    /// `parameters` (`bbox=x0,y0,x1,y1` for images, `columns`/`rows` for
+    /// catalogs; refused when the storage class read does not define them).
+    /// A formatter that can reads only the part of the file asked for.
+    pub fn get_with(
+        &self,
+        dataset_type: &str,
+        data_id: &DataId,
+        collections: &[String],
+        parameters: &ReadParameters,
+    ) -> Result<InMemoryDataset, ButlerError> {
+        let (parent, component, _) = self.resolve_read(dataset_type, parameters)?;
+        let found = self
+            .registry
+            .find_dataset(&parent.name, data_id, collections, None)?
+            .ok_or_else(|| ButlerError::NotFound {
+                dataset_type: dataset_type.to_string(),
+                data_id: data_id.clone(),
+                collections: collections.to_vec(),
+            })?;
+        let stored = Self::stored(&found)?;
+        if component.is_none() && parameters.is_empty() {
+            return Ok(self.datastore.read(&stored)?);
+        }
+        Ok(self
+            .datastore
+            .read_with(&stored, component.as_deref(), parameters)?)
+    }
+
+    /// Writes what [`Butler::get_with`] reads to `output`, encoded by the
+    /// formatter of the storage class read (a `bbox` cut-out of an image
+    /// is a FITS image file); without component or parameters, the stored
+    /// bytes ([`Butler::get_to_file`]). Returns the bytes written.
+    pub fn get_to_file_with(
+        &self,
+        dataset_type: &str,
+        data_id: &DataId,
+        collections: &[String],
+        parameters: &ReadParameters,
+        output: &Path,
+    ) -> Result<u64, ButlerError> {
+        let (parent, component, read_class) = self.resolve_read(dataset_type, parameters)?;
+        let disassembled = || -> Result<bool, ButlerError> {
+            let found = self.find(&parent.name, data_id, collections)?;
+            Ok(quanta_datastore::disassembled::is_index(
+                &Self::stored(&found)?.path,
+            ))
+        };
+        // A disassembled composite has no single file: it is assembled and
+        // encoded like a component.
+        if component.is_none() && parameters.is_empty() && !disassembled()? {
+            return self.get_to_file(dataset_type, data_id, collections, output);
+        }
+        let target = self.output_target(output)?;
+        let formatter = self.datastore.formatters().for_storage_class(&read_class)?;
+        let obj = self.get_with(dataset_type, data_id, collections, parameters)?;
+        let bytes =
+            formatter
+                .encode(&obj)
+                .map_err(|source| quanta_datastore::DatastoreError::Encode {
+                    what: format!("{dataset_type} {data_id}"),
+                    formatter: formatter.name().to_string(),
+                    path: output.display().to_string(),
+                    source,
+                })?;
+        write_atomically(&target, &bytes)?;
+        Ok(bytes.len() as u64)
     }
 
     /// Reads a `Json` dataset into any deserializable type.

@@ -121,7 +121,18 @@ impl Butler {
             .collect();
         report.files_checked = to_verify.len() as u64;
         report.bad_files = self.verify_files(&to_verify, options.fast);
-        let known: HashSet<&str> = files.iter().map(|f| f.path.as_str()).collect();
+        let mut known: HashSet<&str> = files.iter().map(|f| f.path.as_str()).collect();
+        // The parts of disassembled composites belong to their index.
+        let mut parts: Vec<String> = Vec::new();
+        for f in files
+            .iter()
+            .filter(|f| quanta_datastore::disassembled::is_index(&f.path))
+        {
+            if let Ok(index) = self.datastore.parts_index(&f.path) {
+                parts.extend(index.part_infos(&f.path).into_iter().map(|(_, i)| i.path));
+            }
+        }
+        known.extend(parts.iter().map(String::as_str));
         report.orphans = self
             .datastore
             .list_files()?

@@ -196,7 +196,7 @@ impl Butler {
         for r in &refs {
             let dest = self
                 .datastore
-                .abs_path(&self.datastore.path_for(r, &dt.storage_class)?)?;
+                .abs_path(&self.datastore.single_path_for(r, &dt.storage_class)?)?;
             guard.add_datastore_dirs(&datastore_root, &dest);
         }
         let in_run = [run.to_string()];

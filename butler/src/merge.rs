@@ -989,6 +989,11 @@ fn new_quantum(
         .chain(q.prerequisites().map(|c| (true, c)));
     for (is_prerequisite, conn) in conns {
         for r in conn.refs() {
+            // Two component connections (`calexp.wcs`, `calexp.image`) bind
+            // the same parent: one input row, under the first connection.
+            if inputs.iter().any(|i: &QuantumInput| i.dataset_id == r.id) {
+                continue;
+            }
             inputs.push(QuantumInput {
                 dataset_id: r.id,
                 connection: conn.name.to_string(),

@@ -15,9 +15,10 @@ pub fn task_registry() -> TaskRegistry {
     quanta_examples::task_registry()
 }
 
-/// Every formatter the `quanta` binary knows.
+/// Every formatter the `quanta` binary knows: the product formats of
+/// `quanta-formats` (example tasks bring none of their own).
 pub fn formatters() -> FormatterRegistry {
-    quanta_examples::formatters()
+    quanta_formats::formatters()
 }
 
 /// Opens a repo for writing. Every command that writes holds the

@@ -10,7 +10,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use quanta_butler::{Butler, IngestItem};
 use quanta_core::{CollectionType, DataId, DatasetType, DimensionUniverse};
-use quanta_datastore::{DatastoreConfig, InMemoryDataset, TransferMode};
+use quanta_datastore::{DatastoreConfig, InMemoryDataset, ReadParameters, TransferMode};
 use quanta_registry::{parse_records_csv, parse_records_json, Binds};
 use rusqlite::types::Value as SqlValue;
 
@@ -193,9 +193,15 @@ pub struct GetArgs {
     #[arg(long, value_delimiter = ',', required = true)]
     collections: Vec<String>,
     /// Write the stored bytes to this file instead of printing (atomically; a path
-    /// inside the repository is refused).
+    /// inside the repository is refused). With a component or read
+    /// parameters, what was read, encoded by its storage class's formatter.
     #[arg(long, short)]
     output: Option<PathBuf>,
+    /// A read parameter NAME=VALUE, repeatable: `bbox=x0,y0,x1,y1` (pixels,
+    /// x1 and y1 exclusive) for images and exposures, `columns=X,Y` and
+    /// `rows=START:END` for catalogs.
+    #[arg(long = "parameters")]
+    parameters: Vec<String>,
 }
 
 pub fn repo(cmd: RepoCommand) -> Result<ExitCode> {
@@ -531,13 +537,42 @@ pub(crate) fn parse_binds(binds: &[String]) -> Result<Binds> {
 pub fn query_datasets(args: QueryDatasetsArgs) -> Result<ExitCode> {
     let butler = crate::plugins::open_butler_read_only(&args.repo)?;
     let binds = parse_binds(&args.binds)?;
+    // A component (`calexp.wcs`) is found as its parent and listed under
+    // the name asked for.
+    let mut parents = Vec::with_capacity(args.dataset_types.len());
+    let mut as_component: Vec<(String, String)> = Vec::new();
+    for name in &args.dataset_types {
+        let (parent, component) = butler.registry().resolve_dataset_type(name)?;
+        if component.is_some() {
+            as_component.push((parent.name.clone(), name.clone()));
+        }
+        if !parents.contains(&parent.name) {
+            parents.push(parent.name);
+        }
+    }
     let mut found = butler.registry().query_datasets(
-        &args.dataset_types,
+        &parents,
         &args.collections,
         &args.where_clause,
         &binds,
         !args.all,
     )?;
+    if !as_component.is_empty() {
+        let mut listed = Vec::with_capacity(found.len());
+        for f in found {
+            let parent = &f.dataset_ref.dataset_type;
+            let asked_parent = args.dataset_types.iter().any(|n| n == parent);
+            for (_, name) in as_component.iter().filter(|(p, _)| p == parent) {
+                let mut c = f.clone();
+                c.dataset_ref.dataset_type = name.clone();
+                listed.push(c);
+            }
+            if asked_parent {
+                listed.push(f);
+            }
+        }
+        found = listed;
+    }
     found.sort_by(|a, b| {
         (&a.dataset_ref.dataset_type, &a.dataset_ref.data_id)
             .cmp(&(&b.dataset_ref.dataset_type, &b.dataset_ref.data_id))
@@ -642,14 +677,32 @@ pub fn sql(repo: &Path, query: &str, json: bool, timeout_secs: f64) -> Result<Ex
 pub fn get(args: GetArgs) -> Result<ExitCode> {
     let butler = crate::plugins::open_butler_read_only(&args.repo)?;
     let data_id = DataId::parse_cli(&args.data_id, butler.universe())?;
+    let parameters = ReadParameters::parse(args.parameters.iter().map(String::as_str))
+        .context("--parameters")?;
     if let Some(out) = args.output {
-        butler.get_to_file(&args.dataset_type, &data_id, &args.collections, &out)?;
+        butler.get_to_file_with(
+            &args.dataset_type,
+            &data_id,
+            &args.collections,
+            &parameters,
+            &out,
+        )?;
         return Ok(ExitCode::SUCCESS);
     }
-    match butler.get(&args.dataset_type, &data_id, &args.collections)? {
-        InMemoryDataset::Json(v) => print_json(&v)?,
-        InMemoryDataset::Bytes(b) => println!("{} bytes (use --output FILE to save them)", b.len()),
-        other => println!(
+    let (parent, _, read_class) = butler.resolve_read(&args.dataset_type, &parameters)?;
+    let obj = butler.get_with(&args.dataset_type, &data_id, &args.collections, &parameters)?;
+    // The parent's formatter produced the value, so it can describe it.
+    let formatters = butler.datastore().formatters();
+    let described = [&parent.storage_class, &read_class]
+        .into_iter()
+        .filter_map(|sc| formatters.for_storage_class(sc).ok())
+        .find_map(|f| f.describe(&obj));
+    match (described, obj) {
+        (Some(v), _) | (None, InMemoryDataset::Json(v)) => print_json(&v)?,
+        (None, InMemoryDataset::Bytes(b)) => {
+            println!("{} bytes (use --output FILE to save them)", b.len())
+        }
+        (None, other) => println!(
             "a {} dataset (use --output FILE to save its bytes)",
             other.kind()
         ),

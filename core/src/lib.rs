@@ -1,6 +1,7 @@
 //! The shared vocabulary of quanta, from the Gen3 Butler design: the
 //! [`DimensionUniverse`], [`DataId`]s, [`DatasetType`]s, [`DatasetRef`]s and
-//! collection kinds, the pipeline definitions, and the two formats that cross
+//! collection kinds, the [`storage_class`]es (components, read parameters),
+//! the pipeline definitions, and the two formats that cross
 //! process boundaries: the [`bundle`] (preflight → workers) and the
 //! [`journal`] (workers → merge and status).
 //!
@@ -21,6 +22,7 @@ mod host;
 pub mod journal;
 pub mod pipeline;
 pub mod status;
+pub mod storage_class;
 pub mod time;
 
 pub use bundle::{
@@ -44,5 +46,6 @@ pub use journal::{
     JournalRecord, JournalWriter, QuantumStatus, WrittenOutput,
 };
 pub use status::{fold_journals, CampaignProgress, QuantumProgress, QuantumState};
+pub use storage_class::{split_component, StorageClassDef, StorageClasses};
 pub use time::now_rfc3339;
 pub use uuid::Uuid;

@@ -72,6 +72,19 @@ impl Connection {
     }
 }
 
+impl Connection {
+    /// The dataset type stored: the parent of a component connection
+    /// (`calexp` for `calexp.wcs`), else the connection's own.
+    pub fn parent_dataset_type(&self) -> &str {
+        crate::storage_class::split_component(&self.dataset_type).0
+    }
+
+    /// The component this connection reads (`wcs` for `calexp.wcs`).
+    pub fn component(&self) -> Option<&str> {
+        crate::storage_class::split_component(&self.dataset_type).1
+    }
+}
+
 impl TaskDef {
     /// Every connection with its kind, in declaration order.
     pub fn connections(&self) -> impl Iterator<Item = (ConnectionKind, &Connection)> {
@@ -103,16 +116,16 @@ impl Pipeline {
     }
 
     /// Dataset type names read as regular inputs but produced by no task:
-    /// what the pipeline needs from the input collections.
+    /// what the pipeline needs from the input collections. An input of a
+    /// component (`calexp.wcs`) needs its parent (`calexp`).
     pub fn overall_inputs(&self) -> Vec<&str> {
         let produced = self.produced();
         let mut out: Vec<&str> = Vec::new();
         for t in &self.tasks {
             for c in &t.inputs {
-                if !produced.contains(c.dataset_type.as_str())
-                    && !out.contains(&c.dataset_type.as_str())
-                {
-                    out.push(&c.dataset_type);
+                let parent = c.parent_dataset_type();
+                if !produced.contains(parent) && !out.contains(&parent) {
+                    out.push(parent);
                 }
             }
         }

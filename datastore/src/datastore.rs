@@ -15,8 +15,12 @@ use quanta_core::DatasetRef;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use crate::disassembled;
 use crate::error::DatastoreError;
-use crate::formatter::{Formatter, FormatterRegistry, InMemoryDataset, JsonFormatter};
+use crate::error::FormatterError;
+use crate::formatter::{
+    Formatter, FormatterRegistry, InMemoryDataset, JsonFormatter, ReadParameters,
+};
 use crate::template::{validate_relative_path, FileTemplates, DEFAULT_TEMPLATE};
 use crate::verify::{check_checksum, check_size, ExpectedFile};
 
@@ -77,6 +81,10 @@ pub struct DatastoreConfig {
     /// verifies sizes and checksums anyway, so a file lost or torn by a power
     /// failure is caught there and its quantum rerun.
     pub fsync: bool,
+    /// Write composites (a storage class whose formatter disassembles, e.g.
+    /// `ExposureF`) as one file per stored component plus an index; see
+    /// [`crate::disassembled`]. Off by default: one file per dataset.
+    pub disassemble: bool,
 }
 
 impl Default for DatastoreConfig {
@@ -85,6 +93,7 @@ impl Default for DatastoreConfig {
             default_template: DEFAULT_TEMPLATE.to_string(),
             templates: BTreeMap::new(),
             fsync: false,
+            disassemble: false,
         }
     }
 }
@@ -239,9 +248,26 @@ impl Datastore {
 
     /// The relative path (`/`-separated, with extension) where `r` is stored
     /// as `storage_class`.
+    /// A disassembled composite's path is its index (`.parts.json`).
     pub fn path_for(&self, r: &DatasetRef, storage_class: &str) -> Result<String, DatastoreError> {
         let formatter = self.formatters.for_storage_class(storage_class)?;
         self.render_path(r, formatter.as_ref())
+    }
+
+    /// Whether datasets of `formatter` are written disassembled here.
+    pub fn disassembles(&self, formatter: &dyn Formatter) -> bool {
+        self.config.disassemble && formatter.disassembles()
+    }
+
+    /// The path of `r` as one file, even where composites are written
+    /// disassembled: an ingested file stays the one file it is.
+    pub fn single_path_for(
+        &self,
+        r: &DatasetRef,
+        storage_class: &str,
+    ) -> Result<String, DatastoreError> {
+        let formatter = self.formatters.for_storage_class(storage_class)?;
+        self.render_path_as(r, formatter.as_ref(), false)
     }
 
     fn render_path(
@@ -249,9 +275,22 @@ impl Datastore {
         r: &DatasetRef,
         formatter: &dyn Formatter,
     ) -> Result<String, DatastoreError> {
+        self.render_path_as(r, formatter, self.disassembles(formatter))
+    }
+
+    fn render_path_as(
+        &self,
+        r: &DatasetRef,
+        formatter: &dyn Formatter,
+        disassembled: bool,
+    ) -> Result<String, DatastoreError> {
         let mut path = self.templates.for_dataset_type(&r.dataset_type).render(r)?;
-        path.push('.');
-        path.push_str(formatter.extension());
+        if disassembled {
+            path.push_str(disassembled::DISASSEMBLED_SUFFIX);
+        } else {
+            path.push('.');
+            path.push_str(formatter.extension());
+        }
         validate_relative_path(&path)?;
         Ok(path)
     }
@@ -274,6 +313,9 @@ impl Datastore {
     ) -> Result<StoredFileInfo, DatastoreError> {
         let formatter = self.formatters.for_storage_class(storage_class)?;
         let rel = self.render_path(r, formatter.as_ref())?;
+        if self.disassembles(formatter.as_ref()) {
+            return self.write_disassembled_at(&rel, formatter.as_ref(), obj, clobber);
+        }
         self.write_with(&rel, formatter.name(), r, clobber, |out| {
             formatter
                 .encode_to(obj, out)
@@ -483,16 +525,231 @@ impl Datastore {
         Ok(())
     }
 
+    /// Writes `obj` disassembled (see [`crate::disassembled`]): each stored
+    /// component to its own file by its storage class's formatter, then the
+    /// index at `rel_index`, whose record is returned. The index follows
+    /// `clobber`; parts are replaced (named from the dataset's own path,
+    /// parts without their index can only be a killed write's leftovers).
+    pub fn write_disassembled_at(
+        &self,
+        rel_index: &str,
+        formatter: &dyn Formatter,
+        obj: &InMemoryDataset,
+        clobber: bool,
+    ) -> Result<StoredFileInfo, DatastoreError> {
+        validate_relative_path(rel_index)?;
+        if !clobber && self.root.join(rel_index).exists() {
+            return Err(DatastoreError::AlreadyExists {
+                path: rel_index.to_string(),
+                what: "a disassembled composite's index".into(),
+            });
+        }
+        let encode_err = |formatter: &str, path: &str, source| DatastoreError::Encode {
+            what: format!("composite `{rel_index}`"),
+            formatter: formatter.to_string(),
+            path: path.to_string(),
+            source,
+        };
+        let components = formatter
+            .disassemble(obj)
+            .map_err(|e| encode_err(formatter.name(), rel_index, e))?;
+        let classes = quanta_core::StorageClasses::builtin();
+        let mut parts = Vec::with_capacity(components.len());
+        for (component, value) in components {
+            let class = classes
+                .component_class(formatter.storage_class(), &component)
+                .map_err(|e| {
+                    encode_err(
+                        formatter.name(),
+                        rel_index,
+                        FormatterError::Other(e.to_string()),
+                    )
+                })?;
+            let part_formatter = self.formatters.for_storage_class(class)?;
+            let rel = disassembled::part_path(rel_index, &component, part_formatter.as_ref());
+            let bytes = part_formatter
+                .encode(&value)
+                .map_err(|e| encode_err(part_formatter.name(), &rel, e))?;
+            let info = self.write_bytes_at(&rel, &bytes, part_formatter.name(), true)?;
+            parts.push(disassembled::Part {
+                component,
+                file: rel.rsplit('/').next().unwrap_or(&rel).to_string(),
+                formatter: info.formatter,
+                size: info.size,
+                checksum: info.checksum,
+            });
+        }
+        let index = disassembled::PartsIndex {
+            formatter: formatter.name().to_string(),
+            parts,
+        };
+        let bytes = serde_json::to_vec(&index)
+            .map_err(|e| encode_err(formatter.name(), rel_index, e.into()))?;
+        self.write_bytes_at(rel_index, &bytes, formatter.name(), clobber)
+    }
+
+    /// The paths the parts of a disassembled composite whose index is
+    /// `rel_index` may have (every stored component of every composite
+    /// storage class whose formatter here disassembles), whether written or
+    /// not: what a killed writer's leftovers are named from.
+    pub fn possible_part_paths(&self, rel_index: &str) -> Vec<String> {
+        let classes = quanta_core::StorageClasses::builtin();
+        let mut out = Vec::new();
+        for sc in self.formatters.storage_classes() {
+            let Ok(f) = self.formatters.for_storage_class(sc) else {
+                continue;
+            };
+            let Some(def) = classes.get(sc).filter(|_| f.disassembles()) else {
+                continue;
+            };
+            for (component, class) in &def.components {
+                if let Ok(pf) = self.formatters.for_storage_class(class) {
+                    out.push(disassembled::part_path(rel_index, component, pf.as_ref()));
+                }
+            }
+        }
+        out
+    }
+
+    /// The index of a disassembled composite at `rel_index`.
+    pub fn parts_index(&self, rel_index: &str) -> Result<disassembled::PartsIndex, DatastoreError> {
+        let bytes = self.read_bytes(rel_index)?;
+        disassembled::PartsIndex::parse(rel_index, &bytes)
+    }
+
+    /// Every file of a dataset: its own, and for a disassembled composite
+    /// the parts its index lists (read from the index).
+    pub fn files_of(&self, info: &StoredFileInfo) -> Result<Vec<StoredFileInfo>, DatastoreError> {
+        let mut out = vec![info.clone()];
+        if disassembled::is_index(&info.path) {
+            let index = self.parts_index(&info.path)?;
+            out.extend(index.part_infos(&info.path).into_iter().map(|(_, i)| i));
+        }
+        Ok(out)
+    }
+
+    /// A part read whole, its size and checksum checked against the index.
+    fn read_part(&self, part: &StoredFileInfo) -> Result<InMemoryDataset, DatastoreError> {
+        self.read_verified(part)
+    }
+
+    /// Reads a disassembled composite: the index (checked against the
+    /// dataset's record), then only the parts needed.
+    fn read_disassembled(
+        &self,
+        info: &StoredFileInfo,
+        component: Option<&str>,
+        parameters: &ReadParameters,
+    ) -> Result<InMemoryDataset, DatastoreError> {
+        let bytes = self.read_bytes(&info.path)?;
+        // An empty checksum: not known yet (a worker's input produced
+        // upstream in the same bundle); the parts are still checked.
+        if !info.checksum.is_empty() {
+            let expected = info.expected();
+            check_size(&expected, bytes.len() as u64)?;
+            check_checksum(&expected, blake3::hash(&bytes).to_hex().as_str())?;
+        }
+        let index = disassembled::PartsIndex::parse(&info.path, &bytes)?;
+        let parts = index.part_infos(&info.path);
+        let classes = quanta_core::StorageClasses::builtin();
+        let read_part = |part: &StoredFileInfo, component: Option<&str>| {
+            let formatter = self.formatter_named(part)?;
+            let class = formatter.storage_class();
+            let accepted: Vec<&str> = parameters
+                .names()
+                .filter(|n| classes.check_parameters(class, [*n]).is_ok())
+                .collect();
+            if component.is_none() && accepted.is_empty() {
+                return self.read_part(part);
+            }
+            let mut own = ReadParameters::new();
+            for n in accepted {
+                own = own.with(n, parameters.get(n).unwrap_or_default());
+            }
+            self.read_with(part, component, &own)
+        };
+        match component {
+            Some(c) => {
+                if let Some((_, part)) = parts.iter().find(|(name, _)| name == c) {
+                    return read_part(part, None);
+                }
+                // A derived component: from the first part that has it.
+                let mut last = None;
+                for (_, part) in &parts {
+                    match read_part(part, Some(c)) {
+                        Ok(v) => return Ok(v),
+                        Err(e) => last = Some(e),
+                    }
+                }
+                Err(last.unwrap_or_else(|| DatastoreError::Decode {
+                    formatter: index.formatter.clone(),
+                    path: info.path.clone(),
+                    source: FormatterError::BadParameter(format!("no component `{c}`")),
+                }))
+            }
+            None => {
+                let composite = self.formatter_named(info)?;
+                let mut values = Vec::with_capacity(parts.len());
+                for (name, part) in &parts {
+                    values.push((name.clone(), read_part(part, None)?));
+                }
+                composite
+                    .assemble(values, parameters)
+                    .map_err(|source| DatastoreError::Decode {
+                        formatter: composite.name().to_string(),
+                        path: info.path.clone(),
+                        source,
+                    })
+            }
+        }
+    }
+
     /// Reads and decodes a file with the formatter recorded for it.
     pub fn read(&self, info: &StoredFileInfo) -> Result<InMemoryDataset, DatastoreError> {
+        if disassembled::is_index(&info.path) {
+            return self.read_disassembled(info, None, &ReadParameters::new());
+        }
         let formatter = self.formatter_named(info)?;
         let bytes = self.read_bytes(&info.path)?;
         decode(formatter.as_ref(), &info.path, &bytes)
     }
 
+    /// Reads `component` of a file (or all of it) restricted by
+    /// `parameters`, through [`Formatter::read`]: a formatter that can
+    /// reads only the part of the file asked for. Unverified, like
+    /// [`Datastore::read`] (a checksum needs every byte).
+    pub fn read_with(
+        &self,
+        info: &StoredFileInfo,
+        component: Option<&str>,
+        parameters: &ReadParameters,
+    ) -> Result<InMemoryDataset, DatastoreError> {
+        if disassembled::is_index(&info.path) {
+            return self.read_disassembled(info, component, parameters);
+        }
+        let formatter = self.formatter_named(info)?;
+        let abs = self.abs_path(&info.path)?;
+        if !abs.exists() {
+            return Err(DatastoreError::Missing {
+                path: info.path.clone(),
+            });
+        }
+        formatter
+            .read(&abs, component, parameters)
+            .map_err(|source| DatastoreError::Decode {
+                formatter: formatter.name().to_string(),
+                path: info.path.clone(),
+                source,
+            })
+    }
+
     /// Like [`Datastore::read`], but first checks the size and checksum of
     /// the bytes read (no second read of the file).
     pub fn read_verified(&self, info: &StoredFileInfo) -> Result<InMemoryDataset, DatastoreError> {
+        if disassembled::is_index(&info.path) {
+            // Checks the index, and each part it reads.
+            return self.read_disassembled(info, None, &ReadParameters::new());
+        }
         let formatter = self.formatter_named(info)?;
         let bytes = self.read_bytes(&info.path)?;
         let expected = info.expected();
@@ -617,7 +874,7 @@ impl Datastore {
             reason,
         };
         let formatter = self.formatters.for_storage_class(storage_class)?;
-        let rel = self.render_path(r, formatter.as_ref())?;
+        let rel = self.render_path_as(r, formatter.as_ref(), false)?;
         let dest = self.root.join(&rel);
         // Transfers read the file a symlink names: a hard link of the
         // symlink itself would store a link that may be relative.
@@ -780,6 +1037,31 @@ impl Datastore {
     /// resolving each full path from the root cost a third of a
     /// million-file removal.
     pub fn remove_many(&self, rel_paths: &[String]) -> Result<RemoveStats, DatastoreError> {
+        // A disassembled composite's parts go first, its index last, so a
+        // killed removal leaves an index a rerun finds (its missing parts
+        // are counted as missing).
+        let mut parts = Vec::new();
+        for rel in rel_paths.iter().filter(|p| disassembled::is_index(p)) {
+            match self.parts_index(rel) {
+                Ok(index) => parts.extend(index.part_infos(rel).into_iter().map(|(_, i)| i.path)),
+                Err(DatastoreError::Missing { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let first = if parts.is_empty() {
+            RemoveStats::default()
+        } else {
+            self.remove_flat(&parts)?
+        };
+        let rest = self.remove_flat(rel_paths)?;
+        Ok(RemoveStats {
+            removed: first.removed + rest.removed,
+            missing: first.missing + rest.missing,
+            directories: first.directories + rest.directories,
+        })
+    }
+
+    fn remove_flat(&self, rel_paths: &[String]) -> Result<RemoveStats, DatastoreError> {
         use rayon::prelude::*;
         let mut entries: Vec<(&str, &str)> = Vec::with_capacity(rel_paths.len());
         for rel in rel_paths {

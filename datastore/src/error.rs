@@ -21,6 +21,10 @@ pub enum FormatterError {
     Json(#[from] serde_json::Error),
     #[error("I/O: {0}")]
     Io(#[from] io::Error),
+    /// A component or read parameter the formatter cannot serve, or a
+    /// parameter value it cannot parse.
+    #[error("read parameter: {0}")]
+    BadParameter(String),
     /// For formatters defined in other crates (FITS, Parquet, …).
     #[error("{0}")]
     Other(String),

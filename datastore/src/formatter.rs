@@ -3,9 +3,10 @@
 //! (FITS, Parquet, …) in a [`FormatterRegistry`].
 
 use std::any::Any;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::io::Write;
+use std::path::Path;
 use std::sync::Arc;
 
 use crate::error::{DatastoreError, FormatterError};
@@ -61,6 +62,67 @@ impl fmt::Debug for InMemoryDataset {
     }
 }
 
+/// Read parameters (`bbox=0,0,100,100`, `columns=X,Y`): names and their
+/// text, which the formatter parses. Which names a storage class accepts is
+/// `quanta_core::StorageClasses`' business; the reader checks them before
+/// the formatter sees them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReadParameters(BTreeMap<String, String>);
+
+impl ReadParameters {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Parses `NAME=VALUE` items (one per `--parameters` flag); a name
+    /// given twice or an item without `=` is refused.
+    pub fn parse<'a>(items: impl IntoIterator<Item = &'a str>) -> Result<Self, FormatterError> {
+        let mut out = Self::new();
+        for item in items {
+            let Some((name, value)) = item.split_once('=') else {
+                return Err(FormatterError::BadParameter(format!(
+                    "`{item}`: expected NAME=VALUE (e.g. bbox=0,0,100,100)"
+                )));
+            };
+            let name = name.trim();
+            if name.is_empty() {
+                return Err(FormatterError::BadParameter(format!(
+                    "`{item}`: empty name"
+                )));
+            }
+            if out
+                .0
+                .insert(name.to_string(), value.trim().to_string())
+                .is_some()
+            {
+                return Err(FormatterError::BadParameter(format!(
+                    "`{name}` is given twice"
+                )));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Adds (or replaces) a parameter.
+    pub fn with(mut self, name: &str, value: impl Into<String>) -> Self {
+        self.0.insert(name.to_string(), value.into());
+        self
+    }
+
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0.get(name).map(String::as_str)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The parameter names, sorted.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.0.keys().map(String::as_str)
+    }
+}
+
 /// Reads and writes the files of one storage class.
 pub trait Formatter: Send + Sync {
     /// Recorded with every file written, to pick the formatter on read.
@@ -78,6 +140,67 @@ pub trait Formatter: Send + Sync {
     fn encode_to(&self, obj: &InMemoryDataset, out: &mut dyn Write) -> Result<(), FormatterError> {
         out.write_all(&self.encode(obj)?)?;
         Ok(())
+    }
+    /// Reads the file at `path`: the whole dataset, or only `component`
+    /// (of the storage class's components), restricted by `parameters`
+    /// (checked against the storage class by the caller). A formatter of a
+    /// composite overrides this to read only the part of the file a
+    /// component or parameter needs; the default reads the whole file and
+    /// accepts neither.
+    fn read(
+        &self,
+        path: &Path,
+        component: Option<&str>,
+        parameters: &ReadParameters,
+    ) -> Result<InMemoryDataset, FormatterError> {
+        if let Some(c) = component {
+            return Err(FormatterError::BadParameter(format!(
+                "formatter `{}` reads no component (asked for `{c}`)",
+                self.name()
+            )));
+        }
+        if let Some(p) = parameters.names().next() {
+            return Err(FormatterError::BadParameter(format!(
+                "formatter `{}` takes no read parameter (got `{p}`)",
+                self.name()
+            )));
+        }
+        self.decode(&std::fs::read(path)?)
+    }
+    /// A JSON summary of `obj` for display (`quanta get` without
+    /// `--output`), when the formatter has one.
+    fn describe(&self, _obj: &InMemoryDataset) -> Option<serde_json::Value> {
+        None
+    }
+    /// Whether this formatter splits its datasets into stored components
+    /// (a composite the datastore may disassemble, one file per component).
+    fn disassembles(&self) -> bool {
+        false
+    }
+    /// The stored components of `obj` (name → the dataset of the
+    /// component's storage class), for a formatter that
+    /// [`Formatter::disassembles`].
+    fn disassemble(
+        &self,
+        _obj: &InMemoryDataset,
+    ) -> Result<Vec<(String, InMemoryDataset)>, FormatterError> {
+        Err(FormatterError::Other(format!(
+            "formatter `{}` does not disassemble its datasets",
+            self.name()
+        )))
+    }
+    /// The composite from its parts (as [`Formatter::disassemble`] gives
+    /// them, already restricted by the `parameters` their storage classes
+    /// accept); applies what else `parameters` mean for the whole.
+    fn assemble(
+        &self,
+        _parts: Vec<(String, InMemoryDataset)>,
+        _parameters: &ReadParameters,
+    ) -> Result<InMemoryDataset, FormatterError> {
+        Err(FormatterError::Other(format!(
+            "formatter `{}` does not assemble parts",
+            self.name()
+        )))
     }
 }
 
@@ -115,6 +238,12 @@ impl Formatter for JsonFormatter {
     }
     fn decode(&self, bytes: &[u8]) -> Result<InMemoryDataset, FormatterError> {
         Ok(InMemoryDataset::Json(serde_json::from_slice(bytes)?))
+    }
+    fn describe(&self, obj: &InMemoryDataset) -> Option<serde_json::Value> {
+        match obj {
+            InMemoryDataset::Json(v) => Some(v.clone()),
+            _ => None,
+        }
     }
 }
 
@@ -192,9 +321,9 @@ impl FormatterRegistry {
             && ext
                 .split('.')
                 .all(|part| !part.is_empty() && part.bytes().all(|b| b.is_ascii_alphanumeric()));
-        if !ext_ok {
+        if !ext_ok || ext == "parts.json" || ext.ends_with(".parts.json") {
             return Err(bad(format!(
-                "extension `{ext}`: use words of letters and digits joined by `.`"
+                "extension `{ext}`: use words of letters and digits joined by `.` (not `parts.json`, the index of a disassembled composite)"
             )));
         }
         let storage_class = formatter.storage_class().to_string();

@@ -9,10 +9,14 @@
 //! merge's millions of files), removal of many files
 //! ([`Datastore::remove_many`]) and listing the root for `repo check`.
 //!
+//! Composites may be written disassembled, one file per component plus
+//! an index ([`disassembled`]), under a datastore setting.
+//!
 //! Must not: know collections, the Registry, or dimensions beyond filling
 //! template fields from a data ID.
 
 pub mod datastore;
+pub mod disassembled;
 pub mod error;
 pub mod formatter;
 pub mod template;
@@ -24,8 +28,11 @@ pub use datastore::{
     hash_file, ingest_temp_path, temp_file_prefix, Datastore, DatastoreConfig, IngestLock,
     RemoveStats, StoredFileInfo, TransferMode, QUARANTINE_DIR, TEMP_FILE_PREFIX,
 };
+pub use disassembled::{PartsIndex, DISASSEMBLED_SUFFIX};
 pub use error::{DatastoreError, FormatterError};
-pub use formatter::{BytesFormatter, Formatter, FormatterRegistry, InMemoryDataset, JsonFormatter};
+pub use formatter::{
+    BytesFormatter, Formatter, FormatterRegistry, InMemoryDataset, JsonFormatter, ReadParameters,
+};
 pub use template::{
     encode_path_component, encode_run, validate_relative_path, FileTemplate, FileTemplates,
     DEFAULT_TEMPLATE,

@@ -140,7 +140,43 @@ impl Datastore {
     /// most of all when files of one directory come one after another; in a
     /// stretch of input where they do not, files are taken in directory
     /// order (results still land in input order).
+    ///
+    /// A disassembled composite's index (see [`crate::disassembled`]) that
+    /// verifies is then read and each part it lists verified against it: a
+    /// missing or altered part fails the index's entry.
     pub fn verify_many(&self, files: &[ExpectedFile<'_>]) -> Vec<Result<(), DatastoreError>> {
+        let mut results = self.verify_flat(files);
+        let indices: Vec<usize> = (0..files.len())
+            .filter(|&i| results[i].is_ok() && crate::disassembled::is_index(files[i].path))
+            .collect();
+        if indices.is_empty() {
+            return results;
+        }
+        let mut parts = Vec::new();
+        let mut owner = Vec::new();
+        for &i in &indices {
+            match self.parts_index(files[i].path) {
+                Ok(index) => {
+                    for (_, info) in index.part_infos(files[i].path) {
+                        parts.push(info);
+                        owner.push(i);
+                    }
+                }
+                Err(e) => results[i] = Err(e),
+            }
+        }
+        let expected: Vec<ExpectedFile<'_>> = parts.iter().map(|p| p.expected()).collect();
+        for (k, r) in self.verify_flat(&expected).into_iter().enumerate() {
+            if let Err(e) = r {
+                if results[owner[k]].is_ok() {
+                    results[owner[k]] = Err(e);
+                }
+            }
+        }
+        results
+    }
+
+    fn verify_flat(&self, files: &[ExpectedFile<'_>]) -> Vec<Result<(), DatastoreError>> {
         let mut results: Vec<Result<(), DatastoreError>> = files.iter().map(|_| Ok(())).collect();
         // Several chunks per thread for load balance, each large enough to
         // amortize its directory opens.

@@ -3,7 +3,8 @@
 //! `examples.Summarize`), [`reference`], which writes a reference
 //! bundle (raw inputs in a datastore + quanta) without a Registry, for tests
 //! and benchmarks, and [`fits`], a realistic pipeline on FITS images
-//! (`examples.fits.*`) with its formatters and repo builder, and [`coadd`],
+//! (`examples.fits.*`) with its repo builder (its formats are
+//! `quanta-formats`'), and [`coadd`],
 //! warps and coadds of a synthetic survey on a grid skymap
 //! (`examples.coadd.*`).
 //!
@@ -18,28 +19,6 @@ mod tasks;
 pub mod workload;
 
 pub use tasks::{register, task_registry, Characterize, Isr, Summarize};
-
-use std::sync::Arc;
-
-use quanta_datastore::{Formatter, FormatterRegistry};
-
-/// The built-in formatters plus those of the example pipelines' storage
-/// classes: what a process running the example tasks must be able to read
-/// and write.
-pub fn formatters() -> FormatterRegistry {
-    let mut registry = FormatterRegistry::default();
-    for f in [
-        Arc::new(fits::FitsImageFormatter) as Arc<dyn Formatter>,
-        Arc::new(fits::FitsCatalogFormatter),
-    ] {
-        // Fixed names, storage classes and extensions, distinct from the
-        // built-ins: the unit test below proves registration succeeds.
-        if let Err(e) = registry.register(f) {
-            unreachable!("the FITS formatters are valid and distinct: {e}");
-        }
-    }
-    registry
-}
 
 /// The reference pipeline (isr → characterize → summarize), embedded so that
 /// `quanta demo` runs from any directory.
@@ -58,18 +37,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn formatters_serve_the_fits_storage_classes() {
-        let f = formatters();
-        assert_eq!(
-            f.storage_classes(),
-            ["Bytes", "ImageF", "Json", "SourceCatalog"]
-        );
-        assert_eq!(
-            f.for_storage_class(fits::IMAGE_STORAGE_CLASS)
-                .unwrap()
-                .name(),
-            fits::FitsImageFormatter::NAME
-        );
+    fn the_example_task_classes_are_registered() {
         let tasks = task_registry();
         for class in [
             "examples.fits.Isr",

@@ -12,7 +12,7 @@ use quanta_core::pipeline::TaskDef;
 use quanta_core::{Bundle, BundleQuantum, BundleRef, DataId, DataIdValue, WrittenOutput};
 use quanta_datastore::{
     temp_file_prefix, Datastore, DatastoreConfig, DatastoreError, FormatterRegistry,
-    InMemoryDataset, JsonFormatter,
+    InMemoryDataset, JsonFormatter, ReadParameters,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -266,10 +266,18 @@ impl LimitedRegistry {
             .flat_map(|q| &q.outputs)
             .flat_map(|(_, refs)| refs)
         {
-            if let Ok(dest) = self.datastore.abs_path(&r.path) {
-                let prefix = temp_file_prefix(&dest);
-                if let Some(dir) = dest.parent() {
-                    by_dir.entry(dir.to_path_buf()).or_default().insert(prefix);
+            // A disassembled composite's parts are written beside its index.
+            let parts = if quanta_datastore::disassembled::is_index(&r.path) {
+                self.datastore.possible_part_paths(&r.path)
+            } else {
+                Vec::new()
+            };
+            for path in std::iter::once(&r.path).chain(&parts) {
+                if let Ok(dest) = self.datastore.abs_path(path) {
+                    let prefix = temp_file_prefix(&dest);
+                    if let Some(dir) = dest.parent() {
+                        by_dir.entry(dir.to_path_buf()).or_default().insert(prefix);
+                    }
                 }
             }
         }
@@ -466,7 +474,87 @@ impl LimitedButler {
         }
     }
 
-    fn read_ref(&mut self, connection: &str, r: &BundleRef) -> Result<InMemoryDataset> {
+    /// The component an input connection reads of `r` (`wcs` for a
+    /// connection of `calexp.wcs` bound to a `calexp`).
+    fn component_of<'a>(&'a self, connection: &str, r: &BundleRef) -> Option<&'a str> {
+        let t = &self.task;
+        let c = t
+            .inputs
+            .iter()
+            .chain(&t.prerequisites)
+            .find(|c| c.name == connection)?;
+        (c.dataset_type != r.dataset_type)
+            .then(|| c.component())
+            .flatten()
+    }
+
+    fn read_ref(
+        &mut self,
+        connection: &str,
+        r: &BundleRef,
+        parameters: &ReadParameters,
+    ) -> Result<InMemoryDataset> {
+        let component = self.component_of(connection, r).map(str::to_string);
+        if component.is_none()
+            && parameters.is_empty()
+            && !quanta_datastore::disassembled::is_index(&r.path)
+        {
+            return self.read_whole(connection, r);
+        }
+        // The file is the parent's: its storage class picks the formatter;
+        // the parameters are those of what is read.
+        let parent_class = self
+            .registry
+            .bundle
+            .dataset_types()
+            .iter()
+            .find(|d| d.name == r.dataset_type)
+            .map(|d| d.storage_class.clone())
+            .unwrap_or_else(|| self.storage_class(connection, &r.dataset_type));
+        let classes = quanta_core::StorageClasses::builtin();
+        match &component {
+            Some(c) => classes.component_class(&parent_class, c),
+            None => Ok(parent_class.as_str()),
+        }
+        .and_then(|class| classes.check_parameters(class, parameters.names()))
+        .map_err(|e| Error::BadRead {
+            quantum: self.index,
+            task: self.task.label.clone(),
+            connection: connection.to_string(),
+            detail: e.to_string(),
+        })?;
+        let ds = self.registry.datastore();
+        let formatter = ds
+            .formatters()
+            .for_storage_class(&parent_class)
+            .map_err(|e| self.ds_err(e))?;
+        let obj = if quanta_datastore::disassembled::is_index(&r.path) {
+            let info = quanta_datastore::StoredFileInfo {
+                path: r.path.clone(),
+                formatter: formatter.name().to_string(),
+                size: r.size.unwrap_or_default(),
+                checksum: r.checksum.clone().unwrap_or_default(),
+            };
+            ds.read_with(&info, component.as_deref(), parameters)
+                .map_err(|e| self.ds_err(e))?
+        } else {
+            let abs = ds.abs_path(&r.path).map_err(|e| self.ds_err(e))?;
+            formatter
+                .read(&abs, component.as_deref(), parameters)
+                .map_err(|source| {
+                    self.ds_err(DatastoreError::Decode {
+                        formatter: formatter.name().to_string(),
+                        path: r.path.clone(),
+                        source,
+                    })
+                })?
+        };
+        // Provenance records the parent: the dataset whose file was read.
+        self.inputs_used.push(r.id);
+        Ok(obj)
+    }
+
+    fn read_whole(&mut self, connection: &str, r: &BundleRef) -> Result<InMemoryDataset> {
         let sc = self.storage_class(connection, &r.dataset_type);
         let ds = self.registry.datastore();
         let formatter = ds
@@ -486,19 +574,33 @@ impl LimitedButler {
     }
 
     /// The one dataset of an input connection, decoded by its storage
-    /// class's formatter.
+    /// class's formatter; for a component connection (`calexp.wcs`), only
+    /// that component of the parent.
     pub fn get(&mut self, connection: &str) -> Result<InMemoryDataset> {
+        self.get_with(connection, &ReadParameters::new())
+    }
+
+    /// [`LimitedButler::get`] restricted by read parameters (`bbox`,
+    /// `columns`, `rows`: those of the storage class read).
+    pub fn get_with(
+        &mut self,
+        connection: &str,
+        parameters: &ReadParameters,
+    ) -> Result<InMemoryDataset> {
         let r = self
             .single(connection, self.input_refs(connection)?)?
             .clone();
-        self.read_ref(connection, &r)
+        self.read_ref(connection, &r, parameters)
     }
 
     /// All datasets of a (`multiple`) input connection, in the order of
     /// [`LimitedButler::input_refs`].
     pub fn get_all(&mut self, connection: &str) -> Result<Vec<InMemoryDataset>> {
         let refs = self.input_refs(connection)?.to_vec();
-        refs.iter().map(|r| self.read_ref(connection, r)).collect()
+        let none = ReadParameters::new();
+        refs.iter()
+            .map(|r| self.read_ref(connection, r, &none))
+            .collect()
     }
 
     /// The one dataset of an input connection, deserialized from JSON.
@@ -654,8 +756,39 @@ impl LimitedButler {
     /// Writes the one predicted output of `connection`.
     pub fn put(&mut self, connection: &str, obj: &InMemoryDataset) -> Result<()> {
         let r = self.predicted(connection, None)?;
+        if quanta_datastore::disassembled::is_index(&r.path) {
+            return self.write_disassembled(connection, &r, obj);
+        }
         let (bytes, f) = self.encode(connection, &r, obj)?;
         self.write_bytes(&r, &bytes, &f)
+    }
+
+    /// A composite predicted disassembled (its path is an index): the
+    /// parts, then the index, under the overwrite rule of any put (for the
+    /// index; parts without their index are this dataset's own leftovers).
+    fn write_disassembled(
+        &mut self,
+        connection: &str,
+        r: &BundleRef,
+        obj: &InMemoryDataset,
+    ) -> Result<()> {
+        self.before_write(r)?;
+        let sc = self.storage_class(connection, &r.dataset_type);
+        let ds = self.registry.datastore();
+        let f = ds
+            .formatters()
+            .for_storage_class(&sc)
+            .map_err(|e| self.ds_err(e))?;
+        let info = match ds.write_disassembled_at(&r.path, f.as_ref(), obj, self.replace) {
+            Err(DatastoreError::AlreadyExists { .. }) => {
+                self.move_aside(r)?;
+                ds.write_disassembled_at(&r.path, f.as_ref(), obj, false)
+            }
+            other => other,
+        }
+        .map_err(|e| self.map_write_err(r, e))?;
+        self.record(r, info.size, info.checksum);
+        Ok(())
     }
 
     /// Writes the predicted output of `connection` for `data_id` (for
@@ -667,6 +800,9 @@ impl LimitedButler {
         obj: &InMemoryDataset,
     ) -> Result<()> {
         let r = self.predicted(connection, Some(data_id))?;
+        if quanta_datastore::disassembled::is_index(&r.path) {
+            return self.write_disassembled(connection, &r, obj);
+        }
         let (bytes, f) = self.encode(connection, &r, obj)?;
         self.write_bytes(&r, &bytes, &f)
     }

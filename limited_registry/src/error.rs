@@ -90,6 +90,13 @@ pub enum LimitedRegistryError {
         file: PathBuf,
         detail: String,
     },
+    #[error("quantum {quantum} ({task}), input `{connection}`: {detail}")]
+    BadRead {
+        quantum: u32,
+        task: String,
+        connection: String,
+        detail: String,
+    },
     #[error("journal in {}: {detail}", dir.display())]
     JournalCreate { dir: PathBuf, detail: String },
 }

@@ -12,7 +12,7 @@ use petgraph::graph::{DiGraph, NodeIndex};
 use petgraph::Direction;
 use quanta_butler::Butler;
 use quanta_core::bundle::DimensionRecords;
-use quanta_core::pipeline::{LoadedPipeline, TaskDef};
+use quanta_core::pipeline::{Connection, ConnectionKind, LoadedPipeline, TaskDef};
 use quanta_core::{
     BundleHeader, BundleParts, BundleRef, Cluster, ConnectionView, DataId, DataIdValue, DatasetRef,
     DatasetType, DimensionGroup, DimensionUniverse, QuantaSource, QuantumView, ReplacedDataset,
@@ -442,11 +442,7 @@ pub fn build_graph(
     Ok(GraphBuild {
         header,
         pipeline_tasks: tasks.clone(),
-        dataset_types: pipeline
-            .dataset_types(universe)
-            .into_iter()
-            .map(|(dt, ..)| dt)
-            .collect(),
+        dataset_types: bundle_dataset_types(registry, pipeline)?,
         dimension_records,
         clusters,
         quanta: planned,
@@ -579,12 +575,16 @@ impl<'a> TaskPlan<'a> {
             sources: task
                 .inputs
                 .iter()
-                .map(
-                    |c| match rows.input_types.iter().position(|o| *o == c.dataset_type) {
+                .map(|c| {
+                    match rows
+                        .input_types
+                        .iter()
+                        .position(|o| o == c.parent_dataset_type())
+                    {
                         Some(k) => Source::Overall(k),
                         None => Source::Produced,
-                    },
-                )
+                    }
+                })
                 .collect(),
             input_cols,
             output_groups,
@@ -638,7 +638,7 @@ impl<'a> TaskPlan<'a> {
                         ckey.clear();
                         ckey.extend(self.input_cols[ci].iter().map(|&c| row[c]));
                         produced
-                            .get(&c.dataset_type)
+                            .get(c.parent_dataset_type())
                             .and_then(|m| m.get(&ckey))
                             .copied()
                     }
@@ -917,6 +917,30 @@ fn into_bundle_order(
     (planned, clusters)
 }
 
+/// The pipeline's dataset types, and the parents of component inputs,
+/// which workers read the files of.
+fn bundle_dataset_types(
+    registry: &Registry,
+    pipeline: &LoadedPipeline,
+) -> Result<Vec<DatasetType>, PreflightError> {
+    let mut dataset_types: Vec<DatasetType> = pipeline
+        .dataset_types(registry.universe())
+        .into_iter()
+        .map(|(dt, ..)| dt)
+        .collect();
+    for task in &pipeline.pipeline.tasks {
+        for c in task.inputs.iter().filter(|c| c.component().is_some()) {
+            let parent = c.parent_dataset_type();
+            if !dataset_types.iter().any(|d| d.name == parent) {
+                if let Some(dt) = registry.dataset_type(parent)? {
+                    dataset_types.push(dt);
+                }
+            }
+        }
+    }
+    Ok(dataset_types)
+}
+
 /// The bundle's header: what was asked, by whom, with which software.
 fn bundle_header(
     butler: &Butler,
@@ -966,7 +990,16 @@ pub fn check_dataset_types(
     let universe = registry.universe();
     let produced = pipeline.pipeline.produced();
     let mut to_register = Vec::new();
-    for (dt, task, kind, conn) in pipeline.dataset_types(universe) {
+    let defined = pipeline.dataset_types(universe);
+    for (dt, task, kind, conn) in &defined {
+        if conn.component().is_some() {
+            check_component(registry, pipeline, &defined, dt, task, *kind, conn)?;
+        }
+    }
+    for (dt, task, kind, conn) in defined {
+        if conn.component().is_some() {
+            continue;
+        }
         match registry.dataset_type(&dt.name)? {
             Some(existing) if existing != dt => {
                 return Err(pipeline
@@ -999,6 +1032,53 @@ pub fn check_dataset_types(
         }
     }
     Ok(to_register)
+}
+
+/// A component input (`calexp.wcs`): its parent must be registered or
+/// produced by the pipeline, with the connection's dimensions, and its
+/// storage class must have that component, of the connection's storage
+/// class.
+fn check_component(
+    registry: &Registry,
+    pipeline: &LoadedPipeline,
+    defined: &[(DatasetType, &TaskDef, ConnectionKind, &Connection)],
+    dt: &DatasetType,
+    task: &TaskDef,
+    kind: ConnectionKind,
+    conn: &Connection,
+) -> Result<(), PreflightError> {
+    let err =
+        |msg: String| -> PreflightError { pipeline.connection_error(task, kind, conn, msg).into() };
+    let parent_name = conn.parent_dataset_type();
+    let component = conn.component().unwrap_or_default();
+    let parent = match registry.dataset_type(parent_name)? {
+        Some(p) => p,
+        None => match defined.iter().find(|(d, ..)| d.name == parent_name) {
+            Some((p, ..)) => p.clone(),
+            None => {
+                return Err(err(format!(
+                    "`{}` is a component of `{parent_name}`, which is not registered in the repo and no task produces it",
+                    dt.name
+                )))
+            }
+        },
+    };
+    let class = quanta_core::StorageClasses::builtin()
+        .component_class(&parent.storage_class, component)
+        .map_err(|e| err(format!("`{}`: {e}", dt.name)))?;
+    if class != dt.storage_class {
+        return Err(err(format!(
+            "component `{}` has storage class {class}, not {}",
+            dt.name, dt.storage_class
+        )));
+    }
+    if parent.dimensions != dt.dimensions {
+        return Err(err(format!(
+            "component `{}` has the dimensions of `{parent_name}`, {}, not {}",
+            dt.name, parent.dimensions, dt.dimensions
+        )));
+    }
+    Ok(())
 }
 
 fn columns_of(rows: &GraphRows, group: &DimensionGroup) -> Result<Vec<usize>, PreflightError> {

@@ -195,6 +195,31 @@ impl Registry {
             .optional()?)
     }
 
+    /// Resolves a dataset type name as every command takes it: a
+    /// registered type, or `parent.component` (`calexp.wcs`) where the
+    /// parent is registered and its storage class has that component.
+    /// Returns the parent's definition and the component, if any.
+    pub fn resolve_dataset_type(&self, name: &str) -> Result<(DatasetType, Option<String>)> {
+        if let Some(dt) = self.dataset_type(name)? {
+            return Ok((dt, None));
+        }
+        let (parent, component) = quanta_core::split_component(name);
+        let Some(component) = component else {
+            return Err(RegistryError::UnknownDatasetType(name.to_string()));
+        };
+        let Some(dt) = self.dataset_type(parent)? else {
+            return Err(RegistryError::UnknownDatasetType(format!(
+                "{name} (no dataset type `{parent}` to be a component of)"
+            )));
+        };
+        quanta_core::StorageClasses::builtin()
+            .component_class(&dt.storage_class, component)
+            .map_err(|e| {
+                RegistryError::UnknownDatasetType(format!("{name} (`{parent}` is {dt}: {e})"))
+            })?;
+        Ok((dt, Some(component.to_string())))
+    }
+
     pub fn dataset_type_required(&self, name: &str) -> Result<DatasetType> {
         self.dataset_type(name)?
             .ok_or_else(|| RegistryError::UnknownDatasetType(name.to_string()))

@@ -95,8 +95,21 @@ impl<'a> TaskContext<'a> {
         Ok(self.butler.output_refs(connection)?)
     }
 
+    /// The one dataset of an input connection; of a component connection
+    /// (`calexp.wcs`), only that component of the parent.
     pub fn get(&mut self, connection: &str) -> Result<InMemoryDataset, TaskError> {
         Ok(self.butler.get(connection)?)
+    }
+
+    /// [`TaskContext::get`] with read parameters (`bbox=x0,y0,x1,y1` of an
+    /// image or exposure, `columns`/`rows` of a catalog): the formatter
+    /// reads only that part of the file.
+    pub fn get_with(
+        &mut self,
+        connection: &str,
+        parameters: &quanta_datastore::ReadParameters,
+    ) -> Result<InMemoryDataset, TaskError> {
+        Ok(self.butler.get_with(connection, parameters)?)
     }
 
     pub fn get_all(&mut self, connection: &str) -> Result<Vec<InMemoryDataset>, TaskError> {

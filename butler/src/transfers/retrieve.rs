@@ -50,9 +50,17 @@ impl Butler {
         options: &ExportOptions,
     ) -> Result<RetrieveSummary, TransferError> {
         let (found, without_file) = self.datasets_with_files(options)?;
-        let mut files = Vec::with_capacity(found.len());
+        // Every file of each dataset: a disassembled composite's index and
+        // parts (see quanta_datastore::disassembled).
+        let mut entries = Vec::with_capacity(found.len());
         for f in &found {
             let stored = f.stored.as_ref().expect("datasets with files");
+            for info in self.datastore.files_of(&crate::butler::to_info(stored))? {
+                entries.push((f, info));
+            }
+        }
+        let mut files = Vec::with_capacity(entries.len());
+        for (f, stored) in &entries {
             let target = dest.join(&stored.path);
             let present = match fs::symlink_metadata(&target) {
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
@@ -81,11 +89,11 @@ impl Butler {
             });
         }
         let datastore = &self.datastore;
-        found
+        entries
             .par_iter()
             .zip(&files)
             .filter(|(_, r)| r.copied)
-            .try_for_each(|(f, _)| retrieve_one(datastore, f, dest))?;
+            .try_for_each(|((_, stored), _)| retrieve_one(datastore, stored, dest))?;
         let copied = files.iter().filter(|r| r.copied).count();
         Ok(RetrieveSummary {
             already_present: files.len() - copied,
@@ -98,10 +106,9 @@ impl Butler {
 
 fn retrieve_one(
     datastore: &quanta_datastore::Datastore,
-    f: &quanta_registry::FoundDataset,
+    stored: &quanta_datastore::StoredFileInfo,
     dest: &Path,
 ) -> Result<(), TransferError> {
-    let stored = f.stored.as_ref().expect("datasets with files");
     let src = datastore.abs_path(&stored.path)?;
     let target = dest.join(&stored.path);
     if let Some(dir) = target.parent() {

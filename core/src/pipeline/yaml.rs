@@ -432,6 +432,15 @@ impl LoadedPipeline {
                     &reachable,
                 )
                 .map_err(err)?;
+                if let Some(component) = conn.component() {
+                    if kind != ConnectionKind::Input {
+                        return Err(err(format!(
+                            "`{}` is component `{component}` of `{}`: a component can only be a task input (write or look up the parent)",
+                            conn.dataset_type,
+                            conn.parent_dataset_type()
+                        )));
+                    }
+                }
                 if conn.is_calibration && kind != ConnectionKind::Prerequisite {
                     return Err(err(
                         "calibrations (`is_calibration: true`) are looked up by time and must be prerequisites".into(),
@@ -505,7 +514,7 @@ impl LoadedPipeline {
                 let mut ups: Vec<usize> = t
                     .inputs
                     .iter()
-                    .filter_map(|c| producer.get(&c.dataset_type))
+                    .filter_map(|c| producer.get(c.parent_dataset_type()))
                     .map(|(label, ..)| index[label.as_str()])
                     .collect();
                 ups.sort_unstable();
@@ -718,6 +727,41 @@ tasks:
             "    prerequisites:\n      flat: {dataset_type: flat, dimensions: [instrument, physical_filter, detector], storage_class: Json}\n    outputs:\n      post:",
         );
         parse(&text).unwrap();
+    }
+
+    #[test]
+    fn components_are_inputs_of_their_parent() {
+        // A component input of an upstream output orders the tasks and is
+        // no overall input; the parent of a component of an overall input is.
+        let text = REFERENCE
+            .replace(
+                "post: {dataset_type: postISRCCD, dimensions: [instrument, exposure, detector], storage_class: Json}\n    outputs:\n      icexp",
+                "post: {dataset_type: postISRCCD.wcs, dimensions: [instrument, exposure, detector], storage_class: Wcs}\n    outputs:\n      icexp",
+            )
+            .replace(
+                "raw: {dataset_type: raw,",
+                "raw: {dataset_type: raw.image,",
+            );
+        let p = parse(&text).unwrap();
+        let labels: Vec<&str> = p.pipeline.tasks.iter().map(|t| t.label.as_str()).collect();
+        assert_eq!(labels, ["isr", "characterize", "summarize"]);
+        assert_eq!(p.pipeline.overall_inputs(), ["raw"]);
+        let c = &p.pipeline.tasks[1].inputs[0];
+        assert_eq!(
+            (c.parent_dataset_type(), c.component()),
+            ("postISRCCD", Some("wcs"))
+        );
+        // Only inputs may be components.
+        let text = REFERENCE.replace(
+            "icexp: {dataset_type: icExp,",
+            "icexp: {dataset_type: icExp.wcs,",
+        );
+        let e = parse(&text).unwrap_err();
+        assert!(
+            e.message.contains("a component can only be a task input"),
+            "{e}"
+        );
+        assert!(e.line.is_some());
     }
 
     #[test]

@@ -312,7 +312,7 @@ pub fn create_survey_repo(root: &Path, s: &Survey) -> Result<Butler, FitsWorkloa
         &DimensionUniverse::default_universe(),
         DatastoreConfig::default(),
     )?
-    .with_formatters(crate::formatters());
+    .with_formatters(quanta_formats::formatters());
     butler.registry_mut().insert_dimension_records(&records)?;
     let dimensions = butler
         .universe()

@@ -1,7 +1,11 @@
 //! The FITS pipeline's tasks (`examples/pipelines/fits.yaml`):
 //! `examples.fits.Isr` (raw − bias, ÷ flat), `examples.fits.Background`
 //! (sky model subtracted), `examples.fits.Detect` (source catalog) and
-//! `examples.fits.Summarize` (per exposure, as Json).
+//! `examples.fits.Summarize` (per exposure, as Json); and
+//! `examples.fits.CutoutStats`, which reads only components of an
+//! `ExposureF` (`calexp.wcs`, and `calexp.image` with a `bbox` read
+//! parameter) and writes their summary as Json; `examples.fits.ScaleExposure`
+//! writes an `ExposureF`.
 
 use std::sync::Arc;
 
@@ -9,8 +13,11 @@ use quanta_datastore::InMemoryDataset;
 use quanta_runtime::{PipelineTask, TaskContext, TaskError, TaskRegistry};
 use serde_json::{json, Map, Value};
 
-use super::image::{Image, SourceCatalog};
+use quanta_datastore::ReadParameters;
+
+use super::image::{BBox, Image, SourceCatalog};
 use super::measure::{detect_sources, estimate_background, median, BackgroundConfig, DetectConfig};
+use super::wcs::TanWcs;
 
 /// The task config as an object, refusing keys the task does not know so
 /// that a typo is an error before anything runs.
@@ -270,7 +277,102 @@ impl PipelineTask for Summarize {
 }
 
 /// Registers the FITS tasks under `examples.fits.*`.
+/// Reads the `wcs` input (a `Wcs` component) and the `bbox` cut-out of
+/// the `image` input (an `ImageF`, e.g. `calexp.image`) through the task
+/// context, and writes `stats` (Json): the cut-out's shape, pixel sum and
+/// the WCS's reference values. Config: `bbox` (`x0,y0,x1,y1`).
+#[derive(Debug)]
+pub struct CutoutStats {
+    bbox: String,
+}
+
+impl CutoutStats {
+    fn from_config(config: &Value) -> Result<Self, TaskError> {
+        let obj = config_object(config, &["bbox"])?;
+        let bbox = match obj.and_then(|o| o.get("bbox")) {
+            Some(Value::String(s)) => s.clone(),
+            other => {
+                return Err(TaskError::Config(format!(
+                    "bbox: expected \"x0,y0,x1,y1\", got {other:?}"
+                )))
+            }
+        };
+        BBox::parse(&bbox).map_err(TaskError::Config)?;
+        Ok(Self { bbox })
+    }
+}
+
+impl PipelineTask for CutoutStats {
+    fn run(&self, ctx: &mut TaskContext<'_>) -> Result<(), TaskError> {
+        let wcs = ctx.get("wcs")?;
+        let kind = wcs.kind();
+        let wcs = wcs
+            .downcast::<TanWcs>()
+            .ok_or_else(|| bad_input("wcs", format!("expected a Wcs, got {kind}")))?;
+        let params = ReadParameters::new().with("bbox", self.bbox.clone());
+        let cut = ctx.get_with("image", &params)?;
+        let kind = cut.kind();
+        let cut = cut
+            .downcast::<Image>()
+            .ok_or_else(|| bad_input("image", format!("expected an ImageF, got {kind}")))?;
+        let sum: f64 = cut.pixels().iter().map(|&p| f64::from(p)).sum();
+        ctx.put_json(
+            "stats",
+            &json!({
+                "width": cut.width(),
+                "height": cut.height(),
+                "sum": sum,
+                "crval": [wcs.crval.0, wcs.crval.1],
+                "crpix": [wcs.crpix.0, wcs.crpix.1],
+            }),
+        )
+    }
+}
+
+/// Multiplies an exposure (`exposure`, an `ExposureF`) by `factor`
+/// (image × factor, variance × factor², mask, WCS and metadata kept) and
+/// writes it as `scaled`: a task whose output is a composite, written
+/// disassembled where the datastore is set to.
+#[derive(Debug)]
+pub struct ScaleExposure {
+    factor: f32,
+}
+
+impl ScaleExposure {
+    fn from_config(config: &Value) -> Result<Self, TaskError> {
+        let obj = config_object(config, &["factor"])?;
+        let factor = config_f64(obj, "factor", 1.0)? as f32;
+        if !factor.is_finite() {
+            return Err(TaskError::Config(format!("factor: {factor} is not finite")));
+        }
+        Ok(Self { factor })
+    }
+}
+
+impl PipelineTask for ScaleExposure {
+    fn run(&self, ctx: &mut TaskContext<'_>) -> Result<(), TaskError> {
+        let e = ctx.get("exposure")?;
+        let kind = e.kind();
+        let mut e = e
+            .downcast::<super::Exposure>()
+            .ok_or_else(|| bad_input("exposure", format!("expected an ExposureF, got {kind}")))?;
+        for p in e.image.pixels_mut() {
+            *p *= self.factor;
+        }
+        for p in e.variance.pixels_mut() {
+            *p *= self.factor * self.factor;
+        }
+        put_other(ctx, "scaled", *e)
+    }
+}
+
 pub fn register(reg: &mut TaskRegistry) {
+    reg.register("examples.fits.ScaleExposure", |c| {
+        Ok(Arc::new(ScaleExposure::from_config(c)?) as Arc<dyn PipelineTask>)
+    });
+    reg.register("examples.fits.CutoutStats", |c| {
+        Ok(Arc::new(CutoutStats::from_config(c)?) as Arc<dyn PipelineTask>)
+    });
     reg.register("examples.fits.Isr", |c| {
         config_object(c, &[])?;
         Ok(Arc::new(Isr) as Arc<dyn PipelineTask>)

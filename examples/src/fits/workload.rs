@@ -97,7 +97,7 @@ pub fn create_fits_repo(root: &Path, w: &FitsWorkload) -> Result<Butler, FitsWor
         &DimensionUniverse::default_universe(),
         DatastoreConfig::default(),
     )?
-    .with_formatters(crate::formatters());
+    .with_formatters(quanta_formats::formatters());
     butler
         .registry_mut()
         .insert_dimension_records(&fits_records(w.exposures, w.detectors))?;

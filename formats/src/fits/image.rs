@@ -1,5 +1,8 @@
-//! The in-memory types of the FITS pipeline: [`Image`] (f32 pixels), the
-//! [`SourceCatalog`] detection writes, and the [`Header`] keys both carry.
+//! The in-memory types of the FITS formats: [`Image`] (f32 pixels),
+//! [`Mask`] (i32 bit planes), [`Exposure`] (image, mask, variance, WCS and
+//! metadata: the composite `ExposureF`), [`SourceCatalog`] and the column
+//! subset a `columns` read returns ([`ColumnTable`]), the [`Header`] keys
+//! they carry, and the [`BBox`] of the `bbox` read parameter.
 
 use thiserror::Error;
 
@@ -197,9 +200,211 @@ pub struct SourceCatalog {
     pub header: Header,
 }
 
+/// A pixel box: columns `x0..x1`, rows `y0..y1` (half-open, 0-based), as
+/// the `bbox` read parameter gives it (`bbox=x0,y0,x1,y1`) and the derived
+/// `bbox` component returns it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BBox {
+    pub x0: usize,
+    pub y0: usize,
+    pub x1: usize,
+    pub y1: usize,
+}
+
+impl BBox {
+    /// The whole of a `width`×`height` image.
+    pub fn of(width: usize, height: usize) -> Self {
+        Self {
+            x0: 0,
+            y0: 0,
+            x1: width,
+            y1: height,
+        }
+    }
+
+    /// Parses `x0,y0,x1,y1` (pixels, half-open: `0,0,100,100` is the
+    /// first 100×100 pixels).
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let nums: Vec<usize> = text
+            .split(',')
+            .map(|p| p.trim().parse::<usize>())
+            .collect::<Result<_, _>>()
+            .map_err(|_| {
+                format!("bbox `{text}`: expected x0,y0,x1,y1 (non-negative pixel numbers)")
+            })?;
+        let [x0, y0, x1, y1] = nums[..] else {
+            return Err(format!(
+                "bbox `{text}`: expected 4 numbers x0,y0,x1,y1, got {}",
+                nums.len()
+            ));
+        };
+        if x0 >= x1 || y0 >= y1 {
+            return Err(format!(
+                "bbox `{text}`: empty box (need x0 < x1 and y0 < y1; x1, y1 are exclusive)"
+            ));
+        }
+        Ok(Self { x0, y0, x1, y1 })
+    }
+
+    /// Refuses a box that does not fit a `width`×`height` image.
+    pub fn check_within(&self, width: usize, height: usize) -> Result<(), String> {
+        if self.x1 > width || self.y1 > height {
+            return Err(format!(
+                "bbox {},{},{},{} reaches outside the {width}×{height} image",
+                self.x0, self.y0, self.x1, self.y1
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn width(&self) -> usize {
+        self.x1 - self.x0
+    }
+
+    pub fn height(&self) -> usize {
+        self.y1 - self.y0
+    }
+
+    /// As JSON: `{"x0": …, "y0": …, "x1": …, "y1": …}`.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({"x0": self.x0, "y0": self.y0, "x1": self.x1, "y1": self.y1})
+    }
+}
+
+impl Image {
+    /// The pixels of `bbox` as a new image (same header). The box must fit.
+    pub fn cutout(&self, bbox: &BBox) -> Result<Image, String> {
+        bbox.check_within(self.width, self.height)?;
+        let mut pixels = Vec::with_capacity(bbox.width() * bbox.height());
+        for y in bbox.y0..bbox.y1 {
+            pixels.extend_from_slice(
+                &self.pixels[y * self.width + bbox.x0..y * self.width + bbox.x1],
+            );
+        }
+        let mut out = Image::new(bbox.width(), bbox.height(), pixels).map_err(|e| e.to_string())?;
+        out.header = self.header.clone();
+        Ok(out)
+    }
+}
+
+/// An integer mask plane (bits per pixel), row-major like [`Image`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mask {
+    width: usize,
+    height: usize,
+    bits: Vec<i32>,
+}
+
+impl Mask {
+    pub fn new(width: usize, height: usize, bits: Vec<i32>) -> Result<Self, ImageError> {
+        let expected = pixel_count(width, height)?;
+        if bits.len() != expected {
+            return Err(ImageError::PixelCount {
+                width,
+                height,
+                expected,
+                actual: bits.len(),
+            });
+        }
+        Ok(Self {
+            width,
+            height,
+            bits,
+        })
+    }
+
+    pub fn width(&self) -> usize {
+        self.width
+    }
+
+    pub fn height(&self) -> usize {
+        self.height
+    }
+
+    pub fn bits(&self) -> &[i32] {
+        &self.bits
+    }
+}
+
+/// An exposure (storage class `ExposureF`): image, mask and variance planes
+/// of one shape, the WCS, and the metadata (header keys). The planes' own
+/// `header`s are not stored; the exposure's metadata is.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Exposure {
+    pub image: Image,
+    pub mask: Mask,
+    pub variance: Image,
+    pub wcs: Option<TanWcs>,
+    /// Header keys; its `wcs` field is unused (the WCS is [`Exposure::wcs`]).
+    pub metadata: Header,
+}
+
+impl Exposure {
+    /// An exposure from its parts; refuses planes of different shapes.
+    pub fn new(
+        image: Image,
+        mask: Mask,
+        variance: Image,
+        wcs: Option<TanWcs>,
+        metadata: Header,
+    ) -> Result<Self, ImageError> {
+        image.same_shape(&variance, "variance plane")?;
+        if (mask.width, mask.height) != (image.width, image.height) {
+            return Err(ImageError::ShapeMismatch {
+                what: "mask plane",
+                a_w: image.width,
+                a_h: image.height,
+                b_w: mask.width,
+                b_h: mask.height,
+            });
+        }
+        Ok(Self {
+            image,
+            mask,
+            variance,
+            wcs,
+            metadata,
+        })
+    }
+}
+
+/// Some columns of a catalog (what a `columns` read returns), in the order
+/// asked for.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ColumnTable {
+    pub columns: Vec<(String, ColumnData)>,
+}
+
+/// The values of one catalog column.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ColumnData {
+    F64(Vec<f64>),
+    I64(Vec<i64>),
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bbox_parses_and_cuts() {
+        assert_eq!(
+            BBox::parse("1, 2,5,7").unwrap(),
+            BBox {
+                x0: 1,
+                y0: 2,
+                x1: 5,
+                y1: 7
+            }
+        );
+        for bad in ["1,2,3", "a,b,c,d", "5,0,5,3", "-1,0,2,2", "0,0,2,2,2"] {
+            assert!(BBox::parse(bad).is_err(), "{bad}");
+        }
+        let image = Image::new(4, 3, (0..12).map(|i| i as f32).collect()).unwrap();
+        let cut = image.cutout(&BBox::parse("1,1,3,3").unwrap()).unwrap();
+        assert_eq!(cut.pixels(), &[5.0, 6.0, 9.0, 10.0]);
+        assert!(image.cutout(&BBox::parse("0,0,5,1").unwrap()).is_err());
+    }
 
     #[test]
     fn shapes_are_checked() {

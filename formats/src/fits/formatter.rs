@@ -1,4 +1,4 @@
-//! Datastore formatters for the FITS pipeline: [`FitsImageFormatter`]
+//! Datastore formatters for FITS: [`FitsImageFormatter`]
 //! (storage class `ImageF`: an [`Image`] as a 2-d BITPIX −32 primary HDU)
 //! and [`FitsCatalogFormatter`] (storage class `SourceCatalog`: a
 //! [`SourceCatalog`] as a BINTABLE extension `SOURCES`), both through
@@ -18,10 +18,12 @@ use fitsio::hdu::{FitsHdu, HduInfo};
 use fitsio::images::{ImageDescription, ImageType};
 use fitsio::tables::{ColumnDataType, ColumnDescription};
 use fitsio::FitsFile;
-use quanta_datastore::{Formatter, FormatterError, InMemoryDataset};
+use quanta_datastore::{Formatter, FormatterError, InMemoryDataset, ReadParameters};
 use thiserror::Error;
 
-use super::image::{Header, Image, ImageError, Source, SourceCatalog};
+use super::image::{
+    BBox, ColumnData, ColumnTable, Header, Image, ImageError, Source, SourceCatalog,
+};
 use super::wcs::TanWcs;
 
 /// The storage class of [`Image`] datasets.
@@ -75,6 +77,8 @@ pub enum FitsFormatError {
         expected: usize,
         actual: usize,
     },
+    #[error("{0}")]
+    Parameter(String),
     #[error(transparent)]
     Image(#[from] ImageError),
 }
@@ -83,12 +87,15 @@ impl From<FitsFormatError> for FormatterError {
     fn from(e: FitsFormatError) -> Self {
         // The datastore's error type carries other crates' errors as text;
         // it adds the file and dataset around it.
-        FormatterError::Other(e.to_string())
+        match e {
+            FitsFormatError::Parameter(reason) => FormatterError::BadParameter(reason),
+            e => FormatterError::Other(e.to_string()),
+        }
     }
 }
 
 /// Attaches what was being done to a CFITSIO error.
-trait Context<T> {
+pub(crate) trait Context<T> {
     fn context(self, what: impl FnOnce() -> String) -> Result<T, FitsFormatError>;
 }
 
@@ -102,7 +109,7 @@ impl<T> Context<T> for Result<T, FitsioError> {
 }
 
 /// A private directory for one temporary FITS file, removed on drop.
-struct Scratch {
+pub(crate) struct Scratch {
     dir: tempfile::TempDir,
 }
 
@@ -144,7 +151,7 @@ impl Scratch {
 
 /// Refuses bytes that cannot be a FITS file before CFITSIO sees them, with
 /// a clearer message than CFITSIO's.
-fn check_fits_bytes(bytes: &[u8]) -> Result<(), FitsFormatError> {
+pub(crate) fn check_fits_bytes(bytes: &[u8]) -> Result<(), FitsFormatError> {
     if !bytes.starts_with(FITS_MAGIC) {
         return Err(FitsFormatError::NotFits(format!(
             "{} bytes not starting with `SIMPLE  =`",
@@ -163,7 +170,7 @@ fn check_fits_bytes(bytes: &[u8]) -> Result<(), FitsFormatError> {
 /// Writes a file with `write`, then returns its bytes. `fitsio` closes files
 /// on drop and cannot report a failed close, so the bytes are checked to be
 /// a complete FITS file instead.
-fn encode_via_file(
+pub(crate) fn encode_via_file(
     write: impl FnOnce(&Path) -> Result<(), FitsFormatError>,
 ) -> Result<Vec<u8>, FitsFormatError> {
     let scratch = Scratch::new()?;
@@ -175,7 +182,7 @@ fn encode_via_file(
 }
 
 /// Writes `bytes` to a temporary file and opens it read-only for `read`.
-fn decode_via_file<T>(
+pub(crate) fn decode_via_file<T>(
     bytes: &[u8],
     read: impl FnOnce(&mut FitsFile) -> Result<T, FitsFormatError>,
 ) -> Result<T, FitsFormatError> {
@@ -187,7 +194,94 @@ fn decode_via_file<T>(
     read(&mut f)
 }
 
-fn read_opt<T: fitsio::headers::ReadsKey>(
+/// Opens a stored file for reading where it is, so CFITSIO reads only the
+/// HDUs and pixels asked for. A path CFITSIO would parse as filename syntax
+/// (`[`, `]`, `(`, `)`) is copied to a private temporary file first.
+pub(crate) fn open_for_read(path: &Path) -> Result<(Option<Scratch>, FitsFile), FitsFormatError> {
+    if path.to_string_lossy().contains(['[', ']', '(', ')']) {
+        let bytes = std::fs::read(path).map_err(|source| FitsFormatError::TempFile {
+            dir: path.to_path_buf(),
+            source,
+        })?;
+        check_fits_bytes(&bytes)?;
+        let scratch = Scratch::new()?;
+        let copy = scratch.path();
+        scratch.write(&copy, &bytes)?;
+        let f = FitsFile::open(&copy).context(|| "opening the file".into())?;
+        return Ok((Some(scratch), f));
+    }
+    let mut head = [0u8; 9];
+    let is_fits = std::fs::File::open(path)
+        .and_then(|mut file| std::io::Read::read_exact(&mut file, &mut head))
+        .is_ok()
+        && head == *FITS_MAGIC;
+    if !is_fits {
+        return Err(FitsFormatError::NotFits(format!(
+            "{} does not start with `SIMPLE  =`",
+            path.display()
+        )));
+    }
+    let f = FitsFile::open(path).context(|| "opening the file".into())?;
+    Ok((None, f))
+}
+
+/// The (height, width) of a 2-d image HDU.
+pub(crate) fn image_shape(
+    hdu: &FitsHdu,
+    what: &'static str,
+) -> Result<(usize, usize), FitsFormatError> {
+    match &hdu.info {
+        HduInfo::ImageInfo { shape, .. } if shape.len() == 2 => Ok((shape[0], shape[1])),
+        other => Err(FitsFormatError::Layout {
+            expected: what,
+            found: describe(other),
+        }),
+    }
+}
+
+/// The pixels of a 2-d image HDU, all or those of `bbox` (read by CFITSIO
+/// from that section of the file only): (width, height, pixels).
+pub(crate) fn read_pixels<T: fitsio::images::ReadImage>(
+    f: &mut FitsFile,
+    hdu: &FitsHdu,
+    bbox: Option<&BBox>,
+    what: &'static str,
+) -> Result<(usize, usize, T), FitsFormatError> {
+    let (height, width) = image_shape(hdu, what)?;
+    match bbox {
+        None => {
+            let pixels = hdu.read_image(f).context(|| "reading the pixels".into())?;
+            Ok((width, height, pixels))
+        }
+        Some(b) => {
+            b.check_within(width, height)
+                .map_err(FitsFormatError::Parameter)?;
+            // CFITSIO's first axis is x (NAXIS1, the fastest).
+            let pixels = hdu
+                .read_region(f, &[&(b.x0..b.x1), &(b.y0..b.y1)])
+                .context(|| "reading a section of the pixels".into())?;
+            Ok((b.width(), b.height(), pixels))
+        }
+    }
+}
+
+/// `wcs` moved to the pixel grid of a cut-out starting at `bbox`'s corner.
+pub(crate) fn shift_wcs(wcs: TanWcs, bbox: &BBox) -> TanWcs {
+    TanWcs {
+        crpix: (wcs.crpix.0 - bbox.x0 as f64, wcs.crpix.1 - bbox.y0 as f64),
+        ..wcs
+    }
+}
+
+/// The `bbox` read parameter, parsed.
+pub(crate) fn bbox_parameter(parameters: &ReadParameters) -> Result<Option<BBox>, FitsFormatError> {
+    parameters
+        .get("bbox")
+        .map(|text| BBox::parse(text).map_err(FitsFormatError::Parameter))
+        .transpose()
+}
+
+pub(crate) fn read_opt<T: fitsio::headers::ReadsKey>(
     f: &mut FitsFile,
     hdu: &FitsHdu,
     key: &'static str,
@@ -202,7 +296,7 @@ fn read_opt<T: fitsio::headers::ReadsKey>(
     }
 }
 
-fn read_header(f: &mut FitsFile, hdu: &FitsHdu) -> Result<Header, FitsFormatError> {
+pub(crate) fn read_header(f: &mut FitsFile, hdu: &FitsHdu) -> Result<Header, FitsFormatError> {
     Ok(Header {
         kind: read_opt::<String>(f, hdu, "IMAGETYP")?,
         exposure: read_opt::<i64>(f, hdu, "EXPID")?,
@@ -219,7 +313,7 @@ fn read_header(f: &mut FitsFile, hdu: &FitsHdu) -> Result<Header, FitsFormatErro
 
 /// The TAN WCS of an HDU, if it has `CTYPE1`; any other projection, or a
 /// TAN WCS missing a key, is refused rather than ignored.
-fn read_wcs(f: &mut FitsFile, hdu: &FitsHdu) -> Result<Option<TanWcs>, FitsFormatError> {
+pub(crate) fn read_wcs(f: &mut FitsFile, hdu: &FitsHdu) -> Result<Option<TanWcs>, FitsFormatError> {
     let Some(ctype1) = read_opt::<String>(f, hdu, "CTYPE1")? else {
         return Ok(None);
     };
@@ -303,7 +397,11 @@ fn write_wcs(f: &mut FitsFile, hdu: &FitsHdu, wcs: &TanWcs) -> Result<(), FitsFo
     Ok(())
 }
 
-fn write_header(f: &mut FitsFile, hdu: &FitsHdu, h: &Header) -> Result<(), FitsFormatError> {
+pub(crate) fn write_header(
+    f: &mut FitsFile,
+    hdu: &FitsHdu,
+    h: &Header,
+) -> Result<(), FitsFormatError> {
     fn key_err(key: &'static str) -> impl FnOnce() -> String {
         move || format!("writing header key {key}")
     }
@@ -386,26 +484,25 @@ impl FitsImageFormatter {
     }
 
     pub fn decode_image(bytes: &[u8]) -> Result<Image, FitsFormatError> {
-        decode_via_file(bytes, |f| {
-            let hdu = f.primary_hdu().context(|| "primary HDU".into())?;
-            let (height, width) = match &hdu.info {
-                HduInfo::ImageInfo { shape, .. } if shape.len() == 2 => (shape[0], shape[1]),
-                other => {
-                    return Err(FitsFormatError::Layout {
-                        expected: "a 2-d image in the primary HDU",
-                        found: describe(other),
-                    })
-                }
-            };
-            let pixels: Vec<f32> = hdu.read_image(f).context(|| "reading the pixels".into())?;
-            let mut image = Image::new(width, height, pixels)?;
-            image.header = read_header(f, &hdu)?;
-            Ok(image)
-        })
+        decode_via_file(bytes, |f| Self::read_image(f, None))
+    }
+
+    /// The image of an open file, all of it or the pixels of `bbox` (its
+    /// WCS then moved to the cut-out's pixel grid).
+    pub fn read_image(f: &mut FitsFile, bbox: Option<&BBox>) -> Result<Image, FitsFormatError> {
+        let hdu = f.primary_hdu().context(|| "primary HDU".into())?;
+        let (width, height, pixels) =
+            read_pixels::<Vec<f32>>(f, &hdu, bbox, "a 2-d image in the primary HDU")?;
+        let mut image = Image::new(width, height, pixels)?;
+        image.header = read_header(f, &hdu)?;
+        if let (Some(b), Some(wcs)) = (bbox, image.header.wcs) {
+            image.header.wcs = Some(shift_wcs(wcs, b));
+        }
+        Ok(image)
     }
 }
 
-fn describe(info: &HduInfo) -> String {
+pub(crate) fn describe(info: &HduInfo) -> String {
     match info {
         HduInfo::ImageInfo { shape, .. } => format!("an image of shape {shape:?}"),
         HduInfo::TableInfo { num_rows, .. } => format!("a table of {num_rows} rows"),
@@ -424,15 +521,41 @@ impl Formatter for FitsImageFormatter {
         "fits"
     }
     fn encode(&self, obj: &InMemoryDataset) -> Result<Vec<u8>, FormatterError> {
-        let image = downcast_ref::<Image>(obj, "ImageF (quanta_examples::fits::Image)")?;
+        let image = downcast_ref::<Image>(obj, "ImageF (quanta_formats::fits::Image)")?;
         Ok(Self::encode_image(image)?)
     }
     fn decode(&self, bytes: &[u8]) -> Result<InMemoryDataset, FormatterError> {
         Ok(InMemoryDataset::Other(Box::new(Self::decode_image(bytes)?)))
     }
+    fn read(
+        &self,
+        path: &Path,
+        component: Option<&str>,
+        parameters: &ReadParameters,
+    ) -> Result<InMemoryDataset, FormatterError> {
+        let bbox = bbox_parameter(parameters)?;
+        let (_scratch, mut f) = open_for_read(path)?;
+        match component {
+            None => Ok(InMemoryDataset::Other(Box::new(Self::read_image(
+                &mut f,
+                bbox.as_ref(),
+            )?))),
+            Some("bbox") => {
+                let hdu = f.primary_hdu().context(|| "primary HDU".into())?;
+                let (height, width) = image_shape(&hdu, "a 2-d image in the primary HDU")?;
+                Ok(InMemoryDataset::Json(BBox::of(width, height).to_json()))
+            }
+            Some(other) => Err(FormatterError::BadParameter(format!(
+                "an ImageF has no component `{other}` (components: bbox)"
+            ))),
+        }
+    }
+    fn describe(&self, obj: &InMemoryDataset) -> Option<serde_json::Value> {
+        super::describe::describe(obj)
+    }
 }
 
-fn downcast_ref<'a, T: 'static>(
+pub(crate) fn downcast_ref<'a, T: 'static>(
     obj: &'a InMemoryDataset,
     expected: &'static str,
 ) -> Result<&'a T, FormatterError> {
@@ -511,85 +634,173 @@ impl FitsCatalogFormatter {
     }
 
     pub fn decode_catalog(bytes: &[u8]) -> Result<SourceCatalog, FitsFormatError> {
-        decode_via_file(bytes, |f| {
-            let hdu = f
-                .hdu(CATALOG_EXTNAME)
-                .context(|| format!("finding extension {CATALOG_EXTNAME}"))?;
-            let rows = match &hdu.info {
-                HduInfo::TableInfo {
-                    column_descriptions,
-                    num_rows,
-                } => {
-                    for (name, _) in COLUMNS {
-                        if !column_descriptions.iter().any(|c| c.name == name) {
-                            return Err(FitsFormatError::Layout {
-                                expected: "columns X, Y, FLUX, PEAK, NPIX",
-                                found: format!(
-                                    "columns {:?}",
-                                    column_descriptions
-                                        .iter()
-                                        .map(|c| c.name.as_str())
-                                        .collect::<Vec<_>>()
-                                ),
-                            });
-                        }
+        decode_via_file(bytes, |f| Self::read_catalog(f, None))
+    }
+
+    /// The table HDU and its row count, checking the columns are there.
+    fn table(f: &mut FitsFile) -> Result<(FitsHdu, usize), FitsFormatError> {
+        let hdu = f
+            .hdu(CATALOG_EXTNAME)
+            .context(|| format!("finding extension {CATALOG_EXTNAME}"))?;
+        let rows = match &hdu.info {
+            HduInfo::TableInfo {
+                column_descriptions,
+                num_rows,
+            } => {
+                for (name, _) in COLUMNS {
+                    if !column_descriptions.iter().any(|c| c.name == name) {
+                        return Err(FitsFormatError::Layout {
+                            expected: "columns X, Y, FLUX, PEAK, NPIX",
+                            found: format!(
+                                "columns {:?}",
+                                column_descriptions
+                                    .iter()
+                                    .map(|c| c.name.as_str())
+                                    .collect::<Vec<_>>()
+                            ),
+                        });
                     }
-                    *num_rows
                 }
-                other => {
-                    return Err(FitsFormatError::Layout {
-                        expected: "a binary table",
-                        found: describe(other),
-                    })
-                }
-            };
-            let header = read_header(f, &hdu)?;
-            if rows == 0 {
-                return Ok(SourceCatalog {
-                    sources: Vec::new(),
-                    header,
-                });
+                *num_rows
             }
-            let mut read_f64 = |name: &'static str| -> Result<Vec<f64>, FitsFormatError> {
-                let v: Vec<f64> = hdu
-                    .read_col(f, name)
-                    .context(|| format!("reading column {name}"))?;
-                if v.len() != rows {
-                    return Err(FitsFormatError::RaggedTable {
-                        column: name,
-                        expected: rows,
-                        actual: v.len(),
-                    });
-                }
-                Ok(v)
-            };
-            let (x, y, flux, peak) = (
-                read_f64("X")?,
-                read_f64("Y")?,
-                read_f64("FLUX")?,
-                read_f64("PEAK")?,
-            );
-            let npix: Vec<i64> = hdu
-                .read_col(f, "NPIX")
-                .context(|| "reading column NPIX".into())?;
-            if npix.len() != rows {
-                return Err(FitsFormatError::RaggedTable {
-                    column: "NPIX",
-                    expected: rows,
-                    actual: npix.len(),
-                });
-            }
-            let sources = (0..rows)
-                .map(|i| Source {
-                    x: x[i],
-                    y: y[i],
-                    flux: flux[i],
-                    peak: peak[i],
-                    npix: npix[i],
+            other => {
+                return Err(FitsFormatError::Layout {
+                    expected: "a binary table",
+                    found: describe(other),
                 })
-                .collect();
-            Ok(SourceCatalog { sources, header })
-        })
+            }
+        };
+        Ok((hdu, rows))
+    }
+
+    /// One column over `range` (CFITSIO reads only those rows).
+    fn column(
+        f: &mut FitsFile,
+        hdu: &FitsHdu,
+        name: &'static str,
+        range: &std::ops::Range<usize>,
+    ) -> Result<ColumnData, FitsFormatError> {
+        let expected = range.len();
+        let data = if range.is_empty() {
+            match name {
+                "NPIX" => ColumnData::I64(Vec::new()),
+                _ => ColumnData::F64(Vec::new()),
+            }
+        } else if name == "NPIX" {
+            ColumnData::I64(
+                hdu.read_col_range(f, name, range)
+                    .context(|| format!("reading column {name}"))?,
+            )
+        } else {
+            ColumnData::F64(
+                hdu.read_col_range(f, name, range)
+                    .context(|| format!("reading column {name}"))?,
+            )
+        };
+        let actual = match &data {
+            ColumnData::F64(v) => v.len(),
+            ColumnData::I64(v) => v.len(),
+        };
+        if actual != expected {
+            return Err(FitsFormatError::RaggedTable {
+                column: name,
+                expected,
+                actual,
+            });
+        }
+        Ok(data)
+    }
+
+    /// The catalog of an open file, all rows or those of `rows`.
+    pub fn read_catalog(
+        f: &mut FitsFile,
+        rows: Option<std::ops::Range<usize>>,
+    ) -> Result<SourceCatalog, FitsFormatError> {
+        let (hdu, n) = Self::table(f)?;
+        let range = check_rows(rows, n)?;
+        let header = read_header(f, &hdu)?;
+        let mut cols = Vec::with_capacity(COLUMNS.len());
+        for (name, _) in COLUMNS {
+            cols.push(Self::column(f, &hdu, name, &range)?);
+        }
+        let f64s = |c: &ColumnData| match c {
+            ColumnData::F64(v) => v.clone(),
+            ColumnData::I64(_) => Vec::new(),
+        };
+        let (x, y, flux, peak) = (
+            f64s(&cols[0]),
+            f64s(&cols[1]),
+            f64s(&cols[2]),
+            f64s(&cols[3]),
+        );
+        let ColumnData::I64(npix) = &cols[4] else {
+            unreachable!("NPIX is read as integers");
+        };
+        let sources = (0..range.len())
+            .map(|i| Source {
+                x: x[i],
+                y: y[i],
+                flux: flux[i],
+                peak: peak[i],
+                npix: npix[i],
+            })
+            .collect();
+        Ok(SourceCatalog { sources, header })
+    }
+
+    /// Columns `names` (of X, Y, FLUX, PEAK, NPIX) over `rows`.
+    pub fn read_columns(
+        f: &mut FitsFile,
+        names: &[&str],
+        rows: Option<std::ops::Range<usize>>,
+    ) -> Result<ColumnTable, FitsFormatError> {
+        let (hdu, n) = Self::table(f)?;
+        let range = check_rows(rows, n)?;
+        let mut columns = Vec::with_capacity(names.len());
+        for name in names {
+            let Some((known, _)) = COLUMNS.iter().find(|(c, _)| c == name) else {
+                return Err(FitsFormatError::Parameter(format!(
+                    "columns: no column `{name}` (columns: X, Y, FLUX, PEAK, NPIX)"
+                )));
+            };
+            columns.push((known.to_string(), Self::column(f, &hdu, known, &range)?));
+        }
+        Ok(ColumnTable { columns })
+    }
+}
+
+/// `rows=START:END` (half-open, 0-based).
+fn rows_parameter(
+    parameters: &ReadParameters,
+) -> Result<Option<std::ops::Range<usize>>, FitsFormatError> {
+    let Some(text) = parameters.get("rows") else {
+        return Ok(None);
+    };
+    let bad = || {
+        FitsFormatError::Parameter(format!(
+            "rows `{text}`: expected START:END (half-open, 0-based)"
+        ))
+    };
+    let (a, b) = text.split_once(':').ok_or_else(bad)?;
+    let start: usize = a.trim().parse().map_err(|_| bad())?;
+    let end: usize = b.trim().parse().map_err(|_| bad())?;
+    if start > end {
+        return Err(bad());
+    }
+    Ok(Some(start..end))
+}
+
+fn check_rows(
+    rows: Option<std::ops::Range<usize>>,
+    n: usize,
+) -> Result<std::ops::Range<usize>, FitsFormatError> {
+    match rows {
+        None => Ok(0..n),
+        Some(r) if r.end <= n => Ok(r),
+        Some(r) => Err(FitsFormatError::Parameter(format!(
+            "rows {}:{} reach past the catalog's {n} rows",
+            r.start, r.end
+        ))),
     }
 }
 
@@ -606,7 +817,7 @@ impl Formatter for FitsCatalogFormatter {
     fn encode(&self, obj: &InMemoryDataset) -> Result<Vec<u8>, FormatterError> {
         let catalog = downcast_ref::<SourceCatalog>(
             obj,
-            "SourceCatalog (quanta_examples::fits::SourceCatalog)",
+            "SourceCatalog (quanta_formats::fits::SourceCatalog)",
         )?;
         Ok(Self::encode_catalog(catalog)?)
     }
@@ -614,6 +825,34 @@ impl Formatter for FitsCatalogFormatter {
         Ok(InMemoryDataset::Other(Box::new(Self::decode_catalog(
             bytes,
         )?)))
+    }
+    fn read(
+        &self,
+        path: &Path,
+        component: Option<&str>,
+        parameters: &ReadParameters,
+    ) -> Result<InMemoryDataset, FormatterError> {
+        if let Some(c) = component {
+            return Err(FormatterError::BadParameter(format!(
+                "a SourceCatalog has no component `{c}`"
+            )));
+        }
+        let rows = rows_parameter(parameters)?;
+        let (_scratch, mut f) = open_for_read(path)?;
+        match parameters.get("columns") {
+            None => Ok(InMemoryDataset::Other(Box::new(Self::read_catalog(
+                &mut f, rows,
+            )?))),
+            Some(list) => {
+                let names: Vec<&str> = list.split(',').map(str::trim).collect();
+                Ok(InMemoryDataset::Other(Box::new(Self::read_columns(
+                    &mut f, &names, rows,
+                )?)))
+            }
+        }
+    }
+    fn describe(&self, obj: &InMemoryDataset) -> Option<serde_json::Value> {
+        super::describe::describe(obj)
     }
 }
 
