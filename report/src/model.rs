@@ -407,7 +407,8 @@ impl ReportBuilder {
             }
         }
         let worker = self.worker_id(q.worker);
-        if let Some(start_ms) = q.start_ms {
+        let drawn = !matches!(q.status, QuantumStatus::Blocked | QuantumStatus::Pending);
+        if let Some(start_ms) = q.start_ms.filter(|_| drawn) {
             let end_ms = match (q.end_ms, q.wall_seconds) {
                 (Some(e), _) => e.max(start_ms),
                 (None, Some(w)) if ran => start_ms + (w * 1000.0) as i64,
