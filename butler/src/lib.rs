@@ -25,8 +25,8 @@ mod manifest;
 pub mod merge;
 pub mod provenance;
 pub mod remove;
-pub mod report_page;
 mod repo_guard;
+pub mod report_page;
 pub mod transfers;
 
 pub use butler::{Butler, DATASTORE_DIR, REGISTRY_FILE};
@@ -41,8 +41,8 @@ pub use provenance::{
     campaign_status, provenance_graph, run_report, CampaignStatus, Direction, ProvenanceError,
     ProvenanceGraph, RunReport,
 };
-pub use report_page::{campaign_report_page, run_report_page};
 pub use remove::{DatasetSelection, PruneMode, RemovalSummary};
+pub use report_page::{campaign_report_page, run_report_page};
 pub use transfers::{
     ExportOptions, ExportSummary, ExportTransfer, ImportOptions, ImportSummary, InMemoryExport,
     RetrieveSummary, RetrievedFile, TransferError, TransferSummary,

@@ -189,7 +189,11 @@ pub fn campaign_report_page(
     }
     let meta = ReportMeta {
         run: header.output_run.clone(),
-        source: format!("bundle {} and journals {}", bundle_path.display(), dir.display()),
+        source: format!(
+            "bundle {} and journals {}",
+            bundle_path.display(),
+            dir.display()
+        ),
         live: true,
         generated_at: quanta_core::time::now_rfc3339(),
         bundles: vec![bundle_info(header, bundle.tasks())],
@@ -210,7 +214,11 @@ pub fn campaign_report_page(
                 batch_job,
                 time,
                 ..
-            }) => (Some(host.as_str()), batch_job.as_deref(), Some(time.as_str())),
+            }) => (
+                Some(host.as_str()),
+                batch_job.as_deref(),
+                Some(time.as_str()),
+            ),
             _ => (None, None, None),
         };
         let worker = match progress {

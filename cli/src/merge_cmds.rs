@@ -15,8 +15,8 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use quanta_butler::provenance::{DatasetNode, QuantumNode};
 use quanta_butler::{
-    campaign_report_page, campaign_status, provenance_graph, run_report, run_report_page, Direction, MergeOptions, ProvenanceGraph,
-    DEFAULT_BATCH_QUANTA,
+    campaign_report_page, campaign_status, provenance_graph, run_report, run_report_page,
+    Direction, MergeOptions, ProvenanceGraph, DEFAULT_BATCH_QUANTA,
 };
 use quanta_core::Uuid;
 

@@ -139,8 +139,10 @@ pub fn task_graph_mermaid(tasks: &[TaskDef]) -> String {
         let label = format!("{}\n{}", t.label, t.dimensions.join(", "));
         let _ = writeln!(out, "  t{i}[{}]", mermaid_lit(&label));
     }
-    let mut by_id: Vec<(&usize, &String, &String)> =
-        types.iter().map(|(name, (i, dims))| (i, name, dims)).collect();
+    let mut by_id: Vec<(&usize, &String, &String)> = types
+        .iter()
+        .map(|(name, (i, dims))| (i, name, dims))
+        .collect();
     by_id.sort();
     for (i, name, dims) in by_id {
         let _ = writeln!(out, "  d{i}([{}])", mermaid_lit(&format!("{name}\n{dims}")));
@@ -177,7 +179,11 @@ pub fn quantum_graph_mermaid(bundle: &Bundle) -> Result<String, BundleError> {
             .get(q.task as usize)
             .map(|t| t.label.as_str())
             .unwrap_or("?");
-        let _ = writeln!(out, "  q{i}[{}]", mermaid_lit(&format!("{label}\n{}", q.data_id)));
+        let _ = writeln!(
+            out,
+            "  q{i}[{}]",
+            mermaid_lit(&format!("{label}\n{}", q.data_id))
+        );
         for u in q.upstream {
             let _ = writeln!(out, "  q{u} --> q{i}");
         }
@@ -191,6 +197,9 @@ mod tests {
 
     #[test]
     fn mermaid_labels_cannot_break_out() {
-        assert_eq!(mermaid_lit("a\"b<c>#&\nd"), "\"a#quot;b#lt;c#gt;#35;#amp;<br/>d\"");
+        assert_eq!(
+            mermaid_lit("a\"b<c>#&\nd"),
+            "\"a#quot;b#lt;c#gt;#35;#amp;<br/>d\""
+        );
     }
 }

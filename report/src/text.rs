@@ -60,7 +60,13 @@ pub(crate) fn duration(seconds: f64) -> String {
         return "-".into();
     }
     let s = seconds.abs();
-    if s < 1.0 {
+    if s == 0.0 {
+        "0 s".into()
+    } else if s < 0.001 {
+        format!("{:.0} µs", seconds * 1e6)
+    } else if s < 0.01 {
+        format!("{:.2} ms", seconds * 1000.0)
+    } else if s < 1.0 {
         format!("{:.0} ms", seconds * 1000.0)
     } else if s < 120.0 {
         format!("{seconds:.1} s")
@@ -213,6 +219,8 @@ mod tests {
         assert_eq!(thousands(1_000), "1,000");
         assert_eq!(thousands(1_234_567), "1,234,567");
         assert_eq!(duration(0.25), "250 ms");
+        assert_eq!(duration(0.00125), "1.25 ms");
+        assert_eq!(duration(0.00005), "50 µs");
         assert_eq!(duration(3.0), "3.0 s");
         assert_eq!(duration(600.0), "10.0 min");
         assert_eq!(bytes(512.0), "512 B");
