@@ -10,7 +10,7 @@ use std::path::Path;
 
 use quanta_core::pipeline::{LoadedPipeline, TaskDef, TaskKind};
 use quanta_core::{
-    fold_journals, journal_dir_for, Bundle, BundleHeader, JournalRecord, QuantumState,
+    fold_journals, journal_dir_for, Bundle, BundleHeader, DataId, JournalRecord, QuantumState,
 };
 use quanta_registry::{Registry, RegistryError};
 use quanta_report::{
@@ -60,13 +60,21 @@ fn state_status(s: QuantumState) -> QuantumStatus {
     }
 }
 
-/// A timeline row group: the batch job when there is one, else the host.
-fn worker_key(host: Option<&str>, batch_job: Option<&str>) -> String {
+/// A timeline row group, into `out`: the batch job when there is one,
+/// else the host.
+fn worker_key(out: &mut String, host: Option<&str>, batch_job: Option<&str>) {
     match (host, batch_job) {
-        (Some(h), Some(j)) => format!("{h} job {j}"),
-        (None, Some(j)) => format!("job {j}"),
-        (Some(h), None) => h.to_string(),
-        (None, None) => "(unknown)".to_string(),
+        (Some(h), Some(j)) => {
+            out.push_str(h);
+            out.push_str(" job ");
+            out.push_str(j);
+        }
+        (None, Some(j)) => {
+            out.push_str("job ");
+            out.push_str(j);
+        }
+        (Some(h), None) => out.push_str(h),
+        (None, None) => out.push_str("(unknown)"),
     }
 }
 
@@ -126,25 +134,46 @@ pub fn run_report_page(
         warnings,
     };
     let mut builder = ReportBuilder::new(meta, tasks, limits);
-    for q in registry.quanta_in_run(run)? {
-        let e = &q.execution;
-        let task = builder.task_index(&q.task_label);
-        let worker = worker_key(e.host.as_deref(), e.batch_job.as_deref());
+    // Task label → index, and worker text, reused from row to row.
+    let mut task_of: Vec<(String, usize)> = Vec::new();
+    let mut worker = String::new();
+    registry.for_each_quantum_in_run(run, |q| {
+        let task = match task_of.iter().find(|(l, _)| l == q.task_label) {
+            Some((_, i)) => *i,
+            None => {
+                let i = builder.task_index(q.task_label);
+                task_of.push((q.task_label.to_string(), i));
+                i
+            }
+        };
+        worker.clear();
+        worker_key(&mut worker, q.host, q.batch_job);
+        let status = status_of(q.status);
+        // Log tails are parsed for the failures the page lists only.
+        let log_tail: Vec<String> = match q.log_tail_json {
+            Some(t) if status.is_failure() => serde_json::from_str(t).unwrap_or_default(),
+            _ => Vec::new(),
+        };
         let obs = Observation {
             task,
-            status: status_of(&e.status),
+            status,
             worker: &worker,
-            host: e.host.as_deref(),
-            start_ms: e.started.as_deref().and_then(parse_rfc3339_ms),
-            end_ms: e.finished.as_deref().and_then(parse_rfc3339_ms),
-            wall_seconds: e.wall_seconds,
-            peak_rss_bytes: e.peak_rss_bytes,
-            attempts: e.attempts,
-            error: e.error.as_deref(),
-            log_tail: &e.log_tail,
+            host: q.host,
+            start_ms: q.started.and_then(parse_rfc3339_ms),
+            end_ms: q.finished.and_then(parse_rfc3339_ms),
+            wall_seconds: q.wall_seconds,
+            peak_rss_bytes: q.peak_rss_bytes,
+            attempts: q.attempts,
+            error: q.error,
+            log_tail: &log_tail,
         };
-        builder.add(&obs, || (q.data_id.to_string(), q.id.to_string()));
-    }
+        builder.add(&obs, || {
+            let data_id = serde_json::from_str::<DataId>(q.data_id_json)
+                .map(|d| d.to_string())
+                .unwrap_or_else(|_| q.data_id_json.to_string());
+            (data_id, q.id.to_string())
+        });
+    })?;
     Ok(builder.finish())
 }
 

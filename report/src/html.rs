@@ -18,7 +18,7 @@ body{margin:0 auto;max-width:1180px;padding:0 16px 48px}
 h1{font-size:1.5em;margin:18px 0 4px}h2{font-size:1.2em;margin:28px 0 8px;border-bottom:1px solid #ddd;padding-bottom:4px}
 nav a{margin-right:12px}.meta{color:#555;margin:2px 0}
 table{border-collapse:collapse;margin:6px 0;font-size:.92em}th,td{border-bottom:1px solid #e4e4e4;padding:3px 8px;text-align:left;vertical-align:top}
-th{background:#f5f5f5}td.n{text-align:right;font-variant-numeric:tabular-nums}
+th{background:#f5f5f5}td.n{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
 .totals span{display:inline-block;margin-right:18px;font-size:1.05em}.totals b{font-size:1.3em}
 .c-ok{color:var(--ok)}.c-bad{color:var(--bad)}.c-block{color:var(--block)}.c-wait{color:var(--wait)}.c-run{color:var(--run)}
 pre{background:#f7f7f7;border:1px solid #e0e0e0;padding:6px;overflow:auto;max-height:320px;font-size:.85em;margin:4px 0;white-space:pre-wrap;word-break:break-all}

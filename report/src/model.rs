@@ -542,13 +542,24 @@ impl ReportBuilder {
                 .then_with(|| a.task.cmp(&b.task))
                 .then_with(|| a.reason.cmp(&b.reason))
         });
+        // Failures in pipeline order, then by data ID, whatever order the
+        // filler read them in.
+        let mut failures = self.failures;
+        let rank = |label: &str| tasks.iter().position(|t| t.info.label == label);
+        failures.sort_by(|a, b| {
+            (rank(&a.task), &a.data_id, &a.quantum_id).cmp(&(
+                rank(&b.task),
+                &b.data_id,
+                &b.quantum_id,
+            ))
+        });
         Report {
             meta: self.meta,
             tasks,
             totals,
             timeline,
             slowest,
-            failures: self.failures,
+            failures,
             failures_total: self.failures_total,
             reasons,
             reasons_other: self.reasons_other,
