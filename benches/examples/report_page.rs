@@ -78,7 +78,7 @@ fn campaign(detectors: u64, mut emit: impl FnMut(&Synth)) {
                 let slot = if slots[0] <= slots[1] { 0 } else { 1 };
                 let start_ms = slots[slot];
                 slots[slot] += (wall * 1000.0) as i64 + 5;
-                let status = if task == 1 && rng.next() % 1000 == 0 {
+                let status = if task == 1 && rng.next().is_multiple_of(1000) {
                     failed = true;
                     QuantumStatus::Failed
                 } else {

@@ -156,6 +156,32 @@ fn assert_svgs_rendered(dom: &str) {
 }
 
 #[test]
+fn bundle_dot_keeps_dot_and_gives_mermaid() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = common::make_reference_repo(dir.path(), 3, 4);
+    let bundle = dir.path().join("b.qb");
+    let pipeline =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/pipelines/reference.yaml");
+    common::preflight_into_test_run(&repo, &pipeline, &bundle);
+    let dot = ok(&["bundle", "dot", s(&bundle)]);
+    assert!(dot.starts_with("digraph pipeline"), "{dot}");
+    let mermaid = ok(&["bundle", "dot", s(&bundle), "--mermaid"]);
+    assert!(mermaid.starts_with("flowchart TD\n"), "{mermaid}");
+    assert!(
+        mermaid.contains("  t0[\"isr<br/>instrument, exposure, detector\"]"),
+        "{mermaid}"
+    );
+    assert!(mermaid.contains("  d0([\"raw<br/>"), "{mermaid}");
+    // raw → isr → postISRCCD → characterize → icExp ⇒ summarize → expSummary
+    assert_eq!(mermaid.matches(" --> ").count(), 5, "{mermaid}");
+    assert_eq!(mermaid.matches(" ==> ").count(), 1, "the gather: {mermaid}");
+    let quanta = ok(&["bundle", "dot", s(&bundle), "--quanta", "--mermaid"]);
+    assert_eq!(quanta.matches("[\"").count(), 27, "{quanta}");
+    // Each characterize reads its isr; each summarize gathers 4.
+    assert_eq!(quanta.matches(" --> ").count(), 12 + 12, "{quanta}");
+}
+
+#[test]
 fn the_merged_reference_run_renders_in_chromium() {
     let Some(chromium) = chromium() else { return };
     let dir = tempfile::tempdir().unwrap();
@@ -168,6 +194,15 @@ fn the_merged_reference_run_renders_in_chromium() {
         !html.contains("http://") && !html.contains("https://"),
         "the page needs no network"
     );
+
+    // Bad input: an unknown RUN, a directory that does not exist.
+    let missing = dir.path().join("no/such/dir/run.html");
+    common::fails_with(2, &["report", s(&repo), "u/test/nope", "--html", s(&page)]);
+    let err = common::fails_with(
+        2,
+        &["report", s(&repo), "u/test/run", "--html", s(&missing)],
+    );
+    assert!(err.contains("no/such/dir/run.html"), "{err}");
 
     let dom = rendered_dom(&chromium, dir.path(), &page);
     assert_eq!(

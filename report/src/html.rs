@@ -86,7 +86,7 @@ pub fn render_html(report: &Report) -> String {
     slowest_section(&mut out, report);
     failures_section(&mut out, report);
     provenance_section(&mut out, report);
-    let _ = write!(out, "<script>{SCRIPT}</script></body></html>\n");
+    let _ = writeln!(out, "<script>{SCRIPT}</script></body></html>");
     out
 }
 

@@ -49,9 +49,9 @@ pub enum ReportError {
 }
 
 /// Renders `report` and writes it to `path` through a temporary file in the
-/// same directory, synced and renamed into place: a killed writer leaves the
-/// previous page (or none), never half of one. Returns the page's size in
-/// bytes.
+/// same directory (`.NAME.tmp`), synced and renamed into place: a killed
+/// writer leaves the previous page (or none), never half of one, and the
+/// next run replaces its temporary file. Returns the page's size in bytes.
 pub fn write_html(report: &Report, path: &Path) -> Result<u64, ReportError> {
     let page = render_html(report);
     let err = |source| ReportError::Write {
@@ -66,7 +66,8 @@ pub fn write_html(report: &Report, path: &Path) -> Result<u64, ReportError> {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "report.html".into());
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    // A fixed name: a rerun after a kill replaces a killed writer's file.
+    let tmp = dir.join(format!(".{name}.tmp"));
     let result = (|| {
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(page.as_bytes())?;
@@ -78,4 +79,29 @@ pub fn write_html(report: &Report, path: &Path) -> Result<u64, ReportError> {
         return Err(err(e));
     }
     Ok(page.len() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writes_through_a_temporary_file_a_rerun_replaces() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("page.html");
+        // What a writer killed before the rename leaves.
+        std::fs::write(dir.path().join(".page.html.tmp"), "half a page").unwrap();
+        let report =
+            ReportBuilder::new(ReportMeta::default(), Vec::new(), Limits::default()).finish();
+        let size = write_html(&report, &out).unwrap();
+        assert_eq!(std::fs::metadata(&out).unwrap().len(), size);
+        let left: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(left, vec![std::ffi::OsString::from("page.html")]);
+        let missing = dir.path().join("no/such/dir/page.html");
+        let e = write_html(&report, &missing).unwrap_err();
+        assert!(e.to_string().contains("no/such/dir/page.html"), "{e}");
+    }
 }

@@ -337,9 +337,14 @@ pub struct ReportBuilder {
     reasons_other: u64,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, PartialOrd)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 struct OrdF64(f64);
 impl Eq for OrdF64 {}
+impl PartialOrd for OrdF64 {
+    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(o))
+    }
+}
 impl Ord for OrdF64 {
     fn cmp(&self, o: &Self) -> std::cmp::Ordering {
         self.0.total_cmp(&o.0)
@@ -724,7 +729,8 @@ fn timeline(mut intervals: Vec<Interval>, workers: &[String], limits: &Limits) -
             .iter()
             .enumerate()
             .filter(|(n, (k, _))| {
-                *n as u64 % stride == 0 && !(stride > 1 && intervals[*k].status.is_failure())
+                (*n as u64).is_multiple_of(stride)
+                    && !(stride > 1 && intervals[*k].status.is_failure())
             })
             .map(|(_, c)| bar(*c)),
     );
