@@ -1382,6 +1382,68 @@ mod tests {
     }
 
     #[test]
+    fn every_quantum_of_a_run_is_handed_out_as_the_rows_text() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut r = registry_with_detectors(dir.path(), 3);
+        let mut failed = quantum(2, "failed");
+        failed.execution.error = Some("boom".into());
+        failed.execution.log_tail = vec!["last <line>".into()];
+        failed.execution.batch_job = Some("42_1".into());
+        r.record_quanta(
+            "out",
+            Uuid::from_u128(7),
+            &[quantum(1, STATUS_SUCCEEDED), failed],
+        )
+        .unwrap();
+        let mut seen = Vec::new();
+        r.for_each_quantum_in_run("out", |q| {
+            let data_id: DataId = serde_json::from_str(q.data_id_json).unwrap();
+            let tail: Option<Vec<String>> =
+                q.log_tail_json.map(|t| serde_json::from_str(t).unwrap());
+            seen.push((
+                q.id,
+                q.task_label.to_string(),
+                data_id,
+                q.status.to_string(),
+                q.batch_job.map(String::from),
+                q.error.map(String::from),
+                tail,
+                q.wall_seconds,
+                q.peak_rss_bytes,
+                q.started.map(String::from),
+            ));
+        })
+        .unwrap();
+        seen.sort_by_key(|s| s.0);
+        let rows = r.quanta_in_run("out").unwrap();
+        assert_eq!(seen.len(), 2);
+        for (s, row) in seen.iter().zip(&rows) {
+            assert_eq!(
+                (s.0, &s.1, &s.2, &s.3),
+                (row.id, &row.task_label, &row.data_id, &row.execution.status)
+            );
+            assert_eq!(
+                (&s.4, &s.5),
+                (&row.execution.batch_job, &row.execution.error)
+            );
+            assert_eq!(s.6.clone().unwrap_or_default(), row.execution.log_tail);
+            assert_eq!(
+                (s.7, s.8, &s.9),
+                (
+                    row.execution.wall_seconds,
+                    row.execution.peak_rss_bytes,
+                    &row.execution.started
+                )
+            );
+        }
+        assert_eq!(seen[1].6.as_deref(), Some(&["last <line>".to_string()][..]));
+        assert!(
+            r.for_each_quantum_in_run("nope", |_| {}).is_err(),
+            "an unknown RUN is an error"
+        );
+    }
+
+    #[test]
     fn quanta_recorded_as_new_skip_the_lookup_but_not_the_check() {
         let dir = tempfile::tempdir().unwrap();
         let mut r = registry_with_detectors(dir.path(), 4);

@@ -852,6 +852,37 @@ mod tests {
     }
 
     #[test]
+    fn running_quanta_are_drawn_to_the_latest_time_and_blocked_ones_not_at_all() {
+        let mut b = ReportBuilder::new(ReportMeta::default(), tasks(), Limits::default());
+        b.add(
+            &obs(0, QuantumStatus::Succeeded, "w", 0, 5.0),
+            Default::default,
+        );
+        let mut running = obs(0, QuantumStatus::Running, "w", 1000, 0.0);
+        (running.end_ms, running.wall_seconds) = (None, None);
+        b.add(&running, || panic!("not named"));
+        b.add(&obs(1, QuantumStatus::Blocked, "w", 0, 0.0), || {
+            panic!("not named")
+        });
+        let r = b.finish();
+        assert_eq!(r.totals.running, 1);
+        let t = &r.timeline;
+        assert_eq!(t.bars.len(), 2);
+        let bar = t
+            .bars
+            .iter()
+            .find(|b| b.status == QuantumStatus::Running)
+            .unwrap();
+        assert_eq!((bar.start_ms, bar.end_ms), (1000, 5000));
+        assert_eq!(t.lanes.len(), 2, "it overlaps the first quantum");
+        assert_eq!(
+            r.tasks[0].wall.as_ref().unwrap().n,
+            1,
+            "only finished quanta have walls"
+        );
+    }
+
+    #[test]
     fn large_timelines_are_sampled_keeping_failures() {
         let limits = Limits {
             timeline_bars: 100,
