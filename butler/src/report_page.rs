@@ -231,37 +231,29 @@ pub fn campaign_report_page(
     let tasks = bundle.tasks().iter().map(task_info).collect();
     let mut builder = ReportBuilder::new(meta, tasks, limits);
     let no_log: Vec<String> = Vec::new();
+    let mut worker = String::new();
     for (index, quantum) in bundle.quanta().enumerate() {
         let quantum = quantum?;
         let state = fold.state(index as u32);
         let progress = fold.quanta.get(&(index as u32));
-        let started = progress.and_then(|p| p.started());
         let finished = progress.and_then(|p| p.finished());
-        let (host, batch_job, start_time) = match &started {
-            Some(JournalRecord::Started {
-                host,
-                batch_job,
-                time,
-                ..
-            }) => (
-                Some(host.as_str()),
-                batch_job.as_deref(),
-                Some(time.as_str()),
-            ),
-            _ => (None, None, None),
+        // The latest `Started` record only where the page needs it: the
+        // start of a running quantum, the host of a failure.
+        let need_started =
+            finished.is_none() || state == QuantumState::Running || state.is_failure();
+        let started = progress.filter(|_| need_started).and_then(|p| p.started());
+        let (host, start_time) = match &started {
+            Some(JournalRecord::Started { host, time, .. }) => {
+                (Some(host.as_str()), Some(time.as_str()))
+            }
+            _ => (None, None),
         };
-        let worker = match progress {
-            Some(p) => p
-                .journal
-                .file_stem()
-                .map(|s| s.to_string_lossy().into_owned())
-                .unwrap_or_default(),
-            None => String::new(),
-        };
-        let worker = match batch_job {
-            Some(j) => format!("job {j}"),
-            None => worker,
-        };
+        // One journal per worker process (`ROLE-HOST-PID-N`): a batch job
+        // element, or a local run.
+        worker.clear();
+        if let Some(stem) = progress.and_then(|p| p.journal.file_stem()) {
+            worker.push_str(&stem.to_string_lossy());
+        }
         let mut obs = Observation {
             task: quantum.task as usize,
             status: state_status(state),
