@@ -28,7 +28,7 @@ mod plots;
 mod text;
 
 pub use graph::{layout, GraphLayout, LaidOutEdge, LaidOutNode, NodeKind};
-pub use html::render_html;
+pub use html::{render_html, PAGE_VERSION};
 pub use model::{
     BundleInfo, Counts, FailureLine, Histogram, Limits, Observation, QuantumLine, QuantumStatus,
     ReasonLine, Report, ReportBuilder, ReportMeta, TaskInfo, TaskReport, Timeline, TimelineBar,
