@@ -389,7 +389,7 @@ fn timeline_section(out: &mut String, report: &Report) {
     if t.stride > 1 {
         let _ = write!(
             note,
-            "; sampled: every {}th quantum in start order, failures first ({} bars)",
+            "; sampled: 1 quantum in {} in start order, failures first ({} bars)",
             t.stride,
             thousands(t.bars.len() as u64)
         );
