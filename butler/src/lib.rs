@@ -9,7 +9,8 @@
 //! [`Butler::ingest`]), the rule that no command reads or writes the
 //! repository's own files through a path given to it (`repo_guard`),
 //! and merging worker journals back into the Registry ([`merge`]) with the
-//! provenance queries over what was merged ([`provenance`]), crash-safe
+//! provenance queries over what was merged ([`provenance`]), the campaign
+//! page's data filled from the registry or the journals ([`report_page`]), crash-safe
 //! removal of RUNs, datasets, collections and tags ([`remove`]: mark in the
 //! registry's trash, unlink, delete), export and import in the LSST
 //! export format ([`transfers`]) and the check of registry against
@@ -25,6 +26,7 @@ pub mod merge;
 pub mod provenance;
 pub mod remove;
 mod repo_guard;
+pub mod report_page;
 pub mod transfers;
 
 pub use butler::{Butler, DATASTORE_DIR, REGISTRY_FILE};
@@ -40,6 +42,7 @@ pub use provenance::{
     ProvenanceGraph, RunReport,
 };
 pub use remove::{DatasetSelection, PruneMode, RemovalSummary};
+pub use report_page::{campaign_report_page, run_report_page};
 pub use transfers::{
     ExportOptions, ExportSummary, ExportTransfer, ImportOptions, ImportSummary, InMemoryExport,
     RetrieveSummary, RetrievedFile, TransferError, TransferSummary,

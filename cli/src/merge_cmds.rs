@@ -1,5 +1,6 @@
 //! `quanta merge`, `status`, `provenance` and `report`: argument parsing and
-//! output over the butler's merge and provenance modules.
+//! output over the butler's merge and provenance modules; `--html` writes
+//! the campaign page (`quanta-report`) filled by the butler's `report_page`.
 //!
 //! The `--json` forms print the library's serialized structs unchanged;
 //! their field names are the stable, documented interface.
@@ -14,8 +15,8 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use quanta_butler::provenance::{DatasetNode, QuantumNode};
 use quanta_butler::{
-    campaign_status, provenance_graph, run_report, Direction, MergeOptions, ProvenanceGraph,
-    DEFAULT_BATCH_QUANTA,
+    campaign_report_page, campaign_status, provenance_graph, run_report, run_report_page,
+    Direction, MergeOptions, ProvenanceGraph, DEFAULT_BATCH_QUANTA,
 };
 use quanta_core::Uuid;
 
@@ -53,8 +54,12 @@ pub struct StatusArgs {
     /// The journals' directory (default: BUNDLE.journals/).
     #[arg(long)]
     journals: Option<PathBuf>,
-    #[arg(long)]
+    #[arg(long, conflicts_with = "html")]
     json: bool,
+    /// Write the campaign page (one self-contained HTML file) here instead
+    /// of printing the table.
+    #[arg(long, value_name = "OUT.html")]
+    html: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -76,8 +81,12 @@ pub struct ProvenanceArgs {
 pub struct ReportArgs {
     repo: PathBuf,
     run: String,
-    #[arg(long)]
+    #[arg(long, conflicts_with = "html")]
     json: bool,
+    /// Write the run's page (one self-contained HTML file) here instead of
+    /// printing the table.
+    #[arg(long, value_name = "OUT.html")]
+    html: Option<PathBuf>,
 }
 
 pub fn merge(args: MergeArgs) -> Result<ExitCode> {
@@ -189,6 +198,14 @@ pub fn merge(args: MergeArgs) -> Result<ExitCode> {
 }
 
 pub fn status(args: StatusArgs) -> Result<ExitCode> {
+    if let Some(out) = &args.html {
+        let report = campaign_report_page(
+            &args.bundle,
+            args.journals.as_deref(),
+            quanta_report::Limits::default(),
+        )?;
+        return write_page(&report, out);
+    }
     let status = campaign_status(&args.bundle, args.journals.as_deref())?;
     for w in &status.warnings {
         eprintln!("warning: {w}");
@@ -304,8 +321,40 @@ fn print_failures<'a>(failures: impl Iterator<Item = (&'a str, String, &'a str, 
     }
 }
 
+/// Writes the page and says where, with its size and counts.
+fn write_page(report: &quanta_report::Report, out: &std::path::Path) -> Result<ExitCode> {
+    for w in &report.meta.warnings {
+        eprintln!("warning: {w}");
+    }
+    let size = quanta_report::write_html(report, out)?;
+    let t = &report.totals;
+    println!(
+        "wrote {} ({:.1} KiB): {} quanta, {} succeeded, {} failed, {} blocked, {} pending, {} running",
+        out.display(),
+        size as f64 / 1024.0,
+        t.quanta,
+        t.succeeded,
+        t.failed,
+        t.blocked,
+        t.pending,
+        t.running
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
 pub fn report(args: ReportArgs) -> Result<ExitCode> {
     let butler = crate::plugins::open_butler_read_only(&args.repo)?;
+    if let Some(out) = &args.html {
+        // The same existence check as the table's (an unknown RUN is bad input).
+        let source = format!("registry {}", args.repo.display());
+        let report = run_report_page(
+            butler.registry(),
+            &args.run,
+            &source,
+            quanta_report::Limits::default(),
+        )?;
+        return write_page(&report, out);
+    }
     let report = run_report(butler.registry(), &args.run)?;
     if args.json {
         print_json(&report)?;

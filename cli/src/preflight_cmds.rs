@@ -1,4 +1,4 @@
-//! `quanta preflight` and `quanta bundle show|dot`: argument parsing and
+//! `quanta preflight` and `quanta bundle show|dot [--mermaid]`: argument parsing and
 //! output over the quanta-preflight library and the core bundle reader.
 
 use std::path::PathBuf;
@@ -9,7 +9,10 @@ use anyhow::Result;
 use clap::{Args, Subcommand};
 use quanta_core::pipeline::TaskKind;
 use quanta_core::{Bundle, BundleWriteOptions};
-use quanta_preflight::{quantum_graph_dot, run_preflight, task_graph_dot, PreflightOptions};
+use quanta_preflight::{
+    quantum_graph_dot, quantum_graph_mermaid, run_preflight, task_graph_dot, task_graph_mermaid,
+    PreflightOptions,
+};
 
 use crate::output::{print_json, print_table};
 
@@ -63,11 +66,15 @@ pub enum BundleCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Graphviz DOT of the task graph, or of the quantum graph with --quanta.
+    /// Graphviz DOT of the task graph, or of the quantum graph with --quanta
+    /// (a Mermaid flowchart with --mermaid).
     Dot {
         bundle: PathBuf,
         #[arg(long)]
         quanta: bool,
+        /// A Mermaid flowchart instead of Graphviz DOT.
+        #[arg(long)]
+        mermaid: bool,
     },
 }
 
@@ -161,12 +168,17 @@ pub fn preflight(args: PreflightArgs) -> Result<ExitCode> {
 pub fn bundle(cmd: BundleCommand) -> Result<ExitCode> {
     match cmd {
         BundleCommand::Show { bundle, json } => show(&bundle, json),
-        BundleCommand::Dot { bundle, quanta } => {
+        BundleCommand::Dot {
+            bundle,
+            quanta,
+            mermaid,
+        } => {
             let b = Bundle::open(&bundle)?;
-            let dot = if quanta {
-                quantum_graph_dot(&b)?
-            } else {
-                task_graph_dot(b.tasks())
+            let dot = match (quanta, mermaid) {
+                (true, false) => quantum_graph_dot(&b)?,
+                (false, false) => task_graph_dot(b.tasks()),
+                (true, true) => quantum_graph_mermaid(&b)?,
+                (false, true) => task_graph_mermaid(b.tasks()),
             };
             print!("{dot}");
             Ok(ExitCode::SUCCESS)

@@ -45,7 +45,7 @@ pub use build::{
     build_graph, check_dataset_types, default_cluster_dimensions, GraphBuild, PlannedQuanta,
     PreflightOptions, PrunedQuantum, TaskSummary, MAX_PRUNED_LISTED,
 };
-pub use dot::{quantum_graph_dot, task_graph_dot};
+pub use dot::{quantum_graph_dot, quantum_graph_mermaid, task_graph_dot, task_graph_mermaid};
 pub use error::PreflightError;
 
 /// What a preflight run did.

@@ -37,8 +37,8 @@ pub use datasets::{
 };
 pub use error::{RegistryError, Result};
 pub use provenance::{
-    NewQuantum, QuantumExecution, QuantumInput, QuantumOutputDataset, QuantumRow, RecordStats,
-    RejectedDataset, RunProvenance,
+    NewQuantum, QuantumBrief, QuantumExecution, QuantumInput, QuantumOutputDataset, QuantumRow,
+    RecordStats, RejectedDataset, RunProvenance,
 };
 pub use query::Binds;
 pub use records::{parse_records_csv, parse_records_json, RecordSet};

@@ -143,6 +143,27 @@ pub struct QuantumRow {
     pub execution: QuantumExecution,
 }
 
+/// A recorded quantum as [`Registry::for_each_quantum_in_run`] hands it
+/// out: the row's own text, borrowed, unparsed.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct QuantumBrief<'a> {
+    pub id: Uuid,
+    pub task_label: &'a str,
+    /// The data ID as stored (JSON; `serde_json::from_str::<DataId>`).
+    pub data_id_json: &'a str,
+    pub status: &'a str,
+    pub attempts: u32,
+    pub host: Option<&'a str>,
+    pub batch_job: Option<&'a str>,
+    pub started: Option<&'a str>,
+    pub finished: Option<&'a str>,
+    pub wall_seconds: Option<f64>,
+    pub peak_rss_bytes: Option<u64>,
+    pub error: Option<&'a str>,
+    /// The log tail as stored (a JSON array of strings), if any.
+    pub log_tail_json: Option<&'a str>,
+}
+
 /// Rows per multi-row INSERT on the merge path: more rows per statement
 /// save per-statement work. The statements are `INSERT OR IGNORE`: one that
 /// could abort halfway makes SQLite copy every page it touches to a
@@ -1163,6 +1184,50 @@ impl Registry {
             .collect::<rusqlite::Result<_>>()?)
     }
 
+    /// Every recorded quantum of a RUN, in storage order, handed to `f` one
+    /// at a time as borrowed text: nothing is collected or parsed (the data
+    /// ID and the log tail stay the registry's JSON), so a report over
+    /// millions of quanta costs one pass over the rows. Read-only.
+    pub fn for_each_quantum_in_run(
+        &self,
+        run: &str,
+        mut f: impl FnMut(&QuantumBrief<'_>),
+    ) -> Result<()> {
+        let record = self.collection_of_type(run, CollectionType::Run)?;
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT id, task_label, data_id, status, attempts, host, batch_job, started, \
+             finished, wall_seconds, peak_rss_bytes, error, log_tail FROM quantum WHERE run_id = ?1",
+        )?;
+        let mut rows = stmt.query([record.id])?;
+        while let Some(r) = rows.next()? {
+            let text = |i: usize| -> rusqlite::Result<Option<&str>> {
+                match r.get_ref(i)? {
+                    ValueRef::Null => Ok(None),
+                    v => v.as_str().map(Some).map_err(|e| {
+                        rusqlite::Error::FromSqlConversionFailure(i, v.data_type(), Box::new(e))
+                    }),
+                }
+            };
+            let brief = QuantumBrief {
+                id: uuid_from_blob(r.get(0)?)?,
+                task_label: text(1)?.unwrap_or_default(),
+                data_id_json: text(2)?.unwrap_or_default(),
+                status: text(3)?.unwrap_or_default(),
+                attempts: r.get(4)?,
+                host: text(5)?,
+                batch_job: text(6)?,
+                started: text(7)?,
+                finished: text(8)?,
+                wall_seconds: r.get(9)?,
+                peak_rss_bytes: r.get::<_, Option<i64>>(10)?.map(|v| v.max(0) as u64),
+                error: text(11)?,
+                log_tail_json: text(12)?,
+            };
+            f(&brief);
+        }
+        Ok(())
+    }
+
     /// The quantum that produced a dataset, if it was made by a merged
     /// quantum (raw and ingested datasets have none).
     pub fn producer_of(&self, dataset_id: &Uuid) -> Result<Option<Uuid>> {
@@ -1314,6 +1379,68 @@ mod tests {
         .unwrap();
         r.insert_dimension_records(&records).unwrap();
         r
+    }
+
+    #[test]
+    fn every_quantum_of_a_run_is_handed_out_as_the_rows_text() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut r = registry_with_detectors(dir.path(), 3);
+        let mut failed = quantum(2, "failed");
+        failed.execution.error = Some("boom".into());
+        failed.execution.log_tail = vec!["last <line>".into()];
+        failed.execution.batch_job = Some("42_1".into());
+        r.record_quanta(
+            "out",
+            Uuid::from_u128(7),
+            &[quantum(1, STATUS_SUCCEEDED), failed],
+        )
+        .unwrap();
+        let mut seen = Vec::new();
+        r.for_each_quantum_in_run("out", |q| {
+            let data_id: DataId = serde_json::from_str(q.data_id_json).unwrap();
+            let tail: Option<Vec<String>> =
+                q.log_tail_json.map(|t| serde_json::from_str(t).unwrap());
+            seen.push((
+                q.id,
+                q.task_label.to_string(),
+                data_id,
+                q.status.to_string(),
+                q.batch_job.map(String::from),
+                q.error.map(String::from),
+                tail,
+                q.wall_seconds,
+                q.peak_rss_bytes,
+                q.started.map(String::from),
+            ));
+        })
+        .unwrap();
+        seen.sort_by_key(|s| s.0);
+        let rows = r.quanta_in_run("out").unwrap();
+        assert_eq!(seen.len(), 2);
+        for (s, row) in seen.iter().zip(&rows) {
+            assert_eq!(
+                (s.0, &s.1, &s.2, &s.3),
+                (row.id, &row.task_label, &row.data_id, &row.execution.status)
+            );
+            assert_eq!(
+                (&s.4, &s.5),
+                (&row.execution.batch_job, &row.execution.error)
+            );
+            assert_eq!(s.6.clone().unwrap_or_default(), row.execution.log_tail);
+            assert_eq!(
+                (s.7, s.8, &s.9),
+                (
+                    row.execution.wall_seconds,
+                    row.execution.peak_rss_bytes,
+                    &row.execution.started
+                )
+            );
+        }
+        assert_eq!(seen[1].6.as_deref(), Some(&["last <line>".to_string()][..]));
+        assert!(
+            r.for_each_quantum_in_run("nope", |_| {}).is_err(),
+            "an unknown RUN is an error"
+        );
     }
 
     #[test]
