@@ -149,7 +149,7 @@ pub fn export(args: ExportArgs) -> Result<ExitCode> {
 pub fn import(args: ImportArgs) -> Result<ExitCode> {
     let transfer: TransferMode = args.transfer.parse()?;
     let mut butler = crate::plugins::open_butler(&args.repo)?;
-    let summary = butler.import(&args.dir, ImportOptions { transfer })?;
+    let summary = butler.import(&args.dir, ImportOptions::new(transfer))?;
     if args.json {
         print_json(&summary)?;
     } else {

@@ -951,6 +951,207 @@ fn decode(
         })
 }
 
+/// The directories whose killed-ingest leftovers (temporary copies) one
+/// run of [`Datastore::ingest_expected`] has removed: each directory is
+/// listed once rather than every destination probed for its temporary name.
+#[derive(Debug, Default)]
+pub struct LeftoverSweep(std::sync::Mutex<std::collections::HashSet<PathBuf>>);
+
+impl LeftoverSweep {
+    /// Removes the ingest temporary files in `dir` the first time it is
+    /// asked for `dir`. Only ingests, under the ingest lock the caller
+    /// holds, make such files: any found is a killed ingest's.
+    fn sweep(&self, dir: &Path) -> Result<(), DatastoreError> {
+        let first = self
+            .0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(dir.to_path_buf());
+        if !first {
+            return Ok(());
+        }
+        let entries = match fs::read_dir(dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(DatastoreError::io("list", dir, e)),
+        };
+        for entry in entries {
+            let entry = entry.map_err(|e| DatastoreError::io("list", dir, e))?;
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with(TEMP_FILE_PREFIX) && name.ends_with("-ingest") {
+                remove_if_present(&entry.path())?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What [`Datastore::ingest_expected`] found or did at the destination.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Placement {
+    /// The file was transferred.
+    Written,
+    /// The right file was already there (a killed run's): kept.
+    AlreadyThere,
+}
+
+impl Datastore {
+    /// [`Datastore::ingest`] for a source whose size and checksum are known
+    /// (an import or transfer): `real_src` is the source with symlinks
+    /// resolved, a regular file. A file already at the destination that
+    /// has the expected size and checksum (hashed; with `trust`, a hard
+    /// link or symlink to `real_src` of the expected size) is kept, so a
+    /// rerun of a killed import costs what is left; any other file there is
+    /// replaced. The transferred file is verified against `expected`: a
+    /// copy by the checksum computed while copying, a link by hashing it,
+    /// or with `trust` (the expected checksum comes from a registry that
+    /// recorded this very file) by its size only. A mismatch removes it and
+    /// is an error. Without `expected` the file is hashed and recorded.
+    #[allow(clippy::too_many_arguments)]
+    pub fn ingest_expected(
+        &self,
+        lock: &IngestLock,
+        sweep: &LeftoverSweep,
+        real_src: &Path,
+        r: &DatasetRef,
+        storage_class: &str,
+        mode: TransferMode,
+        expected: Option<(u64, &str)>,
+        trust: bool,
+    ) -> Result<(StoredFileInfo, Placement), DatastoreError> {
+        let formatter = self.formatters.for_storage_class(storage_class)?;
+        let rel = self.render_path(r, formatter.as_ref())?;
+        let dest = self.root.join(&rel);
+        sweep.sweep(parent_of(&dest))?;
+        let info = |size: u64, checksum: String| StoredFileInfo {
+            path: rel.clone(),
+            formatter: formatter.name().to_string(),
+            size,
+            checksum,
+        };
+        let make = |at: &Path| match mode {
+            TransferMode::Symlink => symlink(real_src, at),
+            _ => fs::hard_link(real_src, at),
+        };
+        let linking = matches!(
+            mode,
+            TransferMode::Hardlink | TransferMode::Auto | TransferMode::Symlink
+        );
+        let made = if linking {
+            make_in_place(&dest, make)
+        } else {
+            Err(io::Error::from(io::ErrorKind::Unsupported))
+        };
+        match made {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists || !linking => {
+                if let Some(kept) = self.kept(&dest, real_src, expected, trust, linking)? {
+                    return Ok((info(kept.0, kept.1), Placement::AlreadyThere));
+                }
+                remove_if_present(&dest)?;
+                if !linking || make_in_place(&dest, make).is_err() {
+                    let stored = self.ingest(lock, real_src, r, storage_class, mode, true)?;
+                    self.check_expected(&dest, &stored, expected)?;
+                    return Ok((stored, Placement::Written));
+                }
+            }
+            Err(_) if mode == TransferMode::Auto => {
+                // Another filesystem: a copy.
+                let stored = self.ingest(lock, real_src, r, storage_class, mode, true)?;
+                self.check_expected(&dest, &stored, expected)?;
+                return Ok((stored, Placement::Written));
+            }
+            Err(e) => return Err(DatastoreError::io("link into place", &dest, e)),
+        }
+        let stored = match (expected, trust) {
+            (Some((size, checksum)), true) => {
+                let meta = fs::metadata(&dest).map_err(|e| DatastoreError::io("stat", &dest, e));
+                let actual = meta.map(|m| m.len());
+                match actual {
+                    Ok(actual) if actual == size => info(size, checksum.to_string()),
+                    other => {
+                        let _ = remove_if_present(&dest);
+                        let actual = other?;
+                        return Err(DatastoreError::SizeMismatch {
+                            path: real_src.display().to_string(),
+                            actual,
+                            expected: size,
+                        });
+                    }
+                }
+            }
+            _ => match hash_file(&dest) {
+                Ok((size, checksum)) => info(size, checksum),
+                Err(e) => {
+                    let _ = remove_if_present(&dest);
+                    return Err(e);
+                }
+            },
+        };
+        self.check_expected(&dest, &stored, expected)?;
+        if self.config.fsync {
+            sync_dir(parent_of(&dest))?;
+        }
+        Ok((stored, Placement::Written))
+    }
+
+    /// Removes `dest` and fails when `stored` is not `expected`.
+    fn check_expected(
+        &self,
+        dest: &Path,
+        stored: &StoredFileInfo,
+        expected: Option<(u64, &str)>,
+    ) -> Result<(), DatastoreError> {
+        let Some((size, checksum)) = expected else {
+            return Ok(());
+        };
+        if stored.size == size && stored.checksum == checksum {
+            return Ok(());
+        }
+        let _ = remove_if_present(dest);
+        if stored.size != size {
+            return Err(DatastoreError::SizeMismatch {
+                path: stored.path.clone(),
+                actual: stored.size,
+                expected: size,
+            });
+        }
+        Err(DatastoreError::ChecksumMismatch {
+            path: stored.path.clone(),
+            actual: stored.checksum.clone(),
+            expected: checksum.to_string(),
+        })
+    }
+
+    /// The (size, checksum) of the file already at `dest` when it is the
+    /// expected one; `None` when it is not (or nothing says what to expect).
+    fn kept(
+        &self,
+        dest: &Path,
+        real_src: &Path,
+        expected: Option<(u64, &str)>,
+        trust: bool,
+        linking: bool,
+    ) -> Result<Option<(u64, String)>, DatastoreError> {
+        let Some((size, checksum)) = expected else {
+            return Ok(None);
+        };
+        if trust && linking {
+            let (Ok(d), Ok(s)) = (fs::metadata(dest), fs::metadata(real_src)) else {
+                return Ok(None);
+            };
+            use std::os::unix::fs::MetadataExt;
+            let same = d.dev() == s.dev() && d.ino() == s.ino() && d.len() == size;
+            return Ok(same.then(|| (size, checksum.to_string())));
+        }
+        match hash_file(dest) {
+            Ok((s, c)) if s == size && c == checksum => Ok(Some((s, c))),
+            _ => Ok(None),
+        }
+    }
+}
+
 /// Streams a file through BLAKE3: size and hex digest (what a
 /// [`StoredFileInfo`] records), e.g. to compare an ingest source with a
 /// stored dataset.

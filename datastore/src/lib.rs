@@ -22,7 +22,8 @@ pub mod verify;
 
 pub use datastore::{
     hash_file, ingest_temp_path, temp_file_prefix, Datastore, DatastoreConfig, IngestLock,
-    RemoveStats, StoredFileInfo, TransferMode, QUARANTINE_DIR, TEMP_FILE_PREFIX,
+    LeftoverSweep, Placement, RemoveStats, StoredFileInfo, TransferMode, QUARANTINE_DIR,
+    TEMP_FILE_PREFIX,
 };
 pub use error::{DatastoreError, FormatterError};
 pub use formatter::{BytesFormatter, Formatter, FormatterRegistry, InMemoryDataset, JsonFormatter};

@@ -17,7 +17,7 @@ use super::format::{
     EXPORT_FILE, EXTRAS_FILE,
 };
 use super::mapping::{lsst_formatter, lsst_storage_class};
-use super::TransferError;
+use super::{phase, TransferError};
 use crate::Butler;
 
 /// How the files reach the export directory.
@@ -103,11 +103,15 @@ impl Butler {
             )));
         }
         let export = self.export_to_memory(options)?;
+        let mut clock = std::time::Instant::now();
         fs::create_dir_all(out).map_err(|e| TransferError::io("create", out, e))?;
         self.transfer_out(&export.found, out, options.transfer)?;
+        phase("export: transfer files", &mut clock);
         let extras_text = serde_json::to_string(&export.extras).expect("extras serialize");
         write_via_temp(&out.join(EXTRAS_FILE), extras_text.as_bytes())?;
-        write_via_temp(&out.join(EXPORT_FILE), export.doc.to_yaml()?.as_bytes())?;
+        phase("export: write extras", &mut clock);
+        write_yaml_via_temp(&out.join(EXPORT_FILE), &export.doc)?;
+        phase("export: write export.yaml", &mut clock);
         Ok(export.summary)
     }
 
@@ -119,9 +123,11 @@ impl Butler {
         &self,
         options: &ExportOptions,
     ) -> Result<InMemoryExport, TransferError> {
+        let mut clock = std::time::Instant::now();
         let registry = &self.registry;
         let collections = expand_collections(registry, &options.collections)?;
         let (found, without_file) = self.datasets_with_files(options)?;
+        phase("export: query datasets", &mut clock);
         let mut summary = ExportSummary {
             not_self_contained: options.transfer == ExportTransfer::None,
             without_file,
@@ -141,11 +147,14 @@ impl Butler {
             ..Default::default()
         };
         let (dimensions, record_fields) = needed_records(registry, &found)?;
+        phase("export: dimension records", &mut clock);
         summary.records = dimensions.iter().map(|(_, r)| r.len()).sum();
         doc.dimensions = dimensions;
         extras.record_fields = record_fields;
         self.export_datasets(&found, &mut doc, &mut extras)?;
+        phase("export: dataset entries", &mut clock);
         export_collections(registry, &collections, &found, &selected, &mut doc)?;
+        phase("export: collections", &mut clock);
         if options.with_provenance {
             extras.provenance = Some(super::provenance::export_provenance(registry, &found)?);
         }
@@ -293,6 +302,19 @@ fn temp_name(dest: &Path) -> PathBuf {
 fn write_via_temp(dest: &Path, bytes: &[u8]) -> Result<(), TransferError> {
     let tmp = temp_name(dest);
     fs::write(&tmp, bytes).map_err(|e| TransferError::io("write", &tmp, e))?;
+    fs::rename(&tmp, dest).map_err(|e| TransferError::io("rename into", dest, e))
+}
+
+/// Streams the document into `dest` through a temporary name.
+fn write_yaml_via_temp(dest: &Path, doc: &ExportDocument) -> Result<(), TransferError> {
+    use std::io::Write;
+    let tmp = temp_name(dest);
+    let file = fs::File::create(&tmp).map_err(|e| TransferError::io("create", &tmp, e))?;
+    let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
+    doc.write_yaml(&mut out)
+        .and_then(|()| out.flush())
+        .map_err(|e| TransferError::io("write", &tmp, e))?;
+    drop(out);
     fs::rename(&tmp, dest).map_err(|e| TransferError::io("rename into", dest, e))
 }
 

@@ -10,6 +10,7 @@
 //! mapping is in [`mapping`].
 
 pub mod export;
+mod fast_yaml;
 pub mod format;
 pub mod import;
 pub mod mapping;
@@ -59,6 +60,14 @@ pub enum TransferError {
         #[source]
         source: std::io::Error,
     },
+}
+
+/// Logs how long a phase of an export, import or transfer took (debug
+/// level, target `quanta::timing`: `RUST_LOG=quanta::timing=debug`), and
+/// restarts the clock.
+pub(crate) fn phase(name: &str, clock: &mut std::time::Instant) {
+    tracing::debug!(target: "quanta::timing", "{name}: {:.3} s", clock.elapsed().as_secs_f64());
+    *clock = std::time::Instant::now();
 }
 
 impl TransferError {
