@@ -351,41 +351,65 @@ impl Butler {
     }
 }
 
-/// Canonical forms of source directories, resolved once per directory: a
-/// source's canonical path is then its directory's and its name, with the
-/// symlinks of the name itself followed (datastores of symlink ingests).
+/// Canonical forms of source directories with a handle on each, resolved
+/// once per directory: a source's canonical path is then its directory's
+/// and its name, with the symlinks of the name itself followed
+/// (datastores of symlink ingests), looked up relative to the handle.
 #[derive(Default)]
-struct CanonicalDirs(std::collections::HashMap<PathBuf, PathBuf>);
+struct CanonicalDirs(std::collections::HashMap<PathBuf, (PathBuf, rustix::fd::OwnedFd)>);
+
+/// What [`CanonicalDirs::resolve`] found: the canonical path, whether it
+/// is a regular file, and its (device, inode).
+struct Resolved {
+    path: PathBuf,
+    is_file: bool,
+    id: (u64, u64),
+}
 
 impl CanonicalDirs {
-    /// `path` with every symlink resolved, and its metadata.
-    fn resolve(&mut self, path: &Path) -> std::io::Result<(PathBuf, fs::Metadata)> {
+    /// `path` with every symlink resolved.
+    fn resolve(&mut self, path: &Path) -> std::io::Result<Resolved> {
+        use rustix::fs::{statat, AtFlags, FileType};
         let mut path = path.to_path_buf();
         for _ in 0..40 {
             let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
                 let real = fs::canonicalize(&path)?;
                 let meta = fs::metadata(&real)?;
-                return Ok((real, meta));
+                use std::os::unix::fs::MetadataExt;
+                return Ok(Resolved {
+                    path: real,
+                    is_file: meta.is_file(),
+                    id: (meta.dev(), meta.ino()),
+                });
             };
-            let dir = match self.0.get(dir) {
-                Some(d) => d.clone(),
-                None => {
-                    let d = fs::canonicalize(if dir.as_os_str().is_empty() {
-                        Path::new(".")
-                    } else {
-                        dir
-                    })?;
-                    self.0.insert(dir.to_path_buf(), d.clone());
-                    d
-                }
-            };
-            let candidate = dir.join(name);
-            let meta = fs::symlink_metadata(&candidate)?;
-            if !meta.file_type().is_symlink() {
-                return Ok((candidate, meta));
+            if !self.0.contains_key(dir) {
+                let real = fs::canonicalize(if dir.as_os_str().is_empty() {
+                    Path::new(".")
+                } else {
+                    dir
+                })?;
+                use rustix::fs::{Mode, OFlags};
+                let fd = rustix::fs::open(
+                    &real,
+                    OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                    Mode::empty(),
+                )?;
+                self.0.insert(dir.to_path_buf(), (real, fd));
             }
-            let target = fs::read_link(&candidate)?;
-            path = dir.join(target);
+            let (real_dir, fd) = &self.0[dir];
+            let st = statat(fd, name, AtFlags::SYMLINK_NOFOLLOW)?;
+            let file_type = FileType::from_raw_mode(st.st_mode);
+            if file_type != FileType::Symlink {
+                return Ok(Resolved {
+                    path: real_dir.join(name),
+                    is_file: file_type == FileType::RegularFile,
+                    id: (st.st_dev, st.st_ino),
+                });
+            }
+            let target = rustix::fs::readlinkat(fd, name, Vec::new())?;
+            let target: std::ffi::OsString =
+                std::os::unix::ffi::OsStringExt::from_vec(target.into_bytes());
+            path = real_dir.join(target);
         }
         Err(std::io::Error::other("too many levels of symbolic links"))
     }
@@ -404,15 +428,16 @@ fn transfer_one(
         path: p.source.clone(),
         reason,
     };
-    let (real, meta) = dirs
+    let resolved = dirs
         .resolve(&p.source)
         .map_err(|e| bad(format!("cannot read: {e}")))?;
-    if let Some(reason) = guard.refusal(&real) {
+    let real = &resolved.path;
+    if let Some(reason) = guard.refusal_of(real, Some(resolved.id)) {
         return Err(bad(format!(
             "is inside the destination repository ({reason})"
         )));
     }
-    if !meta.is_file() {
+    if !resolved.is_file {
         return Err(bad("not a regular file".into()));
     }
     match p.conversion {
@@ -422,7 +447,7 @@ fn transfer_one(
                 .ingest_expected(
                     lock,
                     sweep,
-                    &real,
+                    real,
                     &p.dataset_ref,
                     p.storage_class,
                     options.transfer,
@@ -444,7 +469,7 @@ fn transfer_one(
                 })
         }
         FileConversion::YamlToJson => {
-            let bytes = fs::read(&real).map_err(|e| bad(format!("cannot read: {e}")))?;
+            let bytes = fs::read(real).map_err(|e| bad(format!("cannot read: {e}")))?;
             let value: Json = serde_yaml_ng::from_slice(&bytes)
                 .map_err(|e| bad(format!("not YAML that quanta can convert to JSON: {e}")))?;
             let info =
