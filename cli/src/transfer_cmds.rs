@@ -164,6 +164,12 @@ fn print_import_summary(verb: &str, summary: &ImportSummary) {
         "{verb} {} datasets ({} already present), {} files, {} dimension records, {} dataset types, {} collections, {} associations",
         s.datasets, s.datasets_present, summary.files, s.records, s.dataset_types, s.collections, s.associations
     );
+    if summary.files_present > 0 {
+        println!(
+            "kept {} files a killed earlier run had put in place (verified)",
+            summary.files_present
+        );
+    }
     if s.quanta > 0 {
         println!("restored the provenance of {} quanta", s.quanta);
     }

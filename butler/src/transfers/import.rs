@@ -433,9 +433,10 @@ fn transfer_one(
         .map_err(|e| bad(format!("cannot read: {e}")))?;
     let real = &resolved.path;
     if let Some(reason) = guard.refusal_of(real, Some(resolved.id)) {
-        return Err(bad(format!(
-            "is inside the destination repository ({reason})"
-        )));
+        return Err(TransferError::Refused {
+            path: p.source.clone(),
+            reason: format!("is inside the destination repository ({reason})"),
+        });
     }
     if !resolved.is_file {
         return Err(bad("not a regular file".into()));
