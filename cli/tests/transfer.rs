@@ -576,6 +576,13 @@ fn a_rerun_after_a_kill_keeps_the_verified_files_already_in_place() {
     .unwrap();
     let copied = datastore_inodes(&dest);
     let rerun = summary(&transfer(&dest, None));
+    let after = datastore_inodes(&dest);
+    let rewritten: Vec<&String> = copied
+        .iter()
+        .filter(|(p, v)| after.get(*p) != Some(*v))
+        .map(|(p, _)| p)
+        .collect();
+    assert_eq!(rewritten, vec![&damaged], "{rerun}");
     assert_eq!(rerun["datasets"].as_u64().unwrap() as usize, n, "{rerun}");
     assert_eq!(rerun["files"], 1, "{rerun}");
     assert_eq!(

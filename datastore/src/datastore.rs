@@ -967,7 +967,10 @@ impl LeftoverSweep {
     /// ingests, under the ingest lock the caller holds, make ingest
     /// temporary files: any found is a killed ingest's.
     fn dir(&self, dir: &Path) -> Result<Arc<rustix::fd::OwnedFd>, DatastoreError> {
-        if let Some(fd) = self.0.lock().unwrap_or_else(|e| e.into_inner()).get(dir) {
+        // Held while sweeping: a second worker must not sweep away the
+        // temporary copy a first one is writing after its own sweep.
+        let mut dirs = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(fd) = dirs.get(dir) {
             return Ok(fd.clone());
         }
         fs::create_dir_all(dir).map_err(|e| DatastoreError::io("create directory", dir, e))?;
@@ -988,10 +991,7 @@ impl LeftoverSweep {
         )
         .map_err(|e| DatastoreError::io("open", dir, e.into()))?;
         let fd = Arc::new(fd);
-        self.0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(dir.to_path_buf(), fd.clone());
+        dirs.insert(dir.to_path_buf(), fd.clone());
         Ok(fd)
     }
 }

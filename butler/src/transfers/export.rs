@@ -269,25 +269,30 @@ impl Butler {
             let rel = &f.stored.as_ref().expect("stored").path;
             let src = datastore.abs_path(rel)?;
             let dest = out.join(rel);
-            if let Some(dir) = dest.parent() {
-                fs::create_dir_all(dir).map_err(|e| TransferError::io("create", dir, e))?;
-            }
+            // The directory is created when the first file into it finds
+            // it missing, not probed for every file.
+            let in_place = |make: &dyn Fn() -> std::io::Result<()>| match make() {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    if let Some(dir) = dest.parent() {
+                        fs::create_dir_all(dir).map_err(|e| TransferError::io("create", dir, e))?;
+                    }
+                    make().map_err(|e| TransferError::io("write", &dest, e))
+                }
+                // A leftover of a killed export is replaced.
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    fs::remove_file(&dest).map_err(|e| TransferError::io("replace", &dest, e))?;
+                    make().map_err(|e| TransferError::io("write", &dest, e))
+                }
+                other => other.map_err(|e| TransferError::io("write", &dest, e)),
+            };
             match mode {
                 ExportTransfer::Copy => {
                     let tmp = temp_name(&dest);
-                    fs::copy(&src, &tmp).map_err(|e| TransferError::io("copy", &src, e))?;
+                    in_place(&|| fs::copy(&src, &tmp).map(drop))?;
                     fs::rename(&tmp, &dest).map_err(|e| TransferError::io("rename into", &dest, e))
                 }
-                ExportTransfer::Link | ExportTransfer::Symlink => {
-                    // A leftover of a killed export is replaced.
-                    let _ = fs::remove_file(&dest);
-                    let made = if mode == ExportTransfer::Link {
-                        fs::hard_link(&src, &dest)
-                    } else {
-                        std::os::unix::fs::symlink(&src, &dest)
-                    };
-                    made.map_err(|e| TransferError::io("link", &dest, e))
-                }
+                ExportTransfer::Link => in_place(&|| fs::hard_link(&src, &dest)),
+                ExportTransfer::Symlink => in_place(&|| std::os::unix::fs::symlink(&src, &dest)),
                 ExportTransfer::None => Ok(()),
             }
         })
