@@ -189,10 +189,7 @@ pub(crate) fn read_dataset_entry(lines: &[&str], line: usize) -> Option<DatasetE
             return None;
         }
         let mut data_ids = Vec::with_capacity(1);
-        loop {
-            let Some(l) = it.next_if(|l| l.starts_with("    - ")) else {
-                break;
-            };
+        while let Some(l) = it.next_if(|l| l.starts_with("    - ")) {
             let mut data_id = Map::new();
             if l != "    - {}" {
                 let (k, v) = key_value(l, "    - ")?;
