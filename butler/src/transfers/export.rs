@@ -204,6 +204,7 @@ impl Butler {
         extras: &mut Extras,
     ) -> Result<(), TransferError> {
         let mut groups: HashMap<(String, String), usize> = HashMap::new();
+        let mut last: Option<usize> = None;
         for f in found {
             let r = &f.dataset_ref;
             let stored = f
@@ -231,16 +232,28 @@ impl Butler {
                     stored.formatter
                 ))
             })?;
-            let key = (r.dataset_type.clone(), r.run.clone());
-            let index = *groups.entry(key).or_insert_with(|| {
-                doc.datasets.push(DatasetEntry {
-                    dataset_type: r.dataset_type.clone(),
-                    run: r.run.clone(),
-                    files: Vec::new(),
-                    line: None,
-                });
-                doc.datasets.len() - 1
-            });
+            // Query order keeps a type's datasets of one RUN together: the
+            // previous entry is nearly always the one (no key to build).
+            let same = |i: &usize| {
+                let d = &doc.datasets[*i];
+                d.dataset_type == r.dataset_type && d.run == r.run
+            };
+            let index = match last.filter(same) {
+                Some(index) => index,
+                None => {
+                    let key = (r.dataset_type.clone(), r.run.clone());
+                    *groups.entry(key).or_insert_with(|| {
+                        doc.datasets.push(DatasetEntry {
+                            dataset_type: r.dataset_type.clone(),
+                            run: r.run.clone(),
+                            files: Vec::new(),
+                            line: None,
+                        });
+                        doc.datasets.len() - 1
+                    })
+                }
+            };
+            last = Some(index);
             doc.datasets[index].files.push(FileEntry {
                 dataset_ids: vec![r.id],
                 data_ids: vec![data_id_json(&r.data_id)],
