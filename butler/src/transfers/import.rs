@@ -144,15 +144,15 @@ impl Butler {
         summary.files_present = kept;
         phase("import: transfer files", &mut clock);
         // Attach the file records to the new datasets.
-        let by_id: std::collections::HashMap<_, _> = plan
+        let mut by_id: std::collections::HashMap<_, _> = plan
             .iter()
             .zip(&stored)
             .map(|(p, info)| (p.dataset_ref.id, to_record(info)))
             .collect();
         for group in &mut batch.datasets {
             for d in &mut group.datasets {
-                if let Some(record) = by_id.get(&d.id) {
-                    d.stored = Some(record.clone());
+                if let Some(record) = by_id.remove(&d.id) {
+                    d.stored = Some(record);
                 }
             }
         }
