@@ -96,6 +96,16 @@ impl RepoGuard {
     /// Why `canonical` (an absolute path with symlinks resolved; it need
     /// not exist) must not be read from or written to, or `None`.
     pub(crate) fn refusal(&mut self, canonical: &Path) -> Option<String> {
+        self.refusal_of(canonical, None)
+    }
+
+    /// [`Self::refusal`] given the (device, inode) of `canonical` when the
+    /// caller has it (saving a `stat`).
+    pub(crate) fn refusal_of(
+        &mut self,
+        canonical: &Path,
+        known_id: Option<FileId>,
+    ) -> Option<String> {
         if let Ok(rel) = canonical.strip_prefix(&self.canonical_root) {
             let what = match rel.components().next() {
                 Some(c) if c.as_os_str().to_string_lossy().starts_with(REGISTRY_FILE) => {
@@ -112,8 +122,9 @@ impl RepoGuard {
                 self.repo.display()
             ));
         }
-        if let Ok(meta) = fs::metadata(canonical) {
-            if let Some(db) = self.registry_files.get(&file_id(&meta)) {
+        let id = known_id.or_else(|| fs::metadata(canonical).ok().map(|m| file_id(&m)));
+        if let Some(id) = id {
+            if let Some(db) = self.registry_files.get(&id) {
                 return Some(format!(
                     "`{}` is the registry file `{}` under another name (a hard link)",
                     canonical.display(),

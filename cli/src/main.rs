@@ -252,6 +252,11 @@ fn registry_error<'e>(
 fn exit_code_of(e: &anyhow::Error) -> u8 {
     use std::io::ErrorKind;
     let work_failure = e.chain().any(|cause| {
+        if let Some(t) = cause.downcast_ref::<quanta_butler::TransferError>() {
+            if let Some(work) = t.is_work_failure() {
+                return work;
+            }
+        }
         if let Some(r) = registry_error(cause) {
             return r.is_work_failure();
         }

@@ -149,7 +149,7 @@ pub fn export(args: ExportArgs) -> Result<ExitCode> {
 pub fn import(args: ImportArgs) -> Result<ExitCode> {
     let transfer: TransferMode = args.transfer.parse()?;
     let mut butler = crate::plugins::open_butler(&args.repo)?;
-    let summary = butler.import(&args.dir, ImportOptions { transfer })?;
+    let summary = butler.import(&args.dir, ImportOptions::new(transfer))?;
     if args.json {
         print_json(&summary)?;
     } else {
@@ -164,6 +164,12 @@ fn print_import_summary(verb: &str, summary: &ImportSummary) {
         "{verb} {} datasets ({} already present), {} files, {} dimension records, {} dataset types, {} collections, {} associations",
         s.datasets, s.datasets_present, summary.files, s.records, s.dataset_types, s.collections, s.associations
     );
+    if summary.files_present > 0 {
+        println!(
+            "kept {} files a killed earlier run had put in place (verified)",
+            summary.files_present
+        );
+    }
     if s.quanta > 0 {
         println!("restored the provenance of {} quanta", s.quanta);
     }

@@ -503,3 +503,194 @@ fn transfer_and_export_with_provenance_make_provenance_answer_as_in_the_source()
     }
     assert_eq!(read_state(&imported), state);
 }
+
+/// Inode and modification time of every file under `dir`, by path.
+fn inodes(root: &Path, dir: &Path, out: &mut BTreeMap<String, (u64, i64, i64)>) {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries {
+        let path = entry.unwrap().path();
+        let meta = path.symlink_metadata().unwrap();
+        if meta.is_dir() {
+            inodes(root, &path, out);
+        } else {
+            let rel = path
+                .strip_prefix(root)
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
+            out.insert(rel, (meta.ino(), meta.mtime(), meta.mtime_nsec()));
+        }
+    }
+}
+
+fn datastore_inodes(repo: &Path) -> BTreeMap<String, (u64, i64, i64)> {
+    let mut out = BTreeMap::new();
+    inodes(&repo.join("datastore"), &repo.join("datastore"), &mut out);
+    out
+}
+
+#[test]
+fn a_rerun_after_a_kill_keeps_the_verified_files_already_in_place() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = common::merged_reference_campaign(tmp.path(), 3, 2, RUN, CHAIN);
+    let n = datasets(&src, CHAIN).len();
+    let transfer = |dest: &Path, kill_at: Option<String>| {
+        let mut c = quanta();
+        c.args([
+            "transfer",
+            s(&src),
+            s(dest),
+            "--collections",
+            CHAIN,
+            "--json",
+        ]);
+        if let Some(at) = kill_at {
+            c.env(KILL_AT, at);
+        }
+        c.output().unwrap()
+    };
+    let summary = |out: &std::process::Output| -> Value {
+        assert!(out.status.success(), "{}", show(out));
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    // Killed after every file was copied, before the registry commit.
+    let dest = new_repo(&tmp.path().join("dest"));
+    let killed = transfer(&dest, Some("ingest-before-commit:1".into()));
+    assert_eq!(
+        killed.status.signal(),
+        Some(libc::SIGKILL),
+        "{}",
+        show(&killed)
+    );
+    let copied = datastore_inodes(&dest);
+    assert_eq!(copied.len(), n, "{copied:?}");
+    // One of them damaged meanwhile: the rerun must copy it again.
+    let damaged = copied.keys().next().unwrap().clone();
+    std::fs::write(
+        dest.join("datastore").join(&damaged),
+        b"{\"damaged\": true}",
+    )
+    .unwrap();
+    let copied = datastore_inodes(&dest);
+    let rerun = summary(&transfer(&dest, None));
+    let after = datastore_inodes(&dest);
+    let rewritten: Vec<&String> = copied
+        .iter()
+        .filter(|(p, v)| after.get(*p) != Some(*v))
+        .map(|(p, _)| p)
+        .collect();
+    assert_eq!(rewritten, vec![&damaged], "{rerun}");
+    assert_eq!(rerun["datasets"].as_u64().unwrap() as usize, n, "{rerun}");
+    assert_eq!(rerun["files"], 1, "{rerun}");
+    assert_eq!(
+        rerun["files_present"].as_u64().unwrap() as usize,
+        n - 1,
+        "{rerun}"
+    );
+    let after = datastore_inodes(&dest);
+    for (path, before) in &copied {
+        if *path == damaged {
+            assert_ne!(after.get(path), Some(before), "{path} was not rewritten");
+        } else {
+            assert_eq!(after.get(path), Some(before), "{path} was copied again");
+        }
+    }
+    ok(&["repo", "check", s(&dest)]);
+
+    // Killed halfway through the copies: the rerun copies only the rest.
+    let half = new_repo(&tmp.path().join("half"));
+    let at = format!("ingest-transferred:{}", n / 2);
+    let killed = transfer(&half, Some(at));
+    assert_eq!(
+        killed.status.signal(),
+        Some(libc::SIGKILL),
+        "{}",
+        show(&killed)
+    );
+    let placed = datastore_inodes(&half).len();
+    assert!(placed >= n / 2 && placed <= n, "{placed} of {n}");
+    let rerun = summary(&transfer(&half, None));
+    let (files, present) = (
+        rerun["files"].as_u64().unwrap() as usize,
+        rerun["files_present"].as_u64().unwrap() as usize,
+    );
+    assert_eq!(files + present, n, "{rerun}");
+    assert!(present >= n / 2, "{rerun}");
+    assert_eq!(present, placed, "{rerun}");
+    assert_eq!(read_state(&half), read_state(&dest));
+    ok(&["repo", "check", s(&half)]);
+}
+
+/// The first dataset file (not the export's own files) under an export
+/// directory.
+fn some_exported_file(dir: &Path) -> PathBuf {
+    let mut files = BTreeSet::new();
+    walk(dir, dir, &mut files);
+    let rel = files
+        .iter()
+        .map(|line| line.split(' ').next().unwrap().to_string())
+        .find(|p| p.ends_with(".json") && p != "quanta-extras.json" && !p.starts_with('.'))
+        .expect("a dataset file");
+    dir.join(rel)
+}
+
+#[test]
+fn missing_or_corrupt_sources_fail_the_work_and_unmappable_exports_are_bad_input() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = common::merged_reference_campaign(tmp.path(), 2, 2, RUN, CHAIN);
+    let export = tmp.path().join("export");
+    ok(&["export", s(&src), s(&export), "--collections", CHAIN]);
+    let dest = new_repo(&tmp.path().join("dest"));
+    let file = some_exported_file(&export);
+    let original = std::fs::read(&file).unwrap();
+    let nothing_imported = || {
+        assert!(json(&["collection", "list", s(&dest), "--json"])
+            .as_array()
+            .unwrap()
+            .is_empty());
+        assert!(datastore_inodes(&dest).is_empty());
+    };
+    // A file that is not what the export says: the work failed (1).
+    std::fs::write(&file, b"{\"not\": \"the exported file\"}").unwrap();
+    let err = fails_with(1, &["import", s(&dest), s(&export)]);
+    assert!(
+        err.contains(s(&file)) && err.contains("the export says"),
+        "{err}"
+    );
+    nothing_imported();
+    // A missing file: the work failed (1).
+    std::fs::remove_file(&file).unwrap();
+    let err = fails_with(1, &["import", s(&dest), s(&export)]);
+    assert!(
+        err.contains(s(&file)) && err.contains("No such file"),
+        "{err}"
+    );
+    nothing_imported();
+    std::fs::write(&file, &original).unwrap();
+    // A storage class without a mapping: bad input (2), named.
+    let yaml = export.join("export.yaml");
+    let text = std::fs::read_to_string(&yaml).unwrap();
+    std::fs::write(
+        &yaml,
+        text.replace(
+            "storage_class: StructuredDataDict",
+            "storage_class: Exposure",
+        ),
+    )
+    .unwrap();
+    let err = fails_with(2, &["import", s(&dest), s(&export)]);
+    assert!(err.contains("storage class Exposure"), "{err}");
+    nothing_imported();
+    std::fs::write(&yaml, &text).unwrap();
+    ok(&["import", s(&dest), s(&export)]);
+
+    // A transfer whose source datastore lost a file: the work failed (1).
+    let third = new_repo(&tmp.path().join("third"));
+    let lost = some_exported_file(&src.join("datastore"));
+    std::fs::remove_file(&lost).unwrap();
+    let err = fails_with(1, &["transfer", s(&src), s(&third), "--collections", CHAIN]);
+    assert!(err.contains("No such file"), "{err}");
+}

@@ -1233,6 +1233,240 @@ fn decode(
         })
 }
 
+/// The destination directories of one run of
+/// [`Datastore::ingest_expected`]: each is created if missing, swept of
+/// killed-ingest leftovers (temporary copies) and opened once, so that
+/// every file is then linked, checked and hashed relative to its
+/// directory's handle instead of resolving its full path from the root
+/// (a quarter of an import's time went to path lookups).
+#[derive(Debug, Default)]
+pub struct LeftoverSweep(
+    std::sync::Mutex<std::collections::HashMap<PathBuf, Arc<rustix::fd::OwnedFd>>>,
+);
+
+impl LeftoverSweep {
+    /// The handle of `dir`, created and swept the first time. Only
+    /// ingests, under the ingest lock the caller holds, make ingest
+    /// temporary files: any found is a killed ingest's.
+    fn dir(&self, dir: &Path) -> Result<Arc<rustix::fd::OwnedFd>, DatastoreError> {
+        // Held while sweeping: a second worker must not sweep away the
+        // temporary copy a first one is writing after its own sweep.
+        let mut dirs = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(fd) = dirs.get(dir) {
+            return Ok(fd.clone());
+        }
+        fs::create_dir_all(dir).map_err(|e| DatastoreError::io("create directory", dir, e))?;
+        let entries = fs::read_dir(dir).map_err(|e| DatastoreError::io("list", dir, e))?;
+        for entry in entries {
+            let entry = entry.map_err(|e| DatastoreError::io("list", dir, e))?;
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with(TEMP_FILE_PREFIX) && name.ends_with("-ingest") {
+                remove_if_present(&entry.path())?;
+            }
+        }
+        use rustix::fs::{Mode, OFlags};
+        let fd = rustix::fs::open(
+            dir,
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| DatastoreError::io("open", dir, e.into()))?;
+        let fd = Arc::new(fd);
+        dirs.insert(dir.to_path_buf(), fd.clone());
+        Ok(fd)
+    }
+}
+
+/// BLAKE3 of the file `name` in the directory `dir`.
+fn hash_at(
+    dir: &rustix::fd::OwnedFd,
+    name: &Path,
+    shown: &Path,
+) -> Result<(u64, String), DatastoreError> {
+    use rustix::fs::{Mode, OFlags};
+    let fd = rustix::fs::openat(dir, name, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())
+        .map_err(|e| DatastoreError::io("open", shown, e.into()))?;
+    let mut hasher = blake3::Hasher::new();
+    hasher
+        .update_reader(File::from(fd))
+        .map_err(|e| DatastoreError::io("read", shown, e))?;
+    Ok((hasher.count(), hasher.finalize().to_hex().to_string()))
+}
+
+/// What [`Datastore::ingest_expected`] found or did at the destination.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Placement {
+    /// The file was transferred.
+    Written,
+    /// The right file was already there (a killed run's): kept.
+    AlreadyThere,
+}
+
+impl Datastore {
+    /// [`Datastore::ingest`] for a source whose size and checksum are known
+    /// (an import or transfer): `real_src` is the source with symlinks
+    /// resolved, a regular file. A file already at the destination that
+    /// has the expected size and checksum (hashed; with `trust`, a hard
+    /// link or symlink to `real_src` of the expected size) is kept, so a
+    /// rerun of a killed import costs what is left; any other file there is
+    /// replaced. The transferred file is verified against `expected`: a
+    /// copy by the checksum computed while copying, a link by hashing it,
+    /// or with `trust` (the expected checksum comes from a registry that
+    /// recorded this very file) by its size only. A mismatch removes it and
+    /// is an error. Without `expected` the file is hashed and recorded.
+    #[allow(clippy::too_many_arguments)]
+    pub fn ingest_expected(
+        &self,
+        lock: &IngestLock,
+        sweep: &LeftoverSweep,
+        real_src: &Path,
+        r: &DatasetRef,
+        storage_class: &str,
+        mode: TransferMode,
+        expected: Option<(u64, &str)>,
+        trust: bool,
+    ) -> Result<(StoredFileInfo, Placement), DatastoreError> {
+        use rustix::fs::{linkat, statat, symlinkat, unlinkat, AtFlags, CWD};
+        let formatter = self.formatters.for_storage_class(storage_class)?;
+        let rel = self.render_path(r, formatter.as_ref())?;
+        let dest = self.root.join(&rel);
+        let dir = sweep.dir(parent_of(&dest))?;
+        let name = Path::new(dest.file_name().unwrap_or_default());
+        let info = |size: u64, checksum: String| StoredFileInfo {
+            path: rel.clone(),
+            formatter: formatter.name().to_string(),
+            size,
+            checksum,
+        };
+        let make = || match mode {
+            TransferMode::Symlink => symlinkat(real_src, &*dir, name),
+            _ => linkat(CWD, real_src, &*dir, name, AtFlags::empty()),
+        };
+        let linking = matches!(
+            mode,
+            TransferMode::Hardlink | TransferMode::Auto | TransferMode::Symlink
+        );
+        let copy = || {
+            let stored = self.ingest(lock, real_src, r, storage_class, mode, true)?;
+            self.check_expected(&dest, &stored, expected)?;
+            Ok((stored, Placement::Written))
+        };
+        let made = if linking {
+            make()
+        } else {
+            Err(rustix::io::Errno::EXIST)
+        };
+        match made {
+            Ok(()) => {}
+            Err(rustix::io::Errno::EXIST) => {
+                if let Some(kept) = self.kept(&dest, real_src, expected, trust, linking)? {
+                    return Ok((info(kept.0, kept.1), Placement::AlreadyThere));
+                }
+                if !linking {
+                    return copy();
+                }
+                match unlinkat(&*dir, name, AtFlags::empty()) {
+                    Ok(()) | Err(rustix::io::Errno::NOENT) => {}
+                    Err(e) => return Err(DatastoreError::io("remove", &dest, e.into())),
+                }
+                make().map_err(|e| DatastoreError::io("link into place", &dest, e.into()))?;
+            }
+            // Another filesystem: a copy.
+            Err(_) if mode == TransferMode::Auto => return copy(),
+            Err(e) => return Err(DatastoreError::io("link into place", &dest, e.into())),
+        }
+        let remove = || {
+            let _ = unlinkat(&*dir, name, AtFlags::empty());
+        };
+        let stored = match (expected, trust) {
+            (Some((size, checksum)), true) => {
+                let actual = statat(&*dir, name, AtFlags::empty())
+                    .map(|st| st.st_size as u64)
+                    .map_err(|e| DatastoreError::io("stat", &dest, e.into()));
+                match actual {
+                    Ok(actual) if actual == size => info(size, checksum.to_string()),
+                    other => {
+                        remove();
+                        return Err(DatastoreError::SizeMismatch {
+                            path: real_src.display().to_string(),
+                            actual: other?,
+                            expected: size,
+                        });
+                    }
+                }
+            }
+            _ => match hash_at(&dir, name, &dest) {
+                Ok((size, checksum)) => info(size, checksum),
+                Err(e) => {
+                    remove();
+                    return Err(e);
+                }
+            },
+        };
+        self.check_expected(&dest, &stored, expected)?;
+        if self.config.fsync {
+            sync_dir(parent_of(&dest))?;
+        }
+        Ok((stored, Placement::Written))
+    }
+
+    /// Removes `dest` and fails when `stored` is not `expected`.
+    fn check_expected(
+        &self,
+        dest: &Path,
+        stored: &StoredFileInfo,
+        expected: Option<(u64, &str)>,
+    ) -> Result<(), DatastoreError> {
+        let Some((size, checksum)) = expected else {
+            return Ok(());
+        };
+        if stored.size == size && stored.checksum == checksum {
+            return Ok(());
+        }
+        let _ = remove_if_present(dest);
+        if stored.size != size {
+            return Err(DatastoreError::SizeMismatch {
+                path: stored.path.clone(),
+                actual: stored.size,
+                expected: size,
+            });
+        }
+        Err(DatastoreError::ChecksumMismatch {
+            path: stored.path.clone(),
+            actual: stored.checksum.clone(),
+            expected: checksum.to_string(),
+        })
+    }
+
+    /// The (size, checksum) of the file already at `dest` when it is the
+    /// expected one; `None` when it is not (or nothing says what to expect).
+    fn kept(
+        &self,
+        dest: &Path,
+        real_src: &Path,
+        expected: Option<(u64, &str)>,
+        trust: bool,
+        linking: bool,
+    ) -> Result<Option<(u64, String)>, DatastoreError> {
+        let Some((size, checksum)) = expected else {
+            return Ok(None);
+        };
+        if trust && linking {
+            let (Ok(d), Ok(s)) = (fs::metadata(dest), fs::metadata(real_src)) else {
+                return Ok(None);
+            };
+            use std::os::unix::fs::MetadataExt;
+            let same = d.dev() == s.dev() && d.ino() == s.ino() && d.len() == size;
+            return Ok(same.then(|| (size, checksum.to_string())));
+        }
+        match hash_file(dest) {
+            Ok((s, c)) if s == size && c == checksum => Ok(Some((s, c))),
+            _ => Ok(None),
+        }
+    }
+}
+
 /// Streams a file through BLAKE3: size and hex digest (what a
 /// [`StoredFileInfo`] records), e.g. to compare an ingest source with a
 /// stored dataset.

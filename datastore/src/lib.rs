@@ -5,7 +5,9 @@
 //! storage class), and writing them atomically with size and BLAKE3 checksum
 //! ([`Datastore`], [`StoredFileInfo`]), plus ingest of existing files (which
 //! never modifies or removes a source; [`Datastore::lock_for_ingest`]
-//! serializes ingests) and verification ([`Datastore::verify_many`] for
+//! serializes ingests; [`Datastore::ingest_expected`] for imports, which
+//! know each file's size and checksum and keep a killed run's verified
+//! files) and verification ([`Datastore::verify_many`] for
 //! merge's millions of files), removal of many files
 //! ([`Datastore::remove_many`]) and listing the root for `repo check`.
 //!
@@ -26,7 +28,8 @@ pub mod verify;
 
 pub use datastore::{
     hash_file, ingest_temp_path, temp_file_prefix, Datastore, DatastoreConfig, IngestLock,
-    RemoveStats, StoredFileInfo, TransferMode, QUARANTINE_DIR, TEMP_FILE_PREFIX,
+    LeftoverSweep, Placement, RemoveStats, StoredFileInfo, TransferMode, QUARANTINE_DIR,
+    TEMP_FILE_PREFIX,
 };
 pub use disassembled::{PartsIndex, DISASSEMBLED_SUFFIX};
 pub use error::{DatastoreError, FormatterError};

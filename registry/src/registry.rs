@@ -55,6 +55,10 @@ const CACHE_KIB: i64 = -1_048_576;
 /// 0.56 against 0.69 GB).
 const BULK_CACHE_KIB: i64 = -98_304;
 
+/// How much of the database file a read-only connection maps (SQLite
+/// caps it at its compile-time limit, 2 GB).
+const READ_ONLY_MMAP_BYTES: i64 = 1 << 40;
+
 /// How long a statement waits for another connection's lock before
 /// failing with [`RegistryError::Busy`]. Long writers do not meet here:
 /// they take the [`crate::WriterLock`] first.
@@ -163,6 +167,13 @@ impl Registry {
         if read_only {
             conn.pragma_update(None, "query_only", "ON")?;
             conn.busy_timeout(BUSY_TIMEOUT)?;
+            // Pages mapped from the OS page cache: SQLite's default cache
+            // of a read-only connection (2 MB, 64 pages of 32 KiB) made a
+            // 200,000-dataset export query re-read its pages over and over
+            // (3.0 s, most of it copying and zeroing memory; 1.0 s mapped).
+            // Nothing is written through a read-only connection, and
+            // quanta never truncates the database file (no VACUUM).
+            conn.pragma_update(None, "mmap_size", READ_ONLY_MMAP_BYTES)?;
         } else {
             tune(&conn)?;
         }

@@ -17,7 +17,7 @@ use super::format::{
     EXPORT_FILE, EXTRAS_FILE,
 };
 use super::mapping::{lsst_formatter, lsst_storage_class};
-use super::TransferError;
+use super::{phase, TransferError};
 use crate::Butler;
 
 /// How the files reach the export directory.
@@ -103,11 +103,15 @@ impl Butler {
             )));
         }
         let export = self.export_to_memory(options)?;
+        let mut clock = std::time::Instant::now();
         fs::create_dir_all(out).map_err(|e| TransferError::io("create", out, e))?;
         self.transfer_out(&export.found, out, options.transfer)?;
+        phase("export: transfer files", &mut clock);
         let extras_text = serde_json::to_string(&export.extras).expect("extras serialize");
         write_via_temp(&out.join(EXTRAS_FILE), extras_text.as_bytes())?;
-        write_via_temp(&out.join(EXPORT_FILE), export.doc.to_yaml()?.as_bytes())?;
+        phase("export: write extras", &mut clock);
+        write_yaml_via_temp(&out.join(EXPORT_FILE), &export.doc)?;
+        phase("export: write export.yaml", &mut clock);
         Ok(export.summary)
     }
 
@@ -119,9 +123,11 @@ impl Butler {
         &self,
         options: &ExportOptions,
     ) -> Result<InMemoryExport, TransferError> {
+        let mut clock = std::time::Instant::now();
         let registry = &self.registry;
         let collections = expand_collections(registry, &options.collections)?;
         let (found, without_file) = self.datasets_with_files(options)?;
+        phase("export: query datasets", &mut clock);
         let mut summary = ExportSummary {
             not_self_contained: options.transfer == ExportTransfer::None,
             without_file,
@@ -141,11 +147,14 @@ impl Butler {
             ..Default::default()
         };
         let (dimensions, record_fields) = needed_records(registry, &found)?;
+        phase("export: dimension records", &mut clock);
         summary.records = dimensions.iter().map(|(_, r)| r.len()).sum();
         doc.dimensions = dimensions;
         extras.record_fields = record_fields;
         self.export_datasets(&found, &mut doc, &mut extras)?;
+        phase("export: dataset entries", &mut clock);
         export_collections(registry, &collections, &found, &selected, &mut doc)?;
+        phase("export: collections", &mut clock);
         if options.with_provenance {
             extras.provenance = Some(super::provenance::export_provenance(registry, &found)?);
         }
@@ -195,6 +204,7 @@ impl Butler {
         extras: &mut Extras,
     ) -> Result<(), TransferError> {
         let mut groups: HashMap<(String, String), usize> = HashMap::new();
+        let mut last: Option<usize> = None;
         for f in found {
             let r = &f.dataset_ref;
             let stored = f
@@ -222,16 +232,28 @@ impl Butler {
                     stored.formatter
                 ))
             })?;
-            let key = (r.dataset_type.clone(), r.run.clone());
-            let index = *groups.entry(key).or_insert_with(|| {
-                doc.datasets.push(DatasetEntry {
-                    dataset_type: r.dataset_type.clone(),
-                    run: r.run.clone(),
-                    files: Vec::new(),
-                    line: None,
-                });
-                doc.datasets.len() - 1
-            });
+            // Query order keeps a type's datasets of one RUN together: the
+            // previous entry is nearly always the one (no key to build).
+            let same = |i: &usize| {
+                let d = &doc.datasets[*i];
+                d.dataset_type == r.dataset_type && d.run == r.run
+            };
+            let index = match last.filter(same) {
+                Some(index) => index,
+                None => {
+                    let key = (r.dataset_type.clone(), r.run.clone());
+                    *groups.entry(key).or_insert_with(|| {
+                        doc.datasets.push(DatasetEntry {
+                            dataset_type: r.dataset_type.clone(),
+                            run: r.run.clone(),
+                            files: Vec::new(),
+                            line: None,
+                        });
+                        doc.datasets.len() - 1
+                    })
+                }
+            };
+            last = Some(index);
             doc.datasets[index].files.push(FileEntry {
                 dataset_ids: vec![r.id],
                 data_ids: vec![data_id_json(&r.data_id)],
@@ -260,25 +282,30 @@ impl Butler {
             let rel = &f.stored.as_ref().expect("stored").path;
             let src = datastore.abs_path(rel)?;
             let dest = out.join(rel);
-            if let Some(dir) = dest.parent() {
-                fs::create_dir_all(dir).map_err(|e| TransferError::io("create", dir, e))?;
-            }
+            // The directory is created when the first file into it finds
+            // it missing, not probed for every file.
+            let in_place = |make: &dyn Fn() -> std::io::Result<()>| match make() {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    if let Some(dir) = dest.parent() {
+                        fs::create_dir_all(dir).map_err(|e| TransferError::io("create", dir, e))?;
+                    }
+                    make().map_err(|e| TransferError::io("write", &dest, e))
+                }
+                // A leftover of a killed export is replaced.
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    fs::remove_file(&dest).map_err(|e| TransferError::io("replace", &dest, e))?;
+                    make().map_err(|e| TransferError::io("write", &dest, e))
+                }
+                other => other.map_err(|e| TransferError::io("write", &dest, e)),
+            };
             match mode {
                 ExportTransfer::Copy => {
                     let tmp = temp_name(&dest);
-                    fs::copy(&src, &tmp).map_err(|e| TransferError::io("copy", &src, e))?;
+                    in_place(&|| fs::copy(&src, &tmp).map(drop))?;
                     fs::rename(&tmp, &dest).map_err(|e| TransferError::io("rename into", &dest, e))
                 }
-                ExportTransfer::Link | ExportTransfer::Symlink => {
-                    // A leftover of a killed export is replaced.
-                    let _ = fs::remove_file(&dest);
-                    let made = if mode == ExportTransfer::Link {
-                        fs::hard_link(&src, &dest)
-                    } else {
-                        std::os::unix::fs::symlink(&src, &dest)
-                    };
-                    made.map_err(|e| TransferError::io("link", &dest, e))
-                }
+                ExportTransfer::Link => in_place(&|| fs::hard_link(&src, &dest)),
+                ExportTransfer::Symlink => in_place(&|| std::os::unix::fs::symlink(&src, &dest)),
                 ExportTransfer::None => Ok(()),
             }
         })
@@ -293,6 +320,19 @@ fn temp_name(dest: &Path) -> PathBuf {
 fn write_via_temp(dest: &Path, bytes: &[u8]) -> Result<(), TransferError> {
     let tmp = temp_name(dest);
     fs::write(&tmp, bytes).map_err(|e| TransferError::io("write", &tmp, e))?;
+    fs::rename(&tmp, dest).map_err(|e| TransferError::io("rename into", dest, e))
+}
+
+/// Streams the document into `dest` through a temporary name.
+fn write_yaml_via_temp(dest: &Path, doc: &ExportDocument) -> Result<(), TransferError> {
+    use std::io::Write;
+    let tmp = temp_name(dest);
+    let file = fs::File::create(&tmp).map_err(|e| TransferError::io("create", &tmp, e))?;
+    let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
+    doc.write_yaml(&mut out)
+        .and_then(|()| out.flush())
+        .map_err(|e| TransferError::io("write", &tmp, e))?;
+    drop(out);
     fs::rename(&tmp, dest).map_err(|e| TransferError::io("rename into", dest, e))
 }
 

@@ -176,85 +176,98 @@ fn entry(pairs: Vec<(&str, Yaml)>) -> Yaml {
     Yaml::Mapping(pairs.into_iter().map(|(k, v)| (s(k), v)).collect())
 }
 
+fn to_text(value: &Yaml) -> std::io::Result<String> {
+    serde_yaml_ng::to_string(value).map_err(std::io::Error::other)
+}
+
+fn collection_yaml(c: &CollectionEntry) -> Yaml {
+    let mut pairs = vec![
+        ("type", s("collection")),
+        ("collection_type", s(c.collection_type.as_str())),
+        ("name", s(&c.name)),
+    ];
+    if let Some(doc) = &c.doc {
+        pairs.push(("doc", s(doc)));
+    }
+    match c.collection_type {
+        CollectionType::Run => {
+            pairs.push(("host", Yaml::Null));
+            pairs.push(("timespan_begin", Yaml::Null));
+            pairs.push(("timespan_end", Yaml::Null));
+        }
+        CollectionType::Chained => pairs.push((
+            "children",
+            Yaml::Sequence(c.children.iter().map(|n| s(n)).collect()),
+        )),
+        _ => {}
+    }
+    entry(pairs)
+}
+
 impl ExportDocument {
     /// The document as LSST's YAML.
     pub fn to_yaml(&self) -> Result<String, TransferError> {
-        let mut data = Vec::new();
+        let mut out = Vec::new();
+        self.write_yaml(&mut out)
+            .map_err(|e| TransferError::Format {
+                file: EXPORT_FILE.into(),
+                line: None,
+                reason: format!("cannot write YAML: {e}"),
+            })?;
+        Ok(String::from_utf8(out).expect("YAML is UTF-8"))
+    }
+
+    /// Writes the document as LSST's YAML: the `dataset` entries in the
+    /// fixed layout of [`super::fast_yaml`], every other entry (a few per
+    /// collection, type and dimension element) through `serde_yaml_ng`.
+    pub fn write_yaml(&self, out: &mut impl std::io::Write) -> std::io::Result<()> {
+        let head = entry(vec![
+            ("description", s("Butler Data Repository Export")),
+            ("version", s(FORMAT_VERSION)),
+            (
+                "universe_version",
+                Yaml::Number(self.universe_version.into()),
+            ),
+            ("universe_namespace", s(&self.universe_namespace)),
+        ]);
+        out.write_all(to_text(&head)?.as_bytes())?;
+        out.write_all(b"data:\n")?;
+        let item = |out: &mut dyn std::io::Write, value: Yaml| -> std::io::Result<()> {
+            out.write_all(to_text(&Yaml::Sequence(vec![value]))?.as_bytes())
+        };
         for (element, records) in &self.dimensions {
-            data.push(entry(vec![
-                ("type", s("dimension")),
-                ("element", s(element)),
-                (
-                    "records",
-                    Yaml::Sequence(records.iter().map(record_yaml).collect()),
-                ),
-            ]));
+            item(
+                out,
+                entry(vec![
+                    ("type", s("dimension")),
+                    ("element", s(element)),
+                    (
+                        "records",
+                        Yaml::Sequence(records.iter().map(record_yaml).collect()),
+                    ),
+                ]),
+            )?;
         }
         for c in &self.collections {
-            let mut pairs = vec![
-                ("type", s("collection")),
-                ("collection_type", s(c.collection_type.as_str())),
-                ("name", s(&c.name)),
-            ];
-            if let Some(doc) = &c.doc {
-                pairs.push(("doc", s(doc)));
-            }
-            match c.collection_type {
-                CollectionType::Run => {
-                    pairs.push(("host", Yaml::Null));
-                    pairs.push(("timespan_begin", Yaml::Null));
-                    pairs.push(("timespan_end", Yaml::Null));
-                }
-                CollectionType::Chained => pairs.push((
-                    "children",
-                    Yaml::Sequence(c.children.iter().map(|n| s(n)).collect()),
-                )),
-                _ => {}
-            }
-            data.push(entry(pairs));
+            item(out, collection_yaml(c))?;
         }
         for d in &self.datasets {
             if let Some(dt) = self.dataset_types.iter().find(|t| t.name == d.dataset_type) {
-                data.push(entry(vec![
-                    ("type", s("dataset_type")),
-                    ("name", s(&dt.name)),
-                    (
-                        "dimensions",
-                        Yaml::Sequence(dt.dimensions.iter().map(|n| s(n)).collect()),
-                    ),
-                    ("storage_class", s(&dt.storage_class)),
-                    ("is_calibration", Yaml::Bool(dt.is_calibration)),
-                ]));
-            }
-            let files = d
-                .files
-                .iter()
-                .map(|f| {
-                    let mut pairs = vec![
-                        ("dataset_id", uuids(&f.dataset_ids)),
+                item(
+                    out,
+                    entry(vec![
+                        ("type", s("dataset_type")),
+                        ("name", s(&dt.name)),
                         (
-                            "data_id",
-                            Yaml::Sequence(
-                                f.data_ids
-                                    .iter()
-                                    .map(|m| json_to_yaml(&Json::Object(m.clone())))
-                                    .collect(),
-                            ),
+                            "dimensions",
+                            Yaml::Sequence(dt.dimensions.iter().map(|n| s(n)).collect()),
                         ),
-                        ("path", s(&f.path)),
-                    ];
-                    if let Some(formatter) = &f.formatter {
-                        pairs.push(("formatter", s(formatter)));
-                    }
-                    entry(pairs)
-                })
-                .collect();
-            data.push(entry(vec![
-                ("type", s("dataset")),
-                ("dataset_type", s(&d.dataset_type)),
-                ("run", s(&d.run)),
-                ("records", Yaml::Sequence(files)),
-            ]));
+                        ("storage_class", s(&dt.storage_class)),
+                        ("is_calibration", Yaml::Bool(dt.is_calibration)),
+                    ]),
+                )?;
+            }
+            super::fast_yaml::write_dataset_entry(out, d)?;
         }
         for (collection, ranges) in &self.calibs {
             let ranges = ranges
@@ -272,41 +285,73 @@ impl ExportDocument {
                     ])
                 })
                 .collect();
-            data.push(entry(vec![
-                ("type", s("associations")),
-                ("collection", s(collection)),
-                ("collection_type", s("CALIBRATION")),
-                ("validity_ranges", Yaml::Sequence(ranges)),
-            ]));
+            item(
+                out,
+                entry(vec![
+                    ("type", s("associations")),
+                    ("collection", s(collection)),
+                    ("collection_type", s("CALIBRATION")),
+                    ("validity_ranges", Yaml::Sequence(ranges)),
+                ]),
+            )?;
         }
         for (collection, ids) in &self.tags {
-            data.push(entry(vec![
-                ("type", s("associations")),
-                ("collection", s(collection)),
-                ("collection_type", s("TAGGED")),
-                ("dataset_ids", uuids(ids)),
-            ]));
+            item(
+                out,
+                entry(vec![
+                    ("type", s("associations")),
+                    ("collection", s(collection)),
+                    ("collection_type", s("TAGGED")),
+                    ("dataset_ids", uuids(ids)),
+                ]),
+            )?;
         }
-        let doc = entry(vec![
-            ("description", s("Butler Data Repository Export")),
-            ("version", s(FORMAT_VERSION)),
-            (
-                "universe_version",
-                Yaml::Number(self.universe_version.into()),
-            ),
-            ("universe_namespace", s(&self.universe_namespace)),
-            ("data", Yaml::Sequence(data)),
-        ]);
-        serde_yaml_ng::to_string(&doc).map_err(|e| TransferError::Format {
-            file: EXPORT_FILE.into(),
-            line: None,
-            reason: format!("cannot write YAML: {e}"),
-        })
+        Ok(())
     }
 
     /// Parses an export file's text; `file` names it in errors, which
     /// carry the line of the offending `data:` entry.
     pub fn parse(text: &str, file: &Path) -> Result<Self, TransferError> {
+        if let Some(parsed) = Self::parse_by_entry(text, file) {
+            return parsed;
+        }
+        Self::parse_whole(text, file)
+    }
+
+    /// The top-level fields of a parsed document, checked.
+    fn read_header(root: &Yaml, text: &str, file: &Path) -> Result<Self, TransferError> {
+        let top = Reader {
+            value: root,
+            where_: "the file".into(),
+            line: Some(1),
+        };
+        let version = top.str("version")?;
+        let mut parts = version.split('.');
+        if parts.next() != Some("1") || parts.next() != Some("0") {
+            return Err(TransferError::Format {
+                file: file.display().to_string(),
+                line: line_of(text, "version:"),
+                reason: format!(
+                    "export format version {version} is not supported (quanta reads 1.0.x)"
+                ),
+            });
+        }
+        Ok(ExportDocument {
+            universe_version: top
+                .opt("universe_version")
+                .and_then(Yaml::as_i64)
+                .unwrap_or(0),
+            universe_namespace: top
+                .opt("universe_namespace")
+                .and_then(Yaml::as_str)
+                .unwrap_or("daf_butler")
+                .to_string(),
+            ..Default::default()
+        })
+    }
+
+    /// The whole text through the general YAML parser.
+    fn parse_whole(text: &str, file: &Path) -> Result<Self, TransferError> {
         let err = |line: Option<usize>, reason: String| TransferError::Format {
             file: file.display().to_string(),
             line,
@@ -318,32 +363,13 @@ impl ExportDocument {
                 format!("not valid YAML: {e}"),
             )
         })?;
+        let mut doc = Self::read_header(&root, text, file).map_err(|e| with_file(e, file))?;
         let top = Reader {
             value: &root,
             where_: "the file".into(),
             line: Some(1),
         };
-        let version = top.str("version")?;
-        let mut parts = version.split('.');
-        if parts.next() != Some("1") || parts.next() != Some("0") {
-            return Err(err(
-                line_of(text, "version:"),
-                format!("export format version {version} is not supported (quanta reads 1.0.x)"),
-            ));
-        }
-        let mut doc = ExportDocument {
-            universe_version: top
-                .opt("universe_version")
-                .and_then(Yaml::as_i64)
-                .unwrap_or(0),
-            universe_namespace: top
-                .opt("universe_namespace")
-                .and_then(Yaml::as_str)
-                .unwrap_or("daf_butler")
-                .to_string(),
-            ..Default::default()
-        };
-        let data = top.seq("data")?;
+        let data = top.seq("data").map_err(|e| with_file(e, file))?;
         let lines = entry_lines(text, data.len());
         for (i, value) in data.iter().enumerate() {
             let line = lines.as_ref().map(|l| l[i]);
@@ -358,6 +384,72 @@ impl ExportDocument {
             })?;
         }
         Ok(doc)
+    }
+
+    /// The text entry by entry, when its `data:` list is in block style at
+    /// column 0 (as LSST and quanta write it): `dataset` entries in the
+    /// fixed layout by [`super::fast_yaml`], every other entry (and the
+    /// header) through the general parser. `None` (parse the whole text
+    /// instead) when the layout is another or some piece is not valid YAML
+    /// on its own, so that the general parser reports where.
+    fn parse_by_entry(text: &str, file: &Path) -> Option<Result<Self, TransferError>> {
+        // (line number, byte offset, line without its end)
+        let mut lines = Vec::new();
+        let mut offset = 0;
+        for (i, raw) in text.split_inclusive('\n').enumerate() {
+            let l = raw.strip_suffix('\n').unwrap_or(raw);
+            lines.push((i + 1, offset, l.strip_suffix('\r').unwrap_or(l)));
+            offset += raw.len();
+        }
+        let data_at = lines.iter().position(|(_, _, l)| *l == "data:")?;
+        let mut starts = Vec::new();
+        for (k, (_, _, l)) in lines.iter().enumerate().skip(data_at + 1) {
+            if l.starts_with("- type:") {
+                starts.push(k);
+            } else if !(l.is_empty() || l.starts_with(' ')) {
+                return None;
+            }
+        }
+        if lines[data_at + 1..starts.first().copied().unwrap_or(lines.len())]
+            .iter()
+            .any(|(_, _, l)| !l.trim().is_empty())
+        {
+            return None;
+        }
+        let head = format!("{}data: []\n", &text[..lines[data_at].1]);
+        let root: Yaml = serde_yaml_ng::from_str(&head).ok()?;
+        let mut doc = match Self::read_header(&root, text, file) {
+            Ok(doc) => doc,
+            Err(e) => return Some(Err(with_file(e, file))),
+        };
+        for (n, &k) in starts.iter().enumerate() {
+            let end = starts.get(n + 1).copied().unwrap_or(lines.len());
+            let line = lines[k].0;
+            if lines[k].2 == "- type: dataset" {
+                let entry_lines: Vec<&str> = lines[k..end].iter().map(|(_, _, l)| *l).collect();
+                if let Some(entry) = super::fast_yaml::read_dataset_entry(&entry_lines, line) {
+                    doc.datasets.push(entry);
+                    continue;
+                }
+            }
+            let end_byte = lines.get(end).map_or(text.len(), |(_, o, _)| *o);
+            let value: Yaml = serde_yaml_ng::from_str(&text[lines[k].1..end_byte]).ok()?;
+            let Yaml::Sequence(items) = &value else {
+                return None;
+            };
+            let [item] = items.as_slice() else {
+                return None;
+            };
+            let r = Reader {
+                value: item,
+                where_: format!("data entry {}", n + 1),
+                line: Some(line),
+            };
+            if let Err(e) = doc.read_entry(&r) {
+                return Some(Err(with_file(e, file)));
+            }
+        }
+        Some(Ok(doc))
     }
 
     fn read_entry(&mut self, r: &Reader<'_>) -> Result<(), TransferError> {
@@ -439,6 +531,18 @@ impl ExportDocument {
             other => return Err(r.fail(format!("unknown entry type `{other}`"))),
         }
         Ok(())
+    }
+}
+
+/// A format error of a [`Reader`] with the file's name.
+fn with_file(e: TransferError, file: &Path) -> TransferError {
+    match e {
+        TransferError::Format { line, reason, .. } => TransferError::Format {
+            file: file.display().to_string(),
+            line,
+            reason,
+        },
+        other => other,
     }
 }
 

@@ -17,13 +17,16 @@ use quanta_core::fault::{self, kill_point};
 use quanta_core::{
     CollectionType, DataId, DataIdValue, DatasetRef, DatasetType, DimensionUniverse,
 };
-use quanta_datastore::{InMemoryDataset, IngestLock, StoredFileInfo, TransferMode};
+use quanta_datastore::{
+    DatastoreError, InMemoryDataset, IngestLock, LeftoverSweep, Placement, StoredFileInfo,
+    TransferMode,
+};
 use quanta_registry::{ImportBatch, ImportDatasets, ImportStats, NewDataset, RecordSet};
 use serde_json::{Map, Value as Json};
 
 use super::format::{DatasetEntry, ExportDocument, Extras, EXPORT_FILE, EXTRAS_FILE};
 use super::mapping::{quanta_formatter, quanta_storage_class, FileConversion, MAPPINGS};
-use super::TransferError;
+use super::{phase, TransferError};
 use crate::butler::to_record;
 use crate::Butler;
 
@@ -32,6 +35,21 @@ use crate::Butler;
 pub struct ImportOptions {
     /// Copy, Hardlink, Symlink or Auto (hard link, else copy).
     pub transfer: TransferMode,
+    /// The expected checksums come from a registry that recorded these
+    /// very files (`transfer`): a hard link or symlink to the source is
+    /// then checked by size, not hashed again. An import from a directory
+    /// never trusts: every file is hashed and compared with the extras.
+    pub trust_source_checksums: bool,
+}
+
+impl ImportOptions {
+    /// An import that verifies every file.
+    pub fn new(transfer: TransferMode) -> Self {
+        Self {
+            transfer,
+            trust_source_checksums: false,
+        }
+    }
 }
 
 /// What an import did.
@@ -41,6 +59,9 @@ pub struct ImportSummary {
     pub stats: ImportStats,
     /// Files put into the datastore.
     pub files: usize,
+    /// Files a killed earlier run had already put at their destination,
+    /// found to be the right ones (size and checksum) and kept.
+    pub files_present: usize,
     /// `element.field` of LSST record fields this universe does not have
     /// (with a value; null ones are dropped silently).
     pub dropped_fields: Vec<String>,
@@ -67,10 +88,14 @@ impl Butler {
                 "import does not move files; use copy, link, symlink or auto".into(),
             ));
         }
+        let mut clock = std::time::Instant::now();
         let file = dir.join(EXPORT_FILE);
         let text = fs::read_to_string(&file).map_err(|e| TransferError::io("read", &file, e))?;
         let doc = ExportDocument::parse(&text, &file)?;
+        drop(text);
+        phase("import: parse export.yaml", &mut clock);
         let extras = read_extras(dir)?;
+        phase("import: read extras", &mut clock);
         self.import_document(&doc, &extras, dir, options)
     }
 
@@ -90,6 +115,7 @@ impl Butler {
                 "import does not move files; use copy, link, symlink or auto".into(),
             ));
         }
+        let mut clock = std::time::Instant::now();
         let universe = self.universe().clone();
         let mut summary = ImportSummary::default();
         let mut dropped = BTreeSet::new();
@@ -108,24 +134,29 @@ impl Butler {
             Some(r) => PathBuf::from(r),
             None => dir.to_path_buf(),
         };
+        phase("import: map records, types, collections", &mut clock);
         let lock = self.datastore.lock_for_ingest()?;
         let (plan, groups) = self.plan_import(doc, extras, &batch, &root)?;
         batch.datasets = groups;
-        let stored = self.transfer_in(&lock, &plan, options.transfer)?;
-        summary.files = stored.len();
+        phase("import: plan", &mut clock);
+        let (stored, kept) = self.transfer_in(&lock, &plan, options)?;
+        summary.files = stored.len() - kept;
+        summary.files_present = kept;
+        phase("import: transfer files", &mut clock);
         // Attach the file records to the new datasets.
-        let by_id: std::collections::HashMap<_, _> = plan
+        let mut by_id: std::collections::HashMap<_, _> = plan
             .iter()
             .zip(&stored)
             .map(|(p, info)| (p.dataset_ref.id, to_record(info)))
             .collect();
         for group in &mut batch.datasets {
             for d in &mut group.datasets {
-                if let Some(record) = by_id.get(&d.id) {
-                    d.stored = Some(record.clone());
+                if let Some(record) = by_id.remove(&d.id) {
+                    d.stored = Some(record);
                 }
             }
         }
+        phase("import: attach file records", &mut clock);
         kill_point(fault::INGEST_BEFORE_COMMIT);
         match self.registry.import_batch(&batch) {
             Ok(stats) => summary.stats = stats,
@@ -134,6 +165,7 @@ impl Butler {
                 return Err(e.into());
             }
         }
+        phase("import: registry transaction", &mut clock);
         kill_point(fault::INGEST_COMMITTED);
         drop(lock);
         Ok(summary)
@@ -257,36 +289,47 @@ impl Butler {
 
     /// Transfers (or converts) every planned file in parallel, verifying
     /// it against the export's extras; on failure removes what it put in.
+    /// Returns the files and how many of them were already in place.
     fn transfer_in(
         &self,
         lock: &IngestLock,
         plan: &[Planned],
-        mode: TransferMode,
-    ) -> Result<Vec<StoredFileInfo>, TransferError> {
+        options: ImportOptions,
+    ) -> Result<(Vec<StoredFileInfo>, usize), TransferError> {
         use rayon::prelude::*;
         let (repo, datastore) = (&self.root, &self.datastore);
         // Resolves the repository once (an error here is reported as is);
         // every worker then keeps its own guard and its cache.
         drop(crate::repo_guard::RepoGuard::new(repo, datastore.root())?);
-        let results: Vec<Result<StoredFileInfo, TransferError>> = plan
+        let sweep = LeftoverSweep::default();
+        let results: Vec<Result<(StoredFileInfo, Placement), TransferError>> = plan
             .par_iter()
             .map_init(
-                || crate::repo_guard::RepoGuard::new(repo, datastore.root()),
-                |guard, p| {
+                || {
+                    (
+                        crate::repo_guard::RepoGuard::new(repo, datastore.root()),
+                        CanonicalDirs::default(),
+                    )
+                },
+                |(guard, dirs), p| {
                     let guard = guard
                         .as_mut()
                         .map_err(|e| TransferError::Unmappable(format!("repository guard: {e}")))?;
-                    let info = transfer_one(datastore, guard, lock, p, mode)?;
+                    let placed = transfer_one(datastore, guard, dirs, lock, &sweep, p, options)?;
                     kill_point(fault::INGEST_TRANSFERRED);
-                    Ok(info)
+                    Ok(placed)
                 },
             )
             .collect();
         let mut stored = Vec::with_capacity(plan.len());
+        let mut kept = 0;
         let mut first_error = None;
         for r in results {
             match r {
-                Ok(info) => stored.push(info),
+                Ok((info, placement)) => {
+                    kept += usize::from(placement == Placement::AlreadyThere);
+                    stored.push(info);
+                }
                 Err(e) => {
                     first_error.get_or_insert(e);
                 }
@@ -296,7 +339,7 @@ impl Butler {
             self.remove_imported(&stored);
             return Err(e);
         }
-        Ok(stored)
+        Ok((stored, kept))
     }
 
     fn remove_imported(&self, stored: &[StoredFileInfo]) {
@@ -308,45 +351,133 @@ impl Butler {
     }
 }
 
+/// Canonical forms of source directories with a handle on each, resolved
+/// once per directory: a source's canonical path is then its directory's
+/// and its name, with the symlinks of the name itself followed
+/// (datastores of symlink ingests), looked up relative to the handle.
+#[derive(Default)]
+struct CanonicalDirs(std::collections::HashMap<PathBuf, (PathBuf, rustix::fd::OwnedFd)>);
+
+/// What [`CanonicalDirs::resolve`] found: the canonical path, whether it
+/// is a regular file, and its (device, inode).
+struct Resolved {
+    path: PathBuf,
+    is_file: bool,
+    id: (u64, u64),
+}
+
+impl CanonicalDirs {
+    /// `path` with every symlink resolved.
+    fn resolve(&mut self, path: &Path) -> std::io::Result<Resolved> {
+        use rustix::fs::{statat, AtFlags, FileType};
+        let mut path = path.to_path_buf();
+        for _ in 0..40 {
+            let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+                let real = fs::canonicalize(&path)?;
+                let meta = fs::metadata(&real)?;
+                use std::os::unix::fs::MetadataExt;
+                return Ok(Resolved {
+                    path: real,
+                    is_file: meta.is_file(),
+                    id: (meta.dev(), meta.ino()),
+                });
+            };
+            if !self.0.contains_key(dir) {
+                let real = fs::canonicalize(if dir.as_os_str().is_empty() {
+                    Path::new(".")
+                } else {
+                    dir
+                })?;
+                use rustix::fs::{Mode, OFlags};
+                let fd = rustix::fs::open(
+                    &real,
+                    OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                    Mode::empty(),
+                )?;
+                self.0.insert(dir.to_path_buf(), (real, fd));
+            }
+            let (real_dir, fd) = &self.0[dir];
+            let st = statat(fd, name, AtFlags::SYMLINK_NOFOLLOW)?;
+            let file_type = FileType::from_raw_mode(st.st_mode);
+            if file_type != FileType::Symlink {
+                return Ok(Resolved {
+                    path: real_dir.join(name),
+                    is_file: file_type == FileType::RegularFile,
+                    id: (st.st_dev, st.st_ino),
+                });
+            }
+            let target = rustix::fs::readlinkat(fd, name, Vec::new())?;
+            let target: std::ffi::OsString =
+                std::os::unix::ffi::OsStringExt::from_vec(target.into_bytes());
+            path = real_dir.join(target);
+        }
+        Err(std::io::Error::other("too many levels of symbolic links"))
+    }
+}
+
 fn transfer_one(
     datastore: &quanta_datastore::Datastore,
     guard: &mut crate::repo_guard::RepoGuard,
+    dirs: &mut CanonicalDirs,
     lock: &IngestLock,
+    sweep: &LeftoverSweep,
     p: &Planned,
-    mode: TransferMode,
-) -> Result<StoredFileInfo, TransferError> {
+    options: ImportOptions,
+) -> Result<(StoredFileInfo, Placement), TransferError> {
     let bad = |reason: String| TransferError::BadFile {
         path: p.source.clone(),
         reason,
     };
-    if let Ok(canonical) = fs::canonicalize(&p.source) {
-        if let Some(reason) = guard.refusal(&canonical) {
-            return Err(bad(format!(
-                "is inside the destination repository ({reason})"
-            )));
-        }
+    let resolved = dirs
+        .resolve(&p.source)
+        .map_err(|e| bad(format!("cannot read: {e}")))?;
+    let real = &resolved.path;
+    if let Some(reason) = guard.refusal_of(real, Some(resolved.id)) {
+        return Err(TransferError::Refused {
+            path: p.source.clone(),
+            reason: format!("is inside the destination repository ({reason})"),
+        });
     }
-    let info = match p.conversion {
+    if !resolved.is_file {
+        return Err(bad("not a regular file".into()));
+    }
+    match p.conversion {
         FileConversion::None => {
-            datastore.ingest(lock, &p.source, &p.dataset_ref, p.storage_class, mode, true)?
+            let expected = p.expected.as_ref().map(|(s, c)| (*s, c.as_str()));
+            datastore
+                .ingest_expected(
+                    lock,
+                    sweep,
+                    real,
+                    &p.dataset_ref,
+                    p.storage_class,
+                    options.transfer,
+                    expected,
+                    options.trust_source_checksums,
+                )
+                .map_err(|e| match e {
+                    DatastoreError::SizeMismatch {
+                        expected, actual, ..
+                    } => bad(format!(
+                        "has {actual} bytes, the export says {expected} bytes"
+                    )),
+                    DatastoreError::ChecksumMismatch {
+                        expected, actual, ..
+                    } => bad(format!(
+                        "has BLAKE3 {actual}, the export says BLAKE3 {expected}"
+                    )),
+                    other => other.into(),
+                })
         }
         FileConversion::YamlToJson => {
-            let bytes = fs::read(&p.source).map_err(|e| bad(format!("cannot read: {e}")))?;
+            let bytes = fs::read(real).map_err(|e| bad(format!("cannot read: {e}")))?;
             let value: Json = serde_yaml_ng::from_slice(&bytes)
                 .map_err(|e| bad(format!("not YAML that quanta can convert to JSON: {e}")))?;
-            datastore.write(&p.dataset_ref, "Json", &InMemoryDataset::Json(value), true)?
-        }
-    };
-    if let (FileConversion::None, Some((size, checksum))) = (p.conversion, &p.expected) {
-        if info.size != *size || &info.checksum != checksum {
-            let _ = datastore.remove(&info.path);
-            return Err(bad(format!(
-                "has {} bytes with BLAKE3 {}, the export says {size} bytes with BLAKE3 {checksum}",
-                info.size, info.checksum
-            )));
+            let info =
+                datastore.write(&p.dataset_ref, "Json", &InMemoryDataset::Json(value), true)?;
+            Ok((info, Placement::Written))
         }
     }
-    Ok(info)
 }
 
 fn read_extras(dir: &Path) -> Result<Extras, TransferError> {

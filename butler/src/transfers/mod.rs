@@ -10,6 +10,7 @@
 //! mapping is in [`mapping`].
 
 pub mod export;
+mod fast_yaml;
 pub mod format;
 pub mod import;
 pub mod mapping;
@@ -40,9 +41,14 @@ pub enum TransferError {
     /// dimension element, a storage class or formatter without mapping).
     #[error("{0}")]
     Unmappable(String),
-    /// A file that is not what the export says it is.
+    /// A source file that is missing, unreadable or not what the export
+    /// says it is: a failure of the work (exit 1).
     #[error("`{}`: {reason}; nothing was imported", path.display())]
     BadFile { path: PathBuf, reason: String },
+    /// A source file the import must not read (inside the destination
+    /// repository): bad input (exit 2).
+    #[error("`{}`: {reason}; nothing was imported", path.display())]
+    Refused { path: PathBuf, reason: String },
     /// A destination file that is not the one to be written there.
     #[error("`{}` exists and differs: {reason}; nothing was copied", path.display())]
     Exists { path: PathBuf, reason: String },
@@ -61,7 +67,33 @@ pub enum TransferError {
     },
 }
 
+/// Logs how long a phase of an export, import or transfer took (debug
+/// level, target `quanta::timing`: `RUST_LOG=quanta::timing=debug`), and
+/// restarts the clock.
+pub(crate) fn phase(name: &str, clock: &mut std::time::Instant) {
+    tracing::debug!(target: "quanta::timing", "{name}: {:.3} s", clock.elapsed().as_secs_f64());
+    *clock = std::time::Instant::now();
+}
+
 impl TransferError {
+    /// Whether this is a failure of the work (`Some(true)`: a source file
+    /// missing or not matching the export) or bad input (`Some(false)`: a
+    /// malformed export, something without a mapping, a refused path or
+    /// destination); `None` for wrapped errors, which say it themselves.
+    pub fn is_work_failure(&self) -> Option<bool> {
+        match self {
+            TransferError::BadFile { .. } => Some(true),
+            TransferError::Format { .. }
+            | TransferError::Unmappable(_)
+            | TransferError::Refused { .. }
+            | TransferError::Exists { .. } => Some(false),
+            TransferError::Butler(_)
+            | TransferError::Registry(_)
+            | TransferError::Datastore(_)
+            | TransferError::Io { .. } => None,
+        }
+    }
+
     pub(crate) fn io(action: &'static str, path: &std::path::Path, source: std::io::Error) -> Self {
         TransferError::Io {
             action,

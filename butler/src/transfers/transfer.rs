@@ -51,7 +51,10 @@ impl Butler {
             &export.doc,
             &export.extras,
             source.datastore.root(),
-            ImportOptions { transfer: mode },
+            ImportOptions {
+                transfer: mode,
+                trust_source_checksums: true,
+            },
         )?;
         Ok(TransferSummary {
             selected: export.summary.datasets,

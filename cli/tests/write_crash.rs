@@ -1,0 +1,134 @@
+//! `quanta dimensions insert` and `quanta skymap register` killed with
+//! `SIGKILL` inside each of their registry commits (`QUANTA_TEST_KILL_AT=
+//! registry.commit:N`, every passage an uninterrupted run makes): a rerun
+//! ends with exactly the registry rows of an uninterrupted run.
+
+mod common;
+
+use std::os::unix::process::ExitStatusExt;
+use std::path::Path;
+use std::process::Command;
+
+use common::{ok, quanta, restore, show, strings};
+
+const KILL_AT: &str = "QUANTA_TEST_KILL_AT";
+const KILL_LOG: &str = "QUANTA_TEST_KILL_LOG";
+
+fn s(p: &Path) -> &str {
+    p.to_str().expect("utf-8 temp paths")
+}
+
+/// Every row of every table of the registry, prefixed by its table.
+fn registry_rows(repo: &Path) -> Vec<String> {
+    let conn = rusqlite::Connection::open_with_flags(
+        repo.join("registry.sqlite3"),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .unwrap();
+    let tables = strings(
+        &conn,
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'",
+    );
+    let mut rows = Vec::new();
+    for table in tables {
+        let quoted = format!("\"{}\"", table.replace('"', "\"\""));
+        for row in strings(&conn, &format!("SELECT * FROM {quoted}")) {
+            rows.push(format!("{table}: {row}"));
+        }
+    }
+    rows.sort();
+    rows
+}
+
+/// Kills `command` (on a fresh copy of `base`) at every registry commit an
+/// uninterrupted run passes, reruns it and compares; returns the failures.
+fn kill_at_every_commit(
+    name: &str,
+    base: &Path,
+    work: &Path,
+    command: &dyn Fn(&Path) -> Command,
+) -> Vec<String> {
+    let repo = work.join("repo");
+    restore(base, work);
+    let log = work.with_extension("kill-log");
+    let _ = std::fs::remove_file(&log);
+    let out = command(&repo).env(KILL_LOG, &log).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{name}: reference run: {}",
+        show(&out)
+    );
+    let reference = registry_rows(&repo);
+    let commits = std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| *l == "registry.commit")
+        .count();
+    assert!(commits >= 1, "{name}: no registry commit passed");
+    let mut failures = Vec::new();
+    for n in 1..=commits {
+        restore(base, work);
+        let case = format!("{name}: killed in commit {n} of {commits}");
+        let killed = command(&repo)
+            .env(KILL_AT, format!("registry.commit:{n}"))
+            .output()
+            .unwrap();
+        if killed.status.signal() != Some(libc::SIGKILL) {
+            failures.push(format!("{case}: not killed: {}", show(&killed)));
+            continue;
+        }
+        let rerun = command(&repo).output().unwrap();
+        if !rerun.status.success() {
+            failures.push(format!("{case}: rerun failed: {}", show(&rerun)));
+            continue;
+        }
+        let state = registry_rows(&repo);
+        if state != reference {
+            let missing: Vec<_> = reference.iter().filter(|r| !state.contains(r)).collect();
+            let extra: Vec<_> = state.iter().filter(|r| !reference.contains(r)).collect();
+            failures.push(format!(
+                "{case}: ended elsewhere: missing {missing:?}, extra {extra:?}"
+            ));
+        }
+    }
+    failures
+}
+
+#[test]
+fn killed_dimension_inserts_and_skymap_registrations_end_by_rerun_where_an_uninterrupted_run_ends()
+{
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path().join("base");
+    std::fs::create_dir_all(&base).unwrap();
+    ok(&["repo", "create", s(&base.join("repo"))]);
+    let records = tmp.path().join("records.json");
+    std::fs::write(&records, common::reference_records(3, 2).to_string()).unwrap();
+    let work = tmp.path().join("work");
+    let mut failures = kill_at_every_commit("dimensions insert", &base, &work, &|repo| {
+        let mut c = quanta();
+        c.args(["dimensions", "insert", s(repo), s(&records)]);
+        c
+    });
+    failures.extend(kill_at_every_commit(
+        "skymap register",
+        &base,
+        &work,
+        &|repo| {
+            let mut c = quanta();
+            c.args([
+                "skymap",
+                "register",
+                s(repo),
+                "sky",
+                "--kind",
+                "grid",
+                "--corners",
+                "10,-5,12,-3",
+                "--patches",
+                "4x3",
+            ]);
+            c
+        },
+    ));
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
