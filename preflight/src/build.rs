@@ -1631,28 +1631,25 @@ fn used_records(
         let Some(e) = universe.element(&name) else {
             continue;
         };
-        let Some(key) = e.key.as_ref() else { continue };
+        if e.key.is_none() {
+            continue;
+        }
         if !e.has_records {
             continue;
         }
         // Only the records the graph uses are converted: a whole-sky skymap
         // has hundreds of thousands of patches with regions.
-        let records = registry.element_records_where(&name, |rec| {
-            e.required_closure
+        let dims: Vec<Option<&HashSet<&DataIdValue>>> = e
+            .required_closure
+            .iter()
+            .chain(std::iter::once(&name))
+            .map(|d| present.get(d.as_str()))
+            .collect();
+        let records = registry.element_records_where(&name, |values| {
+            values
                 .iter()
-                .map(|d| (d.as_str(), rec.get(d)))
-                .chain(std::iter::once((name.as_str(), rec.get(&key.name))))
-                .all(|(dim, v)| {
-                    let v = match v {
-                        Some(serde_json::Value::Number(n)) => n.as_i64().map(DataIdValue::Int),
-                        Some(serde_json::Value::String(s)) => Some(DataIdValue::from(s.as_str())),
-                        _ => None,
-                    };
-                    match (present.get(dim), v) {
-                        (Some(set), Some(v)) => set.contains(&v),
-                        _ => false,
-                    }
-                })
+                .zip(&dims)
+                .all(|(v, set)| set.is_some_and(|set| set.contains(v)))
         })?;
         out.insert(name.clone(), records);
     }

@@ -777,13 +777,14 @@ impl Registry {
     }
 
     /// The records of a dimension element that `keep` accepts, judged on
-    /// their identifying fields alone (required dimensions and key, the
-    /// record's first fields): the other fields, regions above all, are
-    /// only converted for the records kept.
+    /// their identifying values alone (the required dimensions' values in
+    /// universe order, then the key's: the record's first fields): the
+    /// other fields, regions above all, are only converted for the records
+    /// kept.
     pub fn element_records_where(
         &self,
         element: &str,
-        mut keep: impl FnMut(&serde_json::Map<String, serde_json::Value>) -> bool,
+        mut keep: impl FnMut(&[DataIdValue]) -> bool,
     ) -> Result<Vec<serde_json::Map<String, serde_json::Value>>> {
         let e = self.universe.element(element).ok_or_else(|| {
             RegistryError::Invalid(format!("unknown dimension element `{element}`"))
@@ -798,15 +799,29 @@ impl Registry {
         let mut stmt = self.conn.prepare(&sql)?;
         let mut rows = stmt.query([])?;
         let mut out = Vec::new();
+        let mut identifying: Vec<DataIdValue> = Vec::with_capacity(n_identifying);
         while let Some(row) = rows.next()? {
-            let mut rec = serde_json::Map::new();
-            for (i, f) in fields.iter().enumerate().take(n_identifying) {
-                rec.insert(f.name.clone(), field_json(element, f, row.get_ref(i)?)?);
+            identifying.clear();
+            for i in 0..n_identifying {
+                identifying.push(match row.get_ref(i)? {
+                    rusqlite::types::ValueRef::Integer(n) => DataIdValue::Int(n),
+                    rusqlite::types::ValueRef::Text(t) => {
+                        DataIdValue::from(std::str::from_utf8(t).map_err(|e| {
+                            RegistryError::Invalid(format!("a `{element}` key is not UTF-8: {e}"))
+                        })?)
+                    }
+                    other => {
+                        return Err(RegistryError::Invalid(format!(
+                            "a `{element}` key is {other:?}"
+                        )))
+                    }
+                });
             }
-            if !keep(&rec) {
+            if !keep(&identifying) {
                 continue;
             }
-            for (i, f) in fields.iter().enumerate().skip(n_identifying) {
+            let mut rec = serde_json::Map::new();
+            for (i, f) in fields.iter().enumerate() {
                 rec.insert(f.name.clone(), field_json(element, f, row.get_ref(i)?)?);
             }
             out.push(rec);

@@ -7,7 +7,7 @@ use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use quanta_core::{CollectionType, DataId, DataIdValue, DimensionUniverse, Uuid};
+use quanta_core::{CollectionType, DataId, DataIdValue, Uuid};
 use quanta_registry::{Binds, CollectionRecord, FoundDataset, Registry};
 use rayon::prelude::*;
 use serde_json::{Map, Value as Json};
@@ -440,24 +440,17 @@ fn entry_of(record: &CollectionRecord) -> CollectionEntry {
     }
 }
 
-/// A record's identifying values (required dimensions, then its key) as
-/// one string, for set membership.
-fn record_key(fields: &[&str], record: &Map<String, Json>) -> String {
-    let values: Vec<&Json> = fields
-        .iter()
-        .map(|f| record.get(*f).unwrap_or(&Json::Null))
-        .collect();
-    serde_json::to_string(&values).expect("JSON serializes")
-}
-
-/// The names of an element's identifying fields.
-fn identifying_fields(universe: &DimensionUniverse, element: &str) -> Vec<String> {
-    let e = universe.element(element).expect("element of the universe");
-    let mut fields: Vec<String> = e.required_closure.clone();
-    if let Some(key) = &e.key {
-        fields.push(key.name.clone());
-    }
+/// The values of `fields` in a record (an implied element's required
+/// dimensions, then its key), or `None` where one is missing or null.
+fn record_key(fields: &[&str], record: &Map<String, Json>) -> Option<Vec<DataIdValue>> {
     fields
+        .iter()
+        .map(|f| match record.get(*f)? {
+            Json::Number(n) => n.as_i64().map(DataIdValue::Int),
+            Json::String(s) => Some(DataIdValue::from(s.as_str())),
+            _ => None,
+        })
+        .collect()
 }
 
 /// The records of every dimension the datasets' data IDs name, and of
@@ -480,20 +473,20 @@ fn needed_records(
         .dimensions()
         .filter(|e| e.has_records && e.key.is_some())
         .collect();
-    let mut wanted: HashMap<String, HashSet<String>> = HashMap::new();
+    // Per element: the identifying values (required dimensions, then the
+    // key) of the records to export.
+    let mut wanted: HashMap<String, HashSet<Vec<DataIdValue>>> = HashMap::new();
     for f in found {
         let data_id = &f.dataset_ref.data_id;
         for e in &dims {
-            let mut values = Vec::with_capacity(e.required_closure.len() + 1);
-            for d in e.required_closure.iter().chain(std::iter::once(&e.name)) {
-                match data_id.get(d) {
-                    Some(v) => values.push(value_json(v)),
-                    None => break,
-                }
-            }
-            if values.len() == e.required_closure.len() + 1 {
-                let key = serde_json::to_string(&values).expect("JSON serializes");
-                wanted.entry(e.name.clone()).or_default().insert(key);
+            let values: Option<Vec<DataIdValue>> = e
+                .required_closure
+                .iter()
+                .chain(std::iter::once(&e.name))
+                .map(|d| data_id.get(d).cloned())
+                .collect();
+            if let Some(values) = values {
+                wanted.entry(e.name.clone()).or_default().insert(values);
             }
         }
     }
@@ -503,10 +496,7 @@ fn needed_records(
         let Some(keys) = wanted.get(&e.name).cloned() else {
             continue;
         };
-        let id_fields = identifying_fields(universe, &e.name);
-        let id_refs: Vec<&str> = id_fields.iter().map(String::as_str).collect();
-        let records = registry
-            .element_records_where(&e.name, |rec| keys.contains(&record_key(&id_refs, rec)))?;
+        let records = registry.element_records_where(&e.name, |values| keys.contains(values))?;
         for rec in &records {
             for implied in &e.implies {
                 let Some(ie) = universe.element(implied).filter(|x| x.has_records) else {
@@ -515,14 +505,8 @@ fn needed_records(
                 let mut fields: Vec<&str> =
                     ie.required_closure.iter().map(String::as_str).collect();
                 fields.push(implied);
-                if fields
-                    .iter()
-                    .all(|f| rec.get(*f).is_some_and(|v| !v.is_null()))
-                {
-                    wanted
-                        .entry(implied.clone())
-                        .or_default()
-                        .insert(record_key(&fields, rec));
+                if let Some(key) = record_key(&fields, rec) {
+                    wanted.entry(implied.clone()).or_default().insert(key);
                 }
             }
         }
