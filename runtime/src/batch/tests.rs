@@ -60,3 +60,56 @@ fn resources_merge_takes_the_larger_request() {
     assert_eq!(time_minutes("1-00:00:00"), 1440.0);
     assert_eq!(time_minutes("1:30"), 1.5);
 }
+
+#[test]
+fn engines_are_found_by_name_and_htcondor_refuses_what_needs_a_pool() {
+    assert_eq!(engine_names(), vec!["slurm", "htcondor"]);
+    for name in engine_names() {
+        assert_eq!(engine(name).unwrap().name(), name);
+    }
+    assert!(engine("sge").is_none());
+    let h = engine("htcondor").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let b = dir.path().join("b.bundle");
+    let e = h.cancel(&b).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            BatchError::Unsupported {
+                operation: "cancel",
+                ..
+            }
+        ),
+        "{e}"
+    );
+    assert!(h.status(&b, None).is_err());
+    let opts = SubmitOptions {
+        repo: dir.path().join("repo"),
+        quanta_exe: "quanta".into(),
+        overrides: Resources::default(),
+        defaults: Resources::default(),
+        throttle: None,
+        worker_retries: 0,
+        journal_dir: None,
+        extra_sbatch_args: Vec::new(),
+    };
+    assert!(h.restart(&b, &opts, RetryPolicy::default()).is_err());
+    // Submitting without --dry-run --out is refused before the bundle is read.
+    let e = h.submit(&b, &opts, &SubmitRequest::default()).unwrap_err();
+    assert!(e.to_string().contains("--dry-run --out DIR"), "{e}");
+    let e = engine("slurm")
+        .unwrap()
+        .submit(
+            &b,
+            &opts,
+            &SubmitRequest {
+                dry_run: true,
+                ..Default::default()
+            },
+        )
+        .unwrap_err();
+    assert!(
+        e.to_string().contains("--dry-run is for --engine htcondor"),
+        "{e}"
+    );
+}
