@@ -84,9 +84,6 @@ fn dead_quanta(v: &BundleView, f: &Fold) -> BTreeSet<u32> {
     }
 }
 
-/// Resubmits the clusters with quanta that have not succeeded, except those
-/// whose remaining quanta are dead (deterministic failures and their
-
 /// Refuses a state written for another bundle than the one at its path
 /// (the bundle was made again since the first submission).
 pub(crate) fn check_same_bundle(
