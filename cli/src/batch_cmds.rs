@@ -1,19 +1,27 @@
 //! Batch-system commands: `quanta submit`, `quanta cancel`, `quanta
-//! restart`. The logic (plan, sbatch, state file, retry policy) lives in
-//! `quanta_runtime::slurm`; this module parses arguments and prints.
+//! restart`. The logic (plan, state file, retry policy, the engines) lives
+//! in `quanta_runtime::batch`; this module parses arguments, looks the
+//! engine up by name and prints.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{bail, Result};
-use clap::{Args, ValueEnum};
-use quanta_runtime::slurm::{self, Resources, RetryPolicy, SubmitOptions, SubmitReport};
+use clap::Args;
+use quanta_runtime::batch::{
+    self, BatchEngine, Resources, RetryPolicy, SubmitOptions, SubmitReport, SubmitRequest,
+    Submitted,
+};
 
-#[derive(Clone, Copy, Debug, ValueEnum)]
-pub enum Engine {
-    Slurm,
-    /// DAGMan files only (`--dry-run --out DIR`): no HTCondor runs here.
-    Htcondor,
+/// The engine called `name`, or a usage error listing the known ones.
+fn engine(name: &str) -> Result<Box<dyn BatchEngine>> {
+    match batch::engine(name) {
+        Some(e) => Ok(e),
+        None => bail!(
+            "unknown batch engine `{name}` (known: {})",
+            batch::engine_names().join(", ")
+        ),
+    }
 }
 
 /// Resource requests and submission options shared by submit and restart.
@@ -58,8 +66,10 @@ pub struct SubmitArgs {
     /// The bundle (made by `quanta preflight`; its clusters, chosen there
     /// with `--cluster-by`, become the array elements).
     bundle: PathBuf,
-    #[arg(long, value_enum)]
-    engine: Engine,
+    /// The batch system: slurm, or htcondor (DAGMan files only, with
+    /// `--dry-run --out DIR`: no HTCondor runs here).
+    #[arg(long)]
+    engine: String,
     #[command(flatten)]
     opts: SlurmOptions,
     /// Write the files to `--out` instead of submitting (HTCondor).
@@ -83,11 +93,17 @@ pub struct SubmitArgs {
 #[derive(Args)]
 pub struct CancelArgs {
     bundle: PathBuf,
+    /// The batch system the bundle was submitted to.
+    #[arg(long, default_value = "slurm")]
+    engine: String,
 }
 
 #[derive(Args)]
 pub struct RestartArgs {
     bundle: PathBuf,
+    /// The batch system the bundle was submitted to.
+    #[arg(long, default_value = "slurm")]
+    engine: String,
     #[command(flatten)]
     opts: SlurmOptions,
     /// Memory of clusters that ran out of it is multiplied by this.
@@ -100,7 +116,7 @@ pub struct RestartArgs {
 
 fn mem(flag: &str, v: &Option<String>) -> Result<Option<u64>> {
     v.as_deref()
-        .map(|m| slurm::parse_mem_mb(m).map_err(|e| anyhow::anyhow!("{flag}: {e}")))
+        .map(|m| batch::parse_mem_mb(m).map_err(|e| anyhow::anyhow!("{flag}: {e}")))
         .transpose()
 }
 
@@ -167,40 +183,33 @@ fn print_report(r: &SubmitReport, json: bool) -> Result<()> {
 }
 
 pub fn submit(a: SubmitArgs) -> Result<ExitCode> {
+    let engine = engine(&a.engine)?;
     let Some(repo) = a.opts.repo.clone() else {
         bail!("--repo REPO is required: the final job merges into it");
     };
     let opts = options(&a.opts, repo)?;
-    if let Engine::Htcondor = a.engine {
-        let Some(out) = a.out.as_deref().filter(|_| a.dry_run) else {
-            bail!("--engine htcondor only writes files: give --dry-run --out DIR");
-        };
-        if !(a.memory_multiplier.is_finite() && a.memory_multiplier >= 1.0) {
-            bail!(
-                "--memory-multiplier must be at least 1, got {}",
-                a.memory_multiplier
-            );
-        }
-        let dag = slurm::htcondor::DagOptions {
-            retries: a.node_retries,
+    let req = SubmitRequest {
+        dry_run: a.dry_run,
+        out: a.out.clone(),
+        node_retries: a.node_retries,
+        memory: RetryPolicy {
             memory_multiplier: a.memory_multiplier,
             max_mem_mb: mem("--max-mem", &a.max_mem)?,
-        };
-        for p in slurm::htcondor::write_dag(&a.bundle, out, &opts, &dag)? {
-            println!("wrote {}", p.display());
+        },
+    };
+    match engine.submit(&a.bundle, &opts, &req)? {
+        Submitted::Files(paths) => {
+            for p in paths {
+                println!("wrote {}", p.display());
+            }
         }
-        return Ok(ExitCode::SUCCESS);
+        Submitted::Jobs(report) => print_report(&report, a.opts.json)?,
     }
-    if a.dry_run {
-        bail!("--dry-run is for --engine htcondor; Slurm submissions are real");
-    }
-    let report = slurm::submit(&a.bundle, &opts)?;
-    print_report(&report, a.opts.json)?;
     Ok(ExitCode::SUCCESS)
 }
 
 pub fn cancel(a: CancelArgs) -> Result<ExitCode> {
-    let ids = slurm::cancel(&a.bundle)?;
+    let ids = engine(&a.engine)?.cancel(&a.bundle)?;
     if ids.is_empty() {
         println!("nothing to cancel: no job of this submission is queued or running");
     } else {
@@ -210,23 +219,32 @@ pub fn cancel(a: CancelArgs) -> Result<ExitCode> {
 }
 
 pub fn restart(a: RestartArgs) -> Result<ExitCode> {
+    let engine = engine(&a.engine)?;
     if !(a.memory_multiplier.is_finite() && a.memory_multiplier >= 1.0) {
         bail!(
             "--memory-multiplier must be at least 1, got {}",
             a.memory_multiplier
         );
     }
-    let state = slurm::load_state(&a.bundle)?;
-    let repo = a.opts.repo.clone().unwrap_or(state.repo);
+    // The repository and journals default to the first submission's. An
+    // engine that keeps no state file reports its own error from
+    // `restart` (Slurm's: not submitted; HTCondor's: not supported).
+    let state = batch::load_state(&a.bundle).ok();
+    let repo = a
+        .opts
+        .repo
+        .clone()
+        .or_else(|| state.as_ref().map(|s| s.repo.clone()))
+        .unwrap_or_default();
     let mut opts = options(&a.opts, repo)?;
     if opts.journal_dir.is_none() {
-        opts.journal_dir = Some(state.journal_dir);
+        opts.journal_dir = state.map(|s| s.journal_dir);
     }
     let policy = RetryPolicy {
         memory_multiplier: a.memory_multiplier,
         max_mem_mb: mem("--max-mem", &a.max_mem)?,
     };
-    let report = slurm::restart(&a.bundle, &opts, policy)?;
+    let report = engine.restart(&a.bundle, &opts, policy)?;
     if report.arrays.is_empty() {
         println!(
             "nothing to resubmit: {} cluster(s) succeeded, {} dead",

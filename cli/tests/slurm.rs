@@ -586,3 +586,42 @@ fn htcondor_dry_run_matches_the_golden_files() {
         ],
     );
 }
+
+/// Engines are looked up by name: an unknown one is a usage error that
+/// lists the known ones, HTCondor's status-side operations say they need
+/// a pool, and Slurm refuses `--dry-run` (no Slurm needed).
+#[test]
+fn engines_are_chosen_by_name_and_refuse_what_they_cannot_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = pipeline(dir.path(), &BTreeMap::new());
+    let (repo, bundle) = preflight_clustered(dir.path(), 1, 2, &p, "instrument,exposure,detector");
+    let submit = |engine: &str, extra: &[&str]| {
+        let mut args = vec!["submit", s(&bundle), "--engine", engine, "--repo", s(&repo)];
+        args.extend_from_slice(extra);
+        common::fails_with(2, &args)
+    };
+    let e = submit("pbs", &[]);
+    assert!(
+        e.contains("unknown batch engine `pbs`") && e.contains("slurm, htcondor"),
+        "{e}"
+    );
+    let e = submit("slurm", &["--dry-run"]);
+    assert!(e.contains("--dry-run is for --engine htcondor"), "{e}");
+    for cmd in ["cancel", "restart"] {
+        let e = common::fails_with(2, &[cmd, s(&bundle), "--engine", "htcondor"]);
+        assert!(
+            e.contains(&format!("`{cmd}` is not supported by the htcondor engine"))
+                && e.contains("HTCondor pool"),
+            "{e}"
+        );
+    }
+    let e = common::fails_with(2, &["cancel", s(&bundle), "--engine", "sge"]);
+    assert!(e.contains("unknown batch engine `sge`"), "{e}");
+    assert!(!quanta_state(&bundle).exists(), "nothing was submitted");
+}
+
+fn quanta_state(bundle: &Path) -> PathBuf {
+    let mut s = bundle.as_os_str().to_owned();
+    s.push(".slurm.json");
+    PathBuf::from(s)
+}

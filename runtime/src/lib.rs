@@ -5,21 +5,26 @@
 //! Owns: [`PipelineTask`] and [`TaskContext`] (what a Rust task sees), the
 //! [`TaskRegistry`] of task classes, the external-command task kind (JSON
 //! manifest + child process), scheduling with retries, timeouts,
-//! fail-fast, blocking and resume ([`execute`]).
+//! fail-fast, blocking and resume ([`execute`]), and running a bundle on
+//! a batch system ([`batch`]: the engine-neutral plan, state file, restart
+//! policy and memory supervisor, and the [`batch::BatchEngine`] trait with
+//! its Slurm and HTCondor engines, looked up by name with
+//! [`batch::engine`]; [`slurm`] is `batch::slurm`).
 //!
 //! Must not: talk to the SQL Registry. Workers see only the bundle, the
 //! datastore and the journals, through `quanta-limited-registry`.
 
+pub mod batch;
 mod command;
 mod error;
 mod executor;
 mod lock;
 mod process_tree;
 mod schedule;
-pub mod slurm;
 mod state;
 mod task;
 
+pub use batch::slurm;
 pub use error::RuntimeError;
 pub use executor::{
     execute, parse_quantum_list, ExecOptions, Progress, RunSummary, Selection, Unfinished,

@@ -13,13 +13,21 @@
 //! --incomplete` whatever happened. The cluster name travels as the VARS
 //! macro `qcluster`: submit macros are case-insensitive, and `$(Cluster)`
 //! is HTCondor's own.
-//! Must not: call HTCondor.
+//! Must not: call HTCondor. Status, cancel and restart need a pool (the
+//! `condor_q`/`condor_rm` of a schedd) and return
+//! [`BatchError::Unsupported`].
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use super::{view, ClusterDeps, Result, SlurmError, SubmitOptions};
+use quanta_core::CampaignProgress;
+
+use super::error::{BatchError, Result};
+use super::plan::{cluster_resources, levels, view, ClusterDeps};
+use super::{
+    BatchEngine, BatchStatus, RetryPolicy, SubmitOptions, SubmitReport, SubmitRequest, Submitted,
+};
 
 /// How the DAG retries.
 #[derive(Debug, Clone, Copy)]
@@ -27,6 +35,72 @@ pub struct DagOptions {
     pub retries: u32,
     pub memory_multiplier: f64,
     pub max_mem_mb: Option<u64>,
+}
+
+/// The HTCondor engine ([`BatchEngine`]): DAGMan files only.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct HtCondor;
+
+const NEEDS: &str = "an HTCondor pool (this engine only writes DAGMan files: `quanta submit --engine htcondor --dry-run --out DIR`)";
+
+fn unsupported(operation: &'static str) -> BatchError {
+    BatchError::Unsupported {
+        engine: "htcondor",
+        operation,
+        needs: NEEDS,
+    }
+}
+
+impl BatchEngine for HtCondor {
+    fn name(&self) -> &'static str {
+        "htcondor"
+    }
+
+    fn submit(
+        &self,
+        bundle: &Path,
+        opts: &SubmitOptions,
+        req: &SubmitRequest,
+    ) -> Result<Submitted> {
+        let Some(out) = req.out.as_deref().filter(|_| req.dry_run) else {
+            return Err(BatchError::Invalid(
+                "--engine htcondor only writes files: give --dry-run --out DIR".into(),
+            ));
+        };
+        let m = req.memory.memory_multiplier;
+        if !(m.is_finite() && m >= 1.0) {
+            return Err(BatchError::Invalid(format!(
+                "--memory-multiplier must be at least 1, got {m}"
+            )));
+        }
+        let dag = DagOptions {
+            retries: req.node_retries,
+            memory_multiplier: m,
+            max_mem_mb: req.memory.max_mem_mb,
+        };
+        write_dag(bundle, out, opts, &dag).map(Submitted::Files)
+    }
+
+    fn status(
+        &self,
+        _bundle: &Path,
+        _known: Option<(&Path, &CampaignProgress)>,
+    ) -> Result<Option<BatchStatus>> {
+        Err(unsupported("status"))
+    }
+
+    fn cancel(&self, _bundle: &Path) -> Result<Vec<String>> {
+        Err(unsupported("cancel"))
+    }
+
+    fn restart(
+        &self,
+        _bundle: &Path,
+        _opts: &SubmitOptions,
+        _policy: RetryPolicy,
+    ) -> Result<SubmitReport> {
+        Err(unsupported("restart"))
+    }
 }
 
 /// The files written, relative to the output directory.
@@ -55,10 +129,10 @@ pub fn write_dag(
 ) -> Result<Vec<PathBuf>> {
     let v = view(bundle)?;
     let all: Vec<usize> = (0..v.clusters.len()).collect();
-    let (_, deps): (_, ClusterDeps) = super::levels(&v, &all)?;
+    let (_, deps): (_, ClusterDeps) = levels(&v, &all)?;
     let io = |p: &Path, what: &'static str| {
         let path = p.to_path_buf();
-        move |source| SlurmError::Io { path, what, source }
+        move |source| BatchError::Io { path, what, source }
     };
     std::fs::create_dir_all(out).map_err(io(out, "creating the output directory"))?;
     let journal = opts
@@ -75,9 +149,7 @@ pub fn write_dag(
         bundle.display()
     );
     for (ci, c) in v.clusters.iter().enumerate() {
-        let mem = super::cluster_resources(&v, ci, opts)
-            .mem_mb
-            .unwrap_or(2048);
+        let mem = cluster_resources(&v, ci, opts).mem_mb.unwrap_or(2048);
         let _ = writeln!(d, "JOB c{ci} {CLUSTER_SUB}");
         let _ = writeln!(
             d,
