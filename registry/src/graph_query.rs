@@ -490,6 +490,7 @@ impl Registry {
         self.add_spatial_joins(&mut builder, dimensions)?;
         builder
             .join_dimensions(dimensions)
+            .and_then(|()| builder.join_implying(dimensions))
             .map_err(RegistryError::Invalid)?;
         builder.add_where(where_text, binds)?;
         let mut input_dims = Vec::new();

@@ -123,6 +123,26 @@ impl<'u> QueryBuilder<'u> {
         Ok(())
     }
 
+    /// Joins the tables of `group`'s dimensions that imply others, so that
+    /// their implied values (`visit` → physical_filter, day_obs) are known
+    /// even where [`Self::join_dimensions`] read the dimension from another
+    /// table: data IDs then expand the same whichever table supplied it.
+    pub(crate) fn join_implying(
+        &mut self,
+        group: &quanta_core::DimensionGroup,
+    ) -> std::result::Result<(), String> {
+        for dim in &group.names {
+            let implies = self
+                .universe
+                .element(dim)
+                .is_some_and(|e| e.has_records && !e.implies.is_empty());
+            if implies {
+                self.ensure_element(dim)?;
+            }
+        }
+        Ok(())
+    }
+
     /// The SQL expression for a dimension's value, joining what is needed to
     /// reach it: first through elements whose values are known and imply it,
     /// then, for a dimension unrelated to the query so far, its own table.

@@ -347,3 +347,29 @@ fn healpix_misuse_is_refused_with_the_reason() {
     // Deeper than regions are ever indexed: no such dimension.
     assert!(refused(&vd, "healpix25 = 1").contains("unknown dimension"));
 }
+
+/// A spatial join reads `visit` from `visit_detector` (its foreign key
+/// proves the visit exists), yet the rows still carry what the visit
+/// implies: data IDs are expanded the same whichever table a value came
+/// from.
+#[test]
+fn graph_rows_of_a_spatial_join_carry_the_implied_dimensions() {
+    let (_dir, registry) = survey();
+    let dims = registry
+        .universe()
+        .conform(&["visit", "detector", "patch"])
+        .unwrap();
+    let rows = registry
+        .query_graph_rows(&dims, "", &Binds::new(), &[], &[])
+        .unwrap();
+    assert_eq!(rows.n_rows(), 6);
+    let c = rows
+        .column("physical_filter")
+        .expect("the visits' physical_filter is a column of the rows");
+    for r in 0..rows.n_rows() {
+        assert_eq!(
+            rows.value(c, rows.row(r)[c]),
+            Some(&quanta_core::DataIdValue::from("r"))
+        );
+    }
+}
