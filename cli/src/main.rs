@@ -286,8 +286,11 @@ mod tests {
     use super::*;
 
     fn busy() -> quanta_registry::RegistryError {
-        rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_BUSY), None)
-            .into()
+        quanta_registry::DatabaseError::new(
+            quanta_registry::DatabaseErrorKind::Busy,
+            "database is locked",
+        )
+        .into()
     }
 
     #[test]

@@ -11,8 +11,7 @@ use clap::{Args, Subcommand};
 use quanta_butler::{Butler, IngestItem};
 use quanta_core::{CollectionType, DataId, DatasetType, DimensionUniverse};
 use quanta_datastore::{DatastoreConfig, InMemoryDataset, ReadParameters, TransferMode};
-use quanta_registry::{parse_records_csv, parse_records_json, Binds};
-use rusqlite::types::Value as SqlValue;
+use quanta_registry::{parse_records_csv, parse_records_json, Binds, SqlValue};
 
 use crate::output::{print_json, print_table};
 
@@ -522,13 +521,7 @@ pub(crate) fn parse_binds(binds: &[String]) -> Result<Binds> {
         let (name, value) = bind
             .split_once('=')
             .with_context(|| format!("--bind `{bind}`: expected name=value"))?;
-        let value = if let Ok(i) = value.parse::<i64>() {
-            SqlValue::Integer(i)
-        } else if let Ok(f) = value.parse::<f64>() {
-            SqlValue::Real(f)
-        } else {
-            SqlValue::Text(value.to_string())
-        };
+        let value = SqlValue::parse_cli(value);
         out.insert(name.trim().to_string(), value);
     }
     Ok(out)

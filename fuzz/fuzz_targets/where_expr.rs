@@ -13,8 +13,8 @@ use std::sync::{Mutex, OnceLock};
 use libfuzzer_sys::fuzz_target;
 use quanta_core::{DimensionUniverse, FieldType};
 use quanta_registry::expr::{compile, parse, ColumnResolver, Identifier, ResolvedColumn};
-use quanta_registry::{parse_records_json, Registry, RegistryError};
-use rusqlite::types::Value;
+use quanta_registry::{parse_records_json, Dialect, Registry, RegistryError};
+use quanta_registry::SqlValue as Value;
 
 /// Types every identifier by its first letter, so all four kinds meet.
 struct AnyColumn;
@@ -97,11 +97,19 @@ fuzz_target!(|data: &[u8]| {
             printed,
             "printing is not canonical for {text:?}"
         );
-        if let Ok(compiled) = compile(expr, &AnyColumn, &binds()) {
-            assert_eq!(
-                compiled.sql.matches('?').count(),
-                compiled.params.len(),
-                "placeholders and parameters disagree for {text:?}"
+        if let Ok(compiled) = compile(expr, &AnyColumn, &binds(), Dialect::Sqlite) {
+            // Every parameter has its numbered placeholder, and no other
+            // `?` is in the SQL (the compiler pastes no user text).
+            for n in 1..=compiled.params.len() {
+                assert!(
+                    compiled.sql.contains(&format!("?{n}")),
+                    "placeholder ?{n} missing for {text:?}: {}",
+                    compiled.sql
+                );
+            }
+            assert!(
+                !compiled.sql.contains(&format!("?{}", compiled.params.len() + 1)),
+                "more placeholders than parameters for {text:?}"
             );
         }
     }

@@ -4,6 +4,7 @@ use quanta_core::{validate_collection_name, CollectionType};
 use rusqlite::OptionalExtension;
 use serde::Serialize;
 
+use crate::dialect::Parameters;
 use crate::error::{RegistryError, Result};
 use crate::registry::Registry;
 
@@ -19,6 +20,79 @@ pub struct CollectionRecord {
     /// For CHAINED collections, the direct children in search order.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub children: Vec<String>,
+}
+
+/// How the datasets of one collection are found in SQL: the one place that
+/// decides, per collection type, which table says a dataset is in a
+/// collection. A search joins [`Membership::from`] and constrains
+/// [`Membership::collection_column`] and [`Membership::type_column`]; the
+/// dataset's own columns are always under the alias `d`, membership rows
+/// (tags, certifications) under `m`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Membership {
+    /// FROM items: `dataset AS d`, joined from the membership table where
+    /// there is one.
+    pub(crate) from: &'static str,
+    /// The column that holds the collection's id.
+    pub(crate) collection_column: &'static str,
+    /// The column that holds the dataset type's id (a membership table
+    /// carries it, so that its index serves the search).
+    pub(crate) type_column: &'static str,
+    /// The column that holds the data ID's canonical key.
+    pub(crate) data_id_column: &'static str,
+    /// The validity range's `[begin, end)` columns: a dataset is only in
+    /// such a collection at a time.
+    pub(crate) validity: Option<(&'static str, &'static str)>,
+}
+
+impl Membership {
+    /// How the datasets of a collection of `collection_type` are found;
+    /// `None` for a CHAINED collection, which holds none of its own (its
+    /// children are searched instead, see
+    /// [`Registry::resolve_search_path`]).
+    pub(crate) fn of(collection_type: CollectionType) -> Option<Self> {
+        match collection_type {
+            CollectionType::Run => Some(Self {
+                from: "dataset AS d",
+                collection_column: "d.run_id",
+                type_column: "d.dataset_type_id",
+                data_id_column: "d.data_id",
+                validity: None,
+            }),
+            CollectionType::Tagged => Some(Self {
+                from: "dataset_tags AS m JOIN dataset AS d ON d.id = m.dataset_id",
+                collection_column: "m.collection_id",
+                type_column: "m.dataset_type_id",
+                data_id_column: "m.data_id",
+                validity: None,
+            }),
+            CollectionType::Calibration => Some(Self {
+                from: "dataset_calibs AS m JOIN dataset AS d ON d.id = m.dataset_id",
+                collection_column: "m.collection_id",
+                type_column: "m.dataset_type_id",
+                data_id_column: "m.data_id",
+                validity: Some(("m.valid_begin", "m.valid_end")),
+            }),
+            CollectionType::Chained => None,
+        }
+    }
+
+    /// The conditions selecting the datasets of one type in one collection,
+    /// their ids bound in `params`.
+    pub(crate) fn conditions(
+        &self,
+        params: &mut Parameters,
+        dataset_type_id: i64,
+        collection_id: i64,
+    ) -> String {
+        format!(
+            "{} = {} AND {} = {}",
+            self.type_column,
+            params.bind(dataset_type_id.into()),
+            self.collection_column,
+            params.bind(collection_id.into())
+        )
+    }
 }
 
 fn parse_type(text: String) -> rusqlite::Result<CollectionType> {

@@ -9,6 +9,8 @@ use rusqlite::OptionalExtension;
 use serde::{Deserialize, Serialize};
 
 use crate::collections::CollectionRecord;
+use crate::collections::Membership;
+use crate::dialect::Parameters;
 use crate::error::{RegistryError, Result};
 use crate::registry::Registry;
 use crate::schema::{quote, record_exists_query};
@@ -469,34 +471,28 @@ impl Registry {
         let type_id = self.dataset_type_id(dataset_type)?;
         let key = data_id.canonical_key();
         for collection in self.resolve_search_path(collections)? {
-            let id: Option<Vec<u8>> = match collection.collection_type {
-                CollectionType::Run => self
-                    .conn
-                    .prepare_cached(
-                        "SELECT id FROM dataset WHERE dataset_type_id = ?1 AND run_id = ?2 AND data_id = ?3",
-                    )?
-                    .query_row((type_id, collection.id, &key), |r| r.get(0))
-                    .optional()?,
-                CollectionType::Tagged => self
-                    .conn
-                    .prepare_cached(
-                        "SELECT dataset_id FROM dataset_tags WHERE collection_id = ?1 AND dataset_type_id = ?2 AND data_id = ?3",
-                    )?
-                    .query_row((collection.id, type_id, &key), |r| r.get(0))
-                    .optional()?,
-                CollectionType::Calibration => match time {
-                    Some(t) => self
-                        .conn
-                        .prepare_cached(
-                            "SELECT dataset_id FROM dataset_calibs WHERE collection_id = ?1 AND dataset_type_id = ?2 \
-                             AND data_id = ?3 AND valid_begin <= ?4 AND ?4 < valid_end",
-                        )?
-                        .query_row((collection.id, type_id, &key, t), |r| r.get(0))
-                        .optional()?,
-                    None => None,
-                },
-                CollectionType::Chained => None,
+            let Some(membership) = Membership::of(collection.collection_type) else {
+                continue;
             };
+            let mut params = Parameters::new(self.dialect());
+            let mut sql = format!(
+                "SELECT d.id FROM {} WHERE {} AND {} = {}",
+                membership.from,
+                membership.conditions(&mut params, type_id, collection.id),
+                membership.data_id_column,
+                params.bind(key.as_str().into()),
+            );
+            if let Some((begin, end)) = membership.validity {
+                // Only at a time within the certification's validity range.
+                let Some(t) = time else { continue };
+                let t = params.bind(t.into());
+                sql.push_str(&format!(" AND {begin} <= {t} AND {t} < {end}"));
+            }
+            let id: Option<Vec<u8>> = self
+                .conn
+                .prepare_cached(&sql)?
+                .query_row(rusqlite::params_from_iter(params.values()), |r| r.get(0))
+                .optional()?;
             if let Some(id) = id {
                 let id = uuid_from_blob(id)?;
                 return self.dataset_by_id(&id, Some(&collection));

@@ -50,25 +50,61 @@ pub enum RegistryError {
     #[error(
         "the registry is busy: another process kept it locked for too long ({0}); retry when it has finished"
     )]
-    Busy(rusqlite::Error),
+    Busy(DatabaseError),
     /// A query ran longer than its time limit and was interrupted.
     #[error(
         "the query was interrupted after its time limit of {seconds} s (raise it with --timeout)"
     )]
     TimedOut { seconds: f64 },
     #[error("sql: {0}")]
-    Sql(rusqlite::Error),
+    Sql(DatabaseError),
 }
 
-impl From<rusqlite::Error> for RegistryError {
-    /// SQLite's "database is locked" (or busy) becomes [`RegistryError::Busy`],
-    /// so callers can tell it from bad input.
-    fn from(e: rusqlite::Error) -> Self {
-        match e.sqlite_error_code() {
-            Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) => {
-                Self::Busy(e)
-            }
-            _ => Self::Sql(e),
+/// What went wrong in the database, as far as a caller needs to know to
+/// decide what to do: every backend classifies its own errors into these.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DatabaseErrorKind {
+    /// Another connection holds a lock the statement needs.
+    Busy,
+    /// The database cannot do the work now: a full disk, an I/O error, no
+    /// memory, a damaged or unreachable database, a read-only file, an
+    /// interrupted statement. Retrying later, elsewhere or after repair may
+    /// succeed; the input was not at fault.
+    Unavailable,
+    /// Anything else: a constraint the input broke, SQL the database
+    /// refused, a value of the wrong type.
+    Other,
+}
+
+/// An error of the database backend, with the backend's own message (which
+/// names the statement's problem, e.g. `UNIQUE constraint failed: ...`).
+#[derive(Debug, Error)]
+#[error("{source}")]
+pub struct DatabaseError {
+    pub kind: DatabaseErrorKind,
+    #[source]
+    source: Box<dyn std::error::Error + Send + Sync>,
+}
+
+impl DatabaseError {
+    pub fn new(
+        kind: DatabaseErrorKind,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        Self {
+            kind,
+            source: source.into(),
+        }
+    }
+}
+
+impl From<DatabaseError> for RegistryError {
+    /// A busy database becomes [`RegistryError::Busy`], so callers can tell
+    /// it from bad input.
+    fn from(e: DatabaseError) -> Self {
+        match e.kind {
+            DatabaseErrorKind::Busy => Self::Busy(e),
+            DatabaseErrorKind::Unavailable | DatabaseErrorKind::Other => Self::Sql(e),
         }
     }
 }
@@ -79,18 +115,7 @@ impl RegistryError {
     pub fn is_work_failure(&self) -> bool {
         match self {
             Self::Busy(_) | Self::TimedOut { .. } => true,
-            Self::Sql(e) => matches!(
-                e.sqlite_error_code(),
-                Some(
-                    rusqlite::ErrorCode::DiskFull
-                        | rusqlite::ErrorCode::SystemIoFailure
-                        | rusqlite::ErrorCode::OutOfMemory
-                        | rusqlite::ErrorCode::DatabaseCorrupt
-                        | rusqlite::ErrorCode::CannotOpen
-                        | rusqlite::ErrorCode::ReadOnly
-                        | rusqlite::ErrorCode::OperationInterrupted
-                )
-            ),
+            Self::Sql(e) => e.kind != DatabaseErrorKind::Other,
             _ => false,
         }
     }

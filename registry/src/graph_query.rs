@@ -16,14 +16,16 @@
 
 use foldhash::{HashMap, HashMapExt};
 
-use quanta_core::{CollectionType, DataId, DataIdValue, DimensionGroup, Uuid};
-use rusqlite::types::Value as SqlValue;
+use quanta_core::{DataId, DataIdValue, DimensionGroup, Uuid};
 
+use crate::collections::Membership;
 use crate::datasets::{data_id_from_stored, uuid_from_blob, DatastoreRecord};
+use crate::dialect::Parameters;
 use crate::error::{RegistryError, Result};
 use crate::query::{Binds, QueryBuilder};
 use crate::registry::Registry;
 use crate::schema::quote;
+use crate::value::SqlValue;
 
 /// Below this many datasets of the first input per part, the graph query is
 /// not split across threads (opening a connection and a thread costs more).
@@ -146,12 +148,12 @@ impl Interner {
 /// The graph statement with its parameters and what its columns hold.
 struct GraphStatement {
     sql: String,
-    params: Vec<SqlValue>,
+    params: Parameters,
     /// The dimension columns, in select order: the query's dimensions, then
     /// the implied ones its joins know.
     columns: Vec<String>,
-    /// Per input type: its subquery's alias, dataset type and parameters.
-    input_dims: Vec<(String, quanta_core::DatasetType, Vec<SqlValue>)>,
+    /// Per input type: its subquery's alias, dataset type and its id.
+    input_dims: Vec<(String, quanta_core::DatasetType, i64)>,
     /// The overlap tables the statement's spatial joins read.
     overlap_tables: Vec<String>,
     /// Whether the statement has a WHERE clause (a part's range is then
@@ -405,12 +407,9 @@ impl Registry {
         let search_path: Vec<_> = self
             .resolve_search_path(collections)?
             .into_iter()
-            .filter(|c| {
-                matches!(
-                    c.collection_type,
-                    CollectionType::Run | CollectionType::Tagged
-                )
-            })
+            // Inputs are found without a time: certifications, which need
+            // one, are prerequisites' (see `query_prerequisite_candidates`).
+            .filter(|c| Membership::of(c.collection_type).is_some_and(|m| m.validity.is_none()))
             .collect();
         let statement =
             self.graph_statement(dimensions, where_text, binds, input_types, &search_path)?;
@@ -469,7 +468,7 @@ impl Registry {
             min_rows_per_part,
         )?;
         if parts <= 1 {
-            return read.read(&self.conn, &statement.sql, &statement.params);
+            return read.read(&self.conn, &statement.sql, statement.params.values());
         }
         self.read_graph_rows_in_parts(&read, &statement, parts)
     }
@@ -486,7 +485,7 @@ impl Registry {
         input_types: &[String],
         search_path: &[crate::collections::CollectionRecord],
     ) -> Result<GraphStatement> {
-        let mut builder = QueryBuilder::new(&self.universe);
+        let mut builder = QueryBuilder::new(&self.universe, self.dialect());
         self.add_spatial_joins(&mut builder, dimensions)?;
         builder
             .join_dimensions(dimensions)
@@ -509,6 +508,9 @@ impl Registry {
                 .collect();
             let mut parts = Vec::new();
             for (rank, c) in search_path.iter().enumerate() {
+                let Some(membership) = Membership::of(c.collection_type) else {
+                    continue;
+                };
                 let mut cols = vec![
                     "d.id AS id".to_string(),
                     "d.run_id AS run_id".to_string(),
@@ -517,60 +519,34 @@ impl Registry {
                         .to_string(),
                 ];
                 cols.extend(dim_cols.iter().cloned());
-                match c.collection_type {
-                    CollectionType::Run => parts.push((
-                        format!(
-                            "SELECT {} FROM dataset AS d WHERE d.dataset_type_id = ? AND d.run_id = ?",
-                            cols.join(", ")
-                        ),
-                        [type_id, c.id],
-                    )),
-                    _ => parts.push((
-                        format!(
-                            "SELECT {} FROM dataset_tags AS m JOIN dataset AS d ON d.id = m.dataset_id \
-                             WHERE m.dataset_type_id = ? AND m.collection_id = ?",
-                            cols.join(", ")
-                        ),
-                        [type_id, c.id],
-                    )),
-                }
+                parts.push(format!(
+                    "SELECT {} FROM {} WHERE {}",
+                    cols.join(", "),
+                    membership.from,
+                    membership.conditions(&mut builder.params, type_id, c.id)
+                ));
             }
             if parts.is_empty() {
                 // Nothing searchable: no input can exist, so no rows.
-                parts.push((
+                parts.push(
                     "SELECT NULL AS id, NULL AS run_id, 0 AS rank, NULL AS path, NULL AS formatter, \
-                     NULL AS size, NULL AS checksum WHERE 0"
+                     NULL AS size, NULL AS checksum WHERE 1 = 0"
                         .to_string(),
-                    [0, 0],
-                ));
+                );
             }
             let alias = format!("i{k}");
-            let sub = parts
-                .iter()
-                .map(|(s, _)| s.as_str())
-                .collect::<Vec<_>>()
-                .join(" UNION ALL ");
-            // The subquery's parameters must precede the WHERE's in the
-            // final statement: FROM items come first.
-            let mut sub_params: Vec<SqlValue> = Vec::new();
-            for (_, p) in &parts {
-                if search_path.is_empty() {
-                    break;
-                }
-                sub_params.extend(p.iter().map(|&v| SqlValue::Integer(v)));
-            }
-            builder.from.push(format!("({sub}) AS {alias}"));
-            input_dims.push((alias, dt, sub_params));
+            builder
+                .from
+                .push(format!("({}) AS {alias}", parts.join(" UNION ALL ")));
+            input_dims.push((alias, dt, type_id));
         }
-        let mut from_params: Vec<SqlValue> = Vec::new();
-        for (alias, dt, sub_params) in &input_dims {
+        for (alias, dt, _) in &input_dims {
             for d in dt.dimensions.iter() {
                 let v = builder.values[d].clone();
                 builder
                     .conditions
                     .push(format!("{alias}.{} = {v}", quote(d)));
             }
-            from_params.extend(sub_params.iter().cloned());
         }
         // Columns: requested dimensions first, then implied ones the joins know.
         let mut columns: Vec<String> = dimensions.names.clone();
@@ -591,15 +567,11 @@ impl Registry {
             builder.where_sql()
         );
         tracing::debug!(%sql, "query_graph_rows");
-        let params: Vec<SqlValue> = from_params
-            .into_iter()
-            .chain(builder.params.iter().cloned())
-            .collect();
         Ok(GraphStatement {
             has_conditions: !builder.conditions.is_empty(),
             overlap_tables: builder.overlap_tables,
             sql,
-            params,
+            params: builder.params,
             columns,
             input_dims,
         })
@@ -627,12 +599,12 @@ impl Registry {
                     scope.spawn(move || -> Result<GraphRows> {
                         let lo = (256 * p / parts) as u8;
                         let hi = 256 * (p + 1) / parts;
-                        let mut sql = format!("{sql}{joiner} substr(i0.id, 16, 1) >= ?");
+                        let mut sql = format!("{sql}{joiner} substr(i0.id, 16, 1) >= ");
                         let mut params = params.clone();
-                        params.push(SqlValue::Blob(vec![lo]));
+                        params.push(&mut sql, SqlValue::Blob(vec![lo]));
                         if hi < 256 {
-                            sql.push_str(" AND substr(i0.id, 16, 1) < ?");
-                            params.push(SqlValue::Blob(vec![hi as u8]));
+                            sql.push_str(" AND substr(i0.id, 16, 1) < ");
+                            params.push(&mut sql, SqlValue::Blob(vec![hi as u8]));
                         }
                         let reader = Registry::open_read_only(path)?;
                         // Pages mapped from the OS page cache rather than
@@ -641,7 +613,7 @@ impl Registry {
                         // as the statement. Read-only, so the mapping is
                         // never written through.
                         reader.conn.pragma_update(None, "mmap_size", 1i64 << 30)?;
-                        read.read(&reader.conn, &sql, &params)
+                        read.read(&reader.conn, &sql, params.values())
                     })
                 })
                 .collect();
@@ -668,7 +640,7 @@ impl Registry {
     fn graph_query_parts(
         &self,
         search_path: &[crate::collections::CollectionRecord],
-        input_dims: &[(String, quanta_core::DatasetType, Vec<SqlValue>)],
+        input_dims: &[(String, quanta_core::DatasetType, i64)],
         fan_out: Option<usize>,
         min_rows_per_part: i64,
     ) -> Result<usize> {
@@ -677,16 +649,19 @@ impl Registry {
         if search_path.len() != 1 || input_dims.is_empty() || cores < 2 {
             return Ok(1);
         }
-        let (_, _, first_params) = &input_dims[0];
-        let sql = match search_path[0].collection_type {
-            CollectionType::Run => {
-                "SELECT count(*) FROM dataset WHERE dataset_type_id = ?1 AND run_id = ?2"
-            }
-            _ => "SELECT count(*) FROM dataset_tags WHERE dataset_type_id = ?1 AND collection_id = ?2",
+        let (_, _, type_id) = &input_dims[0];
+        let Some(membership) = Membership::of(search_path[0].collection_type) else {
+            return Ok(1);
         };
+        let mut params = Parameters::new(self.dialect());
+        let sql = format!(
+            "SELECT count(*) FROM {} WHERE {}",
+            membership.from,
+            membership.conditions(&mut params, *type_id, search_path[0].id)
+        );
         let n: i64 =
             self.conn
-                .query_row(sql, rusqlite::params_from_iter(first_params.iter()), |r| {
+                .query_row(&sql, rusqlite::params_from_iter(params.values()), |r| {
                     r.get(0)
                 })?;
         let n = n.max(fan_out.map_or(0, |rows| rows as i64));
@@ -711,31 +686,24 @@ impl Registry {
             .into_iter()
             .enumerate()
         {
-            let (sql, calib) = match c.collection_type {
-                CollectionType::Run => (
-                    "SELECT d.id, d.data_id, run.name, d.path, d.formatter, d.size, d.checksum, NULL, NULL \
-                     FROM dataset AS d JOIN collection AS run ON run.id = d.run_id \
-                     WHERE d.dataset_type_id = ?1 AND d.run_id = ?2",
-                    false,
-                ),
-                CollectionType::Tagged => (
-                    "SELECT d.id, d.data_id, run.name, d.path, d.formatter, d.size, d.checksum, NULL, NULL \
-                     FROM dataset_tags AS m JOIN dataset AS d ON d.id = m.dataset_id \
-                     JOIN collection AS run ON run.id = d.run_id \
-                     WHERE m.dataset_type_id = ?1 AND m.collection_id = ?2",
-                    false,
-                ),
-                CollectionType::Calibration if dt.is_calibration => (
-                    "SELECT d.id, d.data_id, run.name, d.path, d.formatter, d.size, d.checksum, m.valid_begin, m.valid_end \
-                     FROM dataset_calibs AS m JOIN dataset AS d ON d.id = m.dataset_id \
-                     JOIN collection AS run ON run.id = d.run_id \
-                     WHERE m.dataset_type_id = ?1 AND m.collection_id = ?2",
-                    true,
-                ),
-                _ => continue,
+            let Some(membership) = Membership::of(c.collection_type) else {
+                continue;
             };
-            let mut stmt = self.conn.prepare_cached(sql)?;
-            let mut rows = stmt.query((type_id, c.id))?;
+            // A certification only qualifies a calibration type.
+            if membership.validity.is_some() && !dt.is_calibration {
+                continue;
+            }
+            let (begin, end) = membership.validity.unwrap_or(("NULL", "NULL"));
+            let mut params = Parameters::new(self.dialect());
+            let sql = format!(
+                "SELECT d.id, d.data_id, run.name, d.path, d.formatter, d.size, d.checksum, {begin}, {end} \
+                 FROM {} JOIN collection AS run ON run.id = d.run_id WHERE {}",
+                membership.from,
+                membership.conditions(&mut params, type_id, c.id)
+            );
+            let calib = membership.validity.is_some();
+            let mut stmt = self.conn.prepare_cached(&sql)?;
+            let mut rows = stmt.query(rusqlite::params_from_iter(params.values()))?;
             while let Some(row) = rows.next()? {
                 let path: Option<String> = row.get(3)?;
                 let stored = match path {
@@ -849,7 +817,7 @@ fn field_json(
         (quanta_core::FieldType::Bool, rusqlite::types::ValueRef::Integer(n)) => {
             serde_json::Value::Bool(n != 0)
         }
-        (_, v) => crate::registry::sql_value_to_json(v),
+        (_, v) => crate::sqlite::value_to_json(v),
     })
 }
 
@@ -857,7 +825,7 @@ fn field_json(
 mod tests {
     use super::*;
     use crate::datasets::{NewDataset, OnConflict};
-    use quanta_core::{DatasetType, DimensionUniverse};
+    use quanta_core::{CollectionType, DatasetType, DimensionUniverse};
 
     /// 6 exposures x 8 detectors with a raw each, in RUN `raw`.
     fn registry(dir: &std::path::Path) -> Registry {

@@ -1,5 +1,8 @@
 //! The full SQL Registry of quanta, on SQLite (rusqlite, bundled SQLite so
-//! every machine runs the same version).
+//! every machine runs the same version). Its users see quanta's own types
+//! only ([`SqlValue`], [`RegistryError`] with a backend-neutral
+//! [`DatabaseError`]); what only SQLite has lives in `sqlite/`, and the SQL
+//! text that differs between backends is decided by [`Dialect`].
 //!
 //! Owns: the schema (generated from the [`DimensionUniverse`](quanta_core::DimensionUniverse)),
 //! every insert (through methods, in batched transactions with prepared
@@ -14,28 +17,29 @@
 
 pub mod collections;
 pub mod datasets;
+pub mod dialect;
 mod error;
 pub mod expr;
 pub mod graph_query;
 pub mod provenance;
 pub mod query;
 pub mod records;
-mod region_sql;
 mod registry;
 pub mod removal;
 pub mod schema;
 pub mod skymap;
 mod spatial_join;
-mod sqlite_alloc;
-mod static_statement;
+mod sqlite;
 pub mod transfers;
+mod value;
 mod writer_lock;
 
 pub use collections::CollectionRecord;
 pub use datasets::{
     DatasetUse, DatastoreRecord, FoundDataset, InsertStats, NewDataset, OnConflict,
 };
-pub use error::{RegistryError, Result};
+pub use dialect::Dialect;
+pub use error::{DatabaseError, DatabaseErrorKind, RegistryError, Result};
 pub use provenance::{
     NewQuantum, QuantumBrief, QuantumExecution, QuantumInput, QuantumOutputDataset, QuantumRow,
     RecordStats, RejectedDataset, RunProvenance,
@@ -46,4 +50,5 @@ pub use registry::{lower_thread_priority, Registry};
 pub use removal::{DecertifyStats, PendingRemovals, RegisteredFile, RemovalStats, RemovedDataset};
 pub use schema::SCHEMA_VERSION;
 pub use transfers::{ImportBatch, ImportDatasets, ImportStats, ProvenanceBatch, ProvenanceQuantum};
+pub use value::SqlValue;
 pub use writer_lock::WriterLock;

@@ -27,7 +27,7 @@ use crate::datasets::{
 use crate::error::{RegistryError, Result};
 use crate::registry::Registry;
 use crate::schema::{quote, record_exists_query};
-use crate::static_statement::{Binder, StaticStatement};
+use crate::sqlite::static_statement::{Binder, StaticStatement};
 
 /// The status text of a quantum whose task succeeded but some of whose
 /// outputs could not be verified or registered: a later merge retries it.

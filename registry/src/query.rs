@@ -8,17 +8,18 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use quanta_core::{
-    CollectionType, DataId, DataIdValue, DatasetRef, DimensionUniverse, FieldType, REGION_ID_COLUMN,
-};
-use rusqlite::types::Value as SqlValue;
-
+use crate::collections::Membership;
 use crate::datasets::{data_id_from_stored, uuid_from_blob, DatastoreRecord, FoundDataset};
+use crate::dialect::{Dialect, Parameters};
 use crate::error::{RegistryError, Result};
 use crate::expr::{self, ColumnResolver, Identifier, ResolvedColumn, SkyPixel, SkyPixelRegion};
 use crate::registry::Registry;
 use crate::schema::{key_column, quote, references, skypix_overlap_table};
 use crate::spatial_join::{most_specific_per_family, plan_spatial_joins};
+use crate::value::SqlValue;
+use quanta_core::{
+    DataId, DataIdValue, DatasetRef, DimensionUniverse, FieldType, REGION_ID_COLUMN,
+};
 
 /// Values for `:name` bind parameters of a `--where` expression.
 pub type Binds = HashMap<String, SqlValue>;
@@ -29,7 +30,8 @@ pub(crate) struct QueryBuilder<'u> {
     pub(crate) universe: &'u DimensionUniverse,
     pub(crate) from: Vec<String>,
     pub(crate) conditions: Vec<String>,
-    pub(crate) params: Vec<SqlValue>,
+    /// The statement's parameters, numbered in its dialect.
+    pub(crate) params: Parameters,
     pub(crate) values: BTreeMap<String, String>,
     pub(crate) aliases: BTreeMap<String, String>,
     /// The overlap tables the query's spatial joins read.
@@ -37,12 +39,12 @@ pub(crate) struct QueryBuilder<'u> {
 }
 
 impl<'u> QueryBuilder<'u> {
-    pub(crate) fn new(universe: &'u DimensionUniverse) -> Self {
+    pub(crate) fn new(universe: &'u DimensionUniverse, dialect: Dialect) -> Self {
         Self {
             universe,
             from: Vec::new(),
             conditions: Vec::new(),
-            params: Vec::new(),
+            params: Parameters::new(dialect),
             values: BTreeMap::new(),
             aliases: BTreeMap::new(),
             overlap_tables: Vec::new(),
@@ -377,9 +379,8 @@ impl<'u> QueryBuilder<'u> {
                 self.find(ident).and_then(|(.., p)| p.clone())
             }
         }
-        let compiled = expr::compile(&parsed, &Memo(&resolved), binds)?;
-        self.conditions.push(format!("({})", compiled.sql));
-        self.params.extend(compiled.params);
+        let compiled = expr::compile_into(&parsed, &Memo(&resolved), binds, &mut self.params)?;
+        self.conditions.push(format!("({compiled})"));
         Ok(())
     }
 
@@ -437,7 +438,7 @@ impl Registry {
         binds: &Binds,
     ) -> Result<Vec<DataId>> {
         let group = self.universe.conform(dimensions)?;
-        let mut builder = QueryBuilder::new(&self.universe);
+        let mut builder = QueryBuilder::new(&self.universe, self.dialect());
         // Spatial joins first: their elements (`visit_detector`) then supply
         // the dimensions they require.
         self.add_spatial_joins(&mut builder, &group)?;
@@ -458,7 +459,7 @@ impl Registry {
         );
         tracing::debug!(%sql, "query_data_ids");
         let mut stmt = self.conn.prepare(&sql)?;
-        let mut rows = stmt.query(rusqlite::params_from_iter(builder.params.iter()))?;
+        let mut rows = stmt.query(rusqlite::params_from_iter(builder.params.values()))?;
         let mut out = Vec::new();
         while let Some(row) = rows.next()? {
             let mut data_id = DataId::empty();
@@ -497,36 +498,19 @@ impl Registry {
             // rank → dataset; keyed by data ID for find-first.
             let mut best: BTreeMap<String, (usize, FoundDataset)> = BTreeMap::new();
             for (rank, collection) in search_path.iter().enumerate() {
-                if find_first && collection.collection_type == CollectionType::Calibration {
+                let Some(membership) = Membership::of(collection.collection_type) else {
+                    continue;
+                };
+                // Find-first has no time to pick one certification by.
+                if find_first && membership.validity.is_some() {
                     continue;
                 }
-                let mut builder = QueryBuilder::new(&self.universe);
-                builder.from.push("dataset AS d".into());
+                let mut builder = QueryBuilder::new(&self.universe, self.dialect());
+                builder.from.push(membership.from.into());
                 builder.from.push("collection AS run".into());
                 builder.conditions.push("run.id = d.run_id".into());
-                builder.conditions.push("d.dataset_type_id = ?".into());
-                builder.params.push(SqlValue::Integer(type_id));
-                match collection.collection_type {
-                    CollectionType::Run => {
-                        builder.conditions.push("d.run_id = ?".into());
-                        builder.params.push(SqlValue::Integer(collection.id));
-                    }
-                    CollectionType::Tagged => {
-                        builder.from.push("dataset_tags AS m".into());
-                        builder
-                            .conditions
-                            .push("m.dataset_id = d.id AND m.collection_id = ?".into());
-                        builder.params.push(SqlValue::Integer(collection.id));
-                    }
-                    CollectionType::Calibration => {
-                        builder.from.push("dataset_calibs AS m".into());
-                        builder
-                            .conditions
-                            .push("m.dataset_id = d.id AND m.collection_id = ?".into());
-                        builder.params.push(SqlValue::Integer(collection.id));
-                    }
-                    CollectionType::Chained => continue,
-                }
+                let member = membership.conditions(&mut builder.params, type_id, collection.id);
+                builder.conditions.push(member);
                 for dim in dt.dimensions.iter() {
                     builder
                         .values
@@ -543,7 +527,7 @@ impl Registry {
                 let dims_json =
                     serde_json::to_string(&dt.dimensions.names).expect("names serialize");
                 let mut stmt = self.conn.prepare_cached(&sql)?;
-                let mut rows = stmt.query(rusqlite::params_from_iter(builder.params.iter()))?;
+                let mut rows = stmt.query(rusqlite::params_from_iter(builder.params.values()))?;
                 while let Some(row) = rows.next()? {
                     let key: String = row.get(1)?;
                     if find_first && best.contains_key(&key) {

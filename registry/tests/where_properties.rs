@@ -15,8 +15,8 @@ use std::collections::{BTreeSet, HashMap};
 use proptest::prelude::*;
 use quanta_core::{DataIdValue, DimensionUniverse};
 use quanta_registry::expr::{parse, CompareOp, Identifier, InItem, Literal, Node, Operand, Shape};
+use quanta_registry::SqlValue as Value;
 use quanta_registry::{Binds, Registry};
-use rusqlite::types::Value;
 use serde_json::json;
 
 // ---------------------------------------------------------------------------

@@ -2,12 +2,13 @@
 //!
 //! The only text copied into the SQL is the caller's trusted column
 //! expressions and fixed operator spellings; every literal and bind value
-//! becomes a `?` with its value in [`CompiledWhere::params`].
+//! becomes a numbered placeholder of the statement's [`Parameters`], in the
+//! statement's [`Dialect`].
 //!
-//! `region OVERLAPS shape` becomes `quanta_region_overlaps(<column>, ?)`
-//! (the SQL function of `region_sql`, registered on every registry
-//! connection) with one parameter: the shape built here, a circle (a point
-//! is one of radius 0), encoded as the registry stores regions.
+//! `region OVERLAPS shape` becomes `quanta_region_overlaps(<column>, ?N)`
+//! (the SQL function every backend provides, see
+//! [`REGION_OVERLAPS`]) with one parameter: the shape built here, a circle
+//! (a point is one of radius 0), encoded as the registry stores regions.
 //!
 //! A sky pixel (`healpix8 = 12345`, `healpix8 IN (...)`) is no column: it
 //! matches when every region of the query's data ID overlaps that HEALPix
@@ -16,13 +17,12 @@
 
 use std::collections::HashMap;
 
-use quanta_core::FieldType;
-use quanta_spatial::{Circle, Region};
-use rusqlite::types::Value;
-
 use super::parser::{CompareOp, Expr, Identifier, InItem, Literal, Node, Operand, Shape};
 use super::ExprError;
-use crate::region_sql::REGION_OVERLAPS;
+use crate::dialect::{Dialect, Parameters, REGION_OVERLAPS};
+use crate::value::SqlValue as Value;
+use quanta_core::FieldType;
+use quanta_spatial::{Circle, Region};
 
 /// A column the caller has validated and placed in its query.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,32 +70,48 @@ pub trait ColumnResolver {
 }
 
 /// A SQL boolean expression (parenthesised or a single function call, so
-/// safe to combine) and its `?` parameters, in order.
+/// safe to combine) and its parameters, numbered from 1 in order.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CompiledWhere {
     pub sql: String,
     pub params: Vec<Value>,
 }
 
-/// Compiles `expr`, resolving identifiers through `resolver` and `:name`
-/// binds from `binds` (unused binds are ignored).
+/// Compiles `expr` on its own into `dialect`, resolving identifiers through
+/// `resolver` and `:name` binds from `binds` (unused binds are ignored).
 pub fn compile(
     expr: &Expr,
     resolver: &dyn ColumnResolver,
     binds: &HashMap<String, Value>,
+    dialect: Dialect,
 ) -> Result<CompiledWhere, ExprError> {
+    let mut params = Parameters::new(dialect);
+    let sql = compile_into(expr, resolver, binds, &mut params)?;
+    Ok(CompiledWhere {
+        sql,
+        params: params.into_values(),
+    })
+}
+
+/// Compiles `expr` as part of a larger statement: its values are bound
+/// after those already in `params`, and the SQL returned numbers its
+/// placeholders accordingly. On an error, `params` may hold some of the
+/// expression's values; the statement is then abandoned.
+pub fn compile_into(
+    expr: &Expr,
+    resolver: &dyn ColumnResolver,
+    binds: &HashMap<String, Value>,
+    params: &mut Parameters,
+) -> Result<String, ExprError> {
     let mut compiler = Compiler {
         text: expr.text(),
         resolver,
         binds,
         sql: String::new(),
-        params: Vec::new(),
+        params,
     };
     compiler.node(&expr.root)?;
-    Ok(CompiledWhere {
-        sql: compiler.sql,
-        params: compiler.params,
-    })
+    Ok(compiler.sql)
 }
 
 /// The comparison class of a column or value.
@@ -183,7 +199,7 @@ struct Compiler<'a> {
     resolver: &'a dyn ColumnResolver,
     binds: &'a HashMap<String, Value>,
     sql: String,
-    params: Vec<Value>,
+    params: &'a mut Parameters,
 }
 
 impl Compiler<'_> {
@@ -257,9 +273,12 @@ impl Compiler<'_> {
                         ),
                     ));
                 }
-                self.sql.push('(');
+                let mut column = String::new();
+                std::mem::swap(&mut column, &mut self.sql);
                 self.emit(&t);
-                self.sql.push_str(" <> 0)");
+                std::mem::swap(&mut column, &mut self.sql);
+                let truth = self.params.dialect().is_true(&column);
+                self.sql.push_str(&truth);
                 Ok(())
             }
             Node::Overlaps { region, shape, .. } => self.overlaps(region, shape),
@@ -282,7 +301,7 @@ impl Compiler<'_> {
         ))
     }
 
-    /// `quanta_region_overlaps(<column>, ?)` with the shape as the parameter.
+    /// `quanta_region_overlaps(<column>, ?N)` with the shape as the parameter.
     fn overlaps(&mut self, region: &Identifier, shape: &Shape) -> Result<(), ExprError> {
         let resolved = self
             .resolver
@@ -303,8 +322,9 @@ impl Compiler<'_> {
         self.sql.push_str(REGION_OVERLAPS);
         self.sql.push('(');
         self.sql.push_str(&resolved.sql);
-        self.sql.push_str(", ?)");
-        self.params.push(Value::Blob(blob));
+        self.sql.push_str(", ");
+        self.params.push(&mut self.sql, Value::Blob(blob));
+        self.sql.push(')');
         Ok(())
     }
 
@@ -467,15 +487,18 @@ impl Compiler<'_> {
                 first = false;
                 self.sql.push('(');
                 self.emit(&l);
-                self.sql.push_str(" BETWEEN ? AND ?");
-                self.params.push(Value::Integer(*start));
-                self.params.push(Value::Integer(*stop));
+                self.sql.push_str(" BETWEEN ");
+                self.params.push(&mut self.sql, Value::Integer(*start));
+                self.sql.push_str(" AND ");
+                self.params.push(&mut self.sql, Value::Integer(*stop));
                 if *stride != 1 {
                     self.sql.push_str(" AND (");
                     self.emit(&l);
-                    self.sql.push_str(" - ?) % ? = 0");
-                    self.params.push(Value::Integer(*start));
-                    self.params.push(Value::Integer(*stride));
+                    self.sql.push_str(" - ");
+                    self.params.push(&mut self.sql, Value::Integer(*start));
+                    self.sql.push_str(") % ");
+                    self.params.push(&mut self.sql, Value::Integer(*stride));
+                    self.sql.push_str(" = 0");
                 }
                 self.sql.push(')');
             }
@@ -625,14 +648,14 @@ impl Compiler<'_> {
             if i > 0 {
                 self.sql.push_str(" AND ");
             }
+            // Levels are at most 24: indices < 2^52.
+            let lo = self.params.bind(Value::Integer(lo as i64));
+            let hi = self.params.bind(Value::Integer(hi as i64));
+            let shape = self.params.bind(Value::Blob(polygon.clone()));
             self.sql.push_str(&format!(
-                "EXISTS (SELECT 1 FROM {} AS hp WHERE hp.region_id = {} AND hp.skypix >= ? AND hp.skypix < ?) AND {REGION_OVERLAPS}({}, ?)",
+                "EXISTS (SELECT 1 FROM {} AS hp WHERE hp.region_id = {} AND hp.skypix >= {lo} AND hp.skypix < {hi}) AND {REGION_OVERLAPS}({}, {shape})",
                 r.skypix_table, r.region_id, r.region
             ));
-            // Levels are at most 24: indices < 2^52.
-            self.params.push(Value::Integer(lo as i64));
-            self.params.push(Value::Integer(hi as i64));
-            self.params.push(Value::Blob(polygon.clone()));
         }
         self.sql.push(')');
         Ok(())
@@ -641,10 +664,7 @@ impl Compiler<'_> {
     fn emit(&mut self, t: &Typed) {
         match t {
             Typed::Column { sql, .. } => self.sql.push_str(sql),
-            Typed::Value { value, .. } => {
-                self.sql.push('?');
-                self.params.push(value.clone());
-            }
+            Typed::Value { value, .. } => self.params.push(&mut self.sql, value.clone()),
         }
     }
 

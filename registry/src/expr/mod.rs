@@ -24,7 +24,7 @@ mod print;
 mod tests;
 
 pub use compile::{
-    compile, ColumnResolver, CompiledWhere, ResolvedColumn, SkyPixel, SkyPixelRegion,
+    compile, compile_into, ColumnResolver, CompiledWhere, ResolvedColumn, SkyPixel, SkyPixelRegion,
 };
 pub use parser::{parse, CompareOp, Expr, Identifier, InItem, Literal, Node, Operand, Shape};
 

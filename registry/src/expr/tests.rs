@@ -2,11 +2,12 @@
 
 use std::collections::HashMap;
 
+use crate::value::SqlValue as Value;
 use quanta_core::FieldType;
 use quanta_spatial::{Circle, ConvexPolygon, Region};
-use rusqlite::types::Value;
 use rusqlite::Connection;
 
+use super::compile::compile_into;
 use super::*;
 
 /// Resolves a fixed set of names onto the single test table `t`.
@@ -41,7 +42,7 @@ fn parse_some(text: &str) -> Expr {
 
 fn compile_with(text: &str, binds: &HashMap<String, Value>) -> Result<CompiledWhere, ExprError> {
     match parse(text)? {
-        Some(e) => compile(&e, &TestResolver, binds),
+        Some(e) => compile(&e, &TestResolver, binds, crate::Dialect::Sqlite),
         None => panic!("{text:?} is empty"),
     }
 }
@@ -131,7 +132,7 @@ fn empty_expression_means_no_constraint() {
 #[test]
 fn comparisons_compile_to_parameters() {
     let c = compile_text("exposure.exposure_time >= 30.0").unwrap();
-    assert_eq!(c.sql, "(t.exposure_time >= ?)");
+    assert_eq!(c.sql, "(t.exposure_time >= ?1)");
     assert_eq!(c.params, vec![Value::Real(30.0)]);
 
     for (op, sql) in [
@@ -144,7 +145,7 @@ fn comparisons_compile_to_parameters() {
         (">=", ">="),
     ] {
         let c = compile_text(&format!("detector {op} -7")).unwrap();
-        assert_eq!(c.sql, format!("(t.detector {sql} ?)"));
+        assert_eq!(c.sql, format!("(t.detector {sql} ?1)"));
         assert_eq!(c.params, vec![Value::Integer(-7)]);
     }
 
@@ -152,7 +153,7 @@ fn comparisons_compile_to_parameters() {
         .unwrap();
     assert_eq!(
         c.sql,
-        "((t.instrument = ?) AND (t.band = ?) AND (t.full_name = ?))"
+        "((t.instrument = ?1) AND (t.band = ?2) AND (t.full_name = ?3))"
     );
     assert_eq!(
         c.params,
@@ -175,14 +176,14 @@ fn in_lists_compile_ranges_without_expanding_them() {
     let c = compile_text("exposure IN (1, 2, 5..9, 10..20:2)").unwrap();
     assert_eq!(
         c.sql,
-        "((t.exposure IN (?, ?) OR (t.exposure BETWEEN ? AND ?) OR \
-         (t.exposure BETWEEN ? AND ? AND (t.exposure - ?) % ? = 0)))"
+        "((t.exposure IN (?1, ?2) OR (t.exposure BETWEEN ?3 AND ?4) OR \
+         (t.exposure BETWEEN ?5 AND ?6 AND (t.exposure - ?7) % ?8 = 0)))"
     );
     let ints = |v: &[i64]| v.iter().map(|&i| Value::Integer(i)).collect::<Vec<_>>();
     assert_eq!(c.params, ints(&[1, 2, 5, 9, 10, 20, 10, 2]));
 
     let c = compile_text("exposure NOT IN (0..9000000000000000000)").unwrap();
-    assert_eq!(c.sql, "(NOT ((t.exposure BETWEEN ? AND ?)))");
+    assert_eq!(c.sql, "(NOT ((t.exposure BETWEEN ?1 AND ?2)))");
     assert_eq!(c.params, ints(&[0, 9_000_000_000_000_000_000]));
 }
 
@@ -301,7 +302,7 @@ fn quotes_and_sql_in_strings_are_only_parameters() {
     let conn = db(0..4, 0..1);
     let text = "instrument = 'x''; DROP TABLE dataset; --'";
     let c = compile_text(text).unwrap();
-    assert_eq!(c.sql, "(t.instrument = ?)");
+    assert_eq!(c.sql, "(t.instrument = ?1)");
     assert_eq!(
         c.params,
         vec![Value::Text("x'; DROP TABLE dataset; --".into())]
@@ -466,7 +467,7 @@ fn binds_are_parameters_and_must_be_supplied() {
     let c = compile_with(text, &binds).unwrap();
     assert_eq!(
         c.sql,
-        "((t.exposure_time > ?) AND (t.instrument = ?) AND ((t.detector IN (?, ?))))"
+        "((t.exposure_time > ?1) AND (t.instrument = ?2) AND ((t.detector IN (?3, ?4))))"
     );
     assert_eq!(
         c.params,
@@ -822,13 +823,13 @@ fn overlaps_argument_ranges_and_binds_are_checked_at_their_column() {
 #[test]
 fn overlaps_compiles_to_the_function_with_the_shape_as_one_blob() {
     let c = compile_text("visit.region OVERLAPS POINT(10, -5.5)").unwrap();
-    assert_eq!(c.sql, "quanta_region_overlaps(t.region, ?)");
+    assert_eq!(c.sql, "quanta_region_overlaps(t.region, ?1)");
     assert_eq!(c.params, vec![circle_blob(10.0, -5.5, 0.0)]);
 
     let c = compile_text("visit.region OVERLAPS CIRCLE(-10, 90, 0.25) AND exposure = 2").unwrap();
     assert_eq!(
         c.sql,
-        "(quanta_region_overlaps(t.region, ?) AND (t.exposure = ?))"
+        "(quanta_region_overlaps(t.region, ?1) AND (t.exposure = ?2))"
     );
     assert_eq!(
         c.params,
@@ -847,7 +848,7 @@ fn overlaps_compiles_to_the_function_with_the_shape_as_one_blob() {
     .unwrap();
     assert_eq!(
         c.sql,
-        "((NOT quanta_region_overlaps(t.region, ?)) OR quanta_region_overlaps(t.region, ?))"
+        "((NOT quanta_region_overlaps(t.region, ?1)) OR quanta_region_overlaps(t.region, ?2))"
     );
     assert_eq!(
         c.params,
@@ -862,7 +863,7 @@ fn overlaps_compiles_to_the_function_with_the_shape_as_one_blob() {
 #[test]
 fn overlaps_selects_the_rows_whose_region_it_touches() {
     let conn = Connection::open_in_memory().unwrap();
-    crate::region_sql::register_region_functions(&conn).unwrap();
+    crate::sqlite::region_functions::register_region_functions(&conn).unwrap();
     conn.execute_batch("CREATE TABLE t (exposure INTEGER, region BLOB)")
         .unwrap();
     let square = |ra: f64| {
@@ -913,4 +914,34 @@ fn overlaps_selects_the_rows_whose_region_it_touches() {
         vec![2],
         "a NULL region matches neither OVERLAPS nor its negation"
     );
+}
+
+#[test]
+fn the_postgres_dialect_numbers_dollar_placeholders_and_tests_booleans_natively() {
+    let e = parse_some("exposure.can_see_sky AND exposure IN (3, 5..9) AND instrument = :inst");
+    let binds: HashMap<String, Value> = [("inst".to_string(), Value::Text("Cam".into()))]
+        .into_iter()
+        .collect();
+    let c = compile(&e, &TestResolver, &binds, crate::Dialect::Postgres).unwrap();
+    assert_eq!(
+        c.sql,
+        "((t.can_see_sky) AND ((t.exposure IN ($1) OR (t.exposure BETWEEN $2 AND $3))) \
+         AND (t.instrument = $4))"
+    );
+    assert_eq!(
+        c.params,
+        vec![
+            Value::Integer(3),
+            Value::Integer(5),
+            Value::Integer(9),
+            Value::Text("Cam".into())
+        ]
+    );
+    // Embedded after a statement's own parameters, numbering goes on.
+    let mut params = crate::dialect::Parameters::new(crate::Dialect::Postgres);
+    let type_id = params.bind(Value::Integer(11));
+    let sql = compile_into(&e, &TestResolver, &binds, &mut params).unwrap();
+    assert_eq!(type_id, "$1");
+    assert!(sql.contains("t.instrument = $5"), "{sql}");
+    assert_eq!(params.len(), 5);
 }

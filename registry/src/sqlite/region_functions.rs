@@ -17,8 +17,7 @@ use rusqlite::functions::{Context, FunctionFlags};
 use rusqlite::types::ValueRef;
 use rusqlite::Connection;
 
-/// The name of the overlap function in SQL.
-pub(crate) const REGION_OVERLAPS: &str = "quanta_region_overlaps";
+use crate::dialect::REGION_OVERLAPS;
 
 /// Registers the region functions on `conn`. Deterministic and free of side
 /// effects, so SQLite may use them in indexes, views and triggers too.

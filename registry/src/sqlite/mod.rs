@@ -1,0 +1,26 @@
+//! The SQLite backend: what only an embedded SQLite file has. Opening,
+//! tuning and checkpointing connections ([`connection`]), SQLite's errors
+//! classified for callers ([`error`]), values bound through rusqlite
+//! ([`value`]), the region SQL functions registered on each connection
+//! ([`region_functions`]), SQLite's allocator ([`alloc`]) and the
+//! copy-free statement of the merge's hot path ([`static_statement`]).
+//!
+//! The registry's modules still run their statements on the rusqlite
+//! connection directly; the SQL they write is in the [`Dialect`] common to
+//! both backends where it can be.
+//!
+//! [`Dialect`]: crate::dialect::Dialect
+
+pub(crate) mod alloc;
+mod connection;
+mod error;
+pub(crate) mod region_functions;
+pub(crate) mod static_statement;
+pub(crate) mod value;
+
+#[cfg(test)]
+pub(crate) use connection::PAGE_SIZE;
+pub(crate) use connection::{
+    create, has_table, open, run_read_only, set_durable_commits, BulkWriting,
+};
+pub(crate) use value::value_to_json;
