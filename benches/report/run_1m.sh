@@ -61,4 +61,4 @@ measure "report, clean run" clean-report.html "$quanta" report demo/repo demo/ru
 measure "status, clean run" clean-status.html "$quanta" status demo/demo.qb
 measure "report, failing run" failing-report.html "$quanta" report demo/repo demo/failing
 measure "status, failing run" failing-status.html "$quanta" status failing.qb
-grep -c 'class="failure-row"' failing-report.html | sed 's/^/failure rows on the failing page: /'
+grep -o 'class="failure-row"' failing-report.html | wc -l | sed 's/^/failure rows on the failing page: /'
