@@ -8,8 +8,9 @@
 //! setting, an `ExposureF` output is one file per component plus an index:
 //! it round-trips (whole, component, cut-out, and as a downstream task's
 //! component inputs), merges, `repo check` verifies it and knows its parts,
-//! a tampered part is refused by check, get and merge, export refuses it by
-//! name, retrieve copies its parts, and removal takes them.
+//! a tampered part is refused by check, get and merge, export and import
+//! (and transfer) carry it as one dataset with its parts and refuse a
+//! tampered part, retrieve copies its parts, and removal takes them.
 
 mod common;
 
@@ -536,25 +537,9 @@ fn disassembled_composites_round_trip_merge_verify_and_refuse_a_tampered_part() 
         assert!(!tampered.starts_with(base), "{tampered} was registered");
     }
 
-    // Export (LSST's export.yaml) has no mapping for ExposureF, one file or
-    // disassembled: refused by name before anything is written.
-    let export_dir = dir.path().join("export");
-    let refused = common::run(&[
-        "export",
-        &repo_s,
-        export_dir.to_str().unwrap(),
-        "--collections",
-        "u/test/a",
-        "--dataset-type",
-        "calexpScaled",
-    ]);
-    assert_eq!(refused.status.code(), Some(2), "{}", common::show(&refused));
-    assert!(
-        common::show(&refused).contains("ExposureF"),
-        "{}",
-        common::show(&refused)
-    );
-    assert!(!export_dir.join("export.yaml").exists());
+    // Export, import and transfer carry each composite as one dataset
+    // with its parts.
+    export_import_and_transfer_disassembled(dir.path(), &repo, &index_rel, parts, &data_id);
 
     // Retrieve copies the index and its parts, as they are.
     let retrieved = dir.path().join("retrieved");
@@ -591,6 +576,147 @@ fn disassembled_composites_round_trip_merge_verify_and_refuse_a_tampered_part() 
         })
         .collect();
     assert!(left.is_empty(), "{left:?}");
+}
+
+/// `get` of `dataset_type` (`calexpScaled` or a component of it) from RUN
+/// `u/test/a` of `repo` into `out`, returning the bytes written.
+fn get_scaled(repo: &Path, dataset_type: &str, data_id: &str, out: &Path) -> Vec<u8> {
+    ok(&[
+        "get",
+        repo.to_str().unwrap(),
+        dataset_type,
+        "--data-id",
+        data_id,
+        "--collections",
+        "u/test/a",
+        "--output",
+        out.to_str().unwrap(),
+    ]);
+    std::fs::read(out).unwrap()
+}
+
+/// Export → import and transfer of the disassembled `calexpScaled` of RUN
+/// `u/test/a`: one export entry per composite (its index, formatter
+/// `quanta.disassembled.*`), the parts beside it; the imported and
+/// transferred datasets read back (whole and a component) exactly as in
+/// the source and `repo check` verifies their parts; a tampered part is
+/// refused (exit 1) naming the dataset type, the data ID and the part,
+/// with nothing imported.
+fn export_import_and_transfer_disassembled(
+    dir: &Path,
+    repo: &Path,
+    index_rel: &str,
+    parts: &[Value],
+    data_id: &str,
+) {
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    let export_dir = dir.join("export");
+    let select = [
+        "--collections",
+        "u/test/a",
+        "--dataset-type",
+        "calexpScaled",
+    ];
+    let mut args = vec!["export".to_string(), s(repo), s(&export_dir)];
+    args.extend(select.iter().map(|a| a.to_string()));
+    ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let yaml = std::fs::read_to_string(export_dir.join("export.yaml")).unwrap();
+    assert_eq!(yaml.matches("quanta.disassembled.").count(), 4, "{yaml}");
+    assert!(yaml.contains("storage_class: ExposureF"), "{yaml}");
+    assert!(yaml.contains(index_rel), "{yaml}");
+    let exported_index = export_dir.join(index_rel);
+    for p in parts {
+        assert!(exported_index
+            .with_file_name(p["file"].as_str().unwrap())
+            .is_file());
+    }
+
+    let want_whole = get_scaled(repo, "calexpScaled", data_id, &dir.join("w0.fits"));
+    let want_image = get_scaled(repo, "calexpScaled.image", data_id, &dir.join("i0.fits"));
+    let check_copy = |dest: &Path, tag: &str| {
+        let whole = get_scaled(
+            dest,
+            "calexpScaled",
+            data_id,
+            &dir.join(format!("w{tag}.fits")),
+        );
+        assert_eq!(whole, want_whole, "{tag}: whole");
+        let image = get_scaled(
+            dest,
+            "calexpScaled.image",
+            data_id,
+            &dir.join(format!("i{tag}.fits")),
+        );
+        assert_eq!(image, want_image, "{tag}: image");
+        let found: Vec<Value> = serde_json::from_str(&ok(&[
+            "query-datasets",
+            &s(dest),
+            "--collections",
+            "u/test/a",
+            "--dataset-type",
+            "calexpScaled",
+            "--json",
+        ]))
+        .unwrap();
+        assert_eq!(found.len(), 4, "{tag}");
+        for f in &found {
+            assert!(f["stored"]["path"]
+                .as_str()
+                .unwrap()
+                .ends_with(".parts.json"));
+        }
+        ok(&["repo", "check", &s(dest)]);
+    };
+
+    // A tampered part of the export: refused, named, nothing imported.
+    let dest = dir.join("imported");
+    ok(&["repo", "create", &s(&dest)]);
+    let part = exported_index.with_file_name(parts[2]["file"].as_str().unwrap());
+    let pristine = std::fs::read(&part).unwrap();
+    tamper(&part);
+    let err = fails_with(1, &["import", &s(&dest), &s(&export_dir)]);
+    assert!(err.contains(&s(&part)), "{err}");
+    assert!(
+        err.contains("calexpScaled") && err.contains("exposure: "),
+        "{err}"
+    );
+    assert!(err.contains("part `variance`"), "{err}");
+    assert!(walk(&dest.join("datastore"))
+        .iter()
+        .all(|p| !p.to_string_lossy().contains("calexpScaled")));
+    std::fs::write(&part, &pristine).unwrap();
+    ok(&["import", &s(&dest), &s(&export_dir)]);
+    check_copy(&dest, "imported");
+    // Importing again changes nothing.
+    ok(&["import", &s(&dest), &s(&export_dir)]);
+    check_copy(&dest, "imported again");
+
+    // Transfer, repo to repo: the same guarantees.
+    let third = dir.join("transferred");
+    ok(&["repo", "create", &s(&third)]);
+    let source_part = repo
+        .join("datastore")
+        .join(index_rel)
+        .with_file_name(parts[1]["file"].as_str().unwrap());
+    let pristine = std::fs::read(&source_part).unwrap();
+    tamper(&source_part);
+    let mut args = vec![
+        "transfer".to_string(),
+        s(repo),
+        s(&third),
+        "--transfer".into(),
+        "copy".into(),
+    ];
+    args.extend(select.iter().map(|a| a.to_string()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let err = fails_with(1, &args);
+    assert!(
+        err.contains(&s(&source_part)) && err.contains("part `mask`"),
+        "{err}"
+    );
+    std::fs::write(&source_part, &pristine).unwrap();
+    ok(&args);
+    check_copy(&third, "transferred");
 }
 
 /// The calexp repo of the other tests at `dir/repo`, made with the

@@ -588,6 +588,90 @@ impl Datastore {
         self.write_bytes_at(rel_index, &bytes, formatter.name(), clobber)
     }
 
+    /// The path of `r`'s index when stored disassembled as `storage_class`,
+    /// whatever this datastore's `disassemble` setting: an imported
+    /// disassembled composite stays the parts it is.
+    pub fn disassembled_path_for(
+        &self,
+        r: &DatasetRef,
+        storage_class: &str,
+    ) -> Result<String, DatastoreError> {
+        let formatter = self.formatters.for_storage_class(storage_class)?;
+        self.render_path_as(r, formatter.as_ref(), true)
+    }
+
+    /// The path of component `component` written by the formatter named
+    /// `formatter`, beside the index at `rel_index`.
+    pub fn part_path_for(
+        &self,
+        rel_index: &str,
+        component: &str,
+        formatter: &str,
+    ) -> Result<String, DatastoreError> {
+        let f =
+            self.formatters
+                .by_name(formatter)
+                .ok_or_else(|| DatastoreError::UnknownFormatter {
+                    formatter: formatter.to_string(),
+                    path: rel_index.to_string(),
+                })?;
+        let rel = disassembled::part_path(rel_index, component, f.as_ref());
+        validate_relative_path(&rel)?;
+        Ok(rel)
+    }
+
+    /// Writes the index of a disassembled composite whose parts are in
+    /// place, by ingest's protocol (under its lock): through the fixed
+    /// ingest temporary name (a killed run's is swept by the rerun's
+    /// [`LeftoverSweep`]), then renamed over whatever a killed run left
+    /// there (nothing registered refers to it). Last, as
+    /// [`Datastore::write_disassembled_at`] writes it.
+    pub fn place_index(
+        &self,
+        lock: &IngestLock,
+        sweep: &LeftoverSweep,
+        rel_index: &str,
+        index: &disassembled::PartsIndex,
+    ) -> Result<StoredFileInfo, DatastoreError> {
+        if lock.root != self.root || !disassembled::is_index(rel_index) {
+            return Err(DatastoreError::io(
+                "place a disassembled composite's index",
+                self.root.join(rel_index),
+                io::Error::other("not an index path, or without the ingest lock"),
+            ));
+        }
+        validate_relative_path(rel_index)?;
+        let bytes = serde_json::to_vec(index).map_err(|e| DatastoreError::Encode {
+            what: format!("composite `{rel_index}`"),
+            formatter: index.formatter.clone(),
+            path: rel_index.to_string(),
+            source: e.into(),
+        })?;
+        let dest = self.root.join(rel_index);
+        sweep.dir(parent_of(&dest))?;
+        let tmp = TempFile(Some(ingest_temp_path(&dest)));
+        let mut file = File::create(tmp.path())
+            .map_err(|e| DatastoreError::io("create temporary file", tmp.path(), e))?;
+        file.write_all(&bytes)
+            .map_err(|e| DatastoreError::io("write", tmp.path(), e))?;
+        if self.config.fsync {
+            file.sync_all()
+                .map_err(|e| DatastoreError::io("fsync", tmp.path(), e))?;
+        }
+        drop(file);
+        fs::rename(tmp.path(), &dest).map_err(|e| DatastoreError::io("rename into", &dest, e))?;
+        tmp.disarm();
+        if self.config.fsync {
+            sync_dir(parent_of(&dest))?;
+        }
+        Ok(StoredFileInfo {
+            path: rel_index.to_string(),
+            formatter: index.formatter.clone(),
+            size: bytes.len() as u64,
+            checksum: blake3::hash(&bytes).to_hex().to_string(),
+        })
+    }
+
     /// The paths the parts of a disassembled composite whose index is
     /// `rel_index` may have (every stored component of every composite
     /// storage class whose formatter here disassembles), whether written or
@@ -861,6 +945,24 @@ impl Datastore {
         mode: TransferMode,
         replace: bool,
     ) -> Result<StoredFileInfo, DatastoreError> {
+        let formatter = self.formatters.for_storage_class(storage_class)?;
+        let rel = self.render_path_as(r, formatter.as_ref(), false)?;
+        self.ingest_at(lock, src, &rel, formatter.name(), r, mode, replace)
+    }
+
+    /// [`Datastore::ingest`] to the relative path `rel`, recording
+    /// `formatter`; `what` names the dataset (or the part of one) in errors.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn ingest_at(
+        &self,
+        lock: &IngestLock,
+        src: &Path,
+        rel: &str,
+        formatter: &str,
+        what: &dyn fmt::Display,
+        mode: TransferMode,
+        replace: bool,
+    ) -> Result<StoredFileInfo, DatastoreError> {
         if lock.root != self.root {
             return Err(DatastoreError::io(
                 "ingest without holding its lock",
@@ -870,11 +972,10 @@ impl Datastore {
         }
         let bad_source = |reason: String| DatastoreError::BadIngestSource {
             source_path: src.to_path_buf(),
-            dataset: r.to_string(),
+            dataset: what.to_string(),
             reason,
         };
-        let formatter = self.formatters.for_storage_class(storage_class)?;
-        let rel = self.render_path_as(r, formatter.as_ref(), false)?;
+        let rel = rel.to_string();
         let dest = self.root.join(&rel);
         // Transfers read the file a symlink names: a hard link of the
         // symlink itself would store a link that may be relative.
@@ -890,7 +991,7 @@ impl Datastore {
             if !replace {
                 return Err(DatastoreError::AlreadyExists {
                     path: rel.clone(),
-                    what: r.to_string(),
+                    what: what.to_string(),
                 });
             }
             remove_if_present(&dest)?;
@@ -902,7 +1003,7 @@ impl Datastore {
             }
             Ok(StoredFileInfo {
                 path: rel.clone(),
-                formatter: formatter.name().to_string(),
+                formatter: formatter.to_string(),
                 size,
                 checksum,
             })
@@ -912,8 +1013,8 @@ impl Datastore {
                 &real,
                 TempFile(Some(tmp_path.clone())),
                 &rel,
-                formatter.name(),
-                r,
+                formatter,
+                what,
                 durable,
             )
         };
@@ -927,7 +1028,7 @@ impl Datastore {
                     Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
                         Err(DatastoreError::AlreadyExists {
                             path: rel.clone(),
-                            what: r.to_string(),
+                            what: what.to_string(),
                         })
                     }
                     Err(e) if mode == TransferMode::Hardlink => {
@@ -945,7 +1046,7 @@ impl Datastore {
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
                     Err(DatastoreError::AlreadyExists {
                         path: rel.clone(),
-                        what: r.to_string(),
+                        what: what.to_string(),
                     })
                 }
                 Err(e) => Err(DatastoreError::io("symlink into place", &dest, e)),
@@ -988,7 +1089,7 @@ impl Datastore {
         tmp: TempFile,
         rel: &str,
         formatter: &str,
-        r: &DatasetRef,
+        what: &dyn fmt::Display,
         durable: bool,
     ) -> Result<StoredFileInfo, DatastoreError> {
         let dest = self.root.join(rel);
@@ -1016,7 +1117,7 @@ impl Datastore {
             out.write_all(&buf[..n])
                 .map_err(|e| DatastoreError::io("write copy of", src, e))?;
         }
-        self.finish_write(out, tmp, &dest, rel, formatter, r, false, durable)
+        self.finish_write(out, tmp, &dest, rel, formatter, what, false, durable)
     }
 
     /// Whether a file (or symlink) exists at a relative path; `false` for a
@@ -1327,15 +1428,37 @@ impl Datastore {
         expected: Option<(u64, &str)>,
         trust: bool,
     ) -> Result<(StoredFileInfo, Placement), DatastoreError> {
-        use rustix::fs::{linkat, statat, symlinkat, unlinkat, AtFlags, CWD};
         let formatter = self.formatters.for_storage_class(storage_class)?;
         let rel = self.render_path(r, formatter.as_ref())?;
+        let to = (rel.as_str(), formatter.name());
+        self.ingest_expected_at(lock, sweep, real_src, to, r, mode, expected, trust)
+    }
+
+    /// [`Datastore::ingest_expected`] to the relative path `to.0`,
+    /// recording the formatter `to.1`; `what` names the dataset (or the
+    /// part of one) in errors. A disassembled composite's parts come in
+    /// through this, each against its own size and checksum.
+    #[allow(clippy::too_many_arguments)]
+    pub fn ingest_expected_at(
+        &self,
+        lock: &IngestLock,
+        sweep: &LeftoverSweep,
+        real_src: &Path,
+        to: (&str, &str),
+        what: &dyn fmt::Display,
+        mode: TransferMode,
+        expected: Option<(u64, &str)>,
+        trust: bool,
+    ) -> Result<(StoredFileInfo, Placement), DatastoreError> {
+        use rustix::fs::{linkat, statat, symlinkat, unlinkat, AtFlags, CWD};
+        let (rel, formatter) = (to.0.to_string(), to.1);
+        validate_relative_path(&rel)?;
         let dest = self.root.join(&rel);
         let dir = sweep.dir(parent_of(&dest))?;
         let name = Path::new(dest.file_name().unwrap_or_default());
         let info = |size: u64, checksum: String| StoredFileInfo {
             path: rel.clone(),
-            formatter: formatter.name().to_string(),
+            formatter: formatter.to_string(),
             size,
             checksum,
         };
@@ -1348,7 +1471,7 @@ impl Datastore {
             TransferMode::Hardlink | TransferMode::Auto | TransferMode::Symlink
         );
         let copy = || {
-            let stored = self.ingest(lock, real_src, r, storage_class, mode, true)?;
+            let stored = self.ingest_at(lock, real_src, &rel, formatter, what, mode, true)?;
             self.check_expected(&dest, &stored, expected)?;
             Ok((stored, Placement::Written))
         };

@@ -16,9 +16,12 @@ use super::format::{
     CollectionEntry, DatasetEntry, DatasetTypeEntry, ExportDocument, Extras, FileEntry,
     EXPORT_FILE, EXTRAS_FILE,
 };
-use super::mapping::{lsst_formatter, lsst_storage_class};
+use super::mapping::{
+    composite_storage_class, lsst_formatter, lsst_storage_class, DISASSEMBLED_FORMATTER_PREFIX,
+};
 use super::{phase, TransferError};
 use crate::Butler;
+use quanta_datastore::disassembled::is_index;
 
 /// How the files reach the export directory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -211,9 +214,16 @@ impl Butler {
                 .stored
                 .as_ref()
                 .expect("datasets without a file were left out");
+            let disassembled = is_index(&stored.path);
             if !doc.dataset_types.iter().any(|t| t.name == r.dataset_type) {
                 let dt = self.registry.dataset_type_required(&r.dataset_type)?;
-                let storage_class = lsst_storage_class(&dt.storage_class).ok_or_else(|| {
+                let storage_class = lsst_storage_class(&dt.storage_class)
+                    .or_else(|| {
+                        disassembled
+                            .then(|| composite_storage_class(&dt.storage_class))
+                            .flatten()
+                    })
+                    .ok_or_else(|| {
                     TransferError::Unmappable(format!(
                         "dataset type {}: storage class {} has no LSST mapping (see ARCHITECTURE.md, \"Export and import\")",
                         dt.name, dt.storage_class
@@ -226,12 +236,18 @@ impl Butler {
                     is_calibration: dt.is_calibration,
                 });
             }
-            let formatter = lsst_formatter(&stored.formatter).ok_or_else(|| {
-                TransferError::Unmappable(format!(
-                    "{r}: formatter {} has no LSST mapping",
-                    stored.formatter
-                ))
-            })?;
+            let formatter = if disassembled {
+                format!("{DISASSEMBLED_FORMATTER_PREFIX}{}", stored.formatter)
+            } else {
+                lsst_formatter(&stored.formatter)
+                    .ok_or_else(|| {
+                        TransferError::Unmappable(format!(
+                            "{r}: formatter {} has no LSST mapping",
+                            stored.formatter
+                        ))
+                    })?
+                    .to_string()
+            };
             // Query order keeps a type's datasets of one RUN together: the
             // previous entry is nearly always the one (no key to build).
             let same = |i: &usize| {
@@ -258,7 +274,7 @@ impl Butler {
                 dataset_ids: vec![r.id],
                 data_ids: vec![data_id_json(&r.data_id)],
                 path: stored.path.clone(),
-                formatter: Some(formatter.into()),
+                formatter: Some(formatter),
             });
             extras
                 .files
@@ -278,8 +294,19 @@ impl Butler {
             return Ok(());
         }
         let datastore = &self.datastore;
-        found.par_iter().try_for_each(|f| {
-            let rel = &f.stored.as_ref().expect("stored").path;
+        // Every file of each dataset: a disassembled composite's parts
+        // beside its index, at their datastore paths.
+        let mut rels = Vec::with_capacity(found.len());
+        for f in found {
+            let stored = f.stored.as_ref().expect("stored");
+            if is_index(&stored.path) {
+                let info = crate::butler::to_info(stored);
+                rels.extend(datastore.files_of(&info)?.into_iter().map(|i| i.path));
+            } else {
+                rels.push(stored.path.clone());
+            }
+        }
+        rels.par_iter().try_for_each(|rel| {
             let src = datastore.abs_path(rel)?;
             let dest = out.join(rel);
             // The directory is created when the first file into it finds

@@ -25,10 +25,14 @@ use quanta_registry::{ImportBatch, ImportDatasets, ImportStats, NewDataset, Reco
 use serde_json::{Map, Value as Json};
 
 use super::format::{DatasetEntry, ExportDocument, Extras, EXPORT_FILE, EXTRAS_FILE};
-use super::mapping::{quanta_formatter, quanta_storage_class, FileConversion, MAPPINGS};
+use super::mapping::{
+    composite_storage_class, quanta_formatter, quanta_storage_class, FileConversion,
+    DISASSEMBLED_FORMATTER_PREFIX, MAPPINGS,
+};
 use super::{phase, TransferError};
 use crate::butler::to_record;
 use crate::Butler;
+use quanta_datastore::disassembled::is_index;
 
 /// How to import.
 #[derive(Debug, Clone, Copy)]
@@ -68,12 +72,12 @@ pub struct ImportSummary {
 }
 
 /// A dataset whose file is to be transferred.
-struct Planned {
-    dataset_ref: DatasetRef,
-    source: PathBuf,
-    storage_class: &'static str,
-    conversion: FileConversion,
-    expected: Option<(u64, String)>,
+pub(super) struct Planned {
+    pub(super) dataset_ref: DatasetRef,
+    pub(super) source: PathBuf,
+    pub(super) storage_class: &'static str,
+    pub(super) conversion: FileConversion,
+    pub(super) expected: Option<(u64, String)>,
 }
 
 impl Butler {
@@ -344,7 +348,15 @@ impl Butler {
 
     fn remove_imported(&self, stored: &[StoredFileInfo]) {
         for info in stored {
-            if let Err(e) = self.datastore.remove(&info.path) {
+            // A disassembled composite's parts go with its index.
+            let removed = if is_index(&info.path) {
+                self.datastore
+                    .remove_many(std::slice::from_ref(&info.path))
+                    .map(drop)
+            } else {
+                self.datastore.remove(&info.path).map(drop)
+            };
+            if let Err(e) = removed {
                 tracing::warn!("could not remove {} after a failed import: {e}", info.path);
             }
         }
@@ -356,19 +368,19 @@ impl Butler {
 /// and its name, with the symlinks of the name itself followed
 /// (datastores of symlink ingests), looked up relative to the handle.
 #[derive(Default)]
-struct CanonicalDirs(std::collections::HashMap<PathBuf, (PathBuf, rustix::fd::OwnedFd)>);
+pub(super) struct CanonicalDirs(std::collections::HashMap<PathBuf, (PathBuf, rustix::fd::OwnedFd)>);
 
 /// What [`CanonicalDirs::resolve`] found: the canonical path, whether it
 /// is a regular file, and its (device, inode).
-struct Resolved {
-    path: PathBuf,
-    is_file: bool,
-    id: (u64, u64),
+pub(super) struct Resolved {
+    pub(super) path: PathBuf,
+    pub(super) is_file: bool,
+    pub(super) id: (u64, u64),
 }
 
 impl CanonicalDirs {
     /// `path` with every symlink resolved.
-    fn resolve(&mut self, path: &Path) -> std::io::Result<Resolved> {
+    pub(super) fn resolve(&mut self, path: &Path) -> std::io::Result<Resolved> {
         use rustix::fs::{statat, AtFlags, FileType};
         let mut path = path.to_path_buf();
         for _ in 0..40 {
@@ -469,6 +481,15 @@ fn transfer_one(
                     other => other.into(),
                 })
         }
+        FileConversion::Disassembled => super::disassembled::transfer_disassembled(
+            datastore,
+            guard,
+            dirs,
+            (lock, sweep),
+            p,
+            real,
+            options,
+        ),
         FileConversion::YamlToJson => {
             let bytes = fs::read(real).map_err(|e| bad(format!("cannot read: {e}")))?;
             let value: Json = serde_yaml_ng::from_slice(&bytes)
@@ -508,6 +529,16 @@ fn file_mapping(
     dt: &DatasetType,
 ) -> Result<(&'static str, FileConversion), String> {
     let (storage_class, conversion) = match formatter {
+        Some(f) if f.starts_with(DISASSEMBLED_FORMATTER_PREFIX) => (
+            composite_storage_class(&dt.storage_class).ok_or_else(|| {
+                format!(
+                    "formatter {f} is a disassembled composite's, but the dataset type's storage \
+                     class {} is not a composite",
+                    dt.storage_class
+                )
+            })?,
+            FileConversion::Disassembled,
+        ),
         Some(f) => quanta_formatter(f).ok_or_else(|| {
             format!(
                 "formatter {f} has no quanta mapping (see ARCHITECTURE.md, \"Export and import\")"
@@ -631,13 +662,15 @@ fn map_dataset_types(
             .iter()
             .filter(|d| !implied.contains(*d))
             .collect();
-        let storage_class = quanta_storage_class(&t.storage_class).ok_or_else(|| {
-            TransferError::Unmappable(format!(
+        let storage_class = quanta_storage_class(&t.storage_class)
+            .or_else(|| composite_storage_class(&t.storage_class))
+            .ok_or_else(|| {
+                TransferError::Unmappable(format!(
                 "dataset type {}: storage class {} has no quanta mapping (see ARCHITECTURE.md, \
                  \"Export and import\"); nothing was imported",
                 t.name, t.storage_class
             ))
-        })?;
+            })?;
         out.push(DatasetType {
             name: t.name.clone(),
             dimensions: universe

@@ -10,8 +10,22 @@
 //! | `ImageF` | `FitsImageFormatter` | `ImageF` | `lsst.obs.base.formatters.fitsExposure.FitsImageFormatter` |
 //!
 //! Anything else (quanta's `Bytes`, `SourceCatalog`: a plain FITS binary
-//! table that afw's `SourceCatalog` reader would not accept) is refused by
-//! name, on export and on import.
+//! table that afw's `SourceCatalog` reader would not accept; a composite
+//! such as `ExposureF` stored as one file, whose FITS layout is not afw's)
+//! is refused by name, on export and on import.
+//!
+//! A **disassembled** composite (one file per component plus an index,
+//! `quanta_datastore::disassembled`) has no LSST form: daf_butler's own
+//! `FileDatastore.export` raises `NotImplementedError` for disassembled
+//! datasets, and an export entry has one path per dataset. quanta writes
+//! it as one entry whose path is the index (the parts are its siblings in
+//! the export directory) and whose formatter is
+//! [`DISASSEMBLED_FORMATTER_PREFIX`] followed by the composite's quanta
+//! formatter; its dataset type keeps the quanta storage class name
+//! ([`composite_storage_class`]). LSST's reader imports every formatter
+//! class while loading the file, before it registers anything, so it
+//! refuses such an export as a whole, naming the formatter (no module
+//! `quanta`), rather than misreading an index as an exposure.
 
 /// One row of the mapping.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,6 +56,10 @@ pub const MAPPINGS: &[ClassMapping] = &[
 /// converted to JSON on import.
 pub const LSST_YAML_FORMATTER: &str = "lsst.daf.butler.formatters.yaml.YamlFormatter";
 
+/// How the formatter of a disassembled composite's export entry starts
+/// (see the module doc).
+pub const DISASSEMBLED_FORMATTER_PREFIX: &str = "quanta.disassembled.";
+
 /// How an LSST file becomes a quanta file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FileConversion {
@@ -49,6 +67,19 @@ pub enum FileConversion {
     None,
     /// YAML data read and written again as JSON.
     YamlToJson,
+    /// A disassembled composite's index: the parts it lists come with it,
+    /// each verified against its own size and checksum.
+    Disassembled,
+}
+
+/// A composite storage class of quanta (one with stored components), by
+/// its name: the storage class of a disassembled composite's dataset type
+/// in an export, both ways.
+pub fn composite_storage_class(name: &str) -> Option<&'static str> {
+    quanta_core::StorageClasses::builtin()
+        .get(name)
+        .filter(|def| def.is_composite())
+        .map(|def| def.name.as_str())
 }
 
 /// The LSST storage class of a quanta one.

@@ -9,6 +9,7 @@
 //! room for), which LSST never reads. The storage-class and formatter
 //! mapping is in [`mapping`].
 
+mod disassembled;
 pub mod export;
 mod fast_yaml;
 pub mod format;
