@@ -14,13 +14,16 @@
 //! removal of RUNs, datasets, collections and tags ([`remove`]: mark in the
 //! registry's trash, unlink, delete), export and import in the LSST
 //! export format ([`transfers`]) and the check of registry against
-//! datastore with its repair ([`check`]). Must not:
+//! datastore with its repair ([`check`]), and the repository as a task's
+//! `quanta_limited_registry::LimitedButler` (`limited.rs`: a quantum run
+//! against the full repository). Must not:
 //! write SQL (the registry does) or encode files (the datastore does).
 
 mod butler;
 pub mod check;
 mod error;
 mod ingest;
+mod limited;
 mod manifest;
 pub mod merge;
 pub mod provenance;

@@ -16,6 +16,7 @@ mod plugins;
 mod preflight_cmds;
 mod remove_cmds;
 mod repo_cmds;
+mod run_quantum;
 mod skymap_cmds;
 mod transfer_cmds;
 
@@ -101,6 +102,9 @@ enum Command {
     Bundle(preflight_cmds::BundleCommand),
     /// Execute a whole bundle on this machine (resumable).
     Run(exec_cmds::RunArgs),
+    /// Run one quantum directly against the repository (outputs into a RUN, provenance recorded).
+    #[command(name = "run-quantum")]
+    RunQuantum(run_quantum::RunQuantumArgs),
     /// Execute one batch job's quanta of a bundle (a cluster or a list).
     Worker(exec_cmds::WorkerArgs),
     /// Fold a bundle's journals into the registry: verify outputs, register datasets and provenance.
@@ -176,6 +180,7 @@ fn main() -> ExitCode {
         Command::Bundle(cmd) => preflight_cmds::bundle(cmd),
         Command::Run(args) => exec_cmds::run(args),
         Command::Worker(args) => exec_cmds::worker(args),
+        Command::RunQuantum(args) => run_quantum::run_quantum(args),
         Command::Merge(args) => merge_cmds::merge(args),
         Command::Status(args) => merge_cmds::status(args),
         Command::Provenance(args) => merge_cmds::provenance(args),

@@ -1,5 +1,6 @@
-//! [`LimitedRegistry`] (a bundle plus its datastore) and [`LimitedButler`]
-//! (get/put for one attempt of one quantum).
+//! [`LimitedRegistry`] (a bundle plus its datastore) and
+//! [`QuantumBackedButler`] (the [`LimitedButler`] of one attempt of one
+//! quantum).
 
 use std::collections::{HashMap, HashSet};
 use std::io::Read;
@@ -12,13 +13,12 @@ use quanta_core::pipeline::TaskDef;
 use quanta_core::{Bundle, BundleQuantum, BundleRef, DataId, DataIdValue, WrittenOutput};
 use quanta_datastore::{
     temp_file_prefix, Datastore, DatastoreConfig, DatastoreError, FormatterRegistry,
-    InMemoryDataset, JsonFormatter, ReadParameters,
+    InMemoryDataset,
 };
-use serde::de::DeserializeOwned;
-use serde::Serialize;
 use uuid::Uuid;
 
 use crate::error::LimitedRegistryError as Error;
+use crate::limited_butler::{record_key, record_matches, DimensionRecord, LimitedButler, ReadSpec};
 
 type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -39,9 +39,6 @@ pub struct LimitedRegistry {
     records: OnceLock<RecordIndex>,
 }
 
-/// A dimension record: field name → value, as the registry returned it.
-pub type DimensionRecord = serde_json::Map<String, serde_json::Value>;
-
 /// The bundle's dimension records by element, each element's records
 /// indexed by the value of their key field (`id` or `name`).
 #[derive(Debug, Default)]
@@ -50,28 +47,13 @@ struct RecordIndex {
     by_key: HashMap<String, HashMap<DataIdValue, Vec<usize>>>,
 }
 
-/// The key fields of dimension elements: every element of the default
-/// universe names its key `id` or `name`.
-const KEY_FIELDS: [&str; 2] = ["id", "name"];
-
-fn json_to_data_id_value(v: &serde_json::Value) -> Option<DataIdValue> {
-    match v {
-        serde_json::Value::Number(n) => n.as_i64().map(DataIdValue::Int),
-        serde_json::Value::String(s) => Some(DataIdValue::from(s.as_str())),
-        _ => None,
-    }
-}
-
 impl RecordIndex {
     fn new(records: DimensionRecords) -> Self {
         let mut by_key: HashMap<String, HashMap<DataIdValue, Vec<usize>>> = HashMap::new();
         for (element, recs) in &records {
             let index = by_key.entry(element.clone()).or_default();
             for (i, rec) in recs.iter().enumerate() {
-                let key = KEY_FIELDS
-                    .iter()
-                    .find_map(|k| rec.get(*k).and_then(json_to_data_id_value));
-                if let Some(key) = key {
+                if let Some(key) = record_key(rec) {
                     index.entry(key).or_default().push(i);
                 }
             }
@@ -79,22 +61,15 @@ impl RecordIndex {
         Self { records, by_key }
     }
 
-    /// The record of `element` for `data_id`: its key equals the data ID's
-    /// value of `element`, and every other field named like a dimension of
-    /// the data ID (`skymap`, `tract` of a patch) agrees with it.
+    /// The record of `element` for `data_id` (see [`record_matches`]).
     fn find(&self, element: &str, data_id: &DataId) -> Option<&DimensionRecord> {
         let value = data_id.get(element)?;
         let candidates = self.by_key.get(element)?.get(value)?;
         let records = self.records.get(element)?;
-        candidates.iter().map(|&i| &records[i]).find(|rec| {
-            data_id
-                .iter()
-                .filter(|(dim, _)| *dim != element)
-                .all(|(dim, v)| match rec.get(dim) {
-                    None => true,
-                    Some(field) => json_to_data_id_value(field).as_ref() == Some(v),
-                })
-        })
+        candidates
+            .iter()
+            .map(|&i| &records[i])
+            .find(|rec| record_matches(rec, element, data_id))
     }
 }
 
@@ -319,13 +294,13 @@ impl LimitedRegistry {
         index: u32,
         quantum: BundleQuantum,
         replace_existing: bool,
-    ) -> LimitedButler {
+    ) -> QuantumBackedButler {
         let task = Arc::clone(self.task(&quantum));
-        LimitedButler {
+        QuantumBackedButler {
             registry: Arc::clone(self),
             replace: replace_existing || self.clobber(),
             index,
-            quantum,
+            quantum: Arc::new(quantum),
             task,
             written: Vec::new(),
             written_ids: HashSet::new(),
@@ -335,14 +310,15 @@ impl LimitedRegistry {
     }
 }
 
-/// Get/put for one attempt of one quantum: inputs by connection name,
-/// outputs only where the bundle predicted them. Records what was read and
-/// written for the journal.
-pub struct LimitedButler {
+/// Get/put for one attempt of one quantum, backed by a bundle (daf_butler's
+/// `QuantumBackedButler`): inputs are read at the paths the bundle
+/// resolved, outputs written only where it predicted them. Records what was
+/// read and written for the journal.
+pub struct QuantumBackedButler {
     registry: Arc<LimitedRegistry>,
     replace: bool,
     index: u32,
-    quantum: BundleQuantum,
+    quantum: Arc<BundleQuantum>,
     task: Arc<TaskDef>,
     written: Vec<WrittenOutput>,
     written_ids: HashSet<Uuid>,
@@ -350,9 +326,9 @@ pub struct LimitedButler {
     cancelled: Arc<AtomicBool>,
 }
 
-impl std::fmt::Debug for LimitedButler {
+impl std::fmt::Debug for QuantumBackedButler {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LimitedButler")
+        f.debug_struct("QuantumBackedButler")
             .field("quantum", &self.index)
             .field("task", &self.task.label)
             .finish_non_exhaustive()
@@ -365,16 +341,18 @@ fn find<'a>(refs: &'a ConnectionRefs, name: &str) -> Option<&'a [BundleRef]> {
         .map(|(_, r)| r.as_slice())
 }
 
-impl LimitedButler {
+impl QuantumBackedButler {
     pub fn index(&self) -> u32 {
         self.index
     }
 
-    pub fn quantum(&self) -> &BundleQuantum {
+    /// The quantum (shared, so a task context can hold it while the butler
+    /// is borrowed mutably).
+    pub fn quantum(&self) -> &Arc<BundleQuantum> {
         &self.quantum
     }
 
-    pub fn task(&self) -> &TaskDef {
+    pub fn task(&self) -> &Arc<TaskDef> {
         &self.task
     }
 
@@ -386,21 +364,10 @@ impl LimitedButler {
         &self.quantum.data_id
     }
 
-    /// The record of dimension `element` for this quantum's data ID (see
-    /// [`LimitedRegistry::dimension_record`]).
-    pub fn dimension_record(&self, element: &str) -> Result<Option<&DimensionRecord>> {
-        self.registry
-            .dimension_record(element, &self.quantum.data_id)
-    }
-
     /// A flag that, once set, makes every later put fail: an attempt that
     /// timed out must not write after its retry started.
     pub fn cancel_flag(&self) -> Arc<AtomicBool> {
         Arc::clone(&self.cancelled)
-    }
-
-    pub fn is_cancelled(&self) -> bool {
-        self.cancelled.load(Ordering::Relaxed)
     }
 
     fn unknown(&self, kind: &'static str, connection: &str, refs: &ConnectionRefs) -> Error {
@@ -417,41 +384,10 @@ impl LimitedButler {
         }
     }
 
-    /// The refs bound to an input (or prerequisite) connection, in bundle
-    /// order.
-    pub fn input_refs(&self, connection: &str) -> Result<&[BundleRef]> {
-        find(&self.quantum.inputs, connection)
-            .or_else(|| find(&self.quantum.prerequisites, connection))
-            .ok_or_else(|| {
-                let mut all = self.quantum.inputs.clone();
-                all.extend(self.quantum.prerequisites.iter().cloned());
-                self.unknown("input", connection, &all)
-            })
-    }
-
     /// The refs the bundle predicted for an output connection.
     pub fn output_refs(&self, connection: &str) -> Result<&[BundleRef]> {
         find(&self.quantum.outputs, connection)
             .ok_or_else(|| self.unknown("output", connection, &self.quantum.outputs))
-    }
-
-    fn storage_class(&self, connection: &str, dataset_type: &str) -> String {
-        let t = &self.task;
-        t.inputs
-            .iter()
-            .chain(&t.prerequisites)
-            .chain(&t.outputs)
-            .find(|c| c.name == connection)
-            .map(|c| c.storage_class.clone())
-            .or_else(|| {
-                self.registry
-                    .bundle
-                    .dataset_types()
-                    .iter()
-                    .find(|d| d.name == dataset_type)
-                    .map(|d| d.storage_class.clone())
-            })
-            .unwrap_or_else(|| JsonFormatter::STORAGE_CLASS.to_string())
     }
 
     fn ds_err(&self, source: DatastoreError) -> Error {
@@ -462,65 +398,34 @@ impl LimitedButler {
         }
     }
 
-    fn single<'a>(&self, connection: &str, refs: &'a [BundleRef]) -> Result<&'a BundleRef> {
-        match refs {
-            [r] => Ok(r),
-            _ => Err(Error::NotSingle {
-                quantum: self.index,
-                task: self.task.label.clone(),
-                connection: connection.to_string(),
-                n: refs.len(),
-            }),
-        }
-    }
-
-    /// The component an input connection reads of `r` (`wcs` for a
-    /// connection of `calexp.wcs` bound to a `calexp`).
-    fn component_of<'a>(&'a self, connection: &str, r: &BundleRef) -> Option<&'a str> {
-        let t = &self.task;
-        let c = t
-            .inputs
-            .iter()
-            .chain(&t.prerequisites)
-            .find(|c| c.name == connection)?;
-        (c.dataset_type != r.dataset_type)
-            .then(|| c.component())
-            .flatten()
-    }
-
-    fn read_ref(
-        &mut self,
-        connection: &str,
-        r: &BundleRef,
-        parameters: &ReadParameters,
-    ) -> Result<InMemoryDataset> {
-        let component = self.component_of(connection, r).map(str::to_string);
-        if component.is_none()
-            && parameters.is_empty()
-            && !quanta_datastore::disassembled::is_index(&r.path)
-        {
-            return self.read_whole(connection, r);
-        }
-        // The file is the parent's: its storage class picks the formatter;
-        // the parameters are those of what is read.
-        let parent_class = self
-            .registry
+    /// The storage class the bundle registered for `dataset_type`.
+    fn registered_class(&self, dataset_type: &str) -> Option<&str> {
+        self.registry
             .bundle
             .dataset_types()
             .iter()
-            .find(|d| d.name == r.dataset_type)
-            .map(|d| d.storage_class.clone())
-            .unwrap_or_else(|| self.storage_class(connection, &r.dataset_type));
+            .find(|d| d.name == dataset_type)
+            .map(|d| d.storage_class.as_str())
+    }
+
+    /// A component or a read with parameters: the file is the parent's, so
+    /// the parent's storage class picks the formatter; the parameters are
+    /// checked against the class of what is read.
+    fn read_part(&mut self, r: &BundleRef, read: &ReadSpec<'_>) -> Result<InMemoryDataset> {
+        let parent_class = self
+            .registered_class(&r.dataset_type)
+            .unwrap_or(read.storage_class)
+            .to_string();
         let classes = quanta_core::StorageClasses::builtin();
-        match &component {
+        match read.component {
             Some(c) => classes.component_class(&parent_class, c),
             None => Ok(parent_class.as_str()),
         }
-        .and_then(|class| classes.check_parameters(class, parameters.names()))
+        .and_then(|class| classes.check_parameters(class, read.parameters.names()))
         .map_err(|e| Error::BadRead {
             quantum: self.index,
             task: self.task.label.clone(),
-            connection: connection.to_string(),
+            connection: read.connection.to_string(),
             detail: e.to_string(),
         })?;
         let ds = self.registry.datastore();
@@ -535,12 +440,12 @@ impl LimitedButler {
                 size: r.size.unwrap_or_default(),
                 checksum: r.checksum.clone().unwrap_or_default(),
             };
-            ds.read_with(&info, component.as_deref(), parameters)
+            ds.read_with(&info, read.component, read.parameters)
                 .map_err(|e| self.ds_err(e))?
         } else {
             let abs = ds.abs_path(&r.path).map_err(|e| self.ds_err(e))?;
             formatter
-                .read(&abs, component.as_deref(), parameters)
+                .read(&abs, read.component, read.parameters)
                 .map_err(|source| {
                     self.ds_err(DatastoreError::Decode {
                         formatter: formatter.name().to_string(),
@@ -554,12 +459,11 @@ impl LimitedButler {
         Ok(obj)
     }
 
-    fn read_whole(&mut self, connection: &str, r: &BundleRef) -> Result<InMemoryDataset> {
-        let sc = self.storage_class(connection, &r.dataset_type);
+    fn read_whole(&mut self, r: &BundleRef, storage_class: &str) -> Result<InMemoryDataset> {
         let ds = self.registry.datastore();
         let formatter = ds
             .formatters()
-            .for_storage_class(&sc)
+            .for_storage_class(storage_class)
             .map_err(|e| self.ds_err(e))?;
         let bytes = ds.read_bytes(&r.path).map_err(|e| self.ds_err(e))?;
         let obj = formatter.decode(&bytes).map_err(|source| {
@@ -573,82 +477,31 @@ impl LimitedButler {
         Ok(obj)
     }
 
-    /// The one dataset of an input connection, decoded by its storage
-    /// class's formatter; for a component connection (`calexp.wcs`), only
-    /// that component of the parent.
-    pub fn get(&mut self, connection: &str) -> Result<InMemoryDataset> {
-        self.get_with(connection, &ReadParameters::new())
-    }
-
-    /// [`LimitedButler::get`] restricted by read parameters (`bbox`,
-    /// `columns`, `rows`: those of the storage class read).
-    pub fn get_with(
-        &mut self,
-        connection: &str,
-        parameters: &ReadParameters,
-    ) -> Result<InMemoryDataset> {
-        let r = self
-            .single(connection, self.input_refs(connection)?)?
-            .clone();
-        self.read_ref(connection, &r, parameters)
-    }
-
-    /// All datasets of a (`multiple`) input connection, in the order of
-    /// [`LimitedButler::input_refs`].
-    pub fn get_all(&mut self, connection: &str) -> Result<Vec<InMemoryDataset>> {
-        let refs = self.input_refs(connection)?.to_vec();
-        let none = ReadParameters::new();
-        refs.iter()
-            .map(|r| self.read_ref(connection, r, &none))
-            .collect()
-    }
-
-    /// The one dataset of an input connection, deserialized from JSON.
-    pub fn get_json<T: DeserializeOwned>(&mut self, connection: &str) -> Result<T> {
-        let r = self
-            .single(connection, self.input_refs(connection)?)?
-            .clone();
-        self.read_json(&r)
-    }
-
-    /// All datasets of a `multiple` input connection, from JSON, in
-    /// [`LimitedButler::input_refs`] order.
-    pub fn get_all_json<T: DeserializeOwned>(&mut self, connection: &str) -> Result<Vec<T>> {
-        let refs = self.input_refs(connection)?.to_vec();
-        refs.iter().map(|r| self.read_json(r)).collect()
-    }
-
-    fn read_json<T: DeserializeOwned>(&mut self, r: &BundleRef) -> Result<T> {
-        let v = self
-            .registry
-            .datastore()
-            .get_json(&r.path)
-            .map_err(|e| self.ds_err(e))?;
-        self.inputs_used.push(r.id);
-        Ok(v)
-    }
-
-    /// The predicted ref of `connection` for `data_id` (`None`: the only one).
-    fn predicted(&self, connection: &str, data_id: Option<&DataId>) -> Result<BundleRef> {
-        let refs = self.output_refs(connection)?;
-        let found = match data_id {
-            None => Some(self.single(connection, refs)?),
-            Some(d) => refs.iter().find(|r| &r.data_id == d),
-        };
-        found.cloned().ok_or_else(|| Error::UnpredictedOutput {
-            quantum: self.index,
-            task: self.task.label.clone(),
-            connection: connection.to_string(),
-            data_id: data_id.map(|d| d.to_string()).unwrap_or_default(),
-            predicted: refs
-                .iter()
-                .map(|r| r.data_id.to_string())
-                .collect::<Vec<_>>()
-                .join("; "),
-        })
-    }
-
+    /// Refuses a put of a ref the bundle did not predict for this quantum,
+    /// of a cancelled attempt, or of an output already written.
     fn before_write(&self, r: &BundleRef) -> Result<()> {
+        let predicted = self
+            .quantum
+            .outputs
+            .iter()
+            .flat_map(|(_, refs)| refs)
+            .any(|p| p.id == r.id && p.path == r.path);
+        if !predicted {
+            return Err(Error::UnpredictedOutput {
+                quantum: self.index,
+                task: self.task.label.clone(),
+                connection: r.dataset_type.clone(),
+                data_id: r.data_id.to_string(),
+                predicted: self
+                    .quantum
+                    .outputs
+                    .iter()
+                    .flat_map(|(_, refs)| refs)
+                    .map(|p| format!("{} {}", p.dataset_type, p.data_id))
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            });
+        }
         if self.is_cancelled() {
             return Err(Error::Cancelled {
                 quantum: self.index,
@@ -667,7 +520,12 @@ impl LimitedButler {
         Ok(())
     }
 
-    fn write_bytes(&mut self, r: &BundleRef, bytes: &[u8], formatter: &str) -> Result<()> {
+    fn write_bytes(
+        &mut self,
+        r: &BundleRef,
+        bytes: &[u8],
+        formatter: &str,
+    ) -> Result<WrittenOutput> {
         self.before_write(r)?;
         let ds = self.registry.datastore();
         let info = match ds.write_bytes_at(&r.path, bytes, formatter, self.replace) {
@@ -680,8 +538,7 @@ impl LimitedButler {
             other => other,
         }
         .map_err(|e| self.map_write_err(r, e))?;
-        self.record(r, info.size, info.checksum);
-        Ok(())
+        Ok(self.record(r, info.size, info.checksum))
     }
 
     /// Moves the file at `r`'s path into quarantine (see
@@ -719,28 +576,55 @@ impl LimitedButler {
         }
     }
 
-    fn record(&mut self, r: &BundleRef, size: u64, checksum: String) {
-        self.written_ids.insert(r.id);
-        self.written.push(WrittenOutput {
+    fn record(&mut self, r: &BundleRef, size: u64, checksum: String) -> WrittenOutput {
+        let out = WrittenOutput {
             dataset_id: r.id,
             path: r.path.clone(),
             size,
             checksum,
-        });
+        };
+        self.written_ids.insert(r.id);
+        self.written.push(out.clone());
+        out
+    }
+
+    /// A composite predicted disassembled (its path is an index): the
+    /// parts, then the index, under the overwrite rule of any put (for the
+    /// index; parts without their index are this dataset's own leftovers).
+    fn write_disassembled(
+        &mut self,
+        storage_class: &str,
+        r: &BundleRef,
+        obj: &InMemoryDataset,
+    ) -> Result<WrittenOutput> {
+        self.before_write(r)?;
+        let ds = self.registry.datastore();
+        let f = ds
+            .formatters()
+            .for_storage_class(storage_class)
+            .map_err(|e| self.ds_err(e))?;
+        let info = match ds.write_disassembled_at(&r.path, f.as_ref(), obj, self.replace) {
+            Err(DatastoreError::AlreadyExists { .. }) => {
+                self.move_aside(r)?;
+                ds.write_disassembled_at(&r.path, f.as_ref(), obj, false)
+            }
+            other => other,
+        }
+        .map_err(|e| self.map_write_err(r, e))?;
+        Ok(self.record(r, info.size, info.checksum))
     }
 
     fn encode(
         &self,
-        connection: &str,
+        storage_class: &str,
         r: &BundleRef,
         obj: &InMemoryDataset,
     ) -> Result<(Vec<u8>, String)> {
-        let sc = self.storage_class(connection, &r.dataset_type);
         let f = self
             .registry
             .datastore()
             .formatters()
-            .for_storage_class(&sc)
+            .for_storage_class(storage_class)
             .map_err(|e| self.ds_err(e))?;
         let bytes = f.encode(obj).map_err(|source| {
             self.ds_err(DatastoreError::Encode {
@@ -751,82 +635,6 @@ impl LimitedButler {
             })
         })?;
         Ok((bytes, f.name().to_string()))
-    }
-
-    /// Writes the one predicted output of `connection`.
-    pub fn put(&mut self, connection: &str, obj: &InMemoryDataset) -> Result<()> {
-        let r = self.predicted(connection, None)?;
-        if quanta_datastore::disassembled::is_index(&r.path) {
-            return self.write_disassembled(connection, &r, obj);
-        }
-        let (bytes, f) = self.encode(connection, &r, obj)?;
-        self.write_bytes(&r, &bytes, &f)
-    }
-
-    /// A composite predicted disassembled (its path is an index): the
-    /// parts, then the index, under the overwrite rule of any put (for the
-    /// index; parts without their index are this dataset's own leftovers).
-    fn write_disassembled(
-        &mut self,
-        connection: &str,
-        r: &BundleRef,
-        obj: &InMemoryDataset,
-    ) -> Result<()> {
-        self.before_write(r)?;
-        let sc = self.storage_class(connection, &r.dataset_type);
-        let ds = self.registry.datastore();
-        let f = ds
-            .formatters()
-            .for_storage_class(&sc)
-            .map_err(|e| self.ds_err(e))?;
-        let info = match ds.write_disassembled_at(&r.path, f.as_ref(), obj, self.replace) {
-            Err(DatastoreError::AlreadyExists { .. }) => {
-                self.move_aside(r)?;
-                ds.write_disassembled_at(&r.path, f.as_ref(), obj, false)
-            }
-            other => other,
-        }
-        .map_err(|e| self.map_write_err(r, e))?;
-        self.record(r, info.size, info.checksum);
-        Ok(())
-    }
-
-    /// Writes the predicted output of `connection` for `data_id` (for
-    /// connections with several outputs).
-    pub fn put_for(
-        &mut self,
-        connection: &str,
-        data_id: &DataId,
-        obj: &InMemoryDataset,
-    ) -> Result<()> {
-        let r = self.predicted(connection, Some(data_id))?;
-        if quanta_datastore::disassembled::is_index(&r.path) {
-            return self.write_disassembled(connection, &r, obj);
-        }
-        let (bytes, f) = self.encode(connection, &r, obj)?;
-        self.write_bytes(&r, &bytes, &f)
-    }
-
-    /// Writes the one predicted output of a Json connection, serialized
-    /// straight from `value`.
-    pub fn put_json<T: Serialize + ?Sized>(&mut self, connection: &str, value: &T) -> Result<()> {
-        let r = self.predicted(connection, None)?;
-        let sc = self.storage_class(connection, &r.dataset_type);
-        if sc != JsonFormatter::STORAGE_CLASS {
-            let v = serde_json::to_value(value).map_err(|e| self.json_err(&r, e))?;
-            return self.put(connection, &InMemoryDataset::Json(v));
-        }
-        let bytes = serde_json::to_vec(value).map_err(|e| self.json_err(&r, e))?;
-        self.write_bytes(&r, &bytes, JsonFormatter::NAME)
-    }
-
-    fn json_err(&self, r: &BundleRef, e: serde_json::Error) -> Error {
-        self.ds_err(DatastoreError::Encode {
-            what: format!("{} {}", r.dataset_type, r.data_id),
-            formatter: JsonFormatter::NAME.to_string(),
-            path: r.path.clone(),
-            source: e.into(),
-        })
     }
 
     /// Moves a file an external command wrote (at a temporary path beside
@@ -925,6 +733,54 @@ impl LimitedButler {
     pub fn into_records(self) -> (Vec<WrittenOutput>, Vec<Uuid>) {
         let used = self.inputs_used();
         (self.written, used)
+    }
+}
+
+impl LimitedButler for QuantumBackedButler {
+    fn get(&mut self, r: &BundleRef, read: &ReadSpec<'_>) -> Result<InMemoryDataset> {
+        if read.is_whole() && !quanta_datastore::disassembled::is_index(&r.path) {
+            return self.read_whole(r, read.storage_class);
+        }
+        self.read_part(r, read)
+    }
+
+    fn get_bytes(&mut self, r: &BundleRef) -> Result<Vec<u8>> {
+        let bytes = self
+            .registry
+            .datastore()
+            .read_bytes(&r.path)
+            .map_err(|e| self.ds_err(e))?;
+        self.inputs_used.push(r.id);
+        Ok(bytes)
+    }
+
+    fn put(
+        &mut self,
+        obj: &InMemoryDataset,
+        r: &BundleRef,
+        storage_class: &str,
+    ) -> Result<WrittenOutput> {
+        if quanta_datastore::disassembled::is_index(&r.path) {
+            return self.write_disassembled(storage_class, r, obj);
+        }
+        let (bytes, f) = self.encode(storage_class, r, obj)?;
+        self.write_bytes(r, &bytes, &f)
+    }
+
+    fn put_bytes(&mut self, bytes: &[u8], r: &BundleRef, formatter: &str) -> Result<WrittenOutput> {
+        self.write_bytes(r, bytes, formatter)
+    }
+
+    fn stored(&self, r: &BundleRef) -> Result<bool> {
+        Ok(self.registry.datastore().exists(&r.path))
+    }
+
+    fn dimension_record(&self, element: &str, data_id: &DataId) -> Result<Option<DimensionRecord>> {
+        Ok(self.registry.dimension_record(element, data_id)?.cloned())
+    }
+
+    fn is_cancelled(&self) -> bool {
+        self.cancelled.load(Ordering::Relaxed)
     }
 }
 

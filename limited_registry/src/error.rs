@@ -97,6 +97,14 @@ pub enum LimitedRegistryError {
         connection: String,
         detail: String,
     },
+    /// A full repository's butler failed (registry or datastore); see
+    /// `quanta_butler::Butler`'s [`crate::LimitedButler`] implementation.
+    #[error("{dataset}: {source}")]
+    Repository {
+        dataset: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     #[error("journal in {}: {detail}", dir.display())]
     JournalCreate { dir: PathBuf, detail: String },
 }

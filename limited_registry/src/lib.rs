@@ -1,9 +1,12 @@
 //! The limited registry of a quanta worker: everything a batch node needs to
 //! run quanta, from a bundle alone.
 //!
-//! Owns: resolving a quantum's input refs to datastore paths and checking
-//! they exist ([`LimitedRegistry`]), get/put for tasks restricted to the
-//! outputs the bundle predicted ([`LimitedButler`]), and recording provenance
+//! Owns: the [`LimitedButler`] trait every butler a task runs against
+//! implements (get/put of resolved refs, existence, dimension records; the
+//! full repository's `quanta_butler::Butler` implements it too), resolving
+//! a quantum's input refs to datastore paths and checking they exist
+//! ([`LimitedRegistry`]), the bundle-backed butler, restricted to the
+//! outputs the bundle predicted ([`QuantumBackedButler`]), and recording provenance
 //! (started/finished records, outputs with size and checksum, inputs used,
 //! CPU, wall time, peak memory, log tail) into a worker's journal
 //! ([`WorkerJournal`]).
@@ -35,12 +38,14 @@
 mod butler;
 mod error;
 mod journal;
+mod limited_butler;
 mod log_tail;
 mod usage;
 
-pub use butler::{DimensionRecord, LimitedButler, LimitedRegistry, QUARANTINE_DIR};
+pub use butler::{LimitedRegistry, QuantumBackedButler, QUARANTINE_DIR};
 pub use error::LimitedRegistryError;
 pub use journal::{QuantumOutcome, WorkerJournal};
+pub use limited_butler::{record_matches, DimensionRecord, LimitedButler, ReadSpec};
 pub use log_tail::{LogTail, LOG_TAIL_LINES};
 pub use quanta_core::host_name;
 pub use usage::{peak_rss_bytes, thread_cpu_seconds, ResourceUsage};

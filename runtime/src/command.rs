@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 
 use quanta_core::{BundleQuantum, BundleRef, QuantumStatus};
 use quanta_datastore::temp_file_prefix;
-use quanta_limited_registry::{LimitedButler, LimitedRegistry, LogTail, ResourceUsage};
+use quanta_limited_registry::{LimitedRegistry, LogTail, QuantumBackedButler, ResourceUsage};
 use serde_json::{json, Map, Value};
 
 use crate::process_tree::{kill_marked, marker, DIRECT_CHILDREN, MARKER_ENV};
@@ -95,7 +95,7 @@ impl Drop for Cleanup {
 
 /// Runs `argv` for the butler's quantum.
 pub(crate) fn run_command(
-    butler: &mut LimitedButler,
+    butler: &mut QuantumBackedButler,
     argv: &[String],
     config: &Value,
     attempt: u32,
@@ -217,7 +217,7 @@ fn plan_outputs(
 
 /// The JSON file that tells the command what to read and where to write.
 struct Manifest<'a> {
-    butler: &'a LimitedButler,
+    butler: &'a QuantumBackedButler,
     config: &'a Value,
     attempt: u32,
     outputs: Map<String, Value>,
@@ -274,7 +274,7 @@ impl Manifest<'_> {
 /// Starts the command in its own process group, with the quantum in its
 /// environment and the marker that finds its descendants.
 fn spawn(
-    butler: &LimitedButler,
+    butler: &QuantumBackedButler,
     args: &[String],
     manifest: &str,
     attempt: u32,
@@ -384,7 +384,7 @@ fn capture_and_wait(
 
 /// After a successful exit: every predicted output was written, and each
 /// is adopted into the datastore.
-fn adopt_outputs(butler: &mut LimitedButler, temps: &[OutputTemp]) -> Result<(), String> {
+fn adopt_outputs(butler: &mut QuantumBackedButler, temps: &[OutputTemp]) -> Result<(), String> {
     let missing: Vec<String> = temps
         .iter()
         .filter(|(_, _, tmp)| !tmp.is_file())

@@ -38,7 +38,8 @@ use crossbeam_channel::{unbounded, Receiver, Sender};
 use quanta_core::pipeline::TaskKind;
 use quanta_core::{journal_dir_for, list_journals, now_rfc3339, BundleQuantum, QuantumStatus};
 use quanta_limited_registry::{
-    peak_rss_bytes, thread_cpu_seconds, LimitedRegistry, LogTail, QuantumOutcome, WorkerJournal,
+    peak_rss_bytes, thread_cpu_seconds, LimitedRegistry, LogTail, QuantumBackedButler,
+    QuantumOutcome, WorkerJournal,
 };
 use serde::Serialize;
 
@@ -575,13 +576,18 @@ fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
 /// Runs a Rust task on the current thread; status, error, CPU seconds.
 fn run_rust(
     task: &dyn PipelineTask,
-    butler: &mut quanta_limited_registry::LimitedButler,
+    butler: &mut QuantumBackedButler,
     config: &serde_json::Value,
     log: &mut LogTail,
 ) -> (QuantumStatus, Option<String>, f64) {
     let cpu0 = thread_cpu_seconds();
     let r = catch_unwind(AssertUnwindSafe(|| {
-        let mut ctx = TaskContext::new(butler, config, log);
+        // The context holds the quantum and task while the butler is
+        // borrowed mutably: shared handles, not copies.
+        let quantum = Arc::clone(butler.quantum());
+        let task_def = Arc::clone(butler.task());
+        let index = butler.index();
+        let mut ctx = TaskContext::new(butler, &quantum, &task_def, index, config, log);
         task.run(&mut ctx)
     }));
     let cpu = thread_cpu_seconds() - cpu0;

@@ -1,0 +1,192 @@
+//! `quanta run-quantum`: the reference workload's tasks run through the
+//! `LimitedButler` trait against a bundle (`quanta run`) and against the
+//! full repository (`quanta run-quantum`, one quantum at a time) write the
+//! same outputs; one quantum's output is registered with its provenance;
+//! bad input exits 2.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::{fails_with, make_reference_repo, ok, strings};
+use serde_json::Value;
+
+fn s(p: &Path) -> &str {
+    p.to_str().expect("utf-8 temp paths")
+}
+
+fn pipeline() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/pipelines/reference.yaml")
+}
+
+const N_EXP: usize = 2;
+const N_DET: usize = 2;
+
+/// (dataset type, data ID, BLAKE3 of the file) of every output dataset.
+fn outputs(repo: &Path) -> Vec<String> {
+    let conn = rusqlite::Connection::open(repo.join("registry.sqlite3")).unwrap();
+    strings(
+        &conn,
+        "SELECT t.name, d.data_id, d.checksum FROM dataset d \
+         JOIN dataset_type t ON t.id = d.dataset_type_id WHERE t.name <> 'raw'",
+    )
+}
+
+fn run_quantum(repo: &Path, task: &str, data_id: &str, input: &str, run: &str) -> String {
+    ok(&[
+        "run-quantum",
+        s(repo),
+        "--pipeline",
+        s(&pipeline()),
+        "--task",
+        task,
+        "--data-id",
+        data_id,
+        "--input",
+        input,
+        "--output-run",
+        run,
+    ])
+}
+
+#[test]
+fn the_reference_tasks_write_the_same_outputs_against_a_bundle_and_a_repository() {
+    let dir = tempfile::tempdir().unwrap();
+    // Through a bundle: preflight, run, merge.
+    let bundled = dir.path().join("bundled");
+    std::fs::create_dir_all(&bundled).unwrap();
+    let repo_a = make_reference_repo(&bundled, N_EXP, N_DET);
+    let bundle = bundled.join("campaign.qb");
+    ok(&[
+        "preflight",
+        s(&repo_a),
+        "--pipeline",
+        s(&pipeline()),
+        "--input",
+        "Cam/raw",
+        "--output-run",
+        "u/a/run",
+        "--bundle",
+        s(&bundle),
+    ]);
+    ok(&["run", s(&bundle), "--jobs", "2"]);
+    ok(&["merge", s(&repo_a), s(&bundle)]);
+
+    // Against the repository, one quantum at a time, each task's outputs
+    // in a RUN the next task reads.
+    let direct = dir.path().join("direct");
+    std::fs::create_dir_all(&direct).unwrap();
+    let repo_b = make_reference_repo(&direct, N_EXP, N_DET);
+    for e in 0..N_EXP {
+        for d in 0..N_DET {
+            let id = format!("instrument=Cam,exposure={e},detector={d}");
+            run_quantum(&repo_b, "isr", &id, "Cam/raw", "u/b/isr");
+            run_quantum(&repo_b, "characterize", &id, "u/b/isr", "u/b/char");
+        }
+        let id = format!("instrument=Cam,exposure={e}");
+        run_quantum(&repo_b, "summarize", &id, "u/b/char", "u/b/sum");
+    }
+    let a = outputs(&repo_a);
+    assert_eq!(a.len(), N_EXP * N_DET * 2 + N_EXP, "{a:?}");
+    assert_eq!(a, outputs(&repo_b));
+}
+
+#[test]
+fn run_quantum_registers_its_output_with_provenance() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = make_reference_repo(dir.path(), N_EXP, N_DET);
+    let out = run_quantum(
+        &repo,
+        "isr",
+        "instrument=Cam,exposure=1,detector=0",
+        "Cam/raw",
+        "u/debug/isr",
+    );
+    assert!(out.contains("succeeded"), "{out}");
+    let found: Value = serde_json::from_str(&ok(&[
+        "query-datasets",
+        s(&repo),
+        "--collections",
+        "u/debug/isr",
+        "--dataset-type",
+        "postISRCCD",
+        "--json",
+    ]))
+    .unwrap();
+    let found = found.as_array().unwrap();
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0]["data_id"]["exposure"], 1);
+    assert_eq!(found[0]["data_id"]["detector"], 0);
+    let id = found[0]["id"].as_str().unwrap();
+    let graph: Value = serde_json::from_str(&ok(&["provenance", s(&repo), id, "--json"])).unwrap();
+    let quanta = graph["quanta"].as_array().unwrap();
+    assert_eq!(quanta.len(), 1, "{graph}");
+    assert_eq!(quanta[0]["task_label"], "isr");
+    assert_eq!(quanta[0]["status"], "succeeded");
+    let inputs = quanta[0]["inputs"].as_array().unwrap();
+    assert_eq!(inputs.len(), 1, "{graph}");
+
+    // The same quantum again: its output is already in the RUN.
+    let err = fails_with(
+        2,
+        &[
+            "run-quantum",
+            s(&repo),
+            "--pipeline",
+            s(&pipeline()),
+            "--task",
+            "isr",
+            "--data-id",
+            "instrument=Cam,exposure=1,detector=0",
+            "--input",
+            "Cam/raw",
+            "--output-run",
+            "u/debug/isr",
+        ],
+    );
+    assert!(!err.is_empty());
+}
+
+#[test]
+fn an_unknown_task_or_a_data_id_without_a_quantum_exits_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = make_reference_repo(dir.path(), 1, 1);
+    let args = |task: &'static str, data_id: &'static str| {
+        [
+            "run-quantum".to_string(),
+            s(&repo).to_string(),
+            "--pipeline".into(),
+            s(&pipeline()).to_string(),
+            "--task".into(),
+            task.into(),
+            "--data-id".into(),
+            data_id.into(),
+            "--input".into(),
+            "Cam/raw".into(),
+            "--output-run".into(),
+            "u/debug/run".into(),
+        ]
+    };
+    fn call(a: &[String; 12]) -> Vec<&str> {
+        a.iter().map(String::as_str).collect()
+    }
+    let err = fails_with(
+        2,
+        &call(&args("nope", "instrument=Cam,exposure=0,detector=0")),
+    );
+    assert!(
+        err.contains("--task `nope`") && err.contains("isr"),
+        "{err}"
+    );
+    let err = fails_with(
+        2,
+        &call(&args("isr", "instrument=Cam,exposure=99,detector=0")),
+    );
+    assert!(
+        err.contains("task `isr` at --data-id instrument=Cam,exposure=99")
+            && err.contains("no data IDs"),
+        "{err}"
+    );
+    let err = fails_with(2, &call(&args("isr", "exposure")));
+    assert!(err.contains("expected dimension=value"), "{err}");
+}
