@@ -113,11 +113,7 @@ pub fn kill_point(point: &str) {
 }
 
 fn kill_self() -> ! {
-    #[cfg(target_os = "linux")]
-    // SAFETY: kill(2) on our own pid; SIGKILL cannot be caught, so this
-    // call does not return.
-    unsafe {
-        libc::kill(libc::getpid(), libc::SIGKILL);
-    }
+    // SIGKILL cannot be caught: the call does not return (abort if refused).
+    let _ = rustix::process::kill_process(rustix::process::getpid(), rustix::process::Signal::KILL);
     std::process::abort()
 }

@@ -2,15 +2,11 @@
 
 /// The host name, for journals and provenance.
 pub fn host_name() -> String {
-    let mut buf = [0u8; 256];
-    // SAFETY: gethostname writes at most buf.len() bytes into buf.
-    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
-    if rc == 0 {
-        let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-        let s = String::from_utf8_lossy(&buf[..end]).into_owned();
-        if !s.is_empty() {
-            return s;
-        }
+    let name = rustix::system::uname();
+    let name = name.nodename().to_string_lossy();
+    if name.is_empty() {
+        "unknown-host".to_string()
+    } else {
+        name.into_owned()
     }
-    "unknown-host".to_string()
 }

@@ -643,8 +643,7 @@ fn prefer_small_pages(buf: &Vec<u8>) {
         if buf.capacity() < MIN_BYTES {
             return;
         }
-        // SAFETY: sysconf has no preconditions.
-        let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(0);
+        let page = rustix::param::page_size();
         if !page.is_power_of_two() {
             return;
         }

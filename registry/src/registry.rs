@@ -264,10 +264,7 @@ const BEHIND_WRITER_NICE: i32 = 5;
 /// that ends with its task. A refusal changes nothing and is ignored.
 pub fn lower_thread_priority() {
     #[cfg(unix)]
-    // SAFETY: nice(2) only changes the calling thread's nice value.
-    unsafe {
-        libc::nice(BEHIND_WRITER_NICE);
-    }
+    let _ = rustix::process::nice(BEHIND_WRITER_NICE);
 }
 
 #[cfg(test)]

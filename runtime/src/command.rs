@@ -33,6 +33,7 @@ use std::time::{Duration, Instant};
 use quanta_core::{BundleQuantum, BundleRef, QuantumStatus};
 use quanta_datastore::temp_file_prefix;
 use quanta_limited_registry::{LimitedRegistry, LogTail, QuantumBackedButler, ResourceUsage};
+use rustix::process::{Pid, Signal, WaitId, WaitIdOptions};
 use serde_json::{json, Map, Value};
 
 use crate::process_tree::{kill_marked, marker, DIRECT_CHILDREN, MARKER_ENV};
@@ -296,10 +297,11 @@ fn spawn(
         .env(MARKER_ENV, marker)
         .process_group(0);
     #[cfg(target_os = "linux")]
-    // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
+    // SAFETY: prctl is async-signal-safe and allocates nothing; nothing
+    // else runs between fork and exec.
     unsafe {
         cmd.pre_exec(|| {
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            rustix::process::set_parent_process_death_signal(Some(Signal::KILL))?;
             Ok(())
         });
     }
@@ -404,6 +406,14 @@ fn adopt_outputs(butler: &mut QuantumBackedButler, temps: &[OutputTemp]) -> Resu
     Ok(())
 }
 
+/// SIGKILL to the process group `pgid` (a child's own group, from
+/// `process_group(0)`); a group already gone is not an error here.
+fn kill_group(pgid: libc::pid_t) {
+    if let Some(pgid) = Pid::from_raw(pgid) {
+        let _ = rustix::process::kill_process_group(pgid, Signal::KILL);
+    }
+}
+
 /// Waits for `pid` to exit, killing its process group at the deadline.
 /// Returns the raw wait status, the child's resource usage and whether it
 /// was killed for the timeout.
@@ -425,8 +435,7 @@ fn wait_with_timeout(
             while !g.0 {
                 let now = Instant::now();
                 if now >= deadline {
-                    // SAFETY: plain kill(2) of the child's own process group.
-                    unsafe { libc::kill(-pid, libc::SIGKILL) };
+                    kill_group(pid);
                     g.1 = true;
                     break;
                 }
@@ -437,23 +446,15 @@ fn wait_with_timeout(
             }
         })
     });
+    let child = Pid::from_raw(pid).ok_or_else(|| std::io::Error::other("child pid 0"))?;
     loop {
-        let mut info = std::mem::MaybeUninit::<libc::siginfo_t>::zeroed();
-        // SAFETY: waitid fills `info`; WNOWAIT leaves the child waitable.
-        let rc = unsafe {
-            libc::waitid(
-                libc::P_PID,
-                pid as libc::id_t,
-                info.as_mut_ptr(),
-                libc::WEXITED | libc::WNOWAIT,
-            )
-        };
-        if rc == 0 {
-            break;
-        }
-        let e = std::io::Error::last_os_error();
-        if e.kind() != std::io::ErrorKind::Interrupted {
-            return Err(e);
+        match rustix::process::waitid(
+            WaitId::Pid(child),
+            WaitIdOptions::EXITED | WaitIdOptions::NOWAIT,
+        ) {
+            Ok(_) => break,
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
         }
     }
     let killed = {
@@ -468,8 +469,7 @@ fn wait_with_timeout(
     }
     // Stray grandchildren would keep the output pipes open; the group id is
     // still reserved by the unreaped child, so this reaches only them.
-    // SAFETY: plain kill(2).
-    unsafe { libc::kill(-pid, libc::SIGKILL) };
+    kill_group(pid);
     // And those that left the group (setsid): found by the marker.
     let strays = kill_marked(marker);
     if strays > 0 {

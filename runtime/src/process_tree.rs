@@ -21,6 +21,7 @@ use std::collections::{BTreeSet, HashSet};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use rustix::process::{Pid, Signal, WaitOptions};
 use uuid::Uuid;
 
 /// The environment variable that marks a command's processes.
@@ -42,10 +43,7 @@ pub(crate) fn marker(bundle_id: Uuid, quantum: u32, attempt: u32) -> String {
 /// Makes this process the reaper of its orphaned descendants (Linux).
 pub(crate) fn become_subreaper() {
     #[cfg(target_os = "linux")]
-    // SAFETY: prctl with integer arguments only.
-    unsafe {
-        libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
-    }
+    let _ = rustix::process::set_child_subreaper(Some(rustix::process::getpid()));
 }
 
 /// The live processes (not this one) whose marker satisfies `wanted`.
@@ -122,8 +120,9 @@ fn kill_where(wanted: &dyn Fn(&str) -> bool) -> usize {
         // until a scan finds nobody (the killed cannot fork any more).
         let found = find_marked(wanted);
         for &pid in &found {
-            // SAFETY: plain kill(2).
-            unsafe { libc::kill(pid, libc::SIGKILL) };
+            if let Some(pid) = Pid::from_raw(pid) {
+                let _ = rustix::process::kill_process(pid, Signal::KILL);
+            }
             if killed.insert(pid) {
                 count += 1;
             }
@@ -135,10 +134,9 @@ fn kill_where(wanted: &dyn Fn(&str) -> bool) -> usize {
             None => false,
             Some((ppid, 'Z')) if ppid == me => {
                 // A direct child is reaped by the thread that spawned it.
-                if !direct.contains(&pid) {
-                    let mut status = 0;
-                    // SAFETY: waitpid on a zombie child of ours.
-                    unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+                // (`waitpid(None)` would reap any child: never passed.)
+                if let (false, Some(zombie)) = (direct.contains(&pid), Pid::from_raw(pid)) {
+                    let _ = rustix::process::waitpid(Some(zombie), WaitOptions::NOHANG);
                 }
                 false
             }

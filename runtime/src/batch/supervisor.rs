@@ -28,16 +28,14 @@ pub enum ChildEnd {
 /// limit, any of these is reported as out of memory.
 pub fn run_supervised(mut cmd: Command, limit_bytes: u64) -> Result<ChildEnd> {
     use std::os::unix::process::{CommandExt, ExitStatusExt};
-    let lim = libc::rlimit {
-        rlim_cur: limit_bytes as libc::rlim_t,
-        rlim_max: limit_bytes as libc::rlim_t,
+    let lim = rustix::process::Rlimit {
+        current: Some(limit_bytes),
+        maximum: Some(limit_bytes),
     };
     // SAFETY: setrlimit is async-signal-safe and touches no heap.
     unsafe {
         cmd.pre_exec(move || {
-            if libc::setrlimit(libc::RLIMIT_AS, &lim) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
+            rustix::process::setrlimit(rustix::process::Resource::As, lim)?;
             Ok(())
         });
     }
