@@ -1,9 +1,9 @@
 //! Collections: RUN, TAGGED, CHAINED (nested search paths) and CALIBRATION.
 
 use quanta_core::{validate_collection_name, CollectionType};
-use rusqlite::OptionalExtension;
 use serde::Serialize;
 
+use crate::database::{Database, Row};
 use crate::dialect::Parameters;
 use crate::error::{RegistryError, Result};
 use crate::registry::Registry;
@@ -95,14 +95,34 @@ impl Membership {
     }
 }
 
-fn parse_type(text: String) -> rusqlite::Result<CollectionType> {
-    text.parse().map_err(|_| {
-        rusqlite::Error::FromSqlConversionFailure(
-            0,
-            rusqlite::types::Type::Text,
-            format!("bad collection type {text}").into(),
-        )
+/// A `collection` row (`id, name, type, doc`), without its children.
+fn collection_row(r: &Row<'_>) -> Result<CollectionRecord> {
+    let name: String = r.get(1)?;
+    let type_text: String = r.get(2)?;
+    let collection_type = type_text.parse().map_err(|_| {
+        RegistryError::Invalid(format!(
+            "collection `{name}` has the unknown type `{type_text}` in the registry"
+        ))
+    })?;
+    Ok(CollectionRecord {
+        id: r.get(0)?,
+        name,
+        collection_type,
+        doc: r.get(3)?,
+        children: Vec::new(),
     })
+}
+
+/// Writes the children of the CHAINED collection `parent_id` in search
+/// order (in the caller's transaction, after any previous chain is gone).
+fn insert_chain(db: &Database, parent_id: i64, child_ids: &[i64]) -> Result<()> {
+    for (position, child_id) in child_ids.iter().enumerate() {
+        db.execute(
+            "INSERT INTO collection_chain (parent_id, position, child_id) VALUES (?1, ?2, ?3)",
+            &[&parent_id, &(position as i64), child_id],
+        )?;
+    }
+    Ok(())
 }
 
 impl Registry {
@@ -121,27 +141,19 @@ impl Registry {
             }
             return Err(RegistryError::CollectionConflict(name.to_string()));
         }
-        self.conn.execute(
+        self.db.execute(
             "INSERT INTO collection (name, type, doc) VALUES (?1, ?2, ?3)",
-            (name, collection_type.as_str(), doc),
+            &[&name, &collection_type.as_str(), &doc],
         )?;
         Ok(true)
     }
 
     pub fn find_collection(&self, name: &str) -> Result<Option<CollectionRecord>> {
-        let row = self
-            .conn
-            .prepare_cached("SELECT id, name, type, doc FROM collection WHERE name = ?1")?
-            .query_row([name], |r| {
-                Ok(CollectionRecord {
-                    id: r.get(0)?,
-                    name: r.get(1)?,
-                    collection_type: parse_type(r.get(2)?)?,
-                    doc: r.get(3)?,
-                    children: Vec::new(),
-                })
-            })
-            .optional()?;
+        let row = self.db.query_row(
+            "SELECT id, name, type, doc FROM collection WHERE name = ?1",
+            &[&name],
+            collection_row,
+        )?;
         match row {
             Some(mut record) => {
                 if record.collection_type == CollectionType::Chained {
@@ -176,23 +188,21 @@ impl Registry {
     }
 
     fn chain_children(&self, parent_id: i64) -> Result<Vec<String>> {
-        let mut stmt = self.conn.prepare_cached(
+        self.db.query_rows(
             "SELECT c.name FROM collection_chain ch JOIN collection c ON c.id = ch.child_id \
              WHERE ch.parent_id = ?1 ORDER BY ch.position",
-        )?;
-        let names = stmt
-            .query_map([parent_id], |r| r.get(0))?
-            .collect::<rusqlite::Result<Vec<String>>>()?;
-        Ok(names)
+            &[&parent_id],
+            |r| r.get(0),
+        )
     }
 
     /// All collections, by name.
     pub fn list_collections(&self) -> Result<Vec<CollectionRecord>> {
-        let names: Vec<String> = self
-            .conn
-            .prepare("SELECT name FROM collection ORDER BY name")?
-            .query_map([], |r| r.get(0))?
-            .collect::<rusqlite::Result<_>>()?;
+        let names: Vec<String> =
+            self.db
+                .query_rows("SELECT name FROM collection ORDER BY name", &[], |r| {
+                    r.get(0)
+                })?;
         names.iter().map(|n| self.collection(n)).collect()
     }
 
@@ -212,22 +222,12 @@ impl Registry {
             .iter()
             .map(|child| Ok(self.collection(child)?.id))
             .collect::<Result<Vec<i64>>>()?;
-        let tx = self
-            .conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        tx.execute(
+        let tx = self.db.transaction()?;
+        let parent_id = tx.insert_returning_id(
             "INSERT INTO collection (name, type, doc) VALUES (?1, ?2, NULL)",
-            (parent, CollectionType::Chained.as_str()),
+            &[&parent, &CollectionType::Chained.as_str()],
         )?;
-        let parent_id = tx.last_insert_rowid();
-        {
-            let mut insert = tx.prepare(
-                "INSERT INTO collection_chain (parent_id, position, child_id) VALUES (?1, ?2, ?3)",
-            )?;
-            for (position, child_id) in child_ids.iter().enumerate() {
-                insert.execute((parent_id, position as i64, child_id))?;
-            }
-        }
+        insert_chain(&tx, parent_id, &child_ids)?;
         tx.commit()?;
         Ok(())
     }
@@ -247,21 +247,12 @@ impl Registry {
             }
             child_ids.push(record.id);
         }
-        let tx = self
-            .conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let tx = self.db.transaction()?;
         tx.execute(
             "DELETE FROM collection_chain WHERE parent_id = ?1",
-            [parent_record.id],
+            &[&parent_record.id],
         )?;
-        {
-            let mut insert = tx.prepare(
-                "INSERT INTO collection_chain (parent_id, position, child_id) VALUES (?1, ?2, ?3)",
-            )?;
-            for (position, child_id) in child_ids.iter().enumerate() {
-                insert.execute((parent_record.id, position as i64, child_id))?;
-            }
-        }
+        insert_chain(&tx, parent_record.id, &child_ids)?;
         tx.commit()?;
         Ok(())
     }

@@ -117,7 +117,7 @@ impl Registry {
             ("dataset_tags", "TAGGED"),
             ("dataset_calibs", "CALIBRATION"),
         ] {
-            let mut stmt = self.conn.prepare(&format!(
+            let mut stmt = self.db.sqlite().prepare(&format!(
                 "SELECT m.dataset_id, c.name FROM {table} m JOIN collection c ON c.id = m.collection_id"
             ))?;
             let rows = stmt.query_map([], |r| {
@@ -130,13 +130,14 @@ impl Registry {
                     .or_insert_with(|| format!("it is in {kind} collection `{collection}`"));
             }
         }
-        let mut consumers = self.conn.prepare_cached(
+        let mut consumers = self.db.sqlite().prepare_cached(
             "SELECT q.id, q.task_label, q.data_id, c.name FROM quantum_input i \
              JOIN quantum q ON q.id = i.quantum_id JOIN collection c ON c.id = q.run_id \
              WHERE i.dataset_id = ?1",
         )?;
         let mut outputs = self
-            .conn
+            .db
+            .sqlite()
             .prepare_cached("SELECT id FROM dataset WHERE producer = ?1")?;
         for id in ids {
             let mut usage = members.get(id).cloned();
@@ -189,7 +190,8 @@ impl Registry {
 
     pub fn dataset_type(&self, name: &str) -> Result<Option<DatasetType>> {
         Ok(self
-            .conn
+            .db
+            .sqlite()
             .prepare_cached(
                 "SELECT name, dimensions, storage_class, is_calibration FROM dataset_type WHERE name = ?1",
             )?
@@ -229,14 +231,16 @@ impl Registry {
 
     pub fn list_dataset_types(&self) -> Result<Vec<DatasetType>> {
         Ok(self
-            .conn
+            .db
+            .sqlite()
             .prepare("SELECT name, dimensions, storage_class, is_calibration FROM dataset_type ORDER BY name")?
             .query_map([], row_to_dataset_type)?
             .collect::<rusqlite::Result<_>>()?)
     }
 
     pub(crate) fn dataset_type_id(&self, name: &str) -> Result<i64> {
-        self.conn
+        self.db
+            .sqlite()
             .prepare_cached("SELECT id FROM dataset_type WHERE name = ?1")?
             .query_row([name], |r| r.get(0))
             .optional()?
@@ -276,10 +280,13 @@ impl Registry {
             ", ?".repeat(dims.len()),
             if skip { " ON CONFLICT (id) DO NOTHING" } else { "" }
         );
-        self.conn.pragma_update(None, "foreign_keys", "OFF")?;
+        self.db
+            .sqlite()
+            .pragma_update(None, "foreign_keys", "OFF")?;
         let result = (|| -> Result<InsertStats> {
             let tx = self
-                .conn
+                .db
+                .sqlite_mut()
                 .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             let mut stats = InsertStats::default();
             {
@@ -312,7 +319,7 @@ impl Registry {
             tx.commit()?;
             Ok(stats)
         })();
-        self.conn.pragma_update(None, "foreign_keys", "ON")?;
+        self.db.sqlite().pragma_update(None, "foreign_keys", "ON")?;
         result
     }
 
@@ -329,7 +336,7 @@ impl Registry {
             let Some((sql, columns)) = record_exists_query(element) else {
                 continue;
             };
-            let mut stmt = self.conn.prepare_cached(&sql)?;
+            let mut stmt = self.db.sqlite().prepare_cached(&sql)?;
             // Batches are usually sorted, so most rows repeat the previous
             // key; the set catches the rest.
             let mut seen: std::collections::HashSet<Vec<&DataIdValue>> =
@@ -368,7 +375,8 @@ impl Registry {
     pub fn associate(&mut self, tagged: &str, ids: &[Uuid]) -> Result<usize> {
         let collection = self.collection_of_type(tagged, CollectionType::Tagged)?;
         let tx = self
-            .conn
+            .db
+            .sqlite_mut()
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let mut n = 0;
         {
@@ -409,7 +417,8 @@ impl Registry {
             )));
         }
         let tx = self
-            .conn
+            .db
+            .sqlite_mut()
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         {
             let mut stmt = tx.prepare(
@@ -448,7 +457,8 @@ impl Registry {
         let run = self.collection_of_type(run, CollectionType::Run)?;
         let type_id = self.dataset_type_id(dataset_type)?;
         Ok(self
-            .conn
+            .db
+            .sqlite()
             .prepare_cached(
                 "SELECT EXISTS (SELECT 1 FROM dataset WHERE dataset_type_id = ?1 AND run_id = ?2)",
             )?
@@ -489,7 +499,8 @@ impl Registry {
                 sql.push_str(&format!(" AND {begin} <= {t} AND {t} < {end}"));
             }
             let id: Option<Vec<u8>> = self
-                .conn
+                .db
+                .sqlite()
                 .prepare_cached(&sql)?
                 .query_row(rusqlite::params_from_iter(params.values()), |r| r.get(0))
                 .optional()?;
@@ -508,7 +519,8 @@ impl Registry {
         via: Option<&CollectionRecord>,
     ) -> Result<Option<FoundDataset>> {
         let row = self
-            .conn
+            .db
+            .sqlite()
             .prepare_cached(
                 "SELECT t.name, t.dimensions, c.name, d.data_id, d.path, d.formatter, d.size, d.checksum \
                  FROM dataset d JOIN dataset_type t ON t.id = d.dataset_type_id \

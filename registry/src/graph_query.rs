@@ -414,7 +414,8 @@ impl Registry {
         let statement =
             self.graph_statement(dimensions, where_text, binds, input_types, &search_path)?;
         let run_names: HashMap<i64, String> = self
-            .conn
+            .db
+            .sqlite()
             .prepare("SELECT id, name FROM collection WHERE type = 'RUN'")?
             .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
             .collect::<rusqlite::Result<_>>()?;
@@ -453,7 +454,8 @@ impl Registry {
             .overlap_tables
             .iter()
             .map(|t| {
-                self.conn
+                self.db
+                    .sqlite()
                     .query_row(&format!("SELECT count(*) FROM {}", quote(t)), [], |r| {
                         r.get::<_, i64>(0)
                     })
@@ -468,7 +470,7 @@ impl Registry {
             min_rows_per_part,
         )?;
         if parts <= 1 {
-            return read.read(&self.conn, &statement.sql, statement.params.values());
+            return read.read(self.db.sqlite(), &statement.sql, statement.params.values());
         }
         self.read_graph_rows_in_parts(&read, &statement, parts)
     }
@@ -612,8 +614,11 @@ impl Registry {
                         // in this VM, zeroing new memory pages cost as much
                         // as the statement. Read-only, so the mapping is
                         // never written through.
-                        reader.conn.pragma_update(None, "mmap_size", 1i64 << 30)?;
-                        read.read(&reader.conn, &sql, params.values())
+                        reader
+                            .db
+                            .sqlite()
+                            .pragma_update(None, "mmap_size", 1i64 << 30)?;
+                        read.read(reader.db.sqlite(), &sql, params.values())
                     })
                 })
                 .collect();
@@ -660,7 +665,8 @@ impl Registry {
             membership.conditions(&mut params, *type_id, search_path[0].id)
         );
         let n: i64 =
-            self.conn
+            self.db
+                .sqlite()
                 .query_row(&sql, rusqlite::params_from_iter(params.values()), |r| {
                     r.get(0)
                 })?;
@@ -702,7 +708,7 @@ impl Registry {
                 membership.conditions(&mut params, type_id, c.id)
             );
             let calib = membership.validity.is_some();
-            let mut stmt = self.conn.prepare_cached(&sql)?;
+            let mut stmt = self.db.sqlite().prepare_cached(&sql)?;
             let mut rows = stmt.query(rusqlite::params_from_iter(params.values()))?;
             while let Some(row) = rows.next()? {
                 let path: Option<String> = row.get(3)?;
@@ -765,7 +771,7 @@ impl Registry {
         let n_identifying = e.required_closure.len() + usize::from(e.key.is_some());
         let cols: Vec<String> = fields.iter().map(|f| quote(&f.name)).collect();
         let sql = format!("SELECT {} FROM {}", cols.join(", "), quote(element));
-        let mut stmt = self.conn.prepare(&sql)?;
+        let mut stmt = self.db.sqlite().prepare(&sql)?;
         let mut rows = stmt.query([])?;
         let mut out = Vec::new();
         let mut identifying: Vec<DataIdValue> = Vec::with_capacity(n_identifying);

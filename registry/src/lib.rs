@@ -16,6 +16,7 @@
 //! datastore's job), or build SQL from user text.
 
 pub mod collections;
+mod database;
 pub mod datasets;
 pub mod dialect;
 mod error;

@@ -890,7 +890,7 @@ impl Registry {
     /// for the same pair is a no-op). The RUN must exist.
     pub fn record_run_provenance(&mut self, p: &RunProvenance) -> Result<bool> {
         let run = self.collection_of_type(&p.run, CollectionType::Run)?;
-        let changed = self.conn.execute(
+        let changed = self.db.sqlite().execute(
             "INSERT INTO run_provenance (run_id, bundle_id, pipeline_yaml, task_configs, quanta_version, \
              command_line, created_at, created_by) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) \
              ON CONFLICT (run_id, bundle_id) DO NOTHING",
@@ -911,7 +911,7 @@ impl Registry {
     /// The provenance rows of a RUN (one per bundle merged into it).
     pub fn run_provenance(&self, run: &str) -> Result<Vec<RunProvenance>> {
         let record = self.collection_of_type(run, CollectionType::Run)?;
-        let mut stmt = self.conn.prepare_cached(
+        let mut stmt = self.db.sqlite().prepare_cached(
             "SELECT bundle_id, pipeline_yaml, task_configs, quanta_version, command_line, created_at, created_by \
              FROM run_provenance WHERE run_id = ?1 ORDER BY created_at, bundle_id",
         )?;
@@ -965,7 +965,8 @@ impl Registry {
     /// lets a merge skip what an earlier merge already completed.
     pub fn quantum_statuses(&self, bundle_id: Uuid) -> Result<HashMap<Uuid, String>> {
         let mut stmt = self
-            .conn
+            .db
+            .sqlite()
             .prepare_cached("SELECT id, status FROM quantum WHERE bundle_id = ?1")?;
         let rows = stmt
             .query_map([bundle_id.as_bytes().as_slice()], |r| {
@@ -1030,16 +1031,18 @@ impl Registry {
         quanta: &[NewQuantum],
         known_new: bool,
     ) -> Result<RecordStats> {
-        if self.conn.is_autocommit() {
+        if self.db.sqlite().is_autocommit() {
             // Per-row foreign-key checks cost several B-tree lookups per
             // dataset on the merge's hot path. Every reference written here
             // is to a row looked up or written earlier in the same
             // transaction, except the dimension records, which are checked
             // set-wise below instead; the pragma is per connection and
             // cannot change inside a transaction.
-            self.conn.pragma_update(None, "foreign_keys", "OFF")?;
-            if let Err(e) = self.conn.execute_batch("BEGIN IMMEDIATE") {
-                let _ = self.conn.pragma_update(None, "foreign_keys", "ON");
+            self.db
+                .sqlite()
+                .pragma_update(None, "foreign_keys", "OFF")?;
+            if let Err(e) = self.db.sqlite().execute_batch("BEGIN IMMEDIATE") {
+                let _ = self.db.sqlite().pragma_update(None, "foreign_keys", "ON");
                 return Err(e.into());
             }
             // What an earlier transaction found may have changed since.
@@ -1047,8 +1050,8 @@ impl Registry {
         }
         let result = self.record_quanta_unchecked(run, bundle_id, quanta, known_new);
         if result.is_err() {
-            let _ = self.conn.execute_batch("ROLLBACK");
-            let _ = self.conn.pragma_update(None, "foreign_keys", "ON");
+            let _ = self.db.sqlite().execute_batch("ROLLBACK");
+            let _ = self.db.sqlite().pragma_update(None, "foreign_keys", "ON");
         }
         result
     }
@@ -1056,14 +1059,14 @@ impl Registry {
     /// Commits what [`Registry::record_quanta_uncommitted`] wrote; a no-op
     /// without an open transaction.
     pub fn commit_recorded(&mut self) -> Result<()> {
-        if self.conn.is_autocommit() {
+        if self.db.sqlite().is_autocommit() {
             return Ok(());
         }
-        let committed = self.conn.execute_batch("COMMIT");
+        let committed = self.db.sqlite().execute_batch("COMMIT");
         if committed.is_err() {
-            let _ = self.conn.execute_batch("ROLLBACK");
+            let _ = self.db.sqlite().execute_batch("ROLLBACK");
         }
-        let restored = self.conn.pragma_update(None, "foreign_keys", "ON");
+        let restored = self.db.sqlite().pragma_update(None, "foreign_keys", "ON");
         committed?;
         restored?;
         self.committed();
@@ -1079,7 +1082,8 @@ impl Registry {
     ) -> Result<RecordStats> {
         let run_record = self.collection_of_type(run, CollectionType::Run)?;
         let max_params = usize::try_from(
-            self.conn
+            self.db
+                .sqlite()
                 .limit(rusqlite::limits::Limit::SQLITE_LIMIT_VARIABLE_NUMBER)?,
         )
         .unwrap_or(999);
@@ -1127,7 +1131,7 @@ impl Registry {
         let mut dimensions = std::mem::take(&mut self.dimension_checks);
         {
             let mut writer = BatchWriter {
-                tx: &self.conn,
+                tx: self.db.sqlite(),
                 run,
                 run_id: run_record.id,
                 bundle_blob: &bundle_blob,
@@ -1164,7 +1168,8 @@ impl Registry {
             "SELECT {QUANTUM_COLUMNS} FROM quantum q JOIN collection c ON c.id = q.run_id WHERE q.id = ?1"
         );
         Ok(self
-            .conn
+            .db
+            .sqlite()
             .prepare_cached(&sql)?
             .query_row([id.as_bytes().as_slice()], row_to_quantum)
             .optional()?)
@@ -1178,7 +1183,8 @@ impl Registry {
              WHERE q.run_id = ?1 ORDER BY q.task_label, q.data_id, q.id"
         );
         Ok(self
-            .conn
+            .db
+            .sqlite()
             .prepare_cached(&sql)?
             .query_map([record.id], row_to_quantum)?
             .collect::<rusqlite::Result<_>>()?)
@@ -1194,7 +1200,7 @@ impl Registry {
         mut f: impl FnMut(&QuantumBrief<'_>),
     ) -> Result<()> {
         let record = self.collection_of_type(run, CollectionType::Run)?;
-        let mut stmt = self.conn.prepare_cached(
+        let mut stmt = self.db.sqlite().prepare_cached(
             "SELECT id, task_label, data_id, status, attempts, host, batch_job, started, \
              finished, wall_seconds, peak_rss_bytes, error, log_tail FROM quantum WHERE run_id = ?1",
         )?;
@@ -1232,7 +1238,8 @@ impl Registry {
     /// quantum (raw and ingested datasets have none).
     pub fn producer_of(&self, dataset_id: &Uuid) -> Result<Option<Uuid>> {
         let id: Option<Option<Vec<u8>>> = self
-            .conn
+            .db
+            .sqlite()
             .prepare_cached("SELECT producer FROM dataset WHERE id = ?1")?
             .query_row([dataset_id.as_bytes().as_slice()], |r| r.get(0))
             .optional()?;
@@ -1243,7 +1250,8 @@ impl Registry {
     /// and dataset.
     pub fn quantum_inputs(&self, quantum_id: &Uuid) -> Result<Vec<QuantumInput>> {
         Ok(self
-            .conn
+            .db
+            .sqlite()
             .prepare_cached(
                 "SELECT dataset_id, connection, is_prerequisite, used FROM quantum_input \
                  WHERE quantum_id = ?1 ORDER BY is_prerequisite, connection, dataset_id",
@@ -1272,7 +1280,8 @@ impl Registry {
              ORDER BY producer_connection, id"
         };
         Ok(self
-            .conn
+            .db
+            .sqlite()
             .prepare_cached(sql)?
             .query_map([quantum_id.as_bytes().as_slice()], |r| {
                 Ok((uuid_from_blob(r.get(0)?)?, r.get(1)?))
@@ -1283,7 +1292,8 @@ impl Registry {
     /// The quanta that read a dataset (used inputs only).
     pub fn consumers_of(&self, dataset_id: &Uuid) -> Result<Vec<Uuid>> {
         Ok(self
-            .conn
+            .db
+            .sqlite()
             .prepare_cached(
                 "SELECT quantum_id FROM quantum_input WHERE dataset_id = ?1 AND used ORDER BY quantum_id",
             )?
@@ -1521,19 +1531,19 @@ mod tests {
             "{:?}",
             stats.rejected
         );
-        let rows: Vec<(String, String, Option<String>, Option<i64>)> = r
-            .conn
-            .prepare(
-                "SELECT t.name, d.data_id, d.instrument, d.detector FROM dataset d \
+        let rows: Vec<(String, String, Option<String>, Option<i64>)> =
+            r.db.sqlite()
+                .prepare(
+                    "SELECT t.name, d.data_id, d.instrument, d.detector FROM dataset d \
                  JOIN dataset_type t ON t.id = d.dataset_type_id ORDER BY d.id",
-            )
-            .unwrap()
-            .query_map([], |row| {
-                Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
-            })
-            .unwrap()
-            .collect::<rusqlite::Result<_>>()
-            .unwrap();
+                )
+                .unwrap()
+                .query_map([], |row| {
+                    Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+                })
+                .unwrap()
+                .collect::<rusqlite::Result<_>>()
+                .unwrap();
         let cam = Some("Cam".to_string());
         assert_eq!(
             rows,
@@ -1583,14 +1593,14 @@ mod tests {
             let row = r.quantum(&q.id).unwrap().unwrap();
             assert_eq!(row.execution.status, STATUS_SUCCEEDED);
         }
-        let stored: i64 = r
-            .conn
-            .query_row(
-                "SELECT count(*) FROM dataset WHERE path IS NOT NULL",
-                [],
-                |row| row.get(0),
-            )
-            .unwrap();
+        let stored: i64 =
+            r.db.sqlite()
+                .query_row(
+                    "SELECT count(*) FROM dataset WHERE path IS NOT NULL",
+                    [],
+                    |row| row.get(0),
+                )
+                .unwrap();
         assert_eq!(stored as usize, batch.len());
     }
 
@@ -1637,7 +1647,7 @@ mod tests {
             .unwrap();
         r.record_quanta_uncommitted("out", bundle, &[quantum(1, STATUS_SUCCEEDED)])
             .unwrap();
-        assert_eq!(count(&r.conn), 2);
+        assert_eq!(count(r.db.sqlite()), 2);
         assert_eq!(count(&other), 0, "nothing is visible before the commit");
         r.commit_recorded().unwrap();
         assert_eq!(count(&other), 2);
@@ -1649,13 +1659,13 @@ mod tests {
             .record_quanta_uncommitted("no-such-run", bundle, &[quantum(0, STATUS_SUCCEEDED)])
             .unwrap_err();
         assert!(err.to_string().contains("no-such-run"), "{err}");
-        assert!(r.conn.is_autocommit());
-        assert_eq!(count(&r.conn), 2);
+        assert!(r.db.sqlite().is_autocommit());
+        assert_eq!(count(r.db.sqlite()), 2);
         r.commit_recorded().unwrap();
-        let fk: i64 = r
-            .conn
-            .query_row("PRAGMA foreign_keys", [], |row| row.get(0))
-            .unwrap();
+        let fk: i64 =
+            r.db.sqlite()
+                .query_row("PRAGMA foreign_keys", [], |row| row.get(0))
+                .unwrap();
         assert_eq!(fk, 1);
     }
 
@@ -1726,16 +1736,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut r = registry_with_detectors(dir.path(), 3);
         let cache = |r: &Registry| -> i64 {
-            r.conn
+            r.db.sqlite()
                 .query_row("PRAGMA cache_size", [], |row| row.get(0))
                 .unwrap()
         };
         let normal_cache = cache(&r);
         r.set_bulk_writing(true).unwrap();
-        let pages: i64 = r
-            .conn
-            .query_row("PRAGMA wal_autocheckpoint", [], |row| row.get(0))
-            .unwrap();
+        let pages: i64 =
+            r.db.sqlite()
+                .query_row("PRAGMA wal_autocheckpoint", [], |row| row.get(0))
+                .unwrap();
         assert_eq!(pages, 0);
         // A smaller page cache while appending (negative: KiB).
         assert!(cache(&r) > normal_cache, "{} {normal_cache}", cache(&r));
@@ -1746,10 +1756,10 @@ mod tests {
         r.set_bulk_writing(false).unwrap();
         assert_eq!(std::fs::metadata(&wal).unwrap().len(), 0);
         assert_eq!(cache(&r), normal_cache);
-        let pages: i64 = r
-            .conn
-            .query_row("PRAGMA wal_autocheckpoint", [], |row| row.get(0))
-            .unwrap();
+        let pages: i64 =
+            r.db.sqlite()
+                .query_row("PRAGMA wal_autocheckpoint", [], |row| row.get(0))
+                .unwrap();
         assert!(pages > 0);
         // Everything is in the database file itself.
         let copy = dir.path().join("copy.sqlite3");
@@ -1820,10 +1830,10 @@ mod tests {
         assert_eq!(q0.execution.status, STATUS_SUCCEEDED);
         assert_eq!(r.quantum_statuses(bundle).unwrap().len(), 2);
         // Foreign keys are back on for every other write.
-        let fk: i64 = r
-            .conn
-            .query_row("PRAGMA foreign_keys", [], |row| row.get(0))
-            .unwrap();
+        let fk: i64 =
+            r.db.sqlite()
+                .query_row("PRAGMA foreign_keys", [], |row| row.get(0))
+                .unwrap();
         assert_eq!(fk, 1);
     }
 
@@ -1866,7 +1876,7 @@ mod tests {
 
         // Once nothing else reads it, it is replaced, and its producer,
         // left without outputs, goes with its input links.
-        r.conn
+        r.db.sqlite()
             .execute(
                 "DELETE FROM quantum_input WHERE quantum_id = ?1",
                 [Uuid::from_u128(900).as_bytes().as_slice()],

@@ -412,7 +412,8 @@ impl Registry {
         dims: &quanta_core::DimensionGroup,
     ) -> Result<()> {
         let mut has_records = |element: &str| {
-            self.conn
+            self.db
+                .sqlite()
                 .query_row(
                     &format!("SELECT 1 FROM {} LIMIT 1", quote(element)),
                     [],
@@ -458,7 +459,7 @@ impl Registry {
                 .join(", ")
         );
         tracing::debug!(%sql, "query_data_ids");
-        let mut stmt = self.conn.prepare(&sql)?;
+        let mut stmt = self.db.sqlite().prepare(&sql)?;
         let mut rows = stmt.query(rusqlite::params_from_iter(builder.params.values()))?;
         let mut out = Vec::new();
         while let Some(row) = rows.next()? {
@@ -526,7 +527,7 @@ impl Registry {
                 tracing::debug!(%sql, "query_datasets");
                 let dims_json =
                     serde_json::to_string(&dt.dimensions.names).expect("names serialize");
-                let mut stmt = self.conn.prepare_cached(&sql)?;
+                let mut stmt = self.db.sqlite().prepare_cached(&sql)?;
                 let mut rows = stmt.query(rusqlite::params_from_iter(builder.params.values()))?;
                 while let Some(row) = rows.next()? {
                     let key: String = row.get(1)?;

@@ -173,7 +173,8 @@ impl Registry {
         self.check_record_elements(records)?;
         let universe = self.universe.clone();
         let tx = self
-            .conn
+            .db
+            .sqlite_mut()
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let mut inserted = 0;
         for element in universe.elements() {
@@ -218,7 +219,7 @@ impl Registry {
         for element in self.universe.elements() {
             if let Some(rows) = records.get(&element.name) {
                 inserted +=
-                    insert_element_records(&self.conn, &self.universe, element, rows, true)?;
+                    insert_element_records(self.db.sqlite(), &self.universe, element, rows, true)?;
             }
         }
         Ok(inserted)

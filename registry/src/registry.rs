@@ -2,21 +2,20 @@
 
 use std::path::{Path, PathBuf};
 
-use quanta_core::DimensionUniverse;
-use rusqlite::{Connection, OptionalExtension};
-
+use crate::database::Database;
 use crate::dialect::Dialect;
 use crate::error::{RegistryError, Result};
 use crate::provenance::DimensionChecks;
 use crate::schema::{full_ddl, SCHEMA_VERSION};
 use crate::sqlite;
+use quanta_core::DimensionUniverse;
 
 /// The full SQL Registry of a repository, on SQLite.
 ///
 /// All writes go through methods (in this crate's modules); arbitrary SQL is
 /// only ever run on a separate read-only connection ([`Registry::sql_read_only`]).
 pub struct Registry {
-    pub(crate) conn: Connection,
+    pub(crate) db: Database,
     pub(crate) universe: DimensionUniverse,
     path: PathBuf,
     /// Set while bulk writing.
@@ -41,21 +40,28 @@ impl Registry {
                 path.display()
             )));
         }
-        let mut conn = sqlite::create(path)?;
-        let tx = conn.transaction()?;
+        let mut db = Database::from_sqlite(sqlite::create(path)?);
+        let tx = db.transaction()?;
         for stmt in full_ddl(universe) {
             tx.execute_batch(&stmt)?;
         }
-        let mut meta = tx.prepare("INSERT INTO quanta_meta (key, value) VALUES (?1, ?2)")?;
-        meta.execute(("schema_version", SCHEMA_VERSION.to_string()))?;
-        meta.execute(("universe", universe.source()))?;
-        meta.execute(("universe_digest", universe.digest()))?;
-        meta.execute(("quanta_version", env!("CARGO_PKG_VERSION")))?;
-        meta.execute((REPOSITORY_ID_KEY, uuid::Uuid::new_v4().to_string()))?;
-        drop(meta);
+        let repository_id = uuid::Uuid::new_v4().to_string();
+        let (version, digest) = (SCHEMA_VERSION.to_string(), universe.digest());
+        for (key, value) in [
+            ("schema_version", version.as_str()),
+            ("universe", universe.source()),
+            ("universe_digest", &digest),
+            ("quanta_version", env!("CARGO_PKG_VERSION")),
+            (REPOSITORY_ID_KEY, &repository_id),
+        ] {
+            tx.execute(
+                "INSERT INTO quanta_meta (key, value) VALUES (?1, ?2)",
+                &[&key, &value],
+            )?;
+        }
         tx.commit()?;
         Ok(Self {
-            conn,
+            db,
             universe: universe.clone(),
             path: path.to_path_buf(),
             bulk: None,
@@ -86,9 +92,9 @@ impl Registry {
             path: shown.clone(),
             reason,
         };
-        let conn = sqlite::open(path, read_only, &not_registry)?;
+        let db = Database::from_sqlite(sqlite::open(path, read_only, &not_registry)?);
         let meta = |key: &str| -> Result<Option<String>> {
-            read_meta(&conn, key).map_err(|e| not_registry(format!("no quanta metadata ({e})")))
+            read_meta(&db, key).map_err(|e| not_registry(format!("no quanta metadata ({e})")))
         };
         let version =
             meta("schema_version")?.ok_or_else(|| not_registry("no schema version".into()))?;
@@ -101,23 +107,23 @@ impl Registry {
         }
         let universe_text = meta("universe")?.ok_or_else(|| not_registry("no universe".into()))?;
         let universe = DimensionUniverse::from_yaml(&universe_text)?;
-        let mut has_removal_tables = sqlite::has_table(&conn, "removed_dataset")?;
+        let mut has_removal_tables = sqlite::has_table(db.sqlite(), "removed_dataset")?;
         if !read_only && !has_removal_tables {
             // Tables added since schema version 4 (see `REMOVAL_DDL`).
-            conn.execute_batch(crate::schema::REMOVAL_DDL)?;
+            db.execute_batch(crate::schema::REMOVAL_DDL)?;
             has_removal_tables = true;
         }
         if !read_only && meta(REPOSITORY_ID_KEY)?.is_none() {
             // A registry made before repositories had an identity gets one
             // from its first writer; concurrent first writers agree on
             // whichever insert came first.
-            conn.execute(
-                "INSERT OR IGNORE INTO quanta_meta (key, value) VALUES (?1, ?2)",
-                (REPOSITORY_ID_KEY, uuid::Uuid::new_v4().to_string()),
+            db.execute(
+                "INSERT INTO quanta_meta (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO NOTHING",
+                &[&REPOSITORY_ID_KEY, &uuid::Uuid::new_v4().to_string()],
             )?;
         }
         Ok(Self {
-            conn,
+            db,
             universe,
             path: path.to_path_buf(),
             bulk: None,
@@ -128,7 +134,7 @@ impl Registry {
 
     /// The SQL dialect of this registry's backend.
     pub fn dialect(&self) -> Dialect {
-        Dialect::Sqlite
+        self.db.dialect()
     }
 
     pub fn universe(&self) -> &DimensionUniverse {
@@ -158,7 +164,7 @@ impl Registry {
 
     /// Reads a `quanta_meta` value.
     pub fn meta(&self, key: &str) -> Result<Option<String>> {
-        Ok(read_meta(&self.conn, key)?)
+        read_meta(&self.db, key)
     }
 
     /// Runs one user-supplied SELECT on a read-only connection and returns the
@@ -187,21 +193,22 @@ impl Registry {
     }
 }
 
-fn read_meta(conn: &Connection, key: &str) -> rusqlite::Result<Option<String>> {
-    conn.query_row("SELECT value FROM quanta_meta WHERE key = ?1", [key], |r| {
-        r.get(0)
-    })
-    .optional()
+fn read_meta(db: &Database, key: &str) -> Result<Option<String>> {
+    db.query_row(
+        "SELECT value FROM quanta_meta WHERE key = ?1",
+        &[&key],
+        |r| r.get(0),
+    )
 }
 
 impl Registry {
     /// Sets a `quanta_meta` value (repo-level configuration such as the
     /// datastore settings, opaque to the registry).
     pub fn set_meta(&mut self, key: &str, value: &str) -> Result<()> {
-        self.conn.execute(
+        self.db.execute(
             "INSERT INTO quanta_meta (key, value) VALUES (?1, ?2) \
              ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-            (key, value),
+            &[&key, &value],
         )?;
         Ok(())
     }
@@ -224,9 +231,11 @@ impl Registry {
     /// checkpoints.
     pub fn set_bulk_writing(&mut self, bulk: bool) -> Result<()> {
         match (bulk, self.bulk.take()) {
-            (true, None) => self.bulk = Some(sqlite::BulkWriting::start(&self.conn, &self.path)?),
+            (true, None) => {
+                self.bulk = Some(sqlite::BulkWriting::start(self.db.sqlite(), &self.path)?)
+            }
             (true, Some(running)) => self.bulk = Some(running),
-            (false, Some(running)) => running.finish(&self.conn)?,
+            (false, Some(running)) => running.finish(self.db.sqlite())?,
             (false, None) => {}
         }
         Ok(())
@@ -239,7 +248,7 @@ impl Registry {
     /// is rerun). A move into the datastore needs `true` before it removes
     /// the only other copy of its files.
     pub fn set_durable_commits(&self, durable: bool) -> Result<()> {
-        sqlite::set_durable_commits(&self.conn, durable)
+        sqlite::set_durable_commits(self.db.sqlite(), durable)
     }
 
     /// After a commit: lets the background checkpointer copy it, if bulk
@@ -277,7 +286,7 @@ mod tests {
         let path = dir.path().join("r.sqlite3");
         let universe = DimensionUniverse::default_universe();
         let page_size = |r: &Registry| -> i64 {
-            r.conn
+            r.db.sqlite()
                 .query_row("PRAGMA page_size", [], |row| row.get(0))
                 .unwrap()
         };

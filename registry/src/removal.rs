@@ -133,7 +133,7 @@ impl Registry {
     /// The CHAINED collections that name `name` as a direct child.
     pub fn chains_naming(&self, name: &str) -> Result<Vec<String>> {
         let record = self.collection(name)?;
-        parents_of(&self.conn, record.id)
+        parents_of(self.db.sqlite(), record.id)
     }
 
     /// Step 1 for RUNs: records, in one transaction, that `runs` are to be
@@ -148,7 +148,8 @@ impl Registry {
             records.push(self.collection_of_type(name, CollectionType::Run)?);
         }
         let tx = self
-            .conn
+            .db
+            .sqlite_mut()
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         for record in &records {
             let parents = parents_of(&tx, record.id)?;
@@ -178,7 +179,8 @@ impl Registry {
     pub fn mark_datasets_for_removal(&mut self, ids: &[Uuid], purge: bool) -> Result<usize> {
         self.require_removal_tables()?;
         let tx = self
-            .conn
+            .db
+            .sqlite_mut()
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let mut n = 0;
         {
@@ -211,15 +213,17 @@ impl Registry {
             return Ok(PendingRemovals::default());
         }
         let runs = self
-            .conn
+            .db
+            .sqlite()
             .prepare_cached(
                 "SELECT c.name FROM removal_run r JOIN collection c ON c.id = r.run_id ORDER BY c.name",
             )?
             .query_map([], |r| r.get(0))?
             .collect::<rusqlite::Result<_>>()?;
-        let datasets: i64 = self
-            .conn
-            .query_row("SELECT count(*) FROM dataset_trash", [], |r| r.get(0))?;
+        let datasets: i64 =
+            self.db
+                .sqlite()
+                .query_row("SELECT count(*) FROM dataset_trash", [], |r| r.get(0))?;
         Ok(PendingRemovals {
             runs,
             datasets: datasets as u64,
@@ -233,7 +237,8 @@ impl Registry {
             return Ok(Vec::new());
         }
         let mut paths: Vec<String> = self
-            .conn
+            .db
+            .sqlite()
             .prepare_cached(
                 "SELECT d.path FROM dataset_trash tr JOIN dataset d ON d.id = tr.dataset_id \
                  WHERE d.path IS NOT NULL",
@@ -241,13 +246,14 @@ impl Registry {
             .query_map([], |r| r.get(0))?
             .collect::<rusqlite::Result<_>>()?;
         let runs: Vec<i64> = self
-            .conn
+            .db
+            .sqlite()
             .prepare_cached("SELECT run_id FROM removal_run")?
             .query_map([], |r| r.get(0))?
             .collect::<rusqlite::Result<_>>()?;
         // By type and RUN: the unique (type, RUN, data ID) index finds them.
-        let types = type_ids(&self.conn)?;
-        let mut stmt = self.conn.prepare_cached(
+        let types = type_ids(self.db.sqlite())?;
+        let mut stmt = self.db.sqlite().prepare_cached(
             "SELECT path FROM dataset WHERE dataset_type_id = ?1 AND run_id = ?2 AND path IS NOT NULL",
         )?;
         for run in runs {
@@ -271,7 +277,8 @@ impl Registry {
         self.require_removal_tables()?;
         let now = quanta_core::now_rfc3339();
         let tx = self
-            .conn
+            .db
+            .sqlite_mut()
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let mut stats = RemovalStats::default();
         const REMEMBER: &str = "INSERT OR IGNORE INTO removed_dataset \
@@ -351,7 +358,8 @@ impl Registry {
             "SELECT path, size, checksum, 0 FROM dataset WHERE path IS NOT NULL"
         };
         Ok(self
-            .conn
+            .db
+            .sqlite()
             .prepare(sql)?
             .query_map([], |r| {
                 Ok(RegisteredFile {
@@ -370,7 +378,8 @@ impl Registry {
             return Ok(None);
         }
         let row = self
-            .conn
+            .db
+            .sqlite()
             .prepare_cached(
                 "SELECT dataset_type, dimensions, run, data_id, producer, producer_connection, removed_at \
                  FROM removed_dataset WHERE id = ?1",
@@ -418,7 +427,8 @@ impl Registry {
             )));
         }
         let tx = self
-            .conn
+            .db
+            .sqlite_mut()
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let parents = parents_of(&tx, record.id)?;
         if !parents.is_empty() && !force {
@@ -438,7 +448,8 @@ impl Registry {
     pub fn disassociate(&mut self, tagged: &str, ids: &[Uuid]) -> Result<usize> {
         let collection = self.collection_of_type(tagged, CollectionType::Tagged)?;
         let tx = self
-            .conn
+            .db
+            .sqlite_mut()
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let mut n = 0;
         {
@@ -485,7 +496,8 @@ impl Registry {
         keys.sort();
         keys.dedup();
         let tx = self
-            .conn
+            .db
+            .sqlite_mut()
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let mut stats = DecertifyStats::default();
         {
@@ -532,7 +544,8 @@ impl Registry {
     pub fn remove_dataset_type(&mut self, name: &str) -> Result<()> {
         let type_id = self.dataset_type_id(name)?;
         let tx = self
-            .conn
+            .db
+            .sqlite_mut()
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let runs: Vec<(String, i64)> = tx
             .prepare(
@@ -684,7 +697,8 @@ mod tests {
         assert_eq!(stats.ranges_removed, 3);
         assert_eq!(stats.parts_kept, 4);
         let ranges: Vec<(String, f64, f64)> = r
-            .conn
+            .db
+            .sqlite()
             .prepare("SELECT data_id, valid_begin, valid_end FROM dataset_calibs ORDER BY data_id, valid_begin")
             .unwrap()
             .query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))

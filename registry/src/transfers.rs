@@ -106,7 +106,7 @@ impl Registry {
     /// The datasets of a TAGGED collection.
     pub fn tagged_dataset_ids(&self, tagged: &str) -> Result<Vec<Uuid>> {
         let c = self.collection_of_type(tagged, CollectionType::Tagged)?;
-        let mut stmt = self.conn.prepare(
+        let mut stmt = self.db.sqlite().prepare(
             "SELECT dataset_id FROM dataset_tags WHERE collection_id = ?1 ORDER BY dataset_id",
         )?;
         let ids = stmt
@@ -118,7 +118,7 @@ impl Registry {
     /// The validity ranges of a CALIBRATION collection: (UUID, begin, end).
     pub fn calibration_ranges(&self, calibration: &str) -> Result<Vec<(Uuid, f64, f64)>> {
         let c = self.collection_of_type(calibration, CollectionType::Calibration)?;
-        let mut stmt = self.conn.prepare(
+        let mut stmt = self.db.sqlite().prepare(
             "SELECT dataset_id, valid_begin, valid_end FROM dataset_calibs \
              WHERE collection_id = ?1 ORDER BY valid_begin, dataset_id",
         )?;
@@ -138,7 +138,7 @@ impl Registry {
                 "SELECT id FROM dataset WHERE id IN ({})",
                 vec!["?"; chunk.len()].join(", ")
             );
-            let mut stmt = self.conn.prepare_cached(&sql)?;
+            let mut stmt = self.db.sqlite().prepare_cached(&sql)?;
             let params = chunk.iter().map(|id| id.as_bytes().as_slice());
             let mut rows = stmt.query(rusqlite::params_from_iter(params))?;
             while let Some(row) = rows.next()? {
@@ -154,13 +154,13 @@ impl Registry {
     /// RUN and data ID, and existing memberships are left as they are; a
     /// conflicting definition or dataset is an error and nothing is written.
     pub fn import_batch(&mut self, batch: &ImportBatch) -> Result<ImportStats> {
-        self.conn.execute_batch("BEGIN IMMEDIATE")?;
+        self.db.sqlite().execute_batch("BEGIN IMMEDIATE")?;
         let mut guard = TxGuard {
-            conn: &self.conn,
+            conn: self.db.sqlite(),
             done: false,
         };
         let stats = self.import_uncommitted(batch)?;
-        self.conn.execute_batch("COMMIT")?;
+        self.db.sqlite().execute_batch("COMMIT")?;
         guard.done = true;
         drop(guard);
         self.committed();
@@ -205,7 +205,7 @@ impl Registry {
     fn import_provenance_in_tx(&self, p: &ProvenanceBatch) -> Result<usize> {
         for r in &p.runs {
             let run = self.collection_of_type(&r.run, CollectionType::Run)?;
-            self.conn.execute(
+            self.db.sqlite().execute(
                 "INSERT INTO run_provenance (run_id, bundle_id, pipeline_yaml, task_configs, quanta_version, \
                  command_line, created_at, created_by) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) \
                  ON CONFLICT (run_id, bundle_id) DO NOTHING",
@@ -225,7 +225,7 @@ impl Registry {
         for q in &p.quanta {
             let run = self.collection_of_type(&q.run, CollectionType::Run)?;
             let x = &q.execution;
-            written += self.conn.execute(
+            written += self.db.sqlite().execute(
                 "INSERT INTO quantum (id, run_id, bundle_id, task_label, data_id, status, attempts, host, \
                  batch_job, started, finished, wall_seconds, cpu_seconds, peak_rss_bytes, exit_code, error, log_tail) \
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17) \
@@ -250,7 +250,7 @@ impl Registry {
                     serde_json::to_string(&x.log_tail).expect("strings serialize"),
                 ],
             )?;
-            let mut input = self.conn.prepare_cached(
+            let mut input = self.db.sqlite().prepare_cached(
                 "INSERT OR IGNORE INTO quantum_input (quantum_id, dataset_id, connection, is_prerequisite, used) \
                  VALUES (?1, ?2, ?3, ?4, ?5)",
             )?;
@@ -264,7 +264,7 @@ impl Registry {
                 ))?;
             }
         }
-        let mut producer = self.conn.prepare_cached(
+        let mut producer = self.db.sqlite().prepare_cached(
             "UPDATE dataset SET producer = ?1, producer_connection = ?2 WHERE id = ?3 AND producer IS NULL",
         )?;
         for (dataset, quantum, connection) in &p.producers {
@@ -297,7 +297,7 @@ impl Registry {
                 requested: normalized.to_string(),
             });
         }
-        self.conn.execute(
+        self.db.sqlite().execute(
             "INSERT INTO dataset_type (name, dimensions, storage_class, is_calibration) VALUES (?1, ?2, ?3, ?4)",
             (
                 &normalized.name,
@@ -322,7 +322,7 @@ impl Registry {
             }
             return Err(RegistryError::CollectionConflict(name.to_string()));
         }
-        self.conn.execute(
+        self.db.sqlite().execute(
             "INSERT INTO collection (name, type, doc) VALUES (?1, ?2, ?3)",
             (name, ctype.as_str(), doc),
         )?;
@@ -342,11 +342,11 @@ impl Registry {
             .iter()
             .map(|child| Ok(self.collection(child)?.id))
             .collect::<Result<Vec<i64>>>()?;
-        self.conn.execute(
+        self.db.sqlite().execute(
             "DELETE FROM collection_chain WHERE parent_id = ?1",
             [parent_record.id],
         )?;
-        let mut insert = self.conn.prepare_cached(
+        let mut insert = self.db.sqlite().prepare_cached(
             "INSERT INTO collection_chain (parent_id, position, child_id) VALUES (?1, ?2, ?3)",
         )?;
         for (position, child_id) in child_ids.iter().enumerate() {
@@ -378,9 +378,10 @@ impl Registry {
             ", ?".repeat(dims.len()),
         );
         let now = quanta_core::now_rfc3339();
-        let mut insert = self.conn.prepare_cached(&insert_sql)?;
+        let mut insert = self.db.sqlite().prepare_cached(&insert_sql)?;
         let mut existing = self
-            .conn
+            .db
+            .sqlite()
             .prepare_cached("SELECT dataset_type_id, run_id, data_id FROM dataset WHERE id = ?1")?;
         let (mut new, mut present) = (0, 0);
         for (dataset, data_id) in group.datasets.iter().zip(&data_ids) {
@@ -435,7 +436,7 @@ impl Registry {
 
     fn tag_in_tx(&self, tagged: &str, ids: &[Uuid]) -> Result<usize> {
         let c = self.collection_of_type(tagged, CollectionType::Tagged)?;
-        let mut stmt = self.conn.prepare_cached(
+        let mut stmt = self.db.sqlite().prepare_cached(
             "INSERT INTO dataset_tags (collection_id, dataset_id, dataset_type_id, data_id) \
              SELECT ?1, id, dataset_type_id, data_id FROM dataset WHERE id = ?2 \
              ON CONFLICT (collection_id, dataset_id) DO NOTHING",
@@ -460,11 +461,11 @@ impl Registry {
     /// Certifies each (UUID, begin, end) unless that exact range is there.
     fn certify_in_tx(&self, calibration: &str, ranges: &[(Uuid, f64, f64)]) -> Result<usize> {
         let c = self.collection_of_type(calibration, CollectionType::Calibration)?;
-        let mut exists = self.conn.prepare_cached(
+        let mut exists = self.db.sqlite().prepare_cached(
             "SELECT 1 FROM dataset_calibs WHERE collection_id = ?1 AND dataset_id = ?2 \
              AND valid_begin = ?3 AND valid_end = ?4",
         )?;
-        let mut insert = self.conn.prepare_cached(
+        let mut insert = self.db.sqlite().prepare_cached(
             "INSERT INTO dataset_calibs (collection_id, dataset_id, dataset_type_id, data_id, valid_begin, valid_end) \
              SELECT ?1, d.id, d.dataset_type_id, d.data_id, ?3, ?4 FROM dataset d \
              JOIN dataset_type t ON t.id = d.dataset_type_id WHERE d.id = ?2 AND t.is_calibration",

@@ -5,14 +5,16 @@
 //! ([`region_functions`]), SQLite's allocator ([`alloc`]) and the
 //! copy-free statement of the merge's hot path ([`static_statement`]).
 //!
-//! The registry's modules still run their statements on the rusqlite
-//! connection directly; the SQL they write is in the [`Dialect`] common to
-//! both backends where it can be.
+//! SQLite's half of the registry's database interface is [`database`];
+//! the modules not yet on that interface run their statements on the
+//! rusqlite connection directly. The SQL they write is in the [`Dialect`]
+//! common to both backends where it can be.
 //!
 //! [`Dialect`]: crate::dialect::Dialect
 
 pub(crate) mod alloc;
 mod connection;
+pub(crate) mod database;
 mod error;
 pub(crate) mod region_functions;
 pub(crate) mod static_statement;

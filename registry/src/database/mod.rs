@@ -1,0 +1,431 @@
+//! The registry's one interface to its database, as daf_butler's
+//! `Database` is to its `sqlite.py` and `postgresql.py`: run a statement,
+//! read its rows, open a write transaction, insert and get the new row's
+//! id. The registry's modules call [`Database`]; which backend does the
+//! work is decided here, one `match` per operation, and each backend's
+//! half lives in its own module (`crate::sqlite::database`).
+//!
+//! Values cross the interface as [`ValueRef`]s, the five storage classes
+//! every backend has: a statement's parameters are [`Param`]s (anything
+//! that can be seen as one), a row's columns are read as [`Column`]s
+//! (anything that can be made from one). Statements are written with
+//! numbered placeholders, `?1`, `?2`, … (the backends that number them
+//! otherwise translate), in SQL common to the backends or chosen through
+//! [`Dialect`].
+//!
+//! Migration: the registry's modules move onto this interface one by one
+//! (`collections.rs` and the metadata of `registry.rs` so far); the rest
+//! still reach the SQLite connection through [`Database::sqlite`], which a
+//! second backend cannot serve, so every module must be on the interface
+//! before one is added.
+
+use std::ops::Deref;
+
+use crate::dialect::Dialect;
+use crate::error::{DatabaseError, DatabaseErrorKind, Result};
+use crate::value::SqlValue;
+
+/// One value as a backend binds or returns it, borrowed.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum ValueRef<'a> {
+    Null,
+    Integer(i64),
+    Real(f64),
+    Text(&'a str),
+    Blob(&'a [u8]),
+}
+
+impl ValueRef<'_> {
+    fn kind(&self) -> &'static str {
+        match self {
+            Self::Null => "NULL",
+            Self::Integer(_) => "an integer",
+            Self::Real(_) => "a real number",
+            Self::Text(_) => "text",
+            Self::Blob(_) => "a blob",
+        }
+    }
+}
+
+/// A statement parameter.
+pub(crate) trait Param {
+    fn value(&self) -> ValueRef<'_>;
+}
+
+/// A value read from a column: `None` when the column's value is not one.
+pub(crate) trait Column: Sized {
+    /// What the column was expected to hold, for the error.
+    const EXPECTED: &'static str;
+    fn from_value(v: ValueRef<'_>) -> Option<Self>;
+}
+
+/// A statement's parameters, in placeholder order.
+pub(crate) type Params<'p> = [&'p dyn Param];
+
+/// One row of a result, read column by column (0-based).
+pub(crate) struct Row<'r> {
+    inner: RowImpl<'r>,
+}
+
+pub(crate) enum RowImpl<'r> {
+    Sqlite(&'r rusqlite::Row<'r>),
+}
+
+impl<'r> Row<'r> {
+    pub(crate) fn new(inner: RowImpl<'r>) -> Self {
+        Self { inner }
+    }
+
+    /// The column `index` as a `T`; an error names the column and what it
+    /// held when that is not a `T`.
+    pub(crate) fn get<T: Column>(&self, index: usize) -> Result<T> {
+        let value = match &self.inner {
+            RowImpl::Sqlite(row) => crate::sqlite::database::column(row, index)?,
+        };
+        T::from_value(value).ok_or_else(|| {
+            DatabaseError::new(
+                DatabaseErrorKind::Other,
+                format!(
+                    "column {index} holds {}, where {} was expected",
+                    value.kind(),
+                    T::EXPECTED
+                ),
+            )
+            .into()
+        })
+    }
+}
+
+/// A connection to the registry's database.
+pub(crate) struct Database {
+    backend: Backend,
+}
+
+enum Backend {
+    Sqlite(rusqlite::Connection),
+}
+
+impl Database {
+    pub(crate) fn from_sqlite(conn: rusqlite::Connection) -> Self {
+        Self {
+            backend: Backend::Sqlite(conn),
+        }
+    }
+
+    pub(crate) fn dialect(&self) -> Dialect {
+        match &self.backend {
+            Backend::Sqlite(_) => Dialect::Sqlite,
+        }
+    }
+
+    /// The SQLite connection, for the modules not yet on this interface
+    /// and for what only SQLite has (bulk-writing checkpoints, the
+    /// copy-free statement).
+    pub(crate) fn sqlite(&self) -> &rusqlite::Connection {
+        match &self.backend {
+            Backend::Sqlite(conn) => conn,
+        }
+    }
+
+    /// [`Database::sqlite`], for rusqlite's transactions.
+    pub(crate) fn sqlite_mut(&mut self) -> &mut rusqlite::Connection {
+        match &mut self.backend {
+            Backend::Sqlite(conn) => conn,
+        }
+    }
+
+    /// Runs one statement; the number of rows it changed.
+    pub(crate) fn execute(&self, sql: &str, params: &Params<'_>) -> Result<u64> {
+        match &self.backend {
+            Backend::Sqlite(conn) => crate::sqlite::database::execute(conn, sql, params),
+        }
+    }
+
+    /// Runs statements without parameters (schema, transaction control).
+    pub(crate) fn execute_batch(&self, sql: &str) -> Result<()> {
+        match &self.backend {
+            Backend::Sqlite(conn) => Ok(conn.execute_batch(sql)?),
+        }
+    }
+
+    /// Runs an INSERT of one row into a table whose key is an integer `id`
+    /// the database assigns, and returns that id.
+    pub(crate) fn insert_returning_id(&self, sql: &str, params: &Params<'_>) -> Result<i64> {
+        match &self.backend {
+            Backend::Sqlite(conn) => {
+                crate::sqlite::database::execute(conn, sql, params)?;
+                Ok(conn.last_insert_rowid())
+            }
+        }
+    }
+
+    /// The first row of a query through `read`, `None` without rows.
+    pub(crate) fn query_row<T>(
+        &self,
+        sql: &str,
+        params: &Params<'_>,
+        read: impl FnOnce(&Row<'_>) -> Result<T>,
+    ) -> Result<Option<T>> {
+        let mut read = Some(read);
+        let mut found = None;
+        self.for_each_row(sql, params, |row| {
+            if let Some(read) = read.take() {
+                found = Some(read(row)?);
+            }
+            Ok(false)
+        })?;
+        Ok(found)
+    }
+
+    /// Every row of a query through `read`, in the query's order.
+    pub(crate) fn query_rows<T>(
+        &self,
+        sql: &str,
+        params: &Params<'_>,
+        mut read: impl FnMut(&Row<'_>) -> Result<T>,
+    ) -> Result<Vec<T>> {
+        let mut out = Vec::new();
+        self.for_each_row(sql, params, |row| {
+            out.push(read(row)?);
+            Ok(true)
+        })?;
+        Ok(out)
+    }
+
+    /// Hands the rows of a query to `each` as they come, until it returns
+    /// `false`.
+    pub(crate) fn for_each_row(
+        &self,
+        sql: &str,
+        params: &Params<'_>,
+        each: impl FnMut(&Row<'_>) -> Result<bool>,
+    ) -> Result<()> {
+        match &self.backend {
+            Backend::Sqlite(conn) => crate::sqlite::database::for_each_row(conn, sql, params, each),
+        }
+    }
+
+    /// Opens a write transaction: SQLite takes its write lock at once
+    /// (`BEGIN IMMEDIATE`), so a transaction that reads before it writes
+    /// cannot fail to upgrade halfway. It rolls back when dropped
+    /// uncommitted.
+    pub(crate) fn transaction(&mut self) -> Result<Transaction<'_>> {
+        match &self.backend {
+            Backend::Sqlite(conn) => conn.execute_batch("BEGIN IMMEDIATE")?,
+        }
+        Ok(Transaction {
+            db: self,
+            open: true,
+        })
+    }
+}
+
+/// An open write transaction; statements run on it through `Deref`.
+pub(crate) struct Transaction<'a> {
+    db: &'a mut Database,
+    open: bool,
+}
+
+impl Transaction<'_> {
+    pub(crate) fn commit(mut self) -> Result<()> {
+        self.db.execute_batch("COMMIT")?;
+        self.open = false;
+        Ok(())
+    }
+}
+
+impl Deref for Transaction<'_> {
+    type Target = Database;
+    fn deref(&self) -> &Database {
+        self.db
+    }
+}
+
+impl Drop for Transaction<'_> {
+    fn drop(&mut self) {
+        if self.open {
+            // A failed rollback leaves nothing to do: the database rolls
+            // back an unfinished transaction when the connection closes.
+            let _ = self.db.execute_batch("ROLLBACK");
+        }
+    }
+}
+
+// Parameters.
+
+impl Param for i64 {
+    fn value(&self) -> ValueRef<'_> {
+        ValueRef::Integer(*self)
+    }
+}
+
+impl Param for i32 {
+    fn value(&self) -> ValueRef<'_> {
+        ValueRef::Integer(i64::from(*self))
+    }
+}
+
+impl Param for u32 {
+    fn value(&self) -> ValueRef<'_> {
+        ValueRef::Integer(i64::from(*self))
+    }
+}
+
+impl Param for f64 {
+    fn value(&self) -> ValueRef<'_> {
+        ValueRef::Real(*self)
+    }
+}
+
+impl Param for bool {
+    fn value(&self) -> ValueRef<'_> {
+        ValueRef::Integer(i64::from(*self))
+    }
+}
+
+impl Param for str {
+    fn value(&self) -> ValueRef<'_> {
+        ValueRef::Text(self)
+    }
+}
+
+impl Param for String {
+    fn value(&self) -> ValueRef<'_> {
+        ValueRef::Text(self)
+    }
+}
+
+impl Param for [u8] {
+    fn value(&self) -> ValueRef<'_> {
+        ValueRef::Blob(self)
+    }
+}
+
+impl Param for Vec<u8> {
+    fn value(&self) -> ValueRef<'_> {
+        ValueRef::Blob(self)
+    }
+}
+
+impl Param for uuid::Uuid {
+    /// A UUID is stored as its 16 bytes.
+    fn value(&self) -> ValueRef<'_> {
+        ValueRef::Blob(self.as_bytes())
+    }
+}
+
+impl Param for SqlValue {
+    fn value(&self) -> ValueRef<'_> {
+        match self {
+            Self::Null => ValueRef::Null,
+            Self::Integer(i) => ValueRef::Integer(*i),
+            Self::Real(f) => ValueRef::Real(*f),
+            Self::Text(t) => ValueRef::Text(t),
+            Self::Blob(b) => ValueRef::Blob(b),
+        }
+    }
+}
+
+impl<T: Param + ?Sized> Param for &T {
+    fn value(&self) -> ValueRef<'_> {
+        (**self).value()
+    }
+}
+
+impl<T: Param> Param for Option<T> {
+    fn value(&self) -> ValueRef<'_> {
+        match self {
+            Some(v) => v.value(),
+            None => ValueRef::Null,
+        }
+    }
+}
+
+// Columns.
+
+impl Column for i64 {
+    const EXPECTED: &'static str = "an integer";
+    fn from_value(v: ValueRef<'_>) -> Option<Self> {
+        match v {
+            ValueRef::Integer(i) => Some(i),
+            _ => None,
+        }
+    }
+}
+
+impl Column for bool {
+    const EXPECTED: &'static str = "a boolean (0 or 1)";
+    fn from_value(v: ValueRef<'_>) -> Option<Self> {
+        match v {
+            ValueRef::Integer(i) => Some(i != 0),
+            _ => None,
+        }
+    }
+}
+
+impl Column for f64 {
+    const EXPECTED: &'static str = "a number";
+    fn from_value(v: ValueRef<'_>) -> Option<Self> {
+        match v {
+            ValueRef::Real(f) => Some(f),
+            ValueRef::Integer(i) => Some(i as f64),
+            _ => None,
+        }
+    }
+}
+
+impl Column for String {
+    const EXPECTED: &'static str = "text";
+    fn from_value(v: ValueRef<'_>) -> Option<Self> {
+        match v {
+            ValueRef::Text(t) => Some(t.to_string()),
+            _ => None,
+        }
+    }
+}
+
+impl Column for Vec<u8> {
+    const EXPECTED: &'static str = "a blob";
+    fn from_value(v: ValueRef<'_>) -> Option<Self> {
+        match v {
+            ValueRef::Blob(b) => Some(b.to_vec()),
+            _ => None,
+        }
+    }
+}
+
+impl Column for uuid::Uuid {
+    const EXPECTED: &'static str = "a 16-byte UUID";
+    fn from_value(v: ValueRef<'_>) -> Option<Self> {
+        match v {
+            ValueRef::Blob(b) => uuid::Uuid::from_slice(b).ok(),
+            _ => None,
+        }
+    }
+}
+
+impl Column for SqlValue {
+    const EXPECTED: &'static str = "any value";
+    fn from_value(v: ValueRef<'_>) -> Option<Self> {
+        Some(match v {
+            ValueRef::Null => Self::Null,
+            ValueRef::Integer(i) => Self::Integer(i),
+            ValueRef::Real(f) => Self::Real(f),
+            ValueRef::Text(t) => Self::Text(t.to_string()),
+            ValueRef::Blob(b) => Self::Blob(b.to_vec()),
+        })
+    }
+}
+
+impl<T: Column> Column for Option<T> {
+    const EXPECTED: &'static str = T::EXPECTED;
+    fn from_value(v: ValueRef<'_>) -> Option<Self> {
+        match v {
+            ValueRef::Null => Some(None),
+            v => T::from_value(v).map(Some),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
