@@ -223,10 +223,13 @@ impl Registry {
             .map(|child| Ok(self.collection(child)?.id))
             .collect::<Result<Vec<i64>>>()?;
         let tx = self.db.transaction()?;
-        let parent_id = tx.insert_returning_id(
-            "INSERT INTO collection (name, type, doc) VALUES (?1, ?2, NULL)",
-            &[&parent, &CollectionType::Chained.as_str()],
-        )?;
+        let parent_id = tx
+            .query_row(
+                "INSERT INTO collection (name, type, doc) VALUES (?1, ?2, NULL) RETURNING id",
+                &[&parent, &CollectionType::Chained.as_str()],
+                |r| r.get::<i64>(0),
+            )?
+            .ok_or_else(|| RegistryError::Invalid(format!("collection `{parent}` not inserted")))?;
         insert_chain(&tx, parent_id, &child_ids)?;
         tx.commit()?;
         Ok(())

@@ -3,16 +3,17 @@
 
 use std::collections::BTreeMap;
 
-use quanta_core::{DimensionElement, DimensionUniverse, FieldSpec, FieldType};
+use quanta_core::{DimensionElement, DimensionUniverse, FieldSpec, FieldType, REGION_ID_COLUMN};
 use quanta_spatial::Region;
 use rayon::prelude::*;
-use rusqlite::types::Value as SqlValue;
 use serde_json::{Map, Value};
 
+use crate::database::{Database, Param, Statement};
 use crate::error::{RegistryError, Result};
 use crate::registry::Registry;
 use crate::schema::{key_column, quote, skypix_overlap_table};
 use crate::spatial_join::{record_overlaps, NewRegions, RegionsById};
+use crate::value::SqlValue;
 
 /// Records to insert, by element name. Each record is a JSON object with the
 /// universe's field names.
@@ -172,10 +173,7 @@ impl Registry {
     pub fn insert_dimension_records(&mut self, records: &RecordSet) -> Result<usize> {
         self.check_record_elements(records)?;
         let universe = self.universe.clone();
-        let tx = self
-            .db
-            .sqlite_mut()
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let tx = self.db.transaction()?;
         let mut inserted = 0;
         for element in universe.elements() {
             if let Some(rows) = records.get(&element.name) {
@@ -218,8 +216,7 @@ impl Registry {
         let mut inserted = 0;
         for element in self.universe.elements() {
             if let Some(rows) = records.get(&element.name) {
-                inserted +=
-                    insert_element_records(self.db.sqlite(), &self.universe, element, rows, true)?;
+                inserted += insert_element_records(&self.db, &self.universe, element, rows, true)?;
             }
         }
         Ok(inserted)
@@ -272,22 +269,31 @@ fn prepare_regions(
 /// caller's transaction; with `skip_existing`, a record whose key (or any
 /// unique column) is already there is skipped. Returns the number inserted.
 fn insert_element_records(
-    tx: &rusqlite::Connection,
+    tx: &Database,
     universe: &DimensionUniverse,
     element: &DimensionElement,
     rows: &[Map<String, Value>],
     skip_existing: bool,
 ) -> Result<usize> {
     let fields = element.record_fields(universe);
+    // A record with a region returns the `region_id` the insert assigned
+    // (nothing when skipped as existing), which its skypix rows name.
+    let returning = match element.region_field() {
+        Some(_) => format!(" RETURNING {}", quote(REGION_ID_COLUMN)),
+        None => String::new(),
+    };
     let sql = format!(
-        "INSERT INTO {} ({}) VALUES ({}){}",
+        "INSERT INTO {} ({}) VALUES ({}){}{returning}",
         quote(&element.name),
         fields
             .iter()
             .map(|f| quote(&f.name))
             .collect::<Vec<_>>()
             .join(", "),
-        vec!["?"; fields.len()].join(", "),
+        (1..=fields.len())
+            .map(|i| format!("?{i}"))
+            .collect::<Vec<_>>()
+            .join(", "),
         if skip_existing {
             " ON CONFLICT DO NOTHING"
         } else {
@@ -342,9 +348,27 @@ fn insert_element_records(
                 describe(&element.name, i, record)
             ))
         })?;
-        match stmt.execute(rusqlite::params_from_iter(values.iter())) {
-            Ok(0) => continue,
-            Ok(_) => inserted += 1,
+        let params: Vec<&dyn Param> = values.iter().map(|v| v as &dyn Param).collect();
+        let written = match &mut skypix {
+            None => stmt.execute(&params).map(|n| (n > 0, None)),
+            Some(_) => {
+                let mut region_id = None;
+                stmt.for_each_row(&params, |r| {
+                    region_id = Some(r.get::<i64>(0)?);
+                    Ok(false)
+                })
+                .map(|()| (region_id.is_some(), region_id))
+            }
+        };
+        match written {
+            Ok((false, _)) => continue,
+            Ok((true, region_id)) => {
+                inserted += 1;
+                if let (Some(writer), Some(region), Some(id)) = (skypix.as_mut(), region, region_id)
+                {
+                    writer.add(id, region);
+                }
+            }
             Err(e) => {
                 let why = diagnose_insert_failure(tx, universe, element, record, &e);
                 return Err(RegistryError::Records(format!(
@@ -352,11 +376,6 @@ fn insert_element_records(
                     describe(&element.name, i, record)
                 )));
             }
-        }
-        if let (Some(writer), Some(region)) = (skypix.as_mut(), region) {
-            // The record's `region_id` (its INTEGER PRIMARY KEY, assigned
-            // by this insert).
-            writer.add(tx.last_insert_rowid(), region);
         }
     }
     if let Some(writer) = skypix {
@@ -371,7 +390,7 @@ fn insert_element_records(
 /// B-tree grows by appends rather than by random inserts; then hands the
 /// records' cells and regions on to the overlap tables.
 struct SkypixWriter<'t> {
-    stmt: rusqlite::Statement<'t>,
+    stmt: Statement<'t>,
     /// (cell, the record's `region_id`).
     cells: Vec<(i64, i64)>,
     /// (`region_id`, region), in insert order (ids ascend).
@@ -380,7 +399,7 @@ struct SkypixWriter<'t> {
 
 impl<'t> SkypixWriter<'t> {
     /// `None` for an element without a region.
-    fn new(tx: &'t rusqlite::Connection, element: &DimensionElement) -> Result<Option<Self>> {
+    fn new(tx: &'t Database, element: &DimensionElement) -> Result<Option<Self>> {
         if element.region_field().is_none() {
             return Ok(None);
         }
@@ -405,7 +424,7 @@ impl<'t> SkypixWriter<'t> {
     fn write<'e>(mut self, element: &'e DimensionElement) -> Result<NewRegions<'e>> {
         self.cells.sort_unstable();
         for &(pixel, region_id) in &self.cells {
-            self.stmt.execute((pixel, region_id))?;
+            self.stmt.execute(&[&pixel, &region_id])?;
         }
         Ok(NewRegions {
             element,
@@ -415,20 +434,24 @@ impl<'t> SkypixWriter<'t> {
     }
 }
 
-/// Turns SQLite's terse constraint errors into which parent is missing or
-/// which key is duplicated.
+/// Turns the database's terse constraint errors into which parent is
+/// missing or which key is duplicated.
 fn diagnose_insert_failure(
-    conn: &rusqlite::Connection,
+    db: &Database,
     universe: &quanta_core::DimensionUniverse,
     element: &DimensionElement,
     record: &Map<String, Value>,
-    err: &rusqlite::Error,
+    err: &RegistryError,
 ) -> String {
     let text = err.to_string();
-    if text.contains("UNIQUE") || text.contains("PRIMARY KEY") {
+    // SQLite's words, then PostgreSQL's.
+    if ["UNIQUE", "PRIMARY KEY", "duplicate key"]
+        .iter()
+        .any(|w| text.contains(w))
+    {
         return "a record with the same key already exists".to_string();
     }
-    if text.contains("FOREIGN KEY") {
+    if text.contains("FOREIGN KEY") || text.contains("foreign key") {
         for dim in element.required_closure.iter().chain(&element.implies) {
             let Some(target) = universe.element(dim) else {
                 continue;
@@ -442,7 +465,7 @@ fn diagnose_insert_failure(
             let Some(value) = record.get(dim).filter(|v| !v.is_null()) else {
                 continue;
             };
-            let mut cond = vec![format!("{} = ?", quote(key))];
+            let mut cond = vec![format!("{} = ?1", quote(key))];
             let mut params = vec![to_sql(
                 value,
                 &FieldSpec {
@@ -452,7 +475,7 @@ fn diagnose_insert_failure(
             )
             .unwrap_or(SqlValue::Null)];
             for r in &target.required_closure {
-                cond.push(format!("{} = ?", quote(r)));
+                cond.push(format!("{} = ?{}", quote(r), cond.len() + 1));
                 params.push(
                     record
                         .get(r)
@@ -470,9 +493,8 @@ fn diagnose_insert_failure(
                 );
             }
             let sql = format!("SELECT 1 FROM {} WHERE {}", quote(dim), cond.join(" AND "));
-            let exists = conn
-                .query_row(&sql, rusqlite::params_from_iter(params.iter()), |_| Ok(()))
-                .is_ok();
+            let params: Vec<&dyn Param> = params.iter().map(|v| v as &dyn Param).collect();
+            let exists = matches!(db.query_row(&sql, &params, |_| Ok(())), Ok(Some(())));
             if !exists {
                 return format!(
                     "its {dim} `{value}` does not exist (insert the {dim} record first)"

@@ -29,12 +29,11 @@
 
 use std::collections::HashMap;
 
+use quanta_core::{DimensionElement, DimensionGroup, DimensionUniverse, REGION_ID_COLUMN};
 use quanta_spatial::Region;
 use rayon::prelude::*;
-use rusqlite::{Connection, OptionalExtension};
 
-use quanta_core::{DimensionElement, DimensionGroup, DimensionUniverse, REGION_ID_COLUMN};
-
+use crate::database::{Database, Param};
 use crate::error::{RegistryError, Result};
 use crate::query::QueryBuilder;
 use crate::schema::{overlap_table, quote, skypix_overlap_table};
@@ -137,7 +136,7 @@ pub(crate) struct NewRegions<'e> {
 /// of another spatial family into their overlap tables, inside the
 /// caller's transaction.
 pub(crate) fn record_overlaps(
-    conn: &Connection,
+    db: &Database,
     universe: &DimensionUniverse,
     new: &NewRegions<'_>,
 ) -> Result<()> {
@@ -149,12 +148,12 @@ pub(crate) fn record_overlaps(
         } else {
             continue;
         };
-        let mut pairs = overlaps_with(conn, new, other)?;
+        let mut pairs = overlaps_with(db, new, other)?;
         if !new_is_left {
             pairs.iter_mut().for_each(|p| *p = (p.1, p.0));
             pairs.par_sort_unstable();
         }
-        insert_pairs(conn, &overlap_table(left, right), &pairs)?;
+        insert_pairs(db, &overlap_table(left, right), &pairs)?;
     }
     Ok(())
 }
@@ -162,29 +161,28 @@ pub(crate) fn record_overlaps(
 /// `(new record, other record)` region-id pairs whose regions overlap,
 /// sorted.
 fn overlaps_with(
-    conn: &Connection,
+    db: &Database,
     new: &NewRegions<'_>,
     other: &DimensionElement,
 ) -> Result<Vec<(i64, i64)>> {
     let other_table = quote(&skypix_overlap_table(other));
-    let other_is_empty = conn
-        .query_row(&format!("SELECT 1 FROM {other_table} LIMIT 1"), [], |_| {
+    let other_is_empty = db
+        .query_row(&format!("SELECT 1 FROM {other_table} LIMIT 1"), &[], |_| {
             Ok(())
-        })
-        .optional()?
+        })?
         .is_none();
     if other_is_empty {
         // A skymap registered before any visit: nothing to look up.
         return Ok(Vec::new());
     }
-    let other_by_cell = records_in_cells(conn, other, &new.cells)?;
+    let other_by_cell = records_in_cells(db, other, &new.cells)?;
     if other_by_cell.is_empty() {
         return Ok(Vec::new());
     }
     let mut other_ids: Vec<i64> = other_by_cell.values().flatten().copied().collect();
     other_ids.par_sort_unstable();
     other_ids.dedup();
-    let other_regions = &regions_of(conn, other, &other_ids)?;
+    let other_regions = &regions_of(db, other, &other_ids)?;
     // Grouped by new record: its cells' records are its candidates, made
     // distinct per record rather than over the whole join.
     let mut by_record = new.cells.clone();
@@ -213,21 +211,27 @@ fn overlaps_with(
 }
 
 /// Appends `pairs` to an overlap table, many rows per statement.
-fn insert_pairs(conn: &Connection, table: &str, pairs: &[(i64, i64)]) -> Result<()> {
+fn insert_pairs(db: &Database, table: &str, pairs: &[(i64, i64)]) -> Result<()> {
     let insert = |n: usize| {
-        let rows = vec!["(?, ?)"; n].join(", ");
-        conn.prepare(&format!(
-            "INSERT INTO {} (l, r) VALUES {rows}",
-            quote(table)
+        let rows: Vec<String> = (0..n)
+            .map(|i| format!("(?{}, ?{})", 2 * i + 1, 2 * i + 2))
+            .collect();
+        db.prepare(&format!(
+            "INSERT INTO {} (l, r) VALUES {}",
+            quote(table),
+            rows.join(", ")
         ))
     };
     let mut full = insert(PAIRS_PER_INSERT)?;
     for chunk in pairs.chunks(PAIRS_PER_INSERT) {
-        let values = rusqlite::params_from_iter(chunk.iter().flat_map(|&(l, r)| [l, r]));
+        let values: Vec<&dyn Param> = chunk
+            .iter()
+            .flat_map(|(l, r)| [l as &dyn Param, r as &dyn Param])
+            .collect();
         if chunk.len() == PAIRS_PER_INSERT {
-            full.execute(values)?;
+            full.execute(&values)?;
         } else {
-            insert(chunk.len())?.execute(values)?;
+            insert(chunk.len())?.execute(&values)?;
         }
     }
     Ok(())
@@ -238,22 +242,18 @@ fn insert_pairs(conn: &Connection, table: &str, pairs: &[(i64, i64)]) -> Result<
 /// cell, in cell order: new records touch a small part of the sky, so this
 /// reads far less than the whole table.
 fn records_in_cells(
-    conn: &Connection,
+    db: &Database,
     element: &DimensionElement,
     cells: &[(i64, i64)],
 ) -> Result<HashMap<i64, Vec<i64>>> {
-    let mut lookup = conn.prepare(&format!(
+    let mut lookup = db.prepare(&format!(
         "SELECT region_id FROM {} WHERE skypix = ?1",
         quote(&skypix_overlap_table(element))
     ))?;
     let mut out = HashMap::new();
     for group in cells.chunk_by(|a, b| a.0 == b.0) {
         let cell = group[0].0;
-        let mut records = Vec::new();
-        let mut rows = lookup.query([cell])?;
-        while let Some(row) = rows.next()? {
-            records.push(row.get(0)?);
-        }
+        let records: Vec<i64> = lookup.query_rows(&[&cell], |row| row.get(0))?;
         if !records.is_empty() {
             out.insert(cell, records);
         }
@@ -274,11 +274,7 @@ impl RegionsById {
 }
 
 /// The decoded regions of `element`'s records `wanted` (sorted, distinct).
-fn regions_of(
-    conn: &Connection,
-    element: &DimensionElement,
-    wanted: &[i64],
-) -> Result<RegionsById> {
+fn regions_of(db: &Database, element: &DimensionElement, wanted: &[i64]) -> Result<RegionsById> {
     let field = element
         .region_field()
         .ok_or_else(|| RegistryError::Invalid(format!("`{}` has no region", element.name)))?;
@@ -288,35 +284,38 @@ fn regions_of(
         quote(REGION_ID_COLUMN),
     );
     // Ids run from 1 up, so the largest is about the table's size.
-    let largest: i64 = conn.query_row(
-        &format!("SELECT coalesce(max({id}), 0) FROM {table}"),
-        [],
-        |r| r.get(0),
-    )?;
+    let largest: i64 = db
+        .query_row(
+            &format!("SELECT coalesce(max({id}), 0) FROM {table}"),
+            &[],
+            |r| r.get(0),
+        )?
+        .unwrap_or(0);
     let mut blobs: Vec<(i64, Vec<u8>)> = Vec::with_capacity(wanted.len());
     if (wanted.len() as i64) * 4 < largest {
         // A few: looked up, in id order (forwards through the B-tree); a
         // survey's detectors touch a small part of a whole-sky skymap.
-        let mut stmt = conn.prepare(&format!(
+        let mut stmt = db.prepare(&format!(
             "SELECT {column} FROM {table} WHERE {id} = ?1 AND {column} IS NOT NULL"
         ))?;
         for &region_id in wanted {
-            let mut rows = stmt.query([region_id])?;
-            if let Some(row) = rows.next()? {
+            stmt.for_each_row(&[&region_id], |row| {
                 blobs.push((region_id, row.get(0)?));
-            }
+                Ok(false)
+            })?;
         }
     } else {
-        let mut stmt = conn.prepare(&format!(
-            "SELECT {id}, {column} FROM {table} WHERE {column} IS NOT NULL"
-        ))?;
-        let mut rows = stmt.query([])?;
-        while let Some(row) = rows.next()? {
-            let region_id: i64 = row.get(0)?;
-            if wanted.binary_search(&region_id).is_ok() {
-                blobs.push((region_id, row.get(1)?));
-            }
-        }
+        db.for_each_row(
+            &format!("SELECT {id}, {column} FROM {table} WHERE {column} IS NOT NULL"),
+            &[],
+            |row| {
+                let region_id: i64 = row.get(0)?;
+                if wanted.binary_search(&region_id).is_ok() {
+                    blobs.push((region_id, row.get(1)?));
+                }
+                Ok(true)
+            },
+        )?;
     }
     blobs
         .into_par_iter()

@@ -1,7 +1,8 @@
 //! The registry's one interface to its database, as daf_butler's
-//! `Database` is to its `sqlite.py` and `postgresql.py`: run a statement,
-//! read its rows, open a write transaction, insert and get the new row's
-//! id. The registry's modules call [`Database`]; which backend does the
+//! `Database` is to its `sqlite.py` and `postgresql.py`: prepare and run a
+//! statement, read its rows, open a write transaction. (An insert learns
+//! the key the database assigned with `RETURNING`, which both backends
+//! have, through [`Database::query_row`].) The registry's modules call [`Database`]; which backend does the
 //! work is decided here, one `match` per operation, and each backend's
 //! half lives in its own module (`crate::sqlite::database`).
 //!
@@ -14,7 +15,8 @@
 //! [`Dialect`].
 //!
 //! Migration: the registry's modules move onto this interface one by one
-//! (`collections.rs` and the metadata of `registry.rs` so far); the rest
+//! (`collections.rs`, `records.rs`, `spatial_join.rs` and the metadata of
+//! `registry.rs` so far); the rest
 //! still reach the SQLite connection through [`Database::sqlite`], which a
 //! second backend cannot serve, so every module must be on the interface
 //! before one is added.
@@ -134,28 +136,26 @@ impl Database {
         }
     }
 
+    /// A statement to run many times (a loop of inserts), prepared once.
+    /// Statements are cached by their text, so preparing the same text
+    /// again is cheap.
+    pub(crate) fn prepare(&self, sql: &str) -> Result<Statement<'_>> {
+        Ok(Statement {
+            inner: match &self.backend {
+                Backend::Sqlite(conn) => StatementImpl::Sqlite(conn.prepare_cached(sql)?),
+            },
+        })
+    }
+
     /// Runs one statement; the number of rows it changed.
     pub(crate) fn execute(&self, sql: &str, params: &Params<'_>) -> Result<u64> {
-        match &self.backend {
-            Backend::Sqlite(conn) => crate::sqlite::database::execute(conn, sql, params),
-        }
+        self.prepare(sql)?.execute(params)
     }
 
     /// Runs statements without parameters (schema, transaction control).
     pub(crate) fn execute_batch(&self, sql: &str) -> Result<()> {
         match &self.backend {
             Backend::Sqlite(conn) => Ok(conn.execute_batch(sql)?),
-        }
-    }
-
-    /// Runs an INSERT of one row into a table whose key is an integer `id`
-    /// the database assigns, and returns that id.
-    pub(crate) fn insert_returning_id(&self, sql: &str, params: &Params<'_>) -> Result<i64> {
-        match &self.backend {
-            Backend::Sqlite(conn) => {
-                crate::sqlite::database::execute(conn, sql, params)?;
-                Ok(conn.last_insert_rowid())
-            }
         }
     }
 
@@ -182,14 +182,9 @@ impl Database {
         &self,
         sql: &str,
         params: &Params<'_>,
-        mut read: impl FnMut(&Row<'_>) -> Result<T>,
+        read: impl FnMut(&Row<'_>) -> Result<T>,
     ) -> Result<Vec<T>> {
-        let mut out = Vec::new();
-        self.for_each_row(sql, params, |row| {
-            out.push(read(row)?);
-            Ok(true)
-        })?;
-        Ok(out)
+        self.prepare(sql)?.query_rows(params, read)
     }
 
     /// Hands the rows of a query to `each` as they come, until it returns
@@ -200,9 +195,7 @@ impl Database {
         params: &Params<'_>,
         each: impl FnMut(&Row<'_>) -> Result<bool>,
     ) -> Result<()> {
-        match &self.backend {
-            Backend::Sqlite(conn) => crate::sqlite::database::for_each_row(conn, sql, params, each),
-        }
+        self.prepare(sql)?.for_each_row(params, each)
     }
 
     /// Opens a write transaction: SQLite takes its write lock at once
@@ -217,6 +210,52 @@ impl Database {
             db: self,
             open: true,
         })
+    }
+}
+
+/// A prepared statement of a [`Database`].
+pub(crate) struct Statement<'db> {
+    inner: StatementImpl<'db>,
+}
+
+enum StatementImpl<'db> {
+    Sqlite(rusqlite::CachedStatement<'db>),
+}
+
+impl Statement<'_> {
+    /// Runs the statement; the number of rows it changed.
+    pub(crate) fn execute(&mut self, params: &Params<'_>) -> Result<u64> {
+        match &mut self.inner {
+            StatementImpl::Sqlite(stmt) => crate::sqlite::database::execute(stmt, params),
+        }
+    }
+
+    /// Hands the rows of the query to `each` as they come, until it
+    /// returns `false`.
+    pub(crate) fn for_each_row(
+        &mut self,
+        params: &Params<'_>,
+        each: impl FnMut(&Row<'_>) -> Result<bool>,
+    ) -> Result<()> {
+        match &mut self.inner {
+            StatementImpl::Sqlite(stmt) => {
+                crate::sqlite::database::for_each_row(stmt, params, each)
+            }
+        }
+    }
+
+    /// Every row of the query through `read`, in the query's order.
+    pub(crate) fn query_rows<T>(
+        &mut self,
+        params: &Params<'_>,
+        mut read: impl FnMut(&Row<'_>) -> Result<T>,
+    ) -> Result<Vec<T>> {
+        let mut out = Vec::new();
+        self.for_each_row(params, |row| {
+            out.push(read(row)?);
+            Ok(true)
+        })?;
+        Ok(out)
     }
 }
 

@@ -18,18 +18,17 @@ fn database() -> (tempfile::TempDir, Database) {
 fn every_kind_of_value_reads_back_as_it_was_bound() {
     let (_dir, db) = database();
     let id = uuid::Uuid::now_v7();
-    let rowid = db
-        .insert_returning_id(
-            "INSERT INTO t (i, f, s, b) VALUES (?1, ?2, ?3, ?4)",
-            &[&-7i64, &2.5f64, &"r band", &id],
-        )
+    let insert = "INSERT INTO t (i, f, s, b) VALUES (?1, ?2, ?3, ?4) RETURNING id";
+    let rowid: i64 = db
+        .query_row(insert, &[&-7i64, &2.5f64, &"r band", &id], |r| r.get(0))
+        .unwrap()
         .unwrap();
     let none: Option<&str> = None;
-    let second = db
-        .insert_returning_id(
-            "INSERT INTO t (i, f, s, b) VALUES (?1, ?2, ?3, ?4)",
-            &[&true, &3i32, &none, &vec![1u8, 2, 3]],
-        )
+    let second: i64 = db
+        .query_row(insert, &[&true, &3i32, &none, &vec![1u8, 2, 3]], |r| {
+            r.get(0)
+        })
+        .unwrap()
         .unwrap();
     assert_eq!(second, rowid + 1);
     let rows = db

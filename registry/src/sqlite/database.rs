@@ -27,18 +27,15 @@ fn bound<'p>(params: &'p Params<'_>) -> impl rusqlite::Params + 'p {
     rusqlite::params_from_iter(params.iter().map(|p| Bind(p.value())))
 }
 
-pub(crate) fn execute(conn: &rusqlite::Connection, sql: &str, params: &Params<'_>) -> Result<u64> {
-    let changed = conn.prepare_cached(sql)?.execute(bound(params))?;
-    Ok(changed as u64)
+pub(crate) fn execute(stmt: &mut rusqlite::Statement<'_>, params: &Params<'_>) -> Result<u64> {
+    Ok(stmt.execute(bound(params))? as u64)
 }
 
 pub(crate) fn for_each_row(
-    conn: &rusqlite::Connection,
-    sql: &str,
+    stmt: &mut rusqlite::Statement<'_>,
     params: &Params<'_>,
     mut each: impl FnMut(&Row<'_>) -> Result<bool>,
 ) -> Result<()> {
-    let mut stmt = conn.prepare_cached(sql)?;
     let mut rows = stmt.query(bound(params))?;
     while let Some(row) = rows.next()? {
         if !each(&Row::new(RowImpl::Sqlite(row)))? {
