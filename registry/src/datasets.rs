@@ -4,14 +4,13 @@
 use quanta_core::{
     CollectionType, DataId, DataIdValue, DatasetRef, DatasetType, DimensionGroup, Uuid,
 };
-use rusqlite::types::{ToSqlOutput, ValueRef};
-use rusqlite::OptionalExtension;
 use serde::{Deserialize, Serialize};
 
 use crate::collections::CollectionRecord;
 use crate::collections::Membership;
+use crate::database::{Database, Param, Row, ValueRef};
 use crate::dialect::Parameters;
-use crate::error::{RegistryError, Result};
+use crate::error::{ConstraintViolation, RegistryError, Result};
 use crate::registry::Registry;
 use crate::schema::{quote, record_exists_query};
 
@@ -60,35 +59,22 @@ pub struct FoundDataset {
     pub stored: Option<DatastoreRecord>,
 }
 
-pub(crate) fn uuid_from_blob(bytes: Vec<u8>) -> rusqlite::Result<Uuid> {
-    Uuid::from_slice(&bytes).map_err(|e| {
-        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Blob, Box::new(e))
-    })
-}
-
-pub(crate) fn data_id_value_ref(v: &DataIdValue) -> ValueRef<'_> {
-    match v {
-        DataIdValue::Int(i) => ValueRef::Integer(*i),
-        DataIdValue::Str(s) => ValueRef::Text(s.as_bytes()),
-    }
-}
-
 /// The dataset table's record columns (path, formatter, size, checksum) of
 /// a dataset, NULL for one without a file; in the order of
 /// [`RECORD_COLUMNS`].
-pub(crate) fn record_params(stored: Option<&DatastoreRecord>) -> [ValueRef<'_>; 4] {
+pub(crate) fn record_values(stored: Option<&DatastoreRecord>) -> [ValueRef<'_>; 4] {
     match stored {
         Some(r) => [
-            ValueRef::Text(r.path.as_bytes()),
-            ValueRef::Text(r.formatter.as_bytes()),
+            ValueRef::Text(&r.path),
+            ValueRef::Text(&r.formatter),
             ValueRef::Integer(r.size.min(i64::MAX as u64) as i64),
-            ValueRef::Text(r.checksum.as_bytes()),
+            ValueRef::Text(&r.checksum),
         ],
         None => [ValueRef::Null; 4],
     }
 }
 
-/// The dataset table's datastore-record columns, as [`record_params`] binds them.
+/// The dataset table's datastore-record columns, as [`record_values`] binds them.
 pub(crate) const RECORD_COLUMNS: &str = "path, formatter, size, checksum";
 
 /// A record that refers to a registered dataset.
@@ -117,40 +103,38 @@ impl Registry {
             ("dataset_tags", "TAGGED"),
             ("dataset_calibs", "CALIBRATION"),
         ] {
-            let mut stmt = self.db.sqlite().prepare(&format!(
-                "SELECT m.dataset_id, c.name FROM {table} m JOIN collection c ON c.id = m.collection_id"
-            ))?;
-            let rows = stmt.query_map([], |r| {
-                Ok((uuid_from_blob(r.get(0)?)?, r.get::<_, String>(1)?))
-            })?;
-            for row in rows {
-                let (id, collection) = row?;
-                members
-                    .entry(id)
-                    .or_insert_with(|| format!("it is in {kind} collection `{collection}`"));
-            }
+            self.db.for_each_row(
+                &format!(
+                    "SELECT m.dataset_id, c.name FROM {table} m JOIN collection c ON c.id = m.collection_id"
+                ),
+                &[],
+                |r| {
+                    let collection: String = r.get(1)?;
+                    members
+                        .entry(r.get(0)?)
+                        .or_insert_with(|| format!("it is in {kind} collection `{collection}`"));
+                    Ok(true)
+                },
+            )?;
         }
-        let mut consumers = self.db.sqlite().prepare_cached(
+        let mut consumers = self.db.prepare(
             "SELECT q.id, q.task_label, q.data_id, c.name FROM quantum_input i \
              JOIN quantum q ON q.id = i.quantum_id JOIN collection c ON c.id = q.run_id \
              WHERE i.dataset_id = ?1",
         )?;
         let mut outputs = self
             .db
-            .sqlite()
-            .prepare_cached("SELECT id FROM dataset WHERE producer = ?1")?;
+            .prepare("SELECT id FROM dataset WHERE producer = ?1")?;
         for id in ids {
             let mut usage = members.get(id).cloned();
-            let found = consumers
-                .query_map([id.as_bytes().as_slice()], |r| {
-                    Ok((
-                        uuid_from_blob(r.get(0)?)?,
-                        r.get::<_, String>(1)?,
-                        r.get::<_, String>(2)?,
-                        r.get::<_, String>(3)?,
-                    ))
-                })?
-                .collect::<rusqlite::Result<Vec<_>>>()?;
+            let found = consumers.query_rows(&[id], |r| {
+                Ok((
+                    r.get::<Uuid>(0)?,
+                    r.get::<String>(1)?,
+                    r.get::<String>(2)?,
+                    r.get::<String>(3)?,
+                ))
+            })?;
             for (quantum, task, data_id, consumer_run) in found {
                 if usage.is_some() {
                     break;
@@ -161,11 +145,7 @@ impl Registry {
                     ));
                     continue;
                 }
-                let made: Vec<Uuid> = outputs
-                    .query_map([quantum.as_bytes().as_slice()], |r| {
-                        uuid_from_blob(r.get(0)?)
-                    })?
-                    .collect::<rusqlite::Result<_>>()?;
+                let made: Vec<Uuid> = outputs.query_rows(&[&quantum], |r| r.get(0))?;
                 if let Some(kept) = made.iter().find(|o| !replaced.contains(o)) {
                     usage = Some(format!(
                         "it is an input of quantum {task} {data_id}, whose output {kept} this bundle does not replace (include that task)"
@@ -189,14 +169,11 @@ impl Registry {
     }
 
     pub fn dataset_type(&self, name: &str) -> Result<Option<DatasetType>> {
-        Ok(self
-            .db
-            .sqlite()
-            .prepare_cached(
-                "SELECT name, dimensions, storage_class, is_calibration FROM dataset_type WHERE name = ?1",
-            )?
-            .query_row([name], row_to_dataset_type)
-            .optional()?)
+        self.db.query_row(
+            "SELECT name, dimensions, storage_class, is_calibration FROM dataset_type WHERE name = ?1",
+            &[&name],
+            row_to_dataset_type,
+        )
     }
 
     /// Resolves a dataset type name as every command takes it: a
@@ -230,20 +207,20 @@ impl Registry {
     }
 
     pub fn list_dataset_types(&self) -> Result<Vec<DatasetType>> {
-        Ok(self
-            .db
-            .sqlite()
-            .prepare("SELECT name, dimensions, storage_class, is_calibration FROM dataset_type ORDER BY name")?
-            .query_map([], row_to_dataset_type)?
-            .collect::<rusqlite::Result<_>>()?)
+        self.db.query_rows(
+            "SELECT name, dimensions, storage_class, is_calibration FROM dataset_type ORDER BY name",
+            &[],
+            row_to_dataset_type,
+        )
     }
 
     pub(crate) fn dataset_type_id(&self, name: &str) -> Result<i64> {
         self.db
-            .sqlite()
-            .prepare_cached("SELECT id FROM dataset_type WHERE name = ?1")?
-            .query_row([name], |r| r.get(0))
-            .optional()?
+            .query_row(
+                "SELECT id FROM dataset_type WHERE name = ?1",
+                &[&name],
+                |r| r.get(0),
+            )?
             .ok_or_else(|| RegistryError::UnknownDatasetType(name.to_string()))
     }
 
@@ -275,39 +252,35 @@ impl Registry {
         let skip = on_conflict == OnConflict::SkipExistingId;
         let insert_sql = format!(
             "INSERT INTO dataset (id, dataset_type_id, run_id, data_id, ingest_date, {RECORD_COLUMNS}{}) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?{}){}",
+             VALUES ({}){}",
             dims.iter().map(|d| format!(", {}", quote(d))).collect::<String>(),
-            ", ?".repeat(dims.len()),
+            (1..=9 + dims.len())
+                .map(|i| format!("?{i}"))
+                .collect::<Vec<_>>()
+                .join(", "),
             if skip { " ON CONFLICT (id) DO NOTHING" } else { "" }
         );
-        self.db
-            .sqlite()
-            .pragma_update(None, "foreign_keys", "OFF")?;
+        self.db.set_foreign_key_checks(false)?;
         let result = (|| -> Result<InsertStats> {
-            let tx = self
-                .db
-                .sqlite_mut()
-                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let tx = self.db.transaction()?;
             let mut stats = InsertStats::default();
             {
                 let mut insert = tx.prepare(&insert_sql)?;
                 for (dataset, data_id) in datasets.iter().zip(&data_ids) {
                     let key = data_id.canonical_key();
-                    let mut params: Vec<ToSqlOutput<'_>> = Vec::with_capacity(9 + dims.len());
-                    params.push(ToSqlOutput::Borrowed(ValueRef::Blob(dataset.id.as_bytes())));
-                    params.push(ToSqlOutput::Borrowed(ValueRef::Integer(type_id)));
-                    params.push(ToSqlOutput::Borrowed(ValueRef::Integer(run_record.id)));
-                    params.push(ToSqlOutput::Borrowed(ValueRef::Text(key.as_bytes())));
-                    params.push(ToSqlOutput::Borrowed(ValueRef::Text(now.as_bytes())));
-                    params
-                        .extend(record_params(dataset.stored.as_ref()).map(ToSqlOutput::Borrowed));
-                    params.extend(
-                        data_id
-                            .iter()
-                            .map(|(_, v)| ToSqlOutput::Borrowed(data_id_value_ref(v))),
-                    );
+                    let record = record_values(dataset.stored.as_ref());
+                    let mut params: Vec<&dyn Param> = Vec::with_capacity(9 + dims.len());
+                    params.extend([
+                        &dataset.id as &dyn Param,
+                        &type_id,
+                        &run_record.id,
+                        &key,
+                        &now,
+                    ]);
+                    params.extend(record.iter().map(|v| v as &dyn Param));
+                    params.extend(data_id.iter().map(|(_, v)| v as &dyn Param));
                     let changed = insert
-                        .execute(rusqlite::params_from_iter(params.iter()))
+                        .execute(&params)
                         .map_err(|e| explain_dataset_insert(e, dataset_type, data_id, run))?;
                     if changed == 0 {
                         stats.skipped += 1;
@@ -319,7 +292,7 @@ impl Registry {
             tx.commit()?;
             Ok(stats)
         })();
-        self.db.sqlite().pragma_update(None, "foreign_keys", "ON")?;
+        self.db.set_foreign_key_checks(true)?;
         result
     }
 
@@ -336,7 +309,7 @@ impl Registry {
             let Some((sql, columns)) = record_exists_query(element) else {
                 continue;
             };
-            let mut stmt = self.db.sqlite().prepare_cached(&sql)?;
+            let mut stmt = self.db.prepare(&sql)?;
             // Batches are usually sorted, so most rows repeat the previous
             // key; the set catches the rest.
             let mut seen: std::collections::HashSet<Vec<&DataIdValue>> =
@@ -355,11 +328,8 @@ impl Registry {
                     continue;
                 }
                 previous.clone_from(&values);
-                let params: Vec<ToSqlOutput<'_>> = values
-                    .iter()
-                    .map(|v| ToSqlOutput::Borrowed(data_id_value_ref(v)))
-                    .collect();
-                if !stmt.exists(rusqlite::params_from_iter(params.iter()))? {
+                let params: Vec<&dyn Param> = values.iter().map(|v| *v as &dyn Param).collect();
+                if !stmt.exists(&params)? {
                     return Err(RegistryError::Conflict(format!(
                         "{} {data_id}: the {dim} record does not exist (insert it with `quanta dimensions insert`)",
                         dt.name
@@ -374,10 +344,7 @@ impl Registry {
     /// Adds existing datasets to a TAGGED collection.
     pub fn associate(&mut self, tagged: &str, ids: &[Uuid]) -> Result<usize> {
         let collection = self.collection_of_type(tagged, CollectionType::Tagged)?;
-        let tx = self
-            .db
-            .sqlite_mut()
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let tx = self.db.transaction()?;
         let mut n = 0;
         {
             let mut stmt = tx.prepare(
@@ -386,19 +353,19 @@ impl Registry {
                  ON CONFLICT (collection_id, dataset_id) DO NOTHING",
             )?;
             for id in ids {
-                let changed = stmt.execute((collection.id, id.as_bytes().as_slice())).map_err(|e| {
-                    if e.to_string().contains("UNIQUE") {
+                let changed = stmt.execute(&[&collection.id, id]).map_err(|e| {
+                    if e.constraint() == Some(ConstraintViolation::Unique) {
                         RegistryError::Conflict(format!(
                             "{tagged} already holds another dataset of the same type and data ID as {id}"
                         ))
                     } else {
-                        e.into()
+                        e
                     }
                 })?;
                 if changed == 0 && !dataset_exists(&tx, id)? {
                     return Err(RegistryError::Invalid(format!("no dataset {id}")));
                 }
-                n += changed;
+                n += changed as usize;
             }
         }
         tx.commit()?;
@@ -416,10 +383,7 @@ impl Registry {
                 "validity range [{begin}, {end}) is empty"
             )));
         }
-        let tx = self
-            .db
-            .sqlite_mut()
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let tx = self.db.transaction()?;
         {
             let mut stmt = tx.prepare(
                 "INSERT INTO dataset_calibs (collection_id, dataset_id, dataset_type_id, data_id, valid_begin, valid_end) \
@@ -428,15 +392,15 @@ impl Registry {
             )?;
             for id in ids {
                 let changed = stmt
-                    .execute((collection.id, id.as_bytes().as_slice(), begin, end))
+                    .execute(&[&collection.id, id, &begin, &end])
                     .map_err(|e| {
-                        if e.to_string().contains("overlap") {
+                        if e.constraint() == Some(ConstraintViolation::Exclusion) {
                             RegistryError::Conflict(format!(
                                 "certifying {id} in {calibration} for [{begin}, {end}): \
                                  overlaps an existing validity range of the same dataset type and data ID"
                             ))
                         } else {
-                            e.into()
+                            e
                         }
                     })?;
                 if changed == 0 {
@@ -456,13 +420,9 @@ impl Registry {
     pub fn run_has_datasets_of_type(&self, run: &str, dataset_type: &str) -> Result<bool> {
         let run = self.collection_of_type(run, CollectionType::Run)?;
         let type_id = self.dataset_type_id(dataset_type)?;
-        Ok(self
-            .db
-            .sqlite()
-            .prepare_cached(
-                "SELECT EXISTS (SELECT 1 FROM dataset WHERE dataset_type_id = ?1 AND run_id = ?2)",
-            )?
-            .query_row((type_id, run.id), |r| r.get(0))?)
+        self.db
+            .prepare("SELECT 1 FROM dataset WHERE dataset_type_id = ?1 AND run_id = ?2 LIMIT 1")?
+            .exists(&[&type_id, &run.id])
     }
 
     /// Finds one dataset by type and data ID, searching `collections` in
@@ -498,14 +458,8 @@ impl Registry {
                 let t = params.bind(t.into());
                 sql.push_str(&format!(" AND {begin} <= {t} AND {t} < {end}"));
             }
-            let id: Option<Vec<u8>> = self
-                .db
-                .sqlite()
-                .prepare_cached(&sql)?
-                .query_row(rusqlite::params_from_iter(params.values()), |r| r.get(0))
-                .optional()?;
+            let id: Option<Uuid> = self.db.query_row(&sql, &params.bound(), |r| r.get(0))?;
             if let Some(id) = id {
-                let id = uuid_from_blob(id)?;
                 return self.dataset_by_id(&id, Some(&collection));
             }
         }
@@ -518,15 +472,12 @@ impl Registry {
         id: &Uuid,
         via: Option<&CollectionRecord>,
     ) -> Result<Option<FoundDataset>> {
-        let row = self
-            .db
-            .sqlite()
-            .prepare_cached(
+        let row = self.db.query_row(
                 "SELECT t.name, t.dimensions, c.name, d.data_id, d.path, d.formatter, d.size, d.checksum \
                  FROM dataset d JOIN dataset_type t ON t.id = d.dataset_type_id \
                  JOIN collection c ON c.id = d.run_id WHERE d.id = ?1",
-            )?
-            .query_row([id.as_bytes().as_slice()], |r| {
+            &[id],
+            |r| {
                 let dims: String = r.get(1)?;
                 let values: String = r.get(3)?;
                 let path: Option<String> = r.get(4)?;
@@ -534,14 +485,13 @@ impl Registry {
                     Some(path) => Some(DatastoreRecord {
                         path,
                         formatter: r.get(5)?,
-                        size: r.get::<_, i64>(6)? as u64,
+                        size: r.get::<i64>(6)? as u64,
                         checksum: r.get(7)?,
                     }),
                     None => None,
                 };
-                Ok((r.get::<_, String>(0)?, dims, r.get::<_, String>(2)?, values, stored))
-            })
-            .optional()?;
+                Ok((r.get::<String>(0)?, dims, r.get::<String>(2)?, values, stored))
+            })?;
         let Some((type_name, dims, run, values, stored)) = row else {
             return Ok(None);
         };
@@ -559,15 +509,9 @@ impl Registry {
     }
 }
 
-fn dataset_exists(conn: &rusqlite::Connection, id: &Uuid) -> Result<bool> {
-    Ok(conn
-        .query_row(
-            "SELECT 1 FROM dataset WHERE id = ?1",
-            [id.as_bytes().as_slice()],
-            |_| Ok(()),
-        )
-        .optional()?
-        .is_some())
+fn dataset_exists(db: &Database, id: &Uuid) -> Result<bool> {
+    db.prepare("SELECT 1 FROM dataset WHERE id = ?1")?
+        .exists(&[id])
 }
 
 /// Rebuilds a data ID from the stored dimension names and canonical key.
@@ -584,13 +528,16 @@ pub(crate) fn data_id_from_stored(dims_json: &str, values_json: &str) -> Result<
     Ok(DataId::from_pairs(names.into_iter().zip(values)))
 }
 
-fn row_to_dataset_type(r: &rusqlite::Row<'_>) -> rusqlite::Result<DatasetType> {
+fn row_to_dataset_type(r: &Row<'_>) -> Result<DatasetType> {
+    let name: String = r.get(0)?;
     let dims: String = r.get(1)?;
     let names: Vec<String> = serde_json::from_str(&dims).map_err(|e| {
-        rusqlite::Error::FromSqlConversionFailure(1, rusqlite::types::Type::Text, Box::new(e))
+        RegistryError::Invalid(format!(
+            "dataset type `{name}`: its dimensions in the registry are not a JSON list ({e})"
+        ))
     })?;
     Ok(DatasetType {
-        name: r.get(0)?,
+        name,
         dimensions: DimensionGroup { names },
         storage_class: r.get(2)?,
         is_calibration: r.get(3)?,
@@ -598,21 +545,18 @@ fn row_to_dataset_type(r: &rusqlite::Row<'_>) -> rusqlite::Result<DatasetType> {
 }
 
 fn explain_dataset_insert(
-    e: rusqlite::Error,
+    e: RegistryError,
     dataset_type: &str,
     data_id: &DataId,
     run: &str,
 ) -> RegistryError {
-    let text = e.to_string();
-    if text.contains("UNIQUE") || text.contains("PRIMARY KEY") {
-        RegistryError::Conflict(format!(
+    match e.constraint() {
+        Some(ConstraintViolation::Unique) => RegistryError::Conflict(format!(
             "{dataset_type} {data_id} already exists in RUN {run} (or its UUID is already registered)"
-        ))
-    } else if text.contains("FOREIGN KEY") {
-        RegistryError::Conflict(format!(
+        )),
+        Some(ConstraintViolation::ForeignKey) => RegistryError::Conflict(format!(
             "{dataset_type} {data_id}: a dimension record of this data ID does not exist (insert it with `quanta dimensions insert`)"
-        ))
-    } else {
-        e.into()
+        )),
+        Some(ConstraintViolation::Exclusion) | None => e,
     }
 }

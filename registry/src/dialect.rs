@@ -7,6 +7,7 @@
 //! written in any order: a subquery in the FROM clause may bind its values
 //! after the WHERE clause bound its own.
 
+use crate::database::Param;
 use crate::value::SqlValue;
 
 /// The SQL dialect of a registry backend.
@@ -55,6 +56,11 @@ impl Parameters {
             dialect,
             values: Vec::new(),
         }
+    }
+
+    /// The values as the database interface binds them.
+    pub(crate) fn bound(&self) -> Vec<&dyn Param> {
+        self.values.iter().map(|v| v as &dyn Param).collect()
     }
 
     pub fn dialect(&self) -> Dialect {

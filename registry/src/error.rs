@@ -76,12 +76,28 @@ pub enum DatabaseErrorKind {
     Other,
 }
 
+/// Which integrity rule of the schema a statement broke: the registry
+/// explains each in the words of what was being written (a dataset that
+/// already exists, a dimension record that does not).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConstraintViolation {
+    /// A primary key or unique constraint: the row is already there.
+    Unique,
+    /// A foreign key: the row it refers to is not there.
+    ForeignKey,
+    /// Calibration validity ranges of one dataset type and data ID in one
+    /// collection overlap (an exclusion constraint; a trigger in SQLite).
+    Exclusion,
+}
+
 /// An error of the database backend, with the backend's own message (which
 /// names the statement's problem, e.g. `UNIQUE constraint failed: ...`).
 #[derive(Debug, Error)]
 #[error("{source}")]
 pub struct DatabaseError {
     pub kind: DatabaseErrorKind,
+    /// The integrity rule broken, when that is what failed.
+    pub constraint: Option<ConstraintViolation>,
     #[source]
     source: Box<dyn std::error::Error + Send + Sync>,
 }
@@ -93,8 +109,15 @@ impl DatabaseError {
     ) -> Self {
         Self {
             kind,
+            constraint: None,
             source: source.into(),
         }
+    }
+
+    /// The same error, known to have broken `constraint`.
+    pub fn violating(mut self, constraint: ConstraintViolation) -> Self {
+        self.constraint = Some(constraint);
+        self
     }
 }
 
@@ -110,6 +133,15 @@ impl From<DatabaseError> for RegistryError {
 }
 
 impl RegistryError {
+    /// The integrity rule of the schema a statement broke, if that is what
+    /// this error is.
+    pub fn constraint(&self) -> Option<ConstraintViolation> {
+        match self {
+            Self::Sql(e) => e.constraint,
+            _ => None,
+        }
+    }
+
     /// Whether this is a failure of the work (a busy or locked database, a
     /// full disk, an I/O error, a time limit) rather than of the input.
     pub fn is_work_failure(&self) -> bool {

@@ -19,12 +19,13 @@ use foldhash::{HashMap, HashMapExt};
 use quanta_core::{DataId, DataIdValue, DimensionGroup, Uuid};
 
 use crate::collections::Membership;
-use crate::datasets::{data_id_from_stored, uuid_from_blob, DatastoreRecord};
+use crate::datasets::{data_id_from_stored, DatastoreRecord};
 use crate::dialect::Parameters;
 use crate::error::{RegistryError, Result};
 use crate::query::{Binds, QueryBuilder};
 use crate::registry::Registry;
 use crate::schema::quote;
+use crate::sqlite::uuid_from_blob;
 use crate::value::SqlValue;
 
 /// Below this many datasets of the first input per part, the graph query is

@@ -40,7 +40,7 @@ pub use datasets::{
     DatasetUse, DatastoreRecord, FoundDataset, InsertStats, NewDataset, OnConflict,
 };
 pub use dialect::Dialect;
-pub use error::{DatabaseError, DatabaseErrorKind, RegistryError, Result};
+pub use error::{ConstraintViolation, DatabaseError, DatabaseErrorKind, RegistryError, Result};
 pub use provenance::{
     NewQuantum, QuantumBrief, QuantumExecution, QuantumInput, QuantumOutputDataset, QuantumRow,
     RecordStats, RejectedDataset, RunProvenance,

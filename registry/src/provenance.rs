@@ -21,13 +21,12 @@ use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::OptionalExtension;
 use serde::Serialize;
 
-use crate::datasets::{
-    data_id_value_ref, record_params, uuid_from_blob, DatastoreRecord, RECORD_COLUMNS,
-};
+use crate::datasets::{DatastoreRecord, RECORD_COLUMNS};
 use crate::error::{RegistryError, Result};
 use crate::registry::Registry;
 use crate::schema::{quote, record_exists_query};
 use crate::sqlite::static_statement::{Binder, StaticStatement};
+use crate::sqlite::{data_id_value_ref, record_params, uuid_from_blob};
 
 /// The status text of a quantum whose task succeeded but some of whose
 /// outputs could not be verified or registered: a later merge retries it.

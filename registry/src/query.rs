@@ -9,7 +9,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use crate::collections::Membership;
-use crate::datasets::{data_id_from_stored, uuid_from_blob, DatastoreRecord, FoundDataset};
+use crate::datasets::{data_id_from_stored, DatastoreRecord, FoundDataset};
 use crate::dialect::{Dialect, Parameters};
 use crate::error::{RegistryError, Result};
 use crate::expr::{self, ColumnResolver, Identifier, ResolvedColumn, SkyPixel, SkyPixelRegion};
@@ -412,14 +412,8 @@ impl Registry {
         dims: &quanta_core::DimensionGroup,
     ) -> Result<()> {
         let mut has_records = |element: &str| {
-            self.db
-                .sqlite()
-                .query_row(
-                    &format!("SELECT 1 FROM {} LIMIT 1", quote(element)),
-                    [],
-                    |_| Ok(()),
-                )
-                .is_ok()
+            let sql = format!("SELECT 1 FROM {} LIMIT 1", quote(element));
+            matches!(self.db.query_row(&sql, &[], |_| Ok(())), Ok(Some(())))
         };
         for join in plan_spatial_joins(&self.universe, dims, &mut has_records) {
             tracing::debug!(?join, "spatial join");
@@ -459,17 +453,13 @@ impl Registry {
                 .join(", ")
         );
         tracing::debug!(%sql, "query_data_ids");
-        let mut stmt = self.db.sqlite().prepare(&sql)?;
-        let mut rows = stmt.query(rusqlite::params_from_iter(builder.params.values()))?;
-        let mut out = Vec::new();
-        while let Some(row) = rows.next()? {
+        self.db.query_rows(&sql, &builder.params.bound(), |row| {
             let mut data_id = DataId::empty();
             for (i, dim) in group.iter().enumerate() {
                 data_id.insert(dim, sql_to_data_id_value(row.get(i)?)?);
             }
-            out.push(data_id);
-        }
-        Ok(out)
+            Ok(data_id)
+        })
     }
 
     /// Datasets of the given types (all registered types when empty) in
@@ -527,26 +517,24 @@ impl Registry {
                 tracing::debug!(%sql, "query_datasets");
                 let dims_json =
                     serde_json::to_string(&dt.dimensions.names).expect("names serialize");
-                let mut stmt = self.db.sqlite().prepare_cached(&sql)?;
-                let mut rows = stmt.query(rusqlite::params_from_iter(builder.params.values()))?;
-                while let Some(row) = rows.next()? {
+                self.db.for_each_row(&sql, &builder.params.bound(), |row| {
                     let key: String = row.get(1)?;
                     if find_first && best.contains_key(&key) {
-                        continue;
+                        return Ok(true);
                     }
                     let path: Option<String> = row.get(3)?;
                     let stored = match path {
                         Some(path) => Some(DatastoreRecord {
                             path,
                             formatter: row.get(4)?,
-                            size: row.get::<_, i64>(5)? as u64,
+                            size: row.get::<i64>(5)? as u64,
                             checksum: row.get(6)?,
                         }),
                         None => None,
                     };
                     let found = FoundDataset {
                         dataset_ref: DatasetRef {
-                            id: uuid_from_blob(row.get(0)?)?,
+                            id: row.get(0)?,
                             dataset_type: dt.name.clone(),
                             data_id: data_id_from_stored(&dims_json, &key)?,
                             run: row.get(2)?,
@@ -559,7 +547,8 @@ impl Registry {
                     } else {
                         out.push(found);
                     }
-                }
+                    Ok(true)
+                })?;
             }
             out.extend(best.into_values().map(|(_, f)| f));
         }

@@ -9,7 +9,7 @@ use rayon::prelude::*;
 use serde_json::{Map, Value};
 
 use crate::database::{Database, Param, Statement};
-use crate::error::{RegistryError, Result};
+use crate::error::{ConstraintViolation, RegistryError, Result};
 use crate::registry::Registry;
 use crate::schema::{key_column, quote, skypix_overlap_table};
 use crate::spatial_join::{record_overlaps, NewRegions, RegionsById};
@@ -434,8 +434,8 @@ impl<'t> SkypixWriter<'t> {
     }
 }
 
-/// Turns the database's terse constraint errors into which parent is
-/// missing or which key is duplicated.
+/// Turns a broken integrity rule into which parent is missing or which
+/// key is duplicated.
 fn diagnose_insert_failure(
     db: &Database,
     universe: &quanta_core::DimensionUniverse,
@@ -444,14 +444,10 @@ fn diagnose_insert_failure(
     err: &RegistryError,
 ) -> String {
     let text = err.to_string();
-    // SQLite's words, then PostgreSQL's.
-    if ["UNIQUE", "PRIMARY KEY", "duplicate key"]
-        .iter()
-        .any(|w| text.contains(w))
-    {
+    if err.constraint() == Some(ConstraintViolation::Unique) {
         return "a record with the same key already exists".to_string();
     }
-    if text.contains("FOREIGN KEY") || text.contains("foreign key") {
+    if err.constraint() == Some(ConstraintViolation::ForeignKey) {
         for dim in element.required_closure.iter().chain(&element.implies) {
             let Some(target) = universe.element(dim) else {
                 continue;

@@ -26,9 +26,10 @@ use quanta_core::{CollectionType, DataId, DatasetRef, Uuid};
 use rusqlite::{Connection, OptionalExtension};
 use serde::Serialize;
 
-use crate::datasets::{data_id_from_stored, uuid_from_blob};
+use crate::datasets::data_id_from_stored;
 use crate::error::{RegistryError, Result};
 use crate::registry::Registry;
+use crate::sqlite::uuid_from_blob;
 
 /// Removals recorded and not yet completed (an interrupted command's).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]

@@ -12,14 +12,13 @@ use quanta_core::{CollectionType, DataId, DatasetType, Uuid};
 use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::OptionalExtension;
 
-use crate::datasets::{
-    data_id_value_ref, record_params, uuid_from_blob, NewDataset, RECORD_COLUMNS,
-};
-use crate::error::{RegistryError, Result};
+use crate::datasets::{NewDataset, RECORD_COLUMNS};
+use crate::error::{ConstraintViolation, RegistryError, Result};
 use crate::provenance::{QuantumExecution, QuantumInput, RunProvenance};
 use crate::records::RecordSet;
 use crate::registry::Registry;
 use crate::schema::quote;
+use crate::sqlite::{data_id_value_ref, record_params, uuid_from_blob};
 
 /// Datasets of one type in one RUN, to import.
 #[derive(Debug, Clone)]
@@ -401,15 +400,15 @@ impl Registry {
             let changed = insert
                 .execute(rusqlite::params_from_iter(params.iter()))
                 .map_err(|e| {
-                    let text = e.to_string();
-                    if text.contains("UNIQUE") {
+                    let e = RegistryError::from(e);
+                    if e.constraint() == Some(ConstraintViolation::Unique) {
                         RegistryError::Conflict(format!(
                             "{} {data_id}: RUN {} already holds another dataset with this data ID \
                              (the import's is {})",
                             dt.name, group.run, dataset.id
                         ))
                     } else {
-                        e.into()
+                        e
                     }
                 })?;
             if changed == 1 {
@@ -446,12 +445,13 @@ impl Registry {
             n += stmt
                 .execute((c.id, id.as_bytes().as_slice()))
                 .map_err(|e| {
-                    if e.to_string().contains("UNIQUE") {
+                    let e = RegistryError::from(e);
+                    if e.constraint() == Some(ConstraintViolation::Unique) {
                         RegistryError::Conflict(format!(
                             "{tagged} already holds another dataset of the same type and data ID as {id}"
                         ))
                     } else {
-                        e.into()
+                        e
                     }
                 })?;
         }
@@ -482,13 +482,14 @@ impl Registry {
                 continue;
             }
             let changed = insert.execute(params).map_err(|e| {
-                if e.to_string().contains("overlap") {
+                let e = RegistryError::from(e);
+                if e.constraint() == Some(ConstraintViolation::Exclusion) {
                     RegistryError::Conflict(format!(
                         "certifying {id} in {calibration} for [{begin}, {end}): overlaps an \
                          existing validity range of the same dataset type and data ID"
                     ))
                 } else {
-                    e.into()
+                    e
                 }
             })?;
             if changed == 0 {

@@ -15,8 +15,8 @@
 //! [`Dialect`].
 //!
 //! Migration: the registry's modules move onto this interface one by one
-//! (`collections.rs`, `records.rs`, `spatial_join.rs` and the metadata of
-//! `registry.rs` so far); the rest
+//! (`collections.rs`, `datasets.rs`, `query.rs`, `records.rs`,
+//! `spatial_join.rs` and the metadata of `registry.rs` so far); the rest
 //! still reach the SQLite connection through [`Database::sqlite`], which a
 //! second backend cannot serve, so every module must be on the interface
 //! before one is added.
@@ -152,6 +152,15 @@ impl Database {
         self.prepare(sql)?.execute(params)
     }
 
+    /// Turns the per-row foreign-key checks off (`false`) for a bulk insert
+    /// whose references the caller has checked set-wise, or on again. In
+    /// SQLite a connection setting, changed outside a transaction only.
+    pub(crate) fn set_foreign_key_checks(&self, on: bool) -> Result<()> {
+        match &self.backend {
+            Backend::Sqlite(conn) => Ok(conn.pragma_update(None, "foreign_keys", on)?),
+        }
+    }
+
     /// Runs statements without parameters (schema, transaction control).
     pub(crate) fn execute_batch(&self, sql: &str) -> Result<()> {
         match &self.backend {
@@ -242,6 +251,16 @@ impl Statement<'_> {
                 crate::sqlite::database::for_each_row(stmt, params, each)
             }
         }
+    }
+
+    /// Whether the query has a row.
+    pub(crate) fn exists(&mut self, params: &Params<'_>) -> Result<bool> {
+        let mut found = false;
+        self.for_each_row(params, |_| {
+            found = true;
+            Ok(false)
+        })?;
+        Ok(found)
     }
 
     /// Every row of the query through `read`, in the query's order.
@@ -350,6 +369,21 @@ impl Param for uuid::Uuid {
     /// A UUID is stored as its 16 bytes.
     fn value(&self) -> ValueRef<'_> {
         ValueRef::Blob(self.as_bytes())
+    }
+}
+
+impl Param for ValueRef<'_> {
+    fn value(&self) -> ValueRef<'_> {
+        *self
+    }
+}
+
+impl Param for quanta_core::DataIdValue {
+    fn value(&self) -> ValueRef<'_> {
+        match self {
+            Self::Int(i) => ValueRef::Integer(*i),
+            Self::Str(s) => ValueRef::Text(s),
+        }
     }
 }
 

@@ -1,6 +1,6 @@
 //! SQLite's errors classified into [`DatabaseErrorKind`]s.
 
-use crate::error::{DatabaseError, DatabaseErrorKind, RegistryError};
+use crate::error::{ConstraintViolation, DatabaseError, DatabaseErrorKind, RegistryError};
 
 /// The kind of a SQLite error: "database is locked" (or busy) is
 /// [`DatabaseErrorKind::Busy`]; the failures of the machine rather than of
@@ -22,9 +22,33 @@ pub(crate) fn kind_of(e: &rusqlite::Error) -> DatabaseErrorKind {
     }
 }
 
+/// The integrity rule a SQLite error says was broken, by its extended code.
+fn constraint_of(e: &rusqlite::Error) -> Option<ConstraintViolation> {
+    use rusqlite::ffi;
+    match e {
+        rusqlite::Error::SqliteFailure(f, _) => match f.extended_code {
+            ffi::SQLITE_CONSTRAINT_UNIQUE | ffi::SQLITE_CONSTRAINT_PRIMARYKEY => {
+                Some(ConstraintViolation::Unique)
+            }
+            ffi::SQLITE_CONSTRAINT_FOREIGNKEY => Some(ConstraintViolation::ForeignKey),
+            // RAISE in a trigger: the schema's one trigger,
+            // `dataset_calibs_no_overlap`, is SQLite's form of the
+            // exclusion constraint on calibration validity ranges.
+            ffi::SQLITE_CONSTRAINT_TRIGGER => Some(ConstraintViolation::Exclusion),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
 impl From<rusqlite::Error> for DatabaseError {
     fn from(e: rusqlite::Error) -> Self {
-        DatabaseError::new(kind_of(&e), e)
+        let constraint = constraint_of(&e);
+        let error = DatabaseError::new(kind_of(&e), e);
+        match constraint {
+            Some(c) => error.violating(c),
+            None => error,
+        }
     }
 }
 
@@ -52,5 +76,38 @@ mod tests {
         assert!(full.is_work_failure());
         let constraint = RegistryError::from(sqlite_error(rusqlite::ffi::SQLITE_CONSTRAINT));
         assert!(!constraint.is_work_failure());
+    }
+
+    #[test]
+    fn broken_integrity_rules_are_classified_by_their_extended_codes() {
+        let conn = rusqlite::Connection::open_in_memory().unwrap();
+        conn.execute_batch(
+            "PRAGMA foreign_keys = ON; \
+             CREATE TABLE p (id INTEGER PRIMARY KEY); \
+             CREATE TABLE c (id INTEGER PRIMARY KEY, p INTEGER REFERENCES p (id), u TEXT UNIQUE); \
+             CREATE TRIGGER no_x BEFORE INSERT ON c WHEN NEW.u = 'x' \
+               BEGIN SELECT RAISE(ABORT, 'x is refused'); END; \
+             INSERT INTO p VALUES (1); INSERT INTO c VALUES (1, 1, 'a');",
+        )
+        .unwrap();
+        let broken =
+            |sql: &str| RegistryError::from(conn.execute(sql, []).unwrap_err()).constraint();
+        assert_eq!(
+            broken("INSERT INTO c VALUES (1, 1, 'b')"),
+            Some(ConstraintViolation::Unique)
+        );
+        assert_eq!(
+            broken("INSERT INTO c VALUES (2, 1, 'a')"),
+            Some(ConstraintViolation::Unique)
+        );
+        assert_eq!(
+            broken("INSERT INTO c VALUES (3, 9, 'c')"),
+            Some(ConstraintViolation::ForeignKey)
+        );
+        assert_eq!(
+            broken("INSERT INTO c VALUES (4, 1, 'x')"),
+            Some(ConstraintViolation::Exclusion)
+        );
+        assert_eq!(broken("INSERT INTO nowhere VALUES (1)"), None);
     }
 }
