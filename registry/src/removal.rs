@@ -23,13 +23,12 @@
 //! 3, run again by anyone, finish.
 
 use quanta_core::{CollectionType, DataId, DatasetRef, Uuid};
-use rusqlite::{Connection, OptionalExtension};
 use serde::Serialize;
 
+use crate::database::Database;
 use crate::datasets::data_id_from_stored;
 use crate::error::{RegistryError, Result};
 use crate::registry::Registry;
-use crate::sqlite::uuid_from_blob;
 
 /// Removals recorded and not yet completed (an interrupted command's).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -91,21 +90,17 @@ pub struct DecertifyStats {
 }
 
 /// The CHAINED collections that name collection `id` as a child.
-fn parents_of(conn: &Connection, id: i64) -> Result<Vec<String>> {
-    Ok(conn
-        .prepare_cached(
-            "SELECT DISTINCT p.name FROM collection_chain ch JOIN collection p ON p.id = ch.parent_id \
-             WHERE ch.child_id = ?1 ORDER BY p.name",
-        )?
-        .query_map([id], |r| r.get(0))?
-        .collect::<rusqlite::Result<_>>()?)
+fn parents_of(db: &Database, id: i64) -> Result<Vec<String>> {
+    db.query_rows(
+        "SELECT DISTINCT p.name FROM collection_chain ch JOIN collection p ON p.id = ch.parent_id \
+         WHERE ch.child_id = ?1 ORDER BY p.name",
+        &[&id],
+        |r| r.get(0),
+    )
 }
 
-fn type_ids(conn: &Connection) -> Result<Vec<i64>> {
-    Ok(conn
-        .prepare_cached("SELECT id FROM dataset_type ORDER BY id")?
-        .query_map([], |r| r.get(0))?
-        .collect::<rusqlite::Result<_>>()?)
+fn type_ids(db: &Database) -> Result<Vec<i64>> {
+    db.query_rows("SELECT id FROM dataset_type ORDER BY id", &[], |r| r.get(0))
 }
 
 fn chained_refusal(name: &str, parents: &[String]) -> RegistryError {
@@ -134,7 +129,7 @@ impl Registry {
     /// The CHAINED collections that name `name` as a direct child.
     pub fn chains_naming(&self, name: &str) -> Result<Vec<String>> {
         let record = self.collection(name)?;
-        parents_of(self.db.sqlite(), record.id)
+        parents_of(&self.db, record.id)
     }
 
     /// Step 1 for RUNs: records, in one transaction, that `runs` are to be
@@ -148,10 +143,7 @@ impl Registry {
         for name in runs {
             records.push(self.collection_of_type(name, CollectionType::Run)?);
         }
-        let tx = self
-            .db
-            .sqlite_mut()
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let tx = self.db.transaction()?;
         for record in &records {
             let parents = parents_of(&tx, record.id)?;
             if !parents.is_empty() {
@@ -160,12 +152,12 @@ impl Registry {
                 }
                 tx.execute(
                     "DELETE FROM collection_chain WHERE child_id = ?1",
-                    [record.id],
+                    &[&record.id],
                 )?;
             }
             tx.execute(
-                "INSERT OR IGNORE INTO removal_run (run_id) VALUES (?1)",
-                [record.id],
+                "INSERT INTO removal_run (run_id) VALUES (?1) ON CONFLICT DO NOTHING",
+                &[&record.id],
             )?;
         }
         tx.commit()?;
@@ -179,28 +171,26 @@ impl Registry {
     /// how many were put in the trash.
     pub fn mark_datasets_for_removal(&mut self, ids: &[Uuid], purge: bool) -> Result<usize> {
         self.require_removal_tables()?;
-        let tx = self
-            .db
-            .sqlite_mut()
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let tx = self.db.transaction()?;
         let mut n = 0;
         {
-            let mut stored =
-                tx.prepare_cached("SELECT path IS NOT NULL FROM dataset WHERE id = ?1")?;
-            let mut insert = tx.prepare_cached(
+            let mut stored = tx.prepare("SELECT path IS NOT NULL FROM dataset WHERE id = ?1")?;
+            let mut insert = tx.prepare(
                 "INSERT INTO dataset_trash (dataset_id, purge) VALUES (?1, ?2) \
                  ON CONFLICT (dataset_id) DO UPDATE SET purge = max(purge, excluded.purge)",
             )?;
             for id in ids {
-                let has_file: Option<bool> = stored
-                    .query_row([id.as_bytes().as_slice()], |r| r.get(0))
-                    .optional()?;
+                let mut has_file: Option<bool> = None;
+                stored.for_each_row(&[id], |r| {
+                    has_file = Some(r.get(0)?);
+                    Ok(false)
+                })?;
                 match has_file {
                     None => return Err(RegistryError::Invalid(format!("no dataset {id}"))),
                     Some(false) if !purge => continue,
                     Some(_) => {}
                 }
-                insert.execute((id.as_bytes().as_slice(), purge))?;
+                insert.execute(&[id, &purge])?;
                 n += 1;
             }
         }
@@ -213,18 +203,15 @@ impl Registry {
         if !self.has_removal_tables {
             return Ok(PendingRemovals::default());
         }
-        let runs = self
+        let runs = self.db.query_rows(
+            "SELECT c.name FROM removal_run r JOIN collection c ON c.id = r.run_id ORDER BY c.name",
+            &[],
+            |r| r.get(0),
+        )?;
+        let datasets: i64 = self
             .db
-            .sqlite()
-            .prepare_cached(
-                "SELECT c.name FROM removal_run r JOIN collection c ON c.id = r.run_id ORDER BY c.name",
-            )?
-            .query_map([], |r| r.get(0))?
-            .collect::<rusqlite::Result<_>>()?;
-        let datasets: i64 =
-            self.db
-                .sqlite()
-                .query_row("SELECT count(*) FROM dataset_trash", [], |r| r.get(0))?;
+            .query_row("SELECT count(*) FROM dataset_trash", &[], |r| r.get(0))?
+            .unwrap_or(0);
         Ok(PendingRemovals {
             runs,
             datasets: datasets as u64,
@@ -237,31 +224,26 @@ impl Registry {
         if !self.has_removal_tables {
             return Ok(Vec::new());
         }
-        let mut paths: Vec<String> = self
-            .db
-            .sqlite()
-            .prepare_cached(
-                "SELECT d.path FROM dataset_trash tr JOIN dataset d ON d.id = tr.dataset_id \
-                 WHERE d.path IS NOT NULL",
-            )?
-            .query_map([], |r| r.get(0))?
-            .collect::<rusqlite::Result<_>>()?;
+        let mut paths: Vec<String> = self.db.query_rows(
+            "SELECT d.path FROM dataset_trash tr JOIN dataset d ON d.id = tr.dataset_id \
+             WHERE d.path IS NOT NULL",
+            &[],
+            |r| r.get(0),
+        )?;
         let runs: Vec<i64> = self
             .db
-            .sqlite()
-            .prepare_cached("SELECT run_id FROM removal_run")?
-            .query_map([], |r| r.get(0))?
-            .collect::<rusqlite::Result<_>>()?;
+            .query_rows("SELECT run_id FROM removal_run", &[], |r| r.get(0))?;
         // By type and RUN: the unique (type, RUN, data ID) index finds them.
-        let types = type_ids(self.db.sqlite())?;
-        let mut stmt = self.db.sqlite().prepare_cached(
+        let types = type_ids(&self.db)?;
+        let mut stmt = self.db.prepare(
             "SELECT path FROM dataset WHERE dataset_type_id = ?1 AND run_id = ?2 AND path IS NOT NULL",
         )?;
         for run in runs {
             for t in &types {
-                for path in stmt.query_map((t, run), |r| r.get(0))? {
-                    paths.push(path?);
-                }
+                stmt.for_each_row(&[t, &run], |r| {
+                    paths.push(r.get(0)?);
+                    Ok(true)
+                })?;
             }
         }
         Ok(paths)
@@ -277,71 +259,70 @@ impl Registry {
     pub fn complete_removals(&mut self) -> Result<RemovalStats> {
         self.require_removal_tables()?;
         let now = quanta_core::now_rfc3339();
-        let tx = self
-            .db
-            .sqlite_mut()
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let tx = self.db.transaction()?;
         let mut stats = RemovalStats::default();
-        const REMEMBER: &str = "INSERT OR IGNORE INTO removed_dataset \
+        const REMEMBER: &str = "INSERT INTO removed_dataset \
              (id, dataset_type, dimensions, run, data_id, producer, producer_connection, removed_at) \
              SELECT d.id, t.name, t.dimensions, c.name, d.data_id, d.producer, d.producer_connection, ?1 \
              FROM dataset d JOIN dataset_type t ON t.id = d.dataset_type_id \
              JOIN collection c ON c.id = d.run_id";
+        // ON CONFLICT after the SELECT's last clause: a dataset already
+        // remembered (by an interrupted removal) is kept as it was.
         tx.execute(
             &format!(
                 "{REMEMBER} JOIN dataset_trash tr ON tr.dataset_id = d.id WHERE tr.purge \
                  AND (d.producer IS NOT NULL \
-                      OR EXISTS (SELECT 1 FROM quantum_input i WHERE i.dataset_id = d.id))"
+                      OR EXISTS (SELECT 1 FROM quantum_input i WHERE i.dataset_id = d.id)) \
+                 ON CONFLICT DO NOTHING"
             ),
-            [&now],
+            &[&now],
         )?;
         stats.datasets_unstored = tx.execute(
             "UPDATE dataset SET path = NULL, formatter = NULL, size = NULL, checksum = NULL \
              WHERE id IN (SELECT dataset_id FROM dataset_trash WHERE NOT purge)",
-            [],
-        )? as u64;
+            &[],
+        )?;
         stats.datasets_removed = tx.execute(
             "DELETE FROM dataset WHERE id IN (SELECT dataset_id FROM dataset_trash WHERE purge)",
-            [],
-        )? as u64;
-        tx.execute("DELETE FROM dataset_trash", [])?;
-        let runs: Vec<(i64, String)> = tx
-            .prepare(
-                "SELECT r.run_id, c.name FROM removal_run r JOIN collection c ON c.id = r.run_id \
-                 ORDER BY c.name",
-            )?
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
-            .collect::<rusqlite::Result<_>>()?;
+            &[],
+        )?;
+        tx.execute("DELETE FROM dataset_trash", &[])?;
+        let runs: Vec<(i64, String)> = tx.query_rows(
+            "SELECT r.run_id, c.name FROM removal_run r JOIN collection c ON c.id = r.run_id \
+             ORDER BY c.name",
+            &[],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
         let types = type_ids(&tx)?;
         for (run, name) in runs {
             // Only quanta of other RUNs outlive this one.
             tx.execute(
                 &format!(
                     "{REMEMBER} WHERE d.run_id = ?2 AND EXISTS (SELECT 1 FROM quantum_input i \
-                     JOIN quantum q ON q.id = i.quantum_id WHERE i.dataset_id = d.id AND q.run_id <> ?2)"
+                     JOIN quantum q ON q.id = i.quantum_id WHERE i.dataset_id = d.id AND q.run_id <> ?2) \
+                     ON CONFLICT DO NOTHING"
                 ),
-                (&now, run),
+                &[&now, &run],
             )?;
-            let mut delete = tx
-                .prepare_cached("DELETE FROM dataset WHERE dataset_type_id = ?1 AND run_id = ?2")?;
+            let mut delete =
+                tx.prepare("DELETE FROM dataset WHERE dataset_type_id = ?1 AND run_id = ?2")?;
             for t in &types {
-                stats.datasets_removed += delete.execute((t, run))? as u64;
+                stats.datasets_removed += delete.execute(&[t, &run])?;
             }
-            stats.quanta_removed +=
-                tx.execute("DELETE FROM quantum WHERE run_id = ?1", [run])? as u64;
-            tx.execute("DELETE FROM run_provenance WHERE run_id = ?1", [run])?;
+            stats.quanta_removed += tx.execute("DELETE FROM quantum WHERE run_id = ?1", &[&run])?;
+            tx.execute("DELETE FROM run_provenance WHERE run_id = ?1", &[&run])?;
             // A chain that named it since it was marked (the mark removed
             // it from those that did then, or was refused).
-            tx.execute("DELETE FROM collection_chain WHERE child_id = ?1", [run])?;
-            tx.execute("DELETE FROM removal_run WHERE run_id = ?1", [run])?;
-            tx.execute("DELETE FROM collection WHERE id = ?1", [run])?;
+            tx.execute("DELETE FROM collection_chain WHERE child_id = ?1", &[&run])?;
+            tx.execute("DELETE FROM removal_run WHERE run_id = ?1", &[&run])?;
+            tx.execute("DELETE FROM collection WHERE id = ?1", &[&run])?;
             stats.runs.push(name);
         }
         tx.execute(
             "DELETE FROM removed_dataset WHERE \
              NOT EXISTS (SELECT 1 FROM quantum_input i WHERE i.dataset_id = removed_dataset.id) \
              AND NOT EXISTS (SELECT 1 FROM quantum q WHERE q.id = removed_dataset.producer)",
-            [],
+            &[],
         )?;
         tx.commit()?;
         self.committed();
@@ -358,19 +339,14 @@ impl Registry {
         } else {
             "SELECT path, size, checksum, 0 FROM dataset WHERE path IS NOT NULL"
         };
-        Ok(self
-            .db
-            .sqlite()
-            .prepare(sql)?
-            .query_map([], |r| {
-                Ok(RegisteredFile {
-                    path: r.get(0)?,
-                    size: r.get::<_, i64>(1)? as u64,
-                    checksum: r.get(2)?,
-                    pending_removal: r.get(3)?,
-                })
-            })?
-            .collect::<rusqlite::Result<_>>()?)
+        self.db.query_rows(sql, &[], |r| {
+            Ok(RegisteredFile {
+                path: r.get(0)?,
+                size: r.get::<i64>(1)? as u64,
+                checksum: r.get(2)?,
+                pending_removal: r.get(3)?,
+            })
+        })
     }
 
     /// A dataset removed while recorded provenance named it.
@@ -378,25 +354,22 @@ impl Registry {
         if !self.has_removal_tables {
             return Ok(None);
         }
-        let row = self
-            .db
-            .sqlite()
-            .prepare_cached(
-                "SELECT dataset_type, dimensions, run, data_id, producer, producer_connection, removed_at \
-                 FROM removed_dataset WHERE id = ?1",
-            )?
-            .query_row([id.as_bytes().as_slice()], |r| {
+        let row = self.db.query_row(
+            "SELECT dataset_type, dimensions, run, data_id, producer, producer_connection, removed_at \
+             FROM removed_dataset WHERE id = ?1",
+            &[id],
+            |r| {
                 Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, String>(2)?,
-                    r.get::<_, String>(3)?,
-                    r.get::<_, Option<Vec<u8>>>(4)?,
-                    r.get::<_, Option<String>>(5)?,
-                    r.get::<_, String>(6)?,
+                    r.get::<String>(0)?,
+                    r.get::<String>(1)?,
+                    r.get::<String>(2)?,
+                    r.get::<String>(3)?,
+                    r.get::<Option<Uuid>>(4)?,
+                    r.get::<Option<String>>(5)?,
+                    r.get::<String>(6)?,
                 ))
-            })
-            .optional()?;
+            },
+        )?;
         let Some((dataset_type, dims, run, values, producer, producer_connection, removed_at)) =
             row
         else {
@@ -409,7 +382,7 @@ impl Registry {
                 data_id: data_id_from_stored(&dims, &values)?,
                 run,
             },
-            producer: producer.map(uuid_from_blob).transpose()?,
+            producer,
             producer_connection,
             removed_at,
         }))
@@ -427,19 +400,16 @@ impl Registry {
                 "`{name}` is a RUN: remove it with its datasets (quanta remove-runs)"
             )));
         }
-        let tx = self
-            .db
-            .sqlite_mut()
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let tx = self.db.transaction()?;
         let parents = parents_of(&tx, record.id)?;
         if !parents.is_empty() && !force {
             return Err(chained_refusal(name, &parents));
         }
         tx.execute(
             "DELETE FROM collection_chain WHERE child_id = ?1",
-            [record.id],
+            &[&record.id],
         )?;
-        tx.execute("DELETE FROM collection WHERE id = ?1", [record.id])?;
+        tx.execute("DELETE FROM collection WHERE id = ?1", &[&record.id])?;
         tx.commit()?;
         Ok(record.collection_type)
     }
@@ -448,17 +418,13 @@ impl Registry {
     /// one transaction; returns how many were in it.
     pub fn disassociate(&mut self, tagged: &str, ids: &[Uuid]) -> Result<usize> {
         let collection = self.collection_of_type(tagged, CollectionType::Tagged)?;
-        let tx = self
-            .db
-            .sqlite_mut()
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let tx = self.db.transaction()?;
         let mut n = 0;
         {
-            let mut stmt = tx.prepare_cached(
-                "DELETE FROM dataset_tags WHERE collection_id = ?1 AND dataset_id = ?2",
-            )?;
+            let mut stmt = tx
+                .prepare("DELETE FROM dataset_tags WHERE collection_id = ?1 AND dataset_id = ?2")?;
             for id in ids {
-                n += stmt.execute((collection.id, id.as_bytes().as_slice()))?;
+                n += stmt.execute(&[&collection.id, id])? as usize;
             }
         }
         tx.commit()?;
@@ -496,42 +462,42 @@ impl Registry {
             .collect::<Result<Vec<String>>>()?;
         keys.sort();
         keys.dedup();
-        let tx = self
-            .db
-            .sqlite_mut()
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let tx = self.db.transaction()?;
         let mut stats = DecertifyStats::default();
         {
-            type Row = (i64, Vec<u8>, String, f64, f64);
-            let mut select = tx.prepare_cached(
-                "SELECT rowid, dataset_id, data_id, valid_begin, valid_end FROM dataset_calibs \
+            let mut select = tx.prepare(
+                "SELECT dataset_id, data_id, valid_begin, valid_end FROM dataset_calibs \
                  WHERE collection_id = ?1 AND dataset_type_id = ?2 \
                  AND valid_begin < ?4 AND ?3 < valid_end AND (?5 IS NULL OR data_id = ?5)",
             )?;
-            let mut rows: Vec<Row> = Vec::new();
+            let mut rows: Vec<(Uuid, String, f64, f64)> = Vec::new();
             let filters: Vec<Option<&str>> = if keys.is_empty() {
                 vec![None]
             } else {
                 keys.iter().map(|k| Some(k.as_str())).collect()
             };
             for key in filters {
-                for row in select.query_map((collection.id, type_id, begin, end, key), |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
-                })? {
-                    rows.push(row?);
-                }
+                select.for_each_row(&[&collection.id, &type_id, &begin, &end, &key], |r| {
+                    rows.push((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?));
+                    Ok(true)
+                })?;
             }
-            let mut delete = tx.prepare_cached("DELETE FROM dataset_calibs WHERE rowid = ?1")?;
-            let mut insert = tx.prepare_cached(
+            // A dataset's ranges in one collection never overlap, so its
+            // begin names one range.
+            let mut delete = tx.prepare(
+                "DELETE FROM dataset_calibs WHERE collection_id = ?1 AND dataset_id = ?2 \
+                 AND valid_begin = ?3",
+            )?;
+            let mut insert = tx.prepare(
                 "INSERT INTO dataset_calibs (collection_id, dataset_id, dataset_type_id, data_id, valid_begin, valid_end) \
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             )?;
-            for (rowid, id, data_id, vb, ve) in rows {
-                delete.execute([rowid])?;
+            for (id, data_id, vb, ve) in rows {
+                delete.execute(&[&collection.id, &id, &vb])?;
                 stats.ranges_removed += 1;
                 for (b, e) in [(vb, begin), (end, ve)] {
                     if b < e {
-                        insert.execute((collection.id, &id, type_id, &data_id, b, e))?;
+                        insert.execute(&[&collection.id, &id, &type_id, &data_id, &b, &e])?;
                         stats.parts_kept += 1;
                     }
                 }
@@ -544,17 +510,13 @@ impl Registry {
     /// Removes a dataset type; refused while any dataset of it exists.
     pub fn remove_dataset_type(&mut self, name: &str) -> Result<()> {
         let type_id = self.dataset_type_id(name)?;
-        let tx = self
-            .db
-            .sqlite_mut()
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let runs: Vec<(String, i64)> = tx
-            .prepare(
-                "SELECT c.name, count(*) FROM dataset d JOIN collection c ON c.id = d.run_id \
-                 WHERE d.dataset_type_id = ?1 GROUP BY c.name ORDER BY c.name",
-            )?
-            .query_map([type_id], |r| Ok((r.get(0)?, r.get(1)?)))?
-            .collect::<rusqlite::Result<_>>()?;
+        let tx = self.db.transaction()?;
+        let runs: Vec<(String, i64)> = tx.query_rows(
+            "SELECT c.name, count(*) FROM dataset d JOIN collection c ON c.id = d.run_id \
+             WHERE d.dataset_type_id = ?1 GROUP BY c.name ORDER BY c.name",
+            &[&type_id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
         if !runs.is_empty() {
             let total: i64 = runs.iter().map(|(_, n)| n).sum();
             let listed: Vec<String> = runs
@@ -569,7 +531,7 @@ impl Registry {
                 if runs.len() > 5 { ", …" } else { "" }
             )));
         }
-        tx.execute("DELETE FROM dataset_type WHERE id = ?1", [type_id])?;
+        tx.execute("DELETE FROM dataset_type WHERE id = ?1", &[&type_id])?;
         tx.commit()?;
         Ok(())
     }
@@ -699,12 +661,11 @@ mod tests {
         assert_eq!(stats.parts_kept, 4);
         let ranges: Vec<(String, f64, f64)> = r
             .db
-            .sqlite()
-            .prepare("SELECT data_id, valid_begin, valid_end FROM dataset_calibs ORDER BY data_id, valid_begin")
-            .unwrap()
-            .query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
-            .unwrap()
-            .collect::<rusqlite::Result<_>>()
+            .query_rows(
+                "SELECT data_id, valid_begin, valid_end FROM dataset_calibs ORDER BY data_id, valid_begin",
+                &[],
+                |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+            )
             .unwrap();
         let (d0, d1) = (r#"["Cam",0]"#.to_string(), r#"["Cam",1]"#.to_string());
         assert_eq!(

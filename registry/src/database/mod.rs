@@ -15,8 +15,8 @@
 //! [`Dialect`].
 //!
 //! Migration: the registry's modules move onto this interface one by one
-//! (`collections.rs`, `datasets.rs`, `query.rs`, `records.rs`,
-//! `spatial_join.rs` and the metadata of `registry.rs` so far); the rest
+//! (all but `graph_query.rs`, `provenance.rs` and `transfers.rs` so far);
+//! the rest
 //! still reach the SQLite connection through [`Database::sqlite`], which a
 //! second backend cannot serve, so every module must be on the interface
 //! before one is added.
@@ -125,13 +125,6 @@ impl Database {
     /// copy-free statement).
     pub(crate) fn sqlite(&self) -> &rusqlite::Connection {
         match &self.backend {
-            Backend::Sqlite(conn) => conn,
-        }
-    }
-
-    /// [`Database::sqlite`], for rusqlite's transactions.
-    pub(crate) fn sqlite_mut(&mut self) -> &mut rusqlite::Connection {
-        match &mut self.backend {
             Backend::Sqlite(conn) => conn,
         }
     }
