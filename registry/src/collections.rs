@@ -115,7 +115,7 @@ fn collection_row(r: &Row<'_>) -> Result<CollectionRecord> {
 
 /// Writes the children of the CHAINED collection `parent_id` in search
 /// order (in the caller's transaction, after any previous chain is gone).
-fn insert_chain(db: &Database, parent_id: i64, child_ids: &[i64]) -> Result<()> {
+pub(crate) fn insert_chain(db: &Database, parent_id: i64, child_ids: &[i64]) -> Result<()> {
     for (position, child_id) in child_ids.iter().enumerate() {
         db.execute(
             "INSERT INTO collection_chain (parent_id, position, child_id) VALUES (?1, ?2, ?3)",

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::collections::CollectionRecord;
 use crate::collections::Membership;
-use crate::database::{Database, Param, Row, ValueRef};
+use crate::database::{Database, Param, Row, Statement, ValueRef};
 use crate::dialect::Parameters;
 use crate::error::{ConstraintViolation, RegistryError, Result};
 use crate::registry::Registry;
@@ -76,6 +76,79 @@ pub(crate) fn record_values(stored: Option<&DatastoreRecord>) -> [ValueRef<'_>; 
 
 /// The dataset table's datastore-record columns, as [`record_values`] binds them.
 pub(crate) const RECORD_COLUMNS: &str = "path, formatter, size, checksum";
+
+/// Adds a dataset to a TAGGED collection (?1: the collection, ?2: the
+/// dataset); nothing when it is already there.
+pub(crate) const TAG_SQL: &str =
+    "INSERT INTO dataset_tags (collection_id, dataset_id, dataset_type_id, data_id) \
+     SELECT ?1, id, dataset_type_id, data_id FROM dataset WHERE id = ?2 \
+     ON CONFLICT (collection_id, dataset_id) DO NOTHING";
+
+/// Certifies a dataset of a calibration dataset type into a CALIBRATION
+/// collection (?1: the collection, ?2: the dataset, [?3, ?4): the
+/// validity range); no row when the dataset is not of such a type.
+pub(crate) const CERTIFY_SQL: &str = "INSERT INTO dataset_calibs \
+     (collection_id, dataset_id, dataset_type_id, data_id, valid_begin, valid_end) \
+     SELECT ?1, d.id, d.dataset_type_id, d.data_id, ?3, ?4 FROM dataset d \
+     JOIN dataset_type t ON t.id = d.dataset_type_id WHERE d.id = ?2 AND t.is_calibration";
+
+/// The insert of datasets of one type into one RUN, with their file
+/// records and dimension columns, prepared once for a batch.
+pub(crate) struct DatasetInsert<'db> {
+    stmt: Statement<'db>,
+    type_id: i64,
+    run_id: i64,
+    /// The ingest date of the whole batch.
+    now: String,
+}
+
+impl<'db> DatasetInsert<'db> {
+    /// With `skip_existing_id`, a dataset whose UUID is registered is not
+    /// inserted again (its insert changes nothing).
+    pub(crate) fn new(
+        db: &'db Database,
+        dt: &DatasetType,
+        type_id: i64,
+        run_id: i64,
+        skip_existing_id: bool,
+    ) -> Result<Self> {
+        let dims = &dt.dimensions.names;
+        let sql = format!(
+            "INSERT INTO dataset (id, dataset_type_id, run_id, data_id, ingest_date, {RECORD_COLUMNS}{}) \
+             VALUES ({}){}",
+            dims.iter().map(|d| format!(", {}", quote(d))).collect::<String>(),
+            (1..=9 + dims.len())
+                .map(|i| format!("?{i}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            if skip_existing_id { " ON CONFLICT (id) DO NOTHING" } else { "" }
+        );
+        Ok(Self {
+            stmt: db.prepare(&sql)?,
+            type_id,
+            run_id,
+            now: quanta_core::now_rfc3339(),
+        })
+    }
+
+    /// Inserts one dataset whose data ID is standardized for the type;
+    /// whether a row was inserted.
+    pub(crate) fn insert(&mut self, dataset: &NewDataset, data_id: &DataId) -> Result<bool> {
+        let key = data_id.canonical_key();
+        let record = record_values(dataset.stored.as_ref());
+        let mut params: Vec<&dyn Param> = Vec::with_capacity(9 + data_id.len());
+        params.extend([
+            &dataset.id as &dyn Param,
+            &self.type_id,
+            &self.run_id,
+            &key,
+            &self.now,
+        ]);
+        params.extend(record.iter().map(|v| v as &dyn Param));
+        params.extend(data_id.iter().map(|(_, v)| v as &dyn Param));
+        Ok(self.stmt.execute(&params)? > 0)
+    }
+}
 
 /// A record that refers to a registered dataset.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -247,45 +320,21 @@ impl Registry {
             .map(|d| d.data_id.standardize(&dt.dimensions, &self.universe))
             .collect::<std::result::Result<Vec<_>, _>>()?;
         self.check_dimension_records(&dt, &data_ids)?;
-        let now = quanta_core::now_rfc3339();
-        let dims = &dt.dimensions.names;
         let skip = on_conflict == OnConflict::SkipExistingId;
-        let insert_sql = format!(
-            "INSERT INTO dataset (id, dataset_type_id, run_id, data_id, ingest_date, {RECORD_COLUMNS}{}) \
-             VALUES ({}){}",
-            dims.iter().map(|d| format!(", {}", quote(d))).collect::<String>(),
-            (1..=9 + dims.len())
-                .map(|i| format!("?{i}"))
-                .collect::<Vec<_>>()
-                .join(", "),
-            if skip { " ON CONFLICT (id) DO NOTHING" } else { "" }
-        );
         self.db.set_foreign_key_checks(false)?;
         let result = (|| -> Result<InsertStats> {
             let tx = self.db.transaction()?;
             let mut stats = InsertStats::default();
             {
-                let mut insert = tx.prepare(&insert_sql)?;
+                let mut insert = DatasetInsert::new(&tx, &dt, type_id, run_record.id, skip)?;
                 for (dataset, data_id) in datasets.iter().zip(&data_ids) {
-                    let key = data_id.canonical_key();
-                    let record = record_values(dataset.stored.as_ref());
-                    let mut params: Vec<&dyn Param> = Vec::with_capacity(9 + dims.len());
-                    params.extend([
-                        &dataset.id as &dyn Param,
-                        &type_id,
-                        &run_record.id,
-                        &key,
-                        &now,
-                    ]);
-                    params.extend(record.iter().map(|v| v as &dyn Param));
-                    params.extend(data_id.iter().map(|(_, v)| v as &dyn Param));
-                    let changed = insert
-                        .execute(&params)
+                    let inserted = insert
+                        .insert(dataset, data_id)
                         .map_err(|e| explain_dataset_insert(e, dataset_type, data_id, run))?;
-                    if changed == 0 {
-                        stats.skipped += 1;
-                    } else {
+                    if inserted {
                         stats.inserted += 1;
+                    } else {
+                        stats.skipped += 1;
                     }
                 }
             }
@@ -347,11 +396,7 @@ impl Registry {
         let tx = self.db.transaction()?;
         let mut n = 0;
         {
-            let mut stmt = tx.prepare(
-                "INSERT INTO dataset_tags (collection_id, dataset_id, dataset_type_id, data_id) \
-                 SELECT ?1, id, dataset_type_id, data_id FROM dataset WHERE id = ?2 \
-                 ON CONFLICT (collection_id, dataset_id) DO NOTHING",
-            )?;
+            let mut stmt = tx.prepare(TAG_SQL)?;
             for id in ids {
                 let changed = stmt.execute(&[&collection.id, id]).map_err(|e| {
                     if e.constraint() == Some(ConstraintViolation::Unique) {
@@ -385,11 +430,7 @@ impl Registry {
         }
         let tx = self.db.transaction()?;
         {
-            let mut stmt = tx.prepare(
-                "INSERT INTO dataset_calibs (collection_id, dataset_id, dataset_type_id, data_id, valid_begin, valid_end) \
-                 SELECT ?1, d.id, d.dataset_type_id, d.data_id, ?3, ?4 FROM dataset d \
-                 JOIN dataset_type t ON t.id = d.dataset_type_id WHERE d.id = ?2 AND t.is_calibration",
-            )?;
+            let mut stmt = tx.prepare(CERTIFY_SQL)?;
             for id in ids {
                 let changed = stmt
                     .execute(&[&collection.id, id, &begin, &end])

@@ -40,7 +40,7 @@ impl Registry {
                 path.display()
             )));
         }
-        let mut db = Database::from_sqlite(sqlite::create(path)?);
+        let db = Database::from_sqlite(sqlite::create(path)?);
         let tx = db.transaction()?;
         for stmt in full_ddl(universe) {
             tx.execute_batch(&stmt)?;

@@ -9,16 +9,13 @@
 use std::collections::HashSet;
 
 use quanta_core::{CollectionType, DataId, DatasetType, Uuid};
-use rusqlite::types::{ToSqlOutput, ValueRef};
-use rusqlite::OptionalExtension;
 
-use crate::datasets::{NewDataset, RECORD_COLUMNS};
+use crate::database::Param;
+use crate::datasets::{DatasetInsert, NewDataset, CERTIFY_SQL, TAG_SQL};
 use crate::error::{ConstraintViolation, RegistryError, Result};
 use crate::provenance::{QuantumExecution, QuantumInput, RunProvenance};
 use crate::records::RecordSet;
 use crate::registry::Registry;
-use crate::schema::quote;
-use crate::sqlite::{data_id_value_ref, record_params, uuid_from_blob};
 
 /// Datasets of one type in one RUN, to import.
 #[derive(Debug, Clone)]
@@ -87,46 +84,26 @@ pub struct ImportStats {
     pub quanta: usize,
 }
 
-/// Rolls back the transaction it was made for unless committed.
-struct TxGuard<'c> {
-    conn: &'c rusqlite::Connection,
-    done: bool,
-}
-
-impl Drop for TxGuard<'_> {
-    fn drop(&mut self) {
-        if !self.done {
-            let _ = self.conn.execute_batch("ROLLBACK");
-        }
-    }
-}
-
 impl Registry {
     /// The datasets of a TAGGED collection.
     pub fn tagged_dataset_ids(&self, tagged: &str) -> Result<Vec<Uuid>> {
         let c = self.collection_of_type(tagged, CollectionType::Tagged)?;
-        let mut stmt = self.db.sqlite().prepare(
+        self.db.query_rows(
             "SELECT dataset_id FROM dataset_tags WHERE collection_id = ?1 ORDER BY dataset_id",
-        )?;
-        let ids = stmt
-            .query_map([c.id], |r| uuid_from_blob(r.get(0)?))?
-            .collect::<rusqlite::Result<Vec<_>>>()?;
-        Ok(ids)
+            &[&c.id],
+            |r| r.get(0),
+        )
     }
 
     /// The validity ranges of a CALIBRATION collection: (UUID, begin, end).
     pub fn calibration_ranges(&self, calibration: &str) -> Result<Vec<(Uuid, f64, f64)>> {
         let c = self.collection_of_type(calibration, CollectionType::Calibration)?;
-        let mut stmt = self.db.sqlite().prepare(
+        self.db.query_rows(
             "SELECT dataset_id, valid_begin, valid_end FROM dataset_calibs \
              WHERE collection_id = ?1 ORDER BY valid_begin, dataset_id",
-        )?;
-        let ranges = stmt
-            .query_map([c.id], |r| {
-                Ok((uuid_from_blob(r.get(0)?)?, r.get(1)?, r.get(2)?))
-            })?
-            .collect::<rusqlite::Result<Vec<_>>>()?;
-        Ok(ranges)
+            &[&c.id],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
     }
 
     /// Which of `ids` are registered datasets.
@@ -135,14 +112,16 @@ impl Registry {
         for chunk in ids.chunks(500) {
             let sql = format!(
                 "SELECT id FROM dataset WHERE id IN ({})",
-                vec!["?"; chunk.len()].join(", ")
+                (1..=chunk.len())
+                    .map(|i| format!("?{i}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             );
-            let mut stmt = self.db.sqlite().prepare_cached(&sql)?;
-            let params = chunk.iter().map(|id| id.as_bytes().as_slice());
-            let mut rows = stmt.query(rusqlite::params_from_iter(params))?;
-            while let Some(row) = rows.next()? {
-                found.insert(uuid_from_blob(row.get(0)?)?);
-            }
+            let params: Vec<&dyn Param> = chunk.iter().map(|id| id as &dyn Param).collect();
+            self.db.for_each_row(&sql, &params, |row| {
+                found.insert(row.get(0)?);
+                Ok(true)
+            })?;
         }
         Ok(found)
     }
@@ -153,15 +132,9 @@ impl Registry {
     /// RUN and data ID, and existing memberships are left as they are; a
     /// conflicting definition or dataset is an error and nothing is written.
     pub fn import_batch(&mut self, batch: &ImportBatch) -> Result<ImportStats> {
-        self.db.sqlite().execute_batch("BEGIN IMMEDIATE")?;
-        let mut guard = TxGuard {
-            conn: self.db.sqlite(),
-            done: false,
-        };
+        let tx = self.db.transaction()?;
         let stats = self.import_uncommitted(batch)?;
-        self.db.sqlite().execute_batch("COMMIT")?;
-        guard.done = true;
-        drop(guard);
+        tx.commit()?;
         self.committed();
         Ok(stats)
     }
@@ -204,74 +177,70 @@ impl Registry {
     fn import_provenance_in_tx(&self, p: &ProvenanceBatch) -> Result<usize> {
         for r in &p.runs {
             let run = self.collection_of_type(&r.run, CollectionType::Run)?;
-            self.db.sqlite().execute(
+            self.db.execute(
                 "INSERT INTO run_provenance (run_id, bundle_id, pipeline_yaml, task_configs, quanta_version, \
                  command_line, created_at, created_by) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) \
                  ON CONFLICT (run_id, bundle_id) DO NOTHING",
-                (
-                    run.id,
-                    r.bundle_id.as_bytes().as_slice(),
+                &[
+                    &run.id,
+                    &r.bundle_id,
                     &r.pipeline_yaml,
-                    r.task_configs.to_string(),
+                    &r.task_configs.to_string(),
                     &r.quanta_version,
-                    serde_json::to_string(&r.command_line).expect("strings serialize"),
+                    &serde_json::to_string(&r.command_line).expect("strings serialize"),
                     &r.created_at,
                     &r.created_by,
-                ),
+                ],
             )?;
         }
         let mut written = 0;
         for q in &p.quanta {
             let run = self.collection_of_type(&q.run, CollectionType::Run)?;
             let x = &q.execution;
-            written += self.db.sqlite().execute(
+            written += self.db.execute(
                 "INSERT INTO quantum (id, run_id, bundle_id, task_label, data_id, status, attempts, host, \
                  batch_job, started, finished, wall_seconds, cpu_seconds, peak_rss_bytes, exit_code, error, log_tail) \
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17) \
                  ON CONFLICT (id) DO NOTHING",
-                rusqlite::params![
-                    q.id.as_bytes().as_slice(),
-                    run.id,
-                    q.bundle_id.as_bytes().as_slice(),
+                &[
+                    &q.id,
+                    &run.id,
+                    &q.bundle_id,
                     &q.task_label,
-                    q.data_id.to_json(),
+                    &q.data_id.to_json(),
                     &x.status,
-                    x.attempts,
+                    &x.attempts,
                     &x.host,
                     &x.batch_job,
                     &x.started,
                     &x.finished,
-                    x.wall_seconds,
-                    x.cpu_seconds,
-                    x.peak_rss_bytes.map(|v| v.min(i64::MAX as u64) as i64),
-                    x.exit_code,
+                    &x.wall_seconds,
+                    &x.cpu_seconds,
+                    &x.peak_rss_bytes.map(|v| v.min(i64::MAX as u64) as i64),
+                    &x.exit_code,
                     &x.error,
-                    serde_json::to_string(&x.log_tail).expect("strings serialize"),
+                    &serde_json::to_string(&x.log_tail).expect("strings serialize"),
                 ],
-            )?;
-            let mut input = self.db.sqlite().prepare_cached(
-                "INSERT OR IGNORE INTO quantum_input (quantum_id, dataset_id, connection, is_prerequisite, used) \
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
+            )? as usize;
+            let mut input = self.db.prepare(
+                "INSERT INTO quantum_input (quantum_id, dataset_id, connection, is_prerequisite, used) \
+                 VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT DO NOTHING",
             )?;
             for i in &q.inputs {
-                input.execute((
-                    q.id.as_bytes().as_slice(),
-                    i.dataset_id.as_bytes().as_slice(),
+                input.execute(&[
+                    &q.id,
+                    &i.dataset_id,
                     &i.connection,
-                    i.is_prerequisite,
-                    i.used,
-                ))?;
+                    &i.is_prerequisite,
+                    &i.used,
+                ])?;
             }
         }
-        let mut producer = self.db.sqlite().prepare_cached(
+        let mut producer = self.db.prepare(
             "UPDATE dataset SET producer = ?1, producer_connection = ?2 WHERE id = ?3 AND producer IS NULL",
         )?;
         for (dataset, quantum, connection) in &p.producers {
-            producer.execute((
-                quantum.as_bytes().as_slice(),
-                connection,
-                dataset.as_bytes().as_slice(),
-            ))?;
+            producer.execute(&[quantum, connection, dataset])?;
         }
         Ok(written)
     }
@@ -296,14 +265,14 @@ impl Registry {
                 requested: normalized.to_string(),
             });
         }
-        self.db.sqlite().execute(
+        self.db.execute(
             "INSERT INTO dataset_type (name, dimensions, storage_class, is_calibration) VALUES (?1, ?2, ?3, ?4)",
-            (
+            &[
                 &normalized.name,
-                serde_json::to_string(&normalized.dimensions.names).expect("names serialize"),
+                &serde_json::to_string(&normalized.dimensions.names).expect("names serialize"),
                 &normalized.storage_class,
-                normalized.is_calibration,
-            ),
+                &normalized.is_calibration,
+            ],
         )?;
         Ok(true)
     }
@@ -321,9 +290,9 @@ impl Registry {
             }
             return Err(RegistryError::CollectionConflict(name.to_string()));
         }
-        self.db.sqlite().execute(
+        self.db.execute(
             "INSERT INTO collection (name, type, doc) VALUES (?1, ?2, ?3)",
-            (name, ctype.as_str(), doc),
+            &[&name, &ctype.as_str(), &doc],
         )?;
         Ok(true)
     }
@@ -341,16 +310,11 @@ impl Registry {
             .iter()
             .map(|child| Ok(self.collection(child)?.id))
             .collect::<Result<Vec<i64>>>()?;
-        self.db.sqlite().execute(
+        self.db.execute(
             "DELETE FROM collection_chain WHERE parent_id = ?1",
-            [parent_record.id],
+            &[&parent_record.id],
         )?;
-        let mut insert = self.db.sqlite().prepare_cached(
-            "INSERT INTO collection_chain (parent_id, position, child_id) VALUES (?1, ?2, ?3)",
-        )?;
-        for (position, child_id) in child_ids.iter().enumerate() {
-            insert.execute((parent_record.id, position as i64, child_id))?;
-        }
+        crate::collections::insert_chain(&self.db, parent_record.id, &child_ids)?;
         // A cycle through the new children is found by expanding the chain.
         self.resolve_search_path(&[parent.to_string()])?;
         Ok(created)
@@ -369,59 +333,34 @@ impl Registry {
             .map(|d| d.data_id.standardize(&dt.dimensions, &self.universe))
             .collect::<std::result::Result<Vec<_>, _>>()?;
         self.check_dimension_records(&dt, &data_ids)?;
-        let dims = &dt.dimensions.names;
-        let insert_sql = format!(
-            "INSERT INTO dataset (id, dataset_type_id, run_id, data_id, ingest_date, {RECORD_COLUMNS}{}) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?{}) ON CONFLICT (id) DO NOTHING",
-            dims.iter().map(|d| format!(", {}", quote(d))).collect::<String>(),
-            ", ?".repeat(dims.len()),
-        );
-        let now = quanta_core::now_rfc3339();
-        let mut insert = self.db.sqlite().prepare_cached(&insert_sql)?;
+        let mut insert = DatasetInsert::new(&self.db, &dt, type_id, run.id, true)?;
         let mut existing = self
             .db
-            .sqlite()
-            .prepare_cached("SELECT dataset_type_id, run_id, data_id FROM dataset WHERE id = ?1")?;
+            .prepare("SELECT dataset_type_id, run_id, data_id FROM dataset WHERE id = ?1")?;
         let (mut new, mut present) = (0, 0);
         for (dataset, data_id) in group.datasets.iter().zip(&data_ids) {
-            let key = data_id.canonical_key();
-            let mut params: Vec<ToSqlOutput<'_>> = Vec::with_capacity(9 + dims.len());
-            params.push(ToSqlOutput::Borrowed(ValueRef::Blob(dataset.id.as_bytes())));
-            params.push(ToSqlOutput::Borrowed(ValueRef::Integer(type_id)));
-            params.push(ToSqlOutput::Borrowed(ValueRef::Integer(run.id)));
-            params.push(ToSqlOutput::Borrowed(ValueRef::Text(key.as_bytes())));
-            params.push(ToSqlOutput::Borrowed(ValueRef::Text(now.as_bytes())));
-            params.extend(record_params(dataset.stored.as_ref()).map(ToSqlOutput::Borrowed));
-            params.extend(
-                data_id
-                    .iter()
-                    .map(|(_, v)| ToSqlOutput::Borrowed(data_id_value_ref(v))),
-            );
-            let changed = insert
-                .execute(rusqlite::params_from_iter(params.iter()))
-                .map_err(|e| {
-                    let e = RegistryError::from(e);
-                    if e.constraint() == Some(ConstraintViolation::Unique) {
-                        RegistryError::Conflict(format!(
-                            "{} {data_id}: RUN {} already holds another dataset with this data ID \
+            let inserted = insert.insert(dataset, data_id).map_err(|e| {
+                if e.constraint() == Some(ConstraintViolation::Unique) {
+                    RegistryError::Conflict(format!(
+                        "{} {data_id}: RUN {} already holds another dataset with this data ID \
                              (the import's is {})",
-                            dt.name, group.run, dataset.id
-                        ))
-                    } else {
-                        e
-                    }
-                })?;
-            if changed == 1 {
+                        dt.name, group.run, dataset.id
+                    ))
+                } else {
+                    e
+                }
+            })?;
+            if inserted {
                 new += 1;
                 continue;
             }
             let row: Option<(i64, i64, String)> = existing
-                .query_row([dataset.id.as_bytes().as_slice()], |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-                })
-                .optional()?;
+                .query_rows(&[&dataset.id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                .pop();
             match row {
-                Some((t, r, k)) if t == type_id && r == run.id && k == key => present += 1,
+                Some((t, r, k)) if t == type_id && r == run.id && k == data_id.canonical_key() => {
+                    present += 1
+                }
                 _ => {
                     return Err(RegistryError::Conflict(format!(
                         "dataset {} is already registered as another dataset than {} {data_id} in RUN {}",
@@ -435,17 +374,12 @@ impl Registry {
 
     fn tag_in_tx(&self, tagged: &str, ids: &[Uuid]) -> Result<usize> {
         let c = self.collection_of_type(tagged, CollectionType::Tagged)?;
-        let mut stmt = self.db.sqlite().prepare_cached(
-            "INSERT INTO dataset_tags (collection_id, dataset_id, dataset_type_id, data_id) \
-             SELECT ?1, id, dataset_type_id, data_id FROM dataset WHERE id = ?2 \
-             ON CONFLICT (collection_id, dataset_id) DO NOTHING",
-        )?;
+        let mut stmt = self.db.prepare(TAG_SQL)?;
         let mut n = 0;
         for id in ids {
             n += stmt
-                .execute((c.id, id.as_bytes().as_slice()))
+                .execute(&[&c.id, id])
                 .map_err(|e| {
-                    let e = RegistryError::from(e);
                     if e.constraint() == Some(ConstraintViolation::Unique) {
                         RegistryError::Conflict(format!(
                             "{tagged} already holds another dataset of the same type and data ID as {id}"
@@ -453,7 +387,7 @@ impl Registry {
                     } else {
                         e
                     }
-                })?;
+                })? as usize;
         }
         Ok(n)
     }
@@ -461,28 +395,23 @@ impl Registry {
     /// Certifies each (UUID, begin, end) unless that exact range is there.
     fn certify_in_tx(&self, calibration: &str, ranges: &[(Uuid, f64, f64)]) -> Result<usize> {
         let c = self.collection_of_type(calibration, CollectionType::Calibration)?;
-        let mut exists = self.db.sqlite().prepare_cached(
+        let mut exists = self.db.prepare(
             "SELECT 1 FROM dataset_calibs WHERE collection_id = ?1 AND dataset_id = ?2 \
              AND valid_begin = ?3 AND valid_end = ?4",
         )?;
-        let mut insert = self.db.sqlite().prepare_cached(
-            "INSERT INTO dataset_calibs (collection_id, dataset_id, dataset_type_id, data_id, valid_begin, valid_end) \
-             SELECT ?1, d.id, d.dataset_type_id, d.data_id, ?3, ?4 FROM dataset d \
-             JOIN dataset_type t ON t.id = d.dataset_type_id WHERE d.id = ?2 AND t.is_calibration",
-        )?;
+        let mut insert = self.db.prepare(CERTIFY_SQL)?;
         let mut n = 0;
         for (id, begin, end) in ranges {
-            let params = (c.id, id.as_bytes().as_slice(), begin, end);
+            let params: [&dyn Param; 4] = [&c.id, id, begin, end];
             if begin.is_nan() || end.is_nan() || begin >= end {
                 return Err(RegistryError::Invalid(format!(
                     "{calibration}: validity range [{begin}, {end}) of {id} is empty"
                 )));
             }
-            if exists.exists(params)? {
+            if exists.exists(&params)? {
                 continue;
             }
-            let changed = insert.execute(params).map_err(|e| {
-                let e = RegistryError::from(e);
+            let changed = insert.execute(&params).map_err(|e| {
                 if e.constraint() == Some(ConstraintViolation::Exclusion) {
                     RegistryError::Conflict(format!(
                         "certifying {id} in {calibration} for [{begin}, {end}): overlaps an \

@@ -15,7 +15,7 @@
 //! [`Dialect`].
 //!
 //! Migration: the registry's modules move onto this interface one by one
-//! (all but `graph_query.rs`, `provenance.rs` and `transfers.rs` so far);
+//! (all but `graph_query.rs` and `provenance.rs` so far);
 //! the rest
 //! still reach the SQLite connection through [`Database::sqlite`], which a
 //! second backend cannot serve, so every module must be on the interface
@@ -203,8 +203,11 @@ impl Database {
     /// Opens a write transaction: SQLite takes its write lock at once
     /// (`BEGIN IMMEDIATE`), so a transaction that reads before it writes
     /// cannot fail to upgrade halfway. It rolls back when dropped
-    /// uncommitted.
-    pub(crate) fn transaction(&mut self) -> Result<Transaction<'_>> {
+    /// uncommitted. Statements run on the transaction or, while it is
+    /// open, on the database itself (a registry method called inside
+    /// it); one connection has one transaction at a time, and a second
+    /// `transaction` before the first ends is refused by the database.
+    pub(crate) fn transaction(&self) -> Result<Transaction<'_>> {
         match &self.backend {
             Backend::Sqlite(conn) => conn.execute_batch("BEGIN IMMEDIATE")?,
         }
@@ -273,7 +276,7 @@ impl Statement<'_> {
 
 /// An open write transaction; statements run on it through `Deref`.
 pub(crate) struct Transaction<'a> {
-    db: &'a mut Database,
+    db: &'a Database,
     open: bool,
 }
 

@@ -113,7 +113,7 @@ fn no_row_is_none_and_a_scan_stops_when_asked() {
 
 #[test]
 fn a_transaction_commits_or_rolls_back_when_dropped() {
-    let (_dir, mut db) = database();
+    let (_dir, db) = database();
     let count = |db: &Database| {
         db.query_row("SELECT count(*) FROM t", &[], |r| r.get::<i64>(0))
             .unwrap()
