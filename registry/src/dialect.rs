@@ -33,6 +33,16 @@ impl Dialect {
         write!(sql, "{marker}{index}").expect("writing to a String");
     }
 
+    /// The last byte of the UUID in `column`, comparable with a one-byte
+    /// blob parameter: SQLite stores UUIDs as 16-byte blobs, PostgreSQL as
+    /// `uuid` (whose binary form `uuid_send` gives).
+    pub fn uuid_last_byte(self, column: &str) -> String {
+        match self {
+            Self::Sqlite => format!("substr({column}, 16, 1)"),
+            Self::Postgres => format!("substring(uuid_send({column}) from 16 for 1)"),
+        }
+    }
+
     /// A condition that holds when the boolean `column` is true. SQLite
     /// stores booleans as integers; PostgreSQL has a boolean type.
     pub fn is_true(self, column: &str) -> String {

@@ -19,13 +19,13 @@ use foldhash::{HashMap, HashMapExt};
 use quanta_core::{DataId, DataIdValue, DimensionGroup, Uuid};
 
 use crate::collections::Membership;
+use crate::database::{Database, ValueRef};
 use crate::datasets::{data_id_from_stored, DatastoreRecord};
 use crate::dialect::Parameters;
 use crate::error::{RegistryError, Result};
 use crate::query::{Binds, QueryBuilder};
 use crate::registry::Registry;
 use crate::schema::quote;
-use crate::sqlite::uuid_from_blob;
 use crate::value::SqlValue;
 
 /// Below this many datasets of the first input per part, the graph query is
@@ -122,14 +122,11 @@ impl Interner {
     }
 
     /// Borrows the column's value: no allocation per row for text keys.
-    fn intern(&mut self, v: rusqlite::types::ValueRef<'_>) -> Result<u32> {
-        use rusqlite::types::ValueRef;
+    fn intern(&mut self, v: ValueRef<'_>) -> Result<u32> {
         let v = match v {
             ValueRef::Null => return Ok(NONE),
             ValueRef::Integer(i) => DataIdValue::Int(i),
-            ValueRef::Text(t) => DataIdValue::from(std::str::from_utf8(t).map_err(|e| {
-                RegistryError::Invalid(format!("a dimension value is not UTF-8: {e}"))
-            })?),
+            ValueRef::Text(t) => DataIdValue::from(t),
             other => {
                 return Err(RegistryError::Invalid(format!(
                     "unexpected dimension value {other:?}"
@@ -175,12 +172,7 @@ struct RowReader<'a> {
 }
 
 impl RowReader<'_> {
-    fn read(
-        &self,
-        conn: &rusqlite::Connection,
-        sql: &str,
-        params: &[SqlValue],
-    ) -> Result<GraphRows> {
+    fn read(&self, db: &Database, sql: &str, params: &Parameters) -> Result<GraphRows> {
         let columns = self.columns;
         let n_cols = columns.len();
         let n_in = self.input_types.len();
@@ -196,13 +188,11 @@ impl RowReader<'_> {
         let mut row_of: HashMap<Vec<u32>, usize> = HashMap::new();
         let mut ranks: Vec<usize> = Vec::new();
         let dedupe = self.dedupe;
-        let mut stmt = conn.prepare(sql)?;
-        let mut rows = stmt.query(rusqlite::params_from_iter(params.iter()))?;
         let mut key = Vec::with_capacity(n_cols);
-        while let Some(row) = rows.next()? {
+        db.for_each_row(sql, &params.bound(), |row| {
             key.clear();
             for (c, interner) in interners.iter_mut().enumerate() {
-                key.push(interner.intern(row.get_ref(c)?)?);
+                key.push(interner.intern(row.value(c)?)?);
             }
             let existing = if dedupe {
                 row_of.get(&key).copied()
@@ -229,7 +219,7 @@ impl RowReader<'_> {
                 if rank >= ranks[r * n_in + k] {
                     continue;
                 }
-                let id = uuid_from_blob(row.get(base)?)?;
+                let id: Uuid = row.get(base)?;
                 let ix = match dataset_ix[k].get(&id) {
                     Some(&i) => i,
                     None => {
@@ -251,7 +241,7 @@ impl RowReader<'_> {
                             Some(path) => Some(DatastoreRecord {
                                 path,
                                 formatter: row.get(base + 4)?,
-                                size: row.get::<_, i64>(base + 5)? as u64,
+                                size: row.get::<i64>(base + 5)? as u64,
                                 checksum: row.get(base + 6)?,
                             }),
                             None => None,
@@ -271,7 +261,8 @@ impl RowReader<'_> {
                 out.input_refs[r * n_in + k] = ix;
                 ranks[r * n_in + k] = rank;
             }
-        }
+            Ok(true)
+        })?;
         out.dictionary = interners.into_iter().map(|i| i.values).collect();
         Ok(out)
     }
@@ -416,10 +407,13 @@ impl Registry {
             self.graph_statement(dimensions, where_text, binds, input_types, &search_path)?;
         let run_names: HashMap<i64, String> = self
             .db
-            .sqlite()
-            .prepare("SELECT id, name FROM collection WHERE type = 'RUN'")?
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
-            .collect::<rusqlite::Result<_>>()?;
+            .query_rows(
+                "SELECT id, name FROM collection WHERE type = 'RUN'",
+                &[],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )?
+            .into_iter()
+            .collect();
         let read = RowReader {
             columns: &statement.columns,
             input_types,
@@ -456,13 +450,12 @@ impl Registry {
             .iter()
             .map(|t| {
                 self.db
-                    .sqlite()
-                    .query_row(&format!("SELECT count(*) FROM {}", quote(t)), [], |r| {
-                        r.get::<_, i64>(0)
+                    .query_row(&format!("SELECT count(*) FROM {}", quote(t)), &[], |r| {
+                        r.get::<i64>(0)
                     })
             })
             .try_fold(None, |most: Option<usize>, n| {
-                n.map(|n| Some(most.unwrap_or(0).max(n as usize)))
+                n.map(|n| Some(most.unwrap_or(0).max(n.unwrap_or(0) as usize)))
             })?;
         let parts = self.graph_query_parts(
             &search_path,
@@ -471,7 +464,7 @@ impl Registry {
             min_rows_per_part,
         )?;
         if parts <= 1 {
-            return read.read(self.db.sqlite(), &statement.sql, statement.params.values());
+            return read.read(&self.db, &statement.sql, &statement.params);
         }
         self.read_graph_rows_in_parts(&read, &statement, parts)
     }
@@ -602,24 +595,21 @@ impl Registry {
                     scope.spawn(move || -> Result<GraphRows> {
                         let lo = (256 * p / parts) as u8;
                         let hi = 256 * (p + 1) / parts;
-                        let mut sql = format!("{sql}{joiner} substr(i0.id, 16, 1) >= ");
+                        // UUIDv7's last byte is random: parts of about
+                        // equal size.
+                        let last_byte = params.dialect().uuid_last_byte("i0.id");
+                        let mut sql = format!("{sql}{joiner} {last_byte} >= ");
                         let mut params = params.clone();
                         params.push(&mut sql, SqlValue::Blob(vec![lo]));
                         if hi < 256 {
-                            sql.push_str(" AND substr(i0.id, 16, 1) < ");
+                            sql.push_str(&format!(" AND {last_byte} < "));
                             params.push(&mut sql, SqlValue::Blob(vec![hi as u8]));
                         }
+                        // A read-only connection maps the database's pages
+                        // from the OS page cache rather than copying them
+                        // into a fresh page cache per connection.
                         let reader = Registry::open_read_only(path)?;
-                        // Pages mapped from the OS page cache rather than
-                        // copied into a fresh page cache per connection:
-                        // in this VM, zeroing new memory pages cost as much
-                        // as the statement. Read-only, so the mapping is
-                        // never written through.
-                        reader
-                            .db
-                            .sqlite()
-                            .pragma_update(None, "mmap_size", 1i64 << 30)?;
-                        read.read(reader.db.sqlite(), &sql, params.values())
+                        read.read(&reader.db, &sql, &params)
                     })
                 })
                 .collect();
@@ -665,12 +655,10 @@ impl Registry {
             membership.from,
             membership.conditions(&mut params, *type_id, search_path[0].id)
         );
-        let n: i64 =
-            self.db
-                .sqlite()
-                .query_row(&sql, rusqlite::params_from_iter(params.values()), |r| {
-                    r.get(0)
-                })?;
+        let n: i64 = self
+            .db
+            .query_row(&sql, &params.bound(), |r| r.get(0))?
+            .unwrap_or(0);
         let n = n.max(fan_out.map_or(0, |rows| rows as i64));
         Ok((n / min_rows_per_part.max(1)).clamp(1, cores.min(8) as i64) as usize)
     }
@@ -709,15 +697,13 @@ impl Registry {
                 membership.conditions(&mut params, type_id, c.id)
             );
             let calib = membership.validity.is_some();
-            let mut stmt = self.db.sqlite().prepare_cached(&sql)?;
-            let mut rows = stmt.query(rusqlite::params_from_iter(params.values()))?;
-            while let Some(row) = rows.next()? {
+            self.db.for_each_row(&sql, &params.bound(), |row| {
                 let path: Option<String> = row.get(3)?;
                 let stored = match path {
                     Some(path) => Some(DatastoreRecord {
                         path,
                         formatter: row.get(4)?,
-                        size: row.get::<_, i64>(5)? as u64,
+                        size: row.get::<i64>(5)? as u64,
                         checksum: row.get(6)?,
                     }),
                     None => None,
@@ -726,7 +712,7 @@ impl Registry {
                 out.push(PrerequisiteCandidate {
                     rank,
                     dataset: InputDataset {
-                        id: uuid_from_blob(row.get(0)?)?,
+                        id: row.get(0)?,
                         dataset_type: dt.name.clone(),
                         data_id: data_id_from_stored(&dims_json, &values)?,
                         run: row.get(2)?,
@@ -738,7 +724,8 @@ impl Registry {
                         None
                     },
                 });
-            }
+                Ok(true)
+            })?;
         }
         Ok(out)
     }
@@ -772,20 +759,14 @@ impl Registry {
         let n_identifying = e.required_closure.len() + usize::from(e.key.is_some());
         let cols: Vec<String> = fields.iter().map(|f| quote(&f.name)).collect();
         let sql = format!("SELECT {} FROM {}", cols.join(", "), quote(element));
-        let mut stmt = self.db.sqlite().prepare(&sql)?;
-        let mut rows = stmt.query([])?;
         let mut out = Vec::new();
         let mut identifying: Vec<DataIdValue> = Vec::with_capacity(n_identifying);
-        while let Some(row) = rows.next()? {
+        self.db.for_each_row(&sql, &[], |row| {
             identifying.clear();
             for i in 0..n_identifying {
-                identifying.push(match row.get_ref(i)? {
-                    rusqlite::types::ValueRef::Integer(n) => DataIdValue::Int(n),
-                    rusqlite::types::ValueRef::Text(t) => {
-                        DataIdValue::from(std::str::from_utf8(t).map_err(|e| {
-                            RegistryError::Invalid(format!("a `{element}` key is not UTF-8: {e}"))
-                        })?)
-                    }
+                identifying.push(match row.value(i)? {
+                    ValueRef::Integer(n) => DataIdValue::Int(n),
+                    ValueRef::Text(t) => DataIdValue::from(t),
                     other => {
                         return Err(RegistryError::Invalid(format!(
                             "a `{element}` key is {other:?}"
@@ -794,14 +775,15 @@ impl Registry {
                 });
             }
             if !keep(&identifying) {
-                continue;
+                return Ok(true);
             }
             let mut rec = serde_json::Map::new();
             for (i, f) in fields.iter().enumerate() {
-                rec.insert(f.name.clone(), field_json(element, f, row.get_ref(i)?)?);
+                rec.insert(f.name.clone(), field_json(element, f, row.value(i)?)?);
             }
             out.push(rec);
-        }
+            Ok(true)
+        })?;
         Ok(out)
     }
 }
@@ -811,20 +793,18 @@ impl Registry {
 fn field_json(
     element: &str,
     field: &quanta_core::FieldSpec,
-    value: rusqlite::types::ValueRef<'_>,
+    value: ValueRef<'_>,
 ) -> Result<serde_json::Value> {
     Ok(match (field.field_type, value) {
-        (quanta_core::FieldType::Region, rusqlite::types::ValueRef::Blob(blob)) => {
+        (quanta_core::FieldType::Region, ValueRef::Blob(blob)) => {
             quanta_spatial::Region::decode(blob)
                 .map_err(|e| {
                     RegistryError::Invalid(format!("a `{element}` record's {}: {e}", field.name))
                 })?
                 .to_json()
         }
-        (quanta_core::FieldType::Bool, rusqlite::types::ValueRef::Integer(n)) => {
-            serde_json::Value::Bool(n != 0)
-        }
-        (_, v) => crate::sqlite::value_to_json(v),
+        (quanta_core::FieldType::Bool, ValueRef::Integer(n)) => serde_json::Value::Bool(n != 0),
+        (_, v) => v.to_json(),
     })
 }
 

@@ -15,7 +15,7 @@
 //! [`Dialect`].
 //!
 //! Migration: the registry's modules move onto this interface one by one
-//! (all but `graph_query.rs` and `provenance.rs` so far);
+//! (all but `provenance.rs` so far);
 //! the rest
 //! still reach the SQLite connection through [`Database::sqlite`], which a
 //! second backend cannot serve, so every module must be on the interface
@@ -38,6 +38,27 @@ pub(crate) enum ValueRef<'a> {
 }
 
 impl ValueRef<'_> {
+    /// The value as JSON, for people reading rows: a 16-byte blob is a UUID
+    /// (the registry's dataset IDs), any other blob its hex digits.
+    pub(crate) fn to_json(self) -> serde_json::Value {
+        match self {
+            Self::Null => serde_json::Value::Null,
+            Self::Integer(i) => i.into(),
+            Self::Real(f) => serde_json::Number::from_f64(f)
+                .map(serde_json::Value::Number)
+                .unwrap_or(serde_json::Value::Null),
+            Self::Text(t) => t.into(),
+            Self::Blob(b) => match uuid::Uuid::from_slice(b) {
+                Ok(id) => id.to_string().into(),
+                Err(_) => b
+                    .iter()
+                    .map(|x| format!("{x:02x}"))
+                    .collect::<String>()
+                    .into(),
+            },
+        }
+    }
+
     fn kind(&self) -> &'static str {
         match self {
             Self::Null => "NULL",
@@ -78,12 +99,17 @@ impl<'r> Row<'r> {
         Self { inner }
     }
 
+    /// The value of column `index`, borrowed from the row.
+    pub(crate) fn value(&self, index: usize) -> Result<ValueRef<'_>> {
+        match &self.inner {
+            RowImpl::Sqlite(row) => crate::sqlite::database::column(row, index),
+        }
+    }
+
     /// The column `index` as a `T`; an error names the column and what it
     /// held when that is not a `T`.
     pub(crate) fn get<T: Column>(&self, index: usize) -> Result<T> {
-        let value = match &self.inner {
-            RowImpl::Sqlite(row) => crate::sqlite::database::column(row, index)?,
-        };
+        let value = self.value(index)?;
         T::from_value(value).ok_or_else(|| {
             DatabaseError::new(
                 DatabaseErrorKind::Other,

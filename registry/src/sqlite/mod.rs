@@ -25,4 +25,4 @@ pub(crate) use connection::PAGE_SIZE;
 pub(crate) use connection::{
     create, has_table, open, run_read_only, set_durable_commits, BulkWriting,
 };
-pub(crate) use value::{data_id_value_ref, record_params, uuid_from_blob, value_to_json};
+pub(crate) use value::{data_id_value_ref, record_params, uuid_from_blob};

@@ -21,24 +21,15 @@ impl ToSql for SqlValue {
 
 /// A value read from a row as JSON, for `quanta sql`: a 16-byte blob is a
 /// UUID (the registry's dataset IDs), any other blob its hex digits.
+/// (Text that is not UTF-8, which user SQL can return, is shown lossily.)
 pub(crate) fn value_to_json(v: ValueRef<'_>) -> serde_json::Value {
+    use crate::database::ValueRef as Neutral;
     match v {
-        ValueRef::Null => serde_json::Value::Null,
-        ValueRef::Integer(i) => i.into(),
-        ValueRef::Real(f) => serde_json::Number::from_f64(f)
-            .map(serde_json::Value::Number)
-            .unwrap_or(serde_json::Value::Null),
+        ValueRef::Null => Neutral::Null.to_json(),
+        ValueRef::Integer(i) => Neutral::Integer(i).to_json(),
+        ValueRef::Real(f) => Neutral::Real(f).to_json(),
         ValueRef::Text(t) => String::from_utf8_lossy(t).into_owned().into(),
-        ValueRef::Blob(b) => {
-            if b.len() == 16 {
-                uuid::Uuid::from_slice(b)
-                    .map(|u| u.to_string().into())
-                    .unwrap_or(serde_json::Value::Null)
-            } else {
-                let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
-                hex.into()
-            }
-        }
+        ValueRef::Blob(b) => Neutral::Blob(b).to_json(),
     }
 }
 
