@@ -21,6 +21,7 @@ use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::OptionalExtension;
 use serde::Serialize;
 
+use crate::database::{Row, ValueRef as Neutral};
 use crate::datasets::{DatastoreRecord, RECORD_COLUMNS};
 use crate::error::{RegistryError, Result};
 use crate::registry::Registry;
@@ -764,18 +765,21 @@ const QUANTUM_COLUMNS: &str =
      q.host, q.batch_job, q.started, q.finished, q.wall_seconds, q.cpu_seconds, q.peak_rss_bytes, \
      q.exit_code, q.error, q.log_tail";
 
-fn row_to_quantum(r: &rusqlite::Row<'_>) -> rusqlite::Result<QuantumRow> {
-    let conv = |i: usize, e: serde_json::Error| {
-        rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, Box::new(e))
+fn row_to_quantum(r: &Row<'_>) -> Result<QuantumRow> {
+    let id: Uuid = r.get(0)?;
+    let conv = |what: &str, e: serde_json::Error| {
+        RegistryError::Invalid(format!(
+            "quantum {id}: its {what} in the registry is not valid JSON ({e})"
+        ))
     };
     let data_id: String = r.get(4)?;
     let log_tail: Option<String> = r.get(16)?;
     Ok(QuantumRow {
-        id: uuid_from_blob(r.get(0)?)?,
+        id,
         run: r.get(1)?,
-        bundle_id: uuid_from_blob(r.get(2)?)?,
+        bundle_id: r.get(2)?,
         task_label: r.get(3)?,
-        data_id: serde_json::from_str(&data_id).map_err(|e| conv(4, e))?,
+        data_id: serde_json::from_str(&data_id).map_err(|e| conv("data ID", e))?,
         execution: QuantumExecution {
             status: r.get(5)?,
             attempts: r.get(6)?,
@@ -785,11 +789,11 @@ fn row_to_quantum(r: &rusqlite::Row<'_>) -> rusqlite::Result<QuantumRow> {
             finished: r.get(10)?,
             wall_seconds: r.get(11)?,
             cpu_seconds: r.get(12)?,
-            peak_rss_bytes: r.get::<_, Option<i64>>(13)?.map(|v| v.max(0) as u64),
+            peak_rss_bytes: r.get::<Option<i64>>(13)?.map(|v| v.max(0) as u64),
             exit_code: r.get(14)?,
             error: r.get(15)?,
             log_tail: match log_tail {
-                Some(t) => serde_json::from_str(&t).map_err(|e| conv(16, e))?,
+                Some(t) => serde_json::from_str(&t).map_err(|e| conv("log tail", e))?,
                 None => Vec::new(),
             },
         },
@@ -888,21 +892,26 @@ impl Registry {
     /// Records the run's provenance (once per run and bundle; a second call
     /// for the same pair is a no-op). The RUN must exist.
     pub fn record_run_provenance(&mut self, p: &RunProvenance) -> Result<bool> {
+        self.insert_run_provenance(p)
+    }
+
+    /// [`Registry::record_run_provenance`] in whatever transaction is open.
+    pub(crate) fn insert_run_provenance(&self, p: &RunProvenance) -> Result<bool> {
         let run = self.collection_of_type(&p.run, CollectionType::Run)?;
-        let changed = self.db.sqlite().execute(
+        let changed = self.db.execute(
             "INSERT INTO run_provenance (run_id, bundle_id, pipeline_yaml, task_configs, quanta_version, \
              command_line, created_at, created_by) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) \
              ON CONFLICT (run_id, bundle_id) DO NOTHING",
-            (
-                run.id,
-                p.bundle_id.as_bytes().as_slice(),
+            &[
+                &run.id,
+                &p.bundle_id,
                 &p.pipeline_yaml,
-                p.task_configs.to_string(),
+                &p.task_configs.to_string(),
                 &p.quanta_version,
-                serde_json::to_string(&p.command_line).expect("strings serialize"),
+                &serde_json::to_string(&p.command_line).expect("strings serialize"),
                 &p.created_at,
                 &p.created_by,
-            ),
+            ],
         )?;
         Ok(changed > 0)
     }
@@ -910,23 +919,22 @@ impl Registry {
     /// The provenance rows of a RUN (one per bundle merged into it).
     pub fn run_provenance(&self, run: &str) -> Result<Vec<RunProvenance>> {
         let record = self.collection_of_type(run, CollectionType::Run)?;
-        let mut stmt = self.db.sqlite().prepare_cached(
+        let rows = self.db.query_rows(
             "SELECT bundle_id, pipeline_yaml, task_configs, quanta_version, command_line, created_at, created_by \
              FROM run_provenance WHERE run_id = ?1 ORDER BY created_at, bundle_id",
-        )?;
-        let rows = stmt
-            .query_map([record.id], |r| {
+            &[&record.id],
+            |r| {
                 Ok((
-                    uuid_from_blob(r.get(0)?)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, String>(2)?,
-                    r.get::<_, String>(3)?,
-                    r.get::<_, String>(4)?,
-                    r.get::<_, String>(5)?,
-                    r.get::<_, String>(6)?,
+                    r.get::<Uuid>(0)?,
+                    r.get::<String>(1)?,
+                    r.get::<String>(2)?,
+                    r.get::<String>(3)?,
+                    r.get::<String>(4)?,
+                    r.get::<String>(5)?,
+                    r.get::<String>(6)?,
                 ))
-            })?
-            .collect::<rusqlite::Result<Vec<_>>>()?;
+            },
+        )?;
         rows.into_iter()
             .map(
                 |(
@@ -963,16 +971,16 @@ impl Registry {
     /// The recorded status of every quantum of one bundle, by quantum UUID:
     /// lets a merge skip what an earlier merge already completed.
     pub fn quantum_statuses(&self, bundle_id: Uuid) -> Result<HashMap<Uuid, String>> {
-        let mut stmt = self
-            .db
-            .sqlite()
-            .prepare_cached("SELECT id, status FROM quantum WHERE bundle_id = ?1")?;
-        let rows = stmt
-            .query_map([bundle_id.as_bytes().as_slice()], |r| {
-                Ok((uuid_from_blob(r.get(0)?)?, r.get::<_, String>(1)?))
-            })?
-            .collect::<rusqlite::Result<HashMap<_, _>>>()?;
-        Ok(rows)
+        let mut statuses = HashMap::new();
+        self.db.for_each_row(
+            "SELECT id, status FROM quantum WHERE bundle_id = ?1",
+            &[&bundle_id],
+            |r| {
+                statuses.insert(r.get(0)?, r.get(1)?);
+                Ok(true)
+            },
+        )?;
+        Ok(statuses)
     }
 
     /// Records a batch of quanta of one bundle in one transaction: for each,
@@ -1166,12 +1174,7 @@ impl Registry {
         let sql = format!(
             "SELECT {QUANTUM_COLUMNS} FROM quantum q JOIN collection c ON c.id = q.run_id WHERE q.id = ?1"
         );
-        Ok(self
-            .db
-            .sqlite()
-            .prepare_cached(&sql)?
-            .query_row([id.as_bytes().as_slice()], row_to_quantum)
-            .optional()?)
+        self.db.query_row(&sql, &[id], row_to_quantum)
     }
 
     /// Every recorded quantum of a RUN, by task label and data ID.
@@ -1181,12 +1184,7 @@ impl Registry {
             "SELECT {QUANTUM_COLUMNS} FROM quantum q JOIN collection c ON c.id = q.run_id \
              WHERE q.run_id = ?1 ORDER BY q.task_label, q.data_id, q.id"
         );
-        Ok(self
-            .db
-            .sqlite()
-            .prepare_cached(&sql)?
-            .query_map([record.id], row_to_quantum)?
-            .collect::<rusqlite::Result<_>>()?)
+        self.db.query_rows(&sql, &[&record.id], row_to_quantum)
     }
 
     /// Every recorded quantum of a RUN, in storage order, handed to `f` one
@@ -1199,22 +1197,22 @@ impl Registry {
         mut f: impl FnMut(&QuantumBrief<'_>),
     ) -> Result<()> {
         let record = self.collection_of_type(run, CollectionType::Run)?;
-        let mut stmt = self.db.sqlite().prepare_cached(
+        self.db.for_each_row(
             "SELECT id, task_label, data_id, status, attempts, host, batch_job, started, \
              finished, wall_seconds, peak_rss_bytes, error, log_tail FROM quantum WHERE run_id = ?1",
-        )?;
-        let mut rows = stmt.query([record.id])?;
-        while let Some(r) = rows.next()? {
-            let text = |i: usize| -> rusqlite::Result<Option<&str>> {
-                match r.get_ref(i)? {
-                    ValueRef::Null => Ok(None),
-                    v => v.as_str().map(Some).map_err(|e| {
-                        rusqlite::Error::FromSqlConversionFailure(i, v.data_type(), Box::new(e))
-                    }),
+            &[&record.id],
+            |r| {
+            let text = |i: usize| -> Result<Option<&str>> {
+                match r.value(i)? {
+                    Neutral::Null => Ok(None),
+                    Neutral::Text(t) => Ok(Some(t)),
+                    _ => Err(RegistryError::Invalid(format!(
+                        "a quantum of {run}: column {i} of its row is not text"
+                    ))),
                 }
             };
             let brief = QuantumBrief {
-                id: uuid_from_blob(r.get(0)?)?,
+                id: r.get(0)?,
                 task_label: text(1)?.unwrap_or_default(),
                 data_id_json: text(2)?.unwrap_or_default(),
                 status: text(3)?.unwrap_or_default(),
@@ -1224,46 +1222,42 @@ impl Registry {
                 started: text(7)?,
                 finished: text(8)?,
                 wall_seconds: r.get(9)?,
-                peak_rss_bytes: r.get::<_, Option<i64>>(10)?.map(|v| v.max(0) as u64),
+                peak_rss_bytes: r.get::<Option<i64>>(10)?.map(|v| v.max(0) as u64),
                 error: text(11)?,
                 log_tail_json: text(12)?,
             };
             f(&brief);
-        }
-        Ok(())
+            Ok(true)
+        })
     }
 
     /// The quantum that produced a dataset, if it was made by a merged
     /// quantum (raw and ingested datasets have none).
     pub fn producer_of(&self, dataset_id: &Uuid) -> Result<Option<Uuid>> {
-        let id: Option<Option<Vec<u8>>> = self
-            .db
-            .sqlite()
-            .prepare_cached("SELECT producer FROM dataset WHERE id = ?1")?
-            .query_row([dataset_id.as_bytes().as_slice()], |r| r.get(0))
-            .optional()?;
-        Ok(id.flatten().map(uuid_from_blob).transpose()?)
+        let id: Option<Option<Uuid>> = self.db.query_row(
+            "SELECT producer FROM dataset WHERE id = ?1",
+            &[dataset_id],
+            |r| r.get(0),
+        )?;
+        Ok(id.flatten())
     }
 
     /// The input links of a quantum, prerequisites last, then by connection
     /// and dataset.
     pub fn quantum_inputs(&self, quantum_id: &Uuid) -> Result<Vec<QuantumInput>> {
-        Ok(self
-            .db
-            .sqlite()
-            .prepare_cached(
-                "SELECT dataset_id, connection, is_prerequisite, used FROM quantum_input \
-                 WHERE quantum_id = ?1 ORDER BY is_prerequisite, connection, dataset_id",
-            )?
-            .query_map([quantum_id.as_bytes().as_slice()], |r| {
+        self.db.query_rows(
+            "SELECT dataset_id, connection, is_prerequisite, used FROM quantum_input \
+             WHERE quantum_id = ?1 ORDER BY is_prerequisite, connection, dataset_id",
+            &[quantum_id],
+            |r| {
                 Ok(QuantumInput {
-                    dataset_id: uuid_from_blob(r.get(0)?)?,
+                    dataset_id: r.get(0)?,
                     connection: r.get(1)?,
                     is_prerequisite: r.get(2)?,
                     used: r.get(3)?,
                 })
-            })?
-            .collect::<rusqlite::Result<_>>()?)
+            },
+        )
     }
 
     /// The registered outputs of a quantum: (dataset, connection).
@@ -1278,26 +1272,17 @@ impl Registry {
             "SELECT id, producer_connection FROM dataset WHERE producer = ?1 \
              ORDER BY producer_connection, id"
         };
-        Ok(self
-            .db
-            .sqlite()
-            .prepare_cached(sql)?
-            .query_map([quantum_id.as_bytes().as_slice()], |r| {
-                Ok((uuid_from_blob(r.get(0)?)?, r.get(1)?))
-            })?
-            .collect::<rusqlite::Result<_>>()?)
+        self.db
+            .query_rows(sql, &[quantum_id], |r| Ok((r.get(0)?, r.get(1)?)))
     }
 
     /// The quanta that read a dataset (used inputs only).
     pub fn consumers_of(&self, dataset_id: &Uuid) -> Result<Vec<Uuid>> {
-        Ok(self
-            .db
-            .sqlite()
-            .prepare_cached(
-                "SELECT quantum_id FROM quantum_input WHERE dataset_id = ?1 AND used ORDER BY quantum_id",
-            )?
-            .query_map([dataset_id.as_bytes().as_slice()], |r| uuid_from_blob(r.get(0)?))?
-            .collect::<rusqlite::Result<_>>()?)
+        self.db.query_rows(
+            "SELECT quantum_id FROM quantum_input WHERE dataset_id = ?1 AND used ORDER BY quantum_id",
+            &[dataset_id],
+            |r| r.get(0),
+        )
     }
 }
 

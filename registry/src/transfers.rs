@@ -176,22 +176,7 @@ impl Registry {
     /// none. Returns the number of quanta written.
     fn import_provenance_in_tx(&self, p: &ProvenanceBatch) -> Result<usize> {
         for r in &p.runs {
-            let run = self.collection_of_type(&r.run, CollectionType::Run)?;
-            self.db.execute(
-                "INSERT INTO run_provenance (run_id, bundle_id, pipeline_yaml, task_configs, quanta_version, \
-                 command_line, created_at, created_by) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) \
-                 ON CONFLICT (run_id, bundle_id) DO NOTHING",
-                &[
-                    &run.id,
-                    &r.bundle_id,
-                    &r.pipeline_yaml,
-                    &r.task_configs.to_string(),
-                    &r.quanta_version,
-                    &serde_json::to_string(&r.command_line).expect("strings serialize"),
-                    &r.created_at,
-                    &r.created_by,
-                ],
-            )?;
+            self.insert_run_provenance(r)?;
         }
         let mut written = 0;
         for q in &p.quanta {

@@ -448,6 +448,26 @@ impl Column for i64 {
     }
 }
 
+impl Column for i32 {
+    const EXPECTED: &'static str = "a 32-bit integer";
+    fn from_value(v: ValueRef<'_>) -> Option<Self> {
+        match v {
+            ValueRef::Integer(i) => i32::try_from(i).ok(),
+            _ => None,
+        }
+    }
+}
+
+impl Column for u32 {
+    const EXPECTED: &'static str = "a 32-bit unsigned integer";
+    fn from_value(v: ValueRef<'_>) -> Option<Self> {
+        match v {
+            ValueRef::Integer(i) => u32::try_from(i).ok(),
+            _ => None,
+        }
+    }
+}
+
 impl Column for bool {
     const EXPECTED: &'static str = "a boolean (0 or 1)";
     fn from_value(v: ValueRef<'_>) -> Option<Self> {
