@@ -15,7 +15,7 @@
 //! [`Dialect`].
 //!
 //! Migration: the registry's modules move onto this interface one by one
-//! (all but `provenance.rs` so far);
+//! (all but merge's writer in `provenance.rs` so far);
 //! the rest
 //! still reach the SQLite connection through [`Database::sqlite`], which a
 //! second backend cannot serve, so every module must be on the interface
