@@ -177,7 +177,7 @@ impl Registry {
             let mut stored = tx.prepare("SELECT path IS NOT NULL FROM dataset WHERE id = ?1")?;
             let mut insert = tx.prepare(
                 "INSERT INTO dataset_trash (dataset_id, purge) VALUES (?1, ?2) \
-                 ON CONFLICT (dataset_id) DO UPDATE SET purge = max(purge, excluded.purge)",
+                 ON CONFLICT (dataset_id) DO UPDATE SET purge = (dataset_trash.purge OR excluded.purge)",
             )?;
             for id in ids {
                 let mut has_file: Option<bool> = None;
@@ -643,6 +643,21 @@ mod tests {
             matches!(&in_use, Err(RegistryError::Conflict(m)) if m.contains("2 datasets")),
             "{in_use:?}"
         );
+    }
+
+    #[test]
+    fn a_purge_marked_after_an_unstore_of_the_same_dataset_wins() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut r = registry(dir.path());
+        let id = Uuid::from_u128(1);
+        assert_eq!(r.mark_datasets_for_removal(&[id], false).unwrap(), 1);
+        assert_eq!(r.mark_datasets_for_removal(&[id], true).unwrap(), 1);
+        // And an unstore marked after a purge does not weaken it.
+        assert_eq!(r.mark_datasets_for_removal(&[id], false).unwrap(), 1);
+        assert_eq!(r.pending_removals().unwrap().datasets, 1);
+        let stats = r.complete_removals().unwrap();
+        assert_eq!((stats.datasets_removed, stats.datasets_unstored), (1, 0));
+        assert!(r.dataset_by_id(&id, None).unwrap().is_none());
     }
 
     #[test]
