@@ -7,9 +7,9 @@
 # /var/lib/gridengine/default (its host_aliases and act_qmaster), the spool
 # /var/spool/gridengine, /run/gridengine, and in the cluster's configuration:
 # the queue all.q on this host (slots = nproc), the parallel environment smp,
-# min_uid/min_gid 0 (the tests run as root), a 1 s scheduling interval, no
-# load thresholds (the machine's load must not stop the queue). Stop it with
-# ci/gridengine/stop.sh. Leaves Slurm alone.
+# min_uid/min_gid 0 (the tests run as root), arrays of up to 200000 tasks, a
+# 1 s scheduling interval, no load thresholds (the machine's load must not
+# stop the queue). Stop it with ci/gridengine/stop.sh. Leaves Slurm alone.
 #
 # Idempotent: when both daemons run and the queue on this host is ready, it
 # checks the configuration, changes only what differs, and exits without the
@@ -234,7 +234,8 @@ set_conf() { # what show modify file key=value...
         CHANGED+=("$what $key=$value")
     done
     cmp -s "$CONF_DIR/$file.old" "$CONF_DIR/$file" && return 0
-    "$modify" "$CONF_DIR/$file" >/dev/null || fail "qconf could not change the $what configuration"
+    local out
+    out="$("$modify" "$CONF_DIR/$file" 2>&1)" || fail "qconf could not change the $what configuration: $out"
 }
 
 show_global() { qconf -sconf global; }
@@ -243,6 +244,7 @@ show_sched() { qconf -ssconf; }
 modify_sched() { qconf -Msconf "$1"; }
 
 configure() {
+    local out
     CONF_DIR="$(mktemp -d /tmp/quanta-gridengine-conf.XXXXXX)"
     trap 'rm -rf "$CONF_DIR"' RETURN
     # The tests (and CI) submit as root; root must be a manager to configure.
@@ -251,7 +253,10 @@ configure() {
     qconf -sh | grep -qx "$HOST" || qconf -ah "$HOST" >/dev/null 2>&1
     qconf -ss 2>/dev/null | grep -qx "$HOST" || qconf -as "$HOST" >/dev/null 2>&1
     # The global file must be named for what it configures.
-    set_conf global show_global modify_global global min_uid=0 min_gid=0
+    # One array per level and resource request: a large campaign's
+    # arrays exceed the default 75000 tasks (Slurm's MaxArraySize is set
+    # alike in ci/slurm/start.sh).
+    set_conf global show_global modify_global global min_uid=0 min_gid=0 max_aj_tasks=200000
     set_conf scheduler show_sched modify_sched sconf \
         schedule_interval=0:0:1 flush_submit_sec=1 flush_finish_sec=1 \
         job_load_adjustments=NONE load_adjustment_decay_time=0:0:0
@@ -271,7 +276,7 @@ urgency_slots      min
 accounting_summary FALSE
 qsort_args         NONE
 EOF
-        qconf -Ap "$CONF_DIR/pe" >/dev/null || fail "qconf could not add the parallel environment $PE"
+        out="$(qconf -Ap "$CONF_DIR/pe" 2>&1)" || fail "qconf could not add the parallel environment $PE: $out"
         CHANGED+=("parallel environment $PE")
     fi
 
@@ -330,15 +335,15 @@ h_rss                 INFINITY
 s_vmem                INFINITY
 h_vmem                INFINITY
 EOF
-        qconf -Aq "$CONF_DIR/queue" >/dev/null || fail "qconf could not add the queue $QUEUE"
+        out="$(qconf -Aq "$CONF_DIR/queue" 2>&1)" || fail "qconf could not add the queue $QUEUE: $out"
         CHANGED+=("queue $QUEUE")
     fi
     local kv key value
     for kv in "hostlist=$HOST" "slots=$SLOTS" load_thresholds=NONE "pe_list=$PE" shell=/bin/sh; do
         key="${kv%%=*}" value="${kv#*=}"
         [[ "$(qconf -sq "$QUEUE" | awk -v k="$key" '$1 == k { print $2 }')" == "$value" ]] && continue
-        qconf -mattr queue "$key" "$value" "$QUEUE" >/dev/null ||
-            fail "qconf could not set $key=$value on $QUEUE"
+        out="$(qconf -mattr queue "$key" "$value" "$QUEUE" 2>&1)" ||
+            fail "qconf could not set $key=$value on $QUEUE: $out"
         CHANGED+=("$QUEUE $key=$value")
     done
     if ((${#CHANGED[@]} > 0)); then
