@@ -58,8 +58,11 @@ pub struct ArrayJob {
     /// Element i runs `clusters[i]`.
     pub clusters: Vec<String>,
     pub resources: Resources,
+    /// What an element reads to find its cluster: Slurm's array map,
+    /// Grid Engine's cluster list.
     pub map: PathBuf,
-    /// As given to `sbatch --dependency`.
+    /// The wait on upstream arrays as the engine was given it (Slurm:
+    /// `--dependency`, Grid Engine: `-hold_jid_ad ID` or `-hold_jid IDS`).
     pub dependency: Option<String>,
 }
 
