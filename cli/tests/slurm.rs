@@ -10,7 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{make_reference_repo, ok};
+use common::batch::{self, cluster_of_exposure, job_ids, json, pipeline, s, state};
+use common::ok;
 use serde_json::Value;
 
 const RUN: &str = "u/slurm/run";
@@ -21,47 +22,6 @@ fn enabled() -> bool {
     }
     eprintln!("skipped: set QUANTA_SLURM_TESTS=1");
     false
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().expect("utf-8 temp paths")
-}
-
-fn json(args: &[&str]) -> Value {
-    serde_json::from_str(&ok(args)).expect("JSON output")
-}
-
-/// The reference pipeline with `configs` (task label → config object).
-fn pipeline(dir: &Path, configs: &BTreeMap<&str, Value>) -> PathBuf {
-    let mut doc = reference_pipeline();
-    for (label, config) in configs {
-        doc["tasks"][*label]["config"] = config.clone();
-    }
-    let path = dir.join("pipeline.yaml");
-    // JSON is YAML: the pipeline reader takes it as is.
-    std::fs::write(&path, serde_json::to_string_pretty(&doc).unwrap()).unwrap();
-    path
-}
-
-/// examples/pipelines/reference.yaml as JSON (which the YAML reader
-/// takes), so tests can set task configs.
-fn reference_pipeline() -> Value {
-    let conn = |t: &str, dims: &[&str]| serde_json::json!({"dataset_type": t, "dimensions": dims, "storage_class": "Json"});
-    let d3 = ["instrument", "exposure", "detector"];
-    let mut multi = conn("icExp", &d3);
-    multi["multiple"] = Value::Bool(true);
-    serde_json::json!({
-        "description": "reference workload, configured for a Slurm test",
-        "tasks": {
-            "isr": {"class": "examples.Isr", "dimensions": d3,
-                "inputs": {"raw": conn("raw", &d3)}, "outputs": {"post": conn("postISRCCD", &d3)}},
-            "characterize": {"class": "examples.Characterize", "dimensions": d3,
-                "inputs": {"post": conn("postISRCCD", &d3)}, "outputs": {"icexp": conn("icExp", &d3)}},
-            "summarize": {"class": "examples.Summarize", "dimensions": ["instrument", "exposure"],
-                "inputs": {"icexps": multi},
-                "outputs": {"summary": conn("expSummary", &["instrument", "exposure"])}},
-        }
-    })
 }
 
 /// A reference repo of `n_exp` × `n_det` and its bundle, one cluster per
@@ -77,41 +37,7 @@ fn preflight_clustered(
     pipeline: &Path,
     cluster_by: &str,
 ) -> (PathBuf, PathBuf) {
-    let repo = make_reference_repo(dir, n_exp, n_det);
-    let bundle = dir.join("campaign.qb");
-    ok(&[
-        "preflight",
-        s(&repo),
-        "--pipeline",
-        s(pipeline),
-        "--input",
-        "Cam/raw",
-        "--output-run",
-        RUN,
-        "--cluster-by",
-        cluster_by,
-        "--bundle",
-        s(&bundle),
-    ]);
-    (repo, bundle)
-}
-
-fn state(bundle: &Path) -> Value {
-    let p = PathBuf::from(format!("{}.slurm.json", bundle.display()));
-    serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap()
-}
-
-fn job_ids(state: &Value) -> BTreeSet<u64> {
-    let mut ids = BTreeSet::new();
-    for sub in state["submissions"].as_array().unwrap() {
-        for a in sub["arrays"].as_array().unwrap() {
-            ids.insert(a["job_id"].as_str().unwrap().parse().unwrap());
-        }
-        if let Some(m) = sub["merge_job"].as_str() {
-            ids.insert(m.parse().unwrap());
-        }
-    }
-    ids
+    batch::preflight_clustered(dir, n_exp, n_det, pipeline, cluster_by, RUN)
 }
 
 /// This submission's jobs that squeue shows as not finished. squeue 22.05
@@ -169,33 +95,11 @@ fn wait_until_done(bundle: &Path, timeout: Duration) {
 }
 
 fn slurm_logs(bundle: &Path) -> String {
-    let dir = PathBuf::from(format!("{}.slurm", bundle.display()));
-    let mut out = String::new();
-    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        if e.path().extension().is_some_and(|x| x == "out") {
-            out.push_str(&format!(
-                "--- {}\n{}\n",
-                e.path().display(),
-                std::fs::read_to_string(e.path()).unwrap_or_default()
-            ));
-        }
-    }
-    out
+    batch::job_logs(bundle)
 }
 
 fn count(repo: &Path, dataset_type: &str) -> usize {
-    json(&[
-        "query-datasets",
-        s(repo),
-        "--collections",
-        RUN,
-        "--dataset-type",
-        dataset_type,
-        "--json",
-    ])
-    .as_array()
-    .unwrap()
-    .len()
+    batch::count(repo, RUN, dataset_type)
 }
 
 /// cluster name → (array job id, index) over the latest submission of each.
@@ -215,25 +119,7 @@ fn placements(state: &Value) -> BTreeMap<String, String> {
 }
 
 fn slurm_status(bundle: &Path) -> BTreeMap<String, Value> {
-    let v = json(&["status", s(bundle), "--json"]);
-    v["slurm"]["clusters"]
-        .as_array()
-        .unwrap_or_else(|| panic!("no slurm section in status: {v}"))
-        .iter()
-        .map(|c| (c["cluster"].as_str().unwrap().to_string(), c.clone()))
-        .collect()
-}
-
-/// Exposure number of a cluster, from its name.
-fn cluster_of_exposure(state: &Value, e: usize) -> String {
-    let names: Vec<String> = placements(state).into_keys().collect();
-    names
-        .into_iter()
-        .find(|n| {
-            n.split(|c: char| !(c.is_alphanumeric() || c == '='))
-                .any(|part| part == format!("exposure={e}"))
-        })
-        .unwrap_or_else(|| panic!("no cluster for exposure {e} in {:?}", placements(state)))
+    batch::batch_status(bundle)
 }
 
 #[test]
@@ -621,7 +507,5 @@ fn engines_are_chosen_by_name_and_refuse_what_they_cannot_do() {
 }
 
 fn quanta_state(bundle: &Path) -> PathBuf {
-    let mut s = bundle.as_os_str().to_owned();
-    s.push(".slurm.json");
-    PathBuf::from(s)
+    batch::state_path(bundle)
 }

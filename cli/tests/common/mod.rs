@@ -5,6 +5,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+pub mod batch;
+
 /// The `quanta` binary under test.
 pub fn quanta() -> Command {
     Command::new(env!("CARGO_BIN_EXE_quanta"))

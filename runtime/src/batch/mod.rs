@@ -1,9 +1,12 @@
 //! Running a bundle on a batch system: `quanta submit`, `cancel`,
 //! `restart` and the batch part of `quanta status`, behind one interface,
 //! [`BatchEngine`] (modelled on ctrl_bps's `wms_service.py`: submit,
-//! status, cancel, restart), implemented by [`slurm`] (real job arrays)
-//! and [`htcondor`] (DAGMan files only: no HTCondor pool here). The cli
-//! picks an engine by name through [`engine`].
+//! status, cancel, restart), implemented by [`slurm`] and [`gridengine`]
+//! (real job arrays, tested on real single-node clusters) and
+//! [`htcondor`] (DAGMan files only: no HTCondor pool here). The cli picks
+//! an engine by name through [`engine`]; the state file records which
+//! engine submitted, so [`status`] asks that one and the others refuse
+//! to cancel or restart it.
 //!
 //! Owns what no engine owns alone:
 //! - the plan ([`plan`]): each cluster's resource request from the tasks'
@@ -29,6 +32,7 @@
 //! again), and add one line to `ENGINES`. The cli needs no change.
 
 mod error;
+pub mod gridengine;
 pub mod htcondor;
 pub mod plan;
 mod retry;
@@ -36,6 +40,7 @@ pub mod slurm;
 pub mod state;
 mod status;
 mod supervisor;
+mod tools;
 
 use std::path::{Path, PathBuf};
 
@@ -160,6 +165,7 @@ type MakeEngine = fn() -> Box<dyn BatchEngine>;
 const ENGINES: &[(&str, MakeEngine)] = &[
     ("slurm", || Box::new(slurm::Slurm)),
     ("htcondor", || Box::new(htcondor::HtCondor)),
+    ("gridengine", || Box::new(gridengine::GridEngine)),
 ];
 
 /// The engine called `name`, if there is one.
@@ -168,6 +174,30 @@ pub fn engine(name: &str) -> Option<Box<dyn BatchEngine>> {
         .iter()
         .find(|(n, _)| *n == name)
         .map(|(_, make)| make())
+}
+
+/// The batch status of `bundle`'s submission, asked of the engine that
+/// made it (the state file records it); `None` when never submitted.
+pub fn status(
+    bundle: &Path,
+    known: Option<(&Path, &CampaignProgress)>,
+) -> Result<Option<BatchStatus>> {
+    let state = match load_state(bundle) {
+        Ok(s) => s,
+        Err(BatchError::NotSubmitted { .. }) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    match engine(&state.engine) {
+        Some(e) => e.status(bundle, known),
+        None => Err(BatchError::BadState {
+            path: state_path(bundle),
+            detail: format!(
+                "submitted by an unknown engine `{}` (known: {})",
+                state.engine,
+                engine_names().join(", ")
+            ),
+        }),
+    }
 }
 
 /// The names [`engine`] knows.

@@ -22,6 +22,10 @@ pub const STATE_VERSION: u32 = 1;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SubmissionState {
     pub version: u32,
+    /// The engine that submitted (`BatchEngine::name`); states written
+    /// before engines were recorded are Slurm's.
+    #[serde(default = "slurm_engine")]
+    pub engine: String,
     pub bundle: PathBuf,
     pub bundle_id: quanta_core::Uuid,
     pub repo: PathBuf,
@@ -54,12 +58,34 @@ pub struct ArrayJob {
     /// Element i runs `clusters[i]`.
     pub clusters: Vec<String>,
     pub resources: Resources,
+    /// What an element reads to find its cluster: Slurm's array map,
+    /// Grid Engine's cluster list.
     pub map: PathBuf,
-    /// As given to `sbatch --dependency`.
+    /// The wait on upstream arrays as the engine was given it (Slurm:
+    /// `--dependency`, Grid Engine: `-hold_jid_ad ID` or `-hold_jid IDS`).
     pub dependency: Option<String>,
 }
 
+fn slurm_engine() -> String {
+    "slurm".into()
+}
+
 impl SubmissionState {
+    /// Refuses to act on another engine's submission (`quanta cancel` and
+    /// `restart` default to `--engine slurm`; Slurm must not resubmit what
+    /// Grid Engine runs).
+    pub(crate) fn check_engine(&self, engine: &str) -> Result<()> {
+        if self.engine == engine {
+            return Ok(());
+        }
+        Err(BatchError::Invalid(format!(
+            "{} was submitted with --engine {}, not {engine}; pass --engine {}",
+            self.bundle.display(),
+            self.engine,
+            self.engine
+        )))
+    }
+
     /// Every job id this submission created (arrays and merge jobs).
     pub fn job_ids(&self) -> Vec<String> {
         let mut out = Vec::new();
@@ -143,9 +169,10 @@ pub(crate) fn save_state(state: &SubmissionState) -> Result<()> {
     write_atomic(&path, &text)
 }
 
-/// The state of a first submission of `bundle` (its id `bundle_id`);
-/// refused when the bundle was submitted before.
+/// The state of a first submission of `bundle` (its id `bundle_id`) by
+/// `engine`; refused when the bundle was submitted before.
 pub(crate) fn fresh_state(
+    engine: &str,
     bundle: &Path,
     bundle_id: quanta_core::Uuid,
     opts: &super::SubmitOptions,
@@ -162,6 +189,7 @@ pub(crate) fn fresh_state(
         .unwrap_or_else(|| quanta_core::journal_dir_for(bundle));
     Ok(SubmissionState {
         version: STATE_VERSION,
+        engine: engine.to_string(),
         bundle: bundle.to_path_buf(),
         bundle_id,
         repo: opts.repo.clone(),

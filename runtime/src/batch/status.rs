@@ -52,14 +52,15 @@ pub(crate) struct JobView {
     pub(crate) error: Option<String>,
 }
 
-/// The status of `bundle`'s submission, with the engine's `jobs`; `None`
-/// when the bundle was never submitted.
+/// The status of `bundle`'s submission by `engine`, with the engine's
+/// `jobs`; `None` when the bundle was never submitted.
 ///
 /// `known` is a fold of the journals the caller already made (with the
 /// directory it read), reused when it is the submission's journal
 /// directory. Status needs only the bundle's header and clusters, not its
 /// quanta, so no quanta block is decoded here.
 pub(crate) fn status_with(
+    engine: &str,
     bundle: &Path,
     known: Option<(&Path, &CampaignProgress)>,
     jobs: impl FnOnce(&SubmissionState) -> JobView,
@@ -69,6 +70,7 @@ pub(crate) fn status_with(
         Err(BatchError::NotSubmitted { .. }) => return Ok(None),
         Err(e) => return Err(e),
     };
+    state.check_engine(engine)?;
     let berr = |e: quanta_core::BundleError| BatchError::Bundle {
         path: bundle.to_path_buf(),
         detail: e.to_string(),

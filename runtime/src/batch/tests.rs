@@ -63,7 +63,7 @@ fn resources_merge_takes_the_larger_request() {
 
 #[test]
 fn engines_are_found_by_name_and_htcondor_refuses_what_needs_a_pool() {
-    assert_eq!(engine_names(), vec!["slurm", "htcondor"]);
+    assert_eq!(engine_names(), vec!["slurm", "htcondor", "gridengine"]);
     for name in engine_names() {
         assert_eq!(engine(name).unwrap().name(), name);
     }
@@ -97,19 +97,48 @@ fn engines_are_found_by_name_and_htcondor_refuses_what_needs_a_pool() {
     // Submitting without --dry-run --out is refused before the bundle is read.
     let e = h.submit(&b, &opts, &SubmitRequest::default()).unwrap_err();
     assert!(e.to_string().contains("--dry-run --out DIR"), "{e}");
-    let e = engine("slurm")
-        .unwrap()
-        .submit(
-            &b,
-            &opts,
-            &SubmitRequest {
-                dry_run: true,
-                ..Default::default()
-            },
-        )
-        .unwrap_err();
+    for real in ["slurm", "gridengine"] {
+        let e = engine(real)
+            .unwrap()
+            .submit(
+                &b,
+                &opts,
+                &SubmitRequest {
+                    dry_run: true,
+                    ..Default::default()
+                },
+            )
+            .unwrap_err();
+        assert!(
+            e.to_string().contains("--dry-run is for --engine htcondor"),
+            "{real}: {e}"
+        );
+    }
+}
+
+/// The state file records the engine; one written before engines were
+/// recorded is Slurm's, and [`status`] of a bundle never submitted is
+/// `None` whatever the engine.
+#[test]
+fn the_state_file_names_its_engine() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = dir.path().join("b.qb");
+    assert!(status(&b, None).unwrap().is_none());
+    let old = serde_json::json!({
+        "version": STATE_VERSION, "bundle": b, "bundle_id": quanta_core::Uuid::nil(),
+        "repo": "/r", "journal_dir": "/j", "clusters": {}, "submissions": [],
+    });
+    std::fs::write(state_path(&b), old.to_string()).unwrap();
+    let st = load_state(&b).unwrap();
+    assert_eq!(st.engine, "slurm");
+    let e = engine("gridengine").unwrap().cancel(&b).unwrap_err();
     assert!(
-        e.to_string().contains("--dry-run is for --engine htcondor"),
+        e.to_string().contains("submitted with --engine slurm"),
         "{e}"
     );
+    let mut other = old.clone();
+    other["engine"] = "pbs".into();
+    std::fs::write(state_path(&b), other.to_string()).unwrap();
+    let e = status(&b, None).unwrap_err().to_string();
+    assert!(e.contains("unknown engine `pbs`"), "{e}");
 }

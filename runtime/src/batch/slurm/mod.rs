@@ -48,7 +48,6 @@ pub use super::{
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use quanta_core::CampaignProgress;
 use serde::{Deserialize, Serialize};
@@ -57,6 +56,7 @@ use super::error::{io, BatchError, Result};
 use super::plan::{cluster_resources, plan, view, BundleView, ClusterDeps, PlannedArray};
 use super::state::{fresh_state, record_submission, write_atomic};
 use super::status::{status_with, JobView};
+use super::tools::{absolute, run_tool, sh_quote};
 use super::{BatchEngine, SubmitRequest, Submitted};
 
 /// The Slurm engine ([`BatchEngine`]).
@@ -87,7 +87,7 @@ impl BatchEngine for Slurm {
         bundle: &Path,
         known: Option<(&Path, &CampaignProgress)>,
     ) -> Result<Option<SlurmStatus>> {
-        status(bundle, known)
+        status_with("slurm", bundle, known, squeue_view)
     }
 
     fn cancel(&self, bundle: &Path) -> Result<Vec<String>> {
@@ -114,7 +114,7 @@ pub struct ArrayMap {
 /// Submits every cluster of the bundle.
 pub fn submit(bundle: &Path, opts: &SubmitOptions) -> Result<SubmitReport> {
     let v = view(bundle)?;
-    let mut state = fresh_state(bundle, v.header_id, opts)?;
+    let mut state = fresh_state("slurm", bundle, v.header_id, opts)?;
     let all: Vec<usize> = (0..v.clusters.len()).collect();
     let mem = all
         .iter()
@@ -123,15 +123,6 @@ pub fn submit(bundle: &Path, opts: &SubmitOptions) -> Result<SubmitReport> {
     let mut report = submit_clusters(&v, &mut state, &all, &mem, opts)?;
     report.succeeded_clusters = 0;
     Ok(report)
-}
-
-/// Quotes `s` for a POSIX shell.
-fn sh_quote(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "'\\''"))
-}
-
-fn absolute(p: &Path) -> Result<PathBuf> {
-    std::path::absolute(p).map_err(io(p, "making the path absolute"))
 }
 
 /// What every job script of one submission needs.
@@ -378,25 +369,6 @@ fn resource_args(r: &Resources) -> Vec<String> {
     a
 }
 
-fn run_tool(program: &str, args: &[String]) -> Result<String> {
-    let command = format!("{program} {}", args.join(" "));
-    let out = Command::new(program)
-        .args(args)
-        .output()
-        .map_err(|source| BatchError::Spawn {
-            command: command.clone(),
-            source,
-        })?;
-    if !out.status.success() {
-        return Err(BatchError::CommandFailed {
-            command,
-            status: out.status.to_string(),
-            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-        });
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
 /// Runs `sbatch --parsable ...` and returns the job id.
 fn sbatch(args: &[String]) -> Result<String> {
     let out = run_tool("sbatch", args)?;
@@ -439,6 +411,7 @@ pub fn submission_jobs(state: &SubmissionState) -> Result<Vec<SlurmJob>> {
 /// before the cancel.
 pub fn cancel(bundle: &Path) -> Result<Vec<String>> {
     let state = load_state(bundle)?;
+    state.check_engine("slurm")?;
     let live: BTreeSet<String> = submission_jobs(&state)?
         .into_iter()
         .filter(|j| j.is_live())
@@ -454,6 +427,7 @@ pub fn cancel(bundle: &Path) -> Result<Vec<String>> {
 /// downstream). Clusters that ran out of memory get more.
 pub fn restart(bundle: &Path, opts: &SubmitOptions, policy: RetryPolicy) -> Result<SubmitReport> {
     let mut state = load_state(bundle)?;
+    state.check_engine("slurm")?;
     let live: Vec<SlurmJob> = submission_jobs(&state)?
         .into_iter()
         .filter(|j| j.is_live() && !j.is_merge_of(&state))
@@ -506,8 +480,10 @@ pub fn array_element(map: &Path, index: usize) -> Result<(String, Option<u64>)> 
     Ok((name, m.mem_limit_bytes))
 }
 
-/// Journals and `squeue` per cluster; `None` when the bundle was never
-/// submitted.
+/// Journals and the engine's view per cluster; `None` when the bundle was
+/// never submitted. Kept under this name for `quanta status`, which
+/// predates the other engines: it asks the engine recorded in the state
+/// file ([`crate::batch::status`]), `squeue` for a Slurm submission.
 ///
 /// `known` is a fold of the journals the caller already made (with the
 /// directory it read), reused when it is the submission's journal
@@ -516,7 +492,7 @@ pub fn status(
     bundle: &Path,
     known: Option<(&Path, &CampaignProgress)>,
 ) -> Result<Option<SlurmStatus>> {
-    status_with(bundle, known, squeue_view)
+    super::status(bundle, known)
 }
 
 /// Each cluster's latest array element and its `squeue` state.
