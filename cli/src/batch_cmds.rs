@@ -3,7 +3,7 @@
 //! in `quanta_runtime::batch`; this module parses arguments, looks the
 //! engine up by name and prints.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{bail, Result};
@@ -66,8 +66,8 @@ pub struct SubmitArgs {
     /// The bundle (made by `quanta preflight`; its clusters, chosen there
     /// with `--cluster-by`, become the array elements).
     bundle: PathBuf,
-    /// The batch system: slurm, or htcondor (DAGMan files only, with
-    /// `--dry-run --out DIR`: no HTCondor runs here).
+    /// The batch system: slurm, gridengine, or htcondor (DAGMan files
+    /// only, with `--dry-run --out DIR`: no HTCondor runs here).
     #[arg(long)]
     engine: String,
     #[command(flatten)]
@@ -93,17 +93,19 @@ pub struct SubmitArgs {
 #[derive(Args)]
 pub struct CancelArgs {
     bundle: PathBuf,
-    /// The batch system the bundle was submitted to.
-    #[arg(long, default_value = "slurm")]
-    engine: String,
+    /// The batch system the bundle was submitted to (default: the one its
+    /// submission state records).
+    #[arg(long)]
+    engine: Option<String>,
 }
 
 #[derive(Args)]
 pub struct RestartArgs {
     bundle: PathBuf,
-    /// The batch system the bundle was submitted to.
-    #[arg(long, default_value = "slurm")]
-    engine: String,
+    /// The batch system the bundle was submitted to (default: the one its
+    /// submission state records).
+    #[arg(long)]
+    engine: Option<String>,
     #[command(flatten)]
     opts: SlurmOptions,
     /// Memory of clusters that ran out of it is multiplied by this.
@@ -208,8 +210,21 @@ pub fn submit(a: SubmitArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The engine named by `--engine`, else the one that submitted `bundle`
+/// (its state file says), else Slurm, whose error then says the bundle
+/// was not submitted.
+fn submitting_engine(bundle: &Path, named: Option<&str>) -> Result<Box<dyn BatchEngine>> {
+    match named {
+        Some(name) => engine(name),
+        None => match batch::load_state(bundle) {
+            Ok(state) => engine(&state.engine),
+            Err(_) => engine("slurm"),
+        },
+    }
+}
+
 pub fn cancel(a: CancelArgs) -> Result<ExitCode> {
-    let ids = engine(&a.engine)?.cancel(&a.bundle)?;
+    let ids = submitting_engine(&a.bundle, a.engine.as_deref())?.cancel(&a.bundle)?;
     if ids.is_empty() {
         println!("nothing to cancel: no job of this submission is queued or running");
     } else {
@@ -219,7 +234,7 @@ pub fn cancel(a: CancelArgs) -> Result<ExitCode> {
 }
 
 pub fn restart(a: RestartArgs) -> Result<ExitCode> {
-    let engine = engine(&a.engine)?;
+    let engine = submitting_engine(&a.bundle, a.engine.as_deref())?;
     if !(a.memory_multiplier.is_finite() && a.memory_multiplier >= 1.0) {
         bail!(
             "--memory-multiplier must be at least 1, got {}",

@@ -91,19 +91,6 @@ fn timeout(secs: Option<f64>) -> Result<Option<Duration>> {
     }
 }
 
-/// `<array job>_<index>` for an array element (the id squeue shows and
-/// scancel takes; an element's own SLURM_JOB_ID is a different number),
-/// else the job id.
-fn batch_job() -> Option<String> {
-    if let (Ok(array), Ok(task)) = (
-        std::env::var("SLURM_ARRAY_JOB_ID"),
-        std::env::var("SLURM_ARRAY_TASK_ID"),
-    ) {
-        return Some(format!("{array}_{task}"));
-    }
-    std::env::var("SLURM_JOB_ID").ok()
-}
-
 /// Bytes of `512M`, `2G`, … or a plain byte count.
 fn parse_bytes(text: &str) -> Result<u64> {
     if let Ok(b) = text.trim().parse::<u64>() {
@@ -209,7 +196,7 @@ pub fn run(a: RunArgs) -> Result<ExitCode> {
         fail_fast: a.fail_fast,
         journal_dir: a.journal,
         worker_name: "run".into(),
-        batch_job: batch_job(),
+        batch_job: quanta_runtime::batch::current_job(),
     };
     run_with_progress(&a.bundle, Selection::All, opts, a.json)
 }
@@ -249,7 +236,7 @@ pub fn worker(mut a: WorkerArgs) -> Result<ExitCode> {
         fail_fast: false,
         journal_dir: a.journal,
         worker_name: name,
-        batch_job: batch_job(),
+        batch_job: quanta_runtime::batch::current_job(),
     };
     run_with_progress(&a.bundle, selection, opts, a.json)
 }

@@ -210,16 +210,16 @@ pub fn status(args: StatusArgs) -> Result<ExitCode> {
     for w in &status.warnings {
         eprintln!("warning: {w}");
     }
-    let slurm = quanta_runtime::slurm::status(
+    let batch = quanta_runtime::batch::status(
         &args.bundle,
         Some((status.journal_dir.as_path(), &status.progress)),
     )?;
     if args.json {
-        match &slurm {
+        match &batch {
             None => print_json(&status)?,
-            Some(sl) => {
+            Some(b) => {
                 let mut v = serde_json::to_value(&status)?;
-                v["slurm"] = serde_json::to_value(sl)?;
+                v["batch"] = serde_json::to_value(b)?;
                 print_json(&v)?;
             }
         }
@@ -258,30 +258,30 @@ pub fn status(args: StatusArgs) -> Result<ExitCode> {
             f.error.as_deref(),
         )
     }));
-    if let Some(sl) = slurm {
-        print_slurm_status(&sl);
+    if let Some(b) = batch {
+        print_batch_status(&b);
     }
     Ok(ExitCode::SUCCESS)
 }
 
-/// The Slurm section of `quanta status`: per cluster, the journals' counts
-/// and Slurm's state of the cluster's latest array element.
-fn print_slurm_status(sl: &quanta_runtime::slurm::SlurmStatus) {
+/// The batch section of `quanta status`: per cluster, the journals' counts
+/// and the engine's state of the cluster's latest array element.
+fn print_batch_status(b: &quanta_runtime::batch::BatchStatus) {
     println!(
-        "\nslurm: {} submission(s), {} job(s) queued or running",
-        sl.submissions, sl.live_jobs
+        "\n{}: {} submission(s), {} job(s) queued or running",
+        b.engine, b.submissions, b.live_jobs
     );
-    if let Some(e) = &sl.squeue_error {
-        println!("  (squeue failed: {e})");
+    if let Some(e) = &b.engine_error {
+        println!("  ({} could not be asked: {e})", b.engine);
     }
-    let rows: Vec<Vec<String>> = sl
+    let rows: Vec<Vec<String>> = b
         .clusters
         .iter()
         .map(|c| {
             vec![
                 c.cluster.clone(),
-                c.slurm_job.clone().unwrap_or_default(),
-                c.slurm_state.clone().unwrap_or_else(|| "-".into()),
+                c.job.clone().unwrap_or_default(),
+                c.state.clone().unwrap_or_else(|| "-".into()),
                 c.quanta.to_string(),
                 c.succeeded.to_string(),
                 c.failed.to_string(),
@@ -296,7 +296,7 @@ fn print_slurm_status(sl: &quanta_runtime::slurm::SlurmStatus) {
         &[
             "cluster",
             "job",
-            "slurm",
+            "state",
             "quanta",
             "done",
             "failed",

@@ -215,14 +215,14 @@ fn reference_runs_on_gridengine_and_merges_what_a_local_run_merges() {
     let status = batch_status(&bundle);
     for (i, name) in names.iter().enumerate() {
         assert_eq!(
-            status[*name]["slurm_job"].as_str(),
+            status[*name]["job"].as_str(),
             Some(format!("{array_id}.{}", i + 1).as_str()),
             "{status:?}"
         );
     }
     let states: BTreeSet<String> = status
         .values()
-        .filter_map(|c| c["slurm_state"].as_str().map(String::from))
+        .filter_map(|c| c["state"].as_str().map(String::from))
         .collect();
     assert!(
         states
@@ -237,11 +237,23 @@ fn reference_runs_on_gridengine_and_merges_what_a_local_run_merges() {
     assert!(
         status
             .values()
-            .all(|c| c["succeeded"] == 9 && c["slurm_state"].is_null()),
+            .all(|c| c["succeeded"] == 9 && c["state"].is_null()),
         "{status:?}"
     );
     let text = ok(&["status", s(&bundle)]);
     assert!(text.contains(&format!("{array_id}.6")), "{text}");
+    assert!(text.contains("gridengine: "), "{text}");
+    // Provenance names the Grid Engine task that ran each quantum.
+    let conn = rusqlite::Connection::open(repo.join("registry.sqlite3")).unwrap();
+    let jobs = common::strings(&conn, "SELECT DISTINCT batch_job FROM quantum");
+    assert!(
+        !jobs.is_empty()
+            && jobs.iter().all(|j| {
+                let (job, task) = j.split_once('.').unwrap_or_default();
+                job.parse::<u64>().is_ok() && task.parse::<u64>().is_ok()
+            }),
+        "{jobs:?}"
+    );
 
     ok(&["run", s(&local_bundle), "--jobs", "2"]);
     ok(&["merge", s(&local_repo), s(&local_bundle)]);
@@ -342,14 +354,13 @@ fn failures_block_downstream_arrays_and_restart_resubmits_the_rest() {
         "the merge job merged what succeeded"
     );
 
-    // Cancel and restart of another engine's submission are refused.
-    let e = fails_with(2, &["restart", s(&bundle)]);
+    // Restart by another engine is refused; without --engine, the engine
+    // the state file records restarts it.
+    let e = fails_with(2, &["restart", s(&bundle), "--engine", "slurm"]);
     assert!(e.contains("pass --engine gridengine"), "{e}");
     let out = ok(&[
         "restart",
         s(&bundle),
-        "--engine",
-        "gridengine",
         "--memory-multiplier",
         "2",
         "--max-mem",
@@ -399,7 +410,7 @@ fn cancel_empties_the_queue_and_restart_reruns_nothing_that_succeeded() {
     submit(&bundle, &repo, &["--throttle", "1"]);
     let e = fails_with(2, &["restart", s(&bundle), "--engine", "gridengine"]);
     assert!(e.contains("still queued or running"), "{e}");
-    let e = fails_with(2, &["cancel", s(&bundle)]);
+    let e = fails_with(2, &["cancel", s(&bundle), "--engine", "slurm"]);
     assert!(e.contains("submitted with --engine gridengine"), "{e}");
 
     let t0 = Instant::now();
@@ -420,7 +431,7 @@ fn cancel_empties_the_queue_and_restart_reruns_nothing_that_succeeded() {
         );
         std::thread::sleep(Duration::from_millis(200));
     };
-    let out = ok(&["cancel", s(&bundle), "--engine", "gridengine"]);
+    let out = ok(&["cancel", s(&bundle)]);
     assert!(out.starts_with("cancelled "), "{out}");
     wait_until_done(&bundle, Duration::from_secs(30));
     let status = batch_status(&bundle);

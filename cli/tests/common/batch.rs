@@ -142,7 +142,7 @@ pub fn count(repo: &Path, run: &str, dataset_type: &str) -> usize {
 /// `slurm` for every engine).
 pub fn batch_status(bundle: &Path) -> BTreeMap<String, Value> {
     let v = json(&["status", s(bundle), "--json"]);
-    v["slurm"]["clusters"]
+    v["batch"]["clusters"]
         .as_array()
         .unwrap_or_else(|| panic!("no batch section in status: {v}"))
         .iter()

@@ -56,6 +56,12 @@ impl BatchEngine for HtCondor {
         "htcondor"
     }
 
+    /// Never: there is no HTCondor pool here to run jobs (DAGMan files
+    /// only), so no process of quanta runs as an HTCondor job.
+    fn job_from_environment(&self) -> Option<String> {
+        None
+    }
+
     fn submit(
         &self,
         bundle: &Path,

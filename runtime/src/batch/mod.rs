@@ -136,6 +136,10 @@ pub enum Submitted {
 pub trait BatchEngine {
     /// The name the cli's `--engine` takes.
     fn name(&self) -> &'static str;
+    /// The job this process runs as, when the engine started it, read from
+    /// the variables the engine sets (for provenance: a quantum records
+    /// the batch job that ran it).
+    fn job_from_environment(&self) -> Option<String>;
     /// Submits every cluster of the bundle (or writes the files to submit).
     fn submit(&self, bundle: &Path, opts: &SubmitOptions, req: &SubmitRequest)
         -> Result<Submitted>;
@@ -198,6 +202,14 @@ pub fn status(
             ),
         }),
     }
+}
+
+/// The batch job this process runs as, asked of every engine; `None`
+/// outside a batch job.
+pub fn current_job() -> Option<String> {
+    ENGINES
+        .iter()
+        .find_map(|(_, make)| make().job_from_environment())
 }
 
 /// The names [`engine`] knows.

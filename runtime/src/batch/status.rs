@@ -23,10 +23,11 @@ pub struct ClusterStatus {
     pub blocked: usize,
     pub pending: usize,
     /// The engine's view of the cluster's latest job (Slurm: PENDING,
-    /// RUNNING, …), or `None` when the engine no longer knows it. The key
-    /// keeps its name from when Slurm was the only engine.
-    pub slurm_state: Option<String>,
-    pub slurm_job: Option<String>,
+    /// RUNNING, …; Grid Engine: qw, r, …), or `None` when the engine no
+    /// longer knows it.
+    pub state: Option<String>,
+    /// The cluster's latest job, in the engine's notation.
+    pub job: Option<String>,
     pub mem_mb: Option<u64>,
     pub submitted: u32,
 }
@@ -34,12 +35,14 @@ pub struct ClusterStatus {
 /// The batch section of `quanta status`.
 #[derive(Debug, Clone, Serialize)]
 pub struct BatchStatus {
+    /// The engine that made the submission (`slurm`, `gridengine`).
+    pub engine: String,
     pub submissions: usize,
     pub live_jobs: usize,
     pub clusters: Vec<ClusterStatus>,
-    /// Set when the engine could not be asked (`squeue` failed); the
-    /// journals still count.
-    pub squeue_error: Option<String>,
+    /// Set when the engine could not be asked (`squeue` or `qstat`
+    /// failed); the journals still count.
+    pub engine_error: Option<String>,
 }
 
 /// What an engine knows of a submission's jobs.
@@ -95,10 +98,11 @@ pub(crate) fn status_with(
         .map(|c| cluster_status(c, progress, &state, &view))
         .collect();
     Ok(Some(BatchStatus {
+        engine: engine.to_string(),
         submissions: state.submissions.len(),
         live_jobs: view.live_jobs,
         clusters,
-        squeue_error: view.error,
+        engine_error: view.error,
     }))
 }
 
@@ -116,8 +120,8 @@ fn cluster_status(
         out_of_memory: 0,
         blocked: 0,
         pending: 0,
-        slurm_state: None,
-        slurm_job: None,
+        state: None,
+        job: None,
         mem_mb: state.clusters.get(&c.name).and_then(|s| s.mem_mb),
         submitted: state.clusters.get(&c.name).map_or(0, |s| s.submitted),
     };
@@ -131,8 +135,8 @@ fn cluster_status(
         }
     }
     if let Some((job, st)) = view.latest.get(&c.name) {
-        cs.slurm_job = Some(job.clone());
-        cs.slurm_state = st.clone();
+        cs.job = Some(job.clone());
+        cs.state = st.clone();
     }
     cs
 }

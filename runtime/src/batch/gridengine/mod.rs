@@ -67,6 +67,20 @@ impl BatchEngine for GridEngine {
         NAME
     }
 
+    /// `<job>.<task>` for an array task, as `qstat` shows it (Grid Engine
+    /// sets `SGE_TASK_ID` to `undefined` outside arrays); the job id
+    /// otherwise.
+    fn job_from_environment(&self) -> Option<String> {
+        let job = std::env::var("JOB_ID").ok()?;
+        // JOB_ID alone is too common a name to trust: Grid Engine also
+        // sets SGE_TASK_ID in every job it starts.
+        let task = std::env::var("SGE_TASK_ID").ok()?;
+        Some(match task.parse::<u64>() {
+            Ok(task) => format!("{job}.{task}"),
+            Err(_) => job,
+        })
+    }
+
     fn submit(
         &self,
         bundle: &Path,

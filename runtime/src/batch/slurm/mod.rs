@@ -39,7 +39,7 @@ mod squeue;
 pub use squeue::{parse_task_ids, SlurmJob};
 
 pub use super::error::BatchError as SlurmError;
-pub use super::status::{BatchStatus as SlurmStatus, ClusterStatus};
+pub use super::status::{BatchStatus, ClusterStatus};
 pub use super::{
     load_state, parse_mem_mb, record_out_of_memory, run_supervised, state_path, task_batch_config,
     work_dir, ArrayJob, ChildEnd, ClusterState, Resources, RetryPolicy, Submission,
@@ -68,6 +68,17 @@ impl BatchEngine for Slurm {
         "slurm"
     }
 
+    /// `<array job>_<task>` for an array element (the id `squeue` shows
+    /// and `scancel` takes; an element's own SLURM_JOB_ID is a different
+    /// number), else the job id.
+    fn job_from_environment(&self) -> Option<String> {
+        let var = |name: &str| std::env::var(name).ok();
+        match (var("SLURM_ARRAY_JOB_ID"), var("SLURM_ARRAY_TASK_ID")) {
+            (Some(array), Some(task)) => Some(format!("{array}_{task}")),
+            _ => var("SLURM_JOB_ID"),
+        }
+    }
+
     fn submit(
         &self,
         bundle: &Path,
@@ -86,7 +97,7 @@ impl BatchEngine for Slurm {
         &self,
         bundle: &Path,
         known: Option<(&Path, &CampaignProgress)>,
-    ) -> Result<Option<SlurmStatus>> {
+    ) -> Result<Option<BatchStatus>> {
         status_with("slurm", bundle, known, squeue_view)
     }
 
@@ -478,21 +489,6 @@ pub fn array_element(map: &Path, index: usize) -> Result<(String, Option<u64>)> 
             len,
         })?;
     Ok((name, m.mem_limit_bytes))
-}
-
-/// Journals and the engine's view per cluster; `None` when the bundle was
-/// never submitted. Kept under this name for `quanta status`, which
-/// predates the other engines: it asks the engine recorded in the state
-/// file ([`crate::batch::status`]), `squeue` for a Slurm submission.
-///
-/// `known` is a fold of the journals the caller already made (with the
-/// directory it read), reused when it is the submission's journal
-/// directory.
-pub fn status(
-    bundle: &Path,
-    known: Option<(&Path, &CampaignProgress)>,
-) -> Result<Option<SlurmStatus>> {
-    super::status(bundle, known)
 }
 
 /// Each cluster's latest array element and its `squeue` state.
