@@ -111,7 +111,9 @@ start_cluster() {
 as_superuser() { # database [psql args...]
     local db=$1
     shift
-    runuser -u postgres -- "$BIN/psql" -X -q -v ON_ERROR_STOP=1 -p "$(cluster_port)" -d "$db" "$@" >&2
+    # Warnings and errors only: "extension already exists" is not news.
+    PGOPTIONS="-c client_min_messages=warning" \
+        runuser -u postgres -- "$BIN/psql" -X -q -v ON_ERROR_STOP=1 -p "$(cluster_port)" -d "$db" "$@" >&2
 }
 
 # The password on file for the role and database, or "" (fields are
