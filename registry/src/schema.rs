@@ -11,6 +11,12 @@
 //! `calibration_rule`, and the order of creation by [`full_ddl`].
 //! SQLite's text is pinned byte for byte (its registries exist on disk);
 //! PostgreSQL's form is checked on a real server (`tests/postgres_schema.rs`).
+//! The rest is written alike in both: quoted identifiers, `IF NOT EXISTS`,
+//! foreign keys with `ON DELETE CASCADE`, `CHECK`, and partial indexes
+//! (`CREATE INDEX ... WHERE producer IS NOT NULL`). PostgreSQL truncates
+//! identifiers beyond 63 bytes, so a universe whose generated names
+//! (`<a>__<b>_overlap_r`) exceed that can collide there; the default
+//! universe's longest is 31.
 
 use quanta_core::{DimensionElement, DimensionUniverse, FieldType, REGION_ID_COLUMN};
 
@@ -149,7 +155,7 @@ pub fn element_table_ddl(
     if has_region {
         // An explicit INTEGER PRIMARY KEY: a rowid that VACUUM keeps, so
         // the skypix index and a spatial join's pairs can name a record by
-        // one integer.
+        // one integer (in PostgreSQL, an identity column).
         columns.push(format!(
             "{} {}",
             quote(REGION_ID_COLUMN),
