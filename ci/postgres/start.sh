@@ -88,14 +88,20 @@ start_cluster() {
         log "creating cluster $VERSION/$CLUSTER"
         pg_createcluster "$VERSION" "$CLUSTER" >&2 || fail "pg_createcluster failed"
     fi
-    if [[ "$(cluster_status)" != online* ]]; then
+    local attempt
+    for attempt in 1 2 3 4 5; do
+        [[ "$(cluster_status)" != online* ]] || break
         log "starting cluster $VERSION/$CLUSTER"
         # Without systemd: pg_ctlcluster would otherwise hand over to
-        # systemctl. A stale postmaster.pid left by a killed server is
-        # recognised and replaced by pg_ctl.
-        pg_ctlcluster --skip-systemctl-redirect "$VERSION" "$CLUSTER" start >&2 ||
-            fail "pg_ctlcluster start failed"
-    fi
+        # systemctl. A stale postmaster.pid is removed by pg_ctlcluster, but
+        # a killed server's socket lock names its pid until that process is
+        # reaped (a zombie counts as alive), and its orphaned backends hold
+        # the shared memory until they notice: both clear within seconds.
+        pg_ctlcluster --skip-systemctl-redirect "$VERSION" "$CLUSTER" start >&2 && break
+        ((attempt < 5)) || fail "pg_ctlcluster start failed $attempt times"
+        log "start failed (a killed server's leftovers?); retrying in 2 s"
+        sleep 2
+    done
     local port deadline=$((SECONDS + TIMEOUT))
     port="$(cluster_port)"
     until pg_isready -q -h localhost -p "$port" -t 1; do
