@@ -24,7 +24,7 @@ pub struct Registry {
     /// transaction.
     pub(crate) dimension_checks: DimensionChecks,
     /// Whether the removal protocol's tables exist (always, once a writer
-    /// has opened the registry; see `schema::REMOVAL_DDL`).
+    /// has opened the registry; see `schema::removal_ddl`).
     pub(crate) has_removal_tables: bool,
 }
 
@@ -42,7 +42,7 @@ impl Registry {
         }
         let db = Database::from_sqlite(sqlite::create(path)?);
         let tx = db.transaction()?;
-        for stmt in full_ddl(universe) {
+        for stmt in full_ddl(universe, Dialect::Sqlite) {
             tx.execute_batch(&stmt)?;
         }
         let repository_id = uuid::Uuid::new_v4().to_string();
@@ -109,8 +109,8 @@ impl Registry {
         let universe = DimensionUniverse::from_yaml(&universe_text)?;
         let mut has_removal_tables = sqlite::has_table(db.sqlite(), "removed_dataset")?;
         if !read_only && !has_removal_tables {
-            // Tables added since schema version 4 (see `REMOVAL_DDL`).
-            db.execute_batch(crate::schema::REMOVAL_DDL)?;
+            // Tables added since schema version 4 (see `schema::removal_ddl`).
+            db.execute_batch(&crate::schema::removal_ddl(db.dialect()))?;
             has_removal_tables = true;
         }
         if !read_only && meta(REPOSITORY_ID_KEY)?.is_none() {
