@@ -11,7 +11,7 @@
 //! 1. [`Registry::mark_runs_for_removal`] or
 //!    [`Registry::mark_datasets_for_removal`]: one transaction records
 //!    what goes (`removal_run`, `dataset_trash`; see
-//!    [`crate::schema::REMOVAL_DDL`]). Nothing else changes.
+//!    [`crate::schema::removal_ddl`]). Nothing else changes.
 //! 2. The caller unlinks the files of [`Registry::pending_removal_files`].
 //! 3. [`Registry::complete_removals`]: one transaction deletes (or, for an
 //!    unstore, clears the datastore record of) every trashed dataset and
