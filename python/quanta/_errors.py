@@ -12,3 +12,8 @@ class QuantaError(Exception):
 class DatasetNotFoundError(QuantaError, LookupError):
     """No dataset of that type and data ID in the collections searched (or
     no dataset with that UUID)."""
+
+
+# Shown as quanta.QuantaError in tracebacks, where users import them from.
+QuantaError.__module__ = "quanta"
+DatasetNotFoundError.__module__ = "quanta"

@@ -49,8 +49,8 @@ class ImageArray(np.ndarray):
 
 
 class Catalog(dict):
-    """A catalog: column name → 1-D numpy array (``x``, ``y``, ``flux``,
-    ``peak``, ``npix`` for a SourceCatalog; the columns asked for with the
+    """A catalog: column name → 1-D numpy array (the FITS table's columns: ``X``,
+    ``Y``, ``FLUX``, ``PEAK``, ``NPIX`` for a SourceCatalog; the columns asked for with the
     ``columns`` read parameter), with the header cards of the measurement
     (``header``)."""
 

@@ -171,7 +171,8 @@ impl PyButler {
     }
 
     /// Stores ``obj`` as a new dataset of ``dataset_type`` with ``data_id``
-    /// in RUN ``run`` (or the butler's), and returns its reference
+    /// in RUN ``run`` (or the butler's; registered if it does not exist),
+    /// and returns its reference
     /// (``dataset_type``, ``data_id``, ``run``, ``id``). JSON-like objects
     /// for storage class ``Json``, ``bytes`` for ``Bytes``, a 2-D array
     /// (with optional ``.header`` and ``.wcs``, as ``get`` returns them)
@@ -212,6 +213,13 @@ impl PyButler {
                     root.display()
                 )
             })?;
+            // As LSST's writeable Butler does with its run: a RUN that
+            // does not exist yet is registered first.
+            butler.registry_mut().register_collection(
+                &run,
+                quanta_core::CollectionType::Run,
+                None,
+            )?;
             butler.put(&value, dataset_type, &data_id, &run)
         })?;
         serde_to_py(py, &dataset_ref)

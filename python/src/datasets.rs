@@ -5,7 +5,7 @@
 //! `quanta.ImageArray` (a float32 `ndarray` of shape (height, width) with
 //! `.header`, the FITS cards, and `.wcs`), a mask an int32 `ndarray`, an
 //! exposure a `quanta.Exposure` of those, a catalog a `quanta.Catalog`
-//! (dict of column arrays with `.header`), a WCS or metadata component a
+//! (dict of column arrays, named as the FITS table's columns, with `.header`), a WCS or metadata component a
 //! dict (the JSON `quanta get` prints).
 //!
 //! From Python (`put`): JSON-like objects for `Json`, `bytes` for `Bytes`,
@@ -140,11 +140,11 @@ fn source_catalog<'py>(py: Python<'py>, c: &SourceCatalog) -> PyResult<Bound<'py
     };
     let npix: Vec<i64> = c.sources.iter().map(|s| s.npix).collect();
     let columns = vec![
-        ("x", f64_column(|s| s.x)?),
-        ("y", f64_column(|s| s.y)?),
-        ("flux", f64_column(|s| s.flux)?),
-        ("peak", f64_column(|s| s.peak)?),
-        ("npix", ndarray(py, &npix, &[npix.len()])?),
+        ("X", f64_column(|s| s.x)?),
+        ("Y", f64_column(|s| s.y)?),
+        ("FLUX", f64_column(|s| s.flux)?),
+        ("PEAK", f64_column(|s| s.peak)?),
+        ("NPIX", ndarray(py, &npix, &[npix.len()])?),
     ];
     catalog(py, columns, Some(&c.header))
 }
