@@ -76,3 +76,21 @@ def test_a_damaged_bundle_is_refused_with_the_cli_message(cli, reference_demo, t
     with pytest.raises(quanta.QuantaError) as e:
         quanta.Bundle(tmp_path / "missing.qb")
     assert str(e.value) == cli.error("bundle", "show", tmp_path / "missing.qb")
+
+
+def test_the_type_stubs_name_what_the_compiled_module_has():
+    import ast
+    from pathlib import Path
+
+    from quanta import _quanta
+
+    stub = ast.parse((Path(quanta.__file__).parent / "_quanta.pyi").read_text())
+    for node in stub.body:
+        if isinstance(node, ast.ClassDef):
+            runtime = getattr(_quanta, node.name)
+            members = {n.name for n in node.body if isinstance(n, ast.FunctionDef)}
+            members.discard("__init__")
+            missing = [m for m in members if not hasattr(runtime, m)]
+            assert not missing, f"{node.name}: {missing}"
+            undocumented = [m for m in dir(runtime) if not m.startswith("_") and m not in members]
+            assert not undocumented, f"{node.name}: {undocumented}"
