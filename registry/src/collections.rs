@@ -224,11 +224,11 @@ impl Registry {
             .collect::<Result<Vec<i64>>>()?;
         let tx = self.db.transaction()?;
         let parent_id = tx
-            .query_row(
-                "INSERT INTO collection (name, type, doc) VALUES (?1, ?2, NULL) RETURNING id",
-                &[&parent, &CollectionType::Chained.as_str()],
-                |r| r.get::<i64>(0),
+            .prepare_keyed_insert(
+                "INSERT INTO collection (name, type, doc) VALUES (?1, ?2, NULL)",
+                "id",
             )?
+            .insert(&[&parent, &CollectionType::Chained.as_str()])?
             .ok_or_else(|| RegistryError::Invalid(format!("collection `{parent}` not inserted")))?;
         insert_chain(&tx, parent_id, &child_ids)?;
         tx.commit()?;

@@ -8,7 +8,7 @@ use quanta_spatial::Region;
 use rayon::prelude::*;
 use serde_json::{Map, Value};
 
-use crate::database::{Database, Param, Statement};
+use crate::database::{Database, KeyedInsert, Param, Statement};
 use crate::error::{ConstraintViolation, RegistryError, Result};
 use crate::registry::Registry;
 use crate::schema::{key_column, quote, skypix_overlap_table};
@@ -276,14 +276,8 @@ fn insert_element_records(
     skip_existing: bool,
 ) -> Result<usize> {
     let fields = element.record_fields(universe);
-    // A record with a region returns the `region_id` the insert assigned
-    // (nothing when skipped as existing), which its skypix rows name.
-    let returning = match element.region_field() {
-        Some(_) => format!(" RETURNING {}", quote(REGION_ID_COLUMN)),
-        None => String::new(),
-    };
     let sql = format!(
-        "INSERT INTO {} ({}) VALUES ({}){}{returning}",
+        "INSERT INTO {} ({}) VALUES ({}){}",
         quote(&element.name),
         fields
             .iter()
@@ -300,7 +294,12 @@ fn insert_element_records(
             ""
         }
     );
-    let mut stmt = tx.prepare(&sql)?;
+    // A record with a region learns the `region_id` its insert assigned
+    // (none when skipped as existing), which its skypix rows name.
+    let mut stmt = match element.region_field() {
+        Some(_) => RecordInsert::Keyed(tx.prepare_keyed_insert(&sql, REGION_ID_COLUMN)?),
+        None => RecordInsert::Plain(tx.prepare(&sql)?),
+    };
     let mut inserted = 0;
     let key_fields = element.required_closure.len() + usize::from(element.key.is_some());
     let mut regions = prepare_regions(universe, element, rows)?;
@@ -349,16 +348,9 @@ fn insert_element_records(
             ))
         })?;
         let params: Vec<&dyn Param> = values.iter().map(|v| v as &dyn Param).collect();
-        let written = match &mut skypix {
-            None => stmt.execute(&params).map(|n| (n > 0, None)),
-            Some(_) => {
-                let mut region_id = None;
-                stmt.for_each_row(&params, |r| {
-                    region_id = Some(r.get::<i64>(0)?);
-                    Ok(false)
-                })
-                .map(|()| (region_id.is_some(), region_id))
-            }
+        let written = match &mut stmt {
+            RecordInsert::Plain(stmt) => stmt.execute(&params).map(|n| (n > 0, None)),
+            RecordInsert::Keyed(stmt) => stmt.insert(&params).map(|id| (id.is_some(), id)),
         };
         match written {
             Ok((false, _)) => continue,
@@ -383,6 +375,13 @@ fn insert_element_records(
         record_overlaps(tx, universe, &new)?;
     }
     Ok(inserted)
+}
+
+/// The insert of an element's records: one with a region learns the key
+/// the database assigned it.
+enum RecordInsert<'t> {
+    Plain(Statement<'t>),
+    Keyed(KeyedInsert<'t>),
 }
 
 /// Collects the sky pixels of an element's records and writes them into

@@ -1,8 +1,7 @@
 //! The registry's one interface to its database, as daf_butler's
 //! `Database` is to its `sqlite.py` and `postgresql.py`: prepare and run a
-//! statement, read its rows, open a write transaction. (An insert learns
-//! the key the database assigned with `RETURNING`, which both backends
-//! have, through [`Database::query_row`].) The registry's modules call [`Database`]; which backend does the
+//! statement, read its rows, open a write transaction, and learn the key
+//! an insert was assigned ([`Database::prepare_keyed_insert`]). The registry's modules call [`Database`]; which backend does the
 //! work is decided here, one `match` per operation, and each backend's
 //! half lives in its own module (`crate::sqlite::database`).
 //!
@@ -166,6 +165,24 @@ impl Database {
         })
     }
 
+    /// Prepares `sql`, an INSERT of one row into a table whose integer key
+    /// `key_column` the database assigns, to learn each inserted row's
+    /// key. SQLite reads the connection's last rowid (the key is the
+    /// table's rowid; a `RETURNING` clause would cost it a temporary table
+    /// per row); a backend without rowids adds `RETURNING key_column`.
+    pub(crate) fn prepare_keyed_insert(
+        &self,
+        sql: &str,
+        key_column: &str,
+    ) -> Result<KeyedInsert<'_>> {
+        // Only a backend without rowids names the column.
+        let _ = key_column;
+        Ok(KeyedInsert {
+            db: self,
+            stmt: self.prepare(sql)?,
+        })
+    }
+
     /// Runs one statement; the number of rows it changed.
     pub(crate) fn execute(&self, sql: &str, params: &Params<'_>) -> Result<u64> {
         self.prepare(sql)?.execute(params)
@@ -297,6 +314,26 @@ impl Statement<'_> {
             Ok(true)
         })?;
         Ok(out)
+    }
+}
+
+/// A prepared INSERT that tells the key the database assigned
+/// ([`Database::prepare_keyed_insert`]).
+pub(crate) struct KeyedInsert<'db> {
+    db: &'db Database,
+    stmt: Statement<'db>,
+}
+
+impl KeyedInsert<'_> {
+    /// Inserts one row; its key, or `None` when the insert changed nothing
+    /// (`ON CONFLICT DO NOTHING` skipped it).
+    pub(crate) fn insert(&mut self, params: &Params<'_>) -> Result<Option<i64>> {
+        if self.stmt.execute(params)? == 0 {
+            return Ok(None);
+        }
+        Ok(Some(match &self.db.backend {
+            Backend::Sqlite(conn) => conn.last_insert_rowid(),
+        }))
     }
 }
 

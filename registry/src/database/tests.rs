@@ -18,19 +18,20 @@ fn database() -> (tempfile::TempDir, Database) {
 fn every_kind_of_value_reads_back_as_it_was_bound() {
     let (_dir, db) = database();
     let id = uuid::Uuid::now_v7();
-    let insert = "INSERT INTO t (i, f, s, b) VALUES (?1, ?2, ?3, ?4) RETURNING id";
-    let rowid: i64 = db
-        .query_row(insert, &[&-7i64, &2.5f64, &"r band", &id], |r| r.get(0))
+    let mut insert = db
+        .prepare_keyed_insert("INSERT INTO t (i, f, s, b) VALUES (?1, ?2, ?3, ?4)", "id")
+        .unwrap();
+    let rowid = insert
+        .insert(&[&-7i64, &2.5f64, &"r band", &id])
         .unwrap()
         .unwrap();
     let none: Option<&str> = None;
-    let second: i64 = db
-        .query_row(insert, &[&true, &3i32, &none, &vec![1u8, 2, 3]], |r| {
-            r.get(0)
-        })
+    let second = insert
+        .insert(&[&true, &3i32, &none, &vec![1u8, 2, 3]])
         .unwrap()
         .unwrap();
     assert_eq!(second, rowid + 1);
+    drop(insert);
     let rows = db
         .query_rows("SELECT i, f, s, b FROM t ORDER BY id", &[], |r| {
             Ok((
@@ -68,6 +69,20 @@ fn every_kind_of_value_reads_back_as_it_was_bound() {
             SqlValue::Blob(vec![1, 2, 3])
         ]
     );
+}
+
+#[test]
+fn a_keyed_insert_that_changes_nothing_has_no_key() {
+    let (_dir, db) = database();
+    db.execute_batch("CREATE UNIQUE INDEX t_s ON t (s)")
+        .unwrap();
+    let mut insert = db
+        .prepare_keyed_insert("INSERT INTO t (s) VALUES (?1) ON CONFLICT DO NOTHING", "id")
+        .unwrap();
+    let first = insert.insert(&[&"a"]).unwrap();
+    assert!(first.is_some());
+    assert_eq!(insert.insert(&[&"a"]).unwrap(), None);
+    assert_eq!(insert.insert(&[&"b"]).unwrap(), first.map(|k| k + 1));
 }
 
 #[test]
