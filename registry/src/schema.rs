@@ -242,7 +242,7 @@ pub fn skypix_overlap_ddl(element: &DimensionElement, dialect: Dialect) -> Optio
 
 /// The table of the overlapping record pairs of two elements with regions
 /// in different spatial families (`left` before `right` in universe
-/// order): `(l, r)` region ids, kept at insert by [`crate::spatial_join`].
+/// order): `(l, r)` region ids, kept at insert (the registry's `spatial_join` module).
 pub fn overlap_table(left: &DimensionElement, right: &DimensionElement) -> String {
     format!("{}__{}_overlap", left.name, right.name)
 }
