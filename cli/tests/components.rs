@@ -14,6 +14,7 @@
 
 mod common;
 
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 
 use common::{fails_with, make_empty_reference_repo, ok, preflight_into_test_run};
@@ -690,6 +691,44 @@ fn export_import_and_transfer_disassembled(
     // Importing again changes nothing.
     ok(&["import", &s(&dest), &s(&export_dir)]);
     check_copy(&dest, "imported again");
+
+    // Killed after a part (the first, one inside the second composite,
+    // one of the last) or just before the registry commit: the rerun ends
+    // as the uninterrupted import, with the same files and no others.
+    let files = |repo: &Path| -> Vec<PathBuf> {
+        let root = repo.join("datastore");
+        walk(&root)
+            .into_iter()
+            .map(|p| p.strip_prefix(&root).unwrap().to_path_buf())
+            .collect()
+    };
+    let n_parts = 4 * parts.len();
+    for (i, at) in [
+        "ingest-transferred:1".to_string(),
+        format!("ingest-transferred:{}", parts.len() + 2),
+        format!("ingest-transferred:{}", n_parts - 1),
+        "ingest-before-commit:1".to_string(),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let killed = dir.join(format!("killed-{i}"));
+        ok(&["repo", "create", &s(&killed)]);
+        let out = common::quanta()
+            .args(["import", &s(&killed), &s(&export_dir)])
+            .env("QUANTA_TEST_KILL_AT", at)
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.signal(),
+            Some(libc::SIGKILL),
+            "{at}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        ok(&["import", &s(&killed), &s(&export_dir)]);
+        check_copy(&killed, &format!("killed{i}"));
+        assert_eq!(files(&killed), files(&dest), "after a kill at {at}");
+    }
 
     // Transfer, repo to repo: the same guarantees.
     let third = dir.join("transferred");
