@@ -1038,7 +1038,7 @@ impl Registry {
         quanta: &[NewQuantum],
         known_new: bool,
     ) -> Result<RecordStats> {
-        if self.db.sqlite().is_autocommit() {
+        if self.db.sqlite()?.is_autocommit() {
             // Per-row foreign-key checks cost several B-tree lookups per
             // dataset on the merge's hot path. Every reference written here
             // is to a row looked up or written earlier in the same
@@ -1046,10 +1046,10 @@ impl Registry {
             // set-wise below instead; the pragma is per connection and
             // cannot change inside a transaction.
             self.db
-                .sqlite()
+                .sqlite()?
                 .pragma_update(None, "foreign_keys", "OFF")?;
-            if let Err(e) = self.db.sqlite().execute_batch("BEGIN IMMEDIATE") {
-                let _ = self.db.sqlite().pragma_update(None, "foreign_keys", "ON");
+            if let Err(e) = self.db.sqlite()?.execute_batch("BEGIN IMMEDIATE") {
+                let _ = self.db.sqlite()?.pragma_update(None, "foreign_keys", "ON");
                 return Err(e.into());
             }
             // What an earlier transaction found may have changed since.
@@ -1057,8 +1057,8 @@ impl Registry {
         }
         let result = self.record_quanta_unchecked(run, bundle_id, quanta, known_new);
         if result.is_err() {
-            let _ = self.db.sqlite().execute_batch("ROLLBACK");
-            let _ = self.db.sqlite().pragma_update(None, "foreign_keys", "ON");
+            let _ = self.db.sqlite()?.execute_batch("ROLLBACK");
+            let _ = self.db.sqlite()?.pragma_update(None, "foreign_keys", "ON");
         }
         result
     }
@@ -1066,14 +1066,14 @@ impl Registry {
     /// Commits what [`Registry::record_quanta_uncommitted`] wrote; a no-op
     /// without an open transaction.
     pub fn commit_recorded(&mut self) -> Result<()> {
-        if self.db.sqlite().is_autocommit() {
+        if self.db.sqlite()?.is_autocommit() {
             return Ok(());
         }
-        let committed = self.db.sqlite().execute_batch("COMMIT");
+        let committed = self.db.sqlite()?.execute_batch("COMMIT");
         if committed.is_err() {
-            let _ = self.db.sqlite().execute_batch("ROLLBACK");
+            let _ = self.db.sqlite()?.execute_batch("ROLLBACK");
         }
-        let restored = self.db.sqlite().pragma_update(None, "foreign_keys", "ON");
+        let restored = self.db.sqlite()?.pragma_update(None, "foreign_keys", "ON");
         committed?;
         restored?;
         self.committed();
@@ -1090,7 +1090,7 @@ impl Registry {
         let run_record = self.collection_of_type(run, CollectionType::Run)?;
         let max_params = usize::try_from(
             self.db
-                .sqlite()
+                .sqlite()?
                 .limit(rusqlite::limits::Limit::SQLITE_LIMIT_VARIABLE_NUMBER)?,
         )
         .unwrap_or(999);
@@ -1138,7 +1138,7 @@ impl Registry {
         let mut dimensions = std::mem::take(&mut self.dimension_checks);
         {
             let mut writer = BatchWriter {
-                tx: self.db.sqlite(),
+                tx: self.db.sqlite()?,
                 run,
                 run_id: run_record.id,
                 bundle_blob: &bundle_blob,
@@ -1517,6 +1517,7 @@ mod tests {
         );
         let rows: Vec<(String, String, Option<String>, Option<i64>)> =
             r.db.sqlite()
+                .unwrap()
                 .prepare(
                     "SELECT t.name, d.data_id, d.instrument, d.detector FROM dataset d \
                  JOIN dataset_type t ON t.id = d.dataset_type_id ORDER BY d.id",
@@ -1579,6 +1580,7 @@ mod tests {
         }
         let stored: i64 =
             r.db.sqlite()
+                .unwrap()
                 .query_row(
                     "SELECT count(*) FROM dataset WHERE path IS NOT NULL",
                     [],
@@ -1631,7 +1633,7 @@ mod tests {
             .unwrap();
         r.record_quanta_uncommitted("out", bundle, &[quantum(1, STATUS_SUCCEEDED)])
             .unwrap();
-        assert_eq!(count(r.db.sqlite()), 2);
+        assert_eq!(count(r.db.sqlite().unwrap()), 2);
         assert_eq!(count(&other), 0, "nothing is visible before the commit");
         r.commit_recorded().unwrap();
         assert_eq!(count(&other), 2);
@@ -1643,11 +1645,12 @@ mod tests {
             .record_quanta_uncommitted("no-such-run", bundle, &[quantum(0, STATUS_SUCCEEDED)])
             .unwrap_err();
         assert!(err.to_string().contains("no-such-run"), "{err}");
-        assert!(r.db.sqlite().is_autocommit());
-        assert_eq!(count(r.db.sqlite()), 2);
+        assert!(r.db.sqlite().unwrap().is_autocommit());
+        assert_eq!(count(r.db.sqlite().unwrap()), 2);
         r.commit_recorded().unwrap();
         let fk: i64 =
             r.db.sqlite()
+                .unwrap()
                 .query_row("PRAGMA foreign_keys", [], |row| row.get(0))
                 .unwrap();
         assert_eq!(fk, 1);
@@ -1721,6 +1724,7 @@ mod tests {
         let mut r = registry_with_detectors(dir.path(), 3);
         let cache = |r: &Registry| -> i64 {
             r.db.sqlite()
+                .unwrap()
                 .query_row("PRAGMA cache_size", [], |row| row.get(0))
                 .unwrap()
         };
@@ -1728,6 +1732,7 @@ mod tests {
         r.set_bulk_writing(true).unwrap();
         let pages: i64 =
             r.db.sqlite()
+                .unwrap()
                 .query_row("PRAGMA wal_autocheckpoint", [], |row| row.get(0))
                 .unwrap();
         assert_eq!(pages, 0);
@@ -1742,6 +1747,7 @@ mod tests {
         assert_eq!(cache(&r), normal_cache);
         let pages: i64 =
             r.db.sqlite()
+                .unwrap()
                 .query_row("PRAGMA wal_autocheckpoint", [], |row| row.get(0))
                 .unwrap();
         assert!(pages > 0);
@@ -1816,6 +1822,7 @@ mod tests {
         // Foreign keys are back on for every other write.
         let fk: i64 =
             r.db.sqlite()
+                .unwrap()
                 .query_row("PRAGMA foreign_keys", [], |row| row.get(0))
                 .unwrap();
         assert_eq!(fk, 1);
@@ -1861,6 +1868,7 @@ mod tests {
         // Once nothing else reads it, it is replaced, and its producer,
         // left without outputs, goes with its input links.
         r.db.sqlite()
+            .unwrap()
             .execute(
                 "DELETE FROM quantum_input WHERE quantum_id = ?1",
                 [Uuid::from_u128(900).as_bytes().as_slice()],

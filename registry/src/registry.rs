@@ -107,7 +107,7 @@ impl Registry {
         }
         let universe_text = meta("universe")?.ok_or_else(|| not_registry("no universe".into()))?;
         let universe = DimensionUniverse::from_yaml(&universe_text)?;
-        let mut has_removal_tables = sqlite::has_table(db.sqlite(), "removed_dataset")?;
+        let mut has_removal_tables = sqlite::has_table(db.sqlite()?, "removed_dataset")?;
         if !read_only && !has_removal_tables {
             // Tables added since schema version 4 (see `schema::removal_ddl`).
             db.execute_batch(&crate::schema::removal_ddl(db.dialect()))?;
@@ -232,10 +232,10 @@ impl Registry {
     pub fn set_bulk_writing(&mut self, bulk: bool) -> Result<()> {
         match (bulk, self.bulk.take()) {
             (true, None) => {
-                self.bulk = Some(sqlite::BulkWriting::start(self.db.sqlite(), &self.path)?)
+                self.bulk = Some(sqlite::BulkWriting::start(self.db.sqlite()?, &self.path)?)
             }
             (true, Some(running)) => self.bulk = Some(running),
-            (false, Some(running)) => running.finish(self.db.sqlite())?,
+            (false, Some(running)) => running.finish(self.db.sqlite()?)?,
             (false, None) => {}
         }
         Ok(())
@@ -248,7 +248,7 @@ impl Registry {
     /// is rerun). A move into the datastore needs `true` before it removes
     /// the only other copy of its files.
     pub fn set_durable_commits(&self, durable: bool) -> Result<()> {
-        sqlite::set_durable_commits(self.db.sqlite(), durable)
+        sqlite::set_durable_commits(self.db.sqlite()?, durable)
     }
 
     /// After a commit: lets the background checkpointer copy it, if bulk
@@ -287,6 +287,7 @@ mod tests {
         let universe = DimensionUniverse::default_universe();
         let page_size = |r: &Registry| -> i64 {
             r.db.sqlite()
+                .unwrap()
                 .query_row("PRAGMA page_size", [], |row| row.get(0))
                 .unwrap()
         };

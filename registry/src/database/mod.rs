@@ -1,9 +1,10 @@
 //! The registry's one interface to its database, as daf_butler's
 //! `Database` is to its `sqlite.py` and `postgresql.py`: prepare and run a
 //! statement, read its rows, open a write transaction, and learn the key
-//! an insert was assigned ([`Database::prepare_keyed_insert`]). The registry's modules call [`Database`]; which backend does the
-//! work is decided here, one `match` per operation, and each backend's
-//! half lives in its own module (`crate::sqlite::database`).
+//! an insert was assigned ([`Database::prepare_keyed_insert`]). The
+//! registry's modules call [`Database`]; which backend does the work is
+//! decided here, one `match` per operation, and each backend's half lives
+//! in its own module.
 //!
 //! Values cross the interface as [`ValueRef`]s, the five storage classes
 //! every backend has: a statement's parameters are [`Param`]s (anything
@@ -13,17 +14,20 @@
 //! otherwise translate), in SQL common to the backends or chosen through
 //! [`Dialect`].
 //!
-//! Migration: the registry's modules move onto this interface one by one
-//! (all but merge's writer in `provenance.rs` so far);
-//! the rest
-//! still reach the SQLite connection through [`Database::sqlite`], which a
-//! second backend cannot serve, so every module must be on the interface
-//! before one is added.
+//! Two backends: SQLite (`crate::sqlite::database`) and PostgreSQL
+//! (`crate::postgres::database`), one suite of tests for both
+//! (`database/tests.rs`, on a real server when `QUANTA_POSTGRES_URL` is
+//! set). Every registry module runs on this interface but merge's writer
+//! in `provenance.rs`, which still reaches the SQLite connection through
+//! [`Database::sqlite`] (an error on PostgreSQL); a `Registry` does not
+//! open on PostgreSQL yet.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::ops::Deref;
 
 use crate::dialect::Dialect;
-use crate::error::{DatabaseError, DatabaseErrorKind, Result};
+use crate::error::{DatabaseError, DatabaseErrorKind, RegistryError, Result};
 use crate::value::SqlValue;
 
 /// One value as a backend binds or returns it, borrowed.
@@ -91,6 +95,7 @@ pub(crate) struct Row<'r> {
 
 pub(crate) enum RowImpl<'r> {
     Sqlite(&'r rusqlite::Row<'r>),
+    Postgres(&'r postgres::Row),
 }
 
 impl<'r> Row<'r> {
@@ -102,6 +107,7 @@ impl<'r> Row<'r> {
     pub(crate) fn value(&self, index: usize) -> Result<ValueRef<'_>> {
         match &self.inner {
             RowImpl::Sqlite(row) => crate::sqlite::database::column(row, index),
+            RowImpl::Postgres(row) => crate::postgres::database::column(row, index),
         }
     }
 
@@ -130,6 +136,16 @@ pub(crate) struct Database {
 
 enum Backend {
     Sqlite(rusqlite::Connection),
+    /// (Constructed by the tests only until a Registry opens on it.)
+    /// The driver's client takes `&mut self` for every call; a statement
+    /// borrows it only while it runs (rows are handed on after), so a
+    /// registry method may query again from inside a row's callback.
+    #[cfg_attr(not(test), allow(dead_code))]
+    Postgres {
+        client: RefCell<postgres::Client>,
+        /// Prepared statements by the interface's SQL text.
+        statements: RefCell<HashMap<String, postgres::Statement>>,
+    },
 }
 
 impl Database {
@@ -139,18 +155,34 @@ impl Database {
         }
     }
 
+    /// A connection to the PostgreSQL server `url`
+    /// (`postgresql://user@host:port/db`; the password by libpq's rules).
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub(crate) fn connect_postgres(url: &str) -> Result<Self> {
+        Ok(Self {
+            backend: Backend::Postgres {
+                client: RefCell::new(crate::postgres::connection::connect(url)?),
+                statements: RefCell::new(HashMap::new()),
+            },
+        })
+    }
+
     pub(crate) fn dialect(&self) -> Dialect {
         match &self.backend {
             Backend::Sqlite(_) => Dialect::Sqlite,
+            Backend::Postgres { .. } => Dialect::Postgres,
         }
     }
 
-    /// The SQLite connection, for the modules not yet on this interface
-    /// and for what only SQLite has (bulk-writing checkpoints, the
-    /// copy-free statement).
-    pub(crate) fn sqlite(&self) -> &rusqlite::Connection {
+    /// The SQLite connection, for what is not yet on this interface
+    /// (merge's writer) and for what only SQLite has (bulk-writing
+    /// checkpoints, the copy-free statement); an error on another backend.
+    pub(crate) fn sqlite(&self) -> Result<&rusqlite::Connection> {
         match &self.backend {
-            Backend::Sqlite(conn) => conn,
+            Backend::Sqlite(conn) => Ok(conn),
+            Backend::Postgres { .. } => Err(RegistryError::Invalid(
+                "this operation runs on a SQLite registry only so far (not on PostgreSQL)".into(),
+            )),
         }
     }
 
@@ -161,6 +193,22 @@ impl Database {
         Ok(Statement {
             inner: match &self.backend {
                 Backend::Sqlite(conn) => StatementImpl::Sqlite(conn.prepare_cached(sql)?),
+                Backend::Postgres { client, statements } => {
+                    let cached = statements.borrow().get(sql).cloned();
+                    let stmt = match cached {
+                        Some(stmt) => stmt,
+                        None => {
+                            let stmt = client
+                                .borrow_mut()
+                                .prepare(&crate::postgres::database::numbered_placeholders(sql))?;
+                            statements
+                                .borrow_mut()
+                                .insert(sql.to_string(), stmt.clone());
+                            stmt
+                        }
+                    };
+                    StatementImpl::Postgres { client, stmt }
+                }
             },
         })
     }
@@ -175,12 +223,14 @@ impl Database {
         sql: &str,
         key_column: &str,
     ) -> Result<KeyedInsert<'_>> {
-        // Only a backend without rowids names the column.
-        let _ = key_column;
-        Ok(KeyedInsert {
-            db: self,
-            stmt: self.prepare(sql)?,
-        })
+        let stmt = match &self.backend {
+            Backend::Sqlite(_) => self.prepare(sql)?,
+            Backend::Postgres { .. } => self.prepare(&format!(
+                "{sql} RETURNING {}",
+                crate::schema::quote(key_column)
+            ))?,
+        };
+        Ok(KeyedInsert { db: self, stmt })
     }
 
     /// Runs one statement; the number of rows it changed.
@@ -194,6 +244,12 @@ impl Database {
     pub(crate) fn set_foreign_key_checks(&self, on: bool) -> Result<()> {
         match &self.backend {
             Backend::Sqlite(conn) => Ok(conn.pragma_update(None, "foreign_keys", on)?),
+            // The server checks foreign keys always; the caller's set-wise
+            // check is then only an earlier, clearer error.
+            Backend::Postgres { .. } => {
+                let _ = on;
+                Ok(())
+            }
         }
     }
 
@@ -201,6 +257,7 @@ impl Database {
     pub(crate) fn execute_batch(&self, sql: &str) -> Result<()> {
         match &self.backend {
             Backend::Sqlite(conn) => Ok(conn.execute_batch(sql)?),
+            Backend::Postgres { client, .. } => Ok(client.borrow_mut().batch_execute(sql)?),
         }
     }
 
@@ -253,6 +310,7 @@ impl Database {
     pub(crate) fn transaction(&self) -> Result<Transaction<'_>> {
         match &self.backend {
             Backend::Sqlite(conn) => conn.execute_batch("BEGIN IMMEDIATE")?,
+            Backend::Postgres { client, .. } => client.borrow_mut().batch_execute("BEGIN")?,
         }
         Ok(Transaction {
             db: self,
@@ -268,6 +326,10 @@ pub(crate) struct Statement<'db> {
 
 enum StatementImpl<'db> {
     Sqlite(rusqlite::CachedStatement<'db>),
+    Postgres {
+        client: &'db RefCell<postgres::Client>,
+        stmt: postgres::Statement,
+    },
 }
 
 impl Statement<'_> {
@@ -275,6 +337,12 @@ impl Statement<'_> {
     pub(crate) fn execute(&mut self, params: &Params<'_>) -> Result<u64> {
         match &mut self.inner {
             StatementImpl::Sqlite(stmt) => crate::sqlite::database::execute(stmt, params),
+            StatementImpl::Postgres { client, stmt } => {
+                let binds = crate::postgres::database::binds(params);
+                Ok(client
+                    .borrow_mut()
+                    .execute(stmt, &crate::postgres::database::refs(&binds))?)
+            }
         }
     }
 
@@ -288,6 +356,21 @@ impl Statement<'_> {
         match &mut self.inner {
             StatementImpl::Sqlite(stmt) => {
                 crate::sqlite::database::for_each_row(stmt, params, each)
+            }
+            StatementImpl::Postgres { client, stmt } => {
+                let binds = crate::postgres::database::binds(params);
+                // All rows at once: the client is free again before the
+                // first callback runs.
+                let rows = client
+                    .borrow_mut()
+                    .query(stmt, &crate::postgres::database::refs(&binds))?;
+                let mut each = each;
+                for row in &rows {
+                    if !each(&Row::new(RowImpl::Postgres(row)))? {
+                        break;
+                    }
+                }
+                Ok(())
             }
         }
     }
@@ -328,12 +411,22 @@ impl KeyedInsert<'_> {
     /// Inserts one row; its key, or `None` when the insert changed nothing
     /// (`ON CONFLICT DO NOTHING` skipped it).
     pub(crate) fn insert(&mut self, params: &Params<'_>) -> Result<Option<i64>> {
-        if self.stmt.execute(params)? == 0 {
-            return Ok(None);
+        match &self.db.backend {
+            Backend::Sqlite(conn) => {
+                if self.stmt.execute(params)? == 0 {
+                    return Ok(None);
+                }
+                Ok(Some(conn.last_insert_rowid()))
+            }
+            Backend::Postgres { .. } => {
+                let mut key = None;
+                self.stmt.for_each_row(params, |r| {
+                    key = Some(r.get::<i64>(0)?);
+                    Ok(false)
+                })?;
+                Ok(key)
+            }
         }
-        Ok(Some(match &self.db.backend {
-            Backend::Sqlite(conn) => conn.last_insert_rowid(),
-        }))
     }
 }
 
