@@ -268,6 +268,62 @@ impl RowReader<'_> {
     }
 }
 
+/// A large single-collection query is split on a random byte of the
+/// first input's UUID, each part read on its own read-only connection
+/// in its own thread: SQLite runs one statement on one core, and at a
+/// million quanta this statement is most of preflight's time.
+fn read_graph_rows_in_parts(
+    path: &std::path::Path,
+    read: &RowReader<'_>,
+    statement: &GraphStatement,
+    parts: usize,
+) -> Result<GraphRows> {
+    let joiner = if statement.has_conditions {
+        " AND"
+    } else {
+        " WHERE"
+    };
+    let partial: Vec<Result<GraphRows>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..parts)
+            .map(|p| {
+                let (sql, params) = (&statement.sql, &statement.params);
+                scope.spawn(move || -> Result<GraphRows> {
+                    let lo = (256 * p / parts) as u8;
+                    let hi = 256 * (p + 1) / parts;
+                    // UUIDv7's last byte is random: parts of about
+                    // equal size.
+                    let last_byte = params.dialect().uuid_last_byte("i0.id");
+                    let mut sql = format!("{sql}{joiner} {last_byte} >= ");
+                    let mut params = params.clone();
+                    params.push(&mut sql, SqlValue::Blob(vec![lo]));
+                    if hi < 256 {
+                        sql.push_str(&format!(" AND {last_byte} < "));
+                        params.push(&mut sql, SqlValue::Blob(vec![hi as u8]));
+                    }
+                    // A read-only connection maps the database's pages
+                    // from the OS page cache rather than copying them
+                    // into a fresh page cache per connection.
+                    let reader = Registry::open_read_only(path)?;
+                    read.read(&reader.db, &sql, &params)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join().unwrap_or_else(|_| {
+                    Err(RegistryError::Invalid(
+                        "a graph query thread panicked".into(),
+                    ))
+                })
+            })
+            .collect()
+    });
+    let partial = partial.into_iter().collect::<Result<Vec<_>>>()?;
+    // Parts split on the first input's UUID hold disjoint sets of it.
+    Ok(merge_graph_rows(partial, true))
+}
+
 /// Joins the parts of a split graph query: per-column dictionaries and
 /// input tables are re-indexed into one (a dataset seen by two parts is kept
 /// once), rows keep part order. `first_input_disjoint`: no dataset of the
@@ -463,10 +519,12 @@ impl Registry {
             fan_out,
             min_rows_per_part,
         )?;
-        if parts <= 1 {
-            return read.read(&self.db, &statement.sql, &statement.params);
+        // Parts are read on read-only connections of their own to the
+        // SQLite file.
+        match self.sqlite_path() {
+            Some(path) if parts > 1 => read_graph_rows_in_parts(path, &read, &statement, parts),
+            _ => read.read(&self.db, &statement.sql, &statement.params),
         }
-        self.read_graph_rows_in_parts(&read, &statement, parts)
     }
 
     /// The graph statement: the dimension tables and spatial joins of
@@ -571,62 +629,6 @@ impl Registry {
             columns,
             input_dims,
         })
-    }
-
-    /// A large single-collection query is split on a random byte of the
-    /// first input's UUID, each part read on its own read-only connection
-    /// in its own thread: SQLite runs one statement on one core, and at a
-    /// million quanta this statement is most of preflight's time.
-    fn read_graph_rows_in_parts(
-        &self,
-        read: &RowReader<'_>,
-        statement: &GraphStatement,
-        parts: usize,
-    ) -> Result<GraphRows> {
-        let joiner = if statement.has_conditions {
-            " AND"
-        } else {
-            " WHERE"
-        };
-        let partial: Vec<Result<GraphRows>> = std::thread::scope(|scope| {
-            let handles: Vec<_> = (0..parts)
-                .map(|p| {
-                    let (sql, params, path) = (&statement.sql, &statement.params, self.path());
-                    scope.spawn(move || -> Result<GraphRows> {
-                        let lo = (256 * p / parts) as u8;
-                        let hi = 256 * (p + 1) / parts;
-                        // UUIDv7's last byte is random: parts of about
-                        // equal size.
-                        let last_byte = params.dialect().uuid_last_byte("i0.id");
-                        let mut sql = format!("{sql}{joiner} {last_byte} >= ");
-                        let mut params = params.clone();
-                        params.push(&mut sql, SqlValue::Blob(vec![lo]));
-                        if hi < 256 {
-                            sql.push_str(&format!(" AND {last_byte} < "));
-                            params.push(&mut sql, SqlValue::Blob(vec![hi as u8]));
-                        }
-                        // A read-only connection maps the database's pages
-                        // from the OS page cache rather than copying them
-                        // into a fresh page cache per connection.
-                        let reader = Registry::open_read_only(path)?;
-                        read.read(&reader.db, &sql, &params)
-                    })
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| {
-                    h.join().unwrap_or_else(|_| {
-                        Err(RegistryError::Invalid(
-                            "a graph query thread panicked".into(),
-                        ))
-                    })
-                })
-                .collect()
-        });
-        let partial = partial.into_iter().collect::<Result<Vec<_>>>()?;
-        // Parts split on the first input's UUID hold disjoint sets of it.
-        Ok(merge_graph_rows(partial, true))
     }
 
     /// How many parts to read the graph query in: one unless there is one

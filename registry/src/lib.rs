@@ -22,9 +22,6 @@ pub mod dialect;
 mod error;
 pub mod expr;
 pub mod graph_query;
-// The PostgreSQL backend runs the database interface (tested on a real
-// server); nothing outside the tests opens one until a Registry can.
-#[cfg_attr(not(test), allow(dead_code))]
 mod postgres;
 pub mod provenance;
 pub mod query;
@@ -51,7 +48,7 @@ pub use provenance::{
 };
 pub use query::Binds;
 pub use records::{parse_records_csv, parse_records_json, RecordSet};
-pub use registry::{lower_thread_priority, Registry};
+pub use registry::{lower_thread_priority, Registry, RegistryLocation};
 pub use removal::{DecertifyStats, PendingRemovals, RegisteredFile, RemovalStats, RemovedDataset};
 pub use schema::SCHEMA_VERSION;
 pub use transfers::{ImportBatch, ImportDatasets, ImportStats, ProvenanceBatch, ProvenanceQuantum};

@@ -10,14 +10,34 @@ use crate::schema::{full_ddl, SCHEMA_VERSION};
 use crate::sqlite;
 use quanta_core::DimensionUniverse;
 
-/// The full SQL Registry of a repository, on SQLite.
+/// Where a registry's database is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RegistryLocation {
+    /// An embedded SQLite file.
+    Sqlite(PathBuf),
+    /// A schema (the repository's namespace) of a PostgreSQL database,
+    /// `postgresql://user@host:port/db` (the password by libpq's rules,
+    /// never in the URL a repository keeps).
+    Postgres { url: String, namespace: String },
+}
+
+impl std::fmt::Display for RegistryLocation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Sqlite(path) => write!(f, "{}", path.display()),
+            Self::Postgres { url, namespace } => write!(f, "{url} (namespace {namespace})"),
+        }
+    }
+}
+
+/// The full SQL Registry of a repository, on SQLite or PostgreSQL.
 ///
 /// All writes go through methods (in this crate's modules); arbitrary SQL is
 /// only ever run on a separate read-only connection ([`Registry::sql_read_only`]).
 pub struct Registry {
     pub(crate) db: Database,
     pub(crate) universe: DimensionUniverse,
-    path: PathBuf,
+    location: RegistryLocation,
     /// Set while bulk writing.
     bulk: Option<sqlite::BulkWriting>,
     /// Dimension records found by `record_quanta_uncommitted` in the open
@@ -41,8 +61,40 @@ impl Registry {
             )));
         }
         let db = Database::from_sqlite(sqlite::create(path)?);
+        Self::create_in(db, RegistryLocation::Sqlite(path.to_path_buf()), universe)
+    }
+
+    /// Creates a new registry in the schema `namespace` (which must not
+    /// exist) of the PostgreSQL database `url`: several repositories share
+    /// one database, each in its own schema.
+    pub fn create_postgres(
+        url: &str,
+        namespace: &str,
+        universe: &DimensionUniverse,
+    ) -> Result<Self> {
+        let location = postgres_location(url, namespace)?;
+        let db = Database::connect_postgres(url)?;
+        if postgres_schema_exists(&db, namespace)? {
+            return Err(RegistryError::Invalid(format!(
+                "{location}: already exists; refusing to overwrite a registry"
+            )));
+        }
+        db.execute_batch(&format!(
+            "CREATE SCHEMA {ns}; SET search_path TO {ns}, public",
+            ns = crate::schema::quote(namespace)
+        ))?;
+        Self::create_in(db, location, universe)
+    }
+
+    /// The schema, metadata and identity of a new registry, in one
+    /// transaction.
+    fn create_in(
+        db: Database,
+        location: RegistryLocation,
+        universe: &DimensionUniverse,
+    ) -> Result<Self> {
         let tx = db.transaction()?;
-        for stmt in full_ddl(universe, Dialect::Sqlite) {
+        for stmt in full_ddl(universe, db.dialect()) {
             tx.execute_batch(&stmt)?;
         }
         let repository_id = uuid::Uuid::new_v4().to_string();
@@ -63,7 +115,7 @@ impl Registry {
         Ok(Self {
             db,
             universe: universe.clone(),
-            path: path.to_path_buf(),
+            location,
             bulk: None,
             dimension_checks: DimensionChecks::default(),
             has_removal_tables: true,
@@ -81,18 +133,50 @@ impl Registry {
     }
 
     fn open_with(path: &Path, read_only: bool) -> Result<Self> {
-        let shown = path.display().to_string();
+        let location = RegistryLocation::Sqlite(path.to_path_buf());
         if !path.is_file() {
             return Err(RegistryError::NotARegistry {
-                path: shown,
+                path: location.to_string(),
                 reason: "no such file".into(),
             });
         }
         let not_registry = |reason: String| RegistryError::NotARegistry {
-            path: shown.clone(),
+            path: location.to_string(),
             reason,
         };
         let db = Database::from_sqlite(sqlite::open(path, read_only, &not_registry)?);
+        Self::open_in(db, location, read_only)
+    }
+
+    /// Opens the registry in the schema `namespace` of the PostgreSQL
+    /// database `url`; `read_only` makes every transaction of the
+    /// connection read-only.
+    pub fn open_postgres(url: &str, namespace: &str, read_only: bool) -> Result<Self> {
+        let location = postgres_location(url, namespace)?;
+        let db = Database::connect_postgres(url)?;
+        if !postgres_schema_exists(&db, namespace)? {
+            return Err(RegistryError::NotARegistry {
+                path: location.to_string(),
+                reason: "no such namespace".into(),
+            });
+        }
+        db.execute_batch(&format!(
+            "SET search_path TO {}, public",
+            crate::schema::quote(namespace)
+        ))?;
+        if read_only {
+            db.execute_batch("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY")?;
+        }
+        Self::open_in(db, location, read_only)
+    }
+
+    /// Checks what a registry's database holds (schema version, universe)
+    /// and, for a writer, adds what newer versions added.
+    fn open_in(db: Database, location: RegistryLocation, read_only: bool) -> Result<Self> {
+        let not_registry = |reason: String| RegistryError::NotARegistry {
+            path: location.to_string(),
+            reason,
+        };
         let meta = |key: &str| -> Result<Option<String>> {
             read_meta(&db, key).map_err(|e| not_registry(format!("no quanta metadata ({e})")))
         };
@@ -100,14 +184,14 @@ impl Registry {
             meta("schema_version")?.ok_or_else(|| not_registry("no schema version".into()))?;
         if version != SCHEMA_VERSION.to_string() {
             return Err(RegistryError::SchemaVersion {
-                path: shown,
+                path: location.to_string(),
                 found: version,
                 expected: SCHEMA_VERSION,
             });
         }
         let universe_text = meta("universe")?.ok_or_else(|| not_registry("no universe".into()))?;
         let universe = DimensionUniverse::from_yaml(&universe_text)?;
-        let mut has_removal_tables = sqlite::has_table(db.sqlite()?, "removed_dataset")?;
+        let mut has_removal_tables = db.has_table("removed_dataset")?;
         if !read_only && !has_removal_tables {
             // Tables added since schema version 4 (see `schema::removal_ddl`).
             db.execute_batch(&crate::schema::removal_ddl(db.dialect()))?;
@@ -125,7 +209,7 @@ impl Registry {
         Ok(Self {
             db,
             universe,
-            path: path.to_path_buf(),
+            location,
             bulk: None,
             dimension_checks: DimensionChecks::default(),
             has_removal_tables,
@@ -141,8 +225,18 @@ impl Registry {
         &self.universe
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
+    /// Where the registry's database is.
+    pub fn location(&self) -> &RegistryLocation {
+        &self.location
+    }
+
+    /// The SQLite file, for what opens it again (read-only readers of a
+    /// split query, `quanta sql`); `None` on PostgreSQL.
+    pub(crate) fn sqlite_path(&self) -> Option<&Path> {
+        match &self.location {
+            RegistryLocation::Sqlite(path) => Some(path),
+            RegistryLocation::Postgres { .. } => None,
+        }
     }
 
     /// The repository's identity, assigned when its registry was created
@@ -155,7 +249,7 @@ impl Registry {
                 uuid::Uuid::parse_str(&text)
                     .map(Some)
                     .map_err(|e| RegistryError::NotARegistry {
-                        path: self.path.display().to_string(),
+                        path: self.location.to_string(),
                         reason: format!("its repository_id `{text}` is not a UUID ({e})"),
                     })
             }
@@ -189,8 +283,33 @@ impl Registry {
                 "the SQL query is empty; give one SELECT statement".into(),
             ));
         }
-        sqlite::run_read_only(&self.path, sql, limit)
+        match &self.location {
+            RegistryLocation::Sqlite(path) => sqlite::run_read_only(path, sql, limit),
+            RegistryLocation::Postgres { .. } => Err(RegistryError::Invalid(
+                "quanta sql on a PostgreSQL registry is not built yet".into(),
+            )),
+        }
     }
+}
+
+/// The location of a PostgreSQL registry, its namespace checked to be a
+/// plain identifier (it is quoted into statements).
+fn postgres_location(url: &str, namespace: &str) -> Result<RegistryLocation> {
+    if !quanta_core::dimensions::is_safe_identifier(namespace) || namespace.len() > 63 {
+        return Err(RegistryError::Invalid(format!(
+            "namespace `{namespace}`: a registry's namespace is a PostgreSQL schema name: \
+             lower-case letters, digits and `_`, not starting with a digit, at most 63 bytes"
+        )));
+    }
+    Ok(RegistryLocation::Postgres {
+        url: url.to_string(),
+        namespace: namespace.to_string(),
+    })
+}
+
+fn postgres_schema_exists(db: &Database, namespace: &str) -> Result<bool> {
+    db.prepare("SELECT 1 FROM information_schema.schemata WHERE schema_name = ?1")?
+        .exists(&[&namespace])
 }
 
 fn read_meta(db: &Database, key: &str) -> Result<Option<String>> {
@@ -229,11 +348,13 @@ impl Registry {
     /// Durability is unchanged (the log is the database until then); a
     /// process killed meanwhile leaves a long log that the next connection
     /// checkpoints.
+    /// A PostgreSQL server checkpoints by itself: nothing to do there.
     pub fn set_bulk_writing(&mut self, bulk: bool) -> Result<()> {
+        let Some(path) = self.sqlite_path().map(Path::to_path_buf) else {
+            return Ok(());
+        };
         match (bulk, self.bulk.take()) {
-            (true, None) => {
-                self.bulk = Some(sqlite::BulkWriting::start(self.db.sqlite()?, &self.path)?)
-            }
+            (true, None) => self.bulk = Some(sqlite::BulkWriting::start(self.db.sqlite()?, &path)?),
             (true, Some(running)) => self.bulk = Some(running),
             (false, Some(running)) => running.finish(self.db.sqlite()?)?,
             (false, None) => {}
@@ -247,8 +368,13 @@ impl Registry {
     /// default, which is what a merge can afford: its inputs stay until it
     /// is rerun). A move into the datastore needs `true` before it removes
     /// the only other copy of its files.
+    /// On PostgreSQL every commit is durable (the server's
+    /// `synchronous_commit`), so there is nothing to change.
     pub fn set_durable_commits(&self, durable: bool) -> Result<()> {
-        sqlite::set_durable_commits(self.db.sqlite()?, durable)
+        match &self.location {
+            RegistryLocation::Sqlite(_) => sqlite::set_durable_commits(self.db.sqlite()?, durable),
+            RegistryLocation::Postgres { .. } => Ok(()),
+        }
     }
 
     /// After a commit: lets the background checkpointer copy it, if bulk

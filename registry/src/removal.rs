@@ -465,22 +465,26 @@ impl Registry {
         let tx = self.db.transaction()?;
         let mut stats = DecertifyStats::default();
         {
-            let mut select = tx.prepare(
-                "SELECT dataset_id, data_id, valid_begin, valid_end FROM dataset_calibs \
-                 WHERE collection_id = ?1 AND dataset_type_id = ?2 \
-                 AND valid_begin < ?4 AND ?3 < valid_end AND (?5 IS NULL OR data_id = ?5)",
-            )?;
+            const OVERLAPPING: &str = "SELECT dataset_id, data_id, valid_begin, valid_end \
+                 FROM dataset_calibs WHERE collection_id = ?1 AND dataset_type_id = ?2 \
+                 AND valid_begin < ?4 AND ?3 < valid_end";
             let mut rows: Vec<(Uuid, String, f64, f64)> = Vec::new();
-            let filters: Vec<Option<&str>> = if keys.is_empty() {
-                vec![None]
-            } else {
-                keys.iter().map(|k| Some(k.as_str())).collect()
+            let mut read = |r: &crate::database::Row<'_>| {
+                rows.push((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?));
+                Ok(true)
             };
-            for key in filters {
-                select.for_each_row(&[&collection.id, &type_id, &begin, &end, &key], |r| {
-                    rows.push((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?));
-                    Ok(true)
-                })?;
+            if keys.is_empty() {
+                tx.for_each_row(
+                    OVERLAPPING,
+                    &[&collection.id, &type_id, &begin, &end],
+                    &mut read,
+                )?;
+            } else {
+                let mut select = tx.prepare(&format!("{OVERLAPPING} AND data_id = ?5"))?;
+                for key in &keys {
+                    select
+                        .for_each_row(&[&collection.id, &type_id, &begin, &end, key], &mut read)?;
+                }
             }
             // A dataset's ranges in one collection never overlap, so its
             // begin names one range.

@@ -19,8 +19,7 @@
 //! (`database/tests.rs`, on a real server when `QUANTA_POSTGRES_URL` is
 //! set). Every registry module runs on this interface but merge's writer
 //! in `provenance.rs`, which still reaches the SQLite connection through
-//! [`Database::sqlite`] (an error on PostgreSQL); a `Registry` does not
-//! open on PostgreSQL yet.
+//! [`Database::sqlite`] (an error on PostgreSQL).
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -136,11 +135,9 @@ pub(crate) struct Database {
 
 enum Backend {
     Sqlite(rusqlite::Connection),
-    /// (Constructed by the tests only until a Registry opens on it.)
     /// The driver's client takes `&mut self` for every call; a statement
     /// borrows it only while it runs (rows are handed on after), so a
     /// registry method may query again from inside a row's callback.
-    #[cfg_attr(not(test), allow(dead_code))]
     Postgres {
         client: RefCell<postgres::Client>,
         /// Prepared statements by the interface's SQL text.
@@ -157,7 +154,6 @@ impl Database {
 
     /// A connection to the PostgreSQL server `url`
     /// (`postgresql://user@host:port/db`; the password by libpq's rules).
-    #[cfg_attr(not(test), allow(dead_code))]
     pub(crate) fn connect_postgres(url: &str) -> Result<Self> {
         Ok(Self {
             backend: Backend::Postgres {
@@ -236,6 +232,19 @@ impl Database {
     /// Runs one statement; the number of rows it changed.
     pub(crate) fn execute(&self, sql: &str, params: &Params<'_>) -> Result<u64> {
         self.prepare(sql)?.execute(params)
+    }
+
+    /// Whether the database (the registry's schema, on a server) has a
+    /// table called `name`.
+    pub(crate) fn has_table(&self, name: &str) -> Result<bool> {
+        let sql = match self.dialect() {
+            Dialect::Sqlite => "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?1",
+            Dialect::Postgres => {
+                "SELECT 1 FROM information_schema.tables \
+                 WHERE table_schema = current_schema() AND table_name = ?1"
+            }
+        };
+        self.prepare(sql)?.exists(&[&name])
     }
 
     /// Turns the per-row foreign-key checks off (`false`) for a bulk insert

@@ -4,9 +4,10 @@
 //! placeholders, values bound by the type the server infers for each
 //! parameter, rows read by column type, errors classified by SQLSTATE.
 //!
-//! So far the interface runs on PostgreSQL (tested on a real server,
-//! `registry/tests/postgres_database.rs`); a `Registry` does not yet (see
-//! `crate::database`).
+//! A `Registry` opens on PostgreSQL in a namespace (a schema) of a
+//! database (`Registry::create_postgres`, `open_postgres`); everything but
+//! merge's writer runs there (`registry/tests/backends.rs` runs one
+//! scenario on both backends and compares).
 
 pub(crate) mod connection;
 pub(crate) mod database;

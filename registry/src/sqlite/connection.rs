@@ -121,15 +121,6 @@ pub(crate) fn open(
     Ok(conn)
 }
 
-/// Whether the database has a table called `name`.
-pub(crate) fn has_table(conn: &Connection, name: &str) -> Result<bool> {
-    Ok(conn.query_row(
-        "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?1)",
-        [name],
-        |r| r.get(0),
-    )?)
-}
-
 /// Runs one user-supplied statement on a new read-only connection to the
 /// file at `path` (see [`crate::Registry::sql_read_only_within`]).
 pub(crate) fn run_read_only(

@@ -1,0 +1,397 @@
+//! One registry scenario on each backend, with the same results: an
+//! embedded SQLite file, and a namespace of its own on the PostgreSQL
+//! server of `QUANTA_POSTGRES_URL` (`ci/postgres/start.sh` prints it;
+//! required when `QUANTA_REQUIRE_POSTGRES=1`, else skipped with a word).
+//! Dimension records with regions, dataset types, every collection type,
+//! datasets with file records, tags and certifications, `--where` queries,
+//! lookups through chains and by time, the graph query of preflight, and
+//! crash-safe removal run through the same registry code on both.
+
+use quanta_core::{CollectionType, DataId, DataIdValue, DatasetType, DimensionUniverse, Uuid};
+use quanta_registry::{
+    Binds, DatastoreRecord, NewDataset, OnConflict, RecordSet, Registry, RegistryError,
+    RegistryLocation, SqlValue,
+};
+use serde_json::json;
+
+/// A registry on each backend this machine has; PostgreSQL namespaces
+/// are dropped by the guard.
+fn registries(universe: &DimensionUniverse) -> (Vec<Registry>, Cleanup) {
+    let dir = tempfile::tempdir().unwrap();
+    let lite = Registry::create(&dir.path().join("registry.sqlite3"), universe).unwrap();
+    let mut out = vec![lite];
+    let required = std::env::var("QUANTA_REQUIRE_POSTGRES").is_ok_and(|v| v == "1");
+    let url = std::env::var("QUANTA_POSTGRES_URL").unwrap_or_default();
+    if url.is_empty() {
+        assert!(
+            !required,
+            "QUANTA_REQUIRE_POSTGRES=1 but QUANTA_POSTGRES_URL is not set"
+        );
+        eprintln!("PostgreSQL skipped: QUANTA_POSTGRES_URL is not set");
+        return (
+            out,
+            Cleanup {
+                _dir: dir,
+                _namespace: None,
+            },
+        );
+    }
+    let namespace = format!("test_{}", Uuid::new_v4().simple());
+    match Registry::create_postgres(&url, &namespace, universe) {
+        Ok(r) => out.push(r),
+        Err(e) if required => panic!("{e}"),
+        Err(e) => eprintln!("PostgreSQL skipped: {e}"),
+    }
+    (
+        out,
+        Cleanup {
+            _dir: dir,
+            _namespace: Some(PgNamespace { url, namespace }),
+        },
+    )
+}
+
+/// What the registries of a test leave, removed when dropped.
+struct Cleanup {
+    _dir: tempfile::TempDir,
+    _namespace: Option<PgNamespace>,
+}
+
+struct PgNamespace {
+    url: String,
+    namespace: String,
+}
+
+impl Drop for PgNamespace {
+    fn drop(&mut self) {
+        // With the driver itself: a registry has no call that removes a
+        // repository's namespace.
+        let mut config: postgres::Config = match self.url.parse() {
+            Ok(c) => c,
+            Err(_) => return,
+        };
+        if config.get_password().is_none() {
+            if let Ok(p) = std::env::var("PGPASSWORD") {
+                config.password(p);
+            } else if let Some(p) = pgpass(&config) {
+                config.password(p);
+            }
+        }
+        if let Ok(mut client) = config.connect(postgres::NoTls) {
+            let _ = client.batch_execute(&format!(
+                "DROP SCHEMA IF EXISTS \"{}\" CASCADE",
+                self.namespace
+            ));
+        }
+    }
+}
+
+/// The password of the first matching `~/.pgpass` line (the tests' own
+/// minimal reading: host, port, database and user, or `*`).
+fn pgpass(config: &postgres::Config) -> Option<String> {
+    let home = std::env::var_os("HOME")?;
+    let text = std::fs::read_to_string(std::path::Path::new(&home).join(".pgpass")).ok()?;
+    let user = config.get_user()?;
+    let db = config.get_dbname().unwrap_or(user);
+    text.lines().find_map(|line| {
+        let f: Vec<&str> = line.split(':').collect();
+        (f.len() == 5 && (f[2] == "*" || f[2] == db) && (f[3] == "*" || f[3] == user))
+            .then(|| f[4].to_string())
+    })
+}
+
+fn records(value: serde_json::Value) -> RecordSet {
+    serde_json::from_value(value).unwrap()
+}
+
+fn square(ra: f64, dec: f64, side: f64) -> serde_json::Value {
+    json!({"polygon": [[ra, dec], [ra + side, dec], [ra + side, dec + side], [ra, dec + side]]})
+}
+
+fn data_id(exposure: i64, detector: i64) -> DataId {
+    DataId::from_pairs([
+        ("instrument".to_string(), DataIdValue::from("Cam")),
+        ("exposure".to_string(), DataIdValue::Int(exposure)),
+        ("detector".to_string(), DataIdValue::Int(detector)),
+    ])
+}
+
+/// Runs the scenario on `r` and returns what it saw, in an order that does
+/// not depend on the backend's collation.
+fn scenario(r: &mut Registry) -> Vec<String> {
+    let mut seen = Vec::new();
+    let universe = r.universe().clone();
+    let detectors: Vec<serde_json::Value> = [1, 2, 3]
+        .map(|d| json!({"instrument": "Cam", "id": d, "full_name": format!("D{d}")}))
+        .into();
+    let exposures: Vec<serde_json::Value> = [1, 2]
+        .map(|e| {
+            json!({"instrument": "Cam", "id": e, "physical_filter": "Cam-r",
+                "day_obs": 20261206, "group": format!("g{e}"), "exposure_time": 15.0 * e as f64})
+        })
+        .into();
+    r.insert_dimension_records(&records(json!({
+        "instrument": [{"name": "Cam", "detector_max": 4}],
+        "physical_filter": [{"instrument": "Cam", "name": "Cam-r", "band": "r"}],
+        "detector": detectors,
+        "day_obs": [{"instrument": "Cam", "id": 20261206}],
+        "group": [{"instrument": "Cam", "name": "g1"}, {"instrument": "Cam", "name": "g2"}],
+        "exposure": exposures,
+        "skymap": [{"name": "sky"}],
+        "tract": [{"skymap": "sky", "id": 0, "region": square(10.0, 0.0, 2.0)},
+                  {"skymap": "sky", "id": 1, "region": square(200.0, 0.0, 2.0)}],
+    })))
+    .unwrap();
+    // A missing parent is named, and nothing is inserted.
+    let err = r
+        .insert_dimension_records(&records(json!({
+            "detector": [{"instrument": "Other", "id": 9}],
+        })))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("does not exist"), "{err}");
+    seen.push(format!(
+        "tracts with their regions: {}",
+        r.element_records("tract").unwrap().len()
+    ));
+
+    let raw = DatasetType {
+        name: "raw".into(),
+        dimensions: universe
+            .conform(&["instrument", "exposure", "detector"])
+            .unwrap(),
+        storage_class: "Json".into(),
+        is_calibration: false,
+    };
+    let bias = DatasetType {
+        name: "bias".into(),
+        dimensions: universe.conform(&["instrument", "detector"]).unwrap(),
+        storage_class: "Json".into(),
+        is_calibration: true,
+    };
+    assert!(r.register_dataset_type(&raw).unwrap());
+    assert!(!r.register_dataset_type(&raw).unwrap());
+    r.register_dataset_type(&bias).unwrap();
+    for (name, kind) in [
+        ("Cam/raw", CollectionType::Run),
+        ("Cam/bias-run", CollectionType::Run),
+        ("Cam/calib", CollectionType::Calibration),
+        ("Cam/tagged", CollectionType::Tagged),
+    ] {
+        r.register_collection(name, kind, None).unwrap();
+    }
+    r.define_collection_chain("Cam/defaults", &["Cam/tagged".into(), "Cam/raw".into()])
+        .unwrap();
+
+    let mut ids = Vec::new();
+    let mut raws = Vec::new();
+    for e in 1..=2 {
+        for d in 1..=3 {
+            let id = Uuid::from_u128((e * 10 + d) as u128);
+            ids.push(id);
+            raws.push(NewDataset {
+                id,
+                data_id: data_id(e, d),
+                stored: Some(DatastoreRecord {
+                    path: format!("raw/{e}/{d}.json"),
+                    formatter: "json".into(),
+                    size: 100 + d as u64,
+                    checksum: format!("{e}{d}"),
+                }),
+            });
+        }
+    }
+    let stats = r
+        .insert_datasets("Cam/raw", "raw", &raws, OnConflict::Fail)
+        .unwrap();
+    seen.push(format!("raw inserted {}", stats.inserted));
+    let again = r
+        .insert_datasets("Cam/raw", "raw", &raws, OnConflict::SkipExistingId)
+        .unwrap();
+    seen.push(format!("raw again: {} skipped", again.skipped));
+    let dup = NewDataset {
+        id: Uuid::from_u128(999),
+        ..raws[0].clone()
+    };
+    let err = r
+        .insert_datasets("Cam/raw", "raw", &[dup], OnConflict::Fail)
+        .unwrap_err();
+    assert!(matches!(err, RegistryError::Conflict(_)), "{err}");
+
+    let biases: Vec<NewDataset> = (1..=3)
+        .map(|d| NewDataset {
+            id: Uuid::from_u128(100 + d as u128),
+            data_id: DataId::from_pairs([
+                ("instrument".to_string(), DataIdValue::from("Cam")),
+                ("detector".to_string(), DataIdValue::Int(d)),
+            ]),
+            stored: None,
+        })
+        .collect();
+    r.insert_datasets("Cam/bias-run", "bias", &biases, OnConflict::Fail)
+        .unwrap();
+    let bias_ids: Vec<Uuid> = biases.iter().map(|b| b.id).collect();
+    r.certify("Cam/calib", &bias_ids, 60000.0, 60100.0).unwrap();
+    let overlap = r.certify("Cam/calib", &bias_ids[..1], 60050.0, 60200.0);
+    assert!(
+        matches!(overlap, Err(RegistryError::Conflict(_))),
+        "{overlap:?}"
+    );
+    r.certify("Cam/calib", &bias_ids[..1], 60100.0, 60200.0)
+        .unwrap();
+    let cut = r
+        .decertify("Cam/calib", "bias", 60080.0, 60120.0, &[])
+        .unwrap();
+    seen.push(format!(
+        "decertify: {} removed, {} kept",
+        cut.ranges_removed, cut.parts_kept
+    ));
+    let mut ranges: Vec<String> = r
+        .calibration_ranges("Cam/calib")
+        .unwrap()
+        .into_iter()
+        .map(|(id, b, e)| format!("{id} [{b}, {e})"))
+        .collect();
+    ranges.sort();
+    seen.extend(ranges);
+
+    assert_eq!(r.associate("Cam/tagged", &ids[..2]).unwrap(), 2);
+    assert_eq!(r.associate("Cam/tagged", &ids[..2]).unwrap(), 0);
+
+    let mut binds = Binds::new();
+    binds.insert("t".into(), SqlValue::Real(20.0));
+    let mut found: Vec<String> = r
+        .query_datasets(
+            &["raw".into()],
+            &["Cam/raw".into()],
+            "detector > 1 AND exposure.exposure_time > :t",
+            &binds,
+            false,
+        )
+        .unwrap()
+        .into_iter()
+        .map(|f| {
+            format!(
+                "{} {} {:?}",
+                f.dataset_ref.id, f.dataset_ref.data_id, f.stored
+            )
+        })
+        .collect();
+    found.sort();
+    seen.extend(found);
+    let mut data_ids: Vec<String> = r
+        .query_data_ids(
+            &["exposure".into(), "detector".into()],
+            "detector IN (1..2) AND band = 'r'",
+            &Binds::new(),
+        )
+        .unwrap()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    data_ids.sort();
+    seen.extend(data_ids);
+    let first = r
+        .find_dataset("raw", &data_id(1, 1), &["Cam/defaults".into()], None)
+        .unwrap()
+        .unwrap();
+    seen.push(format!("found through {}", first.collection));
+    let at = r
+        .find_dataset(
+            "bias",
+            &DataId::from_pairs([
+                ("instrument".to_string(), DataIdValue::from("Cam")),
+                ("detector".to_string(), DataIdValue::Int(1)),
+            ]),
+            &["Cam/calib".into()],
+            Some(60150.0),
+        )
+        .unwrap()
+        .map(|f| f.dataset_ref.id.to_string());
+    seen.push(format!("bias at 60150: {at:?}"));
+
+    let dims = universe
+        .conform(&["instrument", "exposure", "detector"])
+        .unwrap();
+    let rows = r
+        .query_graph_rows(
+            &dims,
+            "",
+            &Binds::new(),
+            &["raw".into()],
+            &["Cam/raw".into()],
+        )
+        .unwrap();
+    seen.push(format!(
+        "graph rows {} with {} inputs",
+        rows.n_rows(),
+        rows.inputs[0].len()
+    ));
+
+    // Removal: a purge and a collection.
+    assert_eq!(r.mark_datasets_for_removal(&ids[5..], true).unwrap(), 1);
+    seen.push(format!(
+        "pending files {:?}",
+        r.pending_removal_files().unwrap()
+    ));
+    let removed = r.complete_removals().unwrap();
+    seen.push(format!("removed {}", removed.datasets_removed));
+    r.remove_collection("Cam/tagged", true).unwrap();
+    let mut collections: Vec<String> = r
+        .list_collections()
+        .unwrap()
+        .into_iter()
+        .map(|c| format!("{} {} {:?}", c.name, c.collection_type, c.children))
+        .collect();
+    collections.sort();
+    seen.extend(collections);
+    seen
+}
+
+#[test]
+fn the_same_scenario_gives_the_same_results_on_every_backend() {
+    let universe = DimensionUniverse::default_universe();
+    let (mut registries, _cleanup) = registries(&universe);
+    let mut results = Vec::new();
+    for r in &mut registries {
+        let location = r.location().clone();
+        results.push((location, scenario(r)));
+    }
+    let (sqlite_at, sqlite) = &results[0];
+    assert!(matches!(sqlite_at, RegistryLocation::Sqlite(_)));
+    assert!(
+        sqlite.contains(&"raw inserted 6".to_string()),
+        "{sqlite:#?}"
+    );
+    assert!(
+        sqlite.contains(&"graph rows 6 with 6 inputs".to_string()),
+        "{sqlite:#?}"
+    );
+    for (location, other) in &results[1..] {
+        assert_eq!(other, sqlite, "{location} differs from SQLite");
+    }
+}
+
+#[test]
+fn a_postgres_namespace_is_checked_and_not_overwritten() {
+    let universe = DimensionUniverse::default_universe();
+    let bad = Registry::create_postgres("postgresql://nobody@localhost/db", "Bad-Name", &universe);
+    let err = bad.err().expect("refused").to_string();
+    assert!(err.contains("namespace `Bad-Name`"), "{err}");
+    let (registries, _cleanup) = registries(&universe);
+    for r in &registries {
+        if let RegistryLocation::Postgres { url, namespace } = r.location() {
+            let again = Registry::create_postgres(url, namespace, &universe);
+            let err = again.err().expect("refused").to_string();
+            assert!(err.contains("refusing to overwrite"), "{err}");
+            let reopened = Registry::open_postgres(url, namespace, true).unwrap();
+            assert_eq!(
+                reopened.repository_id().unwrap(),
+                r.repository_id().unwrap()
+            );
+            let missing = Registry::open_postgres(url, "no_such_namespace", true);
+            let err = missing.err().expect("refused").to_string();
+            assert!(err.contains("no such namespace"), "{err}");
+        }
+    }
+}
