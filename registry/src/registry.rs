@@ -283,12 +283,7 @@ impl Registry {
                 "the SQL query is empty; give one SELECT statement".into(),
             ));
         }
-        match &self.location {
-            RegistryLocation::Sqlite(path) => sqlite::run_read_only(path, sql, limit),
-            RegistryLocation::Postgres { .. } => Err(RegistryError::Invalid(
-                "quanta sql on a PostgreSQL registry is not built yet".into(),
-            )),
-        }
+        self.db.read_only_query(sql, limit)
     }
 }
 

@@ -345,6 +345,31 @@ fn scenario(r: &mut Registry) -> Vec<String> {
         .collect();
     collections.sort();
     seen.extend(collections);
+
+    // Users' SQL: read-only, within a time limit.
+    let (names, rows) = r
+        .sql_read_only("SELECT name, type FROM collection WHERE type = 'RUN' ORDER BY name")
+        .unwrap();
+    seen.push(format!("sql: {names:?} {rows:?}"));
+    let (_, ids) = r
+        .sql_read_only("SELECT id FROM dataset WHERE run_id IN (SELECT id FROM collection WHERE name = 'Cam/bias-run') ORDER BY id")
+        .unwrap();
+    seen.push(format!("sql uuids: {ids:?}"));
+    for write in [
+        "DELETE FROM dataset",
+        "INSERT INTO collection (name, type) VALUES ('x', 'RUN')",
+    ] {
+        let err = r.sql_read_only(write).unwrap_err().to_string();
+        assert!(err.contains("read-only"), "{write}: {err}");
+    }
+    let forever = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) \
+                   SELECT count(*) FROM c";
+    let err = r
+        .sql_read_only_within(forever, Some(std::time::Duration::from_millis(300)))
+        .unwrap_err();
+    assert!(matches!(err, RegistryError::TimedOut { .. }), "{err:?}");
+    // Nothing was written meanwhile.
+    assert_eq!(r.list_collections().unwrap().len(), 4);
     seen
 }
 

@@ -234,6 +234,29 @@ impl Database {
         self.prepare(sql)?.execute(params)
     }
 
+    /// Runs one user-supplied statement read-only, within `limit` (see
+    /// `Registry::sql_read_only_within`): the column names and the rows as
+    /// JSON. SQLite runs it on a new read-only connection to the same
+    /// file; PostgreSQL in a `READ ONLY` transaction with a statement
+    /// timeout, rolled back after.
+    pub(crate) fn read_only_query(
+        &self,
+        sql: &str,
+        limit: Option<std::time::Duration>,
+    ) -> Result<(Vec<String>, Vec<Vec<serde_json::Value>>)> {
+        match &self.backend {
+            Backend::Sqlite(conn) => {
+                let path = conn.path().filter(|p| !p.is_empty()).ok_or_else(|| {
+                    RegistryError::Invalid("an in-memory registry has no file to read".into())
+                })?;
+                crate::sqlite::run_read_only(std::path::Path::new(path), sql, limit)
+            }
+            Backend::Postgres { client, .. } => {
+                crate::postgres::database::run_read_only(&mut client.borrow_mut(), sql, limit)
+            }
+        }
+    }
+
     /// Whether the database (the registry's schema, on a server) has a
     /// table called `name`.
     pub(crate) fn has_table(&self, name: &str) -> Result<bool> {

@@ -166,6 +166,60 @@ fn opt<'a, T>(v: Option<T>, f: impl FnOnce(T) -> ValueRef<'a>) -> ValueRef<'a> {
     v.map_or(ValueRef::Null, f)
 }
 
+/// Runs one user-supplied statement in a `READ ONLY` transaction with a
+/// statement timeout of `limit`, always rolled back: the server refuses
+/// writes, and a query still running at the limit is cancelled
+/// ([`RegistryError::TimedOut`]). One statement only: the extended
+/// protocol prepares one.
+pub(crate) fn run_read_only(
+    client: &mut postgres::Client,
+    sql: &str,
+    limit: Option<std::time::Duration>,
+) -> Result<(Vec<String>, Vec<Vec<serde_json::Value>>)> {
+    client.batch_execute("BEGIN READ ONLY")?;
+    let result = read_only_in_transaction(client, sql, limit);
+    client.batch_execute("ROLLBACK")?;
+    result
+}
+
+fn read_only_in_transaction(
+    client: &mut postgres::Client,
+    sql: &str,
+    limit: Option<std::time::Duration>,
+) -> Result<(Vec<String>, Vec<Vec<serde_json::Value>>)> {
+    if let Some(limit) = limit {
+        // A number of milliseconds, not user text.
+        client.batch_execute(&format!(
+            "SET LOCAL statement_timeout = {}",
+            limit.as_millis().max(1)
+        ))?;
+    }
+    let classify = |e: postgres::Error| match (e.code(), limit) {
+        (Some(&SqlState::QUERY_CANCELED), Some(limit)) => RegistryError::TimedOut {
+            seconds: limit.as_secs_f64(),
+        },
+        (Some(&SqlState::READ_ONLY_SQL_TRANSACTION), _) => {
+            RegistryError::Invalid("only read-only statements (SELECT) are allowed".into())
+        }
+        _ => RegistryError::from(e),
+    };
+    let stmt = client.prepare(sql).map_err(classify)?;
+    let names: Vec<String> = stmt
+        .columns()
+        .iter()
+        .map(|c| c.name().to_string())
+        .collect();
+    let rows = client.query(&stmt, &[]).map_err(classify)?;
+    let mut out = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let values = (0..names.len())
+            .map(|i| column(row, i).map(ValueRef::to_json))
+            .collect::<Result<Vec<_>>>()?;
+        out.push(values);
+    }
+    Ok((names, out))
+}
+
 /// The kind of a server error by its SQLSTATE: a lock, a serialization
 /// failure or a deadlock is [`DatabaseErrorKind::Busy`] (retry); a lost
 /// connection, a full disk or a server shutting down is
