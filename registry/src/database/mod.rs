@@ -128,6 +128,10 @@ impl<'r> Row<'r> {
     }
 }
 
+/// Prepared statements a PostgreSQL connection keeps (SQLite's own cache
+/// is set to 64 when the connection is tuned).
+const STATEMENT_CACHE: usize = 256;
+
 /// A connection to the registry's database.
 pub(crate) struct Database {
     backend: Backend,
@@ -197,6 +201,12 @@ impl Database {
                             let stmt = client
                                 .borrow_mut()
                                 .prepare(&crate::postgres::database::numbered_placeholders(sql))?;
+                            // Queries built per call (`--where`) have texts
+                            // of their own: the cache is bounded, and a
+                            // dropped statement is closed on the server.
+                            if statements.borrow().len() >= STATEMENT_CACHE {
+                                statements.borrow_mut().clear();
+                            }
                             statements
                                 .borrow_mut()
                                 .insert(sql.to_string(), stmt.clone());
