@@ -44,7 +44,9 @@ use std::path::{Path, PathBuf};
 use quanta_core::CampaignProgress;
 
 use super::error::{io, BatchError, Result};
-use super::plan::{cluster_resources, plan, view, BundleView, ClusterDeps, PlannedArray};
+use super::plan::{
+    array_wait, cluster_resources, plan, view, ArrayWait, BundleView, ClusterDeps, PlannedArray,
+};
 use super::state::{fresh_state, load_state, record_submission, work_dir, write_atomic};
 use super::status::{status_with, BatchStatus, JobView};
 use super::tools::{absolute, run_tool, sh_quote};
@@ -365,38 +367,18 @@ fn submit_arrays(
     }
 }
 
-/// The hold of an array running `clusters`, given where their upstream
-/// clusters were `placed` (array, element) among the `submitted` arrays:
-/// `-hold_jid_ad` when task i reads only from task i of one array of the
-/// same length, else `-hold_jid` on every upstream array.
+/// The hold of an array running `clusters` (see [`array_wait`]):
+/// `-hold_jid_ad` task by task, else `-hold_jid` on every upstream array.
 fn array_hold(
     clusters: &[usize],
     deps: &ClusterDeps,
     placed: &HashMap<usize, (usize, usize)>,
     submitted: &[ArrayJob],
 ) -> Option<String> {
-    let upstream: BTreeSet<usize> = clusters
-        .iter()
-        .flat_map(|c| deps.get(c).into_iter().flatten())
-        .filter_map(|d| placed.get(d).map(|(ai, _)| *ai))
-        .collect();
-    let first = *upstream.iter().next()?;
-    let elementwise = upstream.len() == 1
-        && submitted[first].clusters.len() == clusters.len()
-        && clusters.iter().enumerate().all(|(i, c)| {
-            deps.get(c)
-                .into_iter()
-                .flatten()
-                .all(|d| placed.get(d) == Some(&(first, i)))
-        });
-    if elementwise {
-        return Some(format!("-hold_jid_ad {}", submitted[first].job_id));
-    }
-    let ids: Vec<&str> = upstream
-        .iter()
-        .map(|u| submitted[*u].job_id.as_str())
-        .collect();
-    Some(format!("-hold_jid {}", ids.join(",")))
+    Some(match array_wait(clusters, deps, placed, submitted)? {
+        ArrayWait::Elementwise(id) => format!("-hold_jid_ad {id}"),
+        ArrayWait::All(ids) => format!("-hold_jid {}", ids.join(",")),
+    })
 }
 
 /// Submits the final job, holding on every array, that merges whatever

@@ -53,7 +53,9 @@ use quanta_core::CampaignProgress;
 use serde::{Deserialize, Serialize};
 
 use super::error::{io, BatchError, Result};
-use super::plan::{cluster_resources, plan, view, BundleView, ClusterDeps, PlannedArray};
+use super::plan::{
+    array_wait, cluster_resources, plan, view, ArrayWait, BundleView, ClusterDeps, PlannedArray,
+};
 use super::state::{fresh_state, record_submission, write_atomic};
 use super::status::{status_with, JobView};
 use super::tools::{absolute, run_tool, sh_quote};
@@ -328,39 +330,19 @@ fn submit_clusters(
     })
 }
 
-/// The `--dependency` of an array running `clusters`, given where their
-/// upstream clusters were `placed` (array, element) among the `submitted`
-/// arrays: `aftercorr` when element i reads only from element i of one
-/// array of the same length, else an `afterok` barrier on every upstream
-/// array.
+/// The `--dependency` of an array running `clusters` (see
+/// [`array_wait`]): `aftercorr` element by element, else an `afterok`
+/// barrier on every upstream array.
 fn array_dependency(
     clusters: &[usize],
     deps: &ClusterDeps,
     placed: &HashMap<usize, (usize, usize)>,
     submitted: &[ArrayJob],
 ) -> Option<String> {
-    let upstream: BTreeSet<usize> = clusters
-        .iter()
-        .flat_map(|c| deps.get(c).into_iter().flatten())
-        .filter_map(|d| placed.get(d).map(|(ai, _)| *ai))
-        .collect();
-    let first = *upstream.iter().next()?;
-    let corr = upstream.len() == 1
-        && submitted[first].clusters.len() == clusters.len()
-        && clusters.iter().enumerate().all(|(i, c)| {
-            deps.get(c)
-                .into_iter()
-                .flatten()
-                .all(|d| placed.get(d) == Some(&(first, i)))
-        });
-    if corr {
-        return Some(format!("aftercorr:{}", submitted[first].job_id));
-    }
-    let ids: Vec<&str> = upstream
-        .iter()
-        .map(|u| submitted[*u].job_id.as_str())
-        .collect();
-    Some(format!("afterok:{}", ids.join(":")))
+    Some(match array_wait(clusters, deps, placed, submitted)? {
+        ArrayWait::Elementwise(id) => format!("aftercorr:{id}"),
+        ArrayWait::All(ids) => format!("afterok:{}", ids.join(":")),
+    })
 }
 
 fn resource_args(r: &Resources) -> Vec<String> {
