@@ -5,8 +5,10 @@
 //! the repository's `Butler` (inputs read through their registered
 //! records, outputs written into the output RUN's files), and its journal
 //! is merged, which registers the outputs with the quantum's provenance.
-//! A rerun after a kill converges: merge is idempotent, and an output file
-//! no registered dataset owns is an interrupted run's and is replaced.
+//! A rerun after a kill converges: the killed run's bundle stays in the
+//! repository's `.run-quantum/` directory until its journal is merged, so
+//! the rerun resumes the same quantum (same UUIDs, same output paths, its
+//! journal saying whose a leftover file is), and merge is idempotent.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
@@ -17,7 +19,7 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use quanta_butler::{Butler, MergeOptions, DEFAULT_BATCH_QUANTA};
 use quanta_core::pipeline::{Connection, LoadedPipeline, TaskDef, TaskKind};
-use quanta_core::{Bundle, BundleQuantum, BundleWriteOptions, QuantumStatus, Uuid};
+use quanta_core::{Bundle, BundleQuantum, BundleWriteOptions, QuantumStatus};
 use quanta_limited_registry::{
     peak_rss_bytes, thread_cpu_seconds, LogTail, QuantumOutcome, WorkerJournal,
 };
@@ -47,16 +49,6 @@ pub struct RunQuantumArgs {
     output: Option<String>,
 }
 
-/// A temporary directory for the quantum's one-quantum bundle and journal,
-/// removed when dropped.
-struct Scratch(PathBuf);
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 pub fn run_quantum(args: RunQuantumArgs) -> Result<ExitCode> {
     let mut butler = crate::plugins::open_butler(&args.repo)?;
     let loaded = LoadedPipeline::load(&args.pipeline, butler.universe())?;
@@ -81,47 +73,37 @@ pub fn run_quantum(args: RunQuantumArgs) -> Result<ExitCode> {
         );
     };
     let (where_clause, binds) = data_id_where(&args.data_id)?;
-    let scratch =
-        Scratch(std::env::temp_dir().join(format!("quanta-run-quantum-{}", Uuid::now_v7())));
-    std::fs::create_dir_all(&scratch.0)
-        .with_context(|| format!("creating {}", scratch.0.display()))?;
-    let pipeline_file = scratch.0.join("pipeline.yaml");
-    std::fs::write(&pipeline_file, single_task_pipeline(task)?)
-        .with_context(|| format!("writing {}", pipeline_file.display()))?;
-    let bundle_path = scratch.0.join("quantum.qbundle");
-    let opts = PreflightOptions {
-        input_collections: args.inputs.clone(),
-        output_run: args.output_run.clone(),
-        output_chain: args.output.clone(),
-        where_clause,
-        binds: crate::repo_cmds::parse_binds(&binds)?,
-        skip_existing: false,
-        clobber: false,
-        cluster_by: None,
-        command_line: std::env::args().collect(),
+    let pipeline_yaml = single_task_pipeline(task)?;
+    let work = working_dir(&args, &pipeline_yaml);
+    let bundle_path = work.join("quantum.qbundle");
+    let journals = work.join("journals");
+    // A killed run left its bundle (and maybe a journal and an output
+    // file): resumed with the same quantum, so the same output paths,
+    // whose leftovers the journal then marks as this quantum's.
+    let bundle = match Bundle::open(&bundle_path) {
+        Ok(bundle) => bundle,
+        Err(_) => {
+            let _ = std::fs::remove_dir_all(&work);
+            std::fs::create_dir_all(&work)
+                .with_context(|| format!("creating {}", work.display()))?;
+            let pipeline_file = work.join("pipeline.yaml");
+            std::fs::write(&pipeline_file, &pipeline_yaml)
+                .with_context(|| format!("writing {}", pipeline_file.display()))?;
+            resolve_quantum(
+                &mut butler,
+                &args,
+                &pipeline_file,
+                &bundle_path,
+                where_clause,
+                binds,
+            )?
+        }
     };
-    let report = run_preflight(
-        &mut butler,
-        &pipeline_file,
-        &opts,
-        &bundle_path,
-        &BundleWriteOptions::default(),
-        &|msg: &str| tracing::info!("{msg}"),
-    )
-    .with_context(|| {
-        format!(
-            "resolving the quantum of task `{}` at --data-id {}",
-            args.task,
-            args.data_id.join(",")
-        )
-    })?;
-    let bundle = Bundle::open(&bundle_path)?;
-    let quantum = the_quantum(&bundle, &args, &report)?;
+    let quantum = the_quantum(&bundle, &args)?;
     let task_def = bundle.tasks()[quantum.task as usize].clone();
     let instance = crate::plugins::task_registry()
         .create(class, &task_def.config)
         .with_context(|| format!("task class `{class}` is not registered in this binary"))??;
-    let journals = scratch.0.join("journals");
     let outcome = run_one(
         &mut butler,
         instance.as_ref(),
@@ -142,6 +124,12 @@ pub fn run_quantum(args: RunQuantumArgs) -> Result<ExitCode> {
     for w in &summary.warnings {
         eprintln!("warning: {w}");
     }
+    // Merged: nothing is left to resume. (Kept until here, so that a run
+    // killed or failing before finds its quantum again.)
+    if let Err(e) = std::fs::remove_dir_all(&work) {
+        eprintln!("warning: could not remove {}: {e}", work.display());
+    }
+    let _ = std::fs::remove_dir(work.parent().unwrap_or(&work));
     println!(
         "quantum {} ({} {}): {}; {} output(s) registered in RUN {}",
         quantum.id,
@@ -161,6 +149,86 @@ pub fn run_quantum(args: RunQuantumArgs) -> Result<ExitCode> {
             Ok(ExitCode::from(1))
         }
     }
+}
+
+/// The run's working directory in the repository (`.run-quantum/`, beside
+/// the datastore, outside what `repo check` verifies), named by what it
+/// runs: the output RUN and chain, the inputs, the data ID and the task's
+/// definition. A rerun after a kill finds the killed run's bundle there.
+fn working_dir(args: &RunQuantumArgs, pipeline_yaml: &str) -> PathBuf {
+    let mut data_id = args.data_id.clone();
+    data_id.sort();
+    let mut key = blake3::Hasher::new();
+    for part in [
+        args.output_run.as_str(),
+        args.output.as_deref().unwrap_or(""),
+        &args.inputs.join(","),
+        &data_id.join(","),
+        pipeline_yaml,
+    ] {
+        key.update(part.as_bytes());
+        key.update(&[0]);
+    }
+    args.repo
+        .join(".run-quantum")
+        .join(&key.finalize().to_hex()[..32])
+}
+
+/// Preflight of the one task at the data ID, into `bundle_path`.
+fn resolve_quantum(
+    butler: &mut quanta_butler::Butler,
+    args: &RunQuantumArgs,
+    pipeline_file: &Path,
+    bundle_path: &Path,
+    where_clause: String,
+    binds: Vec<String>,
+) -> Result<Bundle> {
+    let opts = PreflightOptions {
+        input_collections: args.inputs.clone(),
+        output_run: args.output_run.clone(),
+        output_chain: args.output.clone(),
+        where_clause,
+        binds: crate::repo_cmds::parse_binds(&binds)?,
+        skip_existing: false,
+        clobber: false,
+        cluster_by: None,
+        command_line: std::env::args().collect(),
+    };
+    let report = run_preflight(
+        butler,
+        pipeline_file,
+        &opts,
+        bundle_path,
+        &BundleWriteOptions::default(),
+        &|msg: &str| tracing::info!("{msg}"),
+    )
+    .with_context(|| {
+        format!(
+            "resolving the quantum of task `{}` at --data-id {}",
+            args.task,
+            args.data_id.join(",")
+        )
+    })?;
+    if report.n_quanta == 0 {
+        let why: Vec<String> = report
+            .pruned
+            .iter()
+            .take(3)
+            .map(|p| format!("{}: {}", p.data_id, p.reason))
+            .collect();
+        bail!(
+            "--data-id {} selects no quantum of task `{}` with inputs in {}{}",
+            args.data_id.join(","),
+            args.task,
+            args.inputs.join(", "),
+            if why.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", why.join("; "))
+            }
+        )
+    }
+    Ok(Bundle::open(bundle_path)?)
 }
 
 /// `k=v` pairs → `k = :k AND …` with `--bind`-style values: the data ID's
@@ -237,29 +305,12 @@ fn single_task_pipeline(task: &TaskDef) -> Result<String> {
 }
 
 /// The one quantum the data ID selects; none or several is bad input.
-fn the_quantum(
-    bundle: &Bundle,
-    args: &RunQuantumArgs,
-    report: &quanta_preflight::PreflightReport,
-) -> Result<BundleQuantum> {
+fn the_quantum(bundle: &Bundle, args: &RunQuantumArgs) -> Result<BundleQuantum> {
     let quanta = bundle.quanta().collect::<Result<Vec<_>, _>>()?;
     let data_id = args.data_id.join(",");
     match quanta.len() {
         1 => Ok(quanta.into_iter().next().context("one quantum")?),
-        0 => {
-            let why: Vec<String> = report
-                .pruned
-                .iter()
-                .take(3)
-                .map(|p| format!("{}: {}", p.data_id, p.reason))
-                .collect();
-            bail!(
-                "--data-id {data_id} selects no quantum of task `{}` with inputs in {}{}",
-                args.task,
-                args.inputs.join(", "),
-                if why.is_empty() { String::new() } else { format!(" ({})", why.join("; ")) }
-            )
-        }
+        0 => bail!("--data-id {data_id} selects no quantum of task `{}`", args.task),
         n => bail!(
             "--data-id {data_id} selects {n} quanta of task `{}` (e.g. {}); give a value for each of its dimensions",
             args.task,

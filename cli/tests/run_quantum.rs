@@ -190,3 +190,77 @@ fn an_unknown_task_or_a_data_id_without_a_quantum_exits_2() {
     let err = fails_with(2, &call(&args("isr", "exposure")));
     assert!(err.contains("expected dimension=value"), "{err}");
 }
+
+/// Killed with SIGKILL while writing its output file, after linking it,
+/// after its journal record or at a registry commit, `run-quantum` run
+/// again ends as an uninterrupted run: the same outputs (type, data ID,
+/// checksum), one recorded quantum, and `repo check` clean. A rerun whose
+/// killed run had already committed is refused as an output already there
+/// (exit 2), having changed nothing.
+#[test]
+fn a_killed_run_quantum_reruns_to_the_uninterrupted_state() {
+    use std::os::unix::process::ExitStatusExt;
+    let args = |repo: &Path| -> Vec<String> {
+        [
+            "run-quantum",
+            s(repo),
+            "--pipeline",
+            s(&pipeline()),
+            "--task",
+            "isr",
+            "--data-id",
+            "instrument=Cam,exposure=1,detector=0",
+            "--input",
+            "Cam/raw",
+            "--output-run",
+            "u/debug/isr",
+        ]
+        .map(String::from)
+        .to_vec()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let reference = make_reference_repo(&dir.path().join("reference"), 1 + 1, 1);
+    ok(&args(&reference)
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>());
+    let want = outputs(&reference);
+    assert_eq!(want.len(), 1, "{want:?}");
+    let quanta = |repo: &Path| {
+        let conn = rusqlite::Connection::open(repo.join("registry.sqlite3")).unwrap();
+        strings(&conn, "SELECT task_label, status FROM quantum")
+    };
+    for (i, at) in [
+        "datastore.temp_written:1",
+        "datastore.linked:1",
+        "journal.appended:1",
+        "registry.commit:1",
+        "registry.commit:2",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let repo = make_reference_repo(&dir.path().join(format!("killed-{i}")), 1 + 1, 1);
+        let killed = common::quanta()
+            .args(args(&repo))
+            .env("QUANTA_TEST_KILL_AT", at)
+            .output()
+            .unwrap();
+        assert_eq!(
+            killed.status.signal(),
+            Some(libc::SIGKILL),
+            "{at}: {}",
+            String::from_utf8_lossy(&killed.stderr)
+        );
+        let rerun = common::quanta().args(args(&repo)).output().unwrap();
+        let stderr = String::from_utf8_lossy(&rerun.stderr);
+        match rerun.status.code() {
+            Some(0) => {}
+            Some(2) => assert!(stderr.contains("already"), "{at}: {stderr}"),
+            other => panic!("{at}: rerun exited {other:?}: {stderr}"),
+        }
+        assert_eq!(outputs(&repo), want, "{at}");
+        assert_eq!(quanta(&repo), quanta(&reference), "{at}");
+        ok(&["repo", "check", s(&repo)]);
+    }
+}
