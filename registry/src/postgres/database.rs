@@ -109,18 +109,15 @@ impl<'a> FromSql<'a> for Raw<'a> {
 
 /// The value of column `index` of `row`, by the column's type.
 pub(crate) fn column(row: &postgres::Row, index: usize) -> Result<ValueRef<'_>> {
-    let ty = row
-        .columns()
-        .get(index)
-        .map(|c| c.type_().clone())
-        .ok_or_else(|| {
-            DatabaseError::new(
-                DatabaseErrorKind::Other,
-                format!("no column {index} in a row of {}", row.len()),
-            )
-        })?;
+    // Borrowed, not cloned: this runs for every value read.
+    let ty = row.columns().get(index).map(|c| c.type_()).ok_or_else(|| {
+        DatabaseError::new(
+            DatabaseErrorKind::Other,
+            format!("no column {index} in a row of {}", row.len()),
+        )
+    })?;
     let get = |e: postgres::Error| RegistryError::from(e);
-    Ok(match ty {
+    Ok(match *ty {
         Type::INT8 => opt(
             row.try_get::<_, Option<i64>>(index).map_err(get)?,
             ValueRef::Integer,
@@ -152,7 +149,7 @@ pub(crate) fn column(row: &postgres::Row, index: usize) -> Result<ValueRef<'_>> 
             row.try_get::<_, Option<&str>>(index).map_err(get)?,
             ValueRef::Text,
         ),
-        t => {
+        ref t => {
             return Err(DatabaseError::new(
                 DatabaseErrorKind::Other,
                 format!("column {index} is of type {t}, which the registry does not read"),
