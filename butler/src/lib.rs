@@ -1,7 +1,8 @@
 //! The Butler: a Registry and a Datastore behind get/put by dataset type and
 //! data ID, as in the Gen3 design.
 //!
-//! Owns: the repository layout (registry database + datastore root), the
+//! Owns: the repository layout (datastore root + a SQLite registry file or
+//! a configuration naming a PostgreSQL namespace, [`repo_config`]), the
 //! order of operations that keeps the two consistent (files are written
 //! before they are registered, and removed again if registration fails;
 //! ingest's protocol, under which a source is removed only after its
@@ -28,11 +29,15 @@ mod manifest;
 pub mod merge;
 pub mod provenance;
 pub mod remove;
+pub mod repo_config;
 mod repo_guard;
 pub mod report_page;
 pub mod transfers;
 
 pub use butler::{Butler, DATASTORE_DIR, REGISTRY_FILE};
+pub use repo_config::{
+    check_postgres_url, default_namespace, registry_location, NewRegistry, REGISTRY_CONFIG_FILE,
+};
 pub use check::{CheckOptions, CheckReport, FileProblem};
 pub use error::ButlerError;
 pub use ingest::{ingest_dataset_id, IngestItem, IngestSummary};
