@@ -115,7 +115,7 @@ impl RepoGuard {
                     "a file of the registry database"
                 }
                 Some(c) if is_registry_file_name(&c.as_os_str().to_string_lossy()) => {
-                    "the registry configuration"
+                    "the configuration naming the registry database"
                 }
                 Some(c) if c.as_os_str() == crate::butler::DATASTORE_DIR => {
                     "in the repository's datastore"

@@ -52,6 +52,17 @@ pub fn with_test_registry<'a>(args: &[&'a str]) -> Vec<String> {
     out
 }
 
+/// SQL for `quanta sql` giving the UUID column `column` as 32 lower-case
+/// hex digits on the backend the suites run on (SQLite stores a UUID as a
+/// blob, PostgreSQL as `uuid`).
+pub fn sql_hex_id(column: &str) -> String {
+    if test_registry().is_some() {
+        format!("replace({column}::text, '-', '')")
+    } else {
+        format!("lower(hex({column}))")
+    }
+}
+
 /// The prefix of the namespaces the tests create: `qt_<pid>_<n>`, the pid
 /// of the test process that named it.
 const TEST_NAMESPACE_PREFIX: &str = "qt_";
