@@ -600,7 +600,21 @@ fn create_postgres_registry(
             })
         }
         Err(quanta_registry::RegistryError::NotARegistry { .. }) => {
-            Ok(Registry::create_postgres(url, namespace, universe)?)
+            // The URL and namespace were checked by the open above, so the
+            // only input this refuses is a schema that exists without a
+            // registry (what a create killed before its first commit leaves).
+            Registry::create_postgres(url, namespace, universe).map_err(|e| match e {
+                quanta_registry::RegistryError::Invalid(_) => ButlerError::Repo {
+                    repo: root.display().to_string(),
+                    reason: format!(
+                        "the namespace `{namespace}` of {url} exists but holds no registry \
+                         (an interrupted `quanta repo create` may have left it): choose another \
+                         --namespace, or drop it (`DROP SCHEMA {namespace} CASCADE`) if nothing \
+                         else uses it"
+                    ),
+                },
+                e => e.into(),
+            })
         }
         Err(e) => Err(e.into()),
     }

@@ -35,9 +35,6 @@ pub mod report_page;
 pub mod transfers;
 
 pub use butler::{Butler, DATASTORE_DIR, REGISTRY_FILE};
-pub use repo_config::{
-    check_postgres_url, default_namespace, registry_location, NewRegistry, REGISTRY_CONFIG_FILE,
-};
 pub use check::{CheckOptions, CheckReport, FileProblem};
 pub use error::ButlerError;
 pub use ingest::{ingest_dataset_id, IngestItem, IngestSummary};
@@ -50,6 +47,9 @@ pub use provenance::{
     ProvenanceGraph, RunReport,
 };
 pub use remove::{DatasetSelection, PruneMode, RemovalSummary};
+pub use repo_config::{
+    check_postgres_url, default_namespace, registry_location, NewRegistry, REGISTRY_CONFIG_FILE,
+};
 pub use report_page::{campaign_report_page, run_report_page};
 pub use transfers::{
     ExportOptions, ExportSummary, ExportTransfer, ImportOptions, ImportSummary, InMemoryExport,

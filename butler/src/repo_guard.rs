@@ -8,8 +8,8 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use crate::butler::REGISTRY_FILE;
-use crate::repo_config::{is_registry_file_name, REGISTRY_CONFIG_FILE};
 use crate::error::ButlerError;
+use crate::repo_config::{is_registry_file_name, REGISTRY_CONFIG_FILE};
 
 /// A file's identity: device and inode.
 type FileId = (u64, u64);
@@ -59,7 +59,11 @@ impl RepoGuard {
             outside_dirs: HashSet::new(),
         };
         let sqlite_files = ["", "-wal", "-shm", "-journal"].map(|s| format!("{REGISTRY_FILE}{s}"));
-        for name in sqlite_files.iter().map(String::as_str).chain([REGISTRY_CONFIG_FILE]) {
+        for name in sqlite_files
+            .iter()
+            .map(String::as_str)
+            .chain([REGISTRY_CONFIG_FILE])
+        {
             let path = repo.join(name);
             if let Ok(meta) = fs::metadata(&path) {
                 guard.registry_files.insert(file_id(&meta), path);

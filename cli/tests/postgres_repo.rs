@@ -154,7 +154,10 @@ fn a_registry_url_with_a_password_is_refused_before_anything_is_created() {
         "postgresql://quanta@localhost:5432/quanta_test?password=hunter2",
     ] {
         let err = fails_with(2, &["repo", "create", s(&repo), "--registry", url]);
-        assert!(err.contains("PGPASSWORD") && err.contains(".pgpass"), "{err}");
+        assert!(
+            err.contains("PGPASSWORD") && err.contains(".pgpass"),
+            "{err}"
+        );
         assert!(!err.contains("hunter2"), "the password was echoed: {err}");
         assert!(!repo.exists(), "{url}: something was created");
     }
@@ -251,7 +254,14 @@ fn a_writer_waits_for_the_advisory_lock_of_another_process_and_names_it() {
     let mut holder = hold_writer_lock(&url, &ns);
 
     let mut create = quanta()
-        .args(["collection", "create", s(&repo), "extra", "--type", "TAGGED"])
+        .args([
+            "collection",
+            "create",
+            s(&repo),
+            "extra",
+            "--type",
+            "TAGGED",
+        ])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -309,4 +319,35 @@ fn writers_of_different_namespaces_do_not_wait_for_each_other() {
         "{}",
         common::show(&out)
     );
+}
+
+#[test]
+fn what_an_interrupted_create_leaves_is_reported_and_no_repo_names_it() {
+    let Some(url) = server() else { return };
+    let ns = fresh_namespace();
+    let _cleanup = DropNamespace(&url, ns.clone());
+    // A create killed after CREATE SCHEMA and before its first commit
+    // leaves an empty schema, and no registry.yaml.
+    psql(&url, &format!("CREATE SCHEMA {ns}")).expect("psql creates a schema");
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("repo");
+    let args = [
+        "repo",
+        "create",
+        s(&repo),
+        "--registry",
+        &url,
+        "--namespace",
+        &ns,
+    ];
+    let err = fails_with(2, &args);
+    assert!(err.contains("exists but holds no registry"), "{err}");
+    assert!(err.contains(&format!("DROP SCHEMA {ns} CASCADE")), "{err}");
+    assert!(!repo.join("registry.yaml").exists());
+    let err = fails_with(2, &["collection", "list", s(&repo)]);
+    assert!(err.contains("not a quanta repo"), "{err}");
+    // Dropped as the message says, the same command succeeds.
+    drop_test_namespace(&url, &ns);
+    ok(&args);
+    ok(&["collection", "list", s(&repo)]);
 }

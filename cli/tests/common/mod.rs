@@ -47,7 +47,12 @@ pub fn with_test_registry<'a>(args: &[&'a str]) -> Vec<String> {
     let mut out: Vec<String> = args.iter().map(|a| a.to_string()).collect();
     let creates = args.len() >= 3 && args[0] == "repo" && args[1] == "create";
     if let Some(url) = test_registry().filter(|_| creates && !args.contains(&"--registry")) {
-        out.extend(["--registry".into(), url, "--namespace".into(), fresh_namespace()]);
+        out.extend([
+            "--registry".into(),
+            url,
+            "--namespace".into(),
+            fresh_namespace(),
+        ]);
     }
     out
 }
@@ -88,7 +93,17 @@ pub fn fresh_namespace() -> String {
 /// returning its unaligned output, or `None` when it failed.
 pub fn psql(url: &str, sql: &str) -> Option<String> {
     let out = Command::new("psql")
-        .args([url, "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c", sql])
+        .args([
+            url,
+            "-X",
+            "-q",
+            "-A",
+            "-t",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-c",
+            sql,
+        ])
         .output()
         .ok()?;
     out.status
@@ -119,7 +134,10 @@ fn drop_ended_test_namespaces(url: &str) {
 /// Drops the namespace of a repo created on PostgreSQL (its
 /// `registry.yaml`), best effort: for tests that create many.
 pub fn drop_test_namespace(url: &str, namespace: &str) {
-    if namespace.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+    if namespace
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+    {
         psql(url, &format!("DROP SCHEMA IF EXISTS {namespace} CASCADE"));
     }
 }
