@@ -220,9 +220,13 @@ fn hold_writer_lock(url: &str, namespace: &str) -> std::process::Child {
     )
     .unwrap();
     holder.stdin.as_mut().unwrap().flush().unwrap();
+    // A bigint key is in pg_locks as its high half (classid) and low half
+    // (objid).
+    let (high, low) = (key as u64 >> 32, key as u64 & 0xffff_ffff);
     let granted = format!(
         "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid \
          WHERE l.locktype = 'advisory' AND l.granted \
+         AND l.classid::bigint = {high} AND l.objid::bigint = {low} AND l.objsubid = 1 \
          AND a.application_name = 'merge pid 4242 on host elsewhere' \
          AND a.datname = current_database()"
     );

@@ -43,7 +43,7 @@ pub fn skipped_on_postgres(reason: &str) -> bool {
 
 /// `args`, with `--registry URL --namespace <fresh>` added to a `quanta
 /// repo create` that names no registry, when the suites run on PostgreSQL.
-pub fn with_test_registry<'a>(args: &[&'a str]) -> Vec<String> {
+pub fn with_test_registry(args: &[&str]) -> Vec<String> {
     let mut out: Vec<String> = args.iter().map(|a| a.to_string()).collect();
     let creates = args.len() >= 3 && args[0] == "repo" && args[1] == "create";
     if let Some(url) = test_registry().filter(|_| creates && !args.contains(&"--registry")) {
