@@ -310,7 +310,15 @@ impl From<postgres::Error> for DatabaseError {
         let (kind, constraint) = (kind_of(&e), constraint_of(&e));
         // The server's message is in the error's source: "db error" alone
         // says nothing.
-        let error = DatabaseError::new(kind, super::connection::with_causes(&e));
+        let mut message = super::connection::with_causes(&e);
+        if e.code() == Some(&SqlState::INSUFFICIENT_PRIVILEGE) {
+            message.push_str(
+                " (on a shared registry each user writes only the collections under \
+                 u/<their role>/ and those an administrator granted them with \
+                 `quanta collection grant`)",
+            );
+        }
+        let error = DatabaseError::new(kind, message);
         match constraint {
             Some(c) => error.violating(c),
             None => error,
