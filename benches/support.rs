@@ -11,7 +11,21 @@ const DETECTORS: i64 = 1000;
 pub fn fresh_registry(dir: &std::path::Path, n: usize) -> Registry {
     let universe = DimensionUniverse::default_universe();
     let path = dir.join(format!("registry-{}.sqlite3", Uuid::now_v7()));
-    let mut registry = Registry::create(&path, &universe).unwrap();
+    populate(Registry::create(&path, &universe).unwrap(), n)
+}
+
+/// [`fresh_registry`] in a new namespace (returned; the caller drops it)
+/// of the PostgreSQL database `url`.
+#[allow(dead_code)] // for merge_writer
+pub fn fresh_postgres_registry(url: &str, n: usize) -> (Registry, String) {
+    let universe = DimensionUniverse::default_universe();
+    let namespace = format!("bench_{}", Uuid::now_v7().simple());
+    let registry = Registry::create_postgres(url, &namespace, &universe).unwrap();
+    (populate(registry, n), namespace)
+}
+
+fn populate(mut registry: Registry, n: usize) -> Registry {
+    let universe = registry.universe().clone();
     let n_exp = (n as i64 + DETECTORS - 1) / DETECTORS;
     let obj = |v: serde_json::Value| v.as_object().unwrap().clone();
     let mut records = RecordSet::new();

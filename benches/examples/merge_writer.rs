@@ -3,6 +3,9 @@
 //! dimensions, as `quanta merge` records them (bulk writing, parts of 6,250
 //! quanta, a commit every 50,000), and prints wall and CPU seconds.
 //!
+//! `merge_writer N postgresql://user@host/db` writes into a new namespace
+//! of that PostgreSQL database instead of a SQLite file (dropped after).
+//!
 //! Wall time on a shared machine varies by a quarter from run to run. For
 //! comparing two versions of the writer, count instructions instead, which
 //! repeat exactly:
@@ -86,8 +89,15 @@ fn main() {
         .nth(1)
         .and_then(|a| a.parse().ok())
         .unwrap_or(500_000);
+    let postgres = std::env::args().nth(2);
     let dir = tempfile::tempdir().unwrap();
-    let mut registry = support::fresh_registry(dir.path(), n);
+    let (mut registry, namespace) = match &postgres {
+        Some(url) => {
+            let (r, ns) = support::fresh_postgres_registry(url, n);
+            (r, Some(ns))
+        }
+        None => (support::fresh_registry(dir.path(), n), None),
+    };
     let universe = DimensionUniverse::default_universe();
     registry
         .register_dataset_type(&DatasetType {
@@ -120,8 +130,13 @@ fn main() {
     registry.set_bulk_writing(false).unwrap();
     let (cpu, wall) = (support::cpu_seconds() - cpu0, t0.elapsed().as_secs_f64());
     println!(
-        "recorded {n} quanta, {} datasets: wall {wall:.2} s ({:.0} datasets/s), cpu {cpu:.2} s",
+        "recorded {n} quanta, {} datasets into {}: wall {wall:.2} s ({:.0} datasets/s), cpu {cpu:.2} s",
         2 * n,
+        registry.location(),
         2.0 * n as f64 / wall
     );
+    if let (Some(url), Some(namespace)) = (&postgres, &namespace) {
+        drop(registry);
+        quanta_registry::Registry::drop_postgres(url, namespace).unwrap();
+    }
 }

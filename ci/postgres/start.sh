@@ -7,8 +7,10 @@
 # `quanta` (its password is regenerated when none is on file), the database
 # `quanta_test` owned by it with the extension btree_gist (the registry's
 # calibration exclusion constraint needs it, and only a superuser may create
-# it), and the one line for that role and database in the password file
-# ($PGPASSFILE, else ~/.pgpass). Stop the server with ci/postgres/stop.sh.
+# it), two more login roles `quanta_alice` and `quanta_bob` (the users of a
+# shared registry in the access tests: no privileges of their own), and one
+# line per role for that database in the password file ($PGPASSFILE, else
+# ~/.pgpass). Stop the server with ci/postgres/stop.sh.
 #
 # Idempotent: every step checks first, so a second run only confirms that
 # the server answers and prints the URL.
@@ -27,6 +29,7 @@ export PATH="/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:${PATH
 VERSION=15
 CLUSTER=main
 ROLE=quanta
+USERS=(quanta_alice quanta_bob)
 DB=quanta_test
 BIN="/usr/lib/postgresql/$VERSION/bin"
 PASSFILE="${PGPASSFILE:-${HOME:-/root}/.pgpass}"
@@ -122,43 +125,54 @@ as_superuser() { # database [psql args...]
         runuser -u postgres -- "$BIN/psql" -X -q -v ON_ERROR_STOP=1 -p "$(cluster_port)" -d "$db" "$@" >&2
 }
 
-# The password on file for the role and database, or "" (fields are
+# The password on file for a role and the database, or "" (fields are
 # host:port:database:user:password; ours contain no ':' or '\').
-password_on_file() { # port
+password_on_file() { # port role
     [[ -f $PASSFILE ]] || return 0
-    awk -F: -v p="$1" -v d="$DB" -v u="$ROLE" \
+    awk -F: -v p="$1" -v d="$DB" -v u="$2" \
         '$1 == "localhost" && $2 == p && $3 == d && $4 == u { print $5; exit }' "$PASSFILE"
 }
 
-setup_database() {
-    local port password
-    port="$(cluster_port)"
-    password="$(password_on_file "$port")"
+# A login role whose password is the one on file (a new one when none is):
+# set every time, so the two never disagree (a password file restored or
+# copied from elsewhere).
+setup_role() { # port role
+    local port=$1 role=$2 password
+    password="$(password_on_file "$port" "$role")"
     if [[ -z $password ]]; then
         password="$(head -c 18 /dev/urandom | od -An -tx1 | tr -d ' \n')"
-        log "new password for role $ROLE, kept in $PASSFILE"
+        log "new password for role $role, kept in $PASSFILE"
     fi
-    # The role's password is set to the one on file every time, so the two
-    # never disagree (a password file restored or copied from elsewhere).
-    as_superuser postgres -v role="$ROLE" -v db="$DB" -v password="$password" <<'SQL'
+    as_superuser postgres -v role="$role" -v password="$password" <<'SQL'
 SELECT format('CREATE ROLE %I LOGIN', :'role')
   WHERE NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = :'role') \gexec
 SELECT format('ALTER ROLE %I LOGIN PASSWORD %L', :'role', :'password') \gexec
+SQL
+    # The password file: libpq's convention, mode 0600 or it is ignored.
+    local line="localhost:$port:$DB:$role:$password" tmp
+    tmp="$(mktemp "$PASSFILE.XXXXXX")"
+    if [[ -f $PASSFILE ]]; then
+        grep -v -F "localhost:$port:$DB:$role:" "$PASSFILE" >"$tmp" || true
+    fi
+    echo "$line" >>"$tmp"
+    chmod 0600 "$tmp"
+    mv "$tmp" "$PASSFILE"
+}
+
+setup_database() {
+    local port user
+    port="$(cluster_port)"
+    setup_role "$port" "$ROLE"
+    for user in "${USERS[@]}"; do
+        setup_role "$port" "$user"
+    done
+    as_superuser postgres -v role="$ROLE" -v db="$DB" <<'SQL'
 SELECT format('CREATE DATABASE %I OWNER %I', :'db', :'role')
   WHERE NOT EXISTS (SELECT 1 FROM pg_database WHERE datname = :'db') \gexec
 SQL
     as_superuser "$DB" <<'SQL'
 CREATE EXTENSION IF NOT EXISTS btree_gist;
 SQL
-    # The password file: libpq's convention, mode 0600 or it is ignored.
-    local line="localhost:$port:$DB:$ROLE:$password" tmp
-    tmp="$(mktemp "$PASSFILE.XXXXXX")"
-    if [[ -f $PASSFILE ]]; then
-        grep -v -F "localhost:$port:$DB:$ROLE:" "$PASSFILE" >"$tmp" || true
-    fi
-    echo "$line" >>"$tmp"
-    chmod 0600 "$tmp"
-    mv "$tmp" "$PASSFILE"
 }
 
 # The role logs in over TCP with the password from the file, as the tests do.

@@ -15,6 +15,7 @@
 //! datasets ([`removal`]). Must not: know file formats or touch dataset files (that is the
 //! datastore's job), or build SQL from user text.
 
+mod access;
 pub mod collections;
 mod database;
 pub mod datasets;

@@ -17,17 +17,13 @@ use std::collections::HashMap;
 use foldhash::{HashMap as FastMap, HashMapExt, HashSet as FastSet, HashSetExt};
 
 use quanta_core::{CollectionType, DataId, DataIdValue, DatasetType, Uuid};
-use rusqlite::types::{ToSqlOutput, ValueRef};
-use rusqlite::OptionalExtension;
 use serde::Serialize;
 
-use crate::database::{Row, ValueRef as Neutral};
-use crate::datasets::{DatastoreRecord, RECORD_COLUMNS};
+use crate::database::{BulkInsert, Database, Param, Row, ValueRef};
+use crate::datasets::{record_values, DatastoreRecord, RECORD_COLUMNS};
 use crate::error::{RegistryError, Result};
 use crate::registry::Registry;
 use crate::schema::{quote, record_exists_query};
-use crate::sqlite::static_statement::{Binder, StaticStatement};
-use crate::sqlite::{data_id_value_ref, record_params, uuid_from_blob};
 
 /// The status text of a quantum whose task succeeded but some of whose
 /// outputs could not be verified or registered: a later merge retries it.
@@ -164,85 +160,8 @@ pub struct QuantumBrief<'a> {
     pub log_tail_json: Option<&'a str>,
 }
 
-/// Rows per multi-row INSERT on the merge path: more rows per statement
-/// save per-statement work. The statements are `INSERT OR IGNORE`: one that
-/// could abort halfway makes SQLite copy every page it touches to a
-/// statement journal first (a third of the writer's time at 16 rows), one
-/// that cannot needs none. What a statement skipped is found out afterwards.
-const ROWS_PER_STATEMENT: usize = 32;
-
 /// Quantum IDs per existence query (`WHERE id IN (...)`).
 const IDS_PER_LOOKUP: usize = 64;
-
-/// A multi-row `INSERT OR IGNORE`: the statement for a full chunk of rows
-/// and the one for a single row (used for the remainder, so only two
-/// statement texts per table exist; each is compiled once per batch).
-struct BulkInsert {
-    cols: usize,
-    per_statement: usize,
-    full: String,
-    single: String,
-}
-
-impl BulkInsert {
-    /// `table_and_columns` is `t (c1, c2, ...)` with `cols` columns; rows
-    /// per statement also respect the connection's parameter limit.
-    fn new(table_and_columns: &str, cols: usize, max_params: usize) -> Self {
-        let per_statement = (max_params / cols.max(1)).clamp(1, ROWS_PER_STATEMENT);
-        let sql = |rows: usize| {
-            let mut group = String::with_capacity(2 * cols + 2);
-            group.push('(');
-            for c in 0..cols {
-                group.push_str(if c == 0 { "?" } else { ",?" });
-            }
-            group.push(')');
-            format!(
-                "INSERT OR IGNORE INTO {table_and_columns} VALUES {}",
-                vec![group; rows].join(",")
-            )
-        };
-        Self {
-            cols,
-            per_statement,
-            full: sql(per_statement),
-            single: sql(1),
-        }
-    }
-
-    /// Inserts `rows`, binding each with `bind(binder, first parameter
-    /// index, row)`; `done(chunk, rows changed)` sees every statement's
-    /// rows and how many of them SQLite inserted.
-    fn run<'r, R>(
-        &self,
-        conn: &rusqlite::Connection,
-        rows: &'r [R],
-        mut bind: impl FnMut(&mut Binder<'_, 'r>, usize, &'r R) -> rusqlite::Result<()>,
-        mut done: impl FnMut(&'r [R], usize) -> Result<()>,
-    ) -> Result<()> {
-        let mut chunks = rows.chunks_exact(self.per_statement);
-        if chunks.len() > 0 {
-            let mut stmt = StaticStatement::prepare(conn, &self.full)?;
-            for chunk in &mut chunks {
-                let changed = stmt.execute(|b| {
-                    for (i, row) in chunk.iter().enumerate() {
-                        bind(b, i * self.cols + 1, row)?;
-                    }
-                    Ok::<_, rusqlite::Error>(())
-                })?;
-                done(chunk, changed)?;
-            }
-        }
-        let rest = chunks.remainder();
-        if !rest.is_empty() {
-            let mut stmt = StaticStatement::prepare(conn, &self.single)?;
-            for row in rest.chunks_exact(1) {
-                let changed = stmt.execute(|b| bind(b, 1, &row[0]))?;
-                done(row, changed)?;
-            }
-        }
-        Ok(())
-    }
-}
 
 /// An output dataset type of the part being written.
 struct OutputType {
@@ -288,22 +207,30 @@ struct BatchStatements {
     existing: String,
 }
 
+/// `?1, ?2, …, ?n`.
+fn placeholders(n: usize) -> String {
+    (1..=n)
+        .map(|i| format!("?{i}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 impl BatchStatements {
-    fn new(max_params: usize) -> Self {
-        let placeholders = vec!["?"; QUANTUM_COLS].join(",");
+    fn new(db: &Database) -> Self {
         Self {
-            quanta: BulkInsert::new(QUANTUM_COLUMNS_INSERTED, QUANTUM_COLS, max_params),
+            quanta: BulkInsert::new(db, QUANTUM_COLUMNS_INSERTED, QUANTUM_COLS),
             quantum_upsert: format!(
-                "INSERT INTO {QUANTUM_COLUMNS_INSERTED} VALUES ({placeholders}){QUANTUM_UPSERT_TAIL}"
+                "INSERT INTO {QUANTUM_COLUMNS_INSERTED} VALUES ({}){QUANTUM_UPSERT_TAIL}",
+                placeholders(QUANTUM_COLS)
             ),
             inputs: BulkInsert::new(
+                db,
                 "quantum_input (quantum_id, dataset_id, connection, is_prerequisite, used)",
                 5,
-                max_params,
             ),
             existing: format!(
                 "SELECT id, status FROM quantum WHERE id IN ({})",
-                vec!["?"; IDS_PER_LOOKUP.min(max_params)].join(",")
+                placeholders(IDS_PER_LOOKUP.min(db.max_parameters()))
             ),
         }
     }
@@ -331,47 +258,33 @@ struct QuantumRowOut<'a> {
 }
 
 impl<'a> QuantumRowOut<'a> {
-    fn bind(
-        &'a self,
-        b: &mut Binder<'_, 'a>,
-        at: usize,
-        run_id: i64,
-        bundle: &'a [u8],
-    ) -> rusqlite::Result<()> {
+    /// The row's values, in the order of [`QUANTUM_COLUMNS_INSERTED`].
+    fn values(&'a self, run_id: i64, bundle: &'a [u8]) -> [ValueRef<'a>; QUANTUM_COLS] {
         let q = self.q;
         let x = &q.execution;
-        b.bind(at, ValueRef::Blob(q.id.as_bytes()))?;
-        b.bind(at + 1, ValueRef::Integer(run_id))?;
-        b.bind(at + 2, ValueRef::Blob(bundle))?;
-        b.bind(at + 3, ValueRef::from(q.task_label.as_str()))?;
-        b.bind(at + 4, ValueRef::from(self.data_id_json.as_str()))?;
-        b.bind(at + 5, ValueRef::from(self.status))?;
-        b.bind(at + 6, ValueRef::Integer(i64::from(x.attempts)))?;
-        b.bind(at + 7, ValueRef::from(x.host.as_deref()))?;
-        b.bind(at + 8, ValueRef::from(x.batch_job.as_deref()))?;
-        b.bind(at + 9, ValueRef::from(x.started.as_deref()))?;
-        b.bind(at + 10, ValueRef::from(x.finished.as_deref()))?;
-        b.bind(
-            at + 11,
+        let text = |t: Option<&'a str>| t.map_or(ValueRef::Null, ValueRef::Text);
+        [
+            ValueRef::Blob(q.id.as_bytes()),
+            ValueRef::Integer(run_id),
+            ValueRef::Blob(bundle),
+            ValueRef::Text(&q.task_label),
+            ValueRef::Text(&self.data_id_json),
+            ValueRef::Text(self.status),
+            ValueRef::Integer(i64::from(x.attempts)),
+            text(x.host.as_deref()),
+            text(x.batch_job.as_deref()),
+            text(x.started.as_deref()),
+            text(x.finished.as_deref()),
             x.wall_seconds.map_or(ValueRef::Null, ValueRef::Real),
-        )?;
-        b.bind(
-            at + 12,
             x.cpu_seconds.map_or(ValueRef::Null, ValueRef::Real),
-        )?;
-        b.bind(
-            at + 13,
             x.peak_rss_bytes.map_or(ValueRef::Null, |v| {
                 ValueRef::Integer(v.min(i64::MAX as u64) as i64)
             }),
-        )?;
-        b.bind(
-            at + 14,
             x.exit_code
                 .map_or(ValueRef::Null, |v| ValueRef::Integer(i64::from(v))),
-        )?;
-        b.bind(at + 15, ValueRef::from(self.error.as_deref()))?;
-        b.bind(at + 16, ValueRef::from(self.log_tail_json.as_str()))
+            text(self.error.as_deref()),
+            ValueRef::Text(&self.log_tail_json),
+        ]
     }
 }
 
@@ -393,8 +306,8 @@ struct Planned<'a> {
 /// a quantum row is written only once the fate of its outputs is known (a
 /// refused output makes it `partial`).
 struct BatchWriter<'w, 'u> {
-    /// The connection, inside the batch's transaction.
-    tx: &'w rusqlite::Connection,
+    /// The database, inside the batch's transaction.
+    tx: &'w Database,
     run: &'w str,
     run_id: i64,
     bundle_blob: &'w [u8],
@@ -413,18 +326,17 @@ impl BatchWriter<'_, '_> {
     /// The recorded status of those of `quanta` that have a row.
     fn existing_statuses(&self, quanta: &[NewQuantum]) -> Result<FastMap<Uuid, String>> {
         let mut found = FastMap::new();
-        let mut stmt = self.tx.prepare_cached(&self.statements.existing)?;
-        let per_lookup = stmt.parameter_count();
+        let mut stmt = self.tx.prepare(&self.statements.existing)?;
+        let per_lookup = IDS_PER_LOOKUP.min(self.tx.max_parameters());
         for chunk in quanta.chunks(per_lookup) {
             // A short chunk repeats its last ID: `IN` ignores duplicates.
-            for i in 0..per_lookup {
-                let q = &chunk[i.min(chunk.len() - 1)];
-                stmt.raw_bind_parameter(i + 1, q.id.as_bytes().as_slice())?;
-            }
-            let mut rows = stmt.raw_query();
-            while let Some(row) = rows.next()? {
-                found.insert(uuid_from_blob(row.get(0)?)?, row.get::<_, String>(1)?);
-            }
+            let params: Vec<&dyn Param> = (0..per_lookup)
+                .map(|i| &chunk[i.min(chunk.len() - 1)].id as &dyn Param)
+                .collect();
+            stmt.for_each_row(&params, |row| {
+                found.insert(row.get::<Uuid>(0)?, row.get::<String>(1)?);
+                Ok(true)
+            })?;
         }
         Ok(found)
     }
@@ -497,8 +409,6 @@ impl BatchWriter<'_, '_> {
 
         let mut new_rows: Vec<QuantumRowOut<'_>> = Vec::with_capacity(planned.len());
         let mut written: Vec<usize> = Vec::with_capacity(planned.len());
-        // Prepared once, on the first quantum an earlier merge recorded.
-        let mut upsert: Option<StaticStatement<'_>> = None;
         for (pos, p) in planned.iter_mut().enumerate() {
             let q = p.q;
             let x = &q.execution;
@@ -530,15 +440,9 @@ impl BatchWriter<'_, '_> {
                 log_tail_json: serde_json::to_string(&x.log_tail).expect("strings serialize"),
             };
             if p.existing {
-                let upsert = match &mut upsert {
-                    Some(upsert) => upsert,
-                    None => upsert.insert(StaticStatement::prepare(
-                        self.tx,
-                        &self.statements.quantum_upsert,
-                    )?),
-                };
-                let (run_id, bundle) = (self.run_id, self.bundle_blob);
-                if upsert.execute(|b| row.bind(b, 1, run_id, bundle))? == 0 {
+                let values = row.values(self.run_id, self.bundle_blob);
+                let params: Vec<&dyn Param> = values.iter().map(|v| v as &dyn Param).collect();
+                if self.tx.execute(&self.statements.quantum_upsert, &params)? == 0 {
                     self.stats.quanta_unchanged += 1;
                     continue;
                 }
@@ -546,8 +450,7 @@ impl BatchWriter<'_, '_> {
                 // failed may have read a different set on its successful
                 // attempt.
                 self.tx
-                    .prepare_cached("DELETE FROM quantum_input WHERE quantum_id = ?1")?
-                    .execute([q.id.as_bytes().as_slice()])?;
+                    .execute("DELETE FROM quantum_input WHERE quantum_id = ?1", &[&q.id])?;
             } else {
                 new_rows.push(row);
             }
@@ -559,7 +462,11 @@ impl BatchWriter<'_, '_> {
         self.statements.quanta.run(
             self.tx,
             &new_rows,
-            |stmt, at, row| row.bind(stmt, at, run_id, bundle),
+            |sink, row| {
+                row.values(run_id, bundle)
+                    .into_iter()
+                    .try_for_each(|v| sink.push(v))
+            },
             |_, changed| {
                 inserted += changed;
                 Ok(())
@@ -594,12 +501,12 @@ impl BatchWriter<'_, '_> {
         self.statements.inputs.run(
             self.tx,
             &inputs,
-            |b, at, (qid, i)| {
-                b.bind(at, ValueRef::Blob(qid.as_bytes()))?;
-                b.bind(at + 1, ValueRef::Blob(i.dataset_id.as_bytes()))?;
-                b.bind(at + 2, ValueRef::from(i.connection.as_str()))?;
-                b.bind(at + 3, ValueRef::Integer(i64::from(i.is_prerequisite)))?;
-                b.bind(at + 4, ValueRef::Integer(i64::from(i.used)))
+            |sink, (qid, i)| {
+                sink.push(ValueRef::Blob(qid.as_bytes()))?;
+                sink.push(ValueRef::Blob(i.dataset_id.as_bytes()))?;
+                sink.push(ValueRef::Text(&i.connection))?;
+                sink.push(ValueRef::Integer(i64::from(i.is_prerequisite)))?;
+                sink.push(ValueRef::Integer(i64::from(i.used)))
             },
             |_, _| Ok(()),
         )
@@ -618,40 +525,43 @@ impl BatchWriter<'_, '_> {
         }
         let mut producer = self
             .tx
-            .prepare_cached("SELECT producer FROM dataset WHERE id = ?1 AND run_id = ?2")?;
-        let mut remove = self.tx.prepare_cached(
+            .prepare("SELECT producer FROM dataset WHERE id = ?1 AND run_id = ?2")?;
+        let mut remove = self.tx.prepare(
             "DELETE FROM dataset WHERE id = ?1 AND run_id = ?2 \
              AND NOT EXISTS (SELECT 1 FROM dataset_tags WHERE dataset_id = ?1) \
              AND NOT EXISTS (SELECT 1 FROM dataset_calibs WHERE dataset_id = ?1) \
              AND NOT EXISTS (SELECT 1 FROM quantum_input i JOIN quantum q ON q.id = i.quantum_id \
                              WHERE i.dataset_id = ?1 AND q.run_id <> ?2)",
         )?;
-        let mut producers: Vec<Vec<u8>> = Vec::new();
+        let mut producers: Vec<Uuid> = Vec::new();
         for row in rows {
             let Some(old) = row.o.replaces else {
                 continue;
             };
-            let params = (old.as_bytes().as_slice(), self.run_id);
-            let made_by: Option<Option<Vec<u8>>> =
-                producer.query_row(params, |r| r.get(0)).optional()?;
-            let removed = remove.execute(params)?;
-            self.stats.datasets_replaced += removed;
+            let params: [&dyn Param; 2] = [&old, &self.run_id];
+            let mut made_by: Option<Option<Uuid>> = None;
+            producer.for_each_row(&params, |r| {
+                made_by = Some(r.get(0)?);
+                Ok(false)
+            })?;
+            let removed = remove.execute(&params)?;
+            self.stats.datasets_replaced += removed as usize;
             if let (1, Some(Some(p))) = (removed, made_by) {
                 producers.push(p);
             }
         }
         producers.sort_unstable();
         producers.dedup();
-        let mut superseded = self.tx.prepare_cached(
+        let mut superseded = self.tx.prepare(
             "DELETE FROM quantum WHERE id = ?1 AND run_id = ?2 \
              AND NOT EXISTS (SELECT 1 FROM dataset WHERE producer = ?1)",
         )?;
         let mut links = self
             .tx
-            .prepare_cached("DELETE FROM quantum_input WHERE quantum_id = ?1")?;
+            .prepare("DELETE FROM quantum_input WHERE quantum_id = ?1")?;
         for p in &producers {
-            if superseded.execute((p.as_slice(), self.run_id))? == 1 {
-                links.execute([p.as_slice()])?;
+            if superseded.execute(&[p, &self.run_id])? == 1 {
+                links.execute(&[p])?;
             }
         }
         Ok(())
@@ -680,26 +590,30 @@ impl BatchWriter<'_, '_> {
         self.datasets.insert.run(
             tx,
             rows,
-            |b, at, row| {
+            |sink, row| {
                 let o = row.o;
-                let stored = &o.stored;
-                b.bind(at, ValueRef::Blob(o.id.as_bytes()))?;
-                b.bind(at + 1, ValueRef::Integer(types[row.type_pos].type_id))?;
-                b.bind(at + 2, ValueRef::Integer(run_id))?;
-                b.bind(at + 3, ValueRef::from(row.data_id_key.as_str()))?;
-                b.bind(at + 4, ValueRef::from(row.q.execution.finished.as_deref()))?;
+                sink.push(ValueRef::Blob(o.id.as_bytes()))?;
+                sink.push(ValueRef::Integer(types[row.type_pos].type_id))?;
+                sink.push(ValueRef::Integer(run_id))?;
+                sink.push(ValueRef::Text(&row.data_id_key))?;
+                sink.push(
+                    row.q
+                        .execution
+                        .finished
+                        .as_deref()
+                        .map_or(ValueRef::Null, ValueRef::Text),
+                )?;
                 // The datastore record's columns, bound as ingest binds them.
-                for (k, value) in record_params(Some(stored)).into_iter().enumerate() {
-                    b.bind(at + 5 + k, value)?;
+                for value in record_values(Some(&o.stored)) {
+                    sink.push(value)?;
                 }
-                b.bind(at + 9, ValueRef::Blob(row.q.id.as_bytes()))?;
-                b.bind(at + 10, ValueRef::from(o.connection.as_str()))?;
+                sink.push(ValueRef::Blob(row.q.id.as_bytes()))?;
+                sink.push(ValueRef::Text(&o.connection))?;
                 // Standardizing only checked the caller's values (the data
                 // ID has exactly its type's dimensions), so they can be
                 // bound as they are; other types' dimensions are NULL.
-                for (d, dim) in dims.iter().enumerate() {
-                    let value = o.data_id.get(dim).map_or(ValueRef::Null, data_id_value_ref);
-                    b.bind(at + DATASET_FIXED_COLS + d, value)?;
+                for dim in dims {
+                    sink.push(o.data_id.get(dim).map_or(ValueRef::Null, Param::value))?;
                 }
                 Ok(())
             },
@@ -711,23 +625,22 @@ impl BatchWriter<'_, '_> {
                     }
                     return Ok(());
                 }
-                let mut holder = tx.prepare_cached(
+                let mut holder = tx.prepare(
                     "SELECT id FROM dataset WHERE dataset_type_id = ?1 AND run_id = ?2 AND data_id = ?3",
                 )?;
                 let mut accepted = 0;
                 for row in chunk {
                     let type_id = types[row.type_pos].type_id;
-                    let held: Option<Vec<u8>> = holder
-                        .query_row(
-                            (type_id, run_id, row.data_id_key.as_str()),
-                            |r| r.get(0),
-                        )
-                        .optional()?;
+                    let mut held: Option<Uuid> = None;
+                    holder.for_each_row(&[&type_id, &run_id, &row.data_id_key], |r| {
+                        held = Some(r.get(0)?);
+                        Ok(false)
+                    })?;
                     let (pos, oi) = row.owner;
                     let p = &mut planned[pos];
                     let o = row.o;
                     let reason = match held {
-                        Some(id) if id.as_slice() == o.id.as_bytes() => {
+                        Some(id) if id == o.id => {
                             p.accepted[oi] = true;
                             accepted += 1;
                             continue;
@@ -830,7 +743,7 @@ impl DimensionChecks {
     /// missing, if any.
     fn missing_record(
         &mut self,
-        conn: &rusqlite::Connection,
+        db: &Database,
         universe: &quanta_core::DimensionUniverse,
         data_id: &DataId,
     ) -> Result<Option<String>> {
@@ -868,13 +781,9 @@ impl DimensionChecks {
             let exists = match known.get(self.values.as_slice()) {
                 Some(e) => *e,
                 None => {
-                    let e = conn
-                        .prepare_cached(sql)?
-                        .exists(rusqlite::params_from_iter(
-                            self.values
-                                .iter()
-                                .map(|v| ToSqlOutput::Borrowed(data_id_value_ref(v))),
-                        ))?;
+                    let params: Vec<&dyn Param> =
+                        self.values.iter().map(|v| v as &dyn Param).collect();
+                    let e = db.prepare(sql)?.exists(&params)?;
                     known.insert(self.values.clone(), e);
                     e
                 }
@@ -1038,27 +947,25 @@ impl Registry {
         quanta: &[NewQuantum],
         known_new: bool,
     ) -> Result<RecordStats> {
-        if self.db.sqlite()?.is_autocommit() {
+        if !self.db.in_transaction() {
             // Per-row foreign-key checks cost several B-tree lookups per
             // dataset on the merge's hot path. Every reference written here
             // is to a row looked up or written earlier in the same
             // transaction, except the dimension records, which are checked
             // set-wise below instead; the pragma is per connection and
             // cannot change inside a transaction.
-            self.db
-                .sqlite()?
-                .pragma_update(None, "foreign_keys", "OFF")?;
-            if let Err(e) = self.db.sqlite()?.execute_batch("BEGIN IMMEDIATE") {
-                let _ = self.db.sqlite()?.pragma_update(None, "foreign_keys", "ON");
-                return Err(e.into());
+            self.db.set_foreign_key_checks(false)?;
+            if let Err(e) = self.db.begin() {
+                let _ = self.db.set_foreign_key_checks(true);
+                return Err(e);
             }
             // What an earlier transaction found may have changed since.
             self.dimension_checks = DimensionChecks::default();
         }
         let result = self.record_quanta_unchecked(run, bundle_id, quanta, known_new);
         if result.is_err() {
-            let _ = self.db.sqlite()?.execute_batch("ROLLBACK");
-            let _ = self.db.sqlite()?.pragma_update(None, "foreign_keys", "ON");
+            let _ = self.db.rollback();
+            let _ = self.db.set_foreign_key_checks(true);
         }
         result
     }
@@ -1066,14 +973,14 @@ impl Registry {
     /// Commits what [`Registry::record_quanta_uncommitted`] wrote; a no-op
     /// without an open transaction.
     pub fn commit_recorded(&mut self) -> Result<()> {
-        if self.db.sqlite()?.is_autocommit() {
+        if !self.db.in_transaction() {
             return Ok(());
         }
-        let committed = self.db.sqlite()?.execute_batch("COMMIT");
-        if committed.is_err() {
-            let _ = self.db.sqlite()?.execute_batch("ROLLBACK");
+        let committed = self.db.commit();
+        if committed.is_err() && self.db.in_transaction() {
+            let _ = self.db.rollback();
         }
-        let restored = self.db.sqlite()?.pragma_update(None, "foreign_keys", "ON");
+        let restored = self.db.set_foreign_key_checks(true);
         committed?;
         restored?;
         self.committed();
@@ -1088,12 +995,6 @@ impl Registry {
         known_new: bool,
     ) -> Result<RecordStats> {
         let run_record = self.collection_of_type(run, CollectionType::Run)?;
-        let max_params = usize::try_from(
-            self.db
-                .sqlite()?
-                .limit(rusqlite::limits::Limit::SQLITE_LIMIT_VARIABLE_NUMBER)?,
-        )
-        .unwrap_or(999);
         let mut types: Vec<OutputType> = Vec::new();
         let mut type_index: FastMap<&str, usize> = FastMap::new();
         for q in quanta {
@@ -1128,17 +1029,17 @@ impl Registry {
                 .collect::<String>(),
         );
         let datasets = DatasetInsert {
-            insert: BulkInsert::new(&columns, DATASET_FIXED_COLS + dimensions.len(), max_params),
+            insert: BulkInsert::new(&self.db, &columns, DATASET_FIXED_COLS + dimensions.len()),
             dimensions,
         };
-        let statements = BatchStatements::new(max_params);
+        let statements = BatchStatements::new(&self.db);
         let bundle_blob = bundle_id.as_bytes().to_vec();
         let mut stats = RecordStats::default();
         // Put back only on success: a failed part rolls the transaction back.
         let mut dimensions = std::mem::take(&mut self.dimension_checks);
         {
             let mut writer = BatchWriter {
-                tx: self.db.sqlite()?,
+                tx: &self.db,
                 run,
                 run_id: run_record.id,
                 bundle_blob: &bundle_blob,
@@ -1204,8 +1105,8 @@ impl Registry {
             |r| {
             let text = |i: usize| -> Result<Option<&str>> {
                 match r.value(i)? {
-                    Neutral::Null => Ok(None),
-                    Neutral::Text(t) => Ok(Some(t)),
+                    ValueRef::Null => Ok(None),
+                    ValueRef::Text(t) => Ok(Some(t)),
                     _ => Err(RegistryError::Invalid(format!(
                         "a quantum of {run}: column {i} of its row is not text"
                     ))),
@@ -1548,17 +1449,21 @@ mod tests {
     #[test]
     fn a_conflicting_row_in_a_multi_row_chunk_is_refused_alone() {
         let dir = tempfile::tempdir().unwrap();
-        let mut r = registry_with_detectors(dir.path(), 2 * ROWS_PER_STATEMENT as i64 + 1);
+        let mut r = registry_with_detectors(
+            dir.path(),
+            2 * crate::database::bulk::SQLITE_ROWS_PER_STATEMENT as i64 + 1,
+        );
         let bundle = Uuid::from_u128(7);
         r.record_quanta("out", bundle, &[quantum(3, STATUS_SUCCEEDED)])
             .unwrap();
         // More outputs than one statement holds; detector 3's comes from
         // another quantum with another UUID, so it collides with the calexp
         // already registered for detector 3.
-        let mut batch: Vec<NewQuantum> = (0..2 * ROWS_PER_STATEMENT as i64 + 1)
-            .filter(|d| *d != 3)
-            .map(|d| quantum(d, STATUS_SUCCEEDED))
-            .collect();
+        let mut batch: Vec<NewQuantum> =
+            (0..2 * crate::database::bulk::SQLITE_ROWS_PER_STATEMENT as i64 + 1)
+                .filter(|d| *d != 3)
+                .map(|d| quantum(d, STATUS_SUCCEEDED))
+                .collect();
         let mut other = quantum(3, STATUS_SUCCEEDED);
         other.id = Uuid::from_u128(999);
         other.outputs[0].id = Uuid::from_u128(998);

@@ -170,6 +170,19 @@ impl Registry {
         Self::open_in(db, location, read_only)
     }
 
+    /// Removes the registry in the schema `namespace` of the PostgreSQL
+    /// database `url` with everything in it (a repository deleted, a test's
+    /// namespace cleaned up); nothing when there is none. The datastore's
+    /// files are the caller's.
+    pub fn drop_postgres(url: &str, namespace: &str) -> Result<()> {
+        postgres_location(url, namespace)?;
+        let db = Database::connect_postgres(url)?;
+        db.execute_batch(&format!(
+            "DROP SCHEMA IF EXISTS {} CASCADE",
+            crate::schema::quote(namespace)
+        ))
+    }
+
     /// Checks what a registry's database holds (schema version, universe)
     /// and, for a writer, adds what newer versions added.
     fn open_in(db: Database, location: RegistryLocation, read_only: bool) -> Result<Self> {

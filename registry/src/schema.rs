@@ -628,6 +628,9 @@ pub fn full_ddl(universe: &DimensionUniverse, dialect: Dialect) -> Vec<String> {
     ddl.push(dataset_table_ddl(universe, dialect));
     ddl.push(statics);
     ddl.push(removal_ddl(dialect));
+    if crate::access::has_policies(dialect) {
+        ddl.push(crate::access::access_ddl());
+    }
     ddl
 }
 

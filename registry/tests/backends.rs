@@ -64,40 +64,10 @@ struct PgNamespace {
 
 impl Drop for PgNamespace {
     fn drop(&mut self) {
-        // With the driver itself: a registry has no call that removes a
-        // repository's namespace.
-        let mut config: postgres::Config = match self.url.parse() {
-            Ok(c) => c,
-            Err(_) => return,
-        };
-        if config.get_password().is_none() {
-            if let Ok(p) = std::env::var("PGPASSWORD") {
-                config.password(p);
-            } else if let Some(p) = pgpass(&config) {
-                config.password(p);
-            }
-        }
-        if let Ok(mut client) = config.connect(postgres::NoTls) {
-            let _ = client.batch_execute(&format!(
-                "DROP SCHEMA IF EXISTS \"{}\" CASCADE",
-                self.namespace
-            ));
+        if let Err(e) = Registry::drop_postgres(&self.url, &self.namespace) {
+            eprintln!("could not drop test namespace {}: {e}", self.namespace);
         }
     }
-}
-
-/// The password of the first matching `~/.pgpass` line (the tests' own
-/// minimal reading: host, port, database and user, or `*`).
-fn pgpass(config: &postgres::Config) -> Option<String> {
-    let home = std::env::var_os("HOME")?;
-    let text = std::fs::read_to_string(std::path::Path::new(&home).join(".pgpass")).ok()?;
-    let user = config.get_user()?;
-    let db = config.get_dbname().unwrap_or(user);
-    text.lines().find_map(|line| {
-        let f: Vec<&str> = line.split(':').collect();
-        (f.len() == 5 && (f[2] == "*" || f[2] == db) && (f[3] == "*" || f[3] == user))
-            .then(|| f[4].to_string())
-    })
 }
 
 fn records(value: serde_json::Value) -> RecordSet {
@@ -418,5 +388,204 @@ fn a_postgres_namespace_is_checked_and_not_overwritten() {
             let err = missing.err().expect("refused").to_string();
             assert!(err.contains("no such namespace"), "{err}");
         }
+    }
+}
+
+/// A quantum of `task` on detector `d` of exposure 1, with one output
+/// (`calexp`) whose UUID is derived from `salt` and `d`.
+fn merged_quantum(
+    task: &str,
+    d: i64,
+    salt: u128,
+    status: &str,
+) -> quanta_registry::provenance::NewQuantum {
+    use quanta_registry::provenance::{
+        NewQuantum, QuantumExecution, QuantumInput, QuantumOutputDataset,
+    };
+    let id = Uuid::from_u128(salt * 1_000_000 + d as u128);
+    NewQuantum {
+        id,
+        task_label: task.into(),
+        data_id: data_id(1, d),
+        execution: QuantumExecution {
+            status: status.into(),
+            attempts: 1,
+            host: Some("node1".into()),
+            batch_job: None,
+            started: Some("2026-12-06T05:00:00Z".into()),
+            finished: Some("2026-12-06T05:00:01Z".into()),
+            wall_seconds: Some(1.5),
+            cpu_seconds: Some(1.25),
+            peak_rss_bytes: Some(1 << 20),
+            exit_code: Some(0),
+            error: (status != "succeeded").then(|| format!("{status} on {d}")),
+            log_tail: vec![format!("line of {d}")],
+        },
+        inputs: vec![QuantumInput {
+            dataset_id: Uuid::from_u128(7_000_000 + d as u128),
+            connection: "raw".into(),
+            is_prerequisite: false,
+            used: true,
+        }],
+        outputs: vec![QuantumOutputDataset {
+            id: Uuid::from_u128((salt + 1) * 1_000_000 + d as u128),
+            dataset_type: "calexp".into(),
+            data_id: data_id(1, d),
+            connection: "calexp".into(),
+            stored: DatastoreRecord {
+                path: format!("calexp/{salt}/{d}.json"),
+                formatter: "json".into(),
+                size: 10 + d as u64,
+                checksum: format!("c{d}"),
+            },
+            replaces: None,
+        }],
+    }
+}
+
+/// Merge's writer on `r`: more quanta than one statement holds on either
+/// backend, a conflicting output, a missing dimension record, a second
+/// merge of the same quanta, a failed quantum merged again as succeeded,
+/// a replacing output, and a transaction of several parts rolled back.
+fn merge_scenario(r: &mut Registry, detectors: i64) -> Vec<String> {
+    let mut seen = Vec::new();
+    let universe = r.universe().clone();
+    let detector_records: Vec<serde_json::Value> = (0..detectors)
+        .map(|d| json!({"instrument": "Cam", "id": d, "full_name": format!("D{d}")}))
+        .collect();
+    r.insert_dimension_records(&records(json!({
+        "instrument": [{"name": "Cam", "detector_max": detectors + 10}],
+        "physical_filter": [{"instrument": "Cam", "name": "Cam-r", "band": "r"}],
+        "detector": detector_records,
+        "day_obs": [{"instrument": "Cam", "id": 20261206}],
+        "group": [{"instrument": "Cam", "name": "g1"}],
+        "exposure": [{"instrument": "Cam", "id": 1, "physical_filter": "Cam-r",
+                      "day_obs": 20261206, "group": "g1", "exposure_time": 15.0}],
+    })))
+    .unwrap();
+    r.register_dataset_type(&DatasetType {
+        name: "calexp".into(),
+        dimensions: universe
+            .conform(&["instrument", "exposure", "detector"])
+            .unwrap(),
+        storage_class: "Json".into(),
+        is_calibration: false,
+    })
+    .unwrap();
+    r.register_collection("out", CollectionType::Run, None)
+        .unwrap();
+    let bundle = Uuid::from_u128(42);
+    let stats = |s: &quanta_registry::provenance::RecordStats| {
+        format!(
+            "inserted {} skipped {} written {} unchanged {} replaced {} rejected {:?}",
+            s.datasets_inserted,
+            s.datasets_skipped,
+            s.quanta_written,
+            s.quanta_unchanged,
+            s.datasets_replaced,
+            s.rejected
+                .iter()
+                .map(|x| format!("{} {}", x.data_id, x.reason))
+                .collect::<Vec<_>>()
+        )
+    };
+
+    // Detector 5's output is taken by another dataset first; detector
+    // `detectors` has no record.
+    let first = r
+        .record_quanta("out", bundle, &[merged_quantum("isr", 5, 9, "succeeded")])
+        .unwrap();
+    seen.push(stats(&first));
+    let mut batch: Vec<_> = (0..=detectors)
+        .map(|d| merged_quantum("isr", d, 1, "succeeded"))
+        .collect();
+    batch[7].execution.status = "failed".into();
+    let recorded = r.record_quanta("out", bundle, &batch).unwrap();
+    seen.push(stats(&recorded));
+    // A second merge of the same quanta changes nothing; the failed one
+    // succeeds now.
+    batch[7] = merged_quantum("isr", 7, 1, "succeeded");
+    let again = r.record_quanta("out", bundle, &batch).unwrap();
+    seen.push(stats(&again));
+    let q7 = r.quantum(&batch[7].id).unwrap().unwrap();
+    seen.push(format!(
+        "q7 {} {:?} inputs {}",
+        q7.execution.status,
+        q7.execution.error,
+        r.quantum_inputs(&batch[7].id).unwrap().len()
+    ));
+    // Detector 5's quantum is partial, with the reason.
+    let q5 = r.quantum(&batch[5].id).unwrap().unwrap();
+    seen.push(format!(
+        "q5 {} {:?}",
+        q5.execution.status, q5.execution.error
+    ));
+
+    // A replacing output (`--clobber`) of another bundle.
+    let mut replacing = merged_quantum("isr", 3, 3, "succeeded");
+    replacing.outputs[0].replaces = Some(batch[3].outputs[0].id);
+    let replaced = r
+        .record_quanta("out", Uuid::from_u128(43), &[replacing.clone()])
+        .unwrap();
+    seen.push(stats(&replaced));
+    seen.push(format!(
+        "old producer {:?} new producer {:?} old quantum {:?}",
+        r.producer_of(&batch[3].outputs[0].id).unwrap(),
+        r.producer_of(&replacing.outputs[0].id).unwrap(),
+        r.quantum(&batch[3].id).unwrap().map(|q| q.execution.status)
+    ));
+
+    // Two parts of one transaction roll back together.
+    let part = |salt| -> Vec<_> {
+        (0..3)
+            .map(|d| merged_quantum("characterize", d, salt, "succeeded"))
+            .collect()
+    };
+    r.record_quanta_uncommitted("out", bundle, &part(20))
+        .unwrap();
+    let err = r
+        .record_new_quanta_uncommitted("out", bundle, &[batch[0].clone()])
+        .unwrap_err();
+    seen.push(format!(
+        "second part refused: {}",
+        err.to_string().contains("already had rows")
+    ));
+    r.commit_recorded().unwrap();
+    seen.push(format!(
+        "rolled back part: {:?}",
+        r.quantum(&part(20)[0].id)
+            .unwrap()
+            .map(|q| q.execution.status)
+    ));
+
+    for sql in [
+        "SELECT count(*) FROM dataset",
+        "SELECT count(*) FROM quantum",
+        "SELECT count(*) FROM quantum_input",
+        "SELECT status, count(*) FROM quantum GROUP BY status ORDER BY status",
+        "SELECT count(*) FROM dataset WHERE producer IS NOT NULL AND path IS NOT NULL",
+    ] {
+        let (_, rows) = r.sql_read_only(sql).unwrap();
+        seen.push(format!("{sql}: {rows:?}"));
+    }
+    seen
+}
+
+#[test]
+fn merge_writes_the_same_rows_on_every_backend() {
+    let universe = DimensionUniverse::default_universe();
+    let (mut registries, _cleanup) = registries(&universe);
+    // More than a PostgreSQL statement's 1,000 rows, with a remainder.
+    let detectors = 2_345;
+    let mut results = Vec::new();
+    for r in &mut registries {
+        let location = r.location().clone();
+        results.push((location, merge_scenario(r, detectors)));
+    }
+    let (_, sqlite) = &results[0];
+    let expected_datasets = format!("SELECT count(*) FROM dataset: [[Number({})]]", detectors);
+    assert!(sqlite.contains(&expected_datasets), "{sqlite:#?}");
+    for (location, other) in &results[1..] {
+        assert_eq!(other, sqlite, "{location} differs from SQLite");
     }
 }

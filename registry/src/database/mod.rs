@@ -17,13 +17,17 @@
 //! Two backends: SQLite (`crate::sqlite::database`) and PostgreSQL
 //! (`crate::postgres::database`), one suite of tests for both
 //! (`database/tests.rs`, on a real server when `QUANTA_POSTGRES_URL` is
-//! set). Every registry module runs on this interface but merge's writer
-//! in `provenance.rs`, which still reaches the SQLite connection through
-//! [`Database::sqlite`] (an error on PostgreSQL).
+//! set). Every registry module runs on this interface, merge's writer
+//! included (its many-row inserts through [`BulkInsert`]); only what only
+//! SQLite has (bulk-writing checkpoints, synchronous levels) reaches the
+//! SQLite connection through [`Database::sqlite`].
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::ops::Deref;
+
+pub(crate) mod bulk;
+pub(crate) use bulk::BulkInsert;
 
 use crate::dialect::Dialect;
 use crate::error::{DatabaseError, DatabaseErrorKind, RegistryError, Result};
@@ -146,6 +150,10 @@ enum Backend {
         client: RefCell<postgres::Client>,
         /// Prepared statements by the interface's SQL text.
         statements: RefCell<HashMap<String, postgres::Statement>>,
+        /// Whether a transaction is open (the synchronous driver does not
+        /// tell): set by [`Database::begin`], cleared by commit and
+        /// rollback.
+        in_transaction: Cell<bool>,
     },
 }
 
@@ -163,6 +171,7 @@ impl Database {
             backend: Backend::Postgres {
                 client: RefCell::new(crate::postgres::connection::connect(url)?),
                 statements: RefCell::new(HashMap::new()),
+                in_transaction: Cell::new(false),
             },
         })
     }
@@ -174,9 +183,8 @@ impl Database {
         }
     }
 
-    /// The SQLite connection, for what is not yet on this interface
-    /// (merge's writer) and for what only SQLite has (bulk-writing
-    /// checkpoints, the copy-free statement); an error on another backend.
+    /// The SQLite connection, for what only SQLite has (bulk-writing
+    /// checkpoints, synchronous levels); an error on another backend.
     pub(crate) fn sqlite(&self) -> Result<&rusqlite::Connection> {
         match &self.backend {
             Backend::Sqlite(conn) => Ok(conn),
@@ -193,7 +201,9 @@ impl Database {
         Ok(Statement {
             inner: match &self.backend {
                 Backend::Sqlite(conn) => StatementImpl::Sqlite(conn.prepare_cached(sql)?),
-                Backend::Postgres { client, statements } => {
+                Backend::Postgres {
+                    client, statements, ..
+                } => {
                     let cached = statements.borrow().get(sql).cloned();
                     let stmt = match cached {
                         Some(stmt) => stmt,
@@ -350,14 +360,77 @@ impl Database {
     /// it); one connection has one transaction at a time, and a second
     /// `transaction` before the first ends is refused by the database.
     pub(crate) fn transaction(&self) -> Result<Transaction<'_>> {
-        match &self.backend {
-            Backend::Sqlite(conn) => conn.execute_batch("BEGIN IMMEDIATE")?,
-            Backend::Postgres { client, .. } => client.borrow_mut().batch_execute("BEGIN")?,
-        }
+        self.begin()?;
         Ok(Transaction {
             db: self,
             open: true,
         })
+    }
+
+    /// Opens a write transaction that outlives the call (merge's, which
+    /// spans several registry calls); end it with [`Database::commit`] or
+    /// [`Database::rollback`]. Prefer [`Database::transaction`], which
+    /// cannot be left open.
+    pub(crate) fn begin(&self) -> Result<()> {
+        match &self.backend {
+            Backend::Sqlite(conn) => conn.execute_batch("BEGIN IMMEDIATE")?,
+            Backend::Postgres {
+                client,
+                in_transaction,
+                ..
+            } => {
+                client.borrow_mut().batch_execute("BEGIN")?;
+                in_transaction.set(true);
+            }
+        }
+        Ok(())
+    }
+
+    /// Commits the open transaction.
+    pub(crate) fn commit(&self) -> Result<()> {
+        self.end_transaction("COMMIT")
+    }
+
+    /// Rolls the open transaction back.
+    pub(crate) fn rollback(&self) -> Result<()> {
+        self.end_transaction("ROLLBACK")
+    }
+
+    fn end_transaction(&self, how: &str) -> Result<()> {
+        match &self.backend {
+            Backend::Sqlite(conn) => Ok(conn.execute_batch(how)?),
+            Backend::Postgres {
+                client,
+                in_transaction,
+                ..
+            } => {
+                // Whatever the outcome, the server has no transaction open
+                // after a COMMIT or ROLLBACK (a failed COMMIT rolls back).
+                in_transaction.set(false);
+                Ok(client.borrow_mut().batch_execute(how)?)
+            }
+        }
+    }
+
+    /// Whether a transaction is open on this connection.
+    pub(crate) fn in_transaction(&self) -> bool {
+        match &self.backend {
+            Backend::Sqlite(conn) => !conn.is_autocommit(),
+            Backend::Postgres { in_transaction, .. } => in_transaction.get(),
+        }
+    }
+
+    /// The most parameters one statement may have.
+    pub(crate) fn max_parameters(&self) -> usize {
+        match &self.backend {
+            Backend::Sqlite(conn) => conn
+                .limit(rusqlite::limits::Limit::SQLITE_LIMIT_VARIABLE_NUMBER)
+                .ok()
+                .and_then(|n| usize::try_from(n).ok())
+                .unwrap_or(999),
+            // The protocol's parameter count is a 16-bit integer.
+            Backend::Postgres { .. } => usize::from(u16::MAX),
+        }
     }
 }
 
@@ -480,7 +553,9 @@ pub(crate) struct Transaction<'a> {
 
 impl Transaction<'_> {
     pub(crate) fn commit(mut self) -> Result<()> {
-        self.db.execute_batch("COMMIT")?;
+        // A failed commit leaves the guard open: dropping it rolls back
+        // what SQLite may still hold open (a busy COMMIT).
+        self.db.commit()?;
         self.open = false;
         Ok(())
     }
@@ -498,7 +573,7 @@ impl Drop for Transaction<'_> {
         if self.open {
             // A failed rollback leaves nothing to do: the database rolls
             // back an unfinished transaction when the connection closes.
-            let _ = self.db.execute_batch("ROLLBACK");
+            let _ = self.db.rollback();
         }
     }
 }

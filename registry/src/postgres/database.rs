@@ -90,6 +90,61 @@ impl ToSql for Bind<'_> {
     postgres::types::to_sql_checked!();
 }
 
+/// Inserts rows into `table` (`columns`: its column list, `values`: the
+/// rows' values, `cols` per row), skipping those whose key is taken: the
+/// rows are copied in binary into a temporary staging table shaped like
+/// `table` (made once per session), then inserted with one `INSERT …
+/// SELECT … ON CONFLICT DO NOTHING`. The number inserted.
+pub(crate) fn copy_insert(
+    client: &mut postgres::Client,
+    table: &str,
+    columns: &str,
+    values: &[ValueRef<'_>],
+    cols: usize,
+) -> Result<u64> {
+    let stage = format!("quanta_stage_{table}");
+    // Temporary tables are the session's own, so concurrent writers never
+    // share one; ON COMMIT DELETE ROWS empties it should a copy be left.
+    client.batch_execute(&format!(
+        "CREATE TEMP TABLE IF NOT EXISTS {stage} (LIKE {table} INCLUDING DEFAULTS) \
+         ON COMMIT DELETE ROWS"
+    ))?;
+    let types: Vec<Type> = client
+        .prepare(&format!("SELECT {columns} FROM {stage} LIMIT 0"))?
+        .columns()
+        .iter()
+        .map(|c| c.type_().clone())
+        .collect();
+    if types.len() != cols || cols == 0 || !values.len().is_multiple_of(cols) {
+        return Err(DatabaseError::new(
+            DatabaseErrorKind::Other,
+            format!(
+                "{table} ({columns}): {} values for rows of {cols} columns, {} column types",
+                values.len(),
+                types.len()
+            ),
+        )
+        .into());
+    }
+    let writer = client.copy_in(&format!("COPY {stage} ({columns}) FROM STDIN BINARY"))?;
+    let mut writer = postgres::binary_copy::BinaryCopyInWriter::new(writer, &types);
+    let mut row: Vec<Bind<'_>> = Vec::with_capacity(cols);
+    for chunk in values.chunks_exact(cols) {
+        row.clear();
+        row.extend(chunk.iter().map(|v| Bind(*v)));
+        writer.write(&refs(&row))?;
+    }
+    writer.finish()?;
+    let inserted = client.execute(
+        &format!(
+            "INSERT INTO {table} ({columns}) SELECT {columns} FROM {stage} ON CONFLICT DO NOTHING"
+        ),
+        &[],
+    )?;
+    client.batch_execute(&format!("TRUNCATE {stage}"))?;
+    Ok(inserted)
+}
+
 fn refused(what: &str, ty: &Type) -> BoxError {
     format!("{what} cannot be bound to a parameter of type {ty}").into()
 }
@@ -263,7 +318,15 @@ impl From<postgres::Error> for DatabaseError {
         let (kind, constraint) = (kind_of(&e), constraint_of(&e));
         // The server's message is in the error's source: "db error" alone
         // says nothing.
-        let error = DatabaseError::new(kind, super::connection::with_causes(&e));
+        let mut message = super::connection::with_causes(&e);
+        if e.code() == Some(&SqlState::INSUFFICIENT_PRIVILEGE) {
+            message.push_str(
+                " (on a shared registry each user writes only the collections under \
+                 u/<their role>/ and those an administrator granted them with \
+                 `quanta collection grant`)",
+            );
+        }
+        let error = DatabaseError::new(kind, message);
         match constraint {
             Some(c) => error.violating(c),
             None => error,

@@ -13,13 +13,18 @@ struct Bind<'a>(ValueRef<'a>);
 
 impl rusqlite::ToSql for Bind<'_> {
     fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
-        Ok(ToSqlOutput::Borrowed(match self.0 {
-            ValueRef::Null => SqliteValue::Null,
-            ValueRef::Integer(i) => SqliteValue::Integer(i),
-            ValueRef::Real(f) => SqliteValue::Real(f),
-            ValueRef::Text(t) => SqliteValue::Text(t.as_bytes()),
-            ValueRef::Blob(b) => SqliteValue::Blob(b),
-        }))
+        Ok(ToSqlOutput::Borrowed(sqlite_value(self.0)))
+    }
+}
+
+/// The interface's value as rusqlite's.
+pub(crate) fn sqlite_value(v: ValueRef<'_>) -> SqliteValue<'_> {
+    match v {
+        ValueRef::Null => SqliteValue::Null,
+        ValueRef::Integer(i) => SqliteValue::Integer(i),
+        ValueRef::Real(f) => SqliteValue::Real(f),
+        ValueRef::Text(t) => SqliteValue::Text(t.as_bytes()),
+        ValueRef::Blob(b) => SqliteValue::Blob(b),
     }
 }
 

@@ -23,4 +23,3 @@ pub(crate) mod value;
 #[cfg(test)]
 pub(crate) use connection::PAGE_SIZE;
 pub(crate) use connection::{create, open, run_read_only, set_durable_commits, BulkWriting};
-pub(crate) use value::{data_id_value_ref, record_params, uuid_from_blob};

@@ -2,9 +2,6 @@
 
 use rusqlite::types::{ToSql, ToSqlOutput, ValueRef};
 
-use quanta_core::{DataIdValue, Uuid};
-
-use crate::datasets::DatastoreRecord;
 use crate::value::SqlValue;
 
 impl ToSql for SqlValue {
@@ -46,35 +43,5 @@ impl rusqlite::types::FromSql for SqlValue {
             ),
             ValueRef::Blob(b) => Self::Blob(b.to_vec()),
         })
-    }
-}
-
-// rusqlite's forms of dataset values, for the modules still binding
-// through rusqlite directly (see `crate::database`).
-
-/// A 16-byte blob as a dataset UUID.
-pub(crate) fn uuid_from_blob(bytes: Vec<u8>) -> rusqlite::Result<Uuid> {
-    Uuid::from_slice(&bytes).map_err(|e| {
-        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Blob, Box::new(e))
-    })
-}
-
-pub(crate) fn data_id_value_ref(v: &DataIdValue) -> ValueRef<'_> {
-    match v {
-        DataIdValue::Int(i) => ValueRef::Integer(*i),
-        DataIdValue::Str(s) => ValueRef::Text(s.as_bytes()),
-    }
-}
-
-/// [`crate::datasets::record_values`] as rusqlite binds them.
-pub(crate) fn record_params(stored: Option<&DatastoreRecord>) -> [ValueRef<'_>; 4] {
-    match stored {
-        Some(r) => [
-            ValueRef::Text(r.path.as_bytes()),
-            ValueRef::Text(r.formatter.as_bytes()),
-            ValueRef::Integer(r.size.min(i64::MAX as u64) as i64),
-            ValueRef::Text(r.checksum.as_bytes()),
-        ],
-        None => [ValueRef::Null; 4],
     }
 }
