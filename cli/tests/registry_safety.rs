@@ -425,7 +425,7 @@ fn a_long_sql_query_does_not_hold_up_a_merge() {
             "sql",
             s(&repo),
             "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) \
-             SELECT count(*) FROM c, (SELECT 1 FROM dataset LIMIT 1)",
+             SELECT count(*) FROM c, (SELECT 1 FROM dataset LIMIT 1) AS d",
             "--timeout",
             "20",
         ])
