@@ -355,3 +355,45 @@ fn what_an_interrupted_create_leaves_is_reported_and_no_repo_names_it() {
     ok(&args);
     ok(&["collection", "list", s(&repo)]);
 }
+
+#[test]
+fn the_demo_runs_end_to_end_on_a_postgres_registry() {
+    let Some(url) = server() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let demo = dir.path().join("demo");
+    let out = quanta()
+        .args(["demo", "--registry", &url, "--exposures", "2", "--detectors", "2"])
+        .args(["--dir", s(&demo)])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    // The demo names its fresh namespace; dropped whatever happened next.
+    let ns = stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("registry: namespace "))
+        .and_then(|rest| rest.split(' ').next())
+        .map(str::to_string);
+    let _cleanup = ns.clone().map(|ns| DropNamespace(&url, ns));
+    assert!(out.status.success(), "{}", common::show(&out));
+    let ns = ns.expect("the demo names its namespace");
+    assert!(ns.starts_with("demo_"), "{ns}");
+    let repo = demo.join("repo");
+    assert!(!repo.join("registry.sqlite3").exists());
+    let config = std::fs::read_to_string(repo.join("registry.yaml")).unwrap();
+    assert!(config.contains(&format!("namespace: {ns}")), "{config}");
+    // Merged into the server: 2 × 2 isr + characterize, 2 summaries.
+    let merged = psql(&url, &format!("SELECT count(*) FROM {ns}.quantum"))
+        .expect("psql reads the namespace");
+    assert_eq!(merged.trim(), "10");
+    let found: serde_json::Value = serde_json::from_str(&ok(&[
+        "query-datasets",
+        s(&repo),
+        "--collections",
+        "demo",
+        "--dataset-type",
+        "expSummary",
+        "--json",
+    ]))
+    .unwrap();
+    assert_eq!(found.as_array().map(Vec::len), Some(2), "{found}");
+}
