@@ -362,7 +362,15 @@ fn the_demo_runs_end_to_end_on_a_postgres_registry() {
     let dir = tempfile::tempdir().unwrap();
     let demo = dir.path().join("demo");
     let out = quanta()
-        .args(["demo", "--registry", &url, "--exposures", "2", "--detectors", "2"])
+        .args([
+            "demo",
+            "--registry",
+            &url,
+            "--exposures",
+            "2",
+            "--detectors",
+            "2",
+        ])
         .args(["--dir", s(&demo)])
         .output()
         .unwrap();
