@@ -159,6 +159,11 @@ fn acquire_advisory(
     session
         .execute("SELECT set_config('application_name', $1, false)", &[&me])
         .map_err(|e| failed("name", e))?;
+    // The session idles for the whole run of the writer: a server that
+    // ends idle sessions (PostgreSQL 14's idle_session_timeout) would
+    // release the lock under it. Best effort: older servers lack the
+    // setting, and have no such timeout.
+    let _ = session.execute("SELECT set_config('idle_session_timeout', '0', false)", &[]);
     let key = WriterLock::advisory_key(namespace);
     let free: bool = session
         .query_one("SELECT pg_try_advisory_lock($1)", &[&key])
