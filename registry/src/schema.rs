@@ -628,8 +628,13 @@ pub fn full_ddl(universe: &DimensionUniverse, dialect: Dialect) -> Vec<String> {
     ddl.push(dataset_table_ddl(universe, dialect));
     ddl.push(statics);
     ddl.push(removal_ddl(dialect));
-    if crate::access::has_policies(dialect) {
-        ddl.push(crate::access::access_ddl());
+    match dialect {
+        // Registered on each connection from Rust instead.
+        Dialect::Sqlite => {}
+        Dialect::Postgres => {
+            ddl.push(crate::postgres::region_functions::REGION_FUNCTIONS_DDL.to_string());
+            ddl.push(crate::access::access_ddl());
+        }
     }
     ddl
 }

@@ -589,3 +589,101 @@ fn merge_writes_the_same_rows_on_every_backend() {
         assert_eq!(other, sqlite, "{location} differs from SQLite");
     }
 }
+
+/// Tract regions of every kind the registry stores (quadrilaterals small
+/// and large, near a pole, across RA 0, triangles, circles), the same on
+/// each backend; a little linear congruential generator keeps them fixed.
+fn varied_tracts() -> (serde_json::Value, Vec<(f64, f64, f64)>) {
+    let mut state: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut next = move || {
+        state = state
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (state >> 11) as f64 / (1u64 << 53) as f64
+    };
+    let mut corners = Vec::new();
+    let tracts: Vec<serde_json::Value> = (0..120)
+        .map(|id| {
+            let (ra, dec) = (next() * 360.0, next() * 150.0 - 75.0);
+            let size = 0.2 + next() * 8.0;
+            corners.push((ra, dec, size));
+            let region = match id % 4 {
+                0 => square(ra, dec, size),
+                1 => json!({"circle": {"center": [ra, dec], "radius": size / 2.0}}),
+                2 => json!({"polygon": [[ra, dec], [ra + size, dec], [ra, dec + size]]}),
+                _ => square(359.0 - size / 2.0, dec.clamp(-80.0, 80.0), size),
+            };
+            json!({"skymap": "sky", "id": id, "region": region})
+        })
+        .collect();
+    (
+        json!({"skymap": [{"name": "sky"}], "tract": tracts}),
+        corners,
+    )
+}
+
+#[test]
+fn region_overlaps_answer_alike_on_every_backend() {
+    let universe = DimensionUniverse::default_universe();
+    let (mut registries, _cleanup) = registries(&universe);
+    let (tracts, corners) = varied_tracts();
+    let mut predicates: Vec<String> = [
+        "tract.region OVERLAPS CIRCLE(120, 30, 40)",
+        "tract.region OVERLAPS CIRCLE(0, -60, 30)",
+        "tract.region OVERLAPS CIRCLE(250, 20, 25)",
+        "tract.region OVERLAPS CIRCLE(200, 89, 3)",
+        "NOT tract.region OVERLAPS CIRCLE(90, 0, 60)",
+        "tract.region OVERLAPS POINT(359.9, 10)",
+        "healpix8 = 12345",
+        "healpix8 IN (100, 200000, 400000)",
+    ]
+    .map(String::from)
+    .into();
+    // Points inside, at and just outside some tracts' first corners, and
+    // small circles reaching them.
+    for &(ra, dec, size) in &corners[..12] {
+        predicates.push(format!(
+            "tract.region OVERLAPS POINT({}, {})",
+            ra + size / 4.0,
+            dec + size / 8.0
+        ));
+        predicates.push(format!("tract.region OVERLAPS POINT({ra}, {dec})"));
+        predicates.push(format!(
+            "tract.region OVERLAPS CIRCLE({}, {}, {})",
+            ra - 0.5,
+            dec - 0.5,
+            0.3 + size / 10.0
+        ));
+    }
+    let mut results = Vec::new();
+    for r in &mut registries {
+        r.insert_dimension_records(&records(tracts.clone()))
+            .unwrap();
+        let answers: Vec<Vec<String>> = predicates
+            .iter()
+            .map(|predicate| {
+                let mut ids: Vec<String> = r
+                    .query_data_ids(&["tract".into()], predicate, &Binds::new())
+                    .unwrap_or_else(|e| panic!("{}: {predicate}: {e}", r.location()))
+                    .iter()
+                    .map(|d| d.to_string())
+                    .collect();
+                ids.sort();
+                ids
+            })
+            .collect();
+        results.push((r.location().clone(), answers));
+    }
+    let (_, sqlite) = &results[0];
+    // The predicates select some tracts and not others.
+    let selected: Vec<usize> = sqlite.iter().map(Vec::len).collect();
+    assert!(
+        selected.iter().filter(|&&n| n > 0 && n < 120).count() >= 20,
+        "{selected:?}"
+    );
+    for (location, other) in &results[1..] {
+        for ((predicate, want), got) in predicates.iter().zip(sqlite).zip(other) {
+            assert_eq!(got, want, "{location}: {predicate}");
+        }
+    }
+}
