@@ -687,3 +687,89 @@ fn region_overlaps_answer_alike_on_every_backend() {
         }
     }
 }
+
+/// Visits with regions over the varied tracts' sky: every tract's first
+/// corner gets one, so the two families overlap somewhere.
+fn visits_over(corners: &[(f64, f64, f64)]) -> serde_json::Value {
+    let visits: Vec<serde_json::Value> = corners
+        .iter()
+        .enumerate()
+        .map(|(id, &(ra, dec, size))| {
+            json!({"instrument": "Cam", "id": id, "physical_filter": "Cam-r",
+                   "day_obs": 20261206, "region": square(ra - 1.0, dec - 1.0, 1.0 + size / 3.0)})
+        })
+        .collect();
+    json!({
+        "instrument": [{"name": "Cam", "detector_max": 4}],
+        "physical_filter": [{"instrument": "Cam", "name": "Cam-r", "band": "r"}],
+        "day_obs": [{"instrument": "Cam", "id": 20261206}],
+        "visit": visits,
+    })
+}
+
+#[test]
+fn a_version_5_registry_is_migrated_to_the_overlaps_version_6_keeps() {
+    let universe = DimensionUniverse::default_universe();
+    let (mut registries, _cleanup) = registries(&universe);
+    let (tracts, corners) = varied_tracts();
+    let pairs = "SELECT count(*) FROM visit__tract_overlap";
+    let query = "visit.region OVERLAPS CIRCLE(120, 30, 40)";
+    for r in &mut registries {
+        let location = r.location().clone();
+        r.insert_dimension_records(&records(tracts.clone()))
+            .unwrap();
+        r.insert_dimension_records(&records(visits_over(&corners)))
+            .unwrap();
+        let (_, kept) = r.sql_read_only(pairs).unwrap();
+        let joined = r
+            .query_data_ids(&["visit".into(), "tract".into()], query, &Binds::new())
+            .unwrap();
+        assert!(!joined.is_empty(), "{location}: no visit overlaps a tract");
+        // What version 5 had: no overlap tables.
+        let sql = |statement: &str| match &location {
+            RegistryLocation::Sqlite(path) => {
+                let conn = rusqlite::Connection::open(path).unwrap();
+                conn.execute_batch(statement).unwrap();
+            }
+            RegistryLocation::Postgres { url, namespace } => {
+                let status = std::process::Command::new("psql")
+                    .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", url])
+                    .args([
+                        "-c",
+                        &format!("SET search_path TO {namespace}; {statement}"),
+                    ])
+                    .status()
+                    .unwrap();
+                assert!(status.success(), "{statement}");
+            }
+        };
+        sql(
+            "DROP TABLE visit__tract_overlap; DROP TABLE visit__patch_overlap; \
+             DROP TABLE tract__visit_detector_overlap; DROP TABLE patch__visit_detector_overlap; \
+             UPDATE quanta_meta SET value = '5' WHERE key = 'schema_version'",
+        );
+        let err = Registry::open_at(&location, false)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("migrate"), "{err}");
+        let done = Registry::migrate(&location).unwrap();
+        assert_eq!((done.from, done.to), (5, quanta_registry::SCHEMA_VERSION));
+        let again = Registry::migrate(&location).unwrap();
+        assert_eq!((again.from, again.to, again.overlaps), (6, 6, 0));
+        let reopened = Registry::open_at(&location, true).unwrap();
+        let (_, migrated) = reopened.sql_read_only(pairs).unwrap();
+        assert_eq!(migrated, kept, "{location}");
+        assert_eq!(
+            reopened
+                .query_data_ids(&["visit".into(), "tract".into()], query, &Binds::new())
+                .unwrap(),
+            joined,
+            "{location}"
+        );
+        // Older than version 5: refused with the way out.
+        sql("UPDATE quanta_meta SET value = '4' WHERE key = 'schema_version'");
+        let err = Registry::migrate(&location).unwrap_err().to_string();
+        assert!(err.contains("quanta export"), "{err}");
+    }
+}
