@@ -773,3 +773,83 @@ fn a_version_5_registry_is_migrated_to_the_overlaps_version_6_keeps() {
         assert!(err.contains("quanta export"), "{err}");
     }
 }
+
+#[test]
+fn a_graph_query_read_in_parts_gives_the_same_rows_on_every_backend() {
+    let universe = DimensionUniverse::default_universe();
+    let (mut registries, _cleanup) = registries(&universe);
+    // Enough datasets that the graph statement is read in parts on
+    // parallel connections (50,000 per part) on a machine of two cores.
+    let (exposures, detectors) = (102_i64, 1000_i64);
+    let mut results = Vec::new();
+    for r in &mut registries {
+        r.insert_dimension_records(&records(json!({
+            "instrument": [{"name": "Cam", "detector_max": detectors}],
+            "physical_filter": [{"instrument": "Cam", "name": "Cam-r", "band": "r"}],
+            "day_obs": [{"instrument": "Cam", "id": 20261206}],
+            "group": [{"instrument": "Cam", "name": "g"}],
+            "detector": (0..detectors).map(|d| json!({"instrument": "Cam", "id": d}))
+                .collect::<Vec<_>>(),
+            "exposure": (0..exposures).map(|e| json!({"instrument": "Cam", "id": e,
+                "physical_filter": "Cam-r", "day_obs": 20261206, "group": "g"}))
+                .collect::<Vec<_>>(),
+        })))
+        .unwrap();
+        let dims = universe
+            .conform(&["instrument", "exposure", "detector"])
+            .unwrap();
+        r.register_dataset_type(&DatasetType {
+            name: "raw".into(),
+            dimensions: dims.clone(),
+            storage_class: "Json".into(),
+            is_calibration: false,
+        })
+        .unwrap();
+        r.register_collection("Cam/raw", CollectionType::Run, None)
+            .unwrap();
+        let raws: Vec<NewDataset> = (0..exposures * detectors)
+            .map(|i| NewDataset {
+                id: Uuid::now_v7(),
+                data_id: data_id(i / detectors, i % detectors),
+                stored: None,
+            })
+            .collect();
+        r.insert_datasets("Cam/raw", "raw", &raws, OnConflict::Fail)
+            .unwrap();
+        let rows = r
+            .query_graph_rows(
+                &dims,
+                "exposure >= 10",
+                &Binds::new(),
+                &["raw".into()],
+                &["Cam/raw".into()],
+            )
+            .unwrap();
+        let exposure = rows.column("exposure").unwrap();
+        let detector = rows.column("detector").unwrap();
+        let mut pairs: Vec<(String, String)> = (0..rows.n_rows())
+            .map(|i| {
+                let value = |c: usize| {
+                    rows.dictionary[c][rows.values[i * rows.columns.len() + c] as usize].to_string()
+                };
+                (value(exposure), value(detector))
+            })
+            .collect();
+        pairs.sort();
+        pairs.dedup();
+        results.push((
+            r.location().clone(),
+            rows.n_rows(),
+            pairs,
+            rows.inputs[0].len(),
+        ));
+    }
+    let (_, n, pairs, inputs) = &results[0];
+    assert_eq!(*n, 92_000);
+    assert_eq!(pairs.len(), 92_000);
+    assert_eq!(*inputs, 92_000);
+    for (location, other_n, other_pairs, other_inputs) in &results[1..] {
+        assert_eq!((other_n, other_inputs), (n, inputs), "{location}");
+        assert!(other_pairs == pairs, "{location}: other rows");
+    }
+}
