@@ -9,14 +9,17 @@
 //! Version 5 → 6: the overlaps of records of different spatial families
 //! are kept in a table per pair (`<a>__<b>_overlap`), filled at insert
 //! since version 6; the migration creates the tables and relates every
-//! existing record. Versions before 5 numbered region records differently
+//! existing record. Version 6 → 7: `dataset` has an index per selection
+//! dimension (`schema::selection_dimensions`), so that a `--where` on
+//! exposures, visits or tracts reads only the datasets it selects; the
+//! migration builds them. Versions before 5 numbered region records differently
 //! (no `region_id` key) and are not upgraded: export their datasets with
 //! the quanta that made them and import them into a new repository.
 
 use crate::database::Database;
 use crate::error::{RegistryError, Result};
 use crate::registry::{connect, read_meta, Registry, RegistryLocation};
-use crate::schema::{overlap_ddl, SCHEMA_VERSION};
+use crate::schema::{overlap_ddl, selection_dimensions, selection_index_ddl, SCHEMA_VERSION};
 use quanta_core::DimensionUniverse;
 
 /// What [`Registry::migrate`] did.
@@ -26,6 +29,8 @@ pub struct Migration {
     pub to: u32,
     /// Overlapping record pairs related by the upgrade to version 6.
     pub overlaps: usize,
+    /// Indexes built by the upgrade to version 7.
+    pub indexes: usize,
 }
 
 /// The oldest version [`Registry::migrate`] upgrades.
@@ -57,6 +62,7 @@ impl Registry {
                 from,
                 to: from,
                 overlaps: 0,
+                indexes: 0,
             });
         }
         if from > SCHEMA_VERSION {
@@ -75,7 +81,12 @@ impl Registry {
             read_meta(&db, "universe")?.ok_or_else(|| not_registry("no universe".into()))?;
         let universe = DimensionUniverse::from_yaml(&universe_text)?;
         let tx = db.transaction()?;
-        let overlaps = to_version_6(&tx, &universe)?;
+        let overlaps = if from < 6 {
+            to_version_6(&tx, &universe)?
+        } else {
+            0
+        };
+        let indexes = to_version_7(&tx, &universe)?;
         tx.execute(
             "UPDATE quanta_meta SET value = ?1 WHERE key = 'schema_version'",
             &[&SCHEMA_VERSION.to_string()],
@@ -85,6 +96,7 @@ impl Registry {
             from,
             to: SCHEMA_VERSION,
             overlaps,
+            indexes,
         })
     }
 }
@@ -99,4 +111,13 @@ fn to_version_6(db: &Database, universe: &DimensionUniverse) -> Result<usize> {
         overlaps += crate::spatial_join::fill_overlap_table(db, left, right)?;
     }
     Ok(overlaps)
+}
+
+/// Version 6 → 7: the selection indexes of `dataset`.
+fn to_version_7(db: &Database, universe: &DimensionUniverse) -> Result<usize> {
+    let dimensions = selection_dimensions(universe);
+    for dimension in &dimensions {
+        db.execute_batch(&selection_index_ddl(dimension))?;
+    }
+    Ok(dimensions.len())
 }

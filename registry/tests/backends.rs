@@ -708,7 +708,7 @@ fn visits_over(corners: &[(f64, f64, f64)]) -> serde_json::Value {
 }
 
 #[test]
-fn a_version_5_registry_is_migrated_to_the_overlaps_version_6_keeps() {
+fn a_version_5_registry_is_migrated_to_what_the_current_version_keeps() {
     let universe = DimensionUniverse::default_universe();
     let (mut registries, _cleanup) = registries(&universe);
     let (tracts, corners) = varied_tracts();
@@ -746,6 +746,7 @@ fn a_version_5_registry_is_migrated_to_the_overlaps_version_6_keeps() {
         sql(
             "DROP TABLE visit__tract_overlap; DROP TABLE visit__patch_overlap; \
              DROP TABLE tract__visit_detector_overlap; DROP TABLE patch__visit_detector_overlap; \
+             DROP INDEX dataset_by_exposure; DROP INDEX dataset_by_visit; \
              UPDATE quanta_meta SET value = '5' WHERE key = 'schema_version'",
         );
         let err = Registry::open_at(&location, false)
@@ -755,8 +756,10 @@ fn a_version_5_registry_is_migrated_to_the_overlaps_version_6_keeps() {
         assert!(err.contains("migrate"), "{err}");
         let done = Registry::migrate(&location).unwrap();
         assert_eq!((done.from, done.to), (5, quanta_registry::SCHEMA_VERSION));
+        assert_eq!(done.indexes, 5);
         let again = Registry::migrate(&location).unwrap();
-        assert_eq!((again.from, again.to, again.overlaps), (6, 6, 0));
+        let now = quanta_registry::SCHEMA_VERSION;
+        assert_eq!((again.from, again.to, again.overlaps), (now, now, 0));
         let reopened = Registry::open_at(&location, true).unwrap();
         let (_, migrated) = reopened.sql_read_only(pairs).unwrap();
         assert_eq!(migrated, kept, "{location}");
@@ -767,6 +770,18 @@ fn a_version_5_registry_is_migrated_to_the_overlaps_version_6_keeps() {
             joined,
             "{location}"
         );
+        let (_, indexes) = reopened
+            .sql_read_only(match &location {
+                RegistryLocation::Sqlite(_) => {
+                    "SELECT count(*) FROM sqlite_master WHERE name LIKE 'dataset_by_%' AND name <> 'dataset_by_producer'"
+                }
+                RegistryLocation::Postgres { .. } => {
+                    "SELECT count(*) FROM pg_indexes WHERE schemaname = current_schema() \
+                     AND indexname LIKE 'dataset_by_%' AND indexname <> 'dataset_by_producer'"
+                }
+            })
+            .unwrap();
+        assert_eq!(indexes, vec![vec![json!(5)]], "{location}");
         // Older than version 5: refused with the way out.
         sql("UPDATE quanta_meta SET value = '4' WHERE key = 'schema_version'");
         let err = Registry::migrate(&location).unwrap_err().to_string();
