@@ -12,10 +12,10 @@ use crate::error::ButlerError;
 use crate::repo_config::{is_registry_file_name, REGISTRY_CONFIG_FILE};
 
 /// A file's identity: device and inode.
-type FileId = (u64, u64);
+pub(crate) type FileId = (u64, u64);
 
 #[cfg(unix)]
-fn file_id(meta: &fs::Metadata) -> FileId {
+pub(crate) fn file_id(meta: &fs::Metadata) -> FileId {
     use std::os::unix::fs::MetadataExt;
     (meta.dev(), meta.ino())
 }
@@ -42,6 +42,10 @@ pub(crate) struct RepoGuard {
     /// Canonical directories found outside the repository, with all their
     /// ancestors.
     outside_dirs: HashSet<PathBuf>,
+    /// Datastore directories [`RepoGuard::add_datastore_dirs`] found
+    /// missing (not yet made: a fresh RUN's), so as not to `stat` them
+    /// again for every file that will go there.
+    missing_dirs: HashSet<PathBuf>,
 }
 
 impl RepoGuard {
@@ -57,6 +61,7 @@ impl RepoGuard {
             registry_files: HashMap::new(),
             repo_dirs: HashMap::new(),
             outside_dirs: HashSet::new(),
+            missing_dirs: HashSet::new(),
         };
         let sqlite_files = ["", "-wal", "-shm", "-journal"].map(|s| format!("{REGISTRY_FILE}{s}"));
         for name in sqlite_files
@@ -86,13 +91,20 @@ impl RepoGuard {
             if d == datastore_root || !d.starts_with(datastore_root) {
                 break;
             }
-            if let Ok(meta) = fs::metadata(d) {
-                if self
-                    .repo_dirs
-                    .insert(file_id(&meta), d.to_path_buf())
-                    .is_some()
-                {
-                    break; // its ancestors were added with it
+            if !self.missing_dirs.contains(d) {
+                match fs::metadata(d) {
+                    Ok(meta) => {
+                        if self
+                            .repo_dirs
+                            .insert(file_id(&meta), d.to_path_buf())
+                            .is_some()
+                        {
+                            break; // its ancestors were added with it
+                        }
+                    }
+                    Err(_) => {
+                        self.missing_dirs.insert(d.to_path_buf());
+                    }
                 }
             }
             dir = d.parent();

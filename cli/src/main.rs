@@ -6,6 +6,7 @@
 //! input or usage. An error is classified here, at the edge, from the typed
 //! errors in its chain ([`exit_code_of`]).
 
+mod access_cmds;
 mod alloc;
 mod batch_cmds;
 mod demo;

@@ -42,6 +42,9 @@ pub enum RepoCommand {
     /// Check that registry and datastore agree (files, sizes, checksums, orphans,
     /// interrupted removals); exit 1 when something is wrong.
     Check(crate::remove_cmds::CheckArgs),
+    /// Give a database role a repository shared on PostgreSQL: it reads
+    /// everything and writes the collections under u/<role>/ (administrator).
+    Grant(crate::access_cmds::GrantRepoArgs),
 }
 
 #[derive(Subcommand)]
@@ -158,6 +161,13 @@ pub enum CollectionCommand {
     Untag(crate::remove_cmds::UntagArgs),
     /// Decertify calibrations over [begin, end), cutting validity ranges that overlap it.
     Decertify(crate::remove_cmds::DecertifyArgs),
+    /// Let a database role write a collection (or every name under a prefix
+    /// ending in `/`) of a repository shared on PostgreSQL (administrator).
+    Grant(crate::access_cmds::GrantCollectionArgs),
+    /// Take a collection grant back.
+    Revoke(crate::access_cmds::GrantCollectionArgs),
+    /// List the collection grants.
+    Grants(crate::access_cmds::ListGrantsArgs),
 }
 
 #[derive(Args)]
@@ -246,6 +256,7 @@ pub fn repo(cmd: RepoCommand) -> Result<ExitCode> {
             print!("{}", butler.universe().source());
         }
         RepoCommand::Check(args) => return crate::remove_cmds::check(args),
+        RepoCommand::Grant(args) => return crate::access_cmds::grant_repo(args),
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -538,6 +549,9 @@ pub fn collection(cmd: CollectionCommand) -> Result<ExitCode> {
         CollectionCommand::Remove(args) => return crate::remove_cmds::remove_collection(args),
         CollectionCommand::Untag(args) => return crate::remove_cmds::untag(args),
         CollectionCommand::Decertify(args) => return crate::remove_cmds::decertify(args),
+        CollectionCommand::Grant(args) => return crate::access_cmds::grant_collection(args),
+        CollectionCommand::Revoke(args) => return crate::access_cmds::revoke_collection(args),
+        CollectionCommand::Grants(args) => return crate::access_cmds::list_grants(args),
         CollectionCommand::List { repo, json } => {
             let butler = crate::plugins::open_butler_read_only(&repo)?;
             let collections = butler.registry().list_collections()?;

@@ -950,6 +950,32 @@ impl Datastore {
         self.ingest_at(lock, src, &rel, formatter.name(), r, mode, replace)
     }
 
+    /// [`Datastore::ingest`] of a source the caller has resolved and
+    /// checked: `real_src` is canonical (no symlink left in it) and names a
+    /// regular file. Saves resolving every path component again per file
+    /// (an ingest of millions of files checks them all first).
+    pub fn ingest_resolved(
+        &self,
+        lock: &IngestLock,
+        real_src: &Path,
+        r: &DatasetRef,
+        storage_class: &str,
+        mode: TransferMode,
+        replace: bool,
+    ) -> Result<StoredFileInfo, DatastoreError> {
+        let formatter = self.formatters.for_storage_class(storage_class)?;
+        let rel = self.render_path_as(r, formatter.as_ref(), false)?;
+        self.ingest_real_at(
+            lock,
+            (real_src, real_src),
+            &rel,
+            formatter.name(),
+            r,
+            mode,
+            replace,
+        )
+    }
+
     /// [`Datastore::ingest`] to the relative path `rel`, recording
     /// `formatter`; `what` names the dataset (or the part of one) in errors.
     #[allow(clippy::too_many_arguments)]
@@ -975,8 +1001,6 @@ impl Datastore {
             dataset: what.to_string(),
             reason,
         };
-        let rel = rel.to_string();
-        let dest = self.root.join(&rel);
         // Transfers read the file a symlink names: a hard link of the
         // symlink itself would store a link that may be relative.
         let real = fs::canonicalize(src).map_err(|e| bad_source(e.to_string()))?;
@@ -985,6 +1009,31 @@ impl Datastore {
             Ok(_) => return Err(bad_source("not a regular file".into())),
             Err(e) => return Err(bad_source(e.to_string())),
         }
+        self.ingest_real_at(lock, (src, &real), rel, formatter, what, mode, replace)
+    }
+
+    /// [`Datastore::ingest_at`] once the source is resolved: `src.1` is
+    /// canonical and a regular file, `src.0` as the caller named it.
+    #[allow(clippy::too_many_arguments)]
+    fn ingest_real_at(
+        &self,
+        lock: &IngestLock,
+        (src, real): (&Path, &Path),
+        rel: &str,
+        formatter: &str,
+        what: &dyn fmt::Display,
+        mode: TransferMode,
+        replace: bool,
+    ) -> Result<StoredFileInfo, DatastoreError> {
+        if lock.root != self.root {
+            return Err(DatastoreError::io(
+                "ingest without holding its lock",
+                &self.root,
+                io::Error::other(format!("the lock held is that of {}", lock.root.display())),
+            ));
+        }
+        let rel = rel.to_string();
+        let dest = self.root.join(&rel);
         let tmp_path = ingest_temp_path(&dest);
         remove_if_present(&tmp_path)?;
         if dest.symlink_metadata().is_ok() {
@@ -1010,7 +1059,7 @@ impl Datastore {
         };
         let copy = |durable: bool| {
             self.copy_in(
-                &real,
+                real,
                 TempFile(Some(tmp_path.clone())),
                 &rel,
                 formatter,
@@ -1021,7 +1070,7 @@ impl Datastore {
         let result = match mode {
             TransferMode::Copy => copy(self.config.fsync),
             TransferMode::Hardlink | TransferMode::Auto | TransferMode::Move => {
-                match make_in_place(&dest, |at| fs::hard_link(&real, at)) {
+                match make_in_place(&dest, |at| fs::hard_link(real, at)) {
                     // The inode's data is the source's, as durable as it
                     // was; the new name is made durable with its directory.
                     Ok(()) => linked(self),
@@ -1041,7 +1090,7 @@ impl Datastore {
                     }
                 }
             }
-            TransferMode::Symlink => match make_in_place(&dest, |at| symlink(&real, at)) {
+            TransferMode::Symlink => match make_in_place(&dest, |at| symlink(real, at)) {
                 Ok(()) => linked(self),
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
                     Err(DatastoreError::AlreadyExists {

@@ -13,7 +13,6 @@
 //! registry is one user's file: its access is the file system's, and these
 //! calls say so.
 
-use crate::dialect::Dialect;
 use crate::error::{RegistryError, Result};
 use crate::registry::Registry;
 use crate::schema::quote;
@@ -185,12 +184,4 @@ fn check_grant(prefix: &str, role: &str) -> Result<()> {
         ));
     }
     Ok(())
-}
-
-/// Whether `dialect` has access policies at all.
-pub(crate) fn has_policies(dialect: Dialect) -> bool {
-    match dialect {
-        Dialect::Sqlite => false,
-        Dialect::Postgres => true,
-    }
 }

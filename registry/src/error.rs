@@ -8,7 +8,7 @@ pub enum RegistryError {
     NotARegistry { path: String, reason: String },
     #[error(
         "{path}: registry schema version {found}, but this quanta reads version {expected}; \
-         migrate the repo or use a matching quanta"
+         upgrade it with `quanta repo migrate` or use a matching quanta"
     )]
     SchemaVersion {
         path: String,

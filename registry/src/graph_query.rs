@@ -273,7 +273,7 @@ impl RowReader<'_> {
 /// in its own thread: SQLite runs one statement on one core, and at a
 /// million quanta this statement is most of preflight's time.
 fn read_graph_rows_in_parts(
-    path: &std::path::Path,
+    location: &crate::RegistryLocation,
     read: &RowReader<'_>,
     statement: &GraphStatement,
     parts: usize,
@@ -300,10 +300,10 @@ fn read_graph_rows_in_parts(
                         sql.push_str(&format!(" AND {last_byte} < "));
                         params.push(&mut sql, SqlValue::Blob(vec![hi as u8]));
                     }
-                    // A read-only connection maps the database's pages
-                    // from the OS page cache rather than copying them
-                    // into a fresh page cache per connection.
-                    let reader = Registry::open_read_only(path)?;
+                    // A read-only SQLite connection maps the database's
+                    // pages from the OS page cache rather than copying
+                    // them into a fresh page cache per connection.
+                    let reader = Registry::open_at(location, true)?;
                     read.read(&reader.db, &sql, &params)
                 })
             })
@@ -519,11 +519,13 @@ impl Registry {
             fan_out,
             min_rows_per_part,
         )?;
-        // Parts are read on read-only connections of their own to the
-        // SQLite file.
-        match self.sqlite_path() {
-            Some(path) if parts > 1 => read_graph_rows_in_parts(path, &read, &statement, parts),
-            _ => read.read(&self.db, &statement.sql, &statement.params),
+        // Parts are read on read-only connections of their own: to the
+        // SQLite file, or to the server, whose backends then work in
+        // parallel too.
+        if parts > 1 {
+            read_graph_rows_in_parts(self.location(), &read, &statement, parts)
+        } else {
+            read.read(&self.db, &statement.sql, &statement.params)
         }
     }
 

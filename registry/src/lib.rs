@@ -23,6 +23,7 @@ pub mod dialect;
 mod error;
 pub mod expr;
 pub mod graph_query;
+mod migrate;
 mod postgres;
 pub mod provenance;
 pub mod query;
@@ -43,6 +44,7 @@ pub use datasets::{
 };
 pub use dialect::Dialect;
 pub use error::{ConstraintViolation, DatabaseError, DatabaseErrorKind, RegistryError, Result};
+pub use migrate::{Migration, OLDEST_MIGRATABLE};
 pub use provenance::{
     NewQuantum, QuantumBrief, QuantumExecution, QuantumInput, QuantumOutputDataset, QuantumRow,
     RecordStats, RejectedDataset, RunProvenance,

@@ -122,6 +122,15 @@ impl Registry {
         })
     }
 
+    /// Opens the existing registry at `location`, on whichever backend.
+    pub fn open_at(location: &RegistryLocation, read_only: bool) -> Result<Self> {
+        if let RegistryLocation::Postgres { url, namespace } = location {
+            postgres_location(url, namespace)?;
+        }
+        let db = connect(location, read_only)?;
+        Self::open_in(db, location.clone(), read_only)
+    }
+
     /// Opens an existing registry for reading and writing.
     pub fn open(path: &Path) -> Result<Self> {
         Self::open_with(path, false)
@@ -134,17 +143,7 @@ impl Registry {
 
     fn open_with(path: &Path, read_only: bool) -> Result<Self> {
         let location = RegistryLocation::Sqlite(path.to_path_buf());
-        if !path.is_file() {
-            return Err(RegistryError::NotARegistry {
-                path: location.to_string(),
-                reason: "no such file".into(),
-            });
-        }
-        let not_registry = |reason: String| RegistryError::NotARegistry {
-            path: location.to_string(),
-            reason,
-        };
-        let db = Database::from_sqlite(sqlite::open(path, read_only, &not_registry)?);
+        let db = connect(&location, read_only)?;
         Self::open_in(db, location, read_only)
     }
 
@@ -153,20 +152,7 @@ impl Registry {
     /// connection read-only.
     pub fn open_postgres(url: &str, namespace: &str, read_only: bool) -> Result<Self> {
         let location = postgres_location(url, namespace)?;
-        let db = Database::connect_postgres(url)?;
-        if !postgres_schema_exists(&db, namespace)? {
-            return Err(RegistryError::NotARegistry {
-                path: location.to_string(),
-                reason: "no such namespace".into(),
-            });
-        }
-        db.execute_batch(&format!(
-            "SET search_path TO {}, public",
-            crate::schema::quote(namespace)
-        ))?;
-        if read_only {
-            db.execute_batch("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY")?;
-        }
+        let db = connect(&location, read_only)?;
         Self::open_in(db, location, read_only)
     }
 
@@ -300,6 +286,42 @@ impl Registry {
     }
 }
 
+/// A connection to the registry database at `location`, checked to be a
+/// quanta registry's (not yet its version): a SQLite file quanta made, or
+/// an existing namespace, made the connection's search path.
+pub(crate) fn connect(location: &RegistryLocation, read_only: bool) -> Result<Database> {
+    let not_registry = |reason: String| RegistryError::NotARegistry {
+        path: location.to_string(),
+        reason,
+    };
+    match location {
+        RegistryLocation::Sqlite(path) => {
+            if !path.is_file() {
+                return Err(not_registry("no such file".into()));
+            }
+            Ok(Database::from_sqlite(sqlite::open(
+                path,
+                read_only,
+                &not_registry,
+            )?))
+        }
+        RegistryLocation::Postgres { url, namespace } => {
+            let db = Database::connect_postgres(url)?;
+            if !postgres_schema_exists(&db, namespace)? {
+                return Err(not_registry("no such namespace".into()));
+            }
+            db.execute_batch(&format!(
+                "SET search_path TO {}, public",
+                crate::schema::quote(namespace)
+            ))?;
+            if read_only {
+                db.execute_batch("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY")?;
+            }
+            Ok(db)
+        }
+    }
+}
+
 /// The location of a PostgreSQL registry, its namespace checked to be a
 /// plain identifier (it is quoted into statements).
 fn postgres_location(url: &str, namespace: &str) -> Result<RegistryLocation> {
@@ -320,7 +342,7 @@ fn postgres_schema_exists(db: &Database, namespace: &str) -> Result<bool> {
         .exists(&[&namespace])
 }
 
-fn read_meta(db: &Database, key: &str) -> Result<Option<String>> {
+pub(crate) fn read_meta(db: &Database, key: &str) -> Result<Option<String>> {
     db.query_row(
         "SELECT value FROM quanta_meta WHERE key = ?1",
         &[&key],

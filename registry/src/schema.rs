@@ -23,7 +23,7 @@ use quanta_core::{DimensionElement, DimensionUniverse, FieldType, REGION_ID_COLU
 use crate::dialect::Dialect;
 
 /// Bumped whenever the schema changes incompatibly; stamped in `quanta_meta`.
-pub const SCHEMA_VERSION: u32 = 6;
+pub const SCHEMA_VERSION: u32 = 7;
 
 /// The type of a registry column, written per dialect by [`ColumnType::sql`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -596,6 +596,34 @@ pub fn dataset_table_ddl(universe: &DimensionUniverse, dialect: Dialect) -> Stri
     )
 }
 
+/// The dimensions a campaign selects its data by (`--where "exposure <
+/// 500"`, `visit IN (...)`, `tract = 9813`, or through their records:
+/// `exposure.day_obs = 20261206`): those whose records are a place on the
+/// sky or a span of time (a region, or `timespan_begin`), the observations
+/// and sky areas; not instruments, filters or detectors. Each gets an index
+/// on `dataset` that a query's selection can use before reading any
+/// dataset row, so preflight's cost follows the selection rather than the
+/// repository.
+pub fn selection_dimensions(universe: &DimensionUniverse) -> Vec<&DimensionElement> {
+    universe
+        .dimensions()
+        .filter(|d| {
+            d.region_field().is_some() || d.metadata.iter().any(|f| f.name == "timespan_begin")
+        })
+        .collect()
+}
+
+/// The index of `dataset` by type, RUN and one selection dimension
+/// ([`selection_dimensions`]), over the rows that have it.
+pub fn selection_index_ddl(dimension: &DimensionElement) -> String {
+    let column = quote(&dimension.name);
+    format!(
+        "CREATE INDEX IF NOT EXISTS {} ON dataset (dataset_type_id, run_id, {column}) \
+         WHERE {column} IS NOT NULL",
+        quote(&format!("dataset_by_{}", dimension.name))
+    )
+}
+
 /// All DDL statements for a universe in `dialect`, in creation order.
 ///
 /// SQLite checks a foreign key when a row is written, so its tables may
@@ -626,10 +654,20 @@ pub fn full_ddl(universe: &DimensionUniverse, dialect: Dialect) -> Vec<String> {
         ddl.extend(overlap_ddl(left, right, dialect));
     }
     ddl.push(dataset_table_ddl(universe, dialect));
+    ddl.extend(
+        selection_dimensions(universe)
+            .into_iter()
+            .map(selection_index_ddl),
+    );
     ddl.push(statics);
     ddl.push(removal_ddl(dialect));
-    if crate::access::has_policies(dialect) {
-        ddl.push(crate::access::access_ddl());
+    match dialect {
+        // Registered on each connection from Rust instead.
+        Dialect::Sqlite => {}
+        Dialect::Postgres => {
+            ddl.push(crate::postgres::region_functions::REGION_FUNCTIONS_DDL.to_string());
+            ddl.push(crate::access::access_ddl());
+        }
     }
     ddl
 }
@@ -658,7 +696,7 @@ mod tests {
         let text = ddl.join("\0");
         assert_eq!(
             (ddl.len(), text.len(), fnv1a(text.as_bytes())),
-            (27, 11_757, 0xc25a_6397_74e9_ad58),
+            (32, 12_362, 0x459a_a5ec_3ad4_43ab),
             "the SQLite schema changed:\n{}",
             ddl.join(";\n")
         );

@@ -158,6 +158,35 @@ pub(crate) fn record_overlaps(
     Ok(())
 }
 
+/// Fills the overlap table of `left` and `right` from every record of
+/// both (a registry made before overlaps were kept at insert, see
+/// `crate::migrate`), inside the caller's transaction.
+pub(crate) fn fill_overlap_table(
+    db: &Database,
+    left: &DimensionElement,
+    right: &DimensionElement,
+) -> Result<usize> {
+    let cells: Vec<(i64, i64)> = db.query_rows(
+        &format!(
+            "SELECT skypix, region_id FROM {} ORDER BY skypix, region_id",
+            quote(&skypix_overlap_table(left))
+        ),
+        &[],
+        |row| Ok((row.get(0)?, row.get(1)?)),
+    )?;
+    let mut ids: Vec<i64> = cells.iter().map(|&(_, id)| id).collect();
+    ids.par_sort_unstable();
+    ids.dedup();
+    let every = NewRegions {
+        element: left,
+        regions: regions_of(db, left, &ids)?,
+        cells,
+    };
+    let pairs = overlaps_with(db, &every, right)?;
+    insert_pairs(db, &overlap_table(left, right), &pairs)?;
+    Ok(pairs.len())
+}
+
 /// `(new record, other record)` region-id pairs whose regions overlap,
 /// sorted.
 fn overlaps_with(

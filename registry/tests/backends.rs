@@ -589,3 +589,282 @@ fn merge_writes_the_same_rows_on_every_backend() {
         assert_eq!(other, sqlite, "{location} differs from SQLite");
     }
 }
+
+/// Tract regions of every kind the registry stores (quadrilaterals small
+/// and large, near a pole, across RA 0, triangles, circles), the same on
+/// each backend; a little linear congruential generator keeps them fixed.
+fn varied_tracts() -> (serde_json::Value, Vec<(f64, f64, f64)>) {
+    let mut state: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut next = move || {
+        state = state
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (state >> 11) as f64 / (1u64 << 53) as f64
+    };
+    let mut corners = Vec::new();
+    let tracts: Vec<serde_json::Value> = (0..120)
+        .map(|id| {
+            let (ra, dec) = (next() * 360.0, next() * 150.0 - 75.0);
+            let size = 0.2 + next() * 8.0;
+            corners.push((ra, dec, size));
+            let region = match id % 4 {
+                0 => square(ra, dec, size),
+                1 => json!({"circle": {"center": [ra, dec], "radius": size / 2.0}}),
+                2 => json!({"polygon": [[ra, dec], [ra + size, dec], [ra, dec + size]]}),
+                _ => square(359.0 - size / 2.0, dec.clamp(-80.0, 80.0), size),
+            };
+            json!({"skymap": "sky", "id": id, "region": region})
+        })
+        .collect();
+    (
+        json!({"skymap": [{"name": "sky"}], "tract": tracts}),
+        corners,
+    )
+}
+
+#[test]
+fn region_overlaps_answer_alike_on_every_backend() {
+    let universe = DimensionUniverse::default_universe();
+    let (mut registries, _cleanup) = registries(&universe);
+    let (tracts, corners) = varied_tracts();
+    let mut predicates: Vec<String> = [
+        "tract.region OVERLAPS CIRCLE(120, 30, 40)",
+        "tract.region OVERLAPS CIRCLE(0, -60, 30)",
+        "tract.region OVERLAPS CIRCLE(250, 20, 25)",
+        "tract.region OVERLAPS CIRCLE(200, 89, 3)",
+        "NOT tract.region OVERLAPS CIRCLE(90, 0, 60)",
+        "tract.region OVERLAPS POINT(359.9, 10)",
+        "healpix8 = 12345",
+        "healpix8 IN (100, 200000, 400000)",
+    ]
+    .map(String::from)
+    .into();
+    // Points inside, at and just outside some tracts' first corners, and
+    // small circles reaching them.
+    for &(ra, dec, size) in &corners[..12] {
+        predicates.push(format!(
+            "tract.region OVERLAPS POINT({}, {})",
+            ra + size / 4.0,
+            dec + size / 8.0
+        ));
+        predicates.push(format!("tract.region OVERLAPS POINT({ra}, {dec})"));
+        predicates.push(format!(
+            "tract.region OVERLAPS CIRCLE({}, {}, {})",
+            ra - 0.5,
+            dec - 0.5,
+            0.3 + size / 10.0
+        ));
+    }
+    let mut results = Vec::new();
+    for r in &mut registries {
+        r.insert_dimension_records(&records(tracts.clone()))
+            .unwrap();
+        let answers: Vec<Vec<String>> = predicates
+            .iter()
+            .map(|predicate| {
+                let mut ids: Vec<String> = r
+                    .query_data_ids(&["tract".into()], predicate, &Binds::new())
+                    .unwrap_or_else(|e| panic!("{}: {predicate}: {e}", r.location()))
+                    .iter()
+                    .map(|d| d.to_string())
+                    .collect();
+                ids.sort();
+                ids
+            })
+            .collect();
+        results.push((r.location().clone(), answers));
+    }
+    let (_, sqlite) = &results[0];
+    // The predicates select some tracts and not others.
+    let selected: Vec<usize> = sqlite.iter().map(Vec::len).collect();
+    assert!(
+        selected.iter().filter(|&&n| n > 0 && n < 120).count() >= 20,
+        "{selected:?}"
+    );
+    for (location, other) in &results[1..] {
+        for ((predicate, want), got) in predicates.iter().zip(sqlite).zip(other) {
+            assert_eq!(got, want, "{location}: {predicate}");
+        }
+    }
+}
+
+/// Visits with regions over the varied tracts' sky: every tract's first
+/// corner gets one, so the two families overlap somewhere.
+fn visits_over(corners: &[(f64, f64, f64)]) -> serde_json::Value {
+    let visits: Vec<serde_json::Value> = corners
+        .iter()
+        .enumerate()
+        .map(|(id, &(ra, dec, size))| {
+            json!({"instrument": "Cam", "id": id, "physical_filter": "Cam-r",
+                   "day_obs": 20261206, "region": square(ra - 1.0, dec - 1.0, 1.0 + size / 3.0)})
+        })
+        .collect();
+    json!({
+        "instrument": [{"name": "Cam", "detector_max": 4}],
+        "physical_filter": [{"instrument": "Cam", "name": "Cam-r", "band": "r"}],
+        "day_obs": [{"instrument": "Cam", "id": 20261206}],
+        "visit": visits,
+    })
+}
+
+#[test]
+fn a_version_5_registry_is_migrated_to_what_the_current_version_keeps() {
+    let universe = DimensionUniverse::default_universe();
+    let (mut registries, _cleanup) = registries(&universe);
+    let (tracts, corners) = varied_tracts();
+    let pairs = "SELECT count(*) FROM visit__tract_overlap";
+    let query = "visit.region OVERLAPS CIRCLE(120, 30, 40)";
+    for r in &mut registries {
+        let location = r.location().clone();
+        r.insert_dimension_records(&records(tracts.clone()))
+            .unwrap();
+        r.insert_dimension_records(&records(visits_over(&corners)))
+            .unwrap();
+        let (_, kept) = r.sql_read_only(pairs).unwrap();
+        let joined = r
+            .query_data_ids(&["visit".into(), "tract".into()], query, &Binds::new())
+            .unwrap();
+        assert!(!joined.is_empty(), "{location}: no visit overlaps a tract");
+        // What version 5 had: no overlap tables.
+        let sql = |statement: &str| match &location {
+            RegistryLocation::Sqlite(path) => {
+                let conn = rusqlite::Connection::open(path).unwrap();
+                conn.execute_batch(statement).unwrap();
+            }
+            RegistryLocation::Postgres { url, namespace } => {
+                let status = std::process::Command::new("psql")
+                    .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", url])
+                    .args([
+                        "-c",
+                        &format!("SET search_path TO {namespace}; {statement}"),
+                    ])
+                    .status()
+                    .unwrap();
+                assert!(status.success(), "{statement}");
+            }
+        };
+        sql(
+            "DROP TABLE visit__tract_overlap; DROP TABLE visit__patch_overlap; \
+             DROP TABLE tract__visit_detector_overlap; DROP TABLE patch__visit_detector_overlap; \
+             DROP INDEX dataset_by_exposure; DROP INDEX dataset_by_visit; \
+             UPDATE quanta_meta SET value = '5' WHERE key = 'schema_version'",
+        );
+        let err = Registry::open_at(&location, false)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("migrate"), "{err}");
+        let done = Registry::migrate(&location).unwrap();
+        assert_eq!((done.from, done.to), (5, quanta_registry::SCHEMA_VERSION));
+        assert_eq!(done.indexes, 5);
+        let again = Registry::migrate(&location).unwrap();
+        let now = quanta_registry::SCHEMA_VERSION;
+        assert_eq!((again.from, again.to, again.overlaps), (now, now, 0));
+        let reopened = Registry::open_at(&location, true).unwrap();
+        let (_, migrated) = reopened.sql_read_only(pairs).unwrap();
+        assert_eq!(migrated, kept, "{location}");
+        assert_eq!(
+            reopened
+                .query_data_ids(&["visit".into(), "tract".into()], query, &Binds::new())
+                .unwrap(),
+            joined,
+            "{location}"
+        );
+        let (_, indexes) = reopened
+            .sql_read_only(match &location {
+                RegistryLocation::Sqlite(_) => {
+                    "SELECT count(*) FROM sqlite_master WHERE name LIKE 'dataset_by_%' AND name <> 'dataset_by_producer'"
+                }
+                RegistryLocation::Postgres { .. } => {
+                    "SELECT count(*) FROM pg_indexes WHERE schemaname = current_schema() \
+                     AND indexname LIKE 'dataset_by_%' AND indexname <> 'dataset_by_producer'"
+                }
+            })
+            .unwrap();
+        assert_eq!(indexes, vec![vec![json!(5)]], "{location}");
+        // Older than version 5: refused with the way out.
+        sql("UPDATE quanta_meta SET value = '4' WHERE key = 'schema_version'");
+        let err = Registry::migrate(&location).unwrap_err().to_string();
+        assert!(err.contains("quanta export"), "{err}");
+    }
+}
+
+#[test]
+fn a_graph_query_read_in_parts_gives_the_same_rows_on_every_backend() {
+    let universe = DimensionUniverse::default_universe();
+    let (mut registries, _cleanup) = registries(&universe);
+    // Enough datasets that the graph statement is read in parts on
+    // parallel connections (50,000 per part) on a machine of two cores.
+    let (exposures, detectors) = (102_i64, 1000_i64);
+    let mut results = Vec::new();
+    for r in &mut registries {
+        r.insert_dimension_records(&records(json!({
+            "instrument": [{"name": "Cam", "detector_max": detectors}],
+            "physical_filter": [{"instrument": "Cam", "name": "Cam-r", "band": "r"}],
+            "day_obs": [{"instrument": "Cam", "id": 20261206}],
+            "group": [{"instrument": "Cam", "name": "g"}],
+            "detector": (0..detectors).map(|d| json!({"instrument": "Cam", "id": d}))
+                .collect::<Vec<_>>(),
+            "exposure": (0..exposures).map(|e| json!({"instrument": "Cam", "id": e,
+                "physical_filter": "Cam-r", "day_obs": 20261206, "group": "g"}))
+                .collect::<Vec<_>>(),
+        })))
+        .unwrap();
+        let dims = universe
+            .conform(&["instrument", "exposure", "detector"])
+            .unwrap();
+        r.register_dataset_type(&DatasetType {
+            name: "raw".into(),
+            dimensions: dims.clone(),
+            storage_class: "Json".into(),
+            is_calibration: false,
+        })
+        .unwrap();
+        r.register_collection("Cam/raw", CollectionType::Run, None)
+            .unwrap();
+        let raws: Vec<NewDataset> = (0..exposures * detectors)
+            .map(|i| NewDataset {
+                id: Uuid::now_v7(),
+                data_id: data_id(i / detectors, i % detectors),
+                stored: None,
+            })
+            .collect();
+        r.insert_datasets("Cam/raw", "raw", &raws, OnConflict::Fail)
+            .unwrap();
+        let rows = r
+            .query_graph_rows(
+                &dims,
+                "exposure >= 10",
+                &Binds::new(),
+                &["raw".into()],
+                &["Cam/raw".into()],
+            )
+            .unwrap();
+        let exposure = rows.column("exposure").unwrap();
+        let detector = rows.column("detector").unwrap();
+        let mut pairs: Vec<(String, String)> = (0..rows.n_rows())
+            .map(|i| {
+                let value = |c: usize| {
+                    rows.dictionary[c][rows.values[i * rows.columns.len() + c] as usize].to_string()
+                };
+                (value(exposure), value(detector))
+            })
+            .collect();
+        pairs.sort();
+        pairs.dedup();
+        results.push((
+            r.location().clone(),
+            rows.n_rows(),
+            pairs,
+            rows.inputs[0].len(),
+        ));
+    }
+    let (_, n, pairs, inputs) = &results[0];
+    assert_eq!(*n, 92_000);
+    assert_eq!(pairs.len(), 92_000);
+    assert_eq!(*inputs, 92_000);
+    for (location, other_n, other_pairs, other_inputs) in &results[1..] {
+        assert_eq!((other_n, other_inputs), (n, inputs), "{location}");
+        assert!(other_pairs == pairs, "{location}: other rows");
+    }
+}

@@ -5,9 +5,11 @@
 //! parameter, rows read by column type, errors classified by SQLSTATE.
 //!
 //! A `Registry` opens on PostgreSQL in a namespace (a schema) of a
-//! database (`Registry::create_postgres`, `open_postgres`); everything but
-//! merge's writer runs there (`registry/tests/backends.rs` runs one
-//! scenario on both backends and compares).
+//! database (`Registry::create_postgres`, `open_postgres`); the region SQL
+//! function is PL/pgSQL there ([`region_functions`]).
+//! `registry/tests/backends.rs` runs the same scenarios on both backends
+//! and compares.
 
 pub(crate) mod connection;
 pub(crate) mod database;
+pub(crate) mod region_functions;
