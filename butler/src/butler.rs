@@ -4,12 +4,18 @@ use quanta_core::{DataId, DatasetRef, DimensionUniverse, Uuid};
 use quanta_datastore::{
     Datastore, DatastoreConfig, FormatterRegistry, InMemoryDataset, ReadParameters, StoredFileInfo,
 };
-use quanta_registry::{DatastoreRecord, FoundDataset, NewDataset, OnConflict, Registry};
+use quanta_registry::{
+    DatastoreRecord, FoundDataset, NewDataset, OnConflict, Registry, RegistryLocation,
+};
 use serde::{de::DeserializeOwned, Serialize};
 
 use crate::error::ButlerError;
+use crate::repo_config::{
+    check_postgres_url, registry_location, NewRegistry, REGISTRY_CONFIG_FILE,
+};
 
-/// The registry database inside a repo directory.
+/// The registry database inside a repo directory with a SQLite registry
+/// (see [`crate::repo_config`] for one on a server).
 pub const REGISTRY_FILE: &str = "registry.sqlite3";
 /// The datastore root inside a repo directory.
 pub const DATASTORE_DIR: &str = "datastore";
@@ -44,9 +50,24 @@ pub(crate) fn to_info(record: &DatastoreRecord) -> StoredFileInfo {
 }
 
 impl Butler {
-    /// Creates a new repo at `root` (an empty or missing directory).
+    /// Creates a new repo at `root` (an empty or missing directory) with a
+    /// SQLite registry.
     pub fn create_repo(
         root: &Path,
+        universe: &DimensionUniverse,
+        datastore_config: DatastoreConfig,
+    ) -> Result<Self, ButlerError> {
+        Self::create_repo_on(root, &NewRegistry::Sqlite, universe, datastore_config)
+    }
+
+    /// Creates a new repo at `root` (an empty or missing directory) whose
+    /// registry is `registry`. On PostgreSQL the namespace is created
+    /// first and `registry.yaml` written last (atomically), so an
+    /// interrupted create leaves no repository directory that names a
+    /// half-made registry; rerunning it reports the namespace it left.
+    pub fn create_repo_on(
+        root: &Path,
+        registry: &NewRegistry,
         universe: &DimensionUniverse,
         datastore_config: DatastoreConfig,
     ) -> Result<Self, ButlerError> {
@@ -54,18 +75,30 @@ impl Butler {
             repo: root.display().to_string(),
             reason,
         };
-        if root.join(REGISTRY_FILE).exists() {
+        if root.join(REGISTRY_FILE).exists() || root.join(REGISTRY_CONFIG_FILE).exists() {
             return Err(repo_err("a repo already exists here".into()));
         }
         if root.is_file() {
             return Err(repo_err("is a file, not a directory".into()));
         }
+        if let NewRegistry::Postgres { url, .. } = registry {
+            check_postgres_url(url).map_err(ButlerError::Invalid)?;
+        }
         datastore_config.validate()?;
         std::fs::create_dir_all(root.join(DATASTORE_DIR))
             .map_err(|e| repo_err(format!("cannot create the repo directory: {e}")))?;
-        let mut registry = Registry::create(&root.join(REGISTRY_FILE), universe)?;
+        let mut registry = match registry {
+            NewRegistry::Sqlite => Registry::create(&root.join(REGISTRY_FILE), universe)?,
+            NewRegistry::Postgres { url, namespace } => {
+                create_postgres_registry(root, url, namespace, universe)?
+            }
+        };
         let config_json = serde_json::to_string(&datastore_config).expect("config serializes");
         registry.set_meta(DATASTORE_CONFIG_KEY, &config_json)?;
+        if let quanta_registry::RegistryLocation::Postgres { url, namespace } = registry.location()
+        {
+            crate::repo_config::write_registry_config(root, url, namespace)?;
+        }
         let datastore = Datastore::new(root.join(DATASTORE_DIR), datastore_config)?;
         Ok(Self {
             root: root.to_path_buf(),
@@ -78,22 +111,30 @@ impl Butler {
     /// Takes the writer lock of the repo at `root` for a long writer
     /// (`command`, e.g. "merge"), waiting for the current holder if there
     /// is one (`on_wait` is told who it is first); see
-    /// [`quanta_registry::WriterLock`]. Held until dropped.
+    /// [`quanta_registry::WriterLock`] (a lock file beside a SQLite
+    /// registry, an advisory lock on PostgreSQL). Held until dropped.
     pub fn lock_writer(
         root: &Path,
         command: &str,
         on_wait: &mut dyn FnMut(&str),
     ) -> Result<quanta_registry::WriterLock, ButlerError> {
-        let db = root.join(REGISTRY_FILE);
-        if !db.is_file() {
-            return Err(ButlerError::Repo {
-                repo: root.display().to_string(),
-                reason: format!(
-                    "not a quanta repo: no {REGISTRY_FILE} (create one with `quanta repo create`)"
-                ),
-            });
-        }
-        Ok(quanta_registry::WriterLock::acquire(&db, command, on_wait)?)
+        let location = registry_location(root)?;
+        Ok(quanta_registry::WriterLock::acquire(
+            &location, command, on_wait,
+        )?)
+    }
+
+    /// Upgrades the registry of the repo at `root` to this quanta's schema
+    /// version ([`Registry::migrate`]: one transaction, a no-op when it is
+    /// there already), holding the writer lock so that no other writer
+    /// runs meanwhile (`on_wait` is told whom it waits for).
+    pub fn migrate_repo(
+        root: &Path,
+        on_wait: &mut dyn FnMut(&str),
+    ) -> Result<quanta_registry::Migration, ButlerError> {
+        let location = registry_location(root)?;
+        let _lock = quanta_registry::WriterLock::acquire(&location, "migrate", on_wait)?;
+        Ok(Registry::migrate(&location)?)
     }
 
     /// Keeps the registry's writer lock (from [`Butler::lock_writer`]) for
@@ -118,30 +159,25 @@ impl Butler {
         Self::open_with(root, true)
     }
 
+    /// Opens the registry of the repo at `root`, whatever its backend
+    /// ([`registry_location`] decides): every command and the Python
+    /// package open a repository's registry through here.
+    pub fn open_registry(root: &Path, read_only: bool) -> Result<Registry, ButlerError> {
+        Ok(match registry_location(root)? {
+            RegistryLocation::Sqlite(db) if read_only => Registry::open_read_only(&db)?,
+            RegistryLocation::Sqlite(db) => Registry::open(&db)?,
+            RegistryLocation::Postgres { url, namespace } => {
+                Registry::open_postgres(&url, &namespace, read_only)?
+            }
+        })
+    }
+
     fn open_with(root: &Path, read_only: bool) -> Result<Self, ButlerError> {
         let repo_err = |reason: String| ButlerError::Repo {
             repo: root.display().to_string(),
             reason,
         };
-        if !root.exists() {
-            return Err(repo_err("no such repo directory".into()));
-        }
-        if !root.is_dir() {
-            return Err(repo_err(
-                "not a repo directory (a repo is a directory holding registry.sqlite3 and datastore/)".into(),
-            ));
-        }
-        let db = root.join(REGISTRY_FILE);
-        if !db.exists() {
-            return Err(repo_err(format!(
-                "not a quanta repo: no {REGISTRY_FILE} (create one with `quanta repo create`)"
-            )));
-        }
-        let registry = if read_only {
-            Registry::open_read_only(&db)?
-        } else {
-            Registry::open(&db)?
-        };
+        let registry = Self::open_registry(root, read_only)?;
         let config: DatastoreConfig = match registry.meta(DATASTORE_CONFIG_KEY)? {
             Some(text) => serde_json::from_str(&text)
                 .map_err(|e| repo_err(format!("corrupt datastore configuration: {e}")))?,
@@ -545,4 +581,54 @@ fn write_atomically(target: &Path, bytes: &[u8]) -> Result<(), ButlerError> {
         let _ = std::fs::remove_file(&tmp);
     }
     written
+}
+
+/// A new registry in `namespace` of the PostgreSQL database `url`, for
+/// the repo at `root`. A namespace that already holds a registry is
+/// refused with what to do: it may be another repository's, or what an
+/// interrupted `repo create` of this directory left before it wrote
+/// `registry.yaml`.
+fn create_postgres_registry(
+    root: &Path,
+    url: &str,
+    namespace: &str,
+    universe: &DimensionUniverse,
+) -> Result<Registry, ButlerError> {
+    match Registry::open_postgres(url, namespace, true) {
+        Ok(existing) => {
+            let id = existing
+                .repository_id()
+                .ok()
+                .flatten()
+                .map(|id| format!(" (repository id {id})"))
+                .unwrap_or_default();
+            Err(ButlerError::Repo {
+                repo: root.display().to_string(),
+                reason: format!(
+                    "the namespace `{namespace}` of {url} already holds a registry{id}: another \
+                     repository's, or one an interrupted `quanta repo create` left; choose \
+                     another --namespace, or drop it (`DROP SCHEMA {namespace} CASCADE`) if no \
+                     repository uses it"
+                ),
+            })
+        }
+        Err(quanta_registry::RegistryError::NotARegistry { .. }) => {
+            // The URL and namespace were checked by the open above, so the
+            // only input this refuses is a schema that exists without a
+            // registry (what a create killed before its first commit leaves).
+            Registry::create_postgres(url, namespace, universe).map_err(|e| match e {
+                quanta_registry::RegistryError::Invalid(_) => ButlerError::Repo {
+                    repo: root.display().to_string(),
+                    reason: format!(
+                        "the namespace `{namespace}` of {url} exists but holds no registry \
+                         (an interrupted `quanta repo create` may have left it): choose another \
+                         --namespace, or drop it (`DROP SCHEMA {namespace} CASCADE`) if nothing \
+                         else uses it"
+                    ),
+                },
+                e => e.into(),
+            })
+        }
+        Err(e) => Err(e.into()),
+    }
 }

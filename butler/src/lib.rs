@@ -1,7 +1,8 @@
 //! The Butler: a Registry and a Datastore behind get/put by dataset type and
 //! data ID, as in the Gen3 design.
 //!
-//! Owns: the repository layout (registry database + datastore root), the
+//! Owns: the repository layout (datastore root + a SQLite registry file or
+//! a configuration naming a PostgreSQL namespace, [`repo_config`]), the
 //! order of operations that keeps the two consistent (files are written
 //! before they are registered, and removed again if registration fails;
 //! ingest's protocol, under which a source is removed only after its
@@ -28,6 +29,7 @@ mod manifest;
 pub mod merge;
 pub mod provenance;
 pub mod remove;
+pub mod repo_config;
 mod repo_guard;
 pub mod report_page;
 pub mod transfers;
@@ -45,6 +47,9 @@ pub use provenance::{
     ProvenanceGraph, RunReport,
 };
 pub use remove::{DatasetSelection, PruneMode, RemovalSummary};
+pub use repo_config::{
+    check_postgres_url, default_namespace, registry_location, NewRegistry, REGISTRY_CONFIG_FILE,
+};
 pub use report_page::{campaign_report_page, run_report_page};
 pub use transfers::{
     ExportOptions, ExportSummary, ExportTransfer, ImportOptions, ImportSummary, InMemoryExport,

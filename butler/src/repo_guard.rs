@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use crate::butler::REGISTRY_FILE;
 use crate::error::ButlerError;
+use crate::repo_config::{is_registry_file_name, REGISTRY_CONFIG_FILE};
 
 /// A file's identity: device and inode.
 pub(crate) type FileId = (u64, u64);
@@ -32,7 +33,8 @@ fn file_id(_meta: &fs::Metadata) -> FileId {
 pub(crate) struct RepoGuard {
     repo: PathBuf,
     canonical_root: PathBuf,
-    /// The registry database and its `-wal`, `-shm` and `-journal` files.
+    /// The registry database and its `-wal`, `-shm` and `-journal` files,
+    /// or the registry configuration naming a database on a server.
     registry_files: HashMap<FileId, PathBuf>,
     /// The repository root, the datastore root and the datastore
     /// directories added with [`RepoGuard::add_datastore_dirs`].
@@ -61,8 +63,13 @@ impl RepoGuard {
             outside_dirs: HashSet::new(),
             missing_dirs: HashSet::new(),
         };
-        for suffix in ["", "-wal", "-shm", "-journal"] {
-            let path = repo.join(format!("{REGISTRY_FILE}{suffix}"));
+        let sqlite_files = ["", "-wal", "-shm", "-journal"].map(|s| format!("{REGISTRY_FILE}{s}"));
+        for name in sqlite_files
+            .iter()
+            .map(String::as_str)
+            .chain([REGISTRY_CONFIG_FILE])
+        {
+            let path = repo.join(name);
             if let Ok(meta) = fs::metadata(&path) {
                 guard.registry_files.insert(file_id(&meta), path);
             }
@@ -122,6 +129,9 @@ impl RepoGuard {
             let what = match rel.components().next() {
                 Some(c) if c.as_os_str().to_string_lossy().starts_with(REGISTRY_FILE) => {
                     "a file of the registry database"
+                }
+                Some(c) if is_registry_file_name(&c.as_os_str().to_string_lossy()) => {
+                    "the configuration naming the registry database"
                 }
                 Some(c) if c.as_os_str() == crate::butler::DATASTORE_DIR => {
                     "in the repository's datastore"

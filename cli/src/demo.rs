@@ -14,7 +14,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
-use quanta_butler::MergeOptions;
+use quanta_butler::{MergeOptions, NewRegistry};
 use quanta_core::BundleWriteOptions;
 use quanta_preflight::{run_preflight, PreflightOptions};
 use quanta_runtime::{execute, ExecOptions, Selection};
@@ -54,6 +54,11 @@ pub struct DemoArgs {
     /// With `--pipeline fits`: point sources injected per image [default: 25].
     #[arg(long)]
     sources: Option<usize>,
+    /// Put the repo's registry in a fresh namespace (demo_<pid>_<time>) of
+    /// this PostgreSQL database (postgresql://user@host:port/db; the
+    /// password in PGPASSWORD or ~/.pgpass) instead of a SQLite file.
+    #[arg(long, value_name = "URL")]
+    registry: Option<String>,
 }
 
 const INPUT: &str = quanta_examples::workload::RAW_RUN;
@@ -76,6 +81,23 @@ fn stage<T>(
     }
     timings.push((name.to_string(), secs));
     out
+}
+
+/// The demo repo's registry: SQLite, or a fresh namespace of the
+/// PostgreSQL database `url` (so demos never collide).
+fn demo_registry(url: Option<&str>) -> Result<NewRegistry> {
+    let Some(url) = url else {
+        return Ok(NewRegistry::Sqlite);
+    };
+    quanta_butler::check_postgres_url(url).map_err(anyhow::Error::msg)?;
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0);
+    Ok(NewRegistry::Postgres {
+        url: url.to_string(),
+        namespace: format!("demo_{}_{stamp}", std::process::id()),
+    })
 }
 
 fn demo_dir(requested: Option<PathBuf>) -> Result<PathBuf> {
@@ -132,6 +154,7 @@ pub fn demo(a: DemoArgs) -> Result<ExitCode> {
             Some(sim)
         }
     };
+    let registry = demo_registry(a.registry.as_deref())?;
     let dir = demo_dir(a.dir)?;
     let repo = dir.join("repo");
     let pipeline = dir.join("pipeline.yaml");
@@ -157,20 +180,29 @@ pub fn demo(a: DemoArgs) -> Result<ExitCode> {
         a.pipeline.name(),
         dir.display()
     );
+    if let NewRegistry::Postgres { url, namespace } = &registry {
+        eprintln!("registry: namespace {namespace} of {url}");
+    }
     let mut timings = Vec::new();
 
     match &sim {
         None if a.pipeline == DemoPipeline::Coadd => {
             stage("1/4 repo + survey regions, calexps", &mut timings, || {
-                quanta_examples::coadd::survey::create_survey_repo(
+                quanta_examples::coadd::survey::create_survey_repo_on(
                     &repo,
+                    &registry,
                     &coadd_survey(a.exposures),
                 )?;
                 Ok(())
             })?
         }
         None => stage("1/4 repo + raw datasets", &mut timings, || {
-            quanta_examples::workload::create_reference_repo(&repo, a.exposures, a.detectors)?;
+            quanta_examples::workload::create_reference_repo_on(
+                &repo,
+                &registry,
+                a.exposures,
+                a.detectors,
+            )?;
             Ok(())
         })?,
         Some(sim) => stage("1/4 repo + raw images, bias, flat", &mut timings, || {
@@ -179,7 +211,7 @@ pub fn demo(a: DemoArgs) -> Result<ExitCode> {
                 detectors: a.detectors,
                 sim: sim.clone(),
             };
-            quanta_examples::fits::workload::create_fits_repo(&repo, &workload)?;
+            quanta_examples::fits::workload::create_fits_repo_on(&repo, &registry, &workload)?;
             Ok(())
         })?,
     }

@@ -17,9 +17,19 @@ use crate::output::{print_json, print_table};
 
 #[derive(Subcommand)]
 pub enum RepoCommand {
-    /// Create a new repository (a directory with a SQLite registry and a datastore).
+    /// Create a new repository: a directory with a datastore and a SQLite
+    /// registry, or with --registry a registry in a namespace (schema) of a
+    /// PostgreSQL database, named by the directory's registry.yaml.
     Create {
         repo: PathBuf,
+        /// A PostgreSQL database for the registry: postgresql://user@host:port/db,
+        /// never with a password (give it in PGPASSWORD or ~/.pgpass).
+        #[arg(long, value_name = "URL")]
+        registry: Option<String>,
+        /// The registry's namespace (schema) in that database (default: the
+        /// repo directory's name made a schema name, e.g. HSC-RC2 → hsc_rc2).
+        #[arg(long, requires = "registry")]
+        namespace: Option<String>,
         /// A dimension universe YAML file (default: the built-in one, close to LSST's).
         #[arg(long)]
         universe: Option<PathBuf>,
@@ -35,6 +45,9 @@ pub enum RepoCommand {
     /// Give a database role a repository shared on PostgreSQL: it reads
     /// everything and writes the collections under u/<role>/ (administrator).
     Grant(crate::access_cmds::GrantRepoArgs),
+    /// Upgrade a repository made by an older quanta to this one's registry
+    /// schema (in one transaction; nothing to do when it is current).
+    Migrate { repo: PathBuf },
 }
 
 #[derive(Subcommand)]
@@ -217,6 +230,8 @@ pub fn repo(cmd: RepoCommand) -> Result<ExitCode> {
     match cmd {
         RepoCommand::Create {
             repo,
+            registry,
+            namespace,
             universe,
             datastore_config,
         } => {
@@ -237,8 +252,7 @@ pub fn repo(cmd: RepoCommand) -> Result<ExitCode> {
                 }
                 None => DatastoreConfig::default(),
             };
-            Butler::create_repo(&repo, &universe, config)?;
-            println!("created repo {}", repo.display());
+            create_repo(&repo, registry, namespace, &universe, config)?;
         }
         RepoCommand::Universe { repo } => {
             let butler = crate::plugins::open_butler_read_only(&repo)?;
@@ -246,8 +260,68 @@ pub fn repo(cmd: RepoCommand) -> Result<ExitCode> {
         }
         RepoCommand::Check(args) => return crate::remove_cmds::check(args),
         RepoCommand::Grant(args) => return crate::access_cmds::grant_repo(args),
+        RepoCommand::Migrate { repo } => {
+            let done = Butler::migrate_repo(&repo, &mut |holder| {
+                eprintln!(
+                    "waiting for {holder} to finish (registry writer lock of {})",
+                    repo.display()
+                )
+            })?;
+            if done.from == done.to {
+                println!(
+                    "{}: registry schema version {} is current",
+                    repo.display(),
+                    done.to
+                );
+            } else {
+                println!(
+                    "{}: registry schema version {} → {} ({} overlaps related, {} indexes built)",
+                    repo.display(),
+                    done.from,
+                    done.to,
+                    done.overlaps,
+                    done.indexes
+                );
+            }
+        }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `repo create`: on a SQLite registry, or in a namespace of the
+/// PostgreSQL database `registry`.
+fn create_repo(
+    repo: &Path,
+    registry: Option<String>,
+    namespace: Option<String>,
+    universe: &DimensionUniverse,
+    config: DatastoreConfig,
+) -> Result<()> {
+    let Some(url) = registry else {
+        Butler::create_repo(repo, universe, config)?;
+        println!("created repo {}", repo.display());
+        return Ok(());
+    };
+    quanta_butler::check_postgres_url(&url).map_err(anyhow::Error::msg)?;
+    let namespace = match namespace {
+        Some(ns) => ns,
+        None => quanta_butler::default_namespace(repo)?,
+    };
+    let new = quanta_butler::NewRegistry::Postgres {
+        url: url.clone(),
+        namespace: namespace.clone(),
+    };
+    // Every failure here is the user's to fix (a server that is not
+    // reachable at that URL, a role that may not create a schema, a taken
+    // namespace): exit 2, with the server's reason.
+    if let Err(e) = Butler::create_repo_on(repo, &new, universe, config) {
+        bail!("cannot create repo {}: {e}", repo.display());
+    }
+    println!(
+        "created repo {} (registry: namespace {namespace} of {url})",
+        repo.display()
+    );
+    Ok(())
 }
 
 pub fn dimensions(cmd: DimensionsCommand) -> Result<ExitCode> {

@@ -160,12 +160,11 @@ fn ingest_args<'a>(repo: &'a Path, manifest: &'a Path, mode: &'a str) -> Vec<&'a
 
 /// The registered datasets: UUID, data ID and file record, in data ID order.
 fn datasets(repo: &Path) -> Vec<Value> {
-    let rows = json(&ok(&[
-        "sql",
-        s(repo),
-        "SELECT lower(hex(id)) AS id, data_id, path, size, checksum FROM dataset ORDER BY data_id",
-        "--json",
-    ]));
+    let sql = format!(
+        "SELECT {} AS id, data_id, path, size, checksum FROM dataset ORDER BY data_id",
+        common::sql_hex_id("id")
+    );
+    let rows = json(&ok(&["sql", s(repo), &sql, "--json"]));
     rows.as_array().unwrap().clone()
 }
 
@@ -319,7 +318,11 @@ fn sources_and_outputs_inside_the_repository_are_refused() {
     let stored = repo
         .join("datastore")
         .join(before[0]["path"].as_str().unwrap());
-    let registry = repo.join("registry.sqlite3");
+    // The registry's file: the SQLite database, or the configuration naming
+    // the database on a server.
+    let registry = Some(repo.join("registry.sqlite3"))
+        .filter(|db| db.exists())
+        .unwrap_or_else(|| repo.join("registry.yaml"));
     let symlink_to_registry = dir.path().join("innocent.bin");
     std::os::unix::fs::symlink(&registry, &symlink_to_registry).unwrap();
     let symlink_to_stored = dir.path().join("innocent2.bin");
@@ -473,6 +476,9 @@ const KILL_POINTS: [&str; 7] = [
 /// run changes nothing.
 #[test]
 fn killed_ingest_converges_when_rerun_in_every_mode() {
+    if common::skipped_on_postgres("its cases are copies of a template repo's registry file") {
+        return;
+    }
     const N: usize = 5;
     const LEN: usize = 3000;
     let base = tempfile::tempdir().unwrap();

@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use quanta_butler::{Butler, ButlerError};
+use quanta_butler::{Butler, ButlerError, NewRegistry};
 use quanta_core::{CollectionType, DataId, DataIdValue, DatasetType, DimensionUniverse};
 use quanta_datastore::DatastoreConfig;
 use quanta_registry::RecordSet;
@@ -67,8 +67,20 @@ pub fn create_reference_repo(
     n_exp: usize,
     n_det: usize,
 ) -> Result<Butler, ButlerError> {
-    let mut butler = Butler::create_repo(
+    create_reference_repo_on(root, &NewRegistry::Sqlite, n_exp, n_det)
+}
+
+/// [`create_reference_repo`] with its registry on `registry` (e.g. a
+/// PostgreSQL namespace).
+pub fn create_reference_repo_on(
+    root: &Path,
+    registry: &NewRegistry,
+    n_exp: usize,
+    n_det: usize,
+) -> Result<Butler, ButlerError> {
+    let mut butler = Butler::create_repo_on(
         root,
+        registry,
         &DimensionUniverse::default_universe(),
         DatastoreConfig::default(),
     )?;

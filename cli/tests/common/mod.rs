@@ -12,9 +12,134 @@ pub fn quanta() -> Command {
     Command::new(env!("CARGO_BIN_EXE_quanta"))
 }
 
-/// Runs `quanta` with `args`, returning its output.
+/// Runs `quanta` with `args`, returning its output. A `repo create`
+/// without `--registry` creates the repo on the test registry when
+/// `QUANTA_TEST_REGISTRY` names one ([`with_test_registry`]).
 pub fn run(args: &[&str]) -> Output {
-    quanta().args(args).output().expect("quanta runs")
+    quanta()
+        .args(with_test_registry(args))
+        .output()
+        .expect("quanta runs")
+}
+
+/// The PostgreSQL database the CLI suites put their repositories' registries
+/// in (`QUANTA_TEST_REGISTRY=postgresql://user@host:port/db`), or `None` to
+/// use SQLite files as by default: one suite, run on either backend.
+pub fn test_registry() -> Option<String> {
+    std::env::var("QUANTA_TEST_REGISTRY")
+        .ok()
+        .filter(|url| !url.is_empty())
+}
+
+/// Whether the suites run on PostgreSQL; a test that reads a repo's SQLite
+/// file directly says why it is skipped there and returns early.
+pub fn skipped_on_postgres(reason: &str) -> bool {
+    if test_registry().is_some() {
+        eprintln!("skipped on PostgreSQL: {reason}");
+        return true;
+    }
+    false
+}
+
+/// `args`, with `--registry URL --namespace <fresh>` added to a `quanta
+/// repo create` that names no registry, when the suites run on PostgreSQL.
+pub fn with_test_registry(args: &[&str]) -> Vec<String> {
+    let mut out: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    let creates = args.len() >= 3 && args[0] == "repo" && args[1] == "create";
+    if let Some(url) = test_registry().filter(|_| creates && !args.contains(&"--registry")) {
+        out.extend([
+            "--registry".into(),
+            url,
+            "--namespace".into(),
+            fresh_namespace(),
+        ]);
+    }
+    out
+}
+
+/// SQL for `quanta sql` giving the UUID column `column` as 32 lower-case
+/// hex digits on the backend the suites run on (SQLite stores a UUID as a
+/// blob, PostgreSQL as `uuid`).
+pub fn sql_hex_id(column: &str) -> String {
+    if test_registry().is_some() {
+        format!("replace({column}::text, '-', '')")
+    } else {
+        format!("lower(hex({column}))")
+    }
+}
+
+/// The prefix of the namespaces the tests create: `qt_<pid>_<n>`, the pid
+/// of the test process that named it.
+const TEST_NAMESPACE_PREFIX: &str = "qt_";
+
+/// A namespace no other test uses. The first call of a test process also
+/// drops the namespaces of test processes that have ended (best effort),
+/// so the test database does not grow from run to run.
+pub fn fresh_namespace() -> String {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    static REAPED: std::sync::Once = std::sync::Once::new();
+    if let Some(url) = test_registry().or_else(|| std::env::var("QUANTA_POSTGRES_URL").ok()) {
+        REAPED.call_once(|| drop_ended_test_namespaces(&url));
+    }
+    format!(
+        "{TEST_NAMESPACE_PREFIX}{}_{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Runs `sql` with `psql` on `url` (the password by libpq's rules),
+/// returning its unaligned output, or `None` when it failed.
+pub fn psql(url: &str, sql: &str) -> Option<String> {
+    let out = Command::new("psql")
+        .args([
+            url,
+            "-X",
+            "-q",
+            "-A",
+            "-t",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-c",
+            sql,
+        ])
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Drops the test namespaces whose test process is no longer running.
+fn drop_ended_test_namespaces(url: &str) {
+    let Some(names) = psql(
+        url,
+        "SELECT nspname FROM pg_namespace WHERE nspname LIKE 'qt\\_%'",
+    ) else {
+        return;
+    };
+    for name in names.lines().map(str::trim) {
+        let pid = name
+            .strip_prefix(TEST_NAMESPACE_PREFIX)
+            .and_then(|rest| rest.split('_').next())
+            .and_then(|pid| pid.parse::<u32>().ok());
+        let ended = pid.is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists());
+        if ended && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+            psql(url, &format!("DROP SCHEMA IF EXISTS {name} CASCADE"));
+        }
+    }
+}
+
+/// Drops the namespace of a repo created on PostgreSQL (its
+/// `registry.yaml`), best effort: for tests that create many.
+pub fn drop_test_namespace(url: &str, namespace: &str) {
+    if namespace
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+    {
+        psql(url, &format!("DROP SCHEMA IF EXISTS {namespace} CASCADE"));
+    }
 }
 
 /// Runs `quanta` and asserts success, returning stdout.

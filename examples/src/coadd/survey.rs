@@ -7,7 +7,7 @@
 
 use std::path::Path;
 
-use quanta_butler::Butler;
+use quanta_butler::{Butler, NewRegistry};
 use quanta_core::{CollectionType, DataId, DataIdValue, DatasetType, DimensionUniverse};
 use quanta_datastore::{DatastoreConfig, InMemoryDataset};
 use quanta_registry::RecordSet;
@@ -301,14 +301,25 @@ pub fn calexp(
 /// (`ImageF`, `[instrument, visit, detector]`) and every calexp in
 /// [`CALEXP_RUN`].
 pub fn create_survey_repo(root: &Path, s: &Survey) -> Result<Butler, FitsWorkloadError> {
+    create_survey_repo_on(root, &NewRegistry::Sqlite, s)
+}
+
+/// [`create_survey_repo`] with its registry on `registry` (e.g. a
+/// PostgreSQL namespace).
+pub fn create_survey_repo_on(
+    root: &Path,
+    registry: &NewRegistry,
+    s: &Survey,
+) -> Result<Butler, FitsWorkloadError> {
     if s.visits_per_band == 0 {
         return Err(FitsWorkloadError::Invalid(
             "need at least one visit per band".into(),
         ));
     }
     let records = survey_records(s)?;
-    let mut butler = Butler::create_repo(
+    let mut butler = Butler::create_repo_on(
         root,
+        registry,
         &DimensionUniverse::default_universe(),
         DatastoreConfig::default(),
     )?

@@ -6,7 +6,7 @@
 
 use std::path::Path;
 
-use quanta_butler::{Butler, ButlerError};
+use quanta_butler::{Butler, ButlerError, NewRegistry};
 use quanta_core::{CollectionType, DataId, DataIdValue, DatasetType, DimensionUniverse};
 use quanta_datastore::{DatastoreConfig, InMemoryDataset};
 use quanta_registry::{RecordSet, RegistryError};
@@ -81,6 +81,16 @@ fn data_id(pairs: &[(&str, DataIdValue)]) -> DataId {
 /// certified into `Cam/calib` for the whole night. The Butler returned
 /// reads and writes FITS.
 pub fn create_fits_repo(root: &Path, w: &FitsWorkload) -> Result<Butler, FitsWorkloadError> {
+    create_fits_repo_on(root, &NewRegistry::Sqlite, w)
+}
+
+/// [`create_fits_repo`] with its registry on `registry` (e.g. a
+/// PostgreSQL namespace).
+pub fn create_fits_repo_on(
+    root: &Path,
+    registry: &NewRegistry,
+    w: &FitsWorkload,
+) -> Result<Butler, FitsWorkloadError> {
     if w.exposures == 0 || w.detectors == 0 {
         return Err(FitsWorkloadError::Invalid(format!(
             "need at least one exposure and one detector, got {} × {}",
@@ -92,8 +102,9 @@ pub fn create_fits_repo(root: &Path, w: &FitsWorkload) -> Result<Butler, FitsWor
         what: "the source layout".into(),
         source,
     })?;
-    let mut butler = Butler::create_repo(
+    let mut butler = Butler::create_repo_on(
         root,
+        registry,
         &DimensionUniverse::default_universe(),
         DatastoreConfig::default(),
     )?

@@ -261,6 +261,14 @@ fn read_only_in_transaction(
         .iter()
         .map(|c| c.name().to_string())
         .collect();
+    if names.is_empty() {
+        // Only comments (the server prepares them as an empty query), or
+        // a statement with no result such as SET: nothing to show, as on
+        // SQLite.
+        return Err(RegistryError::Invalid(
+            "the SQL query holds no statement that returns rows; give one SELECT statement".into(),
+        ));
+    }
     let rows = client.query(&stmt, &[]).map_err(classify)?;
     let mut out = Vec::with_capacity(rows.len());
     for row in &rows {
