@@ -107,8 +107,12 @@ def _run(session: Any, tasks: dict[str, PipelineTask], req: dict, capture: _Capt
             )
         for name, obj in outputs.items():
             q.put(name, obj)
-    except BaseException:  # noqa: BLE001 - a task's SystemExit fails its quantum too
-        error = traceback.format_exc().rstrip()
+    except BaseException as e:  # noqa: BLE001 - a task's SystemExit fails its quantum too
+        # The exception first: one-line listings (`quanta report`) show it;
+        # the whole traceback follows for the journal and `report --json`.
+        error = (
+            f"{type(e).__name__}: {e}\nPython traceback:\n" + traceback.format_exc().rstrip()
+        )
     finally:
         task.quantum = None
     return q.finish(error, time.process_time() - cpu0, capture.take())
