@@ -7,14 +7,18 @@ outputs are byte-identical (quanta writes a JSON dataset compact with sorted
 keys whichever language made it). Pipeline: ``examples/pipelines/
 reference_python.yaml``; this directory must be on the workers' PYTHONPATH.
 
-``config`` may hold ``fail_on`` (a data ID mapping, or a list of them): a
-matching quantum raises, for tests of failures. ``exit_on`` makes a
-matching quantum end its interpreter with ``os._exit(3)`` (a crash).
+``config`` may hold test hooks, each a data ID mapping or a list of them:
+``fail_on`` (a matching quantum raises), ``exit_on`` (it ends its
+interpreter with ``os._exit(3)``), ``kill_on`` (it SIGKILLs its
+interpreter), ``hang_on`` (it sleeps for ten minutes: a hung task, for
+timeouts).
 """
 
 from __future__ import annotations
 
 import os
+import signal
+import time
 from typing import Any
 
 import quanta
@@ -30,10 +34,14 @@ def _matches(config: dict[str, Any], key: str, data_id: dict[str, Any]) -> bool:
 class _ReferenceTask(quanta.PipelineTask):
     def hooks(self) -> None:
         data_id = self.quantum.data_id
+        if _matches(self.config, "hang_on", data_id):
+            time.sleep(600)
         if _matches(self.config, "fail_on", data_id):
             raise RuntimeError(f"configured to fail on {data_id} (fail_on)")
         if _matches(self.config, "exit_on", data_id):
             os._exit(3)
+        if _matches(self.config, "kill_on", data_id):
+            os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _pixels(connection: str, obj: Any) -> list:
