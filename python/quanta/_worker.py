@@ -24,6 +24,9 @@ import traceback
 from collections.abc import Mapping
 from typing import Any, BinaryIO
 
+# Imported before stderr is captured: if the compiled module is missing or
+# older than this file, the error reaches the executor's log of this process.
+from ._quanta import _WorkerSession
 from ._task import PipelineTask
 
 # Lines of a quantum's output kept for the journal (the executor keeps the
@@ -119,6 +122,16 @@ def _run(session: Any, tasks: dict[str, PipelineTask], req: dict, capture: _Capt
 
 
 def main() -> int:
+    try:
+        return _serve()
+    except BaseException:
+        # A failure of the worker itself, not of a task (those are replies):
+        # on the real stderr, which the executor shows when this process dies.
+        traceback.print_exc(file=sys.__stderr__)
+        return 1
+
+
+def _serve() -> int:
     requests = sys.stdin.buffer
     # Replies go to the stdout this process was started with; fd 1 then
     # points at stderr, so nothing a task prints (from Python or C) can
@@ -128,8 +141,6 @@ def main() -> int:
     capture = _Capture()
     sys.stdout = sys.stderr = capture
     logging.basicConfig(stream=capture, level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-
-    from ._quanta import _WorkerSession
 
     session = None
     tasks: dict[str, PipelineTask] = {}
@@ -149,7 +160,14 @@ def main() -> int:
             capture.take()
             _write_frame(replies, json.dumps(reply).encode())
         elif op == "run" and session is not None:
-            _write_frame(replies, _run(session, tasks, req, capture))
+            try:
+                reply_body = _run(session, tasks, req, capture)
+            except BaseException as e:  # noqa: BLE001 - the quantum fails, the worker goes on
+                error = f"the worker could not run quantum {req.get('quantum')}: {type(e).__name__}: {e}"
+                reply_body = json.dumps(
+                    {"status": "failed", "error": error + "\n" + traceback.format_exc().rstrip()}
+                ).encode()
+            _write_frame(replies, reply_body)
         else:
             _write_frame(replies, json.dumps({"status": "failed", "error": f"unexpected request {op!r}"}).encode())
 
