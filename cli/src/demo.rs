@@ -168,10 +168,7 @@ pub fn demo(a: DemoArgs) -> Result<ExitCode> {
     let (yaml, inputs) = match a.pipeline {
         DemoPipeline::Reference if a.python => {
             install_python_tasks(&dir)?;
-            (
-                quanta_examples::REFERENCE_PYTHON_PIPELINE_YAML,
-                vec![INPUT],
-            )
+            (quanta_examples::REFERENCE_PYTHON_PIPELINE_YAML, vec![INPUT])
         }
         DemoPipeline::Reference => (quanta_examples::REFERENCE_PIPELINE_YAML, vec![INPUT]),
         DemoPipeline::Fits => (

@@ -62,7 +62,14 @@ fn build_site() -> Result<PathBuf, String> {
     let scratch = tempfile::tempdir().map_err(|e| e.to_string())?.keep();
     let wheels = scratch.join("wheels");
     let built = Command::new("python3")
-        .args(["-m", "maturin", "build", "--quiet", "--profile", cargo_profile])
+        .args([
+            "-m",
+            "maturin",
+            "build",
+            "--quiet",
+            "--profile",
+            cargo_profile,
+        ])
         .arg("--manifest-path")
         .arg(Path::new(WORKSPACE).join("python/Cargo.toml"))
         .arg("--out")
@@ -86,7 +93,11 @@ fn build_site() -> Result<PathBuf, String> {
         .arg(&wheel)
         .output()
         .expect("pip runs");
-    assert!(installed.status.success(), "pip install:\n{}", text(&installed));
+    assert!(
+        installed.status.success(),
+        "pip install:\n{}",
+        text(&installed)
+    );
     Ok(site)
 }
 
@@ -278,7 +289,10 @@ fn a_python_exception_fails_its_quantum_with_the_traceback() {
     let out = q(site, &["run", s(&bundle), "--jobs", "2"]);
     assert_eq!(out.status.code(), Some(1), "{}", show(&out));
     // Merge registers what succeeded and exits 1 for the failed quanta.
-    assert_eq!(q(site, &["merge", s(&repo), s(&bundle)]).status.code(), Some(1));
+    assert_eq!(
+        q(site, &["merge", s(&repo), s(&bundle)]).status.code(),
+        Some(1)
+    );
     let f = failures(site, &repo, "fail/run");
     assert_eq!(f.len(), 2, "{f:?}");
     let (task, data_id, status, error) = &f[0];
@@ -288,7 +302,10 @@ fn a_python_exception_fails_its_quantum_with_the_traceback() {
         error.starts_with("RuntimeError: configured to fail on"),
         "{error}"
     );
-    assert!(error.contains("Traceback (most recent call last)"), "{error}");
+    assert!(
+        error.contains("Traceback (most recent call last)"),
+        "{error}"
+    );
     assert!(error.contains("reference_tasks.py"), "{error}");
     let (task, _, status, error) = &f[1];
     assert_eq!((task.as_str(), status.as_str()), ("summarize", "blocked"));
@@ -320,13 +337,22 @@ fn a_dead_interpreter_fails_only_its_quantum() {
     let out = q(site, &["run", s(&bundle), "--jobs", "1"]);
     assert_eq!(out.status.code(), Some(1), "{}", show(&out));
     // Merge registers what succeeded and exits 1 for the failed quanta.
-    assert_eq!(q(site, &["merge", s(&repo), s(&bundle)]).status.code(), Some(1));
+    assert_eq!(
+        q(site, &["merge", s(&repo), s(&bundle)]).status.code(),
+        Some(1)
+    );
     let f = failures(site, &repo, "crash/run");
     let failed: Vec<_> = f.iter().filter(|x| x.2 == "failed").collect();
     assert_eq!(failed.len(), 2, "{f:?}");
-    let exited = failed.iter().find(|x| x.1.contains("\"exposure\":0")).unwrap();
+    let exited = failed
+        .iter()
+        .find(|x| x.1.contains("\"exposure\":0"))
+        .unwrap();
     assert!(exited.3.contains("exited with code 3"), "{exited:?}");
-    let killed = failed.iter().find(|x| x.1.contains("\"exposure\":1")).unwrap();
+    let killed = failed
+        .iter()
+        .find(|x| x.1.contains("\"exposure\":1"))
+        .unwrap();
     assert!(killed.3.contains("killed by signal 9"), "{killed:?}");
     // Downstream of each: its characterize and its exposure's summary.
     assert_eq!(f.iter().filter(|x| x.2 == "blocked").count(), 4, "{f:?}");
@@ -347,7 +373,10 @@ fn a_hung_python_task_times_out_and_the_next_quanta_run() {
     let summary = text(&out);
     assert!(summary.contains("timed out after 3.000 s"), "{summary}");
     // Merge registers what succeeded and exits 1 for the failed quanta.
-    assert_eq!(q(site, &["merge", s(&repo), s(&bundle)]).status.code(), Some(1));
+    assert_eq!(
+        q(site, &["merge", s(&repo), s(&bundle)]).status.code(),
+        Some(1)
+    );
     let f = failures(site, &repo, "hang/run");
     assert_eq!(f.iter().filter(|x| x.2 == "timed_out").count(), 1, "{f:?}");
     assert_eq!(outputs_of(&repo, "hang/run").len(), 2 + 2);

@@ -38,9 +38,7 @@ impl TaskKind {
 pub fn check_python_target(target: &str) -> Result<(), String> {
     let ident = |s: &str| {
         let mut chars = s.chars();
-        chars
-            .next()
-            .is_some_and(|c| c == '_' || c.is_alphabetic())
+        chars.next().is_some_and(|c| c == '_' || c.is_alphabetic())
             && chars.all(|c| c == '_' || c.is_alphanumeric())
     };
     let Some((module, class)) = target.split_once(':') else {

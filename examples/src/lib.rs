@@ -26,8 +26,7 @@ pub const REFERENCE_PIPELINE_YAML: &str = include_str!("../pipelines/reference.y
 
 /// The reference pipeline with its three tasks in Python
 /// (`python: reference_tasks:…`), for `quanta demo --python`.
-pub const REFERENCE_PYTHON_PIPELINE_YAML: &str =
-    include_str!("../pipelines/reference_python.yaml");
+pub const REFERENCE_PYTHON_PIPELINE_YAML: &str = include_str!("../pipelines/reference_python.yaml");
 
 /// The Python module of those tasks (`examples/python/reference_tasks.py`),
 /// written beside the demo's pipeline and put on the workers' PYTHONPATH.

@@ -59,11 +59,7 @@ impl PyWorkerSession {
 
     /// Starts an attempt of quantum `index`.
     fn begin(&self, index: u32, replace_existing: bool) -> PyResult<PyQuantum> {
-        let quantum = self
-            .registry
-            .bundle()
-            .quantum(index)
-            .map_err(to_py_err)?;
+        let quantum = self.registry.bundle().quantum(index).map_err(to_py_err)?;
         let butler = self.registry.butler(index, quantum, replace_existing);
         Ok(PyQuantum {
             butler,
@@ -142,8 +138,7 @@ impl PyQuantum {
             } else if n == 0 {
                 out.set_item(&c.name, py.None())?;
             } else {
-                let obj =
-                    self.with_context(|ctx| ctx.get_with(&c.name, &ReadParameters::new()))?;
+                let obj = self.with_context(|ctx| ctx.get_with(&c.name, &ReadParameters::new()))?;
                 out.set_item(&c.name, datasets::to_python(py, &obj)?)?;
             }
         }

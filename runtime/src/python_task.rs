@@ -80,7 +80,10 @@ const INIT_TIMEOUT: Duration = Duration::from_secs(300);
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Request {
     /// Open `bundle` and import (and configure) the tasks `labels`.
-    Init { bundle: PathBuf, labels: Vec<String> },
+    Init {
+        bundle: PathBuf,
+        labels: Vec<String>,
+    },
     /// Run one attempt of quantum `quantum`.
     Run {
         quantum: u32,
@@ -249,7 +252,9 @@ impl Interpreter {
             Ok(Ok(None)) | Err(RecvTimeoutError::Disconnected) => {
                 Err(Trouble::Died(self.death("its reply stream ended")))
             }
-            Ok(Err(e)) => Err(Trouble::Died(self.death(&format!("reading its reply: {e}")))),
+            Ok(Err(e)) => Err(Trouble::Died(
+                self.death(&format!("reading its reply: {e}")),
+            )),
             Err(RecvTimeoutError::Timeout) => Err(Trouble::TimedOut),
         }
     }
@@ -464,7 +469,8 @@ mod tests {
             serde_json::to_value(&r).unwrap(),
             serde_json::json!({"op": "run", "quantum": 3, "attempt": 1, "replace_existing": false})
         );
-        let reply: Reply = serde_json::from_str(r#"{"status": "failed", "error": "boom"}"#).unwrap();
+        let reply: Reply =
+            serde_json::from_str(r#"{"status": "failed", "error": "boom"}"#).unwrap();
         assert_eq!(reply.status, ReplyStatus::Failed);
         assert_eq!(reply.error.as_deref(), Some("boom"));
     }
