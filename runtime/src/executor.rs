@@ -307,7 +307,6 @@ pub fn execute(
     let (indices, quanta) = select_quanta(&bundle, selection)?;
     let used: BTreeSet<u32> = quanta.iter().map(|q| q.task).collect();
     let (runnables, configs) = prepare_tasks(&registry, tasks, &used)?;
-    let python = start_python(&registry, &runnables)?;
     if runnables
         .iter()
         .any(|r| matches!(r, Some(Runnable::Command(_))))
@@ -378,6 +377,9 @@ pub fn execute(
             wall_seconds: t0.elapsed().as_secs_f64(),
         });
     }
+    // Before the journal: a Python task that cannot be imported stops the
+    // execution with nothing recorded.
+    let python = start_python(&registry, &runnables)?;
     let journal = WorkerJournal::create(
         &journal_dir,
         bundle.header().bundle_id,
