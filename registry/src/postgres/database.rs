@@ -266,7 +266,9 @@ fn read_only_in_transaction(
         // a statement with no result such as SET: nothing to show, as on
         // SQLite.
         return Err(RegistryError::Invalid(
-            "the SQL query holds no statement that returns rows; give one SELECT statement".into(),
+            "the SQL query holds no statement that returns rows: only read-only statements \
+             (one SELECT) are allowed"
+                .into(),
         ));
     }
     let rows = client.query(&stmt, &[]).map_err(classify)?;
