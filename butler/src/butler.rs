@@ -123,6 +123,19 @@ impl Butler {
         )?)
     }
 
+    /// Upgrades the registry of the repo at `root` to this quanta's schema
+    /// version ([`Registry::migrate`]: one transaction, a no-op when it is
+    /// there already), holding the writer lock so that no other writer
+    /// runs meanwhile (`on_wait` is told whom it waits for).
+    pub fn migrate_repo(
+        root: &Path,
+        on_wait: &mut dyn FnMut(&str),
+    ) -> Result<quanta_registry::Migration, ButlerError> {
+        let location = registry_location(root)?;
+        let _lock = quanta_registry::WriterLock::acquire(&location, "migrate", on_wait)?;
+        Ok(Registry::migrate(&location)?)
+    }
+
     /// Keeps the registry's writer lock (from [`Butler::lock_writer`]) for
     /// as long as this butler lives.
     pub fn holding(mut self, lock: quanta_registry::WriterLock) -> Self {

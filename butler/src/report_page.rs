@@ -8,7 +8,7 @@
 
 use std::path::Path;
 
-use quanta_core::pipeline::{LoadedPipeline, TaskDef, TaskKind};
+use quanta_core::pipeline::{LoadedPipeline, TaskDef};
 use quanta_core::{
     fold_journals, journal_dir_for, BlockQuantum, Bundle, BundleHeader, CampaignProgress, DataId,
     JournalRecord, QuantumState,
@@ -27,10 +27,7 @@ fn task_info(t: &TaskDef) -> TaskInfo {
     };
     TaskInfo {
         label: t.label.clone(),
-        kind: match &t.kind {
-            TaskKind::Class(c) => c.clone(),
-            TaskKind::Command(c) => c.join(" "),
-        },
+        kind: t.kind.describe(),
         dimensions: t.dimensions.clone(),
         inputs: names(&t.inputs),
         prerequisites: names(&t.prerequisites),

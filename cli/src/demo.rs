@@ -6,7 +6,9 @@
 //! also prints detected against injected sources per exposure; `--pipeline
 //! coadd` builds a synthetic survey with regions and a grid skymap, warps
 //! and coadds it, and prints per patch and band the warps combined and the
-//! injected stars detected on the coadd.
+//! injected stars detected on the coadd. `--python` runs the reference
+//! pipeline with its three tasks in Python (`examples/python/`, run by one
+//! interpreter per job; needs the `quanta` Python package).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -59,6 +61,12 @@ pub struct DemoArgs {
     /// password in PGPASSWORD or ~/.pgpass) instead of a SQLite file.
     #[arg(long, value_name = "URL")]
     registry: Option<String>,
+    /// Run the reference pipeline's tasks written in Python
+    /// (`quanta.PipelineTask`s, one interpreter per job; needs the `quanta`
+    /// package: `pip install ./python`, and `QUANTA_PYTHON` if the
+    /// interpreter is not `python3`).
+    #[arg(long)]
+    python: bool,
 }
 
 const INPUT: &str = quanta_examples::workload::RAW_RUN;
@@ -100,6 +108,24 @@ fn demo_registry(url: Option<&str>) -> Result<NewRegistry> {
     })
 }
 
+/// Writes the Python tasks' module into `dir/python/` and puts that
+/// directory first on PYTHONPATH, which the Python task interpreters
+/// inherit. Done before any thread that reads the environment is started.
+fn install_python_tasks(dir: &Path) -> Result<()> {
+    let py = dir.join("python");
+    std::fs::create_dir_all(&py).with_context(|| format!("creating {}", py.display()))?;
+    let module = py.join("reference_tasks.py");
+    std::fs::write(&module, quanta_examples::REFERENCE_PYTHON_TASKS)
+        .with_context(|| format!("writing {}", module.display()))?;
+    let mut paths = vec![py];
+    if let Some(old) = std::env::var_os("PYTHONPATH") {
+        paths.extend(std::env::split_paths(&old));
+    }
+    let joined = std::env::join_paths(paths).context("PYTHONPATH")?;
+    std::env::set_var("PYTHONPATH", joined);
+    Ok(())
+}
+
 fn demo_dir(requested: Option<PathBuf>) -> Result<PathBuf> {
     let dir = match requested {
         Some(d) => d,
@@ -124,6 +150,9 @@ fn demo_dir(requested: Option<PathBuf>) -> Result<PathBuf> {
 pub fn demo(a: DemoArgs) -> Result<ExitCode> {
     if a.exposures == 0 || a.detectors == 0 || a.jobs == 0 {
         bail!("--exposures, --detectors and --jobs must be at least 1");
+    }
+    if a.python && a.pipeline != DemoPipeline::Reference {
+        bail!("--python applies to --pipeline reference only");
     }
     let sim = match a.pipeline {
         DemoPipeline::Reference => {
@@ -160,6 +189,10 @@ pub fn demo(a: DemoArgs) -> Result<ExitCode> {
     let pipeline = dir.join("pipeline.yaml");
     let bundle = dir.join("demo.qb");
     let (yaml, inputs) = match a.pipeline {
+        DemoPipeline::Reference if a.python => {
+            install_python_tasks(&dir)?;
+            (quanta_examples::REFERENCE_PYTHON_PIPELINE_YAML, vec![INPUT])
+        }
         DemoPipeline::Reference => (quanta_examples::REFERENCE_PIPELINE_YAML, vec![INPUT]),
         DemoPipeline::Fits => (
             quanta_examples::FITS_PIPELINE_YAML,
@@ -176,8 +209,9 @@ pub fn demo(a: DemoArgs) -> Result<ExitCode> {
         _ => format!("{} exposures × {} detectors", a.exposures, a.detectors),
     };
     eprintln!(
-        "quanta demo ({} pipeline): {size} in {}",
+        "quanta demo ({} pipeline{}): {size} in {}",
         a.pipeline.name(),
+        if a.python { ", Python tasks" } else { "" },
         dir.display()
     );
     if let NewRegistry::Postgres { url, namespace } = &registry {

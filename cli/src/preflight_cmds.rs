@@ -198,10 +198,7 @@ fn show(path: &std::path::Path, json: bool) -> Result<ExitCode> {
     }
     let clusters = b.clusters()?;
     let h = b.header();
-    let kind = |k: &TaskKind| match k {
-        TaskKind::Class(c) => c.clone(),
-        TaskKind::Command(c) => c.join(" "),
-    };
+    let kind = |k: &TaskKind| k.describe();
     if json {
         let value = serde_json::json!({
             "path": path.display().to_string(),

@@ -45,6 +45,9 @@ pub enum RepoCommand {
     /// Give a database role a repository shared on PostgreSQL: it reads
     /// everything and writes the collections under u/<role>/ (administrator).
     Grant(crate::access_cmds::GrantRepoArgs),
+    /// Upgrade a repository made by an older quanta to this one's registry
+    /// schema (in one transaction; nothing to do when it is current).
+    Migrate { repo: PathBuf },
 }
 
 #[derive(Subcommand)]
@@ -257,6 +260,30 @@ pub fn repo(cmd: RepoCommand) -> Result<ExitCode> {
         }
         RepoCommand::Check(args) => return crate::remove_cmds::check(args),
         RepoCommand::Grant(args) => return crate::access_cmds::grant_repo(args),
+        RepoCommand::Migrate { repo } => {
+            let done = Butler::migrate_repo(&repo, &mut |holder| {
+                eprintln!(
+                    "waiting for {holder} to finish (registry writer lock of {})",
+                    repo.display()
+                )
+            })?;
+            if done.from == done.to {
+                println!(
+                    "{}: registry schema version {} is current",
+                    repo.display(),
+                    done.to
+                );
+            } else {
+                println!(
+                    "{}: registry schema version {} → {} ({} overlaps related, {} indexes built)",
+                    repo.display(),
+                    done.from,
+                    done.to,
+                    done.overlaps,
+                    done.indexes
+                );
+            }
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

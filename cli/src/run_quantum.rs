@@ -68,8 +68,12 @@ pub fn run_quantum(args: RunQuantumArgs) -> Result<ExitCode> {
     };
     let TaskKind::Class(class) = &task.kind else {
         bail!(
-            "--task `{}` is an external command; run-quantum runs Rust tasks only",
-            args.task
+            "--task `{}` is {}; run-quantum runs Rust tasks only",
+            args.task,
+            match &task.kind {
+                TaskKind::Python(_) => "a Python task",
+                _ => "an external command",
+            }
         );
     };
     let (where_clause, binds) = data_id_where(&args.data_id)?;
@@ -295,6 +299,7 @@ fn single_task_pipeline(task: &TaskDef) -> Result<String> {
     match &task.kind {
         TaskKind::Class(c) => t["class"] = c.clone().into(),
         TaskKind::Command(argv) => t["command"] = argv.clone().into(),
+        TaskKind::Python(target) => t["python"] = target.clone().into(),
     }
     let mut tasks = serde_json::Map::new();
     tasks.insert(task.label.clone(), t);

@@ -531,3 +531,42 @@ fn calibration_validity_ranges_do_not_overlap() {
     ]));
     assert_eq!(all.as_array().unwrap().len(), 2);
 }
+
+#[test]
+fn a_repo_of_the_previous_schema_version_is_migrated_and_then_opens() {
+    if common::skipped_on_postgres("makes an old registry by editing its SQLite file") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let repo = make_reference_repo(dir.path(), 3, 2);
+    let repo_s = repo.to_str().unwrap();
+    let raws = count_rows(repo_s, "SELECT count(*) FROM dataset");
+    // What version 6 had: no selection indexes.
+    let conn = rusqlite::Connection::open(repo.join("registry.sqlite3")).unwrap();
+    conn.execute_batch(
+        "DROP INDEX dataset_by_exposure; DROP INDEX dataset_by_visit; \
+         UPDATE quanta_meta SET value = '6' WHERE key = 'schema_version'",
+    )
+    .unwrap();
+    drop(conn);
+    let err = fails_with(2, &["collection", "list", repo_s]);
+    assert!(err.contains("quanta repo migrate"), "{err}");
+    let out = ok(&["repo", "migrate", repo_s]);
+    assert!(out.contains("6 → 7"), "{out}");
+    assert!(ok(&["repo", "migrate", repo_s]).contains("is current"));
+    assert_eq!(count_rows(repo_s, "SELECT count(*) FROM dataset"), raws);
+    assert_eq!(
+        count_rows(
+            repo_s,
+            "SELECT count(*) FROM sqlite_master WHERE name = 'dataset_by_exposure'"
+        ),
+        1
+    );
+    // A registry too old to upgrade in place says what to do instead.
+    let conn = rusqlite::Connection::open(repo.join("registry.sqlite3")).unwrap();
+    conn.execute_batch("UPDATE quanta_meta SET value = '3' WHERE key = 'schema_version'")
+        .unwrap();
+    drop(conn);
+    let err = fails_with(2, &["repo", "migrate", repo_s]);
+    assert!(err.contains("quanta export"), "{err}");
+}

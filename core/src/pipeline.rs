@@ -14,6 +14,49 @@ pub enum TaskKind {
     /// An external command; `{manifest}` in an argument is replaced by the
     /// path of the JSON manifest of the quantum's inputs and outputs.
     Command(Vec<String>),
+    /// A Python task, `package.module:Class`: a subclass of
+    /// `quanta.PipelineTask` run in a persistent interpreter per worker
+    /// slot (`quanta-runtime`'s `python_task`), imported once per
+    /// interpreter and called per quantum.
+    Python(String),
+}
+
+impl TaskKind {
+    /// How the kind is shown (`bundle show`, the campaign page): the Rust
+    /// class, the command line, or `python: module:Class`.
+    pub fn describe(&self) -> String {
+        match self {
+            TaskKind::Class(c) => c.clone(),
+            TaskKind::Command(c) => c.join(" "),
+            TaskKind::Python(t) => format!("python: {t}"),
+        }
+    }
+}
+
+/// Checks a Python task target, `package.module:Class`: dotted Python
+/// identifiers, one colon, a class name. Returns what is wrong.
+pub fn check_python_target(target: &str) -> Result<(), String> {
+    let ident = |s: &str| {
+        let mut chars = s.chars();
+        chars.next().is_some_and(|c| c == '_' || c.is_alphabetic())
+            && chars.all(|c| c == '_' || c.is_alphanumeric())
+    };
+    let Some((module, class)) = target.split_once(':') else {
+        return Err(format!(
+            "`{target}` is not `package.module:Class` (no `:` before the class name)"
+        ));
+    };
+    if !module.split('.').all(ident) {
+        return Err(format!(
+            "`{module}` in `{target}` is not a dotted Python module name"
+        ));
+    }
+    if !ident(class) {
+        return Err(format!(
+            "`{class}` in `{target}` is not a Python class name"
+        ));
+    }
+    Ok(())
 }
 
 /// One connection of a task: a named input, prerequisite, output or

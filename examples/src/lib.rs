@@ -24,6 +24,14 @@ pub use tasks::{register, task_registry, Characterize, Isr, Summarize};
 /// `quanta demo` runs from any directory.
 pub const REFERENCE_PIPELINE_YAML: &str = include_str!("../pipelines/reference.yaml");
 
+/// The reference pipeline with its three tasks in Python
+/// (`python: reference_tasks:…`), for `quanta demo --python`.
+pub const REFERENCE_PYTHON_PIPELINE_YAML: &str = include_str!("../pipelines/reference_python.yaml");
+
+/// The Python module of those tasks (`examples/python/reference_tasks.py`),
+/// written beside the demo's pipeline and put on the workers' PYTHONPATH.
+pub const REFERENCE_PYTHON_TASKS: &str = include_str!("../python/reference_tasks.py");
+
 /// The FITS pipeline (isr → background → detect → summarize), embedded for
 /// `quanta demo --pipeline fits`.
 pub const FITS_PIPELINE_YAML: &str = include_str!("../pipelines/fits.yaml");

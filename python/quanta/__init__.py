@@ -17,10 +17,16 @@ Images come back as :class:`ImageArray` (a numpy array with ``.header`` and
 ``.header``), exposures as :class:`Exposure`, JSON datasets as plain Python
 objects. Errors are :class:`QuantaError` (``DatasetNotFoundError`` when a
 dataset is not there) with the message the ``quanta`` command prints.
+
+Pipeline tasks can be Python classes: subclass :class:`PipelineTask`,
+implement ``run(self, **inputs) -> dict``, and name the class in a pipeline
+as ``python: package.module:Class``; quanta's workers import it once per
+interpreter and call it per quantum (``python -m quanta._worker``).
 """
 
 from ._errors import DatasetNotFoundError, QuantaError
 from ._quanta import Bundle, Butler, __version__
+from ._task import PipelineTask
 from ._types import Catalog, Exposure, ImageArray
 
 __all__ = [
@@ -30,6 +36,7 @@ __all__ = [
     "DatasetNotFoundError",
     "Exposure",
     "ImageArray",
+    "PipelineTask",
     "QuantaError",
     "__version__",
 ]

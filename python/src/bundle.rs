@@ -29,10 +29,7 @@ pub struct PyBundle {
 }
 
 fn task_kind(kind: &TaskKind) -> String {
-    match kind {
-        TaskKind::Class(c) => c.clone(),
-        TaskKind::Command(c) => c.join(" "),
-    }
+    kind.describe()
 }
 
 fn connections(refs: &ConnectionRefs) -> Result<Value, serde_json::Error> {

@@ -4,7 +4,9 @@
 //!
 //! Owns: the conversion between Python objects and quanta's types (data
 //! IDs, binds, read parameters, JSON values, the FITS formats' in-memory
-//! types as numpy arrays) and the Python classes `Butler` and `Bundle`.
+//! types as numpy arrays) and the Python classes `Butler` and `Bundle`, and
+//! the compiled half of the Python task worker (`worker.rs`: a bundle's
+//! quanta read and written through its `QuantumBackedButler`).
 //! Every operation is the library call the `quanta` command makes for the
 //! same command (`get`, `query-datasets`, `provenance`, `bundle show`, …),
 //! so a Python user sees the same results and the same error messages.
@@ -22,6 +24,7 @@ mod butler;
 mod convert;
 mod datasets;
 mod errors;
+mod worker;
 
 use pyo3::prelude::*;
 
@@ -32,6 +35,8 @@ fn quanta_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<butler::PyButler>()?;
     m.add_class::<bundle::PyBundle>()?;
     m.add_class::<bundle::QuantumIterator>()?;
+    m.add_class::<worker::PyWorkerSession>()?;
+    m.add_class::<worker::PyQuantum>()?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

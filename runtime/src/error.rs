@@ -36,6 +36,8 @@ pub enum RuntimeError {
     },
     #[error("execution lock {}: {detail}", path.display())]
     Lock { path: PathBuf, detail: String },
+    #[error("Python tasks: {detail} (the interpreter is `{program}`: set QUANTA_PYTHON to choose another; it needs the `quanta` package, `pip install ./python`, and the tasks' modules on its path, PYTHONPATH)")]
+    Python { program: String, detail: String },
     #[error("invalid quantum list `{text}`: {detail}")]
     BadQuantumList { text: String, detail: String },
 }

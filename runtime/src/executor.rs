@@ -7,7 +7,8 @@
 //! Rust tasks run on the pool's threads with panics caught; with a timeout
 //! each attempt runs on its own thread, which is abandoned (its later puts
 //! refused) when the deadline passes, since a thread cannot be killed.
-//! External commands run as child processes (see `command`).
+//! External commands run as child processes (see `command`); Python tasks
+//! in one persistent interpreter per worker thread (see `python_task`).
 //!
 //! # Resume and overwriting
 //!
@@ -47,6 +48,7 @@ use crate::command::{manifest_quantum, run_command};
 use crate::error::RuntimeError;
 use crate::lock::{lock_execution, LockScope};
 use crate::process_tree::{become_subreaper, kill_strays};
+use crate::python_task::PythonPool;
 use crate::schedule::{Prior, Schedule};
 use crate::state::PriorState;
 use crate::task::{PipelineTask, TaskContext, TaskError, TaskRegistry};
@@ -182,6 +184,8 @@ impl RunSummary {
 enum Runnable {
     Rust(Arc<dyn PipelineTask>),
     Command(Arc<Vec<String>>),
+    /// Run by the execution's interpreter pool.
+    Python,
 }
 
 struct Job {
@@ -208,6 +212,8 @@ struct Shared {
     timeout: Option<Duration>,
     /// Where command tasks' manifests go.
     manifest_dir: PathBuf,
+    /// The interpreters of Python tasks, if the selection has any.
+    python: Option<PythonPool>,
 }
 
 /// Per task index: its runnable (if used) and its config.
@@ -255,11 +261,34 @@ fn prepare_tasks(
                     }
                     Runnable::Command(Arc::new(argv.clone()))
                 }
+                // Imported and configured by the interpreter pool, started
+                // before anything runs (`start_python`).
+                TaskKind::Python(_) => Runnable::Python,
             });
         }
         configs.push(Arc::new(config));
     }
     Ok((runnables, configs))
+}
+
+/// The interpreter pool of the selection's Python tasks (`None` without
+/// any): its first interpreter imports and configures them now, so a
+/// missing interpreter, `quanta` package or task module is an error before
+/// anything runs, as an unknown Rust class is.
+fn start_python(
+    registry: &LimitedRegistry,
+    runnables: &[Option<Runnable>],
+) -> Result<Option<PythonPool>, RuntimeError> {
+    let labels: Vec<String> = runnables
+        .iter()
+        .zip(registry.tasks())
+        .filter(|(r, _)| matches!(r, Some(Runnable::Python)))
+        .map(|(_, def)| def.label.clone())
+        .collect();
+    if labels.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(PythonPool::start(registry.bundle().path(), labels)?))
 }
 
 /// Executes the selected quanta of the registry's bundle. `on_progress` is
@@ -348,6 +377,9 @@ pub fn execute(
             wall_seconds: t0.elapsed().as_secs_f64(),
         });
     }
+    // Before the journal: a Python task that cannot be imported stops the
+    // execution with nothing recorded.
+    let python = start_python(&registry, &runnables)?;
     let journal = WorkerJournal::create(
         &journal_dir,
         bundle.header().bundle_id,
@@ -361,6 +393,7 @@ pub fn execute(
         journal,
         timeout: opts.timeout,
         manifest_dir: journal_dir.join(MANIFEST_DIR),
+        python,
     });
     for (k, reason) in outside_block {
         schedule.block(k, reason, &shared.journal)?;
@@ -690,6 +723,27 @@ fn run_job(shared: &Shared, job: Job) -> JobResult {
                 outputs = butler.into_records().0;
                 (r.status, r.error)
             }
+            Some(Runnable::Python) => match &shared.python {
+                None => (
+                    QuantumStatus::Failed,
+                    Some("internal error: no Python interpreter pool".to_string()),
+                ),
+                Some(pool) => {
+                    // The interpreter reads and writes through its own
+                    // butler on the same bundle; this one only checked the
+                    // inputs and is dropped.
+                    drop(butler);
+                    let r = pool.run(index, attempt, replace_existing, shared.timeout);
+                    cpu = r.cpu_seconds;
+                    rss = r.peak_rss_bytes;
+                    outputs = r.outputs;
+                    inputs_used = r.inputs_used;
+                    for line in &r.log {
+                        log.push_line(line);
+                    }
+                    (r.status, r.error)
+                }
+            },
             Some(Runnable::Rust(task)) => match shared.timeout {
                 None => {
                     let (s, e, c) = run_rust(task.as_ref(), &mut butler, &config, &mut log);

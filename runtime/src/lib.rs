@@ -4,7 +4,8 @@
 //!
 //! Owns: [`PipelineTask`] and [`TaskContext`] (what a Rust task sees), the
 //! [`TaskRegistry`] of task classes, the external-command task kind (JSON
-//! manifest + child process), scheduling with retries, timeouts,
+//! manifest + child process), the Python task kind ([`python_task`]: a
+//! persistent interpreter per worker slot, fed quanta over a pipe), scheduling with retries, timeouts,
 //! fail-fast, blocking and resume ([`execute`]), and running a bundle on
 //! a batch system ([`batch`]: the engine-neutral plan, state file, restart
 //! policy and memory supervisor, and the [`batch::BatchEngine`] trait with
@@ -20,6 +21,7 @@ mod error;
 mod executor;
 mod lock;
 mod process_tree;
+pub mod python_task;
 mod schedule;
 mod state;
 mod task;

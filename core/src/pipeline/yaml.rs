@@ -71,6 +71,7 @@ struct PipelineFile {
 struct TaskFile {
     class: Option<String>,
     command: Option<Vec<String>>,
+    python: Option<String>,
     dimensions: Vec<String>,
     #[serde(default)]
     inputs: serde_yaml_ng::Mapping,
@@ -318,15 +319,27 @@ impl LoadedPipeline {
             return Err(at("task labels use letters, digits, `_` and `-`".into()));
         }
         let t: TaskFile = serde_yaml_ng::from_value(body).map_err(|e| at(e.to_string()))?;
-        let kind = match (t.class, t.command) {
-            (Some(class), None) if !class.trim().is_empty() => TaskKind::Class(class),
-            (None, Some(cmd)) if !cmd.is_empty() => TaskKind::Command(cmd),
-            (Some(_), Some(_)) => {
-                return Err(at("give either `class` or `command`, not both".into()))
+        let kind = match (t.class, t.command, t.python) {
+            (Some(class), None, None) if !class.trim().is_empty() => TaskKind::Class(class),
+            (None, Some(cmd), None) if !cmd.is_empty() => TaskKind::Command(cmd),
+            (None, None, Some(target)) => {
+                let target = target.trim().to_string();
+                super::check_python_target(&target).map_err(|e| at(format!("python: {e}")))?;
+                TaskKind::Python(target)
+            }
+            (class, command, python)
+                if usize::from(class.is_some())
+                    + usize::from(command.is_some())
+                    + usize::from(python.is_some())
+                    > 1 =>
+            {
+                return Err(at(
+                    "give one of `class`, `command` and `python`, not several".into(),
+                ))
             }
             _ => {
                 return Err(at(
-                    "needs a `class` (a registered Rust task) or a non-empty `command`".into(),
+                    "needs a `class` (a registered Rust task), a non-empty `command` or `python: package.module:Class`".into(),
                 ))
             }
         };
@@ -819,5 +832,37 @@ tasks:
         );
         let e = parse(&text).unwrap_err();
         assert!(e.message.contains("prerequisites"), "{e}");
+    }
+
+    #[test]
+    fn python_tasks_parse_and_bad_targets_are_refused() {
+        let text = REFERENCE.replace(
+            "command: [python3, characterize.py, \"{manifest}\"]",
+            "python: reference_tasks.tasks:Characterize",
+        );
+        let p = parse(&text).unwrap();
+        assert_eq!(
+            p.pipeline.tasks[1].kind,
+            TaskKind::Python("reference_tasks.tasks:Characterize".into())
+        );
+        assert_eq!(
+            p.pipeline.tasks[1].kind.describe(),
+            "python: reference_tasks.tasks:Characterize"
+        );
+        for bad in ["reference_tasks", "a..b:C", "a.b:", "1a:C", "a:C.D"] {
+            let text = REFERENCE.replace(
+                "command: [python3, characterize.py, \"{manifest}\"]",
+                &format!("python: \"{bad}\""),
+            );
+            let e = parse(&text).unwrap_err();
+            assert!(e.message.contains("python:"), "{bad}: {e}");
+            assert!(e.message.contains("characterize"), "{bad}: {e}");
+        }
+        let text = REFERENCE.replace(
+            "command: [python3, characterize.py, \"{manifest}\"]",
+            "command: [x]\n    python: a:B",
+        );
+        let e = parse(&text).unwrap_err();
+        assert!(e.message.contains("not several"), "{e}");
     }
 }

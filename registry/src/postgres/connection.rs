@@ -13,11 +13,26 @@ use crate::error::{DatabaseError, DatabaseErrorKind, RegistryError, Result};
 /// How long a connection attempt waits for the server.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// A connection to the server `url` (`postgresql://user@host:port/db`).
+/// A connection to the server `url` (`postgresql://[user@]host:port/db`).
+/// Without a user in the URL, as libpq: `PGUSER`, else the login name, so
+/// that one repository shared by several people (its `registry.yaml`
+/// naming no user) connects each as their own role.
 pub(crate) fn connect(url: &str) -> Result<Client> {
     let mut config: postgres::Config = url.parse().map_err(|e| {
         RegistryError::Invalid(format!("`{url}` is not a PostgreSQL connection URL: {e}"))
     })?;
+    if config.get_user().is_none() {
+        let user = ["PGUSER", "USER", "LOGNAME"]
+            .iter()
+            .find_map(|var| std::env::var(var).ok().filter(|u| !u.is_empty()))
+            .ok_or_else(|| {
+                RegistryError::Invalid(format!(
+                    "`{url}` names no user, and neither PGUSER nor USER is set: \
+                     give one as postgresql://user@host:port/database or in PGUSER"
+                ))
+            })?;
+        config.user(&user);
+    }
     if config.get_password().is_none() {
         if let Some(password) = libpq_password(&config) {
             config.password(password);

@@ -267,7 +267,9 @@ fn read_only_in_transaction(
         // but has no result: only comments (an empty query to the server)
         // or a statement such as SET. Refused as on SQLite.
         return Err(RegistryError::Invalid(
-            "the SQL query holds no statement that returns rows; give one SELECT statement".into(),
+            "the SQL query holds no statement that returns rows: only read-only statements \
+             (one SELECT) are allowed"
+                .into(),
         ));
     }
     let mut out = Vec::with_capacity(rows.len());
