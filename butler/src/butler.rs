@@ -95,8 +95,7 @@ impl Butler {
         };
         let config_json = serde_json::to_string(&datastore_config).expect("config serializes");
         registry.set_meta(DATASTORE_CONFIG_KEY, &config_json)?;
-        if let quanta_registry::RegistryLocation::Postgres { url, namespace } = registry.location()
-        {
+        if let RegistryLocation::Postgres { url, namespace } = registry.location() {
             crate::repo_config::write_registry_config(root, url, namespace)?;
         }
         let datastore = Datastore::new(root.join(DATASTORE_DIR), datastore_config)?;
@@ -163,13 +162,7 @@ impl Butler {
     /// ([`registry_location`] decides): every command and the Python
     /// package open a repository's registry through here.
     pub fn open_registry(root: &Path, read_only: bool) -> Result<Registry, ButlerError> {
-        Ok(match registry_location(root)? {
-            RegistryLocation::Sqlite(db) if read_only => Registry::open_read_only(&db)?,
-            RegistryLocation::Sqlite(db) => Registry::open(&db)?,
-            RegistryLocation::Postgres { url, namespace } => {
-                Registry::open_postgres(&url, &namespace, read_only)?
-            }
-        })
+        Ok(Registry::open_at(&registry_location(root)?, read_only)?)
     }
 
     fn open_with(root: &Path, read_only: bool) -> Result<Self, ButlerError> {

@@ -479,6 +479,11 @@ impl Matrix {
 
 #[test]
 fn every_killed_command_reruns_to_the_uninterrupted_state() {
+    if common::skipped_on_postgres(
+        "its cases are copies of repo directories and their SQLite files, read with rusqlite",
+    ) {
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     let work = dir.path().join("work");
     let mut matrix = Matrix::default();
@@ -717,6 +722,11 @@ fn converges(
 
 #[test]
 fn a_full_disk_fails_clearly_and_the_rerun_converges_once_space_is_freed() {
+    if common::skipped_on_postgres(
+        "its cases are copies of repo directories and their SQLite files, read with rusqlite",
+    ) {
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     let mnt = dir.path().join("tmpfs");
     let fs = match Tmpfs::mount(&mnt, "32m") {

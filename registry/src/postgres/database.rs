@@ -261,17 +261,17 @@ fn read_only_in_transaction(
         .iter()
         .map(|c| c.name().to_string())
         .collect();
+    let rows = client.query(&stmt, &[]).map_err(classify)?;
     if names.is_empty() {
-        // Only comments (the server prepares them as an empty query), or
-        // a statement with no result such as SET: nothing to show, as on
-        // SQLite.
+        // Ran (so it is no write, which the READ ONLY transaction refuses)
+        // but has no result: only comments (an empty query to the server)
+        // or a statement such as SET. Refused as on SQLite.
         return Err(RegistryError::Invalid(
             "the SQL query holds no statement that returns rows: only read-only statements \
              (one SELECT) are allowed"
                 .into(),
         ));
     }
-    let rows = client.query(&stmt, &[]).map_err(classify)?;
     let mut out = Vec::with_capacity(rows.len());
     for row in &rows {
         let values = (0..names.len())
