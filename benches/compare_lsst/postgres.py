@@ -3,7 +3,7 @@
 
 Usage: postgres.py --registry postgresql://user@host:port/db [--exposures N] [--detectors M]
                    [--lsst-jobs J] [--workdir DIR] [--quanta BIN] [--lsst-venv DIR]
-                   [--stages lsst,quanta,report] [--keep]
+                   [--stages lsst,quanta,repeat,report] [--preflight-repeats K] [--keep]
 
 Both repositories get a fresh schema (namespace) on the same server and database:
   LSST    a daf_butler repo whose seed config is `registry: {db: URL, namespace: NAME}`
@@ -16,8 +16,12 @@ The password comes from libpq's ~/.pgpass on both sides. Timed, like compare.py:
 after executing each graph (pipetask run-qbb -j J | quanta run --jobs 2: timed but not
 compared, execution does not touch the registry). The outputs are counted per dataset
 type in both registries and must agree. Each side's timings are kept in
-WORKDIR/{lsst,quanta}.json, so the stages can run separately (--stages); the report
-stage prints the table. Both schemas are dropped at the end unless --keep.
+WORKDIR/{lsst,quanta}.json, so the stages can run separately (--stages). A single
+preflight varies by 2x on a shared machine, so the repeat stage runs both preflights
+again K times, alternating, on the same repos (each into a new output run), and the
+report stage prints the table with their medians. Schemas made by this invocation are
+dropped at its end unless --keep; `repeat` needs both repos kept from earlier stages:
+drop them with `psql URL -c 'DROP SCHEMA name CASCADE'` (names in WORKDIR/*.json).
 """
 import argparse, json, os, re, shutil, subprocess, sys, time
 from pathlib import Path
@@ -100,6 +104,32 @@ def run_quanta(a, work, ns):
     return r
 
 
+def preflight_repeats(a, work):
+    """Preflight again on both kept repos, alternating LSST and quanta, each into a new
+    output run: on a shared machine a single run of each varies by 2x with the load."""
+    env = compare.lsst_env(a.lsst_venv)
+    pipeline = ROOT / "examples" / "pipelines" / "reference.yaml"
+    lw, qw = work / "lsst", work / "quanta"
+    times = {"LSST": [], "quanta": []}
+    for i in range(a.preflight_repeats):
+        run = f"out/again{i}"
+        times["LSST"].append(compare.timed(
+            [f"{a.lsst_venv}/bin/pipetask", "qgraph", "-b", lw / "repo", "-i", "Cam/raw", "--output-run", run,
+             "-p", compare.REF / "pipeline.yaml", "-d", "instrument='Cam'", "--save-qgraph", lw / f"again{i}.qg"],
+            lw / f"qgraph_again{i}.log", env))
+        times["quanta"].append(compare.timed(
+            [a.quanta, "preflight", qw / "repo", "--pipeline", pipeline, "--input", "Cam/raw",
+             "--output-run", run, "--bundle", qw / f"again{i}.qb"], qw / f"preflight_again{i}.log"))
+        print(f"preflight again {i}: LSST {times['LSST'][-1][0]:.2f} s, quanta {times['quanta'][-1][0]:.2f} s",
+              file=sys.stderr, flush=True)
+    return times
+
+
+def median(xs):
+    xs = sorted(xs)
+    return xs[len(xs) // 2] if len(xs) % 2 else (xs[len(xs) // 2 - 1] + xs[len(xs) // 2]) / 2
+
+
 def report(a, work):
     n, m = a.exposures, a.detectors
     lsst = json.loads((work / "lsst.json").read_text())
@@ -119,6 +149,14 @@ def report(a, work):
                       ("merge (s)", "merge")):
         (lv, lr), (qv, qr) = lsst[key], q[key]
         print(f"| {name} | {lv:.2f} | {qv:.2f} | {lv / qv:.1f}× | {lr:.0f} / {qr:.0f} |")
+    again = work / "repeats.json"
+    if again.exists():
+        t = json.loads(again.read_text())
+        lv, qv = median([x[0] for x in t["LSST"]]), median([x[0] for x in t["quanta"]])
+        lr, qr = max(x[1] for x in t["LSST"]), max(x[1] for x in t["quanta"])
+        rng = lambda xs: f"{min(x[0] for x in xs):.2f}–{max(x[0] for x in xs):.2f}"
+        print(f"| preflight again, median of {len(t['LSST'])} alternating (s; ranges {rng(t['LSST'])} | "
+              f"{rng(t['quanta'])}) | {lv:.2f} | {qv:.2f} | {lv / qv:.1f}× | {lr:.0f} / {qr:.0f} |")
     lb, qb = lsst["bytes per quantum"], q["bytes per quantum"]
     print(f"| graph / bundle bytes per quantum | {lb:.1f} | {qb:.1f} | {lb / qb:.1f}× | – |")
 
@@ -133,7 +171,11 @@ def main():
     ap.add_argument("--workdir", default="/tmp/quanta-compare-lsst-pg")
     ap.add_argument("--quanta", default=str(ROOT / "target" / "release" / "quanta"))
     ap.add_argument("--lsst-venv", default=os.environ.get("LSST_VENV", "/tmp/lsstenv"))
-    ap.add_argument("--stages", default="lsst,quanta,report")
+    ap.add_argument("--stages", default="lsst,quanta,repeat,report",
+                    help="comma-separated: lsst, quanta (each makes its repo and times it), repeat (both "
+                         "preflights again, alternating), report (the table from WORKDIR's JSON files)")
+    ap.add_argument("--preflight-repeats", type=int, default=5,
+                    help="preflights again of each side, alternating, for the 'repeat' stage")
     ap.add_argument("--keep", action="store_true", help="keep both schemas")
     a = ap.parse_args()
     if not re.match(r"^postgres(ql)?://", a.registry):
@@ -155,6 +197,8 @@ def main():
             ns = f"bench_quanta_{tag}"
             made.append(ns)
             (work / "quanta.json").write_text(json.dumps(run_quanta(a, work, ns)))
+        if "repeat" in stages:
+            (work / "repeats.json").write_text(json.dumps(preflight_repeats(a, work)))
         if "report" in stages:
             report(a, work)
     finally:
