@@ -17,6 +17,9 @@
 #   env: CARGO_TARGET_DIR, N_EXP, N_DET, WRITER_QUANTA (default 500000: 1,000,000
 #        output datasets; 0 skips), KEEP=1, SKIP_BUILD=1
 # The password comes from libpq's ~/.pgpass.
+# The body is one function, read whole before it runs: editing this file while
+# it runs cannot change what the running shell executes next.
+main() {
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
@@ -84,7 +87,12 @@ timed create 1 repo "$QUANTA" repo create "$R" --registry "$URL" --namespace "$N
   --manifest "$d/manifest.csv" --transfer symlink)
 timed preflight "$n_quanta" quanta "$QUANTA" preflight "$R" --pipeline "$ROOT/examples/pipelines/reference.yaml" \
   --input Cam/raw --output-run u/bench/run --output u/bench/out --bundle "$d/bundle.qb" --json
-python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); print("  preflight phases: " + ", ".join(f"{k} {v:.2f}s" for k, v in r["timings"]) + f"; bundle {r[\"bundle_bytes\"]} bytes")' "$d/preflight.out" || true
+python3 - "$d/preflight.out" <<'PY' || true
+import json, sys
+r = json.load(open(sys.argv[1]))
+phases = ", ".join(f"{k} {v:.2f}s" for k, v in r["timings"])
+print(f"  preflight phases: {phases}; bundle {r['bundle_bytes']} bytes")
+PY
 timed run "$n_quanta" quanta "$QUANTA" run "$d/bundle.qb" --jobs 2
 timed merge "$n_out" datasets "$QUANTA" merge "$R" "$d/bundle.qb"
 grep -E "datasets:|verification failures|in [0-9.]+ s" "$d/merge.out" | sed 's/^/  /' || true
@@ -97,3 +105,5 @@ if [ "${WRITER_QUANTA:-500000}" != 0 ]; then
   echo "merge writer alone (benches/examples/merge_writer.rs), ${WRITER_QUANTA:-500000} quanta:"
   "$WRITER" "${WRITER_QUANTA:-500000}" "$URL" | sed 's/^/  /'
 fi
+}
+main "$@"
