@@ -179,7 +179,8 @@ def main():
     ap.add_argument("--keep", action="store_true", help="keep both schemas")
     a = ap.parse_args()
     if not re.match(r"^postgres(ql)?://", a.registry):
-        sys.exit(f"--registry must be a postgresql:// URL, got {a.registry!r}")
+        print(f"postgres.py: --registry must be a postgresql:// URL, got {a.registry!r}", file=sys.stderr)
+        sys.exit(2)
     stages = a.stages.split(",")
     work = Path(a.workdir)
     work.mkdir(parents=True, exist_ok=True)
