@@ -155,8 +155,8 @@ def report(a, work):
         lv, qv = median([x[0] for x in t["LSST"]]), median([x[0] for x in t["quanta"]])
         lr, qr = max(x[1] for x in t["LSST"]), max(x[1] for x in t["quanta"])
         rng = lambda xs: f"{min(x[0] for x in xs):.2f}–{max(x[0] for x in xs):.2f}"
-        print(f"| preflight again, median of {len(t['LSST'])} alternating (s; ranges {rng(t['LSST'])} | "
-              f"{rng(t['quanta'])}) | {lv:.2f} | {qv:.2f} | {lv / qv:.1f}× | {lr:.0f} / {qr:.0f} |")
+        print(f"| preflight again, median of {len(t['LSST'])} alternating (s; LSST {rng(t['LSST'])}, "
+              f"quanta {rng(t['quanta'])}) | {lv:.2f} | {qv:.2f} | {lv / qv:.1f}× | {lr:.0f} / {qr:.0f} |")
     lb, qb = lsst["bytes per quantum"], q["bytes per quantum"]
     print(f"| graph / bundle bytes per quantum | {lb:.1f} | {qb:.1f} | {lb / qb:.1f}× | – |")
 
