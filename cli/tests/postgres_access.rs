@@ -12,21 +12,6 @@ use std::process::Output;
 
 use common::*;
 
-fn postgres_url() -> Option<String> {
-    let required = std::env::var("QUANTA_REQUIRE_POSTGRES").is_ok_and(|v| v == "1");
-    match std::env::var("QUANTA_POSTGRES_URL") {
-        Ok(url) if !url.is_empty() => Some(url),
-        _ => {
-            assert!(
-                !required,
-                "QUANTA_REQUIRE_POSTGRES=1 but QUANTA_POSTGRES_URL is not set"
-            );
-            eprintln!("PostgreSQL skipped: QUANTA_POSTGRES_URL is not set");
-            None
-        }
-    }
-}
-
 /// `quanta args` connecting as database role `role`.
 fn as_role(role: &str, args: &[&str]) -> Output {
     quanta()

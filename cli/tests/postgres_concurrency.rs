@@ -18,21 +18,6 @@ use common::*;
 /// isr and characterize per raw, summarize per exposure.
 const PER_BUNDLE: usize = 2 * 3 + 2 * 3 + 2;
 
-fn postgres_url() -> Option<String> {
-    let required = std::env::var("QUANTA_REQUIRE_POSTGRES").is_ok_and(|v| v == "1");
-    match std::env::var("QUANTA_POSTGRES_URL") {
-        Ok(url) if !url.is_empty() => Some(url),
-        _ => {
-            assert!(
-                !required,
-                "QUANTA_REQUIRE_POSTGRES=1 but QUANTA_POSTGRES_URL is not set"
-            );
-            eprintln!("PostgreSQL skipped: QUANTA_POSTGRES_URL is not set");
-            None
-        }
-    }
-}
-
 /// The one number `sql` (a `SELECT count(*) AS n ...`) gives.
 fn count(repo: &str, sql: &str) -> usize {
     let out = ok(&["sql", repo, sql, "--json"]);

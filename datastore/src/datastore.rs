@@ -989,13 +989,6 @@ impl Datastore {
         mode: TransferMode,
         replace: bool,
     ) -> Result<StoredFileInfo, DatastoreError> {
-        if lock.root != self.root {
-            return Err(DatastoreError::io(
-                "ingest without holding its lock",
-                &self.root,
-                io::Error::other(format!("the lock held is that of {}", lock.root.display())),
-            ));
-        }
         let bad_source = |reason: String| DatastoreError::BadIngestSource {
             source_path: src.to_path_buf(),
             dataset: what.to_string(),

@@ -31,6 +31,24 @@ pub fn test_registry() -> Option<String> {
         .filter(|url| !url.is_empty())
 }
 
+/// The PostgreSQL server of the tests that need one whatever the suites
+/// run on (`QUANTA_POSTGRES_URL`), or `None`, said on stderr, to skip;
+/// required when `QUANTA_REQUIRE_POSTGRES=1`.
+pub fn postgres_url() -> Option<String> {
+    let required = std::env::var("QUANTA_REQUIRE_POSTGRES").is_ok_and(|v| v == "1");
+    match std::env::var("QUANTA_POSTGRES_URL") {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ => {
+            assert!(
+                !required,
+                "QUANTA_REQUIRE_POSTGRES=1 but QUANTA_POSTGRES_URL is not set"
+            );
+            eprintln!("PostgreSQL skipped: QUANTA_POSTGRES_URL is not set");
+            None
+        }
+    }
+}
+
 /// Whether the suites run on PostgreSQL; a test that reads a repo's SQLite
 /// file directly says why it is skipped there and returns early.
 pub fn skipped_on_postgres(reason: &str) -> bool {
