@@ -45,42 +45,13 @@ fn concurrent_merges_into_one_postgres_registry_end_with_exactly_their_rows() {
         .unwrap_or(20);
     let dir = tempfile::tempdir().unwrap();
     let namespace = fresh_namespace();
-    let repo = dir.path().join("repo");
+    let repo = make_reference_repo_with(
+        dir.path(),
+        2,
+        3,
+        &["--registry", &url, "--namespace", &namespace],
+    );
     let repo_s = repo.to_str().unwrap();
-    ok(&[
-        "repo",
-        "create",
-        repo_s,
-        "--registry",
-        &url,
-        "--namespace",
-        &namespace,
-    ]);
-    let records = dir.path().join("records.json");
-    std::fs::write(&records, reference_records(2, 3).to_string()).unwrap();
-    ok(&["dimensions", "insert", repo_s, records.to_str().unwrap()]);
-    ok(&[
-        "dataset-type",
-        "register",
-        repo_s,
-        "raw",
-        "--dimensions",
-        "instrument,exposure,detector",
-        "--storage-class",
-        "Json",
-    ]);
-    ok(&["collection", "create", repo_s, "Cam/raw", "--type", "RUN"]);
-    let manifest = write_raw_files(dir.path(), 2, 3, 0);
-    ok(&[
-        "ingest",
-        repo_s,
-        "--run",
-        "Cam/raw",
-        "--dataset-type",
-        "raw",
-        "--manifest",
-        manifest.to_str().unwrap(),
-    ]);
     let pipeline =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/pipelines/reference.yaml");
 

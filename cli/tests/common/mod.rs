@@ -201,7 +201,18 @@ pub fn raw_content(e: usize, d: usize) -> serde_json::Value {
 /// the `raw` dataset type and one raw file per (exposure, detector) in RUN
 /// `Cam/raw`, ingested from a manifest. Returns the repo path.
 pub fn make_reference_repo(dir: &Path, n_exp: usize, n_det: usize) -> PathBuf {
-    let repo = make_empty_reference_repo(dir, n_exp, n_det);
+    make_reference_repo_with(dir, n_exp, n_det, &[])
+}
+
+/// [`make_reference_repo`] whose `repo create` also gets `create_args`
+/// (`--registry URL --namespace NS`).
+pub fn make_reference_repo_with(
+    dir: &Path,
+    n_exp: usize,
+    n_det: usize,
+    create_args: &[&str],
+) -> PathBuf {
+    let repo = make_empty_reference_repo_with(dir, n_exp, n_det, create_args);
     let manifest_path = write_raw_files(dir, n_exp, n_det, 0);
     ok(&[
         "ingest",
@@ -219,9 +230,22 @@ pub fn make_reference_repo(dir: &Path, n_exp: usize, n_det: usize) -> PathBuf {
 /// Creates `dir/repo` with the reference workload's dimension records, the
 /// `raw` dataset type and the empty RUN `Cam/raw`, ready for an ingest.
 pub fn make_empty_reference_repo(dir: &Path, n_exp: usize, n_det: usize) -> PathBuf {
+    make_empty_reference_repo_with(dir, n_exp, n_det, &[])
+}
+
+/// [`make_empty_reference_repo`] whose `repo create` also gets
+/// `create_args`.
+pub fn make_empty_reference_repo_with(
+    dir: &Path,
+    n_exp: usize,
+    n_det: usize,
+    create_args: &[&str],
+) -> PathBuf {
     let repo = dir.join("repo");
     let repo_s = repo.to_str().unwrap();
-    ok(&["repo", "create", repo_s]);
+    let mut create = vec!["repo", "create", repo_s];
+    create.extend_from_slice(create_args);
+    ok(&create);
     let records = dir.join("records.json");
     std::fs::write(&records, reference_records(n_exp, n_det).to_string()).unwrap();
     ok(&["dimensions", "insert", repo_s, records.to_str().unwrap()]);
