@@ -158,11 +158,7 @@ impl PyQuantum {
                 .map(|r| r.data_id.clone())
                 .collect::<Vec<_>>())
         })?;
-        let list = PyList::empty(py);
-        for id in &ids {
-            list.append(crate::convert::serde_to_py(py, id)?)?;
-        }
-        Ok(list)
+        data_id_list(py, &ids)
     }
 
     /// Writes output `connection` from `obj` (by the connection's storage
@@ -219,11 +215,7 @@ impl PyQuantum {
                 .map(|r| r.data_id.clone())
                 .collect::<Vec<_>>())
         })?;
-        let list = PyList::empty(py);
-        for id in &ids {
-            list.append(crate::convert::serde_to_py(py, id)?)?;
-        }
-        Ok(list)
+        data_id_list(py, &ids)
     }
 
     /// The reply to the executor (the protocol's JSON body): `error` is
@@ -266,4 +258,13 @@ impl PyQuantum {
         let body = serde_json::to_vec(&reply).map_err(|e| quanta_error(e.to_string()))?;
         Ok(PyBytes::new(py, &body))
     }
+}
+
+/// Data IDs as a Python list of dicts.
+fn data_id_list<'py>(py: Python<'py>, ids: &[quanta_core::DataId]) -> PyResult<Bound<'py, PyList>> {
+    let list = PyList::empty(py);
+    for id in ids {
+        list.append(crate::convert::serde_to_py(py, id)?)?;
+    }
+    Ok(list)
 }
