@@ -124,6 +124,63 @@ enum Command {
     Restart(batch_cmds::RestartArgs),
 }
 
+impl Command {
+    /// Whether the command only reads and prints: its output is the whole
+    /// of its work, so a reader that stops reading (`quanta provenance … |
+    /// head`) ends it the Unix way, by SIGPIPE, as it ends `ls` or `grep`.
+    /// Commands that write keep Rust's ignored SIGPIPE: they talk to child
+    /// processes over pipes (task interpreters, batch systems), where a
+    /// closed pipe is an error to handle, not a reason to die mid-write.
+    fn only_reads(&self) -> bool {
+        use repo_cmds::{CollectionCommand, DatasetTypeCommand, DimensionsCommand, RepoCommand};
+        match self {
+            Command::Repo(cmd) => matches!(cmd, RepoCommand::Universe { .. }),
+            Command::Dimensions(cmd) => matches!(cmd, DimensionsCommand::Show { .. }),
+            Command::DatasetType(cmd) => matches!(cmd, DatasetTypeCommand::List { .. }),
+            Command::Collection(cmd) => {
+                matches!(
+                    cmd,
+                    CollectionCommand::List { .. } | CollectionCommand::Grants(_)
+                )
+            }
+            Command::QueryDatasets(_)
+            | Command::QueryDataIds(_)
+            | Command::Sql { .. }
+            | Command::Get(_)
+            | Command::Bundle(_)
+            | Command::Status(_)
+            | Command::Provenance(_)
+            | Command::Report(_) => true,
+            Command::Demo(_)
+            | Command::Skymap(_)
+            | Command::Ingest(_)
+            | Command::Export(_)
+            | Command::Import(_)
+            | Command::Transfer(_)
+            | Command::Retrieve(_)
+            | Command::RemoveRuns(_)
+            | Command::PruneDatasets(_)
+            | Command::Preflight(_)
+            | Command::Run(_)
+            | Command::RunQuantum(_)
+            | Command::Worker(_)
+            | Command::Merge(_)
+            | Command::Submit(_)
+            | Command::Cancel(_)
+            | Command::Restart(_) => false,
+        }
+    }
+}
+
+/// Restores the default action of SIGPIPE (see [`Command::only_reads`]).
+fn die_on_closed_stdout() {
+    // SAFETY: setting a signal's disposition to SIG_DFL installs no
+    // handler; nothing else in the process has touched SIGPIPE.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 fn init_logging(verbose: u8) {
     let default = match verbose {
         0 => "warn",
@@ -154,6 +211,9 @@ fn main() -> ExitCode {
         }
     };
     init_logging(cli.verbose);
+    if cli.command.only_reads() {
+        die_on_closed_stdout();
+    }
     let result = match cli.command {
         Command::Demo(args) => demo::demo(args),
         Command::Repo(cmd) => repo_cmds::repo(cmd),

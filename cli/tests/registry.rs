@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{fails_with, make_reference_repo, ok, raw_content};
+use common::{fails_with, make_reference_repo, ok, quanta, raw_content};
 use serde_json::Value;
 
 fn json(text: &str) -> Value {
@@ -569,4 +569,33 @@ fn a_repo_of_the_previous_schema_version_is_migrated_and_then_opens() {
     drop(conn);
     let err = fails_with(2, &["repo", "migrate", repo_s]);
     assert!(err.contains("quanta export"), "{err}");
+}
+
+/// `quanta sql … | head -1`: once the reader has gone, the command ends the
+/// Unix way (SIGPIPE) — no panic, no error message, no exit 101.
+#[test]
+fn a_reader_that_stops_early_ends_a_read_only_command_quietly() {
+    use std::io::{BufRead, BufReader};
+    use std::os::unix::process::ExitStatusExt;
+    let dir = tempfile::tempdir().unwrap();
+    let repo = make_reference_repo(dir.path(), 2, 2);
+    // About 600 kB of output: far more than a pipe holds, so the command is
+    // still writing when the reader closes its end.
+    let many_rows = "WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n \
+                     WHERE x < 100000) SELECT x FROM n";
+    let mut child = quanta()
+        .args(["sql", repo.to_str().unwrap(), many_rows])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    assert!(!first.is_empty());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.signal(), Some(libc::SIGPIPE), "{stderr}");
+    assert!(stderr.is_empty(), "{stderr}");
 }
