@@ -8,7 +8,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::collections::CollectionRecord;
 use crate::collections::Membership;
-use crate::database::{Database, Param, Row, Statement, ValueRef};
+use crate::database::bulk::RowValues;
+use crate::database::{BulkInsert, Database, Param, Row, ValueRef};
 use crate::dialect::Parameters;
 use crate::error::{ConstraintViolation, RegistryError, Result};
 use crate::registry::Registry;
@@ -93,60 +94,139 @@ pub(crate) const CERTIFY_SQL: &str = "INSERT INTO dataset_calibs \
      JOIN dataset_type t ON t.id = d.dataset_type_id WHERE d.id = ?2 AND t.is_calibration";
 
 /// The insert of datasets of one type into one RUN, with their file
-/// records and dimension columns, prepared once for a batch.
-pub(crate) struct DatasetInsert<'db> {
-    stmt: Statement<'db>,
+/// records and dimension columns: many rows a statement (`COPY` on
+/// PostgreSQL, where a statement per row is a round trip per dataset),
+/// rows whose UUID or data ID is taken skipped and then explained.
+pub(crate) struct DatasetInsert {
+    insert: BulkInsert,
     type_id: i64,
     run_id: i64,
     /// The ingest date of the whole batch.
     now: String,
 }
 
-impl<'db> DatasetInsert<'db> {
-    /// With `skip_existing_id`, a dataset whose UUID is registered is not
-    /// inserted again (its insert changes nothing).
-    pub(crate) fn new(
-        db: &'db Database,
-        dt: &DatasetType,
-        type_id: i64,
-        run_id: i64,
-        skip_existing_id: bool,
-    ) -> Result<Self> {
+/// Why a dataset was not inserted, when it is not already there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum InsertConflict {
+    /// Another dataset of the type holds the data ID in the RUN.
+    DataIdTaken,
+    /// The UUID is registered for a different dataset.
+    IdTaken,
+}
+
+/// What [`DatasetInsert::insert_all`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct InsertCounts {
+    pub(crate) inserted: usize,
+    /// Datasets registered before, as they are (UUID, type, RUN, data ID).
+    pub(crate) already_present: usize,
+}
+
+/// One dataset row of an insert: what it binds, borrowed from the caller.
+struct InsertRow<'a> {
+    /// Position in the caller's slice.
+    index: usize,
+    dataset: &'a NewDataset,
+    data_id: &'a DataId,
+    key: String,
+}
+
+impl DatasetInsert {
+    pub(crate) fn new(db: &Database, dt: &DatasetType, type_id: i64, run_id: i64) -> Self {
         let dims = &dt.dimensions.names;
-        let sql = format!(
-            "INSERT INTO dataset (id, dataset_type_id, run_id, data_id, ingest_date, {RECORD_COLUMNS}{}) \
-             VALUES ({}){}",
-            dims.iter().map(|d| format!(", {}", quote(d))).collect::<String>(),
-            (1..=9 + dims.len())
-                .map(|i| format!("?{i}"))
-                .collect::<Vec<_>>()
-                .join(", "),
-            if skip_existing_id { " ON CONFLICT (id) DO NOTHING" } else { "" }
+        let columns = format!(
+            "dataset (id, dataset_type_id, run_id, data_id, ingest_date, {RECORD_COLUMNS}{})",
+            dims.iter()
+                .map(|d| format!(", {}", quote(d)))
+                .collect::<String>(),
         );
-        Ok(Self {
-            stmt: db.prepare(&sql)?,
+        Self {
+            insert: BulkInsert::new(db, &columns, 9 + dims.len()),
             type_id,
             run_id,
             now: quanta_core::now_rfc3339(),
-        })
+        }
     }
 
-    /// Inserts one dataset whose data ID is standardized for the type;
-    /// whether a row was inserted.
-    pub(crate) fn insert(&mut self, dataset: &NewDataset, data_id: &DataId) -> Result<bool> {
-        let key = data_id.canonical_key();
-        let record = record_values(dataset.stored.as_ref());
-        let mut params: Vec<&dyn Param> = Vec::with_capacity(9 + data_id.len());
-        params.extend([
-            &dataset.id as &dyn Param,
-            &self.type_id,
-            &self.run_id,
-            &key,
-            &self.now,
-        ]);
-        params.extend(record.iter().map(|v| v as &dyn Param));
-        params.extend(data_id.iter().map(|(_, v)| v as &dyn Param));
-        Ok(self.stmt.execute(&params)? > 0)
+    /// Inserts `datasets`, whose data IDs (`data_ids`, in the same order)
+    /// are standardized for the type, and counts those already there;
+    /// `conflict(index, why)` is called for each that is neither, and its
+    /// error ends the insert.
+    pub(crate) fn insert_all(
+        &self,
+        db: &Database,
+        datasets: &[NewDataset],
+        data_ids: &[DataId],
+        mut conflict: impl FnMut(usize, InsertConflict) -> Result<()>,
+    ) -> Result<InsertCounts> {
+        let rows: Vec<InsertRow<'_>> = datasets
+            .iter()
+            .zip(data_ids)
+            .enumerate()
+            .map(|(index, (dataset, data_id))| InsertRow {
+                index,
+                dataset,
+                data_id,
+                key: data_id.canonical_key(),
+            })
+            .collect();
+        let mut counts = InsertCounts::default();
+        let mut holder = None;
+        self.insert.run(
+            db,
+            &rows,
+            |sink, row| self.bind(sink, row),
+            |chunk, changed| {
+                counts.inserted += changed;
+                if changed == chunk.len() {
+                    return Ok(());
+                }
+                let holder = match &mut holder {
+                    Some(stmt) => stmt,
+                    None => holder.insert(db.prepare(
+                        "SELECT dataset_type_id, run_id, data_id FROM dataset WHERE id = ?1",
+                    )?),
+                };
+                // The rows found as they are were inserted now or before;
+                // the statement says how many now.
+                let mut as_they_are = 0;
+                for row in chunk {
+                    let mut found: Option<(i64, i64, String)> = None;
+                    holder.for_each_row(&[&row.dataset.id], |r| {
+                        found = Some((r.get(0)?, r.get(1)?, r.get(2)?));
+                        Ok(false)
+                    })?;
+                    match found {
+                        Some((t, r, key))
+                            if t == self.type_id && r == self.run_id && key == row.key =>
+                        {
+                            as_they_are += 1
+                        }
+                        Some(_) => conflict(row.index, InsertConflict::IdTaken)?,
+                        None => conflict(row.index, InsertConflict::DataIdTaken)?,
+                    }
+                }
+                counts.already_present += as_they_are - changed.min(as_they_are);
+                Ok(())
+            },
+        )?;
+        Ok(counts)
+    }
+
+    /// A row's values, in the order of the insert's columns.
+    fn bind<'r>(&'r self, sink: &mut RowValues<'_, '_, 'r>, row: &'r InsertRow<'_>) -> Result<()> {
+        sink.push(ValueRef::Blob(row.dataset.id.as_bytes()))?;
+        sink.push(ValueRef::Integer(self.type_id))?;
+        sink.push(ValueRef::Integer(self.run_id))?;
+        sink.push(ValueRef::Text(&row.key))?;
+        sink.push(ValueRef::Text(&self.now))?;
+        for value in record_values(row.dataset.stored.as_ref()) {
+            sink.push(value)?;
+        }
+        for (_, value) in row.data_id.iter() {
+            sink.push(value.value())?;
+        }
+        Ok(())
     }
 }
 
@@ -320,29 +400,36 @@ impl Registry {
             .map(|d| d.data_id.standardize(&dt.dimensions, &self.universe))
             .collect::<std::result::Result<Vec<_>, _>>()?;
         self.check_dimension_records(&dt, &data_ids)?;
-        let skip = on_conflict == OnConflict::SkipExistingId;
         self.db.set_foreign_key_checks(false)?;
         let result = (|| -> Result<InsertStats> {
             let tx = self.db.transaction()?;
-            let mut stats = InsertStats::default();
-            {
-                let mut insert = DatasetInsert::new(&tx, &dt, type_id, run_record.id, skip)?;
-                for (dataset, data_id) in datasets.iter().zip(&data_ids) {
-                    let inserted = insert
-                        .insert(dataset, data_id)
-                        .map_err(|e| explain_dataset_insert(e, dataset_type, data_id, run))?;
-                    if inserted {
-                        stats.inserted += 1;
-                    } else {
-                        stats.skipped += 1;
+            let insert = DatasetInsert::new(&tx, &dt, type_id, run_record.id);
+            let counts = insert.insert_all(&tx, datasets, &data_ids, |i, why| {
+                let data_id = &data_ids[i];
+                Err(RegistryError::Conflict(match why {
+                    InsertConflict::DataIdTaken => {
+                        format!("{dataset_type} {data_id} already exists in RUN {run}")
                     }
-                }
+                    InsertConflict::IdTaken => format!(
+                        "{dataset_type} {data_id}: its UUID {} is already registered for another dataset",
+                        datasets[i].id
+                    ),
+                }))
+            })?;
+            if on_conflict == OnConflict::Fail && counts.already_present > 0 {
+                return Err(RegistryError::Conflict(format!(
+                    "{} of these {dataset_type} datasets are already registered in RUN {run}",
+                    counts.already_present
+                )));
             }
             tx.commit()?;
-            Ok(stats)
+            Ok(InsertStats {
+                inserted: counts.inserted,
+                skipped: counts.already_present,
+            })
         })();
         self.db.set_foreign_key_checks(true)?;
-        result
+        result.map_err(|e| explain_foreign_key(e, dataset_type, run))
     }
 
     /// Checks that every dimension record the data IDs refer to exists: one
@@ -585,19 +672,13 @@ fn row_to_dataset_type(r: &Row<'_>) -> Result<DatasetType> {
     })
 }
 
-fn explain_dataset_insert(
-    e: RegistryError,
-    dataset_type: &str,
-    data_id: &DataId,
-    run: &str,
-) -> RegistryError {
+fn explain_foreign_key(e: RegistryError, dataset_type: &str, run: &str) -> RegistryError {
     match e.constraint() {
-        Some(ConstraintViolation::Unique) => RegistryError::Conflict(format!(
-            "{dataset_type} {data_id} already exists in RUN {run} (or its UUID is already registered)"
-        )),
+        // The data IDs' records were checked before the insert: another
+        // process removed one since.
         Some(ConstraintViolation::ForeignKey) => RegistryError::Conflict(format!(
-            "{dataset_type} {data_id}: a dimension record of this data ID does not exist (insert it with `quanta dimensions insert`)"
+            "{dataset_type} datasets for RUN {run}: a dimension record of their data IDs does not exist (insert it with `quanta dimensions insert`)"
         )),
-        Some(ConstraintViolation::Exclusion) | None => e,
+        _ => e,
     }
 }

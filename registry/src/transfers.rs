@@ -11,7 +11,7 @@ use std::collections::HashSet;
 use quanta_core::{CollectionType, DataId, DatasetType, Uuid};
 
 use crate::database::Param;
-use crate::datasets::{DatasetInsert, NewDataset, CERTIFY_SQL, TAG_SQL};
+use crate::datasets::{DatasetInsert, InsertConflict, NewDataset, CERTIFY_SQL, TAG_SQL};
 use crate::error::{ConstraintViolation, RegistryError, Result};
 use crate::provenance::{QuantumExecution, QuantumInput, RunProvenance};
 use crate::records::RecordSet;
@@ -318,43 +318,22 @@ impl Registry {
             .map(|d| d.data_id.standardize(&dt.dimensions, &self.universe))
             .collect::<std::result::Result<Vec<_>, _>>()?;
         self.check_dimension_records(&dt, &data_ids)?;
-        let mut insert = DatasetInsert::new(&self.db, &dt, type_id, run.id, true)?;
-        let mut existing = self
-            .db
-            .prepare("SELECT dataset_type_id, run_id, data_id FROM dataset WHERE id = ?1")?;
-        let (mut new, mut present) = (0, 0);
-        for (dataset, data_id) in group.datasets.iter().zip(&data_ids) {
-            let inserted = insert.insert(dataset, data_id).map_err(|e| {
-                if e.constraint() == Some(ConstraintViolation::Unique) {
-                    RegistryError::Conflict(format!(
-                        "{} {data_id}: RUN {} already holds another dataset with this data ID \
-                             (the import's is {})",
-                        dt.name, group.run, dataset.id
-                    ))
-                } else {
-                    e
-                }
-            })?;
-            if inserted {
-                new += 1;
-                continue;
-            }
-            let row: Option<(i64, i64, String)> = existing
-                .query_rows(&[&dataset.id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
-                .pop();
-            match row {
-                Some((t, r, k)) if t == type_id && r == run.id && k == data_id.canonical_key() => {
-                    present += 1
-                }
-                _ => {
-                    return Err(RegistryError::Conflict(format!(
-                        "dataset {} is already registered as another dataset than {} {data_id} in RUN {}",
-                        dataset.id, dt.name, group.run
-                    )))
-                }
-            }
-        }
-        Ok((new, present))
+        let insert = DatasetInsert::new(&self.db, &dt, type_id, run.id);
+        let counts = insert.insert_all(&self.db, &group.datasets, &data_ids, |i, why| {
+            let (data_id, id) = (&data_ids[i], group.datasets[i].id);
+            Err(RegistryError::Conflict(match why {
+                InsertConflict::DataIdTaken => format!(
+                    "{} {data_id}: RUN {} already holds another dataset with this data ID \
+                     (the import's is {id})",
+                    dt.name, group.run
+                ),
+                InsertConflict::IdTaken => format!(
+                    "dataset {id} is already registered as another dataset than {} {data_id} in RUN {}",
+                    dt.name, group.run
+                ),
+            }))
+        })?;
+        Ok((counts.inserted, counts.already_present))
     }
 
     fn tag_in_tx(&self, tagged: &str, ids: &[Uuid]) -> Result<usize> {

@@ -868,3 +868,112 @@ fn a_graph_query_read_in_parts_gives_the_same_rows_on_every_backend() {
         assert!(other_pairs == pairs, "{location}: other rows");
     }
 }
+
+/// Inserts of datasets through the bulk path (32 rows a SQLite statement,
+/// `COPY` on PostgreSQL): what went in, what was already there and which
+/// conflict each refused insert names, over more rows than one statement.
+fn insert_conflicts(r: &mut Registry) -> Vec<String> {
+    let universe = r.universe().clone();
+    let detectors: Vec<serde_json::Value> = (1..=50)
+        .map(|d| json!({"instrument": "Cam", "id": d, "full_name": format!("D{d}")}))
+        .collect();
+    r.insert_dimension_records(&records(json!({
+        "instrument": [{"name": "Cam", "detector_max": 64}],
+        "detector": detectors,
+    })))
+    .unwrap();
+    let flat = DatasetType {
+        name: "flat".into(),
+        dimensions: universe.conform(&["instrument", "detector"]).unwrap(),
+        storage_class: "Json".into(),
+        is_calibration: false,
+    };
+    r.register_dataset_type(&flat).unwrap();
+    r.register_collection("run", CollectionType::Run, None)
+        .unwrap();
+    let detector = |d: i64| {
+        DataId::from_pairs([
+            ("instrument".to_string(), DataIdValue::from("Cam")),
+            ("detector".to_string(), DataIdValue::Int(d)),
+        ])
+    };
+    let dataset = |id: u128, d: i64| NewDataset {
+        id: Uuid::from_u128(id),
+        data_id: detector(d),
+        stored: None,
+    };
+    let mut seen = Vec::new();
+    let mut attempt = |r: &mut Registry, what: &str, datasets: &[NewDataset], mode| {
+        let outcome = match r.insert_datasets("run", "flat", datasets, mode) {
+            Ok(stats) => format!("inserted {} skipped {}", stats.inserted, stats.skipped),
+            Err(e) => format!("refused: {e}"),
+        };
+        let (_, rows) = r.sql_read_only("SELECT count(*) FROM dataset").unwrap();
+        seen.push(format!("{what}: {outcome}; {} rows", rows[0][0]));
+    };
+    let first: Vec<NewDataset> = (1..=40).map(|d| dataset(d as u128, d)).collect();
+    attempt(r, "40 new", &first, OnConflict::Fail);
+    attempt(r, "the same again", &first, OnConflict::SkipExistingId);
+    let mut mixed: Vec<NewDataset> = first[10..30].to_vec();
+    mixed.extend((41..=45).map(|d| dataset(d as u128, d)));
+    attempt(r, "20 old, 5 new", &mixed, OnConflict::SkipExistingId);
+    let with_old = vec![dataset(46, 46), dataset(3, 3)];
+    attempt(r, "one old, failing", &with_old, OnConflict::Fail);
+    let taken_data_id: Vec<NewDataset> = (0..35).map(|i| dataset(100 + i, 46)).collect();
+    attempt(
+        r,
+        "a data ID twice",
+        &taken_data_id,
+        OnConflict::SkipExistingId,
+    );
+    let mut other_data_id = first[..33].to_vec();
+    other_data_id.push(dataset(7, 47));
+    attempt(
+        r,
+        "a UUID for another data ID",
+        &other_data_id,
+        OnConflict::SkipExistingId,
+    );
+    attempt(
+        r,
+        "a held data ID",
+        &[dataset(200, 5)],
+        OnConflict::SkipExistingId,
+    );
+    seen
+}
+
+#[test]
+fn dataset_inserts_skip_and_refuse_alike_on_every_backend() {
+    let universe = DimensionUniverse::default_universe();
+    let (mut registries, _cleanup) = registries(&universe);
+    let results: Vec<(RegistryLocation, Vec<String>)> = registries
+        .iter_mut()
+        .map(|r| (r.location().clone(), insert_conflicts(r)))
+        .collect();
+    let sqlite = &results[0].1;
+    let expected = [
+        "40 new: inserted 40 skipped 0; 40 rows",
+        "the same again: inserted 0 skipped 40; 40 rows",
+        "20 old, 5 new: inserted 5 skipped 20; 45 rows",
+        "one old, failing: refused: 1 of these flat datasets are already registered in RUN run; 45 rows",
+    ];
+    assert_eq!(sqlite[..4], expected, "{sqlite:#?}");
+    assert!(
+        sqlite[4].contains(
+            "refused: flat {instrument: \"Cam\", detector: 46} already exists in RUN run; 45 rows"
+        ),
+        "{sqlite:#?}"
+    );
+    assert!(
+        sqlite[5].contains("its UUID 00000000-0000-0000-0000-000000000007 is already registered for another dataset; 45 rows"),
+        "{sqlite:#?}"
+    );
+    assert!(
+        sqlite[6].contains("detector: 5} already exists in RUN run; 45 rows"),
+        "{sqlite:#?}"
+    );
+    for (location, other) in &results[1..] {
+        assert_eq!(other, sqlite, "{location} differs from SQLite");
+    }
+}
