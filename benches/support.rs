@@ -16,7 +16,7 @@ pub fn fresh_registry(dir: &std::path::Path, n: usize) -> Registry {
 
 /// [`fresh_registry`] in a new namespace (returned; the caller drops it)
 /// of the PostgreSQL database `url`.
-#[allow(dead_code)] // for merge_writer
+#[allow(dead_code)] // for merge_writer and insert_throughput
 pub fn fresh_postgres_registry(url: &str, n: usize) -> (Registry, String) {
     let universe = DimensionUniverse::default_universe();
     let namespace = format!("bench_{}", Uuid::now_v7().simple());
