@@ -313,34 +313,96 @@ fn merging_twice_changes_nothing() {
     assert!(text.contains("datasets: 0 new"), "{text}");
 }
 
+/// Repos in the state before a merge, one per case of a kill test. On
+/// SQLite each is a copy of a base campaign's directory. On PostgreSQL a
+/// copy would share the base's namespace, so there is one campaign, put
+/// back after each case by deleting, as the namespace's owner, the rows a
+/// merge writes; the caller checks that it is then as before.
+enum PreMergeRepos {
+    Copies {
+        base: PathBuf,
+        dir: PathBuf,
+        made: usize,
+    },
+    Reset {
+        campaign: PathBuf,
+        url: String,
+    },
+}
+
+impl PreMergeRepos {
+    fn new(dir: &Path) -> Self {
+        let base = dir.join("base");
+        std::fs::create_dir(&base).unwrap();
+        campaign(&base, 4, 8);
+        match common::test_registry() {
+            None => Self::Copies {
+                base,
+                dir: dir.to_path_buf(),
+                made: 0,
+            },
+            Some(url) => Self::Reset {
+                campaign: base,
+                url,
+            },
+        }
+    }
+
+    /// The next case: (repo, bundle), not merged.
+    fn next(&mut self) -> (PathBuf, PathBuf) {
+        let campaign = match self {
+            Self::Copies { base, dir, made } => {
+                *made += 1;
+                let copy = dir.join(format!("case{made}"));
+                copy_dir(base, &copy);
+                copy
+            }
+            Self::Reset { campaign, url } => {
+                let config = std::fs::read_to_string(campaign.join("repo/registry.yaml")).unwrap();
+                let namespace = config
+                    .lines()
+                    .find_map(|l| l.trim().strip_prefix("namespace: "))
+                    .expect("registry.yaml names its namespace")
+                    .trim()
+                    .to_string();
+                assert!(namespace
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_'));
+                common::psql(
+                    url,
+                    &format!(
+                        "SET search_path TO {namespace}; \
+                         DELETE FROM quantum_input; DELETE FROM run_provenance; \
+                         DELETE FROM dataset WHERE producer IS NOT NULL; DELETE FROM quantum;"
+                    ),
+                )
+                .expect("the merge's rows are deleted");
+                campaign.clone()
+            }
+        };
+        (campaign.join("repo"), campaign.join("campaign.qb"))
+    }
+}
+
+/// A merge killed at any point (inside a commit, or by SIGKILL after a
+/// delay), then rerun, ends with exactly the rows of an uninterrupted
+/// merge: on SQLite and on PostgreSQL, where the server rolls back the
+/// killed client's transaction.
 #[test]
 fn a_killed_merge_rerun_ends_like_an_uninterrupted_one() {
-    if common::skipped_on_postgres(
-        "its cases are copies of one repo directory, which on PostgreSQL would share one namespace",
-    ) {
-        return;
-    }
     let dir = tempfile::tempdir().unwrap();
-    let base = dir.path().join("base");
-    std::fs::create_dir(&base).unwrap();
-    campaign(&base, 4, 8);
-    let reference = dir.path().join("reference");
-    copy_dir(&base, &reference);
-    ok(&[
-        "merge",
-        s(&reference.join("repo")),
-        s(&reference.join("campaign.qb")),
-    ]);
-    let expected = dump(&reference.join("repo"));
+    let mut repos = PreMergeRepos::new(dir.path());
+    let (repo, bundle) = repos.next();
+    let before = dump(&repo);
+    ok(&["merge", s(&repo), s(&bundle)]);
+    let expected = dump(&repo);
 
     // Killed inside the registry's (n+1)th commit (setup commits included,
     // then one quantum per transaction): a kill point counted by the
     // writer itself, so how far it got does not depend on scheduling.
     for n in [0u64, 1, 7, 40] {
-        let copy = dir.path().join(format!("abort{n}"));
-        copy_dir(&base, &copy);
-        let repo = copy.join("repo");
-        let bundle = copy.join("campaign.qb");
+        let (repo, bundle) = repos.next();
+        assert_eq!(dump(&repo), before, "the case's repo is as before a merge");
         let out = quanta()
             .args(["merge", s(&repo), s(&bundle)])
             .env("QUANTA_MERGE_BATCH", "1")
@@ -366,14 +428,9 @@ fn a_killed_merge_rerun_ends_like_an_uninterrupted_one() {
 
     // SIGKILL after varied delays and batch sizes, so kills land before, between and
     // inside transactions.
-    for (i, (delay_ms, batch)) in [(0u64, "1"), (30, "1"), (80, "2"), (150, "1"), (250, "3")]
-        .iter()
-        .enumerate()
-    {
-        let copy = dir.path().join(format!("kill{i}"));
-        copy_dir(&base, &copy);
-        let repo = copy.join("repo");
-        let bundle = copy.join("campaign.qb");
+    for (delay_ms, batch) in [(0u64, "1"), (30, "1"), (80, "2"), (150, "1"), (250, "3")] {
+        let (repo, bundle) = repos.next();
+        assert_eq!(dump(&repo), before, "the case's repo is as before a merge");
         let mut child = quanta()
             .args(["merge", s(&repo), s(&bundle)])
             .env("QUANTA_MERGE_BATCH", batch)
@@ -381,7 +438,7 @@ fn a_killed_merge_rerun_ends_like_an_uninterrupted_one() {
             .stderr(std::process::Stdio::null())
             .spawn()
             .unwrap();
-        std::thread::sleep(Duration::from_millis(*delay_ms));
+        std::thread::sleep(Duration::from_millis(delay_ms));
         let _ = child.kill(); // SIGKILL; may find it already finished
         let _ = child.wait();
         ok(&["merge", s(&repo), s(&bundle)]);

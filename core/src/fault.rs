@@ -24,7 +24,7 @@
 //! |---|---|
 //! | `datastore.temp_written` | a datastore write's temporary file is complete, not yet linked into place |
 //! | `datastore.linked` | a file is at its final datastore path (a write's temporary name not yet removed; an ingest's source not yet removed) |
-//! | `registry.commit` | inside a registry write transaction's commit, before it is durable (SQLite commit hook) |
+//! | `registry.commit` | inside a registry write transaction's commit, before it is durable (SQLite's commit hook; on PostgreSQL, before COMMIT is sent) |
 //! | `ingest-transferred` | an ingest has put its Nth file into the datastore |
 //! | `ingest-before-commit` | an ingest has transferred every file, its registry transaction not begun |
 //! | `ingest-committed` | an ingest's registry transaction has committed, before its sources are removed (move) |

@@ -404,6 +404,12 @@ impl Database {
                 in_transaction,
                 ..
             } => {
+                // The crash tests' kill point inside a commit, as SQLite's
+                // commit hook gives it: killed here, the server rolls the
+                // transaction back.
+                if how == "COMMIT" {
+                    quanta_core::fault::kill_point(quanta_core::fault::REGISTRY_COMMIT);
+                }
                 // Whatever the outcome, the server has no transaction open
                 // after a COMMIT or ROLLBACK (a failed COMMIT rolls back).
                 in_transaction.set(false);
