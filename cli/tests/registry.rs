@@ -551,6 +551,18 @@ fn a_repo_of_the_previous_schema_version_is_migrated_and_then_opens() {
     drop(conn);
     let err = fails_with(2, &["collection", "list", repo_s]);
     assert!(err.contains("quanta repo migrate"), "{err}");
+    // Killed inside its commit, the migration leaves version 6 as it was.
+    let killed = quanta()
+        .args(["repo", "migrate", repo_s])
+        .env("QUANTA_TEST_KILL_AT", "registry.commit:1")
+        .output()
+        .unwrap();
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&killed.status),
+        Some(libc::SIGKILL)
+    );
+    let err = fails_with(2, &["collection", "list", repo_s]);
+    assert!(err.contains("quanta repo migrate"), "{err}");
     let out = ok(&["repo", "migrate", repo_s]);
     assert!(out.contains("6 → 7"), "{out}");
     assert!(ok(&["repo", "migrate", repo_s]).contains("is current"));
