@@ -35,6 +35,11 @@ fn count(repo: &Path, dataset_type: &str) -> usize {
 }
 
 fn submit(bundle: &Path, repo: &Path, extra: &[&str]) -> String {
+    submit_with_env(bundle, repo, extra, &[])
+}
+
+/// [`submit`] with variables added to the submitter's environment.
+fn submit_with_env(bundle: &Path, repo: &Path, extra: &[&str], env: &[(&str, &Path)]) -> String {
     let mut args = vec![
         "submit",
         s(bundle),
@@ -48,7 +53,13 @@ fn submit(bundle: &Path, repo: &Path, extra: &[&str]) -> String {
         "5",
     ];
     args.extend_from_slice(extra);
-    ok(&args)
+    let out = common::quanta()
+        .args(&args)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", common::show(&out));
+    String::from_utf8(out.stdout).unwrap()
 }
 
 /// This submission's jobs that `qstat` still lists, as "id state". Read
@@ -195,7 +206,10 @@ fn reference_runs_on_gridengine_and_merges_what_a_local_run_merges() {
     std::fs::create_dir(&ge).unwrap();
     let (local_repo, local_bundle) = preflight(&local, 6, 4, &p, "instrument,exposure");
     let (repo, bundle) = preflight(&ge, 6, 4, &p, "instrument,exposure");
-    submit(&bundle, &repo, &[]);
+    // The submitter's environment reaches the jobs (as Slurm passes it):
+    // here the kill-point log, which the workers in the jobs then write.
+    let passages = dir.path().join("passages.log");
+    submit_with_env(&bundle, &repo, &[], &[("QUANTA_TEST_KILL_LOG", &passages)]);
 
     let st = state(&bundle);
     assert_eq!(st["engine"], "gridengine", "{st}");
@@ -253,6 +267,12 @@ fn reference_runs_on_gridengine_and_merges_what_a_local_run_merges() {
                 job.parse::<u64>().is_ok() && task.parse::<u64>().is_ok()
             }),
         "{jobs:?}"
+    );
+
+    let passed = std::fs::read_to_string(&passages).unwrap_or_default();
+    assert!(
+        passed.lines().filter(|l| *l == "journal.appended").count() >= 6 * 9,
+        "the jobs did not get the submitter's QUANTA_TEST_KILL_LOG: {passed:?}"
     );
 
     ok(&["run", s(&local_bundle), "--jobs", "2"]);

@@ -276,11 +276,15 @@ fn resource_args(r: &Resources) -> Result<Vec<String>> {
 
 /// The options every job of a submission gets: a name, its log in the
 /// work directory (stderr with stdout), `/bin/sh`, not rerun by Grid
-/// Engine on a node failure (restart decides what runs again), and the
-/// job id alone on stdout.
+/// Engine on a node failure (restart decides what runs again), the
+/// submitter's environment (`-V`, what Slurm's `sbatch` passes by default:
+/// `QUANTA_PYTHON` and `PYTHONPATH` for Python tasks, `PGUSER` and
+/// `PGPASSFILE` for a registry on a server), and the job id alone on
+/// stdout.
 fn common_args(name: &str, log: &Path) -> Vec<String> {
     [
         "-terse",
+        "-V",
         "-N",
         name,
         "-o",

@@ -198,6 +198,7 @@ fn array_jobs_are_named_logged_and_sized() {
         array_args(&s, 3, 7, &r, &options(Some(2))).unwrap(),
         [
             "-terse",
+            "-V",
             "-N",
             "quanta-s2-a3",
             "-o",
