@@ -728,3 +728,46 @@ fn missing_or_corrupt_sources_fail_the_work_and_unmappable_exports_are_bad_input
     let err = fails_with(1, &["transfer", s(&src), s(&third), "--collections", CHAIN]);
     assert!(err.contains("No such file"), "{err}");
 }
+
+/// A hard-linked import reads a source file once however many datasets
+/// link it, yet each dataset's file is verified against its own recorded
+/// checksum: a file replaced by a link to another dataset's (same inode,
+/// already hashed) is still found not to be what the export says.
+#[test]
+fn a_linked_import_verifies_each_dataset_against_its_own_checksum() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = common::merged_reference_campaign(tmp.path(), 2, 2, RUN, CHAIN);
+    let export = tmp.path().join("export");
+    ok(&["export", s(&src), s(&export), "--collections", CHAIN]);
+    let mut files = BTreeSet::new();
+    walk(&export, &export, &mut files);
+    let mut json_files = files
+        .iter()
+        .map(|line| line.split(' ').next().unwrap().to_string())
+        .filter(|p| p.ends_with(".json") && p != "quanta-extras.json" && !p.starts_with('.'));
+    let (a, b) = (
+        export.join(json_files.next().unwrap()),
+        export.join(json_files.next().unwrap()),
+    );
+    assert_ne!(std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap());
+    let original_b = std::fs::read(&b).unwrap();
+    std::fs::remove_file(&b).unwrap();
+    std::fs::hard_link(&a, &b).unwrap();
+    let dest = new_repo(&tmp.path().join("dest"));
+    let err = fails_with(1, &["import", s(&dest), s(&export), "--transfer", "link"]);
+    assert!(err.contains("the export says"), "{err}");
+    assert!(datastore_inodes(&dest).is_empty());
+    // Its own bytes back, the same import links every file.
+    std::fs::remove_file(&b).unwrap();
+    std::fs::write(&b, &original_b).unwrap();
+    let summary = json(&[
+        "import",
+        s(&dest),
+        s(&export),
+        "--transfer",
+        "link",
+        "--json",
+    ]);
+    assert_eq!(summary["files_present"].as_u64(), Some(0), "{summary}");
+    assert!(!datastore_inodes(&dest).is_empty());
+}

@@ -1376,16 +1376,31 @@ fn decode(
         })
 }
 
-/// The destination directories of one run of
-/// [`Datastore::ingest_expected`]: each is created if missing, swept of
+/// The state of one run of [`Datastore::ingest_expected`]: the
+/// destination directories, each created if missing, swept of
 /// killed-ingest leftovers (temporary copies) and opened once, so that
 /// every file is then linked, checked and hashed relative to its
 /// directory's handle instead of resolving its full path from the root
-/// (a quarter of an import's time went to path lookups).
+/// (a quarter of an import's time went to path lookups); and the
+/// checksums of the source files this run has linked and hashed, so that
+/// a file linked for several datasets is read once (see
+/// [`Datastore::ingest_expected`]).
 #[derive(Debug, Default)]
-pub struct LeftoverSweep(
-    std::sync::Mutex<std::collections::HashMap<PathBuf, Arc<rustix::fd::OwnedFd>>>,
-);
+pub struct LeftoverSweep {
+    dirs: std::sync::Mutex<std::collections::HashMap<PathBuf, Arc<rustix::fd::OwnedFd>>>,
+    hashed: std::sync::Mutex<std::collections::HashMap<(u64, u64), (SourceVersion, String)>>,
+}
+
+/// What identifies the content of a source file between two looks at it
+/// in one run: its size and modification time. A write between them
+/// changes the modification time; the file is then hashed again.
+type SourceVersion = (u64, i64, i64);
+
+/// At most this many hashed sources are remembered: a file linked for
+/// several datasets is usually linked for them close together (an export
+/// lists a RUN's datasets together), and a real export, one file per
+/// dataset, must not hold a million checksums for nothing.
+const HASHED_KEPT: usize = 1 << 16;
 
 impl LeftoverSweep {
     /// The handle of `dir`, created and swept the first time. Only
@@ -1394,7 +1409,7 @@ impl LeftoverSweep {
     fn dir(&self, dir: &Path) -> Result<Arc<rustix::fd::OwnedFd>, DatastoreError> {
         // Held while sweeping: a second worker must not sweep away the
         // temporary copy a first one is writing after its own sweep.
-        let mut dirs = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut dirs = self.dirs.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(fd) = dirs.get(dir) {
             return Ok(fd.clone());
         }
@@ -1418,6 +1433,47 @@ impl LeftoverSweep {
         let fd = Arc::new(fd);
         dirs.insert(dir.to_path_buf(), fd.clone());
         Ok(fd)
+    }
+
+    /// The checksum this run computed for `src`'s file when it has not
+    /// changed since.
+    fn hashed(&self, src: &SourceFile) -> Option<String> {
+        let hashed = self.hashed.lock().unwrap_or_else(|e| e.into_inner());
+        match hashed.get(&src.id) {
+            Some((version, checksum)) if *version == src.version() => Some(checksum.clone()),
+            _ => None,
+        }
+    }
+
+    fn remember_hashed(&self, src: &SourceFile, checksum: &str) {
+        let mut hashed = self.hashed.lock().unwrap_or_else(|e| e.into_inner());
+        if hashed.len() >= HASHED_KEPT {
+            hashed.clear();
+        }
+        hashed.insert(src.id, (src.version(), checksum.to_string()));
+    }
+}
+
+/// A source file of [`Datastore::ingest_expected`], resolved and `stat`ed
+/// by the caller: a regular file, no symlink left in its path.
+#[derive(Debug, Clone, Copy)]
+pub struct SourceFile<'a> {
+    /// Its canonical path.
+    pub path: &'a Path,
+    /// A handle on its directory (`O_PATH`), when the caller has one: the
+    /// file is then linked relative to it, not by walking `path` from `/`.
+    pub dir: Option<rustix::fd::BorrowedFd<'a>>,
+    /// Device and inode.
+    pub id: (u64, u64),
+    /// Size in bytes.
+    pub size: u64,
+    /// Modification time: seconds and nanoseconds.
+    pub mtime: (i64, i64),
+}
+
+impl SourceFile<'_> {
+    fn version(&self) -> SourceVersion {
+        (self.size, self.mtime.0, self.mtime.1)
     }
 }
 
@@ -1448,22 +1504,28 @@ pub enum Placement {
 
 impl Datastore {
     /// [`Datastore::ingest`] for a source whose size and checksum are known
-    /// (an import or transfer): `real_src` is the source with symlinks
-    /// resolved, a regular file. A file already at the destination that
-    /// has the expected size and checksum (hashed; with `trust`, a hard
-    /// link or symlink to `real_src` of the expected size) is kept, so a
-    /// rerun of a killed import costs what is left; any other file there is
-    /// replaced. The transferred file is verified against `expected`: a
-    /// copy by the checksum computed while copying, a link by hashing it,
+    /// (an import or transfer): `src` is the source resolved and `stat`ed,
+    /// a regular file. A file already at the destination that has the
+    /// expected size and checksum (hashed; with `trust`, a hard link or
+    /// symlink to `src` of the expected size) is kept, so a rerun of a
+    /// killed import costs what is left; any other file there is replaced.
+    ///
+    /// The transferred file is verified against `expected`: a copy by the
+    /// checksum computed while copying, every byte of it. A hard link or
+    /// symlink is the source's inode, so its bytes are the source's: it is
+    /// verified by the source's checksum, computed by reading it once per
+    /// run (a source linked for several datasets, unchanged in size and
+    /// modification time since, is not read again: see [`LeftoverSweep`]),
     /// or with `trust` (the expected checksum comes from a registry that
-    /// recorded this very file) by its size only. A mismatch removes it and
-    /// is an error. Without `expected` the file is hashed and recorded.
+    /// recorded this very file) by the source's size only, as `repo check
+    /// --fast` does. A mismatch removes it and is an error. Without
+    /// `expected` the file is hashed and recorded.
     #[allow(clippy::too_many_arguments)]
     pub fn ingest_expected(
         &self,
         lock: &IngestLock,
         sweep: &LeftoverSweep,
-        real_src: &Path,
+        src: &SourceFile,
         r: &DatasetRef,
         storage_class: &str,
         mode: TransferMode,
@@ -1473,7 +1535,7 @@ impl Datastore {
         let formatter = self.formatters.for_storage_class(storage_class)?;
         let rel = self.render_path(r, formatter.as_ref())?;
         let to = (rel.as_str(), formatter.name());
-        self.ingest_expected_at(lock, sweep, real_src, to, r, mode, expected, trust)
+        self.ingest_expected_at(lock, sweep, src, to, r, mode, expected, trust)
     }
 
     /// [`Datastore::ingest_expected`] to the relative path `to.0`,
@@ -1485,14 +1547,14 @@ impl Datastore {
         &self,
         lock: &IngestLock,
         sweep: &LeftoverSweep,
-        real_src: &Path,
+        src: &SourceFile,
         to: (&str, &str),
         what: &dyn fmt::Display,
         mode: TransferMode,
         expected: Option<(u64, &str)>,
         trust: bool,
     ) -> Result<(StoredFileInfo, Placement), DatastoreError> {
-        use rustix::fs::{linkat, statat, symlinkat, unlinkat, AtFlags, CWD};
+        use rustix::fs::{linkat, symlinkat, unlinkat, AtFlags, CWD};
         let (rel, formatter) = (to.0.to_string(), to.1);
         validate_relative_path(&rel)?;
         let dest = self.root.join(&rel);
@@ -1504,16 +1566,18 @@ impl Datastore {
             size,
             checksum,
         };
-        let make = || match mode {
-            TransferMode::Symlink => symlinkat(real_src, &*dir, name),
-            _ => linkat(CWD, real_src, &*dir, name, AtFlags::empty()),
+        let src_name = src.path.file_name().unwrap_or_default();
+        let make = || match (mode, src.dir) {
+            (TransferMode::Symlink, _) => symlinkat(src.path, &*dir, name),
+            (_, Some(at)) => linkat(at, src_name, &*dir, name, AtFlags::empty()),
+            (_, None) => linkat(CWD, src.path, &*dir, name, AtFlags::empty()),
         };
         let linking = matches!(
             mode,
             TransferMode::Hardlink | TransferMode::Auto | TransferMode::Symlink
         );
         let copy = || {
-            let stored = self.ingest_at(lock, real_src, &rel, formatter, what, mode, true)?;
+            let stored = self.ingest_at(lock, src.path, &rel, formatter, what, mode, true)?;
             self.check_expected(&dest, &stored, expected)?;
             Ok((stored, Placement::Written))
         };
@@ -1525,7 +1589,7 @@ impl Datastore {
         match made {
             Ok(()) => {}
             Err(rustix::io::Errno::EXIST) => {
-                if let Some(kept) = self.kept(&dest, real_src, expected, trust, linking)? {
+                if let Some(kept) = self.kept(&dest, src, expected, trust, linking)? {
                     return Ok((info(kept.0, kept.1), Placement::AlreadyThere));
                 }
                 if !linking {
@@ -1541,39 +1605,58 @@ impl Datastore {
             Err(_) if mode == TransferMode::Auto => return copy(),
             Err(e) => return Err(DatastoreError::io("link into place", &dest, e.into())),
         }
-        let remove = || {
-            let _ = unlinkat(&*dir, name, AtFlags::empty());
-        };
-        let stored = match (expected, trust) {
-            (Some((size, checksum)), true) => {
-                let actual = statat(&*dir, name, AtFlags::empty())
-                    .map(|st| st.st_size as u64)
-                    .map_err(|e| DatastoreError::io("stat", &dest, e.into()));
-                match actual {
-                    Ok(actual) if actual == size => info(size, checksum.to_string()),
-                    other => {
-                        remove();
-                        return Err(DatastoreError::SizeMismatch {
-                            path: real_src.display().to_string(),
-                            actual: other?,
-                            expected: size,
-                        });
-                    }
-                }
+        let stored = match self.linked_checksum(sweep, &dir, name, &dest, src, expected, trust) {
+            Ok((size, checksum)) => info(size, checksum),
+            Err(e) => {
+                let _ = unlinkat(&*dir, name, AtFlags::empty());
+                return Err(e);
             }
-            _ => match hash_at(&dir, name, &dest) {
-                Ok((size, checksum)) => info(size, checksum),
-                Err(e) => {
-                    remove();
-                    return Err(e);
-                }
-            },
         };
         self.check_expected(&dest, &stored, expected)?;
         if self.config.fsync {
             sync_dir(parent_of(&dest))?;
         }
         Ok((stored, Placement::Written))
+    }
+
+    /// The size and checksum of `name` in `dir`, a link (hard or
+    /// symbolic) just made to `src`: its bytes are the source's. With
+    /// `trust`, the expected checksum when the source has the expected
+    /// size; otherwise the checksum this run computed for the unchanged
+    /// source, or else the file hashed (and remembered).
+    #[allow(clippy::too_many_arguments)]
+    fn linked_checksum(
+        &self,
+        sweep: &LeftoverSweep,
+        dir: &rustix::fd::OwnedFd,
+        name: &Path,
+        dest: &Path,
+        src: &SourceFile,
+        expected: Option<(u64, &str)>,
+        trust: bool,
+    ) -> Result<(u64, String), DatastoreError> {
+        match expected {
+            Some((size, checksum)) if trust => {
+                if src.size == size {
+                    return Ok((size, checksum.to_string()));
+                }
+                Err(DatastoreError::SizeMismatch {
+                    path: src.path.display().to_string(),
+                    actual: src.size,
+                    expected: size,
+                })
+            }
+            _ => {
+                if let Some(checksum) = sweep.hashed(src) {
+                    return Ok((src.size, checksum));
+                }
+                let (size, checksum) = hash_at(dir, name, dest)?;
+                if size == src.size {
+                    sweep.remember_hashed(src, &checksum);
+                }
+                Ok((size, checksum))
+            }
+        }
     }
 
     /// Removes `dest` and fails when `stored` is not `expected`.
@@ -1609,7 +1692,7 @@ impl Datastore {
     fn kept(
         &self,
         dest: &Path,
-        real_src: &Path,
+        src: &SourceFile,
         expected: Option<(u64, &str)>,
         trust: bool,
         linking: bool,
@@ -1618,11 +1701,11 @@ impl Datastore {
             return Ok(None);
         };
         if trust && linking {
-            let (Ok(d), Ok(s)) = (fs::metadata(dest), fs::metadata(real_src)) else {
+            let Ok(d) = fs::metadata(dest) else {
                 return Ok(None);
             };
             use std::os::unix::fs::MetadataExt;
-            let same = d.dev() == s.dev() && d.ino() == s.ino() && d.len() == size;
+            let same = (d.dev(), d.ino()) == src.id && d.len() == size;
             return Ok(same.then(|| (size, checksum.to_string())));
         }
         match hash_file(dest) {

@@ -28,8 +28,8 @@ pub mod verify;
 
 pub use datastore::{
     hash_file, ingest_temp_path, temp_file_prefix, Datastore, DatastoreConfig, IngestLock,
-    LeftoverSweep, Placement, RemoveStats, StoredFileInfo, TransferMode, QUARANTINE_DIR,
-    TEMP_FILE_PREFIX,
+    LeftoverSweep, Placement, RemoveStats, SourceFile, StoredFileInfo, TransferMode,
+    QUARANTINE_DIR, TEMP_FILE_PREFIX,
 };
 pub use disassembled::{PartsIndex, DISASSEMBLED_SUFFIX};
 pub use error::{DatastoreError, FormatterError};

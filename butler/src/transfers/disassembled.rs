@@ -187,7 +187,7 @@ fn transfer_part(
         .ingest_expected_at(
             lock,
             sweep,
-            &resolved.path,
+            &resolved.source(),
             (&rel, &part.formatter),
             &what,
             options.transfer,

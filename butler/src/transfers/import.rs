@@ -18,8 +18,8 @@ use quanta_core::{
     CollectionType, DataId, DataIdValue, DatasetRef, DatasetType, DimensionUniverse,
 };
 use quanta_datastore::{
-    DatastoreError, InMemoryDataset, IngestLock, LeftoverSweep, Placement, StoredFileInfo,
-    TransferMode,
+    DatastoreError, InMemoryDataset, IngestLock, LeftoverSweep, Placement, SourceFile,
+    StoredFileInfo, TransferMode,
 };
 use quanta_registry::{ImportBatch, ImportDatasets, ImportStats, NewDataset, RecordSet};
 use serde_json::{Map, Value as Json};
@@ -147,16 +147,13 @@ impl Butler {
         summary.files = stored.len() - kept;
         summary.files_present = kept;
         phase("import: transfer files", &mut clock);
-        // Attach the file records to the new datasets.
-        let mut by_id: std::collections::HashMap<_, _> = plan
-            .iter()
-            .zip(&stored)
-            .map(|(p, info)| (p.dataset_ref.id, to_record(info)))
-            .collect();
+        // Attach the file records to the new datasets: the plan lists
+        // them in the order of the groups, without the registered ones.
+        let mut files = plan.iter().zip(&stored).peekable();
         for group in &mut batch.datasets {
             for d in &mut group.datasets {
-                if let Some(record) = by_id.remove(&d.id) {
-                    d.stored = Some(record);
+                if let Some((_, info)) = files.next_if(|(p, _)| p.dataset_ref.id == d.id) {
+                    d.stored = Some(to_record(info));
                 }
             }
         }
@@ -368,14 +365,34 @@ impl Butler {
 /// and its name, with the symlinks of the name itself followed
 /// (datastores of symlink ingests), looked up relative to the handle.
 #[derive(Default)]
-pub(super) struct CanonicalDirs(std::collections::HashMap<PathBuf, (PathBuf, rustix::fd::OwnedFd)>);
+pub(super) struct CanonicalDirs(
+    std::collections::HashMap<PathBuf, (PathBuf, std::sync::Arc<rustix::fd::OwnedFd>)>,
+);
 
-/// What [`CanonicalDirs::resolve`] found: the canonical path, whether it
-/// is a regular file, and its (device, inode).
+/// What [`CanonicalDirs::resolve`] found: the canonical path, a handle on
+/// its directory, whether it is a regular file, its (device, inode), size
+/// and modification time.
 pub(super) struct Resolved {
     pub(super) path: PathBuf,
+    dir: Option<std::sync::Arc<rustix::fd::OwnedFd>>,
     pub(super) is_file: bool,
     pub(super) id: (u64, u64),
+    size: u64,
+    mtime: (i64, i64),
+}
+
+impl Resolved {
+    /// The source as the datastore takes it.
+    pub(super) fn source(&self) -> SourceFile<'_> {
+        use rustix::fd::AsFd;
+        SourceFile {
+            path: &self.path,
+            dir: self.dir.as_ref().map(|d| d.as_fd()),
+            id: self.id,
+            size: self.size,
+            mtime: self.mtime,
+        }
+    }
 }
 
 impl CanonicalDirs {
@@ -390,8 +407,11 @@ impl CanonicalDirs {
                 use std::os::unix::fs::MetadataExt;
                 return Ok(Resolved {
                     path: real,
+                    dir: None,
                     is_file: meta.is_file(),
                     id: (meta.dev(), meta.ino()),
+                    size: meta.size(),
+                    mtime: (meta.mtime(), meta.mtime_nsec()),
                 });
             };
             if !self.0.contains_key(dir) {
@@ -406,19 +426,23 @@ impl CanonicalDirs {
                     OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
                     Mode::empty(),
                 )?;
-                self.0.insert(dir.to_path_buf(), (real, fd));
+                self.0
+                    .insert(dir.to_path_buf(), (real, std::sync::Arc::new(fd)));
             }
             let (real_dir, fd) = &self.0[dir];
-            let st = statat(fd, name, AtFlags::SYMLINK_NOFOLLOW)?;
+            let st = statat(&**fd, name, AtFlags::SYMLINK_NOFOLLOW)?;
             let file_type = FileType::from_raw_mode(st.st_mode);
             if file_type != FileType::Symlink {
                 return Ok(Resolved {
                     path: real_dir.join(name),
+                    dir: Some(fd.clone()),
                     is_file: file_type == FileType::RegularFile,
                     id: (st.st_dev, st.st_ino),
+                    size: st.st_size as u64,
+                    mtime: (st.st_mtime as i64, st.st_mtime_nsec as i64),
                 });
             }
-            let target = rustix::fs::readlinkat(fd, name, Vec::new())?;
+            let target = rustix::fs::readlinkat(&**fd, name, Vec::new())?;
             let target: std::ffi::OsString =
                 std::os::unix::ffi::OsStringExt::from_vec(target.into_bytes());
             path = real_dir.join(target);
@@ -460,7 +484,7 @@ fn transfer_one(
                 .ingest_expected(
                     lock,
                     sweep,
-                    real,
+                    &resolved.source(),
                     &p.dataset_ref,
                     p.storage_class,
                     options.transfer,
