@@ -739,6 +739,8 @@ type Produced = HashMap<String, HashMap<Vec<u32>, u32>>;
 /// Where a task's quanta and outputs go in the tables: name indices and
 /// data-ID key groups, looked up once per task.
 struct TaskKeys {
+    /// The task's index in the pipeline.
+    task: u32,
     /// The key group of the task's dimensions.
     group: u32,
     /// The output RUN.
@@ -754,11 +756,17 @@ struct OutputKeys {
 }
 
 impl TaskKeys {
-    fn new(plan: &TaskPlan<'_>, opts: &PreflightOptions, datasets: &mut Datasets) -> Self {
+    fn new(
+        t_ix: usize,
+        plan: &TaskPlan<'_>,
+        opts: &PreflightOptions,
+        datasets: &mut Datasets,
+    ) -> Self {
         fn names(g: &DimensionGroup) -> impl Iterator<Item = &str> {
             g.names.iter().map(String::as_str)
         }
         Self {
+            task: t_ix as u32,
             group: datasets.data_ids.group(|| names(&plan.group)),
             run: datasets.names.intern(&opts.output_run),
             outputs: plan
@@ -785,6 +793,9 @@ struct NewQuantum<'a> {
     rows: &'a GraphRows,
     draft: Draft,
 }
+
+/// Drafts resolved in parallel at a time.
+const RESOLVE_CHUNK: usize = 65_536;
 
 /// The graph as tasks are added to it.
 #[derive(Default)]
@@ -818,7 +829,7 @@ impl GraphState {
         datasets: &mut Datasets,
     ) -> Result<(), PreflightError> {
         let task = plan.task;
-        let keys = TaskKeys::new(plan, opts, datasets);
+        let keys = TaskKeys::new(t_ix, plan, opts, datasets);
         let ctx = TaskContext {
             universe: plan.universe,
             task,
@@ -832,18 +843,56 @@ impl GraphState {
             opts,
             datastore: butler.datastore(),
         };
-        let mut drafts = drafts;
-        let outcomes: Vec<Outcome> = drafts
-            .par_iter_mut()
-            .map(|d| ctx.resolve(d))
-            .collect::<Result<_, PreflightError>>()?;
         let mut summary = TaskSummary {
             label: task.label.clone(),
             quanta: 0,
             skipped: 0,
             pruned: 0,
         };
-        for (draft, outcome) in drafts.into_iter().zip(outcomes) {
+        let mut drafts = drafts;
+        // Resolved a chunk at a time: the outcomes of all a task's drafts at
+        // once were a tenth of a million-quantum build's peak.
+        for chunk in drafts.chunks_mut(RESOLVE_CHUNK) {
+            let outcomes: Vec<Outcome> = chunk
+                .par_iter_mut()
+                .map(|d| ctx.resolve(d))
+                .collect::<Result<_, PreflightError>>()?;
+            for (d, outcome) in chunk.iter_mut().zip(outcomes) {
+                let draft = Draft {
+                    row: d.row,
+                    inputs: std::mem::take(&mut d.inputs),
+                };
+                self.add_outcome(
+                    plan,
+                    &keys,
+                    rows,
+                    opts,
+                    draft,
+                    outcome,
+                    datasets,
+                    &mut summary,
+                )?;
+            }
+        }
+        self.summaries.push(summary);
+        Ok(())
+    }
+
+    /// Adds what a resolved draft became.
+    #[allow(clippy::too_many_arguments)]
+    fn add_outcome(
+        &mut self,
+        plan: &TaskPlan<'_>,
+        keys: &TaskKeys,
+        rows: &GraphRows,
+        opts: &PreflightOptions,
+        draft: Draft,
+        outcome: Outcome<'_>,
+        datasets: &mut Datasets,
+        summary: &mut TaskSummary,
+    ) -> Result<(), PreflightError> {
+        let task = plan.task;
+        {
             let row = rows.row(draft.row as usize);
             let register = |produced: &mut Produced, oi: usize, d: u32| {
                 let k: Vec<u32> = plan.output_cols[oi].iter().map(|&c| row[c]).collect();
@@ -874,9 +923,9 @@ impl GraphState {
                 Outcome::Run(run) => {
                     summary.quanta += 1;
                     let quantum = NewQuantum {
-                        task: t_ix as u32,
+                        task: keys.task,
                         plan,
-                        keys: &keys,
+                        keys,
                         rows,
                         draft,
                     };
@@ -884,7 +933,6 @@ impl GraphState {
                 }
             }
         }
-        self.summaries.push(summary);
         Ok(())
     }
 
@@ -1510,7 +1558,9 @@ impl<'a> TaskContext<'a> {
                     existing_refs.push(f);
                 }
                 None => {
-                    if missing_example.is_none() {
+                    // Only the partial-outputs error names it: not made for
+                    // every quantum.
+                    if missing_example.is_none() && self.opts.skip_existing && !self.opts.clobber {
                         missing_example = Some(format!("{} {}", c.dataset_type, data_id));
                     }
                 }
