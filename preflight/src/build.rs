@@ -448,6 +448,11 @@ pub fn build_graph(
     clock.lap("lookups");
 
     let mut graph = GraphState::default();
+    // At most one quantum per row per task; reserved at once like the
+    // dataset table (no copies while growing, the unused part never touched).
+    let _ = graph
+        .quanta
+        .try_reserve_exact(rows.n_rows().saturating_mul(tasks.len()));
     for (t_ix, task) in tasks.iter().enumerate() {
         progress(&format!(
             "task {} ({}/{})",
@@ -689,7 +694,6 @@ impl<'a> TaskPlan<'a> {
         let mut index: HashMap<Vec<u32>, u32> = HashMap::new();
         let mut drafts: Vec<Draft> = Vec::new();
         let mut key = Vec::with_capacity(self.cols.len());
-        let mut ckey = Vec::new();
         for r in 0..rows.n_rows() {
             let row = rows.row(r);
             key.clear();
@@ -712,12 +716,7 @@ impl<'a> TaskPlan<'a> {
                         (ix != NONE).then(|| overall[k][ix as usize])
                     }
                     Source::Produced => {
-                        ckey.clear();
-                        ckey.extend(self.input_cols[ci].iter().map(|&c| row[c]));
-                        produced
-                            .get(c.parent_dataset_type())
-                            .and_then(|m| m.get(&ckey))
-                            .copied()
+                        produced.get(rows, c.parent_dataset_type(), &self.input_cols[ci], row)
                     }
                 };
                 if let Some(d) = found {
@@ -732,9 +731,94 @@ impl<'a> TaskPlan<'a> {
     }
 }
 
-/// Predicted outputs by dataset type and row key (the output's columns):
-/// how a later task's input finds the quantum that produces it.
-type Produced = HashMap<String, HashMap<Vec<u32>, u32>>;
+/// Predicted outputs by dataset type and row key (the rows' value indices
+/// in the output's columns): how a later task's input finds the quantum that
+/// produces it.
+#[derive(Default)]
+struct Produced {
+    by_type: HashMap<String, Vec<ProducedIndex>>,
+}
+
+/// The outputs of one dataset type over one list of columns. A key is
+/// packed into a `u64` (each column's value index in as many bits as its
+/// dictionary needs) whenever it fits: a 16-byte map slot instead of a
+/// vector per output (~50 bytes per output at a million quanta). Keys
+/// that do not fit, or hold a NULL, are kept as vectors; the same columns
+/// and values always take the same form, so lookups agree with inserts.
+struct ProducedIndex {
+    cols: Vec<usize>,
+    packed: HashMap<u64, u32>,
+    wide: HashMap<Vec<u32>, u32>,
+}
+
+enum RowKey {
+    Packed(u64),
+    Wide(Vec<u32>),
+}
+
+fn row_key(rows: &GraphRows, cols: &[usize], row: &[u32]) -> RowKey {
+    let mut key = 0u64;
+    let mut shift = 0u32;
+    for &c in cols {
+        let bits = u64::BITS - (rows.dictionary[c].len() as u64).leading_zeros();
+        let v = row[c];
+        if v == NONE || shift + bits > u64::BITS {
+            return RowKey::Wide(cols.iter().map(|&c| row[c]).collect());
+        }
+        key |= u64::from(v) << shift;
+        shift += bits;
+    }
+    RowKey::Packed(key)
+}
+
+impl Produced {
+    fn insert(
+        &mut self,
+        rows: &GraphRows,
+        dataset_type: &str,
+        cols: &[usize],
+        row: &[u32],
+        d: u32,
+    ) {
+        if !self.by_type.contains_key(dataset_type) {
+            self.by_type.insert(dataset_type.to_string(), Vec::new());
+        }
+        let indexes = self.by_type.get_mut(dataset_type).expect("inserted above");
+        let index = match indexes.iter().position(|i| i.cols == cols) {
+            Some(i) => &mut indexes[i],
+            None => {
+                indexes.push(ProducedIndex {
+                    cols: cols.to_vec(),
+                    packed: HashMap::new(),
+                    wide: HashMap::new(),
+                });
+                indexes.last_mut().expect("pushed above")
+            }
+        };
+        match row_key(rows, cols, row) {
+            RowKey::Packed(k) => index.packed.insert(k, d),
+            RowKey::Wide(k) => index.wide.insert(k, d),
+        };
+    }
+
+    fn get(
+        &self,
+        rows: &GraphRows,
+        dataset_type: &str,
+        cols: &[usize],
+        row: &[u32],
+    ) -> Option<u32> {
+        let index = self
+            .by_type
+            .get(dataset_type)?
+            .iter()
+            .find(|i| i.cols == cols)?;
+        match row_key(rows, cols, row) {
+            RowKey::Packed(k) => index.packed.get(&k).copied(),
+            RowKey::Wide(k) => index.wide.get(&k).copied(),
+        }
+    }
+}
 
 /// Where a task's quanta and outputs go in the tables: name indices and
 /// data-ID key groups, looked up once per task.
@@ -895,11 +979,8 @@ impl GraphState {
         {
             let row = rows.row(draft.row as usize);
             let register = |produced: &mut Produced, oi: usize, d: u32| {
-                let k: Vec<u32> = plan.output_cols[oi].iter().map(|&c| row[c]).collect();
-                produced
-                    .entry(task.outputs[oi].dataset_type.clone())
-                    .or_default()
-                    .insert(k, d);
+                let dataset_type = &task.outputs[oi].dataset_type;
+                produced.insert(rows, dataset_type, &plan.output_cols[oi], row, d);
             };
             match outcome {
                 Outcome::Pruned(reason) => {
