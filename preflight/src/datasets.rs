@@ -18,20 +18,43 @@ use quanta_registry::FoundDataset;
 use crate::error::PreflightError;
 
 /// Interned strings (dataset types, runs, storage classes).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Names {
     index: HashMap<String, u32>,
     names: Vec<String>,
+    /// The last two names interned (`u32::MAX`: none).
+    recent: [u32; 2],
+}
+
+impl Default for Names {
+    fn default() -> Self {
+        Self {
+            index: HashMap::default(),
+            names: Vec::new(),
+            recent: [u32::MAX; 2],
+        }
+    }
 }
 
 impl Names {
     pub(crate) fn intern(&mut self, s: &str) -> u32 {
-        if let Some(&i) = self.index.get(s) {
-            return i;
+        // Datasets come in long runs of one type and RUN: the last two
+        // names asked for are checked before hashing.
+        for &i in &self.recent {
+            if self.names.get(i as usize).is_some_and(|n| n == s) {
+                return i;
+            }
         }
-        let i = self.names.len() as u32;
-        self.names.push(s.to_string());
-        self.index.insert(s.to_string(), i);
+        let i = match self.index.get(s) {
+            Some(&i) => i,
+            None => {
+                let i = self.names.len() as u32;
+                self.names.push(s.to_string());
+                self.index.insert(s.to_string(), i);
+                i
+            }
+        };
+        self.recent = [i, self.recent[0]];
         i
     }
 
@@ -116,7 +139,8 @@ impl DataIds {
     }
 
     /// The data ID of key group `group` whose values are row `row`'s in
-    /// columns `cols` (none of them NULL).
+    /// columns `cols` (none of them may be NULL: required dimensions, or
+    /// outputs whose values the quantum was checked to have).
     pub(crate) fn push_row(
         &mut self,
         group: u32,
@@ -126,8 +150,13 @@ impl DataIds {
         let at = self.start()?;
         self.words.push(group);
         for &c in cols {
-            debug_assert_ne!(row[c], NONE);
-            self.words.push(self.columns[c][row[c] as usize]);
+            let Some(&v) = self.columns[c].get(row[c] as usize) else {
+                self.words.truncate(at as usize);
+                return Err(PreflightError::Invalid(format!(
+                    "a quantum's data ID has no value for graph column {c} (NULL)"
+                )));
+            };
+            self.words.push(v);
         }
         Ok(at)
     }
@@ -426,5 +455,16 @@ mod tests {
         let r = ds.bundle_ref(e, &store).unwrap();
         assert_eq!((r.path.as_str(), r.size, r.checksum), ("", None, None));
         assert_eq!(ds.producer, [NONE, 7]);
+    }
+
+    #[test]
+    fn names_are_interned_once() {
+        let mut n = Names::default();
+        let ids: Vec<u32> = ["raw", "run", "raw", "calexp", "run", "raw"]
+            .iter()
+            .map(|s| n.intern(s))
+            .collect();
+        assert_eq!(ids, [0, 1, 0, 2, 1, 0]);
+        assert_eq!((n.get(0), n.get(1), n.get(2)), ("raw", "run", "calexp"));
     }
 }
