@@ -15,8 +15,8 @@ use quanta_core::bundle::DimensionRecords;
 use quanta_core::pipeline::{Connection, ConnectionKind, LoadedPipeline, TaskDef};
 use quanta_core::{
     BundleHeader, BundleParts, BundleRef, Cluster, ConnectionView, DataId, DataIdValue, DatasetRef,
-    DatasetType, DimensionGroup, DimensionUniverse, QuantaSource, QuantumView, ReplacedDataset,
-    Uuid, BUNDLE_FORMAT_VERSION,
+    DatasetType, DimensionGroup, DimensionUniverse, EncodeViews, QuantaSource, QuantumView,
+    ReplacedDataset, Uuid, BUNDLE_FORMAT_VERSION,
 };
 use quanta_datastore::Datastore;
 use quanta_registry::graph_query::{GraphRows, PrerequisiteCandidate, NONE};
@@ -170,7 +170,7 @@ impl QuantaSource for PlannedSource<'_> {
         &self,
         start: usize,
         end: usize,
-        f: &mut dyn FnMut(&[QuantumView<'_>]) -> Result<Vec<u8>, String>,
+        f: &mut EncodeViews<'_>,
     ) -> Result<Vec<u8>, String> {
         let p = self.planned;
         let quanta = &p.quanta[start..end];
@@ -1766,6 +1766,9 @@ fn order_and_cluster(
     Ok((order, names.into_iter().zip(members).collect()))
 }
 
+/// The values of the cluster dimensions (`None`: not determined).
+type ClusterKey = Vec<Option<DataIdValue>>;
+
 /// The cluster of each quantum, numbered in the order of the distinct
 /// cluster keys (the values of the cluster dimensions a quantum's data ID
 /// determines), and those keys in that order. Without cluster dimensions
@@ -1778,7 +1781,7 @@ fn cluster_ranks(
     tasks: &[TaskDef],
     universe: &DimensionUniverse,
     cluster_dims: &[String],
-) -> Result<(Vec<u32>, Vec<Vec<Option<DataIdValue>>>), PreflightError> {
+) -> Result<(Vec<u32>, Vec<ClusterKey>), PreflightError> {
     if cluster_dims.is_empty() {
         return Ok(((0..quanta.len() as u32).collect(), Vec::new()));
     }
@@ -1822,7 +1825,7 @@ fn cluster_ranks(
         })
         .collect();
     drop(index);
-    let values: Vec<Vec<Option<DataIdValue>>> = keys
+    let values: Vec<ClusterKey> = keys
         .iter()
         .map(|k| {
             k.iter()

@@ -203,6 +203,10 @@ impl QuantumView<'_> {
     }
 }
 
+/// What [`QuantaSource::with_views`] calls with a block's quanta: it
+/// encodes them (the block's raw payload) or says why it cannot.
+pub type EncodeViews<'f> = dyn FnMut(&[QuantumView<'_>]) -> Result<Vec<u8>, String> + 'f;
+
 /// The quanta of a bundle, in bundle order, for [`write_bundle_from`].
 ///
 /// Contract: a dataset UUID always comes with the same ref (type, data ID,
@@ -220,7 +224,7 @@ pub trait QuantaSource: Sync {
         &self,
         start: usize,
         end: usize,
-        f: &mut dyn FnMut(&[QuantumView<'_>]) -> Result<Vec<u8>, String>,
+        f: &mut EncodeViews<'_>,
     ) -> Result<Vec<u8>, String>;
     /// The number of refs of quantum `index` over all its connections (a
     /// ref listed twice counts twice).
@@ -256,7 +260,7 @@ impl QuantaSource for [BundleQuantum] {
         &self,
         start: usize,
         end: usize,
-        f: &mut dyn FnMut(&[QuantumView<'_>]) -> Result<Vec<u8>, String>,
+        f: &mut EncodeViews<'_>,
     ) -> Result<Vec<u8>, String> {
         let views: Vec<QuantumView<'_>> = self[start..end].iter().map(|q| q.view()).collect();
         f(&views)
