@@ -28,8 +28,8 @@ pub mod time;
 pub use bundle::{
     write_bundle, write_bundle_from, BlockConnection, BlockQuantum, BlockRef, Bundle,
     BundleContents, BundleError, BundleHeader, BundleParts, BundleQuantum, BundleRef,
-    BundleWriteOptions, Cluster, ConnectionView, DecodedBlock, QuantaSource, QuantumView,
-    ReplacedDataset, BUNDLE_FORMAT_VERSION,
+    BundleWriteOptions, Cluster, ConnectionView, DecodedBlock, EncodeViews, QuantaSource,
+    QuantumView, ReplacedDataset, BUNDLE_FORMAT_VERSION,
 };
 pub use data_id::{DataId, DataIdValue};
 pub use dataset::{

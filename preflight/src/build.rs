@@ -15,13 +15,15 @@ use quanta_core::bundle::DimensionRecords;
 use quanta_core::pipeline::{Connection, ConnectionKind, LoadedPipeline, TaskDef};
 use quanta_core::{
     BundleHeader, BundleParts, BundleRef, Cluster, ConnectionView, DataId, DataIdValue, DatasetRef,
-    DatasetType, DimensionGroup, DimensionUniverse, QuantaSource, QuantumView, ReplacedDataset,
-    Uuid, BUNDLE_FORMAT_VERSION,
+    DatasetType, DimensionGroup, DimensionUniverse, EncodeViews, QuantaSource, QuantumView,
+    ReplacedDataset, Uuid, BUNDLE_FORMAT_VERSION,
 };
+use quanta_datastore::Datastore;
 use quanta_registry::graph_query::{GraphRows, PrerequisiteCandidate, NONE};
 use quanta_registry::{Binds, FoundDataset, Registry};
 use rayon::prelude::*;
 
+use crate::datasets::{DataIds, Datasets, Found};
 use crate::error::PreflightError;
 
 /// What to build a graph from and for.
@@ -105,15 +107,17 @@ impl GraphBuild {
 }
 
 /// The quanta of a built graph in bundle order, each referring to its
-/// datasets by index into one table of all the graph's datasets: a dataset
-/// consumed by ten quanta is held once, and the bundle writer borrows it
-/// from here instead of copying it into every quantum.
+/// datasets by index into one compact table of all the graph's datasets
+/// ([`Datasets`]): a dataset consumed by ten quanta is held once, and the
+/// refs of a bundle block are made when that block is written
+/// ([`PlannedQuanta::source`]).
 #[derive(Debug)]
 pub struct PlannedQuanta {
-    datasets: Vec<BundleRef>,
-    /// The quantum producing each dataset (bundle order), or [`NONE`].
-    producer: Vec<u32>,
+    datasets: Datasets,
     quanta: Vec<Quantum>,
+    /// The quanta's datasets (see [`Quantum::links`]).
+    links: Vec<u32>,
+    shapes: Vec<Shape>,
     /// Connection names per task: (inputs, prerequisites, outputs).
     connections: Vec<[Vec<String>; 3]>,
 }
@@ -126,57 +130,105 @@ impl PlannedQuanta {
     pub fn is_empty(&self) -> bool {
         self.quanta.is_empty()
     }
-}
 
-impl QuantaSource for PlannedQuanta {
-    fn n_quanta(&self) -> usize {
-        self.quanta.len()
-    }
-
-    fn quantum(&self, index: usize) -> QuantumView<'_> {
-        let q = &self.quanta[index];
-        let [inputs, prerequisites, outputs] = &self.connections[q.task as usize];
-        let upstream = q.upstream(&self.producer);
-        QuantumView {
-            id: q.id,
-            task: q.task,
-            data_id: q.data_id(&self.datasets),
-            inputs: connection_views(&self.datasets, inputs, &q.inputs),
-            prerequisites: connection_views(&self.datasets, prerequisites, &q.prerequisites),
-            outputs: outputs
-                .iter()
-                .zip(&q.outputs)
-                .map(|(n, &d)| (n.as_str(), vec![&self.datasets[d as usize]]))
-                .collect(),
-            upstream,
+    /// The quanta as [`quanta_core::write_bundle_from`] reads them; the
+    /// paths of predicted outputs come from `datastore`'s templates (the
+    /// datastore the graph was built with).
+    pub fn source<'a>(&'a self, datastore: &'a Datastore) -> impl QuantaSource + 'a {
+        PlannedSource {
+            planned: self,
+            datastore,
         }
     }
 
-    fn n_refs(&self, index: usize) -> usize {
-        let q = &self.quanta[index];
-        q.inputs
+    fn links_of(&self, q: &Quantum) -> Links<'_> {
+        q.links(&self.links, &self.shapes[q.task as usize])
+    }
+
+    fn upstream(&self, q: &Quantum) -> Vec<u32> {
+        q.upstream(
+            &self.links,
+            &self.shapes[q.task as usize],
+            &self.datasets.producer,
+        )
+    }
+}
+
+struct PlannedSource<'a> {
+    planned: &'a PlannedQuanta,
+    datastore: &'a Datastore,
+}
+
+impl QuantaSource for PlannedSource<'_> {
+    fn n_quanta(&self) -> usize {
+        self.planned.quanta.len()
+    }
+
+    /// Makes the refs of the block's datasets (each once), then views
+    /// borrowing them.
+    fn with_views(
+        &self,
+        start: usize,
+        end: usize,
+        f: &mut EncodeViews<'_>,
+    ) -> Result<Vec<u8>, String> {
+        let p = self.planned;
+        let quanta = &p.quanta[start..end];
+        let mut local: HashMap<u32, u32> = HashMap::new();
+        let mut refs: Vec<BundleRef> = Vec::new();
+        let mut data_ids = Vec::with_capacity(quanta.len());
+        for q in quanta {
+            let links = p.links_of(q);
+            for &d in links.consumed.iter().chain(links.outputs) {
+                if let std::collections::hash_map::Entry::Vacant(e) = local.entry(d) {
+                    e.insert(refs.len() as u32);
+                    refs.push(p.datasets.bundle_ref(d, self.datastore)?);
+                }
+            }
+            data_ids.push(p.datasets.data_ids.get(q.data_id));
+        }
+        let by_index = |d: &u32| &refs[local[d] as usize];
+        let views: Vec<QuantumView<'_>> = quanta
             .iter()
-            .chain(&q.prerequisites)
-            .map(Vec::len)
-            .sum::<usize>()
-            + q.outputs.len()
+            .zip(&data_ids)
+            .map(|(q, data_id)| {
+                let [inputs, prerequisites, outputs] = &p.connections[q.task as usize];
+                let links = p.links_of(q);
+                let (input_sets, prereq_sets) = links.sets.split_at(inputs.len());
+                QuantumView {
+                    id: q.id,
+                    task: q.task,
+                    data_id,
+                    inputs: connection_views(inputs, input_sets, &by_index),
+                    prerequisites: connection_views(prerequisites, prereq_sets, &by_index),
+                    outputs: outputs
+                        .iter()
+                        .zip(links.outputs)
+                        .map(|(n, d)| (n.as_str(), vec![by_index(d)]))
+                        .collect(),
+                    upstream: p.upstream(q),
+                }
+            })
+            .collect();
+        f(&views)
+    }
+
+    fn n_refs(&self, index: usize) -> usize {
+        let p = self.planned;
+        let links = p.links_of(&p.quanta[index]);
+        links.consumed.len() + links.outputs.len()
     }
 }
 
 fn connection_views<'a>(
-    datasets: &'a [BundleRef],
     names: &'a [String],
-    sets: &[Vec<u32>],
+    sets: &[&[u32]],
+    by_index: &impl Fn(&u32) -> &'a BundleRef,
 ) -> Vec<ConnectionView<'a>> {
     names
         .iter()
         .zip(sets)
-        .map(|(n, ds)| {
-            (
-                n.as_str(),
-                ds.iter().map(|&d| &datasets[d as usize]).collect(),
-            )
-        })
+        .map(|(n, ds)| (n.as_str(), ds.iter().map(by_index).collect()))
         .collect()
 }
 
@@ -219,90 +271,36 @@ enum Source {
     Produced,
 }
 
-/// Datasets of the graph: inputs found in the registry and predicted
-/// outputs, each with the quantum that produces it ([`NONE`] if none).
-#[derive(Default)]
-struct Arena {
-    refs: Vec<BundleRef>,
-    producer: Vec<u32>,
-}
-
-impl Arena {
-    /// Best effort: a bound too large to reserve (many tasks over many
-    /// rows) leaves the table to grow as it goes.
-    fn try_reserve_exact(&mut self, additional: usize) {
-        if self.refs.try_reserve_exact(additional).is_ok() {
-            let _ = self.producer.try_reserve_exact(additional);
-        }
-    }
-
-    /// Moves the rows' overall inputs into the arena (no copy: at a
-    /// million quanta they are hundreds of MB), reserving at once for every
-    /// dataset of the graph: the overall inputs and at most one quantum per
-    /// row per task. Growing by doubling would copy the table several times
-    /// and hold two copies at once; the part of this bound that is never
-    /// used is never touched, so never resident. Returns, per input type,
-    /// the arena index of each of the rows' datasets.
-    fn take_overall_inputs(&mut self, rows: &mut GraphRows, tasks: &[TaskDef]) -> Vec<Vec<u32>> {
-        let inputs = std::mem::take(&mut rows.inputs);
-        let outputs_bound: usize = tasks
-            .iter()
-            .map(|t| t.outputs.len().saturating_mul(rows.n_rows()))
-            .fold(0, usize::saturating_add);
-        self.try_reserve_exact(
-            inputs
-                .iter()
-                .map(Vec::len)
-                .sum::<usize>()
-                .saturating_add(outputs_bound),
-        );
+/// Moves the rows' overall inputs into `datasets` (each registry row is
+/// dropped as soon as it is copied in), reserving at once for every dataset
+/// of the graph: the overall inputs and at most one quantum per row per task.
+/// Returns, per input type, the table index of each of the rows' datasets.
+fn take_overall_inputs(
+    datasets: &mut Datasets,
+    rows: &mut GraphRows,
+    tasks: &[TaskDef],
+) -> Result<Vec<Vec<u32>>, PreflightError> {
+    let inputs = std::mem::take(&mut rows.inputs);
+    let outputs_bound: usize = tasks
+        .iter()
+        .map(|t| t.outputs.len().saturating_mul(rows.n_rows()))
+        .fold(0, usize::saturating_add);
+    datasets.try_reserve_exact(
         inputs
-            .into_iter()
-            .map(|datasets| {
-                datasets
-                    .into_iter()
-                    .map(|d| {
-                        let (path, size, checksum) = match d.stored {
-                            Some(s) => (s.path, Some(s.size), Some(s.checksum)),
-                            None => (String::new(), None, None),
-                        };
-                        let r = BundleRef {
-                            id: d.id,
-                            dataset_type: d.dataset_type,
-                            data_id: d.data_id,
-                            run: d.run,
-                            path,
-                            size,
-                            checksum,
-                        };
-                        self.push(r, NONE)
-                    })
-                    .collect()
-            })
-            .collect()
-    }
-
-    fn push(&mut self, r: BundleRef, producer: u32) -> u32 {
-        self.refs.push(r);
-        self.producer.push(producer);
-        (self.refs.len() - 1) as u32
-    }
-}
-
-fn found_to_ref(f: &FoundDataset) -> BundleRef {
-    BundleRef {
-        id: f.dataset_ref.id,
-        dataset_type: f.dataset_ref.dataset_type.clone(),
-        data_id: f.dataset_ref.data_id.clone(),
-        run: f.dataset_ref.run.clone(),
-        path: f
-            .stored
-            .as_ref()
-            .map(|s| s.path.clone())
-            .unwrap_or_default(),
-        size: f.stored.as_ref().map(|s| s.size),
-        checksum: f.stored.as_ref().map(|s| s.checksum.clone()),
-    }
+            .iter()
+            .map(Vec::len)
+            .sum::<usize>()
+            .saturating_add(outputs_bound),
+    );
+    inputs
+        .into_iter()
+        .map(|found| {
+            found
+                .into_iter()
+                .map(|d| datasets.push_found(Found::of_input(&d), NONE))
+                .collect()
+        })
+        .collect()
 }
 
 struct Draft {
@@ -312,17 +310,19 @@ struct Draft {
     inputs: Vec<Vec<u32>>,
 }
 
-enum Outcome {
+enum Outcome<'a> {
     Pruned(String),
-    /// All outputs exist (arena indices of the existing datasets).
-    Skip(Vec<BundleRef>),
+    /// All outputs exist (the existing datasets, per output).
+    Skip(Vec<&'a FoundDataset>),
     Run(RunOutcome),
 }
 
 /// A quantum that runs.
 struct RunOutcome {
     prerequisites: Vec<Vec<u32>>,
-    outputs: Vec<BundleRef>,
+    /// The UUIDs of its outputs (their data IDs are the row's values in the
+    /// outputs' columns, their paths rendered again when written).
+    outputs: Vec<Uuid>,
     /// The outputs that already exist (replaced under `--clobber`).
     existing: Vec<String>,
     /// The registered datasets those outputs replace: (output index, UUID,
@@ -331,51 +331,93 @@ struct RunOutcome {
     missing_example: Option<String>,
 }
 
+/// A quantum of the graph: 40 bytes, its datasets a span of the graph's
+/// `links` (see [`Quantum::links`]).
 #[derive(Debug)]
 struct Quantum {
     id: Uuid,
     task: u32,
-    data_id: QuantumDataId,
+    /// Offset into the data ID table.
+    data_id: u32,
     row: u32,
     /// Index in bundle order, once ordered.
     position: u32,
-    inputs: Vec<Vec<u32>>,
-    prerequisites: Vec<Vec<u32>>,
-    outputs: Vec<u32>,
+    /// Offset of its span in `links`.
+    links: u64,
 }
 
-/// A quantum's data ID, held once: most quanta have an output with exactly
-/// the task's dimensions, whose ref already carries the same data ID (a
-/// million copies were ~180 MB of a million-quantum preflight).
-#[derive(Debug)]
-enum QuantumDataId {
-    Own(DataId),
-    /// Arena index of an output with the same data ID.
-    OfOutput(u32),
+/// The number of connections of a task, by kind.
+#[derive(Debug, Clone, Copy)]
+struct Shape {
+    inputs: usize,
+    prerequisites: usize,
+    outputs: usize,
+}
+
+impl Shape {
+    fn of(task: &TaskDef) -> Self {
+        Self {
+            inputs: task.inputs.len(),
+            prerequisites: task.prerequisites.len(),
+            outputs: task.outputs.len(),
+        }
+    }
+}
+
+/// A quantum's datasets (table indices).
+struct Links<'a> {
+    /// Per input connection, then per prerequisite connection.
+    sets: Vec<&'a [u32]>,
+    /// Every input and prerequisite, connection after connection.
+    consumed: &'a [u32],
+    /// One per output connection.
+    outputs: &'a [u32],
+}
+
+/// Appends a quantum's span to `links` and returns its offset.
+fn push_links(links: &mut Vec<u32>, sets: &[Vec<u32>], outputs: &[u32]) -> u64 {
+    let at = links.len() as u64;
+    links.extend(sets.iter().map(|s| s.len() as u32));
+    for set in sets {
+        links.extend_from_slice(set);
+    }
+    links.extend_from_slice(outputs);
+    at
 }
 
 impl Quantum {
+    /// The span: the size of each input and prerequisite connection's set,
+    /// then those sets' dataset indices, then one per output.
+    fn links<'a>(&self, links: &'a [u32], shape: &Shape) -> Links<'a> {
+        let start = self.links as usize;
+        let n_sets = shape.inputs + shape.prerequisites;
+        let counts = &links[start..start + n_sets];
+        let mut at = start + n_sets;
+        let mut sets = Vec::with_capacity(n_sets);
+        for &k in counts {
+            sets.push(&links[at..at + k as usize]);
+            at += k as usize;
+        }
+        Links {
+            sets,
+            consumed: &links[start + n_sets..at],
+            outputs: &links[at..at + shape.outputs],
+        }
+    }
+
     /// The quanta producing this one's inputs and prerequisites, sorted and
     /// distinct, numbered as `producer` numbers them.
-    fn upstream(&self, producer: &[u32]) -> Vec<u32> {
+    fn upstream(&self, links: &[u32], shape: &Shape, producer: &[u32]) -> Vec<u32> {
         let mut upstream: Vec<u32> = self
-            .inputs
+            .links(links, shape)
+            .consumed
             .iter()
-            .chain(&self.prerequisites)
-            .flatten()
             .map(|&d| producer[d as usize])
             .filter(|&p| p != NONE)
             .collect();
         upstream.sort_unstable();
         upstream.dedup();
         upstream
-    }
-
-    fn data_id<'a>(&'a self, datasets: &'a [BundleRef]) -> &'a DataId {
-        match &self.data_id {
-            QuantumDataId::Own(d) => d,
-            QuantumDataId::OfOutput(ix) => &datasets[*ix as usize].data_id,
-        }
     }
 }
 
@@ -396,16 +438,21 @@ pub fn build_graph(
     let (mut rows, union) = query_rows(registry, pipeline, opts, progress)?;
     clock.lap("query");
 
-    let mut arena = Arena::default();
-    let overall_arena = arena.take_overall_inputs(&mut rows, tasks);
+    let mut datasets = Datasets::new(DataIds::for_rows(&rows));
+    let overall = take_overall_inputs(&mut datasets, &mut rows, tasks)?;
     let lookups = Lookups {
-        prereqs: load_prerequisites(registry, pipeline, &opts.input_collections, &mut arena)?,
+        prereqs: load_prerequisites(registry, pipeline, &opts.input_collections, &mut datasets)?,
         times: ObservationTimes::load(registry, tasks)?,
         existing: existing_outputs(registry, pipeline, &opts.output_run)?,
     };
     clock.lap("lookups");
 
     let mut graph = GraphState::default();
+    // At most one quantum per row per task; reserved at once like the
+    // dataset table (no copies while growing, the unused part never touched).
+    let _ = graph
+        .quanta
+        .try_reserve_exact(rows.n_rows().saturating_mul(tasks.len()));
     for (t_ix, task) in tasks.iter().enumerate() {
         progress(&format!(
             "task {} ({}/{})",
@@ -414,11 +461,20 @@ pub fn build_graph(
             tasks.len()
         ));
         let plan = TaskPlan::new(universe, task, &rows)?;
-        let drafts = plan.scatter_gather(&rows, &overall_arena, &graph.produced)?;
+        let drafts = plan.scatter_gather(&rows, &overall, &graph.produced)?;
         graph.add_task(
-            t_ix, &plan, &rows, &lookups, butler, opts, drafts, &mut arena,
+            t_ix,
+            &plan,
+            &rows,
+            &lookups,
+            butler,
+            opts,
+            drafts,
+            &mut datasets,
         )?;
     }
+    drop(overall);
+    drop(lookups);
     graph.refuse_existing_outputs(opts)?;
     refuse_replacing_used_datasets(registry, &opts.output_run, &graph.replaced)?;
     graph.replaced.sort_unstable_by_key(|r| r.by);
@@ -430,14 +486,40 @@ pub fn build_graph(
         Some(d) => universe.conform(d)?.names,
         None => default_cluster_dimensions(tasks, universe),
     };
-    let (order, clusters) =
-        order_and_cluster(&graph.quanta, &arena, &rows, tasks, universe, &cluster_dims)?;
+    let GraphState {
+        produced,
+        quanta,
+        links,
+        summaries,
+        pruned,
+        n_pruned,
+        replaced,
+        ..
+    } = graph;
+    // The index of predicted outputs is only for building.
+    drop(produced);
+    let planned = PlannedQuanta {
+        datasets,
+        quanta,
+        links,
+        shapes: tasks.iter().map(Shape::of).collect(),
+        connections: tasks
+            .iter()
+            .map(|t| {
+                let names = |c: &[Connection]| -> Vec<String> {
+                    c.iter().map(|c| c.name.clone()).collect()
+                };
+                [names(&t.inputs), names(&t.prerequisites), names(&t.outputs)]
+            })
+            .collect(),
+    };
+    let (order, clusters) = order_and_cluster(&planned, &rows, tasks, universe, &cluster_dims)?;
     clock.lap("order");
 
     progress("assembling the bundle");
-    let (planned, clusters) = into_bundle_order(graph.quanta, arena, &order, clusters, tasks);
+    let (planned, clusters) = into_bundle_order(planned, &order, clusters);
     let dimension_records = used_records(registry, &rows, &union)?;
-    let header = bundle_header(butler, pipeline, opts, planned.len(), graph.replaced)?;
+    let header = bundle_header(butler, pipeline, opts, planned.len(), replaced)?;
     clock.lap("assemble");
     Ok(GraphBuild {
         header,
@@ -446,9 +528,9 @@ pub fn build_graph(
         dimension_records,
         clusters,
         quanta: planned,
-        tasks: graph.summaries,
-        pruned: graph.pruned,
-        n_pruned: graph.n_pruned,
+        tasks: summaries,
+        pruned,
+        n_pruned,
         to_register,
         timings: clock.timings,
     })
@@ -605,14 +687,13 @@ impl<'a> TaskPlan<'a> {
     fn scatter_gather(
         &self,
         rows: &GraphRows,
-        overall_arena: &[Vec<u32>],
+        overall: &[Vec<u32>],
         produced: &Produced,
     ) -> Result<Vec<Draft>, PreflightError> {
         let task = self.task;
         let mut index: HashMap<Vec<u32>, u32> = HashMap::new();
         let mut drafts: Vec<Draft> = Vec::new();
         let mut key = Vec::with_capacity(self.cols.len());
-        let mut ckey = Vec::new();
         for r in 0..rows.n_rows() {
             let row = rows.row(r);
             key.clear();
@@ -632,15 +713,10 @@ impl<'a> TaskPlan<'a> {
                 let found = match self.sources[ci] {
                     Source::Overall(k) => {
                         let ix = rows.row_inputs(r)[k];
-                        (ix != NONE).then(|| overall_arena[k][ix as usize])
+                        (ix != NONE).then(|| overall[k][ix as usize])
                     }
                     Source::Produced => {
-                        ckey.clear();
-                        ckey.extend(self.input_cols[ci].iter().map(|&c| row[c]));
-                        produced
-                            .get(c.parent_dataset_type())
-                            .and_then(|m| m.get(&ckey))
-                            .copied()
+                        produced.get(rows, c.parent_dataset_type(), &self.input_cols[ci], row)
                     }
                 };
                 if let Some(d) = found {
@@ -655,15 +731,163 @@ impl<'a> TaskPlan<'a> {
     }
 }
 
-/// Predicted outputs by dataset type and row key (the output's columns):
-/// how a later task's input finds the quantum that produces it.
-type Produced = HashMap<String, HashMap<Vec<u32>, u32>>;
+/// Predicted outputs by dataset type and row key (the rows' value indices
+/// in the output's columns): how a later task's input finds the quantum that
+/// produces it.
+#[derive(Default)]
+struct Produced {
+    by_type: HashMap<String, Vec<ProducedIndex>>,
+}
+
+/// The outputs of one dataset type over one list of columns. A key is
+/// packed into a `u64` (each column's value index in as many bits as its
+/// dictionary needs) whenever it fits: a 16-byte map slot instead of a
+/// vector per output (~50 bytes per output at a million quanta). Keys
+/// that do not fit, or hold a NULL, are kept as vectors; the same columns
+/// and values always take the same form, so lookups agree with inserts.
+struct ProducedIndex {
+    cols: Vec<usize>,
+    packed: HashMap<u64, u32>,
+    wide: HashMap<Vec<u32>, u32>,
+}
+
+enum RowKey {
+    Packed(u64),
+    Wide(Vec<u32>),
+}
+
+fn row_key(rows: &GraphRows, cols: &[usize], row: &[u32]) -> RowKey {
+    let mut key = 0u64;
+    let mut shift = 0u32;
+    for &c in cols {
+        let bits = u64::BITS - (rows.dictionary[c].len() as u64).leading_zeros();
+        let v = row[c];
+        if v == NONE || shift + bits > u64::BITS {
+            return RowKey::Wide(cols.iter().map(|&c| row[c]).collect());
+        }
+        key |= u64::from(v) << shift;
+        shift += bits;
+    }
+    RowKey::Packed(key)
+}
+
+impl Produced {
+    fn insert(
+        &mut self,
+        rows: &GraphRows,
+        dataset_type: &str,
+        cols: &[usize],
+        row: &[u32],
+        d: u32,
+    ) {
+        if !self.by_type.contains_key(dataset_type) {
+            self.by_type.insert(dataset_type.to_string(), Vec::new());
+        }
+        let indexes = self.by_type.get_mut(dataset_type).expect("inserted above");
+        let index = match indexes.iter().position(|i| i.cols == cols) {
+            Some(i) => &mut indexes[i],
+            None => {
+                indexes.push(ProducedIndex {
+                    cols: cols.to_vec(),
+                    packed: HashMap::new(),
+                    wide: HashMap::new(),
+                });
+                indexes.last_mut().expect("pushed above")
+            }
+        };
+        match row_key(rows, cols, row) {
+            RowKey::Packed(k) => index.packed.insert(k, d),
+            RowKey::Wide(k) => index.wide.insert(k, d),
+        };
+    }
+
+    fn get(
+        &self,
+        rows: &GraphRows,
+        dataset_type: &str,
+        cols: &[usize],
+        row: &[u32],
+    ) -> Option<u32> {
+        let index = self
+            .by_type
+            .get(dataset_type)?
+            .iter()
+            .find(|i| i.cols == cols)?;
+        match row_key(rows, cols, row) {
+            RowKey::Packed(k) => index.packed.get(&k).copied(),
+            RowKey::Wide(k) => index.wide.get(&k).copied(),
+        }
+    }
+}
+
+/// Where a task's quanta and outputs go in the tables: name indices and
+/// data-ID key groups, looked up once per task.
+struct TaskKeys {
+    /// The task's index in the pipeline.
+    task: u32,
+    /// The key group of the task's dimensions.
+    group: u32,
+    /// The output RUN.
+    run: u32,
+    outputs: Vec<OutputKeys>,
+}
+
+struct OutputKeys {
+    dataset_type: u32,
+    storage_class: u32,
+    /// The key group of its dimensions; `None` when they are the task's.
+    group: Option<u32>,
+}
+
+impl TaskKeys {
+    fn new(
+        t_ix: usize,
+        plan: &TaskPlan<'_>,
+        opts: &PreflightOptions,
+        datasets: &mut Datasets,
+    ) -> Self {
+        fn names(g: &DimensionGroup) -> impl Iterator<Item = &str> {
+            g.names.iter().map(String::as_str)
+        }
+        Self {
+            task: t_ix as u32,
+            group: datasets.data_ids.group(|| names(&plan.group)),
+            run: datasets.names.intern(&opts.output_run),
+            outputs: plan
+                .task
+                .outputs
+                .iter()
+                .zip(&plan.output_groups)
+                .map(|(c, g)| OutputKeys {
+                    dataset_type: datasets.names.intern(&c.dataset_type),
+                    storage_class: datasets.names.intern(&c.storage_class),
+                    group: (g.names != plan.group.names)
+                        .then(|| datasets.data_ids.group(|| names(g))),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// A quantum that runs, as [`GraphState::add_quantum`] adds it.
+struct NewQuantum<'a> {
+    task: u32,
+    plan: &'a TaskPlan<'a>,
+    keys: &'a TaskKeys,
+    rows: &'a GraphRows,
+    draft: Draft,
+}
+
+/// Drafts resolved in parallel at a time.
+const RESOLVE_CHUNK: usize = 65_536;
 
 /// The graph as tasks are added to it.
 #[derive(Default)]
 struct GraphState {
     produced: Produced,
     quanta: Vec<Quantum>,
+    /// The quanta's datasets (see [`Quantum::links`]).
+    links: Vec<u32>,
     summaries: Vec<TaskSummary>,
     pruned: Vec<PrunedQuantum>,
     n_pruned: usize,
@@ -686,9 +910,10 @@ impl GraphState {
         butler: &Butler,
         opts: &PreflightOptions,
         drafts: Vec<Draft>,
-        arena: &mut Arena,
+        datasets: &mut Datasets,
     ) -> Result<(), PreflightError> {
         let task = plan.task;
+        let keys = TaskKeys::new(t_ix, plan, opts, datasets);
         let ctx = TaskContext {
             universe: plan.universe,
             task,
@@ -702,25 +927,60 @@ impl GraphState {
             opts,
             datastore: butler.datastore(),
         };
-        let mut drafts = drafts;
-        let outcomes: Vec<Outcome> = drafts
-            .par_iter_mut()
-            .map(|d| ctx.resolve(d))
-            .collect::<Result<_, PreflightError>>()?;
         let mut summary = TaskSummary {
             label: task.label.clone(),
             quanta: 0,
             skipped: 0,
             pruned: 0,
         };
-        for (draft, outcome) in drafts.into_iter().zip(outcomes) {
+        let mut drafts = drafts;
+        // Resolved a chunk at a time: the outcomes of all a task's drafts at
+        // once were a tenth of a million-quantum build's peak.
+        for chunk in drafts.chunks_mut(RESOLVE_CHUNK) {
+            let outcomes: Vec<Outcome> = chunk
+                .par_iter_mut()
+                .map(|d| ctx.resolve(d))
+                .collect::<Result<_, PreflightError>>()?;
+            for (d, outcome) in chunk.iter_mut().zip(outcomes) {
+                let draft = Draft {
+                    row: d.row,
+                    inputs: std::mem::take(&mut d.inputs),
+                };
+                self.add_outcome(
+                    plan,
+                    &keys,
+                    rows,
+                    opts,
+                    draft,
+                    outcome,
+                    datasets,
+                    &mut summary,
+                )?;
+            }
+        }
+        self.summaries.push(summary);
+        Ok(())
+    }
+
+    /// Adds what a resolved draft became.
+    #[allow(clippy::too_many_arguments)]
+    fn add_outcome(
+        &mut self,
+        plan: &TaskPlan<'_>,
+        keys: &TaskKeys,
+        rows: &GraphRows,
+        opts: &PreflightOptions,
+        draft: Draft,
+        outcome: Outcome<'_>,
+        datasets: &mut Datasets,
+        summary: &mut TaskSummary,
+    ) -> Result<(), PreflightError> {
+        let task = plan.task;
+        {
             let row = rows.row(draft.row as usize);
             let register = |produced: &mut Produced, oi: usize, d: u32| {
-                let k: Vec<u32> = plan.output_cols[oi].iter().map(|&c| row[c]).collect();
-                produced
-                    .entry(task.outputs[oi].dataset_type.clone())
-                    .or_default()
-                    .insert(k, d);
+                let dataset_type = &task.outputs[oi].dataset_type;
+                produced.insert(rows, dataset_type, &plan.output_cols[oi], row, d);
             };
             match outcome {
                 Outcome::Pruned(reason) => {
@@ -734,36 +994,37 @@ impl GraphState {
                         });
                     }
                 }
-                Outcome::Skip(refs) => {
+                Outcome::Skip(found) => {
                     summary.skipped += 1;
-                    for (oi, r) in refs.into_iter().enumerate() {
-                        let d = arena.push(r, NONE);
+                    for (oi, f) in found.into_iter().enumerate() {
+                        let d = datasets.push_found(Found::of_found(f), NONE)?;
                         register(&mut self.produced, oi, d);
                     }
                 }
                 Outcome::Run(run) => {
                     summary.quanta += 1;
-                    let data_id = quantum_data_id(rows, &plan.group, &plan.cols, draft.row);
-                    self.add_quantum(t_ix, task, opts, draft, data_id, run, arena, register)?;
+                    let quantum = NewQuantum {
+                        task: keys.task,
+                        plan,
+                        keys,
+                        rows,
+                        draft,
+                    };
+                    self.add_quantum(quantum, opts, run, datasets, register)?;
                 }
             }
         }
-        self.summaries.push(summary);
         Ok(())
     }
 
-    /// A quantum that runs: its outputs join the arena (and `produced`),
-    /// the outputs it replaces are noted.
-    #[allow(clippy::too_many_arguments)]
+    /// A quantum that runs: its outputs join the dataset table (and
+    /// `produced`), the outputs it replaces are noted.
     fn add_quantum(
         &mut self,
-        t_ix: usize,
-        task: &TaskDef,
+        new: NewQuantum<'_>,
         opts: &PreflightOptions,
-        draft: Draft,
-        data_id: DataId,
         run: RunOutcome,
-        arena: &mut Arena,
+        datasets: &mut Datasets,
         register: impl Fn(&mut Produced, usize, u32),
     ) -> Result<(), PreflightError> {
         let RunOutcome {
@@ -773,11 +1034,18 @@ impl GraphState {
             replaces,
             missing_example,
         } = run;
+        let NewQuantum {
+            task,
+            plan,
+            keys,
+            rows,
+            draft,
+        } = new;
         if !existing.is_empty() {
             if opts.skip_existing && !opts.clobber {
                 return Err(PreflightError::PartialOutputs {
-                    task: task.label.clone(),
-                    data_id: data_id.to_string(),
+                    task: plan.task.label.clone(),
+                    data_id: quantum_data_id(rows, &plan.group, &plan.cols, draft.row).to_string(),
                     run: opts.output_run.clone(),
                     existing: existing[0].clone(),
                     missing: missing_example.unwrap_or_default(),
@@ -789,35 +1057,43 @@ impl GraphState {
             }
             self.replaced
                 .extend(replaces.into_iter().map(|(oi, id, path)| ReplacedDataset {
-                    by: outputs[oi].id,
+                    by: outputs[oi],
                     id,
                     path,
                 }));
         }
         let q = self.quanta.len() as u32;
+        let row = rows.row(draft.row as usize);
+        let data_id = datasets.data_ids.push_row(keys.group, row, &plan.cols)?;
         let mut out_ix = Vec::with_capacity(outputs.len());
-        let mut shared_data_id = None;
-        for (oi, r) in outputs.into_iter().enumerate() {
-            let same = shared_data_id.is_none() && r.data_id == data_id;
-            let d = arena.push(r, q);
+        for (oi, id) in outputs.into_iter().enumerate() {
+            let o = &keys.outputs[oi];
+            // An output with the task's dimensions has the quantum's data ID.
+            let output_data_id = match o.group {
+                None => data_id,
+                Some(g) => datasets.data_ids.push_row(g, row, &plan.output_cols[oi])?,
+            };
+            let d = datasets.push_predicted(
+                id,
+                o.dataset_type,
+                keys.run,
+                output_data_id,
+                o.storage_class,
+                q,
+            )?;
             register(&mut self.produced, oi, d);
             out_ix.push(d);
-            if same {
-                shared_data_id = Some(d);
-            }
         }
+        let mut sets = draft.inputs;
+        sets.extend(prerequisites);
+        let links = push_links(&mut self.links, &sets, &out_ix);
         self.quanta.push(Quantum {
             id: new_v7(),
-            task: t_ix as u32,
-            data_id: match shared_data_id {
-                Some(d) => QuantumDataId::OfOutput(d),
-                None => QuantumDataId::Own(data_id),
-            },
+            task,
+            data_id,
             row: draft.row,
             position: 0,
-            inputs: draft.inputs,
-            prerequisites,
-            outputs: out_ix,
+            links,
         });
         Ok(())
     }
@@ -864,48 +1140,19 @@ impl GraphState {
 /// quanta would be the largest allocation of the build), renumbers the
 /// producers and the clusters' members to match.
 fn into_bundle_order(
-    mut quanta: Vec<Quantum>,
-    arena: Arena,
+    mut planned: PlannedQuanta,
     order: &[u32],
     clusters: Vec<NamedCluster>,
-    tasks: &[TaskDef],
 ) -> (PlannedQuanta, Vec<Cluster>) {
-    let mut new_index = vec![0u32; quanta.len()];
+    let mut new_index = vec![0u32; planned.quanta.len()];
     for (new, &old) in order.iter().enumerate() {
         new_index[old as usize] = new as u32;
     }
-    for (q, &position) in quanta.iter_mut().zip(&new_index) {
+    for (q, &position) in planned.quanta.iter_mut().zip(&new_index) {
         q.position = position;
     }
-    quanta.par_sort_unstable_by_key(|q| q.position);
-    let Arena {
-        refs: datasets,
-        producer,
-    } = arena;
-    let producer: Vec<u32> = producer
-        .into_iter()
-        .map(|p| {
-            if p == NONE {
-                NONE
-            } else {
-                new_index[p as usize]
-            }
-        })
-        .collect();
-    let planned = PlannedQuanta {
-        datasets,
-        producer,
-        quanta,
-        connections: tasks
-            .iter()
-            .map(|t| {
-                let names = |c: &[quanta_core::pipeline::Connection]| -> Vec<String> {
-                    c.iter().map(|c| c.name.clone()).collect()
-                };
-                [names(&t.inputs), names(&t.prerequisites), names(&t.outputs)]
-            })
-            .collect(),
-    };
+    planned.quanta.par_sort_unstable_by_key(|q| q.position);
+    planned.datasets.renumber_producers(&new_index);
     let clusters = clusters
         .into_iter()
         .map(|(name, members)| {
@@ -1129,14 +1376,14 @@ fn quantum_data_id(rows: &GraphRows, group: &DimensionGroup, cols: &[usize], r: 
 }
 
 /// Candidates of each prerequisite dataset type, by data ID, best rank
-/// first, already in the arena.
-type PrereqIndex = HashMap<String, HashMap<DataId, Vec<(PrerequisiteCandidate, u32)>>>;
+/// first: their validity ranges (calibrations) and dataset table indices.
+type PrereqIndex = HashMap<String, HashMap<DataId, Vec<(Option<(f64, f64)>, u32)>>>;
 
 fn load_prerequisites(
     registry: &Registry,
     pipeline: &LoadedPipeline,
     collections: &[String],
-    arena: &mut Arena,
+    datasets: &mut Datasets,
 ) -> Result<PrereqIndex, PreflightError> {
     let mut out: PrereqIndex = HashMap::new();
     for task in &pipeline.pipeline.tasks {
@@ -1146,31 +1393,22 @@ fn load_prerequisites(
             }
             let mut by_id: HashMap<DataId, Vec<(PrerequisiteCandidate, u32)>> = HashMap::new();
             for cand in registry.query_prerequisite_candidates(&c.dataset_type, collections)? {
-                let ix = arena.push(
-                    BundleRef {
-                        id: cand.dataset.id,
-                        dataset_type: cand.dataset.dataset_type.clone(),
-                        data_id: cand.dataset.data_id.clone(),
-                        run: cand.dataset.run.clone(),
-                        path: cand
-                            .dataset
-                            .stored
-                            .as_ref()
-                            .map(|s| s.path.clone())
-                            .unwrap_or_default(),
-                        size: cand.dataset.stored.as_ref().map(|s| s.size),
-                        checksum: cand.dataset.stored.as_ref().map(|s| s.checksum.clone()),
-                    },
-                    NONE,
-                );
+                let ix = datasets.push_found(Found::of_input(&cand.dataset), NONE)?;
                 by_id
                     .entry(cand.dataset.data_id.clone())
                     .or_default()
                     .push((cand, ix));
             }
-            for v in by_id.values_mut() {
-                v.sort_by_key(|(c, _)| c.rank);
-            }
+            let by_id = by_id
+                .into_iter()
+                .map(|(data_id, mut v)| {
+                    v.sort_by_key(|(c, _)| c.rank);
+                    (
+                        data_id,
+                        v.into_iter().map(|(c, ix)| (c.validity, ix)).collect(),
+                    )
+                })
+                .collect();
             out.insert(c.dataset_type.clone(), by_id);
         }
     }
@@ -1315,8 +1553,8 @@ struct TaskContext<'a> {
     datastore: &'a quanta_datastore::Datastore,
 }
 
-impl TaskContext<'_> {
-    fn resolve(&self, d: &mut Draft) -> Result<Outcome, PreflightError> {
+impl<'a> TaskContext<'a> {
+    fn resolve(&self, d: &mut Draft) -> Result<Outcome<'a>, PreflightError> {
         let task = self.task;
         for (ci, set) in d.inputs.iter_mut().enumerate() {
             set.sort_unstable();
@@ -1355,9 +1593,9 @@ impl TaskContext<'_> {
                 None
             };
             let chosen = cands.and_then(|cs| {
-                cs.iter().find(|(cand, _)| match cand.validity {
+                cs.iter().find(|(validity, _)| match validity {
                     None => true,
-                    Some((b, e)) => time.is_some_and(|t| b <= t && t < e),
+                    Some((b, e)) => time.is_some_and(|t| *b <= t && t < *e),
                 })
             });
             match chosen {
@@ -1396,12 +1634,14 @@ impl TaskContext<'_> {
             {
                 Some(f) => {
                     existing.push(format!("{} {}", c.dataset_type, data_id));
-                    let found = found_to_ref(f);
-                    replaces.push((oi, found.id, found.path.clone()));
-                    existing_refs.push(found);
+                    let path = f.stored.as_ref().map(|s| s.path.clone());
+                    replaces.push((oi, f.dataset_ref.id, path.unwrap_or_default()));
+                    existing_refs.push(f);
                 }
                 None => {
-                    if missing_example.is_none() {
+                    // Only the partial-outputs error names it: not made for
+                    // every quantum.
+                    if missing_example.is_none() && self.opts.skip_existing && !self.opts.clobber {
                         missing_example = Some(format!("{} {}", c.dataset_type, data_id));
                     }
                 }
@@ -1412,16 +1652,10 @@ impl TaskContext<'_> {
                 data_id,
                 run: self.opts.output_run.clone(),
             };
-            let path = self.datastore.path_for(&dataset_ref, &c.storage_class)?;
-            outputs.push(BundleRef {
-                id: dataset_ref.id,
-                dataset_type: dataset_ref.dataset_type,
-                data_id: dataset_ref.data_id,
-                run: dataset_ref.run,
-                path,
-                size: None,
-                checksum: None,
-            });
+            // Rendered here so that a template error fails the build (before
+            // the registry is written); the bundle writer renders it again.
+            self.datastore.path_for(&dataset_ref, &c.storage_class)?;
+            outputs.push(dataset_ref.id);
         }
         if self.opts.skip_existing
             && !task.outputs.is_empty()
@@ -1449,60 +1683,20 @@ type NamedCluster = (String, Vec<u32>);
 /// datasets they pass in the same block. Returns old indices in new order
 /// and the clusters (name, old indices).
 fn order_and_cluster(
-    quanta: &[Quantum],
-    arena: &Arena,
+    planned: &PlannedQuanta,
     rows: &GraphRows,
     tasks: &[TaskDef],
     universe: &DimensionUniverse,
     cluster_dims: &[String],
 ) -> Result<(Vec<u32>, Vec<NamedCluster>), PreflightError> {
+    let quanta = &planned.quanta;
     let n = quanta.len();
-    // Cluster keys: the cluster dimensions a quantum's data ID determines.
-    let task_closures: Vec<Vec<String>> = tasks
-        .iter()
-        .map(|t| Ok(universe.implied_closure(&universe.conform(&t.dimensions)?)))
-        .collect::<Result<_, PreflightError>>()?;
-    let cluster_cols: Vec<Option<usize>> = cluster_dims.iter().map(|d| rows.column(d)).collect();
-    let keys: Vec<Vec<Option<DataIdValue>>> = quanta
-        .par_iter()
-        .map(|q| {
-            let row = rows.row(q.row as usize);
-            if cluster_dims.is_empty() {
-                return Vec::new();
-            }
-            cluster_dims
-                .iter()
-                .zip(&cluster_cols)
-                .map(|(d, c)| {
-                    let c = (*c)?;
-                    if !task_closures[q.task as usize].contains(d) {
-                        return None;
-                    }
-                    rows.value(c, row[c]).cloned()
-                })
-                .collect()
-        })
-        .collect();
-    let mut distinct: Vec<&Vec<Option<DataIdValue>>> =
-        keys.iter().collect::<HashSet<_>>().into_iter().collect();
-    distinct.sort();
-    let rank: HashMap<&Vec<Option<DataIdValue>>, u32> = distinct
-        .iter()
-        .enumerate()
-        .map(|(i, k)| (*k, i as u32))
-        .collect();
-    // Without cluster dimensions every quantum is its own cluster, ranked
-    // by its position (task-major).
-    let cluster_of: Vec<u32> = if cluster_dims.is_empty() {
-        (0..n as u32).collect()
-    } else {
-        keys.iter().map(|k| rank[k]).collect()
-    };
+    let (cluster_of, distinct) = cluster_ranks(quanta, rows, tasks, universe, cluster_dims)?;
 
     let mut graph: DiGraph<u32, ()> = DiGraph::with_capacity(n, n * 2);
     let nodes: Vec<NodeIndex> = (0..n as u32).map(|i| graph.add_node(i)).collect();
     for (i, q) in quanta.iter().enumerate() {
-        for p in q.upstream(&arena.producer) {
+        for p in planned.upstream(q) {
             graph.add_edge(nodes[p as usize], nodes[i], ());
         }
     }
@@ -1551,7 +1745,7 @@ fn order_and_cluster(
                 format!(
                     "{}:{}",
                     tasks[q.task as usize].label,
-                    short_data_id(q.data_id(&arena.refs), universe)
+                    short_data_id(&planned.datasets.data_ids.get(q.data_id), universe)
                 )
             })
             .collect()
@@ -1570,6 +1764,92 @@ fn order_and_cluster(
         }
     }
     Ok((order, names.into_iter().zip(members).collect()))
+}
+
+/// The values of the cluster dimensions (`None`: not determined).
+type ClusterKey = Vec<Option<DataIdValue>>;
+
+/// The cluster of each quantum, numbered in the order of the distinct
+/// cluster keys (the values of the cluster dimensions a quantum's data ID
+/// determines), and those keys in that order. Without cluster dimensions
+/// every quantum is its own cluster, numbered by its position (task-major),
+/// and there are no keys. Keys are value indices of the rows while
+/// counting: one small vector per cluster, not per quantum.
+fn cluster_ranks(
+    quanta: &[Quantum],
+    rows: &GraphRows,
+    tasks: &[TaskDef],
+    universe: &DimensionUniverse,
+    cluster_dims: &[String],
+) -> Result<(Vec<u32>, Vec<ClusterKey>), PreflightError> {
+    if cluster_dims.is_empty() {
+        return Ok(((0..quanta.len() as u32).collect(), Vec::new()));
+    }
+    let task_closures: Vec<Vec<String>> = tasks
+        .iter()
+        .map(|t| Ok(universe.implied_closure(&universe.conform(&t.dimensions)?)))
+        .collect::<Result<_, PreflightError>>()?;
+    // Per task, the row column of each cluster dimension its quanta
+    // determine.
+    let task_cols: Vec<Vec<Option<usize>>> = task_closures
+        .iter()
+        .map(|closure| {
+            cluster_dims
+                .iter()
+                .map(|d| rows.column(d).filter(|_| closure.contains(d)))
+                .collect()
+        })
+        .collect();
+    let mut index: HashMap<Vec<u32>, u32> = HashMap::new();
+    let mut keys: Vec<Vec<u32>> = Vec::new();
+    let mut key = Vec::with_capacity(cluster_dims.len());
+    let provisional: Vec<u32> = quanta
+        .iter()
+        .map(|q| {
+            let row = rows.row(q.row as usize);
+            key.clear();
+            key.extend(
+                task_cols[q.task as usize]
+                    .iter()
+                    .map(|c| c.map_or(NONE, |c| row[c])),
+            );
+            match index.get(&key) {
+                Some(&k) => k,
+                None => {
+                    let k = keys.len() as u32;
+                    index.insert(key.clone(), k);
+                    keys.push(key.clone());
+                    k
+                }
+            }
+        })
+        .collect();
+    drop(index);
+    let values: Vec<ClusterKey> = keys
+        .iter()
+        .map(|k| {
+            k.iter()
+                .zip(cluster_dims)
+                .map(|(&v, d)| {
+                    let c = rows.column(d)?;
+                    (v != NONE).then(|| rows.value(c, v).cloned()).flatten()
+                })
+                .collect()
+        })
+        .collect();
+    let mut sorted: Vec<u32> = (0..keys.len() as u32).collect();
+    sorted.sort_by(|&a, &b| values[a as usize].cmp(&values[b as usize]));
+    let mut rank = vec![0u32; keys.len()];
+    for (r, &k) in sorted.iter().enumerate() {
+        rank[k as usize] = r as u32;
+    }
+    let cluster_of = provisional.iter().map(|&k| rank[k as usize]).collect();
+    let mut values = values;
+    let distinct = sorted
+        .iter()
+        .map(|&k| std::mem::take(&mut values[k as usize]))
+        .collect();
+    Ok((cluster_of, distinct))
 }
 
 /// `exposure=3`: the cluster's values, leaving out dimensions that another

@@ -31,6 +31,7 @@
 //! Owns: graph building and bundle assembly. Must not: execute anything.
 
 mod build;
+mod datasets;
 mod dot;
 mod error;
 
@@ -157,7 +158,8 @@ pub fn run_preflight(
         bundle_path.display()
     ));
     let t = Instant::now();
-    let bytes = write_bundle_from(bundle_path, build.parts(), &build.quanta, write)?;
+    let quanta = build.quanta.source(butler.datastore());
+    let bytes = write_bundle_from(bundle_path, build.parts(), &quanta, write)?;
     timings.push(("write".into(), t.elapsed().as_secs_f64()));
     Ok(PreflightReport {
         bundle_id: build.header.bundle_id.to_string(),

@@ -203,6 +203,10 @@ impl QuantumView<'_> {
     }
 }
 
+/// What [`QuantaSource::with_views`] calls with a block's quanta: it
+/// encodes them (the block's raw payload) or says why it cannot.
+pub type EncodeViews<'f> = dyn FnMut(&[QuantumView<'_>]) -> Result<Vec<u8>, String> + 'f;
+
 /// The quanta of a bundle, in bundle order, for [`write_bundle_from`].
 ///
 /// Contract: a dataset UUID always comes with the same ref (type, data ID,
@@ -211,12 +215,20 @@ impl QuantumView<'_> {
 /// table of datasets keeps it by construction.
 pub trait QuantaSource: Sync {
     fn n_quanta(&self) -> usize;
-    /// Quantum `index`, `0 <= index < n_quanta()`.
-    fn quantum(&self, index: usize) -> QuantumView<'_>;
-    /// `self.quantum(index).n_refs()`; override when it is cheaper to count.
-    fn n_refs(&self, index: usize) -> usize {
-        self.quantum(index).n_refs()
-    }
+    /// Calls `f` once with quanta `[start, end)` (`start <= end <=
+    /// n_quanta()`), and returns what it returns. A source may build the
+    /// refs of those quanta for the call only (preflight keeps its datasets
+    /// in a compact table and makes each block's refs as it is written), so
+    /// the views do not outlive it; an error making them is returned as is.
+    fn with_views(
+        &self,
+        start: usize,
+        end: usize,
+        f: &mut EncodeViews<'_>,
+    ) -> Result<Vec<u8>, String>;
+    /// The number of refs of quantum `index` over all its connections (a
+    /// ref listed twice counts twice).
+    fn n_refs(&self, index: usize) -> usize;
 }
 
 fn connection_view(conns: &ConnectionRefs) -> Vec<ConnectionView<'_>> {
@@ -244,8 +256,14 @@ impl QuantaSource for [BundleQuantum] {
     fn n_quanta(&self) -> usize {
         self.len()
     }
-    fn quantum(&self, index: usize) -> QuantumView<'_> {
-        self[index].view()
+    fn with_views(
+        &self,
+        start: usize,
+        end: usize,
+        f: &mut EncodeViews<'_>,
+    ) -> Result<Vec<u8>, String> {
+        let views: Vec<QuantumView<'_>> = self[start..end].iter().map(|q| q.view()).collect();
+        f(&views)
     }
     fn n_refs(&self, index: usize) -> usize {
         let q = &self[index];

@@ -304,15 +304,17 @@ impl BlockWriter<'_> {
                         path: self.path.to_path_buf(),
                         detail,
                     };
-                    let views: Vec<QuantumView<'_>> =
-                        (start..end).map(|i| quanta.quantum(i)).collect();
-                    // Fits in u32: validate() checked the quantum count.
-                    let mut b = QuantaBlockBuilder::new(start as u32);
-                    for v in &views {
-                        b.push(v, n_tasks).map_err(invalid)?;
-                    }
-                    let raw = postcard::to_stdvec(&b.finish())
-                        .map_err(|e| invalid(format!("encoding a quanta block: {e}")))?;
+                    let raw = quanta
+                        .with_views(start, end, &mut |views: &[QuantumView<'_>]| {
+                            // Fits in u32: validate() checked the quantum count.
+                            let mut b = QuantaBlockBuilder::new(start as u32);
+                            for v in views {
+                                b.push(v, n_tasks)?;
+                            }
+                            postcard::to_stdvec(&b.finish())
+                                .map_err(|e| format!("encoding a quanta block: {e}"))
+                        })
+                        .map_err(invalid)?;
                     compress_block(self.path, BlockKind::Quanta, &raw, self.compress)
                 })
                 .collect();
