@@ -17,7 +17,7 @@ REF=${QUANTA_LSST_REFERENCE:-$ROOT/../shared/reference/lsst}
 Q=${QUANTA:-$ROOT/target/release/quanta}
 [[ -x $Q ]] || Q=$ROOT/target/debug/quanta
 W=$(mktemp -d); trap 'rm -rf "$W"' EXIT
-start=$(date +%s.%N)
+start=$SECONDS
 "$VENV/bin/python" "$REF/make_repo.py" "$W/lsst" "$N_EXP" "$N_DET" >/dev/null
 mkdir "$W/lx"
 "$VENV/bin/python" - "$W" <<'PY'
@@ -52,5 +52,4 @@ n2=$("$VENV/bin/butler" query-datasets "$W/lsst2" --collections Cam/raw raw | gr
 nq=$("$Q" query-datasets "$W/q" --collections Cam/raw --json | "$VENV/bin/python" -c 'import json,sys; print(len(json.load(sys.stdin)))')
 echo "datasets: LSST source $n1, quanta $nq, LSST after quanta export $n2"
 [[ $n1 -eq $nq && $n1 -eq $n2 ]] || { echo "counts differ"; exit 1; }
-end=$(date +%s.%N)
-echo "round trip ok in $(echo "$end - $start" | bc) s"
+echo "round trip ok in $((SECONDS - start)) s"
