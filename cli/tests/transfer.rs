@@ -771,3 +771,60 @@ fn a_linked_import_verifies_each_dataset_against_its_own_checksum() {
     assert_eq!(summary["files_present"].as_u64(), Some(0), "{summary}");
     assert!(!datastore_inodes(&dest).is_empty());
 }
+
+/// `quanta` with the open-file limit set to `limit` (soft and hard).
+fn quanta_with_open_file_limit(limit: u64) -> Command {
+    use std::os::unix::process::CommandExt;
+    let mut cmd = quanta();
+    // SAFETY: setrlimit is async-signal-safe and touches only the child.
+    unsafe {
+        cmd.pre_exec(move || {
+            let rl = libc::rlimit {
+                rlim_cur: limit as libc::rlim_t,
+                rlim_max: limit as libc::rlim_t,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &rl) == 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        });
+    }
+    cmd
+}
+
+/// An import or transfer into more datastore directories than the process
+/// may hold open files keeps only some directory handles open and
+/// succeeds (it failed with "Too many open files" when it kept one per
+/// directory for the whole run).
+#[test]
+fn imports_and_transfers_into_more_directories_than_open_files_allowed_succeed() {
+    let tmp = tempfile::tempdir().unwrap();
+    // One directory per exposure in the datastore: 120 of them, for 64
+    // open files (on PostgreSQL a transfer's two registries hold sockets).
+    let src = common::make_reference_repo(tmp.path(), 120, 1);
+    let export = tmp.path().join("export");
+    ok(&["export", s(&src), s(&export), "--collections", "Cam/raw"]);
+    let limited = |args: &[&str]| {
+        let out = quanta_with_open_file_limit(64).args(args).output().unwrap();
+        assert!(out.status.success(), "{args:?}: {}", show(&out));
+    };
+    for mode in ["copy", "link"] {
+        let dest = new_repo(&tmp.path().join(format!("import-{mode}")));
+        limited(&["import", s(&dest), s(&export), "--transfer", mode]);
+        assert_eq!(datasets(&dest, "Cam/raw"), datasets(&src, "Cam/raw"));
+        ok(&["repo", "check", s(&dest)]);
+        let dest = new_repo(&tmp.path().join(format!("transfer-{mode}")));
+        limited(&[
+            "transfer",
+            s(&src),
+            s(&dest),
+            "--collections",
+            "Cam/raw",
+            "--transfer",
+            mode,
+        ]);
+        assert_eq!(datasets(&dest, "Cam/raw"), datasets(&src, "Cam/raw"));
+        ok(&["repo", "check", s(&dest)]);
+    }
+}

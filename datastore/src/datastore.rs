@@ -1387,8 +1387,24 @@ fn decode(
 /// [`Datastore::ingest_expected`]).
 #[derive(Debug, Default)]
 pub struct LeftoverSweep {
+    /// The directories swept (once per run, whatever the handles kept).
+    swept: std::sync::Mutex<std::collections::HashSet<PathBuf>>,
+    /// Open handles, at most [`directory_handles_kept`].
     dirs: std::sync::Mutex<std::collections::HashMap<PathBuf, Arc<rustix::fd::OwnedFd>>>,
     hashed: std::sync::Mutex<std::collections::HashMap<(u64, u64), (SourceVersion, String)>>,
+}
+
+/// How many directory handles a cache of them keeps open: an eighth of the
+/// process's open-file limit (at least 4), so that an import or transfer
+/// into more directories than the limit allows closes the handles it no
+/// longer needs instead of failing with "too many open files".
+pub fn directory_handles_kept() -> usize {
+    static KEPT: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *KEPT.get_or_init(|| {
+        let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile).current;
+        let limit = limit.and_then(|l| usize::try_from(l).ok()).unwrap_or(1024);
+        (limit / 8).clamp(4, 4096)
+    })
 }
 
 /// What identifies the content of a source file between two looks at it
@@ -1409,19 +1425,27 @@ impl LeftoverSweep {
     fn dir(&self, dir: &Path) -> Result<Arc<rustix::fd::OwnedFd>, DatastoreError> {
         // Held while sweeping: a second worker must not sweep away the
         // temporary copy a first one is writing after its own sweep.
+        let mut swept = self.swept.lock().unwrap_or_else(|e| e.into_inner());
         let mut dirs = self.dirs.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(fd) = dirs.get(dir) {
             return Ok(fd.clone());
         }
-        fs::create_dir_all(dir).map_err(|e| DatastoreError::io("create directory", dir, e))?;
-        let entries = fs::read_dir(dir).map_err(|e| DatastoreError::io("list", dir, e))?;
-        for entry in entries {
-            let entry = entry.map_err(|e| DatastoreError::io("list", dir, e))?;
-            let name = entry.file_name();
-            let name = name.to_string_lossy();
-            if name.starts_with(TEMP_FILE_PREFIX) && name.ends_with("-ingest") {
-                remove_if_present(&entry.path())?;
+        if !swept.contains(dir) {
+            fs::create_dir_all(dir).map_err(|e| DatastoreError::io("create directory", dir, e))?;
+            let entries = fs::read_dir(dir).map_err(|e| DatastoreError::io("list", dir, e))?;
+            for entry in entries {
+                let entry = entry.map_err(|e| DatastoreError::io("list", dir, e))?;
+                let name = entry.file_name();
+                let name = name.to_string_lossy();
+                if name.starts_with(TEMP_FILE_PREFIX) && name.ends_with("-ingest") {
+                    remove_if_present(&entry.path())?;
+                }
             }
+            swept.insert(dir.to_path_buf());
+        }
+        // Handles in use elsewhere stay open through their `Arc`s.
+        if dirs.len() >= directory_handles_kept() {
+            dirs.clear();
         }
         use rustix::fs::{Mode, OFlags};
         let fd = rustix::fs::open(

@@ -27,9 +27,9 @@ mod uring;
 pub mod verify;
 
 pub use datastore::{
-    hash_file, ingest_temp_path, temp_file_prefix, Datastore, DatastoreConfig, IngestLock,
-    LeftoverSweep, Placement, RemoveStats, SourceFile, StoredFileInfo, TransferMode,
-    QUARANTINE_DIR, TEMP_FILE_PREFIX,
+    directory_handles_kept, hash_file, ingest_temp_path, temp_file_prefix, Datastore,
+    DatastoreConfig, IngestLock, LeftoverSweep, Placement, RemoveStats, SourceFile, StoredFileInfo,
+    TransferMode, QUARANTINE_DIR, TEMP_FILE_PREFIX,
 };
 pub use disassembled::{PartsIndex, DISASSEMBLED_SUFFIX};
 pub use error::{DatastoreError, FormatterError};

@@ -415,6 +415,10 @@ impl CanonicalDirs {
                 });
             };
             if !self.0.contains_key(dir) {
+                // Handles in use elsewhere stay open through their `Arc`s.
+                if self.0.len() >= quanta_datastore::directory_handles_kept() {
+                    self.0.clear();
+                }
                 let real = fs::canonicalize(if dir.as_os_str().is_empty() {
                     Path::new(".")
                 } else {
