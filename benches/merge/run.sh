@@ -48,26 +48,7 @@ timed_merge() {  # label repo bundle expected_datasets
 # 1. The reference workload through the real CLI.
 if [ "${SKIP_REFERENCE:-0}" != 1 ]; then
 d=$WORK/reference; rm -rf "$d"; mkdir -p "$d/raw"
-python3 - "$d" "$N_EXP" "$N_DET" <<'PY'
-import json, sys, os
-d, ne, nd = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-rec = {"instrument": [{"name": "Cam", "detector_max": nd}],
-       "physical_filter": [{"instrument": "Cam", "name": "Cam-r", "band": "r"}],
-       "day_obs": [{"instrument": "Cam", "id": 20261126}],
-       "group": [{"instrument": "Cam", "name": f"g{e}"} for e in range(ne)],
-       "detector": [{"instrument": "Cam", "id": i, "full_name": f"D{i:03}"} for i in range(nd)],
-       "exposure": [{"instrument": "Cam", "id": e, "physical_filter": "Cam-r", "day_obs": 20261126,
-                     "group": f"g{e}", "exposure_time": 30.0, "obs_id": f"e{e}",
-                     "observation_type": "science"} for e in range(ne)]}
-json.dump(rec, open(f"{d}/records.json", "w"))
-with open(f"{d}/manifest.csv", "w") as m:
-    m.write("path,instrument,exposure,detector\n")
-    for e in range(ne):
-        for i in range(nd):
-            p = f"raw/raw_{e}_{i}.json"
-            json.dump({"exposure": e, "detector": i, "pixels": [e * 1000 + i] * 16}, open(f"{d}/{p}", "w"))
-            m.write(f"{p},Cam,{e},{i}\n")
-PY
+python3 "$ROOT/benches/reference_data.py" "$d" "$N_EXP" "$N_DET" --file-per-raw
 R=$d/repo
 "$QUANTA" repo create "$R" >/dev/null
 "$QUANTA" dimensions insert "$R" "$d/records.json" >/dev/null

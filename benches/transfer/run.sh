@@ -18,27 +18,7 @@ ne="${1:-1000}"; nd="${2:-1000}"
 work="${BENCH_DIR:-$(mktemp -d)}"
 d="$work/${ne}x${nd}"; rm -rf "$d"; mkdir -p "$d/raw"
 echo "work dir: $d" >&2
-python3 - "$d" "$ne" "$nd" <<'PY'
-import json, sys
-d, ne, nd = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-rec = {"instrument": [{"name": "Cam", "detector_max": nd}],
-       "physical_filter": [{"instrument": "Cam", "name": "Cam-r", "band": "r"}],
-       "day_obs": [{"instrument": "Cam", "id": 20261126}],
-       "group": [{"instrument": "Cam", "name": f"g{e}"} for e in range(ne)],
-       "detector": [{"instrument": "Cam", "id": i, "full_name": f"D{i:03d}"} for i in range(nd)],
-       "exposure": [{"instrument": "Cam", "id": e, "physical_filter": "Cam-r", "day_obs": 20261126,
-                     "group": f"g{e}", "exposure_time": 30.0} for e in range(ne)]}
-json.dump(rec, open(f"{d}/records.json", "w"))
-# One shared raw file per detector; each dataset is its own symlink.
-with open(f"{d}/manifest.csv", "w") as m:
-    m.write("path,instrument,exposure,detector\n")
-    for i in range(nd):
-        with open(f"{d}/raw/raw_{i}.json", "w") as f:
-            json.dump({"detector": i, "pixels": [i] * 16}, f)
-    for e in range(ne):
-        for i in range(nd):
-            m.write(f"raw/raw_{i}.json,Cam,{e},{i}\n")
-PY
+python3 "$here/benches/reference_data.py" "$d" "$ne" "$nd"
 repo="$d/repo"
 "$quanta" repo create "$repo" >/dev/null
 "$quanta" dimensions insert "$repo" "$d/records.json" >/dev/null
