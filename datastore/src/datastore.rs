@@ -1387,10 +1387,7 @@ fn decode(
 /// [`Datastore::ingest_expected`]).
 #[derive(Debug, Default)]
 pub struct LeftoverSweep {
-    /// The directories swept (once per run, whatever the handles kept).
-    swept: std::sync::Mutex<std::collections::HashSet<PathBuf>>,
-    /// Open handles, at most [`directory_handles_kept`].
-    dirs: std::sync::Mutex<std::collections::HashMap<PathBuf, Arc<rustix::fd::OwnedFd>>>,
+    dirs: std::sync::Mutex<DestinationDirs>,
     hashed: std::sync::Mutex<std::collections::HashMap<(u64, u64), (SourceVersion, String)>>,
 }
 
@@ -1405,6 +1402,15 @@ pub fn directory_handles_kept() -> usize {
         let limit = limit.and_then(|l| usize::try_from(l).ok()).unwrap_or(1024);
         (limit / 8).clamp(4, 4096)
     })
+}
+
+/// The destination directories of a [`LeftoverSweep`].
+#[derive(Debug, Default)]
+struct DestinationDirs {
+    /// Swept once per run, whatever the handles kept.
+    swept: std::collections::HashSet<PathBuf>,
+    /// Open handles, at most [`directory_handles_kept`].
+    open: std::collections::HashMap<PathBuf, Arc<rustix::fd::OwnedFd>>,
 }
 
 /// What identifies the content of a source file between two looks at it
@@ -1425,12 +1431,11 @@ impl LeftoverSweep {
     fn dir(&self, dir: &Path) -> Result<Arc<rustix::fd::OwnedFd>, DatastoreError> {
         // Held while sweeping: a second worker must not sweep away the
         // temporary copy a first one is writing after its own sweep.
-        let mut swept = self.swept.lock().unwrap_or_else(|e| e.into_inner());
         let mut dirs = self.dirs.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(fd) = dirs.get(dir) {
+        if let Some(fd) = dirs.open.get(dir) {
             return Ok(fd.clone());
         }
-        if !swept.contains(dir) {
+        if !dirs.swept.contains(dir) {
             fs::create_dir_all(dir).map_err(|e| DatastoreError::io("create directory", dir, e))?;
             let entries = fs::read_dir(dir).map_err(|e| DatastoreError::io("list", dir, e))?;
             for entry in entries {
@@ -1441,11 +1446,11 @@ impl LeftoverSweep {
                     remove_if_present(&entry.path())?;
                 }
             }
-            swept.insert(dir.to_path_buf());
+            dirs.swept.insert(dir.to_path_buf());
         }
         // Handles in use elsewhere stay open through their `Arc`s.
-        if dirs.len() >= directory_handles_kept() {
-            dirs.clear();
+        if dirs.open.len() >= directory_handles_kept() {
+            dirs.open.clear();
         }
         use rustix::fs::{Mode, OFlags};
         let fd = rustix::fs::open(
@@ -1455,7 +1460,7 @@ impl LeftoverSweep {
         )
         .map_err(|e| DatastoreError::io("open", dir, e.into()))?;
         let fd = Arc::new(fd);
-        dirs.insert(dir.to_path_buf(), fd.clone());
+        dirs.open.insert(dir.to_path_buf(), fd.clone());
         Ok(fd)
     }
 
