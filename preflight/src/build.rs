@@ -19,7 +19,7 @@ use quanta_core::{
     ReplacedDataset, Uuid, BUNDLE_FORMAT_VERSION,
 };
 use quanta_datastore::Datastore;
-use quanta_registry::graph_query::{GraphRows, PrerequisiteCandidate, NONE};
+use quanta_registry::graph_query::{GraphRows, InputTable, PrerequisiteCandidate, NONE};
 use quanta_registry::{Binds, FoundDataset, Registry};
 use rayon::prelude::*;
 
@@ -288,18 +288,14 @@ fn take_overall_inputs(
     datasets.try_reserve_exact(
         inputs
             .iter()
-            .map(Vec::len)
+            .map(InputTable::len)
             .sum::<usize>()
             .saturating_add(outputs_bound),
     );
     inputs
         .into_iter()
-        .map(|found| {
-            found
-                .into_iter()
-                .map(|d| datasets.push_found(Found::of_input(&d), NONE))
-                .collect()
-        })
+        .zip(&rows.input_types)
+        .map(|(table, dataset_type)| datasets.push_inputs(rows, dataset_type, table))
         .collect()
 }
 

@@ -12,7 +12,7 @@
 use foldhash::HashMap;
 use quanta_core::{BundleRef, DataId, DataIdValue, DatasetRef, Uuid};
 use quanta_datastore::Datastore;
-use quanta_registry::graph_query::{GraphRows, InputDataset, NONE};
+use quanta_registry::graph_query::{GraphRows, InputDataset, InputTable, NONE};
 use quanta_registry::FoundDataset;
 
 use crate::error::PreflightError;
@@ -301,12 +301,7 @@ impl Datasets {
                 };
                 self.text.push_str(path);
                 self.text.push_str(checksum);
-                let i = u32::try_from(self.files.len())
-                    .ok()
-                    .filter(|&i| i < PREDICTED)
-                    .ok_or_else(too_large)?;
-                self.files.push(file);
-                i
+                self.push_file(file)?
             }
         };
         let meta = Meta {
@@ -316,6 +311,69 @@ impl Datasets {
             file,
         };
         self.push(f.id, meta, producer)
+    }
+
+    /// The datasets of an overall input's table, in its order, with their
+    /// data IDs taken from the rows that refer to them; the table's text
+    /// (paths and checksums) is taken over, not copied, when it is the
+    /// first. Returns their indices.
+    pub(crate) fn push_inputs(
+        &mut self,
+        rows: &GraphRows,
+        dataset_type: &str,
+        mut table: InputTable,
+    ) -> Result<Vec<u32>, PreflightError> {
+        let dataset_type = self.names.intern(dataset_type);
+        let group = self
+            .data_ids
+            .group(|| table.dimensions.iter().map(String::as_str));
+        let text = std::mem::take(&mut table.text);
+        let base = self.text.len() as u64;
+        if self.text.is_empty() {
+            self.text = text;
+        } else {
+            self.text.push_str(&text);
+        }
+        // RUN names interned when first used (the query knows every RUN
+        // of the repository).
+        let mut runs = vec![u32::MAX; rows.runs.len()];
+        let _ = self.files.try_reserve_exact(table.len());
+        (0..table.len())
+            .map(|i| {
+                let run = &mut runs[table.runs[i] as usize];
+                if *run == u32::MAX {
+                    *run = self.names.intern(&rows.runs[table.runs[i] as usize]);
+                }
+                let row = rows.row(table.rows[i] as usize);
+                let file = match table.files[i] {
+                    None => NO_FILE,
+                    Some(f) => self.push_file(File {
+                        start: base + f.start,
+                        path_len: f.path_len,
+                        checksum_len: f.checksum_len,
+                        size: f.size,
+                    })?,
+                };
+                let meta = Meta {
+                    dataset_type,
+                    run: *run,
+                    data_id: self
+                        .data_ids
+                        .push_row(group, row, &table.dimension_columns)?,
+                    file,
+                };
+                self.push(table.ids[i], meta, NONE)
+            })
+            .collect()
+    }
+
+    fn push_file(&mut self, file: File) -> Result<u32, PreflightError> {
+        let i = u32::try_from(self.files.len())
+            .ok()
+            .filter(|&i| i < PREDICTED)
+            .ok_or_else(too_large)?;
+        self.files.push(file);
+        Ok(i)
     }
 
     /// A predicted output: dataset type, run and storage class are name

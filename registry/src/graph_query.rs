@@ -50,6 +50,131 @@ pub struct InputDataset {
     pub stored: Option<DatastoreRecord>,
 }
 
+/// A file record of an [`InputTable`]: its path and checksum are
+/// `text[start..start + path_len]` and the `checksum_len` bytes after.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InputFile {
+    pub start: u64,
+    pub size: u64,
+    pub path_len: u32,
+    pub checksum_len: u32,
+    /// An index into [`InputTable::formatters`].
+    pub formatter: u32,
+}
+
+/// A borrowed file record of an [`InputTable`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InputFileRef<'a> {
+    pub path: &'a str,
+    pub formatter: &'a str,
+    pub size: u64,
+    pub checksum: &'a str,
+}
+
+/// The distinct datasets of one overall input type that the rows refer to,
+/// in columns (issue #23: ~60 bytes and the path and checksum text per
+/// dataset, where an owned [`InputDataset`] took ~450 at survey scale).
+/// A dataset's data ID is not stored: it is the values of a row that
+/// refers to it ([`InputTable::rows`]) at the type's dimension columns
+/// ([`InputTable::dimension_columns`]); see [`GraphRows::input_data_id`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct InputTable {
+    /// The dataset type's dimensions, in universe order.
+    pub dimensions: Vec<String>,
+    /// Per dimension, the [`GraphRows`] column holding its value.
+    pub dimension_columns: Vec<usize>,
+    pub ids: Vec<Uuid>,
+    /// Per dataset, an index into [`GraphRows::runs`].
+    pub runs: Vec<u32>,
+    /// Per dataset, a row that refers to it.
+    pub rows: Vec<u32>,
+    /// Per dataset, its file record, `None` when the datastore has none.
+    pub files: Vec<Option<InputFile>>,
+    /// The paths and checksums of `files`.
+    pub text: String,
+    /// The distinct formatters of `files`.
+    pub formatters: Vec<String>,
+}
+
+impl InputTable {
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+
+    /// The file record of dataset `i`.
+    pub fn file(&self, i: usize) -> Option<InputFileRef<'_>> {
+        let f = self.files[i]?;
+        let path_end = f.start as usize + f.path_len as usize;
+        Some(InputFileRef {
+            path: &self.text[f.start as usize..path_end],
+            formatter: &self.formatters[f.formatter as usize],
+            size: f.size,
+            checksum: &self.text[path_end..path_end + f.checksum_len as usize],
+        })
+    }
+
+    fn push(
+        &mut self,
+        id: Uuid,
+        run: u32,
+        row: u32,
+        file: Option<InputFileRef<'_>>,
+    ) -> Result<u32> {
+        let i = u32::try_from(self.ids.len())
+            .ok()
+            .filter(|&i| i != NONE)
+            .ok_or_else(|| RegistryError::Invalid("more than 2^32 - 1 input datasets".into()))?;
+        let file = match file {
+            None => None,
+            Some(f) => {
+                let too_long =
+                    || RegistryError::Invalid(format!("the file record of {id} is too long"));
+                let record = InputFile {
+                    start: self.text.len() as u64,
+                    size: f.size,
+                    path_len: u32::try_from(f.path.len()).map_err(|_| too_long())?,
+                    checksum_len: u32::try_from(f.checksum.len()).map_err(|_| too_long())?,
+                    formatter: self.formatter(f.formatter),
+                };
+                self.text.push_str(f.path);
+                self.text.push_str(f.checksum);
+                Some(record)
+            }
+        };
+        self.ids.push(id);
+        self.runs.push(run);
+        self.rows.push(row);
+        self.files.push(file);
+        Ok(i)
+    }
+
+    /// The index of `formatter` (few distinct, most often the last).
+    fn formatter(&mut self, formatter: &str) -> u32 {
+        match self.formatters.iter().rposition(|f| f == formatter) {
+            Some(i) => i as u32,
+            None => {
+                self.formatters.push(formatter.to_string());
+                (self.formatters.len() - 1) as u32
+            }
+        }
+    }
+
+    /// Appends dataset `i` of `other`, whose rows are this table's rows
+    /// from `row_offset` on.
+    fn push_from(&mut self, other: &InputTable, i: usize, row_offset: u32) -> Result<u32> {
+        self.push(
+            other.ids[i],
+            other.runs[i],
+            other.rows[i] + row_offset,
+            other.file(i),
+        )
+    }
+}
+
 /// The rows of a graph query, dictionary-encoded.
 #[derive(Debug, Clone, Default)]
 pub struct GraphRows {
@@ -65,9 +190,10 @@ pub struct GraphRows {
     /// Row-major `n_rows × input_types.len()` indices into `inputs[k]`.
     pub input_refs: Vec<u32>,
     /// Per input type, the distinct datasets the rows refer to.
-    pub inputs: Vec<Vec<InputDataset>>,
+    pub inputs: Vec<InputTable>,
+    /// The RUN collections the input datasets are in ([`InputTable::runs`]).
+    pub runs: Vec<String>,
 }
-
 impl GraphRows {
     pub fn n_rows(&self) -> usize {
         if self.columns.is_empty() {
@@ -95,6 +221,19 @@ impl GraphRows {
 
     pub fn value(&self, column: usize, index: u32) -> Option<&DataIdValue> {
         self.dictionary.get(column)?.get(index as usize)
+    }
+
+    /// The data ID of dataset `i` of input `k`.
+    pub fn input_data_id(&self, k: usize, i: usize) -> DataId {
+        let table = &self.inputs[k];
+        let row = self.row(table.rows[i] as usize);
+        DataId::from_pairs(
+            table
+                .dimensions
+                .iter()
+                .zip(&table.dimension_columns)
+                .filter_map(|(d, &c)| Some((d, self.value(c, row[c])?.clone()))),
+        )
     }
 }
 
@@ -167,7 +306,9 @@ struct RowReader<'a> {
     /// Per input: its dataset type, and for each of the type's dimensions
     /// the value column holding it.
     inputs: Vec<(&'a quanta_core::DatasetType, Vec<usize>)>,
-    run_names: &'a HashMap<i64, String>,
+    /// RUN collection ids and their index in `runs`.
+    run_index: &'a HashMap<i64, u32>,
+    runs: &'a [String],
     dedupe: bool,
 }
 
@@ -180,7 +321,16 @@ impl RowReader<'_> {
         let mut out = GraphRows {
             columns: columns.to_vec(),
             input_types: self.input_types.to_vec(),
-            inputs: vec![Vec::new(); n_in],
+            inputs: self
+                .inputs
+                .iter()
+                .map(|(dt, dim_columns)| InputTable {
+                    dimensions: dt.dimensions.names.clone(),
+                    dimension_columns: dim_columns.clone(),
+                    ..Default::default()
+                })
+                .collect(),
+            runs: self.runs.to_vec(),
             ..Default::default()
         };
         let mut dataset_ix: Vec<HashMap<Uuid, u32>> = vec![HashMap::new(); n_in];
@@ -224,40 +374,30 @@ impl RowReader<'_> {
                     Some(&i) => i,
                     None => {
                         let (dt, dim_columns) = &self.inputs[k];
-                        // Collected at its exact size: growing by pushes
-                        // left a third of each data ID unused, per input
-                        // dataset (millions of them).
-                        let pairs = dt
-                            .dimensions
-                            .iter()
-                            .zip(dim_columns)
-                            .map(|(d, &c)| {
-                                let v = interners[c].values.get(key[c] as usize).cloned();
-                                v.map(|v| (d, v)).ok_or_else(|| {
-                                    RegistryError::Invalid(format!("{} has a NULL {d}", dt.name))
-                                })
-                            })
-                            .collect::<Result<Vec<_>>>()?;
-                        let data_id = DataId::from_pairs(pairs);
+                        if let Some(&c) = dim_columns.iter().find(|&&c| key[c] == NONE) {
+                            return Err(RegistryError::Invalid(format!(
+                                "{} has a NULL {}",
+                                dt.name, columns[c]
+                            )));
+                        }
                         let run_id: i64 = row.get(base + 2)?;
-                        let path: Option<String> = row.get(base + 3)?;
-                        let stored = match path {
-                            Some(path) => Some(DatastoreRecord {
+                        let run = self.run_index.get(&run_id).copied().ok_or_else(|| {
+                            RegistryError::Invalid(format!(
+                                "input {id} of {} is in an unknown RUN (id {run_id})",
+                                dt.name
+                            ))
+                        })?;
+                        let path: Option<&str> = row.get_str(base + 3)?;
+                        let file = match path {
+                            Some(path) => Some(InputFileRef {
                                 path,
-                                formatter: row.get(base + 4)?,
+                                formatter: row.get_str(base + 4)?.unwrap_or_default(),
                                 size: row.get::<i64>(base + 5)? as u64,
-                                checksum: row.get(base + 6)?,
+                                checksum: row.get_str(base + 6)?.unwrap_or_default(),
                             }),
                             None => None,
                         };
-                        let i = out.inputs[k].len() as u32;
-                        out.inputs[k].push(InputDataset {
-                            id,
-                            dataset_type: dt.name.clone(),
-                            data_id,
-                            run: self.run_names.get(&run_id).cloned().unwrap_or_default(),
-                            stored,
-                        });
+                        let i = out.inputs[k].push(id, run, r as u32, file)?;
                         dataset_ix[k].insert(id, i);
                         i
                     }
@@ -325,7 +465,7 @@ fn read_graph_rows_in_parts(
     });
     let partial = partial.into_iter().collect::<Result<Vec<_>>>()?;
     // Parts split on the first input's UUID hold disjoint sets of it.
-    Ok(merge_graph_rows(partial, true))
+    merge_graph_rows(partial, true)
 }
 
 /// Joins the parts of a split graph query: per-column dictionaries and
@@ -333,10 +473,10 @@ fn read_graph_rows_in_parts(
 /// once), rows keep part order. `first_input_disjoint`: no dataset of the
 /// first input is in two parts (they were split on it), so it is appended
 /// without looking it up.
-fn merge_graph_rows(parts: Vec<GraphRows>, first_input_disjoint: bool) -> GraphRows {
+fn merge_graph_rows(parts: Vec<GraphRows>, first_input_disjoint: bool) -> Result<GraphRows> {
     let mut parts = parts.into_iter();
     let Some(mut out) = parts.next() else {
-        return GraphRows::default();
+        return Ok(GraphRows::default());
     };
     let n_cols = out.columns.len();
     let n_in = out.input_types.len();
@@ -355,13 +495,15 @@ fn merge_graph_rows(parts: Vec<GraphRows>, first_input_disjoint: bool) -> GraphR
         .inputs
         .iter()
         .enumerate()
-        .map(|(k, ds)| {
+        .map(|(k, table)| {
             if k == 0 && first_input_disjoint {
                 return HashMap::new();
             }
-            ds.iter()
+            table
+                .ids
+                .iter()
                 .enumerate()
-                .map(|(i, d)| (d.id, i as u32))
+                .map(|(i, id)| (*id, i as u32))
                 .collect()
         })
         .collect();
@@ -372,8 +514,15 @@ fn merge_graph_rows(parts: Vec<GraphRows>, first_input_disjoint: bool) -> GraphR
         .reserve_exact(parts.iter().map(|p| p.values.len()).sum::<usize>());
     out.input_refs
         .reserve_exact(parts.iter().map(|p| p.input_refs.len()).sum::<usize>());
-    for (k, inputs) in out.inputs.iter_mut().enumerate() {
-        inputs.reserve_exact(parts.iter().map(|p| p.inputs[k].len()).sum::<usize>());
+    for (k, table) in out.inputs.iter_mut().enumerate() {
+        let more =
+            |f: fn(&InputTable) -> usize| parts.iter().map(|p| f(&p.inputs[k])).sum::<usize>();
+        let n = more(InputTable::len);
+        table.ids.reserve_exact(n);
+        table.runs.reserve_exact(n);
+        table.rows.reserve_exact(n);
+        table.files.reserve_exact(n);
+        table.text.reserve_exact(more(|t| t.text.len()));
     }
     for part in parts {
         let value_map: Vec<Vec<u32>> = part
@@ -393,26 +542,29 @@ fn merge_graph_rows(parts: Vec<GraphRows>, first_input_disjoint: bool) -> GraphR
                     .collect()
             })
             .collect();
+        // The part's rows follow the ones merged so far.
+        let row_offset = (out.values.len() / n_cols.max(1)) as u32;
         let input_map: Vec<Vec<u32>> = part
             .inputs
             .into_iter()
             .enumerate()
-            .map(|(k, ds)| {
-                ds.into_iter()
-                    .map(|d| {
-                        let next = out.inputs[k].len() as u32;
+            .map(|(k, table)| {
+                (0..table.len())
+                    .map(|i| {
+                        let merged = &mut out.inputs[k];
                         if k == 0 && first_input_disjoint {
-                            out.inputs[k].push(d);
-                            return next;
+                            return merged.push_from(&table, i, row_offset);
                         }
-                        *datasets[k].entry(d.id).or_insert_with(|| {
-                            out.inputs[k].push(d);
-                            next
-                        })
+                        if let Some(&j) = datasets[k].get(&table.ids[i]) {
+                            return Ok(j);
+                        }
+                        let j = merged.push_from(&table, i, row_offset)?;
+                        datasets[k].insert(table.ids[i], j);
+                        Ok(j)
                     })
-                    .collect()
+                    .collect::<Result<Vec<u32>>>()
             })
-            .collect();
+            .collect::<Result<_>>()?;
         for row in part.values.chunks(n_cols.max(1)) {
             for (c, &v) in row.iter().enumerate() {
                 out.values.push(if v == NONE {
@@ -432,7 +584,7 @@ fn merge_graph_rows(parts: Vec<GraphRows>, first_input_disjoint: bool) -> GraphR
             }
         }
     }
-    out
+    Ok(out)
 }
 
 impl Registry {
@@ -479,14 +631,19 @@ impl Registry {
             .collect();
         let statement =
             self.graph_statement(dimensions, where_text, binds, input_types, &search_path)?;
-        let run_names: HashMap<i64, String> = self
+        let (run_ids, runs): (Vec<i64>, Vec<String>) = self
             .db
             .query_rows(
-                "SELECT id, name FROM collection WHERE type = 'RUN'",
+                "SELECT id, name FROM collection WHERE type = 'RUN' ORDER BY id",
                 &[],
-                |r| Ok((r.get(0)?, r.get(1)?)),
+                |r| Ok((r.get::<i64>(0)?, r.get::<String>(1)?)),
             )?
             .into_iter()
+            .unzip();
+        let run_index: HashMap<i64, u32> = run_ids
+            .iter()
+            .enumerate()
+            .map(|(i, &id)| (id, i as u32))
             .collect();
         let read = RowReader {
             columns: &statement.columns,
@@ -511,7 +668,8 @@ impl Registry {
                     Ok((dt, dim_columns))
                 })
                 .collect::<Result<_>>()?,
-            run_names: &run_names,
+            run_index: &run_index,
+            runs: &runs,
             // Find-first across several collections needs every candidate
             // of a row in one reader.
             dedupe: search_path.len() > 1 && !input_types.is_empty(),
@@ -912,9 +1070,10 @@ mod tests {
                     .enumerate()
                     .map(|(c, &v)| rows.value(c, v).cloned())
                     .collect();
-                let d = &rows.inputs[0][rows.row_inputs(r)[0] as usize];
-                let path = d.stored.as_ref().unwrap().path.clone();
-                (values, d.id, path)
+                let i = rows.row_inputs(r)[0] as usize;
+                let table = &rows.inputs[0];
+                let path = table.file(i).unwrap().path.to_string();
+                (values, table.ids[i], path)
             })
             .collect();
         out.sort();
@@ -958,6 +1117,36 @@ mod tests {
             query("exposure IN (1..4) AND detector != 3", 1).n_rows(),
             28
         );
+    }
+
+    /// The compact input table gives back each dataset as registered: its
+    /// data ID (from a row that refers to it), RUN and file record, in
+    /// the whole query and in a split one (whose rows were renumbered).
+    #[test]
+    fn input_tables_give_back_the_registered_datasets() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = registry(dir.path());
+        for min_rows in [i64::MAX, 1] {
+            let rows = raw_rows(&r, "exposure IN (1..4)", min_rows);
+            let table = &rows.inputs[0];
+            assert_eq!(table.len(), rows.n_rows());
+            for i in 0..table.len() {
+                let found = r.dataset_by_id(&table.ids[i], None).unwrap().unwrap();
+                assert_eq!(rows.input_data_id(0, i), found.dataset_ref.data_id);
+                assert_eq!(rows.runs[table.runs[i] as usize], found.dataset_ref.run);
+                let stored = found.stored.unwrap();
+                let file = table.file(i).unwrap();
+                assert_eq!(
+                    (file.path, file.formatter, file.size, file.checksum),
+                    (
+                        stored.path.as_str(),
+                        stored.formatter.as_str(),
+                        stored.size,
+                        stored.checksum.as_str()
+                    )
+                );
+            }
+        }
     }
 
     /// 3 visits x 4 detectors of 0.25° in a row along RA, a `calexp` each,
@@ -1075,7 +1264,8 @@ mod tests {
         let merged = merge_graph_rows(
             vec![part("exposure IN (1..2)"), part("exposure IN (2..3)")],
             false,
-        );
+        )
+        .unwrap();
         assert_eq!(merged.n_rows(), 32);
         assert_eq!(merged.inputs[0].len(), 24);
         let instrument = merged.column("instrument").unwrap();

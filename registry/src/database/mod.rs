@@ -130,6 +130,22 @@ impl<'r> Row<'r> {
             .into()
         })
     }
+
+    /// The text of column `index`, borrowed from the row (`None`: NULL).
+    pub(crate) fn get_str(&self, index: usize) -> Result<Option<&str>> {
+        match self.value(index)? {
+            ValueRef::Null => Ok(None),
+            ValueRef::Text(t) => Ok(Some(t)),
+            other => Err(DatabaseError::new(
+                DatabaseErrorKind::Other,
+                format!(
+                    "column {index} holds {}, where text was expected",
+                    other.kind()
+                ),
+            )
+            .into()),
+        }
+    }
 }
 
 /// Prepared statements a PostgreSQL connection keeps (SQLite's own cache
