@@ -31,6 +31,7 @@
 //! records what was submitted; `retry::plan_restart` says what to submit
 //! again), and add one line to `ENGINES`. The cli needs no change.
 
+mod array;
 mod error;
 pub mod gridengine;
 pub mod htcondor;

@@ -11,6 +11,7 @@
 use quick_xml::events::Event;
 use quick_xml::Reader;
 
+use crate::batch::array::ListedJob;
 use crate::batch::slurm::parse_task_ids;
 
 /// One `job_list` row: a job, a running array task, or an array's pending
@@ -51,6 +52,30 @@ impl GridEngineJob {
             Some(t) => format!("{}.{t}", self.job_id),
             None => self.job_id.to_string(),
         }
+    }
+}
+
+impl ListedJob for GridEngineJob {
+    fn submitted_id(&self) -> String {
+        self.job_id.to_string()
+    }
+
+    /// Always: qstat lists unfinished jobs only.
+    fn is_live(&self) -> bool {
+        true
+    }
+
+    /// Task `index + 1`: Grid Engine's task ids start at 1.
+    fn is_element(&self, array_job: &str, index: usize) -> bool {
+        u32::try_from(index + 1).is_ok_and(|task| self.is_task(array_job, task))
+    }
+
+    fn display_id(&self) -> String {
+        GridEngineJob::display_id(self)
+    }
+
+    fn state(&self) -> &str {
+        &self.state
     }
 }
 
