@@ -86,8 +86,8 @@ pub(crate) trait ArrayScheduler {
     ) -> Result<String>;
     /// Cancels these jobs (dependents first).
     fn cancel_jobs(&self, ids: &[String]) -> Result<()>;
-    /// The jobs of the submission the scheduler still lists.
-    fn submission_jobs(&self, state: &SubmissionState) -> Result<Vec<Self::Job>>;
+    /// Every job the scheduler lists (the driver keeps the submission's).
+    fn list_jobs(&self) -> Result<Vec<Self::Job>>;
     /// Element `index` (0-based) of array job `array_job`, in the
     /// scheduler's notation.
     fn element_id(&self, array_job: &str, index: usize) -> String;
@@ -357,7 +357,7 @@ fn submit_jobs(
 
 /// The submission's job ids, dependents first: what waits goes before
 /// what it waits for.
-pub(crate) fn dependents_first(state: &SubmissionState) -> Vec<String> {
+fn dependents_first(state: &SubmissionState) -> Vec<String> {
     let mut out = Vec::new();
     for s in state.submissions.iter().rev() {
         out.extend(s.merge_job.clone());
@@ -366,10 +366,20 @@ pub(crate) fn dependents_first(state: &SubmissionState) -> Vec<String> {
     out
 }
 
+/// The submission's jobs the scheduler lists (Slurm lists recently
+/// finished jobs too; Grid Engine unfinished ones only).
+fn submission_jobs<S: ArrayScheduler>(engine: &S, state: &SubmissionState) -> Result<Vec<S::Job>> {
+    let ours: BTreeSet<String> = state.job_ids().into_iter().collect();
+    Ok(engine
+        .list_jobs()?
+        .into_iter()
+        .filter(|j| ours.contains(&j.submitted_id()))
+        .collect())
+}
+
 /// The submission's jobs the scheduler lists as live.
 fn live_jobs<S: ArrayScheduler>(engine: &S, state: &SubmissionState) -> Result<Vec<S::Job>> {
-    Ok(engine
-        .submission_jobs(state)?
+    Ok(submission_jobs(engine, state)?
         .into_iter()
         .filter(|j| j.is_live())
         .collect())
@@ -455,7 +465,7 @@ fn restart(
 /// Each cluster's latest array element and the scheduler's state of it
 /// (`None` once the scheduler no longer lists it).
 fn job_view(engine: &impl ArrayScheduler, state: &SubmissionState) -> JobView {
-    let (jobs, error) = match engine.submission_jobs(state) {
+    let (jobs, error) = match submission_jobs(engine, state) {
         Ok(j) => (j, None),
         Err(e) => (Vec::new(), Some(e.to_string())),
     };

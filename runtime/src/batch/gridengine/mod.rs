@@ -38,14 +38,13 @@ mod qstat;
 
 pub use qstat::GridEngineJob;
 
-use std::collections::BTreeSet;
 use std::path::Path;
 
 use super::array::{ArrayRequest, ArrayScheduler, ArrayWait, ElementScript, Scripts};
 use super::error::{BatchError, Result};
 use super::state::write_atomic;
 use super::tools::{absolute, run_tool, sh_quote};
-use super::{Resources, SubmissionState, SubmitOptions};
+use super::{Resources, SubmitOptions};
 
 const NAME: &str = "gridengine";
 
@@ -173,8 +172,12 @@ impl ArrayScheduler for GridEngine {
         run_tool("qdel", ids).map(|_| ())
     }
 
-    fn submission_jobs(&self, state: &SubmissionState) -> Result<Vec<GridEngineJob>> {
-        submission_jobs(state)
+    /// Every job Grid Engine lists (queued, held, running or in the
+    /// error state; finished jobs are not listed), from `qstat -xml`.
+    fn list_jobs(&self) -> Result<Vec<GridEngineJob>> {
+        let args = ["-xml", "-u", "*"].map(String::from);
+        let out = run_tool("qstat", &args)?;
+        qstat::parse_qstat_xml(&out).map_err(BatchError::Invalid)
     }
 
     /// `<job>.<task>`: Grid Engine's task ids start at 1.
@@ -286,25 +289,6 @@ fn qsub(args: &[String]) -> Result<String> {
         command: format!("qsub {}", args.join(" ")),
         output: out,
     })
-}
-
-/// The jobs of this submission Grid Engine still lists (queued, held,
-/// running or in the error state); finished jobs are not listed.
-pub fn submission_jobs(state: &SubmissionState) -> Result<Vec<GridEngineJob>> {
-    let out = run_tool(
-        "qstat",
-        &["-xml".to_string(), "-u".to_string(), "*".to_string()],
-    )?;
-    let ours: BTreeSet<u64> = state
-        .job_ids()
-        .iter()
-        .filter_map(|j| j.parse().ok())
-        .collect();
-    Ok(qstat::parse_qstat_xml(&out)
-        .map_err(BatchError::Invalid)?
-        .into_iter()
-        .filter(|j| ours.contains(&j.job_id))
-        .collect())
 }
 
 #[cfg(test)]

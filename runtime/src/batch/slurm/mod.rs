@@ -45,7 +45,6 @@ pub use super::{
     SubmissionState, SubmitOptions, SubmitReport, TaskBatchConfig, STATE_VERSION,
 };
 
-use std::collections::BTreeSet;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
@@ -175,8 +174,12 @@ impl ArrayScheduler for Slurm {
         run_tool("scancel", ids).map(|_| ())
     }
 
-    fn submission_jobs(&self, state: &SubmissionState) -> Result<Vec<SlurmJob>> {
-        submission_jobs(state)
+    /// Every job Slurm still knows (live or recently finished), from
+    /// `squeue --json`; 22.05 ignores `-j` with `--json`, so the driver
+    /// filters.
+    fn list_jobs(&self) -> Result<Vec<SlurmJob>> {
+        let out = run_tool("squeue", &["--json".to_string()])?;
+        squeue::parse_squeue(&out).map_err(BatchError::Invalid)
     }
 
     /// `<array job>_<index>`: Slurm's array indices start at 0.
@@ -221,23 +224,6 @@ fn sbatch(args: &[String]) -> Result<String> {
         });
     }
     Ok(id)
-}
-
-/// The jobs of this submission Slurm still knows (live or recently
-/// finished), from `squeue --json` filtered here: 22.05 ignores `-j` with
-/// `--json`.
-pub fn submission_jobs(state: &SubmissionState) -> Result<Vec<SlurmJob>> {
-    let out = run_tool("squeue", &["--json".to_string()])?;
-    let ours: BTreeSet<u64> = state
-        .job_ids()
-        .iter()
-        .filter_map(|j| j.parse().ok())
-        .collect();
-    Ok(squeue::parse_squeue(&out)
-        .map_err(BatchError::Invalid)?
-        .into_iter()
-        .filter(|j| ours.contains(&j.array_job_id.unwrap_or(j.job_id)) || ours.contains(&j.job_id))
-        .collect())
 }
 
 /// Reads an array map and returns element `index`: (cluster, memory limit).
