@@ -2,8 +2,9 @@
 //! request (from the tasks' `batch` config and the command line), the
 //! clusters each cluster reads from, their dependency levels, and the
 //! arrays (one per level and resource request) an engine with job arrays
-//! submits (through [`super::array`]). An engine with per-node edges (HTCondor's DAGMan) uses the
-//! cluster dependencies and resources and ignores the levels.
+//! submits (through the array driver, module `array`). An engine with
+//! per-node edges (HTCondor's DAGMan) uses the cluster dependencies and
+//! resources and ignores the levels.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;

@@ -1,8 +1,8 @@
 //! The Grid Engine engine (Son of Grid Engine 8.1, Debian's `gridengine`
 //! packages): `quanta submit --engine gridengine`, `restart`, `cancel`
-//! and the Grid Engine part of `quanta status`, as an [`ArrayScheduler`]
+//! and the Grid Engine part of `quanta status`, as an `array::ArrayScheduler`
 //! (the submission, restart, cancel and status procedures are the array
-//! driver's, [`crate::batch::array`]).
+//! driver's, module `batch::array`).
 //!
 //! Owns: the calls to `qsub`, `qstat` and `qdel`, the cluster lists and
 //! the job scripts' Grid Engine lines written into `<bundle>.slurm/` (the

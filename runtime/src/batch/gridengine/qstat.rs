@@ -67,7 +67,10 @@ impl ListedJob for GridEngineJob {
 
     /// Task `index + 1`: Grid Engine's task ids start at 1.
     fn is_element(&self, array_job: &str, index: usize) -> bool {
-        u32::try_from(index + 1).is_ok_and(|task| self.is_task(array_job, task))
+        index
+            .checked_add(1)
+            .and_then(|t| u32::try_from(t).ok())
+            .is_some_and(|task| self.is_task(array_job, task))
     }
 
     fn display_id(&self) -> String {

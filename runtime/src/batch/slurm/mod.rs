@@ -1,7 +1,7 @@
 //! The Slurm engine: `quanta submit --engine slurm`, `restart`, `cancel`,
-//! and the Slurm part of `quanta status`, as an [`ArrayScheduler`] (the
+//! and the Slurm part of `quanta status`, as an `array::ArrayScheduler` (the
 //! submission, restart, cancel and status procedures are the array
-//! driver's, [`crate::batch::array`]).
+//! driver's, module `batch::array`).
 //!
 //! Owns: the calls to `sbatch`, `squeue` and `scancel`, the array maps and
 //! the job scripts' Slurm lines written into `<bundle>.slurm/`, the job
