@@ -9,7 +9,7 @@
 //! fail-fast, blocking and resume ([`execute`]), and running a bundle on
 //! a batch system ([`batch`]: the engine-neutral plan, state file, restart
 //! policy and memory supervisor, and the [`batch::BatchEngine`] trait with
-//! its Slurm and HTCondor engines, looked up by name with
+//! its Slurm, Grid Engine and HTCondor engines, looked up by name with
 //! [`batch::engine`]; [`slurm`] is `batch::slurm`).
 //!
 //! Must not: talk to the SQL Registry. Workers see only the bundle, the

@@ -23,8 +23,9 @@ use std::path::{Path, PathBuf};
 
 use quanta_core::CampaignProgress;
 
-use super::error::{BatchError, Result};
+use super::error::{io, BatchError, Result};
 use super::plan::{cluster_resources, levels, view, ClusterDeps};
+use super::state::{journal_dir, write_atomic};
 use super::{
     BatchEngine, BatchStatus, RetryPolicy, SubmitOptions, SubmitReport, SubmitRequest, Submitted,
 };
@@ -136,15 +137,8 @@ pub fn write_dag(
     let v = view(bundle)?;
     let all: Vec<usize> = (0..v.clusters.len()).collect();
     let (_, deps): (_, ClusterDeps) = levels(&v, &all)?;
-    let io = |p: &Path, what: &'static str| {
-        let path = p.to_path_buf();
-        move |source| BatchError::Io { path, what, source }
-    };
     std::fs::create_dir_all(out).map_err(io(out, "creating the output directory"))?;
-    let journal = opts
-        .journal_dir
-        .clone()
-        .unwrap_or_else(|| quanta_core::journal_dir_for(bundle));
+    let journal = journal_dir(bundle, opts);
     let exe = opts.quanta_exe.to_string_lossy();
 
     let mut d = String::new();
@@ -221,7 +215,7 @@ pub fn write_dag(
         (MERGE_SUB, merge_sub),
     ] {
         let p = out.join(name);
-        std::fs::write(&p, text).map_err(io(&p, "writing"))?;
+        write_atomic(&p, text.as_bytes())?;
         written.push(p);
     }
     let logs = out.join("logs");

@@ -2,16 +2,21 @@
 //! `restart` and the batch part of `quanta status`, behind one interface,
 //! [`BatchEngine`] (modelled on ctrl_bps's `wms_service.py`: submit,
 //! status, cancel, restart), implemented by [`slurm`] and [`gridengine`]
-//! (real job arrays, tested on real single-node clusters) and
-//! [`htcondor`] (DAGMan files only: no HTCondor pool here). The cli picks
-//! an engine by name through [`engine`]; the state file records which
-//! engine submitted, so [`status`] asks that one and the others refuse
-//! to cancel or restart it.
+//! (real job arrays, tested on real single-node clusters, both through
+//! the one array driver, module `array`) and [`htcondor`] (DAGMan files
+//! only: no HTCondor pool here). The cli picks an engine by name through
+//! [`engine`]; the state file records which engine submitted, so
+//! [`status`] asks that one and the others refuse to cancel or restart
+//! it.
 //!
 //! Owns what no engine owns alone:
 //! - the plan ([`plan`]): each cluster's resource request from the tasks'
 //!   `batch` config and the command line, the clusters each cluster reads
 //!   from, dependency levels, and arrays (one per level and request);
+//! - the array driver (module `array`): submit, cancel, restart and
+//!   status of every engine with job arrays, the waits between arrays,
+//!   the final merge job and the job scripts' common shape, over an
+//!   `ArrayScheduler` that supplies a scheduler's own parts;
 //! - the submission state file `<bundle>.slurm.json` and the work
 //!   directory `<bundle>.slurm/` ([`state`]);
 //! - the restart policy ([`RetryPolicy`]): which clusters to submit again
@@ -26,11 +31,21 @@
 //!
 //! # Adding an engine
 //!
-//! Write a module here with a unit struct implementing [`BatchEngine`]
-//! (the plan gives clusters, levels, arrays and resources; the state file
-//! records what was submitted; `retry::plan_restart` says what to submit
-//! again), and add one line to `ENGINES`. The cli needs no change.
+//! A scheduler with job arrays (PBS, LSF): write a module here with a
+//! unit struct implementing `array::ArrayScheduler` — only its own parts:
+//! what an array element reads to find its cluster and the script lines
+//! that read it (`write_elements`), how a script's last command ends
+//! (`last_command`), its notation of a wait on upstream arrays (`wait`:
+//! element-wise or on all of them), submitting one array and the merge
+//! job and returning their ids, cancelling ids, listing its jobs (a
+//! parser of the scheduler's output, with `array::ListedJob` for its
+//! rows) and naming an array element. It is then a [`BatchEngine`]: the
+//! driver does the rest. Any other engine (per-node edges like DAGMan)
+//! implements [`BatchEngine`] itself on top of the plan, the state file
+//! and `retry::plan_restart`. Either way, add one line to `ENGINES`; the
+//! cli needs no change.
 
+mod array;
 mod error;
 pub mod gridengine;
 pub mod htcondor;

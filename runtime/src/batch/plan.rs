@@ -2,8 +2,9 @@
 //! request (from the tasks' `batch` config and the command line), the
 //! clusters each cluster reads from, their dependency levels, and the
 //! arrays (one per level and resource request) an engine with job arrays
-//! submits. An engine with per-node edges (HTCondor's DAGMan) uses the
-//! cluster dependencies and resources and ignores the levels.
+//! submits (through the array driver, module `array`). An engine with
+//! per-node edges (HTCondor's DAGMan) uses the cluster dependencies and
+//! resources and ignores the levels.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
@@ -341,50 +342,4 @@ pub(crate) fn plan(
         })
         .collect();
     Ok((arrays, deps))
-}
-
-/// What an array running `clusters` waits for, given where their upstream
-/// clusters were `placed` (array, element) among the `submitted` arrays;
-/// each engine writes it in its own notation.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum ArrayWait<'a> {
-    /// Element i waits for element i of this one array (of the same
-    /// length): each element reads only from its counterpart.
-    Elementwise(&'a str),
-    /// Every element waits for all of these arrays.
-    All(Vec<&'a str>),
-}
-
-/// The wait of an array running `clusters` (see [`ArrayWait`]); `None`
-/// when nothing upstream of them was submitted.
-pub(crate) fn array_wait<'a>(
-    clusters: &[usize],
-    deps: &ClusterDeps,
-    placed: &HashMap<usize, (usize, usize)>,
-    submitted: &'a [super::state::ArrayJob],
-) -> Option<ArrayWait<'a>> {
-    let upstream: BTreeSet<usize> = clusters
-        .iter()
-        .flat_map(|c| deps.get(c).into_iter().flatten())
-        .filter_map(|d| placed.get(d).map(|(ai, _)| *ai))
-        .collect();
-    let first = *upstream.iter().next()?;
-    let elementwise = upstream.len() == 1
-        && submitted[first].clusters.len() == clusters.len()
-        && clusters.iter().enumerate().all(|(i, c)| {
-            deps.get(c)
-                .into_iter()
-                .flatten()
-                .all(|d| placed.get(d) == Some(&(first, i)))
-        });
-    Some(if elementwise {
-        ArrayWait::Elementwise(&submitted[first].job_id)
-    } else {
-        ArrayWait::All(
-            upstream
-                .iter()
-                .map(|u| submitted[*u].job_id.as_str())
-                .collect(),
-        )
-    })
 }

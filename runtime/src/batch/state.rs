@@ -169,6 +169,14 @@ pub(crate) fn save_state(state: &SubmissionState) -> Result<()> {
     write_atomic(&path, &text)
 }
 
+/// Where the jobs of `bundle` journal: `--journal-dir`, else the
+/// bundle's own journal directory.
+pub(crate) fn journal_dir(bundle: &Path, opts: &super::SubmitOptions) -> PathBuf {
+    opts.journal_dir
+        .clone()
+        .unwrap_or_else(|| quanta_core::journal_dir_for(bundle))
+}
+
 /// The state of a first submission of `bundle` (its id `bundle_id`) by
 /// `engine`; refused when the bundle was submitted before.
 pub(crate) fn fresh_state(
@@ -183,10 +191,7 @@ pub(crate) fn fresh_state(
             state_path(bundle).display()
         )));
     }
-    let journal_dir = opts
-        .journal_dir
-        .clone()
-        .unwrap_or_else(|| quanta_core::journal_dir_for(bundle));
+    let journal_dir = journal_dir(bundle, opts);
     Ok(SubmissionState {
         version: STATE_VERSION,
         engine: engine.to_string(),

@@ -1,7 +1,8 @@
 //! The status fold of a submission: per cluster, its quanta counted by
 //! journal state, with the memory and submission count of the state file
 //! and the engine's view of the cluster's latest job ([`JobView`], which
-//! the engine supplies: Slurm reads `squeue`).
+//! the engine supplies: the array driver from the scheduler's listing,
+//! `squeue` or `qstat`).
 
 use std::collections::HashMap;
 use std::path::Path;

@@ -1,12 +1,14 @@
 //! The Grid Engine engine (Son of Grid Engine 8.1, Debian's `gridengine`
 //! packages): `quanta submit --engine gridengine`, `restart`, `cancel`
-//! and the Grid Engine part of `quanta status`.
+//! and the Grid Engine part of `quanta status`, as an `array::ArrayScheduler`
+//! (the submission, restart, cancel and status procedures are the array
+//! driver's, module `batch::array`).
 //!
-//! Owns: the calls to `qsub`, `qstat` and `qdel`, the cluster lists, job
-//! scripts and job logs written into `<bundle>.slurm/` (the work
-//! directory's name is the engine-neutral one), and the holds between
-//! arrays. The plan, the state file, the restart policy and the memory
-//! supervisor are engine-neutral ([`crate::batch`]).
+//! Owns: the calls to `qsub`, `qstat` and `qdel`, the cluster lists and
+//! the job scripts' Grid Engine lines written into `<bundle>.slurm/` (the
+//! work directory's name is the engine-neutral one), the job logs' names,
+//! and the holds between arrays. The plan, the state file, the restart
+//! policy and the memory supervisor are engine-neutral ([`crate::batch`]).
 //!
 //! # Jobs
 //!
@@ -14,11 +16,9 @@
 //! cluster on line i of the array's list (`quanta worker B --cluster C`,
 //! with `--mem-limit` when the array asks for memory: the worker applies
 //! it with the memory supervisor, [`crate::batch::run_supervised`], as
-//! under Slurm). An array waits for the arrays of the levels its clusters
-//! read from: element-wise (`-hold_jid_ad`) when there is exactly one
-//! such array, of the same length, and task i reads only from task i;
-//! otherwise for all of them (`-hold_jid`). A final job holding on every
-//! array runs `quanta merge REPO B --incomplete`.
+//! under Slurm). An array holds on its upstream arrays element-wise
+//! (`-hold_jid_ad`) when the driver's wait is element-wise, otherwise on
+//! all of them (`-hold_jid`); so does the final merge job, on every array.
 //!
 //! Grid Engine releases a hold when the job it waits for ends, whatever
 //! its exit status (it has no `afterok`): a downstream task whose
@@ -38,35 +38,39 @@ mod qstat;
 
 pub use qstat::GridEngineJob;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use quanta_core::CampaignProgress;
-
-use super::error::{io, BatchError, Result};
-use super::plan::{
-    array_wait, cluster_resources, plan, view, ArrayWait, BundleView, ClusterDeps, PlannedArray,
-};
-use super::state::{fresh_state, load_state, record_submission, work_dir, write_atomic};
-use super::status::{status_with, BatchStatus, JobView};
+use super::array::{ArrayRequest, ArrayScheduler, ArrayWait, ElementScript, Scripts};
+use super::error::{BatchError, Result};
+use super::state::write_atomic;
 use super::tools::{absolute, run_tool, sh_quote};
-use super::{
-    ArrayJob, BatchEngine, Resources, RetryPolicy, SubmissionState, SubmitOptions, SubmitReport,
-    SubmitRequest, Submitted,
-};
+use super::{Resources, SubmitOptions};
 
 const NAME: &str = "gridengine";
 
 /// The parallel environment `cpus_per_task` asks slots of.
 pub const PARALLEL_ENVIRONMENT: &str = "smp";
 
-/// The Grid Engine engine ([`BatchEngine`]).
+/// The Grid Engine engine ([`super::BatchEngine`], through the array
+/// driver).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct GridEngine;
 
-impl BatchEngine for GridEngine {
+/// The end of every job script: Grid Engine gives exit codes 99 (requeue)
+/// and 100 (error state, holding every job waiting on this one) meanings
+/// no quanta command intends.
+const EXIT_MAPPING: &str =
+    "rc=$?\n# 99 would requeue the job and 100 hold it in the error state: neither is meant.\ncase $rc in 99|100) rc=1 ;; esac\nexit $rc\n";
+
+impl ArrayScheduler for GridEngine {
+    type Job = GridEngineJob;
+
     fn name(&self) -> &'static str {
         NAME
+    }
+
+    fn title(&self) -> &'static str {
+        "Grid Engine"
     }
 
     /// `<job>.<task>` for an array task, as `qstat` shows it (Grid Engine
@@ -83,97 +87,17 @@ impl BatchEngine for GridEngine {
         })
     }
 
-    fn submit(
+    /// The cluster list (`<stem>.clusters`, one name per line: task i
+    /// runs line i); the script reads line `$SGE_TASK_ID` (1-based) and
+    /// passes the memory limit on the command line.
+    fn write_elements(
         &self,
-        bundle: &Path,
-        opts: &SubmitOptions,
-        req: &SubmitRequest,
-    ) -> Result<Submitted> {
-        if req.dry_run {
-            return Err(BatchError::Invalid(
-                "--dry-run is for --engine htcondor; Grid Engine submissions are real".into(),
-            ));
-        }
-        submit(bundle, opts).map(Submitted::Jobs)
-    }
-
-    fn status(
-        &self,
-        bundle: &Path,
-        known: Option<(&Path, &CampaignProgress)>,
-    ) -> Result<Option<BatchStatus>> {
-        status_with(NAME, bundle, known, qstat_view)
-    }
-
-    fn cancel(&self, bundle: &Path) -> Result<Vec<String>> {
-        cancel(bundle)
-    }
-
-    fn restart(
-        &self,
-        bundle: &Path,
-        opts: &SubmitOptions,
-        policy: RetryPolicy,
-    ) -> Result<SubmitReport> {
-        restart(bundle, opts, policy)
-    }
-}
-
-/// Submits every cluster of the bundle.
-pub fn submit(bundle: &Path, opts: &SubmitOptions) -> Result<SubmitReport> {
-    let v = view(bundle)?;
-    let mut state = fresh_state(NAME, bundle, v.header_id, opts)?;
-    let all: Vec<usize> = (0..v.clusters.len()).collect();
-    let mem = all
-        .iter()
-        .map(|&c| (c, cluster_resources(&v, c, opts).mem_mb))
-        .collect();
-    submit_clusters(&v, &mut state, &all, &mem, opts)
-}
-
-/// What every job script of one submission needs.
-struct Scripts {
-    number: u32,
-    dir: PathBuf,
-    exe: String,
-    bundle: String,
-    journal: String,
-    repo: String,
-    worker_retries: u32,
-}
-
-/// The end of every job script: Grid Engine gives exit codes 99 (requeue)
-/// and 100 (error state, holding every job waiting on this one) meanings
-/// no quanta command intends.
-const EXIT_MAPPING: &str =
-    "rc=$?\n# 99 would requeue the job and 100 hold it in the error state: neither is meant.\ncase $rc in 99|100) rc=1 ;; esac\nexit $rc\n";
-
-impl Scripts {
-    fn new(state: &SubmissionState, opts: &SubmitOptions) -> Result<Scripts> {
-        let dir = work_dir(&state.bundle);
-        std::fs::create_dir_all(&dir).map_err(io(&dir, "creating the submission directory"))?;
-        let quoted = |p: &Path| absolute(p).map(|a| sh_quote(&a.to_string_lossy()));
-        Ok(Scripts {
-            number: state.submissions.len() as u32 + 1,
-            dir,
-            exe: sh_quote(&opts.quanta_exe.to_string_lossy()),
-            bundle: quoted(&state.bundle)?,
-            journal: quoted(&state.journal_dir)?,
-            repo: quoted(&state.repo)?,
-            worker_retries: opts.worker_retries,
-        })
-    }
-
-    /// Writes array `k`'s cluster list (one name per line: task i runs
-    /// line i) and script; returns (list, script).
-    fn write_array(
-        &self,
-        k: usize,
+        s: &Scripts,
+        stem: &str,
         names: &[String],
         mem_mb: Option<u64>,
-    ) -> Result<(PathBuf, PathBuf)> {
-        let stem = format!("s{}-a{k}", self.number);
-        let list_path = self.dir.join(format!("{stem}.clusters"));
+    ) -> Result<ElementScript> {
+        let list_path = s.dir.join(format!("{stem}.clusters"));
         if let Some(bad) = names
             .iter()
             .find(|n| n.is_empty() || n.contains(['\n', '\0']))
@@ -185,43 +109,81 @@ impl Scripts {
         let mut list = names.join("\n");
         list.push('\n');
         write_atomic(&list_path, list.as_bytes())?;
-        let script_path = self.dir.join(format!("{stem}.sh"));
-        let script = array_script(self, k, &absolute(&list_path)?, mem_mb);
-        write_atomic(&script_path, script.as_bytes())?;
-        Ok((list_path, script_path))
-    }
-
-    /// Writes the merge job's script; returns its path.
-    fn write_merge(&self) -> Result<PathBuf> {
-        let number = self.number;
-        let script_path = self.dir.join(format!("s{number}-merge.sh"));
-        let script = format!(
-            "#!/bin/sh\n# quanta submission {number}: fold the journals into the registry, whatever succeeded.\n{} merge {} {} --journals {} --incomplete\n{EXIT_MAPPING}",
-            self.exe, self.repo, self.bundle, self.journal,
+        let list = sh_quote(&absolute(&list_path)?.to_string_lossy());
+        let limit = mem_mb
+            .map(|m| format!(" --mem-limit {}", m << 20))
+            .unwrap_or_default();
+        let worker = format!("{}{limit}", s.worker_command("--cluster \"$cluster\""));
+        let body = format!(
+            "cluster=$(sed -n \"${{SGE_TASK_ID}}{{p;q;}}\" {list})\n\
+             if [ -z \"$cluster\" ]; then\n  echo \"quanta: no cluster on line ${{SGE_TASK_ID}} of \"{list} >&2\n  exit 2\nfi\n\
+             {}",
+            self.last_command(&worker)
         );
-        write_atomic(&script_path, script.as_bytes())?;
-        Ok(script_path)
+        Ok(ElementScript {
+            elements: list_path,
+            comment: "task i runs the cluster on line i of the list.",
+            body,
+        })
     }
-}
 
-/// The script of array `k`: task `$SGE_TASK_ID` (1-based) runs the
-/// cluster on that line of `list`.
-fn array_script(s: &Scripts, k: usize, list: &Path, mem_mb: Option<u64>) -> String {
-    let list = sh_quote(&list.to_string_lossy());
-    let limit = mem_mb
-        .map(|m| format!(" --mem-limit {}", m << 20))
-        .unwrap_or_default();
-    format!(
-        "#!/bin/sh\n# quanta submission {number}, array {k}: task i runs the cluster on line i of the list.\n\
-         cluster=$(sed -n \"${{SGE_TASK_ID}}{{p;q;}}\" {list})\n\
-         if [ -z \"$cluster\" ]; then\n  echo \"quanta: no cluster on line ${{SGE_TASK_ID}} of \"{list} >&2\n  exit 2\nfi\n\
-         {exe} worker {bundle} --cluster \"$cluster\" --journal {journal} --retries {retries}{limit}\n{EXIT_MAPPING}",
-        number = s.number,
-        exe = s.exe,
-        bundle = s.bundle,
-        journal = s.journal,
-        retries = s.worker_retries,
-    )
+    fn last_command(&self, command: &str) -> String {
+        format!("{command}\n{EXIT_MAPPING}")
+    }
+
+    /// `-hold_jid_ad` task by task, else `-hold_jid` on every upstream
+    /// array.
+    fn wait(&self, wait: ArrayWait<'_>) -> String {
+        match wait {
+            ArrayWait::Elementwise(id) => format!("-hold_jid_ad {id}"),
+            ArrayWait::All(ids) => format!("-hold_jid {}", ids.join(",")),
+        }
+    }
+
+    fn submit_array(
+        &self,
+        s: &Scripts,
+        a: &ArrayRequest<'_>,
+        opts: &SubmitOptions,
+    ) -> Result<String> {
+        let mut args = array_args(s, a, opts)?;
+        if let Some(h) = a.dependency {
+            args.extend(h.split(' ').map(String::from));
+        }
+        args.push(a.script.to_string_lossy().into_owned());
+        qsub(&args)
+    }
+
+    fn submit_merge(
+        &self,
+        s: &Scripts,
+        name: &str,
+        script: &Path,
+        arrays: &[&str],
+    ) -> Result<String> {
+        let log = s.dir.join(format!("s{}-merge-$JOB_ID.out", s.number));
+        let mut args = common_args(name, &log);
+        args.extend(["-hold_jid".to_string(), arrays.join(",")]);
+        args.push(script.to_string_lossy().into_owned());
+        qsub(&args)
+    }
+
+    fn cancel_jobs(&self, ids: &[String]) -> Result<()> {
+        run_tool("qdel", ids).map(|_| ())
+    }
+
+    /// Every job Grid Engine lists (queued, held, running or in the
+    /// error state; finished jobs are not listed), from `qstat -xml`.
+    fn list_jobs(&self) -> Result<Vec<GridEngineJob>> {
+        let args = ["-xml", "-u", "*"].map(String::from);
+        let out = run_tool("qstat", &args)?;
+        qstat::parse_qstat_xml(&out).map_err(BatchError::Invalid)
+    }
+
+    /// `<job>.<task>`: Grid Engine's task ids start at 1.
+    fn element_id(&self, array_job: &str, index: usize) -> String {
+        format!("{array_job}.{}", index + 1)
+    }
 }
 
 /// Seconds of a Slurm time string (`MM`, `MM:SS`, `HH:MM:SS`, `D-HH`,
@@ -300,136 +262,16 @@ fn common_args(name: &str, log: &Path) -> Vec<String> {
     .to_vec()
 }
 
-/// The `qsub` arguments of array `k` of submission `number` running
-/// `n` clusters, before its hold and script.
-fn array_args(
-    s: &Scripts,
-    k: usize,
-    n: usize,
-    resources: &Resources,
-    opts: &SubmitOptions,
-) -> Result<Vec<String>> {
+/// The `qsub` arguments of an array, before its hold and script.
+fn array_args(s: &Scripts, a: &ArrayRequest<'_>, opts: &SubmitOptions) -> Result<Vec<String>> {
     let log = s.dir.join("ge-$JOB_ID.$TASK_ID.out");
-    let mut args = common_args(&format!("quanta-s{}-a{k}", s.number), &log);
-    args.extend(["-t".to_string(), format!("1-{n}")]);
+    let mut args = common_args(&a.name, &log);
+    args.extend(["-t".to_string(), format!("1-{}", a.len)]);
     if let Some(t) = opts.throttle {
         args.extend(["-tc".to_string(), t.to_string()]);
     }
-    args.extend(resource_args(resources)?);
+    args.extend(resource_args(a.resources)?);
     Ok(args)
-}
-
-/// Submits the planned arrays in order, each holding on its upstream
-/// arrays; on an error deletes the arrays already submitted.
-fn submit_arrays(
-    v: &BundleView,
-    s: &Scripts,
-    arrays: &[PlannedArray],
-    deps: &ClusterDeps,
-    opts: &SubmitOptions,
-) -> Result<Vec<ArrayJob>> {
-    // Which submitted array (and element) each cluster went to.
-    let mut placed: HashMap<usize, (usize, usize)> = HashMap::new();
-    let mut submitted: Vec<ArrayJob> = Vec::new();
-    let result = (|| -> Result<()> {
-        for (k, a) in arrays.iter().enumerate() {
-            let hold = array_hold(&a.clusters, deps, &placed, &submitted);
-            let names: Vec<String> = a
-                .clusters
-                .iter()
-                .map(|c| v.clusters[*c].name.clone())
-                .collect();
-            let (list_path, script_path) = s.write_array(k, &names, a.resources.mem_mb)?;
-            let mut args = array_args(s, k, names.len(), &a.resources, opts)?;
-            if let Some(h) = &hold {
-                args.extend(h.split(' ').map(String::from));
-            }
-            args.push(script_path.to_string_lossy().into_owned());
-            let job_id = qsub(&args)?;
-            for (i, c) in a.clusters.iter().enumerate() {
-                placed.insert(*c, (k, i));
-            }
-            submitted.push(ArrayJob {
-                job_id,
-                level: a.level,
-                clusters: names,
-                resources: a.resources.clone(),
-                map: list_path,
-                dependency: hold,
-            });
-        }
-        Ok(())
-    })();
-    match result {
-        Ok(()) => Ok(submitted),
-        Err(e) => {
-            // Leave nothing half-submitted behind.
-            let ids: Vec<String> = submitted.iter().rev().map(|a| a.job_id.clone()).collect();
-            let _ = qdel(&ids);
-            Err(e)
-        }
-    }
-}
-
-/// The hold of an array running `clusters` (see [`array_wait`]):
-/// `-hold_jid_ad` task by task, else `-hold_jid` on every upstream array.
-fn array_hold(
-    clusters: &[usize],
-    deps: &ClusterDeps,
-    placed: &HashMap<usize, (usize, usize)>,
-    submitted: &[ArrayJob],
-) -> Option<String> {
-    Some(match array_wait(clusters, deps, placed, submitted)? {
-        ArrayWait::Elementwise(id) => format!("-hold_jid_ad {id}"),
-        ArrayWait::All(ids) => format!("-hold_jid {}", ids.join(",")),
-    })
-}
-
-/// Submits the final job, holding on every array, that merges whatever
-/// succeeded.
-fn submit_merge(s: &Scripts, arrays: &[ArrayJob]) -> Result<Option<String>> {
-    if arrays.is_empty() {
-        return Ok(None);
-    }
-    let number = s.number;
-    let script_path = s.write_merge()?;
-    let ids: Vec<&str> = arrays.iter().map(|a| a.job_id.as_str()).collect();
-    let log = s.dir.join(format!("s{number}-merge-$JOB_ID.out"));
-    let mut args = common_args(&format!("quanta-s{number}-merge"), &log);
-    args.extend(["-hold_jid".to_string(), ids.join(",")]);
-    args.push(script_path.to_string_lossy().into_owned());
-    qsub(&args).map(Some)
-}
-
-/// Plans, submits the arrays and the merge job, and records them in the
-/// state file.
-fn submit_clusters(
-    v: &BundleView,
-    state: &mut SubmissionState,
-    selected: &[usize],
-    mem: &BTreeMap<usize, Option<u64>>,
-    opts: &SubmitOptions,
-) -> Result<SubmitReport> {
-    let scripts = Scripts::new(state, opts)?;
-    let (arrays, deps) = plan(v, selected, mem, opts)?;
-    let submitted = submit_arrays(v, &scripts, &arrays, &deps, opts)?;
-    let merge_job = match submit_merge(&scripts, &submitted) {
-        Ok(m) => m,
-        Err(e) => {
-            let ids: Vec<String> = submitted.iter().rev().map(|a| a.job_id.clone()).collect();
-            let _ = qdel(&ids);
-            return Err(e);
-        }
-    };
-    record_submission(state, &submitted, merge_job.clone())?;
-    Ok(SubmitReport {
-        submission: scripts.number,
-        arrays: submitted,
-        merge_job,
-        succeeded_clusters: 0,
-        dead_clusters: Vec::new(),
-        memory_raised: Vec::new(),
-    })
 }
 
 /// The job id of `qsub -terse` output: `12` for a job, `12.1-4:1` for an
@@ -447,142 +289,6 @@ fn qsub(args: &[String]) -> Result<String> {
         command: format!("qsub {}", args.join(" ")),
         output: out,
     })
-}
-
-fn qdel(ids: &[String]) -> Result<()> {
-    if ids.is_empty() {
-        return Ok(());
-    }
-    run_tool("qdel", ids).map(|_| ())
-}
-
-/// The jobs of this submission Grid Engine still lists (queued, held,
-/// running or in the error state); finished jobs are not listed.
-pub fn submission_jobs(state: &SubmissionState) -> Result<Vec<GridEngineJob>> {
-    let out = run_tool(
-        "qstat",
-        &["-xml".to_string(), "-u".to_string(), "*".to_string()],
-    )?;
-    let ours: BTreeSet<u64> = state
-        .job_ids()
-        .iter()
-        .filter_map(|j| j.parse().ok())
-        .collect();
-    Ok(qstat::parse_qstat_xml(&out)
-        .map_err(BatchError::Invalid)?
-        .into_iter()
-        .filter(|j| ours.contains(&j.job_id))
-        .collect())
-}
-
-/// The submission's job ids, dependents first: deleting a job Grid Engine
-/// releases the holds on it, so what waits must go before what it waits
-/// for.
-fn dependents_first(state: &SubmissionState) -> Vec<String> {
-    let mut out = Vec::new();
-    for s in state.submissions.iter().rev() {
-        out.extend(s.merge_job.clone());
-        out.extend(s.arrays.iter().rev().map(|a| a.job_id.clone()));
-    }
-    out
-}
-
-/// Deletes every job of the submission; returns the job ids still listed
-/// before the delete.
-pub fn cancel(bundle: &Path) -> Result<Vec<String>> {
-    let state = load_state(bundle)?;
-    state.check_engine(NAME)?;
-    let listed: BTreeSet<String> = submission_jobs(&state)?
-        .into_iter()
-        .map(|j| j.job_id.to_string())
-        .collect();
-    let ids: Vec<String> = dependents_first(&state)
-        .into_iter()
-        .filter(|id| listed.contains(id))
-        .collect();
-    if let Err(e) = qdel(&ids) {
-        // A job that ended between qstat and qdel makes qdel fail; only
-        // what is still listed afterwards is a failure to cancel.
-        if !submission_jobs(&state)?.is_empty() {
-            return Err(e);
-        }
-    }
-    Ok(ids)
-}
-
-/// Resubmits the clusters with quanta that have not succeeded, except those
-/// whose remaining quanta are dead (deterministic failures and their
-/// downstream). Clusters that ran out of memory get more.
-pub fn restart(bundle: &Path, opts: &SubmitOptions, policy: RetryPolicy) -> Result<SubmitReport> {
-    let mut state = load_state(bundle)?;
-    state.check_engine(NAME)?;
-    let merges: BTreeSet<&str> = state
-        .submissions
-        .iter()
-        .filter_map(|s| s.merge_job.as_deref())
-        .collect();
-    let live: Vec<GridEngineJob> = submission_jobs(&state)?
-        .into_iter()
-        .filter(|j| !merges.contains(j.job_id.to_string().as_str()))
-        .collect();
-    if !live.is_empty() {
-        return Err(BatchError::Invalid(format!(
-            "{} job(s) of this submission are still queued or running (e.g. {} in state {}); wait or `quanta cancel --engine gridengine` first",
-            live.len(),
-            live[0].display_id(),
-            live[0].state,
-        )));
-    }
-    let v = view(bundle)?;
-    super::retry::check_same_bundle(bundle, &v, &state)?;
-    let p = super::retry::plan_restart(&v, &state, opts, policy)?;
-    let mut report = if p.selected.is_empty() {
-        SubmitReport {
-            submission: state.submissions.len() as u32,
-            arrays: Vec::new(),
-            merge_job: None,
-            succeeded_clusters: 0,
-            dead_clusters: Vec::new(),
-            memory_raised: Vec::new(),
-        }
-    } else {
-        submit_clusters(&v, &mut state, &p.selected, &p.mem, opts)?
-    };
-    report.succeeded_clusters = p.succeeded;
-    report.dead_clusters = p.dead_clusters;
-    report.memory_raised = p.raised;
-    Ok(report)
-}
-
-/// Each cluster's latest array task (`job.task`, 1-based) and its qstat
-/// state; `None` once finished (qstat lists unfinished jobs only).
-fn qstat_view(state: &SubmissionState) -> JobView {
-    let (jobs, error) = match submission_jobs(state) {
-        Ok(j) => (j, None),
-        Err(e) => (Vec::new(), Some(e.to_string())),
-    };
-    let mut latest: HashMap<&str, (&ArrayJob, u32)> = HashMap::new();
-    for s in &state.submissions {
-        for a in &s.arrays {
-            for (i, c) in a.clusters.iter().enumerate() {
-                latest.insert(c.as_str(), (a, i as u32 + 1));
-            }
-        }
-    }
-    JobView {
-        latest: latest
-            .into_iter()
-            .map(|(c, (a, task))| {
-                let st = jobs
-                    .iter()
-                    .find(|j| j.is_task(&a.job_id, task))
-                    .map(|j| j.state.clone());
-                (c.to_string(), (format!("{}.{task}", a.job_id), st))
-            })
-            .collect(),
-        live_jobs: jobs.len(),
-        error,
-    }
 }
 
 #[cfg(test)]

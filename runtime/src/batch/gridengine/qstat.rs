@@ -11,6 +11,7 @@
 use quick_xml::events::Event;
 use quick_xml::Reader;
 
+use crate::batch::array::ListedJob;
 use crate::batch::slurm::parse_task_ids;
 
 /// One `job_list` row: a job, a running array task, or an array's pending
@@ -51,6 +52,33 @@ impl GridEngineJob {
             Some(t) => format!("{}.{t}", self.job_id),
             None => self.job_id.to_string(),
         }
+    }
+}
+
+impl ListedJob for GridEngineJob {
+    fn submitted_id(&self) -> String {
+        self.job_id.to_string()
+    }
+
+    /// Always: qstat lists unfinished jobs only.
+    fn is_live(&self) -> bool {
+        true
+    }
+
+    /// Task `index + 1`: Grid Engine's task ids start at 1.
+    fn is_element(&self, array_job: &str, index: usize) -> bool {
+        index
+            .checked_add(1)
+            .and_then(|t| u32::try_from(t).ok())
+            .is_some_and(|task| self.is_task(array_job, task))
+    }
+
+    fn display_id(&self) -> String {
+        GridEngineJob::display_id(self)
+    }
+
+    fn state(&self) -> &str {
+        &self.state
     }
 }
 

@@ -1,5 +1,9 @@
+use std::path::Path;
+
 use super::qstat::parse_qstat_xml;
 use super::*;
+use crate::batch::array::tests::{fake_quanta, lines, run_element, scripts};
+use crate::batch::array::ListedJob;
 
 /// `qstat -xml -u '*'` captured on Debian's gridengine 8.1.9: array 1
 /// with tasks 1 and 2 running and 3,4 pending, array 2 held element-wise
@@ -126,54 +130,6 @@ fn resources_become_qsub_options() {
         .contains("time `soon`"));
 }
 
-fn array(id: &str, n: usize) -> ArrayJob {
-    ArrayJob {
-        job_id: id.into(),
-        level: 0,
-        clusters: (0..n).map(|i| format!("c{i}")).collect(),
-        resources: Resources::default(),
-        map: PathBuf::new(),
-        dependency: None,
-    }
-}
-
-#[test]
-fn arrays_hold_elementwise_only_when_task_i_reads_task_i() {
-    let placed: HashMap<usize, (usize, usize)> = [(0, (0, 0)), (1, (0, 1))].into();
-    let submitted = vec![array("10", 2)];
-    let corr: ClusterDeps = [(2, [0].into()), (3, [1].into())].into();
-    assert_eq!(
-        array_hold(&[2, 3], &corr, &placed, &submitted).as_deref(),
-        Some("-hold_jid_ad 10")
-    );
-    let crossed: ClusterDeps = [(2, [1].into()), (3, [0].into())].into();
-    assert_eq!(
-        array_hold(&[2, 3], &crossed, &placed, &submitted).as_deref(),
-        Some("-hold_jid 10")
-    );
-    let placed2: HashMap<usize, (usize, usize)> = [(0, (0, 0)), (1, (1, 0))].into();
-    let two = vec![array("10", 1), array("11", 1)];
-    let both: ClusterDeps = [(2, [0, 1].into())].into();
-    assert_eq!(
-        array_hold(&[2], &both, &placed2, &two).as_deref(),
-        Some("-hold_jid 10,11")
-    );
-    let none: ClusterDeps = [(2, BTreeSet::new())].into();
-    assert_eq!(array_hold(&[2], &none, &placed2, &two), None);
-}
-
-fn scripts(dir: &Path, exe: &Path) -> Scripts {
-    Scripts {
-        number: 2,
-        dir: dir.to_path_buf(),
-        exe: sh_quote(&exe.to_string_lossy()),
-        bundle: sh_quote("/data/it's.qb"),
-        journal: sh_quote("/data/j"),
-        repo: sh_quote("/data/repo"),
-        worker_retries: 1,
-    }
-}
-
 fn options(throttle: Option<u32>) -> SubmitOptions {
     SubmitOptions {
         repo: "/data/repo".into(),
@@ -194,8 +150,15 @@ fn array_jobs_are_named_logged_and_sized() {
         mem_mb: Some(200),
         ..Default::default()
     };
+    let a = ArrayRequest {
+        name: "quanta-s2-a3".into(),
+        len: 7,
+        resources: &r,
+        dependency: None,
+        script: Path::new("/data/b.qb.slurm/s2-a3.sh"),
+    };
     assert_eq!(
-        array_args(&s, 3, 7, &r, &options(Some(2))).unwrap(),
+        array_args(&s, &a, &options(Some(2))).unwrap(),
         [
             "-terse",
             "-V",
@@ -219,38 +182,24 @@ fn array_jobs_are_named_logged_and_sized() {
     );
 }
 
-/// Runs `script` with `sh` as Grid Engine would run task `task`.
-fn run_task(script: &Path, task: &str) -> std::process::Output {
-    std::process::Command::new("/bin/sh")
-        .arg(script)
-        .env("SGE_TASK_ID", task)
-        .output()
-        .unwrap()
-}
-
 #[test]
 fn array_scripts_run_the_cluster_of_their_task_under_the_memory_limit() {
     let dir = tempfile::tempdir().unwrap();
-    // The "quanta" the script runs prints its arguments, one per line.
-    let exe = dir.path().join("quanta");
-    std::fs::write(&exe, "#!/bin/sh\nprintf '%s\\n' \"$@\"\n").unwrap();
+    let exe = fake_quanta(dir.path(), 0);
     let s = scripts(dir.path(), &exe);
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
     let names = ["exposure=1".to_string(), "it's a cluster".to_string()];
-    let (list, script) = s.write_array(0, &names, Some(300)).unwrap();
+    let (list, script) = s.write_array(&GridEngine, 0, &names, Some(300)).unwrap();
+    assert_eq!(list, dir.path().join("s2-a0.clusters"));
     assert_eq!(
         std::fs::read_to_string(&list).unwrap(),
         "exposure=1\nit's a cluster\n"
     );
-    let out = run_task(&script, "2");
+    // Element 1 is task 2.
+    let out = run_element(&script, 1);
     assert!(out.status.success(), "{out:?}");
     let mb300 = (300u64 << 20).to_string();
     assert_eq!(
-        String::from_utf8(out.stdout)
-            .unwrap()
-            .lines()
-            .collect::<Vec<_>>(),
+        lines(&out),
         [
             "worker",
             "/data/it's.qb",
@@ -265,53 +214,38 @@ fn array_scripts_run_the_cluster_of_their_task_under_the_memory_limit() {
         ]
     );
     // A task beyond the list is bad input, not a silent success.
-    let out = run_task(&script, "3");
+    let out = run_element(&script, 2);
     assert_eq!(out.status.code(), Some(2), "{out:?}");
     assert!(String::from_utf8_lossy(&out.stderr).contains("no cluster on line 3"));
     // Names a line cannot hold are refused before anything is submitted.
-    assert!(s.write_array(1, &["a\nb".to_string()], None).is_err());
+    assert!(s
+        .write_array(&GridEngine, 1, &["a\nb".to_string()], None)
+        .is_err());
 }
 
 #[test]
 fn scripts_turn_grid_engines_special_exit_codes_into_failures() {
     let dir = tempfile::tempdir().unwrap();
-    let exe = dir.path().join("quanta");
-    use std::os::unix::fs::PermissionsExt;
     for (code, want) in [(0, 0), (1, 1), (2, 2), (99, 1), (100, 1)] {
-        std::fs::write(&exe, format!("#!/bin/sh\nexit {code}\n")).unwrap();
-        std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let exe = fake_quanta(dir.path(), code);
         let s = scripts(dir.path(), &exe);
-        let (_, array) = s.write_array(0, &["c".to_string()], None).unwrap();
-        let merge = s.write_merge().unwrap();
-        assert_eq!(run_task(&array, "1").status.code(), Some(want), "{code}");
-        assert_eq!(
-            run_task(&merge, "undefined").status.code(),
-            Some(want),
-            "{code}"
-        );
+        let (_, array) = s
+            .write_array(&GridEngine, 0, &["c".to_string()], None)
+            .unwrap();
+        let merge = s.write_merge(&GridEngine).unwrap();
+        assert_eq!(run_element(&array, 0).status.code(), Some(want), "{code}");
+        assert_eq!(run_element(&merge, 0).status.code(), Some(want), "{code}");
     }
 }
 
 #[test]
-fn deletes_go_dependents_first() {
-    let sub = |number: u32, arrays: &[&str], merge: &str| super::super::Submission {
-        number,
-        time: String::new(),
-        arrays: arrays.iter().map(|id| array(id, 1)).collect(),
-        merge_job: Some(merge.into()),
-    };
-    let state = SubmissionState {
-        version: super::super::STATE_VERSION,
-        engine: NAME.into(),
-        bundle: "/b.qb".into(),
-        bundle_id: quanta_core::Uuid::nil(),
-        repo: "/r".into(),
-        journal_dir: "/j".into(),
-        clusters: BTreeMap::new(),
-        submissions: vec![sub(1, &["5", "6"], "7"), sub(2, &["9"], "10")],
-    };
-    assert_eq!(dependents_first(&state), ["10", "9", "7", "6", "5"]);
-    // Another engine's submission is refused by name.
-    let e = state.check_engine("slurm").unwrap_err().to_string();
-    assert!(e.contains("--engine gridengine"), "{e}");
+fn qstat_rows_are_listed_jobs_of_their_array() {
+    let jobs = parse_qstat_xml(RUNNING_PENDING_HELD).unwrap();
+    // Task 1 of array 1 is its element 0; the pending row holds tasks 3,4.
+    assert!(ListedJob::is_element(&jobs[0], "1", 0));
+    assert!(ListedJob::is_element(&jobs[2], "1", 3));
+    assert!(!ListedJob::is_element(&jobs[2], "1", 1));
+    assert!(jobs.iter().all(ListedJob::is_live));
+    assert_eq!(ListedJob::submitted_id(&jobs[3]), "2");
+    assert_eq!(ListedJob::state(&jobs[3]), "hqw");
 }

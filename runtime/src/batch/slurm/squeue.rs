@@ -4,7 +4,7 @@
 
 use serde::Deserialize;
 
-use super::SubmissionState;
+use crate::batch::array::ListedJob;
 
 /// One row of `squeue --json`: a job, an array element, or the pending
 /// rest of an array (`array_task_id` absent, `array_task_string` "1-5%1").
@@ -78,14 +78,6 @@ impl SlurmJob {
         }
     }
 
-    /// Whether this is one of the submission's final merge jobs.
-    pub fn is_merge_of(&self, state: &SubmissionState) -> bool {
-        state
-            .submissions
-            .iter()
-            .any(|s| s.merge_job.as_deref() == Some(self.job_id.to_string().as_str()))
-    }
-
     /// `job`, `array_task` or `array_[range]`, as squeue prints them.
     pub fn display_id(&self) -> String {
         match (
@@ -97,6 +89,31 @@ impl SlurmJob {
             (Some(a), None, Some(s)) => format!("{a}_[{s}]"),
             _ => self.job_id.to_string(),
         }
+    }
+}
+
+impl ListedJob for SlurmJob {
+    /// The array job of an element (or of the pending rest of an array),
+    /// else the job.
+    fn submitted_id(&self) -> String {
+        self.array_job_id.unwrap_or(self.job_id).to_string()
+    }
+
+    fn is_live(&self) -> bool {
+        SlurmJob::is_live(self)
+    }
+
+    /// Slurm's array indices are the 0-based positions themselves.
+    fn is_element(&self, array_job: &str, index: usize) -> bool {
+        u32::try_from(index).is_ok_and(|task| SlurmJob::is_element(self, array_job, task))
+    }
+
+    fn display_id(&self) -> String {
+        SlurmJob::display_id(self)
+    }
+
+    fn state(&self) -> &str {
+        &self.state
     }
 }
 

@@ -23,6 +23,22 @@ fn squeue_rows_parse_and_match_elements() {
 }
 
 #[test]
+fn squeue_rows_are_listed_jobs_of_their_array() {
+    use crate::batch::array::ListedJob;
+    let text = r#"{"jobs": [
+        {"job_id": 107, "array_job_id": 106, "array_task_id": 0, "job_state": "RUNNING", "name": "w"},
+        {"job_id": 106, "array_job_id": 106, "array_task_string": "1-5%1", "job_state": "PENDING", "name": "w"},
+        {"job_id": 99, "array_job_id": 0, "job_state": "COMPLETED", "name": "m"}
+    ]}"#;
+    let jobs = squeue::parse_squeue(text).unwrap();
+    let ids: Vec<String> = jobs.iter().map(ListedJob::submitted_id).collect();
+    assert_eq!(ids, ["106", "106", "99"]);
+    assert!(ListedJob::is_element(&jobs[1], "106", 3));
+    assert!(!ListedJob::is_element(&jobs[0], "106", 1));
+    assert_eq!(ListedJob::state(&jobs[2]), "COMPLETED");
+}
+
+#[test]
 fn shell_quoting_survives_quotes() {
     assert_eq!(sh_quote("a b"), "'a b'");
     assert_eq!(sh_quote("it's"), "'it'\\''s'");
@@ -49,48 +65,4 @@ fn array_maps_give_their_elements() {
         array_element(&p, 2),
         Err(SlurmError::NoSuchElement { len: 2, .. })
     ));
-}
-
-fn array(id: &str, n: usize) -> ArrayJob {
-    ArrayJob {
-        job_id: id.into(),
-        level: 0,
-        clusters: (0..n).map(|i| format!("c{i}")).collect(),
-        resources: Resources::default(),
-        map: PathBuf::new(),
-        dependency: None,
-    }
-}
-
-#[test]
-fn arrays_depend_elementwise_only_when_element_i_reads_element_i() {
-    // Clusters 0,1 in array "10"; clusters 2,3 read 0,1 one to one.
-    let placed: HashMap<usize, (usize, usize)> = [(0, (0, 0)), (1, (0, 1))].into();
-    let submitted = vec![array("10", 2)];
-    let corr: ClusterDeps = [(2, [0].into()), (3, [1].into())].into();
-    assert_eq!(
-        array_dependency(&[2, 3], &corr, &placed, &submitted).as_deref(),
-        Some("aftercorr:10")
-    );
-    // Crossed reads, or a gather of both: a barrier.
-    let crossed: ClusterDeps = [(2, [1].into()), (3, [0].into())].into();
-    assert_eq!(
-        array_dependency(&[2, 3], &crossed, &placed, &submitted).as_deref(),
-        Some("afterok:10")
-    );
-    let gather: ClusterDeps = [(4, [0, 1].into())].into();
-    assert_eq!(
-        array_dependency(&[4], &gather, &placed, &submitted).as_deref(),
-        Some("afterok:10")
-    );
-    // Two upstream arrays: a barrier on both; none: no dependency.
-    let placed2: HashMap<usize, (usize, usize)> = [(0, (0, 0)), (1, (1, 0))].into();
-    let two = vec![array("10", 1), array("11", 1)];
-    let both: ClusterDeps = [(2, [0, 1].into())].into();
-    assert_eq!(
-        array_dependency(&[2], &both, &placed2, &two).as_deref(),
-        Some("afterok:10:11")
-    );
-    let none: ClusterDeps = [(2, BTreeSet::new())].into();
-    assert_eq!(array_dependency(&[2], &none, &placed2, &two), None);
 }
