@@ -22,6 +22,33 @@ pub struct IngestItem {
     pub data_id: DataId,
 }
 
+/// Datasets an ingest registers per transaction by default: one
+/// transaction of millions of rows outgrows the registry's page cache,
+/// which then spills the same pages into the write-ahead log again and
+/// again (10,000,000 raws in one transaction: 22 minutes, most of it
+/// rewriting pages).
+pub const DEFAULT_INGEST_COMMIT: std::num::NonZeroUsize =
+    std::num::NonZeroUsize::new(100_000).expect("not zero");
+
+/// How an ingest runs.
+#[derive(Debug, Clone, Copy)]
+pub struct IngestOptions {
+    pub transfer: TransferMode,
+    /// Datasets registered per transaction. A crash between two leaves
+    /// the first registered with their files, which a rerun finds
+    /// already ingested.
+    pub commit_every: std::num::NonZeroUsize,
+}
+
+impl IngestOptions {
+    pub fn new(transfer: TransferMode) -> Self {
+        Self {
+            transfer,
+            commit_every: DEFAULT_INGEST_COMMIT,
+        }
+    }
+}
+
 /// What an ingest did.
 #[derive(Debug, Default)]
 pub struct IngestSummary {
@@ -98,9 +125,12 @@ impl Butler {
     ///    directories too). A file already at a destination is not
     ///    registered (step 1), so nothing refers to it: it is what a killed
     ///    ingest left, and is replaced.
-    /// 3. All datasets are registered in one transaction. If a transfer or
-    ///    the registration fails, only the files put into the datastore are
-    ///    removed; sources were never touched.
+    /// 3. The datasets are registered, `commit_every` per transaction
+    ///    (all in one unless there are more). If a transfer fails, only the
+    ///    files put into the datastore are removed; if a registration
+    ///    fails, only the files of the datasets not registered; sources
+    ///    were never touched. Registered datasets have their files: a
+    ///    rerun finds them already ingested (step 1).
     /// 4. Move only, after the commit is durable: the sources of the
     ///    registered and of the already-ingested items are removed (a
     ///    source given as a symlink: the link, not its target). A rerun
@@ -111,39 +141,15 @@ impl Butler {
         run: &str,
         dataset_type: &str,
         items: &[IngestItem],
-        mode: TransferMode,
+        options: IngestOptions,
     ) -> Result<IngestSummary, ButlerError> {
+        let mode = options.transfer;
         let lock = self.datastore.lock_for_ingest()?;
         let plan = self.plan_ingest(run, dataset_type, items, mode)?;
         let stored = self.transfer_planned(&lock, &plan, mode)?;
         if !stored.is_empty() {
             kill_point(fault::INGEST_BEFORE_COMMIT);
-            let new: Vec<NewDataset> = plan
-                .new
-                .iter()
-                .zip(&stored)
-                .map(|(n, info)| NewDataset {
-                    id: n.dataset_ref.id,
-                    data_id: n.dataset_ref.data_id.clone(),
-                    stored: Some(to_record(info)),
-                })
-                .collect();
-            // A move removes the sources next: its registration must then
-            // outlive a power failure, not only a killed process.
-            let durable = mode == TransferMode::Move;
-            let registered = self.registry.set_durable_commits(durable).and_then(|()| {
-                self.registry
-                    .insert_datasets(run, dataset_type, &new, OnConflict::Fail)
-            });
-            if let Err(e) = self.registry.set_durable_commits(false) {
-                // Only later commits stay slower; this one's outcome stands.
-                tracing::warn!("could not reset the registry's commit mode: {e}");
-            }
-            if let Err(e) = registered {
-                self.remove_transferred(&stored);
-                return Err(e.into());
-            }
-            kill_point(fault::INGEST_COMMITTED);
+            self.register_transferred(run, dataset_type, &plan, &stored, options)?;
         }
         let sources_not_removed = if mode == TransferMode::Move {
             self.remove_moved_sources(&plan)
@@ -156,6 +162,75 @@ impl Butler {
             already_ingested: plan.already.into_iter().map(|a| a.dataset_ref).collect(),
             sources_not_removed,
         })
+    }
+
+    /// Step 3: registers the transferred datasets, `commit_every` per
+    /// transaction; on a failure removes the files of the datasets not
+    /// registered (those registered stay: a rerun finds them ingested).
+    fn register_transferred(
+        &mut self,
+        run: &str,
+        dataset_type: &str,
+        plan: &IngestPlan<'_>,
+        stored: &[StoredFileInfo],
+        options: IngestOptions,
+    ) -> Result<(), ButlerError> {
+        // A move removes the sources next: its registration must then
+        // outlive a power failure, not only a killed process.
+        let durable = options.transfer == TransferMode::Move;
+        let chunk = options.commit_every.get();
+        // Several transactions: their commits only append to the log while
+        // a background thread checkpoints it (SQLite).
+        let bulk = stored.len() > chunk;
+        let mut registered = 0;
+        let mut result = self.registry.set_durable_commits(durable);
+        if bulk {
+            result = result.and_then(|()| self.registry.set_bulk_writing(true));
+        }
+        if result.is_ok() {
+            for (new, files) in plan.new.chunks(chunk).zip(stored.chunks(chunk)) {
+                let datasets: Vec<NewDataset> = new
+                    .iter()
+                    .zip(files)
+                    .map(|(n, info)| NewDataset {
+                        id: n.dataset_ref.id,
+                        data_id: n.dataset_ref.data_id.clone(),
+                        stored: Some(to_record(info)),
+                    })
+                    .collect();
+                result = self
+                    .registry
+                    .insert_datasets(run, dataset_type, &datasets, OnConflict::Fail)
+                    .map(|_| ());
+                if result.is_err() {
+                    break;
+                }
+                registered += datasets.len();
+                kill_point(fault::INGEST_COMMITTED);
+            }
+        }
+        if bulk {
+            if let Err(e) = self.registry.set_bulk_writing(false) {
+                // Committed is committed; the next connection checkpoints.
+                tracing::warn!("could not end the registry's bulk writing: {e}");
+            }
+        }
+        if let Err(e) = self.registry.set_durable_commits(false) {
+            // Only later commits stay slower; this one's outcome stands.
+            tracing::warn!("could not reset the registry's commit mode: {e}");
+        }
+        if let Err(e) = result {
+            self.remove_transferred(&stored[registered..]);
+            if registered > 0 {
+                tracing::warn!(
+                    "{registered} of {} datasets were registered before the failure; \
+                     rerunning the same ingest registers the rest",
+                    stored.len()
+                );
+            }
+            return Err(e.into());
+        }
+        Ok(())
     }
 
     /// Step 1: checks every item and sorts it into new or already ingested;

@@ -37,7 +37,9 @@ pub mod transfers;
 pub use butler::{Butler, DATASTORE_DIR, REGISTRY_FILE};
 pub use check::{CheckOptions, CheckReport, FileProblem};
 pub use error::ButlerError;
-pub use ingest::{ingest_dataset_id, IngestItem, IngestSummary};
+pub use ingest::{
+    ingest_dataset_id, IngestItem, IngestOptions, IngestSummary, DEFAULT_INGEST_COMMIT,
+};
 pub use manifest::{parse_manifest, read_manifest};
 pub use merge::{
     MergeError, MergeOptions, MergeSummary, VerificationFailure, DEFAULT_BATCH_QUANTA,

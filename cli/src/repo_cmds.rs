@@ -112,6 +112,10 @@ pub struct IngestArgs {
     /// interrupted ingest skips what is already registered with the same content.
     #[arg(long, default_value = "copy")]
     transfer: String,
+    /// Register at most this many datasets per transaction; an interrupted
+    /// ingest keeps what it committed, and a rerun skips it.
+    #[arg(long, default_value_t = quanta_butler::DEFAULT_INGEST_COMMIT)]
+    commit_every: std::num::NonZeroUsize,
     file: Option<PathBuf>,
 }
 
@@ -470,7 +474,11 @@ pub fn ingest(args: IngestArgs) -> Result<ExitCode> {
         }],
         _ => bail!("give either FILE with --data-id, or --manifest FILE"),
     };
-    let summary = butler.ingest(&args.run, &args.dataset_type, &items, mode)?;
+    let options = quanta_butler::IngestOptions {
+        transfer: mode,
+        commit_every: args.commit_every,
+    };
+    let summary = butler.ingest(&args.run, &args.dataset_type, &items, options)?;
     print!(
         "ingested {} {} datasets into {}",
         summary.ingested.len(),

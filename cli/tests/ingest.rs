@@ -580,6 +580,83 @@ fn killed_ingest_converges_when_rerun_in_every_mode() {
     assert_eq!(checked, 5 * 4 + 3);
 }
 
+/// An ingest registers `--commit-every` datasets per transaction: killed
+/// after the first or second of three commits, it keeps what it committed
+/// (with the files) and loses no source; the rerun registers the rest and
+/// ends with the rows, files and sources of an uninterrupted run.
+#[test]
+fn an_ingest_killed_between_its_commits_keeps_them_and_a_rerun_finishes() {
+    const N: usize = 5;
+    const LEN: usize = 1000;
+    let base = tempfile::tempdir().unwrap();
+    let dets: Vec<usize> = (0..N).collect();
+    let mut case_number = 0;
+    let mut new_case = || {
+        case_number += 1;
+        let case = base.path().join(format!("case{case_number}"));
+        fs::create_dir_all(&case).unwrap();
+        let repo = case.join("repo");
+        make_repo(&repo, N, &case);
+        let manifest = write_sources(&case.join("src"), &dets, LEN, &[]);
+        (repo, case.join("src"), manifest)
+    };
+    fn chunked<'a>(repo: &'a Path, manifest: &'a Path, mode: &'a str) -> Vec<&'a str> {
+        let mut args = ingest_args(repo, manifest, mode);
+        args.extend(["--commit-every", "2"]);
+        args
+    }
+    for mode in ["copy", "move"] {
+        let (repo, src, manifest) = new_case();
+        ok(&chunked(&repo, &manifest, mode));
+        let expected = (datasets(&repo), datastore_entries(&repo));
+        assert_eq!(expected.0.len(), N);
+        for commits in [1, 2] {
+            let (repo, src_killed, manifest) = new_case();
+            let killed = quanta()
+                .args(chunked(&repo, &manifest, mode))
+                .env("QUANTA_TEST_KILL_AT", format!("ingest-committed:{commits}"))
+                .output()
+                .unwrap();
+            assert_eq!(
+                killed.status.signal(),
+                Some(libc::SIGKILL),
+                "{mode} {commits}"
+            );
+            // Sources go only after the last commit.
+            assert!(dets.iter().all(|&d| source_present(&src_killed, d)));
+            assert_eq!(registered_detectors(&repo).len(), 2 * commits, "{mode}");
+            assert_datasets_verify(&repo, LEN);
+            let out = ok(&chunked(&repo, &manifest, mode));
+            assert_eq!(
+                out.trim(),
+                format!(
+                    "ingested {} raw datasets into Cam/raw; skipped {} already ingested",
+                    N - 2 * commits,
+                    2 * commits
+                ),
+                "{mode} {commits}"
+            );
+            assert_eq!(datasets(&repo), expected.0, "{mode} {commits}");
+            assert_eq!(datastore_entries(&repo), expected.1, "{mode} {commits}");
+            assert_datasets_verify(&repo, LEN);
+            let sources_stay = mode != "move";
+            assert!(dets
+                .iter()
+                .all(|&d| source_present(&src_killed, d) == sources_stay));
+        }
+        assert!(dets
+            .iter()
+            .all(|&d| source_present(&src, d) == (mode != "move")));
+    }
+    // Zero datasets per transaction is refused before anything happens.
+    let (repo, _, manifest) = new_case();
+    let mut args: Vec<&str> = ingest_args(&repo, &manifest, "copy");
+    args.extend(["--commit-every", "0"]);
+    let err = fails_with(2, &args);
+    assert!(err.contains("--commit-every"), "{err}");
+    assert!(datasets(&repo).is_empty());
+}
+
 /// A rerun that finds the data ID registered with other content refuses,
 /// naming the data ID and both files, and writes nothing; two manifest
 /// lines with one data ID are refused before anything is written.
