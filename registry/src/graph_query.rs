@@ -444,10 +444,8 @@ fn read_graph_rows_in_parts(
                         sql.push_str(&format!(" AND {last_byte} < "));
                         params.push(&mut sql, SqlValue::Blob(vec![hi as u8]));
                     }
-                    // A read-only SQLite connection maps the database's
-                    // pages from the OS page cache rather than copying
-                    // them into a fresh page cache per connection.
                     let reader = Registry::open_at(location, true)?;
+                    reader.db.read_for_scan()?;
                     read.read(&reader.db, &sql, &params)
                 })
             })

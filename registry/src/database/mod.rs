@@ -321,6 +321,17 @@ impl Database {
         }
     }
 
+    /// Prepares a read-only connection for one long scan of a large part
+    /// of the database: its pages are read into a bounded page cache
+    /// instead of mapped (`SCAN_CACHE_KIB` in `sqlite/connection.rs`). A
+    /// server's backend holds its pages itself: nothing to do there.
+    pub(crate) fn read_for_scan(&self) -> Result<()> {
+        match &self.backend {
+            Backend::Sqlite(conn) => crate::sqlite::read_for_scan(conn),
+            Backend::Postgres { .. } => Ok(()),
+        }
+    }
+
     /// Runs statements without parameters (schema, transaction control).
     pub(crate) fn execute_batch(&self, sql: &str) -> Result<()> {
         match &self.backend {

@@ -22,4 +22,6 @@ pub(crate) mod value;
 
 #[cfg(test)]
 pub(crate) use connection::PAGE_SIZE;
-pub(crate) use connection::{create, open, run_read_only, set_durable_commits, BulkWriting};
+pub(crate) use connection::{
+    create, open, read_for_scan, run_read_only, set_durable_commits, BulkWriting,
+};
