@@ -749,6 +749,16 @@ fn a_version_5_registry_is_migrated_to_what_the_current_version_keeps() {
              DROP INDEX dataset_by_exposure; DROP INDEX dataset_by_visit; \
              UPDATE quanta_meta SET value = '5' WHERE key = 'schema_version'",
         );
+        // What versions before 8 had on PostgreSQL: a foreign key per
+        // dimension of `dataset` instead of the set-wise triggers.
+        let postgres = matches!(location, RegistryLocation::Postgres { .. });
+        if postgres {
+            sql("DROP TRIGGER quanta_dataset_parents ON dataset; \
+                 DROP TRIGGER quanta_dataset_parents_row ON dataset; \
+                 DROP TRIGGER quanta_dataset_guard_delete ON detector; \
+                 ALTER TABLE dataset ADD FOREIGN KEY (instrument, detector) REFERENCES detector (instrument, id); \
+                 ALTER TABLE dataset ADD FOREIGN KEY (instrument, visit) REFERENCES visit (instrument, id)");
+        }
         let err = Registry::open_at(&location, false)
             .err()
             .unwrap()
@@ -757,6 +767,11 @@ fn a_version_5_registry_is_migrated_to_what_the_current_version_keeps() {
         let done = Registry::migrate(&location).unwrap();
         assert_eq!((done.from, done.to), (5, quanta_registry::SCHEMA_VERSION));
         assert_eq!(done.indexes, 5);
+        assert_eq!(
+            done.dataset_keys,
+            if postgres { 2 } else { 0 },
+            "{location}"
+        );
         let again = Registry::migrate(&location).unwrap();
         let now = quanta_registry::SCHEMA_VERSION;
         assert_eq!((again.from, again.to, again.overlaps), (now, now, 0));
@@ -782,6 +797,19 @@ fn a_version_5_registry_is_migrated_to_what_the_current_version_keeps() {
             })
             .unwrap();
         assert_eq!(indexes, vec![vec![json!(5)]], "{location}");
+        if postgres {
+            let (_, keys) = reopened
+                .sql_read_only(
+                    "SELECT (SELECT count(*) FROM pg_constraint WHERE conrelid = to_regclass('dataset') \
+                       AND contype = 'f'), \
+                     (SELECT count(*) FROM pg_trigger WHERE NOT tgisinternal AND tgname LIKE 'quanta_dataset_%' \
+                       AND tgrelid IN (to_regclass('dataset'), to_regclass('detector')))",
+                )
+                .unwrap();
+            // The keys to dataset_type and collection stay; dataset's two
+            // triggers and detector's delete and update guards are back.
+            assert_eq!(keys, vec![vec![json!(2), json!(4)]], "{location}");
+        }
         // Older than version 5: refused with the way out.
         sql("UPDATE quanta_meta SET value = '4' WHERE key = 'schema_version'");
         let err = Registry::migrate(&location).unwrap_err().to_string();

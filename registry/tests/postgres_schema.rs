@@ -368,6 +368,52 @@ fn keys_and_foreign_keys_are_enforced_by_the_server() {
         )),
         SqlState::FOREIGN_KEY_VIOLATION
     );
+    // The dimension keys of `dataset` are checked per statement: one
+    // missing record among many refuses the whole statement.
+    let insert_detectors = |c: &mut Client, detectors: &str| {
+        c.execute(
+            &format!(
+                "INSERT INTO dataset (id, dataset_type_id, run_id, data_id, \"instrument\", \"detector\") \
+                 SELECT gen_random_uuid(), $1, $2, 'd' || d, 'Cam', d FROM unnest(ARRAY[{detectors}]) d"
+            ),
+            &[&type_id, &ids[0]],
+        )
+    };
+    c.execute(
+        "INSERT INTO \"detector\" (\"instrument\", \"id\") VALUES ('Cam', 3), ('Cam', 4)",
+        &[],
+    )
+    .unwrap();
+    assert_eq!(
+        refused(insert_detectors(c, "1, 3, 4, 2")),
+        SqlState::FOREIGN_KEY_VIOLATION
+    );
+    assert_eq!(insert_detectors(c, "1, 3").unwrap(), 2);
+    // An update that names a missing record is refused too.
+    assert_eq!(
+        refused(c.execute(
+            "UPDATE dataset SET \"detector\" = 9 WHERE \"detector\" = 3",
+            &[]
+        )),
+        SqlState::FOREIGN_KEY_VIOLATION
+    );
+    // A record a dataset names cannot be removed or rekeyed; one no
+    // dataset names can.
+    for statement in [
+        "DELETE FROM \"detector\" WHERE \"id\" IN (3, 4)",
+        "UPDATE \"detector\" SET \"id\" = 5 WHERE \"id\" = 1",
+    ] {
+        assert_eq!(
+            refused(c.execute(statement, &[])),
+            SqlState::FOREIGN_KEY_VIOLATION,
+            "{statement}"
+        );
+    }
+    assert_eq!(
+        c.execute("DELETE FROM \"detector\" WHERE \"id\" = 4", &[])
+            .unwrap(),
+        1
+    );
 }
 
 #[test]

@@ -12,4 +12,5 @@
 
 pub(crate) mod connection;
 pub(crate) mod database;
+pub(crate) mod dataset_parents;
 pub(crate) mod region_functions;
