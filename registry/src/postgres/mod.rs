@@ -6,7 +6,8 @@
 //!
 //! A `Registry` opens on PostgreSQL in a namespace (a schema) of a
 //! database (`Registry::create_postgres`, `open_postgres`); the region SQL
-//! function is PL/pgSQL there ([`region_functions`]).
+//! function is PL/pgSQL there ([`region_functions`]), and `dataset`'s
+//! dimension keys are set-wise triggers ([`dataset_parents`]).
 //! `registry/tests/backends.rs` runs the same scenarios on both backends
 //! and compares.
 
