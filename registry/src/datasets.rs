@@ -381,7 +381,7 @@ impl Registry {
     /// in one transaction (all or nothing).
     ///
     /// This is the hot write path of ingest, so its transaction checks
-    /// foreign keys set-wise ([`Registry::insert_dataset_rows`]).
+    /// foreign keys set-wise (`Registry::insert_dataset_rows`).
     pub fn insert_datasets(
         &mut self,
         run: &str,

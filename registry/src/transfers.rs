@@ -133,7 +133,7 @@ impl Registry {
     /// conflicting definition or dataset is an error and nothing is written.
     ///
     /// Foreign keys are checked set-wise (`Database::begin_set_wise`): the
-    /// dataset rows by [`Registry::insert_dataset_rows`], the input links
+    /// dataset rows by `Registry::insert_dataset_rows`, the input links
     /// against the quanta written just before them, every other row
     /// (dimension records, memberships, chains, quanta) at commit.
     pub fn import_batch(&mut self, batch: &ImportBatch) -> Result<ImportStats> {
