@@ -279,12 +279,14 @@ pub fn repo(cmd: RepoCommand) -> Result<ExitCode> {
                 );
             } else {
                 println!(
-                    "{}: registry schema version {} → {} ({} overlaps related, {} indexes built)",
+                    "{}: registry schema version {} → {} ({} overlaps related, {} indexes built, \
+                     {} dataset keys checked set-wise)",
                     repo.display(),
                     done.from,
                     done.to,
                     done.overlaps,
-                    done.indexes
+                    done.indexes,
+                    done.dataset_keys
                 );
             }
         }

@@ -380,11 +380,8 @@ impl Registry {
     /// Inserts datasets of one type into a RUN, with their datastore records,
     /// in one transaction (all or nothing).
     ///
-    /// This is the hot write path of ingest and merge, so it checks the
-    /// dimension records of the data IDs set-wise (one lookup per distinct
-    /// exposure, detector, … instead of foreign-key lookups per row) and then
-    /// inserts with per-row foreign-key enforcement off; every other write
-    /// keeps SQLite's foreign keys on.
+    /// This is the hot write path of ingest, so its transaction checks
+    /// foreign keys set-wise (`Registry::insert_dataset_rows`).
     pub fn insert_datasets(
         &mut self,
         run: &str,
@@ -392,20 +389,14 @@ impl Registry {
         datasets: &[NewDataset],
         on_conflict: OnConflict,
     ) -> Result<InsertStats> {
+        // It writes no input links (`quantum_input`).
+        let tx = self
+            .db
+            .transaction_set_wise(&["dataset", "quantum_input"])?;
         let run_record = self.collection_of_type(run, CollectionType::Run)?;
         let dt = self.dataset_type_required(dataset_type)?;
-        let type_id = self.dataset_type_id(dataset_type)?;
-        let data_ids = datasets
-            .iter()
-            .map(|d| d.data_id.standardize(&dt.dimensions, &self.universe))
-            .collect::<std::result::Result<Vec<_>, _>>()?;
-        self.check_dimension_records(&dt, &data_ids)?;
-        self.db.set_foreign_key_checks(false)?;
-        let result = (|| -> Result<InsertStats> {
-            let tx = self.db.transaction()?;
-            let insert = DatasetInsert::new(&tx, &dt, type_id, run_record.id);
-            let counts = insert.insert_all(&tx, datasets, &data_ids, |i, why| {
-                let data_id = &data_ids[i];
+        let counts = self
+            .insert_dataset_rows(&dt, &run_record, datasets, |i, data_id, why| {
                 Err(RegistryError::Conflict(match why {
                     InsertConflict::DataIdTaken => {
                         format!("{dataset_type} {data_id} already exists in RUN {run}")
@@ -415,21 +406,61 @@ impl Registry {
                         datasets[i].id
                     ),
                 }))
-            })?;
-            if on_conflict == OnConflict::Fail && counts.already_present > 0 {
-                return Err(RegistryError::Conflict(format!(
-                    "{} of these {dataset_type} datasets are already registered in RUN {run}",
-                    counts.already_present
-                )));
-            }
-            tx.commit()?;
-            Ok(InsertStats {
-                inserted: counts.inserted,
-                skipped: counts.already_present,
             })
-        })();
-        self.db.set_foreign_key_checks(true)?;
-        result.map_err(|e| explain_foreign_key(e, dataset_type, run))
+            .map_err(|e| explain_foreign_key(e, dataset_type, run))?;
+        if on_conflict == OnConflict::Fail && counts.already_present > 0 {
+            return Err(RegistryError::Conflict(format!(
+                "{} of these {dataset_type} datasets are already registered in RUN {run}",
+                counts.already_present
+            )));
+        }
+        tx.commit()
+            .map_err(|e| explain_foreign_key(e, dataset_type, run))?;
+        Ok(InsertStats {
+            inserted: counts.inserted,
+            skipped: counts.already_present,
+        })
+    }
+
+    /// The one bulk insert of dataset rows (ingest and import; merge
+    /// writes its rows with their producers through its own statements
+    /// and the same checks): standardizes the data IDs, checks that every
+    /// dimension record they name exists (once per distinct record) and
+    /// inserts the rows of type `dt` into RUN `run`. Runs in the caller's
+    /// transaction, in which `dt` and `run` were looked up: the checks
+    /// stand in for per-row foreign keys in a set-wise transaction
+    /// ([`Database::begin_set_wise`], which exempts `dataset` on their
+    /// strength), race-free since SQLite has one writer; on PostgreSQL
+    /// the server checks again. `conflict(index, data ID, why)` explains a
+    /// row that is neither inserted nor already there.
+    pub(crate) fn insert_dataset_rows(
+        &self,
+        dt: &DatasetType,
+        run: &CollectionRecord,
+        datasets: &[NewDataset],
+        mut conflict: impl FnMut(usize, &DataId, InsertConflict) -> Result<()>,
+    ) -> Result<InsertCounts> {
+        if !self.db.in_transaction() {
+            return Err(RegistryError::Invalid(
+                "dataset rows are inserted inside a write transaction".into(),
+            ));
+        }
+        if run.collection_type != CollectionType::Run {
+            return Err(RegistryError::Invalid(format!(
+                "{} is not a RUN collection",
+                run.name
+            )));
+        }
+        let type_id = self.dataset_type_id(&dt.name)?;
+        let data_ids = datasets
+            .iter()
+            .map(|d| d.data_id.standardize(&dt.dimensions, &self.universe))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        self.check_dimension_records(dt, &data_ids)?;
+        let insert = DatasetInsert::new(&self.db, dt, type_id, run.id);
+        insert.insert_all(&self.db, datasets, &data_ids, |i, why| {
+            conflict(i, &data_ids[i], why)
+        })
     }
 
     /// Checks that every dimension record the data IDs refer to exists: one

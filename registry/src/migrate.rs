@@ -12,11 +12,18 @@
 //! existing record. Version 6 → 7: `dataset` has an index per selection
 //! dimension (`schema::selection_dimensions`), so that a `--where` on
 //! exposures, visits or tracts reads only the datasets it selects; the
-//! migration builds them. Versions before 5 numbered region records differently
+//! migration builds them. Version 7 → 8: on PostgreSQL, `dataset`'s
+//! foreign keys to dimension tables are replaced by set-wise triggers
+//! (`crate::postgres::dataset_parents`); the migration drops the keys and
+//! creates the triggers (the keys held, so every dataset's records
+//! exist). SQLite keeps its keys (checked set-wise by the
+//! bulk writers' transactions instead, `database/foreign_keys.rs`): there
+//! the step only stamps the version. Versions before 5 numbered region records differently
 //! (no `region_id` key) and are not upgraded: export their datasets with
 //! the quanta that made them and import them into a new repository.
 
 use crate::database::Database;
+use crate::dialect::Dialect;
 use crate::error::{RegistryError, Result};
 use crate::registry::{connect, read_meta, Registry, RegistryLocation};
 use crate::schema::{overlap_ddl, selection_dimensions, selection_index_ddl, SCHEMA_VERSION};
@@ -31,6 +38,9 @@ pub struct Migration {
     pub overlaps: usize,
     /// Indexes built by the upgrade to version 7.
     pub indexes: usize,
+    /// `dataset` foreign keys to dimension tables replaced by set-wise
+    /// triggers by the upgrade to version 8 (PostgreSQL only).
+    pub dataset_keys: usize,
 }
 
 /// The oldest version [`Registry::migrate`] upgrades.
@@ -63,6 +73,7 @@ impl Registry {
                 to: from,
                 overlaps: 0,
                 indexes: 0,
+                dataset_keys: 0,
             });
         }
         if from > SCHEMA_VERSION {
@@ -87,6 +98,7 @@ impl Registry {
             0
         };
         let indexes = to_version_7(&tx, &universe)?;
+        let dataset_keys = to_version_8(&tx, &universe)?;
         tx.execute(
             "UPDATE quanta_meta SET value = ?1 WHERE key = 'schema_version'",
             &[&SCHEMA_VERSION.to_string()],
@@ -97,6 +109,7 @@ impl Registry {
             to: SCHEMA_VERSION,
             overlaps,
             indexes,
+            dataset_keys,
         })
     }
 }
@@ -120,4 +133,30 @@ fn to_version_7(db: &Database, universe: &DimensionUniverse) -> Result<usize> {
         db.execute_batch(&selection_index_ddl(dimension))?;
     }
     Ok(dimensions.len())
+}
+
+/// Version 7 → 8: on PostgreSQL, `dataset`'s foreign keys to dimension
+/// tables become set-wise triggers; the count of keys dropped.
+fn to_version_8(db: &Database, universe: &DimensionUniverse) -> Result<usize> {
+    match db.dialect() {
+        Dialect::Sqlite => Ok(0),
+        Dialect::Postgres => {
+            let names: Vec<String> = db.query_rows(
+                crate::postgres::dataset_parents::DIMENSION_FOREIGN_KEYS_QUERY,
+                &[],
+                |r| r.get(0),
+            )?;
+            for name in &names {
+                // A name from the server's catalog, not from user text.
+                db.execute_batch(&format!(
+                    "ALTER TABLE dataset DROP CONSTRAINT \"{}\"",
+                    name.replace('"', "\"\"")
+                ))?;
+            }
+            db.execute_batch(&crate::postgres::dataset_parents::dataset_parents_ddl(
+                universe,
+            ))?;
+            Ok(names.len())
+        }
+    }
 }

@@ -949,23 +949,18 @@ impl Registry {
     ) -> Result<RecordStats> {
         if !self.db.in_transaction() {
             // Per-row foreign-key checks cost several B-tree lookups per
-            // dataset on the merge's hot path. Every reference written here
-            // is to a row looked up or written earlier in the same
-            // transaction, except the dimension records, which are checked
-            // set-wise below instead; the pragma is per connection and
-            // cannot change inside a transaction.
-            self.db.set_foreign_key_checks(false)?;
-            if let Err(e) = self.db.begin() {
-                let _ = self.db.set_foreign_key_checks(true);
-                return Err(e);
-            }
+            // dataset on the merge's hot path: the transaction checks them
+            // set-wise (`database/foreign_keys.rs`). The dataset rows'
+            // dimension records are checked below (`DimensionChecks`),
+            // their type and RUN looked up in the transaction, and every
+            // input link names a quantum written or found in it.
+            self.db.begin_set_wise(&["dataset", "quantum_input"])?;
             // What an earlier transaction found may have changed since.
             self.dimension_checks = DimensionChecks::default();
         }
         let result = self.record_quanta_unchecked(run, bundle_id, quanta, known_new);
         if result.is_err() {
             let _ = self.db.rollback();
-            let _ = self.db.set_foreign_key_checks(true);
         }
         result
     }
@@ -980,9 +975,7 @@ impl Registry {
         if committed.is_err() && self.db.in_transaction() {
             let _ = self.db.rollback();
         }
-        let restored = self.db.set_foreign_key_checks(true);
         committed?;
-        restored?;
         self.committed();
         Ok(())
     }

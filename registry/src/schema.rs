@@ -23,7 +23,7 @@ use quanta_core::{DimensionElement, DimensionUniverse, FieldType, REGION_ID_COLU
 use crate::dialect::Dialect;
 
 /// Bumped whenever the schema changes incompatibly; stamped in `quanta_meta`.
-pub const SCHEMA_VERSION: u32 = 7;
+pub const SCHEMA_VERSION: u32 = 8;
 
 /// The type of a registry column, written per dialect by [`ColumnType::sql`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -285,6 +285,33 @@ pub(crate) fn references(
 /// dimensions under their own names, which holds for every universe whose
 /// implied dimensions share the implying element's required dimensions.
 fn foreign_key_to(universe: &DimensionUniverse, dim: &str, available: &[String]) -> Option<String> {
+    let key = dimension_key(universe, dim, available)?;
+    let quoted = |columns: &[String]| columns.iter().map(|c| quote(c)).collect::<Vec<_>>();
+    Some(format!(
+        "FOREIGN KEY ({}) REFERENCES {} ({})",
+        quoted(&key.from).join(", "),
+        quote(&key.parent),
+        quoted(&key.to).join(", ")
+    ))
+}
+
+/// A reference from a table's dimension columns to a dimension's record:
+/// the columns `from` name the record of `parent` whose columns `to` hold
+/// the same values (in order).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct DimensionKey {
+    pub(crate) from: Vec<String>,
+    pub(crate) parent: String,
+    pub(crate) to: Vec<String>,
+}
+
+/// The reference to `dim`'s record from a table holding the dimensions
+/// `available` ([`foreign_key_to`]'s rule), if `dim` has records.
+pub(crate) fn dimension_key(
+    universe: &DimensionUniverse,
+    dim: &str,
+    available: &[String],
+) -> Option<DimensionKey> {
     let target = universe.element(dim)?;
     if !target.has_records {
         return None;
@@ -297,16 +324,26 @@ fn foreign_key_to(universe: &DimensionUniverse, dim: &str, available: &[String])
         return None;
     }
     let key = key_column(target)?;
-    let mut from: Vec<String> = target.required_closure.iter().map(|r| quote(r)).collect();
+    let mut from: Vec<String> = target.required_closure.clone();
     let mut to = from.clone();
-    from.push(quote(dim));
-    to.push(quote(key));
-    Some(format!(
-        "FOREIGN KEY ({}) REFERENCES {} ({})",
-        from.join(", "),
-        quote(dim),
-        to.join(", ")
-    ))
+    from.push(dim.to_string());
+    to.push(key.to_string());
+    Some(DimensionKey {
+        from,
+        parent: dim.to_string(),
+        to,
+    })
+}
+
+/// The references of the `dataset` table to dimension records: foreign
+/// keys in SQLite, set-wise triggers in PostgreSQL
+/// (`crate::postgres::dataset_parents`).
+pub(crate) fn dataset_dimension_keys(universe: &DimensionUniverse) -> Vec<DimensionKey> {
+    let dims: Vec<String> = universe.dimensions().map(|d| d.name.clone()).collect();
+    universe
+        .dimensions()
+        .filter_map(|d| dimension_key(universe, &d.name, &dims))
+        .collect()
 }
 
 /// How a CALIBRATION collection refuses overlapping validity ranges
@@ -583,10 +620,17 @@ pub fn dataset_table_ddl(universe: &DimensionUniverse, dialect: Dialect) -> Stri
         columns.push(format!("{} {}", quote(&dim.name), column_type.sql(dialect)));
     }
     let mut constraints = vec!["UNIQUE (dataset_type_id, run_id, data_id)".to_string()];
-    for dim in universe.dimensions() {
-        if let Some(fk) = foreign_key_to(universe, &dim.name, &dims) {
-            constraints.push(fk);
+    match dialect {
+        Dialect::Sqlite => {
+            for dim in universe.dimensions() {
+                if let Some(fk) = foreign_key_to(universe, &dim.name, &dims) {
+                    constraints.push(fk);
+                }
+            }
         }
+        // Checked set-wise per statement instead of per row
+        // (`crate::postgres::dataset_parents`).
+        Dialect::Postgres => {}
     }
     // A rowid table; see `quantum` in `membership_and_provenance_ddl` for why.
     format!(
@@ -654,6 +698,12 @@ pub fn full_ddl(universe: &DimensionUniverse, dialect: Dialect) -> Vec<String> {
         ddl.extend(overlap_ddl(left, right, dialect));
     }
     ddl.push(dataset_table_ddl(universe, dialect));
+    match dialect {
+        Dialect::Sqlite => {}
+        Dialect::Postgres => ddl.push(crate::postgres::dataset_parents::dataset_parents_ddl(
+            universe,
+        )),
+    }
     ddl.extend(
         selection_dimensions(universe)
             .into_iter()
@@ -712,7 +762,16 @@ mod tests {
             .filter(|line| !line.trim_start().starts_with("--"))
             .collect::<Vec<_>>()
             .join("\n");
-        for sqlite_only in ["WITHOUT ROWID", "BLOB", " REAL", "INTEGER", "TRIGGER"] {
+        // PostgreSQL's triggers are the set-wise dataset key checks
+        // (`postgres::dataset_parents`); SQLite's are row triggers.
+        for sqlite_only in [
+            "WITHOUT ROWID",
+            "BLOB",
+            " REAL",
+            "INTEGER",
+            "CREATE TRIGGER IF NOT EXISTS",
+            "RAISE(ABORT",
+        ] {
             assert!(
                 !statements.contains(sqlite_only),
                 "{sqlite_only} in:\n{ddl}"

@@ -11,7 +11,7 @@ use std::collections::HashSet;
 use quanta_core::{CollectionType, DataId, DatasetType, Uuid};
 
 use crate::database::Param;
-use crate::datasets::{DatasetInsert, InsertConflict, NewDataset, CERTIFY_SQL, TAG_SQL};
+use crate::datasets::{InsertConflict, NewDataset, CERTIFY_SQL, TAG_SQL};
 use crate::error::{ConstraintViolation, RegistryError, Result};
 use crate::provenance::{QuantumExecution, QuantumInput, RunProvenance};
 use crate::records::RecordSet;
@@ -131,8 +131,15 @@ impl Registry {
     /// collections, datasets already registered with the same UUID, type,
     /// RUN and data ID, and existing memberships are left as they are; a
     /// conflicting definition or dataset is an error and nothing is written.
+    ///
+    /// Foreign keys are checked set-wise (`Database::begin_set_wise`): the
+    /// dataset rows by `Registry::insert_dataset_rows`, the input links
+    /// against the quanta written just before them, every other row
+    /// (dimension records, memberships, chains, quanta) at commit.
     pub fn import_batch(&mut self, batch: &ImportBatch) -> Result<ImportStats> {
-        let tx = self.db.transaction()?;
+        let tx = self
+            .db
+            .transaction_set_wise(&["dataset", "quantum_input"])?;
         let stats = self.import_uncommitted(batch)?;
         tx.commit()?;
         self.committed();
@@ -311,16 +318,8 @@ impl Registry {
     fn import_datasets_in_tx(&self, group: &ImportDatasets) -> Result<(usize, usize)> {
         let run = self.collection_of_type(&group.run, CollectionType::Run)?;
         let dt = self.dataset_type_required(&group.dataset_type)?;
-        let type_id = self.dataset_type_id(&dt.name)?;
-        let data_ids = group
-            .datasets
-            .iter()
-            .map(|d| d.data_id.standardize(&dt.dimensions, &self.universe))
-            .collect::<std::result::Result<Vec<_>, _>>()?;
-        self.check_dimension_records(&dt, &data_ids)?;
-        let insert = DatasetInsert::new(&self.db, &dt, type_id, run.id);
-        let counts = insert.insert_all(&self.db, &group.datasets, &data_ids, |i, why| {
-            let (data_id, id) = (&data_ids[i], group.datasets[i].id);
+        let counts = self.insert_dataset_rows(&dt, &run, &group.datasets, |i, data_id, why| {
+            let id = group.datasets[i].id;
             Err(RegistryError::Conflict(match why {
                 InsertConflict::DataIdTaken => format!(
                     "{} {data_id}: RUN {} already holds another dataset with this data ID \
@@ -461,5 +460,92 @@ mod tests {
         assert!(r.import_batch(&batch).is_err());
         assert!(r.find_collection("late").unwrap().is_none());
         assert_eq!(r.calibration_ranges("calib").unwrap(), vec![(id, 1.0, 2.0)]);
+    }
+
+    fn foreign_keys_on(r: &Registry) -> bool {
+        r.db.sqlite()
+            .unwrap()
+            .query_row("PRAGMA foreign_keys", [], |row| row.get::<_, i64>(0))
+            .unwrap()
+            == 1
+    }
+
+    #[test]
+    fn per_row_foreign_keys_are_back_after_every_set_wise_transaction() {
+        let dir = tempfile::tempdir().unwrap();
+        let universe = DimensionUniverse::default_universe();
+        let mut r = Registry::create(&dir.path().join("r.sqlite3"), &universe).unwrap();
+        let records: RecordSet = serde_json::from_str(
+            r#"{"instrument": [{"name": "Cam"}], "detector": [{"instrument": "Cam", "id": 1}]}"#,
+        )
+        .unwrap();
+        let dt = DatasetType {
+            name: "bias".into(),
+            dimensions: universe.conform(&["instrument", "detector"]).unwrap(),
+            storage_class: "Json".into(),
+            is_calibration: false,
+        };
+        let dataset = |d: i64| NewDataset {
+            id: Uuid::now_v7(),
+            data_id: DataId::from_pairs([
+                ("instrument", quanta_core::DataIdValue::from("Cam")),
+                ("detector", quanta_core::DataIdValue::Int(d)),
+            ]),
+            stored: None,
+        };
+        let batch = |d: i64, orphan: bool| {
+            let mut records = records.clone();
+            if orphan {
+                records.insert(
+                    "exposure".into(),
+                    vec![serde_json::from_str(
+                        r#"{"instrument": "Cam", "id": 1, "physical_filter": "nope"}"#,
+                    )
+                    .unwrap()],
+                );
+            }
+            ImportBatch {
+                records,
+                dataset_types: vec![dt.clone()],
+                collections: vec![("run".into(), CollectionType::Run, None)],
+                datasets: vec![ImportDatasets {
+                    run: "run".into(),
+                    dataset_type: "bias".into(),
+                    datasets: vec![dataset(d)],
+                }],
+                ..ImportBatch::default()
+            }
+        };
+        // Refused before the commit (a missing detector), at the commit (a
+        // record without its parent), and committed.
+        assert!(r.import_batch(&batch(2, false)).is_err());
+        assert!(foreign_keys_on(&r));
+        let err = r.import_batch(&batch(1, true)).unwrap_err();
+        assert_eq!(
+            err.constraint(),
+            Some(ConstraintViolation::ForeignKey),
+            "{err}"
+        );
+        assert!(err.to_string().contains("physical_filter"), "{err}");
+        assert!(foreign_keys_on(&r));
+        r.import_batch(&batch(1, false)).unwrap();
+        assert!(foreign_keys_on(&r));
+        assert!(r
+            .insert_datasets("run", "bias", &[dataset(3)], crate::OnConflict::Fail)
+            .is_err());
+        assert!(foreign_keys_on(&r));
+        r.insert_datasets(
+            "run",
+            "bias",
+            &[dataset(1)],
+            crate::OnConflict::SkipExistingId,
+        )
+        .unwrap_err();
+        assert!(foreign_keys_on(&r));
+        // A set-wise transaction cannot start inside another one.
+        let tx = r.db.transaction().unwrap();
+        assert!(tx.begin_set_wise(&["dataset"]).is_err());
+        drop(tx);
+        assert!(foreign_keys_on(&r));
     }
 }

@@ -749,6 +749,16 @@ fn a_version_5_registry_is_migrated_to_what_the_current_version_keeps() {
              DROP INDEX dataset_by_exposure; DROP INDEX dataset_by_visit; \
              UPDATE quanta_meta SET value = '5' WHERE key = 'schema_version'",
         );
+        // What versions before 8 had on PostgreSQL: a foreign key per
+        // dimension of `dataset` instead of the set-wise triggers.
+        let postgres = matches!(location, RegistryLocation::Postgres { .. });
+        if postgres {
+            sql("DROP TRIGGER quanta_dataset_parents ON dataset; \
+                 DROP TRIGGER quanta_dataset_parents_row ON dataset; \
+                 DROP TRIGGER quanta_dataset_guard_delete ON detector; \
+                 ALTER TABLE dataset ADD FOREIGN KEY (instrument, detector) REFERENCES detector (instrument, id); \
+                 ALTER TABLE dataset ADD FOREIGN KEY (instrument, visit) REFERENCES visit (instrument, id)");
+        }
         let err = Registry::open_at(&location, false)
             .err()
             .unwrap()
@@ -757,6 +767,11 @@ fn a_version_5_registry_is_migrated_to_what_the_current_version_keeps() {
         let done = Registry::migrate(&location).unwrap();
         assert_eq!((done.from, done.to), (5, quanta_registry::SCHEMA_VERSION));
         assert_eq!(done.indexes, 5);
+        assert_eq!(
+            done.dataset_keys,
+            if postgres { 2 } else { 0 },
+            "{location}"
+        );
         let again = Registry::migrate(&location).unwrap();
         let now = quanta_registry::SCHEMA_VERSION;
         assert_eq!((again.from, again.to, again.overlaps), (now, now, 0));
@@ -782,6 +797,19 @@ fn a_version_5_registry_is_migrated_to_what_the_current_version_keeps() {
             })
             .unwrap();
         assert_eq!(indexes, vec![vec![json!(5)]], "{location}");
+        if postgres {
+            let (_, keys) = reopened
+                .sql_read_only(
+                    "SELECT (SELECT count(*) FROM pg_constraint WHERE conrelid = to_regclass('dataset') \
+                       AND contype = 'f'), \
+                     (SELECT count(*) FROM pg_trigger WHERE NOT tgisinternal AND tgname LIKE 'quanta_dataset_%' \
+                       AND tgrelid IN (to_regclass('dataset'), to_regclass('detector')))",
+                )
+                .unwrap();
+            // The keys to dataset_type and collection stay; dataset's two
+            // triggers and detector's delete and update guards are back.
+            assert_eq!(keys, vec![vec![json!(2), json!(4)]], "{location}");
+        }
         // Older than version 5: refused with the way out.
         sql("UPDATE quanta_meta SET value = '4' WHERE key = 'schema_version'");
         let err = Registry::migrate(&location).unwrap_err().to_string();
@@ -975,5 +1003,144 @@ fn dataset_inserts_skip_and_refuse_alike_on_every_backend() {
     );
     for (location, other) in &results[1..] {
         assert_eq!(other, sqlite, "{location} differs from SQLite");
+    }
+}
+
+/// The registry's counts of the rows a refused bulk write must not leave.
+fn row_counts(r: &Registry) -> Vec<i64> {
+    [
+        "dataset",
+        "exposure",
+        "physical_filter",
+        "collection",
+        "quantum",
+    ]
+    .iter()
+    .map(|t| {
+        let (_, rows) = r
+            .sql_read_only(&format!("SELECT count(*) FROM {t}"))
+            .unwrap();
+        rows[0][0].as_i64().unwrap()
+    })
+    .collect()
+}
+
+/// What each refused bulk write said, on one backend, after checking it
+/// left nothing behind and that the next good write still works.
+fn refused_bulk_writes(r: &mut Registry) -> Vec<String> {
+    use quanta_registry::{ImportBatch, ImportDatasets};
+    let universe = r.universe().clone();
+    r.insert_dimension_records(&records(json!({
+        "instrument": [{"name": "Cam"}],
+        "detector": [{"instrument": "Cam", "id": 1}],
+    })))
+    .unwrap();
+    let flat = DatasetType {
+        name: "flat".into(),
+        dimensions: universe.conform(&["instrument", "detector"]).unwrap(),
+        storage_class: "Json".into(),
+        is_calibration: false,
+    };
+    r.register_dataset_type(&flat).unwrap();
+    r.register_collection("run", CollectionType::Run, None)
+        .unwrap();
+    let detector = |d: i64| NewDataset {
+        id: Uuid::now_v7(),
+        data_id: DataId::from_pairs([
+            ("instrument", DataIdValue::from("Cam")),
+            ("detector", DataIdValue::Int(d)),
+        ]),
+        stored: None,
+    };
+    let before = row_counts(r);
+    let mut said = Vec::new();
+    let mut refused = |r: &mut Registry, what: &str, result: Result<String, RegistryError>| {
+        let err = result.expect_err(what).to_string();
+        assert_eq!(row_counts(r), before, "{what} left rows behind: {err}");
+        said.push(format!("{what}: {err}"));
+    };
+    let result = r
+        .insert_datasets("run", "flat", &[detector(1), detector(9)], OnConflict::Fail)
+        .map(|s| format!("{s:?}"));
+    refused(r, "ingest, missing detector", result);
+    let result = r
+        .insert_datasets("nowhere", "flat", &[detector(1)], OnConflict::Fail)
+        .map(|s| format!("{s:?}"));
+    refused(r, "ingest, unknown run", result);
+    let import = |run: &str, d: i64, records: RecordSet| ImportBatch {
+        records,
+        collections: vec![("new-run".into(), CollectionType::Run, None)],
+        datasets: vec![ImportDatasets {
+            run: run.into(),
+            dataset_type: "flat".into(),
+            datasets: vec![detector(1), detector(d)],
+        }],
+        ..ImportBatch::default()
+    };
+    let result = r
+        .import_batch(&import("new-run", 9, RecordSet::default()))
+        .map(|s| format!("{s:?}"));
+    refused(r, "import, missing detector", result);
+    let result = r
+        .import_batch(&import("nowhere", 1, RecordSet::default()))
+        .map(|s| format!("{s:?}"));
+    refused(r, "import, unknown run", result);
+    // A record whose implied parent is missing: checked set-wise at
+    // commit on SQLite, by the server's key on PostgreSQL.
+    let orphan = records(json!({
+        "exposure": [{"instrument": "Cam", "id": 5, "physical_filter": "nope"}],
+    }));
+    let result = r
+        .import_batch(&import("new-run", 1, orphan))
+        .map(|s| format!("{s:?}"));
+    refused(r, "import, exposure without its physical_filter", result);
+    // Per-row enforcement is back on after every refusal: a record
+    // inserted the ordinary way is refused by the database itself.
+    let orphan = records(json!({
+        "exposure": [{"instrument": "Cam", "id": 6, "physical_filter": "nope"}],
+    }));
+    let result = r.insert_dimension_records(&orphan).map(|n| n.to_string());
+    refused(r, "records, exposure without its physical_filter", result);
+    let stats = r
+        .insert_datasets("run", "flat", &[detector(1)], OnConflict::Fail)
+        .unwrap();
+    assert_eq!(stats.inserted, 1);
+    said
+}
+
+#[test]
+fn bulk_writes_with_a_missing_parent_are_refused_and_leave_nothing_on_every_backend() {
+    let universe = DimensionUniverse::default_universe();
+    let (mut registries, _cleanup) = registries(&universe);
+    for r in registries.iter_mut() {
+        let said = refused_bulk_writes(r);
+        let location = r.location().clone();
+        let expect = [
+            (
+                "ingest, missing detector",
+                "detector: 9}: the detector record does not exist",
+            ),
+            ("ingest, unknown run", "nowhere"),
+            (
+                "import, missing detector",
+                "detector: 9}: the detector record does not exist",
+            ),
+            ("import, unknown run", "nowhere"),
+            (
+                "import, exposure without its physical_filter",
+                "physical_filter",
+            ),
+            (
+                "records, exposure without its physical_filter",
+                "physical_filter",
+            ),
+        ];
+        assert_eq!(said.len(), expect.len(), "{location}: {said:#?}");
+        for (line, (what, words)) in said.iter().zip(expect) {
+            assert!(
+                line.starts_with(what) && line.contains(words),
+                "{location}: expected `{what}` to say `{words}`: {said:#?}"
+            );
+        }
     }
 }

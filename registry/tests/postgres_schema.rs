@@ -368,6 +368,52 @@ fn keys_and_foreign_keys_are_enforced_by_the_server() {
         )),
         SqlState::FOREIGN_KEY_VIOLATION
     );
+    // The dimension keys of `dataset` are checked per statement: one
+    // missing record among many refuses the whole statement.
+    let insert_detectors = |c: &mut Client, detectors: &str| {
+        c.execute(
+            &format!(
+                "INSERT INTO dataset (id, dataset_type_id, run_id, data_id, \"instrument\", \"detector\") \
+                 SELECT gen_random_uuid(), $1, $2, 'd' || d, 'Cam', d FROM unnest(ARRAY[{detectors}]) d"
+            ),
+            &[&type_id, &ids[0]],
+        )
+    };
+    c.execute(
+        "INSERT INTO \"detector\" (\"instrument\", \"id\") VALUES ('Cam', 3), ('Cam', 4)",
+        &[],
+    )
+    .unwrap();
+    assert_eq!(
+        refused(insert_detectors(c, "1, 3, 4, 2")),
+        SqlState::FOREIGN_KEY_VIOLATION
+    );
+    assert_eq!(insert_detectors(c, "1, 3").unwrap(), 2);
+    // An update that names a missing record is refused too.
+    assert_eq!(
+        refused(c.execute(
+            "UPDATE dataset SET \"detector\" = 9 WHERE \"detector\" = 3",
+            &[]
+        )),
+        SqlState::FOREIGN_KEY_VIOLATION
+    );
+    // A record a dataset names cannot be removed or rekeyed; one no
+    // dataset names can.
+    for statement in [
+        "DELETE FROM \"detector\" WHERE \"id\" IN (3, 4)",
+        "UPDATE \"detector\" SET \"id\" = 5 WHERE \"id\" = 1",
+    ] {
+        assert_eq!(
+            refused(c.execute(statement, &[])),
+            SqlState::FOREIGN_KEY_VIOLATION,
+            "{statement}"
+        );
+    }
+    assert_eq!(
+        c.execute("DELETE FROM \"detector\" WHERE \"id\" = 4", &[])
+            .unwrap(),
+        1
+    );
 }
 
 #[test]
@@ -528,4 +574,70 @@ fn boolean_metadata_is_a_native_boolean() {
         )
         .unwrap();
     assert_eq!(row.get::<_, String>(0), "boolean");
+}
+
+/// The set-wise dimension keys of `dataset` lock what they check, as a
+/// foreign key does: a delete of a record that an uncommitted insert names
+/// waits for that insert (here: runs out of its lock timeout) and is then
+/// refused; an insert naming a record whose delete is uncommitted waits
+/// for the delete and is then refused.
+#[test]
+fn dataset_keys_and_record_deletes_wait_for_each_other() {
+    let Some(mut pg) = test_schema() else { return };
+    apply_schema(&mut pg.client, &DimensionUniverse::default_universe());
+    let url = std::env::var("QUANTA_POSTGRES_URL").unwrap();
+    let mut other = connect(&url).unwrap();
+    other
+        .batch_execute(&format!(
+            "SET search_path TO \"{}\", public; SET lock_timeout = '300ms'",
+            pg.name
+        ))
+        .unwrap();
+    let a = &mut pg.client;
+    a.batch_execute(
+        "INSERT INTO \"instrument\" (\"name\") VALUES ('Cam'); \
+         INSERT INTO \"detector\" (\"instrument\", \"id\") VALUES ('Cam', 1), ('Cam', 2); \
+         INSERT INTO collection (name, type) VALUES ('run', 'RUN'); \
+         INSERT INTO dataset_type (name, dimensions, storage_class, is_calibration) \
+         VALUES ('flat', '[]', 'Json', FALSE)",
+    )
+    .unwrap();
+    let insert = |c: &mut Client, detector: i64| {
+        c.execute(
+            "INSERT INTO dataset (id, dataset_type_id, run_id, data_id, \"instrument\", \"detector\") \
+             SELECT $1, t.id, c.id, $2, 'Cam', $3 FROM dataset_type t, collection c",
+            &[&Uuid::new_v4(), &format!("d{detector}"), &detector],
+        )
+    };
+    // An uncommitted insert holds its records.
+    a.batch_execute("BEGIN").unwrap();
+    assert_eq!(insert(a, 1).unwrap(), 1);
+    let delete_1 = "DELETE FROM \"detector\" WHERE \"id\" = 1";
+    assert_eq!(
+        refused(other.execute(delete_1, &[])),
+        SqlState::LOCK_NOT_AVAILABLE
+    );
+    a.batch_execute("COMMIT").unwrap();
+    assert_eq!(
+        refused(other.execute(delete_1, &[])),
+        SqlState::FOREIGN_KEY_VIOLATION
+    );
+    // An uncommitted delete holds its record from new datasets.
+    other
+        .batch_execute("BEGIN; DELETE FROM \"detector\" WHERE \"id\" = 2")
+        .unwrap();
+    a.batch_execute("SET lock_timeout = '300ms'").unwrap();
+    assert_eq!(refused(insert(a, 2)), SqlState::LOCK_NOT_AVAILABLE);
+    other.batch_execute("COMMIT").unwrap();
+    assert_eq!(refused(insert(a, 2)), SqlState::FOREIGN_KEY_VIOLATION);
+    let left: Vec<(i64, i64)> = a
+        .query(
+            "SELECT (SELECT count(*) FROM dataset), (SELECT count(*) FROM \"detector\")",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(left, vec![(1, 1)]);
 }

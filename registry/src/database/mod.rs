@@ -27,6 +27,7 @@ use std::collections::HashMap;
 use std::ops::Deref;
 
 pub(crate) mod bulk;
+mod foreign_keys;
 pub(crate) use bulk::BulkInsert;
 
 use crate::dialect::Dialect;
@@ -155,6 +156,10 @@ const STATEMENT_CACHE: usize = 256;
 /// A connection to the registry's database.
 pub(crate) struct Database {
     backend: Backend,
+    /// SQLite: the tables the open transaction checks set-wise at commit,
+    /// while per-row foreign-key enforcement is off
+    /// ([`Database::begin_set_wise`]).
+    set_wise: RefCell<Option<Vec<foreign_keys::TableMark>>>,
 }
 
 enum Backend {
@@ -177,6 +182,7 @@ impl Database {
     pub(crate) fn from_sqlite(conn: rusqlite::Connection) -> Self {
         Self {
             backend: Backend::Sqlite(conn),
+            set_wise: RefCell::new(None),
         }
     }
 
@@ -189,6 +195,7 @@ impl Database {
                 statements: RefCell::new(HashMap::new()),
                 in_transaction: Cell::new(false),
             },
+            set_wise: RefCell::new(None),
         })
     }
 
@@ -306,21 +313,6 @@ impl Database {
         self.prepare(sql)?.exists(&[&name])
     }
 
-    /// Turns the per-row foreign-key checks off (`false`) for a bulk insert
-    /// whose references the caller has checked set-wise, or on again. In
-    /// SQLite a connection setting, changed outside a transaction only.
-    pub(crate) fn set_foreign_key_checks(&self, on: bool) -> Result<()> {
-        match &self.backend {
-            Backend::Sqlite(conn) => Ok(conn.pragma_update(None, "foreign_keys", on)?),
-            // The server checks foreign keys always; the caller's set-wise
-            // check is then only an earlier, clearer error.
-            Backend::Postgres { .. } => {
-                let _ = on;
-                Ok(())
-            }
-        }
-    }
-
     /// Prepares a read-only connection for one long scan of a large part
     /// of the database: its pages are read into a bounded page cache
     /// instead of mapped (`SCAN_CACHE_KIB` in `sqlite/connection.rs`). A
@@ -413,8 +405,60 @@ impl Database {
         Ok(())
     }
 
-    /// Commits the open transaction.
+    /// Opens a write transaction like [`Database::begin`] whose foreign
+    /// keys are checked set-wise instead of per row (`foreign_keys.rs`):
+    /// on SQLite, per-row enforcement is off until the transaction ends,
+    /// the rows it inserts into tables with foreign keys are checked at
+    /// commit, except in `exempt` tables, whose every written row the
+    /// caller checks itself inside the transaction. On PostgreSQL the
+    /// server's keys and triggers check as always.
+    pub(crate) fn begin_set_wise(&self, exempt: &[&str]) -> Result<()> {
+        match &self.backend {
+            Backend::Sqlite(conn) => {
+                if !conn.is_autocommit() {
+                    return Err(RegistryError::Invalid(
+                        "a set-wise transaction cannot start inside another transaction".into(),
+                    ));
+                }
+                conn.pragma_update(None, "foreign_keys", false)?;
+                let begun = conn
+                    .execute_batch("BEGIN IMMEDIATE")
+                    .map_err(RegistryError::from);
+                let marked = begun.and_then(|()| foreign_keys::marks(conn, exempt));
+                match marked {
+                    Ok(marks) => {
+                        *self.set_wise.borrow_mut() = Some(marks);
+                        Ok(())
+                    }
+                    Err(e) => {
+                        if !conn.is_autocommit() {
+                            let _ = conn.execute_batch("ROLLBACK");
+                        }
+                        conn.pragma_update(None, "foreign_keys", true)?;
+                        Err(e)
+                    }
+                }
+            }
+            Backend::Postgres { .. } => self.begin(),
+        }
+    }
+
+    /// [`Database::begin_set_wise`] as a guard that rolls back when
+    /// dropped uncommitted.
+    pub(crate) fn transaction_set_wise(&self, exempt: &[&str]) -> Result<Transaction<'_>> {
+        self.begin_set_wise(exempt)?;
+        Ok(Transaction {
+            db: self,
+            open: true,
+        })
+    }
+
+    /// Commits the open transaction; a set-wise one's foreign keys are
+    /// checked first, and a violation leaves it open (to be rolled back).
     pub(crate) fn commit(&self) -> Result<()> {
+        if let (Backend::Sqlite(conn), Some(marks)) = (&self.backend, &*self.set_wise.borrow()) {
+            foreign_keys::check(conn, marks)?;
+        }
         self.end_transaction("COMMIT")
     }
 
@@ -425,7 +469,20 @@ impl Database {
 
     fn end_transaction(&self, how: &str) -> Result<()> {
         match &self.backend {
-            Backend::Sqlite(conn) => Ok(conn.execute_batch(how)?),
+            Backend::Sqlite(conn) => {
+                let ended = conn.execute_batch(how);
+                // Per-row enforcement is back as soon as the transaction
+                // is over, however it ended (a busy COMMIT leaves it open:
+                // then at its rollback).
+                let restored =
+                    if conn.is_autocommit() && self.set_wise.borrow_mut().take().is_some() {
+                        conn.pragma_update(None, "foreign_keys", true)
+                    } else {
+                        Ok(())
+                    };
+                ended?;
+                Ok(restored?)
+            }
             Backend::Postgres {
                 client,
                 in_transaction,
