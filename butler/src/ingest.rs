@@ -26,9 +26,10 @@ pub struct IngestItem {
 /// transaction of millions of rows outgrows the registry's page cache,
 /// which then spills the same pages into the write-ahead log again and
 /// again (10,000,000 raws in one transaction: 22 minutes, most of it
-/// rewriting pages).
+/// rewriting pages); many small ones each rewrite most of the (random)
+/// UUID index.
 pub const DEFAULT_INGEST_COMMIT: std::num::NonZeroUsize =
-    std::num::NonZeroUsize::new(100_000).expect("not zero");
+    std::num::NonZeroUsize::new(1_000_000).expect("not zero");
 
 /// How an ingest runs.
 #[derive(Debug, Clone, Copy)]
@@ -179,14 +180,14 @@ impl Butler {
         // outlive a power failure, not only a killed process.
         let durable = options.transfer == TransferMode::Move;
         let chunk = options.commit_every.get();
-        // Several transactions: their commits only append to the log while
-        // a background thread checkpoints it (SQLite).
-        let bulk = stored.len() > chunk;
+        // Not the registry's bulk writing: its smaller page cache suits
+        // merge's appends, but an ingest's datasets have random UUIDs, so
+        // every transaction dirties most of the UUID index, which then
+        // spilled and was logged again and again (10^7 raws: 40 GB of log
+        // writes before it was stopped). Each commit is checkpointed by
+        // the writer as usual.
         let mut registered = 0;
         let mut result = self.registry.set_durable_commits(durable);
-        if bulk {
-            result = result.and_then(|()| self.registry.set_bulk_writing(true));
-        }
         if result.is_ok() {
             for (new, files) in plan.new.chunks(chunk).zip(stored.chunks(chunk)) {
                 let datasets: Vec<NewDataset> = new
@@ -207,12 +208,6 @@ impl Butler {
                 }
                 registered += datasets.len();
                 kill_point(fault::INGEST_COMMITTED);
-            }
-        }
-        if bulk {
-            if let Err(e) = self.registry.set_bulk_writing(false) {
-                // Committed is committed; the next connection checkpoints.
-                tracing::warn!("could not end the registry's bulk writing: {e}");
             }
         }
         if let Err(e) = self.registry.set_durable_commits(false) {
