@@ -389,10 +389,7 @@ impl Registry {
         datasets: &[NewDataset],
         on_conflict: OnConflict,
     ) -> Result<InsertStats> {
-        // It writes no input links (`quantum_input`).
-        let tx = self
-            .db
-            .transaction_set_wise(&["dataset", "quantum_input"])?;
+        let tx = self.db.transaction_set_wise()?;
         let run_record = self.collection_of_type(run, CollectionType::Run)?;
         let dt = self.dataset_type_required(dataset_type)?;
         let counts = self
@@ -432,7 +429,7 @@ impl Registry {
     /// inserts the rows of type `dt` into RUN `run`. Runs in the caller's
     /// transaction, in which `dt` and `run` were looked up: the checks
     /// stand in for per-row foreign keys in a set-wise transaction
-    /// ([`Database::begin_set_wise`], which exempts `dataset` on their
+    /// ([`Database::begin_set_wise`], which leaves `dataset` to them on their
     /// strength), race-free since SQLite has one writer; on PostgreSQL
     /// the server checks again. `conflict(index, data ID, why)` explains a
     /// row that is neither inserted nor already there.

@@ -954,7 +954,7 @@ impl Registry {
             // dimension records are checked below (`DimensionChecks`),
             // their type and RUN looked up in the transaction, and every
             // input link names a quantum written or found in it.
-            self.db.begin_set_wise(&["dataset", "quantum_input"])?;
+            self.db.begin_set_wise()?;
             // What an earlier transaction found may have changed since.
             self.dimension_checks = DimensionChecks::default();
         }

@@ -137,9 +137,7 @@ impl Registry {
     /// against the quanta written just before them, every other row
     /// (dimension records, memberships, chains, quanta) at commit.
     pub fn import_batch(&mut self, batch: &ImportBatch) -> Result<ImportStats> {
-        let tx = self
-            .db
-            .transaction_set_wise(&["dataset", "quantum_input"])?;
+        let tx = self.db.transaction_set_wise()?;
         let stats = self.import_uncommitted(batch)?;
         tx.commit()?;
         self.committed();
@@ -544,7 +542,7 @@ mod tests {
         assert!(foreign_keys_on(&r));
         // A set-wise transaction cannot start inside another one.
         let tx = r.db.transaction().unwrap();
-        assert!(tx.begin_set_wise(&["dataset"]).is_err());
+        assert!(tx.begin_set_wise().is_err());
         drop(tx);
         assert!(foreign_keys_on(&r));
     }

@@ -8,14 +8,14 @@
 //! missing parent" by two set-wise checks inside that transaction, which
 //! is race-free because SQLite has one writer at a time:
 //!
-//! - the tables the caller names as *exempt* (`dataset`, `quantum_input`)
-//!   are checked by the caller: every dataset row's dimension records once
+//! - the [`CALLER_CHECKED`] tables (`dataset`, `quantum_input`) are
+//!   checked by the writers, the only ones that open such a transaction: every dataset row's dimension records once
 //!   per distinct key, its dataset type and RUN looked up in the
 //!   transaction (`Registry::insert_dataset_rows`, merge's
 //!   `DimensionChecks`); a `quantum_input` row names a quantum written or
 //!   found in the same transaction (ingest writes none). A `WITHOUT ROWID`
-//!   table with foreign keys must be exempt: its new rows cannot be told
-//!   from the old, and `begin_set_wise` refuses to start otherwise;
+//!   table with foreign keys must be one of them: its new rows cannot be
+//!   told from the old, and `begin_set_wise` refuses to start otherwise;
 //! - every other table with foreign keys is checked here before the
 //!   commit: its rows inserted by the transaction (rowid above the largest
 //!   at `BEGIN`) are anti-joined to each parent, and one without a parent
@@ -26,6 +26,13 @@
 //! commit or rollback (`Database::end_transaction`), whatever the outcome.
 
 use crate::error::{ConstraintViolation, DatabaseError, DatabaseErrorKind, RegistryError, Result};
+use crate::schema::quote;
+
+/// The tables whose new rows the set-wise writers check themselves:
+/// dataset rows (`Registry::insert_dataset_rows`, merge's
+/// `DimensionChecks`) and input links (a quantum written or found in the
+/// same transaction).
+const CALLER_CHECKED: [&str; 2] = ["dataset", "quantum_input"];
 
 /// One foreign key of a table: its columns, the parent and the parent's
 /// columns, in order.
@@ -47,14 +54,10 @@ pub(crate) struct TableMark {
     keys: Vec<ForeignKey>,
 }
 
-fn quote(identifier: &str) -> String {
-    format!("\"{}\"", identifier.replace('"', "\"\""))
-}
-
-/// The tables of the schema with foreign keys, except `exempt`, with the
-/// largest rowid of each; an error for a `WITHOUT ROWID` table with
-/// foreign keys that is not exempt (its new rows cannot be told apart).
-pub(crate) fn marks(conn: &rusqlite::Connection, exempt: &[&str]) -> Result<Vec<TableMark>> {
+/// The tables of the schema with foreign keys, except [`CALLER_CHECKED`],
+/// with the largest rowid of each; an error for another `WITHOUT ROWID`
+/// table with foreign keys (its new rows cannot be told apart).
+pub(crate) fn marks(conn: &rusqlite::Connection) -> Result<Vec<TableMark>> {
     let mut tables = conn.prepare_cached(
         "SELECT name, sql FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' \
          ORDER BY name",
@@ -72,7 +75,7 @@ pub(crate) fn marks(conn: &rusqlite::Connection, exempt: &[&str]) -> Result<Vec<
     )?;
     let mut marks = Vec::new();
     for (table, sql) in tables {
-        if exempt.contains(&table.as_str()) {
+        if CALLER_CHECKED.contains(&table.as_str()) {
             continue;
         }
         let mut keys: Vec<(i64, ForeignKey)> = Vec::new();
@@ -112,7 +115,7 @@ pub(crate) fn marks(conn: &rusqlite::Connection, exempt: &[&str]) -> Result<Vec<
         if sql.to_ascii_uppercase().contains("WITHOUT ROWID") {
             return Err(internal(format!(
                 "`{table}` has foreign keys and no rowid: a set-wise transaction cannot find its \
-                 new rows, so its writer must check them and name it exempt"
+                 new rows, so its writers must check them (CALLER_CHECKED)"
             )));
         }
         let largest: Option<i64> = conn.query_row(

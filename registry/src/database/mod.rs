@@ -409,10 +409,11 @@ impl Database {
     /// keys are checked set-wise instead of per row (`foreign_keys.rs`):
     /// on SQLite, per-row enforcement is off until the transaction ends,
     /// the rows it inserts into tables with foreign keys are checked at
-    /// commit, except in `exempt` tables, whose every written row the
-    /// caller checks itself inside the transaction. On PostgreSQL the
-    /// server's keys and triggers check as always.
-    pub(crate) fn begin_set_wise(&self, exempt: &[&str]) -> Result<()> {
+    /// commit, except in the tables whose every written row the caller
+    /// checks itself inside the transaction (`CALLER_CHECKED` there: dataset
+    /// rows and input links). On PostgreSQL the server's keys and triggers
+    /// check as always.
+    pub(crate) fn begin_set_wise(&self) -> Result<()> {
         match &self.backend {
             Backend::Sqlite(conn) => {
                 if !conn.is_autocommit() {
@@ -424,7 +425,7 @@ impl Database {
                 let begun = conn
                     .execute_batch("BEGIN IMMEDIATE")
                     .map_err(RegistryError::from);
-                let marked = begun.and_then(|()| foreign_keys::marks(conn, exempt));
+                let marked = begun.and_then(|()| foreign_keys::marks(conn));
                 match marked {
                     Ok(marks) => {
                         *self.set_wise.borrow_mut() = Some(marks);
@@ -445,8 +446,8 @@ impl Database {
 
     /// [`Database::begin_set_wise`] as a guard that rolls back when
     /// dropped uncommitted.
-    pub(crate) fn transaction_set_wise(&self, exempt: &[&str]) -> Result<Transaction<'_>> {
-        self.begin_set_wise(exempt)?;
+    pub(crate) fn transaction_set_wise(&self) -> Result<Transaction<'_>> {
+        self.begin_set_wise()?;
         Ok(Transaction {
             db: self,
             open: true,
