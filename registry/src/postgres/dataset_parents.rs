@@ -66,21 +66,32 @@ fn check_statement(key: &DimensionKey, source: &str) -> String {
     )
 }
 
-/// The distinct keys of `rows` (`new_rows`, or `NEW` for one row).
-fn keys_of(key: &DimensionKey, rows: &str, distinct: bool) -> String {
+/// Where [`keys_of`] reads the keys.
+enum KeySource {
+    /// The statement's new rows (the transition table): distinct keys.
+    NewRows,
+    /// The row of a row-level trigger.
+    NewRow,
+}
+
+/// The non-NULL keys of the rows of `source`.
+fn keys_of(key: &DimensionKey, source: KeySource) -> String {
+    let (select, row, from) = match source {
+        KeySource::NewRows => ("SELECT DISTINCT", "n", " FROM new_rows n"),
+        KeySource::NewRow => ("SELECT", "NEW", ""),
+    };
     let columns: Vec<String> = key
         .from
         .iter()
-        .map(|c| format!("n.{0} AS {0}", quote(c)))
+        .map(|c| format!("{row}.{0} AS {0}", quote(c)))
         .collect();
     let present: Vec<String> = key
         .from
         .iter()
-        .map(|c| format!("n.{} IS NOT NULL", quote(c)))
+        .map(|c| format!("{row}.{} IS NOT NULL", quote(c)))
         .collect();
     format!(
-        "SELECT {}{} FROM {rows} WHERE {}",
-        if distinct { "DISTINCT " } else { "" },
+        "{select} {}{from} WHERE {}",
         columns.join(", "),
         present.join(" AND ")
     )
@@ -103,27 +114,12 @@ pub(crate) fn dataset_parents_ddl(universe: &DimensionUniverse) -> String {
     let mut ddl = String::new();
     let on_insert: String = keys
         .iter()
-        .map(|k| check_statement(k, &keys_of(k, "new_rows n", true)))
+        .map(|k| check_statement(k, &keys_of(k, KeySource::NewRows)))
         .collect();
     ddl.push_str(&function(INSERT_FUNCTION, &on_insert));
     let on_update: String = keys
         .iter()
-        .map(|k| {
-            let row = format!(
-                "SELECT {} WHERE {}",
-                k.from
-                    .iter()
-                    .map(|c| format!("NEW.{0} AS {0}", quote(c)))
-                    .collect::<Vec<_>>()
-                    .join(", "),
-                k.from
-                    .iter()
-                    .map(|c| format!("NEW.{} IS NOT NULL", quote(c)))
-                    .collect::<Vec<_>>()
-                    .join(" AND ")
-            );
-            check_statement(k, &row)
-        })
+        .map(|k| check_statement(k, &keys_of(k, KeySource::NewRow)))
         .collect();
     ddl.push_str(&function(UPDATE_FUNCTION, &on_update));
     let mut columns: Vec<String> = keys.iter().flat_map(|k| k.from.clone()).collect();
