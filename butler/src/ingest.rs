@@ -41,15 +41,6 @@ pub struct IngestOptions {
     pub commit_every: std::num::NonZeroUsize,
 }
 
-impl IngestOptions {
-    pub fn new(transfer: TransferMode) -> Self {
-        Self {
-            transfer,
-            commit_every: DEFAULT_INGEST_COMMIT,
-        }
-    }
-}
-
 /// What an ingest did.
 #[derive(Debug, Default)]
 pub struct IngestSummary {

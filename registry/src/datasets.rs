@@ -413,9 +413,6 @@ impl Registry {
         }
         tx.commit()
             .map_err(|e| explain_foreign_key(e, dataset_type, run))?;
-        // An ingest in several transactions writes in bulk: the background
-        // checkpointer copies each commit into the database file.
-        self.committed();
         Ok(InsertStats {
             inserted: counts.inserted,
             skipped: counts.already_present,
