@@ -8,12 +8,16 @@ use std::path::{Path, PathBuf};
 
 use quanta_core::fault::{self, kill_point};
 use quanta_core::{CollectionType, DataId, DatasetRef, Uuid};
-use quanta_datastore::{hash_file, DatastoreError, IngestLock, StoredFileInfo, TransferMode};
+use quanta_datastore::{
+    hash_file, is_direct_path, DatastoreError, IngestLock, LeftoverSweep, StoredFileInfo,
+    TransferMode,
+};
 use quanta_registry::{FoundDataset, NewDataset, OnConflict};
 
 use crate::butler::{to_info, to_record, Butler};
 use crate::error::ButlerError;
-use crate::repo_guard::{file_id, FileId, RepoGuard};
+use crate::repo_guard::RepoGuard;
+use crate::sources::{CanonicalDirs, Resolved};
 
 /// One file to ingest and the data ID it holds.
 #[derive(Debug, Clone)]
@@ -78,7 +82,7 @@ pub fn ingest_dataset_id(dataset_type: &str, run: &str, data_id: &DataId) -> Uui
 struct NewItem<'a> {
     item: &'a IngestItem,
     /// The source with symlinks resolved, checked to be outside the repo.
-    source: PathBuf,
+    source: Resolved,
     dataset_ref: DatasetRef,
 }
 
@@ -106,15 +110,18 @@ impl Butler {
     ///    [`crate::repo_guard`]), and each item's (dataset type, data ID)
     ///    in the RUN. An item already registered there with a file equal to
     ///    its source (size and BLAKE3; in symlink mode a symlink must point
-    ///    at the canonical source) is *already ingested* and skipped; with
+    ///    at the canonical source, in direct mode the registered direct
+    ///    path must be it) is *already ingested* and skipped; with
     ///    different content it is a conflict and nothing is written. Every
     ///    dataset's UUID is derived from type, RUN and data ID
     ///    ([`ingest_dataset_id`]), so its datastore path is the one an
     ///    earlier run of this ingest used.
     /// 2. The other items are transferred into the datastore without
-    ///    touching their sources ([`quanta_datastore::Datastore::ingest`]:
-    ///    a move is a hard link or a fsynced copy; a move fsyncs the
-    ///    directories too). A file already at a destination is not
+    ///    touching their sources
+    ///    ([`quanta_datastore::Datastore::ingest_expected`]: a move is a
+    ///    hard link or a fsynced copy; a move fsyncs the directories too;
+    ///    `direct` makes nothing and records the canonical source, which
+    ///    no removal ever deletes). A file already at a destination is not
     ///    registered (step 1), so nothing refers to it: it is what a killed
     ///    ingest left, and is replaced.
     /// 3. The datasets are registered, `commit_every` per transaction
@@ -257,7 +264,7 @@ impl Butler {
         for r in &refs {
             let dest = self
                 .datastore
-                .abs_path(&self.datastore.single_path_for(r, &dt.storage_class)?)?;
+                .owned_path(&self.datastore.single_path_for(r, &dt.storage_class)?)?;
             guard.add_datastore_dirs(&datastore_root, &dest);
         }
         let in_run = [run.to_string()];
@@ -268,7 +275,7 @@ impl Butler {
         };
         // A fresh RUN (the usual ingest) needs no lookup per item.
         let run_has_some = self.registry.run_has_datasets_of_type(run, dataset_type)?;
-        let mut sources = SourceResolver::default();
+        let mut sources = CanonicalDirs::default();
         for (item, dataset_ref) in items.iter().zip(refs) {
             let found = if run_has_some {
                 self.registry
@@ -297,9 +304,11 @@ impl Butler {
                     _ => return Err(bad_source(e.to_string())),
                 },
                 Err(e) => return Err(bad_source(e.to_string())),
-                Ok(None) => return Err(bad_source("not a regular file".into())),
-                Ok(Some((source, id))) => {
-                    if let Some(reason) = guard.refusal_of(&source, Some(id)) {
+                Ok(source) if !source.is_file => {
+                    return Err(bad_source("not a regular file".into()))
+                }
+                Ok(source) => {
+                    if let Some(reason) = guard.refusal_of(&source.path, Some(source.id)) {
                         return Err(ButlerError::SourceInRepository {
                             source_path: item.path.clone(),
                             reason,
@@ -307,7 +316,7 @@ impl Butler {
                     }
                     match found {
                         Some(found) => {
-                            self.check_already_ingested(&found, item, Some(&source), mode)?;
+                            self.check_already_ingested(&found, item, Some(&source.path), mode)?;
                             plan.already.push(AlreadyIngested {
                                 item,
                                 dataset_ref: found.dataset_ref,
@@ -369,7 +378,22 @@ impl Butler {
                     ),
                 ));
             }
-            if let Ok(target) = fs::read_link(&abs) {
+            if is_direct_path(&record.path) {
+                if mode == TransferMode::Move && abs == source {
+                    return Err(conflict(
+                        stored,
+                        "the dataset is registered with the source itself as its direct file; \
+                         moving the source would leave it without one"
+                            .into(),
+                    ));
+                }
+                if mode == TransferMode::Direct && abs != source {
+                    return Err(conflict(
+                        stored,
+                        "the registered direct file is not the source".into(),
+                    ));
+                }
+            } else if let Ok(target) = fs::read_link(&abs) {
                 if mode == TransferMode::Move {
                     return Err(conflict(
                         stored,
@@ -407,17 +431,22 @@ impl Butler {
         // One after another: creating names in one directory from two
         // threads contends for the directory's lock in the kernel
         // (measured: slower than one thread).
+        let sweep = LeftoverSweep::default();
         let mut stored = Vec::with_capacity(plan.new.len());
         for n in &plan.new {
-            match self.datastore.ingest_resolved(
+            // No expected checksum: whatever a killed run left at the
+            // destination is replaced (nothing registered refers to it).
+            match self.datastore.ingest_expected(
                 lock,
-                &n.source,
+                &sweep,
+                &n.source.source(),
                 &n.dataset_ref,
                 &plan.storage_class,
                 mode,
-                true,
+                None,
+                false,
             ) {
-                Ok(info) => {
+                Ok((info, _)) => {
                     stored.push(info);
                     kill_point(fault::INGEST_TRANSFERRED);
                 }
@@ -441,7 +470,8 @@ impl Butler {
     }
 
     fn remove_transferred(&self, stored: &[StoredFileInfo]) {
-        for info in stored {
+        // A direct file is the source itself: never the datastore's.
+        for info in stored.iter().filter(|s| !is_direct_path(&s.path)) {
             if let Err(e) = self.datastore.remove(&info.path) {
                 tracing::warn!("could not remove {} after a failed ingest: {e}", info.path);
             }
@@ -474,50 +504,6 @@ impl Butler {
             kill_point(fault::INGEST_SOURCE_REMOVED);
         }
         not_removed
-    }
-}
-
-/// Resolves ingest sources to their canonical paths, each directory once:
-/// `fs::canonicalize` of every file reads every component of its path
-/// again (a `readlink` each: ten system calls per file of a manifest of
-/// millions in one directory tree).
-#[derive(Default)]
-struct SourceResolver {
-    /// Directory as given → canonical.
-    dirs: HashMap<PathBuf, PathBuf>,
-}
-
-impl SourceResolver {
-    /// The canonical path of `path` and the file's identity when it is
-    /// (or links to) a regular file; `Ok(None)` for anything else that
-    /// exists.
-    fn resolve(&mut self, path: &Path) -> std::io::Result<Option<(PathBuf, FileId)>> {
-        let meta = fs::symlink_metadata(path)?;
-        if meta.is_file() {
-            let id = file_id(&meta);
-            if let (Some(dir), Some(name)) = (path.parent(), path.file_name()) {
-                let dir = if dir.as_os_str().is_empty() {
-                    Path::new(".")
-                } else {
-                    dir
-                };
-                let canonical_dir = match self.dirs.get(dir) {
-                    Some(canonical) => canonical.clone(),
-                    None => {
-                        let canonical = fs::canonicalize(dir)?;
-                        self.dirs.insert(dir.to_path_buf(), canonical.clone());
-                        canonical
-                    }
-                };
-                return Ok(Some((canonical_dir.join(name), id)));
-            }
-        }
-        // A symlink (followed to its end), or a path without a file name.
-        let meta = fs::metadata(path)?;
-        if !meta.is_file() {
-            return Ok(None);
-        }
-        Ok(Some((fs::canonicalize(path)?, file_id(&meta))))
     }
 }
 

@@ -32,6 +32,7 @@ pub mod remove;
 pub mod repo_config;
 mod repo_guard;
 pub mod report_page;
+mod sources;
 pub mod transfers;
 
 pub use butler::{Butler, DATASTORE_DIR, REGISTRY_FILE};

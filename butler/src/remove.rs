@@ -72,6 +72,9 @@ pub struct RemovalSummary {
     /// Files of trashed datasets that were already gone (a killed removal
     /// had unlinked them).
     pub files_already_gone: u64,
+    /// Direct files of removed datasets (ingested with `--transfer
+    /// direct`): outside the datastore, never removed.
+    pub files_left_in_place: u64,
 }
 
 impl RemovalSummary {
@@ -82,6 +85,7 @@ impl RemovalSummary {
         self.quanta_removed += rows.quanta_removed;
         self.files_removed += files.removed;
         self.files_already_gone += files.missing;
+        self.files_left_in_place += files.left_in_place;
     }
 
     fn absorb(&mut self, other: RemovalSummary) {
@@ -92,6 +96,7 @@ impl RemovalSummary {
         self.quanta_removed += other.quanta_removed;
         self.files_removed += other.files_removed;
         self.files_already_gone += other.files_already_gone;
+        self.files_left_in_place += other.files_left_in_place;
     }
 }
 

@@ -131,6 +131,12 @@ fn print_summary(summary: &RemovalSummary, json: bool) -> Result<()> {
             summary.files_already_gone
         ));
     }
+    if summary.files_left_in_place > 0 {
+        parts.push(format!(
+            "{} direct files left in place (not the datastore's)",
+            summary.files_left_in_place
+        ));
+    }
     println!("{}", parts.join("; "));
     Ok(())
 }

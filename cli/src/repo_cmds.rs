@@ -107,9 +107,11 @@ pub struct IngestArgs {
     /// relative paths are relative to the manifest's directory.
     #[arg(long)]
     manifest: Option<PathBuf>,
-    /// copy, move, link (hard link), symlink or auto (hard link, else copy). A move
-    /// removes each source only after its dataset is registered; rerunning an
-    /// interrupted ingest skips what is already registered with the same content.
+    /// copy, move, link (hard link), symlink, auto (hard link, else copy) or
+    /// direct (the file stays where it is; the registry records its absolute
+    /// path, and no removal ever deletes it). A move removes each source only
+    /// after its dataset is registered; rerunning an interrupted ingest skips
+    /// what is already registered with the same content.
     #[arg(long, default_value = "copy")]
     transfer: String,
     /// Register at most this many datasets per transaction; an interrupted

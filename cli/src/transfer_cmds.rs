@@ -104,7 +104,8 @@ pub struct ImportArgs {
     repo: PathBuf,
     /// An export directory holding export.yaml (from quanta or `butler export`).
     dir: PathBuf,
-    /// copy, link (hard link), symlink, or auto (hard link, else copy).
+    /// copy, link (hard link), symlink, auto (hard link, else copy), or
+    /// direct (files stay where they are, recorded by absolute path).
     #[arg(long, default_value = "copy")]
     transfer: String,
     #[arg(long)]
@@ -180,7 +181,12 @@ fn print_import_summary(verb: &str, summary: &ImportSummary) {
 
 pub fn transfer(args: TransferArgs) -> Result<ExitCode> {
     let mode: TransferMode = args.transfer.parse()?;
-    if matches!(mode, TransferMode::Move | TransferMode::Auto) {
+    // Not direct either: the destination would record files another
+    // repository's removals delete.
+    if matches!(
+        mode,
+        TransferMode::Move | TransferMode::Auto | TransferMode::Direct
+    ) {
         return Err(anyhow!(
             "transfer mode `{}`: expected copy, link or symlink",
             args.transfer

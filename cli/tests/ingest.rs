@@ -237,6 +237,23 @@ fn detector_of(row: &Value) -> usize {
     data_id[1].as_u64().unwrap() as usize
 }
 
+/// Dataset rows with a direct path cut to its file name: each case of a
+/// test ingests from a directory of its own.
+fn case_free(mut rows: Vec<Value>) -> Vec<Value> {
+    for row in &mut rows {
+        let path = row["path"].as_str().unwrap();
+        if path.starts_with('/') {
+            row["path"] = Path::new(path)
+                .file_name()
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .into();
+        }
+    }
+    rows
+}
+
 /// Regular files and symlinks under the datastore (temporary ones too).
 fn datastore_is_empty(repo: &Path) -> bool {
     datastore_entries(repo).is_empty()
@@ -506,12 +523,14 @@ fn killed_ingest_converges_when_rerun_in_every_mode() {
         (repo, src, manifest)
     };
     let mut checked = 0;
-    for mode in ["copy", "move", "link", "symlink", "auto"] {
+    for mode in ["copy", "move", "link", "symlink", "auto", "direct"] {
         let (repo, src, manifest) = new_case();
         ok(&ingest_args(&repo, &manifest, mode));
         let expected = (datasets(&repo), datastore_entries(&repo));
         assert_eq!(expected.0.len(), N);
-        assert_eq!(expected.1.len(), N, "{:?}", expected.1);
+        // Direct: the registry records the sources where they are.
+        let in_datastore = if mode == "direct" { 0 } else { N };
+        assert_eq!(expected.1.len(), in_datastore, "{:?}", expected.1);
         assert_datasets_verify(&repo, LEN);
         let sources_stay = mode != "move";
         assert!(dets
@@ -544,7 +563,7 @@ fn killed_ingest_converges_when_rerun_in_every_mode() {
                 );
             }
             let committed = !registered.is_empty();
-            if !committed {
+            if !committed && mode != "direct" {
                 // A copy killed halfway leaves its fixed temporary name.
                 let path = expected.0[N - 1]["path"].as_str().unwrap();
                 let dest = repo.join("datastore").join(path);
@@ -558,7 +577,11 @@ fn killed_ingest_converges_when_rerun_in_every_mode() {
                 format!("ingested {N} raw datasets into Cam/raw")
             };
             assert_eq!(out.trim(), summary, "{mode} {point}");
-            assert_eq!(datasets(&repo), expected.0, "{mode} {point}");
+            assert_eq!(
+                case_free(datasets(&repo)),
+                case_free(expected.0.clone()),
+                "{mode} {point}"
+            );
             assert_eq!(datastore_entries(&repo), expected.1, "{mode} {point}");
             assert_datasets_verify(&repo, LEN);
             assert!(
@@ -577,7 +600,7 @@ fn killed_ingest_converges_when_rerun_in_every_mode() {
         assert_eq!(datasets(&repo), expected.0);
         assert_eq!(datastore_entries(&repo), expected.1);
     }
-    assert_eq!(checked, 5 * 4 + 3);
+    assert_eq!(checked, 6 * 4 + 3);
 }
 
 /// An ingest registers `--commit-every` datasets per transaction: killed
@@ -750,4 +773,170 @@ fn move_whose_sources_cannot_be_removed_exits_1_and_a_rerun_finishes_it() {
     assert!(out.contains("skipped 3 already ingested"), "{out}");
     assert!((0..3).all(|d| !source_present(&src, d)));
     assert_datasets_verify(&repo, 100);
+}
+
+/// `--transfer direct` (issue 23, LSST's mode): the registry records each
+/// source's canonical absolute path and the datastore makes nothing; the
+/// files are read where they are (`get`, `repo check`, `retrieve`,
+/// `export` with files), an export with files gives them their template
+/// paths, and neither pruning nor removing the RUN deletes them.
+#[test]
+fn direct_ingest_reads_files_in_place_and_no_removal_deletes_them() {
+    const N: usize = 4;
+    const LEN: usize = 700;
+    let base = tempfile::tempdir().unwrap();
+    let repo = base.path().join("repo");
+    make_repo(&repo, N, base.path());
+    let src = base.path().join("src");
+    let dets: Vec<usize> = (0..N).collect();
+    let manifest = write_sources(&src, &dets, LEN, &[]);
+    ok(&ingest_args(&repo, &manifest, "direct"));
+
+    let real_src = fs::canonicalize(&src).unwrap();
+    let rows = datasets(&repo);
+    assert_eq!(rows.len(), N);
+    for row in &rows {
+        let d = detector_of(row);
+        let expected = real_src.join(format!("raw_{d}.bin"));
+        assert_eq!(row["path"].as_str().unwrap(), s(&expected), "{row}");
+    }
+    assert!(datastore_is_empty(&repo), "{:?}", datastore_entries(&repo));
+    assert_datasets_verify(&repo, LEN);
+    ok(&["repo", "check", s(&repo)]);
+    let got = base.path().join("got.bin");
+    ok(&[
+        "get",
+        s(&repo),
+        "raw",
+        "--data-id",
+        "instrument=Cam,exposure=0,detector=2",
+        "--collections",
+        "Cam/raw",
+        "--output",
+        s(&got),
+    ]);
+    assert_eq!(fs::read(&got).unwrap(), content(2, LEN));
+
+    // A changed direct file is a problem `repo check` reports (exit 1),
+    // and `--repair` never touches it.
+    let changed = src.join("raw_1.bin");
+    fs::write(&changed, b"changed").unwrap();
+    let check = run(&["repo", "check", s(&repo), "--repair"]);
+    assert_eq!(check.status.code(), Some(1), "{check:?}");
+    assert_eq!(fs::read(&changed).unwrap(), b"changed");
+    fs::write(&changed, content(1, LEN)).unwrap();
+    ok(&["repo", "check", s(&repo)]);
+
+    // Exported with files, a direct file goes to its template path (the
+    // one a copied ingest gives it), and imports like any other; so does
+    // a retrieve. (Bytes has no LSST mapping: a Json type for this part.)
+    ok(&[
+        "dataset-type",
+        "register",
+        s(&repo),
+        "rawJson",
+        "--dimensions",
+        "instrument,exposure,detector",
+        "--storage-class",
+        "Json",
+    ]);
+    let json_src = base.path().join("json");
+    fs::create_dir_all(&json_src).unwrap();
+    let mut json_manifest = String::from("path,instrument,exposure,detector\n");
+    for &d in &dets {
+        fs::write(
+            json_src.join(format!("{d}.json")),
+            format!("{{\"detector\": {d}}}"),
+        )
+        .unwrap();
+        json_manifest.push_str(&format!("{d}.json,Cam,0,{d}\n"));
+    }
+    let json_manifest_path = json_src.join("manifest.csv");
+    fs::write(&json_manifest_path, json_manifest).unwrap();
+    let ingest_json = |repo: &Path, mode: &str| {
+        let mut args = ingest_args(repo, &json_manifest_path, mode);
+        args[5] = "rawJson";
+        ok(&args);
+    };
+    ingest_json(&repo, "direct");
+    let export = base.path().join("export");
+    ok(&[
+        "export",
+        s(&repo),
+        s(&export),
+        "--collections",
+        "Cam/raw",
+        "--dataset-type",
+        "rawJson",
+        "--transfer",
+        "copy",
+    ]);
+    let copied = base.path().join("copied");
+    make_repo(&copied, N, base.path());
+    ok(&[
+        "dataset-type",
+        "register",
+        s(&copied),
+        "rawJson",
+        "--dimensions",
+        "instrument,exposure,detector",
+        "--storage-class",
+        "Json",
+    ]);
+    ingest_json(&copied, "copy");
+    let template_paths: Vec<(String, usize)> = datasets(&copied)
+        .iter()
+        .map(|row| (row["path"].as_str().unwrap().to_string(), detector_of(row)))
+        .collect();
+    assert_eq!(template_paths.len(), N);
+    let json_of = |d: usize| format!("{{\"detector\": {d}}}").into_bytes();
+    for (rel, d) in &template_paths {
+        assert_eq!(fs::read(export.join(rel)).unwrap(), json_of(*d), "{rel}");
+    }
+    let imported = base.path().join("imported");
+    ok(&["repo", "create", s(&imported)]);
+    ok(&["import", s(&imported), s(&export), "--transfer", "link"]);
+    ok(&["repo", "check", s(&imported)]);
+    let retrieved = base.path().join("retrieved");
+    ok(&[
+        "retrieve",
+        s(&repo),
+        s(&retrieved),
+        "--collections",
+        "Cam/raw",
+        "--dataset-type",
+        "rawJson",
+    ]);
+    for (rel, d) in &template_paths {
+        assert_eq!(fs::read(retrieved.join(rel)).unwrap(), json_of(*d), "{rel}");
+    }
+
+    // Removal drops the rows and leaves every direct file.
+    let pruned = ok(&[
+        "prune-datasets",
+        s(&repo),
+        "--collections",
+        "Cam/raw",
+        "--where",
+        "detector = 0",
+        "--purge",
+    ]);
+    assert!(pruned.contains("2 direct files left in place"), "{pruned}");
+    let removed = ok(&["remove-runs", s(&repo), "Cam/raw"]);
+    assert!(
+        removed.contains(&format!("{} direct files left in place", 2 * N - 2)),
+        "{removed}"
+    );
+    assert!(datasets(&repo).is_empty());
+    for &d in &dets {
+        assert_eq!(
+            fs::read(src.join(format!("raw_{d}.bin"))).unwrap(),
+            content(d, LEN)
+        );
+        assert_eq!(
+            fs::read(json_src.join(format!("{d}.json"))).unwrap(),
+            json_of(d)
+        );
+    }
+    ok(&["repo", "check", s(&repo)]);
 }

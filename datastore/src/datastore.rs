@@ -21,7 +21,9 @@ use crate::error::FormatterError;
 use crate::formatter::{
     Formatter, FormatterRegistry, InMemoryDataset, JsonFormatter, ReadParameters,
 };
-use crate::template::{validate_relative_path, FileTemplates, DEFAULT_TEMPLATE};
+use crate::template::{
+    is_direct_path, validate_direct_path, validate_relative_path, FileTemplates, DEFAULT_TEMPLATE,
+};
 use crate::verify::{check_checksum, check_size, ExpectedFile};
 
 /// Names of in-flight files start with this; one left behind belongs to a
@@ -55,6 +57,9 @@ pub struct RemoveStats {
     pub removed: u64,
     /// Files that were already gone.
     pub missing: u64,
+    /// Direct files (see [`is_direct_path`]): not the datastore's, left
+    /// where they are.
+    pub left_in_place: u64,
     /// Directories left empty and removed.
     pub directories: u64,
 }
@@ -146,6 +151,12 @@ pub enum TransferMode {
     Symlink,
     /// Hard link where possible, else copy.
     Auto,
+    /// Direct (LSST's mode of that name): nothing is made in the
+    /// datastore; the dataset's file record is the source's absolute,
+    /// canonical path (a *direct path*, [`is_direct_path`]), read where
+    /// it is and never removed with the dataset. For whole files only
+    /// ([`Datastore::ingest_expected`]).
+    Direct,
 }
 
 impl TransferMode {
@@ -156,6 +167,7 @@ impl TransferMode {
             TransferMode::Hardlink => "hardlink",
             TransferMode::Symlink => "symlink",
             TransferMode::Auto => "auto",
+            TransferMode::Direct => "direct",
         }
     }
 }
@@ -175,6 +187,7 @@ impl FromStr for TransferMode {
             "link" | "hardlink" => Ok(TransferMode::Hardlink),
             "symlink" => Ok(TransferMode::Symlink),
             "auto" => Ok(TransferMode::Auto),
+            "direct" => Ok(TransferMode::Direct),
             _ => Err(DatastoreError::BadTransferMode(s.to_string())),
         }
     }
@@ -295,9 +308,22 @@ impl Datastore {
         Ok(path)
     }
 
-    /// The absolute path of a relative datastore path, after checking that
-    /// it stays inside the root.
-    pub fn abs_path(&self, rel_path: &str) -> Result<PathBuf, DatastoreError> {
+    /// The absolute path of a recorded file, to read it: a path relative
+    /// to the root (checked to stay inside it), or a direct path
+    /// ([`is_direct_path`]) as it is. Whatever writes or removes goes
+    /// through [`Datastore::owned_path`] instead.
+    pub fn abs_path(&self, path: &str) -> Result<PathBuf, DatastoreError> {
+        if is_direct_path(path) {
+            validate_direct_path(path)?;
+            return Ok(PathBuf::from(path));
+        }
+        self.owned_path(path)
+    }
+
+    /// The absolute path of a file the datastore owns and so may write,
+    /// replace or remove: relative to the root and inside it. A direct
+    /// path is refused (`UnsafePath`): its file is not the datastore's.
+    pub fn owned_path(&self, rel_path: &str) -> Result<PathBuf, DatastoreError> {
         validate_relative_path(rel_path)?;
         Ok(self.root.join(rel_path))
     }
@@ -950,32 +976,6 @@ impl Datastore {
         self.ingest_at(lock, src, &rel, formatter.name(), r, mode, replace)
     }
 
-    /// [`Datastore::ingest`] of a source the caller has resolved and
-    /// checked: `real_src` is canonical (no symlink left in it) and names a
-    /// regular file. Saves resolving every path component again per file
-    /// (an ingest of millions of files checks them all first).
-    pub fn ingest_resolved(
-        &self,
-        lock: &IngestLock,
-        real_src: &Path,
-        r: &DatasetRef,
-        storage_class: &str,
-        mode: TransferMode,
-        replace: bool,
-    ) -> Result<StoredFileInfo, DatastoreError> {
-        let formatter = self.formatters.for_storage_class(storage_class)?;
-        let rel = self.render_path_as(r, formatter.as_ref(), false)?;
-        self.ingest_real_at(
-            lock,
-            (real_src, real_src),
-            &rel,
-            formatter.name(),
-            r,
-            mode,
-            replace,
-        )
-    }
-
     /// [`Datastore::ingest`] to the relative path `rel`, recording
     /// `formatter`; `what` names the dataset (or the part of one) in errors.
     #[allow(clippy::too_many_arguments)]
@@ -1083,6 +1083,9 @@ impl Datastore {
                     }
                 }
             }
+            TransferMode::Direct => Err(DatastoreError::DirectNotHere {
+                what: what.to_string(),
+            }),
             TransferMode::Symlink => match make_in_place(&dest, |at| symlink(real, at)) {
                 Ok(()) => linked(self),
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
@@ -1114,7 +1117,7 @@ impl Datastore {
     ) -> Result<(), DatastoreError> {
         let mut done = std::collections::HashSet::new();
         for rel in rel_paths {
-            let abs = self.abs_path(rel)?;
+            let abs = self.owned_path(rel)?;
             let dir = parent_of(&abs).to_path_buf();
             if done.insert(dir.clone()) {
                 sync_dir(&dir)?;
@@ -1173,13 +1176,19 @@ impl Datastore {
     /// Removes many files, in parallel (a symlink is removed, never what
     /// it points to); files already gone are counted, not errors. Then
     /// removes the directories this left empty, up to the root. The first
-    /// other error is returned once every file has been tried.
+    /// other error is returned once every file has been tried. Direct
+    /// paths ([`is_direct_path`]) are skipped and counted: their files are
+    /// not the datastore's to remove.
     ///
     /// Files are unlinked relative to a handle on their directory, opened
     /// once per run of up to [`UNLINK_CHUNK`] files of one directory:
     /// resolving each full path from the root cost a third of a
     /// million-file removal.
-    pub fn remove_many(&self, rel_paths: &[String]) -> Result<RemoveStats, DatastoreError> {
+    pub fn remove_many(&self, paths: &[String]) -> Result<RemoveStats, DatastoreError> {
+        let (direct, rel_paths): (Vec<&str>, Vec<&str>) = paths
+            .iter()
+            .map(String::as_str)
+            .partition(|p| is_direct_path(p));
         // A disassembled composite's parts go first, its index last, so a
         // killed removal leaves an index a rerun finds (its missing parts
         // are counted as missing).
@@ -1194,22 +1203,23 @@ impl Datastore {
         let first = if parts.is_empty() {
             RemoveStats::default()
         } else {
-            self.remove_flat(&parts)?
+            self.remove_flat(&parts.iter().map(String::as_str).collect::<Vec<_>>())?
         };
-        let rest = self.remove_flat(rel_paths)?;
+        let rest = self.remove_flat(&rel_paths)?;
         Ok(RemoveStats {
             removed: first.removed + rest.removed,
             missing: first.missing + rest.missing,
+            left_in_place: direct.len() as u64,
             directories: first.directories + rest.directories,
         })
     }
 
-    fn remove_flat(&self, rel_paths: &[String]) -> Result<RemoveStats, DatastoreError> {
+    fn remove_flat(&self, rel_paths: &[&str]) -> Result<RemoveStats, DatastoreError> {
         use rayon::prelude::*;
         let mut entries: Vec<(&str, &str)> = Vec::with_capacity(rel_paths.len());
-        for rel in rel_paths {
+        for &rel in rel_paths {
             validate_relative_path(rel)?;
-            entries.push(rel.rsplit_once('/').unwrap_or(("", rel.as_str())));
+            entries.push(rel.rsplit_once('/').unwrap_or(("", rel)));
         }
         entries.sort_unstable();
         let mut chunks: Vec<&[(&str, &str)]> = Vec::new();
@@ -1241,6 +1251,7 @@ impl Datastore {
         Ok(RemoveStats {
             removed: removed.into_inner(),
             missing: missing.into_inner(),
+            left_in_place: 0,
             directories,
         })
     }
@@ -1353,7 +1364,7 @@ impl Datastore {
 
     /// Removes a file; `Ok(false)` if it was not there.
     pub fn remove(&self, rel_path: &str) -> Result<bool, DatastoreError> {
-        let abs = self.abs_path(rel_path)?;
+        let abs = self.owned_path(rel_path)?;
         match fs::remove_file(&abs) {
             Ok(()) => Ok(true),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
@@ -1562,9 +1573,61 @@ impl Datastore {
         trust: bool,
     ) -> Result<(StoredFileInfo, Placement), DatastoreError> {
         let formatter = self.formatters.for_storage_class(storage_class)?;
-        let rel = self.render_path(r, formatter.as_ref())?;
+        if mode == TransferMode::Direct {
+            let stored = self.record_direct(sweep, src, formatter.name(), expected, trust)?;
+            return Ok((stored, Placement::Written));
+        }
+        // One whole file, even where composites are written disassembled
+        // (an index path would then hold it: unreadable).
+        let rel = self.render_path_as(r, formatter.as_ref(), false)?;
         let to = (rel.as_str(), formatter.name());
         self.ingest_expected_at(lock, sweep, src, to, r, mode, expected, trust)
+    }
+
+    /// The record of a [`TransferMode::Direct`] transfer: the source's
+    /// canonical path as a direct path, its size, and its checksum (read
+    /// once per run and inode as for a link, see [`LeftoverSweep`]; with
+    /// `trust`, the expected one when the sizes agree). Nothing is made
+    /// in the datastore.
+    fn record_direct(
+        &self,
+        sweep: &LeftoverSweep,
+        src: &SourceFile,
+        formatter: &str,
+        expected: Option<(u64, &str)>,
+        trust: bool,
+    ) -> Result<StoredFileInfo, DatastoreError> {
+        let path = src
+            .path
+            .to_str()
+            .ok_or_else(|| DatastoreError::UnsafePath {
+                path: src.path.display().to_string(),
+                reason: "a direct path must be UTF-8".into(),
+            })?;
+        validate_direct_path(path)?;
+        let (size, checksum) = match expected {
+            Some((size, checksum)) if trust && src.size == size => (size, checksum.to_string()),
+            _ => match sweep.hashed(src) {
+                Some(checksum) => (src.size, checksum),
+                None => {
+                    let (size, checksum) = hash_file(src.path)?;
+                    if size == src.size {
+                        sweep.remember_hashed(src, &checksum);
+                    }
+                    (size, checksum)
+                }
+            },
+        };
+        let stored = StoredFileInfo {
+            path: path.to_string(),
+            formatter: formatter.to_string(),
+            size,
+            checksum,
+        };
+        match mismatch(&stored, expected) {
+            Some(e) => Err(e),
+            None => Ok(stored),
+        }
     }
 
     /// [`Datastore::ingest_expected`] to the relative path `to.0`,
@@ -1584,6 +1647,11 @@ impl Datastore {
         trust: bool,
     ) -> Result<(StoredFileInfo, Placement), DatastoreError> {
         use rustix::fs::{linkat, symlinkat, unlinkat, AtFlags, CWD};
+        if mode == TransferMode::Direct {
+            return Err(DatastoreError::DirectNotHere {
+                what: what.to_string(),
+            });
+        }
         let (rel, formatter) = (to.0.to_string(), to.1);
         validate_relative_path(&rel)?;
         let dest = self.root.join(&rel);
@@ -1695,25 +1763,13 @@ impl Datastore {
         stored: &StoredFileInfo,
         expected: Option<(u64, &str)>,
     ) -> Result<(), DatastoreError> {
-        let Some((size, checksum)) = expected else {
-            return Ok(());
-        };
-        if stored.size == size && stored.checksum == checksum {
-            return Ok(());
+        match mismatch(stored, expected) {
+            None => Ok(()),
+            Some(e) => {
+                let _ = remove_if_present(dest);
+                Err(e)
+            }
         }
-        let _ = remove_if_present(dest);
-        if stored.size != size {
-            return Err(DatastoreError::SizeMismatch {
-                path: stored.path.clone(),
-                actual: stored.size,
-                expected: size,
-            });
-        }
-        Err(DatastoreError::ChecksumMismatch {
-            path: stored.path.clone(),
-            actual: stored.checksum.clone(),
-            expected: checksum.to_string(),
-        })
     }
 
     /// The (size, checksum) of the file already at `dest` when it is the
@@ -1742,6 +1798,23 @@ impl Datastore {
             _ => Ok(None),
         }
     }
+}
+
+/// How `stored` differs from what was `expected` (size first), if it does.
+fn mismatch(stored: &StoredFileInfo, expected: Option<(u64, &str)>) -> Option<DatastoreError> {
+    let (size, checksum) = expected?;
+    if stored.size != size {
+        return Some(DatastoreError::SizeMismatch {
+            path: stored.path.clone(),
+            actual: stored.size,
+            expected: size,
+        });
+    }
+    (stored.checksum != checksum).then(|| DatastoreError::ChecksumMismatch {
+        path: stored.path.clone(),
+        actual: stored.checksum.clone(),
+        expected: checksum.to_string(),
+    })
 }
 
 /// Streams a file through BLAKE3: size and hex digest (what a

@@ -99,7 +99,15 @@ pub enum DatastoreError {
         reason: String,
     },
 
-    #[error("unknown transfer mode `{0}`: expected copy, move, link, hardlink, symlink or auto")]
+    #[error(
+        "{what}: transfer mode `direct` records a whole file where it is; it cannot place a \
+         file in the datastore (as a disassembled composite's part needs)"
+    )]
+    DirectNotHere { what: String },
+
+    #[error(
+        "unknown transfer mode `{0}`: expected copy, move, link, hardlink, symlink, auto or direct"
+    )]
     BadTransferMode(String),
 
     #[error("could not {action} `{}`: {source}", path.display())]

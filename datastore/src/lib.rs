@@ -37,7 +37,7 @@ pub use formatter::{
     BytesFormatter, Formatter, FormatterRegistry, InMemoryDataset, JsonFormatter, ReadParameters,
 };
 pub use template::{
-    encode_path_component, encode_run, validate_relative_path, FileTemplate, FileTemplates,
-    DEFAULT_TEMPLATE,
+    encode_path_component, encode_run, is_direct_path, validate_direct_path,
+    validate_relative_path, FileTemplate, FileTemplates, DEFAULT_TEMPLATE,
 };
 pub use verify::ExpectedFile;

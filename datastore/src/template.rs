@@ -399,6 +399,46 @@ pub fn validate_relative_path(path: &str) -> Result<(), DatastoreError> {
     Ok(())
 }
 
+/// Whether a recorded file path is *direct*: the absolute path of a file
+/// outside the datastore, recorded by a `direct` ingest or import (LSST's
+/// transfer mode of that name). The datastore reads such a file where it
+/// is and never writes, moves or removes it; every other recorded path is
+/// relative to the root and the datastore's own.
+pub fn is_direct_path(path: &str) -> bool {
+    path.starts_with('/')
+}
+
+/// Checks, on the text alone, that `path` is a usable direct path
+/// ([`is_direct_path`]): absolute, normalized (no empty, `.` or `..`
+/// component), no NUL or backslash, within the platform's length limit.
+pub fn validate_direct_path(path: &str) -> Result<(), DatastoreError> {
+    let unsafe_path = |reason: &str| DatastoreError::UnsafePath {
+        path: path.escape_debug().to_string(),
+        reason: reason.to_string(),
+    };
+    let Some(rest) = path.strip_prefix('/') else {
+        return Err(unsafe_path("a direct path must be absolute"));
+    };
+    if path.len() > MAX_DIRECT_PATH_BYTES {
+        return Err(unsafe_path("too long"));
+    }
+    if path.contains(['\0', '\\']) {
+        return Err(unsafe_path("contains NUL or backslash"));
+    }
+    for component in rest.split('/') {
+        if component.is_empty() || component == "." || component == ".." {
+            return Err(unsafe_path("not a normalized absolute path"));
+        }
+        if component.len() > 255 {
+            return Err(unsafe_path("a component is longer than 255 bytes"));
+        }
+    }
+    Ok(())
+}
+
+/// Linux's `PATH_MAX`, counting the terminating NUL.
+const MAX_DIRECT_PATH_BYTES: usize = 4095;
+
 /// The default template plus per-dataset-type overrides.
 #[derive(Debug, Clone)]
 pub struct FileTemplates {

@@ -4,7 +4,8 @@
 //!
 //! Owns: the system-call level of reading files back for verification.
 //! Must not: write, create or remove anything, or look outside the root
-//! (every path goes through [`validate_relative_path`] first).
+//! (every path goes through [`validate_relative_path`] first) except at a
+//! direct file's recorded absolute path ([`crate::template::is_direct_path`]).
 //!
 //! # Cost
 //!
@@ -73,7 +74,7 @@ use rustix::io::Errno;
 
 use crate::datastore::{Datastore, StoredFileInfo};
 use crate::error::DatastoreError;
-use crate::template::validate_relative_path;
+use crate::template::{is_direct_path, validate_relative_path};
 #[cfg(target_os = "linux")]
 use crate::uring::{Ring, RING_READ_LIMIT};
 
@@ -307,6 +308,11 @@ impl Datastore {
         worker: &mut Worker,
         file: &ExpectedFile<'_>,
     ) -> Result<(), DatastoreError> {
+        if is_direct_path(file.path) {
+            // Outside the root: opened by its whole path, like `verify`.
+            let abs = self.abs_path(file.path)?;
+            return self.verify_at(rustix::fs::CWD, &abs, file, &mut worker.buf);
+        }
         validate_relative_path(file.path)?;
         // Validation guarantees a non-empty last component.
         let (dir, name) = split_dir(file.path);

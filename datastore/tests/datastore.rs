@@ -475,14 +475,53 @@ fn unsafe_relative_paths_are_refused_before_any_io() {
             ds.write_bytes_at(bad, b"x", "Bytes", true),
             Err(DatastoreError::UnsafePath { .. })
         ));
+        assert!(ds.remove(bad).is_err());
+        if bad.starts_with('/') {
+            // A direct path: read where it is, never written or removed.
+            continue;
+        }
         assert!(matches!(
             ds.read_bytes(bad),
             Err(DatastoreError::UnsafePath { .. })
         ));
-        assert!(ds.remove(bad).is_err());
         assert!(!ds.exists(bad));
     }
     assert!(!tmp.path().join("escape").exists());
+}
+
+/// A direct path (absolute, recorded by a `direct` ingest) is read where
+/// it is; writing, replacing or removing it is refused, and a removal of
+/// many paths skips and counts it; one that is not normalized is refused.
+#[test]
+fn direct_paths_are_read_in_place_and_never_written_or_removed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ds = store(&tmp.path().join("repo"));
+    let outside = tmp.path().join("raw.bin");
+    std::fs::write(&outside, b"raw bytes").unwrap();
+    let direct = outside.to_str().unwrap().to_string();
+    assert_eq!(ds.read_bytes(&direct).unwrap(), b"raw bytes");
+    assert!(ds.exists(&direct));
+    assert!(matches!(
+        ds.write_bytes_at(&direct, b"x", "Bytes", true),
+        Err(DatastoreError::UnsafePath { .. })
+    ));
+    assert!(matches!(
+        ds.remove(&direct),
+        Err(DatastoreError::UnsafePath { .. })
+    ));
+    let owned = ds
+        .write_bytes_at("a/b.bin", b"owned", "Bytes", false)
+        .unwrap();
+    let stats = ds
+        .remove_many(&[direct.clone(), owned.path.clone()])
+        .unwrap();
+    assert_eq!((stats.removed, stats.left_in_place), (1, 1));
+    assert_eq!(std::fs::read(&outside).unwrap(), b"raw bytes");
+    let not_normal = format!("{}/../raw.bin", tmp.path().display());
+    assert!(matches!(
+        ds.read_bytes(&not_normal),
+        Err(DatastoreError::UnsafePath { .. })
+    ));
 }
 
 #[test]

@@ -254,7 +254,8 @@ fn unsafe_paths_are_refused_without_looking() {
     for path in [
         "../escape.bin",
         "d/../../escape.bin",
-        "/etc/passwd",
+        "/etc/../etc/passwd",
+        "/etc//passwd",
         "d//f.bin",
         "",
     ] {
@@ -270,6 +271,30 @@ fn unsafe_paths_are_refused_without_looking() {
             "{path:?} was not refused"
         );
     }
+}
+
+/// A direct file (an absolute path, outside the root) is verified where
+/// it is, by `verify` and `verify_many` alike (beside files in the root).
+#[test]
+fn direct_files_are_verified_where_they_are() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ds = store(&tmp.path().join("root"));
+    let inside = put(&ds, "d/f.bin", b"inside");
+    let outside = tmp.path().join("raw.bin");
+    fs::write(&outside, b"outside").unwrap();
+    let direct = StoredFileInfo {
+        path: outside.to_str().unwrap().into(),
+        size: 7,
+        checksum: blake3::hash(b"outside").to_hex().to_string(),
+        ..inside.clone()
+    };
+    let results = verify_both(&ds, &[inside.clone(), direct.clone()]);
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    fs::write(&outside, b"0utside").unwrap();
+    assert!(matches!(
+        verify_one(&ds, &direct),
+        Err(DatastoreError::ChecksumMismatch { .. })
+    ));
 }
 
 #[test]

@@ -161,9 +161,16 @@ impl LimitedRegistry {
         &self.tasks
     }
 
-    /// Absolute path of a ref's file.
+    /// Absolute path of a ref's file, to read it (an input's may be a
+    /// direct file outside the datastore).
     pub fn abs_path(&self, r: &BundleRef) -> Result<PathBuf, DatastoreError> {
         self.datastore.abs_path(&r.path)
+    }
+
+    /// Absolute path an output of a quantum is written to: always inside
+    /// the datastore.
+    pub fn output_path(&self, r: &BundleRef) -> Result<PathBuf, DatastoreError> {
+        self.datastore.owned_path(&r.path)
     }
 
     /// Checks that every input and prerequisite of quantum `index` exists;
@@ -194,7 +201,7 @@ impl LimitedRegistry {
     /// component starts with `.`, which no template path has, so it never
     /// clashes with a dataset's path.
     pub fn move_aside(&self, rel: &str) -> Result<Option<PathBuf>, String> {
-        let src = self.datastore.abs_path(rel).map_err(|e| e.to_string())?;
+        let src = self.datastore.owned_path(rel).map_err(|e| e.to_string())?;
         if src.symlink_metadata().is_err() {
             return Ok(None);
         }
@@ -248,7 +255,7 @@ impl LimitedRegistry {
                 Vec::new()
             };
             for path in std::iter::once(&r.path).chain(&parts) {
-                if let Ok(dest) = self.datastore.abs_path(path) {
+                if let Ok(dest) = self.datastore.owned_path(path) {
                     let prefix = temp_file_prefix(&dest);
                     if let Some(dir) = dest.parent() {
                         by_dir.entry(dir.to_path_buf()).or_default().insert(prefix);
@@ -669,7 +676,7 @@ impl QuantumBackedButler {
             return Err(adopt_err("it is not a regular file".into()));
         }
         let (size, checksum) = hash_file(file).map_err(|e| adopt_err(e.to_string()))?;
-        let dest = self.registry.abs_path(&r).map_err(|e| self.ds_err(e))?;
+        let dest = self.registry.output_path(&r).map_err(|e| self.ds_err(e))?;
         if self.replace {
             std::fs::rename(file, &dest)
                 .map_err(|e| adopt_err(format!("moving it to {}: {e}", dest.display())))?;

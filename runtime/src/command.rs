@@ -193,7 +193,7 @@ fn plan_outputs(
         let mut list = Vec::new();
         for r in refs {
             let dest = registry
-                .abs_path(r)
+                .output_path(r)
                 .map_err(|e| format!("output {conn}: {e}"))?;
             let dir = dest.parent().unwrap_or(Path::new("/"));
             std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;

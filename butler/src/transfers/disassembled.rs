@@ -22,8 +22,9 @@ use quanta_datastore::{
     Datastore, DatastoreError, IngestLock, LeftoverSweep, PartsIndex, Placement, StoredFileInfo,
 };
 
-use super::import::{CanonicalDirs, ImportOptions, Planned};
+use super::import::{ImportOptions, Planned};
 use super::TransferError;
+use crate::sources::CanonicalDirs;
 
 /// Transfers the composite `p` whose index is the regular file `real`
 /// (`p.source` with its symlinks resolved).

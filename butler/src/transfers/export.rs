@@ -22,6 +22,7 @@ use super::mapping::{
 use super::{phase, TransferError};
 use crate::Butler;
 use quanta_datastore::disassembled::is_index;
+use quanta_datastore::is_direct_path;
 
 /// How the files reach the export directory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -108,7 +109,7 @@ impl Butler {
         let export = self.export_to_memory(options)?;
         let mut clock = std::time::Instant::now();
         fs::create_dir_all(out).map_err(|e| TransferError::io("create", out, e))?;
-        self.transfer_out(&export.found, out, options.transfer)?;
+        self.transfer_out(&export.found, &export.doc, out, options.transfer)?;
         phase("export: transfer files", &mut clock);
         let extras_text = serde_json::to_string(&export.extras).expect("extras serialize");
         write_via_temp(&out.join(EXTRAS_FILE), extras_text.as_bytes())?;
@@ -154,7 +155,7 @@ impl Butler {
         summary.records = dimensions.iter().map(|(_, r)| r.len()).sum();
         doc.dimensions = dimensions;
         extras.record_fields = record_fields;
-        self.export_datasets(&found, &mut doc, &mut extras)?;
+        self.export_datasets(&found, &mut doc, &mut extras, options.transfer)?;
         phase("export: dataset entries", &mut clock);
         export_collections(registry, &collections, &found, &selected, &mut doc)?;
         phase("export: collections", &mut clock);
@@ -199,12 +200,16 @@ impl Butler {
     }
 
     /// Dataset types and dataset entries, grouped by (type, RUN) in query
-    /// order; sizes and checksums into the extras.
+    /// order; sizes and checksums into the extras. A direct file
+    /// ([`is_direct_path`]) keeps its absolute path in an export without
+    /// files; one with files gets its dataset's template path there, as
+    /// LSST's export does.
     fn export_datasets(
         &self,
         found: &[FoundDataset],
         doc: &mut ExportDocument,
         extras: &mut Extras,
+        mode: ExportTransfer,
     ) -> Result<(), TransferError> {
         let mut groups: HashMap<(String, String), usize> = HashMap::new();
         let mut last: Option<usize> = None;
@@ -270,10 +275,16 @@ impl Butler {
                 }
             };
             last = Some(index);
+            let path = if is_direct_path(&stored.path) && mode != ExportTransfer::None {
+                let dt = self.registry.dataset_type_required(&r.dataset_type)?;
+                self.datastore.single_path_for(r, &dt.storage_class)?
+            } else {
+                stored.path.clone()
+            };
             doc.datasets[index].files.push(FileEntry {
                 dataset_ids: vec![r.id],
                 data_ids: vec![data_id_json(&r.data_id)],
-                path: stored.path.clone(),
+                path,
                 formatter: Some(formatter),
             });
             extras
@@ -283,10 +294,12 @@ impl Butler {
         Ok(())
     }
 
-    /// Puts the files at their datastore paths under `out`, in parallel.
+    /// Puts the files at their datastore paths under `out` (a direct
+    /// file at the path `doc` gives it), in parallel.
     fn transfer_out(
         &self,
         found: &[FoundDataset],
+        doc: &ExportDocument,
         out: &Path,
         mode: ExportTransfer,
     ) -> Result<(), TransferError> {
@@ -297,15 +310,19 @@ impl Butler {
         // Every file of each dataset: a disassembled composite's parts
         // beside its index, at their datastore paths.
         let mut rels = Vec::with_capacity(found.len());
+        let mut direct = Vec::new();
         for f in found {
             let stored = f.stored.as_ref().expect("stored");
             if is_index(&stored.path) {
                 let info = crate::butler::to_info(stored);
                 rels.extend(datastore.files_of(&info)?.into_iter().map(|i| i.path));
+            } else if is_direct_path(&stored.path) {
+                direct.push((stored.path.as_str(), f.dataset_ref.id));
             } else {
                 rels.push(stored.path.clone());
             }
         }
+        self.transfer_direct_out(&direct, doc, out, mode)?;
         if mode != ExportTransfer::Copy {
             // Sorted, a directory's files are consecutive: each worker
             // links them relative to its handles on the current directories.
@@ -317,25 +334,66 @@ impl Butler {
                     dirs.link(&datastore.abs_path(rel)?, &out.join(rel), symlink)
                 });
         }
-        rels.par_iter().try_for_each(|rel| {
-            let src = datastore.abs_path(rel)?;
-            let dest = out.join(rel);
-            let tmp = temp_name(&dest);
-            // The directory is created when the first file into it finds
-            // it missing, not probed for every file.
-            match fs::copy(&src, &tmp) {
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    if let Some(dir) = dest.parent() {
-                        fs::create_dir_all(dir).map_err(|e| TransferError::io("create", dir, e))?;
-                    }
-                    fs::copy(&src, &tmp).map(drop)
-                }
-                other => other.map(drop),
-            }
-            .map_err(|e| TransferError::io("write", &dest, e))?;
-            fs::rename(&tmp, &dest).map_err(|e| TransferError::io("rename into", &dest, e))
-        })
+        rels.par_iter()
+            .try_for_each(|rel| copy_via_temp(&datastore.abs_path(rel)?, &out.join(rel)))
     }
+
+    /// The direct files of an export with files, each to the path its
+    /// entry in `doc` names (one by one: a direct file is usually one
+    /// of a few large raws, not one of millions of small outputs).
+    fn transfer_direct_out(
+        &self,
+        direct: &[(&str, Uuid)],
+        doc: &ExportDocument,
+        out: &Path,
+        mode: ExportTransfer,
+    ) -> Result<(), TransferError> {
+        if direct.is_empty() {
+            return Ok(());
+        }
+        let wanted: HashSet<Uuid> = direct.iter().map(|(_, id)| *id).collect();
+        let mut exported: HashMap<Uuid, &str> = HashMap::with_capacity(direct.len());
+        for entry in &doc.datasets {
+            for file in &entry.files {
+                if let [id] = file.dataset_ids[..] {
+                    if wanted.contains(&id) {
+                        exported.insert(id, &file.path);
+                    }
+                }
+            }
+        }
+        let mut dirs = LinkDirs::default();
+        for (recorded, id) in direct {
+            let rel = exported
+                .get(id)
+                .expect("every exported dataset has an entry");
+            let (src, dest) = (Path::new(recorded), out.join(rel));
+            if mode == ExportTransfer::Copy {
+                copy_via_temp(src, &dest)?;
+            } else {
+                dirs.link(src, &dest, mode == ExportTransfer::Symlink)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Copies `src` to a temporary name beside `dest`, then renames it into
+/// place. The directory is created when the copy finds it missing, not
+/// probed for every file.
+fn copy_via_temp(src: &Path, dest: &Path) -> Result<(), TransferError> {
+    let tmp = temp_name(dest);
+    match fs::copy(src, &tmp) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if let Some(dir) = dest.parent() {
+                fs::create_dir_all(dir).map_err(|e| TransferError::io("create", dir, e))?;
+            }
+            fs::copy(src, &tmp).map(drop)
+        }
+        other => other.map(drop),
+    }
+    .map_err(|e| TransferError::io("write", dest, e))?;
+    fs::rename(&tmp, dest).map_err(|e| TransferError::io("rename into", dest, e))
 }
 
 /// A worker's handles (`O_PATH`) on the source and destination

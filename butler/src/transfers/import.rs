@@ -18,8 +18,8 @@ use quanta_core::{
     CollectionType, DataId, DataIdValue, DatasetRef, DatasetType, DimensionUniverse,
 };
 use quanta_datastore::{
-    DatastoreError, InMemoryDataset, IngestLock, LeftoverSweep, Placement, SourceFile,
-    StoredFileInfo, TransferMode,
+    DatastoreError, InMemoryDataset, IngestLock, LeftoverSweep, Placement, StoredFileInfo,
+    TransferMode,
 };
 use quanta_registry::{ImportBatch, ImportDatasets, ImportStats, NewDataset, RecordSet};
 use serde_json::{Map, Value as Json};
@@ -31,6 +31,7 @@ use super::mapping::{
 };
 use super::{phase, TransferError};
 use crate::butler::to_record;
+use crate::sources::CanonicalDirs;
 use crate::Butler;
 use quanta_datastore::disassembled::is_index;
 
@@ -357,101 +358,6 @@ impl Butler {
                 tracing::warn!("could not remove {} after a failed import: {e}", info.path);
             }
         }
-    }
-}
-
-/// Canonical forms of source directories with a handle on each, resolved
-/// once per directory: a source's canonical path is then its directory's
-/// and its name, with the symlinks of the name itself followed
-/// (datastores of symlink ingests), looked up relative to the handle.
-#[derive(Default)]
-pub(super) struct CanonicalDirs(
-    std::collections::HashMap<PathBuf, (PathBuf, std::sync::Arc<rustix::fd::OwnedFd>)>,
-);
-
-/// What [`CanonicalDirs::resolve`] found: the canonical path, a handle on
-/// its directory, whether it is a regular file, its (device, inode), size
-/// and modification time.
-pub(super) struct Resolved {
-    pub(super) path: PathBuf,
-    dir: Option<std::sync::Arc<rustix::fd::OwnedFd>>,
-    pub(super) is_file: bool,
-    pub(super) id: (u64, u64),
-    size: u64,
-    mtime: (i64, i64),
-}
-
-impl Resolved {
-    /// The source as the datastore takes it.
-    pub(super) fn source(&self) -> SourceFile<'_> {
-        use rustix::fd::AsFd;
-        SourceFile {
-            path: &self.path,
-            dir: self.dir.as_ref().map(|d| d.as_fd()),
-            id: self.id,
-            size: self.size,
-            mtime: self.mtime,
-        }
-    }
-}
-
-impl CanonicalDirs {
-    /// `path` with every symlink resolved.
-    pub(super) fn resolve(&mut self, path: &Path) -> std::io::Result<Resolved> {
-        use rustix::fs::{statat, AtFlags, FileType};
-        let mut path = path.to_path_buf();
-        for _ in 0..40 {
-            let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
-                let real = fs::canonicalize(&path)?;
-                let meta = fs::metadata(&real)?;
-                use std::os::unix::fs::MetadataExt;
-                return Ok(Resolved {
-                    path: real,
-                    dir: None,
-                    is_file: meta.is_file(),
-                    id: (meta.dev(), meta.ino()),
-                    size: meta.size(),
-                    mtime: (meta.mtime(), meta.mtime_nsec()),
-                });
-            };
-            if !self.0.contains_key(dir) {
-                // Handles in use elsewhere stay open through their `Arc`s.
-                if self.0.len() >= quanta_datastore::directory_handles_kept() {
-                    self.0.clear();
-                }
-                let real = fs::canonicalize(if dir.as_os_str().is_empty() {
-                    Path::new(".")
-                } else {
-                    dir
-                })?;
-                use rustix::fs::{Mode, OFlags};
-                let fd = rustix::fs::open(
-                    &real,
-                    OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
-                    Mode::empty(),
-                )?;
-                self.0
-                    .insert(dir.to_path_buf(), (real, std::sync::Arc::new(fd)));
-            }
-            let (real_dir, fd) = &self.0[dir];
-            let st = statat(&**fd, name, AtFlags::SYMLINK_NOFOLLOW)?;
-            let file_type = FileType::from_raw_mode(st.st_mode);
-            if file_type != FileType::Symlink {
-                return Ok(Resolved {
-                    path: real_dir.join(name),
-                    dir: Some(fd.clone()),
-                    is_file: file_type == FileType::RegularFile,
-                    id: (st.st_dev, st.st_ino),
-                    size: st.st_size as u64,
-                    mtime: (st.st_mtime as i64, st.st_mtime_nsec as i64),
-                });
-            }
-            let target = rustix::fs::readlinkat(&**fd, name, Vec::new())?;
-            let target: std::ffi::OsString =
-                std::os::unix::ffi::OsStringExt::from_vec(target.into_bytes());
-            path = real_dir.join(target);
-        }
-        Err(std::io::Error::other("too many levels of symbolic links"))
     }
 }
 

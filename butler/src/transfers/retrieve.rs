@@ -9,7 +9,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use quanta_datastore::hash_file;
+use quanta_datastore::{hash_file, is_direct_path};
 use rayon::prelude::*;
 
 use super::export::ExportOptions;
@@ -52,16 +52,25 @@ impl Butler {
         let (found, without_file) = self.datasets_with_files(options)?;
         // Every file of each dataset: a disassembled composite's index and
         // parts (see quanta_datastore::disassembled).
+        // A direct file (outside the datastore) goes to its dataset's
+        // template path.
         let mut entries = Vec::with_capacity(found.len());
         for f in &found {
             let stored = f.stored.as_ref().expect("datasets with files");
             for info in self.datastore.files_of(&crate::butler::to_info(stored))? {
-                entries.push((f, info));
+                let rel = if is_direct_path(&info.path) {
+                    let r = &f.dataset_ref;
+                    let dt = self.registry.dataset_type_required(&r.dataset_type)?;
+                    self.datastore.single_path_for(r, &dt.storage_class)?
+                } else {
+                    info.path.clone()
+                };
+                entries.push((f, info, rel));
             }
         }
         let mut files = Vec::with_capacity(entries.len());
-        for (f, stored) in &entries {
-            let target = dest.join(&stored.path);
+        for (f, stored, rel) in &entries {
+            let target = dest.join(rel);
             let present = match fs::symlink_metadata(&target) {
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
                 Err(e) => return Err(TransferError::io("inspect", &target, e)),
@@ -83,7 +92,7 @@ impl Butler {
                 id: f.dataset_ref.id,
                 dataset_type: f.dataset_ref.dataset_type.clone(),
                 run: f.dataset_ref.run.clone(),
-                path: stored.path.clone(),
+                path: rel.clone(),
                 size: stored.size,
                 copied: !present,
             });
@@ -93,7 +102,9 @@ impl Butler {
             .par_iter()
             .zip(&files)
             .filter(|(_, r)| r.copied)
-            .try_for_each(|((_, stored), _)| retrieve_one(datastore, stored, dest))?;
+            .try_for_each(|((_, stored, rel), _)| {
+                retrieve_one(datastore, stored, &dest.join(rel))
+            })?;
         let copied = files.iter().filter(|r| r.copied).count();
         Ok(RetrieveSummary {
             already_present: files.len() - copied,
@@ -104,17 +115,17 @@ impl Butler {
     }
 }
 
+/// Copies `stored`'s file to `target`, verified.
 fn retrieve_one(
     datastore: &quanta_datastore::Datastore,
     stored: &quanta_datastore::StoredFileInfo,
-    dest: &Path,
+    target: &Path,
 ) -> Result<(), TransferError> {
     let src = datastore.abs_path(&stored.path)?;
-    let target = dest.join(&stored.path);
     if let Some(dir) = target.parent() {
         fs::create_dir_all(dir).map_err(|e| TransferError::io("create", dir, e))?;
     }
-    let tmp = temp_name(&target);
+    let tmp = temp_name(target);
     fs::copy(&src, &tmp).map_err(|e| TransferError::io("copy", &src, e))?;
     let (size, checksum) = hash_file(&tmp)?;
     if size != stored.size || checksum != stored.checksum {
@@ -127,7 +138,7 @@ fn retrieve_one(
                 ),
             });
     }
-    fs::rename(&tmp, &target).map_err(|e| TransferError::io("rename into", &target, e))
+    fs::rename(&tmp, target).map_err(|e| TransferError::io("rename into", target, e))
 }
 
 fn temp_name(dest: &Path) -> PathBuf {
