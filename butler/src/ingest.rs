@@ -1,23 +1,28 @@
 //! Ingest of existing files into a RUN, by a protocol that never destroys
 //! the only copy of a file and that ends where an uninterrupted run would
 //! have when rerun after a crash at any point (see [`Butler::ingest`]).
+//! Items are read, checked, transferred and registered a chunk at a time
+//! ([`CHUNK_ITEMS`]), so that an ingest of millions of files holds a few
+//! hundred bytes per item of one chunk, not of them all.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 
 use quanta_core::fault::{self, kill_point};
-use quanta_core::{CollectionType, DataId, DatasetRef, Uuid};
+use quanta_core::{CollectionType, DataId, DatasetRef, DatasetType, Uuid};
 use quanta_datastore::{
     hash_file, is_direct_path, DatastoreError, IngestLock, LeftoverSweep, StoredFileInfo,
     TransferMode,
 };
 use quanta_registry::{FoundDataset, NewDataset, OnConflict};
+use rayon::prelude::*;
 
 use crate::butler::{to_info, to_record, Butler};
 use crate::error::ButlerError;
 use crate::repo_guard::RepoGuard;
 use crate::sources::{CanonicalDirs, Resolved};
+use crate::transfers::phase;
 
 /// One file to ingest and the data ID it holds.
 #[derive(Debug, Clone)]
@@ -25,6 +30,26 @@ pub struct IngestItem {
     pub path: PathBuf,
     pub data_id: DataId,
 }
+
+/// The items of an ingest, from the first each time they are asked for.
+pub type ItemIter<'a> = Box<dyn Iterator<Item = Result<IngestItem, ButlerError>> + 'a>;
+
+/// What an ingest reads its items from: it goes over them twice (checks
+/// every item before it writes anything, then writes them), so a source
+/// can read them afresh each time instead of holding them all
+/// ([`crate::manifest::Manifest`] streams its file).
+pub trait IngestItems {
+    fn items(&self) -> Result<ItemIter<'_>, ButlerError>;
+}
+
+impl IngestItems for Vec<IngestItem> {
+    fn items(&self) -> Result<ItemIter<'_>, ButlerError> {
+        Ok(Box::new(self.iter().cloned().map(Ok)))
+    }
+}
+
+/// Items an ingest reads, checks, transfers and registers together.
+const CHUNK_ITEMS: usize = 1 << 16;
 
 /// Datasets an ingest registers per transaction by default: one
 /// transaction of millions of rows outgrows the registry's page cache,
@@ -49,10 +74,10 @@ pub struct IngestOptions {
 #[derive(Debug, Default)]
 pub struct IngestSummary {
     /// Datasets registered by this ingest.
-    pub ingested: Vec<DatasetRef>,
+    pub ingested: usize,
     /// Items already registered in the RUN with a file equal to the source
     /// (by an earlier run of the same ingest, perhaps killed): skipped.
-    pub already_ingested: Vec<DatasetRef>,
+    pub already_ingested: usize,
     /// Move only: sources that could not be removed although their dataset
     /// is registered, with the reason. A rerun removes them.
     pub sources_not_removed: Vec<(PathBuf, String)>,
@@ -78,33 +103,62 @@ pub fn ingest_dataset_id(dataset_type: &str, run: &str, data_id: &DataId) -> Uui
     uuid::Builder::from_custom_bytes(bytes).into_uuid()
 }
 
-/// An item to transfer and register.
-struct NewItem<'a> {
-    item: &'a IngestItem,
-    /// The source with symlinks resolved, checked to be outside the repo.
-    source: Resolved,
+/// An item of a chunk with its dataset and its source resolved.
+struct Prepared {
+    item: IngestItem,
     dataset_ref: DatasetRef,
+    source: std::io::Result<Resolved>,
 }
 
-/// An item whose dataset is already registered with the same file.
-struct AlreadyIngested<'a> {
-    item: &'a IngestItem,
-    dataset_ref: DatasetRef,
-    /// False after a move whose source removal already happened.
-    source_present: bool,
+/// What an ingest writes into, looked up once.
+struct Target<'a> {
+    run: &'a str,
+    dataset_type: DatasetType,
+    /// Whether the RUN holds datasets of the type already: a fresh RUN
+    /// (the usual ingest) needs no lookup per item.
+    run_has_some: bool,
 }
 
-struct IngestPlan<'a> {
-    storage_class: String,
-    new: Vec<NewItem<'a>>,
-    already: Vec<AlreadyIngested<'a>>,
+/// What checking every item found (step 1), for writing them (step 2).
+#[derive(Default)]
+struct Checked {
+    /// Items registered already with their file.
+    already: HashSet<Uuid>,
+    /// Of those, the ones whose source was still there (a move removes
+    /// them).
+    already_with_source: HashSet<Uuid>,
+}
+
+/// The state of step 1 between items.
+struct ItemChecks {
+    guard: RepoGuard,
+    /// One source per directory: whether a directory is the repository's
+    /// under another name is asked once the datastore directories this
+    /// ingest writes into are all known.
+    source_dirs: HashMap<PathBuf, PathBuf>,
+    /// The datastore directory of the last item (items usually come a
+    /// directory at a time).
+    last_dest_dir: Option<String>,
+    checked: Checked,
+}
+
+/// The transaction step 2 keeps open between commits.
+#[derive(Default)]
+struct OpenCommit {
+    /// Datasets inserted since the last commit.
+    rows: usize,
+    /// Their files (removed if the transaction fails).
+    files: Vec<StoredFileInfo>,
+    /// Move: their sources, and the sources of already-ingested items met
+    /// since, removed once it commits.
+    sources: Vec<PathBuf>,
 }
 
 impl Butler {
     /// Ingests existing files as datasets of one type into a RUN.
     ///
     /// The protocol (also in ARCHITECTURE.md, "Invariants"):
-    /// 1. Under the datastore's ingest lock, everything is checked before
+    /// 1. Under the datastore's ingest lock, every item is checked before
     ///    anything is written: data IDs (no two items with one data ID),
     ///    sources (regular files, not inside the repository, see
     ///    [`crate::repo_guard`]), and each item's (dataset type, data ID)
@@ -116,223 +170,261 @@ impl Butler {
     ///    dataset's UUID is derived from type, RUN and data ID
     ///    ([`ingest_dataset_id`]), so its datastore path is the one an
     ///    earlier run of this ingest used.
-    /// 2. The other items are transferred into the datastore without
-    ///    touching their sources
+    /// 2. Then, a chunk at a time, the other items are transferred into
+    ///    the datastore without touching their sources
     ///    ([`quanta_datastore::Datastore::ingest_expected`]: a move is a
-    ///    hard link or a fsynced copy; a move fsyncs the directories too;
-    ///    `direct` makes nothing and records the canonical source, which
-    ///    no removal ever deletes). A file already at a destination is not
-    ///    registered (step 1), so nothing refers to it: it is what a killed
-    ///    ingest left, and is replaced.
-    /// 3. The datasets are registered, `commit_every` per transaction
-    ///    (all in one unless there are more). If a transfer fails, only the
-    ///    files put into the datastore are removed; if a registration
-    ///    fails, only the files of the datasets not registered; sources
-    ///    were never touched. Registered datasets have their files: a
-    ///    rerun finds them already ingested (step 1).
-    /// 4. Move only, after the commit is durable: the sources of the
-    ///    registered and of the already-ingested items are removed (a
-    ///    source given as a symlink: the link, not its target). A rerun
-    ///    after a kill here finds every dataset registered; a source it no
-    ///    longer finds counts as moved once its registered file verifies.
+    ///    hard link or a fsynced copy; `direct` makes nothing and records
+    ///    the canonical source, which no removal ever deletes) and
+    ///    inserted into an open transaction, committed every
+    ///    `commit_every` datasets (a move fsyncs the new names' directories
+    ///    first). A file already at a destination is not registered (step
+    ///    1), so nothing refers to it: it is what a killed ingest left, and
+    ///    is replaced. If a transfer or a registration fails, the files of
+    ///    the datasets not committed are removed; sources were never
+    ///    touched. Committed datasets have their files: a rerun finds them
+    ///    already ingested (step 1).
+    /// 3. Move only, after each commit (durable): the sources of the
+    ///    datasets it registered and of the already-ingested items met
+    ///    since are removed (a source given as a symlink: the link, not its
+    ///    target). A rerun after a kill here finds those datasets
+    ///    registered; a source it no longer finds counts as moved once its
+    ///    registered file verifies.
     pub fn ingest(
         &mut self,
         run: &str,
         dataset_type: &str,
-        items: &[IngestItem],
+        items: &dyn IngestItems,
         options: IngestOptions,
     ) -> Result<IngestSummary, ButlerError> {
-        let mode = options.transfer;
         let lock = self.datastore.lock_for_ingest()?;
-        let plan = self.plan_ingest(run, dataset_type, items, mode)?;
-        let stored = self.transfer_planned(&lock, &plan, mode)?;
-        if !stored.is_empty() {
-            kill_point(fault::INGEST_BEFORE_COMMIT);
-            self.register_transferred(run, dataset_type, &plan, &stored, options)?;
-        }
-        let sources_not_removed = if mode == TransferMode::Move {
-            self.remove_moved_sources(&plan)
-        } else {
-            Vec::new()
+        let target = Target {
+            run,
+            dataset_type: self.registry.dataset_type_required(dataset_type)?,
+            run_has_some: {
+                self.registry.collection_of_type(run, CollectionType::Run)?;
+                self.registry.run_has_datasets_of_type(run, dataset_type)?
+            },
         };
-        drop(lock);
-        Ok(IngestSummary {
-            ingested: plan.new.into_iter().map(|n| n.dataset_ref).collect(),
-            already_ingested: plan.already.into_iter().map(|a| a.dataset_ref).collect(),
-            sources_not_removed,
-        })
-    }
-
-    /// Step 3: registers the transferred datasets, `commit_every` per
-    /// transaction; on a failure removes the files of the datasets not
-    /// registered (those registered stay: a rerun finds them ingested).
-    fn register_transferred(
-        &mut self,
-        run: &str,
-        dataset_type: &str,
-        plan: &IngestPlan<'_>,
-        stored: &[StoredFileInfo],
-        options: IngestOptions,
-    ) -> Result<(), ButlerError> {
-        // A move removes the sources next: its registration must then
-        // outlive a power failure, not only a killed process.
+        let mut clock = std::time::Instant::now();
+        let checked = self.check_items(&target, items, options.transfer)?;
+        phase("ingest: check every item", &mut clock);
+        // A move removes sources after each commit: its registration must
+        // then outlive a power failure, not only a killed process.
         let durable = options.transfer == TransferMode::Move;
-        let chunk = options.commit_every.get();
-        // Not the registry's bulk writing: its smaller page cache suits
-        // merge's appends, but an ingest's datasets have random UUIDs, so
-        // every transaction dirties most of the UUID index, which then
-        // spilled and was logged again and again (10^7 raws: 40 GB of log
-        // writes before it was stopped). Each commit is checkpointed by
-        // the writer as usual.
-        let mut registered = 0;
-        let mut result = self.registry.set_durable_commits(durable);
-        if result.is_ok() {
-            for (new, files) in plan.new.chunks(chunk).zip(stored.chunks(chunk)) {
-                let datasets: Vec<NewDataset> = new
-                    .iter()
-                    .zip(files)
-                    .map(|(n, info)| NewDataset {
-                        id: n.dataset_ref.id,
-                        data_id: n.dataset_ref.data_id.clone(),
-                        stored: Some(to_record(info)),
-                    })
-                    .collect();
-                result = self
-                    .registry
-                    .insert_datasets(run, dataset_type, &datasets, OnConflict::Fail)
-                    .map(|_| ());
-                if result.is_err() {
-                    break;
-                }
-                registered += datasets.len();
-                kill_point(fault::INGEST_COMMITTED);
-            }
-        }
+        self.registry.set_durable_commits(durable)?;
+        let written = self.write_items(&lock, &target, items, &checked, options);
         if let Err(e) = self.registry.set_durable_commits(false) {
             // Only later commits stay slower; this one's outcome stands.
             tracing::warn!("could not reset the registry's commit mode: {e}");
         }
-        if let Err(e) = result {
-            self.remove_transferred(&stored[registered..]);
-            if registered > 0 {
-                tracing::warn!(
-                    "{registered} of {} datasets were registered before the failure; \
-                     rerunning the same ingest registers the rest",
-                    stored.len()
-                );
+        phase("ingest: transfer and register", &mut clock);
+        drop(lock);
+        let (ingested, sources_not_removed) = written?;
+        Ok(IngestSummary {
+            ingested,
+            already_ingested: checked.already.len(),
+            sources_not_removed,
+        })
+    }
+
+    /// Reads the next chunk of items and prepares them, in parallel: data
+    /// IDs standardized (an error names the item's file), dataset UUIDs
+    /// derived, sources resolved. `None` when the items are done.
+    fn next_chunk(
+        &self,
+        target: &Target<'_>,
+        items: &mut ItemIter<'_>,
+    ) -> Result<Option<Vec<Prepared>>, ButlerError> {
+        let chunk: Vec<IngestItem> = items.by_ref().take(CHUNK_ITEMS).collect::<Result<_, _>>()?;
+        if chunk.is_empty() {
+            return Ok(None);
+        }
+        let dt = &target.dataset_type;
+        let universe = self.universe();
+        let prepared = chunk
+            .into_par_iter()
+            .map_init(CanonicalDirs::default, |dirs, item| {
+                let data_id = item
+                    .data_id
+                    .standardize(&dt.dimensions, universe)
+                    .map_err(|e| ButlerError::Invalid(format!("{}: {e}", item.path.display())))?;
+                let dataset_ref = DatasetRef {
+                    id: ingest_dataset_id(&dt.name, target.run, &data_id),
+                    dataset_type: dt.name.clone(),
+                    data_id,
+                    run: target.run.to_string(),
+                };
+                let source = dirs.resolve(&item.path);
+                Ok(Prepared {
+                    item,
+                    dataset_ref,
+                    source,
+                })
+            })
+            .collect::<Result<Vec<_>, ButlerError>>()?;
+        Ok(Some(prepared))
+    }
+
+    /// Step 1: checks every item and finds those already ingested; writes
+    /// nothing.
+    fn check_items(
+        &self,
+        target: &Target<'_>,
+        items: &dyn IngestItems,
+        mode: TransferMode,
+    ) -> Result<Checked, ButlerError> {
+        let mut checks = ItemChecks {
+            guard: RepoGuard::new(&self.root, self.datastore.root())?,
+            source_dirs: HashMap::new(),
+            last_dest_dir: None,
+            checked: Checked::default(),
+        };
+        // Every dataset's UUID with its item's position: sorted at the
+        // end, equal neighbours are two items with one data ID.
+        let mut ids: Vec<(Uuid, u64)> = Vec::new();
+        // The first item refused: reported once every item is read, unless
+        // two items have one data ID (the manifest's own mistake first).
+        let mut refused: Option<ButlerError> = None;
+        let mut read = items.items()?;
+        while let Some(chunk) = self.next_chunk(target, &mut read)? {
+            for p in chunk {
+                ids.push((p.dataset_ref.id, ids.len() as u64));
+                if refused.is_none() {
+                    refused = self.check_item(target, &p, mode, &mut checks).err();
+                }
             }
-            return Err(e.into());
+        }
+        self.refuse_duplicates(target, items, ids)?;
+        if let Some(e) = refused {
+            return Err(e);
+        }
+        for source in checks.source_dirs.values() {
+            if let Some(reason) = checks.guard.directory_refusal(source) {
+                return Err(ButlerError::SourceInRepository {
+                    source_path: source.clone(),
+                    reason,
+                });
+            }
+        }
+        Ok(checks.checked)
+    }
+
+    /// Step 1 for one item: its source, and whether it is ingested already.
+    fn check_item(
+        &self,
+        target: &Target<'_>,
+        p: &Prepared,
+        mode: TransferMode,
+        checks: &mut ItemChecks,
+    ) -> Result<(), ButlerError> {
+        let dt = &target.dataset_type;
+        let (item, dataset_ref) = (&p.item, &p.dataset_ref);
+        if mode != TransferMode::Direct {
+            // The directories this ingest writes into: a source reaching
+            // one under another name is refused (each directory once).
+            let dest = self
+                .datastore
+                .single_path_for(dataset_ref, &dt.storage_class)?;
+            let dir = dest.rsplit_once('/').map_or("", |(dir, _)| dir);
+            if checks.last_dest_dir.as_deref() != Some(dir) {
+                let root = self.datastore.root();
+                checks
+                    .guard
+                    .add_datastore_dirs(root, &self.datastore.owned_path(&dest)?);
+                checks.last_dest_dir = Some(dir.to_string());
+            }
+        }
+        let found = if target.run_has_some {
+            let in_run = [target.run.to_string()];
+            self.registry
+                .find_dataset(&dt.name, &dataset_ref.data_id, &in_run, None)?
+        } else {
+            None
+        };
+        let bad_source = |reason: String| {
+            ButlerError::Datastore(DatastoreError::BadIngestSource {
+                source_path: item.path.clone(),
+                dataset: dataset_ref.to_string(),
+                reason,
+            })
+        };
+        let source = match &p.source {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => match found {
+                // A move killed while removing sources: this one went.
+                Some(found) if mode == TransferMode::Move => {
+                    self.check_already_ingested(&found, item, None, mode)?;
+                    checks.checked.already.insert(found.dataset_ref.id);
+                    return Ok(());
+                }
+                _ => return Err(bad_source(e.to_string())),
+            },
+            Err(e) => return Err(bad_source(e.to_string())),
+            Ok(source) if !source.is_file => return Err(bad_source("not a regular file".into())),
+            Ok(source) => source,
+        };
+        if let Some(reason) = checks.guard.file_refusal(&source.path, Some(source.id)) {
+            return Err(ButlerError::SourceInRepository {
+                source_path: item.path.clone(),
+                reason,
+            });
+        }
+        if let Some(dir) = source.path.parent() {
+            if !checks.source_dirs.contains_key(dir) {
+                checks
+                    .source_dirs
+                    .insert(dir.to_path_buf(), source.path.clone());
+            }
+        }
+        if let Some(found) = found {
+            self.check_already_ingested(&found, item, Some(&source.path), mode)?;
+            checks.checked.already.insert(found.dataset_ref.id);
+            checks
+                .checked
+                .already_with_source
+                .insert(found.dataset_ref.id);
         }
         Ok(())
     }
 
-    /// Step 1: checks every item and sorts it into new or already ingested;
-    /// writes nothing.
-    fn plan_ingest<'a>(
+    /// Fails when two items have one data ID (one dataset UUID): `ids`
+    /// holds each item's UUID and position. The items are read again up
+    /// to the second of the first such pair, to name both files.
+    fn refuse_duplicates(
         &self,
-        run: &str,
-        dataset_type: &str,
-        items: &'a [IngestItem],
-        mode: TransferMode,
-    ) -> Result<IngestPlan<'a>, ButlerError> {
-        let dt = self.registry.dataset_type_required(dataset_type)?;
-        self.registry.collection_of_type(run, CollectionType::Run)?;
-        let mut refs = Vec::with_capacity(items.len());
-        let mut seen: HashMap<String, &Path> = HashMap::with_capacity(items.len());
-        for item in items {
-            let data_id = item
-                .data_id
-                .standardize(&dt.dimensions, self.universe())
-                .map_err(|e| ButlerError::Invalid(format!("{}: {e}", item.path.display())))?;
-            if let Some(first) = seen.insert(data_id.canonical_key(), &item.path) {
+        target: &Target<'_>,
+        items: &dyn IngestItems,
+        mut ids: Vec<(Uuid, u64)>,
+    ) -> Result<(), ButlerError> {
+        ids.par_sort_unstable();
+        let Some((first, second)) = ids
+            .windows(2)
+            .filter(|w| w[0].0 == w[1].0)
+            .map(|w| (w[0].1, w[1].1))
+            .min_by_key(|&(_, second)| second)
+        else {
+            return Ok(());
+        };
+        drop(ids);
+        let mut first_path = PathBuf::new();
+        for (position, item) in items.items()?.enumerate() {
+            let item = item?;
+            if position as u64 == first {
+                first_path = item.path;
+            } else if position as u64 == second {
+                let dt = &target.dataset_type;
                 return Err(ButlerError::DuplicateIngestItem {
-                    dataset_type: dataset_type.to_string(),
-                    data_id,
-                    first: first.to_path_buf(),
-                    second: item.path.clone(),
+                    dataset_type: dt.name.clone(),
+                    data_id: item.data_id.standardize(&dt.dimensions, self.universe())?,
+                    first: first_path,
+                    second: item.path,
                 });
             }
-            refs.push(DatasetRef {
-                id: ingest_dataset_id(dataset_type, run, &data_id),
-                dataset_type: dataset_type.to_string(),
-                data_id,
-                run: run.to_string(),
-            });
         }
-        let datastore_root = self.datastore.root().to_path_buf();
-        let mut guard = RepoGuard::new(&self.root, &datastore_root)?;
-        for r in &refs {
-            let dest = self
-                .datastore
-                .owned_path(&self.datastore.single_path_for(r, &dt.storage_class)?)?;
-            guard.add_datastore_dirs(&datastore_root, &dest);
-        }
-        let in_run = [run.to_string()];
-        let mut plan = IngestPlan {
-            storage_class: dt.storage_class.clone(),
-            new: Vec::new(),
-            already: Vec::new(),
-        };
-        // A fresh RUN (the usual ingest) needs no lookup per item.
-        let run_has_some = self.registry.run_has_datasets_of_type(run, dataset_type)?;
-        let mut sources = CanonicalDirs::default();
-        for (item, dataset_ref) in items.iter().zip(refs) {
-            let found = if run_has_some {
-                self.registry
-                    .find_dataset(dataset_type, &dataset_ref.data_id, &in_run, None)?
-            } else {
-                None
-            };
-            let bad_source = |reason: String| {
-                ButlerError::Datastore(DatastoreError::BadIngestSource {
-                    source_path: item.path.clone(),
-                    dataset: dataset_ref.to_string(),
-                    reason,
-                })
-            };
-            match sources.resolve(&item.path) {
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => match found {
-                    // A move killed while removing sources: this one went.
-                    Some(found) if mode == TransferMode::Move => {
-                        self.check_already_ingested(&found, item, None, mode)?;
-                        plan.already.push(AlreadyIngested {
-                            item,
-                            dataset_ref: found.dataset_ref,
-                            source_present: false,
-                        });
-                    }
-                    _ => return Err(bad_source(e.to_string())),
-                },
-                Err(e) => return Err(bad_source(e.to_string())),
-                Ok(source) if !source.is_file => {
-                    return Err(bad_source("not a regular file".into()))
-                }
-                Ok(source) => {
-                    if let Some(reason) = guard.refusal_of(&source.path, Some(source.id)) {
-                        return Err(ButlerError::SourceInRepository {
-                            source_path: item.path.clone(),
-                            reason,
-                        });
-                    }
-                    match found {
-                        Some(found) => {
-                            self.check_already_ingested(&found, item, Some(&source.path), mode)?;
-                            plan.already.push(AlreadyIngested {
-                                item,
-                                dataset_ref: found.dataset_ref,
-                                source_present: true,
-                            });
-                        }
-                        None => plan.new.push(NewItem {
-                            item,
-                            source,
-                            dataset_ref,
-                        }),
-                    }
-                }
-            }
-        }
-        Ok(plan)
+        // Only if the items changed between two readings.
+        Err(ButlerError::Invalid(format!(
+            "two items have one data ID of {}, but the items changed before they could be named",
+            target.dataset_type.name
+        )))
     }
 
     /// Whether the dataset `found` (registered for the item's data ID) holds
@@ -420,53 +512,168 @@ impl Butler {
             .map_err(|e| conflict(stored, format!("the registered file does not verify: {e}")))
     }
 
-    /// Step 2: transfers the new items; on failure removes what it put into
-    /// the datastore (the sources were not touched).
-    fn transfer_planned(
+    /// Step 2 (and 3 for a move): transfers and registers the items not
+    /// already ingested, a chunk at a time, committing every
+    /// `options.commit_every`. Returns how many it registered and the
+    /// moved sources it could not remove.
+    fn write_items(
+        &mut self,
+        lock: &IngestLock,
+        target: &Target<'_>,
+        items: &dyn IngestItems,
+        checked: &Checked,
+        options: IngestOptions,
+    ) -> Result<(usize, Vec<(PathBuf, String)>), ButlerError> {
+        let mode = options.transfer;
+        let sweep = LeftoverSweep::default();
+        let mut open = OpenCommit::default();
+        let mut registered = 0;
+        let mut not_removed = Vec::new();
+        let mut read = items.items()?;
+        let mut first_commit = true;
+        let result = (|| {
+            while let Some(chunk) = self.next_chunk(target, &mut read)? {
+                let mut new = Vec::with_capacity(chunk.len());
+                for p in chunk {
+                    let id = p.dataset_ref.id;
+                    if !checked.already.contains(&id) {
+                        new.push(p);
+                    } else if mode == TransferMode::Move
+                        && checked.already_with_source.contains(&id)
+                    {
+                        open.sources.push(p.item.path);
+                    }
+                }
+                let mut rest = new.as_slice();
+                while !rest.is_empty() {
+                    let room = options.commit_every.get() - open.rows;
+                    let (now, later) = rest.split_at(room.min(rest.len()));
+                    rest = later;
+                    let stored = self.transfer_items(lock, &sweep, target, now, mode, &mut open)?;
+                    let datasets: Vec<NewDataset> = now
+                        .iter()
+                        .zip(&stored)
+                        .map(|(p, info)| NewDataset {
+                            id: p.dataset_ref.id,
+                            data_id: p.dataset_ref.data_id.clone(),
+                            stored: Some(to_record(info)),
+                        })
+                        .collect();
+                    self.registry.insert_datasets_uncommitted(
+                        target.run,
+                        &target.dataset_type.name,
+                        &datasets,
+                        OnConflict::Fail,
+                    )?;
+                    open.rows += now.len();
+                    if mode == TransferMode::Move {
+                        open.sources.extend(now.iter().map(|p| p.item.path.clone()));
+                    }
+                    if open.rows == options.commit_every.get() {
+                        registered += self.commit_ingested(
+                            &mut open,
+                            mode,
+                            &mut first_commit,
+                            &mut not_removed,
+                        )?;
+                    }
+                }
+            }
+            registered +=
+                self.commit_ingested(&mut open, mode, &mut first_commit, &mut not_removed)?;
+            Ok(())
+        })();
+        if let Err(e) = result {
+            let _ = self.registry.rollback_open();
+            self.remove_transferred(&open.files);
+            if registered > 0 {
+                tracing::warn!(
+                    "{registered} datasets were registered before the failure; rerunning the \
+                     same ingest registers the rest"
+                );
+            }
+            return Err(e);
+        }
+        Ok((registered, not_removed))
+    }
+
+    /// Transfers `items` (none already ingested) into the datastore,
+    /// adding their files to `open`; on failure `open` holds what this
+    /// call put in too.
+    fn transfer_items(
         &self,
         lock: &IngestLock,
-        plan: &IngestPlan<'_>,
+        sweep: &LeftoverSweep,
+        target: &Target<'_>,
+        items: &[Prepared],
         mode: TransferMode,
+        open: &mut OpenCommit,
     ) -> Result<Vec<StoredFileInfo>, ButlerError> {
         // One after another: creating names in one directory from two
         // threads contends for the directory's lock in the kernel
         // (measured: slower than one thread).
-        let sweep = LeftoverSweep::default();
-        let mut stored = Vec::with_capacity(plan.new.len());
-        for n in &plan.new {
+        let mut stored = Vec::with_capacity(items.len());
+        for p in items {
+            let source = p.source.as_ref().map_err(|e| {
+                ButlerError::Datastore(DatastoreError::BadIngestSource {
+                    source_path: p.item.path.clone(),
+                    dataset: p.dataset_ref.to_string(),
+                    reason: e.to_string(),
+                })
+            })?;
             // No expected checksum: whatever a killed run left at the
             // destination is replaced (nothing registered refers to it).
-            match self.datastore.ingest_expected(
+            let (info, _) = self.datastore.ingest_expected(
                 lock,
-                &sweep,
-                &n.source.source(),
-                &n.dataset_ref,
-                &plan.storage_class,
+                sweep,
+                &source.source(),
+                &p.dataset_ref,
+                &target.dataset_type.storage_class,
                 mode,
                 None,
                 false,
-            ) {
-                Ok((info, _)) => {
-                    stored.push(info);
-                    kill_point(fault::INGEST_TRANSFERRED);
-                }
-                Err(e) => {
-                    self.remove_transferred(&stored);
-                    return Err(e.into());
-                }
-            }
-        }
-        if mode == TransferMode::Move {
-            // The new names must be durable before any source goes.
-            if let Err(e) = self
-                .datastore
-                .sync_directories(stored.iter().map(|s| s.path.as_str()))
-            {
-                self.remove_transferred(&stored);
-                return Err(e.into());
-            }
+            )?;
+            open.files.push(info.clone());
+            stored.push(info);
+            kill_point(fault::INGEST_TRANSFERRED);
         }
         Ok(stored)
+    }
+
+    /// Commits the open transaction (a move fsyncs the directories of its
+    /// new names first), then, for a move, removes the sources it made
+    /// registered and those of the already-ingested items met since.
+    /// Returns how many datasets it committed.
+    fn commit_ingested(
+        &mut self,
+        open: &mut OpenCommit,
+        mode: TransferMode,
+        first_commit: &mut bool,
+        not_removed: &mut Vec<(PathBuf, String)>,
+    ) -> Result<usize, ButlerError> {
+        if open.rows > 0 {
+            if mode == TransferMode::Move {
+                // The new names must be durable before any source goes.
+                self.datastore
+                    .sync_directories(open.files.iter().map(|s| s.path.as_str()))?;
+            }
+            if std::mem::take(first_commit) {
+                kill_point(fault::INGEST_BEFORE_COMMIT);
+            }
+            self.registry.commit_open()?;
+            kill_point(fault::INGEST_COMMITTED);
+        }
+        let committed = std::mem::take(&mut open.rows);
+        open.files.clear();
+        for source in open.sources.drain(..) {
+            match fs::remove_file(&source) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => not_removed.push((source, e.to_string())),
+            }
+            kill_point(fault::INGEST_SOURCE_REMOVED);
+        }
+        Ok(committed)
     }
 
     fn remove_transferred(&self, stored: &[StoredFileInfo]) {
@@ -476,34 +683,6 @@ impl Butler {
                 tracing::warn!("could not remove {} after a failed ingest: {e}", info.path);
             }
         }
-    }
-
-    /// Step 4 of a move: once the registration is durable (committed with
-    /// [`quanta_registry::Registry::set_durable_commits`]), removes the
-    /// sources of the registered and the already-ingested items. Returns the
-    /// ones that could not be removed.
-    fn remove_moved_sources(&self, plan: &IngestPlan<'_>) -> Vec<(PathBuf, String)> {
-        let sources: Vec<&Path> = plan
-            .new
-            .iter()
-            .map(|n| n.item.path.as_path())
-            .chain(
-                plan.already
-                    .iter()
-                    .filter(|a| a.source_present)
-                    .map(|a| a.item.path.as_path()),
-            )
-            .collect();
-        let mut not_removed = Vec::new();
-        for source in sources {
-            match fs::remove_file(source) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => not_removed.push((source.to_path_buf(), e.to_string())),
-            }
-            kill_point(fault::INGEST_SOURCE_REMOVED);
-        }
-        not_removed
     }
 }
 

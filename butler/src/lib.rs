@@ -39,9 +39,10 @@ pub use butler::{Butler, DATASTORE_DIR, REGISTRY_FILE};
 pub use check::{CheckOptions, CheckReport, FileProblem};
 pub use error::ButlerError;
 pub use ingest::{
-    ingest_dataset_id, IngestItem, IngestOptions, IngestSummary, DEFAULT_INGEST_COMMIT,
+    ingest_dataset_id, IngestItem, IngestItems, IngestOptions, IngestSummary, ItemIter,
+    DEFAULT_INGEST_COMMIT,
 };
-pub use manifest::{parse_manifest, read_manifest};
+pub use manifest::{parse_manifest, read_manifest, Manifest};
 pub use merge::{
     MergeError, MergeOptions, MergeSummary, VerificationFailure, DEFAULT_BATCH_QUANTA,
 };

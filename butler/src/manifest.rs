@@ -4,12 +4,13 @@
 //! (`{"path": "...", "data_id": {"instrument": "Cam", ...}}`). Relative paths
 //! are relative to the manifest's directory.
 
+use std::io::BufRead;
 use std::path::{Path, PathBuf};
 
 use quanta_core::{DataId, DataIdValue, DimensionUniverse, FieldType};
 
 use crate::error::ButlerError;
-use crate::ingest::IngestItem;
+use crate::ingest::{IngestItem, IngestItems, ItemIter};
 
 fn bad(
     path: &Path,
@@ -24,14 +25,38 @@ fn bad(
     ButlerError::Invalid(format!("{}: {place}: {message}", path.display()))
 }
 
-/// Reads a manifest into the files and data IDs to ingest.
+/// A manifest file, read item by item each time an ingest goes over its
+/// items (twice: once to check them all, once to write them), so that an
+/// ingest of millions of files never holds them all in memory.
+pub struct Manifest {
+    path: PathBuf,
+    universe: DimensionUniverse,
+}
+
+impl Manifest {
+    pub fn new(path: &Path, universe: &DimensionUniverse) -> Self {
+        Self {
+            path: path.to_path_buf(),
+            universe: universe.clone(),
+        }
+    }
+}
+
+impl IngestItems for Manifest {
+    fn items(&self) -> Result<ItemIter<'_>, ButlerError> {
+        let file = std::fs::File::open(&self.path)
+            .map_err(|e| ButlerError::Invalid(format!("reading {}: {e}", self.path.display())))?;
+        let reader = std::io::BufReader::with_capacity(1 << 20, file);
+        stream_manifest(reader, &self.path, &self.universe)
+    }
+}
+
+/// Reads a manifest into the files and data IDs to ingest, all at once.
 pub fn read_manifest(
     path: &Path,
     universe: &DimensionUniverse,
 ) -> Result<Vec<IngestItem>, ButlerError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| ButlerError::Invalid(format!("reading {}: {e}", path.display())))?;
-    parse_manifest(&text, path, universe)
+    Manifest::new(path, universe).items()?.collect()
 }
 
 /// Parses manifest `text` as if read from `path`, which names it in errors
@@ -42,8 +67,17 @@ pub fn parse_manifest(
     path: &Path,
     universe: &DimensionUniverse,
 ) -> Result<Vec<IngestItem>, ButlerError> {
+    stream_manifest(text.as_bytes(), path, universe)?.collect()
+}
+
+/// The items of the manifest `reader` holds, parsed as they are read.
+fn stream_manifest<'a, R: BufRead + 'a>(
+    mut reader: R,
+    path: &'a Path,
+    universe: &'a DimensionUniverse,
+) -> Result<ItemIter<'a>, ButlerError> {
     let base = path.parent().unwrap_or(Path::new("."));
-    let resolve = |p: &str| -> PathBuf {
+    let resolve = move |p: &str| -> PathBuf {
         let p = PathBuf::from(p);
         if p.is_absolute() {
             p
@@ -51,30 +85,40 @@ pub fn parse_manifest(
             base.join(p)
         }
     };
-    let mut items = Vec::new();
-    if text.trim_start().starts_with('{') {
+    // JSON lines start with `{`; a CSV header with `path`.
+    let starts_json = reader
+        .fill_buf()
+        .map_err(|e| bad(path, 1, None, e))?
+        .iter()
+        .find(|b| !b.is_ascii_whitespace())
+        == Some(&b'{');
+    if starts_json {
         #[derive(serde::Deserialize)]
         #[serde(deny_unknown_fields)]
         struct Line {
             path: String,
             data_id: DataId,
         }
-        for (i, line) in text.lines().enumerate() {
-            if line.trim().is_empty() {
-                continue;
-            }
-            let parsed: Line =
-                serde_json::from_str(line).map_err(|e| bad(path, i + 1, Some(e.column()), e))?;
-            items.push(IngestItem {
-                path: resolve(&parsed.path),
-                data_id: parsed.data_id,
-            });
-        }
-        return Ok(items);
+        let lines = reader.lines().enumerate().filter_map(move |(i, line)| {
+            let line = match line {
+                Ok(line) if line.trim().is_empty() => return None,
+                Ok(line) => line,
+                Err(e) => return Some(Err(bad(path, i + 1, None, e))),
+            };
+            Some(
+                serde_json::from_str::<Line>(&line)
+                    .map_err(|e| bad(path, i + 1, Some(e.column()), e))
+                    .map(|parsed| IngestItem {
+                        path: resolve(&parsed.path),
+                        data_id: parsed.data_id,
+                    }),
+            )
+        });
+        return Ok(Box::new(lines));
     }
     let mut reader = csv::ReaderBuilder::new()
         .trim(csv::Trim::All)
-        .from_reader(text.as_bytes());
+        .from_reader(reader);
     let header: Vec<String> = reader
         .headers()
         .map_err(|e| bad(path, 1, None, e))?
@@ -101,7 +145,7 @@ pub fn parse_manifest(
                 .unwrap_or(FieldType::String),
         );
     }
-    for (i, row) in reader.records().enumerate() {
+    let rows = reader.into_records().enumerate().map(move |(i, row)| {
         let line = i + 2;
         let row = row.map_err(|e| bad(path, line, None, e))?;
         let mut data_id = DataId::empty();
@@ -110,12 +154,12 @@ pub fn parse_manifest(
                 .map_err(|e| bad(path, line, Some(col + 1), e))?;
             data_id.insert(header[col].clone(), value);
         }
-        items.push(IngestItem {
+        Ok(IngestItem {
             path: resolve(row.get(0).unwrap_or_default()),
             data_id,
-        });
-    }
-    Ok(items)
+        })
+    });
+    Ok(Box::new(rows))
 }
 
 #[cfg(test)]

@@ -125,6 +125,20 @@ impl RepoGuard {
         canonical: &Path,
         known_id: Option<FileId>,
     ) -> Option<String> {
+        self.file_refusal(canonical, known_id)
+            .or_else(|| self.directory_refusal(canonical))
+    }
+
+    /// The part of [`Self::refusal_of`] about the file itself: inside the
+    /// repository by its path, or a registry file under another name.
+    /// What its directory is ([`Self::directory_refusal`]) is checked
+    /// apart: an ingest checks each source directory once, after it has
+    /// added every datastore directory it writes into.
+    pub(crate) fn file_refusal(
+        &self,
+        canonical: &Path,
+        known_id: Option<FileId>,
+    ) -> Option<String> {
         if let Ok(rel) = canonical.strip_prefix(&self.canonical_root) {
             let what = match rel.components().next() {
                 Some(c) if c.as_os_str().to_string_lossy().starts_with(REGISTRY_FILE) => {
@@ -154,6 +168,13 @@ impl RepoGuard {
                 ));
             }
         }
+        None
+    }
+
+    /// The part of [`Self::refusal_of`] about the directories holding
+    /// `canonical`: one of them is a repository directory under another
+    /// name (a bind mount).
+    pub(crate) fn directory_refusal(&mut self, canonical: &Path) -> Option<String> {
         // Walk up until a directory known to be outside; remember the
         // walked ones only if none of them is a repository directory.
         let mut walked = Vec::new();

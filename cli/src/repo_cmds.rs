@@ -470,32 +470,32 @@ pub fn dataset_type(cmd: DatasetTypeCommand) -> Result<ExitCode> {
 pub fn ingest(args: IngestArgs) -> Result<ExitCode> {
     let mut butler = crate::plugins::open_butler(&args.repo)?;
     let mode: TransferMode = args.transfer.parse()?;
-    let items = match (&args.manifest, &args.file, &args.data_id) {
-        (Some(manifest), None, None) => quanta_butler::read_manifest(manifest, butler.universe())?,
-        (None, Some(file), Some(data_id)) => vec![IngestItem {
-            path: file.clone(),
-            data_id: DataId::parse_cli(data_id, butler.universe())?,
-        }],
-        _ => bail!("give either FILE with --data-id, or --manifest FILE"),
-    };
     let options = quanta_butler::IngestOptions {
         transfer: mode,
         commit_every: args.commit_every,
     };
-    let summary = butler.ingest(&args.run, &args.dataset_type, &items, options)?;
+    let summary = match (&args.manifest, &args.file, &args.data_id) {
+        (Some(manifest), None, None) => {
+            let manifest = quanta_butler::Manifest::new(manifest, butler.universe());
+            butler.ingest(&args.run, &args.dataset_type, &manifest, options)?
+        }
+        (None, Some(file), Some(data_id)) => {
+            let item = IngestItem {
+                path: file.clone(),
+                data_id: DataId::parse_cli(data_id, butler.universe())?,
+            };
+            butler.ingest(&args.run, &args.dataset_type, &vec![item], options)?
+        }
+        _ => bail!("give either FILE with --data-id, or --manifest FILE"),
+    };
     print!(
         "ingested {} {} datasets into {}",
-        summary.ingested.len(),
-        args.dataset_type,
-        args.run
+        summary.ingested, args.dataset_type, args.run
     );
-    if summary.already_ingested.is_empty() {
+    if summary.already_ingested == 0 {
         println!();
     } else {
-        println!(
-            "; skipped {} already ingested",
-            summary.already_ingested.len()
-        );
+        println!("; skipped {} already ingested", summary.already_ingested);
     }
     if summary.sources_not_removed.is_empty() {
         return Ok(ExitCode::SUCCESS);

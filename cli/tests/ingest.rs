@@ -645,9 +645,19 @@ fn an_ingest_killed_between_its_commits_keeps_them_and_a_rerun_finishes() {
                 Some(libc::SIGKILL),
                 "{mode} {commits}"
             );
-            // Sources go only after the last commit.
-            assert!(dets.iter().all(|&d| source_present(&src_killed, d)));
-            assert_eq!(registered_detectors(&repo).len(), 2 * commits, "{mode}");
+            // A move removes the sources of a commit after it: killed
+            // right after commit k, those of the commits before are gone,
+            // no other.
+            let registered = registered_detectors(&repo);
+            assert_eq!(registered.len(), 2 * commits, "{mode}");
+            let gone: Vec<usize> = dets
+                .iter()
+                .copied()
+                .filter(|&d| !source_present(&src_killed, d))
+                .collect();
+            let moved_before = if mode == "move" { 2 * (commits - 1) } else { 0 };
+            assert_eq!(gone.len(), moved_before, "{mode} {commits}: {gone:?}");
+            assert!(gone.iter().all(|d| registered.contains(d)), "{mode}");
             assert_datasets_verify(&repo, LEN);
             let out = ok(&chunked(&repo, &manifest, mode));
             assert_eq!(

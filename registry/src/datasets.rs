@@ -390,6 +390,68 @@ impl Registry {
         on_conflict: OnConflict,
     ) -> Result<InsertStats> {
         let tx = self.db.transaction_set_wise()?;
+        let stats =
+            self.insert_datasets_in_transaction(run, dataset_type, datasets, on_conflict)?;
+        tx.commit()
+            .map_err(|e| explain_foreign_key(e, dataset_type, run))?;
+        Ok(stats)
+    }
+
+    /// Like [`Registry::insert_datasets`], but leaves the transaction
+    /// open: later calls add to it until [`Registry::commit_open`] (an
+    /// ingest of millions of files registers them a chunk at a time and
+    /// commits every million). On error the open transaction is rolled
+    /// back whole.
+    pub fn insert_datasets_uncommitted(
+        &mut self,
+        run: &str,
+        dataset_type: &str,
+        datasets: &[NewDataset],
+        on_conflict: OnConflict,
+    ) -> Result<InsertStats> {
+        if !self.db.in_transaction() {
+            self.db.begin_set_wise()?;
+        }
+        let result = self.insert_datasets_in_transaction(run, dataset_type, datasets, on_conflict);
+        if result.is_err() {
+            let _ = self.db.rollback();
+        }
+        result
+    }
+
+    /// Commits what the `_uncommitted` calls wrote
+    /// ([`Registry::insert_datasets_uncommitted`],
+    /// [`Registry::record_quanta_uncommitted`]); a no-op without an open
+    /// transaction. On error the transaction is rolled back.
+    pub fn commit_open(&mut self) -> Result<()> {
+        if !self.db.in_transaction() {
+            return Ok(());
+        }
+        let committed = self.db.commit();
+        if committed.is_err() && self.db.in_transaction() {
+            let _ = self.db.rollback();
+        }
+        committed?;
+        self.committed();
+        Ok(())
+    }
+
+    /// Rolls back what the `_uncommitted` calls wrote; a no-op without an
+    /// open transaction.
+    pub fn rollback_open(&mut self) -> Result<()> {
+        if !self.db.in_transaction() {
+            return Ok(());
+        }
+        self.db.rollback()
+    }
+
+    fn insert_datasets_in_transaction(
+        &self,
+        run: &str,
+        dataset_type: &str,
+        datasets: &[NewDataset],
+        on_conflict: OnConflict,
+    ) -> Result<InsertStats> {
         let run_record = self.collection_of_type(run, CollectionType::Run)?;
         let dt = self.dataset_type_required(dataset_type)?;
         let counts = self
@@ -411,8 +473,6 @@ impl Registry {
                 counts.already_present
             )));
         }
-        tx.commit()
-            .map_err(|e| explain_foreign_key(e, dataset_type, run))?;
         Ok(InsertStats {
             inserted: counts.inserted,
             skipped: counts.already_present,

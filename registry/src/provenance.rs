@@ -966,18 +966,9 @@ impl Registry {
     }
 
     /// Commits what [`Registry::record_quanta_uncommitted`] wrote; a no-op
-    /// without an open transaction.
+    /// without an open transaction (see [`Registry::commit_open`]).
     pub fn commit_recorded(&mut self) -> Result<()> {
-        if !self.db.in_transaction() {
-            return Ok(());
-        }
-        let committed = self.db.commit();
-        if committed.is_err() && self.db.in_transaction() {
-            let _ = self.db.rollback();
-        }
-        committed?;
-        self.committed();
-        Ok(())
+        self.commit_open()
     }
 
     fn record_quanta_unchecked(
