@@ -40,6 +40,15 @@ pub(crate) fn to_record(info: &StoredFileInfo) -> DatastoreRecord {
     }
 }
 
+pub(crate) fn into_record(info: StoredFileInfo) -> DatastoreRecord {
+    DatastoreRecord {
+        path: info.path,
+        formatter: info.formatter,
+        size: info.size,
+        checksum: info.checksum,
+    }
+}
+
 pub(crate) fn to_info(record: &DatastoreRecord) -> StoredFileInfo {
     StoredFileInfo {
         path: record.path.clone(),

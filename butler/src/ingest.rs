@@ -10,7 +10,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use quanta_core::fault::{self, kill_point};
-use quanta_core::{CollectionType, DataId, DatasetRef, DatasetType, Uuid};
+use quanta_core::{CollectionType, DataId, DatasetRef, DatasetType, DimensionUniverse, Uuid};
 use quanta_datastore::{
     hash_file, is_direct_path, DatastoreError, IngestLock, LeftoverSweep, StoredFileInfo,
     TransferMode,
@@ -18,7 +18,7 @@ use quanta_datastore::{
 use quanta_registry::{FoundDataset, NewDataset, OnConflict};
 use rayon::prelude::*;
 
-use crate::butler::{to_info, to_record, Butler};
+use crate::butler::{into_record, to_info, Butler};
 use crate::error::ButlerError;
 use crate::repo_guard::RepoGuard;
 use crate::sources::{CanonicalDirs, Resolved};
@@ -32,13 +32,13 @@ pub struct IngestItem {
 }
 
 /// The items of an ingest, from the first each time they are asked for.
-pub type ItemIter<'a> = Box<dyn Iterator<Item = Result<IngestItem, ButlerError>> + 'a>;
+pub type ItemIter<'a> = Box<dyn Iterator<Item = Result<IngestItem, ButlerError>> + Send + 'a>;
 
 /// What an ingest reads its items from: it goes over them twice (checks
 /// every item before it writes anything, then writes them), so a source
 /// can read them afresh each time instead of holding them all
 /// ([`crate::manifest::Manifest`] streams its file).
-pub trait IngestItems {
+pub trait IngestItems: Sync {
     fn items(&self) -> Result<ItemIter<'_>, ButlerError>;
 }
 
@@ -110,6 +110,68 @@ struct Prepared {
     source: std::io::Result<Resolved>,
 }
 
+/// Runs `each` on the items' chunks in order, each prepared ([`prepare`])
+/// on another thread while `each` works on the one before: reading and
+/// preparing the items is most of checking them, and half of writing
+/// them beside the registry's inserts. Stops at the first error.
+fn for_each_chunk(
+    universe: &DimensionUniverse,
+    target: &Target<'_>,
+    items: &dyn IngestItems,
+    mut each: impl FnMut(Vec<Prepared>) -> Result<(), ButlerError>,
+) -> Result<(), ButlerError> {
+    let mut read = items.items()?;
+    std::thread::scope(|scope| {
+        // One chunk waits while `each` works: memory stays at about three.
+        let (sender, chunks) = std::sync::mpsc::sync_channel(1);
+        scope.spawn(move || loop {
+            let chunk: Result<Vec<IngestItem>, _> = read.by_ref().take(CHUNK_ITEMS).collect();
+            let prepared = match chunk {
+                Ok(chunk) if chunk.is_empty() => break,
+                Ok(chunk) => prepare(universe, target, chunk),
+                Err(e) => Err(e),
+            };
+            let failed = prepared.is_err();
+            // A closed channel: `each` failed, and nothing more is wanted.
+            if sender.send(prepared).is_err() || failed {
+                break;
+            }
+        });
+        chunks.into_iter().try_for_each(|chunk| each(chunk?))
+    })
+}
+
+/// Prepares a chunk of items, in parallel: data IDs standardized (an
+/// error names the item's file), dataset UUIDs derived, sources resolved.
+fn prepare(
+    universe: &DimensionUniverse,
+    target: &Target<'_>,
+    chunk: Vec<IngestItem>,
+) -> Result<Vec<Prepared>, ButlerError> {
+    let dt = &target.dataset_type;
+    chunk
+        .into_par_iter()
+        .map_init(CanonicalDirs::default, |dirs, item| {
+            let data_id = item
+                .data_id
+                .standardize(&dt.dimensions, universe)
+                .map_err(|e| ButlerError::Invalid(format!("{}: {e}", item.path.display())))?;
+            let dataset_ref = DatasetRef {
+                id: ingest_dataset_id(&dt.name, target.run, &data_id),
+                dataset_type: dt.name.clone(),
+                data_id,
+                run: target.run.to_string(),
+            };
+            let source = dirs.resolve(&item.path);
+            Ok(Prepared {
+                item,
+                dataset_ref,
+                source,
+            })
+        })
+        .collect()
+}
+
 /// What an ingest writes into, looked up once.
 struct Target<'a> {
     run: &'a str,
@@ -147,8 +209,9 @@ struct ItemChecks {
 struct OpenCommit {
     /// Datasets inserted since the last commit.
     rows: usize,
-    /// Their files (removed if the transaction fails).
-    files: Vec<StoredFileInfo>,
+    /// Their files in the datastore (removed if the transaction fails;
+    /// direct files are not the datastore's).
+    files: Vec<String>,
     /// Move: their sources, and the sources of already-ingested items met
     /// since, removed once it commits.
     sources: Vec<PathBuf>,
@@ -227,44 +290,6 @@ impl Butler {
         })
     }
 
-    /// Reads the next chunk of items and prepares them, in parallel: data
-    /// IDs standardized (an error names the item's file), dataset UUIDs
-    /// derived, sources resolved. `None` when the items are done.
-    fn next_chunk(
-        &self,
-        target: &Target<'_>,
-        items: &mut ItemIter<'_>,
-    ) -> Result<Option<Vec<Prepared>>, ButlerError> {
-        let chunk: Vec<IngestItem> = items.by_ref().take(CHUNK_ITEMS).collect::<Result<_, _>>()?;
-        if chunk.is_empty() {
-            return Ok(None);
-        }
-        let dt = &target.dataset_type;
-        let universe = self.universe();
-        let prepared = chunk
-            .into_par_iter()
-            .map_init(CanonicalDirs::default, |dirs, item| {
-                let data_id = item
-                    .data_id
-                    .standardize(&dt.dimensions, universe)
-                    .map_err(|e| ButlerError::Invalid(format!("{}: {e}", item.path.display())))?;
-                let dataset_ref = DatasetRef {
-                    id: ingest_dataset_id(&dt.name, target.run, &data_id),
-                    dataset_type: dt.name.clone(),
-                    data_id,
-                    run: target.run.to_string(),
-                };
-                let source = dirs.resolve(&item.path);
-                Ok(Prepared {
-                    item,
-                    dataset_ref,
-                    source,
-                })
-            })
-            .collect::<Result<Vec<_>, ButlerError>>()?;
-        Ok(Some(prepared))
-    }
-
     /// Step 1: checks every item and finds those already ingested; writes
     /// nothing.
     fn check_items(
@@ -285,15 +310,15 @@ impl Butler {
         // The first item refused: reported once every item is read, unless
         // two items have one data ID (the manifest's own mistake first).
         let mut refused: Option<ButlerError> = None;
-        let mut read = items.items()?;
-        while let Some(chunk) = self.next_chunk(target, &mut read)? {
+        for_each_chunk(self.universe(), target, items, |chunk| {
             for p in chunk {
                 ids.push((p.dataset_ref.id, ids.len() as u64));
                 if refused.is_none() {
                     refused = self.check_item(target, &p, mode, &mut checks).err();
                 }
             }
-        }
+            Ok(())
+        })?;
         self.refuse_duplicates(target, items, ids)?;
         if let Some(e) = refused {
             return Err(e);
@@ -529,60 +554,55 @@ impl Butler {
         let mut open = OpenCommit::default();
         let mut registered = 0;
         let mut not_removed = Vec::new();
-        let mut read = items.items()?;
         let mut first_commit = true;
-        let result = (|| {
-            while let Some(chunk) = self.next_chunk(target, &mut read)? {
-                let mut new = Vec::with_capacity(chunk.len());
-                for p in chunk {
-                    let id = p.dataset_ref.id;
-                    if !checked.already.contains(&id) {
-                        new.push(p);
-                    } else if mode == TransferMode::Move
-                        && checked.already_with_source.contains(&id)
-                    {
-                        open.sources.push(p.item.path);
-                    }
-                }
-                let mut rest = new.as_slice();
-                while !rest.is_empty() {
-                    let room = options.commit_every.get() - open.rows;
-                    let (now, later) = rest.split_at(room.min(rest.len()));
-                    rest = later;
-                    let stored = self.transfer_items(lock, &sweep, target, now, mode, &mut open)?;
-                    let datasets: Vec<NewDataset> = now
-                        .iter()
-                        .zip(&stored)
-                        .map(|(p, info)| NewDataset {
-                            id: p.dataset_ref.id,
-                            data_id: p.dataset_ref.data_id.clone(),
-                            stored: Some(to_record(info)),
-                        })
-                        .collect();
-                    self.registry.insert_datasets_uncommitted(
-                        target.run,
-                        &target.dataset_type.name,
-                        &datasets,
-                        OnConflict::Fail,
-                    )?;
-                    open.rows += now.len();
-                    if mode == TransferMode::Move {
-                        open.sources.extend(now.iter().map(|p| p.item.path.clone()));
-                    }
-                    if open.rows == options.commit_every.get() {
-                        registered += self.commit_ingested(
-                            &mut open,
-                            mode,
-                            &mut first_commit,
-                            &mut not_removed,
-                        )?;
-                    }
+        let universe = self.universe().clone();
+        let result = for_each_chunk(&universe, target, items, |chunk| {
+            let mut new = Vec::with_capacity(chunk.len());
+            for p in chunk {
+                let id = p.dataset_ref.id;
+                if !checked.already.contains(&id) {
+                    new.push(p);
+                } else if mode == TransferMode::Move && checked.already_with_source.contains(&id) {
+                    open.sources.push(p.item.path);
                 }
             }
+            let mut rest = new.as_slice();
+            while !rest.is_empty() {
+                let room = options.commit_every.get() - open.rows;
+                let (now, later) = rest.split_at(room.min(rest.len()));
+                rest = later;
+                let stored = self.transfer_items(lock, &sweep, target, now, mode, &mut open)?;
+                let datasets: Vec<NewDataset> = now
+                    .iter()
+                    .zip(stored)
+                    .map(|(p, info)| NewDataset {
+                        id: p.dataset_ref.id,
+                        data_id: p.dataset_ref.data_id.clone(),
+                        stored: Some(into_record(info)),
+                    })
+                    .collect();
+                self.registry.insert_datasets_uncommitted(
+                    target.run,
+                    &target.dataset_type.name,
+                    &datasets,
+                    OnConflict::Fail,
+                )?;
+                open.rows += now.len();
+                if mode == TransferMode::Move {
+                    open.sources.extend(now.iter().map(|p| p.item.path.clone()));
+                }
+                if open.rows == options.commit_every.get() {
+                    registered +=
+                        self.commit_ingested(&mut open, mode, &mut first_commit, &mut not_removed)?;
+                }
+            }
+            Ok(())
+        })
+        .and_then(|()| {
             registered +=
                 self.commit_ingested(&mut open, mode, &mut first_commit, &mut not_removed)?;
             Ok(())
-        })();
+        });
         if let Err(e) = result {
             let _ = self.registry.rollback_open();
             self.remove_transferred(&open.files);
@@ -633,7 +653,9 @@ impl Butler {
                 None,
                 false,
             )?;
-            open.files.push(info.clone());
+            if !is_direct_path(&info.path) {
+                open.files.push(info.path.clone());
+            }
             stored.push(info);
             kill_point(fault::INGEST_TRANSFERRED);
         }
@@ -655,7 +677,7 @@ impl Butler {
             if mode == TransferMode::Move {
                 // The new names must be durable before any source goes.
                 self.datastore
-                    .sync_directories(open.files.iter().map(|s| s.path.as_str()))?;
+                    .sync_directories(open.files.iter().map(String::as_str))?;
             }
             if std::mem::take(first_commit) {
                 kill_point(fault::INGEST_BEFORE_COMMIT);
@@ -676,11 +698,10 @@ impl Butler {
         Ok(committed)
     }
 
-    fn remove_transferred(&self, stored: &[StoredFileInfo]) {
-        // A direct file is the source itself: never the datastore's.
-        for info in stored.iter().filter(|s| !is_direct_path(&s.path)) {
-            if let Err(e) = self.datastore.remove(&info.path) {
-                tracing::warn!("could not remove {} after a failed ingest: {e}", info.path);
+    fn remove_transferred(&self, paths: &[String]) {
+        for path in paths {
+            if let Err(e) = self.datastore.remove(path) {
+                tracing::warn!("could not remove {path} after a failed ingest: {e}");
             }
         }
     }
