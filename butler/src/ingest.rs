@@ -572,7 +572,7 @@ impl Butler {
                 let (now, later) = rest.split_at(room.min(rest.len()));
                 rest = later;
                 let stored = self.transfer_items(lock, &sweep, target, now, mode, &mut open)?;
-                let datasets: Vec<NewDataset> = now
+                let mut datasets: Vec<NewDataset> = now
                     .iter()
                     .zip(stored)
                     .map(|(p, info)| NewDataset {
@@ -581,6 +581,13 @@ impl Butler {
                         stored: Some(into_record(info)),
                     })
                     .collect();
+                // In UUID order, the inserts into the UUID index go from one
+                // page to the next instead of all over it (registering 10^6
+                // raws beside 10^7: 8.6-9.2 s instead of 10.1-10.8 s). Not
+                // in the registry for every caller: an import comes in data
+                // ID order, which that index prefers (1M: 7.1 s, 9.8 s in
+                // UUID order).
+                datasets.sort_unstable_by_key(|d| d.id);
                 self.registry.insert_datasets_uncommitted(
                     target.run,
                     &target.dataset_type.name,
