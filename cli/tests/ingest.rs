@@ -907,6 +907,23 @@ fn direct_ingest_reads_files_in_place_and_no_removal_deletes_them() {
     ok(&["repo", "create", s(&imported)]);
     ok(&["import", s(&imported), s(&export), "--transfer", "link"]);
     ok(&["repo", "check", s(&imported)]);
+    // Imported `direct`, the export's own files are recorded where they are.
+    let imported_direct = base.path().join("imported_direct");
+    ok(&["repo", "create", s(&imported_direct)]);
+    ok(&[
+        "import",
+        s(&imported_direct),
+        s(&export),
+        "--transfer",
+        "direct",
+    ]);
+    ok(&["repo", "check", s(&imported_direct)]);
+    let real_export = fs::canonicalize(&export).unwrap();
+    for row in datasets(&imported_direct) {
+        let path = row["path"].as_str().unwrap();
+        assert!(path.starts_with(s(&real_export)), "{row}");
+    }
+    assert!(datastore_is_empty(&imported_direct));
     let retrieved = base.path().join("retrieved");
     ok(&[
         "retrieve",
