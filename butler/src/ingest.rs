@@ -110,10 +110,10 @@ struct Prepared {
     source: std::io::Result<Resolved>,
 }
 
-/// Runs `each` on the items' chunks in order, each prepared ([`prepare`])
-/// on another thread while `each` works on the one before: reading and
-/// preparing the items is most of checking them, and half of writing
-/// them beside the registry's inserts. Stops at the first error.
+/// Runs `each` on the items' chunks in order, each prepared ([`prepare`]).
+/// Stops at the first error. (Preparing the next chunk on another thread
+/// while `each` works was measured at 10^7 raws: 4% faster at best, 8%
+/// slower at worst, and 12-25% more CPU.)
 fn for_each_chunk(
     universe: &DimensionUniverse,
     target: &Target<'_>,
@@ -121,24 +121,13 @@ fn for_each_chunk(
     mut each: impl FnMut(Vec<Prepared>) -> Result<(), ButlerError>,
 ) -> Result<(), ButlerError> {
     let mut read = items.items()?;
-    std::thread::scope(|scope| {
-        // One chunk waits while `each` works: memory stays at about three.
-        let (sender, chunks) = std::sync::mpsc::sync_channel(1);
-        scope.spawn(move || loop {
-            let chunk: Result<Vec<IngestItem>, _> = read.by_ref().take(CHUNK_ITEMS).collect();
-            let prepared = match chunk {
-                Ok(chunk) if chunk.is_empty() => break,
-                Ok(chunk) => prepare(universe, target, chunk),
-                Err(e) => Err(e),
-            };
-            let failed = prepared.is_err();
-            // A closed channel: `each` failed, and nothing more is wanted.
-            if sender.send(prepared).is_err() || failed {
-                break;
-            }
-        });
-        chunks.into_iter().try_for_each(|chunk| each(chunk?))
-    })
+    loop {
+        let chunk: Vec<IngestItem> = read.by_ref().take(CHUNK_ITEMS).collect::<Result<_, _>>()?;
+        if chunk.is_empty() {
+            return Ok(());
+        }
+        each(prepare(universe, target, chunk)?)?;
+    }
 }
 
 /// Prepares a chunk of items, in parallel: data IDs standardized (an
