@@ -32,13 +32,13 @@ pub struct IngestItem {
 }
 
 /// The items of an ingest, from the first each time they are asked for.
-pub type ItemIter<'a> = Box<dyn Iterator<Item = Result<IngestItem, ButlerError>> + Send + 'a>;
+pub type ItemIter<'a> = Box<dyn Iterator<Item = Result<IngestItem, ButlerError>> + 'a>;
 
 /// What an ingest reads its items from: it goes over them twice (checks
 /// every item before it writes anything, then writes them), so a source
 /// can read them afresh each time instead of holding them all
 /// ([`crate::manifest::Manifest`] streams its file).
-pub trait IngestItems: Sync {
+pub trait IngestItems {
     fn items(&self) -> Result<ItemIter<'_>, ButlerError>;
 }
 

@@ -71,7 +71,7 @@ pub fn parse_manifest(
 }
 
 /// The items of the manifest `reader` holds, parsed as they are read.
-fn stream_manifest<'a, R: BufRead + Send + 'a>(
+fn stream_manifest<'a, R: BufRead + 'a>(
     mut reader: R,
     path: &'a Path,
     universe: &'a DimensionUniverse,
