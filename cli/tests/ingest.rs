@@ -967,3 +967,49 @@ fn direct_ingest_reads_files_in_place_and_no_removal_deletes_them() {
     }
     ok(&["repo", "check", s(&repo)]);
 }
+
+/// Raws ingested `direct` feed a whole campaign: preflight puts their
+/// absolute paths into the bundle, workers read them where they are, and
+/// merge registers outputs identical (type, data ID, checksum) to those of
+/// the same campaign on copied raws.
+#[test]
+fn a_campaign_on_direct_raws_makes_what_one_on_copied_raws_makes() {
+    let base = tempfile::tempdir().unwrap();
+    let pipeline =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/pipelines/reference.yaml");
+    let outputs = |mode: &str| {
+        let dir = base.path().join(mode);
+        fs::create_dir_all(&dir).unwrap();
+        let repo = common::make_empty_reference_repo(&dir, 2, 3);
+        let manifest = common::write_raw_files(&dir, 2, 3, 0);
+        let mut args = ingest_args(&repo, &manifest, mode);
+        args[5] = "raw";
+        ok(&args);
+        let bundle = dir.join("campaign.qb");
+        common::preflight_into_test_run(&repo, &pipeline, &bundle);
+        ok(&["run", s(&bundle), "--jobs", "2"]);
+        ok(&["merge", s(&repo), s(&bundle)]);
+        ok(&["repo", "check", s(&repo)]);
+        let sql = "SELECT t.name AS type, d.data_id, d.checksum FROM dataset d \
+                   JOIN dataset_type t ON t.id = d.dataset_type_id \
+                   JOIN collection c ON c.id = d.run_id \
+                   WHERE c.name = 'u/test/run' ORDER BY 1, 2";
+        let rows = json(&ok(&["sql", s(&repo), sql, "--json"]));
+        (repo, rows)
+    };
+    let (direct_repo, direct) = outputs("direct");
+    let (_, copied) = outputs("copy");
+    assert!(direct.as_array().unwrap().len() > 6, "{direct}");
+    assert_eq!(direct, copied);
+    // The raws the outputs came from stay where they were, recorded so.
+    let raws = json(&ok(&[
+        "sql",
+        s(&direct_repo),
+        "SELECT path FROM dataset WHERE path LIKE '%raw_files%'",
+        "--json",
+    ]));
+    assert_eq!(raws.as_array().unwrap().len(), 6, "{raws}");
+    for row in raws.as_array().unwrap() {
+        assert!(row["path"].as_str().unwrap().starts_with('/'), "{row}");
+    }
+}
