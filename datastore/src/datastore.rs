@@ -273,7 +273,8 @@ impl Datastore {
     }
 
     /// The path of `r` as one file, even where composites are written
-    /// disassembled: an ingested file stays the one file it is.
+    /// disassembled: an ingested file stays the one file it is (an index
+    /// path would hold it unreadable).
     pub fn single_path_for(
         &self,
         r: &DatasetRef,
@@ -1577,11 +1578,28 @@ impl Datastore {
             let stored = self.record_direct(sweep, src, formatter.name(), expected, trust)?;
             return Ok((stored, Placement::Written));
         }
-        // One whole file, even where composites are written disassembled
-        // (an index path would then hold it: unreadable).
-        let rel = self.render_path_as(r, formatter.as_ref(), false)?;
+        let rel = self.single_path_for(r, storage_class)?;
         let to = (rel.as_str(), formatter.name());
         self.ingest_expected_at(lock, sweep, src, to, r, mode, expected, trust)
+    }
+
+    /// The record [`Datastore::ingest_expected`] gives a whole file of `r`
+    /// when it succeeds with `expected` = `(size, checksum)` in any mode
+    /// but [`TransferMode::Direct`]: known before the file is placed, so
+    /// an import can write its rows meanwhile.
+    pub fn expected_record(
+        &self,
+        r: &DatasetRef,
+        storage_class: &str,
+        (size, checksum): (u64, &str),
+    ) -> Result<StoredFileInfo, DatastoreError> {
+        let formatter = self.formatters.for_storage_class(storage_class)?;
+        Ok(StoredFileInfo {
+            path: self.single_path_for(r, storage_class)?,
+            formatter: formatter.name().to_string(),
+            size,
+            checksum: checksum.to_string(),
+        })
     }
 
     /// The record of a [`TransferMode::Direct`] transfer: the source's

@@ -144,6 +144,20 @@ impl Registry {
         Ok(stats)
     }
 
+    /// Like [`Registry::import_batch`], but leaves the transaction open
+    /// for [`Registry::commit_open`] (or [`Registry::rollback_open`]):
+    /// an import writes its rows while its files are being placed and
+    /// commits once both are done. On error the transaction is rolled
+    /// back.
+    pub fn import_batch_uncommitted(&mut self, batch: &ImportBatch) -> Result<ImportStats> {
+        self.db.begin_set_wise()?;
+        let stats = self.import_uncommitted(batch);
+        if stats.is_err() {
+            let _ = self.db.rollback();
+        }
+        stats
+    }
+
     fn import_uncommitted(&self, batch: &ImportBatch) -> Result<ImportStats> {
         let mut stats = ImportStats {
             records: self.insert_dimension_records_skipping_existing(&batch.records)?,

@@ -34,6 +34,7 @@ use crate::butler::to_record;
 use crate::sources::CanonicalDirs;
 use crate::Butler;
 use quanta_datastore::disassembled::is_index;
+use quanta_datastore::is_direct_path;
 
 /// How to import.
 #[derive(Debug, Clone, Copy)]
@@ -144,26 +145,29 @@ impl Butler {
         let (plan, groups) = self.plan_import(doc, extras, &batch, &root)?;
         batch.datasets = groups;
         phase("import: plan", &mut clock);
-        let (stored, kept) = self.transfer_in(&lock, &plan, options)?;
+        if let Some(records) = self.expected_records(&plan, options)? {
+            attach_records(&mut batch, &plan, &records);
+            summary.stats =
+                self.place_and_register(&lock, &plan, &records, &batch, options, &mut summary)?;
+            phase(
+                "import: transfer files beside the registry transaction",
+                &mut clock,
+            );
+            kill_point(fault::INGEST_COMMITTED);
+            drop(lock);
+            return Ok(summary);
+        }
+        let (stored, kept) = transfer_in(&self.root, &self.datastore, &lock, &plan, options)?;
         summary.files = stored.len() - kept;
         summary.files_present = kept;
         phase("import: transfer files", &mut clock);
-        // Attach the file records to the new datasets: the plan lists
-        // them in the order of the groups, without the registered ones.
-        let mut files = plan.iter().zip(&stored).peekable();
-        for group in &mut batch.datasets {
-            for d in &mut group.datasets {
-                if let Some((_, info)) = files.next_if(|(p, _)| p.dataset_ref.id == d.id) {
-                    d.stored = Some(to_record(info));
-                }
-            }
-        }
+        attach_records(&mut batch, &plan, &stored);
         phase("import: attach file records", &mut clock);
         kill_point(fault::INGEST_BEFORE_COMMIT);
         match self.registry.import_batch(&batch) {
             Ok(stats) => summary.stats = stats,
             Err(e) => {
-                self.remove_imported(&stored);
+                remove_imported(&self.datastore, &stored);
                 return Err(e.into());
             }
         }
@@ -171,6 +175,91 @@ impl Butler {
         kill_point(fault::INGEST_COMMITTED);
         drop(lock);
         Ok(summary)
+    }
+
+    /// The file record every planned file will have, when all are known
+    /// before placing them: whole files with the export's size and
+    /// checksum, transferred into the datastore (not `direct`, whose
+    /// record is the resolved source). `None` otherwise.
+    fn expected_records(
+        &self,
+        plan: &[Planned],
+        options: ImportOptions,
+    ) -> Result<Option<Vec<StoredFileInfo>>, TransferError> {
+        if plan.is_empty() || options.transfer == TransferMode::Direct {
+            return Ok(None);
+        }
+        let mut records = Vec::with_capacity(plan.len());
+        for p in plan {
+            let (FileConversion::None, Some((size, checksum))) = (&p.conversion, &p.expected)
+            else {
+                return Ok(None);
+            };
+            records.push(self.datastore.expected_record(
+                &p.dataset_ref,
+                p.storage_class,
+                (*size, checksum),
+            )?);
+        }
+        Ok(Some(records))
+    }
+
+    /// Places the planned files on other threads while the registry
+    /// writes `batch` (its file records `records`, known in advance), and
+    /// commits once both are done and every file placed has its expected
+    /// record: the transaction, single-threaded, no longer waits for the
+    /// files. On any failure the transaction is rolled back and the files
+    /// placed are removed, as a sequential import would.
+    fn place_and_register(
+        &mut self,
+        lock: &IngestLock,
+        plan: &[Planned],
+        records: &[StoredFileInfo],
+        batch: &ImportBatch,
+        options: ImportOptions,
+        summary: &mut ImportSummary,
+    ) -> Result<ImportStats, TransferError> {
+        let (root, datastore, registry) = (&self.root, &self.datastore, &mut self.registry);
+        let (placed, written) = std::thread::scope(|scope| {
+            let files = scope.spawn(|| transfer_in(root, datastore, lock, plan, options));
+            let written = registry.import_batch_uncommitted(batch);
+            (files.join(), written)
+        });
+        let placed = placed.unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        let ((stored, kept), stats) = match (placed, written) {
+            (Ok(placed), Ok(stats)) => (placed, stats),
+            // transfer_in removed what it placed; the registry rolled back
+            // its own failure.
+            (Err(e), _) => {
+                let _ = registry.rollback_open();
+                return Err(e);
+            }
+            (Ok((stored, _)), Err(e)) => {
+                remove_imported(datastore, &stored);
+                return Err(e.into());
+            }
+        };
+        let fail = |registry: &mut quanta_registry::Registry, e: TransferError| {
+            let _ = registry.rollback_open();
+            remove_imported(datastore, &stored);
+            Err(e)
+        };
+        if let Some((got, want)) = stored.iter().zip(records).find(|(got, want)| got != want) {
+            return fail(
+                registry,
+                TransferError::Unmappable(format!(
+                    "{} was placed as {got:?}, not as the expected {want:?}",
+                    want.path
+                )),
+            );
+        }
+        kill_point(fault::INGEST_BEFORE_COMMIT);
+        if let Err(e) = registry.commit_open() {
+            return fail(registry, e.into());
+        }
+        summary.files = stored.len() - kept;
+        summary.files_present = kept;
+        Ok(stats)
     }
 
     /// The datasets of every entry, by (type, RUN), and the files to
@@ -288,75 +377,95 @@ impl Butler {
             ),
         })
     }
+}
 
-    /// Transfers (or converts) every planned file in parallel, verifying
-    /// it against the export's extras; on failure removes what it put in.
-    /// Returns the files and how many of them were already in place.
-    fn transfer_in(
-        &self,
-        lock: &IngestLock,
-        plan: &[Planned],
-        options: ImportOptions,
-    ) -> Result<(Vec<StoredFileInfo>, usize), TransferError> {
-        use rayon::prelude::*;
-        let (repo, datastore) = (&self.root, &self.datastore);
-        // Resolves the repository once (an error here is reported as is);
-        // every worker then keeps its own guard and its cache.
-        drop(crate::repo_guard::RepoGuard::new(repo, datastore.root())?);
-        let sweep = LeftoverSweep::default();
-        let results: Vec<Result<(StoredFileInfo, Placement), TransferError>> = plan
-            .par_iter()
-            .map_init(
-                || {
-                    (
-                        crate::repo_guard::RepoGuard::new(repo, datastore.root()),
-                        CanonicalDirs::default(),
-                    )
-                },
-                |(guard, dirs), p| {
-                    let guard = guard
-                        .as_mut()
-                        .map_err(|e| TransferError::Unmappable(format!("repository guard: {e}")))?;
-                    let placed = transfer_one(datastore, guard, dirs, lock, &sweep, p, options)?;
-                    kill_point(fault::INGEST_TRANSFERRED);
-                    Ok(placed)
-                },
-            )
-            .collect();
-        let mut stored = Vec::with_capacity(plan.len());
-        let mut kept = 0;
-        let mut first_error = None;
-        for r in results {
-            match r {
-                Ok((info, placement)) => {
-                    kept += usize::from(placement == Placement::AlreadyThere);
-                    stored.push(info);
-                }
-                Err(e) => {
-                    first_error.get_or_insert(e);
-                }
+/// Transfers (or converts) every planned file in parallel, verifying
+/// it against the export's extras; on failure removes what it put in.
+/// Returns the files and how many of them were already in place.
+/// Takes the repository's root and datastore, not the butler: an
+/// overlapped import writes the registry meanwhile.
+fn transfer_in(
+    repo: &Path,
+    datastore: &quanta_datastore::Datastore,
+    lock: &IngestLock,
+    plan: &[Planned],
+    options: ImportOptions,
+) -> Result<(Vec<StoredFileInfo>, usize), TransferError> {
+    use rayon::prelude::*;
+    // Resolves the repository once (an error here is reported as is);
+    // every worker then keeps its own guard and its cache.
+    drop(crate::repo_guard::RepoGuard::new(repo, datastore.root())?);
+    let sweep = LeftoverSweep::default();
+    let results: Vec<Result<(StoredFileInfo, Placement), TransferError>> = plan
+        .par_iter()
+        .map_init(
+            || {
+                (
+                    crate::repo_guard::RepoGuard::new(repo, datastore.root()),
+                    CanonicalDirs::default(),
+                )
+            },
+            |(guard, dirs), p| {
+                let guard = guard
+                    .as_mut()
+                    .map_err(|e| TransferError::Unmappable(format!("repository guard: {e}")))?;
+                let placed = transfer_one(datastore, guard, dirs, lock, &sweep, p, options)?;
+                kill_point(fault::INGEST_TRANSFERRED);
+                Ok(placed)
+            },
+        )
+        .collect();
+    let mut stored = Vec::with_capacity(plan.len());
+    let mut kept = 0;
+    let mut first_error = None;
+    for r in results {
+        match r {
+            Ok((info, placement)) => {
+                kept += usize::from(placement == Placement::AlreadyThere);
+                stored.push(info);
+            }
+            Err(e) => {
+                first_error.get_or_insert(e);
             }
         }
-        if let Some(e) = first_error {
-            self.remove_imported(&stored);
-            return Err(e);
-        }
-        Ok((stored, kept))
     }
+    if let Some(e) = first_error {
+        remove_imported(datastore, &stored);
+        return Err(e);
+    }
+    Ok((stored, kept))
+}
 
-    fn remove_imported(&self, stored: &[StoredFileInfo]) {
-        for info in stored {
-            // A disassembled composite's parts go with its index.
-            let removed = if is_index(&info.path) {
-                self.datastore
-                    .remove_many(std::slice::from_ref(&info.path))
-                    .map(drop)
-            } else {
-                self.datastore.remove(&info.path).map(drop)
-            };
-            if let Err(e) = removed {
-                tracing::warn!("could not remove {} after a failed import: {e}", info.path);
+/// Attaches the file records to the new datasets of `batch`: the plan
+/// lists them (`records[i]` is `plan[i]`'s) in the order of the groups,
+/// without the registered ones.
+fn attach_records(batch: &mut ImportBatch, plan: &[Planned], records: &[StoredFileInfo]) {
+    let mut files = plan.iter().zip(records).peekable();
+    for group in &mut batch.datasets {
+        for d in &mut group.datasets {
+            if let Some((_, info)) = files.next_if(|(p, _)| p.dataset_ref.id == d.id) {
+                d.stored = Some(to_record(info));
             }
+        }
+    }
+}
+
+/// Removes the files an import put in place (after it failed).
+fn remove_imported(datastore: &quanta_datastore::Datastore, stored: &[StoredFileInfo]) {
+    for info in stored {
+        // A disassembled composite's parts go with its index; a direct
+        // file is not the datastore's.
+        let removed = if is_index(&info.path) {
+            datastore
+                .remove_many(std::slice::from_ref(&info.path))
+                .map(drop)
+        } else if is_direct_path(&info.path) {
+            Ok(())
+        } else {
+            datastore.remove(&info.path).map(drop)
+        };
+        if let Err(e) = removed {
+            tracing::warn!("could not remove {} after a failed import: {e}", info.path);
         }
     }
 }
