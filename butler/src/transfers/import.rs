@@ -244,13 +244,15 @@ impl Butler {
             remove_imported(datastore, &stored);
             Err(e)
         };
+        // What `ingest_expected` guarantees; checked, since the rows
+        // written already say so.
         if let Some((got, want)) = stored.iter().zip(records).find(|(got, want)| got != want) {
             return fail(
                 registry,
-                TransferError::Unmappable(format!(
-                    "{} was placed as {got:?}, not as the expected {want:?}",
-                    want.path
-                )),
+                TransferError::BadFile {
+                    path: datastore.root().join(&got.path),
+                    reason: format!("was placed as {got:?}, not as the expected {want:?}"),
+                },
             );
         }
         kill_point(fault::INGEST_BEFORE_COMMIT);
