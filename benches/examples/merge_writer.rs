@@ -12,7 +12,7 @@
 //!
 //! ```text
 //! valgrind --tool=callgrind --collect-atstart=no \
-//!   --toggle-collect='*record_quanta_uncommitted*' --toggle-collect='*commit_recorded*' \
+//!   --toggle-collect='*record_quanta_uncommitted*' --toggle-collect='*commit_open*' \
 //!   target/release/examples/merge_writer 100000
 //! ```
 
@@ -122,11 +122,11 @@ fn main() {
         assert_eq!(stats.datasets_inserted, 2 * part.len());
         uncommitted += part.len();
         if uncommitted >= TRANSACTION_QUANTA {
-            registry.commit_recorded().unwrap();
+            registry.commit_open().unwrap();
             uncommitted = 0;
         }
     }
-    registry.commit_recorded().unwrap();
+    registry.commit_open().unwrap();
     registry.set_bulk_writing(false).unwrap();
     let (cpu, wall) = (support::cpu_seconds() - cpu0, t0.elapsed().as_secs_f64());
     println!(

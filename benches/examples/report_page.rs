@@ -241,7 +241,7 @@ fn record(registry: &mut quanta_registry::Registry, detectors: u64) -> u64 {
         registry
             .record_quanta_uncommitted("run", bundle, batch)
             .unwrap();
-        registry.commit_recorded().unwrap();
+        registry.commit_open().unwrap();
         batch.clear();
     };
     campaign(detectors, |q| {

@@ -816,12 +816,12 @@ impl ChunkWriter {
                 uncommitted += quanta.len();
                 let _ = to_producer.send(quanta);
                 if uncommitted >= self.batch_quanta {
-                    registry.commit_recorded()?;
+                    registry.commit_open()?;
                     // The receiver is gone only if the merge failed.
                     let _ = commits.send(std::mem::take(&mut uncommitted) as u64);
                 }
             }
-            registry.commit_recorded()?;
+            registry.commit_open()?;
             let _ = commits.send(uncommitted as u64);
             Ok(totals)
         })();

@@ -908,12 +908,12 @@ impl Registry {
         quanta: &[NewQuantum],
     ) -> Result<RecordStats> {
         let stats = self.record_quanta_uncommitted(run, bundle_id, quanta)?;
-        self.commit_recorded()?;
+        self.commit_open()?;
         Ok(stats)
     }
 
     /// Like [`Registry::record_quanta`], but leaves the transaction open:
-    /// later calls add to it until [`Registry::commit_recorded`]. A caller
+    /// later calls add to it until [`Registry::commit_open`]. A caller
     /// can so free each part as soon as it is written and still commit
     /// large transactions (fewer commits write less log). On error the
     /// open transaction is rolled back whole.
@@ -963,12 +963,6 @@ impl Registry {
             let _ = self.db.rollback();
         }
         result
-    }
-
-    /// Commits what [`Registry::record_quanta_uncommitted`] wrote; a no-op
-    /// without an open transaction (see [`Registry::commit_open`]).
-    pub fn commit_recorded(&mut self) -> Result<()> {
-        self.commit_open()
     }
 
     fn record_quanta_unchecked(
@@ -1335,7 +1329,7 @@ mod tests {
         let stats = r
             .record_new_quanta_uncommitted("out", bundle, &[quantum(1, STATUS_SUCCEEDED)])
             .unwrap();
-        r.commit_recorded().unwrap();
+        r.commit_open().unwrap();
         assert_eq!((stats.quanta_written, stats.datasets_inserted), (1, 1));
         assert_eq!(status(&r, 101).as_deref(), Some(STATUS_SUCCEEDED));
         // Quantum 1 has a row: claiming it is new fails the whole part,
@@ -1524,7 +1518,7 @@ mod tests {
             .unwrap();
         assert_eq!(count(r.db.sqlite().unwrap()), 2);
         assert_eq!(count(&other), 0, "nothing is visible before the commit");
-        r.commit_recorded().unwrap();
+        r.commit_open().unwrap();
         assert_eq!(count(&other), 2);
 
         // A failing part rolls back the whole open transaction.
@@ -1536,7 +1530,7 @@ mod tests {
         assert!(err.to_string().contains("no-such-run"), "{err}");
         assert!(r.db.sqlite().unwrap().is_autocommit());
         assert_eq!(count(r.db.sqlite().unwrap()), 2);
-        r.commit_recorded().unwrap();
+        r.commit_open().unwrap();
         let fk: i64 =
             r.db.sqlite()
                 .unwrap()
@@ -1590,7 +1584,7 @@ mod tests {
             remembered, known,
             "the second part forgot nothing (detector 0 included)"
         );
-        r.commit_recorded().unwrap();
+        r.commit_open().unwrap();
 
         // Once the record exists, the next transaction looks it up afresh.
         let records = crate::parse_records_json(

@@ -137,10 +137,8 @@ impl Registry {
     /// against the quanta written just before them, every other row
     /// (dimension records, memberships, chains, quanta) at commit.
     pub fn import_batch(&mut self, batch: &ImportBatch) -> Result<ImportStats> {
-        let tx = self.db.transaction_set_wise()?;
-        let stats = self.import_uncommitted(batch)?;
-        tx.commit()?;
-        self.committed();
+        let stats = self.import_batch_uncommitted(batch)?;
+        self.commit_open()?;
         Ok(stats)
     }
 

@@ -550,7 +550,7 @@ fn merge_scenario(r: &mut Registry, detectors: i64) -> Vec<String> {
         "second part refused: {}",
         err.to_string().contains("already had rows")
     ));
-    r.commit_recorded().unwrap();
+    r.commit_open().unwrap();
     seen.push(format!(
         "rolled back part: {:?}",
         r.quantum(&part(20)[0].id)
