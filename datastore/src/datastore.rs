@@ -1476,6 +1476,24 @@ impl LeftoverSweep {
         Ok(fd)
     }
 
+    /// `src`'s size and checksum: the ones this run computed when the
+    /// file has not changed since, else `hash()` of it (remembered when it
+    /// read the size `src` was `stat`ed with).
+    fn checksum_of(
+        &self,
+        src: &SourceFile,
+        hash: impl FnOnce() -> Result<(u64, String), DatastoreError>,
+    ) -> Result<(u64, String), DatastoreError> {
+        if let Some(checksum) = self.hashed(src) {
+            return Ok((src.size, checksum));
+        }
+        let (size, checksum) = hash()?;
+        if size == src.size {
+            self.remember_hashed(src, &checksum);
+        }
+        Ok((size, checksum))
+    }
+
     /// The checksum this run computed for `src`'s file when it has not
     /// changed since.
     fn hashed(&self, src: &SourceFile) -> Option<String> {
@@ -1625,16 +1643,7 @@ impl Datastore {
         validate_direct_path(path)?;
         let (size, checksum) = match expected {
             Some((size, checksum)) if trust && src.size == size => (size, checksum.to_string()),
-            _ => match sweep.hashed(src) {
-                Some(checksum) => (src.size, checksum),
-                None => {
-                    let (size, checksum) = hash_file(src.path)?;
-                    if size == src.size {
-                        sweep.remember_hashed(src, &checksum);
-                    }
-                    (size, checksum)
-                }
-            },
+            _ => sweep.checksum_of(src, || hash_file(src.path))?,
         };
         let stored = StoredFileInfo {
             path: path.to_string(),
@@ -1761,16 +1770,7 @@ impl Datastore {
                     expected: size,
                 })
             }
-            _ => {
-                if let Some(checksum) = sweep.hashed(src) {
-                    return Ok((src.size, checksum));
-                }
-                let (size, checksum) = hash_at(dir, name, dest)?;
-                if size == src.size {
-                    sweep.remember_hashed(src, &checksum);
-                }
-                Ok((size, checksum))
-            }
+            _ => sweep.checksum_of(src, || hash_at(dir, name, dest)),
         }
     }
 
