@@ -109,7 +109,7 @@ impl Butler {
         let export = self.export_to_memory(options)?;
         let mut clock = std::time::Instant::now();
         fs::create_dir_all(out).map_err(|e| TransferError::io("create", out, e))?;
-        self.transfer_out(&export.found, &export.doc, out, options.transfer)?;
+        self.transfer_out(&export.found, out, options.transfer)?;
         phase("export: transfer files", &mut clock);
         let extras_text = serde_json::to_string(&export.extras).expect("extras serialize");
         write_via_temp(&out.join(EXTRAS_FILE), extras_text.as_bytes())?;
@@ -213,6 +213,7 @@ impl Butler {
     ) -> Result<(), TransferError> {
         let mut groups: HashMap<(String, String), usize> = HashMap::new();
         let mut last: Option<usize> = None;
+        let mut direct = DirectDestinations::new(self);
         for f in found {
             let r = &f.dataset_ref;
             let stored = f
@@ -276,8 +277,7 @@ impl Butler {
             };
             last = Some(index);
             let path = if is_direct_path(&stored.path) && mode != ExportTransfer::None {
-                let dt = self.registry.dataset_type_required(&r.dataset_type)?;
-                self.datastore.single_path_for(r, &dt.storage_class)?
+                direct.of(r)?
             } else {
                 stored.path.clone()
             };
@@ -295,11 +295,10 @@ impl Butler {
     }
 
     /// Puts the files at their datastore paths under `out` (a direct
-    /// file at the path `doc` gives it), in parallel.
+    /// file at its dataset's template path), in parallel.
     fn transfer_out(
         &self,
         found: &[FoundDataset],
-        doc: &ExportDocument,
         out: &Path,
         mode: ExportTransfer,
     ) -> Result<(), TransferError> {
@@ -311,18 +310,19 @@ impl Butler {
         // beside its index, at their datastore paths.
         let mut rels = Vec::with_capacity(found.len());
         let mut direct = Vec::new();
+        let mut destinations = DirectDestinations::new(self);
         for f in found {
             let stored = f.stored.as_ref().expect("stored");
             if is_index(&stored.path) {
                 let info = crate::butler::to_info(stored);
                 rels.extend(datastore.files_of(&info)?.into_iter().map(|i| i.path));
             } else if is_direct_path(&stored.path) {
-                direct.push((stored.path.as_str(), f.dataset_ref.id));
+                direct.push((stored.path.as_str(), destinations.of(&f.dataset_ref)?));
             } else {
                 rels.push(stored.path.clone());
             }
         }
-        self.transfer_direct_out(&direct, doc, out, mode)?;
+        transfer_direct_out(&direct, out, mode)?;
         if mode != ExportTransfer::Copy {
             // Sorted, a directory's files are consecutive: each worker
             // links them relative to its handles on the current directories.
@@ -337,44 +337,55 @@ impl Butler {
         rels.par_iter()
             .try_for_each(|rel| copy_via_temp(&datastore.abs_path(rel)?, &out.join(rel)))
     }
+}
 
-    /// The direct files of an export with files, each to the path its
-    /// entry in `doc` names (one by one: a direct file is usually one
-    /// of a few large raws, not one of millions of small outputs).
-    fn transfer_direct_out(
-        &self,
-        direct: &[(&str, Uuid)],
-        doc: &ExportDocument,
-        out: &Path,
-        mode: ExportTransfer,
-    ) -> Result<(), TransferError> {
-        if direct.is_empty() {
-            return Ok(());
+/// The direct files of an export with files, each (source, path under
+/// `out`), one by one: a direct file is usually one of a few large raws,
+/// not one of millions of small outputs.
+fn transfer_direct_out(
+    direct: &[(&str, String)],
+    out: &Path,
+    mode: ExportTransfer,
+) -> Result<(), TransferError> {
+    let mut dirs = LinkDirs::default();
+    for (src, rel) in direct {
+        let (src, dest) = (Path::new(src), out.join(rel));
+        if mode == ExportTransfer::Copy {
+            copy_via_temp(src, &dest)?;
+        } else {
+            dirs.link(src, &dest, mode == ExportTransfer::Symlink)?;
         }
-        let wanted: HashSet<Uuid> = direct.iter().map(|(_, id)| *id).collect();
-        let mut exported: HashMap<Uuid, &str> = HashMap::with_capacity(direct.len());
-        for entry in &doc.datasets {
-            for file in &entry.files {
-                if let [id] = file.dataset_ids[..] {
-                    if wanted.contains(&id) {
-                        exported.insert(id, &file.path);
-                    }
-                }
-            }
+    }
+    Ok(())
+}
+
+/// Where a direct file (see [`is_direct_path`]) goes in an export with
+/// files or a retrieve: its dataset's template path, as LSST's export
+/// does; each dataset type's storage class looked up once.
+pub(super) struct DirectDestinations<'a> {
+    butler: &'a Butler,
+    storage_classes: HashMap<String, String>,
+}
+
+impl<'a> DirectDestinations<'a> {
+    pub(super) fn new(butler: &'a Butler) -> Self {
+        Self {
+            butler,
+            storage_classes: HashMap::new(),
         }
-        let mut dirs = LinkDirs::default();
-        for (recorded, id) in direct {
-            let rel = exported
-                .get(id)
-                .expect("every exported dataset has an entry");
-            let (src, dest) = (Path::new(recorded), out.join(rel));
-            if mode == ExportTransfer::Copy {
-                copy_via_temp(src, &dest)?;
-            } else {
-                dirs.link(src, &dest, mode == ExportTransfer::Symlink)?;
-            }
+    }
+
+    pub(super) fn of(&mut self, r: &quanta_core::DatasetRef) -> Result<String, TransferError> {
+        if !self.storage_classes.contains_key(&r.dataset_type) {
+            let dt = self
+                .butler
+                .registry
+                .dataset_type_required(&r.dataset_type)?;
+            self.storage_classes
+                .insert(r.dataset_type.clone(), dt.storage_class);
         }
-        Ok(())
+        let storage_class = &self.storage_classes[&r.dataset_type];
+        Ok(self.butler.datastore.single_path_for(r, storage_class)?)
     }
 }
 

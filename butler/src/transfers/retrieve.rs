@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use quanta_datastore::{hash_file, is_direct_path};
 use rayon::prelude::*;
 
-use super::export::ExportOptions;
+use super::export::{DirectDestinations, ExportOptions};
 use super::TransferError;
 use crate::Butler;
 
@@ -55,13 +55,12 @@ impl Butler {
         // A direct file (outside the datastore) goes to its dataset's
         // template path.
         let mut entries = Vec::with_capacity(found.len());
+        let mut direct = DirectDestinations::new(self);
         for f in &found {
             let stored = f.stored.as_ref().expect("datasets with files");
             for info in self.datastore.files_of(&crate::butler::to_info(stored))? {
                 let rel = if is_direct_path(&info.path) {
-                    let r = &f.dataset_ref;
-                    let dt = self.registry.dataset_type_required(&r.dataset_type)?;
-                    self.datastore.single_path_for(r, &dt.storage_class)?
+                    direct.of(&f.dataset_ref)?
                 } else {
                     info.path.clone()
                 };
