@@ -113,7 +113,9 @@ fn main() {
     let bundle = Uuid::now_v7();
 
     let (cpu0, t0) = (support::cpu_seconds(), Instant::now());
-    registry.set_bulk_writing(true).unwrap();
+    registry
+        .set_bulk_writing(Some(quanta_registry::BulkWrites::Appending))
+        .unwrap();
     let mut uncommitted = 0;
     for part in quanta.chunks(PART_QUANTA) {
         let stats = registry
@@ -127,7 +129,7 @@ fn main() {
         }
     }
     registry.commit_open().unwrap();
-    registry.set_bulk_writing(false).unwrap();
+    registry.set_bulk_writing(None).unwrap();
     let (cpu, wall) = (support::cpu_seconds() - cpu0, t0.elapsed().as_secs_f64());
     println!(
         "recorded {n} quanta, {} datasets into {}: wall {wall:.2} s ({:.0} datasets/s), cpu {cpu:.2} s",

@@ -231,7 +231,9 @@ fn record(registry: &mut quanta_registry::Registry, detectors: u64) -> u64 {
     let labels = ["isr", "characterize", "summarize"];
     let mut batch: Vec<NewQuantum> = Vec::new();
     let mut n = 0u64;
-    registry.set_bulk_writing(true).unwrap();
+    registry
+        .set_bulk_writing(Some(quanta_registry::BulkWrites::Appending))
+        .unwrap();
     let rfc = |ms: i64| {
         quanta_core::time::rfc3339(
             std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms as u64),
@@ -284,7 +286,7 @@ fn record(registry: &mut quanta_registry::Registry, detectors: u64) -> u64 {
         }
     });
     flush(registry, &mut batch);
-    registry.set_bulk_writing(false).unwrap();
+    registry.set_bulk_writing(None).unwrap();
     registry
         .record_run_provenance(&RunProvenance {
             run: "run".into(),

@@ -802,7 +802,7 @@ impl ChunkWriter {
         to_producer: mpsc::Sender<Vec<NewQuantum>>,
         commits: mpsc::Sender<u64>,
     ) -> Result<WriterTotals, MergeError> {
-        registry.set_bulk_writing(true)?;
+        registry.set_bulk_writing(Some(quanta_registry::BulkWrites::Appending))?;
         let recorded = (|| -> Result<WriterTotals, MergeError> {
             let mut totals = WriterTotals::default();
             let mut uncommitted = 0;
@@ -825,7 +825,7 @@ impl ChunkWriter {
             let _ = commits.send(uncommitted as u64);
             Ok(totals)
         })();
-        let ended = registry.set_bulk_writing(false);
+        let ended = registry.set_bulk_writing(None);
         let totals = recorded?;
         ended?;
         Ok(totals)

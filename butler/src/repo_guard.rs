@@ -139,7 +139,16 @@ impl RepoGuard {
         canonical: &Path,
         known_id: Option<FileId>,
     ) -> Option<String> {
-        if let Ok(rel) = canonical.strip_prefix(&self.canonical_root) {
+        // Both canonical: a path inside the root starts with its bytes
+        // (cheaper than comparing components, once per ingested file).
+        let may_be_inside = canonical
+            .as_os_str()
+            .as_encoded_bytes()
+            .starts_with(self.canonical_root.as_os_str().as_encoded_bytes());
+        if let Some(rel) = may_be_inside
+            .then(|| canonical.strip_prefix(&self.canonical_root).ok())
+            .flatten()
+        {
             let what = match rel.components().next() {
                 Some(c) if c.as_os_str().to_string_lossy().starts_with(REGISTRY_FILE) => {
                     "a file of the registry database"

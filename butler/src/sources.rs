@@ -16,9 +16,15 @@ use quanta_datastore::SourceFile;
 /// and its name, with the symlinks of the name itself followed
 /// (datastores of symlink ingests), looked up relative to the handle.
 #[derive(Default)]
-pub(crate) struct CanonicalDirs(
-    std::collections::HashMap<PathBuf, (PathBuf, std::sync::Arc<rustix::fd::OwnedFd>)>,
-);
+pub(crate) struct CanonicalDirs {
+    dirs: std::collections::HashMap<PathBuf, CanonicalDir>,
+    /// The directory of the last source: sources usually come a directory
+    /// at a time, and comparing bytes is cheaper than hashing a path.
+    last: Option<(PathBuf, CanonicalDir)>,
+}
+
+/// A source directory's canonical path and a handle on it.
+type CanonicalDir = (PathBuf, std::sync::Arc<rustix::fd::OwnedFd>);
 
 /// What [`CanonicalDirs::resolve`] found: the canonical path, a handle on
 /// its directory, whether it is a regular file, its (device, inode), size
@@ -47,6 +53,45 @@ impl Resolved {
 }
 
 impl CanonicalDirs {
+    /// The canonical form of `dir` and a handle on it.
+    fn canonical_dir(&mut self, dir: &Path) -> std::io::Result<&CanonicalDir> {
+        let last = match self.last.take() {
+            Some(last)
+                if last.0.as_os_str().as_encoded_bytes() == dir.as_os_str().as_encoded_bytes() =>
+            {
+                last
+            }
+            _ => (dir.to_path_buf(), self.looked_up(dir)?),
+        };
+        Ok(&self.last.insert(last).1)
+    }
+
+    /// [`Self::canonical_dir`] through the map, resolving `dir` the first
+    /// time.
+    fn looked_up(&mut self, dir: &Path) -> std::io::Result<CanonicalDir> {
+        if let Some(found) = self.dirs.get(dir) {
+            return Ok(found.clone());
+        }
+        // Handles in use elsewhere stay open through their `Arc`s.
+        if self.dirs.len() >= quanta_datastore::directory_handles_kept() {
+            self.dirs.clear();
+        }
+        let real = fs::canonicalize(if dir.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            dir
+        })?;
+        use rustix::fs::{Mode, OFlags};
+        let fd = rustix::fs::open(
+            &real,
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        let found = (real, std::sync::Arc::new(fd));
+        self.dirs.insert(dir.to_path_buf(), found.clone());
+        Ok(found)
+    }
+
     /// `path` with every symlink resolved.
     pub(crate) fn resolve(&mut self, path: &Path) -> std::io::Result<Resolved> {
         use rustix::fs::{statat, AtFlags, FileType};
@@ -65,26 +110,7 @@ impl CanonicalDirs {
                     mtime: (meta.mtime(), meta.mtime_nsec()),
                 });
             };
-            if !self.0.contains_key(dir) {
-                // Handles in use elsewhere stay open through their `Arc`s.
-                if self.0.len() >= quanta_datastore::directory_handles_kept() {
-                    self.0.clear();
-                }
-                let real = fs::canonicalize(if dir.as_os_str().is_empty() {
-                    Path::new(".")
-                } else {
-                    dir
-                })?;
-                use rustix::fs::{Mode, OFlags};
-                let fd = rustix::fs::open(
-                    &real,
-                    OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
-                    Mode::empty(),
-                )?;
-                self.0
-                    .insert(dir.to_path_buf(), (real, std::sync::Arc::new(fd)));
-            }
-            let (real_dir, fd) = &self.0[dir];
+            let (real_dir, fd) = self.canonical_dir(dir)?;
             let st = statat(&**fd, name, AtFlags::SYMLINK_NOFOLLOW)?;
             let file_type = FileType::from_raw_mode(st.st_mode);
             if file_type != FileType::Symlink {

@@ -52,7 +52,7 @@ pub use provenance::{
 };
 pub use query::Binds;
 pub use records::{parse_records_csv, parse_records_json, RecordSet};
-pub use registry::{lower_thread_priority, Registry, RegistryLocation};
+pub use registry::{lower_thread_priority, BulkWrites, Registry, RegistryLocation};
 pub use removal::{DecertifyStats, PendingRemovals, RegisteredFile, RemovalStats, RemovedDataset};
 pub use schema::SCHEMA_VERSION;
 pub use transfers::{ImportBatch, ImportDatasets, ImportStats, ProvenanceBatch, ProvenanceQuantum};

@@ -1612,7 +1612,8 @@ mod tests {
                 .unwrap()
         };
         let normal_cache = cache(&r);
-        r.set_bulk_writing(true).unwrap();
+        r.set_bulk_writing(Some(crate::BulkWrites::Appending))
+            .unwrap();
         let pages: i64 =
             r.db.sqlite()
                 .unwrap()
@@ -1625,7 +1626,7 @@ mod tests {
         r.record_quanta("out", Uuid::from_u128(7), &batch).unwrap();
         let wal = dir.path().join("r.sqlite3-wal");
         assert!(std::fs::metadata(&wal).unwrap().len() > 0);
-        r.set_bulk_writing(false).unwrap();
+        r.set_bulk_writing(None).unwrap();
         assert_eq!(std::fs::metadata(&wal).unwrap().len(), 0);
         assert_eq!(cache(&r), normal_cache);
         let pages: i64 =
@@ -1642,6 +1643,33 @@ mod tests {
             .query_row("SELECT count(*) FROM dataset", [], |row| row.get(0))
             .unwrap();
         assert_eq!(n, 3);
+    }
+
+    #[test]
+    fn bulk_writing_scattered_rows_keeps_the_whole_page_cache() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut r = registry_with_detectors(dir.path(), 3);
+        let pragma = |r: &Registry, name: &str| -> i64 {
+            r.db.sqlite()
+                .unwrap()
+                .query_row(&format!("PRAGMA {name}"), [], |row| row.get(0))
+                .unwrap()
+        };
+        let normal_cache = pragma(&r, "cache_size");
+        r.set_bulk_writing(Some(crate::BulkWrites::Scattered))
+            .unwrap();
+        assert_eq!(pragma(&r, "cache_size"), normal_cache);
+        assert_eq!(pragma(&r, "wal_autocheckpoint"), 0);
+        let batch: Vec<NewQuantum> = (0..3).map(|d| quantum(d, STATUS_SUCCEEDED)).collect();
+        r.record_quanta("out", Uuid::from_u128(7), &batch).unwrap();
+        r.set_bulk_writing(None).unwrap();
+        assert_eq!(
+            std::fs::metadata(dir.path().join("r.sqlite3-wal"))
+                .unwrap()
+                .len(),
+            0
+        );
+        assert!(pragma(&r, "wal_autocheckpoint") > 0);
     }
 
     #[test]

@@ -363,9 +363,24 @@ impl Registry {
     }
 }
 
+/// What a stretch of bulk writing ([`Registry::set_bulk_writing`]) writes,
+/// which decides how much page cache its connection keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BulkWrites {
+    /// New rows at the ends of the B-trees (a merge: new UUIDs ordered by
+    /// quantum, new quanta, new input links): what the writer reads again
+    /// is the right edges, so the cache holds a transaction's dirty pages
+    /// and little more.
+    Appending,
+    /// Rows all over a large index (an ingest: UUIDs derived from data IDs
+    /// spread over the whole UUID index): the connection keeps its full
+    /// cache, or each commit reads back the pages it evicted.
+    Scattered,
+}
+
 impl Registry {
-    /// Starts (`true`) or ends (`false`) a stretch of many large write
-    /// transactions, such as a merge.
+    /// Starts (`Some`) or ends (`None`) a stretch of many large write
+    /// transactions, such as a merge or an ingest.
     ///
     /// While it lasts, this connection's commits only append to the
     /// write-ahead log: at the default threshold every commit of a large
@@ -379,15 +394,18 @@ impl Registry {
     /// process killed meanwhile leaves a long log that the next connection
     /// checkpoints.
     /// A PostgreSQL server checkpoints by itself: nothing to do there.
-    pub fn set_bulk_writing(&mut self, bulk: bool) -> Result<()> {
+    pub fn set_bulk_writing(&mut self, bulk: Option<BulkWrites>) -> Result<()> {
         let Some(path) = self.sqlite_path().map(Path::to_path_buf) else {
             return Ok(());
         };
         match (bulk, self.bulk.take()) {
-            (true, None) => self.bulk = Some(sqlite::BulkWriting::start(self.db.sqlite()?, &path)?),
-            (true, Some(running)) => self.bulk = Some(running),
-            (false, Some(running)) => running.finish(self.db.sqlite()?)?,
-            (false, None) => {}
+            (Some(writes), None) => {
+                let conn = self.db.sqlite()?;
+                self.bulk = Some(sqlite::BulkWriting::start(conn, &path, writes)?)
+            }
+            (Some(_), Some(running)) => self.bulk = Some(running),
+            (None, Some(running)) => running.finish(self.db.sqlite()?)?,
+            (None, None) => {}
         }
         Ok(())
     }

@@ -8,6 +8,7 @@ use super::region_functions::register_region_functions;
 use super::value::value_to_json;
 use crate::error::{RegistryError, Result};
 use crate::registry::lower_thread_priority;
+use crate::registry::BulkWrites;
 
 pub(crate) const APPLICATION_ID: i32 = 0x5155_4e54; // "QUNT"
 
@@ -22,8 +23,9 @@ pub(crate) const PAGE_SIZE: i64 = 32_768;
 
 /// The page cache (negative: KiB) outside bulk writing.
 const CACHE_KIB: i64 = -1_048_576;
-/// The page cache while bulk writing. A bulk writer appends, so what it
-/// reads again is mostly the right edges of the B-trees; the cache needs to
+/// The page cache while bulk writing rows that append
+/// ([`crate::BulkWrites::Appending`]): what the writer reads again is
+/// mostly the right edges of the B-trees; the cache needs to
 /// hold one transaction's dirty pages (a 50,000-quantum merge batch dirties
 /// about 60 MB) and little more. Every page beyond that is memory the
 /// process touches for the first time, which costs the writer thread more
@@ -212,10 +214,13 @@ pub(crate) struct BulkWriting {
 }
 
 impl BulkWriting {
-    pub(crate) fn start(conn: &Connection, path: &Path) -> Result<Self> {
+    pub(crate) fn start(conn: &Connection, path: &Path, writes: BulkWrites) -> Result<Self> {
         let checkpointer = BackgroundCheckpointer::start(path)?;
         conn.pragma_update(None, "wal_autocheckpoint", 0i64)?;
-        conn.pragma_update(None, "cache_size", BULK_CACHE_KIB)?;
+        match writes {
+            BulkWrites::Appending => conn.pragma_update(None, "cache_size", BULK_CACHE_KIB)?,
+            BulkWrites::Scattered => {}
+        }
         Ok(Self { checkpointer })
     }
 
