@@ -37,7 +37,8 @@ pub type ItemIter<'a> = Box<dyn Iterator<Item = Result<IngestItem, ButlerError>>
 /// What an ingest reads its items from: it goes over them twice (checks
 /// every item before it writes anything, then writes them), so a source
 /// can read them afresh each time instead of holding them all
-/// ([`crate::manifest::Manifest`] streams its file).
+/// ([`crate::manifest::Manifest`] streams its file). Each pass reads them
+/// on a thread of its own, a chunk ahead of the work.
 pub trait IngestItems: Sync {
     fn items(&self) -> Result<ItemIter<'_>, ButlerError>;
 }
@@ -646,19 +647,27 @@ impl Butler {
                     open.sources.push(p.item.path);
                 }
             }
-            let mut rest = new.as_slice();
-            while !rest.is_empty() {
+            let mut rest = new.into_iter().peekable();
+            while rest.peek().is_some() {
                 let room = options.commit_every.get() - open.rows;
-                let (now, later) = rest.split_at(room.min(rest.len()));
-                rest = later;
-                let stored = self.transfer_items(lock, &sweep, target, now, mode, &mut open)?;
+                let now: Vec<Prepared> = rest.by_ref().take(room).collect();
+                let stored = self.transfer_items(lock, &sweep, target, &now, mode, &mut open)?;
+                open.rows += now.len();
+                // The items are done with: their data IDs move into the rows
+                // (the registry's thread allocates nothing per item here).
                 let mut datasets: Vec<NewDataset> = now
-                    .iter()
+                    .into_iter()
                     .zip(stored)
-                    .map(|(p, info)| NewDataset {
-                        id: p.dataset_ref.id,
-                        data_id: p.dataset_ref.data_id.clone(),
-                        stored: Some(into_record(info)),
+                    .map(|(p, info)| {
+                        if mode == TransferMode::Move {
+                            // Removed after the commit that registers them.
+                            open.sources.push(p.item.path);
+                        }
+                        NewDataset {
+                            id: p.dataset_ref.id,
+                            data_id: p.dataset_ref.data_id,
+                            stored: Some(into_record(info)),
+                        }
                     })
                     .collect();
                 // In UUID order, the inserts into the UUID index go from one
@@ -674,10 +683,6 @@ impl Butler {
                     &datasets,
                     OnConflict::Fail,
                 )?;
-                open.rows += now.len();
-                if mode == TransferMode::Move {
-                    open.sources.extend(now.iter().map(|p| p.item.path.clone()));
-                }
                 if open.rows == options.commit_every.get() {
                     registered +=
                         self.commit_ingested(&mut open, mode, &mut first_commit, &mut not_removed)?;

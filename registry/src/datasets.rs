@@ -539,16 +539,18 @@ impl Registry {
             let mut seen: std::collections::HashSet<Vec<&DataIdValue>> =
                 std::collections::HashSet::new();
             let mut previous: Vec<&DataIdValue> = Vec::new();
+            // Filled again for each data ID: a new vector is allocated only
+            // for a record not seen yet (an ingest's datasets come in UUID
+            // order, so most differ from the one before).
+            let mut values: Vec<&DataIdValue> = Vec::with_capacity(columns.len());
             for data_id in data_ids {
-                let values: Vec<&DataIdValue> = columns
-                    .iter()
-                    .map(|c| {
-                        data_id
-                            .get(c)
-                            .expect("standardized data IDs hold every required dimension")
-                    })
-                    .collect();
-                if values == previous || seen.contains(&values) {
+                values.clear();
+                values.extend(columns.iter().map(|c| {
+                    data_id
+                        .get(c)
+                        .expect("standardized data IDs hold every required dimension")
+                }));
+                if values == previous || seen.contains(values.as_slice()) {
                     continue;
                 }
                 previous.clone_from(&values);
@@ -559,7 +561,7 @@ impl Registry {
                         dt.name
                     )));
                 }
-                seen.insert(values);
+                seen.insert(values.clone());
             }
         }
         Ok(())
