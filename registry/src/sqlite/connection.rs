@@ -239,7 +239,7 @@ pub(crate) struct BulkWriting {
     bound_frames: i64,
     /// The log's length in frames at which the writer next waits.
     wait_at_frames: std::cell::Cell<i64>,
-    /// The log's length after the last background pass seen.
+    /// The log's length after the last commit seen.
     seen_frames: std::cell::Cell<i64>,
 }
 
