@@ -141,14 +141,12 @@ impl RepoGuard {
     ) -> Option<String> {
         // Both canonical: a path inside the root starts with its bytes
         // (cheaper than comparing components, once per ingested file).
-        let may_be_inside = canonical
+        let inside = canonical
             .as_os_str()
             .as_encoded_bytes()
-            .starts_with(self.canonical_root.as_os_str().as_encoded_bytes());
-        if let Some(rel) = may_be_inside
-            .then(|| canonical.strip_prefix(&self.canonical_root).ok())
-            .flatten()
-        {
+            .starts_with(self.canonical_root.as_os_str().as_encoded_bytes())
+            .then(|| canonical.strip_prefix(&self.canonical_root).ok());
+        if let Some(Some(rel)) = inside {
             let what = match rel.components().next() {
                 Some(c) if c.as_os_str().to_string_lossy().starts_with(REGISTRY_FILE) => {
                     "a file of the registry database"

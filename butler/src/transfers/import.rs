@@ -147,8 +147,7 @@ impl Butler {
         phase("import: plan", &mut clock);
         if let Some(records) = self.expected_records(&plan, options)? {
             attach_records(&mut batch, &plan, &records);
-            summary.stats =
-                self.place_and_register(&lock, &plan, &records, &batch, options, &mut summary)?;
+            self.place_and_register(&lock, &plan, &records, &batch, options, &mut summary)?;
             phase(
                 "import: transfer files beside the registry transaction",
                 &mut clock,
@@ -208,8 +207,9 @@ impl Butler {
     /// writes `batch` (its file records `records`, known in advance), and
     /// commits once both are done and every file placed has its expected
     /// record: the transaction, single-threaded, no longer waits for the
-    /// files. On any failure the transaction is rolled back and the files
-    /// placed are removed, as a sequential import would.
+    /// files. Fills `summary`'s counts. On any failure the transaction is
+    /// rolled back and the files placed are removed, as a sequential
+    /// import would.
     fn place_and_register(
         &mut self,
         lock: &IngestLock,
@@ -218,7 +218,7 @@ impl Butler {
         batch: &ImportBatch,
         options: ImportOptions,
         summary: &mut ImportSummary,
-    ) -> Result<ImportStats, TransferError> {
+    ) -> Result<(), TransferError> {
         let (root, datastore, registry) = (&self.root, &self.datastore, &mut self.registry);
         let (placed, written) = std::thread::scope(|scope| {
             let files = scope.spawn(|| transfer_in(root, datastore, lock, plan, options));
@@ -259,9 +259,10 @@ impl Butler {
         if let Err(e) = registry.commit_open() {
             return fail(registry, e.into());
         }
+        summary.stats = stats;
         summary.files = stored.len() - kept;
         summary.files_present = kept;
-        Ok(stats)
+        Ok(())
     }
 
     /// The datasets of every entry, by (type, RUN), and the files to
