@@ -172,6 +172,30 @@ impl Command {
     }
 }
 
+impl Command {
+    /// Commands that hold a plan of every dataset in memory and place or
+    /// link a file per dataset: gigabytes of small allocations made, freed
+    /// and made again. With the kernel's transparent huge pages (which
+    /// mimalloc asks for) each fault on freed-and-returned memory zeroes
+    /// 2 MiB, a quarter of these commands' time at 10^6 datasets
+    /// (benches/transfer/README.md). The graph-building commands keep
+    /// huge pages: preflight is ~10% slower without them.
+    fn churns_memory(&self) -> bool {
+        matches!(
+            self,
+            Command::Export(_) | Command::Import(_) | Command::Transfer(_)
+        )
+    }
+}
+
+/// Turns transparent huge pages off for this process (see
+/// [`Command::churns_memory`]); where the kernel cannot, nothing changes.
+fn small_pages_only() {
+    if let Err(e) = rustix::thread::disable_transparent_huge_pages(true) {
+        tracing::debug!("transparent huge pages stay on: {e}");
+    }
+}
+
 /// Restores the default action of SIGPIPE (see [`Command::only_reads`]).
 fn die_on_closed_stdout() {
     // SAFETY: setting a signal's disposition to SIG_DFL installs no
@@ -213,6 +237,9 @@ fn main() -> ExitCode {
     init_logging(cli.verbose);
     if cli.command.only_reads() {
         die_on_closed_stdout();
+    }
+    if cli.command.churns_memory() {
+        small_pages_only();
     }
     let result = match cli.command {
         Command::Demo(args) => demo::demo(args),

@@ -7,7 +7,7 @@ use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use quanta_core::{CollectionType, DataId, DataIdValue, Uuid};
+use quanta_core::{CollectionType, DataIdValue, Uuid};
 use quanta_registry::{Binds, CollectionRecord, FoundDataset, Registry};
 use rayon::prelude::*;
 use serde_json::{Map, Value as Json};
@@ -214,6 +214,7 @@ impl Butler {
         let mut groups: HashMap<(String, String), usize> = HashMap::new();
         let mut last: Option<usize> = None;
         let mut direct = DirectDestinations::new(self);
+        extras.files.reserve(found.len());
         for f in found {
             let r = &f.dataset_ref;
             let stored = f
@@ -283,7 +284,7 @@ impl Butler {
             };
             doc.datasets[index].files.push(FileEntry {
                 dataset_ids: vec![r.id],
-                data_ids: vec![data_id_json(&r.data_id)],
+                data_ids: vec![r.data_id.clone()],
                 path,
                 formatter: Some(formatter),
             });
@@ -501,20 +502,6 @@ fn write_yaml_via_temp(dest: &Path, doc: &ExportDocument) -> Result<(), Transfer
         .map_err(|e| TransferError::io("write", &tmp, e))?;
     drop(out);
     fs::rename(&tmp, dest).map_err(|e| TransferError::io("rename into", dest, e))
-}
-
-fn value_json(v: &DataIdValue) -> Json {
-    match v {
-        DataIdValue::Int(i) => Json::from(*i),
-        DataIdValue::Str(s) => Json::from(s.as_str()),
-    }
-}
-
-fn data_id_json(data_id: &DataId) -> Map<String, Json> {
-    data_id
-        .iter()
-        .map(|(k, v)| (k.to_string(), value_json(v)))
-        .collect()
 }
 
 /// The collections named and, through chains, every child; children

@@ -29,8 +29,7 @@
 
 use std::io::{self, Write};
 
-use quanta_core::Uuid;
-use serde_json::{Map, Value as Json};
+use quanta_core::{DataId, DataIdValue, Uuid};
 
 use super::format::{DatasetEntry, FileEntry};
 
@@ -57,13 +56,11 @@ pub(crate) fn write_str(out: &mut impl Write, s: &str) -> io::Result<()> {
     }
 }
 
-/// Writes a data ID value: integers as integers, strings as strings;
-/// anything else in JSON flow form (which YAML reads the same).
-fn write_value(out: &mut impl Write, v: &Json) -> io::Result<()> {
+/// Writes a data ID value: integers as integers, strings as strings.
+fn write_value(out: &mut impl Write, v: &DataIdValue) -> io::Result<()> {
     match v {
-        Json::String(s) => write_str(out, s),
-        Json::Number(n) if n.is_i64() || n.is_u64() => write!(out, "{n}"),
-        other => serde_json::to_writer(&mut *out, other).map_err(io::Error::other),
+        DataIdValue::Str(s) => write_str(out, s),
+        DataIdValue::Int(i) => write!(out, "{i}"),
     }
 }
 
@@ -129,15 +126,15 @@ fn read_str(text: &str) -> Option<String> {
 
 /// A data ID value: a decimal integer (no leading zeros, which YAML 1.1
 /// reads as octal) or a string.
-fn read_value(text: &str) -> Option<Json> {
+fn read_value(text: &str) -> Option<DataIdValue> {
     let digits = text.strip_prefix('-').unwrap_or(text);
     if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
         if digits.len() > 1 && digits.starts_with('0') {
             return None;
         }
-        return text.parse::<i64>().ok().map(Json::from);
+        return text.parse::<i64>().ok().map(DataIdValue::Int);
     }
-    read_str(text).map(Json::String)
+    read_str(text).map(|s| DataIdValue::Str(s.into()))
 }
 
 /// `key: value` after `prefix`, with `key` a plain name.
@@ -190,15 +187,16 @@ pub(crate) fn read_dataset_entry(lines: &[&str], line: usize) -> Option<DatasetE
         }
         let mut data_ids = Vec::with_capacity(1);
         while let Some(l) = it.next_if(|l| l.starts_with("    - ")) {
-            let mut data_id = Map::new();
+            let mut data_id = DataId::empty();
             if l != "    - {}" {
                 let (k, v) = key_value(l, "    - ")?;
-                data_id.insert(k.to_string(), read_value(v)?);
+                data_id.insert(k, read_value(v)?);
                 while let Some(l) = it.next_if(|l| l.starts_with("      ")) {
                     let (k, v) = key_value(l, "      ")?;
-                    if data_id.insert(k.to_string(), read_value(v)?).is_some() {
+                    if data_id.get(k).is_some() {
                         return None;
                     }
+                    data_id.insert(k, read_value(v)?);
                 }
             }
             data_ids.push(data_id);
@@ -226,11 +224,11 @@ mod tests {
     use super::*;
 
     fn entry() -> DatasetEntry {
-        let mut data_id = Map::new();
-        data_id.insert("instrument".into(), Json::from("Cam"));
-        data_id.insert("exposure".into(), Json::from(-7));
-        data_id.insert("band".into(), Json::from("yes"));
-        data_id.insert("name".into(), Json::from("a: b #c 'q' \"d\" é"));
+        let mut data_id = DataId::empty();
+        data_id.insert("instrument", "Cam");
+        data_id.insert("exposure", -7);
+        data_id.insert("band", "yes");
+        data_id.insert("name", "a: b #c 'q' \"d\" é");
         DatasetEntry {
             dataset_type: "raw".into(),
             run: "u/someone/run 1".into(),
@@ -243,7 +241,7 @@ mod tests {
                 },
                 FileEntry {
                     dataset_ids: vec![Uuid::now_v7()],
-                    data_ids: vec![Map::new()],
+                    data_ids: vec![DataId::empty()],
                     path: "0123.fits".into(),
                     formatter: None,
                 },

@@ -22,7 +22,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use quanta_core::{CollectionType, Uuid};
+use quanta_core::{CollectionType, DataId, DataIdValue, Uuid};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value as Json};
 use serde_yaml_ng::value::{Tag, TaggedValue};
@@ -66,8 +66,10 @@ pub struct DatasetTypeEntry {
 #[derive(Debug, Clone, PartialEq)]
 pub struct FileEntry {
     pub dataset_ids: Vec<Uuid>,
-    /// Required dimensions → value, one per dataset ID.
-    pub data_ids: Vec<Map<String, Json>>,
+    /// Required dimensions → value, one per dataset ID: typed as read
+    /// (integers and strings; anything else as its text, which the
+    /// dimension's type check then refuses), not yet standardized.
+    pub data_ids: Vec<DataId>,
     pub path: String,
     pub formatter: Option<String>,
 }
@@ -113,9 +115,9 @@ pub struct Extras {
     /// none`); absent when the files are in the export directory.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub files_root: Option<String>,
-    /// Dataset UUID → [size, BLAKE3].
-    #[serde(default)]
-    pub files: BTreeMap<Uuid, (u64, String)>,
+    /// Dataset UUID → [size, BLAKE3]; written in UUID order.
+    #[serde(default, serialize_with = "in_key_order")]
+    pub files: foldhash::HashMap<Uuid, (u64, String)>,
     /// Element → per record of the export's entry, in order, the fields
     /// that are not in export.yaml.
     #[serde(default)]
@@ -127,6 +129,17 @@ pub struct Extras {
 
 impl Extras {
     pub const FORMAT: &'static str = "quanta-export-extras";
+}
+
+/// A map written with its keys in order, so that the same export writes
+/// the same file.
+fn in_key_order<S: serde::Serializer, K: Ord + Serialize, V: Serialize>(
+    map: &foldhash::HashMap<K, V>,
+    out: S,
+) -> Result<S::Ok, S::Error> {
+    let mut entries: Vec<_> = map.iter().collect();
+    entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    out.collect_map(entries)
 }
 
 fn tagged(tag: &str, value: Yaml) -> Yaml {
@@ -580,6 +593,26 @@ fn record_json(v: &Yaml) -> Result<Map<String, Json>, String> {
     Ok(out)
 }
 
+/// A data ID read as a mapping: integers and strings as they are,
+/// anything else as its JSON text.
+fn data_id_of(map: &Map<String, Json>) -> DataId {
+    let mut data_id = DataId::empty();
+    for (k, v) in map {
+        data_id.insert(k, data_id_value(v));
+    }
+    data_id
+}
+
+/// A data ID value from JSON: integers and strings as they are, anything
+/// else as its JSON text.
+fn data_id_value(v: &Json) -> DataIdValue {
+    match v {
+        Json::Number(n) if n.is_i64() => DataIdValue::Int(n.as_i64().unwrap_or_default()),
+        Json::String(s) => DataIdValue::Str(s.as_str().into()),
+        other => DataIdValue::Str(other.to_string().into()),
+    }
+}
+
 /// The line of the first line starting with `prefix`.
 fn line_of(text: &str, prefix: &str) -> Option<usize> {
     text.lines()
@@ -705,12 +738,14 @@ impl<'a> Reader<'a> {
             where_: self.where_.clone(),
             line: self.line,
         };
-        let data_ids: Vec<Map<String, Json>> = match f.get("data_id")? {
-            Yaml::Sequence(items) => items
-                .iter()
-                .map(|d| record_json(d).map_err(|e| f.fail(e)))
-                .collect::<Result<_, _>>()?,
-            one => vec![record_json(one).map_err(|e| f.fail(e))?],
+        let data_id = |d: &Yaml| {
+            record_json(d)
+                .map(|m| data_id_of(&m))
+                .map_err(|e| f.fail(e))
+        };
+        let data_ids: Vec<DataId> = match f.get("data_id")? {
+            Yaml::Sequence(items) => items.iter().map(data_id).collect::<Result<_, _>>()?,
+            one => vec![data_id(one)?],
         };
         let dataset_ids = f.ids(f.get("dataset_id")?)?;
         if dataset_ids.len() != data_ids.len() {

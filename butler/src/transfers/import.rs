@@ -14,9 +14,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use quanta_core::fault::{self, kill_point};
-use quanta_core::{
-    CollectionType, DataId, DataIdValue, DatasetRef, DatasetType, DimensionUniverse,
-};
+use quanta_core::{CollectionType, DatasetRef, DatasetType, DimensionUniverse};
 use quanta_datastore::{
     DatastoreError, InMemoryDataset, IngestLock, LeftoverSweep, Placement, StoredFileInfo,
     TransferMode,
@@ -24,7 +22,7 @@ use quanta_datastore::{
 use quanta_registry::{ImportBatch, ImportDatasets, ImportStats, NewDataset, RecordSet};
 use serde_json::{Map, Value as Json};
 
-use super::format::{DatasetEntry, ExportDocument, Extras, EXPORT_FILE, EXTRAS_FILE};
+use super::format::{DatasetEntry, ExportDocument, Extras, FileEntry, EXPORT_FILE, EXTRAS_FILE};
 use super::mapping::{
     composite_storage_class, quanta_formatter, quanta_storage_class, FileConversion,
     DISASSEMBLED_FORMATTER_PREFIX, MAPPINGS,
@@ -222,7 +220,12 @@ impl Butler {
         let (root, datastore, registry) = (&self.root, &self.datastore, &mut self.registry);
         let (placed, written) = std::thread::scope(|scope| {
             let files = scope.spawn(|| transfer_in(root, datastore, lock, plan, options));
+            let mut clock = std::time::Instant::now();
             let written = registry.import_batch_uncommitted(batch);
+            phase(
+                "import: registry rows written (beside the files)",
+                &mut clock,
+            );
             (files.join(), written)
         });
         let placed = placed.unwrap_or_else(|panic| std::panic::resume_unwind(panic));
@@ -275,6 +278,7 @@ impl Butler {
         batch: &ImportBatch,
         root: &Path,
     ) -> Result<(Vec<Planned>, Vec<ImportDatasets>), TransferError> {
+        use rayon::prelude::*;
         let ids: Vec<_> = doc
             .datasets
             .iter()
@@ -285,77 +289,69 @@ impl Butler {
         let mut groups = Vec::new();
         for entry in &doc.datasets {
             let dt = self.import_dataset_type(batch, entry)?;
-            let in_run = [entry.run.clone()];
-            let run_has_some = self.registry.find_collection(&entry.run)?.is_some()
-                && self.registry.dataset_type(&dt.name)?.is_some()
-                && self
-                    .registry
-                    .run_has_datasets_of_type(&entry.run, &dt.name)?;
+            let file = FilePlanning {
+                entry,
+                dt: &dt,
+                universe: self.universe(),
+                registered: &registered,
+                extras,
+                root,
+            };
+            // Each file on its own (data ID, mapping, source path), in
+            // parallel; the first error in the entry's order is reported.
+            let planned: Vec<_> = entry.files.par_iter().map(|f| file.plan(f)).collect();
             let mut group = ImportDatasets {
                 run: entry.run.clone(),
                 dataset_type: dt.name.clone(),
                 datasets: Vec::with_capacity(entry.files.len()),
             };
-            for f in &entry.files {
-                let at = |reason: String| TransferError::Format {
-                    file: EXPORT_FILE.into(),
-                    line: entry.line,
-                    reason: format!("{} in RUN {}: {reason}", dt.name, entry.run),
-                };
-                if f.dataset_ids.len() != 1 {
-                    return Err(at(format!(
-                        "`{}` holds {} datasets; quanta stores one dataset per file",
-                        f.path,
-                        f.dataset_ids.len()
-                    )));
-                }
-                let id = f.dataset_ids[0];
-                let data_id = data_id_of(&f.data_ids[0])
-                    .standardize(&dt.dimensions, self.universe())
-                    .map_err(|e| at(format!("dataset {id}: {e}")))?;
-                let dataset_ref = DatasetRef {
-                    id,
-                    dataset_type: dt.name.clone(),
-                    data_id,
-                    run: entry.run.clone(),
-                };
-                group.datasets.push(NewDataset {
-                    id,
-                    data_id: dataset_ref.data_id.clone(),
-                    stored: None,
-                });
-                if registered.contains(&id) {
-                    continue;
-                }
-                if run_has_some {
-                    if let Some(other) =
-                        self.registry
-                            .find_dataset(&dt.name, &dataset_ref.data_id, &in_run, None)?
-                    {
-                        return Err(at(format!(
-                            "{} is already registered as {}, not as the export's {id}; nothing was imported",
-                            dataset_ref.data_id, other.dataset_ref.id
-                        )));
-                    }
-                }
-                let (storage_class, conversion) =
-                    file_mapping(f.formatter.as_deref(), &dt).map_err(at)?;
-                let path = Path::new(&f.path);
-                plan.push(Planned {
-                    dataset_ref,
-                    source: if path.is_absolute() {
-                        path.to_path_buf()
-                    } else {
-                        root.join(path)
-                    },
-                    storage_class,
-                    conversion,
-                    expected: extras.files.get(&id).cloned(),
-                });
+            let first_new = plan.len();
+            for p in planned {
+                let (dataset, new) = p?;
+                group.datasets.push(dataset);
+                plan.extend(new);
             }
+            self.refuse_taken_data_ids(entry, &dt, &plan[first_new..])?;
             groups.push(group);
         }
         Ok((plan, groups))
+    }
+
+    /// Refuses an entry's new dataset whose data ID another dataset holds
+    /// in its RUN (looked up only when the RUN has datasets of the type).
+    fn refuse_taken_data_ids(
+        &self,
+        entry: &DatasetEntry,
+        dt: &DatasetType,
+        new: &[Planned],
+    ) -> Result<(), TransferError> {
+        let run_has_some = !new.is_empty()
+            && self.registry.find_collection(&entry.run)?.is_some()
+            && self.registry.dataset_type(&dt.name)?.is_some()
+            && self
+                .registry
+                .run_has_datasets_of_type(&entry.run, &dt.name)?;
+        if !run_has_some {
+            return Ok(());
+        }
+        let in_run = [entry.run.clone()];
+        for p in new {
+            let r = &p.dataset_ref;
+            if let Some(other) = self
+                .registry
+                .find_dataset(&dt.name, &r.data_id, &in_run, None)?
+            {
+                return Err(entry_error(
+                    entry,
+                    dt,
+                    format!(
+                        "{} is already registered as {}, not as the export's {}; nothing was imported",
+                        r.data_id, other.dataset_ref.id, r.id
+                    ),
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// The dataset type of an entry: from the export, else the repo's.
@@ -382,6 +378,77 @@ impl Butler {
     }
 }
 
+/// What planning one file of an export entry needs; shared by the
+/// threads that plan an entry's files.
+struct FilePlanning<'a> {
+    entry: &'a DatasetEntry,
+    dt: &'a DatasetType,
+    universe: &'a DimensionUniverse,
+    registered: &'a HashSet<quanta_core::Uuid>,
+    extras: &'a Extras,
+    root: &'a Path,
+}
+
+impl FilePlanning<'_> {
+    /// The file's dataset, and its transfer unless it is registered.
+    fn plan(&self, f: &FileEntry) -> Result<(NewDataset, Option<Planned>), TransferError> {
+        let (entry, dt) = (self.entry, self.dt);
+        let at = |reason: String| entry_error(entry, dt, reason);
+        if f.dataset_ids.len() != 1 {
+            return Err(at(format!(
+                "`{}` holds {} datasets; quanta stores one dataset per file",
+                f.path,
+                f.dataset_ids.len()
+            )));
+        }
+        let id = f.dataset_ids[0];
+        let data_id = f.data_ids[0]
+            .standardize(&dt.dimensions, self.universe)
+            .map_err(|e| at(format!("dataset {id}: {e}")))?;
+        if self.registered.contains(&id) {
+            let dataset = NewDataset {
+                id,
+                data_id,
+                stored: None,
+            };
+            return Ok((dataset, None));
+        }
+        let (storage_class, conversion) = file_mapping(f.formatter.as_deref(), dt).map_err(at)?;
+        let dataset = NewDataset {
+            id,
+            data_id: data_id.clone(),
+            stored: None,
+        };
+        let path = Path::new(&f.path);
+        let planned = Planned {
+            dataset_ref: DatasetRef {
+                id,
+                dataset_type: dt.name.clone(),
+                data_id,
+                run: entry.run.clone(),
+            },
+            source: if path.is_absolute() {
+                path.to_path_buf()
+            } else {
+                self.root.join(path)
+            },
+            storage_class,
+            conversion,
+            expected: self.extras.files.get(&id).cloned(),
+        };
+        Ok((dataset, Some(planned)))
+    }
+}
+
+/// An error in an export's entry for `dt`, at the entry's line.
+fn entry_error(entry: &DatasetEntry, dt: &DatasetType, reason: String) -> TransferError {
+    TransferError::Format {
+        file: EXPORT_FILE.into(),
+        line: entry.line,
+        reason: format!("{} in RUN {}: {reason}", dt.name, entry.run),
+    }
+}
+
 /// Transfers (or converts) every planned file in parallel, verifying
 /// it against the export's extras; on failure removes what it put in.
 /// Returns the files and how many of them were already in place.
@@ -399,24 +466,29 @@ fn transfer_in(
     // every worker then keeps its own guard and its cache.
     drop(crate::repo_guard::RepoGuard::new(repo, datastore.root())?);
     let sweep = LeftoverSweep::default();
+    // A guard and a directory cache per thread of the pool, not per rayon
+    // job (`map_init` makes one per split: with the files of a directory
+    // spread through the plan, a `realpath` per file).
+    let per_thread: Vec<_> = (0..rayon::current_num_threads())
+        .map(|_| {
+            let guard = crate::repo_guard::RepoGuard::new(repo, datastore.root());
+            std::sync::Mutex::new((guard, CanonicalDirs::default()))
+        })
+        .collect();
     let results: Vec<Result<(StoredFileInfo, Placement), TransferError>> = plan
         .par_iter()
-        .map_init(
-            || {
-                (
-                    crate::repo_guard::RepoGuard::new(repo, datastore.root()),
-                    CanonicalDirs::default(),
-                )
-            },
-            |(guard, dirs), p| {
-                let guard = guard
-                    .as_mut()
-                    .map_err(|e| TransferError::Unmappable(format!("repository guard: {e}")))?;
-                let placed = transfer_one(datastore, guard, dirs, lock, &sweep, p, options)?;
-                kill_point(fault::INGEST_TRANSFERRED);
-                Ok(placed)
-            },
-        )
+        .map(|p| {
+            let thread = rayon::current_thread_index().unwrap_or(0) % per_thread.len();
+            // Only this thread locks its own slot.
+            let mut slot = per_thread[thread].lock().unwrap_or_else(|e| e.into_inner());
+            let (guard, dirs) = &mut *slot;
+            let guard = guard
+                .as_mut()
+                .map_err(|e| TransferError::Unmappable(format!("repository guard: {e}")))?;
+            let placed = transfer_one(datastore, guard, dirs, lock, &sweep, p, options)?;
+            kill_point(fault::INGEST_TRANSFERRED);
+            Ok(placed)
+        })
         .collect();
     let mut stored = Vec::with_capacity(plan.len());
     let mut kept = 0;
@@ -604,19 +676,6 @@ fn file_mapping(
         ));
     }
     Ok((storage_class, conversion))
-}
-
-fn data_id_of(map: &Map<String, Json>) -> DataId {
-    let mut data_id = DataId::empty();
-    for (k, v) in map {
-        let value = match v {
-            Json::Number(n) if n.is_i64() => DataIdValue::Int(n.as_i64().unwrap_or_default()),
-            Json::String(s) => DataIdValue::Str(s.as_str().into()),
-            other => DataIdValue::Str(other.to_string().into()),
-        };
-        data_id.insert(k, value);
-    }
-    data_id
 }
 
 /// Dimension records in this universe's fields: LSST's `datetime_begin` /
