@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
-# Transfer benchmark: a RUN of N_EXP × N_DET raw datasets (each a symlink
-# in the source datastore, as benches/remove/run.sh ingests them), then
+# Transfer benchmark: a RUN of N_EXP × N_DET raw datasets (each a hard
+# link in the source datastore: a regular file, as a copied raw or a task's
+# output is, without N_EXP × N_DET files' worth of disk; SOURCE=symlink
+# ingests them as symlinks, as benches/remove/run.sh does), then
 # `quanta export --transfer link`, `quanta import --transfer link` into a
 # fresh repo, and `quanta transfer --transfer link` into another, each
 # timed, then a second transfer (nothing to do) and `repo check --fast`.
 #
-#   benches/transfer/run.sh [N_EXP N_DET]    default: 1000 1000 (1,000,000 datasets)
+#   [SOURCE=link|symlink] benches/transfer/run.sh [N_EXP N_DET]
+#       default: 1000 1000 (1,000,000 datasets), SOURCE=link
 #
 # Goal (issue 18): >= 50,000 datasets/s for each of export, import and
 # transfer with linked files.
@@ -28,9 +31,10 @@ secs() { python3 -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1]
 rate() { python3 -c "import sys; print(f'{int(sys.argv[1]) / max(float(sys.argv[2]), 1e-9):,.0f}')" "$1" "$2"; }
 n=$((ne * nd))
 t0=$(date +%s.%N)
-"$quanta" ingest "$repo" --run Cam/raw --dataset-type raw --manifest "$d/manifest.csv" --transfer symlink >/dev/null
+source_mode="${SOURCE:-link}"
+"$quanta" ingest "$repo" --run Cam/raw --dataset-type raw --manifest "$d/manifest.csv" --transfer "$source_mode" >/dev/null
 t1=$(date +%s.%N)
-echo "${ne}x${nd}: ingest (symlink) $(secs "$t0" "$t1") s" >&2
+echo "${ne}x${nd}: ingest ($source_mode) $(secs "$t0" "$t1") s" >&2
 step() {
   local name="$1"; shift
   local t0 t1 s

@@ -629,21 +629,37 @@ fn needed_records(
         .collect();
     // Per element: the identifying values (required dimensions, then the
     // key) of the records to export.
-    let mut wanted: HashMap<String, HashSet<Vec<DataIdValue>>> = HashMap::new();
+    // Consecutive datasets mostly share a record (the instrument, the
+    // exposure): compared with the last key in place, it is not built or
+    // hashed again.
+    let mut per_element: Vec<(HashSet<Vec<DataIdValue>>, Option<Vec<DataIdValue>>)> =
+        vec![Default::default(); dims.len()];
     for f in found {
         let data_id = &f.dataset_ref.data_id;
-        for e in &dims {
-            let values: Option<Vec<DataIdValue>> = e
-                .required_closure
-                .iter()
-                .chain(std::iter::once(&e.name))
-                .map(|d| data_id.get(d).cloned())
-                .collect();
+        for (e, (keys, last)) in dims.iter().zip(&mut per_element) {
+            let fields = || e.required_closure.iter().chain(std::iter::once(&e.name));
+            let same_as_last = last.as_ref().is_some_and(|last| {
+                fields()
+                    .zip(last)
+                    .all(|(d, v)| data_id.get(d) == Some(v))
+            });
+            if same_as_last {
+                continue;
+            }
+            let values: Option<Vec<DataIdValue>> =
+                fields().map(|d| data_id.get(d).cloned()).collect();
             if let Some(values) = values {
-                wanted.entry(e.name.clone()).or_default().insert(values);
+                keys.insert(values.clone());
+                *last = Some(values);
             }
         }
     }
+    let mut wanted: HashMap<String, HashSet<Vec<DataIdValue>>> = dims
+        .iter()
+        .zip(per_element)
+        .filter(|(_, (keys, _))| !keys.is_empty())
+        .map(|(e, (keys, _))| (e.name.clone(), keys))
+        .collect();
     let mut out = Vec::new();
     let mut extras = std::collections::BTreeMap::new();
     for e in dims.iter().rev() {
