@@ -4,6 +4,11 @@
 //! worker journals recording every quantum as succeeded. Merging it
 //! registers 2 × N_EXP × N_DET datasets.
 //!
+//! Quantum `i` and its refs are a function of `i` (UUIDs included), so the
+//! bundle is written from quanta made block by block and the files and
+//! journals part by part: memory does not grow with N (10^7 quanta made at
+//! once took 27 GB).
+//!
 //! `cargo run --release -p quanta-butler --example merge_synth -- DIR N_EXP N_DET`
 //! then `quanta merge DIR/repo DIR/synth.qb`.
 
@@ -13,10 +18,10 @@ use quanta_butler::Butler;
 use quanta_core::hash::blake3_hex;
 use quanta_core::pipeline::{Connection, TaskDef, TaskKind};
 use quanta_core::{
-    journal_dir_for, write_bundle, BundleContents, BundleHeader, BundleQuantum, BundleRef,
+    journal_dir_for, write_bundle_from, BundleContents, BundleHeader, BundleQuantum, BundleRef,
     BundleWriteOptions, DataId, DataIdValue, DatasetType, DimensionGroup, DimensionUniverse,
-    JournalHeader, JournalRecord, JournalWriter, QuantumStatus, Uuid, WrittenOutput,
-    BUNDLE_FORMAT_VERSION,
+    EncodeViews, JournalHeader, JournalRecord, JournalWriter, QuantaSource, QuantumStatus, Uuid,
+    WrittenOutput, BUNDLE_FORMAT_VERSION,
 };
 use quanta_datastore::DatastoreConfig;
 use rayon::prelude::*;
@@ -94,71 +99,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
 
     let n = (n_exp * n_det) as usize;
-    let quanta: Vec<BundleQuantum> = (0..n)
-        .map(|i| {
-            let (e, d) = (i as i64 / n_det, i as i64 % n_det);
-            let data_id = DataId::from_pairs([
-                ("instrument", DataIdValue::from("Cam")),
-                ("detector", DataIdValue::Int(d)),
-                ("exposure", DataIdValue::Int(e)),
-            ]);
-            let out = |t: &str| BundleRef {
-                id: Uuid::now_v7(),
-                dataset_type: t.into(),
-                data_id: data_id.clone(),
-                run: RUN.into(),
-                path: format!("{RUN}/{t}/{e}/{t}_{e}_{d}.json"),
-                size: None,
-                checksum: None,
-            };
-            let raw = BundleRef {
-                id: Uuid::now_v7(),
-                dataset_type: "raw".into(),
-                data_id: data_id.clone(),
-                run: "Cam/raw".into(),
-                path: format!("Cam/raw/raw/{e}/raw_{e}_{d}.json"),
-                size: Some(10),
-                checksum: Some(blake3_hex(b"0123456789")),
-            };
-            BundleQuantum {
-                id: Uuid::now_v7(),
-                task: 0,
-                data_id: data_id.clone(),
-                inputs: vec![("input".into(), vec![raw])],
-                prerequisites: vec![],
-                outputs: vec![
-                    ("a".into(), vec![out("synthA")]),
-                    ("b".into(), vec![out("synthB")]),
-                ],
-                upstream: vec![],
-            }
-        })
-        .collect();
-
-    // The output files, written in parallel; (size, checksum) per output.
-    let written: Vec<Vec<WrittenOutput>> = quanta
-        .par_iter()
-        .map(|q| {
-            q.outputs
-                .iter()
-                .flat_map(|(_, refs)| refs)
-                .map(|r| {
-                    let body = format!("{{\"id\":\"{}\",\"pixels\":[1,2,3,4,5,6,7,8]}}", r.id);
-                    let abs = datastore_root.join(&r.path);
-                    if let Some(parent) = abs.parent() {
-                        std::fs::create_dir_all(parent)?;
-                    }
-                    std::fs::write(&abs, body.as_bytes())?;
-                    Ok(WrittenOutput {
-                        dataset_id: r.id,
-                        path: r.path.clone(),
-                        size: body.len() as u64,
-                        checksum: blake3_hex(body.as_bytes()),
-                    })
-                })
-                .collect::<std::io::Result<Vec<_>>>()
-        })
-        .collect::<std::io::Result<_>>()?;
+    let synth = Synth {
+        n,
+        n_det,
+        clock: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_millis() as u64,
+    };
 
     let bundle_id = Uuid::new_v4();
     let bundle_path = dir.join("synth.qb");
@@ -189,15 +136,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         dataset_types,
         dimension_records: Default::default(),
         clusters: vec![],
-        quanta,
+        quanta: vec![],
     };
-    write_bundle(&bundle_path, &contents, &BundleWriteOptions::default())?;
-
-    write_journals(
+    write_bundle_from(
+        &bundle_path,
+        contents.parts(),
+        &synth,
+        &BundleWriteOptions::default(),
+    )?;
+    write_files_and_journals(
+        &synth,
+        &datastore_root,
         &journal_dir_for(&bundle_path),
         bundle_id,
-        &contents.quanta,
-        written,
     )?;
     eprintln!(
         "generated {n} quanta, {} output files in {:.1} s under {}",
@@ -208,12 +159,96 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
-/// Two workers, quanta dealt alternately, each Started then Finished.
-fn write_journals(
+/// The quanta of the campaign, each made from its index.
+struct Synth {
+    n: usize,
+    n_det: i64,
+    /// Milliseconds since the epoch in every UUID (version 7), followed by
+    /// the quantum's index and the ref's slot: UUIDs ordered as `now_v7`
+    /// would make them, and the same each time quantum `i` is made.
+    clock: u64,
+}
+
+impl Synth {
+    fn uuid(&self, i: usize, slot: u8) -> Uuid {
+        let mut tail = [0u8; 10];
+        tail[..8].copy_from_slice(&(i as u64).to_be_bytes());
+        tail[8] = slot;
+        uuid::Builder::from_unix_timestamp_millis(self.clock, &tail).into_uuid()
+    }
+
+    fn quantum(&self, i: usize) -> BundleQuantum {
+        let (e, d) = (i as i64 / self.n_det, i as i64 % self.n_det);
+        let data_id = DataId::from_pairs([
+            ("instrument", DataIdValue::from("Cam")),
+            ("detector", DataIdValue::Int(d)),
+            ("exposure", DataIdValue::Int(e)),
+        ]);
+        let out = |t: &str, slot: u8| BundleRef {
+            id: self.uuid(i, slot),
+            dataset_type: t.into(),
+            data_id: data_id.clone(),
+            run: RUN.into(),
+            path: format!("{RUN}/{t}/{e}/{t}_{e}_{d}.json"),
+            size: None,
+            checksum: None,
+        };
+        let raw = BundleRef {
+            id: self.uuid(i, 1),
+            dataset_type: "raw".into(),
+            data_id: data_id.clone(),
+            run: "Cam/raw".into(),
+            path: format!("Cam/raw/raw/{e}/raw_{e}_{d}.json"),
+            size: Some(10),
+            checksum: Some(blake3_hex(b"0123456789")),
+        };
+        BundleQuantum {
+            id: self.uuid(i, 0),
+            task: 0,
+            data_id: data_id.clone(),
+            inputs: vec![("input".into(), vec![raw])],
+            prerequisites: vec![],
+            outputs: vec![
+                ("a".into(), vec![out("synthA", 2)]),
+                ("b".into(), vec![out("synthB", 3)]),
+            ],
+            upstream: vec![],
+        }
+    }
+}
+
+impl QuantaSource for Synth {
+    fn n_quanta(&self) -> usize {
+        self.n
+    }
+
+    fn with_views(
+        &self,
+        start: usize,
+        end: usize,
+        f: &mut EncodeViews<'_>,
+    ) -> Result<Vec<u8>, String> {
+        let quanta: Vec<BundleQuantum> = (start..end).map(|i| self.quantum(i)).collect();
+        let views: Vec<_> = quanta.iter().map(BundleQuantum::view).collect();
+        f(&views)
+    }
+
+    fn n_refs(&self, _index: usize) -> usize {
+        3
+    }
+}
+
+/// Quanta per part of the files and journals.
+const PART: usize = 100_000;
+
+/// The output files, written in parallel, and two workers' journals
+/// (quanta dealt alternately, each Started then Finished), a part of the
+/// quanta at a time.
+fn write_files_and_journals(
+    synth: &Synth,
+    datastore_root: &Path,
     dir: &Path,
     bundle_id: Uuid,
-    quanta: &[BundleQuantum],
-    written: Vec<Vec<WrittenOutput>>,
 ) -> Result<(), Box<dyn std::error::Error>> {
     std::fs::create_dir_all(dir)?;
     let mut writers = (0..2)
@@ -230,34 +265,74 @@ fn write_journals(
             )
         })
         .collect::<Result<Vec<_>, _>>()?;
-    for (i, (q, outputs)) in quanta.iter().zip(written).enumerate() {
-        let w = &mut writers[i % 2];
-        let time = "2026-01-01T00:00:00.000Z".to_string();
-        w.append(&JournalRecord::Started {
-            quantum: i as u32,
-            quantum_id: q.id,
-            attempt: 1,
-            host: format!("node{}", i % 2),
-            pid: 1000,
-            time: time.clone(),
-            batch_job: None,
-        })?;
-        w.append(&JournalRecord::Finished {
-            quantum: i as u32,
-            quantum_id: q.id,
-            attempt: 1,
-            status: QuantumStatus::Succeeded,
-            outputs,
-            inputs_used: q.inputs.iter().flat_map(|(_, r)| r).map(|r| r.id).collect(),
-            started: time.clone(),
-            finished: time,
-            wall_seconds: 0.01,
-            cpu_seconds: 0.01,
-            peak_rss_bytes: 10 << 20,
-            exit_code: Some(0),
-            error: None,
-            log_tail: vec![],
-        })?;
+    for part in (0..synth.n).step_by(PART) {
+        let range = part..(part + PART).min(synth.n);
+        let quanta: Vec<BundleQuantum> = range.clone().map(|i| synth.quantum(i)).collect();
+        let written: Vec<Vec<WrittenOutput>> = quanta
+            .par_iter()
+            .map(|q| write_outputs(datastore_root, q))
+            .collect::<std::io::Result<_>>()?;
+        for ((i, q), outputs) in range.zip(&quanta).zip(written) {
+            append_records(&mut writers[i % 2], i, q, outputs)?;
+        }
     }
+    Ok(())
+}
+
+/// Writes a quantum's output files; (size, checksum) per output.
+fn write_outputs(datastore_root: &Path, q: &BundleQuantum) -> std::io::Result<Vec<WrittenOutput>> {
+    q.outputs
+        .iter()
+        .flat_map(|(_, refs)| refs)
+        .map(|r| {
+            let body = format!("{{\"id\":\"{}\",\"pixels\":[1,2,3,4,5,6,7,8]}}", r.id);
+            let abs = datastore_root.join(&r.path);
+            if let Some(parent) = abs.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            std::fs::write(&abs, body.as_bytes())?;
+            Ok(WrittenOutput {
+                dataset_id: r.id,
+                path: r.path.clone(),
+                size: body.len() as u64,
+                checksum: blake3_hex(body.as_bytes()),
+            })
+        })
+        .collect()
+}
+
+/// Quantum `i`'s Started and Finished records.
+fn append_records(
+    w: &mut JournalWriter,
+    i: usize,
+    q: &BundleQuantum,
+    outputs: Vec<WrittenOutput>,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let time = "2026-01-01T00:00:00.000Z".to_string();
+    w.append(&JournalRecord::Started {
+        quantum: i as u32,
+        quantum_id: q.id,
+        attempt: 1,
+        host: format!("node{}", i % 2),
+        pid: 1000,
+        time: time.clone(),
+        batch_job: None,
+    })?;
+    w.append(&JournalRecord::Finished {
+        quantum: i as u32,
+        quantum_id: q.id,
+        attempt: 1,
+        status: QuantumStatus::Succeeded,
+        outputs,
+        inputs_used: q.inputs.iter().flat_map(|(_, r)| r).map(|r| r.id).collect(),
+        started: time.clone(),
+        finished: time,
+        wall_seconds: 0.01,
+        cpu_seconds: 0.01,
+        peak_rss_bytes: 10 << 20,
+        exit_code: Some(0),
+        error: None,
+        log_tail: vec![],
+    })?;
     Ok(())
 }

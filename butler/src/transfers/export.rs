@@ -638,11 +638,9 @@ fn needed_records(
         let data_id = &f.dataset_ref.data_id;
         for (e, (keys, last)) in dims.iter().zip(&mut per_element) {
             let fields = || e.required_closure.iter().chain(std::iter::once(&e.name));
-            let same_as_last = last.as_ref().is_some_and(|last| {
-                fields()
-                    .zip(last)
-                    .all(|(d, v)| data_id.get(d) == Some(v))
-            });
+            let same_as_last = last
+                .as_ref()
+                .is_some_and(|last| fields().zip(last).all(|(d, v)| data_id.get(d) == Some(v)));
             if same_as_last {
                 continue;
             }
