@@ -86,3 +86,14 @@ unsafe impl GlobalAlloc for QuantaAllocator {
         }
     }
 }
+
+/// Turns the kernel's transparent huge pages off for this process, for
+/// commands whose memory is made, freed and made again (`Command::
+/// churns_memory` in main.rs): mimalloc asks for huge pages, and each fault
+/// on memory it had returned then zeroes 2 MiB. Where the kernel cannot,
+/// nothing changes.
+pub fn without_transparent_huge_pages() {
+    if let Err(e) = rustix::thread::disable_transparent_huge_pages(true) {
+        tracing::debug!("transparent huge pages stay on: {e}");
+    }
+}

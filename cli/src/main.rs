@@ -188,14 +188,6 @@ impl Command {
     }
 }
 
-/// Turns transparent huge pages off for this process (see
-/// [`Command::churns_memory`]); where the kernel cannot, nothing changes.
-fn small_pages_only() {
-    if let Err(e) = rustix::thread::disable_transparent_huge_pages(true) {
-        tracing::debug!("transparent huge pages stay on: {e}");
-    }
-}
-
 /// Restores the default action of SIGPIPE (see [`Command::only_reads`]).
 fn die_on_closed_stdout() {
     // SAFETY: setting a signal's disposition to SIG_DFL installs no
@@ -239,7 +231,7 @@ fn main() -> ExitCode {
         die_on_closed_stdout();
     }
     if cli.command.churns_memory() {
-        small_pages_only();
+        alloc::without_transparent_huge_pages();
     }
     let result = match cli.command {
         Command::Demo(args) => demo::demo(args),
