@@ -18,7 +18,7 @@ use quanta_butler::Butler;
 use quanta_core::hash::blake3_hex;
 use quanta_core::pipeline::{Connection, TaskDef, TaskKind};
 use quanta_core::{
-    journal_dir_for, write_bundle_from, BundleContents, BundleHeader, BundleQuantum, BundleRef,
+    journal_dir_for, write_bundle_from, BundleHeader, BundleParts, BundleQuantum, BundleRef,
     BundleWriteOptions, DataId, DataIdValue, DatasetType, DimensionGroup, DimensionUniverse,
     EncodeViews, JournalHeader, JournalRecord, JournalWriter, QuantaSource, QuantumStatus, Uuid,
     WrittenOutput, BUNDLE_FORMAT_VERSION,
@@ -109,41 +109,36 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let bundle_id = Uuid::new_v4();
     let bundle_path = dir.join("synth.qb");
-    let contents = BundleContents {
-        header: BundleHeader {
-            format_version: BUNDLE_FORMAT_VERSION,
-            bundle_id,
-            universe_digest: universe.digest(),
-            pipeline_digest: "synthetic".into(),
-            pipeline_yaml: "description: synthetic merge benchmark\n".into(),
-            input_collections: vec![],
-            output_run: RUN.into(),
-            output_chain: None,
-            datastore_root: datastore_root.display().to_string(),
-            datastore_config: serde_json::to_string(&DatastoreConfig::default())?,
-            clobber: false,
-            skip_existing: false,
-            created_at: quanta_core::now_rfc3339(),
-            created_by: "bench@localhost".into(),
-            quanta_version: env!("CARGO_PKG_VERSION").into(),
-            command_line: args.clone(),
-            n_quanta: n as u64,
-            where_clause: String::new(),
-            repository_id: butler.registry().repository_id()?.unwrap_or_default(),
-            replaced: Vec::new(),
-        },
-        tasks: vec![task],
-        dataset_types,
-        dimension_records: Default::default(),
-        clusters: vec![],
-        quanta: vec![],
+    let header = BundleHeader {
+        format_version: BUNDLE_FORMAT_VERSION,
+        bundle_id,
+        universe_digest: universe.digest(),
+        pipeline_digest: "synthetic".into(),
+        pipeline_yaml: "description: synthetic merge benchmark\n".into(),
+        input_collections: vec![],
+        output_run: RUN.into(),
+        output_chain: None,
+        datastore_root: datastore_root.display().to_string(),
+        datastore_config: serde_json::to_string(&DatastoreConfig::default())?,
+        clobber: false,
+        skip_existing: false,
+        created_at: quanta_core::now_rfc3339(),
+        created_by: "bench@localhost".into(),
+        quanta_version: env!("CARGO_PKG_VERSION").into(),
+        command_line: args.clone(),
+        n_quanta: n as u64,
+        where_clause: String::new(),
+        repository_id: butler.registry().repository_id()?.unwrap_or_default(),
+        replaced: Vec::new(),
     };
-    write_bundle_from(
-        &bundle_path,
-        contents.parts(),
-        &synth,
-        &BundleWriteOptions::default(),
-    )?;
+    let parts = BundleParts {
+        header: &header,
+        tasks: &[task],
+        dataset_types: &dataset_types,
+        dimension_records: &Default::default(),
+        clusters: &[],
+    };
+    write_bundle_from(&bundle_path, parts, &synth, &BundleWriteOptions::default())?;
     write_files_and_journals(
         &synth,
         &datastore_root,

@@ -170,9 +170,7 @@ impl Command {
             | Command::Restart(_) => false,
         }
     }
-}
 
-impl Command {
     /// Commands that hold a plan of every dataset in memory and place or
     /// link a file per dataset: gigabytes of small allocations made, freed
     /// and made again. With the kernel's transparent huge pages (which

@@ -462,29 +462,33 @@ fn transfer_in(
     options: ImportOptions,
 ) -> Result<(Vec<StoredFileInfo>, usize), TransferError> {
     use rayon::prelude::*;
-    // Resolves the repository once (an error here is reported as is);
-    // every worker then keeps its own guard and its cache.
-    drop(crate::repo_guard::RepoGuard::new(repo, datastore.root())?);
+    use std::sync::Mutex;
     let sweep = LeftoverSweep::default();
     // A guard and a directory cache per thread of the pool, not per rayon
     // job (`map_init` makes one per split: with the files of a directory
-    // spread through the plan, a `realpath` per file).
-    let per_thread: Vec<_> = (0..rayon::current_num_threads())
-        .map(|_| {
-            let guard = crate::repo_guard::RepoGuard::new(repo, datastore.root());
-            std::sync::Mutex::new((guard, CanonicalDirs::default()))
-        })
-        .collect();
+    // spread through the plan, a `realpath` per file). A slot already
+    // held (a thread that took up another file while inside a parallel
+    // call of its own) gets a fresh pair rather than waiting for itself.
+    let new_state = || -> Result<_, TransferError> {
+        let guard = crate::repo_guard::RepoGuard::new(repo, datastore.root())?;
+        Ok((guard, CanonicalDirs::default()))
+    };
+    let per_thread = (0..rayon::current_num_threads())
+        .map(|_| new_state().map(Mutex::new))
+        .collect::<Result<Vec<_>, _>>()?;
     let results: Vec<Result<(StoredFileInfo, Placement), TransferError>> = plan
         .par_iter()
         .map(|p| {
             let thread = rayon::current_thread_index().unwrap_or(0) % per_thread.len();
-            // Only this thread locks its own slot.
-            let mut slot = per_thread[thread].lock().unwrap_or_else(|e| e.into_inner());
-            let (guard, dirs) = &mut *slot;
-            let guard = guard
-                .as_mut()
-                .map_err(|e| TransferError::Unmappable(format!("repository guard: {e}")))?;
+            let mut held = per_thread[thread].try_lock().ok();
+            let mut spare;
+            let (guard, dirs) = match held.as_deref_mut() {
+                Some(state) => state,
+                None => {
+                    spare = new_state()?;
+                    &mut spare
+                }
+            };
             let placed = transfer_one(datastore, guard, dirs, lock, &sweep, p, options)?;
             kill_point(fault::INGEST_TRANSFERRED);
             Ok(placed)
