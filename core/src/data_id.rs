@@ -11,13 +11,41 @@ use crate::error::CoreError;
 
 /// The value of one dimension key: an integer (`exposure: 12`) or a string
 /// (`instrument: Cam`).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(untagged)]
 pub enum DataIdValue {
     Int(i64),
     /// Inline up to 24 bytes (instrument names, bands, filters): no heap
     /// allocation per value.
     Str(CompactString),
+}
+
+/// An integer or a string, read by type rather than as serde's untagged
+/// enum, which buffers each value and formats an error for every string
+/// it first tries as an integer (a registry's data IDs are read by the
+/// million).
+impl<'de> Deserialize<'de> for DataIdValue {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = DataIdValue;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a data ID value (an integer or a string)")
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<DataIdValue, E> {
+                Ok(DataIdValue::Int(v))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<DataIdValue, E> {
+                i64::try_from(v).map(DataIdValue::Int).map_err(|_| {
+                    E::invalid_value(serde::de::Unexpected::Unsigned(v), &"a 64-bit integer")
+                })
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<DataIdValue, E> {
+                Ok(DataIdValue::Str(CompactString::new(v)))
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
 }
 
 impl DataIdValue {
@@ -215,6 +243,12 @@ impl DataId {
 
     pub fn get(&self, key: &str) -> Option<&DataIdValue> {
         self.entries.iter().find(|(k, _)| k == key).map(|(_, v)| v)
+    }
+
+    /// The value of the `index`-th key, in the data ID's order: for
+    /// reading many data IDs with the same keys by positions found once.
+    pub fn value_at(&self, index: usize) -> Option<&DataIdValue> {
+        self.entries.get(index).map(|(_, v)| v)
     }
 
     pub fn insert(&mut self, key: impl AsRef<str>, value: impl Into<DataIdValue>) {
@@ -486,5 +520,28 @@ mod tests {
         let text = serde_json::to_string(&d).unwrap();
         assert_eq!(text, r#"{"instrument":"Cam","exposure":1}"#);
         assert_eq!(serde_json::from_str::<DataId>(&text).unwrap(), d);
+    }
+
+    #[test]
+    fn values_read_by_their_json_type() {
+        let values: Vec<DataIdValue> =
+            serde_json::from_str(r#"["Cam", 12, -7, "3", 9223372036854775807]"#).unwrap();
+        assert_eq!(
+            values,
+            [
+                DataIdValue::from("Cam"),
+                DataIdValue::Int(12),
+                DataIdValue::Int(-7),
+                DataIdValue::from("3"),
+                DataIdValue::Int(i64::MAX),
+            ]
+        );
+        for bad in ["9223372036854775808", "1.5", "null", "true", "[1]"] {
+            let err = serde_json::from_str::<DataIdValue>(bad).unwrap_err();
+            assert!(
+                err.to_string().contains("integer"),
+                "{bad}: {err} should say what a value may be"
+            );
+        }
     }
 }

@@ -43,6 +43,11 @@ pub(crate) struct Membership {
     /// The validity range's `[begin, end)` columns: a dataset is only in
     /// such a collection at a time.
     pub(crate) validity: Option<(&'static str, &'static str)>,
+    /// Whether one dataset can be several rows of the membership: a RUN
+    /// holds a dataset once (the dataset's own row) and a TAGGED
+    /// collection once (its primary key), a CALIBRATION once per
+    /// validity range it is certified for.
+    pub(crate) may_repeat: bool,
 }
 
 impl Membership {
@@ -58,6 +63,7 @@ impl Membership {
                 type_column: "d.dataset_type_id",
                 data_id_column: "d.data_id",
                 validity: None,
+                may_repeat: false,
             }),
             CollectionType::Tagged => Some(Self {
                 from: "dataset_tags AS m JOIN dataset AS d ON d.id = m.dataset_id",
@@ -65,6 +71,7 @@ impl Membership {
                 type_column: "m.dataset_type_id",
                 data_id_column: "m.data_id",
                 validity: None,
+                may_repeat: false,
             }),
             CollectionType::Calibration => Some(Self {
                 from: "dataset_calibs AS m JOIN dataset AS d ON d.id = m.dataset_id",
@@ -72,6 +79,7 @@ impl Membership {
                 type_column: "m.dataset_type_id",
                 data_id_column: "m.data_id",
                 validity: Some(("m.valid_begin", "m.valid_end")),
+                may_repeat: true,
             }),
             CollectionType::Chained => None,
         }

@@ -736,14 +736,20 @@ fn dataset_exists(db: &Database, id: &Uuid) -> Result<bool> {
 pub(crate) fn data_id_from_stored(dims_json: &str, values_json: &str) -> Result<DataId> {
     let names: Vec<String> = serde_json::from_str(dims_json)
         .map_err(|e| RegistryError::Invalid(format!("corrupt dataset type dimensions: {e}")))?;
+    data_id_from_key(&names, values_json)
+}
+
+/// Rebuilds a data ID from its dimension names (a dataset type's, read
+/// once for all its datasets) and its stored canonical key.
+pub(crate) fn data_id_from_key(names: &[String], values_json: &str) -> Result<DataId> {
     let values: Vec<DataIdValue> = serde_json::from_str(values_json)
-        .map_err(|e| RegistryError::Invalid(format!("corrupt data ID: {e}")))?;
+        .map_err(|e| RegistryError::Invalid(format!("corrupt data ID {values_json}: {e}")))?;
     if names.len() != values.len() {
         return Err(RegistryError::Invalid(format!(
-            "corrupt data ID {values_json} for dimensions {dims_json}"
+            "corrupt data ID {values_json} for dimensions {names:?}"
         )));
     }
-    Ok(DataId::from_pairs(names.into_iter().zip(values)))
+    Ok(DataId::from_pairs(names.iter().zip(values)))
 }
 
 fn row_to_dataset_type(r: &Row<'_>) -> Result<DatasetType> {

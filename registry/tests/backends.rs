@@ -225,6 +225,25 @@ fn scenario(r: &mut Registry) -> Vec<String> {
     ranges.sort();
     seen.extend(ranges);
 
+    // The first bias is certified for two ranges now (the decertified
+    // one cut its range in two): a search of the collection finds it once.
+    let mut in_calib: Vec<Uuid> = r
+        .query_datasets(
+            &["bias".into()],
+            &["Cam/calib".into()],
+            "",
+            &Binds::new(),
+            false,
+        )
+        .unwrap()
+        .into_iter()
+        .map(|f| f.dataset_ref.id)
+        .collect();
+    in_calib.sort();
+    let mut certified = bias_ids.clone();
+    certified.sort();
+    assert_eq!(in_calib, certified);
+
     assert_eq!(r.associate("Cam/tagged", &ids[..2]).unwrap(), 2);
     assert_eq!(r.associate("Cam/tagged", &ids[..2]).unwrap(), 0);
 

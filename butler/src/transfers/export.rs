@@ -137,7 +137,7 @@ impl Butler {
             without_file,
             ..Default::default()
         };
-        let selected: HashSet<Uuid> = found.iter().map(|f| f.dataset_ref.id).collect();
+        let selected: foldhash::HashSet<Uuid> = found.iter().map(|f| f.dataset_ref.id).collect();
         let mut doc = ExportDocument {
             universe_version: i64::from(self.universe().version),
             universe_namespace: self.universe().namespace.clone(),
@@ -185,7 +185,8 @@ impl Butler {
             &options.binds,
             false,
         )?;
-        let mut seen = HashSet::new();
+        let mut seen = foldhash::HashSet::default();
+        seen.reserve(found.len());
         let mut without_file = 0;
         let found = found
             .into_iter()
@@ -214,6 +215,7 @@ impl Butler {
         let mut groups: HashMap<(String, String), usize> = HashMap::new();
         let mut last: Option<usize> = None;
         let mut direct = DirectDestinations::new(self);
+        let mut last_formatter: Option<(&str, String)> = None;
         extras.files.reserve(found.len());
         for f in found {
             let r = &f.dataset_ref;
@@ -246,14 +248,22 @@ impl Butler {
             let formatter = if disassembled {
                 format!("{DISASSEMBLED_FORMATTER_PREFIX}{}", stored.formatter)
             } else {
-                lsst_formatter(&stored.formatter)
-                    .ok_or_else(|| {
-                        TransferError::Unmappable(format!(
-                            "{r}: formatter {} has no LSST mapping",
-                            stored.formatter
-                        ))
-                    })?
-                    .to_string()
+                // Consecutive datasets nearly always share a formatter.
+                match &last_formatter {
+                    Some((ours, lsst)) if *ours == stored.formatter => lsst.clone(),
+                    _ => {
+                        let lsst = lsst_formatter(&stored.formatter)
+                            .ok_or_else(|| {
+                                TransferError::Unmappable(format!(
+                                    "{r}: formatter {} has no LSST mapping",
+                                    stored.formatter
+                                ))
+                            })?
+                            .to_string();
+                        last_formatter = Some((stored.formatter.as_str(), lsst.clone()));
+                        lsst
+                    }
+                }
             };
             // Query order keeps a type's datasets of one RUN together: the
             // previous entry is nearly always the one (no key to build).
@@ -541,7 +551,7 @@ fn export_collections(
     registry: &Registry,
     collections: &[CollectionRecord],
     found: &[FoundDataset],
-    selected: &HashSet<Uuid>,
+    selected: &foldhash::HashSet<Uuid>,
     doc: &mut ExportDocument,
 ) -> Result<(), TransferError> {
     let mut names = HashSet::new();
@@ -634,22 +644,43 @@ fn needed_records(
     // hashed again.
     let mut per_element: Vec<(HashSet<Vec<DataIdValue>>, Option<Vec<DataIdValue>>)> =
         vec![Default::default(); dims.len()];
+    // Where each element's values sit in a data ID (`None`: not all of
+    // them are there): the same for every dataset of a type, whose data
+    // IDs the query builds in its dimensions' order.
+    let mut positions: Vec<Option<Vec<usize>>> = Vec::new();
+    let mut positions_of: Option<&str> = None;
     for f in found {
         let data_id = &f.dataset_ref.data_id;
-        for (e, (keys, last)) in dims.iter().zip(&mut per_element) {
-            let fields = || e.required_closure.iter().chain(std::iter::once(&e.name));
-            let same_as_last = last
-                .as_ref()
-                .is_some_and(|last| fields().zip(last).all(|(d, v)| data_id.get(d) == Some(v)));
+        if positions_of != Some(f.dataset_ref.dataset_type.as_str()) {
+            positions = dims
+                .iter()
+                .map(|e| {
+                    let fields = e.required_closure.iter().chain(std::iter::once(&e.name));
+                    fields
+                        .map(|d| data_id.keys().position(|k| k == d))
+                        .collect()
+                })
+                .collect();
+            positions_of = Some(&f.dataset_ref.dataset_type);
+        }
+        for (at, (keys, last)) in positions.iter().zip(&mut per_element) {
+            let Some(at) = at else {
+                continue;
+            };
+            let same_as_last = last.as_ref().is_some_and(|last| {
+                at.iter()
+                    .zip(last)
+                    .all(|(i, v)| data_id.value_at(*i) == Some(v))
+            });
             if same_as_last {
                 continue;
             }
-            let values: Option<Vec<DataIdValue>> =
-                fields().map(|d| data_id.get(d).cloned()).collect();
-            if let Some(values) = values {
-                keys.insert(values.clone());
-                *last = Some(values);
-            }
+            let values: Vec<DataIdValue> = at
+                .iter()
+                .filter_map(|i| data_id.value_at(*i).cloned())
+                .collect();
+            keys.insert(values.clone());
+            *last = Some(values);
         }
     }
     let mut wanted: HashMap<String, HashSet<Vec<DataIdValue>>> = dims
