@@ -10,7 +10,7 @@ use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{fails_with, ok, quanta, restore, show, strings};
+use common::{fails_with, ok, quanta, show, sql_hex_id, sql_strings};
 use serde_json::Value;
 
 const RUN: &str = "u/test/run";
@@ -54,36 +54,45 @@ type State = BTreeMap<&'static str, Vec<String>>;
 
 /// A repository's registry rows (the ones a transfer writes) and files.
 fn read_state(repo: &Path) -> State {
-    let conn = rusqlite::Connection::open_with_flags(
-        repo.join("registry.sqlite3"),
-        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-    )
-    .unwrap();
-    let queries: &[(&str, &str)] = &[
-        ("collections", "SELECT name, type FROM collection"),
+    let (dataset, member) = (sql_hex_id("d.id"), sql_hex_id("m.dataset_id"));
+    let queries: Vec<(&'static str, String)> = vec![
+        ("collections", "SELECT name, type FROM collection".into()),
         (
             "chains",
-            "SELECT p.name, ch.position, c.name FROM collection_chain ch \
-             JOIN collection p ON p.id = ch.parent_id JOIN collection c ON c.id = ch.child_id",
+            "SELECT p.name AS parent, ch.position, c.name AS child FROM collection_chain ch \
+             JOIN collection p ON p.id = ch.parent_id JOIN collection c ON c.id = ch.child_id"
+                .into(),
         ),
-        ("dataset types", "SELECT name, dimensions FROM dataset_type"),
+        (
+            "dataset types",
+            "SELECT name, dimensions FROM dataset_type".into(),
+        ),
         (
             "datasets",
-            "SELECT hex(d.id), t.name, c.name, d.data_id, d.path, d.size, d.checksum \
-             FROM dataset d JOIN dataset_type t ON t.id = d.dataset_type_id \
-             JOIN collection c ON c.id = d.run_id",
+            format!(
+                "SELECT {dataset} AS id, t.name AS dataset_type, c.name AS run, d.data_id, d.path, \
+                 d.size, d.checksum \
+                 FROM dataset d JOIN dataset_type t ON t.id = d.dataset_type_id \
+                 JOIN collection c ON c.id = d.run_id"
+            ),
         ),
         (
             "tags",
-            "SELECT c.name, hex(m.dataset_id) FROM dataset_tags m JOIN collection c ON c.id = m.collection_id",
+            format!(
+                "SELECT c.name AS tagged, {member} AS id FROM dataset_tags m \
+                 JOIN collection c ON c.id = m.collection_id"
+            ),
         ),
-        ("quanta", "SELECT count(*) FROM quantum"),
-        ("inputs", "SELECT count(*) FROM quantum_input"),
-        ("run provenance", "SELECT count(*) FROM run_provenance"),
+        ("quanta", "SELECT count(*) AS n FROM quantum".into()),
+        ("inputs", "SELECT count(*) AS n FROM quantum_input".into()),
+        (
+            "run provenance",
+            "SELECT count(*) AS n FROM run_provenance".into(),
+        ),
     ];
     let mut state: State = queries
         .iter()
-        .map(|(name, sql)| (*name, strings(&conn, sql)))
+        .map(|(name, sql)| (*name, sql_strings(repo, sql)))
         .collect();
     let root = repo.join("datastore");
     let mut files = BTreeSet::new();
@@ -119,11 +128,6 @@ fn datasets(repo: &Path, collections: &str) -> Vec<String> {
 
 #[test]
 fn transfer_copies_a_merged_run_keeping_uuids_and_a_second_run_changes_nothing() {
-    if common::skipped_on_postgres(
-        "it reads the registry's rows from the SQLite file with rusqlite",
-    ) {
-        return;
-    }
     let tmp = tempfile::tempdir().unwrap();
     let src = common::merged_reference_campaign(tmp.path(), 3, 2, RUN, CHAIN);
     let dest = new_repo(&tmp.path().join("dest"));
@@ -208,17 +212,22 @@ fn transfer_copies_a_merged_run_keeping_uuids_and_a_second_run_changes_nothing()
     fails_with(2, &["transfer", s(&src), s(&src), "--collections", CHAIN]);
 }
 
-/// Kills `command` (run on a fresh copy of `base`) at first, middle and last
-/// passages of the ingest kill points, reruns it, and compares with the
-/// state of an uninterrupted run. Returns the failures.
-fn kill_matrix(
-    name: &str,
-    base: &Path,
-    work: &Path,
-    command: &dyn Fn(&Path) -> Command,
-) -> Vec<String> {
-    let repo = work.join("dest");
-    restore(base, work);
+/// A new empty repository `work/dest` (what was in `work` removed): on
+/// PostgreSQL in a namespace of its own, so a case never sees another's
+/// rows.
+fn fresh_destination(work: &Path) -> PathBuf {
+    if work.exists() {
+        std::fs::remove_dir_all(work).unwrap();
+    }
+    std::fs::create_dir_all(work).unwrap();
+    new_repo(&work.join("dest"))
+}
+
+/// Kills `command` (run on a fresh empty destination) at first, middle and
+/// last passages of the ingest kill points, reruns it, and compares with
+/// the state of an uninterrupted run. Returns the failures.
+fn kill_matrix(name: &str, work: &Path, command: &dyn Fn(&Path) -> Command) -> Vec<String> {
+    let repo = fresh_destination(work);
     let log = work.with_extension("kill-log");
     let _ = std::fs::remove_file(&log);
     let out = command(&repo).env(KILL_LOG, &log).output().unwrap();
@@ -248,7 +257,7 @@ fn kill_matrix(
     }
     let mut failures = Vec::new();
     for (point, n) in points {
-        restore(base, work);
+        fresh_destination(work);
         let killed = command(&repo)
             .env(KILL_AT, format!("{point}:{n}"))
             .output()
@@ -282,32 +291,23 @@ fn kill_matrix(
 
 #[test]
 fn killed_imports_and_transfers_end_by_rerun_where_an_uninterrupted_run_ends() {
-    if common::skipped_on_postgres(
-        "it reads the registry's rows from the SQLite file with rusqlite",
-    ) {
-        return;
-    }
     let tmp = tempfile::tempdir().unwrap();
     let src = common::merged_reference_campaign(tmp.path(), 3, 2, RUN, CHAIN);
     let export = tmp.path().join("export");
     ok(&["export", s(&src), s(&export), "--collections", CHAIN]);
-    let base = tmp.path().join("base");
-    std::fs::create_dir_all(&base).unwrap();
-    new_repo(&base.join("dest"));
     let work = tmp.path().join("work");
-    let mut failures = kill_matrix("import", &base, &work, &|repo: &Path| {
+    let mut failures = kill_matrix("import", &work, &|repo: &Path| {
         let mut c = quanta();
         c.args(["import", s(repo), s(&export)]);
         c
     });
-    failures.extend(kill_matrix("transfer", &base, &work, &|repo: &Path| {
+    failures.extend(kill_matrix("transfer", &work, &|repo: &Path| {
         let mut c = quanta();
         c.args(["transfer", s(&src), s(repo), "--collections", CHAIN]);
         c
     }));
     failures.extend(kill_matrix(
         "transfer --with-provenance",
-        &base,
         &work,
         &|repo: &Path| {
             let mut c = quanta();
@@ -428,11 +428,6 @@ fn ids(repo: &Path, collections: &str) -> Vec<String> {
 
 #[test]
 fn transfer_and_export_with_provenance_make_provenance_answer_as_in_the_source() {
-    if common::skipped_on_postgres(
-        "it reads the registry's rows from the SQLite file with rusqlite",
-    ) {
-        return;
-    }
     let tmp = tempfile::tempdir().unwrap();
     let src = common::merged_reference_campaign(tmp.path(), 2, 2, RUN, CHAIN);
     let outputs = ids(&src, RUN);
@@ -549,11 +544,6 @@ fn datastore_inodes(repo: &Path) -> BTreeMap<String, (u64, i64, i64)> {
 
 #[test]
 fn a_rerun_after_a_kill_keeps_the_verified_files_already_in_place() {
-    if common::skipped_on_postgres(
-        "it reads the registry's rows from the SQLite file with rusqlite",
-    ) {
-        return;
-    }
     let tmp = tempfile::tempdir().unwrap();
     let src = common::merged_reference_campaign(tmp.path(), 3, 2, RUN, CHAIN);
     let n = datasets(&src, CHAIN).len();

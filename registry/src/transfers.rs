@@ -111,7 +111,12 @@ impl Registry {
         let mut found = HashSet::new();
         // A repository without datasets (the first import or transfer
         // into it) holds none of them: one probe rather than a million.
-        if ids.is_empty() || !self.db.prepare("SELECT 1 FROM dataset LIMIT 1")?.exists(&[])? {
+        if ids.is_empty()
+            || !self
+                .db
+                .prepare("SELECT 1 FROM dataset LIMIT 1")?
+                .exists(&[])?
+        {
             return Ok(found);
         }
         for chunk in ids.chunks(500) {

@@ -363,6 +363,36 @@ pub fn restore(base: &Path, work: &Path) {
     assert!(status.success(), "cp -a {base:?} {work:?}");
 }
 
+/// The rows of `sql` run by `quanta sql` on `repo`'s registry (either
+/// backend), each as its values joined by ` | ` in the order of the
+/// columns' names (which must differ: name them with `AS`), sorted: a
+/// registry's state to compare between runs.
+pub fn sql_strings(repo: &Path, sql: &str) -> Vec<String> {
+    let out = run(&["sql", &repo.display().to_string(), sql, "--json"]);
+    assert!(
+        out.status.success(),
+        "quanta sql {sql}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: Vec<serde_json::Map<String, serde_json::Value>> =
+        serde_json::from_slice(&out.stdout).expect("quanta sql --json prints rows");
+    let mut rows: Vec<String> = rows
+        .iter()
+        .map(|row| {
+            row.values()
+                .map(|v| match v {
+                    serde_json::Value::Null => "NULL".to_string(),
+                    serde_json::Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                })
+                .collect::<Vec<_>>()
+                .join(" | ")
+        })
+        .collect();
+    rows.sort();
+    rows
+}
+
 /// The rows of `sql`, each as its columns joined by ` | ` (blobs in hex),
 /// sorted: a registry's state to compare between runs.
 pub fn strings(conn: &rusqlite::Connection, sql: &str) -> Vec<String> {
