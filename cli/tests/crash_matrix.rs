@@ -27,7 +27,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::{
-    make_empty_reference_repo, make_reference_repo, ok, quanta, show, strings, write_raw_files,
+    make_empty_reference_repo, make_reference_repo, ok, quanta, registry_strings, show,
+    write_raw_files,
 };
 
 const N_EXP: usize = 3;
@@ -76,6 +77,7 @@ fn restore(base: &Path, work: &Path) {
         std::fs::remove_dir_all(work).unwrap();
     }
     copy_tree(base, work);
+    common::clone_postgres_registries(work);
 }
 
 /// Builds a snapshot at `work` with `make`, then moves it to `base`.
@@ -162,52 +164,49 @@ struct Registered {
     checksum: String,
 }
 
-fn count(conn: &rusqlite::Connection, sql: &str) -> i64 {
-    conn.query_row(sql, [], |r| r.get(0)).unwrap()
+fn count(repo: &Path, sql: &str) -> i64 {
+    let rows = registry_strings(repo, sql);
+    rows[0].parse().expect("a count")
 }
 
 fn read_state(work: &Path, with_ids: bool) -> (RepoState, Vec<Registered>) {
-    let conn = rusqlite::Connection::open_with_flags(
-        work.join("repo/registry.sqlite3"),
-        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-    )
-    .unwrap();
+    let repo = work.join("repo");
     // An ingest names its files by the UUIDs it draws: compare paths only
     // where preflight assigned them.
-    let id_and_path = if with_ids { ", hex(d.id), d.path" } else { "" };
-    let datasets = strings(
-        &conn,
+    let id_and_path = if with_ids { ", d.id, d.path" } else { "" };
+    let datasets = registry_strings(
+        &repo,
         &format!(
             "SELECT t.name, c.name, d.data_id, d.formatter, d.size, d.checksum, \
              d.producer_connection{id_and_path} FROM dataset d \
              JOIN dataset_type t ON t.id = d.dataset_type_id JOIN collection c ON c.id = d.run_id"
         ),
     );
-    let mut stmt = conn
-        .prepare("SELECT path, size, checksum FROM dataset WHERE path IS NOT NULL")
-        .unwrap();
-    let registered = stmt
-        .query_map([], |r| {
-            Ok(Registered {
-                path: r.get(0)?,
-                size: r.get::<_, i64>(1)? as u64,
-                checksum: r.get(2)?,
-            })
-        })
-        .unwrap()
-        .collect::<rusqlite::Result<Vec<_>>>()
-        .unwrap();
-    let quanta_by_task_and_status = {
-        let mut stmt = conn
-            .prepare("SELECT task_label || ' ' || status, count(*) FROM quantum GROUP BY 1")
-            .unwrap();
-        let rows = stmt
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-            .unwrap()
-            .collect::<rusqlite::Result<_>>()
-            .unwrap();
-        rows
-    };
+    // Paths hold no ` | `: the columns split back apart.
+    let registered = registry_strings(
+        &repo,
+        "SELECT path, size, checksum FROM dataset WHERE path IS NOT NULL",
+    )
+    .iter()
+    .map(|row| {
+        let cols: Vec<&str> = row.split(" | ").collect();
+        Registered {
+            path: cols[0].to_string(),
+            size: cols[1].parse().expect("a size"),
+            checksum: cols[2].to_string(),
+        }
+    })
+    .collect();
+    let quanta_by_task_and_status = registry_strings(
+        &repo,
+        "SELECT task_label || ' ' || status, count(*) FROM quantum GROUP BY 1",
+    )
+    .iter()
+    .map(|row| {
+        let (label, n) = row.rsplit_once(" | ").expect("two columns");
+        (label.to_string(), n.parse().expect("a count"))
+    })
+    .collect();
     let sources_dir = work.join("raw_files");
     let sources = if sources_dir.is_dir() {
         let mut v: Vec<String> = std::fs::read_dir(&sources_dir)
@@ -220,20 +219,20 @@ fn read_state(work: &Path, with_ids: bool) -> (RepoState, Vec<Registered>) {
         Vec::new()
     };
     let state = RepoState {
-        dataset_types: strings(
-            &conn,
+        dataset_types: registry_strings(
+            &repo,
             "SELECT name, dimensions, storage_class FROM dataset_type",
         ),
-        collections: strings(&conn, "SELECT name, type FROM collection"),
-        chains: strings(
-            &conn,
+        collections: registry_strings(&repo, "SELECT name, type FROM collection"),
+        chains: registry_strings(
+            &repo,
             "SELECT p.name, ch.position, c.name FROM collection_chain ch \
              JOIN collection p ON p.id = ch.parent_id JOIN collection c ON c.id = ch.child_id",
         ),
         datasets,
         quanta_by_task_and_status,
-        quantum_inputs: count(&conn, "SELECT count(*) FROM quantum_input"),
-        run_provenance: count(&conn, "SELECT count(*) FROM run_provenance"),
+        quantum_inputs: count(&repo, "SELECT count(*) FROM quantum_input"),
+        run_provenance: count(&repo, "SELECT count(*) FROM run_provenance"),
         sources,
     };
     (state, registered)
@@ -479,11 +478,6 @@ impl Matrix {
 
 #[test]
 fn every_killed_command_reruns_to_the_uninterrupted_state() {
-    if common::skipped_on_postgres(
-        "its cases are copies of repo directories and their SQLite files, read with rusqlite",
-    ) {
-        return;
-    }
     let dir = tempfile::tempdir().unwrap();
     let work = dir.path().join("work");
     let mut matrix = Matrix::default();
@@ -723,7 +717,7 @@ fn converges(
 #[test]
 fn a_full_disk_fails_clearly_and_the_rerun_converges_once_space_is_freed() {
     if common::skipped_on_postgres(
-        "its cases are copies of repo directories and their SQLite files, read with rusqlite",
+        "the disk it fills holds a SQLite registry; a PostgreSQL one is on the server",
     ) {
         return;
     }

@@ -26,7 +26,7 @@ use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{ok, quanta, restore, show, strings};
+use common::{ok, quanta, registry_strings, restore, show};
 
 const N_EXP: usize = 3;
 const N_DET: usize = 4;
@@ -93,11 +93,6 @@ type State = BTreeMap<&'static str, Vec<String>>;
 
 /// The repository's state, table by table, and its datastore's files.
 fn read_state(repo: &Path) -> State {
-    let conn = rusqlite::Connection::open_with_flags(
-        repo.join("registry.sqlite3"),
-        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-    )
-    .unwrap();
     let queries: &[(&str, &str)] = &[
         ("collections", "SELECT name, type FROM collection"),
         (
@@ -108,13 +103,13 @@ fn read_state(repo: &Path) -> State {
         ("dataset types", "SELECT name, dimensions FROM dataset_type"),
         (
             "datasets",
-            "SELECT hex(d.id), t.name, c.name, d.data_id, d.path, d.size, d.checksum, hex(d.producer) \
+            "SELECT d.id, t.name, c.name, d.data_id, d.path, d.size, d.checksum, d.producer \
              FROM dataset d JOIN dataset_type t ON t.id = d.dataset_type_id \
              JOIN collection c ON c.id = d.run_id",
         ),
         (
             "tags",
-            "SELECT c.name, hex(m.dataset_id) FROM dataset_tags m JOIN collection c ON c.id = m.collection_id",
+            "SELECT c.name, m.dataset_id FROM dataset_tags m JOIN collection c ON c.id = m.collection_id",
         ),
         (
             "quanta by run",
@@ -124,7 +119,7 @@ fn read_state(repo: &Path) -> State {
         ("run provenance", "SELECT count(*) FROM run_provenance"),
         (
             "removed datasets",
-            "SELECT hex(id), dataset_type, run, data_id, hex(producer), producer_connection FROM removed_dataset",
+            "SELECT id, dataset_type, run, data_id, producer, producer_connection FROM removed_dataset",
         ),
         (
             "trash",
@@ -133,7 +128,7 @@ fn read_state(repo: &Path) -> State {
     ];
     let mut state: BTreeMap<&str, Vec<String>> = queries
         .iter()
-        .map(|(name, sql)| (*name, strings(&conn, sql)))
+        .map(|(name, sql)| (*name, registry_strings(repo, sql)))
         .collect();
     let root = repo.join("datastore");
     let mut files = BTreeSet::new();
@@ -144,15 +139,10 @@ fn read_state(repo: &Path) -> State {
 
 /// Registry and datastore agree, judged by this test alone.
 fn check_consistent(repo: &Path) -> Result<(), String> {
-    let conn = rusqlite::Connection::open_with_flags(
-        repo.join("registry.sqlite3"),
-        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-    )
-    .unwrap();
     let root = repo.join("datastore");
     let mut problems = Vec::new();
-    let registered = strings(
-        &conn,
+    let registered = registry_strings(
+        repo,
         "SELECT path, size, checksum FROM dataset WHERE path IS NOT NULL",
     );
     let mut known = BTreeSet::new();
@@ -359,11 +349,6 @@ impl Matrix {
 
 #[test]
 fn killed_removals_finish_by_rerun_or_repair_where_an_uninterrupted_run_ends() {
-    if common::skipped_on_postgres(
-        "its cases are copies of repo directories and their SQLite files, read with rusqlite",
-    ) {
-        return;
-    }
     let dir = tempfile::tempdir().unwrap();
     let base: PathBuf = dir.path().join("base");
     let work = dir.path().join("work");

@@ -9,7 +9,7 @@ use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::Command;
 
-use common::{ok, quanta, restore, show, strings};
+use common::{ok, quanta, registry_strings, registry_tables, restore, show};
 
 const KILL_AT: &str = "QUANTA_TEST_KILL_AT";
 const KILL_LOG: &str = "QUANTA_TEST_KILL_LOG";
@@ -20,19 +20,10 @@ fn s(p: &Path) -> &str {
 
 /// Every row of every table of the registry, prefixed by its table.
 fn registry_rows(repo: &Path) -> Vec<String> {
-    let conn = rusqlite::Connection::open_with_flags(
-        repo.join("registry.sqlite3"),
-        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-    )
-    .unwrap();
-    let tables = strings(
-        &conn,
-        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'",
-    );
     let mut rows = Vec::new();
-    for table in tables {
+    for table in registry_tables(repo) {
         let quoted = format!("\"{}\"", table.replace('"', "\"\""));
-        for row in strings(&conn, &format!("SELECT * FROM {quoted}")) {
+        for row in registry_strings(repo, &format!("SELECT * FROM {quoted}")) {
             rows.push(format!("{table}: {row}"));
         }
     }
@@ -98,7 +89,9 @@ fn kill_at_every_commit(
 fn killed_dimension_inserts_and_skymap_registrations_end_by_rerun_where_an_uninterrupted_run_ends()
 {
     if common::skipped_on_postgres(
-        "its cases are copies of repo directories and their SQLite files, read with rusqlite",
+        "PostgreSQL's sequences are not transactional: a commit killed there has used up \
+         surrogate ids, so the rerun's tract and patch ids differ from an uninterrupted \
+         run's; this test compares whole tables, not rows by their natural keys",
     ) {
         return;
     }

@@ -361,6 +361,166 @@ pub fn restore(base: &Path, work: &Path) {
         .status()
         .expect("cp runs");
     assert!(status.success(), "cp -a {base:?} {work:?}");
+    clone_postgres_registries(work);
+}
+
+/// A repository's PostgreSQL registry as its `registry.yaml` names it:
+/// (url, namespace), or `None` for a SQLite registry.
+pub fn postgres_registry(repo: &Path) -> Option<(String, String)> {
+    let text = std::fs::read_to_string(repo.join("registry.yaml")).ok()?;
+    let field = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(|v| v.trim().to_string())
+    };
+    Some((field("url:")?, field("namespace:")?))
+}
+
+/// Gives every repository under `dir` whose registry is a PostgreSQL
+/// namespace a copy of that namespace of its own (`pg_dump` of the
+/// schema, renamed, loaded under a fresh name) and names it in the
+/// copy's `registry.yaml`: a copied directory then holds a copied
+/// repository on either backend, as `cp -a` alone gives on SQLite.
+pub fn clone_postgres_registries(dir: &Path) {
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                stack.push(entry.path());
+            }
+        }
+        let Some((url, from)) = postgres_registry(&d) else {
+            continue;
+        };
+        let to = fresh_namespace();
+        let dump = Command::new("pg_dump")
+            .args([url.as_str(), "--schema", from.as_str(), "--no-owner"])
+            .output()
+            .expect("pg_dump runs");
+        assert!(
+            dump.status.success(),
+            "pg_dump of {from}: {}",
+            String::from_utf8_lossy(&dump.stderr)
+        );
+        // Test namespaces (`qt_<pid>_<n>`) are whole words nothing else
+        // in a dump contains.
+        let renamed = replace_word(std::str::from_utf8(&dump.stdout).unwrap(), &from, &to);
+        let sql_file = d.join(".namespace-clone.sql");
+        std::fs::write(&sql_file, renamed.as_bytes()).unwrap();
+        let load = Command::new("psql")
+            .args([url.as_str(), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-f"])
+            .arg(&sql_file)
+            .output()
+            .expect("psql runs");
+        assert!(
+            load.status.success(),
+            "loading the copy of {from} as {to}: {}",
+            String::from_utf8_lossy(&load.stderr)
+        );
+        std::fs::remove_file(&sql_file).unwrap();
+        let config = d.join("registry.yaml");
+        let text = std::fs::read_to_string(&config).unwrap();
+        let text = text
+            .lines()
+            .map(|l| {
+                if l.starts_with("namespace:") {
+                    format!("namespace: {to}")
+                } else {
+                    l.to_string()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        std::fs::write(&config, text + "\n").unwrap();
+    }
+}
+
+/// `text` with each whole-word `word` (not inside a longer identifier)
+/// replaced by `by`.
+fn replace_word(text: &str, word: &str, by: &str) -> String {
+    let is_word = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_');
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find(word) {
+        out.push_str(&rest[..at]);
+        let before = out.chars().next_back();
+        let after = rest[at + word.len()..].chars().next();
+        out.push_str(if is_word(before) || is_word(after) {
+            word
+        } else {
+            by
+        });
+        rest = &rest[at + word.len()..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// The rows of `sql` on `repo`'s registry, each as its columns joined by
+/// ` | `, sorted: read from the SQLite file directly, or with `psql` in
+/// the repository's PostgreSQL namespace. Values print in each backend's
+/// own way (a UUID as hex digits on SQLite, in its dashed form on
+/// PostgreSQL), so compare states of one backend with each other.
+pub fn registry_strings(repo: &Path, sql: &str) -> Vec<String> {
+    let Some((url, namespace)) = postgres_registry(repo) else {
+        let conn = rusqlite::Connection::open_with_flags(
+            repo.join("registry.sqlite3"),
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+        )
+        .unwrap();
+        return strings(&conn, sql);
+    };
+    let out = Command::new("psql")
+        .args([
+            url.as_str(),
+            "-X",
+            "-q",
+            "-A",
+            "-t",
+            "-F",
+            " | ",
+            "-P",
+            "null=NULL",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-c",
+        ])
+        .arg(format!("SET search_path TO {namespace}"))
+        .arg("-c")
+        .arg(sql)
+        .output()
+        .expect("psql runs");
+    assert!(
+        out.status.success(),
+        "psql {sql}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut rows: Vec<String> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    rows.sort();
+    rows
+}
+
+/// The names of `repo`'s registry tables, on either backend.
+pub fn registry_tables(repo: &Path) -> Vec<String> {
+    if postgres_registry(repo).is_some() {
+        registry_strings(
+            repo,
+            "SELECT table_name FROM information_schema.tables \
+             WHERE table_schema = current_schema() AND table_type = 'BASE TABLE'",
+        )
+    } else {
+        registry_strings(
+            repo,
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'",
+        )
+    }
 }
 
 /// The rows of `sql` run by `quanta sql` on `repo`'s registry (either
