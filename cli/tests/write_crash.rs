@@ -90,8 +90,9 @@ fn killed_dimension_inserts_and_skymap_registrations_end_by_rerun_where_an_unint
 {
     if common::skipped_on_postgres(
         "PostgreSQL's sequences are not transactional: a commit killed there has used up \
-         surrogate ids, so the rerun's tract and patch ids differ from an uninterrupted \
-         run's; this test compares whole tables, not rows by their natural keys",
+         identity values, so the rerun's internal region ids (not the data IDs) of tracts \
+         and patches, and the overlap rows naming them, differ from an uninterrupted run's; \
+         this test compares whole tables, not rows by their natural keys",
     ) {
         return;
     }
