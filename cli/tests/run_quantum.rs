@@ -8,7 +8,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{fails_with, make_reference_repo, ok, sql_strings};
+use common::{fails_with, make_reference_repo, ok, registry_strings};
 use serde_json::Value;
 
 fn s(p: &Path) -> &str {
@@ -24,7 +24,7 @@ const N_DET: usize = 2;
 
 /// (dataset type, data ID, BLAKE3 of the file) of every output dataset.
 fn outputs(repo: &Path) -> Vec<String> {
-    sql_strings(
+    registry_strings(
         repo,
         "SELECT t.name AS dataset_type, d.data_id, d.checksum FROM dataset d \
          JOIN dataset_type t ON t.id = d.dataset_type_id WHERE t.name <> 'raw'",
@@ -232,7 +232,7 @@ fn a_killed_run_quantum_reruns_to_the_uninterrupted_state() {
     );
     let want = outputs(&reference);
     assert_eq!(want.len(), 1, "{want:?}");
-    let quanta = |repo: &Path| sql_strings(repo, "SELECT task_label, status FROM quantum");
+    let quanta = |repo: &Path| registry_strings(repo, "SELECT task_label, status FROM quantum");
     // Every registry commit the uninterrupted run passed (SQLite's hook
     // sees the statements that commit on their own, PostgreSQL's the
     // transactions): at least the one registering the output.

@@ -10,7 +10,7 @@ use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{fails_with, ok, quanta, show, sql_hex_id, sql_strings};
+use common::{fails_with, ok, quanta, registry_strings, show, sql_hex_id};
 use serde_json::Value;
 
 const RUN: &str = "u/test/run";
@@ -92,7 +92,7 @@ fn read_state(repo: &Path) -> State {
     ];
     let mut state: State = queries
         .iter()
-        .map(|(name, sql)| (*name, sql_strings(repo, sql)))
+        .map(|(name, sql)| (*name, registry_strings(repo, sql)))
         .collect();
     let root = repo.join("datastore");
     let mut files = BTreeSet::new();

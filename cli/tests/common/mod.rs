@@ -523,40 +523,6 @@ pub fn registry_tables(repo: &Path) -> Vec<String> {
     }
 }
 
-/// The rows of `sql` run by `quanta sql` on `repo`'s registry (either
-/// backend), each a map from column name to value.
-pub fn sql_rows(repo: &Path, sql: &str) -> Vec<serde_json::Map<String, serde_json::Value>> {
-    let out = run(&["sql", &repo.display().to_string(), sql, "--json"]);
-    assert!(
-        out.status.success(),
-        "quanta sql {sql}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("quanta sql --json prints rows")
-}
-
-/// The rows of `sql` run by `quanta sql` on `repo`'s registry (either
-/// backend), each as its values joined by ` | ` in the order of the
-/// columns' names (which must differ: name them with `AS`), sorted: a
-/// registry's state to compare between runs.
-pub fn sql_strings(repo: &Path, sql: &str) -> Vec<String> {
-    let mut rows: Vec<String> = sql_rows(repo, sql)
-        .iter()
-        .map(|row| {
-            row.values()
-                .map(|v| match v {
-                    serde_json::Value::Null => "NULL".to_string(),
-                    serde_json::Value::String(s) => s.clone(),
-                    other => other.to_string(),
-                })
-                .collect::<Vec<_>>()
-                .join(" | ")
-        })
-        .collect();
-    rows.sort();
-    rows
-}
-
 /// The rows of `sql`, each as its columns joined by ` | ` (blobs in hex),
 /// sorted: a registry's state to compare between runs.
 pub fn strings(conn: &rusqlite::Connection, sql: &str) -> Vec<String> {
