@@ -507,6 +507,7 @@ impl Registry {
                         .values
                         .insert(dim.to_string(), format!("d.{}", quote(dim)));
                 }
+                let membership_tables = builder.from.len();
                 builder.add_where(where_text, binds)?;
                 // A dataset is one row of a RUN or TAGGED membership, and
                 // the RUN is joined by its key: only a calibration's
@@ -514,7 +515,8 @@ impl Registry {
                 // overlap join is not one-to-one), can repeat it. The
                 // comparison of every column of consecutive rows that
                 // DISTINCT costs was a fifth of a whole RUN's query.
-                let distinct = if membership.may_repeat || builder.from.len() > 2 {
+                let where_joins = builder.from.len() > membership_tables;
+                let distinct = if membership.may_repeat || where_joins {
                     "DISTINCT "
                 } else {
                     ""
