@@ -225,11 +225,7 @@ pub fn default_namespace(root: &Path) -> Result<String, ButlerError> {
 /// atomically: a temporary file, synced, renamed into place, and the
 /// directory synced, so a repository either has its whole configuration
 /// or none.
-pub(crate) fn write_registry_config(
-    root: &Path,
-    url: &str,
-    namespace: &str,
-) -> Result<(), ButlerError> {
+pub fn write_registry_config(root: &Path, url: &str, namespace: &str) -> Result<(), ButlerError> {
     let config = RegistryConfig {
         backend: "postgresql".into(),
         url: url.to_string(),

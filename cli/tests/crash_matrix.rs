@@ -27,7 +27,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::{
-    make_empty_reference_repo, make_reference_repo, ok, quanta, registry_strings, show,
+    make_empty_reference_repo, make_reference_repo, ok, quanta, registry_strings, restore, show,
     write_raw_files,
 };
 
@@ -68,16 +68,6 @@ fn copy_tree(from: &Path, to: &Path) {
         .status()
         .expect("cp runs");
     assert!(status.success(), "cp -a {from:?} {to:?}");
-}
-
-/// Puts a fresh copy of `base` at `work`. Scenarios run at one fixed path
-/// because a bundle records its datastore's absolute path.
-fn restore(base: &Path, work: &Path) {
-    if work.exists() {
-        std::fs::remove_dir_all(work).unwrap();
-    }
-    copy_tree(base, work);
-    common::clone_postgres_registries(work);
 }
 
 /// Builds a snapshot at `work` with `make`, then moves it to `base`.
@@ -391,6 +381,8 @@ struct Matrix {
 impl Matrix {
     fn scenario(&mut self, sc: &Scenario) {
         // The reference: uninterrupted, logging every kill point it passes.
+        // Every case runs at the one path `sc.work`: a bundle records its
+        // datastore's absolute path.
         restore(sc.base, sc.work);
         let log = sc.work.with_extension("kill-log");
         let _ = std::fs::remove_file(&log);

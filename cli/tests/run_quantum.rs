@@ -26,7 +26,7 @@ const N_DET: usize = 2;
 fn outputs(repo: &Path) -> Vec<String> {
     registry_strings(
         repo,
-        "SELECT t.name AS dataset_type, d.data_id, d.checksum FROM dataset d \
+        "SELECT t.name, d.data_id, d.checksum FROM dataset d \
          JOIN dataset_type t ON t.id = d.dataset_type_id WHERE t.name <> 'raw'",
     )
 }

@@ -10,7 +10,7 @@ use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{fails_with, ok, quanta, registry_strings, show, sql_hex_id};
+use common::{fails_with, ok, quanta, registry_strings, show};
 use serde_json::Value;
 
 const RUN: &str = "u/test/run";
@@ -54,41 +54,27 @@ type State = BTreeMap<&'static str, Vec<String>>;
 
 /// A repository's registry rows (the ones a transfer writes) and files.
 fn read_state(repo: &Path) -> State {
-    let (dataset, member) = (sql_hex_id("d.id"), sql_hex_id("m.dataset_id"));
-    let queries: Vec<(&'static str, String)> = vec![
-        ("collections", "SELECT name, type FROM collection".into()),
+    let queries: &[(&str, &str)] = &[
+        ("collections", "SELECT name, type FROM collection"),
         (
             "chains",
-            "SELECT p.name AS parent, ch.position, c.name AS child FROM collection_chain ch \
-             JOIN collection p ON p.id = ch.parent_id JOIN collection c ON c.id = ch.child_id"
-                .into(),
+            "SELECT p.name, ch.position, c.name FROM collection_chain ch \
+             JOIN collection p ON p.id = ch.parent_id JOIN collection c ON c.id = ch.child_id",
         ),
-        (
-            "dataset types",
-            "SELECT name, dimensions FROM dataset_type".into(),
-        ),
+        ("dataset types", "SELECT name, dimensions FROM dataset_type"),
         (
             "datasets",
-            format!(
-                "SELECT {dataset} AS id, t.name AS dataset_type, c.name AS run, d.data_id, d.path, \
-                 d.size, d.checksum \
-                 FROM dataset d JOIN dataset_type t ON t.id = d.dataset_type_id \
-                 JOIN collection c ON c.id = d.run_id"
-            ),
+            "SELECT d.id, t.name, c.name, d.data_id, d.path, d.size, d.checksum \
+             FROM dataset d JOIN dataset_type t ON t.id = d.dataset_type_id \
+             JOIN collection c ON c.id = d.run_id",
         ),
         (
             "tags",
-            format!(
-                "SELECT c.name AS tagged, {member} AS id FROM dataset_tags m \
-                 JOIN collection c ON c.id = m.collection_id"
-            ),
+            "SELECT c.name, m.dataset_id FROM dataset_tags m JOIN collection c ON c.id = m.collection_id",
         ),
-        ("quanta", "SELECT count(*) AS n FROM quantum".into()),
-        ("inputs", "SELECT count(*) AS n FROM quantum_input".into()),
-        (
-            "run provenance",
-            "SELECT count(*) AS n FROM run_provenance".into(),
-        ),
+        ("quanta", "SELECT count(*) FROM quantum"),
+        ("inputs", "SELECT count(*) FROM quantum_input"),
+        ("run provenance", "SELECT count(*) FROM run_provenance"),
     ];
     let mut state: State = queries
         .iter()

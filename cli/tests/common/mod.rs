@@ -110,23 +110,19 @@ pub fn fresh_namespace() -> String {
 /// Runs `sql` with `psql` on `url` (the password by libpq's rules),
 /// returning its unaligned output, or `None` when it failed.
 pub fn psql(url: &str, sql: &str) -> Option<String> {
-    let out = Command::new("psql")
-        .args([
-            url,
-            "-X",
-            "-q",
-            "-A",
-            "-t",
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-c",
-            sql,
-        ])
-        .output()
-        .ok()?;
+    let out = psql_with(url, &["-c", sql]).ok()?;
     out.status
         .success()
         .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// `psql` on `url` with `args` after its quiet, unaligned, tuples-only,
+/// stop-on-error options.
+fn psql_with(url: &str, args: &[&str]) -> std::io::Result<Output> {
+    Command::new("psql")
+        .args([url, "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1"])
+        .args(args)
+        .output()
 }
 
 /// Drops the test namespaces whose test process is no longer running.
@@ -349,7 +345,8 @@ pub fn show(out: &Output) -> String {
     )
 }
 
-/// Puts a fresh copy (`cp -a`) of `base` at `work`.
+/// Puts a fresh copy (`cp -a`) of `base` at `work`, each PostgreSQL
+/// registry in it copied too ([`clone_postgres_registries`]).
 pub fn restore(base: &Path, work: &Path) {
     if work.exists() {
         std::fs::remove_dir_all(work).unwrap();
@@ -364,16 +361,14 @@ pub fn restore(base: &Path, work: &Path) {
     clone_postgres_registries(work);
 }
 
-/// A repository's PostgreSQL registry as its `registry.yaml` names it:
-/// (url, namespace), or `None` for a SQLite registry.
+/// A repository's PostgreSQL registry, (url, namespace), as the butler
+/// reads it from the directory; `None` for a SQLite registry or a
+/// directory that is not a repository.
 pub fn postgres_registry(repo: &Path) -> Option<(String, String)> {
-    let text = std::fs::read_to_string(repo.join("registry.yaml")).ok()?;
-    let field = |name: &str| {
-        text.lines()
-            .find_map(|l| l.strip_prefix(name))
-            .map(|v| v.trim().to_string())
-    };
-    Some((field("url:")?, field("namespace:")?))
+    match quanta_butler::registry_location(repo).ok()? {
+        quanta_registry::RegistryLocation::Postgres { url, namespace } => Some((url, namespace)),
+        quanta_registry::RegistryLocation::Sqlite(_) => None,
+    }
 }
 
 /// Gives every repository under `dir` whose registry is a PostgreSQL
@@ -410,31 +405,15 @@ pub fn clone_postgres_registries(dir: &Path) {
         let renamed = replace_word(std::str::from_utf8(&dump.stdout).unwrap(), &from, &to);
         let sql_file = d.join(".namespace-clone.sql");
         std::fs::write(&sql_file, renamed.as_bytes()).unwrap();
-        let load = Command::new("psql")
-            .args([url.as_str(), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-f"])
-            .arg(&sql_file)
-            .output()
-            .expect("psql runs");
+        let load =
+            psql_with(&url, &["-f", sql_file.to_str().expect("utf-8 paths")]).expect("psql runs");
         assert!(
             load.status.success(),
             "loading the copy of {from} as {to}: {}",
             String::from_utf8_lossy(&load.stderr)
         );
         std::fs::remove_file(&sql_file).unwrap();
-        let config = d.join("registry.yaml");
-        let text = std::fs::read_to_string(&config).unwrap();
-        let text = text
-            .lines()
-            .map(|l| {
-                if l.starts_with("namespace:") {
-                    format!("namespace: {to}")
-                } else {
-                    l.to_string()
-                }
-            })
-            .collect::<Vec<_>>()
-            .join("\n");
-        std::fs::write(&config, text + "\n").unwrap();
+        quanta_butler::repo_config::write_registry_config(&d, &url, &to).unwrap();
     }
 }
 
@@ -473,26 +452,21 @@ pub fn registry_strings(repo: &Path, sql: &str) -> Vec<String> {
         .unwrap();
         return strings(&conn, sql);
     };
-    let out = Command::new("psql")
-        .args([
-            url.as_str(),
-            "-X",
-            "-q",
-            "-A",
-            "-t",
+    let search_path = format!("SET search_path TO {namespace}");
+    let out = psql_with(
+        &url,
+        &[
             "-F",
             " | ",
             "-P",
             "null=NULL",
-            "-v",
-            "ON_ERROR_STOP=1",
             "-c",
-        ])
-        .arg(format!("SET search_path TO {namespace}"))
-        .arg("-c")
-        .arg(sql)
-        .output()
-        .expect("psql runs");
+            &search_path,
+            "-c",
+            sql,
+        ],
+    )
+    .expect("psql runs");
     assert!(
         out.status.success(),
         "psql {sql}: {}",
