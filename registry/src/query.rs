@@ -529,8 +529,12 @@ impl Registry {
                 );
                 tracing::debug!(%sql, "query_datasets");
                 self.db.for_each_row(&sql, &builder.params.bound(), |row| {
-                    let key: String = row.get(1)?;
-                    if find_first && best.contains_key(&key) {
+                    // Borrowed: a String per dataset only where find-first
+                    // keeps it as a key.
+                    let key = row.get_str(1)?.ok_or_else(|| {
+                        RegistryError::Invalid("a dataset row without a data ID".into())
+                    })?;
+                    if find_first && best.contains_key(key) {
                         return Ok(true);
                     }
                     let path: Option<String> = row.get(3)?;
@@ -547,14 +551,14 @@ impl Registry {
                         dataset_ref: DatasetRef {
                             id: row.get(0)?,
                             dataset_type: dt.name.clone(),
-                            data_id: data_id_from_key(&dt.dimensions.names, &key)?,
+                            data_id: data_id_from_key(&dt.dimensions.names, key)?,
                             run: row.get(2)?,
                         },
                         collection: collection.name.clone(),
                         stored,
                     };
                     if find_first {
-                        best.insert(key, (rank, found));
+                        best.insert(key.to_string(), (rank, found));
                     } else {
                         out.push(found);
                     }
