@@ -282,13 +282,13 @@ pub fn repo(cmd: RepoCommand) -> Result<ExitCode> {
             } else {
                 println!(
                     "{}: registry schema version {} → {} ({} overlaps related, {} indexes built, \
-                     {} dataset keys checked set-wise)",
+                     {} foreign keys checked set-wise)",
                     repo.display(),
                     done.from,
                     done.to,
                     done.overlaps,
                     done.indexes,
-                    done.dataset_keys
+                    done.foreign_keys
                 );
             }
         }

@@ -7,7 +7,7 @@
 //! Owns: the schema (generated from the [`DimensionUniverse`](quanta_core::DimensionUniverse)),
 //! every insert (through methods, in batched transactions with prepared
 //! statements; the bulk ones check foreign keys set-wise, see
-//! `database/foreign_keys.rs` and `postgres/dataset_parents.rs`), collections and their search paths, the `--where` language
+//! `database/foreign_keys.rs` and `postgres/set_keys.rs`), collections and their search paths, the `--where` language
 //! compiled to parameterised SQL, read-only SQL access (with a time limit),
 //! the provenance tables, the repository's identity (`repository_id` in
 //! `quanta_meta`) and the writer lock that serializes long writers

@@ -12,13 +12,14 @@
 //! existing record. Version 6 → 7: `dataset` has an index per selection
 //! dimension (`schema::selection_dimensions`), so that a `--where` on
 //! exposures, visits or tracts reads only the datasets it selects; the
-//! migration builds them. Version 7 → 8: on PostgreSQL, `dataset`'s
-//! foreign keys to dimension tables are replaced by set-wise triggers
-//! (`crate::postgres::dataset_parents`); the migration drops the keys and
-//! creates the triggers (the keys held, so every dataset's records
-//! exist). SQLite keeps its keys (checked set-wise by the
-//! bulk writers' transactions instead, `database/foreign_keys.rs`): there
-//! the step only stamps the version. Versions before 5 numbered region records differently
+//! migration builds them. Versions 7 → 8 → 9: on PostgreSQL, the
+//! foreign keys the bulk writers fill are replaced by set-wise triggers
+//! (`crate::postgres::set_keys`): `dataset`'s to dimension tables in 8,
+//! its type and RUN, a quantum's RUN and an input link's quantum in 9; the
+//! migration drops those keys and creates the triggers (the keys held, so
+//! every row's parents exist). SQLite keeps its keys (checked set-wise by
+//! the bulk writers' transactions instead, `database/foreign_keys.rs`):
+//! there the steps only stamp the version. Versions before 5 numbered region records differently
 //! (no `region_id` key) and are not upgraded: export their datasets with
 //! the quanta that made them and import them into a new repository.
 
@@ -38,9 +39,9 @@ pub struct Migration {
     pub overlaps: usize,
     /// Indexes built by the upgrade to version 7.
     pub indexes: usize,
-    /// `dataset` foreign keys to dimension tables replaced by set-wise
-    /// triggers by the upgrade to version 8 (PostgreSQL only).
-    pub dataset_keys: usize,
+    /// Foreign keys replaced by set-wise triggers by the upgrades to
+    /// versions 8 and 9 (PostgreSQL only).
+    pub foreign_keys: usize,
 }
 
 /// The oldest version [`Registry::migrate`] upgrades.
@@ -73,7 +74,7 @@ impl Registry {
                 to: from,
                 overlaps: 0,
                 indexes: 0,
-                dataset_keys: 0,
+                foreign_keys: 0,
             });
         }
         if from > SCHEMA_VERSION {
@@ -98,7 +99,7 @@ impl Registry {
             0
         };
         let indexes = to_version_7(&tx, &universe)?;
-        let dataset_keys = to_version_8(&tx, &universe)?;
+        let foreign_keys = to_set_wise_keys(&tx, &universe)?;
         tx.execute(
             "UPDATE quanta_meta SET value = ?1 WHERE key = 'schema_version'",
             &[&SCHEMA_VERSION.to_string()],
@@ -109,7 +110,7 @@ impl Registry {
             to: SCHEMA_VERSION,
             overlaps,
             indexes,
-            dataset_keys,
+            foreign_keys,
         })
     }
 }
@@ -135,27 +136,35 @@ fn to_version_7(db: &Database, universe: &DimensionUniverse) -> Result<usize> {
     Ok(dimensions.len())
 }
 
-/// Version 7 → 8: on PostgreSQL, `dataset`'s foreign keys to dimension
-/// tables become set-wise triggers; the count of keys dropped.
-fn to_version_8(db: &Database, universe: &DimensionUniverse) -> Result<usize> {
+/// Versions 7 → 9: on PostgreSQL, the references of
+/// `crate::postgres::set_keys` become set-wise triggers; the count of
+/// foreign keys dropped (those a version 8 registry still has, all of them
+/// from version 7).
+fn to_set_wise_keys(db: &Database, universe: &DimensionUniverse) -> Result<usize> {
+    use crate::postgres::set_keys;
     match db.dialect() {
         Dialect::Sqlite => Ok(0),
         Dialect::Postgres => {
-            let names: Vec<String> = db.query_rows(
-                crate::postgres::dataset_parents::DIMENSION_FOREIGN_KEYS_QUERY,
-                &[],
-                |r| r.get(0),
-            )?;
-            for name in &names {
+            let mut names: Vec<(&str, String)> = Vec::new();
+            for key in set_keys::set_keys(universe) {
+                let found: Vec<String> = db.query_rows(
+                    set_keys::FOREIGN_KEYS_QUERY,
+                    &[&key.child, &key.parent],
+                    |r| r.get(0),
+                )?;
+                names.extend(found.into_iter().map(|name| (key.child, name)));
+            }
+            // A child's keys to one parent are listed once per key to it.
+            names.sort();
+            names.dedup();
+            for (child, name) in &names {
                 // A name from the server's catalog, not from user text.
                 db.execute_batch(&format!(
-                    "ALTER TABLE dataset DROP CONSTRAINT \"{}\"",
+                    "ALTER TABLE {child} DROP CONSTRAINT \"{}\"",
                     name.replace('"', "\"\"")
                 ))?;
             }
-            db.execute_batch(&crate::postgres::dataset_parents::dataset_parents_ddl(
-                universe,
-            ))?;
+            db.execute_batch(&set_keys::set_keys_ddl(universe))?;
             Ok(names.len())
         }
     }

@@ -23,7 +23,7 @@ use quanta_core::{DimensionElement, DimensionUniverse, FieldType, REGION_ID_COLU
 use crate::dialect::Dialect;
 
 /// Bumped whenever the schema changes incompatibly; stamped in `quanta_meta`.
-pub const SCHEMA_VERSION: u32 = 8;
+pub const SCHEMA_VERSION: u32 = 9;
 
 /// The type of a registry column, written per dialect by [`ColumnType::sql`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,6 +98,17 @@ fn clustered(dialect: Dialect) -> &'static str {
     match dialect {
         Dialect::Sqlite => " WITHOUT ROWID",
         Dialect::Postgres => "",
+    }
+}
+
+/// A column's ` REFERENCES parent (id)` (with `tail`, e.g. an `ON DELETE`
+/// clause) for a reference the bulk writers add rows to: a foreign key in
+/// SQLite, checked per statement in PostgreSQL instead
+/// (`crate::postgres::set_keys`, which lists the same references).
+fn bulk_reference(dialect: Dialect, parent: &str, tail: &str) -> String {
+    match dialect {
+        Dialect::Sqlite => format!(" REFERENCES {parent} (id){tail}"),
+        Dialect::Postgres => String::new(),
     }
 }
 
@@ -337,7 +348,7 @@ pub(crate) fn dimension_key(
 
 /// The references of the `dataset` table to dimension records: foreign
 /// keys in SQLite, set-wise triggers in PostgreSQL
-/// (`crate::postgres::dataset_parents`).
+/// (`crate::postgres::set_keys`).
 pub(crate) fn dataset_dimension_keys(universe: &DimensionUniverse) -> Vec<DimensionKey> {
     let dims: Vec<String> = universe.dimensions().map(|d| d.name.clone()).collect();
     universe
@@ -457,6 +468,8 @@ fn membership_and_provenance_ddl(dialect: Dialect) -> String {
         boolean_literal(dialect, true),
     );
     let without_rowid = clustered(dialect);
+    let run_reference = bulk_reference(dialect, "collection", "");
+    let quantum_reference = bulk_reference(dialect, "quantum", " ON DELETE CASCADE");
     let CalibrationRule {
         before_table,
         in_table,
@@ -499,7 +512,7 @@ CREATE INDEX IF NOT EXISTS dataset_calibs_lookup
 -- (measured: 10-20% of the merge writer's CPU).
 CREATE TABLE IF NOT EXISTS quantum (
   id {uuid} NOT NULL PRIMARY KEY,
-  run_id {integer} NOT NULL REFERENCES collection (id),
+  run_id {integer} NOT NULL{run_reference},
   bundle_id {uuid} NOT NULL,
   task_label TEXT NOT NULL,
   data_id TEXT NOT NULL,
@@ -518,7 +531,7 @@ CREATE TABLE IF NOT EXISTS quantum (
 );
 CREATE INDEX IF NOT EXISTS quantum_by_run ON quantum (run_id, task_label);
 CREATE TABLE IF NOT EXISTS quantum_input (
-  quantum_id {uuid} NOT NULL REFERENCES quantum (id) ON DELETE CASCADE,
+  quantum_id {uuid} NOT NULL{quantum_reference},
   dataset_id {uuid} NOT NULL,
   connection TEXT NOT NULL,
   is_prerequisite {boolean} NOT NULL DEFAULT {no},
@@ -594,8 +607,14 @@ pub fn dataset_table_ddl(universe: &DimensionUniverse, dialect: Dialect) -> Stri
     let [integer, uuid] = [ColumnType::Integer, ColumnType::Uuid].map(|t| t.sql(dialect));
     let mut columns = vec![
         format!("id {uuid} NOT NULL PRIMARY KEY"),
-        format!("dataset_type_id {integer} NOT NULL REFERENCES dataset_type (id)"),
-        format!("run_id {integer} NOT NULL REFERENCES collection (id)"),
+        format!(
+            "dataset_type_id {integer} NOT NULL{}",
+            bulk_reference(dialect, "dataset_type", "")
+        ),
+        format!(
+            "run_id {integer} NOT NULL{}",
+            bulk_reference(dialect, "collection", "")
+        ),
         "data_id TEXT NOT NULL".to_string(),
         "ingest_date TEXT".to_string(),
         // The datastore record, NULL for a dataset without a file: a table
@@ -629,7 +648,7 @@ pub fn dataset_table_ddl(universe: &DimensionUniverse, dialect: Dialect) -> Stri
             }
         }
         // Checked set-wise per statement instead of per row
-        // (`crate::postgres::dataset_parents`).
+        // (`crate::postgres::set_keys`).
         Dialect::Postgres => {}
     }
     // A rowid table; see `quantum` in `membership_and_provenance_ddl` for why.
@@ -698,12 +717,6 @@ pub fn full_ddl(universe: &DimensionUniverse, dialect: Dialect) -> Vec<String> {
         ddl.extend(overlap_ddl(left, right, dialect));
     }
     ddl.push(dataset_table_ddl(universe, dialect));
-    match dialect {
-        Dialect::Sqlite => {}
-        Dialect::Postgres => ddl.push(crate::postgres::dataset_parents::dataset_parents_ddl(
-            universe,
-        )),
-    }
     ddl.extend(
         selection_dimensions(universe)
             .into_iter()
@@ -715,6 +728,7 @@ pub fn full_ddl(universe: &DimensionUniverse, dialect: Dialect) -> Vec<String> {
         // Registered on each connection from Rust instead.
         Dialect::Sqlite => {}
         Dialect::Postgres => {
+            ddl.push(crate::postgres::set_keys::set_keys_ddl(universe));
             ddl.push(crate::postgres::region_functions::REGION_FUNCTIONS_DDL.to_string());
             ddl.push(crate::access::access_ddl());
         }
@@ -762,8 +776,8 @@ mod tests {
             .filter(|line| !line.trim_start().starts_with("--"))
             .collect::<Vec<_>>()
             .join("\n");
-        // PostgreSQL's triggers are the set-wise dataset key checks
-        // (`postgres::dataset_parents`); SQLite's are row triggers.
+        // PostgreSQL's triggers are the set-wise key checks
+        // (`postgres::set_keys`); SQLite's are row triggers.
         for sqlite_only in [
             "WITHOUT ROWID",
             "BLOB",

@@ -768,15 +768,23 @@ fn a_version_5_registry_is_migrated_to_what_the_current_version_keeps() {
              DROP INDEX dataset_by_exposure; DROP INDEX dataset_by_visit; \
              UPDATE quanta_meta SET value = '5' WHERE key = 'schema_version'",
         );
-        // What versions before 8 had on PostgreSQL: a foreign key per
-        // dimension of `dataset` instead of the set-wise triggers.
+        // What versions before 8 had on PostgreSQL: foreign keys (checked
+        // per row) instead of the set-wise triggers, for every dimension of
+        // `dataset`, its type and RUN, a quantum's RUN, an input's quantum.
         let postgres = matches!(location, RegistryLocation::Postgres { .. });
         if postgres {
             sql("DROP TRIGGER quanta_dataset_parents ON dataset; \
                  DROP TRIGGER quanta_dataset_parents_row ON dataset; \
                  DROP TRIGGER quanta_dataset_guard_delete ON detector; \
+                 DROP TRIGGER quanta_quantum_parents ON quantum; \
+                 DROP TRIGGER quanta_quantum_input_parents ON quantum_input; \
+                 DROP TRIGGER quanta_quantum_input_guard_delete ON quantum; \
                  ALTER TABLE dataset ADD FOREIGN KEY (instrument, detector) REFERENCES detector (instrument, id); \
-                 ALTER TABLE dataset ADD FOREIGN KEY (instrument, visit) REFERENCES visit (instrument, id)");
+                 ALTER TABLE dataset ADD FOREIGN KEY (instrument, visit) REFERENCES visit (instrument, id); \
+                 ALTER TABLE dataset ADD FOREIGN KEY (dataset_type_id) REFERENCES dataset_type (id); \
+                 ALTER TABLE dataset ADD FOREIGN KEY (run_id) REFERENCES collection (id); \
+                 ALTER TABLE quantum ADD FOREIGN KEY (run_id) REFERENCES collection (id); \
+                 ALTER TABLE quantum_input ADD FOREIGN KEY (quantum_id) REFERENCES quantum (id) ON DELETE CASCADE");
         }
         let err = Registry::open_at(&location, false)
             .err()
@@ -787,8 +795,8 @@ fn a_version_5_registry_is_migrated_to_what_the_current_version_keeps() {
         assert_eq!((done.from, done.to), (5, quanta_registry::SCHEMA_VERSION));
         assert_eq!(done.indexes, 5);
         assert_eq!(
-            done.dataset_keys,
-            if postgres { 2 } else { 0 },
+            done.foreign_keys,
+            if postgres { 6 } else { 0 },
             "{location}"
         );
         let again = Registry::migrate(&location).unwrap();
@@ -819,15 +827,17 @@ fn a_version_5_registry_is_migrated_to_what_the_current_version_keeps() {
         if postgres {
             let (_, keys) = reopened
                 .sql_read_only(
-                    "SELECT (SELECT count(*) FROM pg_constraint WHERE conrelid = to_regclass('dataset') \
-                       AND contype = 'f'), \
-                     (SELECT count(*) FROM pg_trigger WHERE NOT tgisinternal AND tgname LIKE 'quanta_dataset_%' \
-                       AND tgrelid IN (to_regclass('dataset'), to_regclass('detector')))",
+                    "SELECT (SELECT count(*) FROM pg_constraint WHERE contype = 'f' AND conrelid IN \
+                       (to_regclass('dataset'), to_regclass('quantum'), to_regclass('quantum_input'))), \
+                     (SELECT count(*) FROM pg_trigger WHERE NOT tgisinternal AND tgname LIKE 'quanta_%' \
+                       AND tgrelid IN (to_regclass('dataset'), to_regclass('detector'), \
+                                       to_regclass('quantum'), to_regclass('quantum_input')))",
                 )
                 .unwrap();
-            // The keys to dataset_type and collection stay; dataset's two
-            // triggers and detector's delete and update guards are back.
-            assert_eq!(keys, vec![vec![json!(2), json!(4)]], "{location}");
+            // No foreign key left on the three tables; their insert and
+            // update checks (two each), detector's delete and update guards
+            // and quantum's for its input links are back.
+            assert_eq!(keys, vec![vec![json!(0), json!(10)]], "{location}");
         }
         // Older than version 5: refused with the way out.
         sql("UPDATE quanta_meta SET value = '4' WHERE key = 'schema_version'");

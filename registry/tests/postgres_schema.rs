@@ -416,6 +416,107 @@ fn keys_and_foreign_keys_are_enforced_by_the_server() {
     );
 }
 
+/// The references the bulk writers fill (a dataset's type and RUN, a
+/// quantum's RUN, an input link's quantum) are checked per statement, not
+/// by foreign keys, with a foreign key's outcomes: a missing parent
+/// refuses the statement, a parent that rows name cannot be removed, and
+/// a quantum's input links go with it.
+#[test]
+fn bulk_references_are_checked_per_statement_and_input_links_cascade() {
+    let Some(mut pg) = test_schema() else { return };
+    apply_schema(&mut pg.client, &DimensionUniverse::default_universe());
+    let c = &mut pg.client;
+    let (calib, type_id, dataset) = one_calibration_dataset(c);
+    let run: i64 = c
+        .query_one("SELECT run_id FROM dataset WHERE id = $1", &[&dataset])
+        .unwrap()
+        .get(0);
+    let keys: i64 = c
+        .query_one(
+            "SELECT count(*) FROM pg_constraint WHERE contype = 'f' AND conrelid IN \
+             (to_regclass('dataset'), to_regclass('quantum'), to_regclass('quantum_input'))",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(keys, 0, "per-row foreign keys left");
+    let missing = run + calib + 1000;
+    let insert_dataset = |c: &mut Client, type_id: i64, run: i64| {
+        c.execute(
+            "INSERT INTO dataset (id, dataset_type_id, run_id, data_id) \
+             SELECT gen_random_uuid(), $1, $2, 'd' || n FROM generate_series(1, 3) n",
+            &[&type_id, &run],
+        )
+    };
+    for (t, r) in [(type_id + 1000, run), (type_id, missing)] {
+        assert_eq!(
+            refused(insert_dataset(c, t, r)),
+            SqlState::FOREIGN_KEY_VIOLATION
+        );
+    }
+    let insert_quantum = |c: &mut Client, id: Uuid, run: i64| {
+        c.execute(
+            "INSERT INTO quantum (id, run_id, bundle_id, task_label, data_id, status, attempts) \
+             VALUES ($1, $2, gen_random_uuid(), 'isr', '{}', 'succeeded', 1)",
+            &[&id, &run],
+        )
+    };
+    let quantum = Uuid::new_v4();
+    assert_eq!(
+        refused(insert_quantum(c, quantum, missing)),
+        SqlState::FOREIGN_KEY_VIOLATION
+    );
+    assert_eq!(insert_quantum(c, quantum, run).unwrap(), 1);
+    let insert_input = |c: &mut Client, quantum: Uuid| {
+        c.execute(
+            "INSERT INTO quantum_input (quantum_id, dataset_id, connection) VALUES ($1, $2, 'raw')",
+            &[&quantum, &dataset],
+        )
+    };
+    assert_eq!(
+        refused(insert_input(c, Uuid::new_v4())),
+        SqlState::FOREIGN_KEY_VIOLATION
+    );
+    assert_eq!(insert_input(c, quantum).unwrap(), 1);
+    // Parents that rows name stay; the dataset type and RUN too once the
+    // quantum is gone, as long as the dataset is there.
+    for statement in [
+        "DELETE FROM collection WHERE type = 'RUN'",
+        "UPDATE collection SET id = id + 100 WHERE type = 'RUN'",
+        "DELETE FROM dataset_type",
+        "UPDATE quantum SET id = gen_random_uuid()",
+    ] {
+        assert_eq!(
+            refused(c.execute(statement, &[])),
+            SqlState::FOREIGN_KEY_VIOLATION,
+            "{statement}"
+        );
+    }
+    assert_eq!(c.execute("DELETE FROM quantum", &[]).unwrap(), 1);
+    let inputs: i64 = c
+        .query_one("SELECT count(*) FROM quantum_input", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(inputs, 0, "the input link outlived its quantum");
+    assert_eq!(
+        refused(c.execute("DELETE FROM collection WHERE type = 'RUN'", &[])),
+        SqlState::FOREIGN_KEY_VIOLATION
+    );
+    // An update that keeps the key is allowed.
+    assert_eq!(
+        c.execute("UPDATE collection SET doc = 'x' WHERE id = $1", &[&run])
+            .unwrap(),
+        1
+    );
+    assert_eq!(c.execute("DELETE FROM dataset", &[]).unwrap(), 1);
+    assert_eq!(
+        c.execute("DELETE FROM collection WHERE type = 'RUN'", &[])
+            .unwrap(),
+        1
+    );
+    assert_eq!(c.execute("DELETE FROM dataset_type", &[]).unwrap(), 1);
+}
+
 #[test]
 fn calibration_validity_ranges_may_touch_but_not_overlap() {
     let Some(mut pg) = test_schema() else { return };

@@ -175,6 +175,9 @@ enum Backend {
         /// tell): set by [`Database::begin`], cleared by commit and
         /// rollback.
         in_transaction: Cell<bool>,
+        /// Savepoints the bulk inserts took in the open transaction
+        /// (`bulk.rs`): reset by [`Database::begin`].
+        bulk_savepoints: Cell<u32>,
     },
 }
 
@@ -194,6 +197,7 @@ impl Database {
                 client: RefCell::new(crate::postgres::connection::connect(url)?),
                 statements: RefCell::new(HashMap::new()),
                 in_transaction: Cell::new(false),
+                bulk_savepoints: Cell::new(0),
             },
             set_wise: RefCell::new(None),
         })
@@ -396,10 +400,12 @@ impl Database {
             Backend::Postgres {
                 client,
                 in_transaction,
+                bulk_savepoints,
                 ..
             } => {
                 client.borrow_mut().batch_execute("BEGIN")?;
                 in_transaction.set(true);
+                bulk_savepoints.set(0);
             }
         }
         Ok(())

@@ -311,3 +311,54 @@ fn broken_integrity_rules_are_classified_alike_on_every_backend() {
         assert!(!other.is_work_failure(), "{dialect:?}: {other}");
     }
 }
+
+/// Bulk inserts skip rows whose key is taken and say how many went in,
+/// inside a transaction (PostgreSQL tries each insert without `ON
+/// CONFLICT` under a savepoint first, for a limited number per
+/// transaction) and outside one, leaving the rest of the transaction as
+/// it was.
+#[test]
+fn a_bulk_insert_skips_taken_keys_and_keeps_the_transaction() {
+    for db in with_t() {
+        let bulk = bulk::BulkInsert::new(&db, "t (id, i)", 2);
+        let insert = |db: &Database, ids: &[i64]| -> usize {
+            let mut inserted = 0;
+            bulk.run(
+                db,
+                ids,
+                |sink, id| {
+                    sink.push(ValueRef::Integer(*id))?;
+                    sink.push(ValueRef::Integer(id * 10))
+                },
+                |_, changed| {
+                    inserted += changed;
+                    Ok(())
+                },
+            )
+            .unwrap();
+            inserted
+        };
+        let rows = |db: &Database| -> Vec<(i64, i64)> {
+            db.query_rows("SELECT id, i FROM t ORDER BY id", &[], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .unwrap()
+        };
+        let tx = db.transaction().unwrap();
+        assert_eq!(insert(&tx, &[1, 2, 3]), 3);
+        assert_eq!(insert(&tx, &[2, 3, 4, 5, 5]), 2, "{:?}", db.dialect());
+        // More inserts than take savepoints, each with a taken key.
+        let per_tx = bulk::OPTIMISTIC_INSERTS_PER_TRANSACTION as i64;
+        for n in 0..per_tx + 4 {
+            assert_eq!(insert(&tx, &[1, 100 + n]), 1);
+        }
+        tx.commit().unwrap();
+        let mut want: Vec<i64> = (1..=5).chain(100..100 + per_tx + 4).collect();
+        let pairs = |ids: &[i64]| ids.iter().map(|&id| (id, id * 10)).collect::<Vec<_>>();
+        assert_eq!(rows(&db), pairs(&want));
+        assert_eq!(insert(&db, &[5, 6]), 1);
+        assert_eq!(insert(&db, &[7]), 1);
+        want.splice(5..5, [6, 7]);
+        assert_eq!(rows(&db), pairs(&want));
+    }
+}

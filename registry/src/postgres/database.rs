@@ -94,13 +94,16 @@ impl ToSql for Bind<'_> {
 /// rows' values, `cols` per row), skipping those whose key is taken: the
 /// rows are copied in binary into a temporary staging table shaped like
 /// `table` (made once per session), then inserted with one `INSERT …
-/// SELECT … ON CONFLICT DO NOTHING`. The number inserted.
+/// SELECT … ON CONFLICT DO NOTHING`, or, if `optimistic` (inside a
+/// transaction), first without the clause under a savepoint, again with it
+/// if a key was taken (`crate::database::bulk`). The number inserted.
 pub(crate) fn copy_insert(
-    client: &mut postgres::Client,
+    client: &mut impl postgres::GenericClient,
     table: &str,
     columns: &str,
     values: &[ValueRef<'_>],
     cols: usize,
+    optimistic: bool,
 ) -> Result<u64> {
     let stage = format!("quanta_stage_{table}");
     // Temporary tables are the session's own, so concurrent writers never
@@ -135,12 +138,25 @@ pub(crate) fn copy_insert(
         writer.write(&refs(&row))?;
     }
     writer.finish()?;
-    let inserted = client.execute(
-        &format!(
-            "INSERT INTO {table} ({columns}) SELECT {columns} FROM {stage} ON CONFLICT DO NOTHING"
-        ),
-        &[],
-    )?;
+    let insert = format!("INSERT INTO {table} ({columns}) SELECT {columns} FROM {stage}");
+    let mut inserted = None;
+    if optimistic {
+        client.batch_execute("SAVEPOINT quanta_bulk_insert")?;
+        match client.execute(&insert, &[]) {
+            Ok(n) => {
+                client.batch_execute("RELEASE SAVEPOINT quanta_bulk_insert")?;
+                inserted = Some(n);
+            }
+            Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => client.batch_execute(
+                "ROLLBACK TO SAVEPOINT quanta_bulk_insert; RELEASE SAVEPOINT quanta_bulk_insert",
+            )?,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let inserted = match inserted {
+        Some(n) => n,
+        None => client.execute(&format!("{insert} ON CONFLICT DO NOTHING"), &[])?,
+    };
     client.batch_execute(&format!("TRUNCATE {stage}"))?;
     Ok(inserted)
 }

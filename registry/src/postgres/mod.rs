@@ -6,12 +6,14 @@
 //!
 //! A `Registry` opens on PostgreSQL in a namespace (a schema) of a
 //! database (`Registry::create_postgres`, `open_postgres`); the region SQL
-//! function is PL/pgSQL there ([`region_functions`]), and `dataset`'s
-//! dimension keys are set-wise triggers ([`dataset_parents`]).
+//! function is PL/pgSQL there ([`region_functions`]), and the
+//! references the bulk writers fill (a dataset's dimension records, type
+//! and RUN, a quantum's RUN, an input link's quantum) are set-wise
+//! triggers ([`set_keys`]).
 //! `registry/tests/backends.rs` runs the same scenarios on both backends
 //! and compares.
 
 pub(crate) mod connection;
 pub(crate) mod database;
-pub(crate) mod dataset_parents;
 pub(crate) mod region_functions;
+pub(crate) mod set_keys;
