@@ -393,9 +393,17 @@ impl Registry {
     /// Durability is unchanged (the log is the database until then); a
     /// process killed meanwhile leaves a long log that the next connection
     /// checkpoints.
-    /// A PostgreSQL server checkpoints by itself: nothing to do there.
+    ///
+    /// A PostgreSQL server checkpoints by itself. There, ending bulk
+    /// writing refreshes the statistics of each table the stretch grew by
+    /// a tenth or more ([`Registry::refresh_statistics`]).
     pub fn set_bulk_writing(&mut self, bulk: Option<BulkWrites>) -> Result<()> {
         let Some(path) = self.sqlite_path().map(Path::to_path_buf) else {
+            match bulk {
+                // Only the rows of this stretch count.
+                Some(_) => drop(self.db.take_bulk_rows()),
+                None => self.refresh_statistics_or_warn(),
+            }
             return Ok(());
         };
         match (bulk, self.bulk.take()) {
@@ -408,6 +416,44 @@ impl Registry {
             (None, None) => {}
         }
         Ok(())
+    }
+
+    /// Analyzes each table that the bulk inserts since the last call grew
+    /// by a tenth or more of the rows its statistics count (PostgreSQL;
+    /// nothing on SQLite, whose planner does without). The server's
+    /// autovacuum does the same in its own time (a tenth changed, looked at
+    /// every minute), and a preflight right after a million-raw ingest
+    /// planned its graph query with no statistics for `dataset`: 15.2 s
+    /// instead of 1.2 s. `ANALYZE` reads a sample of 30,000 rows whatever
+    /// the table's size (0.3 s for a million); a role that does not own the
+    /// table gets the server's warning and nothing is analyzed.
+    pub fn refresh_statistics(&self) -> Result<()> {
+        for (table, rows) in self.db.take_bulk_rows() {
+            // -1 for a table never analyzed.
+            let counted: f64 = self
+                .db
+                .query_row(
+                    "SELECT reltuples FROM pg_class WHERE oid = to_regclass(?1)",
+                    &[&table],
+                    |r| r.get(0),
+                )?
+                .unwrap_or(-1.0);
+            if rows > 0 && rows as f64 >= 0.1 * counted.max(0.0) {
+                // A table name of the registry's own statements.
+                self.db
+                    .execute_batch(&format!("ANALYZE {}", crate::schema::quote(&table)))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// [`Registry::refresh_statistics`] after a write that is committed
+    /// already: statistics it could not refresh are left to the server's
+    /// autovacuum, with a warning, not a failure of the write.
+    pub fn refresh_statistics_or_warn(&self) {
+        if let Err(e) = self.refresh_statistics() {
+            tracing::warn!("could not refresh the registry's table statistics: {e}");
+        }
     }
 
     /// Makes every later commit durable against a power failure

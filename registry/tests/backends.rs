@@ -1173,3 +1173,72 @@ fn bulk_writes_with_a_missing_parent_are_refused_and_leave_nothing_on_every_back
         }
     }
 }
+
+/// On PostgreSQL, a stretch of bulk writing that grew `dataset` by a
+/// tenth or more leaves its statistics counting the rows (a preflight right
+/// after a large ingest is planned with them); a smaller one leaves them.
+/// SQLite keeps no statistics of its own and is left as it was.
+#[test]
+fn bulk_writing_that_grows_a_table_refreshes_its_statistics() {
+    let universe = DimensionUniverse::default_universe();
+    let (mut registries, _cleanup) = registries(&universe);
+    for r in &mut registries {
+        let postgres = matches!(r.location(), RegistryLocation::Postgres { .. });
+        r.insert_dimension_records(&records(json!({
+            "instrument": [{"name": "Cam", "detector_max": 1000}],
+            "physical_filter": [{"instrument": "Cam", "name": "Cam-r", "band": "r"}],
+            "day_obs": [{"instrument": "Cam", "id": 20261206}],
+            "group": [{"instrument": "Cam", "name": "g"}],
+            "detector": (0..1000).map(|d| json!({"instrument": "Cam", "id": d}))
+                .collect::<Vec<_>>(),
+            "exposure": [{"instrument": "Cam", "id": 1, "physical_filter": "Cam-r",
+                          "day_obs": 20261206, "group": "g"}],
+        })))
+        .unwrap();
+        r.register_dataset_type(&DatasetType {
+            name: "raw".into(),
+            dimensions: universe
+                .conform(&["instrument", "exposure", "detector"])
+                .unwrap(),
+            storage_class: "Json".into(),
+            is_calibration: false,
+        })
+        .unwrap();
+        r.register_collection("Cam/raw", CollectionType::Run, None)
+            .unwrap();
+        let counted = |r: &Registry| -> Option<f64> {
+            if !postgres {
+                return None;
+            }
+            let (_, rows) = r
+                .sql_read_only("SELECT reltuples FROM pg_class WHERE oid = to_regclass('dataset')")
+                .unwrap();
+            rows[0][0].as_f64()
+        };
+        let mut next = 0;
+        let mut ingest = |r: &mut Registry, n: i64| {
+            let raws: Vec<NewDataset> = (next..next + n)
+                .map(|d| NewDataset {
+                    id: Uuid::now_v7(),
+                    data_id: data_id(1, d),
+                    stored: None,
+                })
+                .collect();
+            next += n;
+            r.set_bulk_writing(Some(quanta_registry::BulkWrites::Scattered))
+                .unwrap();
+            r.insert_datasets_uncommitted("Cam/raw", "raw", &raws, OnConflict::Fail)
+                .unwrap();
+            r.commit_open().unwrap();
+            r.set_bulk_writing(None).unwrap();
+        };
+        // Never analyzed: -1.
+        assert_eq!(counted(r), postgres.then_some(-1.0));
+        ingest(r, 200);
+        assert_eq!(counted(r), postgres.then_some(200.0));
+        ingest(r, 10);
+        assert_eq!(counted(r), postgres.then_some(200.0), "a twentieth more");
+        ingest(r, 100);
+        assert_eq!(counted(r), postgres.then_some(310.0));
+    }
+}

@@ -162,7 +162,10 @@ impl Butler {
         phase("import: attach file records", &mut clock);
         kill_point(fault::INGEST_BEFORE_COMMIT);
         match self.registry.import_batch(&batch) {
-            Ok(stats) => summary.stats = stats,
+            Ok(stats) => {
+                summary.stats = stats;
+                self.registry.refresh_statistics_or_warn();
+            }
             Err(e) => {
                 remove_imported(&self.datastore, &stored);
                 return Err(e.into());
@@ -262,6 +265,7 @@ impl Butler {
         if let Err(e) = registry.commit_open() {
             return fail(registry, e.into());
         }
+        registry.refresh_statistics_or_warn();
         summary.stats = stats;
         summary.files = stored.len() - kept;
         summary.files_present = kept;

@@ -155,6 +155,7 @@ impl BulkInsert {
                 client,
                 in_transaction,
                 bulk_savepoints,
+                bulk_rows,
                 ..
             } => {
                 if rows.is_empty() {
@@ -218,6 +219,10 @@ impl BulkInsert {
                     inserted
                 };
                 drop(client);
+                *bulk_rows
+                    .borrow_mut()
+                    .entry(table.trim().to_string())
+                    .or_default() += inserted;
                 done(rows, usize::try_from(inserted).unwrap_or(usize::MAX))
             }
         }

@@ -23,7 +23,7 @@
 //! SQLite connection through [`Database::sqlite`].
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::ops::Deref;
 
 pub(crate) mod bulk;
@@ -178,6 +178,9 @@ enum Backend {
         /// Savepoints the bulk inserts took in the open transaction
         /// (`bulk.rs`): reset by [`Database::begin`].
         bulk_savepoints: Cell<u32>,
+        /// Rows the bulk inserts added, per table, since
+        /// [`Database::take_bulk_rows`].
+        bulk_rows: RefCell<BTreeMap<String, u64>>,
     },
 }
 
@@ -198,6 +201,7 @@ impl Database {
                 statements: RefCell::new(HashMap::new()),
                 in_transaction: Cell::new(false),
                 bulk_savepoints: Cell::new(0),
+                bulk_rows: RefCell::new(BTreeMap::new()),
             },
             set_wise: RefCell::new(None),
         })
@@ -506,6 +510,16 @@ impl Database {
                 in_transaction.set(false);
                 Ok(client.borrow_mut().batch_execute(how)?)
             }
+        }
+    }
+
+    /// The rows the bulk inserts added per table since the last call
+    /// (committed or not; PostgreSQL only, where they decide which tables'
+    /// statistics to refresh: `Registry::set_bulk_writing`).
+    pub(crate) fn take_bulk_rows(&self) -> BTreeMap<String, u64> {
+        match &self.backend {
+            Backend::Sqlite(_) => BTreeMap::new(),
+            Backend::Postgres { bulk_rows, .. } => bulk_rows.take(),
         }
     }
 
