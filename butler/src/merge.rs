@@ -645,9 +645,19 @@ struct MergeSource<'a> {
 
 impl MergeSource<'_> {
     /// Two stages overlap: a producer thread decodes quanta and verifies
-    /// their files (in parallel), the writer records the previous chunk,
-    /// and this thread reports progress. The channel holds one chunk,
-    /// bounding memory to about three chunks.
+    /// their files (in parallel), the writers record the previous chunks,
+    /// and this thread reports progress. Each writer's channel holds one
+    /// chunk, bounding memory to about three chunks a writer.
+    ///
+    /// Where the registry takes several writers at once
+    /// ([`Registry::concurrent_writers`](quanta_registry::Registry::concurrent_writers):
+    /// PostgreSQL), whole transactions go to the writers in turn, each on
+    /// a connection of its own; every transaction holds whole quanta with
+    /// their datasets and links, so the merge stays resumable whichever
+    /// commit a kill interrupts. Not for a bundle that replaces datasets
+    /// (`--clobber`): a replaced dataset's producer goes once its last
+    /// output is gone, which one writer cannot see while another's
+    /// transaction removing an output is uncommitted.
     fn record(
         &self,
         registry: &mut quanta_registry::Registry,
@@ -655,7 +665,18 @@ impl MergeSource<'_> {
         summary: &mut MergeSummary,
         progress: ProgressFn<'_>,
     ) -> Result<WriterTotals, MergeError> {
-        let (to_writer, chunks) = mpsc::sync_channel::<Vec<NewQuantum>>(1);
+        let mut more_writers = Vec::new();
+        if self.ctx.replaced.is_empty() {
+            for _ in 1..registry.concurrent_writers() {
+                more_writers.push(quanta_registry::Registry::open_at(
+                    registry.location(),
+                    false,
+                )?);
+            }
+        }
+        let (to_writers, chunks): (Vec<_>, Vec<_>) = (0..=more_writers.len())
+            .map(|_| mpsc::sync_channel::<Vec<NewQuantum>>(1))
+            .unzip();
         // Recorded chunks come back to be freed by the producer, which
         // allocated them: the allocator reuses their memory for the next
         // chunks rather than touching fresh pages (1M datasets: page faults
@@ -673,9 +694,19 @@ impl MergeSource<'_> {
         };
         let total = self.bundle.n_quanta() as u64;
         std::thread::scope(|scope| -> Result<WriterTotals, MergeError> {
-            let writer = scope.spawn(move || writer.record(registry, chunks, to_producer, commits));
-            let producer = scope.spawn(move || self.produce(summary, to_writer, recorded_chunks));
-            // Ends when the writer does (it owns the sender).
+            let writers: Vec<_> = std::iter::once(registry)
+                .chain(more_writers.iter_mut())
+                .zip(chunks)
+                .map(|(registry, chunks)| {
+                    let (writer, to_producer, commits) =
+                        (writer.clone(), to_producer.clone(), commits.clone());
+                    scope.spawn(move || writer.record(registry, chunks, to_producer, commits))
+                })
+                .collect();
+            // The writers hold the only senders left: the loop below ends
+            // when the last of them does.
+            drop((to_producer, commits));
+            let producer = scope.spawn(move || self.produce(summary, to_writers, recorded_chunks));
             let mut merged = 0u64;
             for n in committed {
                 merged += n;
@@ -685,9 +716,19 @@ impl MergeSource<'_> {
                 bundle: bundle_path.to_path_buf(),
                 detail: format!("the {what} thread panicked"),
             };
-            let totals = writer.join().map_err(|_| panicked("registry writer"))??;
+            let mut totals = WriterTotals::default();
+            let mut failed = None;
+            for writer in writers {
+                match writer.join().map_err(|_| panicked("registry writer"))? {
+                    Ok(t) => totals.absorb(t),
+                    Err(e) => failed = failed.or(Some(e)),
+                }
+            }
             producer.join().map_err(|_| panicked("producer"))??;
-            Ok(totals)
+            match failed {
+                Some(e) => Err(e),
+                None => Ok(totals),
+            }
         })
     }
 
@@ -696,7 +737,7 @@ impl MergeSource<'_> {
     fn produce(
         &self,
         summary: &mut MergeSummary,
-        to_writer: mpsc::SyncSender<Vec<NewQuantum>>,
+        to_writers: Vec<mpsc::SyncSender<Vec<NewQuantum>>>,
         recorded_chunks: mpsc::Receiver<Vec<NewQuantum>>,
     ) -> Result<(), MergeError> {
         // Verification yields to the writer, the critical path. Decoding,
@@ -721,6 +762,15 @@ impl MergeSource<'_> {
         };
         let n_quanta = self.bundle.n_quanta();
         let chunk_quanta = self.batch_quanta.div_ceil(CHUNKS_PER_TRANSACTION);
+        // Chunks to the writers in turn: a transaction's worth to one
+        // writer at a time would leave the others waiting while its
+        // channel, one chunk deep, holds the producer back.
+        let mut chunks_sent = 0;
+        let mut send = |quanta: Vec<NewQuantum>| {
+            let writer = chunks_sent % to_writers.len();
+            chunks_sent += 1;
+            to_writers[writer].send(quanta).is_ok()
+        };
         let mut batch: Vec<Pending<'_>> = Vec::with_capacity(chunk_quanta.min(n_quanta));
         for block in self.bundle.decoded_blocks() {
             let block = Arc::new(block?);
@@ -735,8 +785,8 @@ impl MergeSource<'_> {
                 });
                 if batch.len() >= chunk_quanta {
                     let quanta = verify(&mut batch, summary);
-                    if to_writer.send(quanta).is_err() {
-                        return Ok(()); // the writer failed; its error is reported
+                    if !send(quanta) {
+                        return Ok(()); // a writer failed; its error is reported
                     }
                     // Before the next chunk is decoded into fresh memory.
                     recorded_chunks.try_iter().for_each(drop);
@@ -745,7 +795,7 @@ impl MergeSource<'_> {
         }
         if !batch.is_empty() {
             let quanta = verify(&mut batch, summary);
-            let _ = to_writer.send(quanta);
+            send(quanta);
         }
         Ok(())
     }
@@ -785,8 +835,9 @@ impl MergeSource<'_> {
     }
 }
 
-/// The writer: records chunks in the registry, committing every
+/// A writer: records chunks in the registry, committing every
 /// `batch_quanta` quanta and reporting each commit.
+#[derive(Clone)]
 struct ChunkWriter {
     run: String,
     bundle_id: Uuid,
@@ -844,6 +895,16 @@ struct WriterTotals {
 }
 
 impl WriterTotals {
+    /// Adds what another writer accumulated.
+    fn absorb(&mut self, other: WriterTotals) {
+        self.datasets_inserted += other.datasets_inserted;
+        self.datasets_existing += other.datasets_existing;
+        self.quanta_recorded += other.quanta_recorded;
+        self.quanta_unchanged += other.quanta_unchanged;
+        self.datasets_replaced += other.datasets_replaced;
+        self.rejected.extend(other.rejected);
+    }
+
     fn add(&mut self, stats: quanta_registry::RecordStats, quanta: &[NewQuantum]) {
         self.datasets_inserted += stats.datasets_inserted;
         self.datasets_existing += stats.datasets_skipped;

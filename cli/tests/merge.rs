@@ -397,6 +397,21 @@ fn a_killed_merge_rerun_ends_like_an_uninterrupted_one() {
     ok(&["merge", s(&repo), s(&bundle)]);
     let expected = dump(&repo);
 
+    // Transactions of two quanta, their chunks spread over the registry's
+    // writers (two connections on PostgreSQL): the same rows.
+    let (repo, bundle) = repos.next();
+    let out = quanta()
+        .args(["merge", s(&repo), s(&bundle)])
+        .env("QUANTA_MERGE_BATCH", "2")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(dump(&repo), expected, "transactions of two quanta");
+
     // Killed inside the registry's (n+1)th commit (setup commits included,
     // then one quantum per transaction): a kill point counted by the
     // writer itself, so how far it got does not depend on scheduling.

@@ -456,6 +456,20 @@ impl Registry {
         }
     }
 
+    /// How many connections may usefully write this registry at once,
+    /// each in transactions of its own (a merge spreads its transactions
+    /// over them): one on SQLite, which takes one writer at a time; two on
+    /// PostgreSQL, where each connection is a server backend on a core of
+    /// its own (two merge writers recorded 1.7 times the datasets per
+    /// second of one on a 2-core machine that ran the server too;
+    /// benches/postgres/README.md).
+    pub fn concurrent_writers(&self) -> usize {
+        match &self.location {
+            RegistryLocation::Sqlite(_) => 1,
+            RegistryLocation::Postgres { .. } => 2,
+        }
+    }
+
     /// Makes every later commit durable against a power failure
     /// (`synchronous=FULL`: the write-ahead log is synced at each commit)
     /// or, with `false`, only against a killed process (`NORMAL`, the
