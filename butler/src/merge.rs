@@ -651,13 +651,14 @@ impl MergeSource<'_> {
     ///
     /// Where the registry takes several writers at once
     /// ([`Registry::concurrent_writers`](quanta_registry::Registry::concurrent_writers):
-    /// PostgreSQL), whole transactions go to the writers in turn, each on
-    /// a connection of its own; every transaction holds whole quanta with
-    /// their datasets and links, so the merge stays resumable whichever
-    /// commit a kill interrupts. Not for a bundle that replaces datasets
-    /// (`--clobber`): a replaced dataset's producer goes once its last
-    /// output is gone, which one writer cannot see while another's
-    /// transaction removing an output is uncommitted.
+    /// PostgreSQL), the chunks go to that many writers in turn, each with
+    /// a connection and transactions of its own (a connection the server
+    /// refuses leaves fewer writers, with a warning); every transaction
+    /// holds whole quanta with their datasets and links, so the merge stays
+    /// resumable whichever commit a kill interrupts. Not for a bundle that
+    /// replaces datasets (`--clobber`): a replaced dataset's producer goes
+    /// once its last output is gone, which one writer cannot see while
+    /// another's transaction removing an output is uncommitted.
     fn record(
         &self,
         registry: &mut quanta_registry::Registry,
@@ -668,10 +669,13 @@ impl MergeSource<'_> {
         let mut more_writers = Vec::new();
         if self.ctx.replaced.is_empty() {
             for _ in 1..registry.concurrent_writers() {
-                more_writers.push(quanta_registry::Registry::open_at(
-                    registry.location(),
-                    false,
-                )?);
+                match quanta_registry::Registry::open_at(registry.location(), false) {
+                    Ok(more) => more_writers.push(more),
+                    Err(e) => {
+                        tracing::warn!("merging with fewer registry writers: {e}");
+                        break;
+                    }
+                }
             }
         }
         let (to_writers, chunks): (Vec<_>, Vec<_>) = (0..=more_writers.len())
