@@ -268,8 +268,9 @@ impl Butler {
             already: &already,
             batch_quanta: options.batch_quanta.max(1),
         };
-        let totals = source.record(self.registry_mut(), bundle_path, &mut summary, progress)?;
-        totals.apply(&mut summary);
+        for totals in source.record(self.registry_mut(), bundle_path, &mut summary, progress)? {
+            totals.apply(&mut summary);
+        }
         self.remove_replaced_files(&ctx.replaced)?;
         progress(total, total);
         Ok(summary)
@@ -665,7 +666,7 @@ impl MergeSource<'_> {
         bundle_path: &Path,
         summary: &mut MergeSummary,
         progress: ProgressFn<'_>,
-    ) -> Result<WriterTotals, MergeError> {
+    ) -> Result<Vec<WriterTotals>, MergeError> {
         let mut more_writers = Vec::new();
         if self.ctx.replaced.is_empty() {
             for _ in 1..registry.concurrent_writers() {
@@ -697,7 +698,7 @@ impl MergeSource<'_> {
             batch_quanta: self.batch_quanta,
         };
         let total = self.bundle.n_quanta() as u64;
-        std::thread::scope(|scope| -> Result<WriterTotals, MergeError> {
+        std::thread::scope(|scope| -> Result<Vec<WriterTotals>, MergeError> {
             let writers: Vec<_> = std::iter::once(registry)
                 .chain(more_writers.iter_mut())
                 .zip(chunks)
@@ -720,19 +721,13 @@ impl MergeSource<'_> {
                 bundle: bundle_path.to_path_buf(),
                 detail: format!("the {what} thread panicked"),
             };
-            let mut totals = WriterTotals::default();
-            let mut failed = None;
-            for writer in writers {
-                match writer.join().map_err(|_| panicked("registry writer"))? {
-                    Ok(t) => totals.absorb(t),
-                    Err(e) => failed = failed.or(Some(e)),
-                }
-            }
+            // Every writer joined before the first failure is returned.
+            let recorded: Vec<Result<WriterTotals, MergeError>> = writers
+                .into_iter()
+                .map(|w| w.join().map_err(|_| panicked("registry writer"))?)
+                .collect();
             producer.join().map_err(|_| panicked("producer"))??;
-            match failed {
-                Some(e) => Err(e),
-                None => Ok(totals),
-            }
+            recorded.into_iter().collect()
         })
     }
 
@@ -899,16 +894,6 @@ struct WriterTotals {
 }
 
 impl WriterTotals {
-    /// Adds what another writer accumulated.
-    fn absorb(&mut self, other: WriterTotals) {
-        self.datasets_inserted += other.datasets_inserted;
-        self.datasets_existing += other.datasets_existing;
-        self.quanta_recorded += other.quanta_recorded;
-        self.quanta_unchanged += other.quanta_unchanged;
-        self.datasets_replaced += other.datasets_replaced;
-        self.rejected.extend(other.rejected);
-    }
-
     fn add(&mut self, stats: quanta_registry::RecordStats, quanta: &[NewQuantum]) {
         self.datasets_inserted += stats.datasets_inserted;
         self.datasets_existing += stats.datasets_skipped;
