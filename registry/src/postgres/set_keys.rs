@@ -118,16 +118,29 @@ fn check_statement(key: &SetKey, source: &str) -> String {
     format!(
         "  SELECT k::text INTO missing FROM ({source}) k\n    \
          LEFT JOIN LATERAL (SELECT 1 AS found FROM {parent} p WHERE {matches} FOR KEY SHARE OF p) l ON true\n    \
-         WHERE l.found IS NULL LIMIT 1;\n  \
-         IF missing IS NOT NULL THEN\n    \
-         RAISE EXCEPTION 'insert or update on table \"{child}\" names a missing {parent_text} row: ({from}) = %', missing\n      \
-         USING ERRCODE = 'foreign_key_violation', TABLE = '{child}';\n  \
-         END IF;\n",
+         WHERE l.found IS NULL LIMIT 1;\n{}",
+        refuse_if_missing(
+            &format!(
+                "insert or update on table \"{}\" names a missing {} row: ({}) = %",
+                key.child,
+                key.parent,
+                key.from.join(", ")
+            ),
+            key.child
+        ),
         parent = quote(&key.parent),
-        parent_text = key.parent,
-        child = key.child,
         matches = matches.join(" AND "),
-        from = key.from.join(", "),
+    )
+}
+
+/// Fails the statement as a foreign key would (SQLSTATE 23503, naming
+/// `table`) when the function's `missing` was found: `message`'s `%` is it.
+fn refuse_if_missing(message: &str, table: &str) -> String {
+    format!(
+        "  IF missing IS NOT NULL THEN\n    \
+         RAISE EXCEPTION '{message}', missing\n      \
+         USING ERRCODE = 'foreign_key_violation', TABLE = '{table}';\n  \
+         END IF;\n"
     )
 }
 
@@ -243,14 +256,16 @@ fn parent_guard_ddl(key: &SetKey) -> String {
     );
     let restrict = format!(
         "  SELECT o::text INTO missing FROM {removed}\n      \
-         AND EXISTS (SELECT 1 FROM {child} d WHERE {used}) LIMIT 1;\n  \
-         IF missing IS NOT NULL THEN\n    \
-         RAISE EXCEPTION 'update or delete on table {parent_text} removes the row ({to}) = %, which a {child} row names', missing\n      \
-         USING ERRCODE = 'foreign_key_violation', TABLE = '{parent_text}';\n  \
-         END IF;\n",
+         AND EXISTS (SELECT 1 FROM {child} d WHERE {used}) LIMIT 1;\n{}",
+        refuse_if_missing(
+            &format!(
+                "update or delete on table {} removes the row ({}) = %, which a {child} row names",
+                key.parent,
+                key.to.join(", ")
+            ),
+            &key.parent
+        ),
         used = used.join(" AND "),
-        parent_text = key.parent,
-        to = key.to.join(", "),
     );
     let guard = format!("quanta_{child}_parent_guard_{}", key.parent);
     let mut ddl = function(&guard, &restrict);
