@@ -9,11 +9,14 @@
 
 mod common;
 
+use std::collections::HashMap;
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::Command;
 
 use common::{ok, quanta, registry_strings, registry_tables, restore, show};
+use quanta_core::{DimensionUniverse, REGION_ID_COLUMN};
+use quanta_registry::schema::{overlap_table, quote, skypix_overlap_table};
 
 const KILL_AT: &str = "QUANTA_TEST_KILL_AT";
 const KILL_LOG: &str = "QUANTA_TEST_KILL_LOG";
@@ -25,12 +28,14 @@ fn s(p: &Path) -> &str {
 /// Every row of every table of the registry, prefixed by its table.
 fn registry_rows(repo: &Path) -> Vec<String> {
     let postgres = common::postgres_registry(repo).is_some();
+    // The tests' repositories are made with the default universe.
+    let universe = DimensionUniverse::default_universe();
+    let region_tables = region_tables(&universe);
     let mut rows = Vec::new();
     for table in registry_tables(repo) {
-        let select = if postgres {
-            select_by_record(repo, &table)
-        } else {
-            format!("SELECT * FROM {}", quoted(&table))
+        let select = match region_tables.get(table.as_str()) {
+            Some(ids) if postgres => select_by_record(repo, &table, ids),
+            _ => format!("SELECT * FROM {}", quote(&table)),
         };
         for row in registry_strings(repo, &select) {
             rows.push(format!("{table}: {row}"));
@@ -40,52 +45,74 @@ fn registry_rows(repo: &Path) -> Vec<String> {
     rows
 }
 
-fn quoted(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
+/// Which region ids a table's rows hold.
+enum RegionIds<'u> {
+    /// Its own (`region_id`): an element with a region.
+    Own,
+    /// One element's, beside a sky pixel (`skypix`, `region_id`).
+    Skypix(&'u str),
+    /// One of each of two elements' (`l`, `r`).
+    Pair(&'u str, &'u str),
 }
 
-/// A query of `table`'s rows (PostgreSQL) in which every region id is its
-/// rank among the region ids of its element's table: the overlap tables
-/// (`<a>__<b>_overlap (l, r)`, `<element>_skypix_overlap (skypix,
-/// region_id)`) by their names, the element tables by their `region_id`
-/// column.
-fn select_by_record(repo: &Path, table: &str) -> String {
-    let rank = |element: &str, id: &str| {
-        format!(
-            "(SELECT count(*) FROM {} e WHERE e.region_id <= {id})",
-            quoted(element)
-        )
-    };
-    let from = format!("FROM {} t", quoted(table));
-    if let Some(pair) = table.strip_suffix("_overlap") {
-        if let Some(element) = pair.strip_suffix("_skypix") {
-            return format!("SELECT t.skypix, {} {from}", rank(element, "t.region_id"));
-        }
-        if let Some((left, right)) = pair.split_once("__") {
-            return format!(
-                "SELECT {}, {} {from}",
-                rank(left, "t.l"),
-                rank(right, "t.r")
+/// The tables of `universe`'s schema that hold region ids, by name.
+fn region_tables(universe: &DimensionUniverse) -> HashMap<String, RegionIds<'_>> {
+    let mut tables = HashMap::new();
+    for element in universe.elements() {
+        if element.region_field().is_some() {
+            tables.insert(element.name.clone(), RegionIds::Own);
+            tables.insert(
+                skypix_overlap_table(element),
+                RegionIds::Skypix(&element.name),
             );
         }
     }
-    let columns = registry_strings(
-        repo,
-        &format!(
-            "SELECT column_name FROM information_schema.columns \
-             WHERE table_schema = current_schema() AND table_name = '{table}'"
-        ),
-    );
-    if !columns.iter().any(|c| c == "region_id") {
-        return format!("SELECT * {from}");
+    for (left, right) in universe.spatial_pairs() {
+        tables.insert(
+            overlap_table(left, right),
+            RegionIds::Pair(&left.name, &right.name),
+        );
     }
-    let mut select: Vec<String> = columns
-        .iter()
-        .filter(|c| *c != "region_id")
-        .map(|c| format!("t.{}", quoted(c)))
-        .collect();
-    select.push(rank(table, "t.region_id"));
-    format!("SELECT {} {from}", select.join(", "))
+    tables
+}
+
+/// A query of `table`'s rows (PostgreSQL) in which every region id is its
+/// rank among the region ids of its element's table.
+fn select_by_record(repo: &Path, table: &str, ids: &RegionIds<'_>) -> String {
+    let rank = |element: &str, id: &str| {
+        format!(
+            "(SELECT count(*) FROM {} e WHERE e.{REGION_ID_COLUMN} <= {id})",
+            quote(element)
+        )
+    };
+    let from = format!("FROM {} t", quote(table));
+    match ids {
+        RegionIds::Skypix(element) => format!(
+            "SELECT t.skypix, {} {from}",
+            rank(element, &format!("t.{REGION_ID_COLUMN}"))
+        ),
+        RegionIds::Pair(left, right) => format!(
+            "SELECT {}, {} {from}",
+            rank(left, "t.l"),
+            rank(right, "t.r")
+        ),
+        RegionIds::Own => {
+            let columns = registry_strings(
+                repo,
+                &format!(
+                    "SELECT column_name FROM information_schema.columns \
+                     WHERE table_schema = current_schema() AND table_name = '{table}'"
+                ),
+            );
+            let mut select: Vec<String> = columns
+                .iter()
+                .filter(|c| *c != REGION_ID_COLUMN)
+                .map(|c| format!("t.{}", quote(c)))
+                .collect();
+            select.push(rank(table, &format!("t.{REGION_ID_COLUMN}")));
+            format!("SELECT {} {from}", select.join(", "))
+        }
+    }
 }
 
 /// Kills `command` (on a fresh copy of `base`) at every registry commit an
