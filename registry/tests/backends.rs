@@ -846,6 +846,37 @@ fn a_version_5_registry_is_migrated_to_what_the_current_version_keeps() {
     }
 }
 
+/// Records of `exposures` × `detectors` (ids from 0), the dataset type
+/// `raw` and the RUN `Cam/raw`; `raw`'s dimensions.
+fn raw_setup(r: &mut Registry, exposures: i64, detectors: i64) -> quanta_core::DimensionGroup {
+    r.insert_dimension_records(&records(json!({
+        "instrument": [{"name": "Cam", "detector_max": detectors}],
+        "physical_filter": [{"instrument": "Cam", "name": "Cam-r", "band": "r"}],
+        "day_obs": [{"instrument": "Cam", "id": 20261206}],
+        "group": [{"instrument": "Cam", "name": "g"}],
+        "detector": (0..detectors).map(|d| json!({"instrument": "Cam", "id": d}))
+            .collect::<Vec<_>>(),
+        "exposure": (0..exposures).map(|e| json!({"instrument": "Cam", "id": e,
+            "physical_filter": "Cam-r", "day_obs": 20261206, "group": "g"}))
+            .collect::<Vec<_>>(),
+    })))
+    .unwrap();
+    let dims = r
+        .universe()
+        .conform(&["instrument", "exposure", "detector"])
+        .unwrap();
+    r.register_dataset_type(&DatasetType {
+        name: "raw".into(),
+        dimensions: dims.clone(),
+        storage_class: "Json".into(),
+        is_calibration: false,
+    })
+    .unwrap();
+    r.register_collection("Cam/raw", CollectionType::Run, None)
+        .unwrap();
+    dims
+}
+
 #[test]
 fn a_graph_query_read_in_parts_gives_the_same_rows_on_every_backend() {
     let universe = DimensionUniverse::default_universe();
@@ -855,30 +886,7 @@ fn a_graph_query_read_in_parts_gives_the_same_rows_on_every_backend() {
     let (exposures, detectors) = (102_i64, 1000_i64);
     let mut results = Vec::new();
     for r in &mut registries {
-        r.insert_dimension_records(&records(json!({
-            "instrument": [{"name": "Cam", "detector_max": detectors}],
-            "physical_filter": [{"instrument": "Cam", "name": "Cam-r", "band": "r"}],
-            "day_obs": [{"instrument": "Cam", "id": 20261206}],
-            "group": [{"instrument": "Cam", "name": "g"}],
-            "detector": (0..detectors).map(|d| json!({"instrument": "Cam", "id": d}))
-                .collect::<Vec<_>>(),
-            "exposure": (0..exposures).map(|e| json!({"instrument": "Cam", "id": e,
-                "physical_filter": "Cam-r", "day_obs": 20261206, "group": "g"}))
-                .collect::<Vec<_>>(),
-        })))
-        .unwrap();
-        let dims = universe
-            .conform(&["instrument", "exposure", "detector"])
-            .unwrap();
-        r.register_dataset_type(&DatasetType {
-            name: "raw".into(),
-            dimensions: dims.clone(),
-            storage_class: "Json".into(),
-            is_calibration: false,
-        })
-        .unwrap();
-        r.register_collection("Cam/raw", CollectionType::Run, None)
-            .unwrap();
+        let dims = raw_setup(r, exposures, detectors);
         let raws: Vec<NewDataset> = (0..exposures * detectors)
             .map(|i| NewDataset {
                 id: Uuid::now_v7(),
@@ -1184,28 +1192,7 @@ fn bulk_writing_that_grows_a_table_refreshes_its_statistics() {
     let (mut registries, _cleanup) = registries(&universe);
     for r in &mut registries {
         let postgres = matches!(r.location(), RegistryLocation::Postgres { .. });
-        r.insert_dimension_records(&records(json!({
-            "instrument": [{"name": "Cam", "detector_max": 1000}],
-            "physical_filter": [{"instrument": "Cam", "name": "Cam-r", "band": "r"}],
-            "day_obs": [{"instrument": "Cam", "id": 20261206}],
-            "group": [{"instrument": "Cam", "name": "g"}],
-            "detector": (0..1000).map(|d| json!({"instrument": "Cam", "id": d}))
-                .collect::<Vec<_>>(),
-            "exposure": [{"instrument": "Cam", "id": 1, "physical_filter": "Cam-r",
-                          "day_obs": 20261206, "group": "g"}],
-        })))
-        .unwrap();
-        r.register_dataset_type(&DatasetType {
-            name: "raw".into(),
-            dimensions: universe
-                .conform(&["instrument", "exposure", "detector"])
-                .unwrap(),
-            storage_class: "Json".into(),
-            is_calibration: false,
-        })
-        .unwrap();
-        r.register_collection("Cam/raw", CollectionType::Run, None)
-            .unwrap();
+        raw_setup(r, 2, 1000);
         let counted = |r: &Registry| -> Option<f64> {
             if !postgres {
                 return None;
