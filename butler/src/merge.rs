@@ -696,15 +696,20 @@ impl MergeSource<'_> {
             // usual first merge): the writer need not look for their rows.
             first_merge: self.already.is_empty(),
             batch_quanta: self.batch_quanta,
+            owns_bulk_writing: true,
         };
         let total = self.bundle.n_quanta() as u64;
         std::thread::scope(|scope| -> Result<Vec<WriterTotals>, MergeError> {
             let writers: Vec<_> = std::iter::once(registry)
                 .chain(more_writers.iter_mut())
                 .zip(chunks)
-                .map(|(registry, chunks)| {
-                    let (writer, to_producer, commits) =
-                        (writer.clone(), to_producer.clone(), commits.clone());
+                .enumerate()
+                .map(|(i, (registry, chunks))| {
+                    let writer = ChunkWriter {
+                        owns_bulk_writing: i == 0,
+                        ..writer.clone()
+                    };
+                    let (to_producer, commits) = (to_producer.clone(), commits.clone());
                     scope.spawn(move || writer.record(registry, chunks, to_producer, commits))
                 })
                 .collect();
@@ -842,6 +847,11 @@ struct ChunkWriter {
     bundle_id: Uuid,
     first_merge: bool,
     batch_quanta: usize,
+    /// The first writer starts and ends the registry's bulk writing
+    /// (SQLite's checkpoints; on PostgreSQL the statistics refreshed at
+    /// its end, once, from this writer's share of the rows); more writers
+    /// only write.
+    owns_bulk_writing: bool,
 }
 
 impl ChunkWriter {
@@ -852,7 +862,9 @@ impl ChunkWriter {
         to_producer: mpsc::Sender<Vec<NewQuantum>>,
         commits: mpsc::Sender<u64>,
     ) -> Result<WriterTotals, MergeError> {
-        registry.set_bulk_writing(Some(quanta_registry::BulkWrites::Appending))?;
+        if self.owns_bulk_writing {
+            registry.set_bulk_writing(Some(quanta_registry::BulkWrites::Appending))?;
+        }
         let recorded = (|| -> Result<WriterTotals, MergeError> {
             let mut totals = WriterTotals::default();
             let mut uncommitted = 0;
@@ -875,7 +887,11 @@ impl ChunkWriter {
             let _ = commits.send(uncommitted as u64);
             Ok(totals)
         })();
-        let ended = registry.set_bulk_writing(None);
+        let ended = if self.owns_bulk_writing {
+            registry.set_bulk_writing(None)
+        } else {
+            Ok(())
+        };
         let totals = recorded?;
         ended?;
         Ok(totals)
