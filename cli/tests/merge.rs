@@ -414,7 +414,14 @@ fn a_killed_merge_rerun_ends_like_an_uninterrupted_one() {
 
     // Killed inside the registry's (n+1)th commit (setup commits included,
     // then one quantum per transaction): a kill point counted by the
-    // writer itself, so how far it got does not depend on scheduling.
+    // writers themselves, so how far they got does not depend on
+    // scheduling, except that on PostgreSQL the other writer's commit may
+    // be in flight when one is killed and land (`concurrent_writers`).
+    let writers = if common::test_registry().is_some() {
+        2
+    } else {
+        1
+    };
     for n in [0u64, 1, 7, 40] {
         let (repo, bundle) = repos.next();
         assert_eq!(dump(&repo), before, "the case's repo is as before a merge");
@@ -432,9 +439,10 @@ fn a_killed_merge_rerun_ends_like_an_uninterrupted_one() {
             "--json",
         ]);
         let recorded = recorded[0]["n"].as_u64().unwrap();
-        // At most the n commits before the killed one recorded quanta.
+        // At most the n commits before the killed one recorded quanta,
+        // and the other writers' commits in flight.
         assert!(
-            recorded <= n && recorded < 72,
+            recorded < n + writers && recorded < 72,
             "killed after {n} transactions: {recorded} quanta recorded"
         );
         ok(&["merge", s(&repo), s(&bundle)]);

@@ -83,6 +83,7 @@ impl Registry {
             "CREATE SCHEMA {ns}; SET search_path TO {ns}, public",
             ns = crate::schema::quote(namespace)
         ))?;
+        db.hold_in_transactions(crate::WriterLock::transactions_key(namespace));
         Self::create_in(db, location, universe)
     }
 
@@ -316,6 +317,8 @@ pub(crate) fn connect(location: &RegistryLocation, read_only: bool) -> Result<Da
             ))?;
             if read_only {
                 db.execute_batch("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY")?;
+            } else {
+                db.hold_in_transactions(crate::WriterLock::transactions_key(namespace));
             }
             Ok(db)
         }

@@ -17,6 +17,17 @@
 //!   process dies (the socket closes). The connection's `application_name`
 //!   names the holder; a waiter reads it back from `pg_locks` and
 //!   `pg_stat_activity`.
+//!
+//!   The writer's own sessions (a merge writes through two) outlive it by
+//!   a moment when the process dies: the server carries out a `COMMIT` it
+//!   received before the socket closed, and a statement it is running
+//!   runs to its end. A new holder that read the registry meanwhile (a
+//!   rerun merge deciding which quanta are new) would see rows appear
+//!   under it. So every write transaction of a registry session holds a
+//!   second key, [`WriterLock::transactions_key`], shared
+//!   (`pg_advisory_xact_lock_shared`, released as it ends), and a new
+//!   holder takes that key exclusively once, after the lock: when it
+//!   has it, every transaction of the sessions before it has ended.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, Write};
@@ -59,21 +70,20 @@ impl WriterLock {
     /// the namespace), so every quanta computes the same one. Advisory
     /// locks are per database, as namespaces are.
     pub fn advisory_key(namespace: &str) -> i64 {
-        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-        for byte in b"quanta registry writer lock\0"
-            .iter()
-            .chain(namespace.as_bytes())
-        {
-            hash ^= u64::from(*byte);
-            hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
-        }
-        hash as i64
+        fnv1a(b"quanta registry writer lock\0", namespace)
+    }
+
+    /// The advisory key every write transaction on the PostgreSQL registry
+    /// in `namespace` holds shared (see the module documentation).
+    pub fn transactions_key(namespace: &str) -> i64 {
+        fnv1a(b"quanta registry transactions\0", namespace)
     }
 
     /// Takes the writer lock of the registry at `location` for `command`
     /// (e.g. "merge"), waiting for the current holder if there is one:
-    /// `on_wait` is called once, with the holder's description ("merge pid
-    /// 123 on host h"), before waiting.
+    /// `on_wait` is called with the holder's description ("merge pid 123
+    /// on host h") before waiting, and on PostgreSQL again before waiting
+    /// for transactions still open (see the module documentation).
     pub fn acquire(
         location: &RegistryLocation,
         command: &str,
@@ -97,6 +107,16 @@ impl WriterLock {
             Held::Postgres { .. } => None,
         }
     }
+}
+
+/// FNV-1a of `prefix` then `namespace`, as a signed advisory lock key.
+fn fnv1a(prefix: &[u8], namespace: &str) -> i64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in prefix.iter().chain(namespace.as_bytes()) {
+        hash ^= u64::from(*byte);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    hash as i64
 }
 
 fn acquire_file(registry: &Path, me: &str, on_wait: &mut dyn FnMut(&str)) -> Result<Held> {
@@ -180,6 +200,25 @@ fn acquire_advisory(
             .execute("SELECT pg_advisory_lock($1)", &[&key])
             .map_err(|e| failed("wait for", e))?;
     }
+    // The transactions of earlier holders' sessions, ended: the key held
+    // exclusively for a moment, in a transaction of its own.
+    let transactions = WriterLock::transactions_key(namespace);
+    let mut drain = session
+        .transaction()
+        .map_err(|e| failed("wait for the transactions of", e))?;
+    let ended: bool = drain
+        .query_one("SELECT pg_try_advisory_xact_lock($1)", &[&transactions])
+        .map_err(|e| failed("wait for the transactions of", e))?
+        .get(0);
+    if !ended {
+        on_wait("the transactions still open in the registry (an earlier writer's, or short ones)");
+        drain
+            .execute("SELECT pg_advisory_xact_lock($1)", &[&transactions])
+            .map_err(|e| failed("wait for the transactions of", e))?;
+    }
+    drain
+        .commit()
+        .map_err(|e| failed("wait for the transactions of", e))?;
     Ok(Held::Postgres {
         _session: Box::new(session),
     })

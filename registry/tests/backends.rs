@@ -1229,3 +1229,58 @@ fn bulk_writing_that_grows_a_table_refreshes_its_statistics() {
         assert_eq!(counted(r), postgres.then_some(310.0));
     }
 }
+
+/// A writer lock taken while a write transaction of another session is
+/// still open (a killed merge's second connection, whose COMMIT the
+/// server carries out after the client died) is held only once that
+/// transaction has ended, so its new holder reads every row it wrote.
+/// PostgreSQL only: SQLite's transactions end with their process.
+#[test]
+fn a_new_writer_lock_holder_waits_for_write_transactions_still_open() {
+    let universe = DimensionUniverse::default_universe();
+    let (mut registries, _cleanup) = registries(&universe);
+    for r in &mut registries {
+        if !matches!(r.location(), RegistryLocation::Postgres { .. }) {
+            continue;
+        }
+        raw_setup(r, 1, 10);
+        let raws: Vec<NewDataset> = (0..10)
+            .map(|d| NewDataset {
+                id: Uuid::now_v7(),
+                data_id: data_id(0, d),
+                stored: None,
+            })
+            .collect();
+        r.insert_datasets_uncommitted("Cam/raw", "raw", &raws, OnConflict::Fail)
+            .unwrap();
+
+        let (told, waits) = std::sync::mpsc::channel();
+        let location = r.location().clone();
+        let next_writer = std::thread::spawn(move || {
+            let _lock = quanta_registry::WriterLock::acquire(&location, "test", &mut |holder| {
+                told.send(holder.to_string()).unwrap()
+            })
+            .unwrap();
+            let (_, rows) = Registry::open_at(&location, true)
+                .unwrap()
+                .sql_read_only("SELECT count(*) FROM dataset")
+                .unwrap();
+            rows[0][0].as_i64().unwrap()
+        });
+        // It says what it waits for (an error if it ended without
+        // waiting), and cannot have the lock before the transaction ends.
+        // Asserted after the commit: the namespace is dropped at the end,
+        // which waits for every open transaction in it.
+        let said = waits.recv();
+        let ended_early = next_writer.is_finished();
+        r.commit_open().unwrap();
+        let counted = next_writer.join().unwrap();
+        assert!(
+            said.as_deref()
+                .is_ok_and(|s| s.contains("transactions still open")),
+            "{said:?}"
+        );
+        assert!(!ended_early);
+        assert_eq!(counted, 10, "the rows are there");
+    }
+}

@@ -207,6 +207,9 @@ impl BulkInsert {
                     // The staging table empties when a transaction
                     // commits: the copy and the insert need one.
                     let mut tx = client.transaction()?;
+                    if let Some(key) = db.transactions_key.get() {
+                        tx.execute("SELECT pg_advisory_xact_lock_shared($1)", &[&key])?;
+                    }
                     let inserted = crate::postgres::database::copy_insert(
                         &mut tx,
                         table.trim(),

@@ -160,6 +160,10 @@ pub(crate) struct Database {
     /// while per-row foreign-key enforcement is off
     /// ([`Database::begin_set_wise`]).
     set_wise: RefCell<Option<Vec<foreign_keys::TableMark>>>,
+    /// PostgreSQL: the advisory key every write transaction holds shared,
+    /// once the session writes a registry's namespace
+    /// ([`Database::hold_in_transactions`]).
+    transactions_key: Cell<Option<i64>>,
 }
 
 enum Backend {
@@ -184,11 +188,22 @@ enum Backend {
     },
 }
 
+/// PostgreSQL's `BEGIN` of a write transaction, holding the session's
+/// transactions key shared if it has one ([`Database::hold_in_transactions`];
+/// a number, not user text).
+fn begin_statement(transactions_key: Option<i64>) -> String {
+    match transactions_key {
+        Some(key) => format!("BEGIN; SELECT pg_advisory_xact_lock_shared({key})"),
+        None => "BEGIN".to_string(),
+    }
+}
+
 impl Database {
     pub(crate) fn from_sqlite(conn: rusqlite::Connection) -> Self {
         Self {
             backend: Backend::Sqlite(conn),
             set_wise: RefCell::new(None),
+            transactions_key: Cell::new(None),
         }
     }
 
@@ -204,6 +219,7 @@ impl Database {
                 bulk_rows: RefCell::new(BTreeMap::new()),
             },
             set_wise: RefCell::new(None),
+            transactions_key: Cell::new(None),
         })
     }
 
@@ -407,12 +423,22 @@ impl Database {
                 bulk_savepoints,
                 ..
             } => {
-                client.borrow_mut().batch_execute("BEGIN")?;
+                client
+                    .borrow_mut()
+                    .batch_execute(&begin_statement(self.transactions_key.get()))?;
                 in_transaction.set(true);
                 bulk_savepoints.set(0);
             }
         }
         Ok(())
+    }
+
+    /// From now on, every write transaction of this PostgreSQL session
+    /// holds `key` shared until it ends, so that the next holder of the
+    /// registry's writer lock can wait for it (`crate::writer_lock`).
+    /// Nothing on SQLite, whose transactions end with their process.
+    pub(crate) fn hold_in_transactions(&self, key: i64) {
+        self.transactions_key.set(Some(key));
     }
 
     /// Opens a write transaction like [`Database::begin`] whose foreign
