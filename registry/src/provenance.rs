@@ -877,19 +877,34 @@ impl Registry {
             .collect()
     }
 
-    /// The recorded status of every quantum of one bundle, by quantum UUID:
-    /// lets a merge skip what an earlier merge already completed.
+    /// The recorded status of every quantum of one bundle, by quantum UUID
+    /// ([`Registry::for_each_quantum_status`] into a map).
     pub fn quantum_statuses(&self, bundle_id: Uuid) -> Result<HashMap<Uuid, String>> {
         let mut statuses = HashMap::new();
+        self.for_each_quantum_status(bundle_id, |id, status| {
+            statuses.insert(id, status.to_string());
+        })?;
+        Ok(statuses)
+    }
+
+    /// Calls `each` with the UUID and recorded status of every quantum of
+    /// one bundle, row by row: lets a merge skip what an earlier merge
+    /// already completed, keeping only what it needs of each (a second
+    /// merge of 10^7 quanta reads 10^7 rows).
+    pub fn for_each_quantum_status(
+        &self,
+        bundle_id: Uuid,
+        mut each: impl FnMut(Uuid, &str),
+    ) -> Result<()> {
         self.db.for_each_row(
             "SELECT id, status FROM quantum WHERE bundle_id = ?1",
             &[&bundle_id],
             |r| {
-                statuses.insert(r.get(0)?, r.get(1)?);
+                let status: String = r.get(1)?;
+                each(r.get(0)?, &status);
                 Ok(true)
             },
-        )?;
-        Ok(statuses)
+        )
     }
 
     /// Records a batch of quanta of one bundle in one transaction: for each,
