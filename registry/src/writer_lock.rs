@@ -203,22 +203,24 @@ fn acquire_advisory(
     // The transactions of earlier holders' sessions, ended: the key held
     // exclusively for a moment, in a transaction of its own.
     let transactions = WriterLock::transactions_key(namespace);
-    let mut drain = session
-        .transaction()
-        .map_err(|e| failed("wait for the transactions of", e))?;
+    let not_drained = |e: postgres::Error| {
+        failed(
+            "wait for the earlier writers' transactions before taking",
+            e,
+        )
+    };
+    let mut drain = session.transaction().map_err(not_drained)?;
     let ended: bool = drain
         .query_one("SELECT pg_try_advisory_xact_lock($1)", &[&transactions])
-        .map_err(|e| failed("wait for the transactions of", e))?
+        .map_err(not_drained)?
         .get(0);
     if !ended {
         on_wait("the transactions still open in the registry (an earlier writer's, or short ones)");
         drain
             .execute("SELECT pg_advisory_xact_lock($1)", &[&transactions])
-            .map_err(|e| failed("wait for the transactions of", e))?;
+            .map_err(not_drained)?;
     }
-    drain
-        .commit()
-        .map_err(|e| failed("wait for the transactions of", e))?;
+    drain.commit().map_err(not_drained)?;
     Ok(Held::Postgres {
         _session: Box::new(session),
     })
