@@ -23,7 +23,7 @@
 //! transaction takes 24) and inserts with the clause after that. Outside a
 //! transaction an insert makes one of its own.
 
-use crate::database::{Backend, Database, ValueRef};
+use crate::database::{hold_shared_statement, Backend, Database, ValueRef};
 use crate::dialect::Dialect;
 use crate::error::{DatabaseError, DatabaseErrorKind, Result};
 use crate::sqlite::static_statement::{Binder, StaticStatement};
@@ -208,7 +208,7 @@ impl BulkInsert {
                     // commits: the copy and the insert need one.
                     let mut tx = client.transaction()?;
                     if let Some(key) = db.transactions_key.get() {
-                        tx.execute("SELECT pg_advisory_xact_lock_shared($1)", &[&key])?;
+                        tx.batch_execute(&hold_shared_statement(key))?;
                     }
                     let inserted = crate::postgres::database::copy_insert(
                         &mut tx,

@@ -189,13 +189,19 @@ enum Backend {
 }
 
 /// PostgreSQL's `BEGIN` of a write transaction, holding the session's
-/// transactions key shared if it has one ([`Database::hold_in_transactions`];
-/// a number, not user text).
+/// transactions key shared if it has one ([`Database::hold_in_transactions`]).
 fn begin_statement(transactions_key: Option<i64>) -> String {
     match transactions_key {
-        Some(key) => format!("BEGIN; SELECT pg_advisory_xact_lock_shared({key})"),
+        Some(key) => format!("BEGIN; {}", hold_shared_statement(key)),
         None => "BEGIN".to_string(),
     }
+}
+
+/// The statement by which a PostgreSQL write transaction holds the
+/// session's transactions key shared until it ends (`key` is a number we
+/// compute, not user text).
+pub(crate) fn hold_shared_statement(key: i64) -> String {
+    format!("SELECT pg_advisory_xact_lock_shared({key})")
 }
 
 impl Database {
