@@ -27,8 +27,8 @@ use std::sync::{mpsc, Arc};
 use foldhash::{HashMap as FastMap, HashMapExt, HashSet as FastSet, HashSetExt};
 use quanta_core::{
     fold_journals, journal_dir_for, BlockQuantum, BlockRef, Bundle, BundleError, CampaignProgress,
-    CollectionType, DecodedBlock, JournalError, JournalRecord, QuantumProgress, QuantumState,
-    ReplacedDataset, Uuid, WrittenOutput,
+    CollectionType, DecodedBlock, JournalError, JournalRecord, JournalRecords, QuantumProgress,
+    QuantumState, ReplacedDataset, Uuid, WrittenOutput,
 };
 use quanta_datastore::{Datastore, ExpectedFile};
 use quanta_registry::provenance::{STATUS_PARTIAL, STATUS_SUCCEEDED};
@@ -420,15 +420,17 @@ impl Butler {
 }
 
 /// Verifies the outputs of a batch of finished quanta (files in parallel,
-/// in `pool` if given) and turns the batch into the rows to record;
-/// failures go to `summary`. Empties `batch`.
+/// in `pool` if given) and turns the batch into the rows to record, their
+/// journal records read back through `records`; failures go to `summary`.
+/// Empties `batch`.
 fn verify_batch(
     ctx: &Ctx,
     datastore: &Datastore,
     pool: Option<&rayon::ThreadPool>,
+    records: &mut JournalRecords,
     batch: &mut Vec<Pending<'_>>,
     summary: &mut MergeSummary,
-) -> Vec<NewQuantum> {
+) -> Result<Vec<NewQuantum>, MergeError> {
     /// An output file to check: the quantum at `pos` in the batch wrote
     /// `written[pos][output]`, predicted as `predicted`.
     struct Check<'b> {
@@ -439,8 +441,13 @@ fn verify_batch(
         formatter: &'b str,
     }
     let quanta: Vec<Option<BlockQuantum<'_>>> = batch.iter().map(Pending::quantum).collect();
-    let mut finished: Vec<Option<JournalRecord>> =
-        batch.iter().map(|item| item.progress.finished()).collect();
+    // A quantum's start, then its finish: the order a worker wrote them.
+    let mut started: Vec<Option<JournalRecord>> = Vec::with_capacity(batch.len());
+    let mut finished: Vec<Option<JournalRecord>> = Vec::with_capacity(batch.len());
+    for item in batch.iter() {
+        started.push(records.started(item.progress)?);
+        finished.push(records.finished(item.progress)?);
+    }
     // Taken out of the records: the verified outputs' paths and checksums
     // move into the rows rather than being copied.
     let mut written: Vec<Vec<WrittenOutput>> = finished
@@ -473,7 +480,7 @@ fn verify_batch(
             let Some(&(connection, r)) = predicted.get(&w.dataset_id) else {
                 summary.journal_problems.push(format!(
                         "journal {}: quantum {} ({task} {}) reports output {} at {}, which the bundle does not predict for it; not registered",
-                        item.progress.journal.display(),
+                        item.progress.journal().display(),
                         q.id,
                         q.data_id,
                         w.dataset_id,
@@ -577,15 +584,15 @@ fn verify_batch(
     let rows: Vec<NewQuantum> = batch
         .iter()
         .zip(&quanta)
-        .zip(finished)
+        .zip(started.into_iter().zip(finished))
         .zip(verified)
         .zip(&failures)
-        .filter_map(|((((item, q), finished), outputs), failed)| {
+        .filter_map(|((((item, q), records), outputs), failed)| {
             Some(new_quantum(
                 ctx,
                 item,
                 q.as_ref()?,
-                finished,
+                records,
                 outputs,
                 failed,
             ))
@@ -596,7 +603,7 @@ fn verify_batch(
     }
     drop(quanta);
     batch.clear();
-    rows
+    Ok(rows)
 }
 
 /// The summary's start: journals read, their problems, quanta per state.
@@ -755,11 +762,13 @@ impl MergeSource<'_> {
             // Without a pool of its own, verification shares the global one
             // at normal priority.
             .ok();
-        let verify = |batch: &mut Vec<Pending<'_>>, summary: &mut MergeSummary| {
+        let mut records = JournalRecords::default();
+        let mut verify = |batch: &mut Vec<Pending<'_>>, summary: &mut MergeSummary| {
             verify_batch(
                 self.ctx,
                 self.verifier,
                 verification.as_ref(),
+                &mut records,
                 batch,
                 summary,
             )
@@ -788,7 +797,7 @@ impl MergeSource<'_> {
                     progress: p,
                 });
                 if batch.len() >= chunk_quanta {
-                    let quanta = verify(&mut batch, summary);
+                    let quanta = verify(&mut batch, summary)?;
                     if !send(quanta) {
                         return Ok(()); // a writer failed; its error is reported
                     }
@@ -798,7 +807,7 @@ impl MergeSource<'_> {
             }
         }
         if !batch.is_empty() {
-            let quanta = verify(&mut batch, summary);
+            let quanta = verify(&mut batch, summary)?;
             send(quanta);
         }
         Ok(())
@@ -821,7 +830,7 @@ impl MergeSource<'_> {
         if p.quantum_id != quantum_id {
             summary.journal_problems.push(format!(
                 "journal {} records quantum {index} as {}, but the bundle's quantum {index} is {}; ignored",
-                p.journal.display(),
+                p.journal().display(),
                 p.quantum_id,
                 quantum_id
             ));
@@ -990,12 +999,13 @@ fn failure(
     }
 }
 
-/// The quantum row, links and verified outputs for one finished quantum.
+/// The quantum row, links and verified outputs for one finished quantum,
+/// from its journal records (the latest start, the deciding finish).
 fn new_quantum(
     ctx: &Ctx,
     item: &Pending<'_>,
     q: &BlockQuantum<'_>,
-    finished: Option<JournalRecord>,
+    (started, finished): (Option<JournalRecord>, Option<JournalRecord>),
     outputs: Vec<QuantumOutputDataset>,
     failed: &[VerificationFailure],
 ) -> NewQuantum {
@@ -1017,7 +1027,7 @@ fn new_quantum(
     let mut inputs_used: Vec<Uuid> = Vec::new();
     if let Some(JournalRecord::Started {
         host, batch_job, ..
-    }) = p.started()
+    }) = started
     {
         execution.host = Some(host);
         execution.batch_job = batch_job;

@@ -11,7 +11,8 @@ use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::path::Path;
 
 use quanta_core::{
-    fold_journals, journal_dir_for, Bundle, DataId, JournalRecord, QuantumState, Uuid,
+    fold_journals, journal_dir_for, Bundle, DataId, JournalRecord, JournalRecords, QuantumState,
+    Uuid,
 };
 use quanta_registry::{QuantumExecution, QuantumInput, Registry, RegistryError};
 use serde::Serialize;
@@ -461,6 +462,7 @@ pub fn campaign_status(
         })
         .collect();
     let mut failures = Vec::new();
+    let mut records = JournalRecords::default();
     for (index, quantum) in bundle.quanta().enumerate() {
         let quantum = quantum?;
         let Some(t) = tasks.get_mut(quantum.task as usize) else {
@@ -479,13 +481,13 @@ pub fn campaign_status(
         }
         if state.is_failure() {
             let p = &fold.quanta[&(index as u32)];
-            let (error, log_tail) = match p.finished() {
+            let (error, log_tail) = match records.finished(p)? {
                 Some(JournalRecord::Finished {
                     error, log_tail, ..
                 }) => (error, log_tail),
                 _ => (None, Vec::new()),
             };
-            let host = match p.started() {
+            let host = match records.started(p)? {
                 Some(JournalRecord::Started { host, .. }) => Some(host),
                 _ => None,
             };

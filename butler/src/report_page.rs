@@ -11,7 +11,7 @@ use std::path::Path;
 use quanta_core::pipeline::{LoadedPipeline, TaskDef};
 use quanta_core::{
     fold_journals, journal_dir_for, BlockQuantum, Bundle, BundleHeader, CampaignProgress, DataId,
-    JournalRecord, QuantumState,
+    JournalError, JournalRecord, JournalRecords, QuantumState,
 };
 use quanta_registry::{Registry, RegistryError};
 use quanta_report::{
@@ -230,6 +230,7 @@ pub fn campaign_report_page(
     let mut builder = ReportBuilder::new(meta, tasks, limits);
     let no_log: Vec<String> = Vec::new();
     let mut worker = String::new();
+    let mut records = JournalRecords::default();
     // Borrowed views of each decoded block: the page needs a quantum's
     // task, data ID and UUID, not its connections (building owned quanta
     // was half of a million-quantum page's time).
@@ -240,30 +241,38 @@ pub fn campaign_report_page(
                 break;
             };
             let index = block.first_index() + pos as u32;
-            add_journalled(&mut builder, &fold, index, quantum, &mut worker, &no_log);
+            let progress = (&fold, &mut records);
+            add_journalled(&mut builder, progress, index, quantum, &mut worker, &no_log)?;
         }
     }
     Ok(builder.finish())
 }
 
-/// Adds one bundle quantum in the state the journals' `fold` gives it.
+/// Adds one bundle quantum in the state the journals' `fold` gives it, its
+/// records read back through `records`.
 fn add_journalled(
     builder: &mut ReportBuilder,
-    fold: &CampaignProgress,
+    (fold, records): (&CampaignProgress, &mut JournalRecords),
     index: u32,
     quantum: BlockQuantum<'_>,
     worker: &mut String,
     no_log: &[String],
-) {
+) -> Result<(), JournalError> {
     {
         let state = fold.state(index);
         let progress = fold.quanta.get(&index);
-        let finished = progress.and_then(|p| p.finished());
+        let finished = match progress {
+            Some(p) => records.finished(p)?,
+            None => None,
+        };
         // The latest `Started` record only where the page needs it: the
         // start of a running quantum, the host of a failure.
         let need_started =
             finished.is_none() || state == QuantumState::Running || state.is_failure();
-        let started = progress.filter(|_| need_started).and_then(|p| p.started());
+        let started = match progress.filter(|_| need_started) {
+            Some(p) => records.started(p)?,
+            None => None,
+        };
         let (host, start_time) = match &started {
             Some(JournalRecord::Started { host, time, .. }) => {
                 (Some(host.as_str()), Some(time.as_str()))
@@ -273,7 +282,7 @@ fn add_journalled(
         // One journal per worker process (`ROLE-HOST-PID-N`): a batch job
         // element, or a local run.
         worker.clear();
-        if let Some(stem) = progress.and_then(|p| p.journal.file_stem()) {
+        if let Some(stem) = progress.and_then(|p| p.journal().file_stem()) {
             worker.push_str(&stem.to_string_lossy());
         }
         let mut obs = Observation {
@@ -315,4 +324,5 @@ fn add_journalled(
             (quantum.data_id.to_string(), quantum.id.to_string())
         });
     }
+    Ok(())
 }

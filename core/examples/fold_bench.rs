@@ -13,8 +13,8 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use quanta_core::{
-    fold_journals, JournalHeader, JournalRecord, JournalWriter, QuantumState, QuantumStatus, Uuid,
-    WrittenOutput,
+    fold_journals, JournalHeader, JournalRecord, JournalRecords, JournalWriter, QuantumState,
+    QuantumStatus, Uuid, WrittenOutput,
 };
 
 fn bundle_id() -> Uuid {
@@ -113,15 +113,17 @@ fn fold(dir: &Path, n: usize) -> Result<(), Box<dyn std::error::Error>> {
         after as f64 / (1 << 20) as f64,
         before as f64 / (1 << 20) as f64,
     );
-    // What merge does next: each quantum's records decoded once, in order.
+    // What merge does next: each quantum's records read back from the
+    // journals and decoded once, in order.
     let t = Instant::now();
     let mut outputs = 0;
+    let mut records = JournalRecords::default();
     for q in p.quanta.values() {
-        if let Some(JournalRecord::Finished { outputs: o, .. }) = q.finished() {
-            outputs += o.len();
-        }
-        if q.started().is_none() {
+        if records.started(q)?.is_none() {
             return Err(format!("quantum {} lost its start", q.quantum_id).into());
+        }
+        if let Some(JournalRecord::Finished { outputs: o, .. }) = records.finished(q)? {
+            outputs += o.len();
         }
     }
     if outputs != 2 * n {

@@ -31,6 +31,7 @@ use std::borrow::Cow;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
@@ -176,6 +177,12 @@ pub enum JournalError {
     Encode { path: PathBuf, detail: String },
     #[error("journal {path}: an earlier append failed and the file could not be restored; it is no longer writable through this writer")]
     Poisoned { path: PathBuf },
+    #[error("journal {path}: the record at byte {offset} is not the one read there before ({detail}); was the journal replaced while this command ran? Run it again")]
+    Changed {
+        path: PathBuf,
+        offset: u64,
+        detail: String,
+    },
 }
 
 #[derive(Serialize, Deserialize)]
@@ -449,7 +456,10 @@ impl JournalReader {
         Self::open_with_buffer(path, READ_BUFFER_LEN)
     }
 
-    fn open_with_buffer(path: &Path, buffer_len: usize) -> Result<JournalReader, JournalError> {
+    pub(crate) fn open_with_buffer(
+        path: &Path,
+        buffer_len: usize,
+    ) -> Result<JournalReader, JournalError> {
         let file = File::open(path).map_err(|source| JournalError::Io {
             path: path.to_path_buf(),
             what: "reading".into(),
@@ -484,6 +494,22 @@ impl JournalReader {
     /// [`JournalReader::torn_tail`] for why they ended). Errors only when
     /// the file cannot be read.
     pub fn next_record(&mut self) -> Result<Option<JournalRecord>, JournalError> {
+        self.next_with(|_, payload| decode_record(payload))
+    }
+
+    /// [`JournalReader::next_record`] for a reader that keeps records by
+    /// location: what the fold decides on and where the record is, with
+    /// the same checks and the same end.
+    pub(crate) fn next_summary(&mut self) -> Result<Option<RecordSummary>, JournalError> {
+        self.next_with(summarize)
+    }
+
+    /// The next whole valid record's frame, as `decode` makes it of its
+    /// location and payload; a record `decode` refuses is damage.
+    fn next_with<T>(
+        &mut self,
+        decode: impl FnOnce(FrameAt, &[u8]) -> Result<T, String>,
+    ) -> Result<Option<T>, JournalError> {
         if !matches!(self.state, ReadState::Reading) {
             return Ok(None);
         }
@@ -494,13 +520,20 @@ impl JournalReader {
             return Ok(None);
         }
         let detail = match src.next_frame()? {
-            Ok(len) => match decode_record(src.payload(len)) {
-                Ok(record) => {
-                    src.consume(len);
-                    return Ok(Some(record));
+            Ok(len) => {
+                // A frame is at most a header and MAX_RECORD_LEN bytes.
+                let frame = FrameAt {
+                    offset: src.offset as u64,
+                    len: len as u32,
+                };
+                match decode(frame, src.payload(len)) {
+                    Ok(record) => {
+                        src.consume(len);
+                        return Ok(Some(record));
+                    }
+                    Err(detail) => detail,
                 }
-                Err(detail) => detail,
-            },
+            }
             Err(detail) => detail,
         };
         self.state = ReadState::Damaged(src.damage(detail)?);
@@ -567,112 +600,20 @@ fn read_all(mut reader: JournalReader) -> Result<JournalContents, JournalError> 
     })
 }
 
-/// A journal file read whole, for a reader that keeps records by location
-/// and decodes the few it needs later (the fold of a bundle's journals):
-/// the bytes outlive the scan, unlike [`JournalReader`]'s buffer. Read with
-/// `read`, not mapped: a worker may still append to the file or cut a torn
-/// tail while it is being read, which must not change bytes already read.
-pub(crate) struct WholeJournal {
-    pub header: JournalHeader,
-    pub bytes: Vec<u8>,
-    /// Where the first record after the header starts.
-    pub records_start: usize,
-}
-
-impl WholeJournal {
-    /// Reads the file and its header; records are checked by
-    /// [`RecordScan`]. A file whose first record is not a valid journal
-    /// header is an error naming it, as with [`JournalReader::open`].
-    pub fn read(path: &Path) -> Result<WholeJournal, JournalError> {
-        let bytes = read_whole(path).map_err(|source| JournalError::Io {
-            path: path.to_path_buf(),
-            what: "reading".into(),
-            source,
-        })?;
-        let not_journal = |reason: String| JournalError::NotAJournal {
-            path: path.to_path_buf(),
-            reason,
-        };
-        if bytes.is_empty() {
-            return Err(not_journal("the file is empty".into()));
-        }
-        let (payload, records_start) =
-            record_at(&bytes, 0).map_err(|d| not_journal(format!("first record: {d}")))?;
-        let header = decode_header(path, payload)?;
-        Ok(WholeJournal {
-            header,
-            bytes,
-            records_start,
-        })
-    }
-}
-
-/// `std::fs::read`, into memory backed by ordinary pages where that is
-/// cheaper (see [`prefer_small_pages`]).
-fn read_whole(path: &Path) -> std::io::Result<Vec<u8>> {
-    use std::io::Read;
-    let mut file = std::fs::File::open(path)?;
-    let size = file.metadata().map_or(0, |m| m.len());
-    let mut bytes = Vec::new();
-    // One byte more than the size, so that reaching end of file needs no
-    // second allocation.
-    bytes
-        .try_reserve_exact(
-            usize::try_from(size)
-                .unwrap_or(usize::MAX)
-                .saturating_add(1),
-        )
-        .map_err(|_| std::io::Error::from(std::io::ErrorKind::OutOfMemory))?;
-    prefer_small_pages(&bytes);
-    file.read_to_end(&mut bytes)?;
-    Ok(bytes)
-}
-
-/// Asks Linux not to back a large, still untouched buffer with transparent
-/// huge pages. A journal buffer is filled once by `read(2)` and then read
-/// through about once, so huge pages save it little, while each 2 MiB fault
-/// zeroes 2 MiB first; on a virtual machine whose host takes back memory
-/// the guest frees, a fresh huge page cost about 3.5 ms per MiB here
-/// against about 0.6 ms with 4 KiB pages (214 MB of journals: the fold,
-/// which runs before anything else in a merge, took 0.7 s, most of it
-/// zeroing pages). Advice only: a refusal changes nothing.
-fn prefer_small_pages(buf: &Vec<u8>) {
-    #[cfg(target_os = "linux")]
-    {
-        const MIN_BYTES: usize = 4 << 20;
-        if buf.capacity() < MIN_BYTES {
-            return;
-        }
-        let page = rustix::param::page_size();
-        if !page.is_power_of_two() {
-            return;
-        }
-        let start = (buf.as_ptr() as usize).next_multiple_of(page);
-        let end = (buf.as_ptr() as usize + buf.capacity()) & !(page - 1);
-        if end > start {
-            // SAFETY: the range lies within `buf`'s allocation, which this
-            // function's caller owns; MADV_NOHUGEPAGE changes only how the
-            // kernel backs the range, never its contents.
-            unsafe {
-                libc::madvise(
-                    start as *mut libc::c_void,
-                    end - start,
-                    libc::MADV_NOHUGEPAGE,
-                );
-            }
-        }
-    }
-    #[cfg(not(target_os = "linux"))]
-    let _ = buf;
+/// Where a valid record is in its journal file: the first byte of its
+/// frame (length, checksum, payload) and the frame's length, enough to
+/// read it back with one read ([`FrameWindow`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct FrameAt {
+    pub offset: u64,
+    pub len: u32,
 }
 
 /// What the journal fold decides on, read from a record without building
 /// its strings and lists.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct RecordSummary {
-    /// Where the record's frame starts in the journal's bytes (see
-    /// [`decode_frame_at`]).
-    pub offset: usize,
+    pub frame: FrameAt,
     pub quantum: u32,
     pub quantum_id: Uuid,
     pub attempt: u32,
@@ -681,9 +622,9 @@ pub(crate) struct RecordSummary {
 }
 
 impl RecordSummary {
-    fn of(offset: usize, record: &JournalRecord) -> RecordSummary {
+    fn of(frame: FrameAt, record: &JournalRecord) -> RecordSummary {
         RecordSummary {
-            offset,
+            frame,
             quantum: record.quantum(),
             quantum_id: record.quantum_id(),
             attempt: record.attempt(),
@@ -774,12 +715,12 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for Skipped<T> {
 
 /// The summary of a record payload, or why it is not a record (the same
 /// verdict and message as [`decode_record`]).
-fn summarize(offset: usize, payload: &[u8]) -> Result<RecordSummary, String> {
+fn summarize(frame: FrameAt, payload: &[u8]) -> Result<RecordSummary, String> {
     let view = match postcard::take_from_bytes::<RecordView>(payload) {
         Ok((view, [])) => view,
         // The full decoder is the reference: its verdict and message stand
         // (and should the view ever disagree, the record is not lost).
-        Ok(_) | Err(_) => return decode_record(payload).map(|r| RecordSummary::of(offset, &r)),
+        Ok(_) | Err(_) => return decode_record(payload).map(|r| RecordSummary::of(frame, &r)),
     };
     let (quantum, quantum_id, attempt, finished) = match view {
         RecordView::Started {
@@ -797,7 +738,7 @@ fn summarize(offset: usize, payload: &[u8]) -> Result<RecordSummary, String> {
         } => (quantum, quantum_id, attempt, Some(status)),
     };
     Ok(RecordSummary {
-        offset,
+        frame,
         quantum,
         quantum_id,
         attempt,
@@ -805,70 +746,104 @@ fn summarize(offset: usize, payload: &[u8]) -> Result<RecordSummary, String> {
     })
 }
 
-/// Walks the records of a [`WholeJournal`]'s bytes, yielding exactly the
-/// records [`read_journal`] returns, in file order, then reporting a torn or
-/// damaged tail the same way ([`RecordScan::torn_tail`]).
-pub(crate) struct RecordScan<'a> {
-    bytes: &'a [u8],
-    offset: usize,
-    damage: Option<Damage>,
-    done: bool,
+/// How much [`FrameWindow`] reads past a record when records are asked for
+/// in file order.
+const READ_AHEAD_LEN: usize = 256 << 10;
+
+/// One journal file opened to read back records an earlier scan found, by
+/// location. Records asked for in about the order they were written (a
+/// merge walks quanta in bundle order, and a worker ran them in about that
+/// order) come from a window read ahead, one read per window; a record far
+/// from the last one is read alone. Kept records lie before any torn tail,
+/// and a worker only appends or cuts a torn tail, so their bytes do not
+/// change under a reader; each is checked again (length, checksum,
+/// decoding) all the same.
+pub(crate) struct FrameWindow {
+    path: Arc<PathBuf>,
+    file: File,
+    /// Bytes of the file from offset `start`.
+    buf: Vec<u8>,
+    start: u64,
 }
 
-impl<'a> RecordScan<'a> {
-    /// Scans `bytes` from `start`, the end of the header.
-    pub fn new(bytes: &'a [u8], start: usize) -> RecordScan<'a> {
-        RecordScan {
-            bytes,
-            offset: start,
-            damage: None,
-            done: false,
-        }
+impl FrameWindow {
+    pub fn open(path: Arc<PathBuf>) -> Result<FrameWindow, JournalError> {
+        let file = File::open(path.as_path()).map_err(|source| JournalError::Io {
+            path: path.to_path_buf(),
+            what: "reading".into(),
+            source,
+        })?;
+        Ok(FrameWindow {
+            path,
+            file,
+            buf: Vec::new(),
+            start: 0,
+        })
     }
 
-    /// Once the scan is over: why the records ended before the end of the
-    /// bytes, in [`JournalReader::torn_tail`]'s words.
-    pub fn torn_tail(&self, path: &Path) -> Option<String> {
-        self.damage.as_ref().map(|d| damage_warning(path, d))
+    pub fn path(&self) -> &Arc<PathBuf> {
+        &self.path
     }
-}
 
-impl Iterator for RecordScan<'_> {
-    type Item = RecordSummary;
-
-    fn next(&mut self) -> Option<RecordSummary> {
-        if self.done || self.offset >= self.bytes.len() {
-            self.done = true;
-            return None;
-        }
-        let detail = match record_at(self.bytes, self.offset) {
-            Ok((payload, next)) => match summarize(self.offset, payload) {
-                Ok(summary) => {
-                    self.offset = next;
-                    return Some(summary);
-                }
-                Err(detail) => detail,
-            },
-            Err(detail) => detail,
-        };
-        self.done = true;
-        let rest = &self.bytes[self.offset..];
-        self.damage = Some(Damage {
-            offset: self.offset,
+    /// The record whose frame is at `frame`.
+    pub fn record(&mut self, frame: FrameAt) -> Result<JournalRecord, JournalError> {
+        let path = Arc::clone(&self.path);
+        let changed = |detail: String| JournalError::Changed {
+            path: path.to_path_buf(),
+            offset: frame.offset,
             detail,
-            valid_after: first_valid_record(rest).map(|o| self.offset + o),
-            file_len: self.bytes.len(),
-        });
-        None
+        };
+        let len = frame.len as usize;
+        let window_end = self.start + self.buf.len() as u64;
+        let inside = frame.offset >= self.start && frame.offset + len as u64 <= window_end;
+        if !inside {
+            let ahead =
+                frame.offset >= self.start && frame.offset <= window_end + READ_AHEAD_LEN as u64;
+            let want = if ahead { len.max(READ_AHEAD_LEN) } else { len };
+            self.fill(frame.offset, want)?;
+            if self.buf.len() < len {
+                return Err(changed(format!(
+                    "the file ends {} bytes into its {len}",
+                    self.buf.len()
+                )));
+            }
+        }
+        let at = (frame.offset - self.start) as usize;
+        let (payload, end) = record_at(&self.buf[at..at + len], 0).map_err(changed)?;
+        if end != len {
+            return Err(changed(format!("a frame of {end} bytes, not {len}")));
+        }
+        decode_record(payload).map_err(changed)
     }
-}
 
-/// Decodes the record whose frame starts at `offset` in `bytes`, checking
-/// its length and checksum again; `None` if there is no valid record there.
-pub(crate) fn decode_frame_at(bytes: &[u8], offset: usize) -> Option<JournalRecord> {
-    let rest = bytes.get(offset..)?;
-    let (payload, _) = record_at(rest, 0).ok()?;
-    decode_record(payload).ok()
+    /// Reads up to `want` bytes from `offset` into the window (fewer at the
+    /// end of the file).
+    fn fill(&mut self, offset: u64, want: usize) -> Result<(), JournalError> {
+        use std::os::unix::fs::FileExt;
+        self.buf.resize(want, 0);
+        self.start = offset;
+        let mut read = 0;
+        while read < want {
+            match self
+                .file
+                .read_at(&mut self.buf[read..], offset + read as u64)
+            {
+                Ok(0) => break,
+                Ok(n) => read += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(source) => {
+                    self.buf.clear();
+                    return Err(JournalError::Io {
+                        path: self.path.to_path_buf(),
+                        what: "reading".into(),
+                        source,
+                    });
+                }
+            }
+        }
+        self.buf.truncate(read);
+        Ok(())
+    }
 }
 
 /// Appends records to one worker's journal. One writer per file at a time:
@@ -1127,51 +1102,6 @@ mod tests {
     use super::*;
     use std::os::unix::fs::FileExt;
 
-    /// The `VmFlags` of the mapping that holds `addr`, from /proc/self/smaps.
-    #[cfg(target_os = "linux")]
-    fn vm_flags_at(addr: usize) -> String {
-        let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
-        let mut inside = false;
-        for line in smaps.lines() {
-            let range = line.split_whitespace().next().unwrap_or("");
-            if let Some((lo, hi)) = range.split_once('-') {
-                if let (Ok(lo), Ok(hi)) =
-                    (usize::from_str_radix(lo, 16), usize::from_str_radix(hi, 16))
-                {
-                    inside = lo <= addr && addr < hi;
-                    continue;
-                }
-            }
-            if inside {
-                if let Some(flags) = line.strip_prefix("VmFlags:") {
-                    return flags.trim().to_string();
-                }
-            }
-        }
-        panic!("no mapping holds {addr:#x}");
-    }
-
-    #[cfg(target_os = "linux")]
-    #[test]
-    fn a_large_journal_is_read_whole_into_memory_without_huge_pages() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("big");
-        let content: Vec<u8> = (0..6 << 20).map(|i| (i % 251) as u8).collect();
-        std::fs::write(&path, &content).unwrap();
-        let bytes = read_whole(&path).unwrap();
-        assert!(bytes == content, "read_whole must return the file's bytes");
-        // Well inside the buffer, past any partial first page.
-        let middle = bytes.as_ptr() as usize + bytes.len() / 2;
-        let flags = vm_flags_at(middle);
-        assert!(
-            flags.split_whitespace().any(|f| f == "nh"),
-            "the buffer's mapping should be marked no-huge-pages, has flags {flags}"
-        );
-        // A small file: read as is, no advice needed.
-        std::fs::write(&path, b"small").unwrap();
-        assert_eq!(read_whole(&path).unwrap(), b"small");
-    }
-
     fn header() -> JournalHeader {
         JournalHeader {
             bundle_id: Uuid::from_u128(0x1234),
@@ -1222,21 +1152,23 @@ mod tests {
         }
     }
 
-    /// Reads `path` as a [`WholeJournal`] and scans it, decoding each
-    /// record from its offset and checking its summary against it.
+    /// Reads `path` by summaries, as the fold does, reading each record
+    /// back from its location and checking its summary against it.
     fn read_scanned(path: &Path) -> Result<JournalContents, JournalError> {
-        let w = WholeJournal::read(path)?;
-        let mut scan = RecordScan::new(&w.bytes, w.records_start);
+        let mut reader = JournalReader::open(path)?;
+        let mut window = FrameWindow::open(Arc::new(path.to_path_buf()))?;
         let mut records = vec![];
-        for summary in scan.by_ref() {
-            let r = decode_frame_at(&w.bytes, summary.offset).expect("a scanned record decodes");
-            assert_eq!(summary, RecordSummary::of(summary.offset, &r));
+        while let Some(summary) = reader.next_summary()? {
+            let r = window
+                .record(summary.frame)
+                .expect("a scanned record reads back");
+            assert_eq!(summary, RecordSummary::of(summary.frame, &r));
             records.push(r);
         }
         Ok(JournalContents {
-            header: w.header.clone(),
+            torn_tail: reader.torn_tail(),
+            header: reader.into_header(),
             records,
-            torn_tail: scan.torn_tail(path),
         })
     }
 
@@ -1322,26 +1254,70 @@ mod tests {
                     ..
                 } => (quantum, attempt, Some(status)),
             };
-            let s = summarize(7, &payload).unwrap();
+            let frame = FrameAt { offset: 7, len: 9 };
+            let s = summarize(frame, &payload).unwrap();
             assert_eq!(summary, (s.quantum, s.attempt, s.finished));
-            assert_eq!(s, RecordSummary::of(7, &r));
+            assert_eq!(s, RecordSummary::of(frame, &r));
         }
         // A record cut short is refused with the full decoder's words.
         let payload = postcard::to_stdvec(&finished(5, QuantumStatus::Failed)).unwrap();
         let cut = &payload[..payload.len() - 3];
+        let frame = FrameAt { offset: 0, len: 0 };
         assert_eq!(
-            summarize(0, cut).unwrap_err(),
+            summarize(frame, cut).unwrap_err(),
             decode_record(cut).unwrap_err()
         );
         let mut longer = payload.clone();
         longer.push(0);
         assert_eq!(
-            summarize(0, &longer).unwrap_err(),
+            summarize(frame, &longer).unwrap_err(),
             "1 unexpected bytes after a record"
         );
-        // No record where there is no frame.
-        assert_eq!(decode_frame_at(&payload, 0), None);
-        assert_eq!(decode_frame_at(&payload, payload.len() + 5), None);
+    }
+
+    #[test]
+    fn records_read_back_by_location_in_any_order_are_checked_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, recs) = sample(dir.path());
+        let mut reader = JournalReader::open(&path).unwrap();
+        let mut frames = vec![];
+        while let Some(summary) = reader.next_summary().unwrap() {
+            frames.push(summary.frame);
+        }
+        assert_eq!(frames.len(), recs.len());
+        // Backwards: every record is outside the window read for the last.
+        let mut window = FrameWindow::open(Arc::new(path.clone())).unwrap();
+        for (frame, r) in frames.iter().zip(&recs).rev() {
+            assert_eq!(&window.record(*frame).unwrap(), r);
+        }
+        // Not where a frame starts, or past the end of the file: refused,
+        // saying where.
+        let shifted = FrameAt {
+            offset: frames[1].offset + 1,
+            len: frames[1].len,
+        };
+        let past_end = FrameAt {
+            offset: std::fs::metadata(&path).unwrap().len() + 10,
+            len: frames[1].len,
+        };
+        for frame in [shifted, past_end] {
+            match window.record(frame) {
+                Err(JournalError::Changed { offset, .. }) => assert_eq!(offset, frame.offset),
+                other => panic!("{frame:?}: {other:?}"),
+            }
+        }
+        // A kept record whose bytes changed since the scan.
+        let mut bytes = std::fs::read(&path).unwrap();
+        let last = frames[frames.len() - 1];
+        bytes[(last.offset + u64::from(last.len)) as usize - 1] ^= 0xff;
+        std::fs::write(&path, &bytes).unwrap();
+        let mut window = FrameWindow::open(Arc::new(path.clone())).unwrap();
+        assert_eq!(window.record(frames[0]).unwrap(), recs[0]);
+        let err = window.record(last).unwrap_err().to_string();
+        assert!(
+            err.contains("checksum") && err.contains(&format!("byte {}", last.offset)),
+            "{err}"
+        );
     }
 
     #[test]

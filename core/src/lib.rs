@@ -45,7 +45,7 @@ pub use journal::{
     journal_dir_for, list_journals, read_journal, JournalContents, JournalError, JournalHeader,
     JournalRecord, JournalWriter, QuantumStatus, WrittenOutput,
 };
-pub use status::{fold_journals, CampaignProgress, QuantumProgress, QuantumState};
+pub use status::{fold_journals, CampaignProgress, JournalRecords, QuantumProgress, QuantumState};
 pub use storage_class::{split_component, StorageClassDef, StorageClasses};
 pub use time::now_rfc3339;
 pub use uuid::Uuid;

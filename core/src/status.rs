@@ -21,13 +21,13 @@
 //! is the same whether the records are applied one by one or journal by
 //! journal, so the result never depends on thread timing.
 //!
-//! Memory: each journal is read whole once and its bytes are kept while a
-//! record some quantum keeps lives in them; a quantum keeps only where its
-//! deciding `Finished` and latest `Started` records are, and the few facts
-//! the rules need (attempts, status), so the fold costs about the journals'
-//! size plus a few tens of bytes per quantum. The fold reads of a record
-//! only those facts; [`QuantumProgress::finished`] and
-//! [`QuantumProgress::started`] decode a whole record when asked.
+//! Memory: each journal is read once through a bounded buffer, and a
+//! quantum keeps only where its deciding `Finished` and latest `Started`
+//! records are (journal, offset, length) and the few facts the rules need
+//! (attempts, status), so the fold costs a few tens of bytes per quantum
+//! whatever the journals' size. The fold reads of a record only those
+//! facts; [`JournalRecords`] reads a whole record back from its journal
+//! when asked.
 
 use std::collections::BTreeMap;
 use std::ops::Index;
@@ -39,8 +39,7 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use crate::journal::{
-    decode_frame_at, list_journals, JournalError, JournalRecord, QuantumStatus, RecordScan,
-    WholeJournal,
+    list_journals, FrameAt, FrameWindow, JournalError, JournalReader, JournalRecord, QuantumStatus,
 };
 
 /// The state of one quantum according to the journals.
@@ -90,22 +89,13 @@ impl From<QuantumStatus> for QuantumState {
     }
 }
 
-/// The bytes of one journal file as read by the fold, shared by the
-/// records kept from it and freed with the last of them.
-type JournalBytes = Arc<Vec<u8>>;
-
-/// A record kept by location: the frame at `offset` in `bytes`, which the
+/// A record kept by location: the frame `frame` of `journal`, which the
 /// fold checked (length, checksum, decoding) before keeping it.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 struct RecordAt {
-    bytes: JournalBytes,
-    offset: usize,
-}
-
-impl RecordAt {
-    fn decode(&self) -> Option<JournalRecord> {
-        decode_frame_at(&self.bytes, self.offset)
-    }
+    /// A thin pointer (an `Arc<Path>` is two words): 8 bytes a record.
+    journal: Arc<PathBuf>,
+    frame: FrameAt,
 }
 
 /// The deciding `Finished` record and what the rules read of it.
@@ -126,72 +116,161 @@ pub struct QuantumProgress {
     /// The quantum UUID the records carry (checked against the bundle by
     /// callers that decode the quantum anyway).
     pub quantum_id: Uuid,
-    /// The journal holding the deciding record (the first record while
-    /// none decides). Shared by every quantum of that journal.
-    pub journal: Arc<Path>,
     finished: Option<Decider>,
     started: Option<RecordAt>,
 }
 
 impl QuantumProgress {
-    /// The deciding `Finished` record, if any, decoded from the journal
-    /// bytes the fold kept. The fold kept only records that decoded, and
-    /// decoding checks the frame's checksum again, so a record it kept
-    /// comes back; `None` therefore means there is no such record (only
-    /// memory corruption could make a kept record fail, and then `None` is
-    /// the safe answer: the quantum looks unfinished and is run again).
-    pub fn finished(&self) -> Option<JournalRecord> {
-        self.finished.as_ref().and_then(|f| f.at.decode())
+    /// The journal holding the deciding record, else the latest start.
+    pub fn journal(&self) -> &Path {
+        match (&self.finished, &self.started) {
+            (Some(f), _) => &f.at.journal,
+            (None, Some(s)) => &s.journal,
+            // Every kept quantum has a record of one kind or the other.
+            (None, None) => Path::new(""),
+        }
     }
 
-    /// The latest `Started` record, if any, decoded like
+    /// The deciding `Finished` record, if any, read back from its journal
+    /// (one read; many quanta are cheaper through one [`JournalRecords`]).
+    pub fn finished(&self) -> Result<Option<JournalRecord>, JournalError> {
+        JournalRecords::default().finished(self)
+    }
+
+    /// The latest `Started` record, if any, read back like
     /// [`QuantumProgress::finished`].
-    pub fn started(&self) -> Option<JournalRecord> {
-        self.started.as_ref().and_then(RecordAt::decode)
+    pub fn started(&self) -> Result<Option<JournalRecord>, JournalError> {
+        JournalRecords::default().started(self)
     }
 
-    fn new(quantum_id: Uuid, journal: &Arc<Path>) -> QuantumProgress {
+    fn new(quantum_id: Uuid) -> QuantumProgress {
         QuantumProgress {
             state: QuantumState::Pending,
             attempts: 0,
             quantum_id,
-            journal: Arc::clone(journal),
             finished: None,
             started: None,
         }
     }
 }
 
-/// Equal when every field is, comparing the records themselves, not where
-/// they were read.
-impl PartialEq for QuantumProgress {
-    fn eq(&self, other: &Self) -> bool {
-        self.state == other.state
-            && self.attempts == other.attempts
-            && self.quantum_id == other.quantum_id
-            && self.journal == other.journal
-            && self.finished() == other.finished()
-            && self.started() == other.started()
+/// A record's kind and attempt, as the fold kept it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kept {
+    Started(u32),
+    Finished(u32),
+}
+
+/// How many journals [`JournalRecords`] keeps open: a campaign may have
+/// thousands (one per batch job), more than a process may open at once.
+const OPEN_JOURNALS: usize = 32;
+
+/// Reads the records the fold kept back from their journals, each checked
+/// again and against the quantum it was kept for. Keeps a few journals open
+/// with a window of each, so that reading the records of many quanta in
+/// bundle order costs about one read per window rather than one per record.
+#[derive(Default)]
+pub struct JournalRecords {
+    /// Most recently used last.
+    open: Vec<FrameWindow>,
+}
+
+impl JournalRecords {
+    /// The deciding `Finished` record of `progress`, if any.
+    pub fn finished(
+        &mut self,
+        progress: &QuantumProgress,
+    ) -> Result<Option<JournalRecord>, JournalError> {
+        match &progress.finished {
+            Some(f) => self.read(&f.at, Kept::Finished(f.attempt)).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// The latest `Started` record of `progress`, if any.
+    pub fn started(
+        &mut self,
+        progress: &QuantumProgress,
+    ) -> Result<Option<JournalRecord>, JournalError> {
+        match &progress.started {
+            // The kept start is the one of the highest attempt.
+            Some(at) => self.read(at, Kept::Started(progress.attempts)).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// The record at `at`, which must be the kind and attempt the fold
+    /// kept there (its quantum UUID is not checked: the records of one
+    /// quantum index may disagree on it, which callers report).
+    fn read(&mut self, at: &RecordAt, kept: Kept) -> Result<JournalRecord, JournalError> {
+        let window = self.window(&at.journal)?;
+        let record = window.record(at.frame)?;
+        let found = match record {
+            JournalRecord::Started { attempt, .. } => Kept::Started(attempt),
+            JournalRecord::Finished { attempt, .. } => Kept::Finished(attempt),
+        };
+        if found != kept {
+            return Err(JournalError::Changed {
+                path: at.journal.to_path_buf(),
+                offset: at.frame.offset,
+                detail: format!("{found:?} where {kept:?} was"),
+            });
+        }
+        Ok(record)
+    }
+
+    fn window(&mut self, journal: &Arc<PathBuf>) -> Result<&mut FrameWindow, JournalError> {
+        let found = self
+            .open
+            .iter()
+            .rposition(|w| Arc::ptr_eq(w.path(), journal) || w.path() == journal);
+        match found {
+            Some(i) => {
+                let window = self.open.remove(i);
+                self.open.push(window);
+            }
+            None => {
+                if self.open.len() >= OPEN_JOURNALS {
+                    self.open.remove(0);
+                }
+                self.open.push(FrameWindow::open(Arc::clone(journal))?);
+            }
+        }
+        Ok(self.open.last_mut().expect("a window was just pushed"))
     }
 }
 
-/// Shows the records decoded (the kept bytes are the whole journal).
+/// Equal when every field is, comparing the records themselves, not where
+/// they were read (a record that cannot be read back compares as its
+/// error's text).
+impl PartialEq for QuantumProgress {
+    fn eq(&self, other: &Self) -> bool {
+        let text = |r: Result<Option<JournalRecord>, JournalError>| r.map_err(|e| e.to_string());
+        self.state == other.state
+            && self.attempts == other.attempts
+            && self.quantum_id == other.quantum_id
+            && self.journal() == other.journal()
+            && text(self.finished()) == text(other.finished())
+            && text(self.started()) == text(other.started())
+    }
+}
+
+/// Shows the records read back.
 impl std::fmt::Debug for QuantumProgress {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("QuantumProgress")
             .field("state", &self.state)
             .field("attempts", &self.attempts)
             .field("quantum_id", &self.quantum_id)
-            .field("journal", &self.journal)
+            .field("journal", &self.journal())
             .field("finished", &self.finished())
             .field("started", &self.started())
             .finish()
     }
 }
 
-// What a quantum costs besides the journal bytes its records are in (the
-// table adds an 8-byte slot per quantum of the bundle); a merge of millions
-// of quanta pays this for each.
+// What a quantum costs (the table adds an 8-byte slot per quantum of the
+// bundle); a merge of millions of quanta pays this for each.
 #[cfg(target_pointer_width = "64")]
 const _: () = assert!(std::mem::size_of::<QuantumProgress>() <= 80);
 
@@ -452,6 +531,9 @@ struct JournalFold {
     unknown: Vec<u32>,
 }
 
+/// How much of a journal the fold holds at a time.
+const FOLD_BUFFER_LEN: usize = 4 << 20;
+
 /// Folds one journal. `position` has one entry per quantum of the bundle
 /// (an index past its end is unknown) mapping a quantum index to its place
 /// in `entries`; it is trusted only where `indices` confirms it, so it needs
@@ -461,17 +543,16 @@ fn fold_one(
     bundle_id: Uuid,
     position: &mut [u32],
 ) -> Result<JournalFold, JournalError> {
-    let whole = WholeJournal::read(&path)?;
-    let own = whole.header.bundle_id == bundle_id;
-    let bytes: JournalBytes = Arc::new(whole.bytes);
-    let journal: Arc<Path> = Arc::from(path.as_path());
+    let mut reader = JournalReader::open_with_buffer(&path, FOLD_BUFFER_LEN)?;
+    let journal_bundle = reader.header().bundle_id;
+    let own = journal_bundle == bundle_id;
+    let journal = Arc::new(path.clone());
     let mut entries = Blocks::default();
     let mut indices: Vec<u32> = Vec::new();
     let mut unknown = Vec::new();
-    let mut records = RecordScan::new(&bytes, whole.records_start);
     // A foreign journal is still read to the end: its torn tail is reported
     // like any other.
-    for record in records.by_ref() {
+    while let Some(record) = reader.next_summary()? {
         if !own {
             continue;
         }
@@ -484,18 +565,18 @@ fn fold_one(
         if !known {
             *place = indices.len() as u32;
             indices.push(index);
-            entries.push(QuantumProgress::new(record.quantum_id, &journal));
+            entries.push(QuantumProgress::new(record.quantum_id));
         }
         let at = || RecordAt {
-            bytes: Arc::clone(&bytes),
-            offset: record.offset,
+            journal: Arc::clone(&journal),
+            frame: record.frame,
         };
         let entry = entries.get_mut(*place as usize);
-        apply(entry, record.attempt, record.finished, at, &journal);
+        apply(entry, record.attempt, record.finished, at);
     }
     Ok(JournalFold {
-        torn_tail: records.torn_tail(&path),
-        bundle_id: whole.header.bundle_id,
+        torn_tail: reader.torn_tail(),
+        bundle_id: journal_bundle,
         path,
         entries,
         indices,
@@ -554,27 +635,25 @@ fn combine(earlier: &mut QuantumProgress, later: QuantumProgress) {
         attempts,
         started,
         finished,
-        journal,
         ..
     } = later;
     if let Some(s) = started {
         // The kept start is the one of the highest attempt.
-        apply(earlier, attempts, None, || s, &journal);
+        apply(earlier, attempts, None, || s);
     }
     if let Some(f) = finished {
-        apply(earlier, f.attempt, Some(f.status), || f.at, &journal);
+        apply(earlier, f.attempt, Some(f.status), || f.at);
     }
 }
 
-/// Applies one record of journal `journal` to its quantum's progress: a
-/// `Finished` record with `status` (a `Started` one without) of `attempt`.
-/// `at` gives where the record is, called only if it is kept.
+/// Applies one record to its quantum's progress: a `Finished` record with
+/// `status` (a `Started` one without) of `attempt`. `at` gives where the
+/// record is, called only if it is kept.
 fn apply(
     entry: &mut QuantumProgress,
     attempt: u32,
     finished: Option<QuantumStatus>,
     at: impl FnOnce() -> RecordAt,
-    journal: &Arc<Path>,
 ) {
     match finished {
         None => {
@@ -601,9 +680,6 @@ fn apply(
                     attempt,
                     status,
                 });
-                if !Arc::ptr_eq(&entry.journal, journal) {
-                    entry.journal = Arc::clone(journal);
-                }
             }
         }
     }
@@ -711,6 +787,11 @@ mod tests {
                     .is_none_or(|s| s.attempt() <= *attempt);
                 if newer {
                     entry.started = Some(record);
+                    // The journal is the deciding finish's, else the
+                    // latest start's.
+                    if entry.finished.is_none() {
+                        entry.journal = journal.to_path_buf();
+                    }
                 }
             }
             JournalRecord::Finished {
@@ -797,9 +878,9 @@ mod tests {
                 state: q.state,
                 attempts: q.attempts,
                 quantum_id: q.quantum_id,
-                finished: q.finished(),
-                started: q.started(),
-                journal: q.journal.to_path_buf(),
+                finished: q.finished().unwrap(),
+                started: q.started().unwrap(),
+                journal: q.journal().to_path_buf(),
             };
             assert!(quanta.insert(i, expected).is_none(), "quantum {i} twice");
         }
@@ -888,13 +969,22 @@ mod tests {
         // The deciding records and where they are.
         let a = dir.path().join("a.journal");
         let b = dir.path().join("b.journal");
-        assert_eq!(p.quanta[&0].finished(), Some(finished(0, 2, Succeeded)));
-        assert_eq!(&*p.quanta[&0].journal, a.as_path());
-        assert_eq!(p.quanta[&1].finished(), Some(finished(1, 2, Succeeded)));
-        assert_eq!(&*p.quanta[&1].journal, b.as_path());
-        assert_eq!(p.quanta[&2].started(), Some(started(2, 1)));
-        assert_eq!(p.quanta[&2].finished(), Some(finished(2, 0, Blocked)));
-        assert_eq!(p.quanta[&3].finished(), None);
+        assert_eq!(
+            p.quanta[&0].finished().unwrap(),
+            Some(finished(0, 2, Succeeded))
+        );
+        assert_eq!(p.quanta[&0].journal(), a.as_path());
+        assert_eq!(
+            p.quanta[&1].finished().unwrap(),
+            Some(finished(1, 2, Succeeded))
+        );
+        assert_eq!(p.quanta[&1].journal(), b.as_path());
+        assert_eq!(p.quanta[&2].started().unwrap(), Some(started(2, 1)));
+        assert_eq!(
+            p.quanta[&2].finished().unwrap(),
+            Some(finished(2, 0, Blocked))
+        );
+        assert_eq!(p.quanta[&3].finished().unwrap(), None);
         assert_eq!(
             p.quanta.keys().collect::<Vec<_>>(),
             vec![0, 1, 2, 3],
@@ -949,24 +1039,24 @@ mod tests {
         assert_eq!(decoded(&p), reference_fold(dir.path(), bundle, 4));
         let q = |i: u32| &p.quanta[&i];
         assert_eq!(
-            (q(0).state, q(0).attempts, &*q(0).journal),
+            (q(0).state, q(0).attempts, q(0).journal()),
             (QuantumState::Succeeded, 2, b.as_path())
         );
         assert_eq!(
-            (q(1).state, q(1).attempts, &*q(1).journal),
+            (q(1).state, q(1).attempts, q(1).journal()),
             (QuantumState::TimedOut, 2, a.as_path())
         );
-        assert_eq!(q(1).started(), Some(started(1, 2)));
+        assert_eq!(q(1).started().unwrap(), Some(started(1, 2)));
         assert_eq!(
-            (q(2).state, q(2).attempts, &*q(2).journal),
+            (q(2).state, q(2).attempts, q(2).journal()),
             (QuantumState::Succeeded, 2, a.as_path())
         );
-        assert_eq!(q(2).finished(), Some(finished(2, 1, Succeeded)));
+        assert_eq!(q(2).finished().unwrap(), Some(finished(2, 1, Succeeded)));
         assert_eq!(q(3).state, QuantumState::Running);
         // The deciding finish is in a, the latest start in b.
-        assert_eq!(q(3).finished(), Some(finished(3, 1, OutOfMemory)));
-        assert_eq!(q(3).started(), Some(started(3, 2)));
-        assert_eq!(&*q(3).journal, a.as_path());
+        assert_eq!(q(3).finished().unwrap(), Some(finished(3, 1, OutOfMemory)));
+        assert_eq!(q(3).started().unwrap(), Some(started(3, 2)));
+        assert_eq!(q(3).journal(), a.as_path());
         assert!(p.warnings.is_empty() && p.foreign_journals.is_empty());
     }
 
@@ -1041,10 +1131,10 @@ mod tests {
             );
             let last = &p.quanta[&(n - 1)];
             assert_eq!((last.state, last.attempts), (QuantumState::Succeeded, 2));
-            assert!(last.journal.ends_with("b.journal"));
+            assert!(last.journal().ends_with("b.journal"));
             let mid = &p.quanta[&(BLOCK as u32 + 7)];
             assert_eq!((mid.state, mid.attempts), (QuantumState::Succeeded, 2));
-            assert!(mid.journal.ends_with("b.journal"));
+            assert!(mid.journal().ends_with("b.journal"));
             assert_eq!(p.quanta[&3].state, QuantumState::Failed);
         }
     }
@@ -1112,17 +1202,17 @@ mod tests {
     }
 
     #[test]
-    fn records_are_kept_where_they_are_and_nowhere_else() {
+    fn records_are_kept_by_location_and_read_back_from_their_journals() {
         use QuantumStatus::*;
         let dir = tempfile::tempdir().unwrap();
         let bundle = Uuid::now_v7();
-        journal(
+        let a = journal(
             dir.path(),
             "a",
             bundle,
             &[started(0, 1), finished(0, 1, Failed), started(1, 1)],
         );
-        journal(
+        let b = journal(
             dir.path(),
             "b",
             bundle,
@@ -1134,16 +1224,33 @@ mod tests {
             let (Some(s), Some(f)) = (&q0.started, &q0.finished) else {
                 panic!("{q0:?}");
             };
-            // Both of quantum 0's records are b's; a's bytes are held by
-            // quantum 1's start alone, and nothing else of the fold stays.
-            assert!(Arc::ptr_eq(&s.bytes, &f.at.bytes));
-            assert_eq!(Arc::strong_count(&s.bytes), 2);
-            let a = p.quanta[&1].started.as_ref().unwrap();
-            assert!(!Arc::ptr_eq(&a.bytes, &s.bytes));
-            assert_eq!(Arc::strong_count(&a.bytes), 1);
-            assert_eq!(q0.started(), Some(started(0, 2)));
-            assert_eq!(q0.finished(), Some(finished(0, 2, Succeeded)));
+            // Both of quantum 0's records are b's, one after the other.
+            assert_eq!((&*s.journal, &*f.at.journal), (&b, &b));
+            assert_eq!(s.frame.offset + u64::from(s.frame.len), f.at.frame.offset);
+            let a1 = p.quanta[&1].started.as_ref().unwrap();
+            assert_eq!(&*a1.journal, &a);
+            assert_eq!(q0.started().unwrap(), Some(started(0, 2)));
+            assert_eq!(q0.finished().unwrap(), Some(finished(0, 2, Succeeded)));
         }
+        // The fold holds no journal bytes: records are read from the files
+        // when asked for, and a file replaced since is noticed, not trusted.
+        let p = fold_journals(dir.path(), bundle, 2).unwrap();
+        std::fs::remove_file(&b).unwrap();
+        journal(dir.path(), "b", bundle, &[started(1, 3), started(0, 3)]);
+        match p.quanta[&0].started() {
+            Err(JournalError::Changed { path, .. }) => assert_eq!(path, b),
+            other => panic!("{other:?}"),
+        }
+        match p.quanta[&0].finished() {
+            Err(JournalError::Changed { path, .. }) => assert_eq!(path, b),
+            other => panic!("{other:?}"),
+        }
+        std::fs::remove_file(&b).unwrap();
+        assert!(matches!(
+            p.quanta[&0].finished(),
+            Err(JournalError::Io { .. })
+        ));
+        assert_eq!(p.quanta[&1].started().unwrap(), Some(started(1, 1)));
     }
 
     #[test]

@@ -9,7 +9,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
-use quanta_core::{fold_journals, QuantumState};
+use quanta_core::{fold_journals, JournalRecords, QuantumState};
 
 use super::error::{BatchError, Result};
 use super::plan::{cluster_resources, BundleView};
@@ -32,19 +32,24 @@ fn fold(v: &BundleView, state: &SubmissionState) -> Result<Fold> {
     Ok(Fold { progress })
 }
 
-/// Whether a failed quantum's failure would repeat on a rerun.
-fn is_deterministic(v: &BundleView, f: &Fold, q: u32) -> bool {
+/// Whether a failed quantum's failure would repeat on a rerun, its record
+/// read back through `records`.
+fn is_deterministic(
+    v: &BundleView,
+    (f, records): (&Fold, &mut JournalRecords),
+    q: u32,
+) -> std::result::Result<bool, quanta_core::JournalError> {
     let Some(p) = f.progress.quanta.get(&q) else {
-        return false;
+        return Ok(false);
     };
     if p.state != QuantumState::Failed {
-        return false;
+        return Ok(false);
     }
     let Some(quanta_core::JournalRecord::Finished {
         exit_code, error, ..
-    }) = p.finished()
+    }) = records.finished(p)?
     else {
-        return false;
+        return Ok(false);
     };
     let codes = v
         .task_of
@@ -53,20 +58,29 @@ fn is_deterministic(v: &BundleView, f: &Fold, q: u32) -> bool {
         .map(|(_, c)| c.deterministic_exit_codes.as_slice())
         .unwrap_or(&[]);
     if let Some(code) = exit_code {
-        return codes.contains(&code);
+        return Ok(codes.contains(&code));
     }
     // Rust tasks have no exit code; their error kind says it. These
     // prefixes are TaskError's Display of Config and BadInput.
-    error
+    Ok(error
         .as_deref()
-        .is_some_and(|e| e.starts_with("invalid config:") || e.starts_with("invalid input "))
+        .is_some_and(|e| e.starts_with("invalid config:") || e.starts_with("invalid input ")))
 }
 
 /// Quanta that failed deterministically and everything downstream of them.
-fn dead_quanta(v: &BundleView, f: &Fold) -> BTreeSet<u32> {
-    let mut dead: BTreeSet<u32> = (0..v.n_quanta as u32)
-        .filter(|q| is_deterministic(v, f, *q))
-        .collect();
+fn dead_quanta(v: &BundleView, f: &Fold, state: &SubmissionState) -> Result<BTreeSet<u32>> {
+    let mut records = JournalRecords::default();
+    let mut dead = BTreeSet::new();
+    for q in 0..v.n_quanta as u32 {
+        let deterministic =
+            is_deterministic(v, (f, &mut records), q).map_err(|e| BatchError::Journal {
+                path: state.journal_dir.clone(),
+                detail: e.to_string(),
+            })?;
+        if deterministic {
+            dead.insert(q);
+        }
+    }
     // Upstream indices are not assumed to be smaller: iterate to a fixed point.
     loop {
         let before = dead.len();
@@ -79,7 +93,7 @@ fn dead_quanta(v: &BundleView, f: &Fold) -> BTreeSet<u32> {
             }
         }
         if dead.len() == before {
-            return dead;
+            return Ok(dead);
         }
     }
 }
@@ -128,7 +142,7 @@ pub(crate) fn plan_restart(
     policy: RetryPolicy,
 ) -> Result<RestartPlan> {
     let f = fold(v, state)?;
-    let dead = dead_quanta(v, &f);
+    let dead = dead_quanta(v, &f, state)?;
     let mut p = RestartPlan::default();
     for (ci, c) in v.clusters.iter().enumerate() {
         let todo: Vec<u32> = c

@@ -94,7 +94,7 @@ pub fn record_out_of_memory(
             quantum_id,
             time,
             ..
-        }) = p.started()
+        }) = p.started().map_err(jerr)?
         {
             hit.push(*q);
             records.push(quanta_core::JournalRecord::Finished {
