@@ -884,14 +884,17 @@ impl Registry {
         bundle_id: Uuid,
         mut each: impl FnMut(Uuid, &str),
     ) -> Result<()> {
-        self.db.for_each_row(
-            "SELECT id, status FROM quantum WHERE bundle_id = ?1",
-            &[&bundle_id],
-            |r| {
-                each(r.get(0)?, r.get_str(1)?.unwrap_or_default());
-                Ok(true)
-            },
-        )
+        // Every `quantum` row is read (no index by bundle).
+        self.db.with_scan_cache(|| {
+            self.db.for_each_row(
+                "SELECT id, status FROM quantum WHERE bundle_id = ?1",
+                &[&bundle_id],
+                |r| {
+                    each(r.get(0)?, r.get_str(1)?.unwrap_or_default());
+                    Ok(true)
+                },
+            )
+        })
     }
 
     /// Records a batch of quanta of one bundle in one transaction: for each,
@@ -1731,10 +1734,23 @@ mod tests {
         assert_eq!(again.quanta_unchanged, 1);
         let q0 = r.quantum(&batch[0].id).unwrap().unwrap();
         assert_eq!(q0.execution.status, STATUS_SUCCEEDED);
+        // Read with a scan's page cache, and the connection's own after.
+        let cache = |r: &Registry| -> i64 {
+            r.db.sqlite()
+                .unwrap()
+                .query_row("PRAGMA cache_size", [], |row| row.get(0))
+                .unwrap()
+        };
+        let own_cache = cache(&r);
         let mut recorded = 0;
-        r.for_each_quantum_status(bundle, |_, _| recorded += 1)
-            .unwrap();
+        r.for_each_quantum_status(bundle, |_, _| {
+            assert_eq!(cache(&r), crate::sqlite::SCAN_CACHE_KIB);
+            recorded += 1;
+        })
+        .unwrap();
         assert_eq!(recorded, 2);
+        assert_eq!(cache(&r), own_cache);
+        assert_ne!(own_cache, crate::sqlite::SCAN_CACHE_KIB);
         // Foreign keys are back on for every other write.
         let fk: i64 =
             r.db.sqlite()

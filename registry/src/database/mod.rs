@@ -354,6 +354,20 @@ impl Database {
         }
     }
 
+    /// Runs `scan`, one pass over many rows through this connection, with
+    /// the page cache bounded as for [`Database::read_for_scan`], then
+    /// gives the connection its own cache back: on SQLite the pages the
+    /// scan read beyond the bound are freed rather than held by a cache
+    /// sized for writing (a second merge of 10^7 quanta reads every
+    /// `quantum` row, and held ~1 GiB of them). A server's backend holds
+    /// its pages itself: nothing to do there.
+    pub(crate) fn with_scan_cache<T>(&self, scan: impl FnOnce() -> Result<T>) -> Result<T> {
+        match &self.backend {
+            Backend::Sqlite(conn) => crate::sqlite::with_scan_cache(conn, scan),
+            Backend::Postgres { .. } => scan(),
+        }
+    }
+
     /// Runs statements without parameters (schema, transaction control).
     pub(crate) fn execute_batch(&self, sql: &str) -> Result<()> {
         match &self.backend {

@@ -139,6 +139,15 @@ pub(crate) fn read_for_scan(conn: &Connection) -> Result<()> {
     Ok(())
 }
 
+/// See [`crate::database::Database::with_scan_cache`].
+pub(crate) fn with_scan_cache<T>(conn: &Connection, scan: impl FnOnce() -> Result<T>) -> Result<T> {
+    let own: i64 = conn.query_row("PRAGMA cache_size", [], |row| row.get(0))?;
+    conn.pragma_update(None, "cache_size", SCAN_CACHE_KIB)?;
+    let scanned = scan();
+    conn.pragma_update(None, "cache_size", own)?;
+    scanned
+}
+
 /// Runs one user-supplied statement on a new read-only connection to the
 /// file at `path` (see [`crate::Registry::sql_read_only_within`]).
 pub(crate) fn run_read_only(

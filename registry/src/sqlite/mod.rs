@@ -20,8 +20,8 @@ pub(crate) mod region_functions;
 pub(crate) mod static_statement;
 pub(crate) mod value;
 
-#[cfg(test)]
-pub(crate) use connection::PAGE_SIZE;
 pub(crate) use connection::{
-    create, open, read_for_scan, run_read_only, set_durable_commits, BulkWriting,
+    create, open, read_for_scan, run_read_only, set_durable_commits, with_scan_cache, BulkWriting,
 };
+#[cfg(test)]
+pub(crate) use connection::{PAGE_SIZE, SCAN_CACHE_KIB};
