@@ -166,7 +166,7 @@ enum Kept {
 const OPEN_JOURNALS: usize = 32;
 
 /// Reads the records the fold kept back from their journals, each checked
-/// again and against the quantum it was kept for. Keeps a few journals open
+/// again (frame, decoding, and the kind and attempt the fold kept). Keeps a few journals open
 /// with a window of each, so that reading the records of many quanta in
 /// bundle order costs about one read per window rather than one per record.
 #[derive(Default)]
