@@ -343,6 +343,14 @@ fn exit_code_of(e: &anyhow::Error) -> u8 {
         if let Some(r) = registry_error(cause) {
             return r.is_work_failure();
         }
+        // A journal that changed while the command read it (replaced by
+        // another process): nothing the user gave was wrong, a rerun reads
+        // it afresh.
+        if let Some(quanta_butler::MergeError::Journal(j)) =
+            cause.downcast_ref::<quanta_butler::MergeError>()
+        {
+            return matches!(j, quanta_core::JournalError::Changed { .. });
+        }
         if let Some(io) = cause.downcast_ref::<std::io::Error>() {
             // Errors that name a bad path or file the user gave are input.
             return !matches!(
@@ -392,6 +400,18 @@ mod tests {
         assert_eq!(exit_code_of(&anyhow::Error::new(preflight)), 1);
         let bad = quanta_preflight::PreflightError::Invalid("bad pipeline".into());
         assert_eq!(exit_code_of(&anyhow::Error::new(bad)), 2);
+        let changed = quanta_butler::MergeError::Journal(quanta_core::JournalError::Changed {
+            path: "w.journal".into(),
+            offset: 12,
+            detail: "a record checksum mismatch".into(),
+        });
+        assert_eq!(exit_code_of(&anyhow::Error::new(changed)), 1);
+        let not_journal =
+            quanta_butler::MergeError::Journal(quanta_core::JournalError::NotAJournal {
+                path: "w.journal".into(),
+                reason: "the file is empty".into(),
+            });
+        assert_eq!(exit_code_of(&anyhow::Error::new(not_journal)), 2);
     }
 
     #[test]
