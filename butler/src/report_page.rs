@@ -241,8 +241,15 @@ pub fn campaign_report_page(
                 break;
             };
             let index = block.first_index() + pos as u32;
-            let progress = (&fold, &mut records);
-            add_journalled(&mut builder, progress, index, quantum, &mut worker, &no_log)?;
+            add_journalled(
+                &mut builder,
+                &fold,
+                &mut records,
+                index,
+                quantum,
+                &mut worker,
+                &no_log,
+            )?;
         }
     }
     Ok(builder.finish())
@@ -252,7 +259,8 @@ pub fn campaign_report_page(
 /// records read back through `records`.
 fn add_journalled(
     builder: &mut ReportBuilder,
-    (fold, records): (&CampaignProgress, &mut JournalRecords),
+    fold: &CampaignProgress,
+    records: &mut JournalRecords,
     index: u32,
     quantum: BlockQuantum<'_>,
     worker: &mut String,

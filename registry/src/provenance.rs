@@ -1606,16 +1606,19 @@ mod tests {
         assert_eq!(third.datasets_inserted, 1);
     }
 
+    /// The value of an SQLite `PRAGMA` on the registry's connection.
+    fn pragma(r: &Registry, name: &str) -> i64 {
+        r.db.sqlite()
+            .unwrap()
+            .query_row(&format!("PRAGMA {name}"), [], |row| row.get(0))
+            .unwrap()
+    }
+
     #[test]
     fn bulk_writing_ends_with_the_log_checkpointed() {
         let dir = tempfile::tempdir().unwrap();
         let mut r = registry_with_detectors(dir.path(), 3);
-        let cache = |r: &Registry| -> i64 {
-            r.db.sqlite()
-                .unwrap()
-                .query_row("PRAGMA cache_size", [], |row| row.get(0))
-                .unwrap()
-        };
+        let cache = |r: &Registry| pragma(r, "cache_size");
         let normal_cache = cache(&r);
         r.set_bulk_writing(Some(crate::BulkWrites::Appending))
             .unwrap();
@@ -1654,12 +1657,6 @@ mod tests {
     fn bulk_writing_scattered_rows_keeps_the_whole_page_cache() {
         let dir = tempfile::tempdir().unwrap();
         let mut r = registry_with_detectors(dir.path(), 3);
-        let pragma = |r: &Registry, name: &str| -> i64 {
-            r.db.sqlite()
-                .unwrap()
-                .query_row(&format!("PRAGMA {name}"), [], |row| row.get(0))
-                .unwrap()
-        };
         let normal_cache = pragma(&r, "cache_size");
         r.set_bulk_writing(Some(crate::BulkWrites::Scattered))
             .unwrap();
@@ -1735,12 +1732,7 @@ mod tests {
         let q0 = r.quantum(&batch[0].id).unwrap().unwrap();
         assert_eq!(q0.execution.status, STATUS_SUCCEEDED);
         // Read with a scan's page cache, and the connection's own after.
-        let cache = |r: &Registry| -> i64 {
-            r.db.sqlite()
-                .unwrap()
-                .query_row("PRAGMA cache_size", [], |row| row.get(0))
-                .unwrap()
-        };
+        let cache = |r: &Registry| pragma(r, "cache_size");
         let own_cache = cache(&r);
         let mut recorded = 0;
         r.for_each_quantum_status(bundle, |_, _| {

@@ -36,7 +36,8 @@ fn fold(v: &BundleView, state: &SubmissionState) -> Result<Fold> {
 /// read back through `records`.
 fn is_deterministic(
     v: &BundleView,
-    (f, records): (&Fold, &mut JournalRecords),
+    f: &Fold,
+    records: &mut JournalRecords,
     q: u32,
 ) -> std::result::Result<bool, quanta_core::JournalError> {
     let Some(p) = f.progress.quanta.get(&q) else {
@@ -73,7 +74,7 @@ fn dead_quanta(v: &BundleView, f: &Fold, state: &SubmissionState) -> Result<BTre
     let mut dead = BTreeSet::new();
     for q in 0..v.n_quanta as u32 {
         let deterministic =
-            is_deterministic(v, (f, &mut records), q).map_err(|e| BatchError::Journal {
+            is_deterministic(v, f, &mut records, q).map_err(|e| BatchError::Journal {
                 path: state.journal_dir.clone(),
                 detail: e.to_string(),
             })?;
