@@ -21,7 +21,7 @@ use rayon::prelude::*;
 use crate::butler::{into_record, to_info, Butler};
 use crate::error::ButlerError;
 use crate::repo_guard::RepoGuard;
-use crate::sources::{CanonicalDirs, Resolved};
+use crate::sources::{CanonicalDirs, DirListings, Identified, Resolved};
 use crate::transfers::phase;
 
 /// One file to ingest and the data ID it holds.
@@ -108,12 +108,17 @@ pub fn ingest_dataset_id(dataset_type: &str, run: &str, data_id: &DataId) -> Uui
     uuid::Builder::from_custom_bytes(bytes).into_uuid()
 }
 
-/// An item of a chunk with its dataset and its source resolved.
-struct Prepared {
+/// An item of a chunk with its dataset and its source looked up: step 1
+/// needs the source's kind and identity ([`Identified`]), step 2 what the
+/// datastore needs to transfer it ([`Resolved`]).
+struct Prepared<S> {
     item: IngestItem,
     dataset_ref: DatasetRef,
-    source: std::io::Result<Resolved>,
+    source: std::io::Result<S>,
 }
+
+/// How a pass looks up its items' sources.
+type SourceLookup<'a, S> = &'a (dyn Fn(&mut CanonicalDirs, &Path) -> std::io::Result<S> + Sync);
 
 /// Where an ingest pass prepares its chunks ([`prepare`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -130,23 +135,25 @@ enum Preparation {
 }
 
 /// Runs `each` on the items' chunks in order, each prepared ([`prepare`])
-/// as `preparation` says, the next chunk read meanwhile on another thread.
-/// Stops at the first error, which comes in the items' order.
-fn for_each_chunk(
+/// as `preparation` says, sources looked up by `look_up`, the next chunk
+/// read meanwhile on another thread. Stops at the first error, which
+/// comes in the items' order.
+fn for_each_chunk<S: Send>(
     universe: &DimensionUniverse,
     target: &Target<'_>,
     items: &dyn IngestItems,
     preparation: Preparation,
-    mut each: impl FnMut(Vec<Prepared>) -> Result<(), ButlerError>,
+    look_up: SourceLookup<'_, S>,
+    mut each: impl FnMut(Vec<Prepared<S>>) -> Result<(), ButlerError>,
 ) -> Result<(), ButlerError> {
     /// A chunk as the reading thread hands it on.
-    enum Chunk {
+    enum Chunk<S> {
         Read(Vec<IngestItem>),
-        Prepared(Vec<Prepared>),
+        Prepared(Vec<Prepared<S>>),
     }
     std::thread::scope(|scope| {
         // One chunk waits while the next is read: at most three in memory.
-        let (send, receive) = std::sync::mpsc::sync_channel::<Result<Chunk, ButlerError>>(1);
+        let (send, receive) = std::sync::mpsc::sync_channel::<Result<Chunk<S>, ButlerError>>(1);
         scope.spawn(move || {
             if preparation == Preparation::Ahead {
                 quanta_registry::lower_thread_priority();
@@ -165,7 +172,9 @@ fn for_each_chunk(
                         Preparation::Ahead => Chunk::Prepared(
                             chunk
                                 .into_iter()
-                                .map(|item| prepare_item(universe, target, &mut dirs, item))
+                                .map(|item| {
+                                    prepare_item(universe, target, &mut dirs, look_up, item)
+                                })
                                 .collect::<Result<_, _>>()?,
                         ),
                     };
@@ -181,7 +190,7 @@ fn for_each_chunk(
         });
         for chunk in receive {
             each(match chunk? {
-                Chunk::Read(items) => prepare(universe, target, items)?,
+                Chunk::Read(items) => prepare(universe, target, look_up, items)?,
                 Chunk::Prepared(prepared) => prepared,
             })?;
         }
@@ -190,27 +199,29 @@ fn for_each_chunk(
 }
 
 /// Prepares a chunk of items on every core ([`prepare_item`]).
-fn prepare(
+fn prepare<S: Send>(
     universe: &DimensionUniverse,
     target: &Target<'_>,
+    look_up: SourceLookup<'_, S>,
     chunk: Vec<IngestItem>,
-) -> Result<Vec<Prepared>, ButlerError> {
+) -> Result<Vec<Prepared<S>>, ButlerError> {
     chunk
         .into_par_iter()
         .map_init(CanonicalDirs::default, |dirs, item| {
-            prepare_item(universe, target, dirs, item)
+            prepare_item(universe, target, dirs, look_up, item)
         })
         .collect()
 }
 
 /// Prepares an item: its data ID standardized (an error names the item's
-/// file), its dataset UUID derived, its source resolved.
-fn prepare_item(
+/// file), its dataset UUID derived, its source looked up.
+fn prepare_item<S>(
     universe: &DimensionUniverse,
     target: &Target<'_>,
     dirs: &mut CanonicalDirs,
+    look_up: SourceLookup<'_, S>,
     item: IngestItem,
-) -> Result<Prepared, ButlerError> {
+) -> Result<Prepared<S>, ButlerError> {
     let dt = &target.dataset_type;
     let data_id = item
         .data_id
@@ -222,7 +233,7 @@ fn prepare_item(
         data_id,
         run: target.run.to_string(),
     };
-    let source = dirs.resolve(&item.path);
+    let source = look_up(dirs, &item.path);
     Ok(Prepared {
         item,
         dataset_ref,
@@ -378,11 +389,16 @@ impl Butler {
         // The first item refused: reported once every item is read, unless
         // two items have one data ID (the manifest's own mistake first).
         let mut refused: Option<ButlerError> = None;
+        // Step 1 needs a source's kind and identity, which its directory's
+        // listing gives for most (10^7 raws: a `stat` each was 17 of the
+        // step's 38 CPU seconds); step 2 `stat`s each source again anyway.
+        let listings = DirListings::default();
         for_each_chunk(
             self.universe(),
             target,
             items,
             Preparation::Parallel,
+            &|dirs, path| dirs.identify(path, &listings),
             |chunk| {
                 for p in chunk {
                     ids.push((p.dataset_ref.id, ids.len() as u64));
@@ -412,7 +428,7 @@ impl Butler {
     fn check_item(
         &self,
         target: &Target<'_>,
-        p: &Prepared,
+        p: &Prepared<Identified>,
         mode: TransferMode,
         checks: &mut ItemChecks,
     ) -> Result<(), ButlerError> {
@@ -637,59 +653,74 @@ impl Butler {
         let mut not_removed = Vec::new();
         let mut first_commit = true;
         let universe = self.universe().clone();
-        let result = for_each_chunk(&universe, target, items, Preparation::Ahead, |chunk| {
-            let mut new = Vec::with_capacity(chunk.len());
-            for p in chunk {
-                let id = p.dataset_ref.id;
-                if !checked.already.contains(&id) {
-                    new.push(p);
-                } else if mode == TransferMode::Move && checked.already_with_source.contains(&id) {
-                    open.sources.push(p.item.path);
+        let resolve = |dirs: &mut CanonicalDirs, path: &Path| dirs.resolve(path);
+        let result = for_each_chunk(
+            &universe,
+            target,
+            items,
+            Preparation::Ahead,
+            &resolve,
+            |chunk| {
+                let mut new = Vec::with_capacity(chunk.len());
+                for p in chunk {
+                    let id = p.dataset_ref.id;
+                    if !checked.already.contains(&id) {
+                        new.push(p);
+                    } else if mode == TransferMode::Move
+                        && checked.already_with_source.contains(&id)
+                    {
+                        open.sources.push(p.item.path);
+                    }
                 }
-            }
-            let mut rest = new.into_iter().peekable();
-            while rest.peek().is_some() {
-                let room = options.commit_every.get() - open.rows;
-                let now: Vec<Prepared> = rest.by_ref().take(room).collect();
-                let stored = self.transfer_items(lock, &sweep, target, &now, mode, &mut open)?;
-                open.rows += now.len();
-                // The items are done with: their data IDs move into the rows
-                // (the registry's thread allocates nothing per item here).
-                let mut datasets: Vec<NewDataset> = now
-                    .into_iter()
-                    .zip(stored)
-                    .map(|(p, info)| {
-                        if mode == TransferMode::Move {
-                            // Removed after the commit that registers them.
-                            open.sources.push(p.item.path);
-                        }
-                        NewDataset {
-                            id: p.dataset_ref.id,
-                            data_id: p.dataset_ref.data_id,
-                            stored: Some(into_record(info)),
-                        }
-                    })
-                    .collect();
-                // In UUID order, the inserts into the UUID index go from one
-                // page to the next instead of all over it (registering 10^6
-                // raws beside 10^7: 8.6-9.2 s instead of 10.1-10.8 s). Not
-                // in the registry for every caller: an import comes in data
-                // ID order, which that index prefers (1M: 7.1 s, 9.8 s in
-                // UUID order).
-                datasets.sort_unstable_by_key(|d| d.id);
-                self.registry.insert_datasets_uncommitted(
-                    target.run,
-                    &target.dataset_type.name,
-                    &datasets,
-                    OnConflict::Fail,
-                )?;
-                if open.rows == options.commit_every.get() {
-                    registered +=
-                        self.commit_ingested(&mut open, mode, &mut first_commit, &mut not_removed)?;
+                let mut rest = new.into_iter().peekable();
+                while rest.peek().is_some() {
+                    let room = options.commit_every.get() - open.rows;
+                    let now: Vec<Prepared<Resolved>> = rest.by_ref().take(room).collect();
+                    let stored =
+                        self.transfer_items(lock, &sweep, target, &now, mode, &mut open)?;
+                    open.rows += now.len();
+                    // The items are done with: their data IDs move into the rows
+                    // (the registry's thread allocates nothing per item here).
+                    let mut datasets: Vec<NewDataset> = now
+                        .into_iter()
+                        .zip(stored)
+                        .map(|(p, info)| {
+                            if mode == TransferMode::Move {
+                                // Removed after the commit that registers them.
+                                open.sources.push(p.item.path);
+                            }
+                            NewDataset {
+                                id: p.dataset_ref.id,
+                                data_id: p.dataset_ref.data_id,
+                                stored: Some(into_record(info)),
+                            }
+                        })
+                        .collect();
+                    // In UUID order, the inserts into the UUID index go from one
+                    // page to the next instead of all over it (registering 10^6
+                    // raws beside 10^7: 8.6-9.2 s instead of 10.1-10.8 s). Not
+                    // in the registry for every caller: an import comes in data
+                    // ID order, which that index prefers (1M: 7.1 s, 9.8 s in
+                    // UUID order).
+                    datasets.sort_unstable_by_key(|d| d.id);
+                    self.registry.insert_datasets_uncommitted(
+                        target.run,
+                        &target.dataset_type.name,
+                        &datasets,
+                        OnConflict::Fail,
+                    )?;
+                    if open.rows == options.commit_every.get() {
+                        registered += self.commit_ingested(
+                            &mut open,
+                            mode,
+                            &mut first_commit,
+                            &mut not_removed,
+                        )?;
+                    }
                 }
-            }
-            Ok(())
-        })
+                Ok(())
+            },
+        )
         .and_then(|()| {
             registered +=
                 self.commit_ingested(&mut open, mode, &mut first_commit, &mut not_removed)?;
@@ -717,7 +748,7 @@ impl Butler {
         lock: &IngestLock,
         sweep: &LeftoverSweep,
         target: &Target<'_>,
-        items: &[Prepared],
+        items: &[Prepared<Resolved>],
         mode: TransferMode,
         open: &mut OpenCommit,
     ) -> Result<Vec<StoredFileInfo>, ButlerError> {

@@ -5,6 +5,7 @@ use quanta_core::{
     CollectionType, DataId, DataIdValue, DatasetRef, DatasetType, DimensionGroup, Uuid,
 };
 use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
 
 use crate::collections::CollectionRecord;
 use crate::collections::Membership;
@@ -156,7 +157,7 @@ impl DatasetInsert {
         &self,
         db: &Database,
         datasets: &[NewDataset],
-        data_ids: &[DataId],
+        data_ids: &[Cow<'_, DataId>],
         mut conflict: impl FnMut(usize, InsertConflict) -> Result<()>,
     ) -> Result<InsertCounts> {
         let rows: Vec<InsertRow<'_>> = datasets
@@ -509,9 +510,11 @@ impl Registry {
             )));
         }
         let type_id = self.dataset_type_id(&dt.name)?;
+        // Borrowed where already standard (an ingest's, a bundle's): a copy
+        // of every data ID was 4% of an ingest's writing thread.
         let data_ids = datasets
             .iter()
-            .map(|d| d.data_id.standardize(&dt.dimensions, &self.universe))
+            .map(|d| d.data_id.standardized(&dt.dimensions, &self.universe))
             .collect::<std::result::Result<Vec<_>, _>>()?;
         self.check_dimension_records(dt, &data_ids)?;
         let insert = DatasetInsert::new(&self.db, dt, type_id, run.id);
@@ -526,7 +529,7 @@ impl Registry {
     pub(crate) fn check_dimension_records(
         &self,
         dt: &DatasetType,
-        data_ids: &[DataId],
+        data_ids: &[Cow<'_, DataId>],
     ) -> Result<()> {
         for dim in dt.dimensions.iter() {
             let element = self.universe.dimension(dim)?;
