@@ -226,7 +226,9 @@ impl CanonicalDirs {
 ///
 /// The identity read from a listing is the directory's device and the
 /// entry's inode: for a name that is a mount point it is that of the file
-/// under it, a difference only a bind mount over a source could show.
+/// under it, a difference only a bind mount over a source could show. On
+/// overlayfs, whose listings need not give the inodes `stat` does, nothing
+/// is listed.
 #[derive(Default)]
 pub(crate) struct DirListings {
     dirs: Mutex<std::collections::HashMap<PathBuf, Arc<DirListing>>>,
@@ -349,11 +351,21 @@ impl DirListings {
             self.entries.store(0, Ordering::Relaxed);
         }
         let st = rustix::fs::fstat(fd)?;
+        let names = OnceLock::new();
+        // overlayfs's `readdir` gives the inode numbers of its layers,
+        // which are not always the ones its `stat` gives (without `xino`):
+        // its files are `stat`ed.
+        const OVERLAYFS_SUPER_MAGIC: u64 = 0x794c_7630;
+        let overlay = rustix::fs::fstatfs(fd)
+            .map_or(true, |fs| fs.f_type as u64 == OVERLAYFS_SUPER_MAGIC);
+        if overlay {
+            let _ = names.set(None);
+        }
         let listing = Arc::new(DirListing {
             device: st.st_dev,
             bytes: u64::try_from(st.st_size).unwrap_or(0),
             lookups: AtomicU64::new(0),
-            names: OnceLock::new(),
+            names,
         });
         dirs.insert(canonical.to_path_buf(), listing.clone());
         Ok(listing)
