@@ -356,8 +356,8 @@ impl DirListings {
         // which are not always the ones its `stat` gives (without `xino`):
         // its files are `stat`ed.
         const OVERLAYFS_SUPER_MAGIC: u64 = 0x794c_7630;
-        let overlay = rustix::fs::fstatfs(fd)
-            .map_or(true, |fs| fs.f_type as u64 == OVERLAYFS_SUPER_MAGIC);
+        let overlay =
+            rustix::fs::fstatfs(fd).map_or(true, |fs| fs.f_type as u64 == OVERLAYFS_SUPER_MAGIC);
         if overlay {
             let _ = names.set(None);
         }
