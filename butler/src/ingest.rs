@@ -117,9 +117,6 @@ struct Prepared<S> {
     source: std::io::Result<S>,
 }
 
-/// How a pass looks up its items' sources.
-type SourceLookup<'a, S> = &'a (dyn Fn(&mut CanonicalDirs, &Path) -> std::io::Result<S> + Sync);
-
 /// Where an ingest pass prepares its chunks ([`prepare`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Preparation {
@@ -134,17 +131,47 @@ enum Preparation {
     Ahead,
 }
 
+/// A pass over the items: what it needs of their sources and where it
+/// prepares its chunks.
+trait SourcePass: Sync {
+    type Source: Send;
+    const PREPARATION: Preparation;
+    fn look_up(&self, dirs: &mut CanonicalDirs, path: &Path) -> std::io::Result<Self::Source>;
+}
+
+/// Step 1: a source's kind and identity, from its directory's listing
+/// where that answers (10^7 raws: a `stat` each was 17 of the step's 38
+/// CPU seconds); step 2 `stat`s each source again anyway.
+struct Checking(DirListings);
+
+impl SourcePass for Checking {
+    type Source = Identified;
+    const PREPARATION: Preparation = Preparation::Parallel;
+    fn look_up(&self, dirs: &mut CanonicalDirs, path: &Path) -> std::io::Result<Identified> {
+        dirs.identify(path, &self.0)
+    }
+}
+
+/// Step 2: what the datastore needs to transfer a source.
+struct Writing;
+
+impl SourcePass for Writing {
+    type Source = Resolved;
+    const PREPARATION: Preparation = Preparation::Ahead;
+    fn look_up(&self, dirs: &mut CanonicalDirs, path: &Path) -> std::io::Result<Resolved> {
+        dirs.resolve(path)
+    }
+}
+
 /// Runs `each` on the items' chunks in order, each prepared ([`prepare`])
-/// as `preparation` says, sources looked up by `look_up`, the next chunk
-/// read meanwhile on another thread. Stops at the first error, which
-/// comes in the items' order.
-fn for_each_chunk<S: Send>(
+/// for `pass`, the next chunk read meanwhile on another thread. Stops at
+/// the first error, which comes in the items' order.
+fn for_each_chunk<P: SourcePass>(
     universe: &DimensionUniverse,
     target: &Target<'_>,
     items: &dyn IngestItems,
-    preparation: Preparation,
-    look_up: SourceLookup<'_, S>,
-    mut each: impl FnMut(Vec<Prepared<S>>) -> Result<(), ButlerError>,
+    pass: &P,
+    mut each: impl FnMut(Vec<Prepared<P::Source>>) -> Result<(), ButlerError>,
 ) -> Result<(), ButlerError> {
     /// A chunk as the reading thread hands it on.
     enum Chunk<S> {
@@ -153,9 +180,10 @@ fn for_each_chunk<S: Send>(
     }
     std::thread::scope(|scope| {
         // One chunk waits while the next is read: at most three in memory.
-        let (send, receive) = std::sync::mpsc::sync_channel::<Result<Chunk<S>, ButlerError>>(1);
+        let (send, receive) =
+            std::sync::mpsc::sync_channel::<Result<Chunk<P::Source>, ButlerError>>(1);
         scope.spawn(move || {
-            if preparation == Preparation::Ahead {
+            if P::PREPARATION == Preparation::Ahead {
                 quanta_registry::lower_thread_priority();
             }
             let mut dirs = CanonicalDirs::default();
@@ -167,14 +195,12 @@ fn for_each_chunk<S: Send>(
                     if chunk.is_empty() {
                         return Ok(());
                     }
-                    let chunk = match preparation {
+                    let chunk = match P::PREPARATION {
                         Preparation::Parallel => Chunk::Read(chunk),
                         Preparation::Ahead => Chunk::Prepared(
                             chunk
                                 .into_iter()
-                                .map(|item| {
-                                    prepare_item(universe, target, &mut dirs, look_up, item)
-                                })
+                                .map(|item| prepare_item(universe, target, &mut dirs, pass, item))
                                 .collect::<Result<_, _>>()?,
                         ),
                     };
@@ -190,7 +216,7 @@ fn for_each_chunk<S: Send>(
         });
         for chunk in receive {
             each(match chunk? {
-                Chunk::Read(items) => prepare(universe, target, look_up, items)?,
+                Chunk::Read(items) => prepare(universe, target, pass, items)?,
                 Chunk::Prepared(prepared) => prepared,
             })?;
         }
@@ -199,29 +225,29 @@ fn for_each_chunk<S: Send>(
 }
 
 /// Prepares a chunk of items on every core ([`prepare_item`]).
-fn prepare<S: Send>(
+fn prepare<P: SourcePass>(
     universe: &DimensionUniverse,
     target: &Target<'_>,
-    look_up: SourceLookup<'_, S>,
+    pass: &P,
     chunk: Vec<IngestItem>,
-) -> Result<Vec<Prepared<S>>, ButlerError> {
+) -> Result<Vec<Prepared<P::Source>>, ButlerError> {
     chunk
         .into_par_iter()
         .map_init(CanonicalDirs::default, |dirs, item| {
-            prepare_item(universe, target, dirs, look_up, item)
+            prepare_item(universe, target, dirs, pass, item)
         })
         .collect()
 }
 
 /// Prepares an item: its data ID standardized (an error names the item's
 /// file), its dataset UUID derived, its source looked up.
-fn prepare_item<S>(
+fn prepare_item<P: SourcePass>(
     universe: &DimensionUniverse,
     target: &Target<'_>,
     dirs: &mut CanonicalDirs,
-    look_up: SourceLookup<'_, S>,
+    pass: &P,
     item: IngestItem,
-) -> Result<Prepared<S>, ButlerError> {
+) -> Result<Prepared<P::Source>, ButlerError> {
     let dt = &target.dataset_type;
     let data_id = item
         .data_id
@@ -233,7 +259,7 @@ fn prepare_item<S>(
         data_id,
         run: target.run.to_string(),
     };
-    let source = look_up(dirs, &item.path);
+    let source = pass.look_up(dirs, &item.path);
     Ok(Prepared {
         item,
         dataset_ref,
@@ -389,16 +415,11 @@ impl Butler {
         // The first item refused: reported once every item is read, unless
         // two items have one data ID (the manifest's own mistake first).
         let mut refused: Option<ButlerError> = None;
-        // Step 1 needs a source's kind and identity, which its directory's
-        // listing gives for most (10^7 raws: a `stat` each was 17 of the
-        // step's 38 CPU seconds); step 2 `stat`s each source again anyway.
-        let listings = DirListings::default();
         for_each_chunk(
             self.universe(),
             target,
             items,
-            Preparation::Parallel,
-            &|dirs, path| dirs.identify(path, &listings),
+            &Checking(DirListings::default()),
             |chunk| {
                 for p in chunk {
                     ids.push((p.dataset_ref.id, ids.len() as u64));
@@ -653,74 +674,59 @@ impl Butler {
         let mut not_removed = Vec::new();
         let mut first_commit = true;
         let universe = self.universe().clone();
-        let resolve = |dirs: &mut CanonicalDirs, path: &Path| dirs.resolve(path);
-        let result = for_each_chunk(
-            &universe,
-            target,
-            items,
-            Preparation::Ahead,
-            &resolve,
-            |chunk| {
-                let mut new = Vec::with_capacity(chunk.len());
-                for p in chunk {
-                    let id = p.dataset_ref.id;
-                    if !checked.already.contains(&id) {
-                        new.push(p);
-                    } else if mode == TransferMode::Move
-                        && checked.already_with_source.contains(&id)
-                    {
-                        open.sources.push(p.item.path);
-                    }
+        let result = for_each_chunk(&universe, target, items, &Writing, |chunk| {
+            let mut new = Vec::with_capacity(chunk.len());
+            for p in chunk {
+                let id = p.dataset_ref.id;
+                if !checked.already.contains(&id) {
+                    new.push(p);
+                } else if mode == TransferMode::Move && checked.already_with_source.contains(&id) {
+                    open.sources.push(p.item.path);
                 }
-                let mut rest = new.into_iter().peekable();
-                while rest.peek().is_some() {
-                    let room = options.commit_every.get() - open.rows;
-                    let now: Vec<Prepared<Resolved>> = rest.by_ref().take(room).collect();
-                    let stored =
-                        self.transfer_items(lock, &sweep, target, &now, mode, &mut open)?;
-                    open.rows += now.len();
-                    // The items are done with: their data IDs move into the rows
-                    // (the registry's thread allocates nothing per item here).
-                    let mut datasets: Vec<NewDataset> = now
-                        .into_iter()
-                        .zip(stored)
-                        .map(|(p, info)| {
-                            if mode == TransferMode::Move {
-                                // Removed after the commit that registers them.
-                                open.sources.push(p.item.path);
-                            }
-                            NewDataset {
-                                id: p.dataset_ref.id,
-                                data_id: p.dataset_ref.data_id,
-                                stored: Some(into_record(info)),
-                            }
-                        })
-                        .collect();
-                    // In UUID order, the inserts into the UUID index go from one
-                    // page to the next instead of all over it (registering 10^6
-                    // raws beside 10^7: 8.6-9.2 s instead of 10.1-10.8 s). Not
-                    // in the registry for every caller: an import comes in data
-                    // ID order, which that index prefers (1M: 7.1 s, 9.8 s in
-                    // UUID order).
-                    datasets.sort_unstable_by_key(|d| d.id);
-                    self.registry.insert_datasets_uncommitted(
-                        target.run,
-                        &target.dataset_type.name,
-                        &datasets,
-                        OnConflict::Fail,
-                    )?;
-                    if open.rows == options.commit_every.get() {
-                        registered += self.commit_ingested(
-                            &mut open,
-                            mode,
-                            &mut first_commit,
-                            &mut not_removed,
-                        )?;
-                    }
+            }
+            let mut rest = new.into_iter().peekable();
+            while rest.peek().is_some() {
+                let room = options.commit_every.get() - open.rows;
+                let now: Vec<Prepared<Resolved>> = rest.by_ref().take(room).collect();
+                let stored = self.transfer_items(lock, &sweep, target, &now, mode, &mut open)?;
+                open.rows += now.len();
+                // The items are done with: their data IDs move into the rows
+                // (the registry's thread allocates nothing per item here).
+                let mut datasets: Vec<NewDataset> = now
+                    .into_iter()
+                    .zip(stored)
+                    .map(|(p, info)| {
+                        if mode == TransferMode::Move {
+                            // Removed after the commit that registers them.
+                            open.sources.push(p.item.path);
+                        }
+                        NewDataset {
+                            id: p.dataset_ref.id,
+                            data_id: p.dataset_ref.data_id,
+                            stored: Some(into_record(info)),
+                        }
+                    })
+                    .collect();
+                // In UUID order, the inserts into the UUID index go from one
+                // page to the next instead of all over it (registering 10^6
+                // raws beside 10^7: 8.6-9.2 s instead of 10.1-10.8 s). Not
+                // in the registry for every caller: an import comes in data
+                // ID order, which that index prefers (1M: 7.1 s, 9.8 s in
+                // UUID order).
+                datasets.sort_unstable_by_key(|d| d.id);
+                self.registry.insert_datasets_uncommitted(
+                    target.run,
+                    &target.dataset_type.name,
+                    &datasets,
+                    OnConflict::Fail,
+                )?;
+                if open.rows == options.commit_every.get() {
+                    registered +=
+                        self.commit_ingested(&mut open, mode, &mut first_commit, &mut not_removed)?;
                 }
-                Ok(())
-            },
-        )
+            }
+            Ok(())
+        })
         .and_then(|()| {
             registered +=
                 self.commit_ingested(&mut open, mode, &mut first_commit, &mut not_removed)?;

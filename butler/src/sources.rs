@@ -243,7 +243,7 @@ pub(crate) struct DirListings {
 const LIST_AFTER_BYTES_PER_LOOKUP: u64 = 256;
 
 /// Entries of one directory past which it is not listed (its files are
-/// `stat`ed): ~30 bytes each in memory.
+/// `stat`ed): 24 bytes each in memory, and its name.
 const MAX_LISTED_ENTRIES: usize = 1 << 20;
 
 /// Entries the listings kept hold together before they are dropped (a
@@ -274,17 +274,16 @@ struct ListedEntry {
     kind: FileType,
 }
 
-impl ListedNames {
-    fn name(&self, entry: &ListedEntry) -> &[u8] {
-        &self.names[entry.name_at as usize..][..entry.name_len as usize]
+impl ListedEntry {
+    fn name<'n>(&self, names: &'n [u8]) -> &'n [u8] {
+        &names[self.name_at as usize..][..self.name_len as usize]
     }
+}
 
+impl ListedNames {
     /// The entries of the directory open at `fd`, or `None` past `cap`.
     fn read(fd: &rustix::fd::OwnedFd, cap: usize) -> std::io::Result<Option<Self>> {
-        let mut listed = Self {
-            names: Vec::new(),
-            entries: Vec::new(),
-        };
+        let (mut names, mut entries) = (Vec::new(), Vec::<ListedEntry>::new());
         use rustix::fs::{Mode, OFlags};
         // Opened again for reading: `fd` is an `O_PATH` handle, which
         // `Dir::read_from` would copy the flags of.
@@ -300,31 +299,29 @@ impl ListedNames {
             if name == b"." || name == b".." {
                 continue;
             }
-            if listed.entries.len() == cap {
+            if entries.len() == cap {
                 return Ok(None);
             }
             let (Ok(name_at), Ok(name_len)) =
-                (u32::try_from(listed.names.len()), u32::try_from(name.len()))
+                (u32::try_from(names.len()), u32::try_from(name.len()))
             else {
                 return Ok(None);
             };
-            listed.names.extend_from_slice(name);
-            listed.entries.push(ListedEntry {
+            names.extend_from_slice(name);
+            entries.push(ListedEntry {
                 name_at,
                 name_len,
                 ino: entry.ino(),
                 kind: entry.file_type(),
             });
         }
-        let mut entries = std::mem::take(&mut listed.entries);
-        entries.sort_unstable_by(|a, b| listed.name(a).cmp(listed.name(b)));
-        listed.entries = entries;
-        Ok(Some(listed))
+        entries.sort_unstable_by(|a, b| a.name(&names).cmp(b.name(&names)));
+        Ok(Some(Self { names, entries }))
     }
 
     fn find(&self, name: &[u8]) -> Option<&ListedEntry> {
         self.entries
-            .binary_search_by(|entry| self.name(entry).cmp(name))
+            .binary_search_by(|entry| entry.name(&self.names).cmp(name))
             .ok()
             .map(|at| &self.entries[at])
     }
